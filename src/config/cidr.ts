@@ -1,0 +1,45 @@
+import { BlockList, isIP } from 'node:net';
+import { CanonportError, ErrorCodes } from '../errors.js';
+
+export interface Cidr {
+  text: string;
+  address: string;
+  prefix: number;
+  family: 'ipv4' | 'ipv6';
+}
+
+/** Parses `ADDR/PREFIX` or a bare address (a /32 or /128). Throws CP_CONFIG_INVALID. */
+export function parseCidr(text: string, what: string): Cidr {
+  const [address = '', prefixText] = text.trim().split('/');
+  const fam = isIP(address);
+  if (fam === 0) throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${what}: "${text}" is not an address or CIDR such as 10.0.0.0/8`);
+  const max = fam === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (prefixText !== undefined && !/^\d+$/.test(prefixText))) {
+    throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${what}: prefix length in "${text}" must be 0–${max}`);
+  }
+  return { text: `${address}/${prefix}`, address, prefix, family: fam === 4 ? 'ipv4' : 'ipv6' };
+}
+
+/** A set of networks, matched with node's BlockList (handles IPv4-mapped IPv6). */
+export class NetworkSet {
+  private readonly list = new BlockList();
+  readonly size: number;
+  constructor(cidrs: readonly Cidr[]) {
+    for (const c of cidrs) this.list.addSubnet(c.address, c.prefix, c.family);
+    this.size = cidrs.length;
+  }
+  has(address: string): boolean {
+    const fam = isIP(address);
+    if (fam === 0) return false;
+    if (fam === 6 && address.toLowerCase().startsWith('::ffff:') && isIP(address.slice(7)) === 4) {
+      return this.list.check(address.slice(7), 'ipv4');
+    }
+    return this.list.check(address, fam === 4 ? 'ipv4' : 'ipv6');
+  }
+}
+
+/** Loopback addresses: always allowed. */
+export function isLoopback(address: string): boolean {
+  return address.startsWith('127.') || address === '::1' || address.startsWith('::ffff:127.');
+}

@@ -1,0 +1,172 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { CanonportError, ErrorCodes } from '../errors.js';
+import { loadRegistryFile } from '../registry/load.js';
+import { Registry } from '../registry/registry.js';
+import { parseHostPort, type HostPort } from './address.js';
+import { parseCidr, type Cidr } from './cidr.js';
+
+/** The one validated configuration object the daemon runs on. */
+export interface Config {
+  dns: HostPort;
+  grpc: HostPort;
+  http: HostPort;
+  /** Configured zones (lowercase); `localhost` is always served on top of these. */
+  zones: string[];
+  /** Upstream resolvers; from /etc/resolv.conf when none are given. */
+  upstreams: HostPort[];
+  /** Where the upstreams came from, for --print-config and logs. */
+  upstreamsFrom: 'flags' | 'env' | 'file' | 'resolv.conf';
+  /** Networks allowed to use forwarding when not on loopback. Loopback is always allowed. */
+  allow: Cidr[];
+  registryFile: string | null;
+  logLevel: string;
+  /** Fraction of queries logged, 0–1. */
+  queryLog: number;
+  upstreamTimeoutMs: number;
+  cache: { maxEntries: number; maxTtl: number; maxNegativeTtl: number; staleTtl: number };
+  /** Per-client forwarded queries per second (0 = unlimited). */
+  rateLimit: number;
+  /** Upstream queries in flight at once; beyond it SERVFAIL. */
+  maxInflight: number;
+  tcp: { idleTimeoutMs: number; maxConnections: number };
+}
+
+export const DEFAULTS = {
+  dns: '127.0.0.1:5300',
+  grpc: '127.0.0.1:13655',
+  http: '127.0.0.1:13656',
+} as const;
+
+/** Settings as given by one source; every field optional. */
+export interface ConfigInput {
+  dns?: string | undefined;
+  grpc?: string | undefined;
+  http?: string | undefined;
+  zones?: string[] | undefined;
+  upstreams?: string[] | undefined;
+  allow?: string[] | undefined;
+  registry?: string | undefined;
+  logLevel?: string | undefined;
+  queryLog?: number | undefined;
+}
+
+/** Reads CANONPORT_* variables. Lists are comma- or space-separated. */
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput {
+  const list = (v: string | undefined) => (v === undefined || v.trim() === '' ? undefined : v.split(/[,\s]+/).filter(Boolean));
+  const num = (k: string) => {
+    const v = env[k];
+    if (v === undefined || v === '') return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${k}="${v}" is not a number`);
+    return n;
+  };
+  return {
+    dns: env.CANONPORT_DNS || undefined,
+    grpc: env.CANONPORT_GRPC || undefined,
+    http: env.CANONPORT_HTTP || undefined,
+    zones: list(env.CANONPORT_ZONES),
+    upstreams: list(env.CANONPORT_UPSTREAMS),
+    allow: list(env.CANONPORT_ALLOW),
+    registry: env.CANONPORT_REGISTRY || undefined,
+    logLevel: env.CANONPORT_LOG_LEVEL || undefined,
+    queryLog: num('CANONPORT_QUERY_LOG'),
+  };
+}
+
+export const ENV_VARS = [
+  'CANONPORT_DNS',
+  'CANONPORT_GRPC',
+  'CANONPORT_HTTP',
+  'CANONPORT_ZONES',
+  'CANONPORT_UPSTREAMS',
+  'CANONPORT_ALLOW',
+  'CANONPORT_REGISTRY',
+  'CANONPORT_LOG_LEVEL',
+  'CANONPORT_QUERY_LOG',
+] as const;
+
+/**
+ * Builds the config: flags over env over the registry file's `daemon:`
+ * section over defaults. Loads the registry named by flags or env.
+ * Throws CP_CONFIG_INVALID / CP_REGISTRY_* with a message naming the setting.
+ */
+export async function resolveConfig(
+  flags: ConfigInput,
+  env: ConfigInput = configFromEnv(),
+  opts: { resolvConf?: string } = {},
+): Promise<{ config: Config; registry: Registry }> {
+  const registryFile = flags.registry ?? env.registry ?? null;
+  const registry = registryFile ? await loadRegistryFile(registryFile) : Registry.empty();
+  const config = buildConfig(flags, env, registry, opts);
+  return { config, registry };
+}
+
+/** The pure part of resolveConfig, reused by reload with a freshly parsed registry. */
+export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: Registry, opts: { resolvConf?: string } = {}): Config {
+  const file: ConfigInput = { ...registry.daemon, registry: registry.file ?? undefined };
+  const pick = <K extends keyof ConfigInput>(k: K): ConfigInput[K] => flags[k] ?? env[k] ?? file[k];
+  const dns = parseHostPort(pick('dns') ?? DEFAULTS.dns, '--dns');
+  const zones = [...new Set([...(pick('zones') ?? []), ...registry.zones].map(normaliseZone))];
+  let upstreamsFrom: Config['upstreamsFrom'] = flags.upstreams ? 'flags' : env.upstreams ? 'env' : file.upstreams ? 'file' : 'resolv.conf';
+  const upstreamText = pick('upstreams') ?? readResolvConf(opts.resolvConf ?? '/etc/resolv.conf');
+  const upstreams = upstreamText.map((u) => parseHostPort(u, '--upstream', 53));
+  const logLevel = pick('logLevel') ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new CanonportError(ErrorCodes.CONFIG_INVALID, `log level "${logLevel}" is not one of fatal, error, warn, info, debug, trace, silent`);
+  }
+  const queryLog = pick('queryLog') ?? 0;
+  if (!(queryLog >= 0 && queryLog <= 1)) throw new CanonportError(ErrorCodes.CONFIG_INVALID, `query log rate ${queryLog} is not between 0 and 1`);
+  return {
+    dns,
+    grpc: parseHostPort(pick('grpc') ?? DEFAULTS.grpc, '--grpc'),
+    http: parseHostPort(pick('http') ?? DEFAULTS.http, '--http'),
+    zones,
+    // Loop protection: never forward to our own DNS address (a resolv.conf that names us).
+    upstreams: upstreamsFrom === 'resolv.conf' ? upstreams.filter((u) => !isSelf(u, dns)) : upstreams,
+    upstreamsFrom,
+    allow: (pick('allow') ?? []).map((c) => parseCidr(c, '--allow')),
+    registryFile: registry.file,
+    logLevel,
+    queryLog,
+    upstreamTimeoutMs: 1000,
+    cache: { maxEntries: 100_000, maxTtl: 86_400, maxNegativeTtl: 900, staleTtl: 86_400 },
+    rateLimit: 0,
+    maxInflight: 1024,
+    tcp: { idleTimeoutMs: 10_000, maxConnections: 256 },
+  };
+}
+
+function normaliseZone(z: string): string {
+  const s = z.trim().toLowerCase().replace(/\.$/, '');
+  if (!/^([a-z0-9_-]{1,63})(\.[a-z0-9_-]{1,63})*$/.test(s)) {
+    throw new CanonportError(ErrorCodes.CONFIG_INVALID, `--zone: "${z}" is not a DNS name such as cluster-1.example.com`);
+  }
+  return s;
+}
+
+/** Nameservers of a resolv.conf file, in order. A missing file gives none. */
+export function readResolvConf(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s*nameserver\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const addr = m[1]!.replace(/%.*$/, ''); // drop IPv6 zone index
+    if (isIP(addr)) out.push(isIP(addr) === 6 ? `[${addr}]:53` : `${addr}:53`);
+  }
+  return out;
+}
+
+/** Whether an upstream is this daemon's own listener. */
+export function isSelf(u: HostPort, dns: HostPort): boolean {
+  if (u.port !== dns.port) return false;
+  if (u.host === dns.host) return true;
+  const wildcard = dns.host === '0.0.0.0' || dns.host === '::';
+  return wildcard && (u.host.startsWith('127.') || u.host === '::1');
+}

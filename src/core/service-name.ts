@@ -1,0 +1,72 @@
+import { isInZone } from './names.js';
+import type { Registry } from '../registry/registry.js';
+
+/**
+ * How a name under a served zone reads. Shared by the DNS pipeline and the
+ * gRPC API so both agree on what a name means.
+ *
+ * Forms, for service `svc` under zone Z:
+ *   `_svc._tcp[.labels].Z`, `_svc._udp[.labels].Z`   RFC 2782 SRV owner
+ *   `svc[.labels].Z`                                  plain service name
+ *   `vN.svc[.labels].Z`                               version N of a versioned service
+ */
+export type NameClass =
+  /** Not under any served zone: forward it. */
+  | { kind: 'outside' }
+  /** The zone apex: exists, holds SOA only. */
+  | { kind: 'apex'; zone: string }
+  /** An empty non-terminal such as `_tcp.Z` or `_tcp.east.Z`: exists, holds nothing. */
+  | { kind: 'empty'; zone: string }
+  /** A name that cannot exist in the zone (bad `_` labels, bad characters). */
+  | { kind: 'nxdomain'; zone: string; reason: string }
+  /** A service name. */
+  | {
+      kind: 'service';
+      zone: string;
+      /** Service label, lowercased, leading `_` removed. */
+      service: string;
+      version?: number | undefined;
+      /** `srv` when asked as `_svc._tcp…`, `plain` otherwise. */
+      form: 'srv' | 'plain';
+      proto?: 'tcp' | 'udp' | undefined;
+      /** SRV target / host name: `svc[.labels].Z` (lowercase, no trailing dot). */
+      host: string;
+    };
+
+export const LOCALHOST_ZONE = 'localhost';
+
+const LABEL_RE = /^[a-z0-9][a-z0-9-]*$/;
+const VERSION_RE = /^v(\d{1,6})$/;
+
+/** The longest served zone that holds `name` (lowercase, no trailing dot). */
+export function zoneOf(name: string, zones: readonly string[]): string | null {
+  let best: string | null = null;
+  for (const z of zones) if (isInZone(name, z) && (best === null || z.length > best.length)) best = z;
+  return best;
+}
+
+/** Classifies a lowercase name (no trailing dot) against the served zones. */
+export function classifyName(name: string, zones: readonly string[], registry: Registry): NameClass {
+  const zone = zoneOf(name, zones);
+  if (zone === null) return { kind: 'outside' };
+  if (name === zone) return { kind: 'apex', zone };
+  const labels = name.slice(0, name.length - zone.length - 1).split('.');
+  const first = labels[0]!;
+  if (first === '_tcp' || first === '_udp') {
+    return labels.slice(1).every((l) => LABEL_RE.test(l)) ? { kind: 'empty', zone } : { kind: 'nxdomain', zone, reason: 'bad host label' };
+  }
+  if (first.startsWith('_')) {
+    const proto = labels[1];
+    if (proto !== '_tcp' && proto !== '_udp') return { kind: 'nxdomain', zone, reason: 'underscore label outside _svc._proto' };
+    const service = first.slice(1);
+    const rest = labels.slice(2);
+    if (!LABEL_RE.test(service) || !rest.every((l) => LABEL_RE.test(l))) return { kind: 'nxdomain', zone, reason: 'bad label' };
+    return { kind: 'service', zone, service, form: 'srv', proto: proto === '_tcp' ? 'tcp' : 'udp', host: [service, ...rest, zone].join('.') };
+  }
+  if (!labels.every((l) => LABEL_RE.test(l))) return { kind: 'nxdomain', zone, reason: 'bad label' };
+  const m = VERSION_RE.exec(first);
+  if (m && labels.length >= 2 && registry.isVersioned(labels[1]!)) {
+    return { kind: 'service', zone, service: labels[1]!, version: Number(m[1]), form: 'plain', host: name };
+  }
+  return { kind: 'service', zone, service: first, form: 'plain', host: name };
+}

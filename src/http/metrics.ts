@@ -1,0 +1,87 @@
+import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every Prometheus series canonport exports, in one place so names stay
+ * consistent (snake_case, `canonport_` prefix, `_total` on counters, base
+ * units). One instance per daemon: tests run several daemons in one process.
+ */
+export class Metrics {
+  readonly registry = new PromRegistry();
+
+  readonly dnsQueries = new Counter({
+    name: 'canonport_dns_queries_total',
+    help: 'DNS queries answered, by query type, response code, answer source (canonical, cache, forward, stale, local) and transport.',
+    labelNames: ['type', 'rcode', 'source', 'transport'] as const,
+    registers: [this.registry],
+  });
+  readonly dnsDuration = new Histogram({
+    name: 'canonport_dns_query_duration_seconds',
+    help: 'Time from receiving a DNS query to sending its answer, by answer source.',
+    labelNames: ['source'] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly dnsDropped = new Counter({
+    name: 'canonport_dns_dropped_total',
+    help: 'DNS packets dropped without an answer, by reason (unparsable, response, ratelimit, tcp_limit).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly cacheEntries = new Gauge({
+    name: 'canonport_cache_entries',
+    help: 'Entries in the forwarding cache.',
+    registers: [this.registry],
+  });
+  readonly cacheLookups = new Counter({
+    name: 'canonport_cache_lookups_total',
+    help: 'Forwarding cache lookups by result (hit, miss, stale).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamQueries = new Counter({
+    name: 'canonport_upstream_queries_total',
+    help: 'Queries sent to upstream resolvers, by upstream and outcome (ok, timeout, servfail, refused, error, truncated).',
+    labelNames: ['upstream', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamDuration = new Histogram({
+    name: 'canonport_upstream_duration_seconds',
+    help: 'Upstream round-trip time, by upstream.',
+    labelNames: ['upstream'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly upstreamMismatches = new Counter({
+    name: 'canonport_upstream_mismatched_replies_total',
+    help: 'Upstream replies dropped because ID, question or source did not match (RFC 5452).',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+  readonly inflight = new Gauge({
+    name: 'canonport_upstream_inflight',
+    help: 'Upstream queries in flight.',
+    registers: [this.registry],
+  });
+  readonly reloads = new Counter({
+    name: 'canonport_config_reloads_total',
+    help: 'Configuration reloads, by result (ok, failed).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly grpcCalls = new Counter({
+    name: 'canonport_grpc_calls_total',
+    help: 'gRPC calls, by method and status code name.',
+    labelNames: ['method', 'code'] as const,
+    registers: [this.registry],
+  });
+  readonly serviceListening = new Gauge({
+    name: 'canonport_service_listening',
+    help: 'A service listening on this host: 1 per (service, port, version).',
+    labelNames: ['service', 'port', 'version'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'canonport_' });
+  }
+}

@@ -1,0 +1,93 @@
+import { z } from 'zod';
+
+/**
+ * The registry file's shape (YAML). Everything is optional: an empty file,
+ * or no file at all, means "every service on the base32 scheme".
+ */
+
+const port = z.number().int().min(1).max(65535);
+const label = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]*$/, 'must be a lowercase DNS label: letters, digits, "-" or "_", starting with a letter or digit')
+  .max(63);
+const zoneName = z
+  .string()
+  .transform((s) => s.toLowerCase().replace(/\.$/, ''))
+  .pipe(z.string().regex(/^([a-z0-9_-]{1,63})(\.[a-z0-9_-]{1,63})*$/, 'must be a DNS name such as cluster-1.example.com'));
+const hostPort = z.string().min(1);
+
+export const RoleSchema = z
+  .object({
+    offset: z.number().int().min(0).max(9),
+    internal: port.optional(),
+  })
+  .strict();
+
+export const ServiceSchema = z
+  .object({
+    scheme: z.enum(['base32', 'versioned', 'block', 'pinned']).optional(),
+    /** Pinned port (scheme `pinned`). */
+    port: port.optional(),
+    /** Versioned scheme: the service's numeric id and its current version. */
+    id: z.number().int().min(0).optional(),
+    version: z.number().int().min(0).optional(),
+    /** Versions known to run; `version` defaults to the highest. */
+    versions: z.array(z.number().int().min(0)).optional(),
+    /** Block scheme: base of the app's ten-port block, and its roles. */
+    block: port.optional(),
+    roles: z.array(label).optional(),
+    /** Port inside the container, for `canonport compose`. */
+    internal: port.optional(),
+    dependsOn: z.array(label).optional(),
+    /** HTTP path answering the running version, for the inventory. */
+    versionPath: z.string().startsWith('/').optional(),
+    description: z.string().optional(),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    // An explicit scheme must come with the field it needs.
+    const need: Record<string, keyof typeof s> = { pinned: 'port', block: 'block', versioned: 'id' };
+    const field = s.scheme ? need[s.scheme] : undefined;
+    if (field && s[field] === undefined) {
+      ctx.addIssue({ code: 'custom', path: [field], message: `scheme "${s.scheme}" needs "${field}"` });
+    }
+  });
+
+export const DaemonSchema = z
+  .object({
+    dns: hostPort.optional(),
+    grpc: hostPort.optional(),
+    http: hostPort.optional(),
+    zones: z.array(zoneName).optional(),
+    upstreams: z.array(hostPort).optional(),
+    allow: z.array(z.string()).optional(),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
+    queryLog: z.number().min(0).max(1).optional(),
+  })
+  .strict();
+
+export const InventorySchema = z
+  .object({
+    intervalMs: z.number().int().min(100).optional(),
+    versionPath: z.string().startsWith('/').optional(),
+    probeTimeoutMs: z.number().int().min(10).max(60000).optional(),
+  })
+  .strict();
+
+export const RegistrySchema = z
+  .object({
+    zones: z.array(zoneName).optional(),
+    /** TTL of canonical answers, seconds. */
+    ttl: z.number().int().min(0).max(86400).optional(),
+    roles: z.record(label, RoleSchema).optional(),
+    /** Addresses of in-zone hosts: name → [IPv4 | IPv6]. */
+    hosts: z.record(zoneName, z.array(z.union([z.ipv4(), z.ipv6()]))).optional(),
+    services: z.record(label, ServiceSchema.nullable()).optional(),
+    daemon: DaemonSchema.optional(),
+    inventory: InventorySchema.optional(),
+  })
+  .strict();
+
+export type RegistryFile = z.infer<typeof RegistrySchema>;
+export type ServiceFile = z.infer<typeof ServiceSchema>;
+export type DaemonFile = z.infer<typeof DaemonSchema>;
