@@ -1,0 +1,8 @@
+import type { Command } from 'commander';
+import type { CliIO } from '../io.js';
+
+/** A command module: adds its subcommand to the program. Actions set io.exitCode. */
+export type RegisterCommand = (program: Command, io: CliIO) => void;
+
+/** Every subcommand, in help order. One line per command module. */
+export const commands: RegisterCommand[] = [];

@@ -1,0 +1,40 @@
+import { CanonportError, ErrorCodes } from '../errors.js';
+
+/** Exit codes: 0 ok, 1 findings (check errors, mismatches, unreachable), 2 usage. */
+export const EXIT_OK = 0;
+export const EXIT_FINDINGS = 1;
+export const EXIT_USAGE = 2;
+
+/** Where a command writes; injectable so tests capture output without spawning. */
+export interface CliIO {
+  out(text: string): void;
+  err(text: string): void;
+  /** Set by a command's action; main() returns it. */
+  exitCode: number;
+}
+
+export function processIO(): CliIO {
+  return {
+    out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
+    err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+    exitCode: EXIT_OK,
+  };
+}
+
+/** A usage error: main() prints it with the command's usage line and exits 2. */
+export function usageError(message: string): CanonportError {
+  return new CanonportError(ErrorCodes.USAGE, message);
+}
+
+/** Writes a value as pretty JSON (for --json). */
+export function printJson(io: CliIO, value: unknown): void {
+  io.out(JSON.stringify(value, null, 2));
+}
+
+/** Parses a positive integer argument or throws a usage error. */
+export function parsePortArg(text: string): number {
+  if (!/^\d+$/.test(text)) throw usageError(`"${text}" is not a port number`);
+  const n = Number(text);
+  if (n > 65535) throw usageError(`${text} is over 65535`);
+  return n;
+}

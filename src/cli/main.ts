@@ -1,0 +1,45 @@
+import { Command, CommanderError } from 'commander';
+import { isCanonportError, ErrorCodes } from '../errors.js';
+import { EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, processIO, type CliIO } from './io.js';
+import { commands } from './commands/index.js';
+
+/**
+ * Runs the CLI. Returns the exit code instead of exiting, so tests call it
+ * in-process; bin/canonport.js sets process.exitCode.
+ */
+export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
+  const program = new Command('canonport')
+    .description('Ports as a pure function of service names, served over DNS and gRPC.')
+    .version(await version(), '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
+    .exitOverride();
+  for (const register of commands) register(program, io);
+  program.commands.forEach((c) => c.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return io.exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version exit 0; every other parse problem is a usage error.
+      if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT_OK;
+      if (err.code === 'commander.help') return EXIT_OK;
+      return EXIT_USAGE;
+    }
+    if (isCanonportError(err, ErrorCodes.USAGE)) {
+      io.err(`canonport: ${err.message}`);
+      return EXIT_USAGE;
+    }
+    if (isCanonportError(err)) {
+      io.err(`canonport: ${err.message} [${err.code}]`);
+      return err.code === ErrorCodes.CONFIG_INVALID ? EXIT_USAGE : EXIT_FINDINGS;
+    }
+    throw err;
+  }
+}
+
+async function version(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
