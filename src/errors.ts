@@ -32,6 +32,10 @@ export const ErrorCodes = {
   DAEMON_UNREACHABLE: 'CP_DAEMON_UNREACHABLE',
   /** A command-line usage error. */
   USAGE: 'CP_USAGE',
+  /** A request that is malformed as a whole (gRPC: batch too large, bad field). */
+  BAD_REQUEST: 'CP_BAD_REQUEST',
+  /** The daemon answered a call with an error it gave no canonport code for. */
+  DAEMON_FAILED: 'CP_DAEMON_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -90,6 +94,7 @@ export function errorToGrpcStatus(err: unknown): number {
   switch (err.code) {
     case ErrorCodes.BAD_NAME:
     case ErrorCodes.BAD_PORT:
+    case ErrorCodes.BAD_REQUEST:
       return GrpcStatus.INVALID_ARGUMENT;
     case ErrorCodes.NOT_FOUND:
       return GrpcStatus.NOT_FOUND;
