@@ -31,3 +31,15 @@ export function canonportService(): grpc.ServiceClientConstructor {
   };
   return root.canonport.v1.Canonport;
 }
+
+/** The daemon's default gRPC address: port 13655 is the canonical port of "canonport". */
+export const DEFAULT_DAEMON_ADDRESS = '127.0.0.1:13655';
+
+/**
+ * Trailing metadata key carrying the stable canonport error code (CP_BAD_NAME…)
+ * beside the gRPC status, so clients can tell two INVALID_ARGUMENTs apart.
+ */
+export const ERROR_CODE_METADATA = 'canonport-code';
+
+/** Fully-qualified name of the service, as health checks and reflection know it. */
+export const CANONPORT_SERVICE_NAME = 'canonport.v1.Canonport';

@@ -1,0 +1,223 @@
+import { isIP } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { CanonportError, ErrorCodes, type ErrorCode } from '../errors.js';
+import { formatHostPort, type HostPort } from '../config/address.js';
+import type { Resolution } from '../core/resolver.js';
+import type { InventoryListener, InventorySnapshot } from '../daemon/context.js';
+import { canonportService, DEFAULT_DAEMON_ADDRESS, ERROR_CODE_METADATA } from './proto.js';
+
+/**
+ * A typed, promise-based client for the daemon's Canonport service. The CLI
+ * (`canonport resolve`, `inventory`, `fleet`) and the `canon:` resolver use it;
+ * nothing outside this file touches the loosely typed grpc-js client.
+ */
+
+export type { Resolution };
+export type { InventoryListener };
+/** The Inventory answer: the same shape as the daemon's snapshot. */
+export type InventoryResponse = InventorySnapshot;
+
+/** One name's outcome in ResolveMany: exactly one of resolution or error. */
+export interface ResolveResult {
+  name: string;
+  resolution?: Resolution | undefined;
+  error?: ResolveErrorInfo | undefined;
+}
+
+export interface ResolveErrorInfo {
+  /** The gRPC status the single Resolve would have returned (3 INVALID_ARGUMENT, 5 NOT_FOUND…). */
+  status: number;
+  /** Stable canonport code, e.g. CP_BAD_NAME. */
+  code: string;
+  message: string;
+}
+
+export interface DecodeResult {
+  port: number;
+  /** Empty when the port is outside what the scheme produces. */
+  prefix: string;
+  /** Registry names whose port this is. */
+  owners: string[];
+  raw: boolean;
+}
+
+/** A Watch stream: iterate for answers; cancel() (or breaking out of the loop) ends it cleanly. */
+export interface WatchStream extends AsyncIterable<Resolution> {
+  cancel(): void;
+}
+
+export interface CanonportClientOptions {
+  /** Deadline of each unary call, ms (default 5000). Watch has none. */
+  timeoutMs?: number | undefined;
+  /** Extra grpc-js channel options. */
+  channelOptions?: grpc.ChannelOptions | undefined;
+}
+
+export interface CanonportClient {
+  /** The target dialled, `host:port`. */
+  readonly address: string;
+  resolve(name: string): Promise<Resolution>;
+  resolveMany(names: readonly string[]): Promise<ResolveResult[]>;
+  decode(port: number, raw?: boolean): Promise<DecodeResult>;
+  inventory(): Promise<InventoryResponse>;
+  watch(name: string): WatchStream;
+  close(): void;
+}
+
+/**
+ * An error the daemon returned, or the failure to reach it. `code` is the
+ * daemon's canonport code when it sent one; otherwise CP_DAEMON_UNREACHABLE
+ * (UNAVAILABLE, DEADLINE_EXCEEDED) or CP_DAEMON_FAILED. `status` is the gRPC status.
+ */
+export class DaemonError extends CanonportError {
+  readonly status: number;
+  readonly address: string;
+  constructor(code: ErrorCode, message: string, status: number, address: string) {
+    super(code, message, { status, address });
+    this.name = 'DaemonError';
+    this.status = status;
+    this.address = address;
+  }
+}
+
+const DEFAULT_TIMEOUT_MS = 5000;
+const DEFAULT_PORT = Number(DEFAULT_DAEMON_ADDRESS.split(':')[1]);
+const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
+
+/**
+ * The gRPC target for a daemon address: `host:port`, `[v6]:port`, a bare host
+ * or address (port 13655 added), or a HostPort.
+ */
+export function daemonTarget(address: string | HostPort): string {
+  if (typeof address !== 'string') return formatHostPort(address);
+  const s = address.trim();
+  if (isIP(s) === 6) return `[${s}]:${DEFAULT_PORT}`;
+  if (s.startsWith('[')) return s.includes(']:') ? s : `${s}:${DEFAULT_PORT}`;
+  return s.includes(':') ? s : `${s}:${DEFAULT_PORT}`;
+}
+
+export function createCanonportClient(address: string | HostPort = DEFAULT_DAEMON_ADDRESS, opts: CanonportClientOptions = {}): CanonportClient {
+  return new GrpcCanonportClient(daemonTarget(address), opts);
+}
+
+/** Wire shapes as @grpc/proto-loader gives them (camelCase, longs as numbers, defaults filled). */
+interface WireResolution {
+  name: string;
+  service: string;
+  port: number;
+  scheme: string;
+  host: string;
+  addresses: string[];
+  ttl: number;
+  prefix: string;
+  version?: number;
+  collidesWith: string[];
+  zone: string;
+}
+
+type Unary = (req: unknown, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall;
+
+class GrpcCanonportClient implements CanonportClient {
+  private readonly client: grpc.Client & Record<string, unknown>;
+  private readonly timeoutMs: number;
+
+  constructor(
+    readonly address: string,
+    opts: CanonportClientOptions,
+  ) {
+    const Ctor = canonportService();
+    this.client = new Ctor(address, grpc.credentials.createInsecure(), opts.channelOptions) as grpc.Client & Record<string, unknown>;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  async resolve(name: string): Promise<Resolution> {
+    return toResolution((await this.unary('Resolve', { name })) as WireResolution);
+  }
+
+  async resolveMany(names: readonly string[]): Promise<ResolveResult[]> {
+    const res = (await this.unary('ResolveMany', { names })) as {
+      results: { name: string; resolution?: WireResolution | null; error?: ResolveErrorInfo | null }[];
+    };
+    return res.results.map((r) =>
+      r.resolution ? { name: r.name, resolution: toResolution(r.resolution) } : { name: r.name, error: r.error ?? { status: 2, code: '', message: 'empty result' } },
+    );
+  }
+
+  async decode(port: number, raw = false): Promise<DecodeResult> {
+    const res = (await this.unary('Decode', { port, raw })) as DecodeResult;
+    return { port: res.port, prefix: res.prefix, owners: [...res.owners], raw: res.raw };
+  }
+
+  async inventory(): Promise<InventoryResponse> {
+    const res = (await this.unary('Inventory', {})) as InventoryResponse;
+    return {
+      host: res.host,
+      collectedAtMs: res.collectedAtMs,
+      listeners: res.listeners.map((l) => ({ ...l, services: [...l.services] })),
+    };
+  }
+
+  watch(name: string): WatchStream {
+    const call = (this.client.Watch as (req: unknown) => grpc.ClientReadableStream<WireResolution>).call(this.client, { name });
+    let cancelled = false;
+    const cancel = () => {
+      cancelled = true;
+      call.cancel();
+    };
+    const address = this.address;
+    async function* iterate(): AsyncGenerator<Resolution> {
+      try {
+        for await (const msg of call as AsyncIterable<WireResolution>) yield toResolution(msg);
+      } catch (err) {
+        if (cancelled && (err as grpc.ServiceError).code === grpc.status.CANCELLED) return;
+        throw toDaemonError(err as grpc.ServiceError, address);
+      } finally {
+        // A consumer that breaks out of the loop ends the stream on the server too.
+        if (!cancelled) cancel();
+      }
+    }
+    return { [Symbol.asyncIterator]: iterate, cancel };
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  private unary(method: string, req: unknown): Promise<unknown> {
+    const fn = this.client[method] as Unary;
+    return new Promise((resolve, reject) => {
+      fn.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err, res) => {
+        if (err) reject(toDaemonError(err, this.address));
+        else resolve(res);
+      });
+    });
+  }
+}
+
+function toResolution(w: WireResolution): Resolution {
+  return {
+    name: w.name,
+    zone: w.zone,
+    service: w.service,
+    port: w.port,
+    scheme: w.scheme,
+    prefix: w.prefix,
+    ...(w.version !== undefined && w.version !== null ? { version: w.version } : {}),
+    host: w.host,
+    addresses: [...w.addresses],
+    ttl: w.ttl,
+    collidesWith: [...w.collidesWith],
+  };
+}
+
+/** A grpc-js call error as a DaemonError, keeping the daemon's own code when it sent one. */
+export function toDaemonError(err: grpc.ServiceError, address: string): DaemonError {
+  const sent = err.metadata?.get(ERROR_CODE_METADATA)[0];
+  const status = typeof err.code === 'number' ? err.code : grpc.status.UNKNOWN;
+  const details = err.details || err.message;
+  if (typeof sent === 'string' && KNOWN_CODES.has(sent)) return new DaemonError(sent as ErrorCode, details, status, address);
+  if (status === grpc.status.UNAVAILABLE || status === grpc.status.DEADLINE_EXCEEDED) {
+    return new DaemonError(ErrorCodes.DAEMON_UNREACHABLE, `cannot reach the canonport daemon at ${address}: ${details}`, status, address);
+  }
+  return new DaemonError(ErrorCodes.DAEMON_FAILED, `daemon at ${address}: ${grpc.status[status] ?? status}: ${details}`, status, address);
+}
