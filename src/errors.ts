@@ -36,6 +36,10 @@ export const ErrorCodes = {
   BAD_REQUEST: 'CP_BAD_REQUEST',
   /** The daemon answered a call with an error it gave no canonport code for. */
   DAEMON_FAILED: 'CP_DAEMON_FAILED',
+  /** The registry's dependsOn graph has a cycle (`order`). */
+  DEPENDENCY_CYCLE: 'CP_DEPENDENCY_CYCLE',
+  /** A dependsOn entry names no registry service (`order`). */
+  UNKNOWN_DEPENDENCY: 'CP_UNKNOWN_DEPENDENCY',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
