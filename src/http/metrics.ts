@@ -80,6 +80,24 @@ export class Metrics {
     labelNames: ['service', 'port', 'version'] as const,
     registers: [this.registry],
   });
+  readonly inventoryProbes = new Counter({
+    name: 'canonport_inventory_probes_total',
+    help: 'HTTP version probes of listening services, by result (ok, timeout, refused, error, bad_status, invalid).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly httpRequests = new Counter({
+    name: 'canonport_http_requests_total',
+    help: 'Requests to the HTTP endpoint, by handler (metrics, healthz, readyz, other) and status code.',
+    labelNames: ['handler', 'code'] as const,
+    registers: [this.registry],
+  });
+  readonly ready = new Gauge({
+    name: 'canonport_ready',
+    help: '1 when every listener is bound and the configuration is loaded (what /readyz answers), else 0.',
+    registers: [this.registry],
+  });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'canonport_' });

@@ -1,0 +1,164 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { CanonportError, ErrorCodes } from '../errors.js';
+import { formatHostPort as fmt, type HostPort } from '../config/address.js';
+import type { DaemonContext } from '../daemon/context.js';
+
+/** A running HTTP endpoint. */
+export interface HttpServer {
+  /** The address actually bound (the real port when 0 was asked). */
+  address: HostPort;
+  /** Stops accepting, lets in-flight responses finish, then closes every connection. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Paths served; anything else is 404. Also the `handler` label of canonport_http_requests_total. */
+type Handler = 'metrics' | 'healthz' | 'readyz' | 'other';
+
+const ROUTES: Readonly<Record<string, Handler>> = { '/metrics': 'metrics', '/healthz': 'healthz', '/readyz': 'readyz' };
+
+/** Time allowed for in-flight responses when closing, before connections are cut. */
+const CLOSE_GRACE_MS = 2000;
+
+/**
+ * Serves the operator endpoints: `/metrics` (Prometheus text), `/healthz`
+ * (the process runs), `/readyz` (listeners bound and config loaded). Binds
+ * exactly `listen` (IPv4 or IPv6, port 0 allowed); rejects with
+ * CP_LISTEN_FAILED when it cannot. Nothing a client sends can throw out of
+ * here: bad requests get a 4xx, handler failures a 500 and a log line.
+ */
+export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<HttpServer> {
+  const log = ctx.logger.child({ component: 'http' });
+  const metrics = ctx.metrics;
+
+  const server = createServer(
+    {
+      // Scrapers and probes send small, quick requests; anything slow or large is not one of them.
+      requestTimeout: 10_000,
+      headersTimeout: 5_000,
+      maxHeaderSize: 8192,
+      keepAliveTimeout: 5_000,
+    },
+    (req, res) => {
+      handle(req, res).catch((err: unknown) => {
+        log.error({ err, code: ErrorCodes.HANDLER_FAILED, url: req.url }, 'HTTP handler failed');
+        if (!res.headersSent) reply(res, req, 'other', 500, 'text/plain; charset=utf-8', 'internal error\n');
+        else res.destroy();
+      });
+    },
+  );
+  // A monitoring endpoint needs few connections; the cap keeps a misbehaving client from exhausting fds.
+  server.maxConnections = 128;
+
+  // Malformed HTTP (bad request line, oversized headers): answer 400 when the socket still can, never throw.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    metrics.httpRequests.inc({ handler: 'other', code: err.code === 'HPE_HEADER_OVERFLOW' ? '431' : '400' });
+    log.debug({ err: err.message, errno: err.code }, 'bad HTTP request');
+    // A client that hung up mid-request (EOF, reset) gets nothing: the socket is just released.
+    const gone = err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || socket.readableEnded;
+    if (socket.writable && !gone) {
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    } else socket.destroy();
+  });
+
+  const onReady = (ready: boolean) => metrics.ready.set(ready ? 1 : 0);
+  ctx.events.on('ready', onReady);
+  metrics.ready.set(ctx.ready() ? 1 : 0);
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // A body on a GET is legal but meaningless: read and discard it so the connection stays usable.
+    req.resume();
+    req.on('error', () => undefined);
+    const path = pathOf(req.url);
+    const handler: Handler = (path !== null && ROUTES[path]) || 'other';
+    if (path === null) return reply(res, req, handler, 400, 'text/plain; charset=utf-8', 'bad request target\n');
+    if (handler === 'other') return reply(res, req, handler, 404, 'text/plain; charset=utf-8', 'not found\n');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('Allow', 'GET, HEAD');
+      return reply(res, req, handler, 405, 'text/plain; charset=utf-8', 'method not allowed\n');
+    }
+    switch (handler) {
+      case 'healthz':
+        return reply(res, req, handler, 200, 'text/plain; charset=utf-8', 'ok\n');
+      case 'readyz': {
+        const ready = ctx.ready();
+        const body = ready
+          ? { ready: true }
+          : { ready: false, reason: 'not ready: listeners not all bound or configuration not loaded yet' };
+        return reply(res, req, handler, ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
+      }
+      case 'metrics': {
+        metrics.ready.set(ctx.ready() ? 1 : 0);
+        // Counted before rendering so a scrape sees itself; the series then never lags a scrape behind.
+        metrics.httpRequests.inc({ handler, code: '200' });
+        const text = await metrics.registry.metrics();
+        return reply(res, req, handler, 200, metrics.registry.contentType, text, false);
+      }
+    }
+  }
+
+  function reply(
+    res: ServerResponse,
+    req: IncomingMessage,
+    handler: Handler,
+    status: number,
+    contentType: string,
+    body: string,
+    count = true,
+  ): void {
+    if (count) metrics.httpRequests.inc({ handler, code: String(status) });
+    res.statusCode = status;
+    res.setHeader('Content-Type', contentType);
+    res.setHeader('Content-Length', Buffer.byteLength(body));
+    res.setHeader('Cache-Control', 'no-store');
+    res.end(req.method === 'HEAD' ? undefined : body);
+  }
+
+  return new Promise<HttpServer>((resolve, reject) => {
+    const onListenError = (err: NodeJS.ErrnoException) => {
+      ctx.events.off('ready', onReady);
+      reject(
+        new CanonportError(ErrorCodes.LISTEN_FAILED, `HTTP: cannot listen on ${fmt(listen)}: ${err.code ?? err.message}`, {
+          address: fmt(listen),
+          errno: err.code,
+        }, { cause: err }),
+      );
+    };
+    server.once('error', onListenError);
+    // `exclusive` keeps the bind in this process even under cluster; `host` is bound exactly, never widened.
+    server.listen({ host: listen.host, port: listen.port, exclusive: true }, () => {
+      server.off('error', onListenError);
+      server.on('error', (err) => log.error({ err, code: ErrorCodes.LISTEN_FAILED }, 'HTTP server error'));
+      const a = server.address() as AddressInfo;
+      const address = { host: a.address, port: a.port };
+      log.info({ address: fmt(address) }, 'HTTP listening');
+      let closing: Promise<void> | undefined;
+      resolve({
+        address,
+        close: () =>
+          (closing ??= new Promise<void>((done) => {
+            ctx.events.off('ready', onReady);
+            // Node ≥ 19 closes idle keep-alive connections on close(); busy ones get a short grace.
+            const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+            cut.unref();
+            server.close(() => {
+              clearTimeout(cut);
+              done();
+            });
+            server.closeIdleConnections();
+          })),
+      });
+    });
+  });
+}
+
+/** The path of a request target (origin or absolute form), without query; null when unparsable. */
+function pathOf(url: string | undefined): string | null {
+  if (!url) return null;
+  try {
+    return new URL(url, 'http://localhost').pathname;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,247 @@
+import { EventEmitter } from 'node:events';
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { buildConfig } from '../src/config/config.js';
+import { ServiceResolver, type ServingState } from '../src/core/resolver.js';
+import type { DaemonContext, DaemonEvents } from '../src/daemon/context.js';
+import { ErrorCodes } from '../src/errors.js';
+import { Metrics } from '../src/http/metrics.js';
+import { startHttpServer, type HttpServer } from '../src/http/server.js';
+import { silentLogger } from '../src/log.js';
+import { Registry } from '../src/registry/registry.js';
+
+/** A real context: real Metrics and emitter, readiness switchable by the test. */
+function testContext(): { ctx: DaemonContext; setReady(r: boolean): void } {
+  let ready = false;
+  const registry = Registry.empty();
+  const state: ServingState = { registry, zones: ['localhost'] };
+  const config = buildConfig({ upstreams: ['127.0.0.1:53'] }, {}, registry);
+  const events = new EventEmitter<DaemonEvents>();
+  const ctx: DaemonContext = {
+    logger: silentLogger,
+    metrics: new Metrics(),
+    config: () => config,
+    state: () => state,
+    resolver: new ServiceResolver(() => state, { lookup: async () => ({ addresses: [], ttl: 0 }) }),
+    inventory: { snapshot: async () => ({ host: 'test', collectedAtMs: 0, listeners: [] }) },
+    events,
+    ready: () => ready,
+  };
+  return {
+    ctx,
+    setReady(r) {
+      ready = r;
+      events.emit('ready', r);
+    },
+  };
+}
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** One HTTP request on a fresh connection (no agent: nothing lingers after the test). */
+function http(server: HttpServer, method: string, path: string, headers: Record<string, string> = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: server.address.host, port: server.address.port, method, path, headers, agent: false, timeout: 5000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in 5 s`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Sends raw bytes and returns whatever comes back before the server closes (or 5 s pass). */
+function raw(server: HttpServer, bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ host: server.address.host, port: server.address.port });
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => sock.destroy(), 5000);
+    sock.on('connect', () => sock.write(bytes));
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    sock.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks).toString('latin1'));
+    });
+    sock.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' ? undefined : reject(err)));
+  });
+}
+
+const servers: HttpServer[] = [];
+async function start(ctx: DaemonContext, host = '127.0.0.1', port = 0): Promise<HttpServer> {
+  const s = await startHttpServer(ctx, { host, port });
+  servers.push(s);
+  return s;
+}
+
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.close()));
+});
+
+describe('startHttpServer', () => {
+  it('binds exactly the address asked for and reports the real port', async () => {
+    const { ctx } = testContext();
+    const s = await start(ctx);
+    expect(s.address.host).toBe('127.0.0.1');
+    expect(s.address.port).toBeGreaterThan(0);
+  });
+
+  it('serves /healthz with 200 "ok" whatever the readiness', async () => {
+    const { ctx } = testContext();
+    const s = await start(ctx);
+    const r = await http(s, 'GET', '/healthz');
+    expect(r.status).toBe(200);
+    expect(r.body).toBe('ok\n');
+    expect(r.headers['content-type']).toMatch(/^text\/plain/);
+  });
+
+  it('answers /readyz 503 with a JSON reason until ready, then 200, and back', async () => {
+    const t = testContext();
+    const s = await start(t.ctx);
+    const before = await http(s, 'GET', '/readyz');
+    expect(before.status).toBe(503);
+    expect(before.headers['content-type']).toMatch(/^application\/json/);
+    const reason = JSON.parse(before.body) as { ready: boolean; reason: string };
+    expect(reason.ready).toBe(false);
+    expect(reason.reason).toMatch(/not ready/);
+    t.setReady(true);
+    const after = await http(s, 'GET', '/readyz');
+    expect(after.status).toBe(200);
+    expect(JSON.parse(after.body)).toEqual({ ready: true });
+    t.setReady(false);
+    expect((await http(s, 'GET', '/readyz')).status).toBe(503);
+  });
+
+  it('serves /metrics in the Prometheus text format with the live values', async () => {
+    const t = testContext();
+    const s = await start(t.ctx);
+    t.ctx.metrics.dnsQueries.inc({ type: 'SRV', rcode: 'NOERROR', source: 'canonical', transport: 'udp' }, 3);
+    const r = await http(s, 'GET', '/metrics');
+    expect(r.status).toBe(200);
+    expect(r.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
+    expect(r.body).toContain('# TYPE canonport_dns_queries_total counter');
+    expect(r.body).toContain('canonport_dns_queries_total{type="SRV",rcode="NOERROR",source="canonical",transport="udp"} 3');
+    expect(r.body).toMatch(/^canonport_ready 0$/m);
+    // Process metrics come with the daemon's prefix, so dashboards can tell canonport's heap from others'.
+    expect(r.body).toMatch(/^canonport_process_resident_memory_bytes \d+/m);
+    t.setReady(true);
+    const again = await http(s, 'GET', '/metrics?format=ignored');
+    expect(again.status).toBe(200);
+    expect(again.body).toMatch(/^canonport_ready 1$/m);
+    expect(again.body).toMatch(/^canonport_http_requests_total\{handler="metrics",code="200"\} 2$/m);
+  });
+
+  it('answers HEAD like GET without a body', async () => {
+    const { ctx } = testContext();
+    const s = await start(ctx);
+    const r = await http(s, 'HEAD', '/healthz');
+    expect(r.status).toBe(200);
+    expect(r.headers['content-length']).toBe('3');
+    expect(r.body).toBe('');
+  });
+
+  it('answers 405 with Allow for other methods, 404 for other paths', async () => {
+    const { ctx } = testContext();
+    const s = await start(ctx);
+    for (const method of ['POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']) {
+      const r = await http(s, method, '/metrics');
+      expect(r.status, method).toBe(405);
+      expect(r.headers.allow).toBe('GET, HEAD');
+    }
+    for (const path of ['/', '/metric', '/healthz/extra', '/../metrics/x', '/%zz']) {
+      expect((await http(s, 'GET', path)).status, path).toBe(404);
+    }
+    const counted = await ctx.metrics.httpRequests.get();
+    const notFound = counted.values.find((v) => v.labels.handler === 'other' && v.labels.code === '404');
+    expect(notFound?.value).toBe(5);
+  });
+
+  it('accepts the absolute form of a request target', async () => {
+    const { ctx } = testContext();
+    const s = await start(ctx);
+    const reply = await raw(s, `GET http://${s.address.host}:${s.address.port}/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    expect(reply).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(reply.endsWith('\r\n\r\nok\n')).toBe(true);
+  });
+
+  it('answers malformed requests with 400/431 and keeps serving', async () => {
+    const { ctx } = testContext();
+    const s = await start(ctx);
+    expect(await raw(s, 'this is not http\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
+    expect(await raw(s, 'GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
+    expect(await raw(s, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431 /);
+    expect(await raw(s, '\x00\x01\x02\xff\r\n\r\n')).toMatch(/^HTTP\/1\.1 400 /);
+    // A client that hangs up half-way through its request: the server releases the socket (it does not wait for a timeout).
+    const releasedByServer = await new Promise<boolean>((resolve) => {
+      const sock = connect({ host: s.address.host, port: s.address.port }, () => sock.end('GET /metr'));
+      const timer = setTimeout(() => {
+        resolve(false);
+        sock.destroy();
+      }, 5000);
+      sock.on('close', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+      sock.on('error', () => undefined);
+    });
+    expect(releasedByServer).toBe(true);
+    // A GET with a body: the body is discarded and the answer is normal.
+    const withBody = await raw(s, 'GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello');
+    expect(withBody).toMatch(/^HTTP\/1\.1 200 /);
+    expect((await http(s, 'GET', '/healthz')).status).toBe(200);
+  });
+
+  it('serves many concurrent scrapes', async () => {
+    const { ctx } = testContext();
+    const s = await start(ctx);
+    const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => http(s, 'GET', i % 2 ? '/metrics' : '/healthz')));
+    expect(replies.every((r) => r.status === 200)).toBe(true);
+  });
+
+  it('binds IPv6 loopback', async () => {
+    const { ctx } = testContext();
+    const s = await start(ctx, '::1');
+    expect(s.address.host).toBe('::1');
+    const r = await http(s, 'GET', '/healthz');
+    expect(r.status).toBe(200);
+  });
+
+  it('rejects with CP_LISTEN_FAILED when the address is taken', async () => {
+    const { ctx } = testContext();
+    const first = await start(ctx);
+    const err = await startHttpServer(testContext().ctx, first.address).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: ErrorCodes.LISTEN_FAILED });
+    expect(String((err as Error).message)).toContain(`127.0.0.1:${first.address.port}`);
+  });
+
+  it('close() ends idle keep-alive connections and stops listening', async () => {
+    const { ctx } = testContext();
+    const s = await startHttpServer(ctx, { host: '127.0.0.1', port: 0 });
+    // A keep-alive connection left open by the client must not hold close() forever.
+    const sock = connect({ host: s.address.host, port: s.address.port });
+    const closed = new Promise<void>((resolve) => sock.on('close', () => resolve()));
+    sock.on('error', () => undefined);
+    await new Promise<void>((resolve) => {
+      sock.once('data', () => resolve());
+      sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    });
+    await s.close();
+    await closed;
+    await s.close(); // idempotent
+    const refused = await http(s, 'GET', '/healthz').then(
+      () => null,
+      (e: NodeJS.ErrnoException) => e.code,
+    );
+    expect(refused).toBe('ECONNREFUSED');
+  });
+});
