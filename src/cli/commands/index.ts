@@ -1,8 +1,13 @@
 import type { Command } from 'commander';
 import type { CliIO } from '../io.js';
+import { registerInventory } from './inventory.js';
+import { registerFleet } from './fleet.js';
 
 /** A command module: adds its subcommand to the program. Actions set io.exitCode. */
 export type RegisterCommand = (program: Command, io: CliIO) => void;
 
 /** Every subcommand, in help order. One line per command module. */
-export const commands: RegisterCommand[] = [];
+export const commands: RegisterCommand[] = [
+  registerInventory,
+  registerFleet,
+];

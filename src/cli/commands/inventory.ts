@@ -1,0 +1,90 @@
+import type { Command } from 'commander';
+import { configFromEnv } from '../../config/config.js';
+import type { InventoryListener, InventorySnapshot } from '../../daemon/context.js';
+import { createCanonportClient } from '../../grpc/canonport-client.js';
+import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
+import { Metrics } from '../../http/metrics.js';
+import { HostInventory } from '../../inventory/inventory.js';
+import { loadRegistryFile } from '../../registry/load.js';
+import { Registry } from '../../registry/registry.js';
+import { EXIT_FINDINGS, printJson, usageError, type CliIO } from '../io.js';
+import type { RegisterCommand } from './index.js';
+
+interface InventoryFlags {
+  registry?: string;
+  json?: boolean;
+  probe?: boolean;
+  versionPath?: string;
+  probeTimeout?: string;
+  daemon?: string | true;
+  procRoot?: string;
+}
+
+/**
+ * `canonport inventory`: this host's listening ports, named by canonical
+ * port, with versions. Reads /proc itself (no daemon needed) unless
+ * `--daemon` asks a running one.
+ */
+export const registerInventory: RegisterCommand = (program: Command, io: CliIO) => {
+  program
+    .command('inventory')
+    .description('what listens on this host, named by canonical port, with versions')
+    .option('--registry <file>', 'registry file naming pinned, block and versioned ports (default $CANONPORT_REGISTRY)')
+    .option('--probe', 'ask each claimed port for its version over HTTP (registry versionPath, or --version-path)')
+    .option('--version-path <path>', 'HTTP path asked on every claimed port without a port version; implies --probe')
+    .option('--probe-timeout <ms>', 'deadline of one version probe (default: registry inventory.probeTimeoutMs, else 500)')
+    .option('--daemon [addr]', `ask a running daemon's Inventory instead of reading /proc here (default ${DEFAULT_DAEMON_ADDRESS})`)
+    .option('--proc-root <dir>', 'read net/tcp and net/tcp6 under this directory (default /proc; e.g. a host /proc mounted in a container)')
+    .option('--json', 'print the snapshot as JSON (the gRPC InventoryResponse shape)')
+    .action(async (flags: InventoryFlags) => {
+      if (flags.versionPath !== undefined && !flags.versionPath.startsWith('/')) throw usageError(`--version-path "${flags.versionPath}" must start with /`);
+      let probeTimeoutMs: number | undefined;
+      if (flags.probeTimeout !== undefined) {
+        probeTimeoutMs = Number(flags.probeTimeout);
+        if (!/^\d+$/.test(flags.probeTimeout) || probeTimeoutMs < 1 || probeTimeoutMs > 60_000) {
+          throw usageError(`--probe-timeout "${flags.probeTimeout}" is not a number of milliseconds (1–60000)`);
+        }
+      }
+      let snap: InventorySnapshot;
+      if (flags.daemon !== undefined) {
+        const client = createCanonportClient(flags.daemon === true ? DEFAULT_DAEMON_ADDRESS : flags.daemon);
+        try {
+          snap = await client.inventory();
+        } finally {
+          client.close();
+        }
+      } else {
+        const file = flags.registry ?? configFromEnv().registry;
+        const registry = file ? await loadRegistryFile(file) : Registry.empty();
+        const inventory = new HostInventory({
+          state: () => ({ registry, zones: registry.zones }),
+          metrics: new Metrics({ defaultMetrics: false }),
+          probe: flags.probe === true || flags.versionPath !== undefined,
+          versionPath: flags.versionPath,
+          probeTimeoutMs,
+          procRoot: flags.procRoot,
+        });
+        snap = await inventory.snapshot();
+        for (const e of inventory.errors) io.err(`canonport: cannot read ${e.file}: ${e.message}`);
+        if (inventory.errors.length > 0) io.exitCode = EXIT_FINDINGS;
+      }
+      if (flags.json) printJson(io, snap);
+      else io.out(formatInventory(snap));
+    });
+};
+
+/** One row per port (its addresses joined), sorted by port; unclaimed ports show "-". */
+export function formatInventory(snap: InventorySnapshot): string {
+  const byPort = new Map<number, InventoryListener[]>();
+  for (const l of snap.listeners) byPort.set(l.port, [...(byPort.get(l.port) ?? []), l]);
+  const rows: string[][] = [['PORT', 'SERVICE', 'VERSION', 'FROM', 'SCHEME', 'ADDRESSES']];
+  for (const [port, ls] of [...byPort.entries()].sort((a, b) => a[0] - b[0])) {
+    const l = ls[0]!;
+    rows.push([String(port), l.services.join(',') || '-', l.version, l.versionSource, l.scheme, ls.map((x) => x.address).join(', ')]);
+  }
+  const when = new Date(snap.collectedAtMs).toISOString();
+  const head = `${snap.host}: ${byPort.size} listening port${byPort.size === 1 ? '' : 's'} at ${when}`;
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  const body = rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd());
+  return [head, ...body].join('\n');
+}

@@ -1,0 +1,269 @@
+import { isIP } from 'node:net';
+import { createCanonportClient, daemonTarget } from '../grpc/canonport-client.js';
+import { isCanonportError } from '../errors.js';
+import type { InventoryListener, InventorySnapshot } from '../daemon/context.js';
+import { prefixOf } from '../scheme/index.js';
+
+/**
+ * The fleet view: ask many daemons for their Inventory at once and fold
+ * the answers into service × version × hosts. Collection does I/O; the
+ * table, the expectations and the text are pure functions of the answers.
+ */
+
+export const DEFAULT_FLEET_TIMEOUT_MS = 3000;
+export const DEFAULT_FLEET_CONCURRENCY = 32;
+
+export interface FleetOptions {
+  /** Deadline of each host's call, ms, connecting included (default 3000). */
+  timeoutMs?: number | undefined;
+  /** Hosts asked at once (default 32). */
+  concurrency?: number | undefined;
+  /** Called after each host answers or fails, in completion order. */
+  onProgress?: ((done: number, total: number, host: string) => void) | undefined;
+}
+
+/** One host's outcome. */
+export interface FleetHost {
+  /** The host as given: `web-1`, `10.0.0.5:13655`, `[::1]:4000`. */
+  host: string;
+  /** The gRPC target dialled (`web-1:13655`). */
+  target: string;
+  reachable: boolean;
+  /** Why the host could not be asked (unreachable only). */
+  error?: string | undefined;
+  /** canonport error code of the failure (CP_DAEMON_UNREACHABLE, CP_DAEMON_FAILED). */
+  code?: string | undefined;
+  /** The daemon's answer (reachable only). */
+  inventory?: InventorySnapshot | undefined;
+}
+
+/** Hosts running one version of one service. */
+export interface FleetVersion {
+  /** "" when no version could be learned. */
+  version: string;
+  ports: number[];
+  hosts: string[];
+}
+
+export interface FleetService {
+  service: string;
+  scheme: string;
+  /** Sorted: most hosts first, then by version. */
+  versions: FleetVersion[];
+  /** Reachable hosts running any version of it. */
+  hostCount: number;
+  /** Two or more known versions run across the fleet (or on one host). */
+  mixed: boolean;
+}
+
+export interface FleetReport {
+  /** Every host, in the order given. */
+  hosts: FleetHost[];
+  services: FleetService[];
+}
+
+/**
+ * Asks each host's daemon for its Inventory, at most `concurrency` at a time,
+ * each bounded by `timeoutMs`. Never rejects for a host: a host that cannot
+ * be asked is marked unreachable with the reason. Duplicate hosts are asked once.
+ */
+export async function collectFleet(hosts: readonly string[], opts: FleetOptions = {}): Promise<FleetReport> {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_FLEET_TIMEOUT_MS;
+  const concurrency = Math.max(1, opts.concurrency ?? DEFAULT_FLEET_CONCURRENCY);
+  const unique = [...new Map(hosts.map((h) => [daemonTarget(h), h])).entries()].map(([target, host]) => ({ host, target }));
+  const results: FleetHost[] = new Array(unique.length);
+  let next = 0;
+  let done = 0;
+  const worker = async () => {
+    while (next < unique.length) {
+      const i = next++;
+      results[i] = await askHost(unique[i]!.host, unique[i]!.target, timeoutMs);
+      opts.onProgress?.(++done, unique.length, unique[i]!.host);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, unique.length) }, worker));
+  return { hosts: results, services: fleetServices(results) };
+}
+
+async function askHost(host: string, target: string, timeoutMs: number): Promise<FleetHost> {
+  const client = createCanonportClient(target, { timeoutMs });
+  try {
+    return { host, target, reachable: true, inventory: await client.inventory() };
+  } catch (err) {
+    const code = isCanonportError(err) ? err.code : undefined;
+    return { host, target, reachable: false, error: (err as Error).message, code };
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Folds reachable hosts' listeners into service × version × hosts. A host
+ * counts once per (service, version) however many addresses or ports it
+ * listens on; ports nobody claims are left out (they are in each host's inventory).
+ */
+export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
+  const byService = new Map<string, { scheme: string; versions: Map<string, { ports: Set<number>; hosts: Set<string> }> }>();
+  for (const h of hosts) {
+    if (!h.reachable || !h.inventory) continue;
+    for (const l of h.inventory.listeners) {
+      for (const service of l.services) {
+        const s = byService.get(service) ?? { scheme: l.scheme, versions: new Map() };
+        byService.set(service, s);
+        const v = s.versions.get(l.version) ?? { ports: new Set<number>(), hosts: new Set<string>() };
+        s.versions.set(l.version, v);
+        v.ports.add(l.port);
+        v.hosts.add(h.host);
+      }
+    }
+  }
+  const out: FleetService[] = [];
+  for (const [service, s] of byService) {
+    const versions = [...s.versions.entries()]
+      .map(([version, v]) => ({ version, ports: [...v.ports].sort((a, b) => a - b), hosts: order(hosts, v.hosts) }))
+      .sort((a, b) => b.hosts.length - a.hosts.length || a.version.localeCompare(b.version, 'en', { numeric: true }));
+    const all = new Set(versions.flatMap((v) => v.hosts));
+    const known = versions.filter((v) => v.version !== '');
+    out.push({ service, scheme: s.scheme, versions, hostCount: all.size, mixed: known.length > 1 });
+  }
+  return out.sort((a, b) => a.service.localeCompare(b.service));
+}
+
+/** Hosts in the order they were given. */
+function order(hosts: readonly FleetHost[], set: ReadonlySet<string>): string[] {
+  return hosts.map((h) => h.host).filter((h) => set.has(h));
+}
+
+/** `--expect svc=version`. */
+export interface Expectation {
+  service: string;
+  version: string;
+}
+
+/** Parses `svc=version`; null when the text is not of that form. */
+export function parseExpectation(text: string): Expectation | null {
+  const m = /^([A-Za-z0-9][A-Za-z0-9_.-]*)=([\x21-\x7e][\x20-\x7e]*)$/.exec(text.trim());
+  if (!m) return null;
+  return { service: m[1]!.toLowerCase(), version: m[2]!.trim() };
+}
+
+/** An expectation not met on one host. */
+export interface FleetFinding {
+  kind: 'mismatch' | 'missing' | 'unreachable';
+  host: string;
+  /** The expectation's service (empty for unreachable). */
+  service: string;
+  expected: string;
+  /** Versions found there ("" for unknown); empty for missing and unreachable. */
+  found: string[];
+  message: string;
+}
+
+/**
+ * Whether a listener serves `service`: named so by the registry, or, where
+ * the daemon knows only the base32 prefix, on the prefix the name encodes
+ * (`db` is listed as `db0`, `caterpillar` as `cat`).
+ */
+export function listenerServes(l: InventoryListener, service: string): boolean {
+  if (l.services.includes(service)) return true;
+  return l.scheme === 'base32' && l.services.length === 1 && l.services[0] === prefixOf(service);
+}
+
+/**
+ * Checks expectations against every reachable host: each must run the
+ * service, and only the expected version (an unknown version does not
+ * confirm it, so it is a mismatch). With any expectation, an unreachable
+ * host is a finding too: it cannot confirm anything.
+ */
+export function checkExpectations(report: FleetReport, expectations: readonly Expectation[]): FleetFinding[] {
+  const findings: FleetFinding[] = [];
+  if (expectations.length === 0) return findings;
+  for (const h of report.hosts) {
+    if (!h.reachable || !h.inventory) {
+      findings.push({ kind: 'unreachable', host: h.host, service: '', expected: '', found: [], message: `${h.host}: unreachable (${h.error ?? 'no answer'})` });
+      continue;
+    }
+    for (const e of expectations) {
+      const running = h.inventory.listeners.filter((l) => listenerServes(l, e.service));
+      if (running.length === 0) {
+        findings.push({ kind: 'missing', host: h.host, service: e.service, expected: e.version, found: [], message: `${h.host}: ${e.service} is not listening` });
+        continue;
+      }
+      const other = [...new Set(running.map((l) => l.version))].filter((v) => v !== e.version).sort();
+      if (other.length > 0) {
+        const ports = [...new Set(running.filter((l) => l.version !== e.version).map((l) => l.port))].join(', ');
+        const shown = other.map((v) => v || 'unknown version').join(', ');
+        findings.push({
+          kind: 'mismatch',
+          host: h.host,
+          service: e.service,
+          expected: e.version,
+          found: other,
+          message: `${h.host}: ${e.service} runs ${shown} on port ${ports}, expected ${e.version}`,
+        });
+      }
+    }
+  }
+  return findings;
+}
+
+/** Most hosts listed by name in one table cell. */
+const HOSTS_SHOWN = 6;
+
+/** The fleet as a text table, then mixed versions, unreachable hosts and findings. */
+export function formatFleet(report: FleetReport, findings: readonly FleetFinding[] = []): string {
+  const reachable = report.hosts.filter((h) => h.reachable).length;
+  const rows: string[][] = [['SERVICE', 'VERSION', 'PORTS', 'HOSTS', 'ON']];
+  for (const s of report.services) {
+    s.versions.forEach((v, i) => {
+      const shown = v.hosts.slice(0, HOSTS_SHOWN).join(', ') + (v.hosts.length > HOSTS_SHOWN ? ` +${v.hosts.length - HOSTS_SHOWN} more` : '');
+      rows.push([i === 0 ? s.service : '', v.version || '?', v.ports.join(','), `${v.hosts.length}/${reachable}`, shown]);
+    });
+  }
+  const lines: string[] = [];
+  if (report.services.length > 0) lines.push(...table(rows));
+  else lines.push(reachable > 0 ? 'no services listening on the reachable hosts' : 'no host answered');
+  const mixed = report.services.filter((s) => s.mixed);
+  if (mixed.length > 0) {
+    lines.push('', 'mixed versions:');
+    for (const s of mixed) {
+      const parts = s.versions.filter((v) => v.version).map((v) => `${v.version} on ${v.hosts.length} host${v.hosts.length === 1 ? '' : 's'}`);
+      lines.push(`  ${s.service}: ${parts.join(', ')}`);
+    }
+  }
+  const down = report.hosts.filter((h) => !h.reachable);
+  lines.push('', `${reachable}/${report.hosts.length} hosts answered${down.length > 0 ? `; unreachable (${down.length}):` : ''}`);
+  for (const h of down) lines.push(`  ${h.host}  ${h.error ?? ''}`);
+  const expectationFindings = findings.filter((f) => f.kind !== 'unreachable');
+  if (expectationFindings.length > 0) {
+    lines.push('', `expectations not met (${expectationFindings.length}):`);
+    for (const f of expectationFindings) lines.push(`  ${f.message}`);
+  }
+  return lines.join('\n');
+}
+
+function table(rows: string[][]): string[] {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd());
+}
+
+/**
+ * Whether `text` names a daemon: `HOST`, `HOST:PORT`, `IPV6`, `[IPV6]` or
+ * `[IPV6]:PORT`, with HOST a DNS name or IPv4 address and PORT 1–65535.
+ */
+export function isFleetHost(text: string): boolean {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9_.-]+))(?::(\d{1,5}))?$/.exec(text);
+  if (!m) return isIP(text) === 6;
+  if (m[1] !== undefined && isIP(m[1]) !== 6) return false;
+  if (m[2] !== undefined && (m[2].startsWith('.') || m[2].startsWith('-'))) return false;
+  return m[3] === undefined || (Number(m[3]) >= 1 && Number(m[3]) <= 65535);
+}
+
+/** Host names in a hosts file: whitespace-separated, `#` starts a comment. */
+export function parseHostsFile(text: string): string[] {
+  return text
+    .split('\n')
+    .map((line) => line.replace(/#.*$/, ''))
+    .flatMap((line) => line.split(/\s+/))
+    .filter((h) => h.length > 0);
+}

@@ -1,0 +1,195 @@
+import { hostname as osHostname } from 'node:os';
+import type { InventoryListener, InventoryProvider, InventorySnapshot } from '../daemon/context.js';
+import type { ServingState } from '../core/resolver.js';
+import type { Metrics } from '../http/metrics.js';
+import { silentLogger, type Logger } from '../log.js';
+import { claimOf, type PortClaim } from './claim.js';
+import { isWildcard, readListeningSockets, type ListeningSocket } from './procnet.js';
+import { probeVersion, type ProbeResult, type ProbeTarget } from './version-probe.js';
+
+export const DEFAULT_INTERVAL_MS = 15_000;
+export const DEFAULT_PROBE_TIMEOUT_MS = 500;
+/** Probes in flight at once during one refresh. */
+const PROBE_CONCURRENCY = 16;
+
+export interface HostInventoryOptions {
+  /** The daemon's current state; read on every refresh, so reloads apply at the next one. */
+  state: () => ServingState;
+  metrics: Metrics;
+  logger?: Logger | undefined;
+  /** Refresh period when started. Default: registry `inventory.intervalMs`, else 15000. */
+  intervalMs?: number | undefined;
+  /** Deadline of one version probe. Default: registry `inventory.probeTimeoutMs`, else 500. */
+  probeTimeoutMs?: number | undefined;
+  /** Path probed on every claimed port without a port version. Default: registry `inventory.versionPath`. */
+  versionPath?: string | undefined;
+  /** False: learn versions from ports only, send no HTTP (default true). */
+  probe?: boolean | undefined;
+  /** Where `net/tcp` and `net/tcp6` are read (default /proc); tests point it at fixtures. */
+  procRoot?: string | undefined;
+  /** Host name reported in snapshots (default os.hostname()). */
+  hostname?: string | undefined;
+  now?: (() => number) | undefined;
+  /** The probe itself; injectable only to count or fail probes in tests. */
+  probeVersion?: ((target: ProbeTarget) => Promise<ProbeResult>) | undefined;
+}
+
+/**
+ * What listens on this host, named by canonical port. Reads the listening
+ * TCP sockets from /proc, names each port (claimOf), learns versions from
+ * versioned ports and HTTP probes, and mirrors the result in the
+ * `canonport_service_listening` series.
+ *
+ * Not started, snapshot() refreshes when the last snapshot is older than the
+ * interval (the CLI's use). Started, a timer refreshes every interval and
+ * snapshot() answers at once with the latest.
+ */
+export class HostInventory implements InventoryProvider {
+  private readonly opts: HostInventoryOptions;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private latest: InventorySnapshot | undefined;
+  private inflight: Promise<InventorySnapshot> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private started = false;
+  private lastErrorText = '';
+  /** Files that could not be read at the last refresh. */
+  errors: { file: string; message: string }[] = [];
+
+  constructor(opts: HostInventoryOptions) {
+    this.opts = opts;
+    this.logger = opts.logger ?? silentLogger;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Refreshes now, then every interval. The timer never keeps the process alive. */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    void this.refresh().finally(() => this.schedule());
+  }
+
+  /** Stops the timer and waits for a refresh in progress. */
+  async stop(): Promise<void> {
+    this.started = false;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.inflight?.catch(() => undefined);
+  }
+
+  async snapshot(): Promise<InventorySnapshot> {
+    if (this.latest && (this.started || this.now() - this.latest.collectedAtMs < this.intervalMs())) return this.latest;
+    return this.refresh();
+  }
+
+  /** Reads /proc, probes, updates the metrics. Concurrent calls share one refresh. Never rejects. */
+  refresh(): Promise<InventorySnapshot> {
+    this.inflight ??= this.collect()
+      .catch((err: unknown) => {
+        // collect() handles every expected failure; this is a bug, kept from killing the timer.
+        this.logger.error({ err }, 'inventory refresh failed');
+        return this.latest ?? { host: this.hostname(), collectedAtMs: this.now(), listeners: [] };
+      })
+      .finally(() => {
+        this.inflight = undefined;
+      });
+    return this.inflight;
+  }
+
+  private schedule(): void {
+    if (!this.started) return;
+    this.timer = setTimeout(() => void this.refresh().finally(() => this.schedule()), this.intervalMs());
+    this.timer.unref();
+  }
+
+  private intervalMs(): number {
+    return this.opts.intervalMs ?? this.opts.state().registry.inventory.intervalMs ?? DEFAULT_INTERVAL_MS;
+  }
+
+  private hostname(): string {
+    return this.opts.hostname ?? osHostname();
+  }
+
+  private async collect(): Promise<InventorySnapshot> {
+    const collectedAtMs = this.now();
+    const { sockets, errors } = await readListeningSockets(this.opts.procRoot ?? '/proc');
+    this.errors = errors;
+    const errorText = errors.map((e) => `${e.file}: ${e.message}`).join('; ');
+    if (errorText !== this.lastErrorText) {
+      // Once per change, not every interval: a host without /proc would flood the log.
+      if (errorText) this.logger.warn({ errors }, 'cannot read listening sockets');
+      else this.logger.info('listening sockets readable again');
+      this.lastErrorText = errorText;
+    }
+    const { registry } = this.opts.state();
+    const byPort = new Map<number, ListeningSocket[]>();
+    for (const s of sockets) byPort.set(s.port, [...(byPort.get(s.port) ?? []), s]);
+
+    const globalPath = this.opts.versionPath ?? registry.inventory.versionPath;
+    const timeoutMs = this.opts.probeTimeoutMs ?? registry.inventory.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
+    const probing = this.opts.probe !== false;
+    const claims = new Map<number, PortClaim>();
+    const probes: { port: number; target: ProbeTarget }[] = [];
+    for (const [port, socks] of byPort) {
+      const claim = claimOf(port, registry);
+      claims.set(port, claim);
+      if (!probing || claim.services.length === 0) continue;
+      // A service's own path is asked even when the port names a version (it may say "2.3.1" where the port says "2");
+      // the global path only fills in what the port does not tell.
+      const path = claim.versionPath ?? (claim.portVersion === '' ? globalPath : undefined);
+      if (path === undefined) continue;
+      probes.push({ port, target: { address: probeAddress(socks), port, path, timeoutMs } });
+    }
+
+    const probed = new Map<number, string>();
+    const probe = this.opts.probeVersion ?? probeVersion;
+    await forEachLimited(probes, PROBE_CONCURRENCY, async ({ port, target }) => {
+      const r = await probe(target);
+      this.opts.metrics.inventoryProbes.inc({ result: r.outcome });
+      if (r.outcome === 'ok') probed.set(port, r.version);
+      else this.logger.debug({ port, path: target.path, outcome: r.outcome, reason: r.reason }, 'version probe failed');
+    });
+
+    const listeners: InventoryListener[] = sockets.map((s) => {
+      const claim = claims.get(s.port)!;
+      const http = probed.get(s.port);
+      const [version, versionSource] = http ? [http, 'http' as const] : claim.portVersion ? [claim.portVersion, 'port' as const] : ['', '' as const];
+      return { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
+    });
+    const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners };
+    this.publish(snap);
+    this.latest = snap;
+    return snap;
+  }
+
+  /** One series per (service, port, version) listening now; stale ones go with the reset. */
+  private publish(snap: InventorySnapshot): void {
+    const gauge = this.opts.metrics.serviceListening;
+    // reset and set run in one synchronous stretch, so a scrape never sees the gap.
+    gauge.reset();
+    for (const l of snap.listeners) {
+      for (const service of l.services) gauge.set({ service, port: String(l.port), version: l.version }, 1);
+    }
+  }
+}
+
+/**
+ * Where to send a probe for a port bound on these addresses: loopback
+ * when the port is bound to a wildcard or loopback (no traffic leaves the
+ * host), else the first concrete address. IPv4-mapped addresses are dialled as IPv4.
+ */
+export function probeAddress(sockets: readonly ListeningSocket[]): string {
+  const addrs = sockets.map((s) => s.address.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1'));
+  if (addrs.some((a) => a === '0.0.0.0' || a.startsWith('127.'))) return addrs.find((a) => a.startsWith('127.')) ?? '127.0.0.1';
+  if (addrs.some((a) => a === '::' || a === '::1')) return '::1';
+  return addrs.find((a) => !isWildcard(a)) ?? '127.0.0.1';
+}
+
+/** Runs fn over items with at most `limit` in flight. */
+async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
