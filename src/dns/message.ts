@@ -1,0 +1,94 @@
+import dns2 from 'dns2';
+import { HEADER_SIZE, TYPE, CLASS_IN, type Query } from './wire.js';
+
+const { Packet } = dns2;
+
+/**
+ * The one thin layer over dns2's packet shapes. The rest of the daemon
+ * speaks these record types and gets back wire bytes.
+ */
+export type Rr =
+  | { type: 'SRV'; name: string; ttl: number; priority: number; weight: number; port: number; target: string }
+  | { type: 'A'; name: string; ttl: number; address: string }
+  | { type: 'AAAA'; name: string; ttl: number; address: string }
+  | { type: 'TXT'; name: string; ttl: number; data: string[] }
+  | {
+      type: 'SOA';
+      name: string;
+      ttl: number;
+      primary: string;
+      admin: string;
+      serial: number;
+      refresh: number;
+      retry: number;
+      expiration: number;
+      minimum: number;
+    };
+
+export interface AnswerSpec {
+  qname: string;
+  qtype: number;
+  qclass?: number;
+  rcode: number;
+  aa: boolean;
+  answers?: Rr[];
+  authorities?: Rr[];
+  additionals?: Rr[];
+}
+
+function toDns2(rr: Rr): Record<string, unknown> {
+  const { type, ...rest } = rr;
+  return { ...rest, type: TYPE[type], class: CLASS_IN };
+}
+
+/**
+ * Encodes a response with dns2 (ID 0; the server patches ID, RD, CD and the
+ * question's case per query). dns2 compresses names.
+ */
+export function encodeAnswer(spec: AnswerSpec): Buffer {
+  const p = new Packet();
+  p.header = new Packet.Header({ id: 0, qr: 1, opcode: 0, aa: spec.aa ? 1 : 0, ra: 1, rcode: spec.rcode });
+  p.questions.push({ name: spec.qname, type: spec.qtype, class: spec.qclass ?? CLASS_IN } as never);
+  for (const rr of spec.answers ?? []) p.answers.push(toDns2(rr) as never);
+  for (const rr of spec.authorities ?? []) p.authorities.push(toDns2(rr) as never);
+  for (const rr of spec.additionals ?? []) p.additionals.push(toDns2(rr) as never);
+  return p.toBuffer();
+}
+
+/**
+ * A reply with no records (FORMERR, REFUSED, SERVFAIL, NOTIMP, or an
+ * NXDOMAIN for an unprintable name), built by hand from the query's own
+ * bytes so it works for any question dns2 could not re-encode. The
+ * question is echoed when it parsed (`questionEnd` > 0).
+ */
+export function bareReply(query: Buffer, questionEnd: number, rcode: number): Buffer {
+  const qlen = questionEnd > HEADER_SIZE ? questionEnd - HEADER_SIZE : 0;
+  const out = Buffer.alloc(HEADER_SIZE + qlen);
+  query.copy(out, 0, 0, 4);
+  out[2] = (out[2]! & 0x79) | 0x80; // QR=1, keep opcode and RD, clear AA/TC
+  out[3] = 0x80 | (rcode & 0xf); // RA=1, Z/AD/CD clear
+  out.writeUInt16BE(qlen ? 1 : 0, 4);
+  if (qlen) query.copy(out, HEADER_SIZE, HEADER_SIZE, questionEnd);
+  return out;
+}
+
+/** An EDNS0 OPT record (RFC 6891) as 11 bytes: root owner, our buffer size, DO echoed. */
+export function optRecord(udpSize: number, dnssecOk: boolean, extendedRcode = 0): Buffer {
+  const b = Buffer.alloc(11);
+  b.writeUInt16BE(TYPE.OPT, 1);
+  b.writeUInt16BE(udpSize, 3);
+  b[5] = extendedRcode;
+  b[6] = 0; // version 0
+  b[7] = dnssecOk ? 0x80 : 0;
+  return b;
+}
+
+/** Rcodes above 15 need EDNS: BADVERS (16) is extended rcode 1, header rcode 0. */
+export const RCODE_BADVERS = 16;
+
+/** A query's header copied onto a response: ID, RD and CD come from the client. */
+export function patchHeader(out: Buffer, q: Pick<Query, 'id' | 'rd' | 'cd'>): void {
+  out.writeUInt16BE(q.id, 0);
+  out[2] = (out[2]! & 0xfe) | (q.rd ? 1 : 0);
+  out[3] = (out[3]! & 0xef) | (q.cd ? 0x10 : 0);
+}

@@ -1,0 +1,41 @@
+import type { NameClass } from '../core/service-name.js';
+import type { Query } from './wire.js';
+
+export type Transport = 'udp' | 'tcp' | 'internal';
+
+/**
+ * One query as every stage sees it: computed once by the server (lowercased
+ * name, type, client, transport) so no stage re-parses the packet.
+ */
+export interface DnsRequest {
+  query: Query;
+  /** The packet as received. */
+  raw: Buffer;
+  client: { address: string; port: number };
+  transport: Transport;
+  /** How the name reads against the served zones (classifyName), computed once. */
+  cls: NameClass;
+  /** Cache / coalescing key: name, type, class, DO bit. */
+  key: string;
+  /** When the query arrived (ms, the pipeline's clock). */
+  receivedAt: number;
+}
+
+export type Source = 'canonical' | 'local' | 'cache' | 'stale' | 'forward' | 'refused' | 'error';
+
+/**
+ * A stage's answer: a complete DNS message without OPT, whose ID, RD, CD
+ * and question case the server patches for the client. Never mutated after
+ * it is returned (it may be shared by a cache), so the server copies it.
+ */
+export interface DnsReply {
+  message: Buffer;
+  rcode: number;
+  source: Source;
+  /** Set by the forwarder when every upstream failed (lets the cache serve stale). */
+  upstreamFailed?: boolean;
+}
+
+export function requestKey(q: Pick<Query, 'lname' | 'qtype' | 'qclass' | 'edns'>): string {
+  return `${q.lname}|${q.qtype}|${q.qclass}|${q.edns?.do ? 1 : 0}`;
+}

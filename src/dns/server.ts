@@ -1,0 +1,294 @@
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { HostPort } from '../config/address.js';
+import type { NameClass } from '../core/service-name.js';
+import { CanonportError, ErrorCodes, Rcode } from '../errors.js';
+import type { Metrics } from '../http/metrics.js';
+import type { Logger } from '../log.js';
+import { bareReply, optRecord, patchHeader, RCODE_BADVERS } from './message.js';
+import type { MaybePromise } from './pipeline.js';
+import { requestKey, type DnsReply, type DnsRequest, type Transport } from './request.js';
+import { EDNS_SIZE } from './upstream.js';
+import { HEADER_SIZE, parseQuery, readU16, WireError, type Query } from './wire.js';
+
+export interface DnsServerOptions {
+  listen: HostPort;
+  handler: (req: DnsRequest) => MaybePromise<DnsReply>;
+  classify: (lname: string) => NameClass;
+  metrics: Metrics;
+  logger: Logger;
+  /** Fraction of queries to log, 0–1, read per query so a reload applies at once. */
+  queryLogRate: () => number;
+  tcp: { idleTimeoutMs: number; maxConnections: number };
+  now?: () => number;
+}
+
+const TYPE_LABEL: Record<number, string> = { 1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 65: 'HTTPS', 64: 'SVCB', 255: 'ANY' };
+const RCODE_LABEL = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
+/** Pipelined queries one TCP connection may have unanswered before we stop reading from it. */
+const TCP_MAX_PENDING = 64;
+
+/**
+ * The DNS listeners, UDP and TCP on one address and port. Sockets are ours
+ * (not dns2's server): we need exact binding, FORMERR for malformed
+ * questions, a handler that can never crash the process, EDNS-sized UDP
+ * answers with TC, and pipelined TCP with idle timeouts and a connection cap.
+ */
+export class DnsServer {
+  private udp: dgram.Socket | null = null;
+  private tcp: net.Server | null = null;
+  private readonly conns = new Set<net.Socket>();
+  private pending = 0;
+  private closing = false;
+  private drained: (() => void) | null = null;
+  private readonly now: () => number;
+
+  constructor(private readonly o: DnsServerOptions) {
+    this.now = o.now ?? (() => performance.now());
+  }
+
+  /** Binds UDP then TCP on the same port (with port 0, the port UDP got). */
+  async start(): Promise<HostPort> {
+    const { host } = this.o.listen;
+    for (let attempt = 0; ; attempt++) {
+      const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' });
+      const port = await new Promise<number>((resolve, reject) => {
+        udp.once('error', reject);
+        udp.bind(this.o.listen.port, host, () => {
+          udp.off('error', reject);
+          resolve(udp.address().port);
+        });
+      }).catch((err: NodeJS.ErrnoException) => {
+        udp.close();
+        throw listenError('udp', this.o.listen, err);
+      });
+      const tcp = net.createServer((sock) => this.onConnection(sock));
+      tcp.maxConnections = this.o.tcp.maxConnections;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          tcp.once('error', reject);
+          tcp.listen({ port, host, exclusive: true }, () => {
+            tcp.off('error', reject);
+            resolve();
+          });
+        });
+      } catch (err) {
+        udp.close();
+        // With port 0 the kernel's UDP port may be taken on TCP: try another.
+        if (this.o.listen.port === 0 && attempt < 5) continue;
+        throw listenError('tcp', { host, port }, err as NodeJS.ErrnoException);
+      }
+      udp.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
+      udp.on('error', (err) => this.o.logger.error({ code: ErrorCodes.LISTEN_FAILED, err: err.message }, 'udp socket error'));
+      tcp.on('error', (err) => this.o.logger.error({ code: ErrorCodes.LISTEN_FAILED, err: err.message }, 'tcp server error'));
+      tcp.on('drop', () => this.o.metrics.dnsDropped.inc({ reason: 'tcp_limit' }));
+      this.udp = udp;
+      this.tcp = tcp;
+      return { host, port };
+    }
+  }
+
+  get inflight(): number {
+    return this.pending;
+  }
+
+  /**
+   * Stops taking queries, lets those in flight finish (up to graceMs), then
+   * closes every socket.
+   */
+  async close(graceMs = 5000): Promise<void> {
+    this.closing = true;
+    this.tcp?.close();
+    if (this.pending > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, graceMs);
+        this.drained = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+    for (const c of this.conns) c.destroy();
+    await new Promise<void>((resolve) => (this.udp ? this.udp.close(() => resolve()) : resolve()));
+    this.udp = null;
+  }
+
+  private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.closing) return;
+    const r = this.handlePacket(msg, { address: rinfo.address, port: rinfo.port }, 'udp');
+    if (r === null) return;
+    if (r instanceof Promise) {
+      r.then((out) => out && this.udp?.send(out, rinfo.port, rinfo.address));
+    } else {
+      this.udp!.send(r, rinfo.port, rinfo.address);
+    }
+  }
+
+  private onConnection(sock: net.Socket): void {
+    if (this.closing) {
+      sock.destroy();
+      return;
+    }
+    this.conns.add(sock);
+    sock.setNoDelay(true);
+    sock.setTimeout(this.o.tcp.idleTimeoutMs);
+    let buf = Buffer.alloc(0);
+    let outstanding = 0;
+    const client = { address: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
+    const write = (out: Buffer | null) => {
+      outstanding--;
+      if (out && !sock.destroyed) {
+        const len = Buffer.alloc(2);
+        len.writeUInt16BE(out.length);
+        sock.write(Buffer.concat([len, out]));
+      }
+      if (outstanding < TCP_MAX_PENDING && sock.isPaused()) sock.resume();
+    };
+    sock.on('timeout', () => {
+      if (outstanding === 0) sock.destroy();
+    });
+    sock.on('error', () => sock.destroy());
+    sock.on('close', () => this.conns.delete(sock));
+    sock.on('data', (chunk) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      while (buf.length >= 2) {
+        const len = readU16(buf, 0);
+        if (len < HEADER_SIZE) {
+          // Not a DNS message: a framing we cannot trust any further.
+          this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
+          sock.destroy();
+          return;
+        }
+        if (buf.length < 2 + len) break;
+        const msg = buf.subarray(2, 2 + len);
+        buf = buf.subarray(2 + len);
+        outstanding++;
+        const r = this.handlePacket(Buffer.from(msg), client, 'tcp');
+        if (r instanceof Promise) r.then(write);
+        else write(r);
+        if (outstanding >= TCP_MAX_PENDING) sock.pause();
+      }
+    });
+  }
+
+  /**
+   * One query in, one answer out (or null: drop). Never throws and never
+   * rejects: anything unexpected becomes SERVFAIL and a log line.
+   */
+  handlePacket(raw: Buffer, client: { address: string; port: number }, transport: Transport): Buffer | null | Promise<Buffer | null> {
+    const started = this.now();
+    let q: Query | null;
+    try {
+      q = parseQuery(raw);
+    } catch (err) {
+      if (!(err instanceof WireError) || raw[2]! & 0x80) {
+        this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
+        return null;
+      }
+      this.count('other', Rcode.FORMERR, 'error', transport, started);
+      return bareReply(raw, 0, Rcode.FORMERR);
+    }
+    if (q === null) {
+      this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
+      return null;
+    }
+    if (q.qr) {
+      // Never answer a response: that is how reflection loops start.
+      this.o.metrics.dnsDropped.inc({ reason: 'response' });
+      return null;
+    }
+    if (q.opcode !== 0) return this.finish(q, raw, client, transport, started, errorReply(raw, q, Rcode.NOTIMP));
+    if (q.edns && q.edns.version > 0) return this.finish(q, raw, client, transport, started, errorReply(raw, q, RCODE_BADVERS));
+
+    const req: DnsRequest = {
+      query: q,
+      raw,
+      client,
+      transport,
+      cls: this.o.classify(q.lname),
+      key: requestKey(q),
+      receivedAt: started,
+    };
+    this.pending++;
+    let result: MaybePromise<DnsReply>;
+    try {
+      result = this.o.handler(req);
+    } catch (err) {
+      result = this.handlerFailed(req, err);
+    }
+    if (result instanceof Promise) {
+      return result
+        .catch((err: unknown) => this.handlerFailed(req, err))
+        .then((reply) => this.done(this.finish(q, raw, client, transport, started, reply)));
+    }
+    return this.done(this.finish(q, raw, client, transport, started, result));
+  }
+
+  private done<T>(v: T): T {
+    this.pending--;
+    if (this.pending === 0 && this.drained) this.drained();
+    return v;
+  }
+
+  private handlerFailed(req: DnsRequest, err: unknown): DnsReply {
+    this.o.logger.error(
+      { code: ErrorCodes.HANDLER_FAILED, name: req.query.lname, qtype: req.query.qtype, err: err instanceof Error ? err.message : String(err) },
+      'DNS handler failed; answered SERVFAIL',
+    );
+    return errorReply(req.raw, req.query, Rcode.SERVFAIL);
+  }
+
+  /** Patches the reply for this client: ID, RD, CD, question case, OPT, and TC if it does not fit. */
+  private finish(q: Query, raw: Buffer, client: { address: string }, transport: Transport, started: number, reply: DnsReply): Buffer {
+    const msg = reply.message;
+    const ext = reply.rcode > 15 ? reply.rcode >> 4 : 0;
+    const opt = q.edns ? optRecord(EDNS_SIZE, q.edns.do, ext) : null;
+    const limit = transport === 'udp' ? (q.edns ? Math.min(Math.max(q.edns.udpSize, 512), EDNS_SIZE) : 512) : 65535;
+    let out: Buffer;
+    if (msg.length + (opt ? 11 : 0) > limit) {
+      // Too big for this client over UDP: header and question with TC set, never a trimmed answer (RFC 2181 §9).
+      out = Buffer.alloc(q.questionEnd + (opt ? 11 : 0));
+      msg.copy(out, 0, 0, 4);
+      out[2] = out[2]! | 0x02;
+      out.writeUInt16BE(1, 4);
+      raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
+    } else {
+      out = Buffer.allocUnsafe(msg.length + (opt ? 11 : 0));
+      msg.copy(out);
+      // The question goes back exactly as asked (0x20 case), when it has the same shape.
+      if (readU16(msg, 4) === 1 && msg.length >= q.questionEnd) raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
+    }
+    patchHeader(out, q);
+    if (opt) {
+      opt.copy(out, out.length - 11);
+      out.writeUInt16BE(readU16(out, 10) + 1, 10);
+    }
+    this.count(TYPE_LABEL[q.qtype] ?? 'other', reply.rcode, reply.source, transport, started);
+    const rate = this.o.queryLogRate();
+    if (rate > 0 && Math.random() < rate) {
+      this.o.logger.info(
+        { event: 'query', name: q.qname, qtype: q.qtype, client: client.address, rcode: reply.rcode, source: reply.source, transport, ms: +(this.now() - started).toFixed(3) },
+        'query',
+      );
+    }
+    return out;
+  }
+
+  private count(type: string, rcode: number, source: string, transport: Transport, started: number): void {
+    this.o.metrics.dnsQueries.inc({ type, rcode: RCODE_LABEL[rcode] ?? String(rcode), source, transport });
+    this.o.metrics.dnsDuration.observe({ source }, (this.now() - started) / 1000);
+  }
+}
+
+function errorReply(raw: Buffer, q: Query, rcode: number): DnsReply {
+  return { message: bareReply(raw, q.questionEnd, rcode & 0xf), rcode, source: 'error' };
+}
+
+function listenError(proto: string, at: HostPort, err: NodeJS.ErrnoException): CanonportError {
+  const hint = err.code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : err.code === 'EADDRINUSE' ? ' (address in use)' : '';
+  return new CanonportError(ErrorCodes.LISTEN_FAILED, `cannot listen for DNS on ${proto} ${at.host}:${at.port}: ${err.message}${hint}`, {
+    proto,
+    host: at.host,
+    port: at.port,
+  });
+}

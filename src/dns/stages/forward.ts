@@ -1,0 +1,99 @@
+import type { HostPort } from '../../config/address.js';
+import { formatHostPort } from '../../config/address.js';
+import { Rcode } from '../../errors.js';
+import type { Metrics } from '../../http/metrics.js';
+import type { Logger } from '../../log.js';
+import { bareReply } from '../message.js';
+import type { Stage } from '../pipeline.js';
+import type { RateLimiter } from '../rate-limit.js';
+import type { DnsReply, DnsRequest } from '../request.js';
+import type { UpstreamClient } from '../upstream.js';
+import { HEADER_SIZE } from '../wire.js';
+import { refused, type AclStage } from './acl.js';
+
+export interface ForwardOptions {
+  upstreams: () => readonly HostPort[];
+  client: UpstreamClient;
+  acl: AclStage;
+  rateLimiter: RateLimiter;
+  /** Distinct upstream queries in flight at once; beyond it SERVFAIL at once. */
+  maxInflight: () => number;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+const OUTCOME: Record<number, string> = { [Rcode.SERVFAIL]: 'servfail', [Rcode.REFUSED]: 'refused', [Rcode.NOTIMP]: 'notimp', [Rcode.FORMERR]: 'formerr' };
+
+/**
+ * The upstreams, in order: a timeout, SERVFAIL, REFUSED or unusable reply
+ * moves on to the next; when all fail the reply says so (`upstreamFailed`)
+ * and the cache may serve stale. Identical questions in flight share one
+ * upstream query, and the number in flight is capped, so memory stays
+ * bounded however fast clients send.
+ */
+export class ForwardStage implements Stage {
+  readonly name = 'forward';
+  private readonly inflight = new Map<string, Promise<DnsReply>>();
+
+  constructor(private readonly o: ForwardOptions) {}
+
+  serve(req: DnsRequest): DnsReply | Promise<DnsReply> {
+    if (req.transport !== 'internal') {
+      if (!this.o.acl.mayForward(req.client.address)) return refused(req);
+      if (!this.o.rateLimiter.allow(req.client.address)) {
+        this.o.metrics.dnsDropped.inc({ reason: 'ratelimit' });
+        return refused(req);
+      }
+    }
+    const shared = this.inflight.get(req.key);
+    if (shared) return shared;
+    if (this.inflight.size >= this.o.maxInflight()) {
+      this.o.metrics.dnsDropped.inc({ reason: 'inflight_cap' });
+      return this.failed(req);
+    }
+    const p = this.resolve(req).finally(() => {
+      this.inflight.delete(req.key);
+      this.o.metrics.inflight.set(this.inflight.size);
+    });
+    this.inflight.set(req.key, p);
+    this.o.metrics.inflight.set(this.inflight.size);
+    return p;
+  }
+
+  private async resolve(req: DnsRequest): Promise<DnsReply> {
+    const q = req.query;
+    // Ask in lowercase: the cache key is lowercase, and the client's own case is restored on the way out.
+    const question = Buffer.from(req.raw.subarray(HEADER_SIZE, q.questionEnd));
+    for (let i = 0; i < q.questionEnd - HEADER_SIZE - 4; i++) {
+      const c = question[i]!;
+      if (c >= 65 && c <= 90) question[i] = c + 32;
+    }
+    for (const up of this.o.upstreams()) {
+      const label = formatHostPort(up);
+      const started = performance.now();
+      const r = await this.o.client.query(up, { question, dnssecOk: q.edns?.do ?? false, checkingDisabled: q.cd });
+      this.o.metrics.upstreamDuration.observe({ upstream: label }, (performance.now() - started) / 1000);
+      if (r.kind === 'answer') {
+        if (r.rcode === Rcode.NOERROR || r.rcode === Rcode.NXDOMAIN) {
+          this.o.metrics.upstreamQueries.inc({ upstream: label, outcome: r.transport === 'tcp' ? 'ok_tcp' : 'ok' });
+          return { message: r.message, rcode: r.rcode, source: 'forward' };
+        }
+        this.o.metrics.upstreamQueries.inc({ upstream: label, outcome: OUTCOME[r.rcode] ?? `rcode_${r.rcode}` });
+      } else {
+        this.o.metrics.upstreamQueries.inc({ upstream: label, outcome: r.kind });
+        if (r.kind === 'error') this.o.logger.debug({ code: 'CP_UPSTREAM_ERROR', upstream: label, reason: r.reason }, 'upstream error');
+      }
+    }
+    this.o.logger.debug({ code: 'CP_UPSTREAM_FAILED', name: q.lname, qtype: q.qtype }, 'every upstream failed');
+    return this.failed(req);
+  }
+
+  private failed(req: DnsRequest): DnsReply {
+    return {
+      message: bareReply(req.raw, req.query.questionEnd, Rcode.SERVFAIL),
+      rcode: Rcode.SERVFAIL,
+      source: 'forward',
+      upstreamFailed: true,
+    };
+  }
+}

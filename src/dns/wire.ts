@@ -1,0 +1,219 @@
+/**
+ * Minimal DNS wire-format reading, by hand on purpose.
+ *
+ * dns2 stays the codec for building answers (src/dns/message.ts), but it
+ * cannot do three things this daemon needs: tell a malformed question from
+ * an empty one (Packet.parse swallows the error and returns questions = []),
+ * relay an upstream answer byte-exact (it drops record types it has no
+ * decoder for), and parse only the header and question on the hot path (its
+ * bit reader is the slow part). Everything here is bounds-checked and never
+ * follows compression pointers, so hostile packets cannot loop it.
+ */
+
+export const HEADER_SIZE = 12;
+export const TYPE = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, IXFR: 251, AXFR: 252, ANY: 255 } as const;
+export const CLASS_IN = 1;
+export const CLASS_ANY = 255;
+export const MAX_NAME_WIRE = 255;
+
+/** Thrown for a packet whose header parsed but whose body is malformed (→ FORMERR). */
+export class WireError extends Error {
+  override readonly name = 'WireError';
+}
+
+export interface Edns {
+  udpSize: number;
+  do: boolean;
+  version: number;
+}
+
+/** A parsed query: header fields, the one question, EDNS. */
+export interface Query {
+  id: number;
+  /** Second header word: QR, opcode, AA, TC, RD, RA, Z, AD, CD, RCODE. */
+  flags: number;
+  opcode: number;
+  qr: boolean;
+  rd: boolean;
+  cd: boolean;
+  qdcount: number;
+  ancount: number;
+  nscount: number;
+  arcount: number;
+  /** Question name as asked, presentation form without the trailing dot ('' for the root). */
+  qname: string;
+  /** qname lowercased (ASCII only, as DNS compares). */
+  lname: string;
+  qtype: number;
+  qclass: number;
+  /** Offset just past the question section. */
+  questionEnd: number;
+  edns: Edns | null;
+}
+
+export function readU16(buf: Buffer, off: number): number {
+  return (buf[off]! << 8) | buf[off + 1]!;
+}
+
+/** Reads only the 12-byte header. Null when the packet is shorter. */
+export function parseHeader(buf: Buffer): Pick<Query, 'id' | 'flags' | 'opcode' | 'qr' | 'rd' | 'cd' | 'qdcount' | 'ancount' | 'nscount' | 'arcount'> | null {
+  if (buf.length < HEADER_SIZE) return null;
+  const flags = readU16(buf, 2);
+  return {
+    id: readU16(buf, 0),
+    flags,
+    qr: (flags & 0x8000) !== 0,
+    opcode: (flags >> 11) & 0xf,
+    rd: (flags & 0x0100) !== 0,
+    cd: (flags & 0x0010) !== 0,
+    qdcount: readU16(buf, 4),
+    ancount: readU16(buf, 6),
+    nscount: readU16(buf, 8),
+    arcount: readU16(buf, 10),
+  };
+}
+
+/**
+ * Reads an uncompressed name at `off` (questions never need compression).
+ * Returns presentation text (dots between labels; `.`, `\` and non-printable
+ * bytes escaped as \DDD like dig) and the offset after it.
+ */
+export function readQuestionName(buf: Buffer, off: number): { name: string; end: number } {
+  let name = '';
+  let wire = 0;
+  for (;;) {
+    if (off >= buf.length) throw new WireError('question name runs past the end of the packet');
+    const len = buf[off]!;
+    if (len === 0) {
+      off += 1;
+      wire += 1;
+      break;
+    }
+    if (len & 0xc0) throw new WireError(len >= 0xc0 ? 'compression pointer in the question' : 'reserved label type');
+    if (off + 1 + len > buf.length) throw new WireError('label length runs past the end of the packet');
+    wire += len + 1;
+    if (wire > MAX_NAME_WIRE - 1) throw new WireError('name longer than 255 octets');
+    if (name.length > 0) name += '.';
+    for (let i = off + 1; i <= off + len; i++) {
+      const c = buf[i]!;
+      if (c > 0x20 && c < 0x7f && c !== 0x2e && c !== 0x5c) name += String.fromCharCode(c);
+      else name += `\\${String(c).padStart(3, '0')}`;
+    }
+    off += len + 1;
+  }
+  return { name, end: off };
+}
+
+/** ASCII-only lowercase (DNS case-insensitivity, RFC 4343), leaving escapes intact. */
+export function lowerName(name: string): string {
+  return /[A-Z]/.test(name) ? name.replace(/[A-Z]+/g, (s) => s.toLowerCase()) : name;
+}
+
+/** Skips a possibly-compressed name without following pointers; returns the offset after it. */
+export function skipName(buf: Buffer, off: number): number {
+  for (let guard = 0; guard < 128; guard++) {
+    if (off >= buf.length) throw new WireError('name runs past the end of the packet');
+    const len = buf[off]!;
+    if (len === 0) return off + 1;
+    if ((len & 0xc0) === 0xc0) {
+      if (off + 2 > buf.length) throw new WireError('compression pointer runs past the end');
+      return off + 2;
+    }
+    if (len & 0xc0) throw new WireError('reserved label type');
+    off += len + 1;
+  }
+  throw new WireError('name has too many labels');
+}
+
+/** One resource record's position in a message. */
+export interface RecordRef {
+  section: 0 | 1 | 2; // answer, authority, additional
+  start: number;
+  type: number;
+  klass: number;
+  ttlOffset: number;
+  ttl: number;
+  rdataOffset: number;
+  rdlength: number;
+  end: number;
+}
+
+/**
+ * Walks the answer, authority and additional sections after `from` (the end
+ * of the question). Throws WireError if a count lies or a record overruns.
+ */
+export function walkRecords(buf: Buffer, from: number, counts: [number, number, number]): RecordRef[] {
+  const out: RecordRef[] = [];
+  let off = from;
+  for (let section = 0 as 0 | 1 | 2; section < 3; section = (section + 1) as 0 | 1 | 2) {
+    for (let i = 0; i < counts[section]; i++) {
+      const start = off;
+      off = skipName(buf, off);
+      if (off + 10 > buf.length) throw new WireError('record header runs past the end of the packet');
+      const type = readU16(buf, off);
+      const klass = readU16(buf, off + 2);
+      const ttl = buf.readUInt32BE(off + 4);
+      const rdlength = readU16(buf, off + 8);
+      const rdataOffset = off + 10;
+      const end = rdataOffset + rdlength;
+      if (end > buf.length) throw new WireError('record data runs past the end of the packet');
+      out.push({ section, start, type, klass, ttlOffset: off + 4, ttl, rdataOffset, rdlength, end });
+      off = end;
+    }
+    if (section === 2) break;
+  }
+  return out;
+}
+
+/**
+ * Parses a query: header, exactly one question, and the OPT record if any.
+ * Returns null when even the header is unreadable (drop the packet); throws
+ * WireError (answer FORMERR) when the header parsed but the rest did not.
+ */
+export function parseQuery(buf: Buffer): Query | null {
+  const h = parseHeader(buf);
+  if (!h) return null;
+  if (h.qdcount !== 1) throw new WireError(`${h.qdcount} questions (exactly one is supported)`);
+  const { name, end } = readQuestionName(buf, HEADER_SIZE);
+  if (end + 4 > buf.length) throw new WireError('question type and class run past the end of the packet');
+  const qtype = readU16(buf, end);
+  const qclass = readU16(buf, end + 2);
+  const questionEnd = end + 4;
+  let edns: Edns | null = null;
+  if (h.ancount || h.nscount || h.arcount) {
+    const records = walkRecords(buf, questionEnd, [h.ancount, h.nscount, h.arcount]);
+    for (const r of records) {
+      if (r.type !== TYPE.OPT) continue;
+      if (r.section !== 2) throw new WireError('OPT record outside the additional section');
+      if (edns) throw new WireError('more than one OPT record');
+      if (buf[r.start] !== 0) throw new WireError('OPT record owner is not the root');
+      edns = { udpSize: r.klass, version: (r.ttl >>> 16) & 0xff, do: (r.ttl & 0x8000) !== 0 };
+    }
+  }
+  return { ...h, qname: name, lname: lowerName(name), qtype, qclass, questionEnd, edns };
+}
+
+/** The question (name bytes + type + class) of a message, for matching replies to queries. */
+export function questionBytes(buf: Buffer): Buffer | null {
+  if (buf.length < HEADER_SIZE || readU16(buf, 4) !== 1) return null;
+  try {
+    const { end } = readQuestionName(buf, HEADER_SIZE);
+    if (end + 4 > buf.length) return null;
+    return buf.subarray(HEADER_SIZE, end + 4);
+  } catch {
+    return null;
+  }
+}
+
+/** Compares two questions ignoring ASCII case in the name (RFC 5452 §9.1 matching). */
+export function sameQuestion(a: Buffer, b: Buffer): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    let x = a[i]!;
+    let y = b[i]!;
+    if (x >= 65 && x <= 90) x += 32;
+    if (y >= 65 && y <= 90) y += 32;
+    if (x !== y) return false;
+  }
+  return true;
+}
