@@ -49,6 +49,10 @@ export interface ConfigInput {
   registry?: string | undefined;
   logLevel?: string | undefined;
   queryLog?: number | undefined;
+  upstreamTimeoutMs?: number | undefined;
+  cacheSize?: number | undefined;
+  rateLimit?: number | undefined;
+  maxInflight?: number | undefined;
 }
 
 /** Reads CANONPORT_* variables. Lists are comma- or space-separated. */
@@ -71,6 +75,10 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput
     registry: env.CANONPORT_REGISTRY || undefined,
     logLevel: env.CANONPORT_LOG_LEVEL || undefined,
     queryLog: num('CANONPORT_QUERY_LOG'),
+    upstreamTimeoutMs: num('CANONPORT_UPSTREAM_TIMEOUT'),
+    cacheSize: num('CANONPORT_CACHE_SIZE'),
+    rateLimit: num('CANONPORT_RATE_LIMIT'),
+    maxInflight: num('CANONPORT_MAX_INFLIGHT'),
   };
 }
 
@@ -84,6 +92,10 @@ export const ENV_VARS = [
   'CANONPORT_REGISTRY',
   'CANONPORT_LOG_LEVEL',
   'CANONPORT_QUERY_LOG',
+  'CANONPORT_UPSTREAM_TIMEOUT',
+  'CANONPORT_CACHE_SIZE',
+  'CANONPORT_RATE_LIMIT',
+  'CANONPORT_MAX_INFLIGHT',
 ] as const;
 
 /**
@@ -129,12 +141,17 @@ export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: Regi
     registryFile: registry.file,
     logLevel,
     queryLog,
-    upstreamTimeoutMs: 1000,
-    cache: { maxEntries: 100_000, maxTtl: 86_400, maxNegativeTtl: 900, staleTtl: 86_400 },
-    rateLimit: 0,
-    maxInflight: 1024,
+    upstreamTimeoutMs: intSetting(pick('upstreamTimeoutMs') ?? 1000, 'upstream timeout (ms)', 10, 30_000),
+    cache: { maxEntries: intSetting(pick('cacheSize') ?? 100_000, 'cache size', 0, 10_000_000), maxTtl: 86_400, maxNegativeTtl: 900, staleTtl: 86_400 },
+    rateLimit: intSetting(pick('rateLimit') ?? 0, 'rate limit (queries/s per client, 0 = off)', 0, 1_000_000),
+    maxInflight: intSetting(pick('maxInflight') ?? 1024, 'max in-flight upstream queries', 1, 1_000_000),
     tcp: { idleTimeoutMs: 10_000, maxConnections: 256 },
   };
+}
+
+function intSetting(v: number, what: string, min: number, max: number): number {
+  if (!Number.isInteger(v) || v < min || v > max) throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${what}: ${v} is not an integer in ${min}–${max}`);
+  return v;
 }
 
 function normaliseZone(z: string): string {

@@ -1,0 +1,266 @@
+import { EventEmitter } from 'node:events';
+import { watch, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { formatHostPort, type HostPort } from '../config/address.js';
+import { NetworkSet } from '../config/cidr.js';
+import { buildConfig, configFromEnv, isSelf, type Config, type ConfigInput } from '../config/config.js';
+import { ServiceResolver, type ServingState } from '../core/resolver.js';
+import { classifyName, LOCALHOST_ZONE } from '../core/service-name.js';
+import { ChainAddressSource } from '../dns/address-source.js';
+import { EtcHosts } from '../dns/etc-hosts.js';
+import { buildChain } from '../dns/pipeline.js';
+import { RateLimiter } from '../dns/rate-limit.js';
+import { DnsServer } from '../dns/server.js';
+import { AclStage } from '../dns/stages/acl.js';
+import { CacheStage } from '../dns/stages/cache.js';
+import { ForwardStage } from '../dns/stages/forward.js';
+import { LocalZonesStage } from '../dns/stages/local.js';
+import { UpstreamClient } from '../dns/upstream.js';
+import { CanonportError, ErrorCodes } from '../errors.js';
+import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
+import { Metrics } from '../http/metrics.js';
+import { startHttpServer, type HttpServer } from '../http/server.js';
+import { HostInventory } from '../inventory/inventory.js';
+import { silentLogger, type Logger } from '../log.js';
+import { loadRegistryFile } from '../registry/load.js';
+import { Registry } from '../registry/registry.js';
+import type { DaemonContext, DaemonEvents } from './context.js';
+
+export interface DaemonOptions {
+  flags: ConfigInput;
+  env?: ConfigInput | undefined;
+  logger?: Logger | undefined;
+  /** resolv.conf to read default upstreams from (tests point it elsewhere). */
+  resolvConf?: string | undefined;
+  /** /etc/hosts path (tests point it elsewhere). */
+  hostsFile?: string | undefined;
+  /** Clock for cache freshness and rate limits (ms). */
+  now?: (() => number) | undefined;
+  /** Watch the registry file and reload on change (default true). */
+  watchRegistry?: boolean | undefined;
+  /** Start the inventory refresh timer (default true). */
+  inventory?: boolean | undefined;
+  /** Overrides applied on top of the built config (tests: small timeouts, limits). */
+  tune?: ((c: Config) => Config) | undefined;
+}
+
+export interface DaemonAddresses {
+  dns: HostPort;
+  grpc: HostPort;
+  http: HostPort;
+}
+
+/**
+ * One canonport daemon: DNS (UDP+TCP), gRPC and HTTP over one shared,
+ * reloadable state. Start with Daemon.start(); stop with close().
+ */
+export class Daemon {
+  readonly events = new EventEmitter<DaemonEvents>();
+  readonly metrics = new Metrics();
+  readonly logger: Logger;
+  private cfg: Config;
+  private serving: ServingState;
+  private readonly flags: ConfigInput;
+  private readonly env: ConfigInput;
+  private dns!: DnsServer;
+  private grpc: GrpcHandle | null = null;
+  private http: HttpServer | null = null;
+  private readonly cache: CacheStage;
+  private readonly inventory: HostInventory;
+  private readonly etcHosts: EtcHosts;
+  private allowed: NetworkSet;
+  private watcher: FSWatcher | null = null;
+  private reloadTimer: NodeJS.Timeout | null = null;
+  private isReady = false;
+  private closed = false;
+  readonly ctx: DaemonContext;
+  addresses!: DaemonAddresses;
+
+  private constructor(
+    private readonly opts: DaemonOptions,
+    config: Config,
+    registry: Registry,
+  ) {
+    this.logger = opts.logger ?? silentLogger;
+    this.flags = opts.flags;
+    this.env = opts.env ?? configFromEnv();
+    this.cfg = config;
+    this.serving = stateOf(config, registry);
+    this.allowed = new NetworkSet(config.allow);
+    const now = opts.now ?? Date.now;
+    this.etcHosts = new EtcHosts(opts.hostsFile ?? '/etc/hosts', now);
+    const acl = new AclStage(() => this.allowed);
+    const local = new LocalZonesStage(() => this.serving, this.etcHosts);
+    this.cache = new CacheStage(config.cache, this.metrics, now);
+    const forward = new ForwardStage({
+      upstreams: () => this.cfg.upstreams,
+      client: new UpstreamClient(config.upstreamTimeoutMs, (up, why) => {
+        this.metrics.upstreamMismatches.inc({ upstream: formatHostPort(up) });
+        this.logger.warn({ code: 'CP_UPSTREAM_MISMATCH', upstream: formatHostPort(up), why }, 'dropped an upstream reply that did not match the query');
+      }),
+      acl,
+      rateLimiter: new RateLimiter(() => this.cfg.rateLimit, now),
+      maxInflight: () => this.cfg.maxInflight,
+      metrics: this.metrics,
+      logger: this.logger,
+    });
+    const chain = buildChain([acl, local, this.cache, forward]);
+    const classify = (lname: string) => classifyName(lname, this.serving.zones, this.serving.registry);
+    const resolver = new ServiceResolver(() => this.serving, new ChainAddressSource(() => this.serving, local, this.etcHosts, chain, classify));
+    this.inventory = new HostInventory({ state: () => this.serving, metrics: this.metrics, logger: this.logger });
+    this.ctx = {
+      logger: this.logger,
+      metrics: this.metrics,
+      config: () => this.cfg,
+      state: () => this.serving,
+      resolver,
+      inventory: this.inventory,
+      events: this.events,
+      ready: () => this.isReady,
+    };
+    this.dns = new DnsServer({
+      listen: config.dns,
+      handler: chain,
+      classify,
+      metrics: this.metrics,
+      logger: this.logger,
+      queryLogRate: () => this.cfg.queryLog,
+      tcp: config.tcp,
+    });
+  }
+
+  /** Loads config and registry, binds every listener, and reports ready. */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const env = opts.env ?? configFromEnv();
+    const registryFile = opts.flags.registry ?? env.registry;
+    const registry = registryFile ? await loadRegistryFile(registryFile) : Registry.empty();
+    let config = buildConfig(opts.flags, env, registry, { resolvConf: opts.resolvConf });
+    if (opts.tune) config = opts.tune(config);
+    checkLoop(config);
+    const d = new Daemon({ ...opts, env }, config, registry);
+    try {
+      await d.listen();
+    } catch (err) {
+      await d.close(0);
+      throw err;
+    }
+    return d;
+  }
+
+  get config(): Config {
+    return this.cfg;
+  }
+
+  get state(): ServingState {
+    return this.serving;
+  }
+
+  get cacheSize(): number {
+    return this.cache.size;
+  }
+
+  private async listen(): Promise<void> {
+    const dns = await this.dns.start();
+    this.http = await startHttpServer(this.ctx, this.cfg.http);
+    this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc);
+    this.addresses = { dns, grpc: this.grpc.address, http: this.http.address };
+    if (this.opts.inventory !== false) this.inventory.start();
+    if (this.opts.watchRegistry !== false) this.watchRegistry();
+    if (this.cfg.upstreams.length === 0) {
+      this.logger.warn({ code: 'CP_NO_UPSTREAM' }, 'no upstream resolvers: names outside the served zones get SERVFAIL');
+    }
+    this.isReady = true;
+    this.events.emit('ready', true);
+    this.logger.info(
+      {
+        event: 'ready',
+        dns: formatHostPort(dns),
+        grpc: formatHostPort(this.addresses.grpc),
+        http: formatHostPort(this.addresses.http),
+        zones: this.serving.zones,
+        upstreams: this.cfg.upstreams.map(formatHostPort),
+        registry: this.cfg.registryFile,
+      },
+      'canonport ready',
+    );
+  }
+
+  /**
+   * Re-reads the registry file and re-applies flags and env. An invalid
+   * file keeps the running config (nothing lost), logs why and counts it.
+   * Listen addresses cannot change without a restart.
+   */
+  async reload(): Promise<{ ok: true } | { ok: false; error: CanonportError }> {
+    try {
+      const file = this.cfg.registryFile;
+      const registry = file ? await loadRegistryFile(file) : Registry.empty();
+      let next = buildConfig(this.flags, this.env, registry, { resolvConf: this.opts.resolvConf });
+      if (this.opts.tune) next = this.opts.tune(next);
+      checkLoop(next);
+      for (const k of ['dns', 'grpc', 'http'] as const) {
+        if (formatHostPort(next[k]) !== formatHostPort(this.cfg[k])) {
+          this.logger.warn({ code: 'CP_RESTART_NEEDED', setting: k }, `${k} listen address changed: restart to apply`);
+          next = { ...next, [k]: this.cfg[k] };
+        }
+      }
+      this.cfg = next;
+      this.allowed = new NetworkSet(next.allow);
+      this.serving = stateOf(next, registry);
+      this.metrics.reloads.inc({ result: 'ok' });
+      this.logger.info({ event: 'reload', zones: this.serving.zones, services: registry.services.size }, 'configuration reloaded');
+      this.events.emit('reload', this.serving);
+      return { ok: true };
+    } catch (err) {
+      const error =
+        err instanceof CanonportError ? err : new CanonportError(ErrorCodes.CONFIG_INVALID, (err as Error).message, undefined, { cause: err });
+      this.metrics.reloads.inc({ result: 'failed' });
+      this.logger.error({ code: error.code, err: error.message }, 'reload failed; still serving the previous configuration');
+      return { ok: false, error };
+    }
+  }
+
+  /** Stops accepting, drains in-flight queries (up to graceMs), closes everything. */
+  async close(graceMs = 5000): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.isReady = false;
+    this.events.emit('ready', false);
+    this.watcher?.close();
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+    await Promise.all([this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
+    await this.inventory.stop();
+    this.cache.close();
+  }
+
+  private watchRegistry(): void {
+    const file = this.cfg.registryFile;
+    if (!file) return;
+    // Watch the directory: editors and ConfigMap updates replace the file rather than write it.
+    try {
+      this.watcher = watch(dirname(file), (_event, name) => {
+        if (name !== null && name !== basename(file) && !name.startsWith('..')) return;
+        if (this.reloadTimer) clearTimeout(this.reloadTimer);
+        this.reloadTimer = setTimeout(() => void this.reload(), 200);
+      });
+      this.watcher.on('error', (err) => this.logger.warn({ code: 'CP_WATCH_FAILED', err: err.message }, 'registry watch failed; SIGHUP still reloads'));
+    } catch (err) {
+      this.logger.warn({ code: 'CP_WATCH_FAILED', err: (err as Error).message }, 'cannot watch the registry file; SIGHUP still reloads');
+    }
+  }
+}
+
+function stateOf(config: Config, registry: Registry): ServingState {
+  return { registry, zones: Object.freeze([...new Set([LOCALHOST_ZONE, ...config.zones])]) };
+}
+
+/** The daemon as its own upstream is a loop: refuse to start (resolv.conf entries were already filtered). */
+function checkLoop(config: Config): void {
+  const self = config.upstreams.find((u) => isSelf(u, config.dns));
+  if (self) {
+    throw new CanonportError(
+      ErrorCodes.FORWARD_LOOP,
+      `upstream ${formatHostPort(self)} is this daemon's own DNS address (${formatHostPort(config.dns)}): it would forward to itself`,
+      { upstream: formatHostPort(self) },
+    );
+  }
+}

@@ -1,0 +1,60 @@
+import dns2 from 'dns2';
+import type { AddressSource, ServingState } from '../core/resolver.js';
+import { zoneOf } from '../core/service-name.js';
+import type { EtcHosts } from './etc-hosts.js';
+import type { MaybePromise } from './pipeline.js';
+import { requestKey, type DnsReply, type DnsRequest } from './request.js';
+import type { LocalZonesStage } from './stages/local.js';
+import { CLASS_IN, HEADER_SIZE, TYPE, parseQuery } from './wire.js';
+
+const { Packet } = dns2;
+
+/**
+ * Addresses for the gRPC API, found exactly as a DNS client of this daemon
+ * would find them: the registry's hosts map and /etc/hosts first, then A
+ * and AAAA through the DNS chain itself (cache, upstreams).
+ */
+export class ChainAddressSource implements AddressSource {
+  constructor(
+    private readonly state: () => ServingState,
+    private readonly local: LocalZonesStage,
+    private readonly etcHosts: EtcHosts,
+    private readonly chain: (req: DnsRequest) => MaybePromise<DnsReply>,
+    private readonly classify: (lname: string) => DnsRequest['cls'],
+  ) {}
+
+  async lookup(host: string): Promise<{ addresses: string[]; ttl: number }> {
+    const { registry, zones } = this.state();
+    const zone = zoneOf(host, zones);
+    const known = zone ? this.local.knownAddresses(host, zone, registry) : (registry.hosts.get(host) ? splitFamilies(registry.hosts.get(host)!) : this.etcHosts.lookup(host));
+    if (known) return { addresses: [...known.v4, ...known.v6], ttl: registry.ttl };
+    const [a, aaaa] = await Promise.all([this.ask(host, TYPE.A), this.ask(host, TYPE.AAAA)]);
+    const addresses = [...a.addresses, ...aaaa.addresses];
+    return { addresses, ttl: Math.min(a.ttl, aaaa.ttl, registry.ttl) };
+  }
+
+  private async ask(host: string, qtype: number): Promise<{ addresses: string[]; ttl: number }> {
+    const raw = new Packet();
+    raw.header = new Packet.Header({ id: 0, rd: 1 });
+    raw.questions.push({ name: host, type: qtype, class: CLASS_IN } as never);
+    const buf = raw.toBuffer();
+    const query = parseQuery(buf)!;
+    const reply = await this.chain({
+      query,
+      raw: buf,
+      client: { address: '127.0.0.1', port: 0 },
+      transport: 'internal',
+      cls: this.classify(query.lname),
+      key: requestKey(query),
+      receivedAt: performance.now(),
+    });
+    if (reply.message.length <= HEADER_SIZE) return { addresses: [], ttl: Infinity };
+    const parsed = Packet.parse(reply.message);
+    const records = parsed.answers.filter((r: { type: number }) => r.type === qtype) as unknown as { address: string; ttl: number }[];
+    return { addresses: records.map((r) => r.address), ttl: records.length ? Math.min(...records.map((r) => r.ttl)) : Infinity };
+  }
+}
+
+function splitFamilies(list: readonly string[]): { v4: string[]; v6: string[] } {
+  return { v4: list.filter((x) => !x.includes(':')), v6: list.filter((x) => x.includes(':')) };
+}
