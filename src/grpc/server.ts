@@ -1,0 +1,117 @@
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
+import { ReflectionService } from '@grpc/reflection';
+import { CanonportError, ErrorCodes } from '../errors.js';
+import { formatHostPort, type HostPort } from '../config/address.js';
+import type { DaemonContext } from '../daemon/context.js';
+import { CANONPORT_PROTO, CANONPORT_SERVICE_NAME, LOADER_OPTIONS, canonportService } from './proto.js';
+import { createCanonportService, type ServiceOptions } from './service.js';
+
+/**
+ * The daemon's gRPC listener: canonport.v1.Canonport, grpc.health.v1.Health
+ * and server reflection (v1 and v1alpha) on one insecure port.
+ */
+
+export interface GrpcHandle {
+  /** The address actually bound (port 0 resolved). */
+  address: HostPort;
+  /**
+   * Health status on top of readiness: SERVING only while both this flag
+   * (default true) and the last ctx 'ready' event (initially ctx.ready()) say so.
+   */
+  setServing(serving: boolean): void;
+  /**
+   * Health goes NOT_SERVING, open Watch streams end with UNAVAILABLE, other
+   * calls get `graceMs` to finish, then the server is stopped hard.
+   */
+  close(graceMs: number): Promise<void>;
+}
+
+export type GrpcServerOptions = ServiceOptions;
+
+/** Names the health service answers for: the server as a whole ('') and the Canonport service. */
+const HEALTH_NAMES = ['', CANONPORT_SERVICE_NAME] as const;
+
+let reflectionDefinition: protoLoader.PackageDefinition | undefined;
+
+/**
+ * Canonport's and health's descriptors together, so reflection lists both.
+ * Loaded with keepCase so tools see field names as the .proto spells them.
+ */
+function reflectionPackage(): protoLoader.PackageDefinition {
+  reflectionDefinition ??= {
+    ...protoLoader.loadSync(healthProtoPath, { keepCase: true }),
+    ...protoLoader.loadSync(CANONPORT_PROTO, { ...LOADER_OPTIONS, keepCase: true }),
+  };
+  return reflectionDefinition;
+}
+
+export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts: GrpcServerOptions = {}): Promise<GrpcHandle> {
+  const log = ctx.logger.child({ component: 'grpc' });
+  const server = new grpc.Server();
+  const service = createCanonportService({ ...ctx, logger: log }, opts);
+  server.addService(canonportService().service, service.handlers);
+
+  let ready = ctx.ready();
+  let wanted = true;
+  const status = (): ServingStatus => (ready && wanted ? 'SERVING' : 'NOT_SERVING');
+  const health = new HealthImplementation(Object.fromEntries(HEALTH_NAMES.map((n) => [n, status()])));
+  health.addToServer(server);
+  let current = status();
+  const update = () => {
+    const next = status();
+    if (next === current) return;
+    current = next;
+    for (const n of HEALTH_NAMES) health.setStatus(n, next);
+    log.info({ status: next }, 'gRPC health changed');
+  };
+  const onReady = (r: boolean) => {
+    ready = r;
+    update();
+  };
+  ctx.events.on('ready', onReady);
+
+  new ReflectionService(reflectionPackage()).addToServer(server);
+
+  const target = formatHostPort(listen);
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    });
+  } catch (err) {
+    ctx.events.off('ready', onReady);
+    server.forceShutdown();
+    throw new CanonportError(ErrorCodes.LISTEN_FAILED, `gRPC cannot listen on ${target}: ${(err as Error).message}`, { listen: target }, { cause: err });
+  }
+  const address = { host: listen.host, port };
+  log.info({ address: formatHostPort(address), status: current }, 'gRPC listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    address,
+    setServing(serving) {
+      wanted = serving;
+      update();
+    },
+    close(graceMs) {
+      closing ??= new Promise<void>((resolve) => {
+        ctx.events.off('ready', onReady);
+        wanted = false;
+        update();
+        service.endWatches('canonport daemon shutting down');
+        const timer = setTimeout(() => {
+          log.warn({ graceMs }, 'gRPC calls still open after the grace period; closing them');
+          server.forceShutdown();
+          resolve();
+        }, Math.max(0, graceMs));
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }).then(() => log.info('gRPC closed'));
+      return closing;
+    },
+  };
+}

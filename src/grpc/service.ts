@@ -1,0 +1,233 @@
+import * as grpc from '@grpc/grpc-js';
+import { CanonportError, ErrorCodes, GrpcStatus, errorToGrpcStatus } from '../errors.js';
+import type { Resolution } from '../core/resolver.js';
+import type { DaemonContext } from '../daemon/context.js';
+import { decodePort, decodePortRaw } from '../scheme/index.js';
+import { ERROR_CODE_METADATA } from './proto.js';
+
+/**
+ * The canonport.v1.Canonport handlers. Every handler goes through `unary`
+ * or the Watch wrapper, which count the call and turn any error into a
+ * status through errorToGrpcStatus: a thrown bug is INTERNAL, never UNKNOWN.
+ */
+
+/** Names per ResolveMany call; more is INVALID_ARGUMENT (CP_BAD_REQUEST). */
+export const MAX_BATCH = 1000;
+/** Lookups of one ResolveMany running at once, so a batch cannot flood the upstreams. */
+const BATCH_CONCURRENCY = 32;
+/** Floor of the Watch re-resolve period, whatever the TTL says. */
+const MIN_WATCH_INTERVAL_MS = 1000;
+
+export interface ServiceOptions {
+  /** Watch re-resolve period, ms; default the answer's TTL (min 1 s). Tests shorten it. */
+  watchIntervalMs?: number | undefined;
+}
+
+/** What the server needs besides the handlers: ending every open Watch on shutdown. */
+export interface CanonportService {
+  handlers: grpc.UntypedServiceImplementation;
+  /** Ends every open Watch with UNAVAILABLE, so graceful shutdown is not held by endless streams. */
+  endWatches(reason: string): void;
+  /** Open Watch streams (tests check that cancels release them). */
+  activeWatches(): number;
+}
+
+/** A status error for grpc-js, carrying the stable canonport code in trailing metadata. */
+export function toStatus(err: unknown): grpc.StatusObject {
+  const metadata = new grpc.Metadata();
+  if (err instanceof CanonportError) {
+    metadata.set(ERROR_CODE_METADATA, err.code);
+    return { code: errorToGrpcStatus(err), details: err.message, metadata };
+  }
+  return { code: GrpcStatus.INTERNAL, details: `internal error: ${err instanceof Error ? err.message : String(err)}`, metadata };
+}
+
+export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions = {}): CanonportService {
+  const watches = new Set<(status: grpc.StatusObject) => void>();
+
+  const count = (method: string, code: number) => ctx.metrics.grpcCalls.inc({ method, code: grpc.status[code] ?? String(code) });
+
+  /** Runs a unary handler: counts it, maps errors, logs the ones that are bugs. */
+  function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      let p: Promise<Res>;
+      try {
+        p = fn(call.request);
+      } catch (err) {
+        p = Promise.reject(err);
+      }
+      p.then(
+        (res) => {
+          count(method, grpc.status.OK);
+          callback(null, res);
+        },
+        (err: unknown) => {
+          const status = toStatus(err);
+          count(method, status.code);
+          if (status.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, method }, 'gRPC handler failed');
+          else ctx.logger.debug({ method, code: status.code, details: status.details }, 'gRPC call rejected');
+          callback(status, null);
+        },
+      );
+    };
+  }
+
+  const Resolve = unary('Resolve', async (req: { name?: unknown }) => toWire(await ctx.resolver.resolve(nameOf(req.name))));
+
+  const ResolveMany = unary('ResolveMany', async (req: { names?: unknown }) => {
+    const names = Array.isArray(req.names) ? (req.names as unknown[]) : [];
+    if (names.length > MAX_BATCH) {
+      throw new CanonportError(ErrorCodes.BAD_REQUEST, `${names.length} names in one ResolveMany, over the limit of ${MAX_BATCH}`, {
+        count: names.length,
+      });
+    }
+    const results = new Array<unknown>(names.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < names.length) {
+        const i = next++;
+        const name = String(names[i] ?? '');
+        try {
+          results[i] = { name, resolution: toWire(await ctx.resolver.resolve(name)) };
+        } catch (err) {
+          const s = toStatus(err);
+          if (s.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, name }, 'ResolveMany: lookup failed');
+          results[i] = { name, error: { status: s.code, code: err instanceof CanonportError ? err.code : '', message: s.details } };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(BATCH_CONCURRENCY, names.length) }, worker));
+    return { results };
+  });
+
+  const Decode = unary('Decode', async (req: { port?: number; raw?: boolean }) => {
+    const port = Number(req.port ?? 0);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new CanonportError(ErrorCodes.BAD_PORT, `port ${req.port} is not 0–65535`, { port: req.port });
+    }
+    const raw = req.raw === true;
+    const prefix = (raw ? decodePortRaw(port) : decodePort(port)) ?? '';
+    return { port, prefix, owners: ctx.state().registry.ownersOf(port), raw };
+  });
+
+  const Inventory = unary('Inventory', async () => {
+    const snap = await ctx.inventory.snapshot();
+    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners: snap.listeners };
+  });
+
+  /**
+   * Watch: the current answer at once, then a re-resolve on every reload and
+   * every TTL, sending only answers that differ from the last one sent. A
+   * definitive error (bad name, NOT_FOUND) ends the stream with its status; a
+   * transient one (INTERNAL, UNAVAILABLE) after the first answer is logged and
+   * the last answer stands.
+   */
+  const Watch: grpc.handleServerStreamingCall<{ name?: unknown }, unknown> = (call) => {
+    const rawName = call.request.name;
+    let lastKey: string | undefined;
+    let lastTtl = ctx.state().registry.ttl;
+    let running = false;
+    let again = false;
+    let done = false;
+    let timer: NodeJS.Timeout | undefined;
+
+    const finish = (status: grpc.StatusObject | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      ctx.events.off('reload', onReload);
+      watches.delete(endWith);
+      count('Watch', status?.code ?? grpc.status.CANCELLED);
+      if (status !== null) {
+        if (status.code === grpc.status.OK) call.end();
+        // grpc-js turns an 'error' event on a server stream into the call's final status.
+        else call.emit('error', status);
+      }
+    };
+    const endWith = (status: grpc.StatusObject) => finish(status);
+
+    const schedule = () => {
+      clearTimeout(timer);
+      const ms = opts.watchIntervalMs ?? Math.max(MIN_WATCH_INTERVAL_MS, lastTtl * 1000);
+      timer = setTimeout(() => void refresh(), ms);
+    };
+
+    const refresh = async (): Promise<void> => {
+      if (done) return;
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
+      try {
+        const r = await ctx.resolver.resolve(nameOf(rawName));
+        if (done) return;
+        const wire = toWire(r);
+        lastTtl = r.ttl;
+        const key = JSON.stringify(wire);
+        if (key !== lastKey) {
+          lastKey = key;
+          call.write(wire);
+        }
+      } catch (err) {
+        if (done) return;
+        const status = toStatus(err);
+        const transient = status.code === GrpcStatus.INTERNAL || status.code === GrpcStatus.UNAVAILABLE;
+        if (lastKey === undefined || !transient) {
+          if (status.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, name: rawName }, 'Watch: resolve failed');
+          finish(status);
+          return;
+        }
+        ctx.logger.warn({ err, name: rawName }, 'Watch: re-resolve failed; keeping the last answer');
+      } finally {
+        running = false;
+      }
+      if (done) return;
+      if (again) {
+        again = false;
+        void refresh();
+      } else {
+        schedule();
+      }
+    };
+
+    const onReload = () => void refresh();
+    ctx.events.on('reload', onReload);
+    watches.add(endWith);
+    // 'cancelled' fires when the client cancels or the connection drops.
+    call.on('cancelled', () => finish(null));
+    call.on('error', () => finish(null));
+    void refresh();
+  };
+
+  return {
+    handlers: { Resolve, ResolveMany, Watch, Decode, Inventory } as grpc.UntypedServiceImplementation,
+    endWatches(reason) {
+      const status = { code: grpc.status.UNAVAILABLE, details: reason, metadata: new grpc.Metadata() };
+      for (const end of [...watches]) end(status);
+    },
+    activeWatches: () => watches.size,
+  };
+}
+
+/** The request's name as a string; absence reads as empty, which normaliseName rejects. */
+function nameOf(v: unknown): string {
+  return typeof v === 'string' ? v : '';
+}
+
+/** A Resolution as the wire message: `version` only when set (proto3 optional). */
+function toWire(r: Resolution): Record<string, unknown> {
+  return {
+    name: r.name,
+    service: r.service,
+    port: r.port,
+    scheme: r.scheme,
+    host: r.host,
+    addresses: r.addresses,
+    ttl: r.ttl,
+    prefix: r.prefix,
+    ...(r.version !== undefined ? { version: r.version } : {}),
+    collidesWith: r.collidesWith,
+    zone: r.zone,
+  };
+}

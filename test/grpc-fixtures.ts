@@ -1,0 +1,106 @@
+import { EventEmitter } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { buildConfig } from '../src/config/config.js';
+import { ServiceResolver, type AddressSource, type ServingState } from '../src/core/resolver.js';
+import type { DaemonContext, DaemonEvents, InventoryProvider, InventorySnapshot } from '../src/daemon/context.js';
+import { Metrics } from '../src/http/metrics.js';
+import { silentLogger } from '../src/log.js';
+import { parseRegistry } from '../src/registry/load.js';
+import type { Registry } from '../src/registry/registry.js';
+
+/**
+ * A real DaemonContext for gRPC tests: a real Registry parsed from YAML text,
+ * a real ServiceResolver whose addresses come from the registry's hosts map,
+ * real Metrics and a real EventEmitter. reload() swaps the state the way the
+ * daemon does and emits 'reload'.
+ */
+export interface TestDaemon {
+  ctx: DaemonContext;
+  metrics: Metrics;
+  events: EventEmitter<DaemonEvents>;
+  /** Replaces the state; emits 'reload' unless `silent` (a change only the periodic re-resolve sees). */
+  reload(registryYaml: string, opts?: { silent?: boolean }): void;
+  setReady(ready: boolean): void;
+}
+
+export const FIXED_INVENTORY: InventorySnapshot = {
+  host: 'test-host',
+  collectedAtMs: 1_700_000_000_123,
+  listeners: [
+    { port: 12082, address: '0.0.0.0', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32' },
+    { port: 8102, address: '::', family: 'tcp6', services: ['v2.user'], version: '2', versionSource: 'port', scheme: 'versioned' },
+  ],
+};
+
+export function testDaemon(
+  registryYaml: string,
+  opts: { inventory?: InventoryProvider; addresses?: (registry: () => Registry) => AddressSource; ready?: boolean } = {},
+): TestDaemon {
+  const stateOf = (text: string): ServingState => {
+    const registry = parseRegistry(text, 'test-registry.yaml');
+    return { registry, zones: [...new Set([...registry.zones, 'localhost'])] };
+  };
+  let state = stateOf(registryYaml);
+  let ready = opts.ready ?? true;
+  const events = new EventEmitter<DaemonEvents>();
+  const metrics = new Metrics({ defaultMetrics: false });
+  const hostsMap: AddressSource = {
+    async lookup(host) {
+      return { addresses: [...(state.registry.hosts.get(host) ?? [])], ttl: state.registry.ttl };
+    },
+  };
+  const addresses = opts.addresses ? opts.addresses(() => state.registry) : hostsMap;
+  const config = buildConfig({ upstreams: ['127.0.0.1:53'] }, {}, state.registry);
+  const ctx: DaemonContext = {
+    logger: silentLogger,
+    metrics,
+    config: () => config,
+    state: () => state,
+    resolver: new ServiceResolver(() => state, addresses),
+    inventory: opts.inventory ?? { snapshot: async () => FIXED_INVENTORY },
+    events,
+    ready: () => ready,
+  };
+  return {
+    ctx,
+    metrics,
+    events,
+    reload(text, o = {}) {
+      state = stateOf(text);
+      if (!o.silent) events.emit('reload', state);
+    },
+    setReady(r) {
+      ready = r;
+      events.emit('ready', r);
+    },
+  };
+}
+
+/** Resolves when `check` passes, retrying every `everyMs`, at most `tries` times; rejects with the last failure. */
+export async function eventually<T>(check: () => Promise<T>, tries = 100, everyMs = 50): Promise<T> {
+  let last: unknown;
+  for (let i = 0; i < tries; i++) {
+    try {
+      return await check();
+    } catch (err) {
+      last = err;
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  }
+  throw last;
+}
+
+/** Binds a bare grpc-js server on 127.0.0.1:port (0 = any); rejects when the port is taken. */
+export function bindServer(server: grpc.Server, port: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+}
+
+/** A unary call as a promise, for loosely typed grpc-js clients. */
+export function call<T>(client: grpc.Client, method: string, req: unknown, deadlineMs = 5000): Promise<T> {
+  const fn = (client as unknown as Record<string, Function>)[method]!;
+  return new Promise((resolve, reject) =>
+    fn.call(client, req, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, res: T) => (err ? reject(err) : resolve(res))),
+  );
+}

@@ -1,0 +1,434 @@
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import { formatHostPort } from '../src/config/address.js';
+import { ErrorCodes } from '../src/errors.js';
+import { canonportService, ERROR_CODE_METADATA } from '../src/grpc/proto.js';
+import { createCanonportClient, DaemonError, type CanonportClient } from '../src/grpc/canonport-client.js';
+import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
+import { MAX_BATCH } from '../src/grpc/service.js';
+import { decodePort } from '../src/scheme/index.js';
+import { call, eventually, FIXED_INVENTORY, testDaemon, type TestDaemon } from './grpc-fixtures.js';
+
+const REGISTRY = `
+zones: [cluster-1.example.com]
+ttl: 30
+hosts:
+  api.cluster-1.example.com: [10.0.0.5, "fd00::5"]
+  v2.user.cluster-1.example.com: [10.0.0.7]
+services:
+  cat: {}
+  caterpillar: {}
+  legacy: {port: 8080}
+  user: {id: 1, version: 2}
+`;
+
+// Same file, but api is pinned to another port and has a new address.
+const REGISTRY_MOVED = `
+zones: [cluster-1.example.com]
+ttl: 30
+hosts:
+  api.cluster-1.example.com: [10.0.0.6]
+services:
+  api: {port: 23456}
+`;
+
+const API = 'api.cluster-1.example.com';
+
+let handles: GrpcHandle[] = [];
+let clients: { close(): void }[] = [];
+
+afterEach(async () => {
+  for (const c of clients) c.close();
+  await Promise.all(handles.map((h) => h.close(0)));
+  handles = [];
+  clients = [];
+});
+
+async function start(d: TestDaemon = testDaemon(REGISTRY), opts: { watchIntervalMs?: number } = {}) {
+  const h = await startGrpcServer(d.ctx, { host: '127.0.0.1', port: 0 }, opts);
+  handles.push(h);
+  const client = createCanonportClient(h.address);
+  clients.push(client);
+  return { d, h, client };
+}
+
+async function rejection(p: Promise<unknown>): Promise<DaemonError> {
+  const err = await p.then(
+    () => {
+      throw new Error('expected the call to fail');
+    },
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(DaemonError);
+  return err as DaemonError;
+}
+
+describe('startGrpcServer', () => {
+  it('binds the port it was given, IPv4 and IPv6, and reports it', async () => {
+    const d = testDaemon(REGISTRY);
+    const h4 = await startGrpcServer(d.ctx, { host: '127.0.0.1', port: 0 });
+    handles.push(h4);
+    expect(h4.address.host).toBe('127.0.0.1');
+    expect(h4.address.port).toBeGreaterThan(0);
+    const h6 = await startGrpcServer(d.ctx, { host: '::1', port: 0 });
+    handles.push(h6);
+    const c6 = createCanonportClient(h6.address);
+    clients.push(c6);
+    expect(c6.address).toBe(`[::1]:${h6.address.port}`);
+    expect((await c6.resolve(API)).port).toBe(12082);
+  });
+
+  it('fails with CP_LISTEN_FAILED on a taken port', async () => {
+    const { d, h } = await start();
+    await expect(startGrpcServer(d.ctx, h.address)).rejects.toMatchObject({ code: ErrorCodes.LISTEN_FAILED });
+  });
+});
+
+describe('Resolve', () => {
+  it('answers port, scheme, host and the addresses of the host', async () => {
+    const { client } = await start();
+    const r = await client.resolve(API);
+    expect(r).toEqual({
+      name: API,
+      zone: 'cluster-1.example.com',
+      service: 'api',
+      port: 12082,
+      scheme: 'base32',
+      prefix: 'api',
+      host: API,
+      addresses: ['10.0.0.5', 'fd00::5'],
+      ttl: 30,
+      collidesWith: [],
+    });
+  });
+
+  it('reads the SRV form and mixed case the same way, echoing the name lowercased', async () => {
+    const { client } = await start();
+    const srv = await client.resolve('_api._tcp.cluster-1.example.com');
+    expect(srv.host).toBe(API);
+    expect(srv.port).toBe(12082);
+    const mixed = await client.resolve('API.Cluster-1.Example.COM.');
+    expect(mixed.name).toBe(API);
+  });
+
+  it('answers versions and collisions from the registry', async () => {
+    const d = testDaemon(REGISTRY.replace('hosts:', 'hosts:\n  cat.cluster-1.example.com: [10.0.0.8]'));
+    const { client } = await start(d);
+    const v = await client.resolve('v2.user.cluster-1.example.com');
+    expect(v).toMatchObject({ service: 'user', port: 8102, scheme: 'versioned', version: 2, addresses: ['10.0.0.7'] });
+    const cat = await client.resolve('cat.cluster-1.example.com');
+    expect(cat.collidesWith).toEqual(['caterpillar']);
+    expect(cat.version).toBeUndefined();
+  });
+
+  it.each([
+    ['', /empty/],
+    [`${'a'.repeat(250)}.com`, /254 characters, over the limit of 253/],
+    ['bad!label.cluster-1.example.com', /"bad!label" has characters outside/],
+    ['api..cluster-1.example.com', /label 2 .* is empty/],
+    [`${'a'.repeat(64)}.cluster-1.example.com`, /64 characters, over 63/],
+  ])('rejects the malformed name %j with INVALID_ARGUMENT saying why', async (name, message) => {
+    const { client } = await start();
+    const err = await rejection(client.resolve(name));
+    expect(err.status).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.code).toBe(ErrorCodes.BAD_NAME);
+    expect(err.message).toMatch(message);
+  });
+
+  it.each([
+    ['db.cluster-1.example.com', /has no address/],
+    ['_tcp.cluster-1.example.com', /not a service name/],
+    ['cluster-1.example.com', /not a service name/],
+    ['_api.cluster-1.example.com', /not a service name/],
+  ])('answers NOT_FOUND for %s', async (name, message) => {
+    const { client } = await start();
+    const err = await rejection(client.resolve(name));
+    expect(err.status).toBe(grpc.status.NOT_FOUND);
+    expect(err.code).toBe(ErrorCodes.NOT_FOUND);
+    expect(err.message).toMatch(message);
+  });
+
+  it('sends the status and the canonport code on the wire to a plain grpc-js client', async () => {
+    const { h } = await start();
+    const Ctor = canonportService();
+    const raw = new Ctor(formatHostPort(h.address), grpc.credentials.createInsecure());
+    clients.push(raw);
+    const err = (await call(raw, 'Resolve', { name: '' }).catch((e: unknown) => e)) as grpc.ServiceError;
+    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.metadata.get(ERROR_CODE_METADATA)).toEqual([ErrorCodes.BAD_NAME]);
+    // A request without the field at all reads as the empty name.
+    const err2 = (await call(raw, 'Resolve', {}).catch((e: unknown) => e)) as grpc.ServiceError;
+    expect(err2.code).toBe(grpc.status.INVALID_ARGUMENT);
+  });
+
+  it('turns a handler that throws into INTERNAL, never UNKNOWN, and counts it', async () => {
+    const d = testDaemon(REGISTRY, {
+      addresses: () => ({
+        lookup: async () => {
+          throw new TypeError('address source exploded');
+        },
+      }),
+      inventory: {
+        snapshot: () => {
+          throw new Error('inventory exploded synchronously');
+        },
+      },
+    });
+    const { client } = await start(d);
+    const e1 = await rejection(client.resolve(API));
+    expect(e1.status).toBe(grpc.status.INTERNAL);
+    expect(e1.message).toMatch(/address source exploded/);
+    const e2 = await rejection(client.inventory());
+    expect(e2.status).toBe(grpc.status.INTERNAL);
+    expect(await d.metrics.grpcCalls.get()).toMatchObject({
+      values: expect.arrayContaining([
+        expect.objectContaining({ labels: { method: 'Resolve', code: 'INTERNAL' }, value: 1 }),
+        expect.objectContaining({ labels: { method: 'Inventory', code: 'INTERNAL' }, value: 1 }),
+      ]),
+    });
+  });
+
+  it('counts every call by method and status', async () => {
+    const { d, client } = await start();
+    await client.resolve(API);
+    await client.resolve(API);
+    await client.resolve('db.cluster-1.example.com').catch(() => undefined);
+    await client.resolve('').catch(() => undefined);
+    const values = (await d.metrics.grpcCalls.get()).values;
+    const count = (method: string, code: string) => values.find((v) => v.labels.method === method && v.labels.code === code)?.value;
+    expect(count('Resolve', 'OK')).toBe(2);
+    expect(count('Resolve', 'NOT_FOUND')).toBe(1);
+    expect(count('Resolve', 'INVALID_ARGUMENT')).toBe(1);
+  });
+});
+
+describe('ResolveMany', () => {
+  it('answers each name in order with its own result or error', async () => {
+    const { client } = await start();
+    const results = await client.resolveMany([API, '', 'db.cluster-1.example.com', 'v2.user.cluster-1.example.com']);
+    expect(results.map((r) => r.name)).toEqual([API, '', 'db.cluster-1.example.com', 'v2.user.cluster-1.example.com']);
+    expect(results[0]!.resolution?.port).toBe(12082);
+    expect(results[0]!.error).toBeUndefined();
+    expect(results[1]!.error).toMatchObject({ status: grpc.status.INVALID_ARGUMENT, code: ErrorCodes.BAD_NAME });
+    expect(results[1]!.resolution).toBeUndefined();
+    expect(results[2]!.error).toMatchObject({ status: grpc.status.NOT_FOUND, code: ErrorCodes.NOT_FOUND });
+    expect(results[2]!.error!.message).toMatch(/no address/);
+    expect(results[3]!.resolution).toMatchObject({ port: 8102, version: 2 });
+  });
+
+  it('answers an empty batch with no results', async () => {
+    const { client } = await start();
+    expect(await client.resolveMany([])).toEqual([]);
+  });
+
+  it(`resolves a full batch of ${MAX_BATCH} and rejects one more with INVALID_ARGUMENT`, async () => {
+    const { client } = await start();
+    const full = await client.resolveMany(Array.from({ length: MAX_BATCH }, () => API));
+    expect(full).toHaveLength(MAX_BATCH);
+    expect(full.every((r) => r.resolution?.port === 12082)).toBe(true);
+    const err = await rejection(client.resolveMany(Array.from({ length: MAX_BATCH + 1 }, () => API)));
+    expect(err.status).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.code).toBe(ErrorCodes.BAD_REQUEST);
+    expect(err.message).toMatch(/1001 names .* limit of 1000/);
+  });
+});
+
+describe('Decode', () => {
+  it('decodes a base32 port with no registry owner', async () => {
+    const { client } = await start();
+    expect(await client.decode(12082)).toEqual({ port: 12082, prefix: 'api', owners: [], raw: false });
+  });
+
+  it('names the registry owners of a port', async () => {
+    const { client } = await start();
+    expect(await client.decode(13661)).toEqual({ port: 13661, prefix: 'cat', owners: ['cat', 'caterpillar'], raw: false });
+    expect((await client.decode(8102)).owners).toEqual(['user', 'v2.user']);
+  });
+
+  it('reads raw ports without the offset, as the seed does', async () => {
+    const { client } = await start();
+    expect(await client.decode(8080, true)).toEqual({ port: 8080, prefix: '7sg', owners: ['legacy'], raw: true });
+    expect((await client.decode(8080)).prefix).toBe(decodePort(8080));
+    expect((await client.decode(6379, true)).prefix).toBe('67b');
+  });
+
+  it('answers an empty prefix outside the scheme, and INVALID_ARGUMENT over 65535', async () => {
+    const { client } = await start();
+    expect(await client.decode(80)).toEqual({ port: 80, prefix: '', owners: [], raw: false });
+    const err = await rejection(client.decode(70000));
+    expect(err.status).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.code).toBe(ErrorCodes.BAD_PORT);
+  });
+});
+
+describe('Inventory', () => {
+  it('maps the inventory snapshot to the response', async () => {
+    const { client } = await start();
+    expect(await client.inventory()).toEqual(FIXED_INVENTORY);
+  });
+});
+
+describe('Watch', () => {
+  it('sends the current answer, then the new one after a reload, and nothing for a reload that changes nothing', async () => {
+    const { d, client } = await start();
+    const it = client.watch(API)[Symbol.asyncIterator]();
+    const first = await it.next();
+    expect(first.value).toMatchObject({ port: 12082, scheme: 'base32', addresses: ['10.0.0.5', 'fd00::5'] });
+
+    d.reload(REGISTRY_MOVED);
+    const second = await it.next();
+    expect(second.value).toMatchObject({ port: 23456, scheme: 'pinned', addresses: ['10.0.0.6'] });
+
+    // Same answer again: no message. The next message is the following real change.
+    d.reload(REGISTRY_MOVED);
+    d.reload(REGISTRY_MOVED.replace('[10.0.0.6]', '[10.0.0.6, 10.0.0.9]'));
+    const third = await it.next();
+    expect(third.value).toMatchObject({ port: 23456, addresses: ['10.0.0.6', '10.0.0.9'] });
+    await it.return!();
+  });
+
+  it('re-resolves periodically and sees a change nobody announced', async () => {
+    const { d, client } = await start(testDaemon(REGISTRY), { watchIntervalMs: 50 });
+    const stream = client.watch(API);
+    const it = stream[Symbol.asyncIterator]();
+    expect((await it.next()).value.port).toBe(12082);
+    d.reload(REGISTRY_MOVED, { silent: true });
+    expect((await it.next()).value.port).toBe(23456);
+    stream.cancel();
+    expect((await it.next()).done).toBe(true);
+  });
+
+  it('ends with the status of a name that fails at once', async () => {
+    const { client } = await start();
+    const bad = client.watch('bad!name');
+    await expect(bad[Symbol.asyncIterator]().next()).rejects.toMatchObject({ status: grpc.status.INVALID_ARGUMENT, code: ErrorCodes.BAD_NAME });
+    const missing = client.watch('db.cluster-1.example.com');
+    await expect(missing[Symbol.asyncIterator]().next()).rejects.toMatchObject({ status: grpc.status.NOT_FOUND });
+  });
+
+  it('ends with NOT_FOUND when a reload takes the host away', async () => {
+    const { d, client } = await start();
+    const it = client.watch(API)[Symbol.asyncIterator]();
+    expect((await it.next()).value.port).toBe(12082);
+    d.reload('zones: [cluster-1.example.com]\n');
+    await expect(it.next()).rejects.toMatchObject({ status: grpc.status.NOT_FOUND, code: ErrorCodes.NOT_FOUND });
+  });
+
+  it('releases its reload listener when the client cancels, and counts the call', async () => {
+    const { d, client } = await start();
+    const before = d.events.listenerCount('reload');
+    const streams = [client.watch(API), client.watch(API), client.watch(API)];
+    for (const s of streams) await s[Symbol.asyncIterator]().next();
+    expect(d.events.listenerCount('reload')).toBe(before + 3);
+    // Breaking out of a for-await loop cancels too.
+    for await (const r of client.watch(API)) {
+      expect(r.port).toBe(12082);
+      break;
+    }
+    for (const s of streams) s.cancel();
+    await eventually(async () => expect(d.events.listenerCount('reload')).toBe(before));
+    await eventually(async () => {
+      const v = (await d.metrics.grpcCalls.get()).values.find((x) => x.labels.method === 'Watch' && x.labels.code === 'CANCELLED');
+      expect(v?.value).toBe(4);
+    });
+  });
+
+  it('ends open Watch streams with UNAVAILABLE when the server closes', async () => {
+    const { h, client } = await start();
+    const it = client.watch(API)[Symbol.asyncIterator]();
+    await it.next();
+    const closing = h.close(5000);
+    await expect(it.next()).rejects.toMatchObject({ status: grpc.status.UNAVAILABLE });
+    await closing;
+  });
+});
+
+describe('health', () => {
+  const healthDef = protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true });
+  const Health = (grpc.loadPackageDefinition(healthDef) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } })
+    .grpc.health.v1.Health;
+
+  it('is SERVING for the server and the service, and follows setServing and readiness', async () => {
+    const { d, h } = await start();
+    const hc = new Health(formatHostPort(h.address), grpc.credentials.createInsecure());
+    clients.push(hc);
+    const check = async (service: string) => (await call<{ status: string }>(hc, 'Check', { service })).status;
+    expect(await check('')).toBe('SERVING');
+    expect(await check('canonport.v1.Canonport')).toBe('SERVING');
+
+    const watch = hc.Watch({ service: '' }) as grpc.ClientReadableStream<{ status: string }>;
+    const seen: string[] = [];
+    watch.on('data', (m) => seen.push(m.status));
+    watch.on('error', () => undefined);
+    await eventually(async () => expect(seen).toEqual(['SERVING']));
+
+    h.setServing(false);
+    expect(await check('')).toBe('NOT_SERVING');
+    expect(await check('canonport.v1.Canonport')).toBe('NOT_SERVING');
+    await eventually(async () => expect(seen).toEqual(['SERVING', 'NOT_SERVING']));
+
+    h.setServing(true);
+    expect(await check('')).toBe('SERVING');
+    d.setReady(false);
+    expect(await check('canonport.v1.Canonport')).toBe('NOT_SERVING');
+    d.setReady(true);
+    expect(await check('canonport.v1.Canonport')).toBe('SERVING');
+    await eventually(async () => expect(seen).toEqual(['SERVING', 'NOT_SERVING', 'SERVING', 'NOT_SERVING', 'SERVING']));
+    watch.cancel();
+  });
+
+  it('starts NOT_SERVING when the daemon is not ready yet', async () => {
+    const { d, h } = await start(testDaemon(REGISTRY, { ready: false }));
+    const hc = new Health(formatHostPort(h.address), grpc.credentials.createInsecure());
+    clients.push(hc);
+    expect((await call<{ status: string }>(hc, 'Check', { service: '' })).status).toBe('NOT_SERVING');
+    d.setReady(true);
+    expect((await call<{ status: string }>(hc, 'Check', { service: '' })).status).toBe('SERVING');
+  });
+});
+
+describe('reflection', () => {
+  const require = createRequire(import.meta.url);
+  const reflectionProto = join(dirname(require.resolve('@grpc/reflection')), '../proto/grpc/reflection/v1/reflection.proto');
+  const def = protoLoader.loadSync(reflectionProto, { keepCase: false, defaults: true, oneofs: true });
+  const Reflection = (grpc.loadPackageDefinition(def) as unknown as {
+    grpc: { reflection: { v1: { ServerReflection: grpc.ServiceClientConstructor } } };
+  }).grpc.reflection.v1.ServerReflection;
+
+  /** One request on the bidi stream, its one response. */
+  function ask(client: grpc.Client, req: Record<string, unknown>): Promise<Record<string, any>> {
+    const stream = (client as unknown as { serverReflectionInfo(): grpc.ClientDuplexStream<unknown, Record<string, any>> }).serverReflectionInfo();
+    return new Promise((resolve, reject) => {
+      stream.on('data', (m) => {
+        resolve(m);
+        stream.end();
+      });
+      stream.on('error', reject);
+      stream.write(req);
+    });
+  }
+
+  it('lists the Canonport and Health services and serves their descriptors', async () => {
+    const { h } = await start();
+    const rc = new Reflection(formatHostPort(h.address), grpc.credentials.createInsecure());
+    clients.push(rc);
+    const list = await ask(rc, { listServices: '*' });
+    const names = (list.listServicesResponse.service as { name: string }[]).map((s) => s.name);
+    expect(names).toEqual(expect.arrayContaining(['canonport.v1.Canonport', 'grpc.health.v1.Health']));
+
+    const file = await ask(rc, { fileContainingSymbol: 'canonport.v1.Canonport' });
+    const protos = file.fileDescriptorResponse.fileDescriptorProto as Buffer[];
+    expect(protos.length).toBeGreaterThan(0);
+    const text = Buffer.concat(protos).toString('latin1');
+    expect(text).toContain('canonport.v1');
+    expect(text).toContain('ResolveRequest');
+    // Field names as written in the .proto, not the camelCase the JS side uses.
+    expect(text).toContain('collected_at_ms');
+    const health = await ask(rc, { fileContainingSymbol: 'grpc.health.v1.Health' });
+    expect(Buffer.concat(health.fileDescriptorResponse.fileDescriptorProto as Buffer[]).toString('latin1')).toContain('HealthCheckRequest');
+  });
+});
