@@ -40,6 +40,8 @@ export interface DaemonOptions {
   watchRegistry?: boolean | undefined;
   /** Start the inventory refresh timer (default true). */
   inventory?: boolean | undefined;
+  /** Loopback clients may always forward (default true; tests set false to exercise --allow from 127.0.0.x). */
+  trustLoopback?: boolean | undefined;
   /** Overrides applied on top of the built config (tests: small timeouts, limits). */
   tune?: ((c: Config) => Config) | undefined;
 }
@@ -89,7 +91,7 @@ export class Daemon {
     this.allowed = new NetworkSet(config.allow);
     const now = opts.now ?? Date.now;
     this.etcHosts = new EtcHosts(opts.hostsFile ?? '/etc/hosts', now);
-    const acl = new AclStage(() => this.allowed);
+    const acl = new AclStage(() => this.allowed, opts.trustLoopback !== false);
     const local = new LocalZonesStage(() => this.serving, this.etcHosts);
     this.cache = new CacheStage(config.cache, this.metrics, now);
     const forward = new ForwardStage({

@@ -13,10 +13,17 @@ import type { DnsReply, DnsRequest } from '../request.js';
  */
 export class AclStage implements Stage {
   readonly name = 'acl';
-  constructor(private readonly allowed: () => NetworkSet) {}
+  /**
+   * @param trustLoopback false only in tests, so the allow list can be
+   *   exercised from distinct loopback source addresses (127.0.0.2, …).
+   */
+  constructor(
+    private readonly allowed: () => NetworkSet,
+    private readonly trustLoopback = true,
+  ) {}
 
   mayForward(address: string): boolean {
-    return isLoopback(address) || this.allowed().has(address);
+    return (this.trustLoopback && isLoopback(address)) || this.allowed().has(address);
   }
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
