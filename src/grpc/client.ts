@@ -1,0 +1,243 @@
+import { promises as dns } from 'node:dns';
+import * as grpc from '@grpc/grpc-js';
+import { CanonportError, ErrorCodes } from '../errors.js';
+import { isInZone, normaliseName } from '../core/names.js';
+import { LOCALHOST_ZONE } from '../core/service-name.js';
+import { ServiceResolver, type AddressSource, type Resolution } from '../core/resolver.js';
+import { loadRegistryFile } from '../registry/load.js';
+import { Registry } from '../registry/registry.js';
+import { createCanonportClient, DaemonError, type CanonportClient, type WatchStream } from './canonport-client.js';
+import { DEFAULT_DAEMON_ADDRESS } from './proto.js';
+
+/**
+ * The grpc-js resolver for `canon:` targets. After registerCanonResolver(),
+ * `new Client('canon:///api.cluster-1.example.com', creds)` dials the
+ * service's canonical port on the addresses of its host:
+ *
+ *   1. through the daemon: a Watch stream on the name, so a registry reload
+ *      or an address change re-points the channel;
+ *   2. without a daemon (unreachable, or no first answer in time): the port
+ *      is computed here (scheme + optional registry file) and the host is
+ *      resolved by the system resolver; the daemon is tried again later.
+ *
+ * A target may name its daemon: `canon://10.0.0.2:13655/api.cluster-1.example.com`.
+ */
+
+export const CANON_SCHEME = 'canon';
+
+export interface CanonResolverOptions {
+  /** Daemon gRPC address; default CANONPORT_GRPC, else 127.0.0.1:13655. */
+  daemon?: string | undefined;
+  /** Registry file for the fallback; default CANONPORT_REGISTRY, else none. */
+  registryFile?: string | undefined;
+  /** Wait this long for the daemon's first answer before using the fallback, ms (default 1000). */
+  daemonTimeoutMs?: number | undefined;
+  /** After the daemon is lost, try its Watch again this often, ms (default 5000). */
+  retryMs?: number | undefined;
+}
+
+interface Settings {
+  daemon: string;
+  registryFile: string | undefined;
+  daemonTimeoutMs: number;
+  retryMs: number;
+}
+
+/**
+ * Registers the `canon:` scheme with grpc-js. Call once at start-up; a later
+ * call replaces the options for channels created after it.
+ */
+export function registerCanonResolver(opts: CanonResolverOptions = {}): void {
+  const settings: Settings = {
+    daemon: opts.daemon ?? (process.env.CANONPORT_GRPC || DEFAULT_DAEMON_ADDRESS),
+    registryFile: opts.registryFile ?? (process.env.CANONPORT_REGISTRY || undefined),
+    daemonTimeoutMs: opts.daemonTimeoutMs ?? 1000,
+    retryMs: opts.retryMs ?? 5000,
+  };
+  grpc.experimental.registerResolver(
+    CANON_SCHEME,
+    class extends CanonResolver {
+      constructor(target: grpc.experimental.GrpcUri, listener: grpc.experimental.ResolverListener, options: grpc.ChannelOptions) {
+        super(target, listener, options, settings);
+      }
+    },
+  );
+}
+
+type Endpoints = grpc.experimental.StatusOr<grpc.experimental.Endpoint[]>;
+
+class CanonResolver implements grpc.experimental.Resolver {
+  private readonly name: string;
+  private readonly daemon: string;
+  private client: CanonportClient | undefined;
+  private stream: WatchStream | undefined;
+  /** The stream has delivered an answer: the daemon is authoritative until it ends. */
+  private answered = false;
+  /** The daemon was lost; a retry is scheduled and the fallback serves meanwhile. */
+  private lost = false;
+  private last: Endpoints | undefined;
+  /** Bumped by destroy(): results of work started before it are dropped. */
+  private generation = 0;
+  private destroyed = false;
+  private firstAnswerTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    target: grpc.experimental.GrpcUri,
+    private readonly listener: grpc.experimental.ResolverListener,
+    _options: grpc.ChannelOptions,
+    private readonly settings: Settings,
+  ) {
+    this.name = target.path;
+    this.daemon = target.authority || settings.daemon;
+  }
+
+  /** The name itself, so TLS and :authority see the service's host name. Throws for a malformed name. */
+  static getDefaultAuthority(target: grpc.experimental.GrpcUri): string {
+    normaliseName(target.path);
+    return target.path;
+  }
+
+  /** Never reports synchronously: every report comes from a promise or timer callback. */
+  updateResolution(): void {
+    this.destroyed = false;
+    if (this.stream === undefined && !this.lost) {
+      this.startWatch();
+    } else if (this.lost) {
+      void this.runFallback();
+    } else if (this.answered && this.last !== undefined) {
+      const gen = this.generation;
+      const last = this.last;
+      setImmediate(() => gen === this.generation && this.report(last));
+    }
+    // Otherwise the first answer (or the fallback timer) is on its way.
+  }
+
+  /** Stops the Watch and timers; no report until updateResolution() is called again. */
+  destroy(): void {
+    this.destroyed = true;
+    this.generation++;
+    this.stream?.cancel();
+    this.stream = undefined;
+    this.client?.close();
+    this.client = undefined;
+    clearTimeout(this.firstAnswerTimer);
+    clearTimeout(this.retryTimer);
+    this.answered = false;
+    this.lost = false;
+    this.last = undefined;
+  }
+
+  private startWatch(): void {
+    const gen = this.generation;
+    this.client ??= createCanonportClient(this.daemon);
+    const stream = this.client.watch(this.name);
+    this.stream = stream;
+    this.answered = false;
+    this.lost = false;
+    clearTimeout(this.firstAnswerTimer);
+    this.firstAnswerTimer = setTimeout(() => {
+      if (gen === this.generation && !this.answered) void this.runFallback();
+    }, this.settings.daemonTimeoutMs);
+    this.firstAnswerTimer.unref();
+    void this.follow(stream, gen);
+  }
+
+  private async follow(stream: WatchStream, gen: number): Promise<void> {
+    let failure: unknown;
+    try {
+      for await (const r of stream) {
+        if (gen !== this.generation) return;
+        this.answered = true;
+        clearTimeout(this.firstAnswerTimer);
+        this.report(grpc.experimental.statusOrFromValue(endpointsOf(r)));
+      }
+    } catch (err) {
+      failure = err;
+    }
+    if (gen !== this.generation || this.stream !== stream) return;
+    this.stream = undefined;
+    this.answered = false;
+    clearTimeout(this.firstAnswerTimer);
+    if (failure instanceof DaemonError && (failure.code === ErrorCodes.BAD_NAME || failure.code === ErrorCodes.NOT_FOUND)) {
+      // The daemon's answer is final; grpc-js backs off and calls updateResolution to ask again.
+      this.report(errorStatus(this.name, failure.message));
+      return;
+    }
+    // Unreachable, broken, shutting down or a stream that just ended: serve from
+    // the fallback and come back to the daemon later.
+    this.lost = true;
+    void this.runFallback();
+    this.retryTimer = setTimeout(() => {
+      if (gen !== this.generation || this.destroyed) return;
+      this.lost = false;
+      this.startWatch();
+    }, this.settings.retryMs);
+    this.retryTimer.unref();
+  }
+
+  private async runFallback(): Promise<void> {
+    const gen = this.generation;
+    let result: Endpoints;
+    try {
+      const r = await resolveWithoutDaemon(this.name, this.settings.registryFile);
+      result = grpc.experimental.statusOrFromValue(endpointsOf(r));
+    } catch (err) {
+      result = errorStatus(this.name, `${err instanceof Error ? err.message : String(err)} (daemon at ${this.daemon} not used)`);
+    }
+    // A daemon answer that arrived meanwhile wins.
+    if (gen !== this.generation || this.answered) return;
+    this.report(result);
+  }
+
+  private report(result: Endpoints): void {
+    this.last = result;
+    if (this.destroyed) return;
+    this.listener(result, {}, null, '');
+  }
+}
+
+function endpointsOf(r: Resolution): grpc.experimental.Endpoint[] {
+  return r.addresses.map((host) => ({ addresses: [{ host, port: r.port }] }));
+}
+
+function errorStatus(name: string, details: string): Endpoints {
+  return grpc.experimental.statusOrFromError({ code: grpc.status.UNAVAILABLE, details: `canon:///${name}: ${details}`, metadata: new grpc.Metadata() });
+}
+
+/**
+ * What the daemon would answer, computed here: the scheme and the registry
+ * file (if any) give the port, the system resolver gives the addresses.
+ */
+export async function resolveWithoutDaemon(name: string, registryFile?: string): Promise<Resolution> {
+  const registry = registryFile ? await loadRegistryFile(registryFile) : Registry.empty();
+  const zones = [...new Set([...registry.zones, LOCALHOST_ZONE])];
+  return new ServiceResolver(() => ({ registry, zones }), systemAddressSource(registry)).resolve(name);
+}
+
+/** Temporary resolver failures: an error, not "no such host". */
+const TRANSIENT = new Set(['EAI_AGAIN', 'ETIMEOUT', 'ESERVFAIL', 'ECONNREFUSED']);
+
+/**
+ * Registry hosts map first, then the system resolver (getaddrinfo: /etc/hosts,
+ * then DNS). Names under `localhost` resolve as `localhost` itself does here (RFC 6761 §6.3).
+ */
+export function systemAddressSource(registry: Registry): AddressSource {
+  return {
+    async lookup(host) {
+      const pinned = registry.hosts.get(host);
+      if (pinned && pinned.length > 0) return { addresses: [...pinned], ttl: registry.ttl };
+      const target = isInZone(host, LOCALHOST_ZONE) ? LOCALHOST_ZONE : host;
+      try {
+        const found = await dns.lookup(target, { all: true, verbatim: true });
+        return { addresses: [...new Set(found.map((a) => a.address))], ttl: registry.ttl };
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? '';
+        if (TRANSIENT.has(code)) {
+          throw new CanonportError(ErrorCodes.UPSTREAM_FAILED, `system resolver failed for ${host}: ${code}`, { host }, { cause: err });
+        }
+        return { addresses: [], ttl: registry.ttl };
+      }
+    },
+  };
+}

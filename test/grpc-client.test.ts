@@ -1,0 +1,236 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { registerCanonResolver, resolveWithoutDaemon } from '../src/grpc/client.js';
+import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
+import { base32Port } from '../src/scheme/index.js';
+import { bindServer, call, eventually, testDaemon, type TestDaemon } from './grpc-fixtures.js';
+
+/**
+ * The `canon:` resolver end to end: a real grpc-js client dials
+ * `canon:///name` and reaches a real gRPC server (the stock health service)
+ * listening on the name's port, through the daemon and without it.
+ */
+
+const Health = (
+  grpc.loadPackageDefinition(protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true })) as unknown as {
+    grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
+  }
+).grpc.health.v1.Health;
+
+const ZONE = 'cluster-1.example.com';
+
+let servers: grpc.Server[] = [];
+let daemons: GrpcHandle[] = [];
+let clients: grpc.Client[] = [];
+let dir: string;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'canonport-grpc-client-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterEach(async () => {
+  for (const c of clients) c.close();
+  await Promise.all(daemons.map((d) => d.close(0)));
+  for (const s of servers) s.forceShutdown();
+  servers = [];
+  daemons = [];
+  clients = [];
+});
+
+/** A health server that answers SERVING for `tag` only, so a test can tell which server it reached. */
+async function healthServer(tag: string, port = 0): Promise<number> {
+  const server = new grpc.Server();
+  new HealthImplementation({ '': 'SERVING', [tag]: 'SERVING' }).addToServer(server);
+  try {
+    const p = await bindServer(server, port);
+    servers.push(server);
+    return p;
+  } catch (err) {
+    server.forceShutdown();
+    throw err;
+  }
+}
+
+/**
+ * A service name whose canonical (base32) port is free on this host, with a
+ * health server already listening there. Bounded: 60 candidates, all below
+ * the ephemeral range.
+ */
+async function serverOnCanonicalPort(tag: string): Promise<{ label: string; port: number }> {
+  for (const a of 'klmnop') {
+    for (const b of 'abcdefghij') {
+      const label = `${a}${b}q${tag.replace(/[^a-z]/g, '')}`;
+      try {
+        return { label, port: await healthServer(tag, base32Port(label)) };
+      } catch {
+        // taken: next candidate
+      }
+    }
+  }
+  throw new Error('no free canonical port among 60 candidate names');
+}
+
+async function daemon(d: TestDaemon, port = 0): Promise<GrpcHandle> {
+  const h = await startGrpcServer(d.ctx, { host: '127.0.0.1', port });
+  daemons.push(h);
+  return h;
+}
+
+/** A loopback port nothing listens on (bound, then released). */
+async function closedPort(): Promise<number> {
+  const s = new grpc.Server();
+  const p = await bindServer(s, 0);
+  s.forceShutdown();
+  return p;
+}
+
+function dial(target: string): grpc.Client {
+  const c = new Health(target, grpc.credentials.createInsecure());
+  clients.push(c);
+  return c;
+}
+
+const check = (c: grpc.Client, service: string) => call<{ status: string }>(c, 'Check', { service }, 5000);
+
+describe('canon: resolver through the daemon', () => {
+  it('connects a real client to the port and address the daemon answers', async () => {
+    const port = await healthServer('server-a');
+    const d = testDaemon(`zones: [${ZONE}]\nhosts: {kab.${ZONE}: [127.0.0.1]}\nservices: {kab: {port: ${port}}}\n`);
+    const h = await daemon(d);
+    registerCanonResolver({ daemon: `127.0.0.1:${h.address.port}` });
+    const c = dial(`canon:///kab.${ZONE}`);
+    expect((await check(c, 'server-a')).status).toBe('SERVING');
+    // The channel holds a Watch on the daemon; closing the channel ends it.
+    expect(d.events.listenerCount('reload')).toBe(1);
+    c.close();
+    await eventually(async () => expect(d.events.listenerCount('reload')).toBe(0));
+  });
+
+  it('follows a Watch update: a registry reload moves the service and the client reconnects there', async () => {
+    const portA = await healthServer('server-a');
+    const portB = await healthServer('server-b');
+    const registry = (p: number) => `zones: [${ZONE}]\nhosts: {kab.${ZONE}: [127.0.0.1]}\nservices: {kab: {port: ${p}}}\n`;
+    const d = testDaemon(registry(portA));
+    const h = await daemon(d);
+    registerCanonResolver({ daemon: `127.0.0.1:${h.address.port}` });
+    const c = dial(`canon:///kab.${ZONE}`);
+    expect((await check(c, 'server-a')).status).toBe('SERVING');
+
+    d.reload(registry(portB));
+    const answer = await eventually(() => check(c, 'server-b'), 100, 50);
+    expect(answer.status).toBe('SERVING');
+  });
+
+  it('takes the daemon address from the target authority', async () => {
+    const port = await healthServer('server-a');
+    const d = testDaemon(`zones: [${ZONE}]\nhosts: {kab.${ZONE}: [127.0.0.1]}\nservices: {kab: {port: ${port}}}\n`);
+    const h = await daemon(d);
+    registerCanonResolver({ daemon: `127.0.0.1:${await closedPort()}` });
+    const c = dial(`canon://127.0.0.1:${h.address.port}/kab.${ZONE}`);
+    expect((await check(c, 'server-a')).status).toBe('SERVING');
+  });
+
+  it('fails calls with UNAVAILABLE naming the reason when the daemon says NOT_FOUND', async () => {
+    const d = testDaemon(`zones: [${ZONE}]\n`);
+    const h = await daemon(d);
+    registerCanonResolver({ daemon: `127.0.0.1:${h.address.port}` });
+    const c = dial(`canon:///db.${ZONE}`);
+    const err = (await check(c, '').catch((e: unknown) => e)) as grpc.ServiceError;
+    expect(err.code).toBe(grpc.status.UNAVAILABLE);
+    expect(err.details).toMatch(/canon:\/\/\/db\.cluster-1\.example\.com: .*has no address/);
+  });
+
+  it('rejects a malformed name when the channel is created', () => {
+    registerCanonResolver({});
+    expect(() => new Health('canon:///bad!name', grpc.credentials.createInsecure())).toThrow(/characters outside/);
+  });
+});
+
+describe('canon: resolver without a daemon', () => {
+  it('computes the base32 port itself and resolves the host through the system resolver', async () => {
+    const { label, port } = await serverOnCanonicalPort('server-a');
+    expect(port).toBe(base32Port(label));
+    registerCanonResolver({ daemon: `127.0.0.1:${await closedPort()}`, registryFile: undefined });
+    const c = dial(`canon:///${label}.localhost`);
+    expect((await check(c, 'server-a')).status).toBe('SERVING');
+  });
+
+  it('does not wait for a daemon that accepts connections but never answers', async () => {
+    const { label } = await serverOnCanonicalPort('server-a');
+    const sockets: Socket[] = [];
+    const mute = createServer((s) => sockets.push(s));
+    await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+    try {
+      registerCanonResolver({ daemon: `127.0.0.1:${(mute.address() as AddressInfo).port}`, registryFile: undefined, daemonTimeoutMs: 200 });
+      const c = dial(`canon:///${label}.localhost`);
+      expect((await check(c, 'server-a')).status).toBe('SERVING');
+      expect(sockets.length).toBeGreaterThan(0);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => mute.close(r));
+    }
+  });
+
+  it('uses the registry file for pins and hosts', async () => {
+    const port = await healthServer('server-a');
+    const file = join(dir, 'registry.yaml');
+    writeFileSync(file, `zones: [${ZONE}]\nhosts: {kab.${ZONE}: [127.0.0.1]}\nservices: {kab: {port: ${port}}}\n`);
+    registerCanonResolver({ daemon: `127.0.0.1:${await closedPort()}`, registryFile: file });
+    const c = dial(`canon:///_kab._tcp.${ZONE}`);
+    expect((await check(c, 'server-a')).status).toBe('SERVING');
+  });
+
+  it('fails calls with UNAVAILABLE when the system resolver does not know the host either', async () => {
+    registerCanonResolver({ daemon: `127.0.0.1:${await closedPort()}`, registryFile: undefined });
+    const c = dial('canon:///kab.invalid');
+    const err = (await check(c, '').catch((e: unknown) => e)) as grpc.ServiceError;
+    expect(err.code).toBe(grpc.status.UNAVAILABLE);
+    expect(err.details).toMatch(/canon:\/\/\/kab\.invalid: kab\.invalid has no address/);
+  });
+
+  it('reports an unreadable registry file instead of guessing a port', async () => {
+    registerCanonResolver({ daemon: `127.0.0.1:${await closedPort()}`, registryFile: join(dir, 'missing.yaml') });
+    const c = dial('canon:///kab.localhost');
+    const err = (await check(c, '').catch((e: unknown) => e)) as grpc.ServiceError;
+    expect(err.code).toBe(grpc.status.UNAVAILABLE);
+    expect(err.details).toMatch(/cannot read registry file .*missing\.yaml/);
+  });
+
+  it('keeps serving from the fallback when the daemon goes away, and follows the daemon again when it returns', async () => {
+    const { label, port: portA } = await serverOnCanonicalPort('server-a');
+    const portB = await healthServer('server-b');
+    const registry = (pin: string) => `hosts: {${label}.localhost: [127.0.0.1]}\nservices: {${label}: {${pin}}}\n`;
+    const d1 = testDaemon(registry(''));
+    const h1 = await daemon(d1);
+    const daemonPort = h1.address.port;
+    registerCanonResolver({ daemon: `127.0.0.1:${daemonPort}`, registryFile: undefined, retryMs: 100 });
+    const c = dial(`canon:///${label}.localhost`);
+    expect((await check(c, 'server-a')).status).toBe('SERVING');
+    expect(portA).toBe(base32Port(label));
+
+    await h1.close(0);
+    // Daemon gone: same base32 port from the fallback, calls still work.
+    expect((await check(c, 'server-a')).status).toBe('SERVING');
+
+    // A daemon comes back on the same address with the service pinned elsewhere.
+    const d2 = testDaemon(registry(`port: ${portB}`));
+    await daemon(d2, daemonPort);
+    const answer = await eventually(() => check(c, 'server-b'), 100, 50);
+    expect(answer.status).toBe('SERVING');
+  });
+});
+
+describe('resolveWithoutDaemon', () => {
+  it('answers like the daemon for localhost names', async () => {
+    const r = await resolveWithoutDaemon('api.localhost');
+    expect(r).toMatchObject({ service: 'api', port: 12082, scheme: 'base32', host: 'api.localhost', zone: 'localhost' });
+    expect(r.addresses.length).toBeGreaterThan(0);
+    expect(r.addresses.every((a) => a === '127.0.0.1' || a === '::1')).toBe(true);
+  });
+});
