@@ -1,0 +1,39 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Config, ConfigInput } from '../../src/config/config.js';
+import { Daemon, type DaemonOptions } from '../../src/daemon/daemon.js';
+
+/** A temp dir with an empty resolv.conf, so tests never forward to the host's resolvers by accident. */
+export function tempDir(prefix = 'canonport-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/**
+ * Starts a real daemon on loopback ephemeral ports. Upstreams default to
+ * none (an empty resolv.conf) unless given.
+ */
+export async function startDaemon(
+  flags: ConfigInput = {},
+  opts: Partial<DaemonOptions> & { tune?: (c: Config) => Config } = {},
+): Promise<Daemon> {
+  const dir = tempDir();
+  const resolvConf = join(dir, 'resolv.conf');
+  writeFileSync(resolvConf, '');
+  const hostsFile = opts.hostsFile ?? join(dir, 'hosts');
+  if (!opts.hostsFile) writeFileSync(hostsFile, '127.0.0.1 localhost\n');
+  return Daemon.start({
+    flags: { dns: '127.0.0.1:0', grpc: '127.0.0.1:0', http: '127.0.0.1:0', ...flags },
+    env: {},
+    resolvConf,
+    hostsFile,
+    inventory: false,
+    ...opts,
+  });
+}
+
+export function writeRegistry(text: string, dir = tempDir()): string {
+  const file = join(dir, 'registry.yaml');
+  writeFileSync(file, text);
+  return file;
+}
