@@ -214,7 +214,8 @@ function toResolution(w: WireResolution): Resolution {
 export function toDaemonError(err: grpc.ServiceError, address: string): DaemonError {
   const sent = err.metadata?.get(ERROR_CODE_METADATA)[0];
   const status = typeof err.code === 'number' ? err.code : grpc.status.UNKNOWN;
-  const details = err.details || err.message;
+  // grpc-js appends an empty 'Resolution note: ' to connection failures; drop it.
+  const details = (err.details || err.message).replace(/\s*Resolution note:\s*$/, '');
   if (typeof sent === 'string' && KNOWN_CODES.has(sent)) return new DaemonError(sent as ErrorCode, details, status, address);
   if (status === grpc.status.UNAVAILABLE || status === grpc.status.DEADLINE_EXCEEDED) {
     return new DaemonError(ErrorCodes.DAEMON_UNREACHABLE, `cannot reach the canonport daemon at ${address}: ${details}`, status, address);

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import type { CliIO } from '../io.js';
+import { registerResolve } from './resolve.js';
 import { registerInventory } from './inventory.js';
 import { registerFleet } from './fleet.js';
 
@@ -8,6 +9,7 @@ export type RegisterCommand = (program: Command, io: CliIO) => void;
 
 /** Every subcommand, in help order. One line per command module. */
 export const commands: RegisterCommand[] = [
+  registerResolve,
   registerInventory,
   registerFleet,
 ];

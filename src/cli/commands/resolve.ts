@@ -1,0 +1,71 @@
+import type { Command } from 'commander';
+import { configFromEnv } from '../../config/config.js';
+import { normaliseName } from '../../core/names.js';
+import { ErrorCodes, isCanonportError } from '../../errors.js';
+import { createCanonportClient, type ResolveResult, type Resolution } from '../../grpc/canonport-client.js';
+import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
+import { MAX_BATCH } from '../../grpc/service.js';
+import { EXIT_FINDINGS, EXIT_USAGE, printJson, usageError, type CliIO } from '../io.js';
+
+/** gRPC INVALID_ARGUMENT: the daemon found the name malformed. */
+const INVALID_ARGUMENT = 3;
+
+/**
+ * `canonport resolve NAME…`: asks the daemon (gRPC ResolveMany) for each
+ * name's port, scheme and addresses, one line per name in order.
+ *
+ * Exit 0 when every name resolved; 1 when some name has no answer
+ * (NOT_FOUND) or the daemon cannot be reached; 2 for a malformed name,
+ * found here before the daemon is asked, or by the daemon.
+ */
+export function registerResolve(program: Command, io: CliIO): void {
+  program
+    .command('resolve')
+    .description("ask the daemon for each NAME's port, scheme and addresses")
+    .argument('<name...>', 'service names, e.g. api.cluster-1.example.com or _api._tcp.cluster-1.example.com')
+    .option('--daemon <addr:port>', `the daemon's gRPC address [env CANONPORT_GRPC] (default ${DEFAULT_DAEMON_ADDRESS})`)
+    .option('--timeout <ms>', 'deadline of the call (default 5000)')
+    .option('--json', 'print a JSON array of {name, resolution} or {name, error}')
+    .action(async (names: string[], opts: { daemon?: string; timeout?: string; json?: boolean }) => {
+      for (const name of names) {
+        try {
+          normaliseName(name);
+        } catch (err) {
+          throw usageError(`"${name}": ${(err as Error).message}`);
+        }
+      }
+      const timeoutMs = opts.timeout === undefined ? undefined : Number(opts.timeout);
+      if (timeoutMs !== undefined && !(/^\d+$/.test(opts.timeout!) && timeoutMs >= 1)) throw usageError(`--timeout "${opts.timeout}" is not a number of milliseconds`);
+
+      const client = createCanonportClient(opts.daemon ?? configFromEnv().grpc ?? DEFAULT_DAEMON_ADDRESS, { timeoutMs });
+      let results: ResolveResult[] = [];
+      try {
+        for (let i = 0; i < names.length; i += MAX_BATCH) results.push(...(await client.resolveMany(names.slice(i, i + MAX_BATCH))));
+      } catch (err) {
+        if (isCanonportError(err, ErrorCodes.DAEMON_UNREACHABLE)) {
+          io.err(`canonport: ${err.message} (is \`canonport serve\` running? --daemon ADDR:PORT names another) [${err.code}]`);
+          io.exitCode = EXIT_FINDINGS;
+          return;
+        }
+        throw err;
+      } finally {
+        client.close();
+      }
+
+      if (opts.json) printJson(io, results);
+      else {
+        const lines = results.filter((r) => r.resolution).map((r) => line(r.resolution!));
+        if (lines.length > 0) io.out(lines.join('\n'));
+      }
+      for (const r of results) if (r.error) io.err(`canonport: ${r.name}: ${r.error.message} [${r.error.code}]`);
+      if (results.some((r) => r.error?.status === INVALID_ARGUMENT)) io.exitCode = EXIT_USAGE;
+      else if (results.some((r) => r.error)) io.exitCode = EXIT_FINDINGS;
+    });
+}
+
+/** `api.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5` */
+function line(r: Resolution): string {
+  const scheme = r.version !== undefined ? `${r.scheme} v${r.version}` : r.scheme;
+  const collides = r.collidesWith.length > 0 ? `  (same port as ${r.collidesWith.join(', ')})` : '';
+  return `${r.name}  port ${r.port}  ${scheme}  ${r.addresses.join(',')}${collides}`;
+}

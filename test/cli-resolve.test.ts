@@ -1,0 +1,141 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
+import { bindServer, testDaemon } from './grpc-fixtures.js';
+
+/**
+ * `canonport resolve` as a real process (node bin/canonport.js, built by
+ * tsc) against a real gRPC server built on a real DaemonContext.
+ */
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const run = promisify(execFile);
+
+const REGISTRY = `
+zones: [cluster-1.example.com]
+hosts:
+  api.cluster-1.example.com: [10.0.0.5, "fd00::5"]
+  v2.user.cluster-1.example.com: [10.0.0.7]
+services:
+  user: {id: 1, version: 2}
+`;
+
+let daemon: GrpcHandle;
+let daemon6: GrpcHandle;
+
+beforeAll(async () => {
+  await run('npx', ['tsc', '-p', '.'], { cwd: ROOT });
+  if (!existsSync(`${ROOT}/dist/cli/main.js`)) throw new Error('tsc did not produce dist/cli/main.js');
+  const d = testDaemon(REGISTRY);
+  daemon = await startGrpcServer(d.ctx, { host: '127.0.0.1', port: 0 });
+  daemon6 = await startGrpcServer(d.ctx, { host: '::1', port: 0 });
+}, 120_000);
+
+afterAll(async () => {
+  await daemon?.close(0);
+  await daemon6?.close(0);
+});
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function canonport(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Result> {
+  try {
+    const { stdout, stderr } = await run('node', ['bin/canonport.js', ...args], {
+      cwd: ROOT,
+      env: { ...process.env, CANONPORT_GRPC: '', ...env },
+      timeout: 20_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    if (typeof e.code !== 'number') throw err;
+    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+const at = () => `127.0.0.1:${daemon.address.port}`;
+
+describe('canonport resolve', () => {
+  it('prints port, scheme and addresses, one line per name in order', async () => {
+    const r = await canonport(['resolve', '--daemon', at(), 'api.cluster-1.example.com', 'v2.user.cluster-1.example.com']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(
+      'api.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5\n' + 'v2.user.cluster-1.example.com  port 8102  versioned v2  10.0.0.7\n',
+    );
+    expect(r.stderr).toBe('');
+  });
+
+  it('prints JSON with --json', async () => {
+    const r = await canonport(['resolve', '--json', '--daemon', at(), '_api._tcp.cluster-1.example.com']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([
+      {
+        name: '_api._tcp.cluster-1.example.com',
+        resolution: {
+          name: '_api._tcp.cluster-1.example.com',
+          zone: 'cluster-1.example.com',
+          service: 'api',
+          port: 12082,
+          scheme: 'base32',
+          prefix: 'api',
+          host: 'api.cluster-1.example.com',
+          addresses: ['10.0.0.5', 'fd00::5'],
+          ttl: 60,
+          collidesWith: [],
+        },
+      },
+    ]);
+  });
+
+  it('finds the daemon through CANONPORT_GRPC, and over IPv6', async () => {
+    const r = await canonport(['resolve', 'api.cluster-1.example.com'], { CANONPORT_GRPC: `[::1]:${daemon6.address.port}` });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('port 12082');
+  });
+
+  it('exits 1 for a name with no answer, still printing the others', async () => {
+    const r = await canonport(['resolve', '--daemon', at(), 'db.cluster-1.example.com', 'api.cluster-1.example.com']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('api.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5\n');
+    expect(r.stderr).toMatch(/db\.cluster-1\.example\.com: .*has no address .*\[CP_NOT_FOUND\]/);
+  });
+
+  it('exits 1 for --json with an error, which the JSON carries', async () => {
+    const r = await canonport(['resolve', '--json', '--daemon', at(), 'db.cluster-1.example.com']);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stdout)).toEqual([
+      { name: 'db.cluster-1.example.com', error: { status: grpc.status.NOT_FOUND, code: 'CP_NOT_FOUND', message: expect.stringMatching(/no address/) } },
+    ]);
+  });
+
+  it('exits 2 for a malformed name, saying what is wrong', async () => {
+    const r = await canonport(['resolve', '--daemon', at(), 'bad!name.cluster-1.example.com']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/"bad!name" has characters outside/);
+  });
+
+  it('exits 1 with a clear message when no daemon listens there', async () => {
+    const probe = new grpc.Server();
+    const port = await bindServer(probe, 0);
+    probe.forceShutdown();
+    const r = await canonport(['resolve', '--daemon', `127.0.0.1:${port}`, 'api.cluster-1.example.com']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(new RegExp(`cannot reach the canonport daemon at 127\\.0\\.0\\.1:${port}.*canonport serve.*\\[CP_DAEMON_UNREACHABLE\\]`));
+  });
+
+  it('exits 2 for a bad --timeout', async () => {
+    const r = await canonport(['resolve', '--timeout', 'soon', 'api.cluster-1.example.com']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--timeout "soon"/);
+  });
+});
