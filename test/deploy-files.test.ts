@@ -1,0 +1,229 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { formatHostPort } from '../src/config/address.js';
+import { buildConfig, readResolvConf } from '../src/config/config.js';
+import { parseRegistry } from '../src/registry/load.js';
+import { Registry } from '../src/registry/registry.js';
+
+/** Static checks of deploy/: every YAML file, the Kubernetes objects, the registry example, resolv.conf. */
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const DEPLOY = join(ROOT, 'deploy');
+const read = (rel: string) => readFileSync(join(DEPLOY, rel), 'utf8');
+
+function walk(dir: string): string[] {
+  return readdirSync(dir).flatMap((n) => {
+    const p = join(dir, n);
+    return statSync(p).isDirectory() ? walk(p) : [p];
+  });
+}
+
+type Obj = Record<string, unknown>;
+const obj = (v: unknown, what: string): Obj => {
+  expect(v, what).toBeTypeOf('object');
+  expect(v, what).not.toBeNull();
+  return v as Obj;
+};
+const list = (v: unknown, what: string): unknown[] => {
+  expect(Array.isArray(v), `${what} is a list`).toBe(true);
+  return v as unknown[];
+};
+
+/** Every document of a YAML file, failing on any parse error or warning. */
+function yamlDocs(rel: string): Obj[] {
+  const docs = parseAllDocuments(read(rel), { prettyErrors: true, uniqueKeys: true });
+  if (!Array.isArray(docs)) throw new Error(`${rel}: not a YAML stream`);
+  for (const d of docs) {
+    expect(d.errors.map(String), `${rel} parses`).toEqual([]);
+    expect(d.warnings.map(String), `${rel} has no warnings`).toEqual([]);
+  }
+  return docs.map((d) => d.toJS() as Obj).filter((d) => d !== null);
+}
+
+function k8sObjects(): Obj[] {
+  return ['kubernetes/configmap.yaml', 'kubernetes/daemonset.yaml'].flatMap(yamlDocs);
+}
+const byKind = (kind: string): Obj[] => k8sObjects().filter((o) => o.kind === kind);
+
+describe('deploy/ YAML', () => {
+  it('every YAML file parses without errors or warnings', () => {
+    const files = walk(DEPLOY).filter((f) => /\.ya?ml$/.test(f));
+    expect(files.length).toBeGreaterThanOrEqual(3);
+    for (const f of files) expect(yamlDocs(relative(DEPLOY, f)).length, f).toBeGreaterThan(0);
+  });
+
+  it('the registry example parses with the project parser and exercises every scheme', () => {
+    const reg = parseRegistry(read('registry.example.yaml'), 'deploy/registry.example.yaml');
+    expect(reg.zones).toContain('cluster-1.example.com');
+    expect(new Set([...reg.services.values()].map((s) => s.scheme))).toEqual(new Set(['base32', 'pinned', 'versioned', 'block']));
+    // The comments in the example state these ports; keep them true.
+    expect(reg.lookup('api').port).toBe(12082);
+    expect(reg.lookup('cat').port).toBe(13661);
+    expect(reg.lookup('caterpillar').port).toBe(13700);
+    expect(reg.lookup('users', 1).port).toBe(8101);
+    expect(reg.lookup('users', 2).port).toBe(8102);
+    expect(reg.lookup('splashpage-api').port).toBe(7001);
+    expect(reg.lookup('splashpage-psql').port).toBe(7009);
+    expect(reg.lookup('splashpage-redis').port).toBe(7008);
+    // An example with a collision in it would teach the wrong thing.
+    for (const a of reg.expanded.values()) expect(a.collidesWith, a.service).toEqual([]);
+    // Every dependency names a service of the file.
+    for (const s of reg.services.values()) for (const d of s.spec.dependsOn ?? []) expect(reg.services.has(d), `${s.name} → ${d}`).toBe(true);
+  });
+});
+
+describe('deploy/kubernetes', () => {
+  it('has apiVersion, kind and metadata.name on every object, in the canonport namespace', () => {
+    const objects = k8sObjects();
+    expect(objects.map((o) => o.kind).sort()).toEqual(['ConfigMap', 'DaemonSet', 'Namespace', 'ServiceAccount']);
+    for (const o of objects) {
+      expect(o.apiVersion, String(o.kind)).toMatch(/^(v1|apps\/v1)$/);
+      const meta = obj(o.metadata, `${o.kind}.metadata`);
+      expect(meta.name).toMatch(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+      if (o.kind !== 'Namespace') expect(meta.namespace, `${o.kind} namespace`).toBe('canonport');
+    }
+  });
+
+  it('runs the DaemonSet on the host network, non-root, read-only, with resources', () => {
+    const [ds] = byKind('DaemonSet');
+    expect(ds!.apiVersion).toBe('apps/v1');
+    const spec = obj(ds!.spec, 'spec');
+    const selector = obj(obj(spec.selector, 'selector').matchLabels, 'matchLabels');
+    const template = obj(spec.template, 'template');
+    const labels = obj(obj(template.metadata, 'template.metadata').labels, 'labels');
+    for (const [k, v] of Object.entries(selector)) expect(labels[k], `selector ${k} matches the template`).toBe(v);
+    const pod = obj(template.spec, 'pod spec');
+    expect(pod.hostNetwork).toBe(true);
+    expect(pod.dnsPolicy).toBe('ClusterFirstWithHostNet');
+    expect(pod.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(10);
+    const podSec = obj(pod.securityContext, 'pod securityContext');
+    expect(podSec.runAsNonRoot).toBe(true);
+    expect(podSec.runAsUser).toBeGreaterThan(0);
+    const [c] = list(pod.containers, 'containers').map((x) => obj(x, 'container'));
+    const sec = obj(c!.securityContext, 'container securityContext');
+    expect(sec.readOnlyRootFilesystem).toBe(true);
+    expect(sec.allowPrivilegeEscalation).toBe(false);
+    expect(obj(sec.capabilities, 'capabilities').drop).toEqual(['ALL']);
+    const res = obj(c!.resources, 'resources');
+    expect(obj(res.requests, 'requests').memory).toBeDefined();
+    expect(obj(res.limits, 'limits').memory).toBeDefined();
+    // hostNetwork requires hostPort == containerPort.
+    for (const p of list(c!.ports, 'ports').map((x) => obj(x, 'port'))) expect(p.hostPort, String(p.name)).toBe(p.containerPort);
+  });
+
+  it('probes /healthz (liveness) and /readyz (readiness) on the port the daemon serves HTTP on', () => {
+    const [ds] = byKind('DaemonSet');
+    const pod = obj(obj(obj(ds!.spec, 'spec').template, 'template').spec, 'pod');
+    const c = obj(list(pod.containers, 'containers')[0], 'container');
+    const ports = new Map(list(c.ports, 'ports').map((x) => [obj(x, 'port').name, obj(x, 'port').containerPort]));
+    const env = new Map(list(c.env, 'env').map((x) => [obj(x, 'env').name as string, obj(x, 'env')]));
+    const probe = (which: string) => obj(obj(c[which], which).httpGet, `${which}.httpGet`);
+    expect(probe('livenessProbe').path).toBe('/healthz');
+    expect(probe('readinessProbe').path).toBe('/readyz');
+    for (const which of ['livenessProbe', 'readinessProbe']) {
+      const port = probe(which).port;
+      const number = typeof port === 'string' ? ports.get(port) : port;
+      // The daemon's HTTP address comes from CANONPORT_HTTP; the probe must hit that port.
+      const http = buildConfig({}, { http: expandEnv(String(env.get('CANONPORT_HTTP')?.value), { NODE_IP: '10.1.2.3' }) }, Registry.empty());
+      expect(number, `${which} port`).toBe(http.http.port);
+      // No probe host: the kubelet uses the pod IP, which with hostNetwork is the node IP the daemon binds.
+      expect(probe(which).host).toBeUndefined();
+      expect(http.http.host).toBe('10.1.2.3');
+    }
+  });
+
+  it('gives the daemon settings that validate, for IPv4 and IPv6 node addresses', () => {
+    const [ds] = byKind('DaemonSet');
+    const pod = obj(obj(obj(ds!.spec, 'spec').template, 'template').spec, 'pod');
+    const c = obj(list(pod.containers, 'containers')[0], 'container');
+    const vars = list(c.env, 'env').map((x) => obj(x, 'env'));
+    const nodeIp = vars.find((v) => v.name === 'NODE_IP');
+    expect(obj(obj(nodeIp?.valueFrom, 'valueFrom').fieldRef, 'fieldRef').fieldPath).toBe('status.hostIP');
+    for (const ip of ['10.1.2.3', 'fd00:1::3']) {
+      const env: Record<string, string> = {};
+      for (const v of vars) if (typeof v.value === 'string') env[v.name as string] = expandEnv(v.value, { NODE_IP: ip });
+      const cfg = buildConfig({}, { dns: env.CANONPORT_DNS, grpc: env.CANONPORT_GRPC, http: env.CANONPORT_HTTP, logLevel: env.CANONPORT_LOG_LEVEL }, Registry.empty(), {
+        resolvConf: '/nonexistent',
+      });
+      expect(cfg.dns).toEqual({ host: '127.0.0.1', port: 5300 });
+      expect(cfg.grpc).toEqual({ host: ip, port: 13655 });
+      expect(cfg.http).toEqual({ host: ip, port: 13656 });
+    }
+    // The registry path the container is told to read is where the ConfigMap is mounted.
+    const args = list(c.args, 'args') as string[];
+    const registryPath = args[args.indexOf('--registry') + 1]!;
+    expect(args[0]).toBe('serve');
+    const mounts = list(c.volumeMounts, 'volumeMounts').map((x) => obj(x, 'mount'));
+    const regMount = mounts.find((m) => registryPath.startsWith(`${String(m.mountPath)}/`));
+    expect(regMount, `a volume is mounted above ${registryPath}`).toBeDefined();
+    expect(regMount!.readOnly).toBe(true);
+  });
+
+  it('mounts a ConfigMap that exists, whose registry.yaml parses with parseRegistry', () => {
+    const [ds] = byKind('DaemonSet');
+    const pod = obj(obj(obj(ds!.spec, 'spec').template, 'template').spec, 'pod');
+    const c = obj(list(pod.containers, 'containers')[0], 'container');
+    const args = list(c.args, 'args') as string[];
+    const registryPath = args[args.indexOf('--registry') + 1]!;
+    const mount = list(c.volumeMounts, 'volumeMounts')
+      .map((x) => obj(x, 'mount'))
+      .find((m) => registryPath.startsWith(`${String(m.mountPath)}/`))!;
+    const volume = list(pod.volumes, 'volumes')
+      .map((x) => obj(x, 'volume'))
+      .find((v) => v.name === mount.name);
+    const cmName = obj(volume?.configMap, 'volume.configMap').name;
+    const cm = byKind('ConfigMap').find((o) => obj(o.metadata, 'metadata').name === cmName);
+    expect(cm, `ConfigMap ${String(cmName)} is defined`).toBeDefined();
+    const key = registryPath.slice(String(mount.mountPath).length + 1);
+    const text = obj(cm!.data, 'data')[key];
+    expect(text, `ConfigMap has key ${key}`).toBeTypeOf('string');
+    const reg = parseRegistry(text as string, `configmap:${key}`);
+    expect(reg.zones).toContain('cluster-1.example.com');
+    expect(reg.lookup('caterpillar').port).toBe(13700);
+    // A ConfigMap is only mountable from its own namespace.
+    expect(obj(cm!.metadata, 'metadata').namespace).toBe(obj(ds!.metadata, 'metadata').namespace);
+  });
+
+  it('names a service account that exists', () => {
+    const [ds] = byKind('DaemonSet');
+    const pod = obj(obj(obj(ds!.spec, 'spec').template, 'template').spec, 'pod');
+    expect(byKind('ServiceAccount').map((o) => obj(o.metadata, 'metadata').name)).toContain(pod.serviceAccountName);
+  });
+});
+
+describe('deploy/resolv.conf.example', () => {
+  const text = read('resolv.conf.example');
+  const lines = text.split('\n').filter((l) => l.trim() !== '' && !l.trim().startsWith('#'));
+
+  it('lists canonport (127.0.0.1, port 53 implied) first and a fallback after it', () => {
+    const servers = readResolvConf(join(DEPLOY, 'resolv.conf.example'));
+    expect(servers[0]).toBe('127.0.0.1:53');
+    expect(servers.length).toBeGreaterThanOrEqual(2);
+    expect(servers.slice(1).every((s) => !s.startsWith('127.'))).toBe(true);
+    // resolv.conf has no port syntax: a nameserver line with a port would be ignored by glibc.
+    for (const l of lines.filter((l) => l.startsWith('nameserver'))) expect(l).toMatch(/^nameserver\s+[0-9a-f.:]+$/);
+    expect(text).toMatch(/port 53/);
+  });
+
+  it('sets short timeouts and few attempts so the fallback takes over quickly', () => {
+    const options = lines.filter((l) => l.startsWith('options')).flatMap((l) => l.split(/\s+/).slice(1));
+    expect(options).toContain('timeout:1');
+    expect(options).toContain('attempts:2');
+    // glibc honours at most 3 nameservers.
+    expect(lines.filter((l) => l.startsWith('nameserver')).length).toBeLessThanOrEqual(3);
+  });
+
+  it('lets a daemon reading it forward to the fallback, not to itself', () => {
+    const cfg = buildConfig({ dns: '127.0.0.1:53' }, {}, Registry.empty(), { resolvConf: join(DEPLOY, 'resolv.conf.example') });
+    expect(cfg.upstreams.map(formatHostPort)).toEqual(readResolvConf(join(DEPLOY, 'resolv.conf.example')).slice(1));
+    expect(cfg.upstreams.length).toBeGreaterThan(0);
+  });
+});
+
+/** Kubernetes' $(VAR) expansion in env values. */
+function expandEnv(value: string, vars: Record<string, string>): string {
+  return value.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, k: string) => vars[k] ?? m);
+}
