@@ -105,6 +105,7 @@ export class Daemon {
       maxInflight: () => this.cfg.maxInflight,
       metrics: this.metrics,
       logger: this.logger,
+      now,
     });
     const chain = buildChain([acl, local, this.cache, forward]);
     const classify = (lname: string) => classifyName(lname, this.serving.zones, this.serving.registry);

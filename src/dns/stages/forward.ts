@@ -20,7 +20,12 @@ export interface ForwardOptions {
   maxInflight: () => number;
   metrics: Metrics;
   logger: Logger;
+  /** Clock (ms) for upstream backoff. */
+  now: () => number;
 }
+
+/** A timed-out upstream is tried last for 1 s, doubling per further failure, up to this. */
+const MAX_BACKOFF_MS = 60_000;
 
 const OUTCOME: Record<number, string> = { [Rcode.SERVFAIL]: 'servfail', [Rcode.REFUSED]: 'refused', [Rcode.NOTIMP]: 'notimp', [Rcode.FORMERR]: 'formerr' };
 
@@ -34,6 +39,8 @@ const OUTCOME: Record<number, string> = { [Rcode.SERVFAIL]: 'servfail', [Rcode.R
 export class ForwardStage implements Stage {
   readonly name = 'forward';
   private readonly inflight = new Map<string, Promise<DnsReply>>();
+  /** Upstreams that timed out or failed at the socket level, and until when they go last. */
+  private readonly backoff = new Map<string, { failures: number; until: number }>();
 
   constructor(private readonly o: ForwardOptions) {}
 
@@ -68,12 +75,13 @@ export class ForwardStage implements Stage {
       const c = question[i]!;
       if (c >= 65 && c <= 90) question[i] = c + 32;
     }
-    for (const up of this.o.upstreams()) {
+    for (const up of this.ordered()) {
       const label = formatHostPort(up);
       const started = performance.now();
       const r = await this.o.client.query(up, { question, dnssecOk: q.edns?.do ?? false, checkingDisabled: q.cd });
       this.o.metrics.upstreamDuration.observe({ upstream: label }, (performance.now() - started) / 1000);
       if (r.kind === 'answer') {
+        this.backoff.delete(label);
         if (r.rcode === Rcode.NOERROR || r.rcode === Rcode.NXDOMAIN) {
           this.o.metrics.upstreamQueries.inc({ upstream: label, outcome: r.transport === 'tcp' ? 'ok_tcp' : 'ok' });
           return { message: r.message, rcode: r.rcode, source: 'forward' };
@@ -81,11 +89,28 @@ export class ForwardStage implements Stage {
         this.o.metrics.upstreamQueries.inc({ upstream: label, outcome: OUTCOME[r.rcode] ?? `rcode_${r.rcode}` });
       } else {
         this.o.metrics.upstreamQueries.inc({ upstream: label, outcome: r.kind });
+        const b = this.backoff.get(label) ?? { failures: 0, until: 0 };
+        b.failures++;
+        b.until = this.o.now() + Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (b.failures - 1));
+        this.backoff.set(label, b);
         if (r.kind === 'error') this.o.logger.debug({ code: 'CP_UPSTREAM_ERROR', upstream: label, reason: r.reason }, 'upstream error');
       }
     }
     this.o.logger.debug({ code: 'CP_UPSTREAM_FAILED', name: q.lname, qtype: q.qtype }, 'every upstream failed');
     return this.failed(req);
+  }
+
+  /**
+   * Upstreams in configured order, except that one which recently timed out
+   * goes last until its backoff ends: a dead first upstream must not cost
+   * every query a timeout. All are still tried, so nothing is lost.
+   */
+  private ordered(): readonly HostPort[] {
+    const ups = this.o.upstreams();
+    if (this.backoff.size === 0) return ups;
+    const now = this.o.now();
+    const down = (u: HostPort) => (this.backoff.get(formatHostPort(u))?.until ?? 0) > now;
+    return [...ups.filter((u) => !down(u)), ...ups.filter(down)];
   }
 
   private failed(req: DnsRequest): DnsReply {
