@@ -186,23 +186,31 @@ describe('Resolve', () => {
     expect(e2.status).toBe(grpc.status.INTERNAL);
     expect(await d.metrics.grpcCalls.get()).toMatchObject({
       values: expect.arrayContaining([
-        expect.objectContaining({ labels: { method: 'Resolve', code: 'INTERNAL' }, value: 1 }),
-        expect.objectContaining({ labels: { method: 'Inventory', code: 'INTERNAL' }, value: 1 }),
+        expect.objectContaining({ labels: { method: 'canonport.v1.Canonport/Resolve', code: 'INTERNAL' }, value: 1 }),
+        expect.objectContaining({ labels: { method: 'canonport.v1.Canonport/Inventory', code: 'INTERNAL' }, value: 1 }),
       ]),
     });
   });
 
-  it('counts every call by method and status', async () => {
-    const { d, client } = await start();
+  it('counts every call by method and status, health and reflection included', async () => {
+    const { d, h, client } = await start();
     await client.resolve(API);
     await client.resolve(API);
     await client.resolve('db.cluster-1.example.com').catch(() => undefined);
     await client.resolve('').catch(() => undefined);
+    const healthDef = protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true });
+    const Health = (grpc.loadPackageDefinition(healthDef) as any).grpc.health.v1.Health as grpc.ServiceClientConstructor;
+    const hc = new Health(formatHostPort(h.address), grpc.credentials.createInsecure());
+    clients.push(hc);
+    await call(hc, 'Check', { service: '' });
+    await call(hc, 'Check', { service: 'nope' }).catch(() => undefined);
     const values = (await d.metrics.grpcCalls.get()).values;
     const count = (method: string, code: string) => values.find((v) => v.labels.method === method && v.labels.code === code)?.value;
-    expect(count('Resolve', 'OK')).toBe(2);
-    expect(count('Resolve', 'NOT_FOUND')).toBe(1);
-    expect(count('Resolve', 'INVALID_ARGUMENT')).toBe(1);
+    expect(count('canonport.v1.Canonport/Resolve', 'OK')).toBe(2);
+    expect(count('canonport.v1.Canonport/Resolve', 'NOT_FOUND')).toBe(1);
+    expect(count('canonport.v1.Canonport/Resolve', 'INVALID_ARGUMENT')).toBe(1);
+    expect(count('grpc.health.v1.Health/Check', 'OK')).toBe(1);
+    expect(count('grpc.health.v1.Health/Check', 'NOT_FOUND')).toBe(1);
   });
 });
 
@@ -303,11 +311,16 @@ describe('Watch', () => {
   });
 
   it('ends with the status of a name that fails at once', async () => {
-    const { client } = await start();
+    const { d, client } = await start();
     const bad = client.watch('bad!name');
     await expect(bad[Symbol.asyncIterator]().next()).rejects.toMatchObject({ status: grpc.status.INVALID_ARGUMENT, code: ErrorCodes.BAD_NAME });
     const missing = client.watch('db.cluster-1.example.com');
     await expect(missing[Symbol.asyncIterator]().next()).rejects.toMatchObject({ status: grpc.status.NOT_FOUND });
+    const values = (await d.metrics.grpcCalls.get()).values.filter((v) => v.labels.method === 'canonport.v1.Canonport/Watch');
+    expect(values.map((v) => [v.labels.code, v.value]).sort()).toEqual([
+      ['INVALID_ARGUMENT', 1],
+      ['NOT_FOUND', 1],
+    ]);
   });
 
   it('ends with NOT_FOUND when a reload takes the host away', async () => {
@@ -332,7 +345,7 @@ describe('Watch', () => {
     for (const s of streams) s.cancel();
     await eventually(async () => expect(d.events.listenerCount('reload')).toBe(before));
     await eventually(async () => {
-      const v = (await d.metrics.grpcCalls.get()).values.find((x) => x.labels.method === 'Watch' && x.labels.code === 'CANCELLED');
+      const v = (await d.metrics.grpcCalls.get()).values.find((x) => x.labels.method === 'canonport.v1.Canonport/Watch' && x.labels.code === 'CANCELLED');
       expect(v?.value).toBe(4);
     });
   });

@@ -47,9 +47,33 @@ function reflectionPackage(): protoLoader.PackageDefinition {
   return reflectionDefinition;
 }
 
+/**
+ * Counts every call, health and reflection included, in grpcCalls{method,
+ * code} once: at the status the server sends, or CANCELLED when the client
+ * goes first. `method` is the path without its slash: canonport.v1.Canonport/Resolve.
+ */
+function countCalls(ctx: DaemonContext): grpc.ServerInterceptor {
+  return (method, call) => {
+    const name = method.path.replace(/^\//, '');
+    let counted = false;
+    const count = (code: number) => {
+      if (counted) return;
+      counted = true;
+      ctx.metrics.grpcCalls.inc({ method: name, code: grpc.status[code] ?? String(code) });
+    };
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) => next({ onCancel: () => count(grpc.status.CANCELLED) }),
+      sendStatus: (status, next) => {
+        count(status.code);
+        next(status);
+      },
+    });
+  };
+}
+
 export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts: GrpcServerOptions = {}): Promise<GrpcHandle> {
   const log = ctx.logger.child({ component: 'grpc' });
-  const server = new grpc.Server();
+  const server = new grpc.Server({ interceptors: [countCalls(ctx)] });
   const service = createCanonportService({ ...ctx, logger: log }, opts);
   server.addService(canonportService().service, service.handlers);
 

@@ -7,8 +7,8 @@ import { ERROR_CODE_METADATA } from './proto.js';
 
 /**
  * The canonport.v1.Canonport handlers. Every handler goes through `unary`
- * or the Watch wrapper, which count the call and turn any error into a
- * status through errorToGrpcStatus: a thrown bug is INTERNAL, never UNKNOWN.
+ * or the Watch wrapper, which turn any error into a status through
+ * errorToGrpcStatus: a thrown bug is INTERNAL, never UNKNOWN.
  */
 
 /** Names per ResolveMany call; more is INVALID_ARGUMENT (CP_BAD_REQUEST). */
@@ -45,9 +45,7 @@ export function toStatus(err: unknown): grpc.StatusObject {
 export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions = {}): CanonportService {
   const watches = new Set<(status: grpc.StatusObject) => void>();
 
-  const count = (method: string, code: number) => ctx.metrics.grpcCalls.inc({ method, code: grpc.status[code] ?? String(code) });
-
-  /** Runs a unary handler: counts it, maps errors, logs the ones that are bugs. */
+  /** Runs a unary handler: maps errors to statuses, logs the ones that are bugs. (server.ts counts calls.) */
   function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
       let p: Promise<Res>;
@@ -57,13 +55,9 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
         p = Promise.reject(err);
       }
       p.then(
-        (res) => {
-          count(method, grpc.status.OK);
-          callback(null, res);
-        },
+        (res) => callback(null, res),
         (err: unknown) => {
           const status = toStatus(err);
-          count(method, status.code);
           if (status.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, method }, 'gRPC handler failed');
           else ctx.logger.debug({ method, code: status.code, details: status.details }, 'gRPC call rejected');
           callback(status, null);
@@ -137,7 +131,6 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       clearTimeout(timer);
       ctx.events.off('reload', onReload);
       watches.delete(endWith);
-      count('Watch', status?.code ?? grpc.status.CANCELLED);
       if (status !== null) {
         if (status.code === grpc.status.OK) call.end();
         // grpc-js turns an 'error' event on a server stream into the call's final status.
