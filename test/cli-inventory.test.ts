@@ -1,0 +1,120 @@
+import type { Server as HttpServer } from 'node:http';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { InventorySnapshot } from '../src/daemon/context.js';
+import { Metrics } from '../src/http/metrics.js';
+import { HostInventory } from '../src/inventory/inventory.js';
+import { Registry } from '../src/registry/registry.js';
+import { decodePort, prefixOf, versionedPort } from '../src/scheme/index.js';
+import {
+  bindAll,
+  bindCanonical,
+  bindUnclaimed,
+  buildCli,
+  CANDIDATES,
+  closedPort,
+  closeServer,
+  runCli,
+  startInventoryDaemon,
+  stopDaemon,
+  VERSIONED_IDS,
+  versionServer,
+  type Bound,
+} from './inventory-support.js';
+
+let dir: string;
+let registryFile: string;
+let http: Bound<HttpServer>;
+let userPort = 0;
+let unclaimed: { port: number; server: Server };
+const open: (Server | HttpServer)[] = [];
+let daemon: { address: string; server: grpc.Server } | undefined;
+
+beforeAll(async () => {
+  await buildCli();
+  http = await bindCanonical(CANDIDATES.http, () => versionServer({ '/version': { body: '1.4.2\n' } }));
+  open.push(...http.servers);
+  let id = 0;
+  for (const candidate of VERSIONED_IDS) {
+    const servers = await bindAll(versionedPort(candidate, 2)!, () => createServer(), ['127.0.0.1']);
+    if (servers) {
+      open.push(...servers);
+      id = candidate;
+      userPort = versionedPort(candidate, 2)!;
+      break;
+    }
+  }
+  if (!userPort) throw new Error('no versioned test port free');
+  unclaimed = await bindUnclaimed();
+  open.push(unclaimed.server);
+  dir = await mkdtemp(join(tmpdir(), 'canonport-cli-inv-'));
+  registryFile = join(dir, 'registry.yaml');
+  await writeFile(registryFile, `services:\n  user: { id: ${id}, version: 2 }\n  ${http.name}: { versionPath: /version }\n`);
+});
+
+afterAll(async () => {
+  if (daemon) stopDaemon(daemon.server);
+  await Promise.all(open.map(closeServer));
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const on = (snap: InventorySnapshot, port: number) => snap.listeners.filter((l) => l.port === port);
+
+describe('canonport inventory (real process, real /proc)', () => {
+  it('--json --probe: names this host\'s listeners with versions from ports and HTTP', async () => {
+    const r = await runCli(['inventory', '--json', '--probe', '--registry', registryFile]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const snap = JSON.parse(r.stdout) as InventorySnapshot;
+    expect(typeof snap.host).toBe('string');
+    expect(on(snap, http.port)).toEqual([
+      { port: http.port, address: '127.0.0.1', family: 'tcp', services: [http.name], version: '1.4.2', versionSource: 'http', scheme: 'base32' },
+    ]);
+    expect(on(snap, userPort)).toMatchObject([{ services: ['user'], version: '2', versionSource: 'port', scheme: 'versioned' }]);
+    expect(on(snap, unclaimed.port)).toMatchObject([{ services: [], scheme: 'unknown' }]);
+  });
+
+  it('without --probe sends no HTTP; without a registry ports read as base32 prefixes; the text table has one row per port', async () => {
+    const r = await runCli(['inventory', '--json']);
+    expect(r.code).toBe(0);
+    const snap = JSON.parse(r.stdout) as InventorySnapshot;
+    expect(on(snap, http.port)).toMatchObject([{ services: [prefixOf(http.name)], version: '', versionSource: '' }]);
+
+    const viaEnv = await runCli(['inventory'], { CANONPORT_REGISTRY: registryFile });
+    expect(viaEnv.code).toBe(0);
+    expect(viaEnv.stdout).toMatch(/^\S+: \d+ listening ports? at \d{4}-\d\d-\d\dT/);
+    expect(viaEnv.stdout).toMatch(/^PORT\s+SERVICE\s+VERSION\s+FROM\s+SCHEME\s+ADDRESSES$/m);
+    expect(viaEnv.stdout).toMatch(new RegExp(`^${userPort}\\s+user\\s+2\\s+port\\s+versioned\\s+127\\.0\\.0\\.1$`, 'm'));
+    expect(viaEnv.stdout).toMatch(new RegExp(`^${unclaimed.port}\\s+-\\s+unknown\\s+127\\.0\\.0\\.1$`, 'm'));
+  });
+
+  it('--daemon asks a running daemon\'s Inventory instead', async () => {
+    const provider = new HostInventory({ state: () => ({ registry: Registry.empty(), zones: [] }), metrics: new Metrics({ defaultMetrics: false }), hostname: 'daemon-host' });
+    daemon = await startInventoryDaemon(provider);
+    const r = await runCli(['inventory', '--json', '--daemon', daemon.address]);
+    expect(r.code).toBe(0);
+    const snap = JSON.parse(r.stdout) as InventorySnapshot;
+    expect(snap.host).toBe('daemon-host');
+    // The daemon's registry is empty: the versioned port reads as the base32 prefix it encodes.
+    expect(on(snap, userPort)).toMatchObject([{ services: [decodePort(userPort)], scheme: 'base32', version: '' }]);
+
+    const down = await runCli(['inventory', '--daemon', `127.0.0.1:${await closedPort()}`]);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain('CP_DAEMON_UNREACHABLE');
+  });
+
+  it('fails clearly: unreadable /proc (1), missing registry (1), bad flags (2)', async () => {
+    const noProc = await runCli(['inventory', '--proc-root', join(dir, 'no-proc')]);
+    expect(noProc.code).toBe(1);
+    expect(noProc.stderr).toContain(`cannot read ${join(dir, 'no-proc', 'net', 'tcp')}`);
+    const noFile = await runCli(['inventory', '--registry', join(dir, 'missing.yaml')]);
+    expect(noFile.code).toBe(1);
+    expect(noFile.stderr).toContain('CP_REGISTRY_UNREADABLE');
+    expect((await runCli(['inventory', '--probe-timeout', 'soon'])).code).toBe(2);
+    expect((await runCli(['inventory', '--version-path', 'version'])).code).toBe(2);
+  });
+});

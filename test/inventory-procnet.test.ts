@@ -1,0 +1,136 @@
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { formatIPv6, parseProcNetTcp, readListeningSockets } from '../src/inventory/procnet.js';
+import { closeServer } from './inventory-support.js';
+
+const TCP_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
+const TCP6_HEADER =
+  '  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
+const tail = ' 00000000:00000000 00:00000000 00000000     0        0 1060 1 00000000e9b27b22 100 0 0 10 0';
+
+// As a little-endian kernel prints them (x86_64, arm64).
+const TCP = [
+  TCP_HEADER,
+  `   0: 00000000:07E8 00000000:0000 0A${tail}`, // 0.0.0.0:2024 LISTEN
+  `   1: 0100007F:2F32 00000000:0000 0A${tail}`, // 127.0.0.1:12082 LISTEN
+  `   2: 0100007F:2F32 00000000:0000 0A${tail}`, // same again (SO_REUSEPORT): listed once
+  `   3: 020200C0:85C0 507100CB:0050 01${tail}`, // ESTABLISHED: ignored
+  `   4: 0B02A8C0:1FA6 00000000:0000 0A${tail}`, // 192.168.2.11:8102 LISTEN
+  `   5: 0100007F:1FA6 0100007F:D431 06${tail}`, // TIME_WAIT: ignored
+  '   garbage line',
+  '',
+].join('\n');
+
+const TCP6 = [
+  TCP6_HEADER,
+  `   0: 00000000000000000000000000000000:07E8 00000000000000000000000000000000:0000 0A${tail}`, // [::]:2024
+  `   1: 00000000000000000000000001000000:2F32 00000000000000000000000000000000:0000 0A${tail}`, // [::1]:12082
+  `   2: 0000000000000000FFFF00000100007F:3A98 00000000000000000000000000000000:0000 0A${tail}`, // [::ffff:127.0.0.1]:15000
+  `   3: B80D0120000000000000000042000000:0050 00000000000000000000000000000000:0000 0A${tail}`, // [2001:db8::42]:80
+  `   4: 000080FE00000000FF0000025634121E:0016 00000000000000000000000000000000:0000 0A${tail}`, // [fe80::200:ff:1e12:3456]:22
+  `   5: 00000000000000000000000001000000:2F33 00000000000000000000000001000000:D431 01${tail}`, // ESTABLISHED
+].join('\n');
+
+describe('parseProcNetTcp', () => {
+  it('lists IPv4 LISTEN sockets, little-endian words, deduplicated, sorted', () => {
+    expect(parseProcNetTcp(TCP, 'tcp', true)).toEqual([
+      { port: 2024, address: '0.0.0.0', family: 'tcp' },
+      { port: 8102, address: '192.168.2.11', family: 'tcp' },
+      { port: 12082, address: '127.0.0.1', family: 'tcp' },
+    ]);
+  });
+
+  it('lists IPv6 LISTEN sockets: wildcard, loopback, IPv4-mapped, global, link-local', () => {
+    const got = parseProcNetTcp(TCP6, 'tcp6', true);
+    expect(got.map((s) => [s.port, s.address])).toEqual([
+      [22, 'fe80::200:ff:1e12:3456'],
+      [80, '2001:db8::42'],
+      [2024, '::'],
+      [12082, '::1'],
+      [15000, '::ffff:127.0.0.1'],
+    ]);
+    expect(got.every((s) => s.family === 'tcp6')).toBe(true);
+  });
+
+  it('reads big-endian words as printed', () => {
+    const be = `${TCP_HEADER}\n   0: 7F000001:2F32 00000000:0000 0A${tail}\n`;
+    expect(parseProcNetTcp(be, 'tcp', false)).toEqual([{ port: 12082, address: '127.0.0.1', family: 'tcp' }]);
+    const be6 = `${TCP6_HEADER}\n   0: 20010DB8000000000000000000000042:0050 00000000000000000000000000000000:0000 0A${tail}\n`;
+    expect(parseProcNetTcp(be6, 'tcp6', false)).toEqual([{ port: 80, address: '2001:db8::42', family: 'tcp6' }]);
+  });
+
+  it('skips lines whose address has the wrong width for the family', () => {
+    expect(parseProcNetTcp(TCP6, 'tcp', true)).toEqual([]);
+    expect(parseProcNetTcp(TCP, 'tcp6', true)).toEqual([]);
+    expect(parseProcNetTcp('', 'tcp')).toEqual([]);
+  });
+});
+
+describe('formatIPv6 (RFC 5952)', () => {
+  const bytes = (hex: string) => hex.match(/../g)!.map((b) => parseInt(b, 16));
+  it.each([
+    ['00000000000000000000000000000000', '::'],
+    ['00000000000000000000000000000001', '::1'],
+    ['20010db8000000000000000000000001', '2001:db8::1'],
+    ['20010db8000000010000000000000001', '2001:db8:0:1::1'], // longest zero run compressed
+    ['20010db8000100000001000000000001', '2001:db8:1:0:1::1'], // a single zero group stays
+    ['20010db8000000000001000000000001', '2001:db8::1:0:0:1'], // first of two equal runs
+    ['20010db8000000000001000000000000', '2001:db8:0:0:1::'], // the longer run
+    ['fe800000000000000000000000000000', 'fe80::'],
+    ['00000000000000000000ffffc0a80001', '::ffff:192.168.0.1'],
+  ])('%s → %s', (hex, text) => {
+    expect(formatIPv6(bytes(hex))).toBe(text);
+  });
+});
+
+describe('readListeningSockets', () => {
+  const dirs: string[] = [];
+  const servers: Server[] = [];
+  afterAll(async () => {
+    await Promise.all(servers.map(closeServer));
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it('reads fixture files; a missing tcp6 is not an error, a missing tcp is', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'canonport-proc-'));
+    dirs.push(root);
+    await mkdir(join(root, 'net'));
+    await writeFile(join(root, 'net', 'tcp'), TCP);
+    const onlyV4 = await readListeningSockets(root);
+    expect(onlyV4.errors).toEqual([]);
+    expect(onlyV4.sockets.map((s) => s.port)).toEqual([2024, 8102, 12082]);
+
+    await writeFile(join(root, 'net', 'tcp6'), TCP6);
+    const both = await readListeningSockets(root);
+    // One port on several addresses keeps one entry per address, IPv4 first.
+    expect(both.sockets.filter((s) => s.port === 12082)).toEqual([
+      { port: 12082, address: '127.0.0.1', family: 'tcp' },
+      { port: 12082, address: '::1', family: 'tcp6' },
+    ]);
+
+    const none = await readListeningSockets(join(root, 'nowhere'));
+    expect(none.sockets).toEqual([]);
+    expect(none.errors.map((e) => e.file)).toEqual([join(root, 'nowhere', 'net', 'tcp')]);
+  });
+
+  it('sees real listeners on 127.0.0.1 and ::1 in the real /proc', async () => {
+    const listen = (host: string, port: number) =>
+      new Promise<Server>((resolve, reject) => {
+        const s = createServer();
+        s.once('error', reject);
+        s.listen({ port, host }, () => resolve(s));
+      });
+    const v4 = await listen('127.0.0.1', 0);
+    const v6 = await listen('::1', 0);
+    servers.push(v4, v6);
+    const p4 = (v4.address() as { port: number }).port;
+    const p6 = (v6.address() as { port: number }).port;
+    const { sockets, errors } = await readListeningSockets();
+    expect(errors).toEqual([]);
+    expect(sockets).toContainEqual({ port: p4, address: '127.0.0.1', family: 'tcp' });
+    expect(sockets).toContainEqual({ port: p6, address: '::1', family: 'tcp6' });
+  });
+});

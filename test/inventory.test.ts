@@ -1,0 +1,235 @@
+import type { Server as HttpServer } from 'node:http';
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { InventorySnapshot } from '../src/daemon/context.js';
+import type { ServingState } from '../src/core/resolver.js';
+import { Metrics } from '../src/http/metrics.js';
+import { HostInventory, probeAddress } from '../src/inventory/inventory.js';
+import { parseRegistry } from '../src/registry/load.js';
+import { Registry } from '../src/registry/registry.js';
+import { prefixOf, versionedPort } from '../src/scheme/index.js';
+import {
+  bindAll,
+  bindCanonical,
+  bindUnclaimed,
+  CANDIDATES,
+  closeServer,
+  silentTcpServer,
+  VERSIONED_IDS,
+  versionServer,
+  type Bound,
+} from './inventory-support.js';
+
+/** Real listeners on canonical ports, shared by the tests below. */
+let dual: Bound<Server>;
+let http: Bound<HttpServer>;
+let json: Bound<HttpServer>;
+let silent: Bound<Server>;
+let versioned: { id: number; port: number; servers: Server[] };
+let unclaimed: { port: number; server: Server };
+let registry: Registry;
+const open: (Server | HttpServer)[] = [];
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  dual = await bindCanonical(CANDIDATES.dual, () => createServer(), ['127.0.0.1', '::1']);
+  http = await bindCanonical(CANDIDATES.http, () => versionServer({ '/version': { body: '1.4.2\n' } }));
+  json = await bindCanonical(CANDIDATES.json, () =>
+    versionServer({ '/meta': { body: '{"version":"7.1.0","commit":"1a2b3c"}', type: 'application/json' } }),
+  );
+  silent = await bindCanonical(CANDIDATES.silent, silentTcpServer);
+  for (const id of VERSIONED_IDS) {
+    const port = versionedPort(id, 2)!;
+    const servers = await bindAll(port, () => createServer(), ['127.0.0.1']);
+    if (servers) {
+      versioned = { id, port, servers };
+      break;
+    }
+  }
+  if (!versioned) throw new Error(`no versioned test port free among ${VERSIONED_IDS.map((id) => versionedPort(id, 2)).join(', ')}`);
+  unclaimed = await bindUnclaimed();
+  open.push(...dual.servers, ...http.servers, ...json.servers, ...silent.servers, ...versioned.servers, unclaimed.server);
+  registry = parseRegistry(
+    `
+inventory:
+  probeTimeoutMs: 300
+services:
+  user: { id: ${versioned.id}, version: 2, versions: [1, 2] }
+  ${http.name}: { versionPath: /version }
+  ${json.name}: { versionPath: /meta }
+  ${silent.name}: { versionPath: /version }
+`,
+    'inventory-test.yaml',
+  );
+});
+
+afterAll(async () => {
+  await Promise.all(open.map(closeServer));
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+const stateOf = (r: Registry): (() => ServingState) => () => ({ registry: r, zones: ['localhost'] });
+const on = (snap: InventorySnapshot, port: number) => snap.listeners.filter((l) => l.port === port);
+const series = async (m: Metrics) => (await m.serviceListening.get()).values.map((v) => v.labels);
+const probes = async (m: Metrics, result: string) =>
+  (await m.inventoryProbes.get()).values.find((v) => v.labels.result === result)?.value ?? 0;
+
+describe('HostInventory on real sockets', () => {
+  it('names every listener by canonical port, with versions from ports and HTTP probes', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    const inv = new HostInventory({ state: stateOf(registry), metrics, hostname: 'test-host' });
+    const snap = await inv.snapshot();
+    expect(snap.host).toBe('test-host');
+    expect(inv.errors).toEqual([]);
+
+    // One port on two addresses: both listed, same claim.
+    expect(on(snap, dual.port)).toEqual([
+      { port: dual.port, address: '127.0.0.1', family: 'tcp', services: [prefixOf(dual.name)], version: '', versionSource: '', scheme: 'base32' },
+      { port: dual.port, address: '::1', family: 'tcp6', services: [prefixOf(dual.name)], version: '', versionSource: '', scheme: 'base32' },
+    ]);
+    expect(on(snap, versioned.port)).toEqual([
+      { port: versioned.port, address: '127.0.0.1', family: 'tcp', services: ['user'], version: '2', versionSource: 'port', scheme: 'versioned' },
+    ]);
+    expect(on(snap, http.port)).toEqual([
+      { port: http.port, address: '127.0.0.1', family: 'tcp', services: [http.name], version: '1.4.2', versionSource: 'http', scheme: 'base32' },
+    ]);
+    expect(on(snap, json.port)).toMatchObject([{ services: [json.name], version: '7.1.0', versionSource: 'http' }]);
+    // Accepts and never answers: the probe times out, the listener stays, version unknown.
+    expect(on(snap, silent.port)).toMatchObject([{ services: [silent.name], version: '', versionSource: '' }]);
+    expect(on(snap, unclaimed.port)).toEqual([
+      { port: unclaimed.port, address: '127.0.0.1', family: 'tcp', services: [], version: '', versionSource: '', scheme: 'unknown' },
+    ]);
+
+    // Only the registry's versionPaths were asked: two answers, one timeout.
+    expect(await probes(metrics, 'ok')).toBe(2);
+    expect(await probes(metrics, 'timeout')).toBe(1);
+
+    const labels = await series(metrics);
+    expect(labels).toContainEqual({ service: 'user', port: String(versioned.port), version: '2' });
+    expect(labels).toContainEqual({ service: http.name, port: String(http.port), version: '1.4.2' });
+    expect(labels).toContainEqual({ service: json.name, port: String(json.port), version: '7.1.0' });
+    // Two addresses, one series; unclaimed ports have none.
+    expect(labels.filter((l) => l.port === String(dual.port))).toEqual([{ service: prefixOf(dual.name), port: String(dual.port), version: '' }]);
+    expect(labels.filter((l) => l.port === String(unclaimed.port))).toEqual([]);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain(`canonport_service_listening{service="user",port="${versioned.port}",version="2"} 1`);
+  });
+
+  it('drops the series of a listener that went away, and follows a registry reload', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    let current = registry;
+    const inv = new HostInventory({ state: () => ({ registry: current, zones: [] }), metrics, probeTimeoutMs: 300 });
+    const gone = await bindCanonical(['pmx-inv', 'pnb-inv', 'ppc-inv', 'prd-inv'], () => createServer());
+    let snap = await inv.refresh();
+    expect(on(snap, gone.port)).toHaveLength(1);
+    expect((await series(metrics)).some((l) => l.port === String(gone.port))).toBe(true);
+
+    await Promise.all(gone.servers.map(closeServer));
+    snap = await inv.refresh();
+    expect(on(snap, gone.port)).toEqual([]);
+    expect((await series(metrics)).some((l) => l.port === String(gone.port))).toBe(false);
+
+    // The new registry no longer lists the HTTP service: its port reads as a base32 prefix and is not probed.
+    current = parseRegistry(`services:\n  user: { id: ${versioned.id}, version: 2 }\n`, 'reloaded.yaml');
+    const okBefore = await probes(metrics, 'ok');
+    snap = await inv.refresh();
+    expect(on(snap, http.port)).toMatchObject([{ services: [prefixOf(http.name)], version: '', versionSource: '', scheme: 'base32' }]);
+    expect(await probes(metrics, 'ok')).toBe(okBefore);
+  });
+
+  it('with probing off, learns versions from ports only and sends no HTTP', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    const inv = new HostInventory({ state: stateOf(registry), metrics, probe: false });
+    const snap = await inv.snapshot();
+    expect(on(snap, http.port)).toMatchObject([{ services: [http.name], version: '', versionSource: '' }]);
+    expect(on(snap, versioned.port)).toMatchObject([{ version: '2', versionSource: 'port' }]);
+    expect((await metrics.inventoryProbes.get()).values.reduce((n, v) => n + v.value, 0)).toBe(0);
+  });
+});
+
+describe('HostInventory caching, timer and failures', () => {
+  it('not started: reuses a snapshot younger than the interval, refreshes an older one', async () => {
+    let t = 1_000_000;
+    const metrics = new Metrics({ defaultMetrics: false });
+    const inv = new HostInventory({ state: stateOf(registry), metrics, intervalMs: 5000, now: () => t });
+    const first = await inv.snapshot();
+    expect(first.collectedAtMs).toBe(1_000_000);
+    t += 4999;
+    expect(await inv.snapshot()).toBe(first);
+    expect(await probes(metrics, 'ok')).toBe(2);
+    t += 1;
+    const second = await inv.snapshot();
+    expect(second).not.toBe(first);
+    expect(second.collectedAtMs).toBe(1_005_000);
+    expect(await probes(metrics, 'ok')).toBe(4);
+  });
+
+  it('concurrent refreshes share one read', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    const inv = new HostInventory({ state: stateOf(registry), metrics });
+    const [a, b, c] = await Promise.all([inv.refresh(), inv.refresh(), inv.snapshot()]);
+    expect(a).toBe(b);
+    expect(b).toBe(c);
+    expect(await probes(metrics, 'ok')).toBe(2);
+  });
+
+  it('started: answers with the latest snapshot at once; stop() ends the timer', async () => {
+    const metrics = new Metrics({ defaultMetrics: false });
+    const inv = new HostInventory({ state: stateOf(registry), metrics, intervalMs: 60_000 });
+    inv.start();
+    const a = await inv.snapshot();
+    const b = await inv.snapshot();
+    expect(b).toBe(a);
+    expect(on(a, versioned.port)).toHaveLength(1);
+    await inv.stop();
+    expect(await probes(metrics, 'ok')).toBe(2);
+  });
+
+  it('an unreadable /proc gives an empty snapshot and the reason, never a rejection', async () => {
+    const inv = new HostInventory({ state: stateOf(registry), metrics: new Metrics({ defaultMetrics: false }), procRoot: '/nonexistent-proc' });
+    const snap = await inv.snapshot();
+    expect(snap.listeners).toEqual([]);
+    expect(inv.errors.map((e) => e.file)).toEqual(['/nonexistent-proc/net/tcp']);
+  });
+
+  it('the global versionPath is asked on claimed ports without a port version (fixture /proc, real HTTP)', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'canonport-inv-'));
+    dirs.push(root);
+    await mkdir(join(root, 'net'));
+    const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
+    const line = (i: number, port: number) =>
+      `   ${i}: 0100007F:${hex(port)} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 ${1000 + i} 1 0000000000000000 100 0 0 10 0`;
+    await writeFile(
+      join(root, 'net', 'tcp'),
+      ['  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode', line(0, json.port), line(1, versioned.port), ''].join('\n'),
+    );
+    const metrics = new Metrics({ defaultMetrics: false });
+    const reg = parseRegistry(`inventory: { versionPath: /meta }\nservices:\n  user: { id: ${versioned.id}, version: 2 }\n`, 'global.yaml');
+    const inv = new HostInventory({ state: stateOf(reg), metrics, procRoot: root });
+    const snap = await inv.snapshot();
+    expect(snap.listeners).toEqual([
+      { port: versioned.port, address: '127.0.0.1', family: 'tcp', services: ['user'], version: '2', versionSource: 'port', scheme: 'versioned' },
+      { port: json.port, address: '127.0.0.1', family: 'tcp', services: [prefixOf(json.name)], version: '7.1.0', versionSource: 'http', scheme: 'base32' },
+    ]);
+    expect(await probes(metrics, 'ok')).toBe(1); // the versioned port was not asked
+  });
+});
+
+describe('probeAddress', () => {
+  const s = (address: string) => ({ port: 1, address, family: (address.includes(':') ? 'tcp6' : 'tcp') as 'tcp' | 'tcp6' });
+  it.each([
+    [['0.0.0.0'], '127.0.0.1'],
+    [['0.0.0.0', '::'], '127.0.0.1'],
+    [['127.0.0.53'], '127.0.0.53'],
+    [['::'], '::1'],
+    [['::1'], '::1'],
+    [['::ffff:127.0.0.1'], '127.0.0.1'],
+    [['10.1.2.3'], '10.1.2.3'],
+    [['fd00::5'], 'fd00::5'],
+  ])('%j → %s', (addrs, want) => {
+    expect(probeAddress(addrs.map(s))).toBe(want);
+  });
+});
