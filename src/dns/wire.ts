@@ -94,14 +94,28 @@ export function readQuestionName(buf: Buffer, off: number): { name: string; end:
     wire += len + 1;
     if (wire > MAX_NAME_WIRE - 1) throw new WireError('name longer than 255 octets');
     if (name.length > 0) name += '.';
-    for (let i = off + 1; i <= off + len; i++) {
-      const c = buf[i]!;
-      if (c > 0x20 && c < 0x7f && c !== 0x2e && c !== 0x5c) name += String.fromCharCode(c);
-      else name += `\\${String(c).padStart(3, '0')}`;
-    }
+    name += plainLabel(buf, off + 1, off + 1 + len) ? buf.toString('latin1', off + 1, off + 1 + len) : escapedLabel(buf, off + 1, off + 1 + len);
     off += len + 1;
   }
   return { name, end: off };
+}
+
+/** True when every byte is printable ASCII other than `.` and `\` (the common case: slice it as is). */
+function plainLabel(buf: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    const c = buf[i]!;
+    if (c <= 0x20 || c >= 0x7f || c === 0x2e || c === 0x5c) return false;
+  }
+  return true;
+}
+
+function escapedLabel(buf: Buffer, from: number, to: number): string {
+  let out = '';
+  for (let i = from; i < to; i++) {
+    const c = buf[i]!;
+    out += c > 0x20 && c < 0x7f && c !== 0x2e && c !== 0x5c ? String.fromCharCode(c) : `\\${String(c).padStart(3, '0')}`;
+  }
+  return out;
 }
 
 /** ASCII-only lowercase (DNS case-insensitivity, RFC 4343), leaving escapes intact. */
@@ -190,7 +204,24 @@ export function parseQuery(buf: Buffer): Query | null {
       edns = { udpSize: r.klass, version: (r.ttl >>> 16) & 0xff, do: (r.ttl & 0x8000) !== 0 };
     }
   }
-  return { ...h, qname: name, lname: lowerName(name), qtype, qclass, questionEnd, edns };
+  return {
+    id: h.id,
+    flags: h.flags,
+    opcode: h.opcode,
+    qr: h.qr,
+    rd: h.rd,
+    cd: h.cd,
+    qdcount: h.qdcount,
+    ancount: h.ancount,
+    nscount: h.nscount,
+    arcount: h.arcount,
+    qname: name,
+    lname: lowerName(name),
+    qtype,
+    qclass,
+    questionEnd,
+    edns,
+  };
 }
 
 /** The question (name bytes + type + class) of a message, for matching replies to queries. */
