@@ -1,0 +1,350 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { Resolver } from 'node:dns/promises';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseHostPort } from '../src/config/address.js';
+import { buildConfig, configFromEnv, DEFAULTS, ENV_VARS } from '../src/config/config.js';
+import { parseRegistry } from '../src/registry/load.js';
+import { Registry } from '../src/registry/registry.js';
+
+/**
+ * deploy/systemd and deploy/systemd-resolved: the unit's keys, systemd's own
+ * verifier, the environment file through the real config code, and the
+ * daemon started the way the unit starts it (same command line, environment
+ * file, user and capabilities), reloaded with ExecReload and stopped with
+ * KillSignal.
+ */
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const DEPLOY = join(ROOT, 'deploy');
+const UNIT = join(DEPLOY, 'systemd/canonport.service');
+const ENV_FILE = join(DEPLOY, 'systemd/canonport.env');
+const RESOLVED = join(DEPLOY, 'systemd-resolved/canonport.conf');
+
+/** systemd's INI dialect: sections, repeated keys accumulate, `#`/`;` comments, `\` continues a line. */
+function parseIni(text: string): Map<string, Map<string, string[]>> {
+  const sections = new Map<string, Map<string, string[]>>();
+  let current: Map<string, string[]> | undefined;
+  const joined = text.replace(/\\\n/g, ' ');
+  for (const [i, raw] of joined.split('\n').entries()) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    const section = /^\[([A-Za-z-]+)\]$/.exec(line);
+    if (section) {
+      sections.set(section[1]!, (current = sections.get(section[1]!) ?? new Map()));
+      continue;
+    }
+    const kv = /^([A-Za-z][A-Za-z0-9]*)=(.*)$/.exec(line);
+    if (!kv || !current) throw new Error(`line ${i + 1} is neither a section nor Key=value: ${line}`);
+    current.set(kv[1]!, [...(current.get(kv[1]!) ?? []), kv[2]!.trim()]);
+  }
+  return sections;
+}
+
+/** An EnvironmentFile= as systemd reads it: KEY=VALUE, comments, optional quotes. */
+function parseEnvFile(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line);
+    if (!m) throw new Error(`not KEY=VALUE: ${line}`);
+    env[m[1]!] = m[2]!.replace(/^"(.*)"$|^'(.*)'$/, '$1$2');
+  }
+  return env;
+}
+
+const unit = parseIni(readFileSync(UNIT, 'utf8'));
+const service = unit.get('Service') ?? new Map<string, string[]>();
+const one = (key: string): string | undefined => service.get(key)?.at(-1);
+
+describe('deploy/systemd/canonport.service', () => {
+  it('has the required keys: non-root, port-53 capability only, hardening, restart, reload', () => {
+    expect([...unit.keys()]).toEqual(['Unit', 'Service', 'Install']);
+    expect(one('DynamicUser') === 'yes' || (one('User') !== undefined && one('User') !== 'root')).toBe(true);
+    expect(one('AmbientCapabilities')).toBe('CAP_NET_BIND_SERVICE');
+    expect(one('CapabilityBoundingSet')).toBe('CAP_NET_BIND_SERVICE');
+    const yes = ['NoNewPrivileges', 'ProtectHome', 'PrivateTmp', 'PrivateDevices', 'ProtectKernelTunables', 'ProtectKernelModules', 'ProtectKernelLogs', 'ProtectControlGroups'];
+    for (const k of yes) expect(one(k), k).toBe('yes');
+    expect(one('ProtectSystem')).toBe('strict');
+    expect(one('RestrictAddressFamilies')?.split(/\s+/).sort()).toEqual(['AF_INET', 'AF_INET6', 'AF_NETLINK', 'AF_UNIX']);
+    expect(service.get('SystemCallFilter')).toContain('@system-service');
+    // V8's JIT writes then executes code: MemoryDenyWriteExecute=yes makes node abort.
+    expect(one('MemoryDenyWriteExecute')).toBeUndefined();
+    expect(readFileSync(UNIT, 'utf8')).toMatch(/MemoryDenyWriteExecute= is left off: V8's JIT/);
+    expect(one('Restart')).toBe('on-failure');
+    expect(one('ExecReload')).toBe('/bin/kill -HUP $MAINPID');
+    expect(one('EnvironmentFile')).toBe('-/etc/default/canonport');
+    expect(one('ExecStart')).toMatch(/^\/usr\/bin\/env node \/opt\/canonport\/bin\/canonport\.js serve --registry \/etc\/canonport\/registry\.yaml$/);
+    expect(unit.get('Install')?.get('WantedBy')).toEqual(['multi-user.target']);
+  });
+
+  it('passes systemd-analyze verify and scores well on systemd-analyze security (or the key check above when systemd is absent)', () => {
+    const probe = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' });
+    if (probe.error) {
+      console.info('systemd-analyze not found (Debian package: systemd): only the INI key check ran for canonport.service');
+      expect(one('ExecStart')).toBeDefined();
+      return;
+    }
+    console.info(`running ${probe.stdout.split('\n')[0]}: systemd-analyze verify and security --offline on canonport.service`);
+    const verify = spawnSync('systemd-analyze', ['verify', UNIT], { encoding: 'utf8', timeout: 30_000 });
+    // verify exits 0 even for unknown keys; any line about our file is a finding.
+    const findings = `${verify.stdout}\n${verify.stderr}`.split('\n').filter((l) => l.includes('canonport.service'));
+    expect(verify.status, verify.stderr).toBe(0);
+    expect(findings).toEqual([]);
+    const security = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', UNIT], { encoding: 'utf8', timeout: 30_000 });
+    if (/unrecognized option|Unknown option/i.test(security.stderr)) {
+      console.info('systemd-analyze security --offline needs systemd ≥ 250: exposure not scored');
+      return;
+    }
+    const m = /Overall exposure level for canonport\.service: ([\d.]+)/.exec(security.stdout);
+    expect(m, security.stdout + security.stderr).not.toBeNull();
+    console.info(`systemd-analyze security exposure: ${m![1]} (0 = locked down, 10 = exposed)`);
+    expect(Number(m![1])).toBeLessThanOrEqual(2.5);
+  });
+
+  it('does not let verify pass a broken unit (the check can fail)', () => {
+    const probe = spawnSync('systemd-analyze', ['--version']);
+    if (probe.error) {
+      console.info('systemd-analyze not found (Debian package: systemd): broken-unit check not run');
+      expect(() => parseIni('[Service]\nnot a key line')).toThrow();
+      return;
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'canonport-unit-'));
+    try {
+      const broken = join(dir, 'canonport.service');
+      writeFileSync(broken, readFileSync(UNIT, 'utf8').replace('ProtectSystem=strict', 'ProtectSystem=maybe').replace('NoNewPrivileges=yes', 'NoNewPrivilege=yes'));
+      const r = spawnSync('systemd-analyze', ['verify', broken], { encoding: 'utf8', timeout: 30_000 });
+      expect(r.stderr).toMatch(/protect system value.*maybe/);
+      expect(r.stderr).toMatch(/Unknown key.*NoNewPrivilege/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('deploy/systemd/canonport.env', () => {
+  const env = parseEnvFile(readFileSync(ENV_FILE, 'utf8'));
+
+  it('sets only variables canonport reads', () => {
+    expect(Object.keys(env).length).toBeGreaterThan(3);
+    for (const k of Object.keys(env)) expect(ENV_VARS as readonly string[], k).toContain(k);
+  });
+
+  it('gives a valid config listening on 127.0.0.1:53 with explicit upstreams', () => {
+    const cfg = buildConfig({}, configFromEnv(env), Registry.empty(), { resolvConf: '/nonexistent' });
+    expect(cfg.dns).toEqual({ host: '127.0.0.1', port: 53 });
+    expect(cfg.zones).toContain('cluster-1.example.com');
+    expect(cfg.upstreamsFrom).toBe('env');
+    expect(cfg.upstreams.length).toBeGreaterThan(0);
+    expect(cfg.upstreams.every((u) => !u.host.startsWith('127.'))).toBe(true);
+  });
+});
+
+describe('deploy/systemd-resolved/canonport.conf', () => {
+  const conf = parseIni(readFileSync(RESOLVED, 'utf8'));
+  const resolve = conf.get('Resolve');
+
+  it('has a [Resolve] section routing the zone to the daemon on 127.0.0.1:5300', () => {
+    expect([...conf.keys()]).toEqual(['Resolve']);
+    const dns = resolve?.get('DNS') ?? [];
+    expect(dns).toHaveLength(1);
+    expect(parseHostPort(dns[0]!, 'DNS=')).toEqual(parseHostPort(DEFAULTS.dns, 'default'));
+  });
+
+  it('uses routing-only domains (~) matching the registry example zones', () => {
+    const domains = (resolve?.get('Domains') ?? []).flatMap((d) => d.split(/\s+/));
+    expect(domains.length).toBeGreaterThan(0);
+    for (const d of domains) expect(d, 'routing-only, not a search domain').toMatch(/^~/);
+    const zones = parseRegistry(readFileSync(join(DEPLOY, 'registry.example.yaml'), 'utf8')).zones;
+    expect(domains.map((d) => d.slice(1)).sort()).toEqual([...zones].sort());
+  });
+});
+
+// --- the daemon run the way the unit runs it ---
+
+function run(cmd: string, args: string[], cwd: string): void {
+  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stdout}${r.stderr}`);
+}
+
+/** A port below 1024 free on 127.0.0.1 for both UDP and TCP (only root can probe these). */
+async function freePrivilegedPort(): Promise<number> {
+  for (let i = 0; i < 60; i++) {
+    const port = 600 + Math.floor(Math.random() * 400);
+    const tcp = createServer();
+    const tcpOk = await new Promise<boolean>((res) => {
+      tcp.once('error', () => res(false));
+      tcp.listen({ host: '127.0.0.1', port, exclusive: true }, () => res(true));
+    });
+    const udp = createSocket('udp4');
+    const udpOk = await new Promise<boolean>((res) => {
+      udp.once('error', () => res(false));
+      udp.bind({ address: '127.0.0.1', port, exclusive: true }, () => res(true));
+    });
+    await new Promise<void>((res) => (tcpOk ? tcp.close(() => res()) : res()));
+    await new Promise<void>((res) => (udpOk ? udp.close(() => res()) : res()));
+    if (tcpOk && udpOk) return port;
+  }
+  throw new Error('no free port below 1024 on 127.0.0.1 after 60 tries');
+}
+
+interface Ready {
+  dns: string;
+  http: string;
+}
+
+/** Waits (bounded) for the daemon's "ready" log line and returns its addresses. */
+function waitReady(child: ChildProcess, logs: string[]): Promise<Ready> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`daemon not ready in 20 s:\n${logs.join('')}`)), 20_000);
+    let buf = '';
+    child.stderr!.on('data', (c: Buffer) => {
+      logs.push(c.toString());
+      buf += c.toString();
+      for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        try {
+          const rec = JSON.parse(line) as { event?: string; dns?: string; http?: string };
+          if (rec.event === 'ready') {
+            clearTimeout(timer);
+            resolve({ dns: rec.dns!, http: rec.http! });
+          }
+        } catch {
+          // not JSON: keep reading
+        }
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`daemon exited with ${code} before ready:\n${logs.join('')}`));
+    });
+  });
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
+  for (let i = 0; i < 100; i++) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`gave up waiting for ${what} after 100 tries`);
+}
+
+describe('the daemon as canonport.service runs it', () => {
+  const isRoot = process.getuid?.() === 0;
+  let dir: string;
+  let child: ChildProcess | undefined;
+  const logs: string[] = [];
+
+  beforeAll(() => {
+    // /opt/canonport: the package as installed (compiled here from the sources, dependencies linked).
+    dir = mkdtempSync(join(tmpdir(), 'canonport-systemd-'));
+    const opt = join(dir, 'opt/canonport');
+    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'src', 'proto', 'bin']) cpSync(join(ROOT, p), join(opt, p), { recursive: true });
+    symlinkSync(join(ROOT, 'node_modules'), join(opt, 'node_modules'));
+    run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], opt);
+    cpSync(join(DEPLOY, 'registry.example.yaml'), join(dir, 'etc/canonport/registry.yaml'));
+    // The unit's user must be able to read both (mkdtemp makes the top directory 0700).
+    chmodSync(dir, 0o755);
+  });
+
+  afterAll(() => {
+    if (child && child.exitCode === null) child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts, answers DNS and HTTP, reloads on ExecReload and stops cleanly on KillSignal', async () => {
+    const argv = one('ExecStart')!
+      .split(/\s+/)
+      .map((a) => a.replace(/^\/opt\/canonport\//, `${dir}/opt/canonport/`).replace(/^\/etc\/canonport\//, `${dir}/etc/canonport/`));
+    expect(argv.filter((a) => a.startsWith(dir))).toHaveLength(2);
+    // The service's environment: systemd's minimal one, Environment=, then EnvironmentFile=.
+    const env: Record<string, string> = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' };
+    for (const e of service.get('Environment') ?? []) {
+      const [k, ...v] = e.split('=');
+      env[k!] = v.join('=');
+    }
+    Object.assign(env, parseEnvFile(readFileSync(ENV_FILE, 'utf8')));
+    expect(env.CANONPORT_DNS).toBe('127.0.0.1:53');
+    // Tests never take fixed ports: a free port below 1024 stands in for 53 (it needs the same capability).
+    let mode: string;
+    let cmd: string[];
+    if (isRoot) {
+      env.CANONPORT_DNS = `127.0.0.1:${await freePrivilegedPort()}`;
+      // DynamicUser=, AmbientCapabilities=, CapabilityBoundingSet=, NoNewPrivileges= as setpriv flags (util-linux).
+      const caps = (k: string) => one(k)!.split(/\s+/).map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',');
+      cmd = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=-all,${caps('AmbientCapabilities')}`, `--ambient-caps=-all,${caps('AmbientCapabilities')}`, `--bounding-set=-all,${caps('CapabilityBoundingSet')}`, ...(one('NoNewPrivileges') === 'yes' ? ['--no-new-privs'] : []), ...argv];
+      mode = `as uid 65534 with only ${one('AmbientCapabilities')}, DNS on privileged ${env.CANONPORT_DNS}`;
+    } else {
+      env.CANONPORT_DNS = '127.0.0.1:0';
+      cmd = argv;
+      mode = 'as the current (non-root) user, DNS on an ephemeral port: the capability part needs root';
+    }
+    env.CANONPORT_GRPC = '127.0.0.1:0';
+    env.CANONPORT_HTTP = '127.0.0.1:0';
+    console.info(`running ExecStart ${mode}`);
+    child = spawn(cmd[0]!, cmd.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const ready = await waitReady(child, logs);
+    if (isRoot) expect(ready.dns).toBe(env.CANONPORT_DNS);
+
+    const resolver = new Resolver({ timeout: 2000, tries: 2 });
+    resolver.setServers([ready.dns]);
+    const srv = await resolver.resolveSrv('api.cluster-1.example.com');
+    expect(srv).toEqual([{ name: 'api.cluster-1.example.com', port: 12082, priority: 0, weight: 0 }]);
+    expect(await resolver.resolve4('api.cluster-1.example.com')).toEqual(['10.0.1.11', '10.0.1.12']);
+    const readyz = await fetch(`http://${ready.http}/readyz`);
+    expect(readyz.status).toBe(200);
+
+    // ExecReload: what the unit sends makes the daemon reload (the file is untouched, so no watcher fires)...
+    const reloadsOk = async () => {
+      const text = await (await fetch(`http://${ready.http}/metrics`)).text();
+      return Number(/^canonport_config_reloads_total\{result="ok"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+    };
+    const execReload = () => {
+      const reload = one('ExecReload')!.replace('$MAINPID', String(child!.pid)).split(/\s+/);
+      run(reload[0]!, reload.slice(1), dir);
+    };
+    const before = await reloadsOk();
+    execReload();
+    await until('a reload after ExecReload', async () => ((await reloadsOk()) > before ? true : undefined));
+    // ...and an edited registry is served after it.
+    const regFile = join(dir, 'etc/canonport/registry.yaml');
+    writeFileSync(regFile, readFileSync(regFile, 'utf8').replace('  api:\n', '  api:\n    port: 12999\n'));
+    execReload();
+    await until('the edited registry served', async () => ((await resolver.resolveSrv('api.cluster-1.example.com'))[0]?.port === 12999 ? true : undefined));
+
+    // KillSignal= drains and exits 0, so Restart=on-failure leaves it stopped.
+    const signal = (one('KillSignal') ?? 'SIGTERM') as NodeJS.Signals;
+    const exited = new Promise<number | null>((res) => child!.once('exit', (code) => res(code)));
+    child.kill(signal);
+    expect(await exited).toBe(0);
+    expect(logs.join('')).toMatch(/"event":"stopped"/);
+  });
+
+  it('cannot bind a privileged port without the unit\'s capability (the capability is what makes port 53 work)', async () => {
+    if (!isRoot) {
+      console.info('not root: the no-capability case cannot be set up; checked that the unit grants the capability instead');
+      expect(one('AmbientCapabilities')).toBe('CAP_NET_BIND_SERVICE');
+      return;
+    }
+    const argv = one('ExecStart')!
+      .split(/\s+/)
+      .map((a) => a.replace(/^\/opt\/canonport\//, `${dir}/opt/canonport/`).replace(/^\/etc\/canonport\//, `${dir}/etc/canonport/`));
+    const port = await freePrivilegedPort();
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', ...argv], {
+      env: { PATH: '/usr/bin:/bin', CANONPORT_DNS: `127.0.0.1:${port}`, CANONPORT_GRPC: '127.0.0.1:0', CANONPORT_HTTP: '127.0.0.1:0', CANONPORT_UPSTREAMS: '192.0.2.53' },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/CP_LISTEN_FAILED/);
+    expect(existsSync(join(dir, 'opt/canonport/dist/cli/main.js'))).toBe(true);
+  });
+});
