@@ -43,7 +43,20 @@ export function toStatus(err: unknown): grpc.StatusObject {
 }
 
 export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions = {}): CanonportService {
-  const watches = new Set<(status: grpc.StatusObject) => void>();
+  /** Open Watch streams: how to end each one, and how to make it re-resolve. */
+  const watches = new Map<(status: grpc.StatusObject) => void, () => void>();
+  // One 'reload' listener for all streams (not one each: hundreds of watchers
+  // would trip EventEmitter's leak warning), attached while any stream is open.
+  const onReload = () => {
+    for (const refresh of [...watches.values()]) refresh();
+  };
+  const addWatch = (end: (status: grpc.StatusObject) => void, refresh: () => void) => {
+    if (watches.size === 0) ctx.events.on('reload', onReload);
+    watches.set(end, refresh);
+  };
+  const removeWatch = (end: (status: grpc.StatusObject) => void) => {
+    if (watches.delete(end) && watches.size === 0) ctx.events.off('reload', onReload);
+  };
 
   /** Runs a unary handler: maps errors to statuses, logs the ones that are bugs. (server.ts counts calls.) */
   function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
@@ -129,8 +142,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       if (done) return;
       done = true;
       clearTimeout(timer);
-      ctx.events.off('reload', onReload);
-      watches.delete(endWith);
+      removeWatch(endWith);
       if (status !== null) {
         if (status.code === grpc.status.OK) call.end();
         // grpc-js turns an 'error' event on a server stream into the call's final status.
@@ -184,9 +196,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       }
     };
 
-    const onReload = () => void refresh();
-    ctx.events.on('reload', onReload);
-    watches.add(endWith);
+    addWatch(endWith, () => void refresh());
     // 'cancelled' fires when the client cancels or the connection drops.
     call.on('cancelled', () => finish(null));
     call.on('error', () => finish(null));
@@ -197,7 +207,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
     handlers: { Resolve, ResolveMany, Watch, Decode, Inventory } as grpc.UntypedServiceImplementation,
     endWatches(reason) {
       const status = { code: grpc.status.UNAVAILABLE, details: reason, metadata: new grpc.Metadata() };
-      for (const end of [...watches]) end(status);
+      for (const end of [...watches.keys()]) end(status);
     },
     activeWatches: () => watches.size,
   };
