@@ -25,6 +25,7 @@ export interface DnsServerOptions {
 
 const TYPE_LABEL: Record<number, string> = { 1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 65: 'HTTPS', 64: 'SVCB', 255: 'ANY' };
 const RCODE_LABEL = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
+const UDP_BUFFER = 4 * 1024 * 1024;
 /** Pipelined queries one TCP connection may have unanswered before we stop reading from it. */
 const TCP_MAX_PENDING = 64;
 
@@ -51,7 +52,10 @@ export class DnsServer {
   async start(): Promise<HostPort> {
     const { host } = this.o.listen;
     for (let attempt = 0; ; attempt++) {
-      const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' });
+      // A resolver takes bursts (every host process starting at once): the kernel's default
+      // ~208 KiB receive buffer holds only ~270 queries, so ask for 4 MiB, as unbound's
+      // so-rcvbuf advice does. Linux caps it at net.core.rmem_max.
+      const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', recvBufferSize: UDP_BUFFER, sendBufferSize: UDP_BUFFER });
       const port = await new Promise<number>((resolve, reject) => {
         udp.once('error', reject);
         udp.bind(this.o.listen.port, host, () => {
