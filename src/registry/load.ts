@@ -46,6 +46,9 @@ export function parseRegistry(text: string, file = '<registry>'): Registry {
       const key = issue.keys[0]!;
       path = [...path, key];
       message = `unknown field "${key}"`;
+    } else if (issue.code === 'invalid_key') {
+      // zod says only "Invalid key in record"; the key's own issue says why.
+      message = `name "${String(path[path.length - 1])}" ${issue.issues[0]?.message ?? 'is not valid'}`;
     }
     const loc = locate(doc, lineCounter, path);
     throw invalid({ file, ...loc, field: path.join('.') || '(top level)' }, message);

@@ -4,6 +4,7 @@ import {
   blockPort,
   DEFAULT_ROLES,
   prefixOf,
+  serviceLabel,
   versionedNumber,
   MAX_PORT,
   type RoleDef,
@@ -61,6 +62,14 @@ export class Registry {
   /** Every concrete name the registry defines → its assignment (block roles and versions expanded). */
   readonly expanded: ReadonlyMap<string, PortAssignment>;
   private readonly byPort: Map<number, string[]>;
+  /**
+   * Expanded name → the registry entry that defines it (`splashpage-psql` →
+   * `splashpage`, `v2.user` → `user`). Names of one entry sharing a port are
+   * aliases (`splashpage`, `splashpage-www`, `splashpage-nodejs`), not collisions.
+   */
+  private readonly owners: Map<string, string>;
+  /** Names two entries both define (a service `splashpage-api` beside block `splashpage`'s role); the first wins. */
+  readonly duplicates: readonly { name: string; owners: string[] }[];
 
   private constructor(data: RegistryFile, file: string | null) {
     this.file = file;
@@ -77,9 +86,21 @@ export class Registry {
     }
     this.services = services;
     const expanded = new Map<string, PortAssignment>();
+    const owners = new Map<string, string>();
+    const duplicates: { name: string; owners: string[] }[] = [];
     for (const entry of services.values()) {
-      for (const a of this.expand(entry)) if (!expanded.has(a.service)) expanded.set(a.service, a);
+      for (const a of this.expand(entry)) {
+        if (expanded.has(a.service)) {
+          const first = owners.get(a.service)!;
+          if (first !== entry.name) duplicates.push({ name: a.service, owners: [first, entry.name] });
+          continue;
+        }
+        expanded.set(a.service, a);
+        owners.set(a.service, entry.name);
+      }
     }
+    this.owners = owners;
+    this.duplicates = Object.freeze(duplicates);
     const byPort = new Map<number, string[]>();
     for (const a of expanded.values()) {
       if (a.port === null) continue;
@@ -108,12 +129,27 @@ export class Registry {
     const name = label.toLowerCase();
     if (version !== undefined) {
       const entry = this.services.get(name);
-      if (entry?.scheme === 'versioned') return this.versioned(entry, version);
+      if (entry?.scheme === 'versioned') {
+        const a = this.versioned(entry, version);
+        return { ...a, collidesWith: this.othersOn(a.port, entry.name) };
+      }
     }
     const known = this.expanded.get(name);
     if (known) return { ...known, collidesWith: [...known.collidesWith] };
     const port = base32Port(name);
     return { service: name, port, number: port, scheme: 'base32', prefix: prefixOf(name), collidesWith: this.othersOn(port, name) };
+  }
+
+  /**
+   * The assignment of a validated, lowercase name as the CLI reads it: its
+   * first label is the service (`api.cluster-1.example.com` → `api`,
+   * `_api._tcp.x` → `api`), and `vN.svc…` is version N of a versioned `svc`.
+   */
+  lookupName(name: string): PortAssignment {
+    const labels = name.split('.');
+    const m = /^v(\d{1,6})$/.exec(labels[0] ?? '');
+    if (m && labels.length >= 2 && this.isVersioned(labels[1]!)) return this.lookup(labels[1]!, Number(m[1]));
+    return this.lookup(serviceLabel(name));
   }
 
   /** True when `label` is a versioned service in the registry. */
@@ -126,9 +162,19 @@ export class Registry {
     return [...(this.byPort.get(port) ?? [])];
   }
 
+  /**
+   * The registry entry that defines an expanded name (`splashpage-psql` →
+   * `splashpage`, `v2.user` → `user`); a name the registry does not know owns itself.
+   */
+  ownerOf(name: string): string {
+    return this.owners.get(name) ?? name;
+  }
+
+  /** Names on `port` that belong to another owner than `self`'s. */
   private othersOn(port: number | null, self: string): string[] {
     if (port === null) return [];
-    return (this.byPort.get(port) ?? []).filter((n) => n !== self);
+    const owner = this.ownerOf(self);
+    return (this.byPort.get(port) ?? []).filter((n) => this.ownerOf(n) !== owner);
   }
 
   /** All names a registry entry defines: the service itself, its block roles, its versions. */
@@ -157,8 +203,9 @@ export class Registry {
         for (const role of roles) {
           const def = this.roles[role];
           if (!def) continue; // reported by `check`
-          const port = blockPort(base, def);
-          out.push({ service: `${name}-${role}`, port, number: port, scheme: 'block', prefix: prefixOrEmpty(port), internal: def.internal, collidesWith: [] });
+          const n = blockPort(base, def);
+          const port = n <= MAX_PORT ? n : null; // a base near 65535 leaves no room: reported by `check`
+          out.push({ service: `${name}-${role}`, port, number: n, scheme: 'block', prefix: port === null ? '' : prefixOrEmpty(port), internal: def.internal, collidesWith: [] });
         }
         return out;
       }
@@ -180,7 +227,7 @@ export class Registry {
       prefix: port === null ? '' : prefixOrEmpty(port),
       version,
       internal: entry.spec.internal,
-      collidesWith: this.othersOn(port, entry.name).filter((o) => !o.endsWith(`.${entry.name}`)),
+      collidesWith: [], // filled in by the caller: the port index may not exist yet
     };
   }
 }

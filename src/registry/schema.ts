@@ -45,11 +45,36 @@ export const ServiceSchema = z
   })
   .strict()
   .superRefine((s, ctx) => {
-    // An explicit scheme must come with the field it needs.
+    // The scheme is explicit or inferred from the one field that sets it, so
+    // fields of two schemes, or a scheme without its field, are mistakes that
+    // would otherwise silently pick one reading.
+    const schemeOf = { port: 'pinned', block: 'block', id: 'versioned' } as const;
+    const set = (Object.keys(schemeOf) as (keyof typeof schemeOf)[]).filter((f) => s[f] !== undefined);
+    if (set.length > 1) {
+      ctx.addIssue({ code: 'custom', path: [set[1]!], message: `"${set[0]}" and "${set[1]}" belong to different schemes; a service has one` });
+      return;
+    }
     const need: Record<string, keyof typeof s> = { pinned: 'port', block: 'block', versioned: 'id' };
     const field = s.scheme ? need[s.scheme] : undefined;
     if (field && s[field] === undefined) {
-      ctx.addIssue({ code: 'custom', path: [field], message: `scheme "${s.scheme}" needs "${field}"` });
+      ctx.addIssue({ code: 'custom', path: ['scheme'], message: `scheme "${s.scheme}" needs "${field}"` });
+      return;
+    }
+    const stray = set[0];
+    if (s.scheme && stray && schemeOf[stray] !== s.scheme) {
+      ctx.addIssue({ code: 'custom', path: [stray], message: `"${stray}" belongs to scheme "${schemeOf[stray]}", not "${s.scheme}"` });
+      return;
+    }
+    const scheme = s.scheme ?? (stray ? schemeOf[stray] : 'base32');
+    if (scheme === 'versioned' && s.version === undefined && (s.versions ?? []).length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['id'], message: 'a versioned service needs "version" or "versions"' });
+    }
+    if (scheme !== 'versioned' && (s.version !== undefined || s.versions !== undefined)) {
+      const f = s.version !== undefined ? 'version' : 'versions';
+      ctx.addIssue({ code: 'custom', path: [f], message: `"${f}" needs "id" (the versioned scheme)` });
+    }
+    if (scheme !== 'block' && s.roles !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['roles'], message: '"roles" needs "block" (the block scheme)' });
     }
   });
 
@@ -63,6 +88,10 @@ export const DaemonSchema = z
     allow: z.array(z.string()).optional(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
     queryLog: z.number().min(0).max(1).optional(),
+    upstreamTimeoutMs: z.number().int().min(10).max(30000).optional(),
+    cacheSize: z.number().int().min(0).optional(),
+    rateLimit: z.number().int().min(0).optional(),
+    maxInflight: z.number().int().min(1).optional(),
   })
   .strict();
 
