@@ -1,5 +1,10 @@
 import type { Command } from 'commander';
 import type { CliIO } from '../io.js';
+import { registerPort } from './port.js';
+import { registerDecode } from './decode.js';
+import { registerCheck } from './check.js';
+import { registerOrder } from './order.js';
+import { registerCompose } from './compose.js';
 import { registerResolve } from './resolve.js';
 import { registerInventory } from './inventory.js';
 import { registerFleet } from './fleet.js';
@@ -9,6 +14,11 @@ export type RegisterCommand = (program: Command, io: CliIO) => void;
 
 /** Every subcommand, in help order. One line per command module. */
 export const commands: RegisterCommand[] = [
+  registerPort,
+  registerDecode,
+  registerCheck,
+  registerOrder,
+  registerCompose,
   registerResolve,
   registerInventory,
   registerFleet,
