@@ -1,0 +1,549 @@
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Children, type Server } from './children.js';
+import { cpuSnapshot, cpuUse } from './cpu.js';
+import { TYPE_A, TYPE_SRV } from './dns-wire.js';
+import { percentile, runDnsperf, type DnsperfRun } from './dnsperf.js';
+import {
+  BENCH_ZONE,
+  COLD_ZONE,
+  FWD_ZONE,
+  GRPC_NAME,
+  RSS_NAMES,
+  SRV_NAMES,
+  benchRegistry,
+  canonicalSrv,
+  coldSet,
+  queryFile,
+  rssQueries,
+  serviceLabelAt,
+  srvQueries,
+  srvRecords,
+} from './fixtures.js';
+import { grpcLoad, grpcResolveOnce, mergeLoads } from './grpc-load.js';
+import { askDns, httpGet, metricValue, readRss } from './probe.js';
+import {
+  CANONPORT,
+  DGRAM_BARE,
+  DNS2_PLAIN,
+  DNSMASQ,
+  UNBOUND,
+  evaluateTargets,
+  renderReport,
+  type BenchResult,
+  type DnsScenarioId,
+  type DnsScenarioResult,
+  type GrpcResult,
+  type ServerResult,
+} from './report.js';
+import {
+  INSTALL_COMMAND,
+  REPO_ROOT,
+  Servers,
+  TOOL_PACKAGES,
+  canonportServeAvailable,
+  toolVersion,
+  type CanonportInstance,
+} from './servers.js';
+
+/**
+ * `npm run bench`: canonport against unbound, dnsmasq, a plain dns2 handler
+ * and a bare dgram socket, all serving the same answers, driven by dnsperf
+ * in the same run; gRPC Resolve against a no-op grpc-js handler; the
+ * daemon's RSS with 100k cached names and its time to first answer.
+ * Issue 5 has the targets; they are reported here, never asserted by tests.
+ */
+
+const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup'] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCENARIO…]] [--seconds N]
+
+  --quick       3 s per dnsperf run instead of 10 (whole bench ≤ ~90 s)
+  --json        print the result as JSON on stdout (the tables go to stderr)
+  --only        run some scenarios: ${SCENARIOS.join(', ')}
+  --seconds N   seconds per dnsperf throughput run
+
+Results are always written to bench-results/latest.json.
+Needs dnsperf and unbound (dnsmasq optional): ${INSTALL_COMMAND}`;
+
+interface Options {
+  quick: boolean;
+  json: boolean;
+  only: Scenario[];
+  seconds: number;
+  pacedQps: number;
+  pacedSeconds: number;
+  grpcMs: number;
+  budgetMs: number;
+  rssSeconds: number;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      only: { type: 'string', multiple: true },
+      seconds: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const only = (values.only ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+  for (const s of only) if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario "${s}": use ${SCENARIOS.join(', ')}`);
+  const quick = values.quick ?? false;
+  const seconds = values.seconds !== undefined ? Number(values.seconds) : quick ? 3 : 10;
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 120) throw new Error(`--seconds must be a whole number from 1 to 120`);
+  return {
+    quick,
+    json: values.json ?? false,
+    only: only.length ? (only as Scenario[]) : [...SCENARIOS],
+    seconds,
+    pacedQps: 5000,
+    pacedSeconds: quick ? 1 : 3,
+    grpcMs: quick ? 1500 : 4000,
+    rssSeconds: quick ? 40 : 60,
+    // The watchdog: past this, every child is killed and the partial result reported.
+    budgetMs: (quick ? 110 : 360) * 1000 + Math.max(0, seconds - (quick ? 3 : 10)) * 20_000,
+  };
+}
+
+const t0 = performance.now();
+function progress(msg: string): void {
+  process.stderr.write(`[bench +${((performance.now() - t0) / 1000).toFixed(1)}s] ${msg}\n`);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+class BudgetExceeded extends Error {}
+
+async function main(): Promise<number> {
+  let opts: Options;
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  const want = (s: Scenario) => opts.only.includes(s);
+  const needsDns = opts.only.some((s) => s !== 'grpc');
+
+  const tools = { dnsperf: toolVersion('dnsperf'), unbound: toolVersion('unbound'), dnsmasq: toolVersion('dnsmasq') };
+  const missing = (['dnsperf', 'unbound'] as const).filter((t) => needsDns && !tools[t]);
+  if (missing.length) {
+    process.stderr.write(
+      `bench: missing ${missing.map((t) => `${t} (Debian package "${TOOL_PACKAGES[t]}")`).join(' and ')}.\n` +
+        `Install them as root with:\n  ${INSTALL_COMMAND}\n`,
+    );
+    return 2;
+  }
+  if (!tools.dnsmasq) progress('dnsmasq not installed (Debian package "dnsmasq"): its rows are skipped');
+
+  const canonport = canonportServeAvailable();
+  if (!canonport.available) progress(`canonport serve not available (${canonport.reason}): measuring the references only`);
+
+  const outDir = join(REPO_ROOT, 'bench-results');
+  const workDir = join(outDir, 'work');
+  rmSync(workDir, { recursive: true, force: true });
+  mkdirSync(workDir, { recursive: true });
+
+  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).stdout?.trim() || null;
+  const startedAt = new Date();
+  const result: BenchResult = {
+    version: 1,
+    startedAt: startedAt.toISOString(),
+    finishedAt: '',
+    durationS: 0,
+    options: { quick: opts.quick, only: opts.only, seconds: opts.seconds, pacedQps: opts.pacedQps, pacedSeconds: opts.pacedSeconds },
+    host: { node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model.trim() ?? 'unknown', kernel: os.release(), commit },
+    tools,
+    canonport,
+    scenarios: {},
+    grpc: null,
+    rss: null,
+    startup: null,
+    targets: [],
+    errors: [],
+  };
+  const startup = { firstAnswerMs: [] as number[], readyzMs: [] as number[] };
+
+  // Fixtures: the same names and answers for every server.
+  const canonRecords = srvRecords(BENCH_ZONE);
+  const fwdRecords = srvRecords(FWD_ZONE);
+  const cold = coldSet();
+  const files = {
+    canonical: join(workDir, 'queries-canonical.txt'),
+    cached: join(workDir, 'queries-cached.txt'),
+    cold: join(workDir, 'queries-cold.txt'),
+    rss: join(workDir, 'queries-rss.txt'),
+    registry: join(workDir, 'registry.yaml'),
+  };
+  writeFileSync(files.canonical, queryFile(srvQueries(canonRecords)));
+  writeFileSync(files.cached, queryFile(srvQueries(fwdRecords)));
+  writeFileSync(files.cold, queryFile(cold.queries));
+  writeFileSync(files.registry, benchRegistry());
+  if (want('rss')) writeFileSync(files.rss, queryFile(rssQueries()));
+
+  const children = new Children(workDir);
+  const servers = new Servers(children, workDir, files.registry);
+  let aborted = false;
+  const check = () => {
+    if (aborted) throw new BudgetExceeded(`time budget of ${opts.budgetMs / 1000} s exceeded`);
+  };
+  const watchdog = setTimeout(() => {
+    aborted = true;
+    progress(`time budget of ${opts.budgetMs / 1000} s exceeded: stopping every child`);
+    void children.stopAll(200);
+  }, opts.budgetMs);
+  const onSignal = (sig: NodeJS.Signals) => {
+    progress(`${sig}: stopping every child`);
+    children.killAllSync();
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('exit', () => children.killAllSync());
+
+  const noteStart = (c: CanonportInstance) => {
+    startup.firstAnswerMs.push(c.firstAnswerMs);
+    startup.readyzMs.push(c.readyzMs);
+    progress(`canonport up: first answer ${c.firstAnswerMs.toFixed(0)} ms after spawn, /readyz ${c.readyzMs.toFixed(0)} ms`);
+  };
+
+  /** One server in one scenario: throughput run, then a paced run for p99, then an answer check. */
+  const measure = async (
+    scenario: DnsScenarioId,
+    serverName: string,
+    role: string,
+    port: () => Promise<Server>,
+    plan: {
+      file: string;
+      maxRuns?: number;
+      pacedFile?: string;
+      /** Called between the throughput run and the paced run (fresh instances for cold runs). */
+      between?: () => Promise<void>;
+      /** Servers this one relies on during the run (its upstream), for the CPU breakdown. */
+      helpers?: () => Promise<Server[]>;
+      check: { name: string; type: number; expect: string };
+    },
+  ): Promise<ServerResult> => {
+    const row: ServerResult = { server: serverName, role, qps: null, avgMs: null, completed: null, lost: null, rcodes: {}, paced: null, answerCheck: 'not checked', cpu: null };
+    try {
+      check();
+      const srv = await port();
+      const p = srv.port;
+      progress(`${scenario}: ${serverName} (${role}) on 127.0.0.1:${p}: dnsperf ${opts.seconds} s…`);
+      const helperPids = (await plan.helpers?.())?.map((h) => h.pid) ?? [];
+      const before = cpuSnapshot(srv.pid, helperPids);
+      const run: DnsperfRun = await runDnsperf({ port: p, file: plan.file, seconds: opts.seconds, ...(plan.maxRuns ? { maxRuns: plan.maxRuns } : {}) }, children);
+      row.cpu = cpuUse(before, cpuSnapshot(srv.pid, helperPids));
+      Object.assign(row, { qps: run.stats.qps, avgMs: run.stats.avgMs, completed: run.stats.completed, lost: run.stats.lost, rcodes: run.stats.rcodes });
+      const a = await askDns(p, plan.check.name, plan.check.type, 2000);
+      row.answerCheck = !a ? 'no answer' : a.rcode === 0 && a.answers.join('; ') === plan.check.expect ? 'ok' : `rcode ${a.rcode}, ${a.answers.join('; ') || 'no records'} (expected ${plan.check.expect})`;
+      check();
+      await plan.between?.();
+      const p2 = (await port()).port;
+      await sleep(300);
+      const paced = await runDnsperf(
+        { port: p2, file: plan.pacedFile ?? plan.file, seconds: opts.pacedSeconds, maxQps: opts.pacedQps, verbose: true, ...(plan.maxRuns ? { maxRuns: plan.maxRuns } : {}) },
+        children,
+      );
+      row.paced = { qps: paced.stats.qps, p99Ms: percentile(paced.latenciesMs, 99), avgMs: paced.stats.avgMs, answers: paced.latenciesMs.length };
+      progress(
+        `${scenario}: ${serverName}: ${Math.round(row.qps!).toLocaleString('en-US')} q/s, avg ${row.avgMs!.toFixed(3)} ms, lost ${row.lost}; ` +
+          `p99 ${row.paced.p99Ms.toFixed(3)} ms at ${Math.round(row.paced.qps)} q/s; answer ${row.answerCheck}; ` +
+          `cpu: server ${row.cpu.server?.toFixed(0) ?? '?'}%, dnsperf ${row.cpu.loadGenerator.toFixed(0)}%, upstream ${row.cpu.upstream.toFixed(0)}%, other ${row.cpu.other.toFixed(0)}%`,
+      );
+    } catch (err) {
+      if (err instanceof BudgetExceeded) throw err;
+      row.error = (err as Error).message.split('\n')[0]!;
+      result.errors.push(`${scenario}/${serverName}: ${(err as Error).message}`);
+      progress(`${scenario}: ${serverName} failed: ${(err as Error).message}`);
+      check();
+    }
+    await sleep(300);
+    return row;
+  };
+
+  // Long-lived servers, started on first use.
+  const lazy = <T>(start: () => Promise<T>) => {
+    let p: Promise<T> | undefined;
+    return () => (p ??= start());
+  };
+  const unbound = lazy(() => {
+    progress('starting unbound (bench.test, fwd.test, cold.test as local-data)');
+    return servers.startUnbound([
+      { zone: BENCH_ZONE, srv: canonRecords },
+      { zone: FWD_ZONE, srv: fwdRecords },
+      { zone: COLD_ZONE, srv: cold.srv, a: cold.a },
+    ]);
+  });
+  const dnsmasqAuth = lazy(() => servers.startDnsmasq('auth', { srv: canonRecords }));
+  const dns2Plain = lazy(() => servers.startNodeReference('ref-dns2'));
+  const dgramBare = lazy(() => servers.startNodeReference('ref-dgram'));
+  let mainCanonport: CanonportInstance | null = null;
+  const canonportMain = async () => {
+    if (!mainCanonport) {
+      const up = await unbound();
+      progress('starting canonport serve (upstream: unbound)');
+      mainCanonport = await servers.startCanonport(up.port);
+      noteStart(mainCanonport);
+    }
+    return mainCanonport;
+  };
+  const srvExpect = (zone: string) => {
+    const r = canonicalSrv(serviceLabelAt(0), zone);
+    return { name: r.name, type: TYPE_SRV, expect: `SRV 0 0 ${r.port} ${r.target.replace(/\.$/, '')}` };
+  };
+
+  try {
+    // (a) canonical SRV answers.
+    if (want('canonical')) {
+      const s: DnsScenarioResult = {
+        id: 'canonical',
+        title: `(a) canonical SRV answers: ${SRV_NAMES.toLocaleString('en-US')} names _svcNNNN._tcp.${BENCH_ZONE}`,
+        method: `dnsperf -c 4 -l ${opts.seconds} (q/s, avg); p99 from a second run paced at ${opts.pacedQps} q/s for ${opts.pacedSeconds} s (dnsperf -Q -v)`,
+        rows: [],
+        notes: [],
+      };
+      const plan = { file: files.canonical, check: srvExpect(BENCH_ZONE) };
+      if (canonport.available) s.rows.push(await measure('canonical', CANONPORT, 'canonical (scheme)', async () => (await canonportMain()).server, plan));
+      s.rows.push(await measure('canonical', UNBOUND, 'local-data', unbound, plan));
+      if (tools.dnsmasq) s.rows.push(await measure('canonical', DNSMASQ, 'srv-host', dnsmasqAuth, plan));
+      s.rows.push(await measure('canonical', DNS2_PLAIN, 'dns2 handler', dns2Plain, plan));
+      s.rows.push(await measure('canonical', DGRAM_BARE, 'fixed-shape', dgramBare, plan));
+      result.scenarios.canonical = s;
+    }
+
+    // (b) forwarded answers served from cache, after one warm-up pass.
+    if (want('cached')) {
+      const s: DnsScenarioResult = {
+        id: 'cached',
+        title: `(b) cached forwarded answers: ${SRV_NAMES.toLocaleString('en-US')} names _svcNNNN._tcp.${FWD_ZONE} (unbound's local-data), after a warm-up pass`,
+        method: `forwarders warmed with dnsperf -n 1 over the file, then dnsperf -c 4 -l ${opts.seconds}; p99 paced at ${opts.pacedQps} q/s`,
+        rows: [],
+        notes: [],
+      };
+      const warm = async (name: string, port: number) => {
+        const w = await runDnsperf({ port, file: files.cached, seconds: 30, maxRuns: 1, maxQps: 20_000 }, children);
+        progress(`cached: ${name} warm-up: ${w.stats.completed} answered, ${w.stats.lost} lost`);
+        if (w.stats.lost > 0) s.notes.push(`${name} warm-up lost ${w.stats.lost} of ${w.stats.sent}: those were fetched during the measured run`);
+      };
+      const plan = { file: files.cached, check: srvExpect(FWD_ZONE), helpers: async () => [await unbound()] };
+      if (canonport.available) {
+        let warmed = false;
+        s.rows.push(
+          await measure('cached', CANONPORT, 'forwarding + cache', async () => {
+            const c = await canonportMain();
+            if (!warmed) {
+              await warm(CANONPORT, c.server.port);
+              warmed = true;
+            }
+            return c.server;
+          }, plan),
+        );
+      }
+      s.rows.push(await measure('cached', UNBOUND, 'local-data', unbound, { file: files.cached, check: srvExpect(FWD_ZONE) }));
+      if (tools.dnsmasq) {
+        let fwd: Server | null = null;
+        s.rows.push(
+          await measure('cached', DNSMASQ, 'forwarding + cache', async () => {
+            if (!fwd) {
+              fwd = await servers.startDnsmasq('fwd', { upstreamPort: (await unbound()).port });
+              await warm(DNSMASQ, fwd.port);
+            }
+            return fwd;
+          }, plan),
+        );
+        if (fwd) await children.stop(fwd);
+      }
+      s.rows.push(await measure('cached', DNS2_PLAIN, 'dns2 handler', dns2Plain, plan));
+      s.rows.push(await measure('cached', DGRAM_BARE, 'fixed-shape', dgramBare, plan));
+      result.scenarios.cached = s;
+    }
+
+    // The no-op and canonport gRPC servers, same client, alternating.
+    if (want('grpc')) {
+      const g: GrpcResult = {
+        name: GRPC_NAME,
+        method: `one grpc-js channel, N calls in flight, ${opts.grpcMs / 1000} s per cell (two halves, order no-op/canonport/canonport/no-op, each after 100 warm-up calls); no-op = same proto, Resolve returns a fixed Resolution`,
+        rows: [],
+        notes: [],
+      };
+      progress('grpc: starting the no-op grpc-js server');
+      const noop = await servers.startGrpcNoop();
+      let cp: CanonportInstance | null = null;
+      if (canonport.available) {
+        try {
+          cp = await canonportMain();
+          const res = await grpcResolveOnce(`127.0.0.1:${cp.grpcPort}`, GRPC_NAME);
+          g.notes.push(`canonport answers: ${JSON.stringify(res)}`);
+        } catch (err) {
+          g.notes.push(`canonport Resolve check failed: ${(err as Error).message}`);
+        }
+      } else g.notes.push('canonport serve not available: no-op reference only');
+      for (const concurrency of [1, 16, 64]) {
+        check();
+        // Half the time each, in the order no-op, canonport, canonport, no-op: drift in
+        // the machine's load (other work on it) then weighs on both sides alike.
+        const load = (port: number) =>
+          grpcLoad({ target: `127.0.0.1:${port}`, name: GRPC_NAME, concurrency, durationMs: opts.grpcMs / 2, maxCalls: 100_000, warmupCalls: 100 });
+        const rowG: GrpcResult['rows'][number] = { concurrency, canonport: null, noop: null };
+        try {
+          const n1 = await load(noop.port);
+          const c1 = cp ? await load(cp.grpcPort) : null;
+          const c2 = cp ? await load(cp.grpcPort) : null;
+          const n2 = await load(noop.port);
+          rowG.noop = mergeLoads([n1, n2]);
+          if (c1 && c2) rowG.canonport = mergeLoads([c1, c2]);
+        } catch (err) {
+          result.errors.push(`grpc at ${concurrency}: ${(err as Error).message}`);
+        }
+        progress(
+          `grpc: ${concurrency} in flight: no-op ${rowG.noop ? Math.round(rowG.noop.callsPerSec) : '–'} calls/s` +
+            (rowG.canonport ? `, canonport ${Math.round(rowG.canonport.callsPerSec)} calls/s (${rowG.canonport.errors} errors)` : ''),
+        );
+        g.rows.push(rowG);
+      }
+      await children.stop(noop);
+      result.grpc = g;
+    }
+
+    // From here on each canonport is fresh: stop the long-lived one.
+    if (mainCanonport) {
+      await children.stop((mainCanonport as CanonportInstance).server);
+      mainCanonport = null;
+    }
+
+    // (c) cold-cache forwarding mix: a fresh forwarder per run, names it has never seen.
+    if (want('cold')) {
+      const s: DnsScenarioResult = {
+        id: 'cold',
+        title: `(c) cold-cache forwarding mix: ${cold.queries.length.toLocaleString('en-US')} distinct names under ${COLD_ZONE} (1/2 A, 1/4 SRV, 1/4 NXDOMAIN), upstream unbound`,
+        method: `forwarders: a fresh instance per run, dnsperf -n 1 (each name once, so every query is a miss) -c 4 -l ${opts.seconds}; unbound: its local-data for ${opts.seconds} s`,
+        rows: [],
+        notes: [],
+      };
+      const coldCheck = { name: cold.a[0]!.name, type: TYPE_A, expect: `A ${cold.a[0]!.address}` };
+      const plan = { file: files.cold, maxRuns: 1, check: coldCheck, helpers: async () => [await unbound()] };
+      if (canonport.available) {
+        let inst: CanonportInstance | null = null;
+        const fresh = async () => {
+          if (inst) await children.stop(inst.server);
+          inst = await servers.startCanonport((await unbound()).port);
+          noteStart(inst);
+        };
+        s.rows.push(
+          await measure('cold', CANONPORT, 'forwarding, cold', async () => {
+            if (!inst) await fresh();
+            return inst!.server;
+          }, { ...plan, between: fresh }),
+        );
+        if (inst) await children.stop((inst as CanonportInstance).server);
+      }
+      s.rows.push(await measure('cold', UNBOUND, 'local-data', unbound, { file: files.cold, check: coldCheck }));
+      if (tools.dnsmasq) {
+        let fwd: Server | null = null;
+        const fresh = async () => {
+          if (fwd) await children.stop(fwd);
+          fwd = await servers.startDnsmasq('fwd', { upstreamPort: (await unbound()).port });
+        };
+        s.rows.push(
+          await measure('cold', DNSMASQ, 'forwarding, cold', async () => {
+            if (!fwd) await fresh();
+            return fwd!;
+          }, { ...plan, between: fresh }),
+        );
+        if (fwd) await children.stop(fwd);
+      }
+      s.notes.push('the forwarders\' probe of one name at start-up (their readiness check) is the only name they have seen before the run');
+      result.scenarios.cold = s;
+    }
+
+    // RSS after filling the cache with 100k distinct forwarded names.
+    if (want('rss')) {
+      if (!canonport.available) progress('rss: skipped, canonport serve not available');
+      else {
+        const up = await dgramBare();
+        progress(`rss: fresh canonport forwarding to the dgram reference (answers A for any name); filling with ${RSS_NAMES.toLocaleString('en-US')} names`);
+        const c = await servers.startCanonport(up.port);
+        noteStart(c);
+        const baseline = readRss(c.server.pid);
+        const t = performance.now();
+        const fill = await runDnsperf({ port: c.server.port, file: files.rss, seconds: opts.rssSeconds, maxRuns: 1 }, children);
+        const seconds = (performance.now() - t) / 1000;
+        await sleep(1000);
+        const after = readRss(c.server.pid);
+        let cacheEntries: number | null = null;
+        try {
+          cacheEntries = metricValue((await httpGet(c.httpPort, '/metrics', 3000)).body, 'canonport_cache_entries');
+        } catch (err) {
+          result.errors.push(`rss: /metrics: ${(err as Error).message}`);
+        }
+        const mb = (mib: number) => (mib * 1024 * 1024) / 1e6;
+        result.rss = {
+          names: RSS_NAMES,
+          completed: fill.stats.completed,
+          lost: fill.stats.lost,
+          seconds,
+          cacheEntries,
+          baselineMB: mb(baseline.rssMiB),
+          rssMB: mb(after.rssMiB),
+          peakMB: mb(after.hwmMiB),
+          notes: fill.stats.completed < RSS_NAMES ? [`only ${fill.stats.completed} of ${RSS_NAMES} answered within ${opts.rssSeconds} s (${fill.stats.stopReason})`] : [],
+        };
+        progress(`rss: ${result.rss.rssMB.toFixed(1)} MB after ${fill.stats.completed} answers, cache entries ${cacheEntries ?? 'unknown'}`);
+        await children.stop(c.server);
+      }
+    }
+
+    // Startup: every start above counted; make it at least three.
+    if (want('startup') && canonport.available) {
+      for (let i = 0; startup.firstAnswerMs.length < 3 && i < 3; i++) {
+        check();
+        const c = await servers.startCanonport((await unbound()).port);
+        noteStart(c);
+        await children.stop(c.server);
+      }
+    }
+  } catch (err) {
+    result.errors.push((err as Error).message);
+    progress(`stopped: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(watchdog);
+    await children.stopAll();
+  }
+
+  if (canonport.available && startup.firstAnswerMs.length) result.startup = startup;
+  result.finishedAt = new Date().toISOString();
+  result.durationS = (performance.now() - t0) / 1000;
+  result.targets = evaluateTargets(result);
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(result, null, 2)}\n`);
+  const report = renderReport(result);
+  if (opts.json) {
+    process.stderr.write(report);
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  } else process.stdout.write(report);
+  progress(`results written to ${join(outDir, 'latest.json')}; configs and server logs in ${workDir}`);
+  return result.errors.length ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`bench: ${(err as Error).stack ?? err}\n`);
+    process.exitCode = 1;
+  },
+);

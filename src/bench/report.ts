@@ -1,0 +1,284 @@
+import type { CpuUse } from './cpu.js';
+import type { GrpcLoadResult } from './grpc-load.js';
+
+/**
+ * The bench's result (also its JSON), the targets of issue 5 checked against
+ * it, and the tables printed for people. Pure.
+ */
+
+export const CANONPORT = 'canonport';
+export const UNBOUND = 'unbound';
+export const DNSMASQ = 'dnsmasq';
+export const DNS2_PLAIN = 'dns2 plain';
+export const DGRAM_BARE = 'dgram bare';
+/** % of one core used by other processes during a run, above which its figures are flagged. */
+export const OTHER_CPU_WARN = 15;
+
+/** One server in one DNS scenario. Latencies in ms; null where not measured. */
+export interface ServerResult {
+  server: string;
+  /** How it answers in this scenario: "local-data", "forwarding + cache", … */
+  role: string;
+  qps: number | null;
+  avgMs: number | null;
+  completed: number | null;
+  lost: number | null;
+  rcodes: Record<string, number>;
+  /** p99 and average from the paced run, and the rate that run reached. */
+  paced: { qps: number; p99Ms: number; avgMs: number; answers: number } | null;
+  /** "ok", or what differed from the expected answer. */
+  answerCheck: string;
+  /** CPU during the throughput run, % of one core: the server's, dnsperf's, and everything else on the machine's. */
+  cpu: CpuUse | null;
+  error?: string;
+}
+
+export type DnsScenarioId = 'canonical' | 'cached' | 'cold';
+
+export interface DnsScenarioResult {
+  id: DnsScenarioId;
+  title: string;
+  method: string;
+  rows: ServerResult[];
+  notes: string[];
+}
+
+export interface GrpcResult {
+  name: string;
+  method: string;
+  rows: { concurrency: number; canonport: GrpcLoadResult | null; noop: GrpcLoadResult | null }[];
+  notes: string[];
+}
+
+export interface RssResult {
+  names: number;
+  completed: number;
+  lost: number;
+  seconds: number;
+  cacheEntries: number | null;
+  /** Megabytes (10^6 bytes), as the target is written. */
+  baselineMB: number;
+  rssMB: number;
+  peakMB: number;
+  notes: string[];
+}
+
+export interface StartupResult {
+  /** Spawn → first canonical SRV answer, ms, one per canonport start in this run. */
+  firstAnswerMs: number[];
+  /** Spawn → /readyz 200, ms. */
+  readyzMs: number[];
+}
+
+export type TargetStatus = 'PASS' | 'MISS' | 'n/a';
+
+export interface Target {
+  id: string;
+  description: string;
+  status: TargetStatus;
+  /** The figure compared, in the unit of the threshold; null when not measured. */
+  value: number | null;
+  threshold: number;
+  detail: string;
+}
+
+export interface BenchResult {
+  version: 1;
+  startedAt: string;
+  finishedAt: string;
+  durationS: number;
+  options: { quick: boolean; only: string[]; seconds: number; pacedQps: number; pacedSeconds: number };
+  host: { node: string; cpus: number; cpuModel: string; kernel: string; commit: string | null };
+  tools: Record<string, string | null>;
+  canonport: { available: boolean; reason?: string };
+  scenarios: Partial<Record<DnsScenarioId, DnsScenarioResult>>;
+  grpc: GrpcResult | null;
+  rss: RssResult | null;
+  startup: StartupResult | null;
+  targets: Target[];
+  errors: string[];
+}
+
+function row(s: DnsScenarioResult | undefined, server: string): ServerResult | undefined {
+  return s?.rows.find((r) => r.server === server && r.qps !== null);
+}
+
+function fmtQps(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+/** The targets of issue 5, each PASS / MISS / n/a against this run. */
+export function evaluateTargets(r: BenchResult): Target[] {
+  const out: Target[] = [];
+  const unavailable = r.canonport.available ? 'not measured' : `canonport serve not available${r.canonport.reason ? ` (${r.canonport.reason})` : ''}`;
+  const push = (id: string, description: string, value: number | null, threshold: number, ok: (v: number) => boolean, detail: string) =>
+    out.push({ id, description, value, threshold, status: value === null || !Number.isFinite(value) ? 'n/a' : ok(value) ? 'PASS' : 'MISS', detail: value === null ? unavailable : detail });
+
+  for (const [sid, label] of [
+    ['canonical', 'canonical SRV'],
+    ['cached', 'cached forwarded'],
+  ] as const) {
+    const s = r.scenarios[sid];
+    const cp = row(s, CANONPORT);
+    const ratio = (ref: string, id: string, desc: string, threshold: number, ok: (v: number) => boolean) => {
+      const rr = row(s, ref);
+      const value = cp && rr ? cp.qps! / rr.qps! : null;
+      const detail = cp && rr ? `${value!.toFixed(2)} × (${fmtQps(cp.qps!)} vs ${fmtQps(rr.qps!)} q/s)` : !s ? 'scenario not run' : !rr ? `${ref} not measured` : unavailable;
+      out.push({ id, description: desc, value, threshold, status: value === null ? 'n/a' : ok(value) ? 'PASS' : 'MISS', detail });
+    };
+    ratio(UNBOUND, `${sid}-vs-unbound`, `${label} ≥ 0.30 × unbound q/s`, 0.3, (v) => v >= 0.3);
+    ratio(DNSMASQ, `${sid}-vs-dnsmasq`, `${label} above dnsmasq q/s`, 1, (v) => v > 1);
+    ratio(DNS2_PLAIN, `${sid}-vs-dns2`, `${label} ≥ 2 × dns2 plain q/s`, 2, (v) => v >= 2);
+  }
+
+  const canonPaced = row(r.scenarios.canonical, CANONPORT)?.paced ?? null;
+  push(
+    'p99-at-5k',
+    `p99 latency < 2 ms at ${fmtQps(r.options.pacedQps)} q/s (canonical SRV)`,
+    canonPaced ? canonPaced.p99Ms : null,
+    2,
+    (v) => v < 2,
+    canonPaced ? `${canonPaced.p99Ms.toFixed(3)} ms at ${fmtQps(canonPaced.qps)} q/s reached` : '',
+  );
+
+  let grpcMin: number | null = null;
+  let grpcDetail = '';
+  for (const g of r.grpc?.rows ?? []) {
+    if (!g.canonport || !g.noop || g.canonport.errors > 0) continue;
+    const v = g.canonport.callsPerSec / g.noop.callsPerSec;
+    if (grpcMin === null || v < grpcMin) {
+      grpcMin = v;
+      grpcDetail = `worst at concurrency ${g.concurrency}: ${v.toFixed(2)} × (${fmtQps(g.canonport.callsPerSec)} vs ${fmtQps(g.noop.callsPerSec)} calls/s)`;
+    }
+  }
+  const grpcErr = r.grpc?.rows.find((g) => g.canonport && g.canonport.errors > 0)?.canonport?.firstError;
+  if (grpcErr) grpcDetail = `canonport Resolve failed: ${grpcErr}`;
+  push('grpc-vs-noop', 'gRPC Resolve ≥ 0.8 × no-op grpc-js handler (every concurrency)', grpcErr ? null : grpcMin, 0.8, (v) => v >= 0.8, grpcDetail);
+  if (grpcErr) out[out.length - 1]!.detail = grpcDetail;
+
+  const rss = r.rss;
+  push(
+    'rss-100k',
+    'RSS < 150 MB with 100k cached names',
+    rss ? rss.rssMB : null,
+    150,
+    (v) => v < 150,
+    rss ? `${rss.rssMB.toFixed(1)} MB (peak ${rss.peakMB.toFixed(1)}, at start ${rss.baselineMB.toFixed(1)}; cache entries ${rss.cacheEntries ?? 'unknown'})` : '',
+  );
+
+  const st = r.startup;
+  const worst = st && st.firstAnswerMs.length ? Math.max(...st.firstAnswerMs) : null;
+  push(
+    'ready-500ms',
+    'ready to answer within 500 ms of start',
+    worst,
+    500,
+    (v) => v <= 500,
+    st ? `worst ${worst?.toFixed(0)} ms over ${st.firstAnswerMs.length} start(s): ${st.firstAnswerMs.map((v) => v.toFixed(0)).join(', ')} ms` : '',
+  );
+  return out;
+}
+
+/** Left-aligns the first `textColumns` columns, right-aligns the others (numbers). */
+export function table(header: string[], rows: string[][], textColumns = 1): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i < textColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].map((l) => `  ${l}`).join('\n');
+}
+
+const ms = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(3));
+
+/** One DNS scenario's table: the last column is canonport's q/s divided by that row's. */
+export function dnsScenarioTable(s: DnsScenarioResult): string {
+  const cp = row(s, CANONPORT);
+  const rows = s.rows.map((r) => [
+    r.server,
+    r.role,
+    r.qps === null ? (r.error ? 'error' : '–') : fmtQps(r.qps),
+    ms(r.avgMs),
+    ms(r.paced?.p99Ms),
+    r.lost === null ? '–' : String(r.lost),
+    r.cpu?.server == null ? '–' : `${r.cpu.server.toFixed(0)}%`,
+    r.cpu ? `${r.cpu.loadGenerator.toFixed(0)}%` : '–',
+    r.cpu && r.cpu.upstream > 0 ? `${r.cpu.upstream.toFixed(0)}%` : '–',
+    r.cpu ? `${r.cpu.other.toFixed(0)}%` : '–',
+    r.answerCheck === 'ok' ? 'ok' : 'DIFF',
+    cp && r.qps ? (cp.qps! / r.qps).toFixed(2) : '–',
+  ]);
+  const out = [`${s.title}`, `  ${s.method}`, table(['server', 'answers from', 'q/s', 'avg ms', 'p99 ms', 'lost', 'cpu', 'dnsperf', 'upstream', 'other', 'answer', 'canonport/this'], rows, 2)];
+  for (const r of s.rows) {
+    if (r.error) out.push(`  ${r.server}: ${r.error}`);
+    else if (r.answerCheck !== 'ok') out.push(`  ${r.server}: answer differs: ${r.answerCheck}`);
+  }
+  const busy = s.rows.filter((r) => r.cpu && r.cpu.other > OTHER_CPU_WARN);
+  if (busy.length) {
+    out.push(`  warning: other processes used CPU during ${busy.map((r) => `${r.server} (${r.cpu!.other.toFixed(0)}%)`).join(', ')}: those figures are low`);
+  }
+  for (const n of s.notes) out.push(`  note: ${n}`);
+  return out.join('\n');
+}
+
+export function grpcTable(g: GrpcResult): string {
+  const rows = g.rows.map((x) => [
+    String(x.concurrency),
+    x.canonport ? fmtQps(x.canonport.callsPerSec) : '–',
+    x.canonport ? ms(x.canonport.p99Ms) : '–',
+    x.canonport ? String(x.canonport.errors) : '–',
+    x.noop ? fmtQps(x.noop.callsPerSec) : '–',
+    x.noop ? ms(x.noop.p99Ms) : '–',
+    x.canonport && x.noop ? (x.canonport.callsPerSec / x.noop.callsPerSec).toFixed(2) : '–',
+  ]);
+  const out = [
+    `gRPC Resolve("${g.name}")`,
+    `  ${g.method}`,
+    table(['in flight', 'canonport calls/s', 'p99 ms', 'errors', 'no-op calls/s', 'p99 ms', 'canonport/no-op'], rows),
+  ];
+  for (const x of g.rows) if (x.canonport?.firstError) out.push(`  canonport at ${x.concurrency}: ${x.canonport.firstError}`);
+  for (const n of g.notes) out.push(`  note: ${n}`);
+  return out.join('\n');
+}
+
+export function targetsTable(targets: Target[]): string {
+  return ['targets (issue 5)', ...targets.map((t) => `  ${t.status.padEnd(4)}  ${t.description.padEnd(62)}  ${t.detail}`)].join('\n');
+}
+
+/** The whole human-readable report. */
+export function renderReport(r: BenchResult): string {
+  const parts: string[] = [];
+  const tools = Object.entries(r.tools)
+    .map(([k, v]) => `${k} ${v ?? 'missing'}`)
+    .join(', ');
+  parts.push(
+    `canonport bench ${r.startedAt} — node ${r.host.node}, ${r.host.cpus} CPUs (${r.host.cpuModel}), ${tools}; commit ${r.host.commit ?? 'unknown'}${r.options.quick ? '; --quick' : ''}`,
+  );
+  if (!r.canonport.available) parts.push(`canonport serve not available: ${r.canonport.reason ?? ''} — references only`);
+  for (const id of ['canonical', 'cached', 'cold'] as const) {
+    const s = r.scenarios[id];
+    if (s) parts.push(dnsScenarioTable(s));
+  }
+  if (r.grpc) parts.push(grpcTable(r.grpc));
+  if (r.rss) {
+    const x = r.rss;
+    parts.push(
+      [
+        `RSS with ${fmtQps(x.names)} forwarded names cached`,
+        `  ${fmtQps(x.completed)} answered, ${x.lost} lost in ${x.seconds.toFixed(1)} s; cache entries ${x.cacheEntries ?? 'unknown'}`,
+        `  RSS ${x.rssMB.toFixed(1)} MB (at start ${x.baselineMB.toFixed(1)} MB, peak ${x.peakMB.toFixed(1)} MB)`,
+        ...x.notes.map((n) => `  note: ${n}`),
+      ].join('\n'),
+    );
+  }
+  if (r.startup) {
+    parts.push(
+      `startup: spawn → first answer ${r.startup.firstAnswerMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}; spawn → /readyz 200 ${r.startup.readyzMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}`,
+    );
+  }
+  parts.push(targetsTable(r.targets));
+  for (const e of r.errors) parts.push(`error: ${e}`);
+  parts.push(`(${r.durationS.toFixed(0)} s)`);
+  return `${parts.join('\n\n')}\n`;
+}
