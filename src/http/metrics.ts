@@ -10,7 +10,7 @@ export class Metrics {
 
   readonly dnsQueries = new Counter({
     name: 'canonport_dns_queries_total',
-    help: 'DNS queries answered, by query type, response code, answer source (canonical, cache, forward, stale, local) and transport.',
+    help: 'DNS queries answered, by query type, response code, answer source (canonical, local, cache, stale, forward, refused, error) and transport.',
     labelNames: ['type', 'rcode', 'source', 'transport'] as const,
     registers: [this.registry],
   });
@@ -23,7 +23,7 @@ export class Metrics {
   });
   readonly dnsDropped = new Counter({
     name: 'canonport_dns_dropped_total',
-    help: 'DNS packets dropped without an answer, by reason (unparsable, response, ratelimit, tcp_limit).',
+    help: 'DNS queries not served normally, by reason: dropped without an answer (unparsable, response, tcp_limit) or refused/failed early (ratelimit, inflight_cap).',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
@@ -40,7 +40,7 @@ export class Metrics {
   });
   readonly upstreamQueries = new Counter({
     name: 'canonport_upstream_queries_total',
-    help: 'Queries sent to upstream resolvers, by upstream and outcome (ok, timeout, servfail, refused, error, truncated).',
+    help: 'Queries sent to upstream resolvers, by upstream and outcome (ok, ok_tcp after a truncated UDP reply, timeout, servfail, refused, notimp, formerr, error).',
     labelNames: ['upstream', 'outcome'] as const,
     registers: [this.registry],
   });
