@@ -10,7 +10,7 @@ export class Metrics {
 
   readonly dnsQueries = new Counter({
     name: 'canonport_dns_queries_total',
-    help: 'DNS queries answered, by query type, response code, answer source (canonical, local, cache, stale, forward, refused, error) and transport.',
+    help: 'DNS queries answered, by query type, response code, answer source (canonical, cache, stale, forward, refused, error) and transport.',
     labelNames: ['type', 'rcode', 'source', 'transport'] as const,
     registers: [this.registry],
   });
