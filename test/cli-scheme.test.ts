@@ -1,16 +1,22 @@
 import { execFile } from 'node:child_process';
-import { access, readFile } from 'node:fs/promises';
+import { access, copyFile, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 
 /**
  * The scheme commands (port, decode, check, order, compose) run as real
  * processes: `node bin/canonport.js …` after `npx tsc -p .`, as a user
- * would after `npm install`.
+ * would after `npm install`. The build goes to a private copy of the
+ * package layout (bin/, dist/, package.json, links to proto/ and
+ * node_modules/), so test files that rebuild dist/ in parallel never hand
+ * this one a half-written module.
  */
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
+let PKG = '';
 const fixture = (name: string): string => `test/fixtures/registry/${name}`;
 
 interface Run {
@@ -23,7 +29,7 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   const base = { ...process.env };
   delete base.CANONPORT_REGISTRY;
   return new Promise((resolve) => {
-    execFile(process.execPath, ['bin/canonport.js', ...args], { cwd: REPO, env: { ...base, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [join(PKG, 'bin/canonport.js'), ...args], { cwd: REPO, env: { ...base, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
       resolve({ code, stdout, stderr });
     });
@@ -37,14 +43,25 @@ function expectNoStack(r: Run): void {
 }
 
 beforeAll(async () => {
+  PKG = await mkdtemp(join(tmpdir(), 'canonport-cli-'));
+  await mkdir(join(PKG, 'bin'));
+  await copyFile(join(REPO, 'bin/canonport.js'), join(PKG, 'bin/canonport.js'));
+  await copyFile(join(REPO, 'package.json'), join(PKG, 'package.json'));
+  await symlink(join(REPO, 'node_modules'), join(PKG, 'node_modules'));
+  await symlink(join(REPO, 'proto'), join(PKG, 'proto'));
   // tsc emits even when another file has a type error; the check below says what is missing.
-  await new Promise<void>((resolve) => execFile('npx', ['tsc', '-p', '.'], { cwd: REPO, timeout: 120_000 }, () => resolve()));
-  for (const f of ['dist/cli/main.js', 'dist/cli/commands/port.js', 'dist/registry/check.js']) {
-    await access(new URL(`../${f}`, import.meta.url)).catch(() => {
+  const outDir = join(PKG, 'dist');
+  await new Promise<void>((resolve) => execFile('npx', ['tsc', '-p', '.', '--outDir', outDir], { cwd: REPO, timeout: 120_000 }, () => resolve()));
+  for (const f of ['cli/main.js', 'cli/commands/port.js', 'registry/check.js']) {
+    await access(join(outDir, f)).catch(() => {
       throw new Error(`${f} was not built: run npx tsc -p . and read its errors`);
     });
   }
 }, 120_000);
+
+afterAll(async () => {
+  if (PKG) await rm(PKG, { recursive: true, force: true });
+});
 
 const SEED_TABLE: [string, number][] = [
   ['api', 12082],

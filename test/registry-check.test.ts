@@ -69,6 +69,14 @@ describe('checkRegistry: one fixture per finding', () => {
     expect(fs.find((f) => f.names[0] === 'v101.acme')!.message).toMatch(/8100101, over 65535/);
   });
 
+  it('CHECK_VERSIONED_OVERFLOW for a version given on the command line', () => {
+    const r = parseRegistry('services:\n  user:\n    id: 1\n    version: 1\n');
+    const fs = checkRegistry(r, NO_HOST_FACTS, ['v101.user', 'v101.user.cluster-1.example.com', 'v2.user']);
+    expect(fs.map((f) => [f.code, f.names[0], f.message])).toEqual([
+      [CheckCodes.VERSIONED_OVERFLOW, 'v101.user', 'v101.user: versioned number 81101 is over 65535'],
+    ]);
+  });
+
   it('CHECK_DUPLICATE_ID (error)', async () => {
     const fs = await checkFixture('duplicate-id.yaml');
     expect(codes(fs)).toEqual([CheckCodes.DUPLICATE_ID]);

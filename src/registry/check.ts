@@ -139,11 +139,19 @@ export function checkRegistry(registry: Registry, facts: HostFacts, extraNames: 
   for (const a of registry.expanded.values()) {
     if (a.port !== null) named.push({ name: a.service, owner: registry.ownerOf(a.service), port: a.port, scheme: a.scheme });
   }
+  const overflowed: string[] = [];
   for (const raw of extraNames) {
     const a: PortAssignment = registry.lookupName(raw);
-    if (a.port === null) continue; // a versioned overflow: reported below if the registry lists it
     const m = /^v\d+\.([^.]+)/.exec(raw);
     const name = m && registry.isVersioned(m[1]!) ? `v${a.version}.${a.service}` : a.service;
+    if (a.port === null) {
+      // A version the registry does not list (`check v101.user`); listed ones are reported by checkVersioned.
+      if (!registry.expanded.has(name) && !overflowed.includes(name)) {
+        overflowed.push(name);
+        add(CheckCodes.VERSIONED_OVERFLOW, `${name}: versioned number ${a.number} is over ${MAX_PORT}`, [name]);
+      }
+      continue;
+    }
     if (!named.some((n) => n.name === name)) named.push({ name, owner: registry.ownerOf(a.service), port: a.port, scheme: a.scheme });
   }
   const byPort = new Map<number, Named[]>();
