@@ -48,4 +48,6 @@ export interface DaemonContext {
   events: EventEmitter<DaemonEvents>;
   /** All listeners bound and config loaded. */
   ready(): boolean;
+  /** When set, /metrics serves this text (a cluster primary aggregating its workers) instead of `metrics.registry`. */
+  metricsText?: (() => Promise<string>) | undefined;
 }

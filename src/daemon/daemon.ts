@@ -40,6 +40,15 @@ export interface DaemonOptions {
   watchRegistry?: boolean | undefined;
   /** Start the inventory refresh timer (default true). */
   inventory?: boolean | undefined;
+  /**
+   * What this process serves. `all` (default): DNS, gRPC and HTTP.
+   * With `--workers`, the primary is `front` (gRPC, HTTP, inventory, no DNS
+   * socket) and each worker is `dns` (only the DNS listeners, on a socket the
+   * cluster shares). See src/daemon/cluster.ts.
+   */
+  role?: 'all' | 'front' | 'dns' | undefined;
+  /** Metrics text for /metrics when it must cover more than this process (cluster primary). */
+  metricsText?: (() => Promise<string>) | undefined;
   /** Loopback clients may always forward (default true; tests set false to exercise --allow from 127.0.0.x). */
   trustLoopback?: boolean | undefined;
   /** Overrides applied on top of the built config (tests: small timeouts, limits). */
@@ -120,6 +129,7 @@ export class Daemon {
       inventory: this.inventory,
       events: this.events,
       ready: () => this.isReady,
+      metricsText: opts.metricsText,
     };
     this.dns = new DnsServer({
       listen: config.dns,
@@ -129,6 +139,7 @@ export class Daemon {
       logger: this.logger,
       queryLogRate: () => this.cfg.queryLog,
       tcp: config.tcp,
+      shared: opts.role === 'dns',
     });
   }
 
@@ -163,12 +174,15 @@ export class Daemon {
   }
 
   private async listen(): Promise<void> {
-    const dns = await this.dns.start();
-    this.http = await startHttpServer(this.ctx, this.cfg.http);
-    this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc);
-    this.addresses = { dns, grpc: this.grpc.address, http: this.http.address };
-    if (this.opts.inventory !== false) this.inventory.start();
-    if (this.opts.watchRegistry !== false) this.watchRegistry();
+    const role = this.opts.role ?? 'all';
+    const dns = role === 'front' ? this.cfg.dns : await this.dns.start();
+    if (role !== 'dns') {
+      this.http = await startHttpServer(this.ctx, this.cfg.http);
+      this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc);
+    }
+    this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
+    if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();
+    if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();
     if (this.cfg.upstreams.length === 0) {
       this.logger.warn({ code: 'CP_NO_UPSTREAM' }, 'no upstream resolvers: names outside the served zones get SERVFAIL');
     }
@@ -230,7 +244,7 @@ export class Daemon {
     this.events.emit('ready', false);
     this.watcher?.close();
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
-    await Promise.all([this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
+    await Promise.all([this.opts.role === 'front' ? undefined : this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
     await this.inventory.stop();
     this.cache.close();
   }

@@ -21,6 +21,12 @@ export interface DnsServerOptions {
   queryLogRate: () => number;
   tcp: { idleTimeoutMs: number; maxConnections: number };
   now?: () => number;
+  /**
+   * Cluster worker: bind non-exclusively so every worker receives on the one
+   * UDP socket the cluster primary holds (the kernel hands each datagram to
+   * one of them), and TCP connections are spread by the primary.
+   */
+  shared?: boolean | undefined;
 }
 
 const TYPE_LABEL: Record<number, string> = { 1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 65: 'HTTPS', 64: 'SVCB', 255: 'ANY' };
@@ -58,7 +64,7 @@ export class DnsServer {
       const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', recvBufferSize: UDP_BUFFER, sendBufferSize: UDP_BUFFER });
       const port = await new Promise<number>((resolve, reject) => {
         udp.once('error', reject);
-        udp.bind(this.o.listen.port, host, () => {
+        udp.bind({ port: this.o.listen.port, address: host, exclusive: !this.o.shared }, () => {
           udp.off('error', reject);
           resolve(udp.address().port);
         });
@@ -71,7 +77,7 @@ export class DnsServer {
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once('error', reject);
-          tcp.listen({ port, host, exclusive: true }, () => {
+          tcp.listen({ port, host, exclusive: !this.o.shared }, () => {
             tcp.off('error', reject);
             resolve();
           });

@@ -92,7 +92,7 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
         metrics.ready.set(ctx.ready() ? 1 : 0);
         // Counted before rendering so a scrape sees itself; the series then never lags a scrape behind.
         metrics.httpRequests.inc({ handler, code: '200' });
-        const text = await metrics.registry.metrics();
+        const text = ctx.metricsText ? await ctx.metricsText() : await metrics.registry.metrics();
         return reply(res, req, handler, 200, metrics.registry.contentType, text, false);
       }
     }

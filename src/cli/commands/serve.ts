@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { formatHostPort } from '../../config/address.js';
 import { buildConfig, configFromEnv, DEFAULTS, ENV_VARS, type ConfigInput } from '../../config/config.js';
+import { isClusterWorker, runWorker, startPrimary } from '../../daemon/cluster.js';
 import { Daemon } from '../../daemon/daemon.js';
 import { createLogger } from '../../log.js';
 import { loadRegistryFile } from '../../registry/load.js';
@@ -34,6 +35,7 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--cache-size <n>', 'forwarding cache entries [env CANONPORT_CACHE_SIZE] (default 100000)', number('--cache-size'))
     .option('--rate-limit <qps>', 'forwarded queries per second per client, 0 = off [env CANONPORT_RATE_LIMIT] (default 0)', number('--rate-limit'))
     .option('--max-inflight <n>', 'upstream queries in flight at once [env CANONPORT_MAX_INFLIGHT] (default 1024)', number('--max-inflight'))
+    .option('--workers <n>', 'DNS worker processes sharing one socket, to use more than one core [env CANONPORT_WORKERS] (default 1)', number('--workers'))
     .option('--print-config', 'print the effective configuration (flags > env > file > defaults) and exit')
     .option('--json', 'with --print-config: as JSON')
     .addHelpText('after', `\nEnvironment: ${ENV_VARS.join(', ')}\nSignals: SIGHUP reloads the registry file (so does editing it); SIGTERM and SIGINT drain and exit 0.`)
@@ -73,14 +75,18 @@ export function registerServe(program: Command, io: CliIO): void {
       }
       const logLevel = flags.logLevel ?? env.logLevel ?? 'info';
       const logger = createLogger({ level: logLevel });
-      const daemon = await Daemon.start({ flags, env, logger });
+      if (isClusterWorker()) return runWorker({ flags, env, logger: logger.child({ worker: process.pid }) });
+      const workers = (opts.workers as number | undefined) ?? (process.env.CANONPORT_WORKERS ? Number(process.env.CANONPORT_WORKERS) : 1);
+      if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw usageError(`--workers: ${workers} is not an integer in 1–64`);
+      const running = workers > 1 ? await startPrimary({ flags, env, logger, workers }) : await Daemon.start({ flags, env, logger });
+      const daemon = running instanceof Daemon ? running : running.daemon;
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
           logger.info({ event: 'shutdown', signal }, `${signal}: draining`);
           process.off('SIGTERM', onTerm);
           process.off('SIGINT', onInt);
           process.off('SIGHUP', onHup);
-          void daemon.close(DRAIN_MS).then(() => {
+          void running.close(DRAIN_MS).then(() => {
             logger.info({ event: 'stopped' }, 'canonport stopped');
             logger.flush?.();
             resolve();

@@ -1,0 +1,68 @@
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { dig } from './helpers/dig.js';
+import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
+import { waitForDns } from './helpers/unbound.js';
+
+/** A port free for UDP and TCP on 127.0.0.1 (a daemon finds one, then lets it go). */
+async function freeDnsPort(): Promise<number> {
+  const d = await startDaemon();
+  const { port } = d.addresses.dns;
+  await d.close(0);
+  return port;
+}
+
+async function httpPort(): Promise<number> {
+  const d = await startDaemon();
+  const { port } = d.addresses.http;
+  await d.close(0);
+  return port;
+}
+
+describe('serve --workers: DNS workers sharing one socket', () => {
+  it('answers from every worker, aggregates /metrics, propagates SIGHUP reloads and drains on SIGTERM', async () => {
+    const [dnsPort, metricsPort] = [await freeDnsPort(), await httpPort()];
+    const dir = tempDir();
+    const registry = writeRegistry('zones: [svc.example]\nservices:\n  api: { port: 4000 }\n', dir);
+    const child = spawn(
+      process.execPath,
+      ['bin/canonport.js', 'serve', '--workers', '2', '--dns', `127.0.0.1:${dnsPort}`, '--grpc', '127.0.0.1:0', '--http', `127.0.0.1:${metricsPort}`, '--registry', registry, '--upstream', '127.0.0.1:9'],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, CANONPORT_LOG_LEVEL: 'info' } },
+    );
+    let stderr = '';
+    child.stderr!.on('data', (b) => (stderr += b));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      await waitForDns(dnsPort, () => (child.exitCode !== null ? stderr : null), 20_000);
+      // Wait for /readyz: the primary serves HTTP once its workers are up.
+      for (let i = 0; i < 100; i++) {
+        const ok = await fetch(`http://127.0.0.1:${metricsPort}/readyz`).then((r) => r.ok, () => false);
+        if (ok) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const server = { host: '127.0.0.1', port: dnsPort };
+      const N = 40;
+      for (let i = 0; i < N; i++) {
+        const r = await dig(server, ['SRV', `api.svc.example`]);
+        expect(r.answer[0]![6]).toBe('4000');
+      }
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const answered = [...metrics.matchAll(/^canonport_dns_queries_total\{[^}]*source="canonical"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+      expect(answered).toBeGreaterThanOrEqual(N); // counted across both workers
+      expect(stderr).toMatch(/"workers":2/);
+
+      writeFileSync(registry, 'zones: [svc.example]\nservices:\n  api: { port: 4001 }\n');
+      child.kill('SIGHUP');
+      await new Promise((r) => setTimeout(r, 1000));
+      for (let i = 0; i < 20; i++) {
+        const r = await dig(server, ['SRV', `api.svc.example`]);
+        expect(r.answer[0]![6]).toBe('4001'); // every worker reloaded
+      }
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    expect(stderr).toMatch(/"event":"stopped"/);
+  });
+});
