@@ -5,9 +5,10 @@ import { registerDecode } from './decode.js';
 import { registerCheck } from './check.js';
 import { registerOrder } from './order.js';
 import { registerCompose } from './compose.js';
-import { registerResolve } from './resolve.js';
 import { registerInventory } from './inventory.js';
 import { registerFleet } from './fleet.js';
+import { registerServe } from './serve.js';
+import { registerResolve } from './resolve.js';
 
 /** A command module: adds its subcommand to the program. Actions set io.exitCode. */
 export type RegisterCommand = (program: Command, io: CliIO) => void;
@@ -19,6 +20,7 @@ export const commands: RegisterCommand[] = [
   registerCheck,
   registerOrder,
   registerCompose,
+  registerServe,
   registerResolve,
   registerInventory,
   registerFleet,
