@@ -41,6 +41,7 @@ export class ForwardStage implements Stage {
   private readonly inflight = new Map<string, Promise<DnsReply>>();
   /** Upstreams that timed out or failed at the socket level, and until when they go last. */
   private readonly backoff = new Map<string, { failures: number; until: number }>();
+  private loopLoggedAt = -Infinity;
 
   constructor(private readonly o: ForwardOptions) {}
 
@@ -53,7 +54,7 @@ export class ForwardStage implements Stage {
       }
     }
     const shared = this.inflight.get(req.key);
-    if (shared) return shared;
+    if (shared) return this.isLoop(req) ? this.breakLoop(req) : shared;
     if (this.inflight.size >= this.o.maxInflight()) {
       this.o.metrics.dnsDropped.inc({ reason: 'inflight_cap' });
       return this.failed(req);
@@ -98,6 +99,36 @@ export class ForwardStage implements Stage {
     }
     this.o.logger.debug({ code: 'CP_UPSTREAM_FAILED', name: q.lname, qtype: q.qtype }, 'every upstream failed');
     return this.failed(req);
+  }
+
+  /**
+   * A question we are forwarding right now, arriving from one of our own
+   * upstreams, is our query coming back: a stub resolver (systemd-resolved,
+   * dnsmasq) that routes the zone to us again. Waiting would deadlock until
+   * the timeout, on every lookup.
+   */
+  private isLoop(req: DnsRequest): boolean {
+    const from = req.client.address.replace(/^::ffff:/, '');
+    return this.o.upstreams().some((u) => u.host === from);
+  }
+
+  /**
+   * Breaks the loop at once: an in-zone name gets NXDOMAIN (which the local
+   * stage turns into NODATA when the upstream relays it back to us), any
+   * other SERVFAIL. Logged with CP_FORWARD_LOOP, once a minute at most.
+   */
+  private breakLoop(req: DnsRequest): DnsReply {
+    this.o.metrics.dnsDropped.inc({ reason: 'forward_loop' });
+    const now = this.o.now();
+    if (now - this.loopLoggedAt > 60_000) {
+      this.loopLoggedAt = now;
+      this.o.logger.warn(
+        { code: 'CP_FORWARD_LOOP', name: req.query.lname, from: req.client.address },
+        'forwarding loop: an upstream sent our own query back; set --upstream to a resolver that does not route these names to canonport',
+      );
+    }
+    const rcode = req.cls.kind === 'outside' ? Rcode.SERVFAIL : Rcode.NXDOMAIN;
+    return { message: bareReply(req.raw, req.query.questionEnd, rcode), rcode, source: 'forward' };
   }
 
   /**
