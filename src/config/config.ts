@@ -19,6 +19,8 @@ export interface Config {
   upstreamsFrom: 'flags' | 'env' | 'file' | 'resolv.conf';
   /** Networks allowed to use forwarding when not on loopback. Loopback is always allowed. */
   allow: Cidr[];
+  /** Who gets canonical answers: `any` client, or only `allowed` ones (loopback and --allow). */
+  canonicalClients: 'any' | 'allowed';
   registryFile: string | null;
   logLevel: string;
   /** Fraction of queries logged, 0–1. */
@@ -53,6 +55,7 @@ export interface ConfigInput {
   cacheSize?: number | undefined;
   rateLimit?: number | undefined;
   maxInflight?: number | undefined;
+  canonicalClients?: string | undefined;
 }
 
 /** Reads CANONPORT_* variables. Lists are comma- or space-separated. */
@@ -79,6 +82,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput
     cacheSize: num('CANONPORT_CACHE_SIZE'),
     rateLimit: num('CANONPORT_RATE_LIMIT'),
     maxInflight: num('CANONPORT_MAX_INFLIGHT'),
+    canonicalClients: env.CANONPORT_CANONICAL_CLIENTS || undefined,
   };
 }
 
@@ -96,6 +100,8 @@ export const ENV_VARS = [
   'CANONPORT_CACHE_SIZE',
   'CANONPORT_RATE_LIMIT',
   'CANONPORT_MAX_INFLIGHT',
+  'CANONPORT_CANONICAL_CLIENTS',
+  'CANONPORT_WORKERS',
 ] as const;
 
 /**
@@ -138,6 +144,7 @@ export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: Regi
     upstreams: upstreamsFrom === 'resolv.conf' ? upstreams.filter((u) => !isSelf(u, dns)) : upstreams,
     upstreamsFrom,
     allow: (pick('allow') ?? []).map((c) => parseCidr(c, '--allow')),
+    canonicalClients: canonicalClients(pick('canonicalClients') ?? 'any'),
     registryFile: registry.file,
     logLevel,
     queryLog,
@@ -147,6 +154,11 @@ export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: Regi
     maxInflight: intSetting(pick('maxInflight') ?? 1024, 'max in-flight upstream queries', 1, 1_000_000),
     tcp: { idleTimeoutMs: 10_000, maxConnections: 256 },
   };
+}
+
+function canonicalClients(v: string): 'any' | 'allowed' {
+  if (v !== 'any' && v !== 'allowed') throw new CanonportError(ErrorCodes.CONFIG_INVALID, `--canonical-clients: "${v}" is not "any" or "allowed"`);
+  return v;
 }
 
 function intSetting(v: number, what: string, min: number, max: number): number {

@@ -100,7 +100,7 @@ export class Daemon {
     this.allowed = new NetworkSet(config.allow);
     const now = opts.now ?? Date.now;
     this.etcHosts = new EtcHosts(opts.hostsFile ?? '/etc/hosts', now);
-    const acl = new AclStage(() => this.allowed, opts.trustLoopback !== false);
+    const acl = new AclStage(() => this.allowed, opts.trustLoopback !== false, () => this.cfg.canonicalClients);
     const local = new LocalZonesStage(() => this.serving, this.etcHosts);
     this.cache = new CacheStage(config.cache, this.metrics, now);
     const forward = new ForwardStage({

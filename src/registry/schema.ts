@@ -92,6 +92,7 @@ export const DaemonSchema = z
     cacheSize: z.number().int().min(0).optional(),
     rateLimit: z.number().int().min(0).optional(),
     maxInflight: z.number().int().min(1).optional(),
+    canonicalClients: z.enum(['any', 'allowed']).optional(),
   })
   .strict();
 

@@ -28,6 +28,7 @@ export function registerServe(program: Command, io: CliIO): void {
     .option('--zone <zone>', 'serve canonical names under ZONE (repeatable) [env CANONPORT_ZONES]', collect)
     .option('--upstream <addr[:port]>', 'forward other queries here (repeatable; default: /etc/resolv.conf) [env CANONPORT_UPSTREAMS]', collect)
     .option('--allow <cidr>', 'networks that may use forwarding besides loopback (repeatable) [env CANONPORT_ALLOW]', collect)
+    .option('--canonical-clients <who>', 'who gets canonical answers: any, or only allowed clients [env CANONPORT_CANONICAL_CLIENTS] (default any)')
     .option('--registry <file>', 'registry file (YAML) [env CANONPORT_REGISTRY]')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent [env CANONPORT_LOG_LEVEL] (default info)')
     .option('--query-log <rate>', 'log this fraction of queries, 0–1 [env CANONPORT_QUERY_LOG] (default 0)', number('--query-log'))
@@ -54,6 +55,7 @@ export function registerServe(program: Command, io: CliIO): void {
         cacheSize: opts.cacheSize as number | undefined,
         rateLimit: opts.rateLimit as number | undefined,
         maxInflight: opts.maxInflight as number | undefined,
+        canonicalClients: opts.canonicalClients as string | undefined,
       };
       const env = configFromEnv();
       if (opts.printConfig) {

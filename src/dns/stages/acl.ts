@@ -7,8 +7,8 @@ import type { DnsReply, DnsRequest } from '../request.js';
 /**
  * Who may use this resolver. Loopback clients always may; others only from
  * `--allow` networks. A client outside them still gets canonical answers
- * (they are the product, and small), but never recursion: an open resolver
- * is an amplifier. The forwarder asks `mayForward` again for in-zone
+ * (they are the product, and small) unless `--canonical-clients allowed`,
+ * but never recursion: an open resolver is an amplifier. The forwarder asks `mayForward` again for in-zone
  * address lookups that fall through to the upstreams.
  */
 export class AclStage implements Stage {
@@ -20,6 +20,7 @@ export class AclStage implements Stage {
   constructor(
     private readonly allowed: () => NetworkSet,
     private readonly trustLoopback = true,
+    private readonly canonicalClients: () => 'any' | 'allowed' = () => 'any',
   ) {}
 
   mayForward(address: string): boolean {
@@ -27,9 +28,8 @@ export class AclStage implements Stage {
   }
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
-    if (req.cls.kind === 'outside' && req.transport !== 'internal' && !this.mayForward(req.client.address)) {
-      return refused(req);
-    }
+    if (req.transport === 'internal' || this.mayForward(req.client.address)) return next(req);
+    if (req.cls.kind === 'outside' || this.canonicalClients() === 'allowed') return refused(req);
     return next(req);
   }
 }
