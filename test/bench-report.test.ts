@@ -4,7 +4,7 @@ import { mergeLoads, type GrpcLoadResult } from '../src/bench/grpc-load.js';
 import { evaluateTargets, renderReport, type BenchResult, type ServerResult } from '../src/bench/report.js';
 
 function row(server: string, qps: number, p99Ms = 0.5): ServerResult {
-  return { server, role: 'x', qps, avgMs: 1, completed: 1, lost: 0, rcodes: { NOERROR: 1 }, paced: { qps: 5000, p99Ms, avgMs: 0.2, answers: 5000 }, answerCheck: 'ok', cpu: null };
+  return { server, role: 'x', qps, avgMs: 1, completed: 1, lost: 0, rcodes: { NOERROR: 1 }, paced: { qps: 5000, p99Ms, avgMs: 0.2, answers: 5000, runs: [] }, answerCheck: 'ok', cpu: null };
 }
 
 function load(concurrency: number, callsPerSec: number, errors = 0): GrpcLoadResult {
@@ -17,7 +17,7 @@ function result(over: Partial<BenchResult> = {}): BenchResult {
     startedAt: '2026-01-01T00:00:00.000Z',
     finishedAt: '',
     durationS: 1,
-    options: { quick: true, only: [], seconds: 3, pacedQps: 5000, pacedSeconds: 1 },
+    options: { quick: true, only: [], seconds: 3, pacedQps: 5000, pacedSeconds: 1, pacedRuns: 1 },
     host: { node: 'v20', cpus: 2, cpuModel: 'cpu', kernel: 'k', commit: null },
     tools: { dnsperf: '2.10.0', unbound: '1.17.1', dnsmasq: '2.90' },
     canonport: { available: true },

@@ -24,8 +24,8 @@ export interface ServerResult {
   completed: number | null;
   lost: number | null;
   rcodes: Record<string, number>;
-  /** p99 and average from the paced run, and the rate that run reached. */
-  paced: { qps: number; p99Ms: number; avgMs: number; answers: number } | null;
+  /** The paced run with the median p99 (rate reached, p99, average), and every paced run with the CPU other processes took. */
+  paced: { qps: number; p99Ms: number; avgMs: number; answers: number; runs: { qps: number; p99Ms: number; avgMs: number; answers: number; otherCpu: number }[] } | null;
   /** "ok", or what differed from the expected answer. */
   answerCheck: string;
   /** CPU during the throughput run, % of one core: the server's, dnsperf's, and everything else on the machine's. */
@@ -87,7 +87,7 @@ export interface BenchResult {
   startedAt: string;
   finishedAt: string;
   durationS: number;
-  options: { quick: boolean; only: string[]; seconds: number; pacedQps: number; pacedSeconds: number };
+  options: { quick: boolean; only: string[]; seconds: number; pacedQps: number; pacedSeconds: number; pacedRuns: number };
   host: { node: string; cpus: number; cpuModel: string; kernel: string; commit: string | null };
   tools: Record<string, string | null>;
   canonport: { available: boolean; reason?: string };
@@ -107,6 +107,11 @@ function fmtQps(n: number): string {
   return Math.round(n).toLocaleString('en-US');
 }
 
+/** Two decimals, or three where two would round onto the threshold (1.996 shown as "2.00" next to MISS). */
+export function ratioText(value: number, threshold: number): string {
+  return Math.abs(value - threshold) < 0.005 ? value.toFixed(3) : value.toFixed(2);
+}
+
 /** The targets of issue 5, each PASS / MISS / n/a against this run. */
 export function evaluateTargets(r: BenchResult): Target[] {
   const out: Target[] = [];
@@ -123,7 +128,7 @@ export function evaluateTargets(r: BenchResult): Target[] {
     const ratio = (ref: string, id: string, desc: string, threshold: number, ok: (v: number) => boolean) => {
       const rr = row(s, ref);
       const value = cp && rr ? cp.qps! / rr.qps! : null;
-      const detail = cp && rr ? `${value!.toFixed(2)} × (${fmtQps(cp.qps!)} vs ${fmtQps(rr.qps!)} q/s)` : !s ? 'scenario not run' : !rr ? `${ref} not measured` : unavailable;
+      const detail = cp && rr ? `${ratioText(value!, threshold)} × (${fmtQps(cp.qps!)} vs ${fmtQps(rr.qps!)} q/s)` : !s ? 'scenario not run' : !rr ? `${ref} not measured` : unavailable;
       out.push({ id, description: desc, value, threshold, status: value === null ? 'n/a' : ok(value) ? 'PASS' : 'MISS', detail });
     };
     ratio(UNBOUND, `${sid}-vs-unbound`, `${label} ≥ 0.30 × unbound q/s`, 0.3, (v) => v >= 0.3);
@@ -148,7 +153,7 @@ export function evaluateTargets(r: BenchResult): Target[] {
     const v = g.canonport.callsPerSec / g.noop.callsPerSec;
     if (grpcMin === null || v < grpcMin) {
       grpcMin = v;
-      grpcDetail = `worst at concurrency ${g.concurrency}: ${v.toFixed(2)} × (${fmtQps(g.canonport.callsPerSec)} vs ${fmtQps(g.noop.callsPerSec)} calls/s)`;
+      grpcDetail = `worst at concurrency ${g.concurrency}: ${ratioText(v, 0.8)} × (${fmtQps(g.canonport.callsPerSec)} vs ${fmtQps(g.noop.callsPerSec)} calls/s)`;
     }
   }
   const grpcErr = r.grpc?.rows.find((g) => g.canonport && g.canonport.errors > 0)?.canonport?.firstError;
@@ -214,9 +219,13 @@ export function dnsScenarioTable(s: DnsScenarioResult): string {
     if (r.error) out.push(`  ${r.server}: ${r.error}`);
     else if (r.answerCheck !== 'ok') out.push(`  ${r.server}: answer differs: ${r.answerCheck}`);
   }
-  const busy = s.rows.filter((r) => r.cpu && r.cpu.other > OTHER_CPU_WARN);
+  const busy = s.rows
+    .map((r) => ({ r, other: Math.max(r.cpu?.other ?? 0, ...(r.paced?.runs ?? []).map((x) => x.otherCpu)) }))
+    .filter((x) => x.other > OTHER_CPU_WARN);
   if (busy.length) {
-    out.push(`  warning: other processes used CPU during ${busy.map((r) => `${r.server} (${r.cpu!.other.toFixed(0)}%)`).join(', ')}: those figures are low`);
+    out.push(
+      `  warning: other processes took CPU while measuring ${busy.map((x) => `${x.r.server} (up to ${x.other.toFixed(0)}% of a core)`).join(', ')}: their q/s are low and p99 high`,
+    );
   }
   for (const n of s.notes) out.push(`  note: ${n}`);
   return out.join('\n');
