@@ -72,7 +72,8 @@ export class DnsServer {
         udp.close();
         throw listenError('udp', this.o.listen, err);
       });
-      const tcp = net.createServer((sock) => this.onConnection(sock));
+      // allowHalfOpen: a client may send its queries and then FIN; it still gets every answer.
+      const tcp = net.createServer({ allowHalfOpen: true }, (sock) => this.onConnection(sock));
       tcp.maxConnections = this.o.tcp.maxConnections;
       try {
         await new Promise<void>((resolve, reject) => {
@@ -144,6 +145,10 @@ export class DnsServer {
     sock.setTimeout(this.o.tcp.idleTimeoutMs);
     let buf = Buffer.alloc(0);
     let outstanding = 0;
+    /** The client sent FIN: answer what is pending, then close. */
+    let ended = false;
+    /** When the frame now in `buf` began arriving: a frame may not take longer than the idle timeout. */
+    let frameSince = this.now();
     const client = { address: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
     const write = (out: Buffer | null) => {
       outstanding--;
@@ -152,14 +157,24 @@ export class DnsServer {
         len.writeUInt16BE(out.length);
         sock.write(Buffer.concat([len, out]));
       }
-      if (outstanding < TCP_MAX_PENDING && sock.isPaused()) sock.resume();
+      if (ended && outstanding === 0) sock.end();
+      if (outstanding < TCP_MAX_PENDING && sock.isPaused()) {
+        frameSince = this.now();
+        sock.resume();
+      }
     };
     sock.on('timeout', () => {
       if (outstanding === 0) sock.destroy();
     });
+    sock.on('end', () => {
+      ended = true;
+      if (outstanding === 0) sock.end();
+    });
     sock.on('error', () => sock.destroy());
     sock.on('close', () => this.conns.delete(sock));
     sock.on('data', (chunk) => {
+      const now = this.now();
+      if (buf.length === 0) frameSince = now;
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
       while (buf.length >= 2) {
         const len = readU16(buf, 0);
@@ -172,11 +187,17 @@ export class DnsServer {
         if (buf.length < 2 + len) break;
         const msg = buf.subarray(2, 2 + len);
         buf = buf.subarray(2 + len);
+        frameSince = now;
         outstanding++;
         const r = this.handlePacket(Buffer.from(msg), client, 'tcp');
         if (r instanceof Promise) r.then(write);
         else write(r);
         if (outstanding >= TCP_MAX_PENDING) sock.pause();
+      }
+      // Slowloris: each octet resets the idle timer, so bound the time one frame may take.
+      if (buf.length > 0 && now - frameSince > this.o.tcp.idleTimeoutMs) {
+        this.o.metrics.dnsDropped.inc({ reason: 'tcp_slow' });
+        sock.destroy();
       }
     });
   }

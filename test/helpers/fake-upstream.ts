@@ -95,7 +95,7 @@ export class FakeUpstream {
     return `${this.host}:${this.port}`;
   }
 
-  /** Sets the mode for one name (any case, trailing dot optional); null removes it. */
+  /** Sets the mode for one name (any case, trailing dot optional; `*.example.org` for every name under it); null removes it. */
   setMode(name: string, mode: FakeMode | null): void {
     const k = name.toLowerCase().replace(/\.$/, '');
     if (mode) this.perName.set(k, mode);
@@ -167,8 +167,15 @@ export class FakeUpstream {
     spoofer.on('error', () => {});
   }
 
+  /** The mode for a name: its own, else the nearest `*.parent` wildcard, else the global mode. */
   private modeFor(name: string): FakeMode {
-    return this.perName.get(name) ?? this.mode;
+    const own = this.perName.get(name);
+    if (own) return own;
+    for (let i = name.indexOf('.'); i >= 0; i = name.indexOf('.', i + 1)) {
+      const wild = this.perName.get(`*${name.slice(i)}`);
+      if (wild) return wild;
+    }
+    return this.mode;
   }
 
   private later(ms: number, fn: () => void): void {
