@@ -119,9 +119,16 @@ export class DnsServer {
         };
       });
     }
-    for (const c of this.conns) c.destroy();
-    await new Promise<void>((resolve) => (this.udp ? this.udp.close(() => resolve()) : resolve()));
+    // done() runs just before the last answer's send or write is queued: let it go out first.
+    await new Promise((resolve) => setImmediate(resolve));
+    for (const c of this.conns) {
+      // end(), not destroy(): an answer still in the socket's buffer goes out before the FIN.
+      c.end(() => c.destroy());
+      setTimeout(() => c.destroy(), 1000).unref();
+    }
+    const udp = this.udp;
     this.udp = null;
+    await new Promise<void>((resolve) => (udp ? udp.close(() => resolve()) : resolve()));
   }
 
   private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -129,10 +136,15 @@ export class DnsServer {
     const r = this.handlePacket(msg, { address: rinfo.address, port: rinfo.port }, 'udp');
     if (r === null) return;
     if (r instanceof Promise) {
-      r.then((out) => out && this.udp?.send(out, rinfo.port, rinfo.address));
+      r.then((out) => out && this.sendUdp(out, rinfo));
     } else {
-      this.udp!.send(r, rinfo.port, rinfo.address);
+      this.sendUdp(r, rinfo);
     }
+  }
+
+  /** An answer that is ready only after close() (grace period over) is dropped: sending on a closed socket throws. */
+  private sendUdp(out: Buffer, rinfo: dgram.RemoteInfo): void {
+    this.udp?.send(out, rinfo.port, rinfo.address);
   }
 
   private onConnection(sock: net.Socket): void {

@@ -1,0 +1,203 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { cp, mkdir, mkdtemp, readFile, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseHostPort } from '../../src/config/address.js';
+import type { Server } from './dns-wire.js';
+
+/**
+ * `canonport serve` as a real child process, so a test sees what an
+ * operator sees: exit codes, signals, stderr logs, and the daemon's own
+ * RSS in /proc/<pid>/status.
+ *
+ * The CLI runs from a private package copy (bin, package.json, proto and
+ * node_modules linked; dist copied from the one test/global-setup.ts
+ * built), so another test rebuilding dist/ in place cannot hand this one a
+ * half-written file.
+ */
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+let pkg: Promise<string> | null = null;
+
+function run(file: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { cwd: opts.cwd ?? REPO, env: opts.env ?? process.env, timeout: opts.timeout ?? 120_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** The private package directory (made once per test file). */
+export function cliPackage(): Promise<string> {
+  pkg ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'canonport-serve-'));
+    await mkdir(join(dir, 'bin'));
+    await cp(join(REPO, 'bin/canonport.js'), join(dir, 'bin/canonport.js'));
+    await cp(join(REPO, 'package.json'), join(dir, 'package.json'));
+    await symlink(join(REPO, 'node_modules'), join(dir, 'node_modules'));
+    await symlink(join(REPO, 'proto'), join(dir, 'proto'));
+    await cp(join(REPO, 'dist'), join(dir, 'dist'), { recursive: true }).catch(() => {});
+    // A copy taken mid-rebuild would not run: then build a private dist (tsc emits despite type errors elsewhere).
+    if ((await run(process.execPath, ['bin/canonport.js', 'serve', '--help'], { cwd: dir })).code !== 0) {
+      await run(process.execPath, [join(REPO, 'node_modules/typescript/bin/tsc'), '-p', '.', '--outDir', join(dir, 'dist')]);
+      const check = await run(process.execPath, ['bin/canonport.js', 'serve', '--help'], { cwd: dir });
+      if (check.code !== 0) throw new Error(`cannot build the CLI (npx tsc -p . and read its errors): ${check.stderr}`);
+    }
+    return dir;
+  })();
+  return pkg;
+}
+
+/** The environment without CANONPORT_* settings, so only the test's flags apply. */
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('CANONPORT_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** Runs the CLI to completion. */
+export async function runCli(args: string[], env: Record<string, string> = {}, timeout = 30_000) {
+  const dir = await cliPackage();
+  return run(process.execPath, ['bin/canonport.js', ...args], { cwd: dir, env: cleanEnv(env), timeout });
+}
+
+export type LogLine = Record<string, unknown> & { msg?: string; level?: number; code?: string; event?: string };
+
+export interface ServeProcess {
+  proc: ChildProcess;
+  pid: number;
+  dns: Server;
+  http: Server;
+  grpc: Server;
+  /** Every JSON log line so far (pino on stderr). */
+  logs: LogLine[];
+  /** stderr lines that were not JSON. */
+  text: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves with the first log line (already seen or to come) matching `pred`; rejects after `ms`. */
+  waitForLog(pred: (l: LogLine) => boolean, ms?: number): Promise<LogLine>;
+  /** SIGTERM, then SIGKILL after `ms`. */
+  stop(ms?: number): Promise<void>;
+}
+
+/**
+ * Starts `canonport serve` on loopback with ephemeral DNS, gRPC and HTTP
+ * ports (unless `args` name others) and waits for its `ready` log line,
+ * which carries the bound addresses.
+ */
+export async function startServe(args: string[], opts: { env?: Record<string, string>; readyMs?: number } = {}): Promise<ServeProcess> {
+  const dir = await cliPackage();
+  const proc = spawn(
+    process.execPath,
+    ['bin/canonport.js', 'serve', '--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--log-level', 'info', ...args],
+    { cwd: dir, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  const logs: LogLine[] = [];
+  const text: string[] = [];
+  const watchers: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
+  let partial = '';
+  proc.stderr!.setEncoding('utf8');
+  proc.stderr!.on('data', (chunk: string) => {
+    const lines = (partial + chunk).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      if (!line.trim()) continue;
+      let l: LogLine;
+      try {
+        l = JSON.parse(line) as LogLine;
+      } catch {
+        text.push(line);
+        continue;
+      }
+      logs.push(l);
+      for (const w of [...watchers]) {
+        if (w.pred(l)) {
+          watchers.splice(watchers.indexOf(w), 1);
+          w.resolve(l);
+        }
+      }
+    }
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  const waitForLog = (pred: (l: LogLine) => boolean, ms = 10_000) => {
+    const seen = logs.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<LogLine>((resolve, reject) => {
+      const w = {
+        pred,
+        resolve: (l: LogLine) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      };
+      const t = setTimeout(() => {
+        watchers.splice(watchers.indexOf(w), 1);
+        reject(new Error(`no matching log line within ${ms} ms; stderr so far:\n${[...text, ...logs.map((x) => JSON.stringify(x))].join('\n')}`));
+      }, ms);
+      watchers.push(w);
+    });
+  };
+  const ready = await Promise.race([
+    waitForLog((l) => l.event === 'ready', opts.readyMs ?? 20_000),
+    exited.then(({ code }) => {
+      throw new Error(`canonport serve exited with ${code} before ready:\n${[...text, ...logs.map((x) => JSON.stringify(x))].join('\n')}`);
+    }),
+  ]);
+  const addr = (k: string) => {
+    const hp = parseHostPort(String(ready[k]), k);
+    return { host: hp.host, port: hp.port };
+  };
+  return {
+    proc,
+    pid: proc.pid!,
+    dns: addr('dns'),
+    http: addr('http'),
+    grpc: addr('grpc'),
+    logs,
+    text,
+    exited,
+    waitForLog,
+    stop: async (ms = 10_000) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), ms);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Resident set size of a process, in bytes (VmRSS of /proc/<pid>/status). */
+export async function rssOf(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1];
+  if (!kb) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(kb) * 1024;
+}
+
+/** GET /metrics and return the exposition text. */
+export async function scrape(http: Server): Promise<string> {
+  const res = await fetch(`http://${http.host}:${http.port}/metrics`);
+  if (res.status !== 200) throw new Error(`/metrics answered ${res.status}`);
+  return res.text();
+}
+
+/** Sum of a series in Prometheus text, over samples whose labels include `labels`. */
+export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  let found = false;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have: Record<string, string> = {};
+    for (const pair of (m[3] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) have[pair[1]!] = pair[2]!;
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) {
+      sum += Number(m[4]);
+      found = true;
+    }
+  }
+  return found ? sum : NaN;
+}
