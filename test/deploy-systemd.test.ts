@@ -80,7 +80,7 @@ describe('deploy/systemd/canonport.service', () => {
     expect(one('Restart')).toBe('on-failure');
     expect(one('ExecReload')).toBe('/bin/kill -HUP $MAINPID');
     expect(one('EnvironmentFile')).toBe('-/etc/default/canonport');
-    expect(one('ExecStart')).toMatch(/^\/usr\/bin\/env node \/opt\/canonport\/bin\/canonport\.js serve --registry \/etc\/canonport\/registry\.yaml$/);
+    expect(one('ExecStart')).toMatch(/^\/usr\/bin\/env node --max-semi-space-size=4 \/opt\/canonport\/bin\/canonport\.js serve --registry \/etc\/canonport\/registry\.yaml$/);
     expect(unit.get('Install')?.get('WantedBy')).toEqual(['multi-user.target']);
   });
 

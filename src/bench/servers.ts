@@ -128,6 +128,8 @@ export class Servers {
   async startCanonport(upstreamPort: number): Promise<CanonportInstance> {
     const [dns, grpcPort, httpPort] = [await this.children.freePort(), await this.children.freePort(), await this.children.freePort()];
     const args = [
+      // As it ships: bin/canonport.js's shebang, the systemd unit and the Dockerfile all set this.
+      '--max-semi-space-size=4',
       join(REPO_ROOT, 'bin', 'canonport.js'),
       'serve',
       '--dns',

@@ -248,3 +248,28 @@ export function sameQuestion(a: Buffer, b: Buffer): boolean {
   }
   return true;
 }
+
+/**
+ * Rewrites every record's TTL in place (OPT excluded) as `ttl(original)`,
+ * walking the message without allocating. Returns false if the message does
+ * not parse (then nothing after the failure point was changed).
+ */
+export function rewriteTtls(buf: Buffer, ttl: (original: number) => number): boolean {
+  if (buf.length < HEADER_SIZE) return false;
+  let off = HEADER_SIZE;
+  try {
+    for (let i = readU16(buf, 4); i > 0; i--) off = skipName(buf, off) + 4;
+    const records = readU16(buf, 6) + readU16(buf, 8) + readU16(buf, 10);
+    for (let i = 0; i < records; i++) {
+      off = skipName(buf, off);
+      if (off + 10 > buf.length) return false;
+      const rdEnd = off + 10 + readU16(buf, off + 8);
+      if (rdEnd > buf.length) return false;
+      if (readU16(buf, off) !== TYPE.OPT) buf.writeUInt32BE(Math.max(0, Math.min(0x7fffffff, ttl(buf.readUInt32BE(off + 4)))), off + 4);
+      off = rdEnd;
+    }
+  } catch {
+    return false;
+  }
+  return true;
+}
