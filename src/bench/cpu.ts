@@ -38,12 +38,21 @@ export function parseMachineBusy(text: string): number {
   return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + (f[7] ?? 0);
 }
 
+/** utime + stime of a process and its live children (`serve --workers` runs its DNS in children). */
 function ticksOf(pid: number): number | null {
   try {
     const s = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-    return s.utime + s.stime;
+    return s.utime + s.stime + childrenOf(pid).reduce((n, c) => n + (ticksOf(c) ?? 0), 0);
   } catch {
     return null; // gone
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
   }
 }
 

@@ -27,6 +27,8 @@ import { grpcLoad, grpcResolveOnce, mergeLoads } from './grpc-load.js';
 import { askDns, httpGet, metricValue, readRss } from './probe.js';
 import {
   CANONPORT,
+  CANONPORT_WORKERS,
+  WORKERS,
   DGRAM_BARE,
   DNS2_PLAIN,
   DNSMASQ,
@@ -310,6 +312,15 @@ async function main(): Promise<number> {
     }
     return mainCanonport;
   };
+  // The same daemon with two DNS workers sharing its socket: how it scales past one core.
+  let workersCanonport: CanonportInstance | null = null;
+  const canonportWorkers = async () => {
+    if (!workersCanonport) {
+      progress(`starting canonport serve --workers ${WORKERS} (upstream: unbound)`);
+      workersCanonport = await servers.startCanonport((await unbound()).port, { workers: WORKERS });
+    }
+    return workersCanonport;
+  };
   const srvExpect = (zone: string) => {
     const r = canonicalSrv(serviceLabelAt(0), zone);
     return { name: r.name, type: TYPE_SRV, expect: `SRV 0 0 ${r.port} ${r.target.replace(/\.$/, '')}` };
@@ -327,6 +338,7 @@ async function main(): Promise<number> {
       };
       const plan = { file: files.canonical, check: srvExpect(BENCH_ZONE) };
       if (canonport.available) s.rows.push(await measure('canonical', CANONPORT, 'canonical (scheme)', async () => (await canonportMain()).server, plan));
+      if (canonport.available) s.rows.push(await measure('canonical', CANONPORT_WORKERS, `canonical, --workers ${WORKERS}`, async () => (await canonportWorkers()).server, plan));
       s.rows.push(await measure('canonical', UNBOUND, 'local-data', unbound, plan));
       if (tools.dnsmasq) s.rows.push(await measure('canonical', DNSMASQ, 'srv-host', dnsmasqAuth, plan));
       s.rows.push(await measure('canonical', DNS2_PLAIN, 'dns2 handler', dns2Plain, plan));
@@ -357,6 +369,21 @@ async function main(): Promise<number> {
             if (!warmed) {
               await warm(CANONPORT, c.server.port);
               warmed = true;
+            }
+            return c.server;
+          }, plan),
+        );
+      }
+      if (canonport.available) {
+        let warmedW = false;
+        s.rows.push(
+          await measure('cached', CANONPORT_WORKERS, `forwarding + cache, --workers ${WORKERS}`, async () => {
+            const c = await canonportWorkers();
+            if (!warmedW) {
+              // Each worker has its own cache: warm twice so both are likely filled.
+              await warm(CANONPORT_WORKERS, c.server.port);
+              await warm(CANONPORT_WORKERS, c.server.port);
+              warmedW = true;
             }
             return c.server;
           }, plan),
@@ -428,6 +455,10 @@ async function main(): Promise<number> {
       result.grpc = g;
     }
 
+    if (workersCanonport) {
+      await children.stop((workersCanonport as CanonportInstance).server);
+      workersCanonport = null;
+    }
     // From here on each canonport is fresh: stop the long-lived one.
     if (mainCanonport) {
       await children.stop((mainCanonport as CanonportInstance).server);

@@ -7,6 +7,9 @@ import type { GrpcLoadResult } from './grpc-load.js';
  */
 
 export const CANONPORT = 'canonport';
+/** The same daemon with `--workers WORKERS`: DNS workers sharing one socket. */
+export const WORKERS = 2;
+export const CANONPORT_WORKERS = `canonport ×${WORKERS}`;
 export const UNBOUND = 'unbound';
 export const DNSMASQ = 'dnsmasq';
 export const DNS2_PLAIN = 'dns2 plain';

@@ -125,7 +125,7 @@ export class Servers {
    * `upstreamPort`. Measures spawn → first canonical answer and spawn →
    * /readyz 200, polling both every 5 ms.
    */
-  async startCanonport(upstreamPort: number): Promise<CanonportInstance> {
+  async startCanonport(upstreamPort: number, opts: { workers?: number } = {}): Promise<CanonportInstance> {
     const [dns, grpcPort, httpPort] = [await this.children.freePort(), await this.children.freePort(), await this.children.freePort()];
     const args = [
       // As it ships: bin/canonport.js's shebang, the systemd unit and the Dockerfile all set this.
@@ -144,6 +144,7 @@ export class Servers {
       `127.0.0.1:${upstreamPort}`,
       '--registry',
       this.registryFile,
+      ...(opts.workers ? ['--workers', String(opts.workers)] : []),
     ];
     // No CANONPORT_* from the caller's shell: the flags above are the whole config.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CANONPORT_')));
