@@ -78,7 +78,9 @@ class Conn {
 
   static open(server: Server): Promise<Conn> {
     return new Promise((resolve, reject) => {
-      const sock = net.connect(server.port, server.host);
+      // From 127.0.0.2, not the upstream's 127.0.0.1: the daemon takes a duplicate question from an
+      // upstream's address, while the first is in flight, for a forwarding loop and answers it SERVFAIL.
+      const sock = net.connect({ port: server.port, host: server.host, localAddress: '127.0.0.2' });
       sock.once('error', reject);
       sock.once('connect', () => {
         sock.off('error', reject);
