@@ -174,8 +174,9 @@ describe('cap on upstream queries in flight', () => {
     const up = await fakeUpstream({ kind: 'delay', ms: 300, address: REAL });
     const d = await startDaemon({ upstreams: [up.address] });
     cleanup.push(() => d.close(0));
-    // Client on 127.0.0.2: the upstream is 127.0.0.1, so this is not mistaken for a forwarding loop.
-    const c = await client('127.0.0.2');
+    // Client on 127.0.0.1, the upstream's own address: a local upstream and local clients are the
+    // common case, and same-address duplicates must not be mistaken for a forwarding loop.
+    const c = await client('127.0.0.1');
     const replies = await Promise.all(Array.from({ length: 50 }, () => c.ask(d.addresses.dns, { name: 'popular.example.org' })));
     expect(replies.map((r) => r.msg?.answers.map((a) => a.data))).toEqual(Array(50).fill([REAL]));
     expect(up.count()).toBe(1);

@@ -78,9 +78,8 @@ class Conn {
 
   static open(server: Server): Promise<Conn> {
     return new Promise((resolve, reject) => {
-      // From 127.0.0.2, not the upstream's 127.0.0.1: the daemon takes a duplicate question from an
-      // upstream's address, while the first is in flight, for a forwarding loop and answers it SERVFAIL.
-      const sock = net.connect({ port: server.port, host: server.host, localAddress: '127.0.0.2' });
+      // From the upstream's own address (127.0.0.1): duplicates from there must not look like a forwarding loop.
+      const sock = net.connect({ port: server.port, host: server.host, localAddress: '127.0.0.1' });
       sock.once('error', reject);
       sock.once('connect', () => {
         sock.off('error', reject);

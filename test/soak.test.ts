@@ -71,9 +71,8 @@ test(`soak: ${QPS} queries/s for ${SECONDS} s, canonical + cached + forwarded, n
   const sockets: { sock: dgram.Socket; pending: Map<number, Pending>; next: number }[] = [];
   for (let i = 0; i < SOCKETS; i++) {
     const sock = dgram.createSocket('udp4');
-    // From 127.0.0.2, not the upstream's 127.0.0.1: the daemon takes a duplicate question from an
-    // upstream's address, while the first is in flight, for a forwarding loop and answers it SERVFAIL.
-    await new Promise<void>((r) => sock.bind(0, '127.0.0.2', r));
+    // From the upstream's own address (127.0.0.1): duplicates from there must not look like a forwarding loop.
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
     const entry = { sock, pending: new Map<number, Pending>(), next: 0 };
     sock.on('message', (raw) => {
       const id = raw.readUInt16BE(0);

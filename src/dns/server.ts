@@ -185,6 +185,8 @@ export class DnsServer {
     sock.on('error', () => sock.destroy());
     sock.on('close', () => this.conns.delete(sock));
     sock.on('data', (chunk) => {
+      // Draining: answer what is in flight, take nothing new.
+      if (this.closing) return;
       const now = this.now();
       if (buf.length === 0) frameSince = now;
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);

@@ -92,6 +92,9 @@ export function registerServe(program: Command, io: CliIO): void {
             logger.info({ event: 'stopped' }, 'canonport stopped');
             logger.flush?.();
             resolve();
+            // Upstream queries still out past the drain would hold the process until their
+            // timeouts; nobody is waiting for them any more.
+            setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref();
           });
         };
         const onTerm = () => stop('SIGTERM');

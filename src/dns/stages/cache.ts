@@ -24,11 +24,13 @@ export const STALE_ANSWER_TTL = 30;
  * share), and a hit copies it anyway to patch TTLs.
  */
 interface Entry {
-  message: string;
-  storedAt: number;
+  readonly message: string;
+  readonly storedAt: number;
+  /** Set by a hit, cleared by eviction's second chance (CLOCK): popular answers survive floods of one-off names. */
+  used: boolean;
   /** Freshness lifetime, seconds. */
-  ttl: number;
-  rcode: number;
+  readonly ttl: number;
+  readonly rcode: number;
 }
 
 /**
@@ -72,6 +74,7 @@ export class CacheStage implements Stage {
     if (entry) {
       const age = Math.floor((now - entry.storedAt) / 1000);
       if (age < entry.ttl) {
+        entry.used = true;
         this.metrics.cacheLookups.inc({ result: 'hit' });
         return { message: this.render(entry, (t) => t - age), rcode: entry.rcode, source: 'cache' };
       }
@@ -121,17 +124,38 @@ export class CacheStage implements Stage {
     const capped = Buffer.from(msg);
     const cap = positive ? this.opts.maxTtl : ttl;
     rewriteTtls(capped, (t) => Math.min(t, cap));
-    const entry: Entry = Object.freeze({ message: capped.toString('latin1'), storedAt: this.now(), ttl, rcode });
+    const entry: Entry = { message: capped.toString('latin1'), storedAt: this.now(), ttl, rcode, used: false };
     this.makeRoom(k);
     this.store.set(k, entry, ttl + this.opts.staleTtl);
     this.metrics.cacheEntries.set(this.store.getStats().keys);
   }
 
-  /** node-cache's maxKeys throws instead of evicting, so bound the size here: drop the oldest 1%. */
+  /**
+   * node-cache's maxKeys throws instead of evicting, so bound the size here:
+   * free 1% by walking from the oldest, second-chance (CLOCK) style: an entry
+   * hit since the last pass moves to the back once instead of going, so a
+   * flood of one-off names cannot push out the answers clients keep asking for.
+   */
   private makeRoom(k: string): void {
     if (this.store.getStats().keys < this.opts.maxEntries || this.store.has(k)) return;
-    const keys = this.store.keys();
-    this.store.del(keys.slice(0, Math.max(1, Math.ceil(this.opts.maxEntries / 100))));
+    const target = Math.max(1, Math.ceil(this.opts.maxEntries / 100));
+    const now = this.now();
+    const victims: string[] = [];
+    let scanned = 0;
+    for (const key of this.store.keys()) {
+      if (victims.length >= target) break;
+      const e = this.store.get<Entry>(key);
+      // Bound the walk: past ten times the target, the oldest go whether used or not.
+      if (e?.used && ++scanned < target * 10) {
+        e.used = false;
+        const left = e.ttl + this.opts.staleTtl - (now - e.storedAt) / 1000;
+        this.store.del(key); // re-inserted at the back of node-cache's insertion order
+        if (left > 0) this.store.set(key, e, left);
+      } else {
+        victims.push(key);
+      }
+    }
+    this.store.del(victims);
   }
 
   private render(entry: Entry, ttlFor: (orig: number) => number): Buffer {

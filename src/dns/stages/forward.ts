@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { HostPort } from '../../config/address.js';
 import { formatHostPort } from '../../config/address.js';
 import { Rcode } from '../../errors.js';
@@ -10,6 +11,23 @@ import type { DnsReply, DnsRequest } from '../request.js';
 import type { UpstreamClient } from '../upstream.js';
 import { HEADER_SIZE } from '../wire.js';
 import { refused, type AclStage } from './acl.js';
+
+/**
+ * The question with each letter's case chosen at random (DNS 0x20): it marks
+ * our own queries, so a loop can be recognised, and adds entropy an off-path
+ * spoofer must guess. Replies are still matched case-insensitively (RFC 5452),
+ * since some servers do not preserve case.
+ */
+export function mixCase(question: Buffer): Buffer {
+  const out = Buffer.from(question);
+  const bits = randomBytes(Math.ceil(out.length / 8));
+  const nameEnd = out.length - 4;
+  for (let i = 0; i < nameEnd; i++) {
+    const c = out[i]! | 0x20;
+    if (c >= 97 && c <= 122 && out[i]! >= 65) out[i] = bits[i >> 3]! & (1 << (i & 7)) ? c - 32 : c;
+  }
+  return out;
+}
 
 export interface ForwardOptions {
   upstreams: () => readonly HostPort[];
@@ -42,6 +60,8 @@ export class ForwardStage implements Stage {
   /** Upstreams that timed out or failed at the socket level, and until when they go last. */
   private readonly backoff = new Map<string, { failures: number; until: number }>();
   private loopLoggedAt = -Infinity;
+  /** Questions out to upstreams right now, exactly as spelled on the wire. */
+  private readonly outgoing = new Set<string>();
 
   constructor(private readonly o: ForwardOptions) {}
 
@@ -70,12 +90,19 @@ export class ForwardStage implements Stage {
 
   private async resolve(req: DnsRequest): Promise<DnsReply> {
     const q = req.query;
-    // Ask in lowercase: the cache key is lowercase, and the client's own case is restored on the way out.
-    const question = Buffer.from(req.raw.subarray(HEADER_SIZE, q.questionEnd));
-    for (let i = 0; i < q.questionEnd - HEADER_SIZE - 4; i++) {
-      const c = question[i]!;
-      if (c >= 65 && c <= 90) question[i] = c + 32;
+    const question = mixCase(req.raw.subarray(HEADER_SIZE, q.questionEnd));
+    // Remember our exact spelling while it is out: if it comes back to us, it is a loop.
+    const spelling = question.toString('latin1');
+    this.outgoing.add(spelling);
+    try {
+      return await this.tryUpstreams(req, question);
+    } finally {
+      this.outgoing.delete(spelling);
     }
+  }
+
+  private async tryUpstreams(req: DnsRequest, question: Buffer): Promise<DnsReply> {
+    const q = req.query;
     for (const up of this.ordered()) {
       const label = formatHostPort(up);
       const started = performance.now();
@@ -102,14 +129,15 @@ export class ForwardStage implements Stage {
   }
 
   /**
-   * A question we are forwarding right now, arriving from one of our own
-   * upstreams, is our query coming back: a stub resolver (systemd-resolved,
-   * dnsmasq) that routes the zone to us again. Waiting would deadlock until
-   * the timeout, on every lookup.
+   * A question we are forwarding right now that arrives spelled exactly as we
+   * spelled it (our random letter case) is our own query coming back: a stub
+   * resolver (systemd-resolved, dnsmasq) that routes the zone to us again.
+   * Waiting would deadlock until the timeout, on every lookup. A client
+   * asking the same name at the same time spells it its own way (the chance
+   * of matching is 2^-letters), so it shares the answer instead.
    */
   private isLoop(req: DnsRequest): boolean {
-    const from = req.client.address.replace(/^::ffff:/, '');
-    return this.o.upstreams().some((u) => u.host === from);
+    return this.outgoing.has(req.raw.toString('latin1', HEADER_SIZE, req.query.questionEnd));
   }
 
   /**
