@@ -21,7 +21,8 @@ export interface DnsRequest {
   receivedAt: number;
 }
 
-export type Source = 'canonical' | 'local' | 'cache' | 'stale' | 'forward' | 'refused' | 'error';
+/** Where an answer came from: the `source` label of canonport_dns_queries_total. */
+export type Source = 'canonical' | 'cache' | 'stale' | 'forward' | 'refused' | 'error';
 
 /**
  * A stage's answer: a complete DNS message without OPT, whose ID, RD, CD

@@ -6,7 +6,7 @@ import type { EtcHosts } from '../etc-hosts.js';
 import { bareReply, encodeAnswer, type Rr } from '../message.js';
 import type { Next, Stage, MaybePromise } from '../pipeline.js';
 import type { DnsReply, DnsRequest } from '../request.js';
-import { CLASS_ANY, CLASS_IN, TYPE, readU16 } from '../wire.js';
+import { CLASS_ANY, CLASS_IN, TYPE } from '../wire.js';
 
 const LOOPBACK = { v4: ['127.0.0.1'], v6: ['::1'] };
 /** Entries in the encoded-answer cache before it is cleared; canonical answers are cheap to rebuild. */
@@ -161,9 +161,4 @@ export class LocalZonesStage implements Stage {
   private bare(req: DnsRequest, rcode: number): DnsReply {
     return { message: bareReply(req.raw, req.query.questionEnd, rcode), rcode, source: 'canonical' };
   }
-}
-
-/** Reads the rcode of an encoded message. */
-export function rcodeOf(message: Buffer): number {
-  return readU16(message, 2) & 0xf;
 }
