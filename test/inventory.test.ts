@@ -215,6 +215,11 @@ describe('HostInventory caching, timer and failures', () => {
       { port: json.port, address: '127.0.0.1', family: 'tcp', services: [prefixOf(json.name)], version: '7.1.0', versionSource: 'http', scheme: 'base32' },
     ]);
     expect(await probes(metrics, 'ok')).toBe(1); // the versioned port was not asked
+
+    // The daemon's own listeners are listed but never probed.
+    const own = new HostInventory({ state: stateOf(reg), metrics: new Metrics({ defaultMetrics: false }), procRoot: root, skipPorts: () => [json.port] });
+    const ownSnap = await own.snapshot();
+    expect(ownSnap.listeners.find((l) => l.port === json.port)).toMatchObject({ version: '', versionSource: '' });
   });
 });
 

@@ -119,7 +119,12 @@ export class Daemon {
     const chain = buildChain([acl, local, this.cache, forward]);
     const classify = (lname: string) => classifyName(lname, this.serving.zones, this.serving.registry);
     const resolver = new ServiceResolver(() => this.serving, new ChainAddressSource(() => this.serving, local, this.etcHosts, chain, classify));
-    this.inventory = new HostInventory({ state: () => this.serving, metrics: this.metrics, logger: this.logger });
+    this.inventory = new HostInventory({
+      state: () => this.serving,
+      metrics: this.metrics,
+      logger: this.logger,
+      skipPorts: () => (this.addresses ? [this.addresses.dns.port, this.addresses.grpc.port, this.addresses.http.port] : []),
+    });
     this.ctx = {
       logger: this.logger,
       metrics: this.metrics,

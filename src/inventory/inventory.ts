@@ -30,6 +30,12 @@ export interface HostInventoryOptions {
   /** Host name reported in snapshots (default os.hostname()). */
   hostname?: string | undefined;
   now?: (() => number) | undefined;
+  /**
+   * Ports never probed: the daemon's own DNS, gRPC and HTTP listeners (a
+   * global version path would otherwise send HTTP to its own DNS-over-TCP
+   * port). They are still listed.
+   */
+  skipPorts?: (() => readonly number[]) | undefined;
   /** The probe itself; injectable only to count or fail probes in tests. */
   probeVersion?: ((target: ProbeTarget) => Promise<ProbeResult>) | undefined;
 }
@@ -130,10 +136,11 @@ export class HostInventory implements InventoryProvider {
     const probing = this.opts.probe !== false;
     const claims = new Map<number, PortClaim>();
     const probes: { port: number; target: ProbeTarget }[] = [];
+    const skip = new Set(this.opts.skipPorts?.() ?? []);
     for (const [port, socks] of byPort) {
       const claim = claimOf(port, registry);
       claims.set(port, claim);
-      if (!probing || claim.services.length === 0) continue;
+      if (!probing || claim.services.length === 0 || skip.has(port)) continue;
       // A service's own path is asked even when the port names a version (it may say "2.3.1" where the port says "2");
       // the global path only fills in what the port does not tell.
       const path = claim.versionPath ?? (claim.portVersion === '' ? globalPath : undefined);
