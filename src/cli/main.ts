@@ -27,7 +27,10 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       return EXIT_USAGE;
     }
     if (isCanonportError(err, ErrorCodes.USAGE)) {
+      // Raised by a command's own argument checks: say what is wrong, then how the command is used.
+      const cmd = program.commands.find((c) => c.name() === argv[0]);
       io.err(`canonport: ${err.message}`);
+      io.err(cmd ? `usage: canonport ${cmd.name()} ${cmd.usage()}` : '(run with --help for usage)');
       return EXIT_USAGE;
     }
     if (isCanonportError(err)) {
