@@ -1,5 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
@@ -8,6 +9,7 @@ import { dig } from './helpers/dig.js';
 import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
 import { buildQuery, rawUdp } from './helpers/wire.js';
 import { waitForDns } from './helpers/unbound.js';
+import { requireTool } from './helpers/tools.js';
 
 const run = promisify(execFile);
 const CLI = ['bin/canonport.js'];
@@ -141,6 +143,36 @@ describe('production: port 53 as root, the way the systemd unit runs it', () => 
       child.kill('SIGTERM');
       const code = await new Promise((r) => child.once('exit', r));
       expect(code).toBe(0);
+    }
+  });
+});
+
+describe('default upstreams: /etc/resolv.conf minus this daemon', () => {
+  it('on port 53, skips its own nameserver line and forwards to the next one (real dnsmasq on 127.0.0.2:53)', async () => {
+    if (process.getuid?.() !== 0) throw new Error('this test needs root (CI runs as root) to bind port 53');
+    const bin = requireTool('dnsmasq', 'dnsmasq');
+    const dnsmasq = spawn(
+      bin,
+      ['--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', '--port=53', '--listen-address=127.0.0.2', '--bind-interfaces', '--address=/www.example.org/192.0.2.80', '--user=root'],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    dnsmasq.stderr!.on('data', (b) => (stderr += b));
+    const dir = tempDir();
+    const resolvConf = join(dir, 'resolv.conf');
+    // As on a host where canonport is the nameserver: itself first, the real resolver after it.
+    writeFileSync(resolvConf, 'nameserver 127.0.0.1\nnameserver 127.0.0.2\noptions timeout:1\n');
+    let d: Daemon | undefined;
+    try {
+      d = await startDaemon({ dns: '127.0.0.1:53' }, { resolvConf });
+      expect(d.config.upstreamsFrom).toBe('resolv.conf');
+      expect(d.config.upstreams).toEqual([{ host: '127.0.0.2', port: 53 }]);
+      const r = await dig({ host: '127.0.0.1', port: 53 }, ['A', 'www.example.org']);
+      expect(stderr).toBe('');
+      expect(r.answer[0]![4]).toBe('192.0.2.80');
+    } finally {
+      await d?.close(100);
+      dnsmasq.kill('SIGTERM');
     }
   });
 });

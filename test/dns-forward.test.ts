@@ -34,6 +34,7 @@ beforeAll(async () => {
       'ttl.example.org. 300 IN A 192.0.2.81',
       'mixed.example.org. 300 IN A 192.0.2.82',
       'do.example.org. 300 IN A 192.0.2.83',
+      'long.example.org. 200000 IN A 192.0.2.84',
       ...BIG,
     ],
   });
@@ -124,6 +125,19 @@ describe('forwarding to a real upstream (unbound)', () => {
     const tcp = await dig(daemon.addresses.dns, ['+tcp', 'A', 'big.example.org']);
     expect(tcp.flags).not.toContain('tc');
     expect(tcp.answer).toHaveLength(BIG.length);
+  });
+
+  it('caps TTLs it caches at the configured maximum', async () => {
+    const capped = await startDaemon({ upstreams: [`127.0.0.1:${unbound.port}`] }, { tune: (c) => ({ ...c, cache: { ...c.cache, maxTtl: 100 } }) });
+    try {
+      const r = await dig(capped.addresses.dns, ['A', 'long.example.org']); // unbound says 200000
+      expect(r.answer[0]![4]).toBe('192.0.2.84');
+      expect(Number(r.answer[0]![1])).toBe(100);
+      const again = await dig(capped.addresses.dns, ['A', 'long.example.org']);
+      expect(Number(again.answer[0]![1])).toBeLessThanOrEqual(100);
+    } finally {
+      await capped.close(100);
+    }
   });
 
   it('answers SERVFAIL when no upstream can answer', async () => {

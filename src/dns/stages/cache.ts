@@ -3,7 +3,7 @@ import { Rcode } from '../../errors.js';
 import type { Metrics } from '../../http/metrics.js';
 import type { Next, Stage, MaybePromise } from '../pipeline.js';
 import type { DnsReply, DnsRequest } from '../request.js';
-import { HEADER_SIZE, TYPE, readU16, rewriteTtls, walkRecords } from '../wire.js';
+import { HEADER_SIZE, TYPE, questionBytes, readU16, rewriteTtls, walkRecords } from '../wire.js';
 
 export interface CacheOptions {
   maxEntries: number;
@@ -89,38 +89,40 @@ export class CacheStage implements Stage {
         }
         return reply;
       }
-      if (reply.source === 'forward') this.put(k, reply);
-      return reply;
+      return reply.source === 'forward' ? this.put(k, reply) : reply;
     });
   }
 
-  /** Stores a forwarded answer if RFC 2308 / TTL rules allow it. */
-  private put(k: string, reply: DnsReply): void {
+  /**
+   * Stores a forwarded answer if RFC 2308 / TTL rules allow it, and returns
+   * the reply to send: with its TTLs capped as stored, so the first client
+   * sees the same TTLs as the ones served from the cache after it.
+   */
+  private put(k: string, reply: DnsReply): DnsReply {
     const msg = reply.message;
-    if (msg.length < HEADER_SIZE || msg[2]! & 0x02) return; // TC answers are never cached
+    if (msg.length < HEADER_SIZE || msg[2]! & 0x02) return reply; // TC answers are never cached
     const rcode = reply.rcode;
-    if (rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN) return;
+    if (rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN) return reply;
+    const question = questionBytes(msg);
+    if (!question) return reply;
     let records;
-    let qEnd: number;
     try {
-      qEnd = questionEnd(msg);
-      records = walkRecords(msg, qEnd, [readU16(msg, 6), readU16(msg, 8), readU16(msg, 10)]);
+      records = walkRecords(msg, HEADER_SIZE + question.length, [readU16(msg, 6), readU16(msg, 8), readU16(msg, 10)]);
     } catch {
-      return;
+      return reply;
     }
-    const answers = records.filter((r) => r.section === 0);
     let ttl: number;
-    const positive = rcode === Rcode.NOERROR && answers.length > 0;
+    const positive = rcode === Rcode.NOERROR && records.some((r) => r.section === 0);
     if (positive) {
       ttl = Math.min(this.opts.maxTtl, ...records.filter((r) => r.type !== TYPE.OPT).map((r) => r.ttl));
     } else {
       // RFC 2308 §5: negative answers are cached for min(SOA TTL, SOA MINIMUM); without an SOA, not at all.
       const soa = records.find((r) => r.section === 1 && r.type === TYPE.SOA && r.rdlength >= 20);
-      if (!soa) return;
+      if (!soa) return reply;
       const minimum = msg.readUInt32BE(soa.rdataOffset + soa.rdlength - 4);
       ttl = Math.min(this.opts.maxNegativeTtl, soa.ttl, minimum);
     }
-    if (!(ttl > 0)) return;
+    if (!(ttl > 0)) return reply;
     const capped = Buffer.from(msg);
     const cap = positive ? this.opts.maxTtl : ttl;
     rewriteTtls(capped, (t) => Math.min(t, cap));
@@ -128,6 +130,7 @@ export class CacheStage implements Stage {
     this.makeRoom(k);
     this.store.set(k, entry, ttl + this.opts.staleTtl);
     this.metrics.cacheEntries.set(this.store.getStats().keys);
+    return { ...reply, message: capped };
   }
 
   /**
@@ -162,15 +165,5 @@ export class CacheStage implements Stage {
     const out = Buffer.from(entry.message, 'latin1');
     rewriteTtls(out, ttlFor);
     return out;
-  }
-}
-
-function questionEnd(msg: Buffer): number {
-  let off = HEADER_SIZE;
-  for (;;) {
-    const len = msg[off];
-    if (len === undefined) throw new Error('short');
-    if (len === 0) return off + 5;
-    off += len + 1;
   }
 }
