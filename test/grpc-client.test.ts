@@ -3,25 +3,17 @@ import { tmpdir } from 'node:os';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { registerCanonResolver, resolveWithoutDaemon } from '../src/grpc/client.js';
 import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
 import { base32Port } from '../src/scheme/index.js';
-import { bindServer, call, eventually, testDaemon, type TestDaemon } from './grpc-fixtures.js';
+import { bindServer, call, eventually, Health, healthServer as sharedHealthServer, healthServerOnCanonicalPort, testDaemon, type TestDaemon } from './grpc-fixtures.js';
 
 /**
  * The `canon:` resolver end to end: a real grpc-js client dials
  * `canon:///name` and reaches a real gRPC server (the stock health service)
  * listening on the name's port, through the daemon and without it.
  */
-
-const Health = (
-  grpc.loadPackageDefinition(protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true })) as unknown as {
-    grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
-  }
-).grpc.health.v1.Health;
 
 const ZONE = 'cluster-1.example.com';
 
@@ -43,37 +35,18 @@ afterEach(async () => {
   clients = [];
 });
 
-/** A health server that answers SERVING for `tag` only, so a test can tell which server it reached. */
+/** A health server answering SERVING for `tag`, stopped after the test. */
 async function healthServer(tag: string, port = 0): Promise<number> {
-  const server = new grpc.Server();
-  new HealthImplementation({ '': 'SERVING', [tag]: 'SERVING' }).addToServer(server);
-  try {
-    const p = await bindServer(server, port);
-    servers.push(server);
-    return p;
-  } catch (err) {
-    server.forceShutdown();
-    throw err;
-  }
+  const h = await sharedHealthServer(tag, port);
+  servers.push(h.server);
+  return h.port;
 }
 
-/**
- * A service name whose canonical (base32) port is free on this host, with a
- * health server already listening there. Bounded: 60 candidates, all below
- * the ephemeral range.
- */
+/** A health server on the canonical port of a fresh name, stopped after the test. */
 async function serverOnCanonicalPort(tag: string): Promise<{ label: string; port: number }> {
-  for (const a of 'klmnop') {
-    for (const b of 'abcdefghij') {
-      const label = `${a}${b}q${tag.replace(/[^a-z]/g, '')}`;
-      try {
-        return { label, port: await healthServer(tag, base32Port(label)) };
-      } catch {
-        // taken: next candidate
-      }
-    }
-  }
-  throw new Error('no free canonical port among 60 candidate names');
+  const h = await healthServerOnCanonicalPort(tag);
+  servers.push(h.server);
+  return { label: h.label, port: h.port };
 }
 
 async function daemon(d: TestDaemon, port = 0): Promise<GrpcHandle> {

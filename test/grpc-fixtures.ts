@@ -1,5 +1,8 @@
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import { base32Port } from '../src/scheme/index.js';
 import { buildConfig } from '../src/config/config.js';
 import { ServiceResolver, type AddressSource, type ServingState } from '../src/core/resolver.js';
 import type { DaemonContext, DaemonEvents, InventoryProvider, InventorySnapshot } from '../src/daemon/context.js';
@@ -95,6 +98,44 @@ export function bindServer(server: grpc.Server, port: number): Promise<number> {
   return new Promise((resolve, reject) =>
     server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
+}
+
+/** The stock health service's client constructor: the test server every canon: test dials. */
+export const Health = (
+  grpc.loadPackageDefinition(protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true })) as unknown as {
+    grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
+  }
+).grpc.health.v1.Health;
+
+/** A health server that answers SERVING for `tag` only, so a test can tell which server it reached. */
+export async function healthServer(tag: string, port = 0): Promise<{ server: grpc.Server; port: number }> {
+  const server = new grpc.Server();
+  new HealthImplementation({ '': 'SERVING', [tag]: 'SERVING' }).addToServer(server);
+  try {
+    return { server, port: await bindServer(server, port) };
+  } catch (err) {
+    server.forceShutdown();
+    throw err;
+  }
+}
+
+/**
+ * A service name whose canonical (base32) port is free on this host, with a
+ * health server already listening there. Bounded: 60 candidates, all below
+ * the ephemeral range.
+ */
+export async function healthServerOnCanonicalPort(tag: string): Promise<{ label: string; port: number; server: grpc.Server }> {
+  for (const a of 'klmnop') {
+    for (const b of 'abcdefghij') {
+      const label = `${a}${b}q${tag.replace(/[^a-z]/g, '')}`;
+      try {
+        return { label, ...(await healthServer(tag, base32Port(label))) };
+      } catch {
+        // taken: next candidate
+      }
+    }
+  }
+  throw new Error('no free canonical port among 60 candidate names');
 }
 
 /** A unary call as a promise, for loosely typed grpc-js clients. */
