@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs before `npm test` (npm's pretest). The tests use real tools: dig for
-# queries, unbound and dnsmasq as upstreams, dnsperf for the bench. On a
+# queries, unbound and dnsmasq as upstreams, dnsperf for the bench, ip for
+# the network-namespace test. On a
 # fresh Debian machine as root this installs what is missing, saying so;
 # otherwise it prints the command and the tests that need a tool fail with
 # a message naming its package.
 set -uo pipefail
-declare -A pkg=([dig]=dnsutils [unbound]=unbound [dnsmasq]=dnsmasq [dnsperf]=dnsperf)
+declare -A pkg=([dig]=dnsutils [unbound]=unbound [dnsmasq]=dnsmasq [dnsperf]=dnsperf [ip]=iproute2)
 missing=()
-for tool in dig unbound dnsmasq dnsperf; do
+for tool in dig unbound dnsmasq dnsperf ip; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg[$tool]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -13,10 +13,14 @@ export interface DigResult {
   raw: string;
 }
 
-/** Runs the real dig against host:port and parses its sections. */
-export async function dig(server: { host: string; port: number }, args: string[]): Promise<DigResult> {
+/**
+ * Runs the real dig against host:port and parses its sections. `wrap` runs
+ * it through another command, e.g. `ip netns exec NS` to ask from another host.
+ */
+export async function dig(server: { host: string; port: number }, args: string[], wrap: string[] = []): Promise<DigResult> {
   requireTool('dig', 'dnsutils');
-  const { stdout } = await run('dig', [`@${server.host}`, '-p', String(server.port), '+time=2', '+tries=1', '+nocookie', ...args], { timeout: 10_000 });
+  const argv = [...wrap, 'dig', `@${server.host}`, '-p', String(server.port), '+time=2', '+tries=1', '+nocookie', ...args];
+  const { stdout } = await run(argv[0]!, argv.slice(1), { timeout: 10_000 });
   const status = /status: (\w+)/.exec(stdout)?.[1] ?? 'NONE';
   const flags = (/;; flags: ([^;]*);/.exec(stdout)?.[1] ?? '').trim().split(/\s+/).filter(Boolean);
   const section = (name: string) => {
