@@ -126,6 +126,27 @@ describe('logs', () => {
   });
 });
 
+describe('logs on a terminal', () => {
+  it('are pretty-printed for a person when stderr is a TTY (script(1) gives the daemon a real terminal)', async () => {
+    requireTool('script', 'bsdutils');
+    const { port } = await findPortViaDaemon();
+    const cmd = `exec ${process.execPath} bin/canonport.js serve --dns 127.0.0.1:${port} --grpc 127.0.0.1:0 --http 127.0.0.1:0 --upstream 127.0.0.1:9`;
+    const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (b) => (out += b));
+    try {
+      await waitForDns(port, () => (child.exitCode !== null ? `script exited: ${out}` : null));
+      for (let i = 0; i < 50 && !out.includes('canonport ready'); i++) await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+    const plain = out.replace(/\x1b\[[0-9;]*m/g, '');
+    expect(plain).toMatch(/INFO \(\d+\): canonport ready/); // pino-pretty's line, not JSON
+    expect(plain).not.toMatch(/^\{"level"/m);
+  });
+});
+
 describe('production: port 53 as root, the way the systemd unit runs it', () => {
   it('serves dig @127.0.0.1 on port 53', async () => {
     if (process.getuid?.() !== 0) throw new Error('this test needs root (CI runs as root) to bind port 53');
