@@ -3,7 +3,7 @@ import { Metrics } from '../src/http/metrics.js';
 import { requestKey, type DnsRequest } from '../src/dns/request.js';
 import { CacheStage } from '../src/dns/stages/cache.js';
 import { parseQuery } from '../src/dns/wire.js';
-import { buildQuery } from './helpers/wire.js';
+import { buildQuery } from './helpers/dns-wire.js';
 
 /** A forwarded answer: the query turned into a response with one A record (owner compressed to the question). */
 function answerTo(raw: Buffer, ttl: number): Buffer {
@@ -17,7 +17,7 @@ function answerTo(raw: Buffer, ttl: number): Buffer {
 }
 
 function request(name: string): DnsRequest {
-  const raw = buildQuery(1, name, 1);
+  const raw = buildQuery({ id: 1, name, type: 1 });
   const query = parseQuery(raw)!;
   return { query, raw, client: { address: '127.0.0.1', port: 1 }, transport: 'udp', cls: { kind: 'outside' }, key: requestKey(query), receivedAt: 0 };
 }

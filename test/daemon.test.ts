@@ -7,7 +7,7 @@ import type { Daemon } from '../src/daemon/daemon.js';
 import { createCanonportClient } from '../src/grpc/canonport-client.js';
 import { dig } from './helpers/dig.js';
 import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
-import { buildQuery, rawUdp } from './helpers/wire.js';
+import { buildQuery, rawUdp } from './helpers/dns-wire.js';
 import { waitForDns } from './helpers/unbound.js';
 import { requireTool } from './helpers/tools.js';
 
@@ -58,7 +58,7 @@ describe('reload', () => {
     expect(await srvPort(d, 'api.svc.example')).toBe(4000);
     writeFileSync(file, 'zones: [svc.example]\nservices:\n  api: { port: 4001 }\n');
     // 300 queries race the reload: every one must be answered, with the old or the new port.
-    const queries = Array.from({ length: 300 }, (_, i) => rawUdp(d.addresses.dns, buildQuery(i, 'api.svc.example', 33)));
+    const queries = Array.from({ length: 300 }, (_, i) => rawUdp(d.addresses.dns, buildQuery({ id: i, name: 'api.svc.example', type: 33 })));
     const reloaded = d.reload();
     const replies = await Promise.all(queries);
     expect((await reloaded).ok).toBe(true);

@@ -6,7 +6,7 @@ import type { Daemon } from '../src/daemon/daemon.js';
 import { dig } from './helpers/dig.js';
 import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
 import { startUnbound, type Unbound } from './helpers/unbound.js';
-import { buildQuery, frame, rawUdp, tcpExchange } from './helpers/wire.js';
+import { buildQuery, frame, rawUdp, tcpExchange } from './helpers/dns-wire.js';
 
 const Z = 'cluster-1.example.com';
 const REGISTRY = `
@@ -152,7 +152,7 @@ describe('configured zone', () => {
 
   it('matches names case-insensitively and echoes the question as asked (0x20)', async () => {
     const name = 'ApI.ClUsTeR-1.ExAmPlE.CoM';
-    const reply = await rawUdp(server, buildQuery(0x1234, name, 33));
+    const reply = await rawUdp(server, buildQuery({ id: 0x1234, name, type: 33 }));
     expect(reply.readUInt16BE(0)).toBe(0x1234);
     expect(reply.subarray(12, 12 + name.length + 2).toString('latin1')).toContain('ClUsTeR');
     expect(reply.readUInt16BE(6)).toBe(1); // one answer
@@ -167,7 +167,7 @@ describe('transports', () => {
 
   it('answers several pipelined queries on one TCP connection', async () => {
     const names = ['api.localhost', 'db.localhost', 'cat.localhost', 'dog.localhost', 'bee.localhost'];
-    const frames = names.map((n, i) => frame(buildQuery(100 + i, n, 33)));
+    const frames = names.map((n, i) => frame(buildQuery({ id: 100 + i, name: n, type: 33 })));
     const replies = await tcpExchange(server, Buffer.concat(frames), names.length);
     const byId = new Map(replies.map((r) => [r.readUInt16BE(0), r]));
     expect([...byId.keys()].sort()).toEqual([100, 101, 102, 103, 104]);
@@ -189,7 +189,7 @@ describe('EDNS and truncation', () => {
   it('echoes EDNS with our 1232-byte buffer and answers FORMERR for two questions', async () => {
     const r = await dig(server, ['+bufsize=4096', 'SRV', 'api.localhost']);
     expect(r.raw).toMatch(/udp: 1232/);
-    const q = buildQuery(7, 'api.localhost', 33);
+    const q = buildQuery({ id: 7, name: 'api.localhost', type: 33 });
     q.writeUInt16BE(2, 4);
     const reply = await rawUdp(server, q);
     expect(reply[3]! & 0xf).toBe(1); // FORMERR

@@ -5,7 +5,7 @@ import type { Daemon } from '../src/daemon/daemon.js';
 import { dig } from './helpers/dig.js';
 import { startDaemon } from './helpers/daemon.js';
 import { startUnbound, type Unbound } from './helpers/unbound.js';
-import { buildQuery, rawUdp } from './helpers/wire.js';
+import { buildQuery, rawUdp } from './helpers/dns-wire.js';
 
 const BIG = Array.from({ length: 120 }, (_, i) => `big.example.org. 300 IN A 10.9.${i >> 8}.${i & 255}`);
 
@@ -109,7 +109,7 @@ describe('forwarding to a real upstream (unbound)', () => {
 
   it('echoes the forwarded question in the client case', async () => {
     const name = 'WwW.ExAmPlE.OrG';
-    const reply = await rawUdp(daemon.addresses.dns, buildQuery(0x4242, name, 1));
+    const reply = await rawUdp(daemon.addresses.dns, buildQuery({ id: 0x4242, name, type: 1 }));
     expect(reply.readUInt16BE(0)).toBe(0x4242);
     expect(reply.subarray(13, 13 + 3).toString('latin1')).toBe('WwW');
     expect(reply.readUInt16BE(6)).toBe(1);

@@ -325,7 +325,7 @@ export async function tcpAsk(server: Server, q: Omit<QuerySpec, 'id'>, timeoutMs
   const id = Math.floor(Math.random() * 0x10000);
   return new Promise((resolve) => {
     const sock = net.connect(server.port, server.host);
-    let buf = Buffer.alloc(0);
+    let buf: Buffer = Buffer.alloc(0);
     const done = (m: Message | null) => {
       clearTimeout(t);
       sock.destroy();
@@ -341,5 +341,46 @@ export async function tcpAsk(server: Server, q: Omit<QuerySpec, 'id'>, timeoutMs
       const m = messages.find((x) => x.readUInt16BE(0) === id);
       if (m) done(parseMessage(m));
     });
+  });
+}
+
+/** Sends one raw message over UDP and resolves with the first reply (bytes, unparsed). */
+export function rawUdp(to: { host: string; port: number }, msg: Buffer, timeoutMs = 2000): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket(net.isIPv6(to.host) ? 'udp6' : 'udp4');
+    const t = setTimeout(() => {
+      s.close();
+      reject(new Error('no UDP reply'));
+    }, timeoutMs);
+    s.on('message', (m) => {
+      clearTimeout(t);
+      s.close();
+      resolve(m);
+    });
+    s.send(msg, to.port, to.host);
+  });
+}
+
+/** Writes raw bytes on one TCP connection and collects `expect` framed replies. */
+export function tcpExchange(to: { host: string; port: number }, data: Buffer, expect: number, timeoutMs = 3000): Promise<Buffer[]> {
+  return new Promise((resolve, reject) => {
+    const out: Buffer[] = [];
+    let buf: Buffer = Buffer.alloc(0);
+    const s = net.connect(to.port, to.host, () => s.write(data));
+    const t = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`got ${out.length} of ${expect} TCP replies`));
+    }, timeoutMs);
+    s.on('data', (d) => {
+      const { messages, rest } = unframe(Buffer.concat([buf, d]));
+      out.push(...messages);
+      buf = rest;
+      if (out.length >= expect) {
+        clearTimeout(t);
+        s.destroy();
+        resolve(out);
+      }
+    });
+    s.on('error', reject);
   });
 }
