@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { CanonportError, ErrorCodes } from '../errors.js';
-import { loadRegistryFile } from '../registry/load.js';
-import { Registry } from '../registry/registry.js';
+import { loadRegistry } from '../registry/load.js';
+import type { Registry } from '../registry/registry.js';
 import { parseHostPort, type HostPort } from './address.js';
 import { parseCidr, type Cidr } from './cidr.js';
 
@@ -114,13 +114,12 @@ export async function resolveConfig(
   env: ConfigInput = configFromEnv(),
   opts: { resolvConf?: string } = {},
 ): Promise<{ config: Config; registry: Registry }> {
-  const registryFile = flags.registry ?? env.registry ?? null;
-  const registry = registryFile ? await loadRegistryFile(registryFile) : Registry.empty();
+  const registry = await loadRegistry(flags.registry ?? env.registry);
   const config = buildConfig(flags, env, registry, opts);
   return { config, registry };
 }
 
-/** The pure part of resolveConfig, reused by reload with a freshly parsed registry. */
+/** The pure part of resolveConfig: the config a given registry and the flags and env make. */
 export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: Registry, opts: { resolvConf?: string } = {}): Config {
   const file: ConfigInput = { ...registry.daemon, registry: registry.file ?? undefined };
   const pick = <K extends keyof ConfigInput>(k: K): ConfigInput[K] => flags[k] ?? env[k] ?? file[k];

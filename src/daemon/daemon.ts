@@ -3,7 +3,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import { NetworkSet } from '../config/cidr.js';
-import { buildConfig, configFromEnv, isSelf, type Config, type ConfigInput } from '../config/config.js';
+import { configFromEnv, isSelf, resolveConfig, type Config, type ConfigInput } from '../config/config.js';
 import { ServiceResolver, type ServingState } from '../core/resolver.js';
 import { classifyName, LOCALHOST_ZONE } from '../core/service-name.js';
 import { ChainAddressSource } from '../dns/address-source.js';
@@ -22,8 +22,7 @@ import { Metrics } from '../http/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
 import { silentLogger, type Logger } from '../log.js';
-import { loadRegistryFile } from '../registry/load.js';
-import { Registry } from '../registry/registry.js';
+import type { Registry } from '../registry/registry.js';
 import type { DaemonContext, DaemonEvents } from './context.js';
 
 export interface DaemonOptions {
@@ -118,7 +117,7 @@ export class Daemon {
     });
     const chain = buildChain([acl, local, this.cache, forward]);
     const classify = (lname: string) => classifyName(lname, this.serving.zones, this.serving.registry);
-    const resolver = new ServiceResolver(() => this.serving, new ChainAddressSource(() => this.serving, local, this.etcHosts, chain, classify));
+    const resolver = new ServiceResolver(() => this.serving, new ChainAddressSource(() => this.serving, local, chain, classify));
     this.inventory = new HostInventory({
       state: () => this.serving,
       metrics: this.metrics,
@@ -151,11 +150,7 @@ export class Daemon {
   /** Loads config and registry, binds every listener, and reports ready. */
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const env = opts.env ?? configFromEnv();
-    const registryFile = opts.flags.registry ?? env.registry;
-    const registry = registryFile ? await loadRegistryFile(registryFile) : Registry.empty();
-    let config = buildConfig(opts.flags, env, registry, { resolvConf: opts.resolvConf });
-    if (opts.tune) config = opts.tune(config);
-    checkLoop(config);
+    const { config, registry } = await Daemon.load(opts, env);
     const d = new Daemon({ ...opts, env }, config, registry);
     try {
       await d.listen();
@@ -164,6 +159,14 @@ export class Daemon {
       throw err;
     }
     return d;
+  }
+
+  /** Flags, env and the registry file into one checked config: the same path at start and at reload. */
+  private static async load(opts: DaemonOptions, env: ConfigInput): Promise<{ config: Config; registry: Registry }> {
+    const { config, registry } = await resolveConfig(opts.flags, env, { resolvConf: opts.resolvConf });
+    const tuned = opts.tune ? opts.tune(config) : config;
+    checkLoop(tuned);
+    return { config: tuned, registry };
   }
 
   get config(): Config {
@@ -214,11 +217,9 @@ export class Daemon {
    */
   async reload(): Promise<{ ok: true } | { ok: false; error: CanonportError }> {
     try {
-      const file = this.cfg.registryFile;
-      const registry = file ? await loadRegistryFile(file) : Registry.empty();
-      let next = buildConfig(this.flags, this.env, registry, { resolvConf: this.opts.resolvConf });
-      if (this.opts.tune) next = this.opts.tune(next);
-      checkLoop(next);
+      const loaded = await Daemon.load(this.opts, this.env);
+      const { registry } = loaded;
+      let next = loaded.config;
       for (const k of ['dns', 'grpc', 'http'] as const) {
         if (formatHostPort(next[k]) !== formatHostPort(this.cfg[k])) {
           this.logger.warn({ code: 'CP_RESTART_NEEDED', setting: k }, `${k} listen address changed: restart to apply`);

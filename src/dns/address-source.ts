@@ -1,7 +1,6 @@
 import dns2 from 'dns2';
 import type { AddressSource, ServingState } from '../core/resolver.js';
 import { zoneOf } from '../core/service-name.js';
-import type { EtcHosts } from './etc-hosts.js';
 import type { MaybePromise } from './pipeline.js';
 import { requestKey, type DnsReply, type DnsRequest } from './request.js';
 import type { LocalZonesStage } from './stages/local.js';
@@ -18,15 +17,13 @@ export class ChainAddressSource implements AddressSource {
   constructor(
     private readonly state: () => ServingState,
     private readonly local: LocalZonesStage,
-    private readonly etcHosts: EtcHosts,
     private readonly chain: (req: DnsRequest) => MaybePromise<DnsReply>,
     private readonly classify: (lname: string) => DnsRequest['cls'],
   ) {}
 
   async lookup(host: string): Promise<{ addresses: string[]; ttl: number }> {
     const { registry, zones } = this.state();
-    const zone = zoneOf(host, zones);
-    const known = zone ? this.local.knownAddresses(host, zone, registry) : (registry.hosts.get(host) ? splitFamilies(registry.hosts.get(host)!) : this.etcHosts.lookup(host));
+    const known = this.local.knownAddresses(host, zoneOf(host, zones), registry);
     if (known) return { addresses: [...known.v4, ...known.v6], ttl: registry.ttl };
     const [a, aaaa] = await Promise.all([this.ask(host, TYPE.A), this.ask(host, TYPE.AAAA)]);
     const addresses = [...a.addresses, ...aaaa.addresses];
@@ -53,8 +50,4 @@ export class ChainAddressSource implements AddressSource {
     const records = parsed.answers.filter((r: { type: number }) => r.type === qtype) as unknown as { address: string; ttl: number }[];
     return { addresses: records.map((r) => r.address), ttl: records.length ? Math.min(...records.map((r) => r.ttl)) : Infinity };
   }
-}
-
-function splitFamilies(list: readonly string[]): { v4: string[]; v6: string[] } {
-  return { v4: list.filter((x) => !x.includes(':')), v6: list.filter((x) => x.includes(':')) };
 }

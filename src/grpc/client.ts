@@ -4,8 +4,8 @@ import { CanonportError, ErrorCodes } from '../errors.js';
 import { isInZone, normaliseName } from '../core/names.js';
 import { LOCALHOST_ZONE } from '../core/service-name.js';
 import { ServiceResolver, type AddressSource, type Resolution } from '../core/resolver.js';
-import { loadRegistryFile } from '../registry/load.js';
-import { Registry } from '../registry/registry.js';
+import { loadRegistry } from '../registry/load.js';
+import type { Registry } from '../registry/registry.js';
 import { createCanonportClient, DaemonError, type CanonportClient, type WatchStream } from './canonport-client.js';
 import { DEFAULT_DAEMON_ADDRESS } from './proto.js';
 
@@ -210,7 +210,7 @@ function errorStatus(name: string, details: string): Endpoints {
  * file (if any) give the port, the system resolver gives the addresses.
  */
 export async function resolveWithoutDaemon(name: string, registryFile?: string): Promise<Resolution> {
-  const registry = registryFile ? await loadRegistryFile(registryFile) : Registry.empty();
+  const registry = await loadRegistry(registryFile);
   const zones = [...new Set([...registry.zones, LOCALHOST_ZONE])];
   return new ServiceResolver(() => ({ registry, zones }), systemAddressSource(registry)).resolve(name);
 }

@@ -12,6 +12,11 @@ export interface Location {
   field?: string | undefined;
 }
 
+/** The registry in `file`, or the empty one (every name on the base32 scheme) when there is none. */
+export async function loadRegistry(file: string | null | undefined): Promise<Registry> {
+  return file ? loadRegistryFile(file) : Registry.empty();
+}
+
 /** Reads and validates a registry file; throws CP_REGISTRY_UNREADABLE or CP_REGISTRY_INVALID. */
 export async function loadRegistryFile(file: string): Promise<Registry> {
   let text: string;

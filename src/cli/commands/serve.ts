@@ -1,11 +1,9 @@
 import type { Command } from 'commander';
 import { formatHostPort } from '../../config/address.js';
-import { buildConfig, configFromEnv, DEFAULTS, ENV_VARS, type ConfigInput } from '../../config/config.js';
+import { configFromEnv, DEFAULTS, ENV_VARS, resolveConfig, type ConfigInput } from '../../config/config.js';
 import { isClusterWorker, runWorker, startPrimary } from '../../daemon/cluster.js';
 import { Daemon } from '../../daemon/daemon.js';
 import { createLogger } from '../../log.js';
-import { loadRegistryFile } from '../../registry/load.js';
-import { Registry } from '../../registry/registry.js';
 import { printJson, usageError, type CliIO } from '../io.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -59,9 +57,7 @@ export function registerServe(program: Command, io: CliIO): void {
       };
       const env = configFromEnv();
       if (opts.printConfig) {
-        const file = flags.registry ?? env.registry;
-        const registry = file ? await loadRegistryFile(file) : Registry.empty();
-        const c = buildConfig(flags, env, registry);
+        const { config: c } = await resolveConfig(flags, env);
         const view = {
           ...c,
           dns: formatHostPort(c.dns),

@@ -31,22 +31,21 @@ export class LocalZonesStage implements Stage {
   ) {}
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
-    const { cls, query: q } = req;
-    if (cls.kind === 'outside') return next(req);
+    if (req.cls.kind === 'outside') return next(req);
     const state = this.state();
     if (state !== this.encodedFor || this.etcHosts.generation !== this.hostsGeneration) {
       this.encoded = new Map();
       this.encodedFor = state;
       this.hostsGeneration = this.etcHosts.generation;
     }
-    const key = `${q.lname}|${q.qtype}|${q.qclass}`;
-    const hit = this.encoded.get(key);
+    // Keyed like the forwarding cache (name, type, class, DO): the DO bit only splits entries in two.
+    const hit = this.encoded.get(req.key);
     if (hit) return hit;
 
     const result = this.answer(req, state.registry, next);
     if (result instanceof Promise) return result; // depends on upstream: not kept
     if (this.encoded.size >= MAX_ENCODED) this.encoded.clear();
-    this.encoded.set(key, result);
+    this.encoded.set(req.key, result);
     return result;
   }
 
@@ -126,8 +125,12 @@ export class LocalZonesStage implements Stage {
     }
   }
 
-  /** Addresses known without the network: the registry's hosts map, then /etc/hosts. */
-  knownAddresses(host: string, zone: string, registry: Registry): { v4: readonly string[]; v6: readonly string[] } | null {
+  /**
+   * Addresses known without the network: loopback under `localhost`, then
+   * the registry's hosts map, then /etc/hosts. `zone` is null for a name
+   * outside every served zone (the gRPC side asks for those too).
+   */
+  knownAddresses(host: string, zone: string | null, registry: Registry): { v4: readonly string[]; v6: readonly string[] } | null {
     if (zone === LOCALHOST_ZONE) return LOOPBACK;
     const fromRegistry = registry.hosts.get(host);
     if (fromRegistry) {
