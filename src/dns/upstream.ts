@@ -46,17 +46,8 @@ export class UpstreamClient {
   }
 
   private udp(up: HostPort, id: number, packet: Buffer, question: Buffer): Promise<UpstreamResult> {
-    return new Promise((resolve) => {
+    return settleOnce(this.timeoutMs, (finish) => {
       const sock = dgram.createSocket(net.isIPv6(up.host) ? 'udp6' : 'udp4');
-      let done = false;
-      const finish = (r: UpstreamResult) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        sock.close();
-        resolve(r);
-      };
-      const timer = setTimeout(() => finish({ kind: 'timeout' }), this.timeoutMs);
       sock.on('error', (err) => finish({ kind: 'error', reason: err.message }));
       sock.on('message', (msg, rinfo) => {
         if (!sameHost(rinfo.address, up.host) || rinfo.port !== up.port) return this.onMismatch(up, 'source');
@@ -67,22 +58,14 @@ export class UpstreamClient {
       sock.send(packet, up.port, up.host, (err) => {
         if (err) finish({ kind: 'error', reason: err.message });
       });
+      return () => sock.close();
     });
   }
 
   private tcp(up: HostPort, id: number, packet: Buffer, question: Buffer): Promise<UpstreamResult> {
-    return new Promise((resolve) => {
-      let done = false;
+    return settleOnce(this.timeoutMs, (finish) => {
       let buf = Buffer.alloc(0);
       const sock = net.connect({ host: up.host, port: up.port });
-      const finish = (r: UpstreamResult) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        sock.destroy();
-        resolve(r);
-      };
-      const timer = setTimeout(() => finish({ kind: 'timeout' }), this.timeoutMs);
       sock.on('error', (err) => finish({ kind: 'error', reason: err.message }));
       sock.on('close', () => finish({ kind: 'error', reason: 'connection closed before a reply' }));
       sock.on('connect', () => {
@@ -103,8 +86,31 @@ export class UpstreamClient {
           return finish(answer(Buffer.from(msg), 'tcp'));
         }
       });
+      return () => sock.destroy();
     });
   }
+}
+
+/**
+ * One upstream exchange that settles exactly once: with the first result
+ * `start` reports, or as a timeout. The socket `start` opened is released
+ * either way (`start` returns how).
+ */
+function settleOnce(timeoutMs: number, start: (finish: (r: UpstreamResult) => void) => () => void): Promise<UpstreamResult> {
+  return new Promise((resolve) => {
+    let done = false;
+    let release: (() => void) | null = null;
+    const finish = (r: UpstreamResult) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      release?.();
+      resolve(r);
+    };
+    const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
+    release = start(finish);
+    if (done) release(); // settled before start returned
+  });
 }
 
 function buildQuery(id: number, q: UpstreamQuery): Buffer {
