@@ -2,27 +2,12 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { dig } from './helpers/dig.js';
-import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
+import { freeDnsPort, tempDir, writeRegistry } from './helpers/daemon.js';
 import { waitForDns } from './helpers/unbound.js';
-
-/** A port free for UDP and TCP on 127.0.0.1 (a daemon finds one, then lets it go). */
-async function freeDnsPort(): Promise<number> {
-  const d = await startDaemon();
-  const { port } = d.addresses.dns;
-  await d.close(0);
-  return port;
-}
-
-async function httpPort(): Promise<number> {
-  const d = await startDaemon();
-  const { port } = d.addresses.http;
-  await d.close(0);
-  return port;
-}
 
 describe('serve --workers: DNS workers sharing one socket', () => {
   it('answers from every worker, aggregates /metrics, propagates SIGHUP reloads and drains on SIGTERM', async () => {
-    const [dnsPort, metricsPort] = [await freeDnsPort(), await httpPort()];
+    const [dnsPort, metricsPort] = [await freeDnsPort(), await freeDnsPort()];
     const dir = tempDir();
     const registry = writeRegistry('zones: [svc.example]\nservices:\n  api: { port: 4000 }\n', dir);
     const child = spawn(

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
 import { createCanonportClient } from '../src/grpc/canonport-client.js';
 import { dig } from './helpers/dig.js';
-import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
+import { freeDnsPort, startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
 import { buildQuery, rawUdp } from './helpers/dns-wire.js';
 import { waitForDns } from './helpers/unbound.js';
 import { requireTool } from './helpers/tools.js';
@@ -105,7 +105,7 @@ describe('gRPC through the whole daemon', () => {
 
 describe('logs', () => {
   it('writes one JSON line per event, with a sampled query log when switched on', async () => {
-    const { port } = await findPortViaDaemon();
+    const port = await freeDnsPort();
     const child = spawn(process.execPath, [...CLI, 'serve', '--dns', `127.0.0.1:${port}`, '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--query-log', '1', '--upstream', '127.0.0.1:9'], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -129,7 +129,7 @@ describe('logs', () => {
 describe('logs on a terminal', () => {
   it('are pretty-printed for a person when stderr is a TTY (script(1) gives the daemon a real terminal)', async () => {
     requireTool('script', 'bsdutils');
-    const { port } = await findPortViaDaemon();
+    const port = await freeDnsPort();
     const cmd = `exec ${process.execPath} bin/canonport.js serve --dns 127.0.0.1:${port} --grpc 127.0.0.1:0 --http 127.0.0.1:0 --upstream 127.0.0.1:9`;
     const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
@@ -197,11 +197,3 @@ describe('default upstreams: /etc/resolv.conf minus this daemon', () => {
     }
   });
 });
-
-/** A port free for both UDP and TCP: let a daemon find one, then release it. */
-async function findPortViaDaemon(): Promise<{ port: number }> {
-  const d = await startDaemon();
-  const port = d.addresses.dns.port;
-  await d.close(0);
-  return { port };
-}

@@ -1,16 +1,9 @@
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { dig } from './helpers/dig.js';
-import { startDaemon } from './helpers/daemon.js';
+import { freeDnsPort, startDaemon } from './helpers/daemon.js';
 import { requireTool } from './helpers/tools.js';
 import { freePort, waitForDns } from './helpers/unbound.js';
-
-async function freeDnsPort(): Promise<number> {
-  const d = await startDaemon();
-  const { port } = d.addresses.dns;
-  await d.close(0);
-  return port;
-}
 
 describe('a forwarding loop through a stub resolver', () => {
   it('is detected and broken at once instead of waiting for timeouts (real dnsmasq routing the zone back)', async () => {

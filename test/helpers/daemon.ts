@@ -37,3 +37,14 @@ export function writeRegistry(text: string, dir = tempDir()): string {
   writeFileSync(file, text);
   return file;
 }
+
+/**
+ * A port free for both UDP and TCP on 127.0.0.1, for tests that must name
+ * the port before starting a process: a daemon finds one, then lets it go.
+ */
+export async function freeDnsPort(): Promise<number> {
+  const d = await startDaemon();
+  const { port } = d.addresses.dns;
+  await d.close(0);
+  return port;
+}
