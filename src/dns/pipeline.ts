@@ -30,8 +30,14 @@ export interface Stage {
  */
 export const CHAIN_ORDER = ['acl', 'local', 'cache', 'forward'] as const;
 
-/** Composes stages into one handler. The last stage's `next` is a programming error. */
+/**
+ * Composes stages into one handler, in CHAIN_ORDER (checked, so the order
+ * written above is the order that runs). The last stage's `next` is a
+ * programming error.
+ */
 export function buildChain(stages: readonly Stage[]): (req: DnsRequest) => MaybePromise<DnsReply> {
+  const names = stages.map((s) => s.name).join(' → ');
+  if (names !== CHAIN_ORDER.join(' → ')) throw new Error(`DNS chain is ${names}, expected ${CHAIN_ORDER.join(' → ')}`);
   let next: Next = () => {
     throw new Error('DNS chain ended without an answer');
   };

@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { HostPort } from '../config/address.js';
 import type { NameClass } from '../core/service-name.js';
-import { CanonportError, ErrorCodes, Rcode } from '../errors.js';
+import { CanonportError, ErrorCodes, errorToRcode, Rcode } from '../errors.js';
 import type { Metrics } from '../http/metrics.js';
 import type { Logger } from '../log.js';
 import { bareReply, optRecord, patchHeader, RCODE_BADVERS } from './message.js';
@@ -275,12 +275,14 @@ export class DnsServer {
     return v;
   }
 
+  /** A stage threw: the error catalogue picks the rcode (SERVFAIL for anything unexpected), and it is logged. */
   private handlerFailed(req: DnsRequest, err: unknown): DnsReply {
+    const rcode = errorToRcode(err);
     this.o.logger.error(
-      { code: ErrorCodes.HANDLER_FAILED, name: req.query.lname, qtype: req.query.qtype, err: err instanceof Error ? err.message : String(err) },
-      'DNS handler failed; answered SERVFAIL',
+      { code: ErrorCodes.HANDLER_FAILED, name: req.query.lname, qtype: req.query.qtype, rcode, err: err instanceof Error ? err.message : String(err) },
+      'DNS handler failed',
     );
-    return errorReply(req.raw, req.query, Rcode.SERVFAIL);
+    return errorReply(req.raw, req.query, rcode);
   }
 
   /** Patches the reply for this client: ID, RD, CD, question case, OPT, and TC if it does not fit. */
