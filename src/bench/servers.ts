@@ -128,9 +128,6 @@ export class Servers {
   async startCanonport(upstreamPort: number, opts: { workers?: number } = {}): Promise<CanonportInstance> {
     const [dns, grpcPort, httpPort] = [await this.children.freePort(), await this.children.freePort(), await this.children.freePort()];
     const args = [
-      // As it ships: bin/canonport.js's shebang, the systemd unit and the Dockerfile all set this.
-      '--max-semi-space-size=4',
-      join(REPO_ROOT, 'bin', 'canonport.js'),
       'serve',
       '--dns',
       `127.0.0.1:${dns}`,
@@ -148,7 +145,8 @@ export class Servers {
     ];
     // No CANONPORT_* from the caller's shell: the flags above are the whole config.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CANONPORT_')));
-    const server = this.children.spawnServer(this.next('canonport'), process.execPath, args, dns, env);
+    // Run the launcher itself, as `npx canonport` does: its shebang sets the node flags the daemon ships with.
+    const server = this.children.spawnServer(this.next('canonport'), join(REPO_ROOT, 'bin', 'canonport.js'), args, dns, env);
     try {
       const [firstAnswerMs, readyzMs] = await Promise.all([
         waitForDnsAnswer(server, PROBE_NAME, TYPE_SRV, 20_000, 5),
