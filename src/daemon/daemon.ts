@@ -70,8 +70,6 @@ export class Daemon {
   readonly logger: Logger;
   private cfg: Config;
   private serving: ServingState;
-  private readonly flags: ConfigInput;
-  private readonly env: ConfigInput;
   private dns!: DnsServer;
   private grpc: GrpcHandle | null = null;
   private http: HttpServer | null = null;
@@ -92,8 +90,6 @@ export class Daemon {
     registry: Registry,
   ) {
     this.logger = opts.logger ?? silentLogger;
-    this.flags = opts.flags;
-    this.env = opts.env ?? configFromEnv();
     this.cfg = config;
     this.serving = stateOf(config, registry);
     this.allowed = new NetworkSet(config.allow);
@@ -149,9 +145,10 @@ export class Daemon {
 
   /** Loads config and registry, binds every listener, and reports ready. */
   static async start(opts: DaemonOptions): Promise<Daemon> {
-    const env = opts.env ?? configFromEnv();
-    const { config, registry } = await Daemon.load(opts, env);
-    const d = new Daemon({ ...opts, env }, config, registry);
+    // Env is read once, at start: a reload re-reads the registry file, not the environment.
+    const withEnv = { ...opts, env: opts.env ?? configFromEnv() };
+    const { config, registry } = await Daemon.load(withEnv);
+    const d = new Daemon(withEnv, config, registry);
     try {
       await d.listen();
     } catch (err) {
@@ -162,8 +159,8 @@ export class Daemon {
   }
 
   /** Flags, env and the registry file into one checked config: the same path at start and at reload. */
-  private static async load(opts: DaemonOptions, env: ConfigInput): Promise<{ config: Config; registry: Registry }> {
-    const { config, registry } = await resolveConfig(opts.flags, env, { resolvConf: opts.resolvConf });
+  private static async load(opts: DaemonOptions): Promise<{ config: Config; registry: Registry }> {
+    const { config, registry } = await resolveConfig(opts.flags, opts.env, { resolvConf: opts.resolvConf });
     const tuned = opts.tune ? opts.tune(config) : config;
     checkLoop(tuned);
     return { config: tuned, registry };
@@ -217,7 +214,7 @@ export class Daemon {
    */
   async reload(): Promise<{ ok: true } | { ok: false; error: CanonportError }> {
     try {
-      const loaded = await Daemon.load(this.opts, this.env);
+      const loaded = await Daemon.load(this.opts);
       const { registry } = loaded;
       let next = loaded.config;
       for (const k of ['dns', 'grpc', 'http'] as const) {
