@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { CheckCodes, checkRegistry, failed, type Finding } from '../../registry/check.js';
 import { NO_HOST_FACTS, readHostFacts } from '../../registry/host-facts.js';
 import { EXIT_FINDINGS, EXIT_OK, printJson, type CliIO } from '../io.js';
-import { readRegistry, registryOption, validName } from './port.js';
+import { loadRegistry } from '../../registry/load.js';
+import { registryOption, validName } from '../options.js';
 
 /**
  * `canonport check [NAME…]`: the registry's and the names' problems, one
@@ -20,7 +21,7 @@ export function registerCheck(program: Command, io: CliIO): void {
     .option('--json', 'print JSON')
     .action(async (names: string[], opts: { registry?: string; strict?: boolean; host: boolean; json?: boolean }) => {
       const extra = names.map(validName);
-      const registry = await readRegistry(opts.registry);
+      const registry = await loadRegistry(opts.registry);
       const facts = opts.host ? await readHostFacts() : NO_HOST_FACTS;
       const findings = checkRegistry(registry, facts, extra);
       const errors = findings.filter((f) => f.severity === 'error').length;

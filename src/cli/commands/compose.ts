@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { composeMappings, composeYaml } from '../../registry/compose.js';
 import { EXIT_FINDINGS, printJson, usageError, type CliIO } from '../io.js';
-import { registryOption, requireRegistry } from './port.js';
+import { registryOption, requireRegistry } from '../options.js';
 
 /**
  * `canonport compose [NAME…]`: docker-compose `external:internal` port

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { BASE32_MAX_PORT, BASE32_MIN_PORT, decodePort, decodePortRaw } from '../../scheme/index.js';
 import { EXIT_FINDINGS, parsePortArg, printJson, type CliIO } from '../io.js';
-import { readRegistry, registryOption } from './port.js';
+import { loadRegistry } from '../../registry/load.js';
+import { registryOption } from '../options.js';
 
 /**
  * `canonport decode PORT…`: the three-character prefix each port encodes,
@@ -24,7 +25,7 @@ export function registerDecode(program: Command, io: CliIO): void {
     .option('--json', 'print a JSON array')
     .action(async (ports: string[], opts: { raw?: boolean; registry?: string; json?: boolean }) => {
       const numbers = ports.map(parsePortArg);
-      const registry = opts.registry ? await readRegistry(opts.registry) : null;
+      const registry = opts.registry ? await loadRegistry(opts.registry) : null;
       const rows = numbers.map((port) => ({
         port,
         prefix: opts.raw ? decodePortRaw(port) : decodePort(port),

@@ -5,8 +5,7 @@ import { createCanonportClient } from '../../grpc/canonport-client.js';
 import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
 import { Metrics } from '../../http/metrics.js';
 import { HostInventory } from '../../inventory/inventory.js';
-import { loadRegistryFile } from '../../registry/load.js';
-import { Registry } from '../../registry/registry.js';
+import { loadRegistry } from '../../registry/load.js';
 import { EXIT_FINDINGS, printJson, usageError, type CliIO } from '../io.js';
 import type { RegisterCommand } from './index.js';
 
@@ -54,8 +53,7 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
           client.close();
         }
       } else {
-        const file = flags.registry ?? configFromEnv().registry;
-        const registry = file ? await loadRegistryFile(file) : Registry.empty();
+        const registry = await loadRegistry(flags.registry ?? configFromEnv().registry);
         const inventory = new HostInventory({
           state: () => ({ registry, zones: registry.zones }),
           metrics: new Metrics({ defaultMetrics: false }),

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { startOrder } from '../../registry/order.js';
 import { printJson, type CliIO } from '../io.js';
-import { registryOption, requireRegistry } from './port.js';
+import { registryOption, requireRegistry } from '../options.js';
 
 /**
  * `canonport order`: the registry's services in start order, dependencies
