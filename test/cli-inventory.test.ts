@@ -21,7 +21,7 @@ import {
   runCli,
   startInventoryDaemon,
   stopDaemon,
-  VERSIONED_IDS,
+  bindVersioned,
   versionServer,
   type Bound,
 } from './inventory-support.js';
@@ -38,17 +38,10 @@ beforeAll(async () => {
   await buildCli();
   http = await bindCanonical(CANDIDATES.http, () => versionServer({ '/version': { body: '1.4.2\n' } }));
   open.push(...http.servers);
-  let id = 0;
-  for (const candidate of VERSIONED_IDS) {
-    const servers = await bindAll(versionedPort(candidate, 2)!, () => createServer(), ['127.0.0.1']);
-    if (servers) {
-      open.push(...servers);
-      id = candidate;
-      userPort = versionedPort(candidate, 2)!;
-      break;
-    }
-  }
-  if (!userPort) throw new Error('no versioned test port free');
+  const user = await bindVersioned();
+  open.push(...user.servers);
+  const id = user.id;
+  userPort = user.port;
   unclaimed = await bindUnclaimed();
   open.push(unclaimed.server);
   dir = await mkdtemp(join(tmpdir(), 'canonport-cli-inv-'));

@@ -11,7 +11,7 @@ import { formatHostPort } from '../src/config/address.js';
 import { collectFleet } from '../src/inventory/fleet.js';
 import { versionedPort } from '../src/scheme/index.js';
 import { startDaemon, writeRegistry } from './helpers/daemon.js';
-import { bindAll, bindCanonical, buildCli, CANDIDATES, closedPort, closeServer, runCli, VERSIONED_IDS, versionServer, type Bound } from './inventory-support.js';
+import { bindAll, bindCanonical, buildCli, CANDIDATES, closedPort, closeServer, runCli, bindVersioned, versionServer, type Bound } from './inventory-support.js';
 
 let http: Bound<HttpServer>;
 let userPort = 0;
@@ -25,17 +25,10 @@ beforeAll(async () => {
   await buildCli();
   http = await bindCanonical(CANDIDATES.http, () => versionServer({ '/version': { body: '3.0.0\n' }, '/version-old': { body: '{"version":"2.9.9"}', type: 'application/json' } }));
   open.push(...http.servers);
-  let id = 0;
-  for (const candidate of VERSIONED_IDS) {
-    const servers = await bindAll(versionedPort(candidate, 2)!, () => createServer(), ['127.0.0.1']);
-    if (servers) {
-      open.push(...servers);
-      id = candidate;
-      userPort = versionedPort(candidate, 2)!;
-      break;
-    }
-  }
-  if (!userPort) throw new Error('no versioned test port free');
+  const user = await bindVersioned();
+  open.push(...user.servers);
+  const id = user.id;
+  userPort = user.port;
   const registry = (path: string) => `services:\n  user: { id: ${id}, version: 2 }\n  ${http.name}: { versionPath: ${path} }\n`;
   daemons.push(await startDaemon({ registry: writeRegistry(registry('/version')) }, { inventory: true }));
   daemons.push(await startDaemon({ registry: writeRegistry(registry('/version-old')), grpc: '[::1]:0' }, { inventory: true }));

@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createTcpServer, type Server } from 'node:net';
+import { versionedPort } from '../src/scheme/index.js';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { canonportService } from '../src/grpc/proto.js';
@@ -182,6 +183,20 @@ export const CANDIDATES = {
 export const VERSIONED_IDS = [1, 3, 5, 7, 9, 2, 4, 6, 8] as const;
 
 /**
+ * A real TCP listener on the versioned port (version 2) of the first id in
+ * VERSIONED_IDS (or the last, `fromEnd`) whose port is free on 127.0.0.1.
+ */
+export async function bindVersioned(fromEnd = false): Promise<{ id: number; port: number; servers: Server[] }> {
+  const ids = fromEnd ? VERSIONED_IDS.slice().reverse() : VERSIONED_IDS;
+  for (const id of ids) {
+    const port = versionedPort(id, 2)!;
+    const servers = await bindAll(port, () => createTcpServer(), ['127.0.0.1']);
+    if (servers) return { id, port, servers };
+  }
+  throw new Error(`no versioned test port free among ${ids.map((id) => versionedPort(id, 2)).join(', ')}`);
+}
+
+/**
  * Two daemons on loopback (127.0.0.1 and ::1) over one host's real sockets,
  * disagreeing the way two hosts of a fleet would: daemon A's registry probes
  * `/version` (1.4.2) where B's probes `/version-old` (1.4.1) on the same
@@ -205,7 +220,6 @@ export async function startFleetWorld(): Promise<FleetWorld> {
   const { HostInventory } = await import('../src/inventory/inventory.js');
   const { Metrics } = await import('../src/http/metrics.js');
   const { parseRegistry } = await import('../src/registry/load.js');
-  const { versionedPort } = await import('../src/scheme/index.js');
   const opened: AnyServer[] = [];
   const daemons: grpc.Server[] = [];
   const close = async () => {
@@ -217,17 +231,8 @@ export async function startFleetWorld(): Promise<FleetWorld> {
       versionServer({ '/version': { body: '1.4.2\n' }, '/version-old': { body: '1.4.1\n' } }),
     );
     opened.push(...http.servers);
-    let user: { id: number; port: number } | undefined;
-    for (const id of VERSIONED_IDS.slice().reverse()) {
-      const port = versionedPort(id, 2)!;
-      const servers = await bindAll(port, () => createTcpServer(), ['127.0.0.1']);
-      if (servers) {
-        opened.push(...servers);
-        user = { id, port };
-        break;
-      }
-    }
-    if (!user) throw new Error('no versioned test port free');
+    const user = await bindVersioned(true);
+    opened.push(...user.servers);
     const ghostPort = await closedPort();
     const registryFor = (path: string) =>
       parseRegistry(

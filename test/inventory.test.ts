@@ -18,7 +18,7 @@ import {
   CANDIDATES,
   closeServer,
   silentTcpServer,
-  VERSIONED_IDS,
+  bindVersioned,
   versionServer,
   type Bound,
 } from './inventory-support.js';
@@ -41,15 +41,7 @@ beforeAll(async () => {
     versionServer({ '/meta': { body: '{"version":"7.1.0","commit":"1a2b3c"}', type: 'application/json' } }),
   );
   silent = await bindCanonical(CANDIDATES.silent, silentTcpServer);
-  for (const id of VERSIONED_IDS) {
-    const port = versionedPort(id, 2)!;
-    const servers = await bindAll(port, () => createServer(), ['127.0.0.1']);
-    if (servers) {
-      versioned = { id, port, servers };
-      break;
-    }
-  }
-  if (!versioned) throw new Error(`no versioned test port free among ${VERSIONED_IDS.map((id) => versionedPort(id, 2)).join(', ')}`);
+  versioned = await bindVersioned();
   unclaimed = await bindUnclaimed();
   open.push(...dual.servers, ...http.servers, ...json.servers, ...silent.servers, ...versioned.servers, unclaimed.server);
   registry = parseRegistry(
