@@ -117,6 +117,17 @@ export async function bindUnclaimed(): Promise<{ port: number; server: Server }>
 }
 
 /** A loopback port nothing listens on (bound, then closed). */
+/**
+ * A host that is unreachable for gRPC but whose port stays ours: a listener
+ * that resets every connection. Unlike closedPort(), no test running in
+ * parallel can take the port in the meantime. Close `server` afterwards.
+ */
+export async function resettingPort(host = '127.0.0.1'): Promise<{ port: number; server: Server }> {
+  const server = createTcpServer((sock) => sock.resetAndDestroy());
+  await tryListen(server, 0, host);
+  return { port: (server.address() as { port: number }).port, server };
+}
+
 export async function closedPort(host = '127.0.0.1'): Promise<number> {
   const s = createTcpServer();
   await tryListen(s, 0, host);
