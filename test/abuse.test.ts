@@ -181,6 +181,25 @@ describe('cap on upstream queries in flight', () => {
     expect(replies.map((r) => r.msg?.answers.map((a) => a.data))).toEqual(Array(50).fill([REAL]));
     expect(up.count()).toBe(1);
   });
+
+  // Regression (CI, 2026-11-24): the fuzz test's concurrent `. A` queries got SERVFAIL, because a
+  // name without letters cannot be case-marked, so every duplicate looked like our query coming back.
+  test.each([
+    ['the root, which has no letters to mark', '.'],
+    ['a name of digits', '1.2.3'],
+    ['a two-letter name', 'a.b'],
+    ['a name spelled in mixed case by the clients', 'PoPuLaR.ExAmPlE.OrG'],
+  ])('identical questions in flight are shared, never taken for a loop: %s', async (_why, name) => {
+    const up = await fakeUpstream({ kind: 'delay', ms: 300, address: REAL });
+    const d = await startDaemon({ upstreams: [up.address] });
+    cleanup.push(() => d.close(0));
+    const c = await client('127.0.0.1');
+    const replies = await Promise.all(Array.from({ length: 30 }, () => c.ask(d.addresses.dns, { name })));
+    expect(replies.map((r) => [r.msg?.rcode, r.msg?.answers.map((a) => a.data)])).toEqual(Array(30).fill([RCODE.NOERROR, [REAL]]));
+    expect(up.count()).toBe(1);
+    const loops = (await d.metrics.dnsDropped.get()).values.find((v) => v.labels.reason === 'forward_loop');
+    expect(loops).toBeUndefined();
+  });
 });
 
 describe('forwarding loop', () => {

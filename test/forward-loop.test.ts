@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { mixCase } from '../src/dns/stages/forward.js';
+import { encodeName } from './helpers/dns-wire.js';
 import { dig } from './helpers/dig.js';
 import { freeDnsPort, startDaemon } from './helpers/daemon.js';
 import { requireTool } from './helpers/tools.js';
@@ -32,6 +35,39 @@ describe('a forwarding loop through a stub resolver', () => {
     } finally {
       await daemon.close(100);
       dnsmasq.kill('SIGTERM');
+    }
+  });
+});
+
+describe('the 0x20 mark on forwarded questions', () => {
+  const label = fc.stringMatching(/^[a-zA-Z0-9-]{1,12}$/);
+  const question = (name: string) => Buffer.concat([encodeName(name), Buffer.from([0, 1, 0, 1])]);
+
+  it('keeps the name (case aside), type and class, and marks only with a spelling no honest client sends', () => {
+    fc.assert(
+      fc.property(fc.array(label, { minLength: 0, maxLength: 5 }), (labels) => {
+        const name = labels.join('.');
+        const q = question(name);
+        const { question: out, marked } = mixCase(q);
+        expect(out.toString('latin1').toLowerCase()).toBe(q.toString('latin1').toLowerCase());
+        expect(out.subarray(-4)).toEqual(q.subarray(-4));
+        const letters = name.replace(/[^a-z]/gi, '');
+        const spelled = out.toString('latin1', 0, out.length - 4).replace(/[^a-z]/gi, '');
+        if (letters.length < 2) expect(marked).toBe(false);
+        if (marked) {
+          expect(out.equals(q)).toBe(false); // never the requester's own spelling
+          expect(spelled).not.toBe(spelled.toLowerCase()); // never all lowercase
+          expect(spelled).not.toBe(spelled.toUpperCase()); // never all uppercase
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('marks nearly every name with enough letters, whatever the requester sent', () => {
+    for (const name of ['api.cluster-1.example.com', 'API.CLUSTER-1.EXAMPLE.COM', 'Ab.Cd']) {
+      const marks = Array.from({ length: 200 }, () => mixCase(question(name)).marked).filter(Boolean).length;
+      expect(marks).toBe(200);
     }
   });
 });

@@ -12,21 +12,48 @@ import type { UpstreamClient } from '../upstream.js';
 import { HEADER_SIZE } from '../wire.js';
 import { refused, type AclStage } from './acl.js';
 
+/** Tries at drawing a marking spelling before the question goes out unmarked. */
+const MARK_TRIES = 16;
+
 /**
- * The question with each letter's case chosen at random (DNS 0x20): it marks
- * our own queries, so a loop can be recognised, and adds entropy an off-path
- * spoofer must guess. Replies are still matched case-insensitively (RFC 5452),
- * since some servers do not preserve case.
+ * The question as we send it upstream, with each letter's case chosen at
+ * random (DNS 0x20). The spelling adds entropy an off-path spoofer must
+ * guess (replies are still matched case-insensitively, RFC 5452, since some
+ * servers do not preserve case), and it marks the query as ours, so a loop
+ * can be recognised when it comes back.
+ *
+ * A mark is only worth something if no honest client would send it: it must
+ * differ from the requester's own spelling (else a second client asking the
+ * same thing at the same moment is taken for our query coming back) and mix
+ * both cases (clients send all-lowercase, or as typed). A name with fewer
+ * than two letters (the root `.`, a name of digits) cannot carry such a
+ * mark, so it goes out `marked: false` and is never called a loop; a loop
+ * on such a name costs one upstream timeout, nothing worse.
  */
-export function mixCase(question: Buffer): Buffer {
-  const out = Buffer.from(question);
-  const bits = randomBytes(Math.ceil(out.length / 8));
-  const nameEnd = out.length - 4;
+export function mixCase(question: Buffer): { question: Buffer; marked: boolean } {
+  const nameEnd = question.length - 4;
+  const letters: number[] = [];
   for (let i = 0; i < nameEnd; i++) {
-    const c = out[i]! | 0x20;
-    if (c >= 97 && c <= 122 && out[i]! >= 65) out[i] = bits[i >> 3]! & (1 << (i & 7)) ? c - 32 : c;
+    const c = question[i]! | 0x20;
+    if (c >= 97 && c <= 122) letters.push(i);
   }
-  return out;
+  const out = Buffer.from(question);
+  if (letters.length < 2) return { question: out, marked: false };
+  for (let attempt = 0; attempt < MARK_TRIES; attempt++) {
+    const bits = randomBytes(Math.ceil(letters.length / 8));
+    let upper = 0;
+    let same = true;
+    for (let k = 0; k < letters.length; k++) {
+      const i = letters[k]!;
+      const lower = question[i]! | 0x20;
+      const c = bits[k >> 3]! & (1 << (k & 7)) ? lower - 32 : lower;
+      if (c < 97) upper++;
+      if (c !== question[i]) same = false;
+      out[i] = c;
+    }
+    if (!same && upper > 0 && upper < letters.length) return { question: out, marked: true };
+  }
+  return { question: out, marked: false };
 }
 
 export interface ForwardOptions {
@@ -90,7 +117,8 @@ export class ForwardStage implements Stage {
 
   private async resolve(req: DnsRequest): Promise<DnsReply> {
     const q = req.query;
-    const question = mixCase(req.raw.subarray(HEADER_SIZE, q.questionEnd));
+    const { question, marked } = mixCase(req.raw.subarray(HEADER_SIZE, q.questionEnd));
+    if (!marked) return this.tryUpstreams(req, question);
     // Remember our exact spelling while it is out: if it comes back to us, it is a loop.
     const spelling = question.toString('latin1');
     this.outgoing.add(spelling);
@@ -133,8 +161,8 @@ export class ForwardStage implements Stage {
    * spelled it (our random letter case) is our own query coming back: a stub
    * resolver (systemd-resolved, dnsmasq) that routes the zone to us again.
    * Waiting would deadlock until the timeout, on every lookup. A client
-   * asking the same name at the same time spells it its own way (the chance
-   * of matching is 2^-letters), so it shares the answer instead.
+   * asking the same name at the same time in the requester's spelling, or in
+   * one case, cannot match the mark (see mixCase), so it shares the answer.
    */
   private isLoop(req: DnsRequest): boolean {
     return this.outgoing.has(req.raw.toString('latin1', HEADER_SIZE, req.query.questionEnd));
