@@ -186,8 +186,8 @@ describe('Resolve', () => {
     expect(e2.status).toBe(grpc.status.INTERNAL);
     expect(await d.metrics.grpcCalls.get()).toMatchObject({
       values: expect.arrayContaining([
-        expect.objectContaining({ labels: { method: 'canonport.v1.Canonport/Resolve', code: 'INTERNAL' }, value: 1 }),
-        expect.objectContaining({ labels: { method: 'canonport.v1.Canonport/Inventory', code: 'INTERNAL' }, value: 1 }),
+        expect.objectContaining({ labels: { service: 'canonport.v1.Canonport', method: 'Resolve', code: 'INTERNAL' }, value: 1 }),
+        expect.objectContaining({ labels: { service: 'canonport.v1.Canonport', method: 'Inventory', code: 'INTERNAL' }, value: 1 }),
       ]),
     });
   });
@@ -205,7 +205,7 @@ describe('Resolve', () => {
     await call(hc, 'Check', { service: '' });
     await call(hc, 'Check', { service: 'nope' }).catch(() => undefined);
     const values = (await d.metrics.grpcCalls.get()).values;
-    const count = (method: string, code: string) => values.find((v) => v.labels.method === method && v.labels.code === code)?.value;
+    const count = (path: string, code: string) => values.find((v) => `${v.labels.service}/${v.labels.method}` === path && v.labels.code === code)?.value;
     expect(count('canonport.v1.Canonport/Resolve', 'OK')).toBe(2);
     expect(count('canonport.v1.Canonport/Resolve', 'NOT_FOUND')).toBe(1);
     expect(count('canonport.v1.Canonport/Resolve', 'INVALID_ARGUMENT')).toBe(1);
@@ -316,7 +316,7 @@ describe('Watch', () => {
     await expect(bad[Symbol.asyncIterator]().next()).rejects.toMatchObject({ status: grpc.status.INVALID_ARGUMENT, code: ErrorCodes.BAD_NAME });
     const missing = client.watch('db.cluster-1.example.com');
     await expect(missing[Symbol.asyncIterator]().next()).rejects.toMatchObject({ status: grpc.status.NOT_FOUND });
-    const values = (await d.metrics.grpcCalls.get()).values.filter((v) => v.labels.method === 'canonport.v1.Canonport/Watch');
+    const values = (await d.metrics.grpcCalls.get()).values.filter((v) => v.labels.service === 'canonport.v1.Canonport' && v.labels.method === 'Watch');
     expect(values.map((v) => [v.labels.code, v.value]).sort()).toEqual([
       ['INVALID_ARGUMENT', 1],
       ['NOT_FOUND', 1],
@@ -346,7 +346,7 @@ describe('Watch', () => {
     for (const s of streams) s.cancel();
     await eventually(async () => expect(d.events.listenerCount('reload')).toBe(0));
     await eventually(async () => {
-      const v = (await d.metrics.grpcCalls.get()).values.find((x) => x.labels.method === 'canonport.v1.Canonport/Watch' && x.labels.code === 'CANCELLED');
+      const v = (await d.metrics.grpcCalls.get()).values.find((x) => x.labels.service === 'canonport.v1.Canonport' && x.labels.method === 'Watch' && x.labels.code === 'CANCELLED');
       expect(v?.value).toBe(21);
     });
   });

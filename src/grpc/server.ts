@@ -48,18 +48,21 @@ function reflectionPackage(): protoLoader.PackageDefinition {
 }
 
 /**
- * Counts every call, health and reflection included, in grpcCalls{method,
- * code} once: at the status the server sends, or CANCELLED when the client
- * goes first. `method` is the path without its slash: canonport.v1.Canonport/Resolve.
+ * Counts every call, health and reflection included, in grpcCalls{service,
+ * method, code} once: at the status the server sends, or CANCELLED when the
+ * client goes first. The path `/canonport.v1.Canonport/Resolve` splits into
+ * service `canonport.v1.Canonport` and method `Resolve`, the labels
+ * go-grpc-prometheus uses, so existing dashboards' queries carry over.
  */
 function countCalls(ctx: DaemonContext): grpc.ServerInterceptor {
   return (method, call) => {
-    const name = method.path.replace(/^\//, '');
+    const slash = method.path.lastIndexOf('/');
+    const labels = { service: method.path.slice(1, Math.max(1, slash)), method: method.path.slice(slash + 1) };
     let counted = false;
     const count = (code: number) => {
       if (counted) return;
       counted = true;
-      ctx.metrics.grpcCalls.inc({ method: name, code: grpc.status[code] ?? String(code) });
+      ctx.metrics.grpcCalls.inc({ ...labels, code: grpc.status[code] ?? String(code) });
     };
     return new grpc.ServerInterceptingCall(call, {
       start: (next) => next({ onCancel: () => count(grpc.status.CANCELLED) }),

@@ -70,8 +70,8 @@ export class Metrics {
   });
   readonly grpcCalls = new Counter({
     name: 'canonport_grpc_calls_total',
-    help: 'gRPC calls, by method and status code name.',
-    labelNames: ['method', 'code'] as const,
+    help: 'gRPC calls, by service, method and status code name.',
+    labelNames: ['service', 'method', 'code'] as const,
     registers: [this.registry],
   });
   readonly serviceListening = new Gauge({
