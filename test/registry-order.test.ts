@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CanonportError, ErrorCodes } from '../src/errors.js';
 import { loadRegistryFile, parseRegistry } from '../src/registry/load.js';
-import { dependencyGraph, findCycles, startOrder } from '../src/registry/order.js';
+import { dependencyGraph, findCycles, startOrder, type DependencyGraph } from '../src/registry/order.js';
 import type { Registry } from '../src/registry/registry.js';
 
 const fixture = (name: string): string => new URL(`./fixtures/registry/${name}`, import.meta.url).pathname;
@@ -102,6 +102,58 @@ describe('findCycles', () => {
       const cycles = findCycles(dependencyGraph(registryOf(deps)));
       expect(cycles).toEqual([[...names, names[0]!]]);
     }
+  });
+
+  it('walks a chain 200,000 deep, and a cycle through all of it, without overflowing the call stack', () => {
+    const n = 200_000;
+    const names = Array.from({ length: n }, (_, i) => `s${String(i).padStart(6, '0')}`);
+    const chain = (closed: boolean): DependencyGraph => ({
+      nodes: names,
+      edges: new Map(names.map((v, i) => [v, i + 1 < n ? [names[i + 1]!] : closed ? [names[0]!] : []])),
+      unknown: [],
+    });
+    expect(findCycles(chain(false))).toEqual([]);
+    const [cycle, ...more] = findCycles(chain(true));
+    expect(more).toEqual([]);
+    expect(cycle).toHaveLength(n + 1);
+    expect(cycle!.slice(0, 3)).toEqual(['s000000', 's000001', 's000002']);
+    expect(cycle!.at(-1)).toBe('s000000');
+  });
+
+  it('on random graphs: reports real cycles, and none exactly when the graph has a topological order', () => {
+    const graphs = fc
+      .integer({ min: 1, max: 9 })
+      .chain((n) => fc.array(fc.array(fc.integer({ min: 0, max: n - 1 }), { maxLength: 3 }), { minLength: n, maxLength: n }));
+    fc.assert(
+      fc.property(graphs, (adj) => {
+        const name = (i: number) => `n${i}`;
+        const graph: DependencyGraph = {
+          nodes: adj.map((_, i) => name(i)),
+          edges: new Map(adj.map((to, i) => [name(i), [...new Set(to)].sort((a, b) => a - b).map(name)])),
+          unknown: [],
+        };
+        const cycles = findCycles(graph);
+        for (const c of cycles) {
+          expect(c[0]).toBe(c.at(-1));
+          for (let k = 0; k + 1 < c.length; k++) expect(graph.edges.get(c[k]!)).toContain(c[k + 1]);
+        }
+        // Kahn: the graph is acyclic exactly when every node can be removed in dependency order.
+        const waiting = new Map(graph.nodes.map((v) => [v, graph.edges.get(v)!.length]));
+        const ready = graph.nodes.filter((v) => waiting.get(v) === 0);
+        let removed = 0;
+        while (ready.length) {
+          const v = ready.pop()!;
+          removed++;
+          for (const u of graph.nodes) {
+            if (!graph.edges.get(u)!.includes(v)) continue;
+            waiting.set(u, waiting.get(u)! - 1);
+            if (waiting.get(u) === 0) ready.push(u);
+          }
+        }
+        expect(cycles.length === 0).toBe(removed === graph.nodes.length);
+      }),
+      { numRuns: 1000 },
+    );
   });
 
   it('finds no cycle in a diamond', () => {

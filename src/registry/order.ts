@@ -41,46 +41,64 @@ export function dependencyGraph(registry: Registry): DependencyGraph {
  * Deterministic: cycles sorted by their first name.
  */
 export function findCycles(graph: DependencyGraph): string[][] {
+  const cycles: string[][] = [];
+  for (const comp of stronglyConnected(graph)) {
+    const start = [...comp].sort()[0]!;
+    if (comp.length === 1 && !(graph.edges.get(start) ?? []).includes(start)) continue;
+    cycles.push(shortestCycle(graph, new Set(comp), start));
+  }
+  return cycles.sort((a, b) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : 0));
+}
+
+/**
+ * Tarjan's strongly connected components with an explicit stack of
+ * (node, next edge) frames instead of recursion: a registry is user input,
+ * and a dependency chain tens of thousands deep must not overflow the call
+ * stack.
+ */
+function stronglyConnected(graph: DependencyGraph): string[][] {
   const index = new Map<string, number>();
   const low = new Map<string, number>();
   const onStack = new Set<string>();
   const stack: string[] = [];
   const components: string[][] = [];
   let next = 0;
-  const visit = (v: string): void => {
+  const open = (v: string) => {
     index.set(v, next);
     low.set(v, next);
     next++;
     stack.push(v);
     onStack.add(v);
-    for (const w of graph.edges.get(v) ?? []) {
-      if (!index.has(w)) {
-        visit(w);
-        low.set(v, Math.min(low.get(v)!, low.get(w)!));
-      } else if (onStack.has(w)) {
-        low.set(v, Math.min(low.get(v)!, index.get(w)!));
-      }
-    }
-    if (low.get(v) === index.get(v)) {
-      const comp: string[] = [];
-      let w: string;
-      do {
-        w = stack.pop()!;
-        onStack.delete(w);
-        comp.push(w);
-      } while (w !== v);
-      components.push(comp);
-    }
+    return { v, edges: graph.edges.get(v) ?? [], i: 0 };
   };
-  for (const v of graph.nodes) if (!index.has(v)) visit(v);
-
-  const cycles: string[][] = [];
-  for (const comp of components) {
-    const start = [...comp].sort()[0]!;
-    if (comp.length === 1 && !(graph.edges.get(start) ?? []).includes(start)) continue;
-    cycles.push(shortestCycle(graph, new Set(comp), start));
+  for (const root of graph.nodes) {
+    if (index.has(root)) continue;
+    const frames = [open(root)];
+    while (frames.length > 0) {
+      const f = frames[frames.length - 1]!;
+      if (f.i < f.edges.length) {
+        const w = f.edges[f.i++]!;
+        if (!index.has(w)) frames.push(open(w));
+        else if (onStack.has(w)) low.set(f.v, Math.min(low.get(f.v)!, index.get(w)!));
+        continue;
+      }
+      // Every edge of f.v done: close its component if it is a root, then report low to the caller.
+      frames.pop();
+      if (low.get(f.v) === index.get(f.v)) {
+        const comp: string[] = [];
+        let w: string;
+        do {
+          w = stack.pop()!;
+          onStack.delete(w);
+          comp.push(w);
+        } while (w !== f.v);
+        components.push(comp);
+      }
+      const caller = frames[frames.length - 1];
+      if (caller) low.set(caller.v, Math.min(low.get(caller.v)!, low.get(f.v)!));
+    }
   }
-  return cycles.sort((a, b) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : 0));
+  return components;
 }
 
 /** Breadth-first from `start` back to itself inside one component; neighbours in name order. */
@@ -92,9 +110,9 @@ function shortestCycle(graph: DependencyGraph, comp: Set<string>, start: string)
     for (const w of graph.edges.get(v) ?? []) {
       if (!comp.has(w)) continue;
       if (w === start) {
-        const path = [v];
-        while (path[0] !== start) path.unshift(parent.get(path[0]!)!);
-        return [...path, start];
+        const back = [start, v];
+        while (back[back.length - 1] !== start) back.push(parent.get(back[back.length - 1]!)!);
+        return back.reverse();
       }
       if (!parent.has(w) && w !== start) {
         parent.set(w, v);
@@ -141,7 +159,11 @@ export function startOrder(registry: Registry): StartStep[] {
   for (const v of graph.nodes) {
     const deps = graph.edges.get(v)!;
     waiting.set(v, deps.length);
-    for (const d of deps) dependants.set(d, [...(dependants.get(d) ?? []), v]);
+    for (const d of deps) {
+      const list = dependants.get(d);
+      if (list) list.push(v);
+      else dependants.set(d, [v]);
+    }
   }
   const ready = graph.nodes.filter((v) => waiting.get(v) === 0); // already sorted
   const level = new Map<string, number>();
@@ -149,7 +171,7 @@ export function startOrder(registry: Registry): StartStep[] {
   while (ready.length > 0) {
     const v = ready.shift()!;
     const deps = graph.edges.get(v)!;
-    const lv = deps.length === 0 ? 0 : 1 + Math.max(...deps.map((d) => level.get(d)!));
+    const lv = deps.reduce((m, d) => Math.max(m, level.get(d)! + 1), 0);
     level.set(v, lv);
     out.push({ name: v, dependsOn: deps, level: lv });
     for (const w of dependants.get(v) ?? []) {
