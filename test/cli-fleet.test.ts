@@ -3,12 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FleetFinding, FleetHost, FleetService } from '../src/inventory/fleet.js';
-import type { Server } from 'node:net';
-import { buildCli, closeServer, resettingPort, runCli, startFleetWorld, type FleetWorld } from './inventory-support.js';
+import { buildCli, closedPort, runCli, startFleetWorld, type FleetWorld } from './inventory-support.js';
 
 let world: FleetWorld;
 let dir: string;
-const cleanup: Server[] = [];
 
 beforeAll(async () => {
   await buildCli();
@@ -17,7 +15,6 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all(cleanup.map(closeServer));
   await world?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
@@ -75,11 +72,7 @@ describe('canonport fleet (real process, two real daemons, one unreachable host)
 
   it('--hosts-file, and progress on stderr for more than 20 hosts', async () => {
     const closed: string[] = [];
-    for (let i = 0; i < 20; i++) {
-      const r = await resettingPort();
-      cleanup.push(r.server);
-      closed.push(`127.0.0.1:${r.port}`);
-    }
+    for (let i = 0; i < 20; i++) closed.push(`127.0.0.1:${await closedPort()}`);
     const file = join(dir, 'hosts');
     await writeFile(file, `# the fleet\n${world.a}\n${world.b}  # the other one\n${closed.join('\n')}\n`);
     const r = await runCli(['fleet', '--hosts-file', file, '--timeout', '5000']);

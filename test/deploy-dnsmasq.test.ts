@@ -11,6 +11,7 @@ import { formatHostPort } from '../src/config/address.js';
 import { DEFAULTS } from '../src/config/config.js';
 import { Daemon } from '../src/daemon/daemon.js';
 import { silentLogger } from '../src/log.js';
+import { freePort } from './helpers/ports.js';
 
 /**
  * deploy/dnsmasq/canonport.conf: dnsmasq's own syntax check, then dnsmasq
@@ -35,27 +36,6 @@ function dnsmasqTest(file: string): { status: number | null; out: string } {
   return { status: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-/** A loopback port free for both UDP and TCP right now (dnsmasq cannot be told port 0). */
-async function freePort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const tcp = createServer();
-    const port = await new Promise<number>((res, rej) => {
-      tcp.once('error', rej);
-      tcp.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => res((tcp.address() as { port: number }).port));
-    });
-    const udp = createSocket('udp4');
-    const udpOk = await new Promise<boolean>((res) => {
-      udp.once('error', () => res(false));
-      udp.bind({ address: '127.0.0.1', port, exclusive: true }, () => res(true));
-    });
-    await new Promise<void>((res) => tcp.close(() => res()));
-    if (udpOk) {
-      await new Promise<void>((res) => udp.close(() => res()));
-      return port;
-    }
-  }
-  throw new Error('no port free for both UDP and TCP on 127.0.0.1 after 20 tries');
-}
 
 describe('deploy/dnsmasq/canonport.conf', () => {
   let daemon: Daemon;

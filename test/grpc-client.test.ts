@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { registerCanonResolver, resolveWithoutDaemon } from '../src/grpc/client.js';
 import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
 import { base32Port } from '../src/scheme/index.js';
+import { closedPort } from './helpers/ports.js';
 import { bindServer, call, eventually, Health, healthServer as sharedHealthServer, healthServerOnCanonicalPort, testDaemon, type TestDaemon } from './grpc-fixtures.js';
 
 /**
@@ -55,13 +56,6 @@ async function daemon(d: TestDaemon, port = 0): Promise<GrpcHandle> {
   return h;
 }
 
-/** A loopback port nothing listens on (bound, then released). */
-async function closedPort(): Promise<number> {
-  const s = new grpc.Server();
-  const p = await bindServer(s, 0);
-  s.forceShutdown();
-  return p;
-}
 
 function dial(target: string): grpc.Client {
   const c = new Health(target, grpc.credentials.createInsecure());

@@ -12,6 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { canonportService } from '../src/grpc/proto.js';
 import type { InventoryProvider } from '../src/daemon/context.js';
 import { base32Port } from '../src/scheme/index.js';
+import { closedPort } from './helpers/ports.js';
 
 export const REPO = fileURLToPath(new URL('..', import.meta.url));
 
@@ -116,25 +117,7 @@ export async function bindUnclaimed(): Promise<{ port: number; server: Server }>
   throw new Error('no ephemeral port above 33791 in 50 tries');
 }
 
-/** A loopback port nothing listens on (bound, then closed). */
-/**
- * A host that is unreachable for gRPC but whose port stays ours: a listener
- * that resets every connection. Unlike closedPort(), no test running in
- * parallel can take the port in the meantime. Close `server` afterwards.
- */
-export async function resettingPort(host = '127.0.0.1'): Promise<{ port: number; server: Server }> {
-  const server = createTcpServer((sock) => sock.resetAndDestroy());
-  await tryListen(server, 0, host);
-  return { port: (server.address() as { port: number }).port, server };
-}
-
-export async function closedPort(host = '127.0.0.1'): Promise<number> {
-  const s = createTcpServer();
-  await tryListen(s, 0, host);
-  const port = (s.address() as { port: number }).port;
-  await closeServer(s);
-  return port;
-}
+export { closedPort };
 
 /** A gRPC server with the Canonport service whose Inventory answers from `provider` (the daemon's wiring, minimal). */
 export async function startInventoryDaemon(provider: InventoryProvider, host = '127.0.0.1'): Promise<{ address: string; server: grpc.Server }> {

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import dgram from 'node:dgram';
+import { freePort } from './ports.js';
 import { requireTool } from './tools.js';
 import { tempDir } from './daemon.js';
 
@@ -11,14 +12,7 @@ export interface Unbound {
   stop(): Promise<void>;
 }
 
-/** A free UDP+TCP port on 127.0.0.1 (bound then released). */
-export async function freePort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+export { freePort } from './ports.js';
 
 /**
  * A real unbound on 127.0.0.1:<free port>, authoritative for `zones` from
