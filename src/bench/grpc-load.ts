@@ -15,6 +15,8 @@ export interface GrpcLoadOptions {
   durationMs: number;
   maxCalls: number;
   warmupCalls?: number;
+  /** Ask ResolveMany for `name` this many times per call instead of Resolve once. */
+  batch?: number;
 }
 
 export interface GrpcLoadResult {
@@ -52,6 +54,7 @@ export function mergeLoads(parts: GrpcLoadResult[]): GrpcLoadResult {
 
 type ResolveClient = grpc.Client & {
   resolve(req: { name: string }, cb: (err: grpc.ServiceError | null, res?: unknown) => void): grpc.ClientUnaryCall;
+  resolveMany(req: { names: string[] }, cb: (err: grpc.ServiceError | null, res?: { results: { error?: { message?: string } }[] }) => void): grpc.ClientUnaryCall;
 };
 
 function connect(target: string, deadlineMs: number): Promise<ResolveClient> {
@@ -67,8 +70,18 @@ function connect(target: string, deadlineMs: number): Promise<ResolveClient> {
   );
 }
 
-function call(client: ResolveClient, name: string): Promise<grpc.ServiceError | null> {
-  return new Promise((resolve) => client.resolve({ name }, (err) => resolve(err)));
+/** One call; resolves to the error text, or null. A batch fails if any name in it does. */
+function call(client: ResolveClient, name: string, batch?: readonly string[]): Promise<string | null> {
+  const status = (err: grpc.ServiceError) => `${grpc.status[err.code]}: ${err.details}`;
+  if (!batch) return new Promise((resolve) => client.resolve({ name }, (err) => resolve(err ? status(err) : null)));
+  return new Promise((resolve) =>
+    client.resolveMany({ names: batch as string[] }, (err, res) => {
+      if (err) return resolve(status(err));
+      const failed = res?.results.find((r) => r.error);
+      if (failed || res?.results.length !== batch.length) return resolve(`a name in the batch failed: ${failed?.error?.message ?? 'results missing'}`);
+      resolve(null);
+    }),
+  );
 }
 
 /** One Resolve call, for checking what the server answers before loading it. */
@@ -85,8 +98,9 @@ export async function grpcResolveOnce(target: string, name: string): Promise<unk
 
 export async function grpcLoad(o: GrpcLoadOptions): Promise<GrpcLoadResult> {
   const client = await connect(o.target, 5000);
+  const batch = o.batch ? Array<string>(o.batch).fill(o.name) : undefined;
   try {
-    for (let i = 0; i < (o.warmupCalls ?? 200); i++) await call(client, o.name);
+    for (let i = 0; i < (o.warmupCalls ?? 200); i++) await call(client, o.name, batch);
     const latencies: number[] = [];
     let started = 0;
     let errors = 0;
@@ -97,11 +111,11 @@ export async function grpcLoad(o: GrpcLoadOptions): Promise<GrpcLoadResult> {
       while (started < o.maxCalls && performance.now() < end) {
         started++;
         const t = performance.now();
-        const err = await call(client, o.name);
+        const err = await call(client, o.name, batch);
         latencies.push(performance.now() - t);
         if (err) {
           errors++;
-          firstError ??= `${grpc.status[err.code]}: ${err.details}`;
+          firstError ??= err;
         }
       }
     };

@@ -59,6 +59,9 @@ import {
  * Issue 5 has the targets; they are reported here, never asserted by tests.
  */
 
+/** Names per ResolveMany call in the batching row. */
+const GRPC_BATCH = 100;
+
 const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
@@ -414,6 +417,7 @@ async function main(): Promise<number> {
         name: GRPC_NAME,
         method: `one grpc-js channel, N calls in flight, ${opts.grpcMs / 1000} s per cell (two halves, order no-op/canonport/canonport/no-op, each after 100 warm-up calls); no-op = same proto, Resolve returns a fixed Resolution`,
         rows: [],
+        batch: null,
         notes: [],
       };
       progress('grpc: starting the no-op grpc-js server');
@@ -450,6 +454,23 @@ async function main(): Promise<number> {
             (rowG.canonport ? `, canonport ${Math.round(rowG.canonport.callsPerSec)} calls/s (${rowG.canonport.errors} errors)` : ''),
         );
         g.rows.push(rowG);
+      }
+      // Batching: the same name BATCH times per ResolveMany call, at the middle concurrency.
+      if (cp) {
+        check();
+        const concurrency = 16;
+        try {
+          const halves = [];
+          for (let i = 0; i < 2; i++) {
+            halves.push(
+              await grpcLoad({ target: `127.0.0.1:${cp.grpcPort}`, name: GRPC_NAME, concurrency, durationMs: opts.grpcMs / 2, maxCalls: 100_000, warmupCalls: 20, batch: GRPC_BATCH }),
+            );
+          }
+          g.batch = { size: GRPC_BATCH, concurrency, canonport: mergeLoads(halves) };
+          progress(`grpc: ResolveMany of ${GRPC_BATCH}, ${concurrency} in flight: ${Math.round(g.batch.canonport.callsPerSec * GRPC_BATCH)} names/s`);
+        } catch (err) {
+          result.errors.push(`grpc ResolveMany: ${(err as Error).message}`);
+        }
       }
       await children.stop(noop);
       result.grpc = g;

@@ -50,6 +50,8 @@ export interface GrpcResult {
   name: string;
   method: string;
   rows: { concurrency: number; canonport: GrpcLoadResult | null; noop: GrpcLoadResult | null }[];
+  /** ResolveMany with `size` names per call, `concurrency` calls in flight (canonport only). */
+  batch: { size: number; concurrency: number; canonport: GrpcLoadResult } | null;
   notes: string[];
 }
 
@@ -250,6 +252,16 @@ export function grpcTable(g: GrpcResult): string {
     table(['in flight', 'canonport calls/s', 'p99 ms', 'errors', 'no-op calls/s', 'p99 ms', 'canonport/no-op'], rows),
   ];
   for (const x of g.rows) if (x.canonport?.firstError) out.push(`  canonport at ${x.concurrency}: ${x.canonport.firstError}`);
+  if (g.batch) {
+    const b = g.batch.canonport;
+    const single = g.rows.find((x) => x.concurrency === g.batch!.concurrency)?.canonport;
+    const names = b.callsPerSec * g.batch.size;
+    out.push(
+      `  ResolveMany, ${g.batch.size} names per call, ${g.batch.concurrency} in flight: ${fmtQps(b.callsPerSec)} calls/s = ${fmtQps(names)} names/s, p99 ${ms(b.p99Ms)} ms` +
+        (single ? `, ${(names / single.callsPerSec).toFixed(1)} × single Resolve calls` : '') +
+        (b.errors ? `; ${b.errors} errors: ${b.firstError ?? ''}` : ''),
+    );
+  }
   for (const n of g.notes) out.push(`  note: ${n}`);
   return out.join('\n');
 }
