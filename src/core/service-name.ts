@@ -45,10 +45,13 @@ export function zoneOf(name: string, zones: readonly string[]): string | null {
   return best;
 }
 
+/** Most names a resolver sees are outside its zones: one shared answer, no allocation per query. */
+const OUTSIDE: NameClass = Object.freeze({ kind: 'outside' });
+
 /** Classifies a lowercase name (no trailing dot) against the served zones. */
 export function classifyName(name: string, zones: readonly string[], registry: Registry): NameClass {
   const zone = zoneOf(name, zones);
-  if (zone === null) return { kind: 'outside' };
+  if (zone === null) return OUTSIDE;
   if (name === zone) return { kind: 'apex', zone };
   const labels = name.slice(0, name.length - zone.length - 1).split('.');
   const first = labels[0]!;

@@ -7,7 +7,7 @@ import type { Metrics } from '../http/metrics.js';
 import type { Logger } from '../log.js';
 import { bareReply, optRecord, patchHeader, RCODE_BADVERS } from './message.js';
 import type { MaybePromise } from './pipeline.js';
-import { requestKey, type DnsReply, type DnsRequest, type Transport } from './request.js';
+import { requestKey, ServerRequest, type DnsReply, type DnsRequest, type Transport } from './request.js';
 import { EDNS_SIZE } from './upstream.js';
 import { HEADER_SIZE, parseQuery, readU16, WireError, type Query } from './wire.js';
 
@@ -245,15 +245,7 @@ export class DnsServer {
     if (q.opcode !== 0) return this.finish(q, raw, client, transport, started, errorReply(raw, q, Rcode.NOTIMP));
     if (q.edns && q.edns.version > 0) return this.finish(q, raw, client, transport, started, errorReply(raw, q, RCODE_BADVERS));
 
-    const req: DnsRequest = {
-      query: q,
-      raw,
-      client,
-      transport,
-      cls: this.o.classify(q.lname),
-      key: requestKey(q),
-      receivedAt: started,
-    };
+    const req: DnsRequest = new ServerRequest(q, raw, client, transport, requestKey(q), started, this.o.classify);
     this.pending++;
     let result: MaybePromise<DnsReply>;
     try {

@@ -31,7 +31,6 @@ export class LocalZonesStage implements Stage {
   ) {}
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
-    if (req.cls.kind === 'outside') return next(req);
     const state = this.state();
     if (state !== this.encodedFor || this.etcHosts.generation !== this.hostsGeneration) {
       this.encoded = new Map();
@@ -39,8 +38,10 @@ export class LocalZonesStage implements Stage {
       this.hostsGeneration = this.etcHosts.generation;
     }
     // Keyed like the forwarding cache (name, type, class, DO): the DO bit only splits entries in two.
+    // Looked up before the name is classified: only names in a served zone are ever stored.
     const hit = this.encoded.get(req.key);
     if (hit) return hit;
+    if (req.cls.kind === 'outside') return next(req);
 
     const result = this.answer(req, state.registry, next);
     if (result instanceof Promise) return result; // depends on upstream: not kept
