@@ -73,14 +73,23 @@ export function parseHeader(buf: Buffer): Pick<Query, 'id' | 'flags' | 'opcode' 
   };
 }
 
+/** Where a plain name's text is assembled: 255 octets of wire form make at most 253 characters. */
+const nameScratch = Buffer.allocUnsafe(MAX_NAME_WIRE);
+
 /**
  * Reads an uncompressed name at `off` (questions never need compression).
  * Returns presentation text (dots between labels; `.`, `\` and non-printable
  * bytes escaped as \DDD like dig) and the offset after it.
+ *
+ * The common name, printable labels only, is validated in one pass and
+ * turned into a string with one latin1 slice of a scratch buffer (dots in
+ * place of the length octets) rather than a slice and a concatenation per
+ * label: this runs for every query.
  */
 export function readQuestionName(buf: Buffer, off: number): { name: string; end: number } {
-  let name = '';
+  const start = off;
   let wire = 0;
+  let plain = true;
   for (;;) {
     if (off >= buf.length) throw new WireError('question name runs past the end of the packet');
     const len = buf[off]!;
@@ -93,11 +102,28 @@ export function readQuestionName(buf: Buffer, off: number): { name: string; end:
     if (off + 1 + len > buf.length) throw new WireError('label length runs past the end of the packet');
     wire += len + 1;
     if (wire > MAX_NAME_WIRE - 1) throw new WireError('name longer than 255 octets');
-    if (name.length > 0) name += '.';
-    name += plainLabel(buf, off + 1, off + 1 + len) ? buf.toString('latin1', off + 1, off + 1 + len) : escapedLabel(buf, off + 1, off + 1 + len);
+    if (plain) plain = plainLabel(buf, off + 1, off + 1 + len);
     off += len + 1;
   }
-  return { name, end: off };
+  if (!plain) return { name: escapedName(buf, start), end: off };
+  let n = 0;
+  for (let p = start; buf[p] !== 0; ) {
+    const len = buf[p]!;
+    if (n > 0) nameScratch[n++] = 0x2e;
+    for (let i = p + 1; i <= p + len; i++) nameScratch[n++] = buf[i]!;
+    p += len + 1;
+  }
+  return { name: nameScratch.toString('latin1', 0, n), end: off };
+}
+
+/** A validated name with at least one label needing escapes, label by label. */
+function escapedName(buf: Buffer, off: number): string {
+  let name = '';
+  for (let len = buf[off]!; len !== 0; off += len + 1, len = buf[off]!) {
+    if (name.length > 0) name += '.';
+    name += plainLabel(buf, off + 1, off + 1 + len) ? buf.toString('latin1', off + 1, off + 1 + len) : escapedLabel(buf, off + 1, off + 1 + len);
+  }
+  return name;
 }
 
 /** True when every byte is printable ASCII other than `.` and `\` (the common case: slice it as is). */
@@ -118,9 +144,22 @@ function escapedLabel(buf: Buffer, from: number, to: number): string {
   return out;
 }
 
-/** ASCII-only lowercase (DNS case-insensitivity, RFC 4343), leaving escapes intact. */
+/**
+ * ASCII-only lowercase (DNS case-insensitivity, RFC 4343), leaving escapes
+ * intact. A scan instead of a regular expression: the usual name is already
+ * lowercase and comes back as is.
+ */
 export function lowerName(name: string): string {
-  return /[A-Z]/.test(name) ? name.replace(/[A-Z]+/g, (s) => s.toLowerCase()) : name;
+  let ascii = true;
+  let upper = false;
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c >= 65 && c <= 90) upper = true;
+    else if (c >= 0x80) ascii = false;
+  }
+  if (!upper) return name;
+  // toLowerCase would also fold non-ASCII letters, which DNS does not.
+  return ascii ? name.toLowerCase() : name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
 }
 
 /** Skips a possibly-compressed name without following pointers; returns the offset after it. */
@@ -194,7 +233,12 @@ export function parseQuery(buf: Buffer): Query | null {
   const qclass = readU16(buf, end + 2);
   const questionEnd = end + 4;
   let edns: Edns | null = null;
-  if (h.ancount || h.nscount || h.arcount) {
+  if (h.ancount === 0 && h.nscount === 0 && h.arcount === 1 && buf[questionEnd] === 0 && questionEnd + 11 <= buf.length && readU16(buf, questionEnd + 1) === TYPE.OPT) {
+    // The usual query: one OPT record owned by the root and nothing else. Read in place.
+    if (questionEnd + 11 + readU16(buf, questionEnd + 9) > buf.length) throw new WireError('record data runs past the end of the packet');
+    const ttl = buf.readUInt32BE(questionEnd + 5);
+    edns = { udpSize: readU16(buf, questionEnd + 3), version: (ttl >>> 16) & 0xff, do: (ttl & 0x8000) !== 0 };
+  } else if (h.ancount || h.nscount || h.arcount) {
     const records = walkRecords(buf, questionEnd, [h.ancount, h.nscount, h.arcount]);
     for (const r of records) {
       if (r.type !== TYPE.OPT) continue;
