@@ -122,12 +122,16 @@ describe('startHttpServer', () => {
   it('serves /metrics in the Prometheus text format with the live values', async () => {
     const t = testContext();
     const s = await start(t.ctx);
-    t.ctx.metrics.dnsQueries.inc({ type: 'SRV', rcode: 'NOERROR', source: 'canonical', transport: 'udp' }, 3);
+    for (let i = 0; i < 3; i++) t.ctx.metrics.countQuery(33, 0, 'canonical', 'udp');
+    t.ctx.metrics.countQuery(-1, 1, 'error', 'tcp');
+    t.ctx.metrics.countQuery(28, 16, 'forward', 'udp'); // BADVERS: an extended rcode keeps its number
     const r = await http(s, 'GET', '/metrics');
     expect(r.status).toBe(200);
     expect(r.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
     expect(r.body).toContain('# TYPE canonport_dns_queries_total counter');
     expect(r.body).toContain('canonport_dns_queries_total{type="SRV",rcode="NOERROR",source="canonical",transport="udp"} 3');
+    expect(r.body).toContain('canonport_dns_queries_total{type="other",rcode="FORMERR",source="error",transport="tcp"} 1');
+    expect(r.body).toContain('canonport_dns_queries_total{type="AAAA",rcode="16",source="forward",transport="udp"} 1');
     expect(r.body).toMatch(/^canonport_ready 0$/m);
     // Process metrics come with the daemon's prefix, so dashboards can tell canonport's heap from others'.
     expect(r.body).toMatch(/^canonport_process_resident_memory_bytes \d+/m);
@@ -136,6 +140,10 @@ describe('startHttpServer', () => {
     expect(again.status).toBe(200);
     expect(again.body).toMatch(/^canonport_ready 1$/m);
     expect(again.body).toMatch(/^canonport_http_requests_total\{handler="metrics",code="200"\} 2$/m);
+    // Counted between scrapes and added once: neither lost nor counted twice.
+    t.ctx.metrics.countQuery(33, 0, 'canonical', 'udp');
+    expect(again.body).toContain('canonport_dns_queries_total{type="SRV",rcode="NOERROR",source="canonical",transport="udp"} 3');
+    expect((await http(s, 'GET', '/metrics')).body).toContain('canonport_dns_queries_total{type="SRV",rcode="NOERROR",source="canonical",transport="udp"} 4');
   });
 
   it('answers HEAD like GET without a body', async () => {

@@ -29,8 +29,6 @@ export interface DnsServerOptions {
   shared?: boolean | undefined;
 }
 
-const TYPE_LABEL: Record<number, string> = { 1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 65: 'HTTPS', 64: 'SVCB', 255: 'ANY' };
-const RCODE_LABEL = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 const UDP_BUFFER = 4 * 1024 * 1024;
 /** Pipelined queries one TCP connection may have unanswered before we stop reading from it. */
 const TCP_MAX_PENDING = 64;
@@ -230,7 +228,7 @@ export class DnsServer {
         this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
         return null;
       }
-      this.count('other', Rcode.FORMERR, 'error', transport, started);
+      this.count(-1, Rcode.FORMERR, 'error', transport, started);
       return bareReply(raw, 0, Rcode.FORMERR);
     }
     if (q === null) {
@@ -302,7 +300,7 @@ export class DnsServer {
       opt.copy(out, out.length - 11);
       out.writeUInt16BE(readU16(out, 10) + 1, 10);
     }
-    this.count(TYPE_LABEL[q.qtype] ?? 'other', reply.rcode, reply.source, transport, started);
+    this.count(q.qtype, reply.rcode, reply.source, transport, started);
     const rate = this.o.queryLogRate();
     if (rate > 0 && Math.random() < rate) {
       this.o.logger.info(
@@ -313,8 +311,8 @@ export class DnsServer {
     return out;
   }
 
-  private count(type: string, rcode: number, source: string, transport: Transport, started: number): void {
-    this.o.metrics.dnsQueries.inc({ type, rcode: RCODE_LABEL[rcode] ?? String(rcode), source, transport });
+  private count(qtype: number, rcode: number, source: string, transport: Transport, started: number): void {
+    this.o.metrics.countQuery(qtype, rcode, source, transport);
     this.o.metrics.dnsDuration.observe({ source }, (this.now() - started) / 1000);
   }
 }

@@ -8,11 +8,14 @@ import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetr
 export class Metrics {
   readonly registry = new PromRegistry();
 
+  /** Queries counted by countQuery since the last scrape, by packed label index (see queryKey). */
+  private readonly pendingQueries = new Map<number, number>();
   readonly dnsQueries = new Counter({
     name: 'canonport_dns_queries_total',
     help: 'DNS queries answered, by query type, response code, answer source (canonical, cache, stale, forward, refused, error) and transport.',
     labelNames: ['type', 'rcode', 'source', 'transport'] as const,
     registers: [this.registry],
+    collect: () => this.flushQueries(),
   });
   readonly dnsDuration = new Histogram({
     name: 'canonport_dns_query_duration_seconds',
@@ -102,4 +105,47 @@ export class Metrics {
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'canonport_' });
   }
+
+  /**
+   * One answered query. Called for every packet, so it only bumps a plain
+   * number under a packed integer key; the counts reach dnsQueries when it
+   * is scraped (its collect hook). prom-client's inc() validates and hashes
+   * its label object on every call: ~0.28 µs, 3% of a canonical answer
+   * (perf, dnsperf against serve), for a figure read every 15 s or so.
+   */
+  countQuery(qtype: number, rcode: number, source: string, transport: string): void {
+    const key = queryKey(qtype, rcode, source, transport);
+    this.pendingQueries.set(key, (this.pendingQueries.get(key) ?? 0) + 1);
+  }
+
+  private flushQueries(): void {
+    for (const [key, n] of this.pendingQueries) this.dnsQueries.inc(queryLabels(key), n);
+    this.pendingQueries.clear();
+  }
+}
+
+const TYPE_LABELS = ['other', 'A', 'NS', 'CNAME', 'SOA', 'PTR', 'MX', 'TXT', 'AAAA', 'SRV', 'HTTPS', 'SVCB', 'ANY'] as const;
+const TYPE_INDEX = new Map<number, number>([1, 2, 5, 6, 12, 15, 16, 28, 33, 65, 64, 255].map((t, i) => [t, i + 1]));
+const RCODE_LABELS = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
+const SOURCES = ['canonical', 'cache', 'stale', 'forward', 'refused', 'error'];
+const TRANSPORTS = ['udp', 'tcp', 'internal'];
+
+/** type × rcode (12 bits, extended codes included) × source × transport in one integer. */
+function queryKey(qtype: number, rcode: number, source: string, transport: string): number {
+  const s = SOURCES.indexOf(source);
+  const t = TRANSPORTS.indexOf(transport);
+  return (((TYPE_INDEX.get(qtype) ?? 0) * 4096 + (rcode & 0xfff)) * 8 + (s < 0 ? 7 : s)) * 4 + (t < 0 ? 3 : t);
+}
+
+function queryLabels(key: number): { type: string; rcode: string; source: string; transport: string } {
+  const t = key % 4;
+  const s = Math.floor(key / 4) % 8;
+  const rcode = Math.floor(key / 32) % 4096;
+  const type = Math.floor(key / (32 * 4096));
+  return {
+    type: TYPE_LABELS[type] ?? 'other',
+    rcode: RCODE_LABELS[rcode] ?? String(rcode),
+    source: SOURCES[s] ?? 'unknown',
+    transport: TRANSPORTS[t] ?? 'unknown',
+  };
 }
