@@ -35,11 +35,19 @@ export class Metrics {
     help: 'Entries in the forwarding cache.',
     registers: [this.registry],
   });
+  /** Cache lookups counted by countCacheLookup since the last scrape. */
+  private readonly pendingLookups = { hit: 0, miss: 0, stale: 0 };
   readonly cacheLookups = new Counter({
     name: 'canonport_cache_lookups_total',
     help: 'Forwarding cache lookups by result (hit, miss, stale).',
     labelNames: ['result'] as const,
     registers: [this.registry],
+    collect: () => {
+      for (const result of ['hit', 'miss', 'stale'] as const) {
+        if (this.pendingLookups[result] > 0) this.cacheLookups.inc({ result }, this.pendingLookups[result]);
+        this.pendingLookups[result] = 0;
+      }
+    },
   });
   readonly upstreamQueries = new Counter({
     name: 'canonport_upstream_queries_total',
@@ -116,6 +124,11 @@ export class Metrics {
   countQuery(qtype: number, rcode: number, source: string, transport: string): void {
     const key = queryKey(qtype, rcode, source, transport);
     this.pendingQueries.set(key, (this.pendingQueries.get(key) ?? 0) + 1);
+  }
+
+  /** One forwarding-cache lookup: per query too, so counted like countQuery. */
+  countCacheLookup(result: 'hit' | 'miss' | 'stale'): void {
+    this.pendingLookups[result]++;
   }
 
   private flushQueries(): void {

@@ -75,16 +75,16 @@ export class CacheStage implements Stage {
       const age = Math.floor((now - entry.storedAt) / 1000);
       if (age < entry.ttl) {
         entry.used = true;
-        this.metrics.cacheLookups.inc({ result: 'hit' });
+        this.metrics.countCacheLookup('hit');
         return { message: this.render(entry, (t) => t - age), rcode: entry.rcode, source: 'cache' };
       }
     }
-    this.metrics.cacheLookups.inc({ result: 'miss' });
+    this.metrics.countCacheLookup('miss');
     return Promise.resolve(next(req)).then((reply) => {
       if (reply.upstreamFailed) {
         const stale = this.store.get<Entry>(k);
         if (stale && now - stale.storedAt <= (stale.ttl + this.opts.staleTtl) * 1000) {
-          this.metrics.cacheLookups.inc({ result: 'stale' });
+          this.metrics.countCacheLookup('stale');
           return { message: this.render(stale, () => STALE_ANSWER_TTL), rcode: stale.rcode, source: 'stale' };
         }
         return reply;
