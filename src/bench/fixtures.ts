@@ -69,10 +69,14 @@ export interface ColdSet {
   srv: SrvRecord[];
 }
 
-export function coldSet(count = COLD_NAMES): ColdSet {
+/** Names in the warm-up set of scenario "cold" (a separate `w` prefix: never among the measured names). */
+export const COLD_WARM_NAMES = 4_000;
+
+/** `prefix` keeps sets apart: the measured set has none, the warm-up set `w`. */
+export function coldSet(count = COLD_NAMES, prefix = ''): ColdSet {
   const set: ColdSet = { queries: [], a: [], srv: [] };
   for (let i = 0; i < count; i++) {
-    const n = String(i).padStart(5, '0');
+    const n = `${prefix}${String(i).padStart(5, '0')}`;
     switch (i % 4) {
       case 0:
       case 1: {
