@@ -64,6 +64,18 @@ describe('the 0x20 mark on forwarded questions', () => {
     );
   });
 
+  it('chooses the case of each letter at random: every position upper about half the time, almost no two draws alike', () => {
+    const name = 'abcdefghij.klmnopqrst';
+    const draws = Array.from({ length: 2000 }, () => mixCase(question(name)).question.toString('latin1', 0, name.length + 2));
+    for (let pos = 1; pos < name.length + 1; pos++) {
+      if (pos === 11) continue; // the second label's length octet
+      const upper = draws.filter((d) => d.charCodeAt(pos) < 97).length;
+      expect(upper).toBeGreaterThan(850);
+      expect(upper).toBeLessThan(1150);
+    }
+    expect(new Set(draws).size).toBeGreaterThan(1990); // 20 letters: 2^20 spellings
+  });
+
   it('marks nearly every name with enough letters, whatever the requester sent', () => {
     for (const name of ['api.cluster-1.example.com', 'API.CLUSTER-1.EXAMPLE.COM', 'Ab.Cd']) {
       const marks = Array.from({ length: 200 }, () => mixCase(question(name)).marked).filter(Boolean).length;

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { HostPort } from '../../config/address.js';
 import { formatHostPort } from '../../config/address.js';
 import { Rcode } from '../../errors.js';
@@ -14,6 +14,21 @@ import { refused, type AclStage } from './acl.js';
 
 /** Tries at drawing a marking spelling before the question goes out unmarked. */
 const MARK_TRIES = 16;
+
+/**
+ * CSPRNG octets drawn 4 KiB at a time. randomBytes() per forwarded query
+ * was a call into OpenSSL plus a Buffer each time: 4.5% of a cold forward
+ * under perf. (randomInt, used for query IDs, pools the same way inside Node.)
+ */
+const entropy = Buffer.allocUnsafe(4096);
+let entropyUsed = entropy.length;
+function randomOctet(): number {
+  if (entropyUsed === entropy.length) {
+    randomFillSync(entropy);
+    entropyUsed = 0;
+  }
+  return entropy[entropyUsed++]!;
+}
 
 /**
  * The question as we send it upstream, with each letter's case chosen at
@@ -40,13 +55,14 @@ export function mixCase(question: Buffer): { question: Buffer; marked: boolean }
   const out = Buffer.from(question);
   if (letters.length < 2) return { question: out, marked: false };
   for (let attempt = 0; attempt < MARK_TRIES; attempt++) {
-    const bits = randomBytes(Math.ceil(letters.length / 8));
+    let bits = 0;
     let upper = 0;
     let same = true;
     for (let k = 0; k < letters.length; k++) {
+      if ((k & 7) === 0) bits = randomOctet();
       const i = letters[k]!;
       const lower = question[i]! | 0x20;
-      const c = bits[k >> 3]! & (1 << (k & 7)) ? lower - 32 : lower;
+      const c = bits & (1 << (k & 7)) ? lower - 32 : lower;
       if (c < 97) upper++;
       if (c !== question[i]) same = false;
       out[i] = c;
