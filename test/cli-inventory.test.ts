@@ -1,6 +1,6 @@
 import type { Server as HttpServer } from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
@@ -9,9 +9,8 @@ import type { InventorySnapshot } from '../src/daemon/context.js';
 import { Metrics } from '../src/http/metrics.js';
 import { HostInventory } from '../src/inventory/inventory.js';
 import { Registry } from '../src/registry/registry.js';
-import { decodePort, prefixOf, versionedPort } from '../src/scheme/index.js';
+import { decodePort, prefixOf } from '../src/scheme/index.js';
 import {
-  bindAll,
   bindCanonical,
   bindUnclaimed,
   buildCli,

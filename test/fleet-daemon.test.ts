@@ -4,14 +4,13 @@
  * process across two daemons plus an unreachable host.
  */
 import type { Server as HttpServer } from 'node:http';
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
 import { formatHostPort } from '../src/config/address.js';
 import { collectFleet } from '../src/inventory/fleet.js';
-import { versionedPort } from '../src/scheme/index.js';
 import { startDaemon, writeRegistry } from './helpers/daemon.js';
-import { bindAll, bindCanonical, buildCli, CANDIDATES, closedPort, closeServer, runCli, bindVersioned, versionServer, type Bound } from './inventory-support.js';
+import { bindCanonical, buildCli, CANDIDATES, closedPort, closeServer, runCli, bindVersioned, versionServer, type Bound } from './inventory-support.js';
 
 let http: Bound<HttpServer>;
 let userPort = 0;

@@ -8,7 +8,7 @@ import { registerCanonResolver, resolveWithoutDaemon } from '../src/grpc/client.
 import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
 import { base32Port } from '../src/scheme/index.js';
 import { closedPort } from './helpers/ports.js';
-import { bindServer, call, eventually, Health, healthServer as sharedHealthServer, healthServerOnCanonicalPort, testDaemon, type TestDaemon } from './grpc-fixtures.js';
+import { call, eventually, Health, healthServer as sharedHealthServer, healthServerOnCanonicalPort, testDaemon, type TestDaemon } from './grpc-fixtures.js';
 
 /**
  * The `canon:` resolver end to end: a real grpc-js client dials

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { formatHostPort } from '../src/config/address.js';
 import { ErrorCodes } from '../src/errors.js';
 import { canonportService, ERROR_CODE_METADATA } from '../src/grpc/proto.js';
-import { createCanonportClient, DaemonError, type CanonportClient } from '../src/grpc/canonport-client.js';
+import { createCanonportClient, DaemonError } from '../src/grpc/canonport-client.js';
 import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
 import { MAX_BATCH } from '../src/grpc/service.js';
 import { decodePort } from '../src/scheme/index.js';

@@ -92,7 +92,7 @@ export async function bindCanonical<S extends AnyServer>(candidates: readonly st
 }
 
 /** Binds make() on `port` on every host, or nothing at all. */
-export async function bindAll<S extends AnyServer>(port: number, make: () => S, hosts: readonly string[]): Promise<S[] | null> {
+async function bindAll<S extends AnyServer>(port: number, make: () => S, hosts: readonly string[]): Promise<S[] | null> {
   const servers: S[] = [];
   for (const host of hosts) {
     const s = make();

@@ -10,9 +10,8 @@ import { Metrics } from '../src/http/metrics.js';
 import { HostInventory, probeAddress } from '../src/inventory/inventory.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { Registry } from '../src/registry/registry.js';
-import { prefixOf, versionedPort } from '../src/scheme/index.js';
+import { prefixOf } from '../src/scheme/index.js';
 import {
-  bindAll,
   bindCanonical,
   bindUnclaimed,
   CANDIDATES,

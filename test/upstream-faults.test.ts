@@ -122,7 +122,7 @@ describe('upstream faults', () => {
   });
 
   test('TC from upstream: retried over TCP and the whole answer delivered', async () => {
-    const { d, ups, bound } = await setup([{ kind: 'truncate', records: 8, address: '192.0.2.10' }]);
+    const { d, ups } = await setup([{ kind: 'truncate', records: 8, address: '192.0.2.10' }]);
     const r = await ask(d, 'big.example.org');
     expect(r.status).toBe('NOERROR');
     expect(r.addresses.sort()).toEqual(Array.from({ length: 8 }, (_, i) => `192.0.2.${10 + i}`).sort());

@@ -3,7 +3,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { HostPort } from '../config/address.js';
 import { optRecord } from './message.js';
-import { HEADER_SIZE, TYPE, questionBytes, readU16, sameQuestion, walkRecords } from './wire.js';
+import { HEADER_SIZE, TYPE, messageRecords, questionBytes, readU16, sameQuestion } from './wire.js';
 
 /** Our EDNS buffer size towards upstreams and clients (DNS Flag Day 2020). */
 export const EDNS_SIZE = 1232;
@@ -142,14 +142,8 @@ function answer(msg: Buffer, transport: 'udp' | 'tcp'): UpstreamResult {
  * Returns null when the reply's records do not parse (treated as a failure).
  */
 export function stripOpt(msg: Buffer): Buffer | null {
-  const q = questionBytes(msg);
-  if (!q) return null;
-  let records;
-  try {
-    records = walkRecords(msg, HEADER_SIZE + q.length, [readU16(msg, 6), readU16(msg, 8), readU16(msg, 10)]);
-  } catch {
-    return null;
-  }
+  const records = messageRecords(msg);
+  if (!records) return null;
   const opt = records.find((r) => r.type === TYPE.OPT && r.section === 2);
   if (!opt) return Buffer.from(msg);
   const out = Buffer.concat([msg.subarray(0, opt.start), msg.subarray(opt.end)]);

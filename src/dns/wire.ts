@@ -280,6 +280,20 @@ export function questionBytes(buf: Buffer): Buffer | null {
   }
 }
 
+/**
+ * Every record of a whole message (one question, then answer, authority and
+ * additional), or null when the question or any record does not parse.
+ */
+export function messageRecords(buf: Buffer): RecordRef[] | null {
+  const question = questionBytes(buf);
+  if (!question) return null;
+  try {
+    return walkRecords(buf, HEADER_SIZE + question.length, [readU16(buf, 6), readU16(buf, 8), readU16(buf, 10)]);
+  } catch {
+    return null;
+  }
+}
+
 /** Compares two questions ignoring ASCII case in the name (RFC 5452 §9.1 matching). */
 export function sameQuestion(a: Buffer, b: Buffer): boolean {
   if (a.length !== b.length) return false;

@@ -9,13 +9,13 @@ export class Metrics {
   readonly registry = new PromRegistry();
 
   /** Queries counted by countQuery since the last scrape, by packed label index (see queryKey). */
-  private readonly pendingQueries = new Map<number, number>();
+  private readonly queryTally = new Tally<number>();
   readonly dnsQueries = new Counter({
     name: 'canonport_dns_queries_total',
     help: 'DNS queries answered, by query type, response code, answer source (canonical, cache, stale, forward, refused, error) and transport.',
     labelNames: ['type', 'rcode', 'source', 'transport'] as const,
     registers: [this.registry],
-    collect: () => this.flushQueries(),
+    collect: () => this.queryTally.drain((key, n) => this.dnsQueries.inc(queryLabels(key), n)),
   });
   readonly dnsDuration = new Histogram({
     name: 'canonport_dns_query_duration_seconds',
@@ -36,18 +36,13 @@ export class Metrics {
     registers: [this.registry],
   });
   /** Cache lookups counted by countCacheLookup since the last scrape. */
-  private readonly pendingLookups = { hit: 0, miss: 0, stale: 0 };
+  private readonly lookupTally = new Tally<'hit' | 'miss' | 'stale'>();
   readonly cacheLookups = new Counter({
     name: 'canonport_cache_lookups_total',
     help: 'Forwarding cache lookups by result (hit, miss, stale).',
     labelNames: ['result'] as const,
     registers: [this.registry],
-    collect: () => {
-      for (const result of ['hit', 'miss', 'stale'] as const) {
-        if (this.pendingLookups[result] > 0) this.cacheLookups.inc({ result }, this.pendingLookups[result]);
-        this.pendingLookups[result] = 0;
-      }
-    },
+    collect: () => this.lookupTally.drain((result, n) => this.cacheLookups.inc({ result }, n)),
   });
   readonly upstreamQueries = new Counter({
     name: 'canonport_upstream_queries_total',
@@ -122,18 +117,29 @@ export class Metrics {
    * (perf, dnsperf against serve), for a figure read every 15 s or so.
    */
   countQuery(qtype: number, rcode: number, source: string, transport: string): void {
-    const key = queryKey(qtype, rcode, source, transport);
-    this.pendingQueries.set(key, (this.pendingQueries.get(key) ?? 0) + 1);
+    this.queryTally.add(queryKey(qtype, rcode, source, transport));
   }
 
   /** One forwarding-cache lookup: per query too, so counted like countQuery. */
   countCacheLookup(result: 'hit' | 'miss' | 'stale'): void {
-    this.pendingLookups[result]++;
+    this.lookupTally.add(result);
+  }
+}
+
+/**
+ * Counts kept as plain numbers between scrapes, for counters bumped on
+ * every query: a counter's collect hook drains them into prom-client.
+ */
+class Tally<K> {
+  private readonly counts = new Map<K, number>();
+
+  add(key: K): void {
+    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
   }
 
-  private flushQueries(): void {
-    for (const [key, n] of this.pendingQueries) this.dnsQueries.inc(queryLabels(key), n);
-    this.pendingQueries.clear();
+  drain(into: (key: K, n: number) => void): void {
+    for (const [key, n] of this.counts) into(key, n);
+    this.counts.clear();
   }
 }
 

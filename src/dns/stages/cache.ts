@@ -3,7 +3,7 @@ import { Rcode } from '../../errors.js';
 import type { Metrics } from '../../http/metrics.js';
 import type { Next, Stage, MaybePromise } from '../pipeline.js';
 import type { DnsReply, DnsRequest } from '../request.js';
-import { HEADER_SIZE, TYPE, questionBytes, readU16, rewriteTtls, walkRecords } from '../wire.js';
+import { HEADER_SIZE, TYPE, messageRecords, rewriteTtls } from '../wire.js';
 
 export interface CacheOptions {
   maxEntries: number;
@@ -103,14 +103,8 @@ export class CacheStage implements Stage {
     if (msg.length < HEADER_SIZE || msg[2]! & 0x02) return reply; // TC answers are never cached
     const rcode = reply.rcode;
     if (rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN) return reply;
-    const question = questionBytes(msg);
-    if (!question) return reply;
-    let records;
-    try {
-      records = walkRecords(msg, HEADER_SIZE + question.length, [readU16(msg, 6), readU16(msg, 8), readU16(msg, 10)]);
-    } catch {
-      return reply;
-    }
+    const records = messageRecords(msg);
+    if (!records) return reply;
     let ttl: number;
     const positive = rcode === Rcode.NOERROR && records.some((r) => r.section === 0);
     if (positive) {
