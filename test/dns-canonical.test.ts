@@ -1,5 +1,5 @@
 import { Resolver } from 'node:dns/promises';
-import { writeFileSync } from 'node:fs';
+import { utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
@@ -193,5 +193,27 @@ describe('EDNS and truncation', () => {
     q.writeUInt16BE(2, 4);
     const reply = await rawUdp(server, q);
     expect(reply[3]! & 0xf).toBe(1); // FORMERR
+  });
+});
+
+describe('/etc/hosts edits', () => {
+  it('reach in-zone addresses that are already answered from the encoded-answer map', async () => {
+    // Regression: the map was invalidated only from EtcHosts.lookup(), which a hit never calls.
+    let t = Date.now();
+    const dir = tempDir();
+    const hostsFile = join(dir, 'hosts');
+    writeFileSync(hostsFile, `10.1.2.3 web.${Z}\n`);
+    const d = await startDaemon({ zones: [Z] }, { hostsFile, now: () => t });
+    try {
+      const ask = async () => (await dig(d.addresses.dns, ['A', `web.${Z}`])).answer.map((l) => l[4]);
+      expect(await ask()).toEqual(['10.1.2.3']);
+      expect(await ask()).toEqual(['10.1.2.3']); // now a hit
+      writeFileSync(hostsFile, `10.9.9.9 web.${Z}\n`);
+      utimesSync(hostsFile, new Date(), new Date(Date.now() + 60_000)); // a distinct mtime, whatever the clock's grain
+      t += 6000; // past the 5 s re-check interval
+      expect(await ask()).toEqual(['10.9.9.9']);
+    } finally {
+      await d.close(0);
+    }
   });
 });

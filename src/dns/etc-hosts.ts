@@ -14,8 +14,7 @@ export class EtcHosts {
   private map = new Map<string, HostAddresses>();
   private mtimeMs = -1;
   private checkedAt = -Infinity;
-  /** Bumped whenever the content changes, so answer caches can invalidate. */
-  generation = 0;
+  private gen = 0;
 
   constructor(
     private readonly path = '/etc/hosts',
@@ -25,9 +24,23 @@ export class EtcHosts {
     this.refresh();
   }
 
+  /**
+   * Bumped whenever the content changes, so answer caches can invalidate.
+   * Reading it checks the file like a lookup does: a cache that answers
+   * every query itself never calls lookup(), and must still see an edit.
+   */
+  get generation(): number {
+    this.checkIfDue();
+    return this.gen;
+  }
+
   lookup(name: string): HostAddresses | null {
-    if (this.now() - this.checkedAt >= this.checkEveryMs) this.refresh();
+    this.checkIfDue();
     return this.map.get(name) ?? null;
+  }
+
+  private checkIfDue(): void {
+    if (this.now() - this.checkedAt >= this.checkEveryMs) this.refresh();
   }
 
   /** Re-reads the file if it changed. */
@@ -37,7 +50,7 @@ export class EtcHosts {
     try {
       mtime = statSync(this.path).mtimeMs;
     } catch {
-      if (this.map.size > 0) this.generation++;
+      if (this.map.size > 0) this.gen++;
       this.map = new Map();
       this.mtimeMs = -1;
       return;
@@ -49,7 +62,7 @@ export class EtcHosts {
     } catch {
       this.map = new Map();
     }
-    this.generation++;
+    this.gen++;
   }
 }
 
