@@ -16,7 +16,7 @@ export interface LogOptions {
  */
 export function createLogger(opts: LogOptions = {}): Logger {
   const options: LoggerOptions = {
-    level: opts.level ?? process.env.CANONPORT_LOG_LEVEL ?? 'info',
+    level: opts.level ?? 'info',
     base: { pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
   };

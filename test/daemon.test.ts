@@ -2,6 +2,8 @@ import { execFile, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
 import { createCanonportClient } from '../src/grpc/canonport-client.js';
@@ -10,6 +12,7 @@ import { freeDnsPort, startDaemon, tempDir, writeRegistry } from './helpers/daem
 import { buildQuery, rawUdp } from './helpers/dns-wire.js';
 import { waitForDns } from './helpers/unbound.js';
 import { requireTool } from './helpers/tools.js';
+import { runCli } from './helpers/serve-process.js';
 
 const run = promisify(execFile);
 const CLI = ['bin/canonport.js'];
@@ -123,6 +126,36 @@ describe('logs', () => {
     const q = lines.find((l) => l.event === 'query' && l.name === 'api.localhost');
     expect(q).toMatchObject({ qtype: 33, rcode: 0, source: 'canonical', transport: 'udp' });
     expect(lines.some((l) => l.event === 'stopped')).toBe(true);
+  });
+});
+
+describe('log level', () => {
+  it('follows flags over env over the registry file, at start and on reload', async () => {
+    const logger = pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() }));
+    const file = writeRegistry('daemon: {logLevel: warn}\n');
+    const d = await startDaemon({ registry: file }, { logger });
+    try {
+      expect(logger.level).toBe('warn');
+      writeFileSync(file, 'daemon: {logLevel: debug}\n');
+      await d.reload();
+      expect(logger.level).toBe('debug');
+    } finally {
+      await d.close(0);
+    }
+    const flagged = pino({ level: 'info' }, new Writable({ write: (_c, _e, cb) => cb() }));
+    const d2 = await startDaemon({ registry: file, logLevel: 'error' }, { logger: flagged, env: { logLevel: 'trace' } });
+    try {
+      expect(flagged.level).toBe('error');
+    } finally {
+      await d2.close(0);
+    }
+  });
+
+  it('rejects an unknown level with CP_CONFIG_INVALID and exit 2, not a pino stack trace', async () => {
+    const r = await runCli(['serve', '--log-level', 'bogus', '--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('log level "bogus" is not one of');
+    expect(r.stderr).toContain('CP_CONFIG_INVALID');
   });
 });
 

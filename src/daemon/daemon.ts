@@ -91,6 +91,7 @@ export class Daemon {
   ) {
     this.logger = opts.logger ?? silentLogger;
     this.cfg = config;
+    this.applyLogLevel();
     this.serving = stateOf(config, registry);
     this.allowed = new NetworkSet(config.allow);
     const now = opts.now ?? Date.now;
@@ -166,6 +167,11 @@ export class Daemon {
     return { config: tuned, registry };
   }
 
+  /** A logger handed in (the process's own) follows the configured level; the silent default stays silent. */
+  private applyLogLevel(): void {
+    if (this.opts.logger) this.logger.level = this.cfg.logLevel;
+  }
+
   get config(): Config {
     return this.cfg;
   }
@@ -224,6 +230,7 @@ export class Daemon {
         }
       }
       this.cfg = next;
+      this.applyLogLevel();
       this.allowed = new NetworkSet(next.allow);
       this.serving = stateOf(next, registry);
       this.metrics.reloads.inc({ result: 'ok' });

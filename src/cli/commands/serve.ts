@@ -71,8 +71,9 @@ export function registerServe(program: Command, io: CliIO): void {
         else for (const [k, v] of Object.entries(view)) io.out(`${k.padEnd(18)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
         return;
       }
-      const logLevel = flags.logLevel ?? env.logLevel ?? 'info';
-      const logger = createLogger({ level: logLevel });
+      // Starts at info; the daemon sets the configured level (flags > env > file) once it has
+      // checked it, and again on every reload.
+      const logger = createLogger();
       if (isClusterWorker()) return runWorker({ flags, env, logger: logger.child({ worker: process.pid }) });
       const workers = (opts.workers as number | undefined) ?? (process.env.CANONPORT_WORKERS ? Number(process.env.CANONPORT_WORKERS) : 1);
       if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw usageError(`--workers: ${workers} is not an integer in 1–64`);
