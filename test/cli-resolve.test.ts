@@ -64,6 +64,14 @@ async function canonport(args: string[], env: NodeJS.ProcessEnv = {}): Promise<R
 const at = () => `127.0.0.1:${daemon.address.port}`;
 
 describe('canonport resolve', () => {
+  it('takes the daemon from CANONPORT_GRPC, and no other variable can break it', async () => {
+    // Regression: it parsed every CANONPORT_* variable to read one, so a bad cache size failed resolve.
+    const r = await canonport(['resolve', 'api.cluster-1.example.com'], { CANONPORT_GRPC: at(), CANONPORT_CACHE_SIZE: 'lots' });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('port 12082');
+  });
+
   it('prints port, scheme and addresses, one line per name in order', async () => {
     const r = await canonport(['resolve', '--daemon', at(), 'api.cluster-1.example.com', 'v2.user.cluster-1.example.com']);
     expect(r.code).toBe(0);

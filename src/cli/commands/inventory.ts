@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { configFromEnv } from '../../config/config.js';
 import type { InventoryListener, InventorySnapshot } from '../../daemon/context.js';
 import { createCanonportClient } from '../../grpc/canonport-client.js';
 import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
@@ -7,6 +6,7 @@ import { Metrics } from '../../http/metrics.js';
 import { HostInventory } from '../../inventory/inventory.js';
 import { loadRegistry } from '../../registry/load.js';
 import { EXIT_FINDINGS, printJson, usageError, type CliIO } from '../io.js';
+import { registryOption } from '../options.js';
 import type { RegisterCommand } from './index.js';
 
 interface InventoryFlags {
@@ -28,7 +28,7 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
   program
     .command('inventory')
     .description('what listens on this host, named by canonical port, with versions')
-    .option('--registry <file>', 'registry file naming pinned, block and versioned ports (default $CANONPORT_REGISTRY)')
+    .addOption(registryOption())
     .option('--probe', 'ask each claimed port for its version over HTTP (registry versionPath, or --version-path)')
     .option('--version-path <path>', 'HTTP path asked on every claimed port without a port version; implies --probe')
     .option('--probe-timeout <ms>', 'deadline of one version probe (default: registry inventory.probeTimeoutMs, else 500)')
@@ -53,7 +53,7 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
           client.close();
         }
       } else {
-        const registry = await loadRegistry(flags.registry ?? configFromEnv().registry);
+        const registry = await loadRegistry(flags.registry);
         const inventory = new HostInventory({
           state: () => ({ registry, zones: registry.zones }),
           metrics: new Metrics({ defaultMetrics: false }),

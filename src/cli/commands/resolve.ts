@@ -1,14 +1,11 @@
-import type { Command } from 'commander';
-import { configFromEnv } from '../../config/config.js';
-import { normaliseName } from '../../core/names.js';
-import { ErrorCodes, isCanonportError } from '../../errors.js';
+import { Option, type Command } from 'commander';
+import { ErrorCodes, GrpcStatus, isCanonportError } from '../../errors.js';
 import { createCanonportClient, type ResolveResult, type Resolution } from '../../grpc/canonport-client.js';
 import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
 import { MAX_BATCH } from '../../grpc/service.js';
 import { EXIT_FINDINGS, EXIT_USAGE, printJson, usageError, type CliIO } from '../io.js';
+import { validName } from '../options.js';
 
-/** gRPC INVALID_ARGUMENT: the daemon found the name malformed. */
-const INVALID_ARGUMENT = 3;
 
 /**
  * `canonport resolve NAME…`: asks the daemon (gRPC ResolveMany) for each
@@ -23,21 +20,15 @@ export function registerResolve(program: Command, io: CliIO): void {
     .command('resolve')
     .description("ask the daemon for each NAME's port, scheme and addresses")
     .argument('<name...>', 'service names, e.g. api.cluster-1.example.com or _api._tcp.cluster-1.example.com')
-    .option('--daemon <addr:port>', `the daemon's gRPC address [env CANONPORT_GRPC] (default ${DEFAULT_DAEMON_ADDRESS})`)
+    .addOption(new Option('--daemon <addr:port>', `the daemon's gRPC address (default ${DEFAULT_DAEMON_ADDRESS})`).env('CANONPORT_GRPC'))
     .option('--timeout <ms>', 'deadline of the call (default 5000)')
     .option('--json', 'print a JSON array of {name, resolution} or {name, error}')
     .action(async (names: string[], opts: { daemon?: string; timeout?: string; json?: boolean }) => {
-      for (const name of names) {
-        try {
-          normaliseName(name);
-        } catch (err) {
-          throw usageError(`"${name}": ${(err as Error).message}`);
-        }
-      }
+      names.forEach(validName);
       const timeoutMs = opts.timeout === undefined ? undefined : Number(opts.timeout);
       if (timeoutMs !== undefined && !(/^\d+$/.test(opts.timeout!) && timeoutMs >= 1)) throw usageError(`--timeout "${opts.timeout}" is not a number of milliseconds`);
 
-      const client = createCanonportClient(opts.daemon ?? configFromEnv().grpc ?? DEFAULT_DAEMON_ADDRESS, { timeoutMs });
+      const client = createCanonportClient(opts.daemon || DEFAULT_DAEMON_ADDRESS, { timeoutMs });
       let results: ResolveResult[] = [];
       try {
         for (let i = 0; i < names.length; i += MAX_BATCH) results.push(...(await client.resolveMany(names.slice(i, i + MAX_BATCH))));
@@ -58,7 +49,7 @@ export function registerResolve(program: Command, io: CliIO): void {
         if (lines.length > 0) io.out(lines.join('\n'));
       }
       for (const r of results) if (r.error) io.err(`canonport: ${r.name}: ${r.error.message} [${r.error.code}]`);
-      if (results.some((r) => r.error?.status === INVALID_ARGUMENT)) io.exitCode = EXIT_USAGE;
+      if (results.some((r) => r.error?.status === GrpcStatus.INVALID_ARGUMENT)) io.exitCode = EXIT_USAGE;
       else if (results.some((r) => r.error)) io.exitCode = EXIT_FINDINGS;
     });
 }
