@@ -1,7 +1,7 @@
 import { CanonportError, ErrorCodes } from '../errors.js';
 import type { Registry } from '../registry/registry.js';
 import { normaliseName } from './names.js';
-import { classifyName, zoneOf } from './service-name.js';
+import { classifyName } from './service-name.js';
 import { serviceLabel } from '../scheme/base32.js';
 
 /** What a service name resolves to; the gRPC Resolution message has the same fields. */
@@ -62,7 +62,7 @@ export class ServiceResolver {
         // Outside every zone the scheme still applies: first label → port, the name is the host.
         service = serviceLabel(name);
         host = name.startsWith('_') ? name.split('.').filter((l) => !l.startsWith('_')).join('.') : name;
-        zone = zoneOf(name, zones) ?? '';
+        zone = ''; // classifyName says outside exactly when no zone holds the name
         break;
       default:
         throw new CanonportError(ErrorCodes.NOT_FOUND, `${name} is not a service name (${cls.kind === 'nxdomain' ? cls.reason : cls.kind})`, {

@@ -176,10 +176,6 @@ export class Daemon {
     return this.cfg;
   }
 
-  get state(): ServingState {
-    return this.serving;
-  }
-
   get cacheSize(): number {
     return this.cache.size;
   }

@@ -2,7 +2,7 @@ import dns2 from 'dns2';
 import type { AddressSource, ServingState } from '../core/resolver.js';
 import { zoneOf } from '../core/service-name.js';
 import type { MaybePromise } from './pipeline.js';
-import { requestKey, type DnsReply, type DnsRequest } from './request.js';
+import { requestKey, ServerRequest, type DnsReply, type DnsRequest } from './request.js';
 import type { LocalZonesStage } from './stages/local.js';
 import { CLASS_IN, HEADER_SIZE, TYPE, parseQuery } from './wire.js';
 
@@ -36,15 +36,7 @@ export class ChainAddressSource implements AddressSource {
     raw.questions.push({ name: host, type: qtype, class: CLASS_IN } as never);
     const buf = raw.toBuffer();
     const query = parseQuery(buf)!;
-    const reply = await this.chain({
-      query,
-      raw: buf,
-      client: { address: '127.0.0.1', port: 0 },
-      transport: 'internal',
-      cls: this.classify(query.lname),
-      key: requestKey(query),
-      receivedAt: performance.now(),
-    });
+    const reply = await this.chain(new ServerRequest(query, buf, { address: '127.0.0.1', port: 0 }, 'internal', requestKey(query), this.classify));
     if (reply.message.length <= HEADER_SIZE) return { addresses: [], ttl: Infinity };
     const parsed = Packet.parse(reply.message);
     const records = parsed.answers.filter((r: { type: number }) => r.type === qtype) as unknown as { address: string; ttl: number }[];

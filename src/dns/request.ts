@@ -17,8 +17,6 @@ export interface DnsRequest {
   cls: NameClass;
   /** Cache / coalescing key: name, type, class, DO bit. */
   key: string;
-  /** When the query arrived (ms, the pipeline's clock). */
-  receivedAt: number;
 }
 
 /** Where an answer came from: the `source` label of canonport_dns_queries_total. */
@@ -53,7 +51,6 @@ export class ServerRequest implements DnsRequest {
     readonly client: { address: string; port: number },
     readonly transport: Transport,
     readonly key: string,
-    readonly receivedAt: number,
     private readonly classify: (lname: string) => NameClass,
   ) {}
 

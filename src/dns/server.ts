@@ -97,10 +97,6 @@ export class DnsServer {
     }
   }
 
-  get inflight(): number {
-    return this.pending;
-  }
-
   /**
    * Stops taking queries, lets those in flight finish (up to graceMs), then
    * closes every socket.
@@ -243,7 +239,7 @@ export class DnsServer {
     if (q.opcode !== 0) return this.finish(q, raw, client, transport, started, errorReply(raw, q, Rcode.NOTIMP));
     if (q.edns && q.edns.version > 0) return this.finish(q, raw, client, transport, started, errorReply(raw, q, RCODE_BADVERS));
 
-    const req: DnsRequest = new ServerRequest(q, raw, client, transport, requestKey(q), started, this.o.classify);
+    const req: DnsRequest = new ServerRequest(q, raw, client, transport, requestKey(q), this.o.classify);
     this.pending++;
     let result: MaybePromise<DnsReply>;
     try {

@@ -53,7 +53,7 @@ export class UpstreamClient {
         if (!sameHost(rinfo.address, up.host) || rinfo.port !== up.port) return this.onMismatch(up, 'source');
         const why = matchReply(msg, id, question);
         if (why) return this.onMismatch(up, why);
-        finish(answer(msg, 'udp'));
+        finish(answer(msg, question.length, 'udp'));
       });
       sock.send(packet, up.port, up.host, (err) => {
         if (err) finish({ kind: 'error', reason: err.message });
@@ -83,7 +83,7 @@ export class UpstreamClient {
             this.onMismatch(up, why);
             continue;
           }
-          return finish(answer(Buffer.from(msg), 'tcp'));
+          return finish(answer(Buffer.from(msg), question.length, 'tcp'));
         }
       });
       return () => sock.destroy();
@@ -131,8 +131,9 @@ function matchReply(msg: Buffer, id: number, question: Buffer): 'id' | 'question
   return q && sameQuestion(q, question) ? null : 'question';
 }
 
-function answer(msg: Buffer, transport: 'udp' | 'tcp'): UpstreamResult {
-  const stripped = stripOpt(msg);
+/** A matched reply (its question is `questionLength` octets, as ours), without the upstream's OPT. */
+function answer(msg: Buffer, questionLength: number, transport: 'udp' | 'tcp'): UpstreamResult {
+  const stripped = stripOpt(msg, questionLength);
   if (!stripped) return { kind: 'error', reason: 'malformed reply' };
   return { kind: 'answer', message: stripped, rcode: msg[3]! & 0x0f, transport };
 }
@@ -141,8 +142,8 @@ function answer(msg: Buffer, transport: 'udp' | 'tcp'): UpstreamResult {
  * Removes the upstream's OPT record: the client gets our own, sized for it.
  * Returns null when the reply's records do not parse (treated as a failure).
  */
-export function stripOpt(msg: Buffer): Buffer | null {
-  const records = messageRecords(msg);
+function stripOpt(msg: Buffer, questionLength: number): Buffer | null {
+  const records = messageRecords(msg, questionLength);
   if (!records) return null;
   const opt = records.find((r) => r.type === TYPE.OPT && r.section === 2);
   if (!opt) return Buffer.from(msg);

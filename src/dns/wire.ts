@@ -30,16 +30,10 @@ export interface Edns {
 /** A parsed query: header fields, the one question, EDNS. */
 export interface Query {
   id: number;
-  /** Second header word: QR, opcode, AA, TC, RD, RA, Z, AD, CD, RCODE. */
-  flags: number;
   opcode: number;
   qr: boolean;
   rd: boolean;
   cd: boolean;
-  qdcount: number;
-  ancount: number;
-  nscount: number;
-  arcount: number;
   /** Question name as asked, presentation form without the trailing dot ('' for the root). */
   qname: string;
   /** qname lowercased (ASCII only, as DNS compares). */
@@ -55,13 +49,20 @@ export function readU16(buf: Buffer, off: number): number {
   return (buf[off]! << 8) | buf[off + 1]!;
 }
 
+/** The 12-byte header, with the section counts parseQuery checks. */
+interface Header extends Pick<Query, 'id' | 'opcode' | 'qr' | 'rd' | 'cd'> {
+  qdcount: number;
+  ancount: number;
+  nscount: number;
+  arcount: number;
+}
+
 /** Reads only the 12-byte header. Null when the packet is shorter. */
-export function parseHeader(buf: Buffer): Pick<Query, 'id' | 'flags' | 'opcode' | 'qr' | 'rd' | 'cd' | 'qdcount' | 'ancount' | 'nscount' | 'arcount'> | null {
+function parseHeader(buf: Buffer): Header | null {
   if (buf.length < HEADER_SIZE) return null;
   const flags = readU16(buf, 2);
   return {
     id: readU16(buf, 0),
-    flags,
     qr: (flags & 0x8000) !== 0,
     opcode: (flags >> 11) & 0xf,
     rd: (flags & 0x0100) !== 0,
@@ -250,15 +251,10 @@ export function parseQuery(buf: Buffer): Query | null {
   }
   return {
     id: h.id,
-    flags: h.flags,
     opcode: h.opcode,
     qr: h.qr,
     rd: h.rd,
     cd: h.cd,
-    qdcount: h.qdcount,
-    ancount: h.ancount,
-    nscount: h.nscount,
-    arcount: h.arcount,
     qname: name,
     lname: lowerName(name),
     qtype,
@@ -283,12 +279,12 @@ export function questionBytes(buf: Buffer): Buffer | null {
 /**
  * Every record of a whole message (one question, then answer, authority and
  * additional), or null when the question or any record does not parse.
+ * A caller that has already read the question passes its length.
  */
-export function messageRecords(buf: Buffer): RecordRef[] | null {
-  const question = questionBytes(buf);
-  if (!question) return null;
+export function messageRecords(buf: Buffer, questionLength = questionBytes(buf)?.length): RecordRef[] | null {
+  if (questionLength === undefined) return null;
   try {
-    return walkRecords(buf, HEADER_SIZE + question.length, [readU16(buf, 6), readU16(buf, 8), readU16(buf, 10)]);
+    return walkRecords(buf, HEADER_SIZE + questionLength, [readU16(buf, 6), readU16(buf, 8), readU16(buf, 10)]);
   } catch {
     return null;
   }

@@ -68,7 +68,7 @@ export class CacheStage implements Stage {
   }
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
-    const k = `k:${req.key}`;
+    const k = req.key;
     const entry = this.store.get<Entry>(k);
     const now = this.now();
     if (entry) {
@@ -119,7 +119,7 @@ export class CacheStage implements Stage {
     if (!(ttl > 0)) return reply;
     const capped = Buffer.from(msg);
     const cap = positive ? this.opts.maxTtl : ttl;
-    rewriteTtls(capped, (t) => Math.min(t, cap));
+    for (const r of records) if (r.type !== TYPE.OPT && r.ttl > cap) capped.writeUInt32BE(cap, r.ttlOffset);
     const entry: Entry = { message: capped.toString('latin1'), storedAt: this.now(), ttl, rcode, used: false };
     this.makeRoom(k);
     this.store.set(k, entry, ttl + this.opts.staleTtl);
