@@ -1,3 +1,4 @@
+import { forEachLimited } from '../concurrency.js';
 import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, GrpcStatus, errorToGrpcStatus } from '../errors.js';
 import type { Resolution } from '../core/resolver.js';
@@ -89,21 +90,16 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       });
     }
     const results = new Array<unknown>(names.length);
-    let next = 0;
-    const worker = async () => {
-      while (next < names.length) {
-        const i = next++;
-        const name = String(names[i] ?? '');
-        try {
-          results[i] = { name, resolution: toWire(await ctx.resolver.resolve(name)) };
-        } catch (err) {
-          const s = toStatus(err);
-          if (s.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, name }, 'ResolveMany: lookup failed');
-          results[i] = { name, error: { status: s.code, code: err instanceof CanonportError ? err.code : '', message: s.details } };
-        }
+    await forEachLimited(names, BATCH_CONCURRENCY, async (raw, i) => {
+      const name = String(raw ?? '');
+      try {
+        results[i] = { name, resolution: toWire(await ctx.resolver.resolve(name)) };
+      } catch (err) {
+        const s = toStatus(err);
+        if (s.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, name }, 'ResolveMany: lookup failed');
+        results[i] = { name, error: { status: s.code, code: err instanceof CanonportError ? err.code : '', message: s.details } };
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(BATCH_CONCURRENCY, names.length) }, worker));
+    });
     return { results };
   });
 

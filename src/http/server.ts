@@ -62,10 +62,6 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
     } else socket.destroy();
   });
 
-  const onReady = (ready: boolean) => metrics.ready.set(ready ? 1 : 0);
-  ctx.events.on('ready', onReady);
-  metrics.ready.set(ctx.ready() ? 1 : 0);
-
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // A body on a GET is legal but meaningless: read and discard it so the connection stays usable.
     req.resume();
@@ -89,6 +85,7 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
         return reply(res, req, handler, ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
       }
       case 'metrics': {
+        // canonport_ready is set here, from the same source /readyz answers from, at every scrape.
         metrics.ready.set(ctx.ready() ? 1 : 0);
         // Counted before rendering so a scrape sees itself; the series then never lags a scrape behind.
         metrics.httpRequests.inc({ handler, code: '200' });
@@ -117,7 +114,6 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
 
   return new Promise<HttpServer>((resolve, reject) => {
     const onListenError = (err: NodeJS.ErrnoException) => {
-      ctx.events.off('ready', onReady);
       reject(
         new CanonportError(ErrorCodes.LISTEN_FAILED, `HTTP: cannot listen on ${fmt(listen)}: ${err.code ?? err.message}`, {
           address: fmt(listen),
@@ -138,7 +134,6 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
         address,
         close: () =>
           (closing ??= new Promise<void>((done) => {
-            ctx.events.off('ready', onReady);
             // Node ≥ 19 closes idle keep-alive connections on close(); busy ones get a short grace.
             const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
             cut.unref();

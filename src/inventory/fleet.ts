@@ -1,3 +1,4 @@
+import { forEachLimited } from '../concurrency.js';
 import { isIP } from 'node:net';
 import { createCanonportClient, daemonTarget } from '../grpc/canonport-client.js';
 import { isCanonportError } from '../errors.js';
@@ -72,16 +73,11 @@ export async function collectFleet(hosts: readonly string[], opts: FleetOptions 
   const concurrency = Math.max(1, opts.concurrency ?? DEFAULT_FLEET_CONCURRENCY);
   const unique = [...new Map(hosts.map((h) => [daemonTarget(h), h])).entries()].map(([target, host]) => ({ host, target }));
   const results: FleetHost[] = new Array(unique.length);
-  let next = 0;
   let done = 0;
-  const worker = async () => {
-    while (next < unique.length) {
-      const i = next++;
-      results[i] = await askHost(unique[i]!.host, unique[i]!.target, timeoutMs);
-      opts.onProgress?.(++done, unique.length, unique[i]!.host);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, unique.length) }, worker));
+  await forEachLimited(unique, concurrency, async ({ host, target }, i) => {
+    results[i] = await askHost(host, target, timeoutMs);
+    opts.onProgress?.(++done, unique.length, host);
+  });
   return { hosts: results, services: fleetServices(results) };
 }
 
@@ -242,7 +238,8 @@ export function formatFleet(report: FleetReport, findings: readonly FleetFinding
   return lines.join('\n');
 }
 
-function table(rows: string[][]): string[] {
+/** Rows as aligned columns, two spaces apart; the last column is not padded. */
+export function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd());
 }

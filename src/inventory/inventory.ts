@@ -1,3 +1,4 @@
+import { forEachLimited } from '../concurrency.js';
 import { hostname as osHostname } from 'node:os';
 import type { InventoryListener, InventoryProvider, InventorySnapshot } from '../daemon/context.js';
 import type { ServingState } from '../core/resolver.js';
@@ -192,11 +193,3 @@ export function probeAddress(sockets: readonly ListeningSocket[]): string {
   return addrs.find((a) => !isWildcard(a)) ?? '127.0.0.1';
 }
 
-/** Runs fn over items with at most `limit` in flight. */
-async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}

@@ -1,3 +1,4 @@
+import { table } from '../../inventory/fleet.js';
 import type { Command } from 'commander';
 import type { InventoryListener, InventorySnapshot } from '../../daemon/context.js';
 import { createCanonportClient } from '../../grpc/canonport-client.js';
@@ -82,7 +83,5 @@ export function formatInventory(snap: InventorySnapshot): string {
   }
   const when = new Date(snap.collectedAtMs).toISOString();
   const head = `${snap.host}: ${byPort.size} listening port${byPort.size === 1 ? '' : 's'} at ${when}`;
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  const body = rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd());
-  return [head, ...body].join('\n');
+  return [head, ...table(rows)].join('\n');
 }
