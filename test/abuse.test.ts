@@ -5,7 +5,7 @@ import { dig } from './helpers/dig.js';
 import { buildQuery, parseMessage, RCODE, T, UdpClient, type Message } from './helpers/dns-wire.js';
 import { FakeUpstream } from './helpers/fake-upstream.js';
 import { runCli } from './helpers/serve-process.js';
-import { freePort } from './helpers/unbound.js';
+import { freePort } from './helpers/ports.js';
 
 /**
  * Abuse of a resolver that may be reachable by others: an open-resolver

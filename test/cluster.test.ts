@@ -2,12 +2,13 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { dig } from './helpers/dig.js';
-import { freeDnsPort, tempDir, writeRegistry } from './helpers/daemon.js';
+import { tempDir, writeRegistry } from './helpers/daemon.js';
+import { freePort } from './helpers/ports.js';
 import { waitForDns } from './helpers/unbound.js';
 
 describe('serve --workers: DNS workers sharing one socket', () => {
   it('answers from every worker, aggregates /metrics, propagates SIGHUP reloads and drains on SIGTERM', async () => {
-    const [dnsPort, metricsPort] = [await freeDnsPort(), await freeDnsPort()];
+    const [dnsPort, metricsPort] = [await freePort(), await freePort()];
     const dir = tempDir();
     const registry = writeRegistry('zones: [svc.example]\nservices:\n  api: { port: 4000 }\n', dir);
     const child = spawn(

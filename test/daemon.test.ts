@@ -8,7 +8,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
 import { createCanonportClient } from '../src/grpc/canonport-client.js';
 import { dig } from './helpers/dig.js';
-import { freeDnsPort, startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
+import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
+import { freePort } from './helpers/ports.js';
 import { buildQuery, rawUdp } from './helpers/dns-wire.js';
 import { waitForDns } from './helpers/unbound.js';
 import { requireTool } from './helpers/tools.js';
@@ -108,7 +109,7 @@ describe('gRPC through the whole daemon', () => {
 
 describe('logs', () => {
   it('writes one JSON line per event, with a sampled query log when switched on', async () => {
-    const port = await freeDnsPort();
+    const port = await freePort();
     const child = spawn(process.execPath, [...CLI, 'serve', '--dns', `127.0.0.1:${port}`, '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--query-log', '1', '--upstream', '127.0.0.1:9'], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -162,7 +163,7 @@ describe('log level', () => {
 describe('logs on a terminal', () => {
   it('are pretty-printed for a person when stderr is a TTY (script(1) gives the daemon a real terminal)', async () => {
     requireTool('script', 'bsdutils');
-    const port = await freeDnsPort();
+    const port = await freePort();
     const cmd = `exec ${process.execPath} bin/canonport.js serve --dns 127.0.0.1:${port} --grpc 127.0.0.1:0 --http 127.0.0.1:0 --upstream 127.0.0.1:9`;
     const child = spawn('script', ['-qfec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';

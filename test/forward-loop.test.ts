@@ -4,14 +4,15 @@ import { describe, expect, it } from 'vitest';
 import { mixCase } from '../src/dns/stages/forward.js';
 import { encodeName } from './helpers/dns-wire.js';
 import { dig } from './helpers/dig.js';
-import { freeDnsPort, startDaemon } from './helpers/daemon.js';
+import { startDaemon } from './helpers/daemon.js';
+import { freePort } from './helpers/ports.js';
 import { requireTool } from './helpers/tools.js';
-import { freePort, waitForDns } from './helpers/unbound.js';
+import { waitForDns } from './helpers/unbound.js';
 
 describe('a forwarding loop through a stub resolver', () => {
   it('is detected and broken at once instead of waiting for timeouts (real dnsmasq routing the zone back)', async () => {
     const bin = requireTool('dnsmasq', 'dnsmasq');
-    const ours = await freeDnsPort();
+    const ours = await freePort();
     const stub = await freePort();
     // The trap: the host's stub routes the zone to canonport, and canonport's upstream is that stub.
     const dnsmasq = spawn(

@@ -2,7 +2,6 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { formatHostPort } from '../src/config/address.js';
 import { ErrorCodes } from '../src/errors.js';
@@ -11,7 +10,7 @@ import { createCanonportClient, DaemonError } from '../src/grpc/canonport-client
 import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
 import { MAX_BATCH } from '../src/grpc/service.js';
 import { decodePort } from '../src/scheme/index.js';
-import { call, eventually, FIXED_INVENTORY, testDaemon, type TestDaemon } from './grpc-fixtures.js';
+import { call, eventually, FIXED_INVENTORY, Health, testDaemon, type TestDaemon } from './grpc-fixtures.js';
 
 const REGISTRY = `
 zones: [cluster-1.example.com]
@@ -198,8 +197,6 @@ describe('Resolve', () => {
     await client.resolve(API);
     await client.resolve('db.cluster-1.example.com').catch(() => undefined);
     await client.resolve('').catch(() => undefined);
-    const healthDef = protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true });
-    const Health = (grpc.loadPackageDefinition(healthDef) as any).grpc.health.v1.Health as grpc.ServiceClientConstructor;
     const hc = new Health(formatHostPort(h.address), grpc.credentials.createInsecure());
     clients.push(hc);
     await call(hc, 'Check', { service: '' });
@@ -362,9 +359,6 @@ describe('Watch', () => {
 });
 
 describe('health', () => {
-  const healthDef = protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true });
-  const Health = (grpc.loadPackageDefinition(healthDef) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } })
-    .grpc.health.v1.Health;
 
   it('is SERVING for the server and the service, and follows setServing and readiness', async () => {
     const { d, h } = await start();

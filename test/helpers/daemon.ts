@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Config, ConfigInput } from '../../src/config/config.js';
 import { Daemon, type DaemonOptions } from '../../src/daemon/daemon.js';
-import { freePort } from './ports.js';
 
 /** A temp dir with an empty resolv.conf, so tests never forward to the host's resolvers by accident. */
 export function tempDir(prefix = 'canonport-test-'): string {
@@ -38,6 +37,3 @@ export function writeRegistry(text: string, dir = tempDir()): string {
   writeFileSync(file, text);
   return file;
 }
-
-/** A port free for both UDP and TCP on 127.0.0.1, for tests that must name the port before starting a process. */
-export const freeDnsPort = (): Promise<number> => freePort();

@@ -185,6 +185,15 @@ export async function scrape(http: Server): Promise<string> {
 }
 
 /** Sum of a series in Prometheus text, over samples whose labels include `labels`. */
+/** A prom-client metric's value summed over the series whose labels include `labels` (0 when none do). */
+export async function metricSum(
+  m: { get(): Promise<{ values: { labels: Record<string, string | number | undefined>; value: number }[] }> },
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const { values } = await m.get();
+  return values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((n, v) => n + v.value, 0);
+}
+
 export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
   let sum = 0;
   let found = false;

@@ -12,7 +12,6 @@ export interface Unbound {
   stop(): Promise<void>;
 }
 
-export { freePort } from './ports.js';
 
 /**
  * A real unbound on 127.0.0.1:<free port>, authoritative for `zones` from
