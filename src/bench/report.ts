@@ -121,8 +121,16 @@ export function ratioText(value: number, threshold: number): string {
 export function evaluateTargets(r: BenchResult): Target[] {
   const out: Target[] = [];
   const unavailable = r.canonport.available ? 'not measured' : `canonport serve not available${r.canonport.reason ? ` (${r.canonport.reason})` : ''}`;
+  /** A target; with no value, `detail` says why (else that canonport was not measured). */
   const push = (id: string, description: string, value: number | null, threshold: number, ok: (v: number) => boolean, detail: string) =>
-    out.push({ id, description, value, threshold, status: value === null || !Number.isFinite(value) ? 'n/a' : ok(value) ? 'PASS' : 'MISS', detail: value === null ? unavailable : detail });
+    out.push({
+      id,
+      description,
+      value,
+      threshold,
+      status: value === null || !Number.isFinite(value) ? 'n/a' : ok(value) ? 'PASS' : 'MISS',
+      detail: value === null ? detail || unavailable : detail,
+    });
 
   for (const [sid, label] of [
     ['canonical', 'canonical SRV'],
@@ -134,7 +142,7 @@ export function evaluateTargets(r: BenchResult): Target[] {
       const rr = row(s, ref);
       const value = cp && rr ? cp.qps! / rr.qps! : null;
       const detail = cp && rr ? `${ratioText(value!, threshold)} × (${fmtQps(cp.qps!)} vs ${fmtQps(rr.qps!)} q/s)` : !s ? 'scenario not run' : !rr ? `${ref} not measured` : unavailable;
-      out.push({ id, description: desc, value, threshold, status: value === null ? 'n/a' : ok(value) ? 'PASS' : 'MISS', detail });
+      push(id, desc, value, threshold, ok, detail);
     };
     ratio(UNBOUND, `${sid}-vs-unbound`, `${label} ≥ 0.30 × unbound q/s`, 0.3, (v) => v >= 0.3);
     ratio(DNSMASQ, `${sid}-vs-dnsmasq`, `${label} above dnsmasq q/s`, 1, (v) => v > 1);
@@ -164,7 +172,6 @@ export function evaluateTargets(r: BenchResult): Target[] {
   const grpcErr = r.grpc?.rows.find((g) => g.canonport && g.canonport.errors > 0)?.canonport?.firstError;
   if (grpcErr) grpcDetail = `canonport Resolve failed: ${grpcErr}`;
   push('grpc-vs-noop', 'gRPC Resolve ≥ 0.8 × no-op grpc-js handler (every concurrency)', grpcErr ? null : grpcMin, 0.8, (v) => v >= 0.8, grpcDetail);
-  if (grpcErr) out[out.length - 1]!.detail = grpcDetail;
 
   const rss = r.rss;
   push(
