@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { NetworkSet, parseCidr } from '../src/config/cidr.js';
 import type { Daemon } from '../src/daemon/daemon.js';
 import { dig } from './helpers/dig.js';
 import { startDaemon } from './helpers/daemon.js';
@@ -35,5 +36,13 @@ describe('who may use the daemon', () => {
 
   it('rejects an unknown --canonical-clients value', async () => {
     await expect(start('everyone')).rejects.toMatchObject({ code: 'CP_CONFIG_INVALID' });
+  });
+});
+
+describe('NetworkSet', () => {
+  it('matches IPv4, IPv6 and IPv4-mapped IPv6 clients (as a dual-stack socket reports them), any case', () => {
+    const set = new NetworkSet([parseCidr('10.0.0.0/8', '--allow'), parseCidr('fd00::/8', '--allow')]);
+    expect(['10.1.2.3', '::ffff:10.1.2.3', '::FFFF:10.1.2.3', '::ffff:a01:203', 'fd00::1'].map((a) => set.has(a))).toEqual([true, true, true, true, true]);
+    expect(['11.1.2.3', '::ffff:11.1.2.3', 'fe80::1', 'not-an-address', ''].map((a) => set.has(a))).toEqual([false, false, false, false, false]);
   });
 });

@@ -31,6 +31,18 @@ export function printJson(io: CliIO, value: unknown): void {
   io.out(JSON.stringify(value, null, 2));
 }
 
+/** A whole-number option value in min..max, or a usage error naming the flag. */
+export function intOption(text: string, flag: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) throw usageError(`${flag} "${text}" is not a whole number from ${min} to ${max}`);
+  return n;
+}
+
+/** Commander's accumulator for a repeatable option. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
 /** Parses a positive integer argument or throws a usage error. */
 export function parsePortArg(text: string): number {
   if (!/^\d+$/.test(text)) throw usageError(`"${text}" is not a port number`);

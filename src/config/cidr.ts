@@ -29,13 +29,10 @@ export class NetworkSet {
     for (const c of cidrs) this.list.addSubnet(c.address, c.prefix, c.family);
     this.size = cidrs.length;
   }
+  /** BlockList itself matches an IPv4-mapped IPv6 address (::ffff:10.1.2.3) against IPv4 subnets. */
   has(address: string): boolean {
     const fam = isIP(address);
-    if (fam === 0) return false;
-    if (fam === 6 && address.toLowerCase().startsWith('::ffff:') && isIP(address.slice(7)) === 4) {
-      return this.list.check(address.slice(7), 'ipv4');
-    }
-    return this.list.check(address, fam === 4 ? 'ipv4' : 'ipv6');
+    return fam !== 0 && this.list.check(address, fam === 4 ? 'ipv4' : 'ipv6');
   }
 }
 

@@ -12,7 +12,7 @@ import {
   parseHostsFile,
   type Expectation,
 } from '../../inventory/fleet.js';
-import { EXIT_FINDINGS, EXIT_OK, printJson, usageError, type CliIO } from '../io.js';
+import { collect, EXIT_FINDINGS, EXIT_OK, intOption, printJson, usageError, type CliIO } from '../io.js';
 import type { RegisterCommand } from './index.js';
 
 interface FleetFlags {
@@ -49,8 +49,8 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
     .option('--strict', 'exit 1 also when a host is unreachable or a service runs mixed versions')
     .option('--json', 'print hosts, services and findings as JSON')
     .action(async (args: string[], flags: FleetFlags) => {
-      const timeoutMs = positiveInt(flags.timeout, '--timeout', 600_000);
-      const concurrency = positiveInt(flags.concurrency, '--concurrency', 10_000);
+      const timeoutMs = intOption(flags.timeout, '--timeout', 1, 600_000);
+      const concurrency = intOption(flags.concurrency, '--concurrency', 1, 10_000);
       const expectations: Expectation[] = flags.expect.map((text) => {
         const e = parseExpectation(text);
         if (!e) throw usageError(`--expect "${text}" is not svc=version (e.g. --expect api=1.4.2)`);
@@ -87,16 +87,6 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
       io.exitCode = failed ? EXIT_FINDINGS : EXIT_OK;
     });
 };
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
-
-function positiveInt(text: string, flag: string, max: number): number {
-  const n = Number(text);
-  if (!/^\d+$/.test(text) || n < 1 || n > max) throw usageError(`${flag} "${text}" is not a whole number from 1 to ${max}`);
-  return n;
-}
 
 /**
  * "asked 37/200 hosts…" on stderr: redrawn in place on a terminal; on a

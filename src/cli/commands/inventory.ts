@@ -6,7 +6,7 @@ import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
 import { Metrics } from '../../http/metrics.js';
 import { HostInventory } from '../../inventory/inventory.js';
 import { loadRegistry } from '../../registry/load.js';
-import { EXIT_FINDINGS, printJson, usageError, type CliIO } from '../io.js';
+import { EXIT_FINDINGS, intOption, printJson, usageError, type CliIO } from '../io.js';
 import { registryOption } from '../options.js';
 import type { RegisterCommand } from './index.js';
 
@@ -38,13 +38,7 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
     .option('--json', 'print the snapshot as JSON (the gRPC InventoryResponse shape)')
     .action(async (flags: InventoryFlags) => {
       if (flags.versionPath !== undefined && !flags.versionPath.startsWith('/')) throw usageError(`--version-path "${flags.versionPath}" must start with /`);
-      let probeTimeoutMs: number | undefined;
-      if (flags.probeTimeout !== undefined) {
-        probeTimeoutMs = Number(flags.probeTimeout);
-        if (!/^\d+$/.test(flags.probeTimeout) || probeTimeoutMs < 1 || probeTimeoutMs > 60_000) {
-          throw usageError(`--probe-timeout "${flags.probeTimeout}" is not a number of milliseconds (1–60000)`);
-        }
-      }
+      const probeTimeoutMs = flags.probeTimeout === undefined ? undefined : intOption(flags.probeTimeout, '--probe-timeout', 1, 60_000);
       let snap: InventorySnapshot;
       if (flags.daemon !== undefined) {
         const client = createCanonportClient(flags.daemon === true ? DEFAULT_DAEMON_ADDRESS : flags.daemon);

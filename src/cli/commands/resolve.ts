@@ -3,7 +3,7 @@ import { ErrorCodes, GrpcStatus, isCanonportError } from '../../errors.js';
 import { createCanonportClient, type ResolveResult, type Resolution } from '../../grpc/canonport-client.js';
 import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
 import { MAX_BATCH } from '../../grpc/service.js';
-import { EXIT_FINDINGS, EXIT_USAGE, printJson, usageError, type CliIO } from '../io.js';
+import { EXIT_FINDINGS, EXIT_USAGE, intOption, printJson, type CliIO } from '../io.js';
 import { validName } from '../options.js';
 
 
@@ -25,8 +25,7 @@ export function registerResolve(program: Command, io: CliIO): void {
     .option('--json', 'print a JSON array of {name, resolution} or {name, error}')
     .action(async (names: string[], opts: { daemon?: string; timeout?: string; json?: boolean }) => {
       names.forEach(validName);
-      const timeoutMs = opts.timeout === undefined ? undefined : Number(opts.timeout);
-      if (timeoutMs !== undefined && !(/^\d+$/.test(opts.timeout!) && timeoutMs >= 1)) throw usageError(`--timeout "${opts.timeout}" is not a number of milliseconds`);
+      const timeoutMs = opts.timeout === undefined ? undefined : intOption(opts.timeout, '--timeout', 1, 600_000);
 
       const client = createCanonportClient(opts.daemon || DEFAULT_DAEMON_ADDRESS, { timeoutMs });
       let results: ResolveResult[] = [];

@@ -4,9 +4,8 @@ import { configFromEnv, DEFAULTS, ENV_VARS, resolveConfig, type ConfigInput } fr
 import { isClusterWorker, runWorker, startPrimary } from '../../daemon/cluster.js';
 import { Daemon } from '../../daemon/daemon.js';
 import { createLogger } from '../../log.js';
-import { printJson, usageError, type CliIO } from '../io.js';
+import { collect, printJson, usageError, type CliIO } from '../io.js';
 
-const collect = (v: string, prev: string[] = []) => [...prev, v];
 const number = (what: string) => (v: string) => {
   const n = Number(v);
   if (v.trim() === '' || !Number.isFinite(n)) throw usageError(`${what}: "${v}" is not a number`);
