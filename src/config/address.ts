@@ -1,6 +1,16 @@
 import { isIP } from 'node:net';
 import { CanonportError, ErrorCodes } from '../errors.js';
 
+/** The daemon's default gRPC port: 13655 is the canonical port of "canonport". */
+export const DEFAULT_GRPC_PORT = 13655;
+/** Where clients find the daemon, and where it listens for gRPC, by default. */
+export const DEFAULT_DAEMON_ADDRESS = `127.0.0.1:${DEFAULT_GRPC_PORT}`;
+
+/** The daemon a client asks when told nothing: CANONPORT_GRPC, else the default. */
+export function defaultDaemonAddress(): string {
+  return process.env.CANONPORT_GRPC || DEFAULT_DAEMON_ADDRESS;
+}
+
 export interface HostPort {
   host: string;
   port: number;

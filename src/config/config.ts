@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { loadRegistry } from '../registry/load.js';
 import type { Registry } from '../registry/registry.js';
-import { parseHostPort, type HostPort } from './address.js';
+import { DEFAULT_DAEMON_ADDRESS, parseHostPort, type HostPort } from './address.js';
 import { parseCidr, type Cidr } from './cidr.js';
 
 /** The one validated configuration object the daemon runs on. */
@@ -36,7 +36,7 @@ export interface Config {
 
 export const DEFAULTS = {
   dns: '127.0.0.1:5300',
-  grpc: '127.0.0.1:13655',
+  grpc: DEFAULT_DAEMON_ADDRESS,
   http: '127.0.0.1:13656',
 } as const;
 

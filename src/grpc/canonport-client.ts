@@ -4,7 +4,7 @@ import { CanonportError, ErrorCodes, type ErrorCode } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import type { Resolution } from '../core/resolver.js';
 import type { InventoryListener, InventorySnapshot } from '../daemon/context.js';
-import { canonportService, DEFAULT_DAEMON_ADDRESS, ERROR_CODE_METADATA } from './proto.js';
+import { canonportService, DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT, ERROR_CODE_METADATA } from './proto.js';
 
 /**
  * A typed, promise-based client for the daemon's Canonport service. The CLI
@@ -81,7 +81,6 @@ export class DaemonError extends CanonportError {
 }
 
 const DEFAULT_TIMEOUT_MS = 5000;
-const DEFAULT_PORT = Number(DEFAULT_DAEMON_ADDRESS.split(':')[1]);
 const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
 
 /**
@@ -91,9 +90,9 @@ const KNOWN_CODES = new Set<string>(Object.values(ErrorCodes));
 export function daemonTarget(address: string | HostPort): string {
   if (typeof address !== 'string') return formatHostPort(address);
   const s = address.trim();
-  if (isIP(s) === 6) return `[${s}]:${DEFAULT_PORT}`;
-  if (s.startsWith('[')) return s.includes(']:') ? s : `${s}:${DEFAULT_PORT}`;
-  return s.includes(':') ? s : `${s}:${DEFAULT_PORT}`;
+  if (isIP(s) === 6) return `[${s}]:${DEFAULT_GRPC_PORT}`;
+  if (s.startsWith('[')) return s.includes(']:') ? s : `${s}:${DEFAULT_GRPC_PORT}`;
+  return s.includes(':') ? s : `${s}:${DEFAULT_GRPC_PORT}`;
 }
 
 export function createCanonportClient(address: string | HostPort = DEFAULT_DAEMON_ADDRESS, opts: CanonportClientOptions = {}): CanonportClient {

@@ -7,7 +7,7 @@ import { ServiceResolver, type AddressSource, type Resolution } from '../core/re
 import { loadRegistry } from '../registry/load.js';
 import type { Registry } from '../registry/registry.js';
 import { createCanonportClient, DaemonError, type CanonportClient, type WatchStream } from './canonport-client.js';
-import { DEFAULT_DAEMON_ADDRESS } from './proto.js';
+import { defaultDaemonAddress } from '../config/address.js';
 
 /**
  * The grpc-js resolver for `canon:` targets. After registerCanonResolver(),
@@ -49,7 +49,7 @@ interface Settings {
  */
 export function registerCanonResolver(opts: CanonResolverOptions = {}): void {
   const settings: Settings = {
-    daemon: opts.daemon ?? (process.env.CANONPORT_GRPC || DEFAULT_DAEMON_ADDRESS),
+    daemon: opts.daemon ?? defaultDaemonAddress(),
     registryFile: opts.registryFile ?? (process.env.CANONPORT_REGISTRY || undefined),
     daemonTimeoutMs: opts.daemonTimeoutMs ?? 1000,
     retryMs: opts.retryMs ?? 5000,

@@ -32,8 +32,7 @@ export function canonportService(): grpc.ServiceClientConstructor {
   return root.canonport.v1.Canonport;
 }
 
-/** The daemon's default gRPC address: port 13655 is the canonical port of "canonport". */
-export const DEFAULT_DAEMON_ADDRESS = '127.0.0.1:13655';
+export { DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT } from '../config/address.js';
 
 /**
  * Trailing metadata key carrying the stable canonport error code (CP_BAD_NAME…)

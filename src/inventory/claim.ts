@@ -18,8 +18,6 @@ export interface PortClaim {
   versionPath: string | undefined;
 }
 
-const VERSION_NAME = /^v(\d+)\.(.+)$/;
-
 /**
  * The services a listening port is canonical for. The registry wins (pins,
  * block roles, versioned ports, listed base32 services); otherwise the
@@ -40,8 +38,7 @@ export function claimOf(port: number, registry: Registry): PortClaim {
       if (!a) continue;
       let service = owner;
       if (a.scheme === 'versioned') {
-        const m = VERSION_NAME.exec(owner);
-        if (m && registry.services.has(m[2]!)) service = m[2]!;
+        service = registry.ownerOf(owner); // v2.user → user
         if (a.version !== undefined && portVersion === '') portVersion = String(a.version);
       }
       if (!services.includes(service)) services.push(service);

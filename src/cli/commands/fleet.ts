@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
+import { DEFAULT_GRPC_PORT } from '../../grpc/proto.js';
 import {
   checkExpectations,
   collectFleet,
@@ -41,7 +41,7 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
   program
     .command('fleet')
     .description('ask many daemons what runs where: service × version × hosts')
-    .argument('[hosts...]', `daemons as HOST, HOST:PORT or [IPV6]:PORT (port ${DEFAULT_DAEMON_ADDRESS.split(':')[1]} when none)`)
+    .argument('[hosts...]', `daemons as HOST, HOST:PORT or [IPV6]:PORT (port ${DEFAULT_GRPC_PORT} when none)`)
     .option('--hosts-file <file>', 'more hosts, whitespace- or line-separated, # comments')
     .option('--timeout <ms>', 'deadline per host, connecting included', String(DEFAULT_FLEET_TIMEOUT_MS))
     .option('--concurrency <n>', 'hosts asked at once', String(DEFAULT_FLEET_CONCURRENCY))

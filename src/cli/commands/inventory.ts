@@ -2,7 +2,7 @@ import { table } from '../../inventory/fleet.js';
 import type { Command } from 'commander';
 import type { InventoryListener, InventorySnapshot } from '../../daemon/context.js';
 import { createCanonportClient } from '../../grpc/canonport-client.js';
-import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
+import { DEFAULT_DAEMON_ADDRESS, defaultDaemonAddress } from '../../config/address.js';
 import { Metrics } from '../../http/metrics.js';
 import { HostInventory } from '../../inventory/inventory.js';
 import { loadRegistry } from '../../registry/load.js';
@@ -33,7 +33,7 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
     .option('--probe', 'ask each claimed port for its version over HTTP (registry versionPath, or --version-path)')
     .option('--version-path <path>', 'HTTP path asked on every claimed port without a port version; implies --probe')
     .option('--probe-timeout <ms>', 'deadline of one version probe (default: registry inventory.probeTimeoutMs, else 500)')
-    .option('--daemon [addr]', `ask a running daemon's Inventory instead of reading /proc here (default ${DEFAULT_DAEMON_ADDRESS})`)
+    .option('--daemon [addr]', `ask a running daemon's Inventory instead of reading /proc here (default $CANONPORT_GRPC, else ${DEFAULT_DAEMON_ADDRESS})`)
     .option('--proc-root <dir>', 'read net/tcp and net/tcp6 under this directory (default /proc; e.g. a host /proc mounted in a container)')
     .option('--json', 'print the snapshot as JSON (the gRPC InventoryResponse shape)')
     .action(async (flags: InventoryFlags) => {
@@ -41,7 +41,7 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
       const probeTimeoutMs = flags.probeTimeout === undefined ? undefined : intOption(flags.probeTimeout, '--probe-timeout', 1, 60_000);
       let snap: InventorySnapshot;
       if (flags.daemon !== undefined) {
-        const client = createCanonportClient(flags.daemon === true ? DEFAULT_DAEMON_ADDRESS : flags.daemon);
+        const client = createCanonportClient(flags.daemon === true ? defaultDaemonAddress() : flags.daemon);
         try {
           snap = await client.inventory();
         } finally {
