@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { normaliseName } from '../core/names.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { loadRegistry } from '../registry/load.js';
 import type { Registry } from '../registry/registry.js';
@@ -124,7 +125,7 @@ export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: Regi
   const file: ConfigInput = { ...registry.daemon, registry: registry.file ?? undefined };
   const pick = <K extends keyof ConfigInput>(k: K): ConfigInput[K] => flags[k] ?? env[k] ?? file[k];
   const dns = parseHostPort(pick('dns') ?? DEFAULTS.dns, '--dns');
-  const zones = [...new Set([...(pick('zones') ?? []), ...registry.zones].map(normaliseZone))];
+  const zones = [...new Set([...(pick('zones') ?? []).map(normaliseZone), ...registry.zones])];
   let upstreamsFrom: Config['upstreamsFrom'] = flags.upstreams ? 'flags' : env.upstreams ? 'env' : file.upstreams ? 'file' : 'resolv.conf';
   const upstreamText = pick('upstreams') ?? readResolvConf(opts.resolvConf ?? '/etc/resolv.conf');
   const upstreams = upstreamText.map((u) => parseHostPort(u, '--upstream', 53));
@@ -165,12 +166,13 @@ function intSetting(v: number, what: string, min: number, max: number): number {
   return v;
 }
 
+/** A zone from flags or env, checked as every name is (normaliseName); the registry's own are checked by its schema. */
 function normaliseZone(z: string): string {
-  const s = z.trim().toLowerCase().replace(/\.$/, '');
-  if (!/^([a-z0-9_-]{1,63})(\.[a-z0-9_-]{1,63})*$/.test(s)) {
-    throw new CanonportError(ErrorCodes.CONFIG_INVALID, `--zone: "${z}" is not a DNS name such as cluster-1.example.com`);
+  try {
+    return normaliseName(z.trim());
+  } catch (err) {
+    throw new CanonportError(ErrorCodes.CONFIG_INVALID, `--zone: "${z}" is not a DNS name such as cluster-1.example.com (${(err as Error).message})`);
   }
-  return s;
 }
 
 /** Nameservers of a resolv.conf file, in order. A missing file gives none. */
