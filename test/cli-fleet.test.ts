@@ -3,13 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FleetFinding, FleetHost, FleetService } from '../src/inventory/fleet.js';
-import { buildCli, closedPort, runCli, startFleetWorld, type FleetWorld } from './inventory-support.js';
+import { closedPort, runCli, startFleetWorld, type FleetWorld } from './inventory-support.js';
 
 let world: FleetWorld;
 let dir: string;
 
 beforeAll(async () => {
-  await buildCli();
   world = await startFleetWorld();
   dir = await mkdtemp(join(tmpdir(), 'canonport-cli-fleet-'));
 });

@@ -13,7 +13,6 @@ import { decodePort, prefixOf } from '../src/scheme/index.js';
 import {
   bindCanonical,
   bindUnclaimed,
-  buildCli,
   CANDIDATES,
   closedPort,
   closeServer,
@@ -34,7 +33,6 @@ const open: (Server | HttpServer)[] = [];
 let daemon: { address: string; server: grpc.Server } | undefined;
 
 beforeAll(async () => {
-  await buildCli();
   http = await bindCanonical(CANDIDATES.http, () => versionServer({ '/version': { body: '1.4.2\n' } }));
   open.push(...http.servers);
   const user = await bindVersioned();

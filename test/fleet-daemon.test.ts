@@ -10,7 +10,7 @@ import type { Daemon } from '../src/daemon/daemon.js';
 import { formatHostPort } from '../src/config/address.js';
 import { collectFleet } from '../src/inventory/fleet.js';
 import { startDaemon, writeRegistry } from './helpers/daemon.js';
-import { bindCanonical, buildCli, CANDIDATES, closedPort, closeServer, runCli, bindVersioned, versionServer, type Bound } from './inventory-support.js';
+import { bindCanonical, CANDIDATES, closedPort, closeServer, runCli, bindVersioned, versionServer, type Bound } from './inventory-support.js';
 
 let http: Bound<HttpServer>;
 let userPort = 0;
@@ -21,7 +21,6 @@ let b = '';
 let closed = '';
 
 beforeAll(async () => {
-  await buildCli();
   http = await bindCanonical(CANDIDATES.http, () => versionServer({ '/version': { body: '3.0.0\n' }, '/version-old': { body: '{"version":"2.9.9"}', type: 'application/json' } }));
   open.push(...http.servers);
   const user = await bindVersioned();

@@ -3,7 +3,6 @@
  * ports (the first candidate whose port is free here), HTTP servers answering
  * a version path, and a minimal gRPC daemon serving Inventory.
  */
-import { execFile } from 'node:child_process';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createTcpServer, type Server } from 'node:net';
 import { versionedPort } from '../src/scheme/index.js';
@@ -141,28 +140,7 @@ export function stopDaemon(server: grpc.Server): void {
   server.forceShutdown();
 }
 
-/** Checks the CLI's files are built (test/global-setup.ts builds dist/ once for the whole run). */
-export async function buildCli(): Promise<void> {
-  const { access } = await import('node:fs/promises');
-  for (const f of ['dist/cli/main.js', 'dist/cli/commands/inventory.js', 'dist/cli/commands/fleet.js', 'dist/inventory/inventory.js']) {
-    await access(new URL(`../${f}`, import.meta.url));
-  }
-}
-
-/** Runs `node bin/canonport.js …` as a real process (async: the test's own servers keep answering meanwhile). */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['bin/canonport.js', ...args],
-      { cwd: REPO, env: { ...process.env, CANONPORT_REGISTRY: '', ...env }, timeout: 60_000 },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+export { runCli } from './helpers/serve-process.js';
 
 /** Names whose base32 ports (27648–32767: prefixes q–u, below the ephemeral range) nothing here is likely to use. */
 export const CANDIDATES = {

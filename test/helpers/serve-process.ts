@@ -1,7 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { cp, mkdir, mkdtemp, readFile, symlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseHostPort } from '../../src/config/address.js';
 import type { Server } from './dns-wire.js';
@@ -11,14 +9,11 @@ import type { Server } from './dns-wire.js';
  * operator sees: exit codes, signals, stderr logs, and the daemon's own
  * RSS in /proc/<pid>/status.
  *
- * The CLI runs from a private package copy (bin, package.json, proto and
- * node_modules linked; dist copied from the one test/global-setup.ts
- * built), so another test rebuilding dist/ in place cannot hand this one a
- * half-written file.
+ * The CLI runs from the repository: test/global-setup.ts builds dist/ once
+ * before any test file, and no test rebuilds it.
  */
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-let pkg: Promise<string> | null = null;
 
 function run(file: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -29,27 +24,6 @@ function run(file: string, args: string[], opts: { cwd?: string; env?: NodeJS.Pr
   });
 }
 
-/** The private package directory (made once per test file). */
-export function cliPackage(): Promise<string> {
-  pkg ??= (async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'canonport-serve-'));
-    await mkdir(join(dir, 'bin'));
-    await cp(join(REPO, 'bin/canonport.js'), join(dir, 'bin/canonport.js'));
-    await cp(join(REPO, 'package.json'), join(dir, 'package.json'));
-    await symlink(join(REPO, 'node_modules'), join(dir, 'node_modules'));
-    await symlink(join(REPO, 'proto'), join(dir, 'proto'));
-    await cp(join(REPO, 'dist'), join(dir, 'dist'), { recursive: true }).catch(() => {});
-    // A copy taken mid-rebuild would not run: then build a private dist (tsc emits despite type errors elsewhere).
-    if ((await run(process.execPath, ['bin/canonport.js', 'serve', '--help'], { cwd: dir })).code !== 0) {
-      await run(process.execPath, [join(REPO, 'node_modules/typescript/bin/tsc'), '-p', '.', '--outDir', join(dir, 'dist')]);
-      const check = await run(process.execPath, ['bin/canonport.js', 'serve', '--help'], { cwd: dir });
-      if (check.code !== 0) throw new Error(`cannot build the CLI (npx tsc -p . and read its errors): ${check.stderr}`);
-    }
-    return dir;
-  })();
-  return pkg;
-}
-
 /** The environment without CANONPORT_* settings, so only the test's flags apply. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -58,9 +32,8 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 }
 
 /** Runs the CLI to completion. */
-export async function runCli(args: string[], env: Record<string, string> = {}, timeout = 30_000) {
-  const dir = await cliPackage();
-  return run(process.execPath, ['bin/canonport.js', ...args], { cwd: dir, env: cleanEnv(env), timeout });
+export function runCli(args: string[], env: Record<string, string> = {}, timeout = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run(process.execPath, ['bin/canonport.js', ...args], { env: cleanEnv(env), timeout });
 }
 
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number; code?: string; event?: string };
@@ -88,11 +61,10 @@ export interface ServeProcess {
  * which carries the bound addresses.
  */
 export async function startServe(args: string[], opts: { env?: Record<string, string>; readyMs?: number } = {}): Promise<ServeProcess> {
-  const dir = await cliPackage();
   const proc = spawn(
     process.execPath,
     ['bin/canonport.js', 'serve', '--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--log-level', 'info', ...args],
-    { cwd: dir, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] },
+    { cwd: REPO, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] },
   );
   const logs: LogLine[] = [];
   const text: string[] = [];
