@@ -27,7 +27,7 @@ export { checkRegistry, type Finding } from './registry/check.js';
 export { startOrder } from './registry/order.js';
 
 // Talking to a daemon, and dialling services by name from grpc-js.
-export { registerCanonResolver, resolveWithoutDaemon, CANON_SCHEME } from './grpc/client.js';
+export { registerCanonResolver, resolveWithoutDaemon, CANON_SCHEME } from './grpc/canon-resolver.js';
 export { createCanonportClient, type CanonportClient } from './grpc/canonport-client.js';
 export type { Resolution } from './core/resolver.js';
 

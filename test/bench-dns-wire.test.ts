@@ -1,7 +1,7 @@
 import dns2 from 'dns2';
 import { describe, expect, it } from 'vitest';
-import { TYPE_A, TYPE_SRV, bareAnswer, encodeQuery, parseQuestion } from '../src/bench/dns-wire.js';
-import { BENCH_TTL } from '../src/bench/fixtures.js';
+import { TYPE_A, TYPE_SRV, bareAnswer, encodeQuery, parseQuestion } from '../bench/dns-wire.js';
+import { BENCH_TTL } from '../bench/fixtures.js';
 import { base32Port } from '../src/scheme/base32.js';
 
 const { Packet } = dns2;

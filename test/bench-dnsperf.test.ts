@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { dnsperfArgs, parseDnsperfOutput, parseVerboseLine, percentile } from '../src/bench/dnsperf.js';
+import { dnsperfArgs, parseDnsperfOutput, parseVerboseLine, percentile } from '../bench/dnsperf.js';
 
 // Captured from dnsperf 2.10.0 (Debian bookworm) on this machine.
 const TIME_LIMIT = `DNS Performance Testing Tool

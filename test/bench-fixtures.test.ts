@@ -19,8 +19,8 @@ import {
   srvQueries,
   srvRecords,
   unboundConfig,
-} from '../src/bench/fixtures.js';
-import { findTool } from '../src/bench/servers.js';
+} from '../bench/fixtures.js';
+import { findTool } from '../bench/servers.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { base32Port } from '../src/scheme/base32.js';
 

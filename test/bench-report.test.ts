@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { cpuUse, parseMachineBusy, parseProcStat, type CpuSnapshot } from '../src/bench/cpu.js';
-import { mergeLoads, type GrpcLoadResult } from '../src/bench/grpc-load.js';
-import { evaluateTargets, renderReport, type BenchResult, type ServerResult } from '../src/bench/report.js';
+import { cpuUse, parseMachineBusy, parseProcStat, type CpuSnapshot } from '../bench/cpu.js';
+import { mergeLoads, type GrpcLoadResult } from '../bench/grpc-load.js';
+import { evaluateTargets, renderReport, type BenchResult, type ServerResult } from '../bench/report.js';
 
 function row(server: string, qps: number, p99Ms = 0.5): ServerResult {
   return { server, role: 'x', qps, avgMs: 1, completed: 1, lost: 0, rcodes: { NOERROR: 1 }, paced: { qps: 5000, p99Ms, avgMs: 0.2, answers: 5000, runs: [] }, answerCheck: 'ok', cpu: null };

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { Metrics } from '../src/http/metrics.js';
+import { Metrics } from '../src/metrics/metrics.js';
 import { requestKey, type DnsRequest } from '../src/dns/request.js';
-import { CacheStage } from '../src/dns/stages/cache.js';
+import { CacheStage } from '../src/dns/plugins/cache/cache.js';
 import { parseQuery } from '../src/dns/wire.js';
 import { buildQuery } from './helpers/dns-wire.js';
 

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FleetFinding, FleetHost, FleetService } from '../src/inventory/fleet.js';
+import type { FleetFinding, FleetHost, FleetService } from '../src/fleet/fleet.js';
 import { closedPort, runCli, startFleetWorld, type FleetWorld } from './inventory-support.js';
 
 let world: FleetWorld;

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
-import { registerCanonResolver } from '../src/grpc/client.js';
+import { registerCanonResolver } from '../src/grpc/canon-resolver.js';
 import { createCanonportClient, type CanonportClient } from '../src/grpc/canonport-client.js';
 import { startDaemon, writeRegistry } from './helpers/daemon.js';
 import { call, Health, healthServerOnCanonicalPort } from './grpc-fixtures.js';

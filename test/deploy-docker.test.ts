@@ -5,7 +5,7 @@ import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHttpServer } from '../src/http/server.js';
-import { Metrics } from '../src/http/metrics.js';
+import { Metrics } from '../src/metrics/metrics.js';
 import { silentLogger } from '../src/log.js';
 import type { DaemonContext } from '../src/daemon/context.js';
 import { EventEmitter } from 'node:events';

@@ -2,7 +2,7 @@ import { PassThrough } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CanonportError, ErrorCodes } from '../src/errors.js';
-import { Metrics } from '../src/http/metrics.js';
+import { Metrics } from '../src/metrics/metrics.js';
 import { DnsServer } from '../src/dns/server.js';
 import { bareReply } from '../src/dns/message.js';
 import type { DnsReply, DnsRequest } from '../src/dns/request.js';

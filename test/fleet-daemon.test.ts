@@ -8,7 +8,7 @@ import type { Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
 import { formatHostPort } from '../src/config/address.js';
-import { collectFleet } from '../src/inventory/fleet.js';
+import { collectFleet } from '../src/fleet/fleet.js';
 import { startDaemon, writeRegistry } from './helpers/daemon.js';
 import { bindCanonical, CANDIDATES, closedPort, closeServer, runCli, bindVersioned, versionServer, type Bound } from './inventory-support.js';
 

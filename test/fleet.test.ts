@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { InventoryListener } from '../src/daemon/context.js';
+import type { InventoryListener } from '../src/inventory/types.js';
 import {
   checkExpectations,
   collectFleet,
@@ -10,7 +10,7 @@ import {
   parseExpectation,
   parseHostsFile,
   type FleetHost,
-} from '../src/inventory/fleet.js';
+} from '../src/fleet/fleet.js';
 import { startFleetWorld, type FleetWorld } from './inventory-support.js';
 
 let world: FleetWorld;

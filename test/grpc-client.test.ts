@@ -4,7 +4,7 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { registerCanonResolver, resolveWithoutDaemon } from '../src/grpc/client.js';
+import { registerCanonResolver, resolveWithoutDaemon } from '../src/grpc/canon-resolver.js';
 import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
 import { base32Port } from '../src/scheme/index.js';
 import { closedPort } from './helpers/ports.js';

@@ -5,8 +5,9 @@ import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-
 import { base32Port } from '../src/scheme/index.js';
 import { buildConfig } from '../src/config/config.js';
 import { ServiceResolver, type AddressSource, type ServingState } from '../src/core/resolver.js';
-import type { DaemonContext, DaemonEvents, InventoryProvider, InventorySnapshot } from '../src/daemon/context.js';
-import { Metrics } from '../src/http/metrics.js';
+import type { DaemonContext, DaemonEvents } from '../src/daemon/context.js';
+import type { InventoryProvider, InventorySnapshot } from '../src/inventory/types.js';
+import { Metrics } from '../src/metrics/metrics.js';
 import { silentLogger } from '../src/log.js';
 import { parseRegistry } from '../src/registry/load.js';
 import type { Registry } from '../src/registry/registry.js';

@@ -6,7 +6,7 @@ import { buildConfig } from '../src/config/config.js';
 import { ServiceResolver, type ServingState } from '../src/core/resolver.js';
 import type { DaemonContext, DaemonEvents } from '../src/daemon/context.js';
 import { ErrorCodes } from '../src/errors.js';
-import { Metrics } from '../src/http/metrics.js';
+import { Metrics } from '../src/metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../src/http/server.js';
 import { silentLogger } from '../src/log.js';
 import { Registry } from '../src/registry/registry.js';

@@ -9,7 +9,7 @@ import { versionedPort } from '../src/scheme/index.js';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { canonportService } from '../src/grpc/proto.js';
-import type { InventoryProvider } from '../src/daemon/context.js';
+import type { InventoryProvider } from '../src/inventory/types.js';
 import { base32Port } from '../src/scheme/index.js';
 import { closedPort } from './helpers/ports.js';
 
@@ -190,7 +190,7 @@ export interface FleetWorld {
 
 export async function startFleetWorld(): Promise<FleetWorld> {
   const { HostInventory } = await import('../src/inventory/inventory.js');
-  const { Metrics } = await import('../src/http/metrics.js');
+  const { Metrics } = await import('../src/metrics/metrics.js');
   const { parseRegistry } = await import('../src/registry/load.js');
   const opened: AnyServer[] = [];
   const daemons: grpc.Server[] = [];

@@ -1,31 +1,9 @@
 import type { EventEmitter } from 'node:events';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../log.js';
-import type { Metrics } from '../http/metrics.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { ServiceResolver, ServingState } from '../core/resolver.js';
-
-/** One listening socket on this host, named by canonical port. */
-export interface InventoryListener {
-  port: number;
-  address: string;
-  family: 'tcp' | 'tcp6';
-  /** Services the port is canonical for; empty when nobody claims it. */
-  services: string[];
-  version: string;
-  versionSource: 'port' | 'http' | '';
-  scheme: string;
-}
-
-export interface InventorySnapshot {
-  host: string;
-  collectedAtMs: number;
-  listeners: InventoryListener[];
-}
-
-export interface InventoryProvider {
-  /** The latest snapshot; never rejects (an unreadable /proc gives an empty list and a log line). */
-  snapshot(): Promise<InventorySnapshot>;
-}
+import type { InventoryProvider } from '../inventory/types.js';
 
 export interface DaemonEvents {
   /** After a successful reload, with the new state. */

@@ -3,7 +3,7 @@ import type { AddressSource, ServingState } from '../core/resolver.js';
 import { zoneOf } from '../core/service-name.js';
 import type { MaybePromise } from './pipeline.js';
 import { requestKey, ServerRequest, type DnsReply, type DnsRequest } from './request.js';
-import type { LocalZonesStage } from './stages/local.js';
+import type { LocalZonesStage } from './plugins/local/local.js';
 import { CLASS_IN, HEADER_SIZE, TYPE, parseQuery } from './wire.js';
 
 const { Packet } = dns2;

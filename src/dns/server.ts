@@ -3,7 +3,7 @@ import net from 'node:net';
 import type { HostPort } from '../config/address.js';
 import type { NameClass } from '../core/service-name.js';
 import { CanonportError, ErrorCodes, errorToRcode, Rcode } from '../errors.js';
-import type { Metrics } from '../http/metrics.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
 import { bareReply, optRecord, patchHeader, RCODE_BADVERS } from './message.js';
 import type { MaybePromise } from './pipeline.js';

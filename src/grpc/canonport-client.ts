@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, type ErrorCode } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import type { Resolution } from '../core/resolver.js';
-import type { InventoryListener, InventorySnapshot } from '../daemon/context.js';
+import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { canonportService, DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT, ERROR_CODE_METADATA } from './proto.js';
 
 /**

@@ -1,10 +1,26 @@
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-/** proto/ at the repo root, whether running from src/ (vitest) or dist/. */
-export const PROTO_ROOT = fileURLToPath(new URL('../../proto', import.meta.url));
 export const CANONPORT_PROTO = 'canonport/v1/canonport.proto';
+
+/**
+ * proto/ of the package this file belongs to: the nearest directory above
+ * it holding proto/canonport/v1/canonport.proto. Searched, not fixed, so
+ * the same code works from src/ (vitest), dist/ (the package) and the
+ * bench's own build.
+ */
+export const PROTO_ROOT = findProtoRoot(dirname(fileURLToPath(import.meta.url)));
+
+function findProtoRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    const candidate = join(dir, 'proto');
+    if (existsSync(join(candidate, CANONPORT_PROTO))) return candidate;
+    if (dirname(dir) === dir) throw new Error(`proto/${CANONPORT_PROTO} not found above ${from}`);
+  }
+}
 
 /** Loader options shared by server, clients and reflection: keep field names as in the .proto. */
 export const LOADER_OPTIONS: protoLoader.Options = {

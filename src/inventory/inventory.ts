@@ -1,8 +1,8 @@
 import { forEachLimited } from '../concurrency.js';
 import { hostname as osHostname } from 'node:os';
-import type { InventoryListener, InventoryProvider, InventorySnapshot } from '../daemon/context.js';
+import type { InventoryListener, InventoryProvider, InventorySnapshot } from './types.js';
 import type { ServingState } from '../core/resolver.js';
-import type { Metrics } from '../http/metrics.js';
+import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
 import { claimOf, type PortClaim } from './claim.js';
 import { isWildcard, readListeningSockets, type ListeningSocket } from './procnet.js';

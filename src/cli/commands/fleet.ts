@@ -11,7 +11,7 @@ import {
   parseExpectation,
   parseHostsFile,
   type Expectation,
-} from '../../inventory/fleet.js';
+} from '../../fleet/fleet.js';
 import { collect, EXIT_FINDINGS, EXIT_OK, intOption, printJson, usageError, type CliIO } from '../io.js';
 import type { RegisterCommand } from './index.js';
 

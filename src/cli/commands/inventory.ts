@@ -1,9 +1,9 @@
-import { table } from '../../inventory/fleet.js';
+import { table } from '../../fleet/fleet.js';
 import type { Command } from 'commander';
-import type { InventoryListener, InventorySnapshot } from '../../daemon/context.js';
+import type { InventoryListener, InventorySnapshot } from '../../inventory/types.js';
 import { createCanonportClient } from '../../grpc/canonport-client.js';
 import { DEFAULT_DAEMON_ADDRESS, defaultDaemonAddress } from '../../config/address.js';
-import { Metrics } from '../../http/metrics.js';
+import { Metrics } from '../../metrics/metrics.js';
 import { HostInventory } from '../../inventory/inventory.js';
 import { loadRegistry } from '../../registry/load.js';
 import { EXIT_FINDINGS, intOption, printJson, usageError, type CliIO } from '../io.js';

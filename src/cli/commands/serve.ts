@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { formatHostPort } from '../../config/address.js';
 import { configFromEnv, DEFAULTS, ENV_VARS, resolveConfig, type ConfigInput } from '../../config/config.js';
-import { isClusterWorker, runWorker, startPrimary } from '../../daemon/cluster.js';
+import { isClusterWorker, runWorker, startPrimary } from '../../daemon/workers.js';
 import { Daemon } from '../../daemon/daemon.js';
 import { createLogger } from '../../log.js';
 import { collect, printJson, usageError, type CliIO } from '../io.js';

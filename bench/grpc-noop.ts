@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
-import { canonportService } from '../grpc/proto.js';
+import { canonportService } from '../src/grpc/proto.js';
 import { GRPC_NAME, BENCH_TTL, BENCH_ZONE } from './fixtures.js';
-import { base32Port } from '../scheme/base32.js';
+import { base32Port } from '../src/scheme/base32.js';
 
 /**
  * Reference no-op gRPC server, run as its own process: `node grpc-noop.js HOST PORT`.

@@ -2,7 +2,7 @@ import { forEachLimited } from '../concurrency.js';
 import { isIP } from 'node:net';
 import { createCanonportClient, daemonTarget } from '../grpc/canonport-client.js';
 import { isCanonportError } from '../errors.js';
-import type { InventoryListener, InventorySnapshot } from '../daemon/context.js';
+import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { prefixOf } from '../scheme/index.js';
 
 /**

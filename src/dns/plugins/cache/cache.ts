@@ -1,9 +1,9 @@
 import NodeCache from 'node-cache';
-import { Rcode } from '../../errors.js';
-import type { Metrics } from '../../http/metrics.js';
-import type { Next, Stage, MaybePromise } from '../pipeline.js';
-import type { DnsReply, DnsRequest } from '../request.js';
-import { HEADER_SIZE, TYPE, messageRecords, rewriteTtls } from '../wire.js';
+import { Rcode } from '../../../errors.js';
+import type { Metrics } from '../../../metrics/metrics.js';
+import type { Next, Stage, MaybePromise } from '../../pipeline.js';
+import type { DnsReply, DnsRequest } from '../../request.js';
+import { HEADER_SIZE, TYPE, messageRecords, rewriteTtls } from '../../wire.js';
 
 export interface CacheOptions {
   maxEntries: number;

@@ -1,8 +1,8 @@
-import { isLoopback, NetworkSet } from '../../config/cidr.js';
-import { Rcode } from '../../errors.js';
-import { bareReply } from '../message.js';
-import type { Next, Stage, MaybePromise } from '../pipeline.js';
-import type { DnsReply, DnsRequest } from '../request.js';
+import { isLoopback, NetworkSet } from '../../../config/cidr.js';
+import { Rcode } from '../../../errors.js';
+import { bareReply } from '../../message.js';
+import type { Next, Stage, MaybePromise } from '../../pipeline.js';
+import type { DnsReply, DnsRequest } from '../../request.js';
 
 /**
  * Who may use this resolver. Loopback clients always may; others only from

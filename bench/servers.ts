@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Children, type Server } from './children.js';
 import { BENCH_ZONE, FWD_ZONE, canonicalSrv, dnsmasqConfig, serviceLabelAt, unboundConfig, type UnboundOptions } from './fixtures.js';
@@ -13,8 +13,15 @@ import { waitForDnsAnswer, waitForReadyz } from './probe.js';
  * the bench.
  */
 
-/** The repo root, from dist/bench/ (or src/bench/). */
-export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** The repo root: the nearest directory above this file with a package.json (from bench/ or its build, dist-bench/bench/). */
+export const REPO_ROOT = findRepoRoot(fileURLToPath(new URL('.', import.meta.url)));
+
+function findRepoRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no package.json above ${from}`);
+  }
+}
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
 /** The name every server is probed with before it is measured. */

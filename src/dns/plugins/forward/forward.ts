@@ -1,16 +1,16 @@
 import { randomFillSync } from 'node:crypto';
-import type { HostPort } from '../../config/address.js';
-import { formatHostPort } from '../../config/address.js';
-import { Rcode } from '../../errors.js';
-import type { Metrics } from '../../http/metrics.js';
-import type { Logger } from '../../log.js';
-import { bareReply } from '../message.js';
-import type { Stage } from '../pipeline.js';
-import type { RateLimiter } from '../rate-limit.js';
-import type { DnsReply, DnsRequest } from '../request.js';
-import type { UpstreamClient } from '../upstream.js';
-import { HEADER_SIZE } from '../wire.js';
-import { refused, type AclStage } from './acl.js';
+import type { HostPort } from '../../../config/address.js';
+import { formatHostPort } from '../../../config/address.js';
+import { Rcode } from '../../../errors.js';
+import type { Metrics } from '../../../metrics/metrics.js';
+import type { Logger } from '../../../log.js';
+import { bareReply } from '../../message.js';
+import type { Stage } from '../../pipeline.js';
+import type { RateLimiter } from '../../rate-limit.js';
+import type { DnsReply, DnsRequest } from '../../request.js';
+import type { UpstreamClient } from '../../upstream.js';
+import { HEADER_SIZE } from '../../wire.js';
+import { refused, type AclStage } from '../acl/acl.js';
 
 /** Tries at drawing a marking spelling before the question goes out unmarked. */
 const MARK_TRIES = 16;

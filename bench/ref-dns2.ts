@@ -1,5 +1,5 @@
 import dns2 from 'dns2';
-import { base32Port } from '../scheme/base32.js';
+import { base32Port } from '../src/scheme/base32.js';
 import { BENCH_TTL } from './fixtures.js';
 
 const { Packet } = dns2;

@@ -1,12 +1,12 @@
-import type { ServingState } from '../../core/resolver.js';
-import { LOCALHOST_ZONE } from '../../core/service-name.js';
-import { Rcode } from '../../errors.js';
-import type { Registry } from '../../registry/registry.js';
-import type { EtcHosts } from '../etc-hosts.js';
-import { bareReply, encodeAnswer, type Rr } from '../message.js';
-import type { Next, Stage, MaybePromise } from '../pipeline.js';
-import type { DnsReply, DnsRequest } from '../request.js';
-import { CLASS_ANY, CLASS_IN, TYPE } from '../wire.js';
+import type { ServingState } from '../../../core/resolver.js';
+import { LOCALHOST_ZONE } from '../../../core/service-name.js';
+import { Rcode } from '../../../errors.js';
+import type { Registry } from '../../../registry/registry.js';
+import type { EtcHosts } from '../../etc-hosts.js';
+import { bareReply, encodeAnswer, type Rr } from '../../message.js';
+import type { Next, Stage, MaybePromise } from '../../pipeline.js';
+import type { DnsReply, DnsRequest } from '../../request.js';
+import { CLASS_ANY, CLASS_IN, TYPE } from '../../wire.js';
 
 const LOOPBACK = { v4: ['127.0.0.1'], v6: ['::1'] };
 /** Entries in the encoded-answer cache before it is cleared; canonical answers are cheap to rebuild. */

@@ -1,4 +1,4 @@
-import { base32Port } from '../scheme/base32.js';
+import { base32Port } from '../src/scheme/base32.js';
 import { BENCH_TTL } from './fixtures.js';
 
 /**

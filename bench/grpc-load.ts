@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { canonportService } from '../grpc/proto.js';
+import { canonportService } from '../src/grpc/proto.js';
 import { percentile } from './dnsperf.js';
 
 /**
