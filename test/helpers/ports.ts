@@ -32,7 +32,8 @@ const band = ((): { start: number; size: number } | null => {
   }
   const size = Math.floor((65535 - hi) / MAX_WORKERS);
   if (!(size >= 16)) return null;
-  const worker = (Number(process.env.VITEST_POOL_ID ?? 1) - 1) % MAX_WORKERS;
+  // CANONPORT_TEST_BAND shifts the bands, so two test runs on one machine (two checkouts) stay apart.
+  const worker = (Number(process.env.VITEST_POOL_ID ?? 1) - 1 + Number(process.env.CANONPORT_TEST_BAND ?? 0)) % MAX_WORKERS;
   return { start: hi + 1 + worker * size, size };
 })();
 
