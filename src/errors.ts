@@ -10,6 +10,8 @@ export const ErrorCodes = {
   BAD_NAME: 'CP_BAD_NAME',
   /** A name outside every served zone, or a form that cannot exist. */
   NOT_FOUND: 'CP_NOT_FOUND',
+  /** A service name whose host has no known address (the port is known). */
+  NO_ADDRESS: 'CP_NO_ADDRESS',
   /** A port outside what a scheme can produce. */
   BAD_PORT: 'CP_BAD_PORT',
   /** The registry file is malformed (YAML or schema). */
@@ -101,6 +103,7 @@ export function errorToGrpcStatus(err: unknown): number {
     case ErrorCodes.BAD_REQUEST:
       return GrpcStatus.INVALID_ARGUMENT;
     case ErrorCodes.NOT_FOUND:
+    case ErrorCodes.NO_ADDRESS:
       return GrpcStatus.NOT_FOUND;
     case ErrorCodes.UPSTREAM_FAILED:
     case ErrorCodes.UPSTREAM_TIMEOUT:
