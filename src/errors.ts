@@ -22,12 +22,20 @@ export const ErrorCodes = {
   CONFIG_INVALID: 'CP_CONFIG_INVALID',
   /** The daemon would forward to itself. */
   FORWARD_LOOP: 'CP_FORWARD_LOOP',
+  /** A changed setting that applies only after a restart (listen addresses, workers). */
+  RESTART_NEEDED: 'CP_RESTART_NEEDED',
   /** A listener could not bind. */
   LISTEN_FAILED: 'CP_LISTEN_FAILED',
   /** Every upstream failed for a query. */
   UPSTREAM_FAILED: 'CP_UPSTREAM_FAILED',
   /** An upstream did not answer in time. */
   UPSTREAM_TIMEOUT: 'CP_UPSTREAM_TIMEOUT',
+  /** An upstream reply failed RFC 5452 matching (source, ID or question) and was dropped. */
+  UPSTREAM_MISMATCH: 'CP_UPSTREAM_MISMATCH',
+  /** A socket-level error talking to one upstream (the next one is tried). */
+  UPSTREAM_ERROR: 'CP_UPSTREAM_ERROR',
+  /** No upstream resolver is configured: names outside the zones get SERVFAIL. */
+  NO_UPSTREAM: 'CP_NO_UPSTREAM',
   /** A DNS handler threw; the client got SERVFAIL. */
   HANDLER_FAILED: 'CP_HANDLER_FAILED',
   /** The daemon cannot be reached (CLI, client). */

@@ -29,7 +29,7 @@ export { startOrder } from './registry/order.js';
 // Talking to a daemon, and dialling services by name from grpc-js.
 export { registerCanonResolver, resolveWithoutDaemon, CANON_SCHEME } from './grpc/canon-resolver.js';
 export { createCanonportClient, type CanonportClient } from './grpc/canonport-client.js';
-export type { Resolution } from './core/resolver.js';
+export type { Resolution } from './grpc/resolution.js';
 
 // Running a daemon in-process.
 export { Daemon, type DaemonOptions } from './daemon/daemon.js';

@@ -113,14 +113,14 @@ describe('canonport resolve', () => {
     const r = await canonport(['resolve', '--daemon', at(), 'db.cluster-1.example.com', 'api.cluster-1.example.com']);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('api.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5\n');
-    expect(r.stderr).toMatch(/db\.cluster-1\.example\.com: .*has no address .*\[CP_NOT_FOUND\]/);
+    expect(r.stderr).toMatch(/db\.cluster-1\.example\.com: .*has no address .*\[CP_NO_ADDRESS\]/);
   });
 
   it('exits 1 for --json with an error, which the JSON carries', async () => {
     const r = await canonport(['resolve', '--json', '--daemon', at(), 'db.cluster-1.example.com']);
     expect(r.code).toBe(1);
     expect(JSON.parse(r.stdout)).toEqual([
-      { name: 'db.cluster-1.example.com', error: { status: grpc.status.NOT_FOUND, code: 'CP_NOT_FOUND', message: expect.stringMatching(/no address/) } },
+      { name: 'db.cluster-1.example.com', error: { status: grpc.status.NOT_FOUND, code: 'CP_NO_ADDRESS', message: expect.stringMatching(/no address/) } },
     ]);
   });
 

@@ -105,7 +105,15 @@ describe('configured zone', () => {
     expect(await port(`_splashpage-api._tcp.${Z}`)).toBe(7001);
     expect(await port(`user.${Z}`)).toBe(8102);
     expect(await port(`v1.user.${Z}`)).toBe(8101);
-    expect(await port(`v11.user.east.${Z}`)).toBe(8111);
+    expect(await port(`v2.user.east.${Z}`)).toBe(8102);
+  });
+
+  it('answers NXDOMAIN for a version the registry does not list, and for vN of a service without versions', async () => {
+    for (const name of [`v11.user.${Z}`, `v0.user.${Z}`, `v01.user.${Z}`, `v2.api.${Z}`]) {
+      const r = await dig(server, ['SRV', name]);
+      expect(r.status, name).toBe('NXDOMAIN');
+      expect(r.authority[0]![3], name).toBe('SOA');
+    }
   });
 
   it('answers NXDOMAIN for a versioned port that is not a port (8100101)', async () => {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { mixCase } from '../src/dns/plugins/forward/forward.js';
+import { mixCase } from '../src/dns/forwarder.js';
 import { encodeName } from './helpers/dns-wire.js';
 import { dig } from './helpers/dig.js';
 import { startDaemon } from './helpers/daemon.js';

@@ -74,9 +74,9 @@ describe('canon: resolver through the daemon', () => {
     const c = dial(`canon:///kab.${ZONE}`);
     expect((await check(c, 'server-a')).status).toBe('SERVING');
     // The channel holds a Watch on the daemon; closing the channel ends it.
-    expect(d.events.listenerCount('reload')).toBe(1);
+    expect(d.ctx.discovery.listenerCount).toBe(1);
     c.close();
-    await eventually(async () => expect(d.events.listenerCount('reload')).toBe(0));
+    await eventually(async () => expect(d.ctx.discovery.listenerCount).toBe(0));
   });
 
   it('follows a Watch update: a registry reload moves the service and the client reconnects there', async () => {

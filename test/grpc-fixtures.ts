@@ -4,7 +4,8 @@ import * as protoLoader from '@grpc/proto-loader';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import { base32Port } from '../src/scheme/index.js';
 import { buildConfig } from '../src/config/config.js';
-import { ServiceResolver, type AddressSource, type ServingState } from '../src/core/resolver.js';
+import type { ServingState } from '../src/core/state.js';
+import { Discovery, type AddressResolver } from '../src/discovery/discovery.js';
 import type { DaemonContext, DaemonEvents } from '../src/daemon/context.js';
 import type { InventoryProvider, InventorySnapshot } from '../src/inventory/types.js';
 import { Metrics } from '../src/metrics/metrics.js';
@@ -14,9 +15,9 @@ import type { Registry } from '../src/registry/registry.js';
 
 /**
  * A real DaemonContext for gRPC tests: a real Registry parsed from YAML text,
- * a real ServiceResolver whose addresses come from the registry's hosts map,
- * real Metrics and a real EventEmitter. reload() swaps the state the way the
- * daemon does and emits 'reload'.
+ * the real discovery core (addresses from the registry's hosts map, or the
+ * resolver a test passes), real Metrics and a real EventEmitter. reload()
+ * swaps the state the way the daemon does: 'reload', and the core told.
  */
 export interface TestDaemon {
   ctx: DaemonContext;
@@ -38,7 +39,7 @@ export const FIXED_INVENTORY: InventorySnapshot = {
 
 export function testDaemon(
   registryYaml: string,
-  opts: { inventory?: InventoryProvider; addresses?: (registry: () => Registry) => AddressSource; ready?: boolean } = {},
+  opts: { inventory?: InventoryProvider; addresses?: (registry: () => Registry) => AddressResolver; ready?: boolean } = {},
 ): TestDaemon {
   const stateOf = (text: string): ServingState => {
     const registry = parseRegistry(text, 'test-registry.yaml');
@@ -48,19 +49,14 @@ export function testDaemon(
   let ready = opts.ready ?? true;
   const events = new EventEmitter<DaemonEvents>();
   const metrics = new Metrics({ defaultMetrics: false });
-  const hostsMap: AddressSource = {
-    async lookup(host) {
-      return { addresses: [...(state.registry.hosts.get(host) ?? [])], ttl: state.registry.ttl };
-    },
-  };
-  const addresses = opts.addresses ? opts.addresses(() => state.registry) : hostsMap;
+  const discovery = new Discovery({ state: () => state, addresses: opts.addresses?.(() => state.registry) });
   const config = buildConfig({ upstreams: ['127.0.0.1:53'] }, {}, state.registry);
   const ctx: DaemonContext = {
     logger: silentLogger,
     metrics,
     config: () => config,
     state: () => state,
-    resolver: new ServiceResolver(() => state, addresses),
+    discovery,
     inventory: opts.inventory ?? { snapshot: async () => FIXED_INVENTORY },
     events,
     ready: () => ready,
@@ -71,7 +67,10 @@ export function testDaemon(
     events,
     reload(text, o = {}) {
       state = stateOf(text);
-      if (!o.silent) events.emit('reload', state);
+      if (!o.silent) {
+        events.emit('reload', state);
+        discovery.changed();
+      }
     },
     setReady(r) {
       ready = r;

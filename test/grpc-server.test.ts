@@ -139,15 +139,16 @@ describe('Resolve', () => {
   });
 
   it.each([
-    ['db.cluster-1.example.com', /has no address/],
-    ['_tcp.cluster-1.example.com', /not a service name/],
-    ['cluster-1.example.com', /not a service name/],
-    ['_api.cluster-1.example.com', /not a service name/],
-  ])('answers NOT_FOUND for %s', async (name, message) => {
+    ['db.cluster-1.example.com', /has no address/, ErrorCodes.NO_ADDRESS],
+    ['_tcp.cluster-1.example.com', /not a service name/, ErrorCodes.NOT_FOUND],
+    ['cluster-1.example.com', /not a service name/, ErrorCodes.NOT_FOUND],
+    ['_api.cluster-1.example.com', /not a service name/, ErrorCodes.NOT_FOUND],
+    ['www.outside.example', /outside every served zone/, ErrorCodes.NOT_FOUND],
+  ])('answers NOT_FOUND for %s', async (name, message, code) => {
     const { client } = await start();
     const err = await rejection(client.resolve(name));
     expect(err.status).toBe(grpc.status.NOT_FOUND);
-    expect(err.code).toBe(ErrorCodes.NOT_FOUND);
+    expect(err.code).toBe(code);
     expect(err.message).toMatch(message);
   });
 
@@ -167,7 +168,10 @@ describe('Resolve', () => {
   it('turns a handler that throws into INTERNAL, never UNKNOWN, and counts it', async () => {
     const d = testDaemon(REGISTRY, {
       addresses: () => ({
-        lookup: async () => {
+        source: 'upstream',
+        generation: 0,
+        peek: () => null,
+        resolve: async () => {
           throw new TypeError('address source exploded');
         },
       }),
@@ -178,7 +182,8 @@ describe('Resolve', () => {
       },
     });
     const { client } = await start(d);
-    const e1 = await rejection(client.resolve(API));
+    // db has no registry host, so only the address resolver can answer it.
+    const e1 = await rejection(client.resolve('db.cluster-1.example.com'));
     expect(e1.status).toBe(grpc.status.INTERNAL);
     expect(e1.message).toMatch(/address source exploded/);
     const e2 = await rejection(client.inventory());
@@ -220,7 +225,7 @@ describe('ResolveMany', () => {
     expect(results[0]!.error).toBeUndefined();
     expect(results[1]!.error).toMatchObject({ status: grpc.status.INVALID_ARGUMENT, code: ErrorCodes.BAD_NAME });
     expect(results[1]!.resolution).toBeUndefined();
-    expect(results[2]!.error).toMatchObject({ status: grpc.status.NOT_FOUND, code: ErrorCodes.NOT_FOUND });
+    expect(results[2]!.error).toMatchObject({ status: grpc.status.NOT_FOUND, code: ErrorCodes.NO_ADDRESS });
     expect(results[2]!.error!.message).toMatch(/no address/);
     expect(results[3]!.resolution).toMatchObject({ port: 8102, version: 2 });
   });
@@ -325,23 +330,23 @@ describe('Watch', () => {
     const it = client.watch(API)[Symbol.asyncIterator]();
     expect((await it.next()).value.port).toBe(12082);
     d.reload('zones: [cluster-1.example.com]\n');
-    await expect(it.next()).rejects.toMatchObject({ status: grpc.status.NOT_FOUND, code: ErrorCodes.NOT_FOUND });
+    await expect(it.next()).rejects.toMatchObject({ status: grpc.status.NOT_FOUND, code: ErrorCodes.NO_ADDRESS });
   });
 
   it('releases its reload listener when the client cancels, and counts the call', async () => {
     const { d, client } = await start();
-    expect(d.events.listenerCount('reload')).toBe(0);
+    expect(d.ctx.discovery.listenerCount).toBe(0);
     // Many watchers share one listener: no MaxListenersExceededWarning.
     const streams = Array.from({ length: 20 }, () => client.watch(API));
     for (const s of streams) await s[Symbol.asyncIterator]().next();
-    expect(d.events.listenerCount('reload')).toBe(1);
+    expect(d.ctx.discovery.listenerCount).toBe(1);
     // Breaking out of a for-await loop cancels too.
     for await (const r of client.watch(API)) {
       expect(r.port).toBe(12082);
       break;
     }
     for (const s of streams) s.cancel();
-    await eventually(async () => expect(d.events.listenerCount('reload')).toBe(0));
+    await eventually(async () => expect(d.ctx.discovery.listenerCount).toBe(0));
     await eventually(async () => {
       const v = (await d.metrics.grpcCalls.get()).values.find((x) => x.labels.service === 'canonport.v1.Canonport' && x.labels.method === 'Watch' && x.labels.code === 'CANCELLED');
       expect(v?.value).toBe(21);

@@ -3,7 +3,8 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildConfig } from '../src/config/config.js';
-import { ServiceResolver, type ServingState } from '../src/core/resolver.js';
+import type { ServingState } from '../src/core/state.js';
+import { Discovery } from '../src/discovery/discovery.js';
 import type { DaemonContext, DaemonEvents } from '../src/daemon/context.js';
 import { ErrorCodes } from '../src/errors.js';
 import { Metrics } from '../src/metrics/metrics.js';
@@ -23,7 +24,7 @@ function testContext(): { ctx: DaemonContext; setReady(r: boolean): void } {
     metrics: new Metrics(),
     config: () => config,
     state: () => state,
-    resolver: new ServiceResolver(() => state, { lookup: async () => ({ addresses: [], ttl: 0 }) }),
+    discovery: new Discovery({ state: () => state }),
     inventory: { snapshot: async () => ({ host: 'test', collectedAtMs: 0, listeners: [] }) },
     events,
     ready: () => ready,

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InventorySnapshot } from '../src/inventory/types.js';
-import type { ServingState } from '../src/core/resolver.js';
+import type { ServingState } from '../src/core/state.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { HostInventory, probeAddress } from '../src/inventory/inventory.js';
 import { parseRegistry } from '../src/registry/load.js';

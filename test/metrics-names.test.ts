@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, Summary } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../src/config/config.js';
-import { ServiceResolver, type ServingState } from '../src/core/resolver.js';
+import type { ServingState } from '../src/core/state.js';
+import { Discovery } from '../src/discovery/discovery.js';
 import type { DaemonContext, DaemonEvents } from '../src/daemon/context.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../src/http/server.js';
@@ -164,7 +165,7 @@ function testContext(metrics: Metrics): DaemonContext {
     metrics,
     config: () => config,
     state: () => state,
-    resolver: new ServiceResolver(() => state, { lookup: async () => ({ addresses: [], ttl: 0 }) }),
+    discovery: new Discovery({ state: () => state }),
     inventory: { snapshot: async () => ({ host: 'test', collectedAtMs: 0, listeners: [] }) },
     events: new EventEmitter<DaemonEvents>(),
     ready: () => true,

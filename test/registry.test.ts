@@ -119,11 +119,15 @@ describe('Registry', () => {
     expect(r.lookupName('api.cluster-1.example.com').port).toBe(12082);
     expect(r.lookupName('_api._tcp.cluster-1.example.com').port).toBe(12082);
     expect(r.lookupName('v1.user.cluster-1.example.com')).toMatchObject({ port: 8101, version: 1 });
-    expect(r.lookupName('v7.user')).toMatchObject({ port: 8107, version: 7 });
     expect(r.lookupName('user').port).toBe(8102);
-    // `v1` before a name that is not versioned is just a name starting with v.
-    expect(r.lookupName('v1.api').port).toBe(base32('v1'));
     expect(r.lookupName('vole').port).toBe(33557);
+    // A version the registry does not list names nothing; `check` may ask about one before it is listed.
+    expect(() => r.lookupName('v7.user')).toThrow(/user has no version 7 \(versions: 1, 2\)/);
+    expect(r.lookupName('v7.user', { anyVersion: true })).toMatchObject({ port: 8107, version: 7 });
+    expect(() => r.lookupName('v01.user', { anyVersion: true })).toThrow(/no version 01/);
+    // `vN` before a service without versions is not a service named vN.
+    expect(() => r.lookupName('v1.api')).toThrow(/api is not a versioned service/);
+    expect(r.lookupName('v1').port).toBe(base32('v1'));
   });
 
   it('records names two entries define', () => {

@@ -1,5 +1,5 @@
 import { isInZone } from './names.js';
-import type { Registry } from '../registry/registry.js';
+import { readService, type Registry } from '../registry/registry.js';
 
 /**
  * How a name under a served zone reads. Shared by the DNS pipeline and the
@@ -36,8 +36,6 @@ export type NameClass =
 export const LOCALHOST_ZONE = 'localhost';
 
 const LABEL_RE = /^[a-z0-9][a-z0-9-]*$/;
-const VERSION_RE = /^v(\d{1,6})$/;
-
 /** The longest served zone that holds `name` (lowercase, no trailing dot). */
 export function zoneOf(name: string, zones: readonly string[]): string | null {
   let best: string | null = null;
@@ -67,9 +65,7 @@ export function classifyName(name: string, zones: readonly string[], registry: R
     return { kind: 'service', zone, service, form: 'srv', proto: proto === '_tcp' ? 'tcp' : 'udp', host: [service, ...rest, zone].join('.') };
   }
   if (!labels.every((l) => LABEL_RE.test(l))) return { kind: 'nxdomain', zone, reason: 'bad label' };
-  const m = VERSION_RE.exec(first);
-  if (m && labels.length >= 2 && registry.isVersioned(labels[1]!)) {
-    return { kind: 'service', zone, service: labels[1]!, version: Number(m[1]), form: 'plain', host: name };
-  }
-  return { kind: 'service', zone, service: first, form: 'plain', host: name };
+  const read = readService(labels, registry);
+  if (!read.ok) return { kind: 'nxdomain', zone, reason: read.reason };
+  return { kind: 'service', zone, service: read.service, version: read.version, form: 'plain', host: name };
 }

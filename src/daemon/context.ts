@@ -2,7 +2,8 @@ import type { EventEmitter } from 'node:events';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
-import type { ServiceResolver, ServingState } from '../core/resolver.js';
+import type { ServingState } from '../core/state.js';
+import type { Discovery } from '../discovery/discovery.js';
 import type { InventoryProvider } from '../inventory/types.js';
 
 export interface DaemonEvents {
@@ -21,7 +22,8 @@ export interface DaemonContext {
   metrics: Metrics;
   config(): Config;
   state(): ServingState;
-  resolver: ServiceResolver;
+  /** Where services run: every answer is formatted from it. */
+  discovery: Discovery;
   inventory: InventoryProvider;
   events: EventEmitter<DaemonEvents>;
   /** All listeners bound and config loaded. */

@@ -2,20 +2,16 @@ import { EventEmitter } from 'node:events';
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { formatHostPort, type HostPort } from '../config/address.js';
-import { NetworkSet } from '../config/cidr.js';
 import { configFromEnv, isSelf, resolveConfig, type Config, type ConfigInput } from '../config/config.js';
-import { ServiceResolver, type ServingState } from '../core/resolver.js';
 import { classifyName, LOCALHOST_ZONE } from '../core/service-name.js';
-import { ChainAddressSource } from '../dns/address-source.js';
-import { EtcHosts } from '../dns/etc-hosts.js';
-import { buildChain } from '../dns/pipeline.js';
-import { RateLimiter } from '../dns/rate-limit.js';
+import type { ServingState } from '../core/state.js';
+import { Discovery } from '../discovery/discovery.js';
+import { EtcHosts } from '../discovery/etc-hosts.js';
+import { DnsChain } from '../dns/chain.js';
+import { Forwarder, type ForwarderOptions } from '../dns/forwarder.js';
+import type { CacheStage } from '../dns/plugins/cache/cache.js';
 import { DnsServer } from '../dns/server.js';
-import { AclStage } from '../dns/plugins/acl/acl.js';
-import { CacheStage } from '../dns/plugins/cache/cache.js';
-import { ForwardStage } from '../dns/plugins/forward/forward.js';
-import { LocalZonesStage } from '../dns/plugins/local/local.js';
-import { UpstreamClient } from '../dns/upstream.js';
+import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstream-addresses.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
 import { Metrics } from '../metrics/metrics.js';
@@ -73,10 +69,11 @@ export class Daemon {
   private dns!: DnsServer;
   private grpc: GrpcHandle | null = null;
   private http: HttpServer | null = null;
-  private readonly cache: CacheStage;
+  private readonly chain: DnsChain;
+  private readonly forwarder: Forwarder;
+  private readonly upstreamAddresses: UpstreamAddresses;
+  readonly discovery: Discovery;
   private readonly inventory: HostInventory;
-  private readonly etcHosts: EtcHosts;
-  private allowed: NetworkSet;
   private watcher: FSWatcher | null = null;
   private reloadTimer: NodeJS.Timeout | null = null;
   private isReady = false;
@@ -84,6 +81,13 @@ export class Daemon {
   readonly ctx: DaemonContext;
   addresses!: DaemonAddresses;
 
+  /**
+   * The composition root: builds each part once from the first config, and
+   * on reload hands each its new options (configure) rather than reaching
+   * into it. Parts: the discovery core (where services run) over its
+   * sources; the shared Forwarder (the upstreams); the DNS chain of plugins;
+   * the listeners; the inventory.
+   */
   private constructor(
     private readonly opts: DaemonOptions,
     config: Config,
@@ -93,30 +97,19 @@ export class Daemon {
     this.cfg = config;
     this.applyLogLevel();
     this.serving = stateOf(config, registry);
-    this.allowed = new NetworkSet(config.allow);
     const now = opts.now ?? Date.now;
-    this.etcHosts = new EtcHosts(opts.hostsFile ?? '/etc/hosts', now);
-    const acl = new AclStage(() => this.allowed, opts.trustLoopback !== false, () => this.cfg.canonicalClients);
-    const local = new LocalZonesStage(() => this.serving, this.etcHosts);
-    this.cache = new CacheStage(config.cache, this.metrics, now);
-    const forward = new ForwardStage({
-      upstreams: () => this.cfg.upstreams,
-      client: new UpstreamClient(config.upstreamTimeoutMs, (up, why) => {
-        this.metrics.upstreamMismatches.inc({ upstream: formatHostPort(up) });
-        this.logger.warn({ code: 'CP_UPSTREAM_MISMATCH', upstream: formatHostPort(up), why }, 'dropped an upstream reply that did not match the query');
-      }),
-      acl,
-      rateLimiter: new RateLimiter(() => this.cfg.rateLimit, now),
-      maxInflight: () => this.cfg.maxInflight,
-      metrics: this.metrics,
-      logger: this.logger,
-      now,
-    });
-    const chain = buildChain([acl, local, this.cache, forward]);
-    const classify = (lname: string) => classifyName(lname, this.serving.zones, this.serving.registry);
-    const resolver = new ServiceResolver(() => this.serving, new ChainAddressSource(() => this.serving, local, chain, classify));
+    const state = () => this.serving;
+    this.forwarder = new Forwarder({ metrics: this.metrics, logger: this.logger, now }, forwarderOptions(config));
+    // Learned in-zone addresses change answers: tell the core's listeners (Watch, xDS).
+    this.upstreamAddresses = new UpstreamAddresses(this.forwarder, upstreamAddressOptions(config), now, () => this.discovery.notify());
+    this.discovery = new Discovery({ state, hosts: new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), addresses: this.upstreamAddresses });
+    this.chain = new DnsChain(
+      { state, discovery: this.discovery, forwarder: this.forwarder, metrics: this.metrics, logger: this.logger, now },
+      config,
+      { trustLoopback: opts.trustLoopback !== false },
+    );
     this.inventory = new HostInventory({
-      state: () => this.serving,
+      state,
       metrics: this.metrics,
       logger: this.logger,
       skipPorts: () => (this.addresses ? [this.addresses.dns.port, this.addresses.grpc.port, this.addresses.http.port] : []),
@@ -125,8 +118,8 @@ export class Daemon {
       logger: this.logger,
       metrics: this.metrics,
       config: () => this.cfg,
-      state: () => this.serving,
-      resolver,
+      state,
+      discovery: this.discovery,
       inventory: this.inventory,
       events: this.events,
       ready: () => this.isReady,
@@ -134,8 +127,8 @@ export class Daemon {
     };
     this.dns = new DnsServer({
       listen: config.dns,
-      handler: chain,
-      classify,
+      handler: this.chain.handler,
+      classify: (lname: string) => classifyName(lname, this.serving.zones, this.serving.registry),
       metrics: this.metrics,
       logger: this.logger,
       queryLogRate: () => this.cfg.queryLog,
@@ -177,7 +170,7 @@ export class Daemon {
   }
 
   get cacheSize(): number {
-    return this.cache.size;
+    return (this.chain.stage('cache') as unknown as CacheStage).size;
   }
 
   private async listen(): Promise<void> {
@@ -191,7 +184,7 @@ export class Daemon {
     if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();
     if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();
     if (this.cfg.upstreams.length === 0) {
-      this.logger.warn({ code: 'CP_NO_UPSTREAM' }, 'no upstream resolvers: names outside the served zones get SERVFAIL');
+      this.logger.warn({ code: ErrorCodes.NO_UPSTREAM }, 'no upstream resolvers: names outside the served zones get SERVFAIL');
     }
     this.isReady = true;
     this.events.emit('ready', true);
@@ -221,14 +214,11 @@ export class Daemon {
       let next = loaded.config;
       for (const k of ['dns', 'grpc', 'http'] as const) {
         if (formatHostPort(next[k]) !== formatHostPort(this.cfg[k])) {
-          this.logger.warn({ code: 'CP_RESTART_NEEDED', setting: k }, `${k} listen address changed: restart to apply`);
+          this.logger.warn({ code: ErrorCodes.RESTART_NEEDED, setting: k }, `${k} listen address changed: restart to apply`);
           next = { ...next, [k]: this.cfg[k] };
         }
       }
-      this.cfg = next;
-      this.applyLogLevel();
-      this.allowed = new NetworkSet(next.allow);
-      this.serving = stateOf(next, registry);
+      this.apply(next, registry);
       this.metrics.reloads.inc({ result: 'ok' });
       this.logger.info({ event: 'reload', zones: this.serving.zones, services: registry.services.size }, 'configuration reloaded');
       this.events.emit('reload', this.serving);
@@ -242,6 +232,17 @@ export class Daemon {
     }
   }
 
+  /** Hands every part its options from a new config: from the next query on, every reloadable setting is in force. */
+  private apply(config: Config, registry: Registry): void {
+    this.cfg = config;
+    this.applyLogLevel();
+    this.serving = stateOf(config, registry);
+    this.forwarder.configure(forwarderOptions(config));
+    this.upstreamAddresses.configure(upstreamAddressOptions(config));
+    this.chain.configure(config);
+    this.discovery.changed();
+  }
+
   /** Stops accepting, drains in-flight queries (up to graceMs), closes everything. */
   async close(graceMs = 5000): Promise<void> {
     if (this.closed) return;
@@ -252,7 +253,9 @@ export class Daemon {
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
     await Promise.all([this.opts.role === 'front' ? undefined : this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
     await this.inventory.stop();
-    this.cache.close();
+    this.chain.close();
+    this.upstreamAddresses.close();
+    this.discovery.close();
   }
 
   private watchRegistry(): void {
@@ -270,6 +273,15 @@ export class Daemon {
       this.logger.warn({ code: 'CP_WATCH_FAILED', err: (err as Error).message }, 'cannot watch the registry file; SIGHUP still reloads');
     }
   }
+}
+
+function forwarderOptions(config: Config): ForwarderOptions {
+  return { upstreams: config.upstreams, timeoutMs: config.upstreamTimeoutMs, maxInflight: config.maxInflight };
+}
+
+/** In-zone addresses from the upstreams are kept like forwarded answers (same TTL caps and stale window). */
+function upstreamAddressOptions(config: Config): UpstreamAddressesOptions {
+  return { maxEntries: Math.max(1, Math.min(config.cache.maxEntries, 10_000)), maxTtl: config.cache.maxTtl, maxNegativeTtl: config.cache.maxNegativeTtl, staleTtl: config.cache.staleTtl };
 }
 
 function stateOf(config: Config, registry: Registry): ServingState {

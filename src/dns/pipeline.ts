@@ -1,3 +1,9 @@
+import type { Config } from '../config/config.js';
+import type { ServingState } from '../core/state.js';
+import type { Discovery } from '../discovery/discovery.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { Forwarder } from './forwarder.js';
 import type { DnsReply, DnsRequest } from './request.js';
 
 export type MaybePromise<T> = T | Promise<T>;
@@ -19,14 +25,51 @@ export interface Stage {
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply>;
 }
 
+/** A stage built by a plugin: it takes new options on reload and keeps its state (a cache's entries). */
+export interface PluginStage<O> extends Stage {
+  /** Applies options from the next query on. Never called synchronously from serve(). */
+  configure(opts: O): void;
+  /** Releases timers and stores. */
+  close?(): void;
+}
+
+/** What the composition root hands every plugin: shared services, never another stage. */
+export interface PluginDeps {
+  state: () => ServingState;
+  discovery: Discovery;
+  forwarder: Forwarder;
+  metrics: Metrics;
+  logger: Logger;
+  /** Clock, ms. */
+  now: () => number;
+}
+
+/** What a plugin's setup may read besides the config: facts of this process, not settings. */
+export interface SetupContext {
+  /** Loopback clients may always recurse (false only in tests, to exercise --allow from 127.0.0.x). */
+  trustLoopback: boolean;
+}
+
+/**
+ * A DNS plugin, CoreDNS-style: `setup` turns the checked config into the
+ * stage's options (pure: config in, options out, so a reload is a new
+ * setup applied with `configure`), and `create` builds the stage once.
+ */
+export interface Plugin<O> {
+  readonly name: (typeof CHAIN_ORDER)[number];
+  setup(config: Config, ctx: SetupContext): O;
+  create(deps: PluginDeps, opts: O): PluginStage<O>;
+}
+
 /**
  * The chain, in order. Written down in one place with the reason for the order:
  *
  *   acl      first: a client that may not use this resolver costs nothing more.
- *   local    canonical zones (and `localhost`): answered from the registry and
- *            the scheme, never cached or forwarded, so a reload is seen at once.
+ *   local    canonical zones (and `localhost`): answered from the discovery
+ *            core, never cached here or forwarded, so a reload is seen at once.
  *   cache    forwarded answers, before the forwarder so a hit never leaves the host.
- *   forward  the upstreams: rate limit, in-flight cap, RFC 5452 matching, TCP retry.
+ *   forward  the upstreams: rate limit, then the shared Forwarder (RFC 5452
+ *            matching, TCP retry, coalescing, the in-flight cap).
  */
 export const CHAIN_ORDER = ['acl', 'local', 'cache', 'forward'] as const;
 

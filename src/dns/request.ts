@@ -1,7 +1,7 @@
 import type { NameClass } from '../core/service-name.js';
 import type { Query } from './wire.js';
 
-export type Transport = 'udp' | 'tcp' | 'internal';
+export type Transport = 'udp' | 'tcp';
 
 /**
  * One query as every stage sees it: computed once by the server (lowercased

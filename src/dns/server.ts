@@ -5,10 +5,10 @@ import type { NameClass } from '../core/service-name.js';
 import { CanonportError, ErrorCodes, errorToRcode, Rcode } from '../errors.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
-import { bareReply, optRecord, patchHeader, RCODE_BADVERS } from './message.js';
+import { RCODE_BADVERS } from './message.js';
 import type { MaybePromise } from './pipeline.js';
+import { errorReply, finishReply, formerrReply } from './reply.js';
 import { requestKey, ServerRequest, type DnsReply, type DnsRequest, type Transport } from './request.js';
-import { EDNS_SIZE } from './upstream.js';
 import { HEADER_SIZE, parseQuery, readU16, WireError, type Query } from './wire.js';
 
 export interface DnsServerOptions {
@@ -225,7 +225,7 @@ export class DnsServer {
         return null;
       }
       this.count(-1, Rcode.FORMERR, 'error', transport, started);
-      return bareReply(raw, 0, Rcode.FORMERR);
+      return formerrReply(raw);
     }
     if (q === null) {
       this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
@@ -236,8 +236,8 @@ export class DnsServer {
       this.o.metrics.dnsDropped.inc({ reason: 'response' });
       return null;
     }
-    if (q.opcode !== 0) return this.finish(q, raw, client, transport, started, errorReply(raw, q, Rcode.NOTIMP));
-    if (q.edns && q.edns.version > 0) return this.finish(q, raw, client, transport, started, errorReply(raw, q, RCODE_BADVERS));
+    if (q.opcode !== 0) return this.finish(q, raw, client, transport, started, errorReply({ raw, query: q }, Rcode.NOTIMP));
+    if (q.edns && q.edns.version > 0) return this.finish(q, raw, client, transport, started, errorReply({ raw, query: q }, RCODE_BADVERS));
 
     const req: DnsRequest = new ServerRequest(q, raw, client, transport, requestKey(q), this.o.classify);
     this.pending++;
@@ -268,34 +268,12 @@ export class DnsServer {
       { code: ErrorCodes.HANDLER_FAILED, name: req.query.lname, qtype: req.query.qtype, rcode, err: err instanceof Error ? err.message : String(err) },
       'DNS handler failed',
     );
-    return errorReply(req.raw, req.query, rcode);
+    return errorReply(req, rcode);
   }
 
-  /** Patches the reply for this client: ID, RD, CD, question case, OPT, and TC if it does not fit. */
+  /** The reply finished for this client (reply.ts), counted, and logged at the configured rate. */
   private finish(q: Query, raw: Buffer, client: { address: string }, transport: Transport, started: number, reply: DnsReply): Buffer {
-    const msg = reply.message;
-    const ext = reply.rcode > 15 ? reply.rcode >> 4 : 0;
-    const opt = q.edns ? optRecord(EDNS_SIZE, q.edns.do, ext) : null;
-    const limit = transport === 'udp' ? (q.edns ? Math.min(Math.max(q.edns.udpSize, 512), EDNS_SIZE) : 512) : 65535;
-    let out: Buffer;
-    if (msg.length + (opt ? 11 : 0) > limit) {
-      // Too big for this client over UDP: header and question with TC set, never a trimmed answer (RFC 2181 §9).
-      out = Buffer.alloc(q.questionEnd + (opt ? 11 : 0));
-      msg.copy(out, 0, 0, 4);
-      out[2] = out[2]! | 0x02;
-      out.writeUInt16BE(1, 4);
-      raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
-    } else {
-      out = Buffer.allocUnsafe(msg.length + (opt ? 11 : 0));
-      msg.copy(out);
-      // The question goes back exactly as asked (0x20 case), when it has the same shape.
-      if (readU16(msg, 4) === 1 && msg.length >= q.questionEnd) raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
-    }
-    patchHeader(out, q);
-    if (opt) {
-      opt.copy(out, out.length - 11);
-      out.writeUInt16BE(readU16(out, 10) + 1, 10);
-    }
+    const out = finishReply(q, raw, transport, reply);
     this.count(q.qtype, reply.rcode, reply.source, transport, started);
     const rate = this.o.queryLogRate();
     if (rate > 0 && Math.random() < rate) {
@@ -313,9 +291,6 @@ export class DnsServer {
   }
 }
 
-function errorReply(raw: Buffer, q: Query, rcode: number): DnsReply {
-  return { message: bareReply(raw, q.questionEnd, rcode & 0xf), rcode, source: 'error' };
-}
 
 function listenError(proto: string, at: HostPort, err: NodeJS.ErrnoException): CanonportError {
   const hint = err.code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : err.code === 'EADDRINUSE' ? ' (address in use)' : '';

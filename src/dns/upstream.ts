@@ -32,8 +32,9 @@ export type MismatchHook = (upstream: HostPort, why: 'source' | 'id' | 'question
  * A truncated reply is retried over TCP.
  */
 export class UpstreamClient {
+  /** @param timeoutMs read per query, so a reload applies to the next one. */
   constructor(
-    private readonly timeoutMs: number,
+    private readonly timeoutMs: () => number,
     private readonly onMismatch: MismatchHook = () => {},
   ) {}
 
@@ -46,7 +47,7 @@ export class UpstreamClient {
   }
 
   private udp(up: HostPort, id: number, packet: Buffer, question: Buffer): Promise<UpstreamResult> {
-    return settleOnce(this.timeoutMs, (finish) => {
+    return settleOnce(this.timeoutMs(), (finish) => {
       const sock = dgram.createSocket(net.isIPv6(up.host) ? 'udp6' : 'udp4');
       sock.on('error', (err) => finish({ kind: 'error', reason: err.message }));
       sock.on('message', (msg, rinfo) => {
@@ -63,7 +64,7 @@ export class UpstreamClient {
   }
 
   private tcp(up: HostPort, id: number, packet: Buffer, question: Buffer): Promise<UpstreamResult> {
-    return settleOnce(this.timeoutMs, (finish) => {
+    return settleOnce(this.timeoutMs(), (finish) => {
       let buf = Buffer.alloc(0);
       const sock = net.connect({ host: up.host, port: up.port });
       sock.on('error', (err) => finish({ kind: 'error', reason: err.message }));

@@ -327,3 +327,78 @@ export function rewriteTtls(buf: Buffer, ttl: (original: number) => number): boo
   }
   return true;
 }
+
+/**
+ * The question section for `name` (lowercase presentation form of plain
+ * labels, as the discovery core holds names), type `qtype`, class IN.
+ * Throws WireError for a label over 63 octets or a name over 255.
+ */
+export function encodeQuestion(name: string, qtype: number): Buffer {
+  const labels = name === '' ? [] : name.split('.');
+  let size = 1 + 4;
+  for (const l of labels) size += 1 + l.length;
+  if (size - 4 > MAX_NAME_WIRE) throw new WireError('name longer than 255 octets');
+  const out = Buffer.alloc(size);
+  let off = 0;
+  for (const l of labels) {
+    if (l.length === 0 || l.length > 63) throw new WireError(`label "${l}" is not 1–63 octets`);
+    out[off++] = l.length;
+    off += out.write(l, off, 'latin1');
+  }
+  out[off++] = 0;
+  out.writeUInt16BE(qtype, off);
+  out.writeUInt16BE(CLASS_IN, off + 2);
+  return out;
+}
+
+/**
+ * The A and AAAA addresses in a message's answer section (of any owner: a
+ * recursive resolver's answer is the CNAME chain and its end), the least
+ * TTL among them, and, for an answer without any, the negative TTL its
+ * SOA allows (RFC 2308 §5: min(SOA TTL, MINIMUM)), or null without an SOA.
+ * Null when the message does not parse.
+ */
+export function answerAddresses(msg: Buffer): { v4: string[]; v6: string[]; ttl: number; negativeTtl: number | null } | null {
+  const records = messageRecords(msg);
+  if (!records) return null;
+  const v4: string[] = [];
+  const v6: string[] = [];
+  let ttl = Infinity;
+  let negativeTtl: number | null = null;
+  for (const r of records) {
+    if (r.section === 0 && r.klass === CLASS_IN && r.type === TYPE.A && r.rdlength === 4) {
+      v4.push(`${msg[r.rdataOffset]}.${msg[r.rdataOffset + 1]}.${msg[r.rdataOffset + 2]}.${msg[r.rdataOffset + 3]}`);
+      ttl = Math.min(ttl, r.ttl);
+    } else if (r.section === 0 && r.klass === CLASS_IN && r.type === TYPE.AAAA && r.rdlength === 16) {
+      v6.push(formatIpv6(msg.subarray(r.rdataOffset, r.rdataOffset + 16)));
+      ttl = Math.min(ttl, r.ttl);
+    } else if (r.section === 1 && r.type === TYPE.SOA && r.rdlength >= 20) {
+      negativeTtl = Math.min(r.ttl, msg.readUInt32BE(r.rdataOffset + r.rdlength - 4));
+    }
+  }
+  return { v4, v6, ttl: ttl === Infinity ? 0 : ttl, negativeTtl };
+}
+
+/** RFC 5952 text of a 16-octet IPv6 address: lowercase, longest zero run (of two or more) as `::`. */
+export function formatIpv6(b: Buffer): string {
+  const words: number[] = [];
+  for (let i = 0; i < 16; i += 2) words.push((b[i]! << 8) | b[i + 1]!);
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (words[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = words.map((w) => w.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}

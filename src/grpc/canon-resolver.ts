@@ -1,11 +1,11 @@
 import { promises as dns } from 'node:dns';
 import * as grpc from '@grpc/grpc-js';
-import { CanonportError, ErrorCodes } from '../errors.js';
-import { isInZone, normaliseName } from '../core/names.js';
+import { ErrorCodes } from '../errors.js';
+import { normaliseName } from '../core/names.js';
 import { LOCALHOST_ZONE } from '../core/service-name.js';
-import { ServiceResolver, type AddressSource, type Resolution } from '../core/resolver.js';
+import { Discovery, type AddressAnswer, type AddressResolver } from '../discovery/discovery.js';
+import { resolutionOf, type Resolution } from './resolution.js';
 import { loadRegistry } from '../registry/load.js';
-import type { Registry } from '../registry/registry.js';
 import { createCanonportClient, DaemonError, type CanonportClient, type WatchStream } from './canonport-client.js';
 import { defaultDaemonAddress } from '../config/address.js';
 
@@ -159,7 +159,7 @@ class CanonResolver implements grpc.experimental.Resolver {
     this.stream = undefined;
     this.answered = false;
     clearTimeout(this.firstAnswerTimer);
-    if (failure instanceof DaemonError && (failure.code === ErrorCodes.BAD_NAME || failure.code === ErrorCodes.NOT_FOUND)) {
+    if (failure instanceof DaemonError && (failure.code === ErrorCodes.BAD_NAME || failure.code === ErrorCodes.NOT_FOUND || failure.code === ErrorCodes.NO_ADDRESS)) {
       // The daemon's answer is final; grpc-js backs off and calls updateResolution to ask again.
       this.report(errorStatus(this.name, failure.message));
       return;
@@ -207,36 +207,39 @@ function errorStatus(name: string, details: string): Endpoints {
 
 /**
  * What the daemon would answer, computed here: the scheme and the registry
- * file (if any) give the port, the system resolver gives the addresses.
+ * file (if any) give the port, the system resolver gives the addresses. The
+ * discovery core is the daemon's own, reading names outside the registry's
+ * zones by the scheme, since a client cannot know the daemon's flags.
  */
 export async function resolveWithoutDaemon(name: string, registryFile?: string): Promise<Resolution> {
   const registry = await loadRegistry(registryFile);
   const zones = [...new Set([...registry.zones, LOCALHOST_ZONE])];
-  return new ServiceResolver(() => ({ registry, zones }), systemAddressSource(registry)).resolve(name);
+  const discovery = new Discovery({ state: () => ({ registry, zones }), addresses: systemAddressResolver(), outsideZones: 'scheme' });
+  return resolutionOf(await discovery.lookup(name));
 }
 
 /** Temporary resolver failures: an error, not "no such host". */
 const TRANSIENT = new Set(['EAI_AGAIN', 'ETIMEOUT', 'ESERVFAIL', 'ECONNREFUSED']);
 
 /**
- * Registry hosts map first, then the system resolver (getaddrinfo: /etc/hosts,
- * then DNS). Names under `localhost` resolve as `localhost` itself does here (RFC 6761 §6.3).
+ * The system resolver (getaddrinfo: /etc/hosts, then DNS) as the discovery
+ * core's address source. The core asks the registry's hosts map first and
+ * answers `*.localhost` itself (RFC 6761 §6.3).
  */
-export function systemAddressSource(registry: Registry): AddressSource {
+export function systemAddressResolver(ttl = 60): AddressResolver {
   return {
-    async lookup(host) {
-      const pinned = registry.hosts.get(host);
-      if (pinned && pinned.length > 0) return { addresses: [...pinned], ttl: registry.ttl };
-      const target = isInZone(host, LOCALHOST_ZONE) ? LOCALHOST_ZONE : host;
+    source: 'upstream',
+    generation: 0,
+    peek: () => null,
+    async resolve(host): Promise<AddressAnswer> {
       try {
-        const found = await dns.lookup(target, { all: true, verbatim: true });
-        return { addresses: [...new Set(found.map((a) => a.address))], ttl: registry.ttl };
+        const found = await dns.lookup(host, { all: true, verbatim: true });
+        const addresses = [...new Set(found.map((a) => a.address))];
+        return { kind: 'found', v4: addresses.filter((a) => !a.includes(':')), v6: addresses.filter((a) => a.includes(':')), ttl };
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code ?? '';
-        if (TRANSIENT.has(code)) {
-          throw new CanonportError(ErrorCodes.UPSTREAM_FAILED, `system resolver failed for ${host}: ${code}`, { host }, { cause: err });
-        }
-        return { addresses: [], ttl: registry.ttl };
+        if (TRANSIENT.has(code)) return { kind: 'failed', reason: `system resolver failed for ${host}: ${code}` };
+        return { kind: 'none', ttl };
       }
     },
   };

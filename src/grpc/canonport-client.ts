@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, type ErrorCode } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
-import type { Resolution } from '../core/resolver.js';
+import type { Resolution } from './resolution.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { canonportService, DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT, ERROR_CODE_METADATA } from './proto.js';
 

@@ -1,7 +1,7 @@
 import { forEachLimited } from '../concurrency.js';
 import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, GrpcStatus, errorToGrpcStatus } from '../errors.js';
-import type { Resolution } from '../core/resolver.js';
+import { resolutionOf, type Resolution } from './resolution.js';
 import type { DaemonContext } from '../daemon/context.js';
 import { decodePort, decodePortRaw } from '../scheme/index.js';
 import { ERROR_CODE_METADATA } from './proto.js';
@@ -46,17 +46,21 @@ export function toStatus(err: unknown): grpc.StatusObject {
 export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions = {}): CanonportService {
   /** Open Watch streams: how to end each one, and how to make it re-resolve. */
   const watches = new Map<(status: grpc.StatusObject) => void, () => void>();
-  // One 'reload' listener for all streams (not one each: hundreds of watchers
-  // would trip EventEmitter's leak warning), attached while any stream is open.
-  const onReload = () => {
+  // One discovery listener for all streams (not one each), subscribed while any
+  // stream is open: a reload, an edited hosts file or a learned address re-resolves them.
+  const onChange = () => {
     for (const refresh of [...watches.values()]) refresh();
   };
+  let unsubscribe: (() => void) | undefined;
   const addWatch = (end: (status: grpc.StatusObject) => void, refresh: () => void) => {
-    if (watches.size === 0) ctx.events.on('reload', onReload);
+    if (watches.size === 0) unsubscribe = ctx.discovery.onChange(onChange);
     watches.set(end, refresh);
   };
   const removeWatch = (end: (status: grpc.StatusObject) => void) => {
-    if (watches.delete(end) && watches.size === 0) ctx.events.off('reload', onReload);
+    if (watches.delete(end) && watches.size === 0) {
+      unsubscribe?.();
+      unsubscribe = undefined;
+    }
   };
 
   /** Runs a unary handler: maps errors to statuses, logs the ones that are bugs. (server.ts counts calls.) */
@@ -80,7 +84,9 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
     };
   }
 
-  const Resolve = unary('Resolve', async (req: { name?: unknown }) => toWire(await ctx.resolver.resolve(nameOf(req.name))));
+  const resolve = async (name: string): Promise<Resolution> => resolutionOf(await ctx.discovery.lookup(name));
+
+  const Resolve = unary('Resolve', async (req: { name?: unknown }) => toWire(await resolve(nameOf(req.name))));
 
   const ResolveMany = unary('ResolveMany', async (req: { names?: unknown }) => {
     const names = Array.isArray(req.names) ? (req.names as unknown[]) : [];
@@ -93,7 +99,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
     await forEachLimited(names, BATCH_CONCURRENCY, async (raw, i) => {
       const name = String(raw ?? '');
       try {
-        results[i] = { name, resolution: toWire(await ctx.resolver.resolve(name)) };
+        results[i] = { name, resolution: toWire(await resolve(name)) };
       } catch (err) {
         const s = toStatus(err);
         if (s.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, name }, 'ResolveMany: lookup failed');
@@ -161,11 +167,12 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       }
       running = true;
       try {
-        const r = await ctx.resolver.resolve(nameOf(rawName));
+        const r = await resolve(nameOf(rawName));
         if (done) return;
-        const wire = toWire(r);
         lastTtl = r.ttl;
-        const key = JSON.stringify(wire);
+        const wire = toWire(r);
+        // A new answer is one where the port, scheme, version or addresses changed; a TTL counting down is not.
+        const key = JSON.stringify({ ...wire, ttl: 0, addresses: [...r.addresses].sort() });
         if (key !== lastKey) {
           lastKey = key;
           call.write(wire);

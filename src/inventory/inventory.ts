@@ -1,7 +1,7 @@
 import { forEachLimited } from '../concurrency.js';
 import { hostname as osHostname } from 'node:os';
 import type { InventoryListener, InventoryProvider, InventorySnapshot } from './types.js';
-import type { ServingState } from '../core/resolver.js';
+import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
 import { claimOf, type PortClaim } from './claim.js';

@@ -141,7 +141,7 @@ export function checkRegistry(registry: Registry, facts: HostFacts, extraNames: 
   }
   const overflowed: string[] = [];
   for (const raw of extraNames) {
-    const a: PortAssignment = registry.lookupName(raw);
+    const a: PortAssignment = registry.lookupName(raw, { anyVersion: true });
     const m = /^v\d+\.([^.]+)/.exec(raw);
     const name = m && registry.isVersioned(m[1]!) ? `v${a.version}.${a.service}` : a.service;
     if (a.port === null) {

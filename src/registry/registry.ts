@@ -10,6 +10,7 @@ import {
   type RoleDef,
   type SchemeName,
 } from '../scheme/index.js';
+import { CanonportError, ErrorCodes } from '../errors.js';
 import type { DaemonFile, RegistryFile, ServiceFile } from './schema.js';
 
 /** A service's port and how it was derived. */
@@ -143,18 +144,31 @@ export class Registry {
   /**
    * The assignment of a validated, lowercase name as the CLI reads it: its
    * first label is the service (`api.cluster-1.example.com` → `api`,
-   * `_api._tcp.x` → `api`), and `vN.svc…` is version N of a versioned `svc`.
+   * `_api._tcp.x` → `api`), and `vN.svc…` is version N of a versioned `svc`
+   * (readService's rules). Throws CP_NOT_FOUND saying why for a name that
+   * reads as nothing (`v3.user` when user has versions 1 and 2).
    */
-  lookupName(name: string): PortAssignment {
+  lookupName(name: string, opts: { anyVersion?: boolean } = {}): PortAssignment {
     const labels = name.split('.');
-    const m = /^v(\d{1,6})$/.exec(labels[0] ?? '');
-    if (m && labels.length >= 2 && this.isVersioned(labels[1]!)) return this.lookup(labels[1]!, Number(m[1]));
-    return this.lookup(serviceLabel(name));
+    if (labels[0]?.startsWith('_')) return this.lookup(serviceLabel(name));
+    const read = readService(labels, this, opts);
+    if (!read.ok) throw new CanonportError(ErrorCodes.NOT_FOUND, read.reason, { name });
+    return this.lookup(read.service, read.version);
+  }
+
+  /** The versions of a versioned registry service, ascending; null when `label` is not one. */
+  versionsOf(label: string): number[] | null {
+    const entry = this.services.get(label.toLowerCase());
+    if (entry?.scheme !== 'versioned') return null;
+    const all = new Set(entry.spec.versions ?? []);
+    const current = currentVersion(entry.spec);
+    if (current !== undefined) all.add(current);
+    return [...all].sort((a, b) => a - b);
   }
 
   /** True when `label` is a versioned service in the registry. */
   isVersioned(label: string): boolean {
-    return this.services.get(label.toLowerCase())?.scheme === 'versioned';
+    return this.versionsOf(label) !== null;
   }
 
   /** Registry names (expanded) whose port is `port`. */
@@ -249,4 +263,40 @@ export function currentVersion(s: ServiceFile): number | undefined {
 
 function prefixOrEmpty(port: number): string {
   return decodePort(port) ?? '';
+}
+
+/** A version label: `v` and digits. Whether it names a version the registry knows is readService's question. */
+const VERSION_LABEL_RE = /^v\d+$/;
+
+/** What the labels before the zone name: a service (and version), or why they name nothing. */
+export type ServiceRead = { ok: true; service: string; version?: number | undefined } | { ok: false; reason: string };
+
+/**
+ * Reads the service part of a name: its first label is the service
+ * (`api.east` → api), except `vN.svc…`, which is always version N of `svc`:
+ *
+ *   - `svc` must be a versioned registry service (`v2.api` when api has no
+ *     versions is nothing, not a service named `v2`);
+ *   - N must be one of its versions (`versions`, or `version`), written
+ *     without leading zeros (`v01.user` is nothing).
+ *
+ * A service whose own name looks like a version (`v8`) is asked as `v8.<zone>`
+ * or `_v8._tcp.…`. DNS, gRPC and the CLI all read names through here;
+ * `anyVersion` (for `check`, which vets versions before they are listed)
+ * accepts any N.
+ */
+export function readService(labels: readonly string[], registry: Registry, opts: { anyVersion?: boolean } = {}): ServiceRead {
+  const first = labels[0] ?? '';
+  if (labels.length >= 2 && VERSION_LABEL_RE.test(first)) {
+    const service = labels[1]!;
+    const versions = registry.versionsOf(service);
+    if (versions === null) return { ok: false, reason: `${first}.${service}: ${service} is not a versioned service` };
+    const digits = first.slice(1);
+    const version = Number(digits);
+    if (String(version) !== digits || (!opts.anyVersion && !versions.includes(version))) {
+      return { ok: false, reason: `${first}.${service}: ${service} has no version ${digits} (versions: ${versions.join(', ')})` };
+    }
+    return { ok: true, service, version };
+  }
+  return { ok: true, service: first };
 }

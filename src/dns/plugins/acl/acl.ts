@@ -1,39 +1,38 @@
-import { isLoopback, NetworkSet } from '../../../config/cidr.js';
 import { Rcode } from '../../../errors.js';
-import { bareReply } from '../../message.js';
-import type { Next, Stage, MaybePromise } from '../../pipeline.js';
+import type { AccessPolicy } from '../../access.js';
+import type { MaybePromise, Next, Plugin, PluginStage } from '../../pipeline.js';
+import { errorReply } from '../../reply.js';
 import type { DnsReply, DnsRequest } from '../../request.js';
+import { setup, type AclOptions } from './setup.js';
 
 /**
- * Who may use this resolver. Loopback clients always may; others only from
- * `--allow` networks. A client outside them still gets canonical answers
- * (they are the product, and small) unless `--canonical-clients allowed`,
- * but never recursion: an open resolver is an amplifier. The forwarder asks `mayForward` again for in-zone
- * address lookups that fall through to the upstreams.
+ * Who may use this resolver, decided before anything else runs. Clients
+ * that may recurse (loopback, `--allow`) go on; others get REFUSED for
+ * names outside the served zones, and answers about the zones unless
+ * `--canonical-clients allowed`.
  */
-export class AclStage implements Stage {
+export class AclStage implements PluginStage<AclOptions> {
   readonly name = 'acl';
-  /**
-   * @param trustLoopback false only in tests, so the allow list can be
-   *   exercised from distinct loopback source addresses (127.0.0.2, …).
-   */
-  constructor(
-    private readonly allowed: () => NetworkSet,
-    private readonly trustLoopback = true,
-    private readonly canonicalClients: () => 'any' | 'allowed' = () => 'any',
-  ) {}
+  private access: AccessPolicy;
 
-  mayForward(address: string): boolean {
-    return (this.trustLoopback && isLoopback(address)) || this.allowed().has(address);
+  constructor(opts: AclOptions) {
+    this.access = opts.access;
+  }
+
+  configure(opts: AclOptions): void {
+    this.access = opts.access;
   }
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
-    if (req.transport === 'internal' || this.mayForward(req.client.address)) return next(req);
-    if (req.cls.kind === 'outside' || this.canonicalClients() === 'allowed') return refused(req);
+    const from = req.client.address;
+    if (this.access.mayRecurse(from)) return next(req);
+    if (req.cls.kind === 'outside' || !this.access.mayAskZones(from)) return errorReply(req, Rcode.REFUSED, 'refused');
     return next(req);
   }
 }
 
-export function refused(req: DnsRequest): DnsReply {
-  return { message: bareReply(req.raw, req.query.questionEnd, Rcode.REFUSED), rcode: Rcode.REFUSED, source: 'refused' };
-}
+export const aclPlugin: Plugin<AclOptions> = {
+  name: 'acl',
+  setup,
+  create: (_deps, opts) => new AclStage(opts),
+};

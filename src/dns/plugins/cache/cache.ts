@@ -1,19 +1,12 @@
 import NodeCache from 'node-cache';
 import { Rcode } from '../../../errors.js';
 import type { Metrics } from '../../../metrics/metrics.js';
-import type { Next, Stage, MaybePromise } from '../../pipeline.js';
+import type { Next, MaybePromise, Plugin, PluginStage } from '../../pipeline.js';
 import type { DnsReply, DnsRequest } from '../../request.js';
 import { HEADER_SIZE, TYPE, messageRecords, rewriteTtls } from '../../wire.js';
+import { setup, type CacheOptions } from './setup.js';
 
-export interface CacheOptions {
-  maxEntries: number;
-  /** Cap on positive TTLs, seconds. */
-  maxTtl: number;
-  /** Cap on negative TTLs (RFC 2308), seconds. */
-  maxNegativeTtl: number;
-  /** How long past expiry an answer may be served when every upstream fails (RFC 8767), seconds. */
-  staleTtl: number;
-}
+export type { CacheOptions };
 
 /** RFC 8767 §4: a stale answer goes out with a TTL of 30 s. */
 export const STALE_ANSWER_TTL = 30;
@@ -31,6 +24,14 @@ interface Entry {
   /** Freshness lifetime, seconds. */
   readonly ttl: number;
   readonly rcode: number;
+  /**
+   * The reply as last rendered, for the age (whole seconds) it was rendered
+   * at: every hit within the same second returns it as is, so a popular
+   * answer costs a map read, like a canonical one, instead of a copy and a
+   * TTL rewrite per query. Replies are never mutated (the server copies).
+   */
+  rendered: DnsReply | null;
+  renderedAge: number;
 }
 
 /**
@@ -40,15 +41,17 @@ interface Entry {
  * tests need no sleeping); node-cache only reclaims entries once they are
  * past even the serve-stale window.
  */
-export class CacheStage implements Stage {
+export class CacheStage implements PluginStage<CacheOptions> {
   readonly name = 'cache';
   private readonly store: NodeCache;
+  private opts: CacheOptions;
 
   constructor(
-    private readonly opts: CacheOptions,
+    opts: CacheOptions,
     private readonly metrics: Metrics,
     private readonly now: () => number = Date.now,
   ) {
+    this.opts = opts;
     // useClones:false — cloning made get() ~270x slower; entries are never mutated.
     this.store = new NodeCache({ useClones: false, checkperiod: 120, deleteOnExpire: true });
     this.store.on('del', () => this.metrics.cacheEntries.set(this.store.getStats().keys));
@@ -60,6 +63,17 @@ export class CacheStage implements Stage {
 
   close(): void {
     this.store.close();
+  }
+
+  /** New limits from the next query on; a smaller size evicts down to it at once. */
+  configure(opts: CacheOptions): void {
+    this.opts = opts;
+    while (this.store.getStats().keys > opts.maxEntries) {
+      const before = this.store.getStats().keys;
+      this.makeRoom(null, before - opts.maxEntries);
+      if (this.store.getStats().keys >= before) break;
+    }
+    this.metrics.cacheEntries.set(this.store.getStats().keys);
   }
 
   flush(): void {
@@ -76,7 +90,11 @@ export class CacheStage implements Stage {
       if (age < entry.ttl) {
         entry.used = true;
         this.metrics.countCacheLookup('hit');
-        return { message: this.render(entry, (t) => t - age), rcode: entry.rcode, source: 'cache' };
+        if (entry.rendered === null || entry.renderedAge !== age) {
+          entry.rendered = { message: this.render(entry, (t) => t - age), rcode: entry.rcode, source: 'cache' };
+          entry.renderedAge = age;
+        }
+        return entry.rendered;
       }
     }
     this.metrics.countCacheLookup('miss');
@@ -100,6 +118,7 @@ export class CacheStage implements Stage {
    */
   private put(k: string, reply: DnsReply): DnsReply {
     const msg = reply.message;
+    if (this.opts.maxEntries === 0) return reply; // --cache-size 0: no cache
     if (msg.length < HEADER_SIZE || msg[2]! & 0x02) return reply; // TC answers are never cached
     const rcode = reply.rcode;
     if (rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN) return reply;
@@ -120,7 +139,7 @@ export class CacheStage implements Stage {
     const capped = Buffer.from(msg);
     const cap = positive ? this.opts.maxTtl : ttl;
     for (const r of records) if (r.type !== TYPE.OPT && r.ttl > cap) capped.writeUInt32BE(cap, r.ttlOffset);
-    const entry: Entry = { message: capped.toString('latin1'), storedAt: this.now(), ttl, rcode, used: false };
+    const entry: Entry = { message: capped.toString('latin1'), storedAt: this.now(), ttl, rcode, used: false, rendered: null, renderedAge: -1 };
     this.makeRoom(k);
     this.store.set(k, entry, ttl + this.opts.staleTtl);
     this.metrics.cacheEntries.set(this.store.getStats().keys);
@@ -133,9 +152,9 @@ export class CacheStage implements Stage {
    * hit since the last pass moves to the back once instead of going, so a
    * flood of one-off names cannot push out the answers clients keep asking for.
    */
-  private makeRoom(k: string): void {
-    if (this.store.getStats().keys < this.opts.maxEntries || this.store.has(k)) return;
-    const target = Math.max(1, Math.ceil(this.opts.maxEntries / 100));
+  private makeRoom(k: string | null, atLeast = 1): void {
+    if (k !== null && (this.store.getStats().keys < this.opts.maxEntries || this.store.has(k))) return;
+    const target = Math.max(atLeast, Math.ceil(this.opts.maxEntries / 100));
     const now = this.now();
     const victims: string[] = [];
     let scanned = 0;
@@ -161,3 +180,9 @@ export class CacheStage implements Stage {
     return out;
   }
 }
+
+export const cachePlugin: Plugin<CacheOptions> = {
+  name: 'cache',
+  setup,
+  create: (deps, opts) => new CacheStage(opts, deps.metrics, deps.now),
+};

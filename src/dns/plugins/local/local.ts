@@ -1,64 +1,89 @@
-import type { ServingState } from '../../../core/resolver.js';
+import type { ServingState } from '../../../core/state.js';
 import { LOCALHOST_ZONE } from '../../../core/service-name.js';
+import type { Discovery } from '../../../discovery/discovery.js';
+import type { Lookup } from '../../../discovery/model.js';
 import { Rcode } from '../../../errors.js';
-import type { Registry } from '../../../registry/registry.js';
-import type { EtcHosts } from '../../etc-hosts.js';
-import { bareReply, encodeAnswer, type Rr } from '../../message.js';
-import type { Next, Stage, MaybePromise } from '../../pipeline.js';
+import type { Forwarder } from '../../forwarder.js';
+import { encodeAnswer, type Rr } from '../../message.js';
+import type { MaybePromise, Next, Plugin, PluginStage } from '../../pipeline.js';
+import { errorReply } from '../../reply.js';
 import type { DnsReply, DnsRequest } from '../../request.js';
-import { CLASS_ANY, CLASS_IN, TYPE } from '../../wire.js';
+import { CLASS_ANY, CLASS_IN, HEADER_SIZE, TYPE } from '../../wire.js';
+import { setup, type LocalOptions } from './setup.js';
 
-const LOOPBACK = { v4: ['127.0.0.1'], v6: ['::1'] };
-/** Entries in the encoded-answer cache before it is cleared; canonical answers are cheap to rebuild. */
+/** Entries in the encoded-answer map before it is cleared; canonical answers are cheap to rebuild. */
 const MAX_ENCODED = 50_000;
+/**
+ * An answer holding addresses learned from the upstreams is kept encoded
+ * for at most this long, so the TTLs it carries are at most this stale and
+ * it goes when the addresses expire.
+ */
+const LEARNED_KEEP_MS = 1000;
+
+interface Encoded {
+  reply: DnsReply;
+  /** Valid until this time (ms); Infinity until the state or the discovery core changes. */
+  until: number;
+}
 
 /**
- * Canonical zones: answers SRV, TXT, A/AAAA and negatives for every name
- * under a served zone, from the registry and the scheme. Answers are
- * encoded once and kept as bytes (the hot path: a hit is a map read), until
- * the registry or /etc/hosts changes.
+ * The served zones (and `localhost`): SRV, TXT, A/AAAA and negative
+ * answers for every name under them, formatted from the discovery core.
+ * Answers known without I/O are encoded once and kept as bytes (the hot
+ * path: a hit is a map read) until the state or the core's generation
+ * changes; an address only the upstreams know is asked through the core.
  */
-export class LocalZonesStage implements Stage {
+export class LocalZonesStage implements PluginStage<LocalOptions> {
   readonly name = 'local';
-  private encoded = new Map<string, DnsReply>();
+  private encoded = new Map<string, Encoded>();
   private encodedFor: ServingState | null = null;
-  private hostsGeneration = -1;
+  private encodedGen = -1;
   private readonly serial = Math.floor(Date.now() / 1000);
 
   constructor(
     private readonly state: () => ServingState,
-    private readonly etcHosts: EtcHosts,
+    private readonly discovery: Discovery,
+    private readonly forwarder: Forwarder,
+    private readonly now: () => number,
+    private opts: LocalOptions,
   ) {}
+
+  /** New options from the next query on; answers encoded under the old config go. */
+  configure(opts: LocalOptions): void {
+    this.opts = opts;
+    this.encoded = new Map();
+  }
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
     const state = this.state();
-    if (state !== this.encodedFor || this.etcHosts.generation !== this.hostsGeneration) {
+    const gen = this.discovery.generation;
+    if (state !== this.encodedFor || gen !== this.encodedGen) {
       this.encoded = new Map();
       this.encodedFor = state;
-      this.hostsGeneration = this.etcHosts.generation;
+      this.encodedGen = gen;
     }
     // Keyed like the forwarding cache (name, type, class, DO): the DO bit only splits entries in two.
     // Looked up before the name is classified: only names in a served zone are ever stored.
     const hit = this.encoded.get(req.key);
-    if (hit) return hit;
+    if (hit && (hit.until === Infinity || hit.until > this.now())) return hit.reply;
     if (req.cls.kind === 'outside') return next(req);
 
-    const result = this.answer(req, state.registry, next);
-    if (result instanceof Promise) return result; // depends on upstream: not kept
-    if (this.encoded.size >= MAX_ENCODED) this.encoded.clear();
-    this.encoded.set(req.key, result);
-    return result;
+    const result = this.answer(req);
+    if (result instanceof Promise) return result; // waited on the upstreams: the next query finds it without I/O
+    const now = this.now();
+    const until = result.learned ? now + Math.min(LEARNED_KEEP_MS, result.ttl * 1000) : Infinity;
+    if (until > now) {
+      if (this.encoded.size >= MAX_ENCODED) this.encoded.clear();
+      this.encoded.set(req.key, { reply: result.reply, until });
+    }
+    return result.reply;
   }
 
-  private answer(req: DnsRequest, registry: Registry, next: Next): DnsReply | Promise<DnsReply> {
+  private answer(req: DnsRequest): Answered | Promise<DnsReply> {
     const { cls, query: q } = req;
-    if (cls.kind === 'outside') return next(req);
+    if (cls.kind === 'outside') throw new Error('local: asked about a name outside the zones');
     const zone = cls.zone;
-    if (q.qclass !== CLASS_IN && q.qclass !== CLASS_ANY) return this.bare(req, Rcode.REFUSED);
-    if (q.qtype === TYPE.AXFR || q.qtype === TYPE.IXFR) return this.bare(req, Rcode.REFUSED);
-    if (q.lname.includes('\\')) return this.bare(req, Rcode.NXDOMAIN); // not a name we could hold
-
-    const ttl = registry.ttl;
+    const ttl = this.state().registry.ttl;
     const soa = this.soa(zone, ttl);
     const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => ({
       message: encodeAnswer({
@@ -74,76 +99,67 @@ export class LocalZonesStage implements Stage {
       rcode,
       source: 'canonical',
     });
+    const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl });
 
-    // RFC 6761 §6.3: every name under localhost is the loopback host.
-    if (zone === LOCALHOST_ZONE && (q.qtype === TYPE.A || q.qtype === TYPE.AAAA)) {
-      return reply(Rcode.NOERROR, this.addressRrs(q.lname, q.qtype, LOOPBACK, ttl));
-    }
+    if (q.qclass !== CLASS_IN && q.qclass !== CLASS_ANY) return done(errorReply(req, Rcode.REFUSED, 'canonical'));
+    if (q.qtype === TYPE.AXFR || q.qtype === TYPE.IXFR) return done(errorReply(req, Rcode.REFUSED, 'canonical'));
+    if (q.lname.includes('\\')) return done(errorReply(req, Rcode.NXDOMAIN, 'canonical')); // not a name we could hold
 
     switch (cls.kind) {
       case 'apex':
-        if (q.qtype === TYPE.SOA || q.qtype === TYPE.ANY) return reply(Rcode.NOERROR, [soa]);
-        return reply(Rcode.NOERROR);
+        if (q.qtype === TYPE.SOA || q.qtype === TYPE.ANY) return done(reply(Rcode.NOERROR, [soa]));
+        return done(reply(Rcode.NOERROR));
       case 'empty':
-        return reply(Rcode.NOERROR);
+        return done(reply(Rcode.NOERROR));
       case 'nxdomain':
-        return reply(Rcode.NXDOMAIN);
+        return done(reply(Rcode.NXDOMAIN));
       case 'service':
         break;
     }
 
-    const a = registry.lookup(cls.service, cls.version);
-    if (a.port === null) return reply(Rcode.NXDOMAIN); // e.g. versioned id 100 v101 → 8100101
-    const srv: Rr = { type: 'SRV', name: q.lname, ttl, priority: 0, weight: 0, port: a.port, target: cls.host };
+    const described = this.discovery.describeClass(q.lname, cls);
+    if (!described.ok) return done(reply(Rcode.NXDOMAIN)); // e.g. versioned id 100 v101 → 8100101
+    const d = described.description;
 
     switch (q.qtype) {
       case TYPE.SRV:
       // RFC 8482: ANY gets one RRset, not everything; the SRV set is the useful one.
       case TYPE.ANY: {
-        const known = this.knownAddresses(cls.host, zone, registry);
-        const additionals = known
-          ? [...this.addressRrs(cls.host, TYPE.A, known, ttl), ...this.addressRrs(cls.host, TYPE.AAAA, known, ttl)]
-          : [];
-        return reply(Rcode.NOERROR, [srv], additionals);
+        const srv: Rr = { type: 'SRV', name: q.lname, ttl, priority: 0, weight: 0, port: d.port, target: d.host };
+        // The target's addresses when known without waiting: an SRV answer never waits on the upstreams.
+        const known = this.discovery.peek(d);
+        if (!known?.ok) return done(reply(Rcode.NOERROR, [srv]));
+        const t = known.instances.ttl;
+        return done(reply(Rcode.NOERROR, [srv], [...addressRrs(d.host, TYPE.A, known, t), ...addressRrs(d.host, TYPE.AAAA, known, t)]), learnedFrom(known), t);
       }
       case TYPE.TXT: {
-        const data = [`port=${a.port}`, `scheme=${a.scheme}`, `prefix=${a.prefix}`];
-        if (a.version !== undefined) data.push(`version=${a.version}`);
-        if (a.collidesWith.length > 0) data.push(`collision=shares port ${a.port} with ${a.collidesWith.join(',')}`);
-        return reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl, data }]);
+        const data = [`port=${d.port}`, `scheme=${d.scheme}`, `prefix=${d.prefix}`];
+        if (d.version !== undefined) data.push(`version=${d.version}`);
+        if (d.collidesWith.length > 0) data.push(`collision=shares port ${d.port} with ${d.collidesWith.join(',')}`);
+        return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl, data }]));
       }
       case TYPE.A:
       case TYPE.AAAA: {
-        if (cls.form === 'srv') return reply(Rcode.NOERROR); // `_svc._tcp` names hold SRV/TXT only
-        const known = this.knownAddresses(cls.host, zone, registry);
-        if (known) return reply(Rcode.NOERROR, this.addressRrs(q.lname, q.qtype, known, ttl));
-        // The real DNS knows which hosts carry the service: ask upstream, but an
-        // upstream NXDOMAIN must not deny the SRV and TXT records living here.
-        return Promise.resolve(next(req)).then((r) => (r.rcode === Rcode.NXDOMAIN ? reply(Rcode.NOERROR) : r));
+        if (cls.form === 'srv') return done(reply(Rcode.NOERROR)); // `_svc._tcp` names hold SRV/TXT only
+        const addresses = (l: Lookup): DnsReply => {
+          if (l.ok) return reply(Rcode.NOERROR, addressRrs(q.lname, q.qtype, l, l.instances.ttl));
+          // No address anywhere is NODATA: the name still holds SRV and TXT here.
+          return l.failure === 'unavailable' ? errorReply(req, Rcode.SERVFAIL) : reply(Rcode.NOERROR);
+        };
+        const known = this.discovery.peek(d);
+        if (known?.ok) return done(addresses(known), learnedFrom(known), known.instances.ttl);
+        if (known) return done(addresses(known));
+        // Asking the upstreams is recursion: a client outside --allow gets the zone as this daemon knows it
+        // without asking (NODATA here, never kept), and cannot make it send queries.
+        if (!this.opts.access.mayRecurse(req.client.address)) return done(reply(Rcode.NOERROR), true, 0);
+        // Our own address question, sent back to us by a stub the upstream routes through: answer at
+        // once (NXDOMAIN, which the waiting lookup reads as "no address"), never kept.
+        if (this.forwarder.isLoop(req.raw.subarray(HEADER_SIZE, q.questionEnd), q.lname, req.client.address)) return done(reply(Rcode.NXDOMAIN), true, 0);
+        return this.discovery.resolve(d).then(addresses);
       }
       default:
-        return reply(Rcode.NOERROR);
+        return done(reply(Rcode.NOERROR));
     }
-  }
-
-  /**
-   * Addresses known without the network: loopback under `localhost`, then
-   * the registry's hosts map, then /etc/hosts. `zone` is null for a name
-   * outside every served zone (the gRPC side asks for those too).
-   */
-  knownAddresses(host: string, zone: string | null, registry: Registry): { v4: readonly string[]; v6: readonly string[] } | null {
-    if (zone === LOCALHOST_ZONE) return LOOPBACK;
-    const fromRegistry = registry.hosts.get(host);
-    if (fromRegistry) {
-      return { v4: fromRegistry.filter((x) => !x.includes(':')), v6: fromRegistry.filter((x) => x.includes(':')) };
-    }
-    return this.etcHosts.lookup(host);
-  }
-
-  private addressRrs(name: string, qtype: number, addrs: { v4: readonly string[]; v6: readonly string[] }, ttl: number): Rr[] {
-    return qtype === TYPE.A
-      ? addrs.v4.map((address) => ({ type: 'A' as const, name, ttl, address }))
-      : addrs.v6.map((address) => ({ type: 'AAAA' as const, name, ttl, address }));
   }
 
   private soa(zone: string, ttl: number): Rr {
@@ -161,8 +177,31 @@ export class LocalZonesStage implements Stage {
       minimum: negative,
     };
   }
-
-  private bare(req: DnsRequest, rcode: number): DnsReply {
-    return { message: bareReply(req.raw, req.query.questionEnd, rcode), rcode, source: 'canonical' };
-  }
 }
+
+/** A reply, and whether it holds addresses learned from the upstreams (kept encoded only briefly; a TTL of 0 not at all). */
+interface Answered {
+  reply: DnsReply;
+  learned: boolean;
+  /** The least TTL in it, seconds. */
+  ttl: number;
+}
+
+function learnedFrom(l: Lookup): boolean {
+  return l.ok && l.instances.endpoints.some((e) => e.source === 'upstream');
+}
+
+function addressRrs(name: string, qtype: number, l: Lookup, ttl: number): Rr[] {
+  if (!l.ok) return [];
+  const v6 = qtype === TYPE.AAAA;
+  return l.instances.endpoints
+    .filter((e) => e.address.includes(':') === v6)
+    .map((e) => (v6 ? { type: 'AAAA' as const, name, ttl, address: e.address } : { type: 'A' as const, name, ttl, address: e.address }));
+}
+
+/** Forwarder is a dependency for loop detection only: asking the upstreams is the discovery core's business. */
+export const localPlugin: Plugin<LocalOptions> = {
+  name: 'local',
+  setup,
+  create: (deps, opts) => new LocalZonesStage(deps.state, deps.discovery, deps.forwarder, deps.now, opts),
+};

@@ -1,0 +1,54 @@
+import { bareReply, optRecord, patchHeader } from './message.js';
+import type { DnsReply, DnsRequest, Source, Transport } from './request.js';
+import { EDNS_SIZE } from './upstream.js';
+import { HEADER_SIZE, readU16, type Query } from './wire.js';
+
+/**
+ * Where every reply is finished, like CoreDNS's request package: the one
+ * builder of record-less replies (REFUSED, SERVFAIL, FORMERR, NOTIMP…),
+ * and the last step before the wire (ID, RD, CD, the question as asked,
+ * OPT, and TC when the answer does not fit). Stages return messages
+ * without OPT and never patch headers themselves.
+ */
+
+/** A reply with no records for `req`, echoing its question. Rcodes above 15 go out through OPT. */
+export function errorReply(req: Pick<DnsRequest, 'raw' | 'query'>, rcode: number, source: Source = 'error'): DnsReply {
+  return { message: bareReply(req.raw, req.query.questionEnd, rcode & 0xf), rcode, source };
+}
+
+/**
+ * The bytes for this client: the stage's reply patched with the query's ID,
+ * RD and CD, the question exactly as asked (0x20), an OPT record when the
+ * query had one, and TC with no records when it does not fit the client's
+ * UDP buffer (never a trimmed answer, RFC 2181 §9).
+ */
+export function finishReply(q: Query, raw: Buffer, transport: Transport, reply: DnsReply): Buffer {
+  const msg = reply.message;
+  const ext = reply.rcode > 15 ? reply.rcode >> 4 : 0;
+  const opt = q.edns ? optRecord(EDNS_SIZE, q.edns.do, ext) : null;
+  const limit = transport === 'udp' ? (q.edns ? Math.min(Math.max(q.edns.udpSize, 512), EDNS_SIZE) : 512) : 65535;
+  let out: Buffer;
+  if (msg.length + (opt ? 11 : 0) > limit) {
+    out = Buffer.alloc(q.questionEnd + (opt ? 11 : 0));
+    msg.copy(out, 0, 0, 4);
+    out[2] = out[2]! | 0x02;
+    out.writeUInt16BE(1, 4);
+    raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
+  } else {
+    out = Buffer.allocUnsafe(msg.length + (opt ? 11 : 0));
+    msg.copy(out);
+    // The question goes back exactly as asked (0x20 case), when it has the same shape.
+    if (readU16(msg, 4) === 1 && msg.length >= q.questionEnd) raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
+  }
+  patchHeader(out, q);
+  if (opt) {
+    opt.copy(out, out.length - 11);
+    out.writeUInt16BE(readU16(out, 10) + 1, 10);
+  }
+  return out;
+}
+
+/** FORMERR for a packet whose header parsed but whose body did not: the header alone, nothing we could not read echoed. */
+export function formerrReply(raw: Buffer): Buffer {
+  return bareReply(raw, 0, 1);
+}

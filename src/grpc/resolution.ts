@@ -1,0 +1,39 @@
+import { lookupError } from '../discovery/discovery.js';
+import type { Lookup, ServiceInstances } from '../discovery/model.js';
+
+/** What a service name resolves to over gRPC: the `canonport.v1.Resolution` message's fields. */
+export interface Resolution {
+  name: string;
+  zone: string;
+  service: string;
+  port: number;
+  scheme: string;
+  prefix: string;
+  version?: number | undefined;
+  host: string;
+  addresses: string[];
+  ttl: number;
+  collidesWith: string[];
+}
+
+/** A discovery result as a Resolution; throws the catalogued error (NOT_FOUND, UNAVAILABLE…) when it found nothing. */
+export function resolutionOf(l: Lookup): Resolution {
+  if (!l.ok) throw lookupError(l);
+  return fromInstances(l.instances);
+}
+
+export function fromInstances(i: ServiceInstances): Resolution {
+  return {
+    name: i.name,
+    zone: i.zone,
+    service: i.service,
+    port: i.port,
+    scheme: i.scheme,
+    prefix: i.prefix,
+    ...(i.version !== undefined ? { version: i.version } : {}),
+    host: i.host,
+    addresses: [...new Set(i.endpoints.map((e) => e.address))],
+    ttl: i.ttl,
+    collidesWith: [...i.collidesWith],
+  };
+}
