@@ -40,6 +40,10 @@ export const ErrorCodes = {
   HANDLER_FAILED: 'CP_HANDLER_FAILED',
   /** The daemon cannot be reached (CLI, client). */
   DAEMON_UNREACHABLE: 'CP_DAEMON_UNREACHABLE',
+  /** The registry file (or its directory) cannot be watched for changes; SIGHUP still reloads. */
+  WATCH_FAILED: 'CP_WATCH_FAILED',
+  /** A `--workers` DNS worker process exited; the primary starts another. */
+  WORKER_EXITED: 'CP_WORKER_EXITED',
   /** A command-line usage error. */
   USAGE: 'CP_USAGE',
   /** A request that is malformed as a whole (gRPC: batch too large, bad field). */

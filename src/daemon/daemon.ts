@@ -268,9 +268,9 @@ export class Daemon {
         if (this.reloadTimer) clearTimeout(this.reloadTimer);
         this.reloadTimer = setTimeout(() => void this.reload(), 200);
       });
-      this.watcher.on('error', (err) => this.logger.warn({ code: 'CP_WATCH_FAILED', err: err.message }, 'registry watch failed; SIGHUP still reloads'));
+      this.watcher.on('error', (err) => this.logger.warn({ code: ErrorCodes.WATCH_FAILED, err: err.message }, 'registry watch failed; SIGHUP still reloads'));
     } catch (err) {
-      this.logger.warn({ code: 'CP_WATCH_FAILED', err: (err as Error).message }, 'cannot watch the registry file; SIGHUP still reloads');
+      this.logger.warn({ code: ErrorCodes.WATCH_FAILED, err: (err as Error).message }, 'cannot watch the registry file; SIGHUP still reloads');
     }
   }
 }

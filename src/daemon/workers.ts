@@ -61,7 +61,7 @@ export async function startPrimary(opts: { flags: ConfigInput; env: ConfigInput;
       w.on('exit', (code, signal) => {
         workers.delete(w);
         if (stopping) return;
-        logger.error({ code: 'CP_WORKER_EXITED', pid: w.process.pid, exitCode: code, signal }, 'DNS worker exited; starting another');
+        logger.error({ code: ErrorCodes.WORKER_EXITED, pid: w.process.pid, exitCode: code, signal }, 'DNS worker exited; starting another');
         fork().catch((err: Error) => logger.error({ code: ErrorCodes.LISTEN_FAILED, err: err.message }, 'could not replace a DNS worker'));
       });
     });
