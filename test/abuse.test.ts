@@ -4,7 +4,7 @@ import { startDaemon } from './helpers/daemon.js';
 import { dig } from './helpers/dig.js';
 import { buildQuery, parseMessage, RCODE, T, UdpClient, type Message } from './helpers/dns-wire.js';
 import { FakeUpstream } from './helpers/fake-upstream.js';
-import { runCli } from './helpers/serve-process.js';
+import { runCli } from './helpers/cli.js';
 import { freePort } from './helpers/ports.js';
 
 /**

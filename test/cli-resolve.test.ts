@@ -1,19 +1,13 @@
-import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
 import { bindServer, testDaemon } from './grpc-fixtures.js';
+import { runCli } from './helpers/cli.js';
 
 /**
- * `canonport resolve` as a real process (node bin/canonport.js, built by
- * tsc) against a real gRPC server built on a real DaemonContext.
+ * `canonport resolve` (in-process through main(), helpers/cli.ts) against a
+ * real gRPC server built on a real DaemonContext.
  */
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const run = promisify(execFile);
 
 const REGISTRY = `
 zones: [cluster-1.example.com]
@@ -28,8 +22,6 @@ let daemon: GrpcHandle;
 let daemon6: GrpcHandle;
 
 beforeAll(async () => {
-  // dist/ is built once for the whole run by test/global-setup.ts.
-  if (!existsSync(`${ROOT}/dist/cli/main.js`)) throw new Error('dist/cli/main.js is missing: run npx tsc -p .');
   const d = testDaemon(REGISTRY);
   daemon = await startGrpcServer(d.ctx, { host: '127.0.0.1', port: 0 });
   daemon6 = await startGrpcServer(d.ctx, { host: '::1', port: 0 });
@@ -40,26 +32,7 @@ afterAll(async () => {
   await daemon6?.close(0);
 });
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function canonport(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Result> {
-  try {
-    const { stdout, stderr } = await run('node', ['bin/canonport.js', ...args], {
-      cwd: ROOT,
-      env: { ...process.env, CANONPORT_GRPC: '', ...env },
-      timeout: 20_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    if (typeof e.code !== 'number') throw err;
-    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+const canonport = (args: string[], env: Record<string, string> = {}) => runCli(args, env);
 
 const at = () => `127.0.0.1:${daemon.address.port}`;
 

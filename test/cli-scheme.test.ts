@@ -1,67 +1,27 @@
 import { execFile } from 'node:child_process';
-import { access, copyFile, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { runCli, type CliRun } from './helpers/cli.js';
 
 /**
- * The scheme commands (port, decode, check, order, compose) run as real
- * processes: `node bin/canonport.js …` after `npx tsc -p .`, as a user
- * would after `npm install`. The build goes to a private copy of the
- * package layout (bin/, dist/, package.json, links to proto/ and
- * node_modules/), so test files that rebuild dist/ in parallel never hand
- * this one a half-written module.
+ * The scheme commands (port, decode, check, order, compose), run in-process
+ * through main() as every CLI test is (helpers/cli.ts); one test runs
+ * bin/canonport.js as a real process, as a user would after `npm install`.
  */
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
-let PKG = '';
 const fixture = (name: string): string => `test/fixtures/registry/${name}`;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  const base = { ...process.env };
-  delete base.CANONPORT_REGISTRY;
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(PKG, 'bin/canonport.js'), ...args], { cwd: REPO, env: { ...base, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+type Run = CliRun;
+const run = (args: string[], env: Record<string, string> = {}): Promise<Run> => runCli(args, env);
 
 /** No command may print a stack trace, whatever the input. */
 function expectNoStack(r: Run): void {
   expect(r.stderr).not.toMatch(/^\s+at /m);
   expect(r.stdout).not.toMatch(/^\s+at /m);
 }
-
-beforeAll(async () => {
-  PKG = await mkdtemp(join(tmpdir(), 'canonport-cli-'));
-  await mkdir(join(PKG, 'bin'));
-  await copyFile(join(REPO, 'bin/canonport.js'), join(PKG, 'bin/canonport.js'));
-  await copyFile(join(REPO, 'package.json'), join(PKG, 'package.json'));
-  await symlink(join(REPO, 'node_modules'), join(PKG, 'node_modules'));
-  await symlink(join(REPO, 'proto'), join(PKG, 'proto'));
-  // dist/ is built once for the whole run by test/global-setup.ts; this copy of the package points at it.
-  const outDir = join(PKG, 'dist');
-  await symlink(join(REPO, 'dist'), outDir);
-  for (const f of ['cli/main.js', 'cli/commands/port.js', 'registry/check.js']) {
-    await access(join(outDir, f)).catch(() => {
-      throw new Error(`${f} was not built: run npx tsc -p . and read its errors`);
-    });
-  }
-}, 120_000);
-
-afterAll(async () => {
-  if (PKG) await rm(PKG, { recursive: true, force: true });
-});
 
 const SEED_TABLE: [string, number][] = [
   ['api', 12082],
@@ -349,5 +309,24 @@ describe('canonport --help', () => {
     const r = await run(['--help']);
     expect(r.code).toBe(0);
     for (const c of ['port', 'decode', 'check', 'order', 'compose']) expect(r.stdout).toMatch(new RegExp(`^  ${c} `, 'm'));
+  });
+});
+
+describe('bin/canonport.js', () => {
+  it('runs as a process: exit code, stdout and stderr as a shell sees them', async () => {
+    const proc = (args: string[]) =>
+      new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+        execFile(process.execPath, ['bin/canonport.js', ...args], { cwd: REPO, timeout: 30_000 }, (err, stdout, stderr) => {
+          const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
+          resolve({ code, stdout, stderr });
+        });
+      });
+    expect(await proc(['port', 'api', 'db'])).toEqual({ code: 0, stdout: '12082\n14688\n', stderr: '' });
+    const bad = await proc(['port', 'bad!name']);
+    expect(bad.code).toBe(2);
+    expect(bad.stdout).toBe('');
+    expect(bad.stderr).toMatch(/bad name "bad!name"/);
+    const version = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect((await proc(['--version'])).stdout.trim()).toBe(version.version);
   });
 });

@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { tempDir } from './helpers/daemon.js';
 import { RCODE, T, UdpClient } from './helpers/dns-wire.js';
 import { FakeUpstream } from './helpers/fake-upstream.js';
-import { metric, runCli, scrape, startServe, type LogLine, type ServeProcess } from './helpers/serve-process.js';
+import { runCli } from './helpers/cli.js';
+import { metric, scrape, startServe, type LogLine, type ServeProcess } from './helpers/serve-process.js';
 
 /**
  * Config faults on a real `canonport serve`: a registry file that turns

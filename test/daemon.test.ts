@@ -13,7 +13,7 @@ import { freePort } from './helpers/ports.js';
 import { buildQuery, rawUdp } from './helpers/dns-wire.js';
 import { waitForDns } from './helpers/unbound.js';
 import { requireTool } from './helpers/tools.js';
-import { runCli } from './helpers/serve-process.js';
+import { runCli } from './helpers/cli.js';
 
 const run = promisify(execFile);
 const CLI = ['bin/canonport.js'];

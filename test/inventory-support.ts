@@ -140,7 +140,7 @@ export function stopDaemon(server: grpc.Server): void {
   server.forceShutdown();
 }
 
-export { runCli } from './helpers/serve-process.js';
+export { runCli } from './helpers/cli.js';
 
 /** Names whose base32 ports (27648–32767: prefixes q–u, below the ephemeral range) nothing here is likely to use. */
 export const CANDIDATES = {

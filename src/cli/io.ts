@@ -9,6 +9,10 @@ export const EXIT_USAGE = 2;
 export interface CliIO {
   out(text: string): void;
   err(text: string): void;
+  /** stderr is a terminal: progress may be redrawn in place (with `errRaw`). */
+  errIsTTY: boolean;
+  /** Writes to stderr as is, no newline added (progress redrawn with \r). */
+  errRaw?(text: string): void;
   /** Set by a command's action; main() returns it. */
   exitCode: number;
 }
@@ -17,6 +21,8 @@ export function processIO(): CliIO {
   return {
     out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
     err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+    errIsTTY: process.stderr.isTTY === true,
+    errRaw: (t) => process.stderr.write(t),
     exitCode: EXIT_OK,
   };
 }

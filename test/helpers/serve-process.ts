@@ -1,4 +1,4 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseHostPort } from '../../src/config/address.js';
@@ -15,15 +15,6 @@ import type { Server } from './dns-wire.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
-function run(file: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(file, args, { cwd: opts.cwd ?? REPO, env: opts.env ?? process.env, timeout: opts.timeout ?? 120_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
 /** The environment without CANONPORT_* settings, so only the test's flags apply. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -31,10 +22,6 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-/** Runs the CLI to completion. */
-export function runCli(args: string[], env: Record<string, string> = {}, timeout = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return run(process.execPath, ['bin/canonport.js', ...args], { env: cleanEnv(env), timeout });
-}
 
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number; code?: string; event?: string };
 

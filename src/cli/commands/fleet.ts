@@ -93,7 +93,7 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
  * pipe, for fleets over 20 hosts only and about every tenth of the way.
  */
 function progressReporter(io: CliIO, total: number): { update: (done: number, total: number) => void; end: () => void } {
-  const tty = process.stderr.isTTY === true;
+  const tty = io.errIsTTY && io.errRaw !== undefined;
   if (!tty && total <= PROGRESS_HOSTS) return { update: () => undefined, end: () => undefined };
   const step = Math.max(1, Math.ceil(total / 10));
   let drawn = false;
@@ -101,12 +101,12 @@ function progressReporter(io: CliIO, total: number): { update: (done: number, to
     update: (done, n) => {
       const text = `asked ${done}/${n} hosts…`;
       if (tty) {
-        process.stderr.write(`\r${text}`);
+        io.errRaw!(`\r${text}`);
         drawn = true;
       } else if (done % step === 0 || done === n) io.err(text);
     },
     end: () => {
-      if (drawn) process.stderr.write('\r\x1b[K');
+      if (drawn) io.errRaw!('\r\x1b[K');
     },
   };
 }
