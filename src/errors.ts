@@ -42,6 +42,10 @@ export const ErrorCodes = {
   DEPENDENCY_CYCLE: 'CP_DEPENDENCY_CYCLE',
   /** A dependsOn entry names no registry service (`order`). */
   UNKNOWN_DEPENDENCY: 'CP_UNKNOWN_DEPENDENCY',
+
+  // Settings (src/config/settings.ts).
+  /** A reload changed a setting that applies only after a restart (listen addresses, workers…); the running value stays. */
+  RESTART_NEEDED: 'CP_RESTART_NEEDED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -3,7 +3,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import { NetworkSet } from '../config/cidr.js';
-import { configFromEnv, isSelf, resolveConfig, type Config, type ConfigInput } from '../config/config.js';
+import { checkForwardLoop, configFromEnv, resolveConfig, type Config, type ConfigInput } from '../config/config.js';
 import { ServiceResolver, type ServingState } from '../core/resolver.js';
 import { classifyName, LOCALHOST_ZONE } from '../core/service-name.js';
 import { ChainAddressSource } from '../dns/address-source.js';
@@ -119,6 +119,7 @@ export class Daemon {
       state: () => this.serving,
       metrics: this.metrics,
       logger: this.logger,
+      procRoot: config.procRoot,
       skipPorts: () => (this.addresses ? [this.addresses.dns.port, this.addresses.grpc.port, this.addresses.http.port] : []),
     });
     this.ctx = {
@@ -163,7 +164,7 @@ export class Daemon {
   private static async load(opts: DaemonOptions): Promise<{ config: Config; registry: Registry }> {
     const { config, registry } = await resolveConfig(opts.flags, opts.env, { resolvConf: opts.resolvConf });
     const tuned = opts.tune ? opts.tune(config) : config;
-    checkLoop(tuned);
+    checkForwardLoop(tuned);
     return { config: tuned, registry };
   }
 
@@ -274,16 +275,4 @@ export class Daemon {
 
 function stateOf(config: Config, registry: Registry): ServingState {
   return { registry, zones: Object.freeze([...new Set([LOCALHOST_ZONE, ...config.zones])]) };
-}
-
-/** The daemon as its own upstream is a loop: refuse to start (resolv.conf entries were already filtered). */
-function checkLoop(config: Config): void {
-  const self = config.upstreams.find((u) => isSelf(u, config.dns));
-  if (self) {
-    throw new CanonportError(
-      ErrorCodes.FORWARD_LOOP,
-      `upstream ${formatHostPort(self)} is this daemon's own DNS address (${formatHostPort(config.dns)}): it would forward to itself`,
-      { upstream: formatHostPort(self) },
-    );
-  }
 }
