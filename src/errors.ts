@@ -22,8 +22,6 @@ export const ErrorCodes = {
   CONFIG_INVALID: 'CP_CONFIG_INVALID',
   /** The daemon would forward to itself. */
   FORWARD_LOOP: 'CP_FORWARD_LOOP',
-  /** A changed setting that applies only after a restart (listen addresses, workers). */
-  RESTART_NEEDED: 'CP_RESTART_NEEDED',
   /** A listener could not bind. */
   LISTEN_FAILED: 'CP_LISTEN_FAILED',
   /** Every upstream failed for a query. */
@@ -54,6 +52,10 @@ export const ErrorCodes = {
   DEPENDENCY_CYCLE: 'CP_DEPENDENCY_CYCLE',
   /** A dependsOn entry names no registry service (`order`). */
   UNKNOWN_DEPENDENCY: 'CP_UNKNOWN_DEPENDENCY',
+
+  // Settings (src/config/settings.ts).
+  /** A reload changed a setting that applies only after a restart (listen addresses, workers…); the running value stays. */
+  RESTART_NEEDED: 'CP_RESTART_NEEDED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -16,11 +16,14 @@ export interface HostPort {
   port: number;
 }
 
+/** A parse that says why it failed instead of throwing: settings name the flag, env var or key themselves. */
+export type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
+
 /**
  * Parses `ADDR:PORT`, `[V6]:PORT`, or (when defaultPort is given) a bare
- * address. IPv6 must be bracketed when a port follows. Throws CP_CONFIG_INVALID.
+ * address. IPv6 must be bracketed when a port follows. `localhost` means 127.0.0.1.
  */
-export function parseHostPort(text: string, what: string, defaultPort?: number): HostPort {
+export function tryParseHostPort(text: string, defaultPort?: number): Parsed<HostPort> {
   const s = text.trim();
   let host: string;
   let portText: string | undefined;
@@ -38,19 +41,25 @@ export function parseHostPort(text: string, what: string, defaultPort?: number):
       portText = s.slice(i + 1);
     }
   }
-  if (isIP(host) === 0 && host !== 'localhost') {
-    throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${what}: "${text}" is not an IP address (want ADDR:PORT or [V6]:PORT)`);
-  }
+  const want = defaultPort === undefined ? 'ADDR:PORT or [V6]:PORT' : 'ADDR, ADDR:PORT or [V6]:PORT';
+  if (isIP(host) === 0 && host !== 'localhost') return { ok: false, reason: `"${text}" is not an IP address (want ${want})` };
   if (host === 'localhost') host = '127.0.0.1';
   let port: number;
   if (portText === undefined) {
-    if (defaultPort === undefined) throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${what}: "${text}" has no port (want ADDR:PORT)`);
+    if (defaultPort === undefined) return { ok: false, reason: `"${text}" has no port (want ${want})` };
     port = defaultPort;
   } else {
     port = Number(portText);
-    if (!/^\d+$/.test(portText) || port > 65535) throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${what}: port "${portText}" is not 0–65535`);
+    if (!/^\d+$/.test(portText) || port > 65535) return { ok: false, reason: `"${text}": port "${portText}" is not 0–65535` };
   }
-  return { host, port };
+  return { ok: true, value: { host, port } };
+}
+
+/** tryParseHostPort that throws CP_CONFIG_INVALID, the message starting with `what`. */
+export function parseHostPort(text: string, what: string, defaultPort?: number): HostPort {
+  const r = tryParseHostPort(text, defaultPort);
+  if (!r.ok) throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${what}: ${r.reason}`);
+  return r.value;
 }
 
 export function formatHostPort(hp: HostPort): string {

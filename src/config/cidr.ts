@@ -1,5 +1,6 @@
 import { BlockList, isIP } from 'node:net';
 import { CanonportError, ErrorCodes } from '../errors.js';
+import type { Parsed } from './address.js';
 
 export interface Cidr {
   text: string;
@@ -8,17 +9,24 @@ export interface Cidr {
   family: 'ipv4' | 'ipv6';
 }
 
-/** Parses `ADDR/PREFIX` or a bare address (a /32 or /128). Throws CP_CONFIG_INVALID. */
-export function parseCidr(text: string, what: string): Cidr {
-  const [address = '', prefixText] = text.trim().split('/');
+/** Parses `ADDR/PREFIX` or a bare address (a /32 or /128), saying why when it is neither. */
+export function tryParseCidr(text: string): Parsed<Cidr> {
+  const [address = '', prefixText, extra] = text.trim().split('/');
   const fam = isIP(address);
-  if (fam === 0) throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${what}: "${text}" is not an address or CIDR such as 10.0.0.0/8`);
+  if (fam === 0 || extra !== undefined) return { ok: false, reason: `"${text}" is not an address or CIDR such as 10.0.0.0/8` };
   const max = fam === 4 ? 32 : 128;
   const prefix = prefixText === undefined ? max : Number(prefixText);
   if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (prefixText !== undefined && !/^\d+$/.test(prefixText))) {
-    throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${what}: prefix length in "${text}" must be 0–${max}`);
+    return { ok: false, reason: `"${text}": prefix length must be 0–${max}` };
   }
-  return { text: `${address}/${prefix}`, address, prefix, family: fam === 4 ? 'ipv4' : 'ipv6' };
+  return { ok: true, value: { text: `${address}/${prefix}`, address, prefix, family: fam === 4 ? 'ipv4' : 'ipv6' } };
+}
+
+/** tryParseCidr that throws CP_CONFIG_INVALID, the message starting with `what`. */
+export function parseCidr(text: string, what: string): Cidr {
+  const r = tryParseCidr(text);
+  if (!r.ok) throw new CanonportError(ErrorCodes.CONFIG_INVALID, `${what}: ${r.reason}`);
+  return r.value;
 }
 
 /** A set of networks, matched with node's BlockList (handles IPv4-mapped IPv6). */

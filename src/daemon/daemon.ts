@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { formatHostPort, type HostPort } from '../config/address.js';
-import { configFromEnv, isSelf, resolveConfig, type Config, type ConfigInput } from '../config/config.js';
+import { applyReload, checkForwardLoop, configFromEnv, resolveConfig, type Config, type ConfigInput } from '../config/config.js';
 import { classifyName, LOCALHOST_ZONE } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
 import { Discovery } from '../discovery/discovery.js';
@@ -112,6 +112,7 @@ export class Daemon {
       state,
       metrics: this.metrics,
       logger: this.logger,
+      procRoot: config.procRoot,
       skipPorts: () => (this.addresses ? [this.addresses.dns.port, this.addresses.grpc.port, this.addresses.http.port] : []),
     });
     this.ctx = {
@@ -156,7 +157,7 @@ export class Daemon {
   private static async load(opts: DaemonOptions): Promise<{ config: Config; registry: Registry }> {
     const { config, registry } = await resolveConfig(opts.flags, opts.env, { resolvConf: opts.resolvConf });
     const tuned = opts.tune ? opts.tune(config) : config;
-    checkLoop(tuned);
+    checkForwardLoop(tuned);
     return { config: tuned, registry };
   }
 
@@ -211,12 +212,13 @@ export class Daemon {
     try {
       const loaded = await Daemon.load(this.opts);
       const { registry } = loaded;
-      let next = loaded.config;
-      for (const k of ['dns', 'grpc', 'http'] as const) {
-        if (formatHostPort(next[k]) !== formatHostPort(this.cfg[k])) {
-          this.logger.warn({ code: ErrorCodes.RESTART_NEEDED, setting: k }, `${k} listen address changed: restart to apply`);
-          next = { ...next, [k]: this.cfg[k] };
-        }
+      // Restart-only settings (listen addresses, workers, procRoot…) keep their running values, each logged.
+      const { config: next, restart } = applyReload(this.cfg, loaded.config);
+      for (const r of restart) {
+        this.logger.warn(
+          { code: ErrorCodes.RESTART_NEEDED, setting: r.key, running: r.running, configured: r.configured },
+          `${r.name} changed: restart to apply (still running with ${JSON.stringify(r.running)})`,
+        );
       }
       this.apply(next, registry);
       this.metrics.reloads.inc({ result: 'ok' });
@@ -286,16 +288,4 @@ function upstreamAddressOptions(config: Config): UpstreamAddressesOptions {
 
 function stateOf(config: Config, registry: Registry): ServingState {
   return { registry, zones: Object.freeze([...new Set([LOCALHOST_ZONE, ...config.zones])]) };
-}
-
-/** The daemon as its own upstream is a loop: refuse to start (resolv.conf entries were already filtered). */
-function checkLoop(config: Config): void {
-  const self = config.upstreams.find((u) => isSelf(u, config.dns));
-  if (self) {
-    throw new CanonportError(
-      ErrorCodes.FORWARD_LOOP,
-      `upstream ${formatHostPort(self)} is this daemon's own DNS address (${formatHostPort(config.dns)}): it would forward to itself`,
-      { upstream: formatHostPort(self) },
-    );
-  }
 }

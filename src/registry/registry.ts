@@ -11,6 +11,7 @@ import {
   type SchemeName,
 } from '../scheme/index.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
+import { fileSettings, fixedDefault, type FileSettings } from '../config/settings.js';
 import type { DaemonFile, RegistryFile, ServiceFile } from './schema.js';
 
 /** A service's port and how it was derived. */
@@ -43,7 +44,8 @@ export interface InventorySettings {
   probeTimeoutMs?: number | undefined;
 }
 
-const DEFAULT_TTL = 60;
+/** The default TTL is the `ttl` setting's, declared in src/config/settings.ts. */
+const DEFAULT_TTL = fixedDefault('ttl');
 
 /**
  * The registry: the optional exceptions to the base32 scheme. Immutable; a
@@ -59,6 +61,8 @@ export class Registry {
   readonly hosts: ReadonlyMap<string, readonly string[]>;
   readonly services: ReadonlyMap<string, ServiceEntry>;
   readonly daemon: Readonly<DaemonFile>;
+  /** Every daemon setting this file sets (its `daemon:` section, top-level `zones` and `ttl`), as config.ts merges them. */
+  readonly settings: Readonly<FileSettings>;
   readonly inventory: Readonly<InventorySettings>;
   /** Every concrete name the registry defines → its assignment (block roles and versions expanded). */
   readonly expanded: ReadonlyMap<string, PortAssignment>;
@@ -79,6 +83,7 @@ export class Registry {
     this.roles = Object.freeze({ ...DEFAULT_ROLES, ...(data.roles ?? {}) });
     this.hosts = new Map(Object.entries(data.hosts ?? {}).map(([k, v]) => [k, Object.freeze([...v])]));
     this.daemon = Object.freeze({ ...(data.daemon ?? {}) });
+    this.settings = Object.freeze(fileSettings(data));
     this.inventory = Object.freeze({ ...(data.inventory ?? {}) });
     const services = new Map<string, ServiceEntry>();
     for (const [name, spec] of Object.entries(data.services ?? {})) {

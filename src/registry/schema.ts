@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { daemonShape, topLevelShape } from '../config/settings.js';
 
 /**
  * The registry file's shape (YAML). Everything is optional: an empty file,
@@ -14,7 +15,6 @@ const zoneName = z
   .string()
   .transform((s) => s.toLowerCase().replace(/\.$/, ''))
   .pipe(z.string().regex(/^([a-z0-9_-]{1,63})(\.[a-z0-9_-]{1,63})*$/, 'must be a DNS name such as cluster-1.example.com'));
-const hostPort = z.string().min(1);
 
 export const RoleSchema = z
   .object({
@@ -78,23 +78,12 @@ export const ServiceSchema = z
     }
   });
 
-export const DaemonSchema = z
-  .object({
-    dns: hostPort.optional(),
-    grpc: hostPort.optional(),
-    http: hostPort.optional(),
-    zones: z.array(zoneName).optional(),
-    upstreams: z.array(hostPort).optional(),
-    allow: z.array(z.string()).optional(),
-    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
-    queryLog: z.number().min(0).max(1).optional(),
-    upstreamTimeoutMs: z.number().int().min(10).max(30000).optional(),
-    cacheSize: z.number().int().min(0).optional(),
-    rateLimit: z.number().int().min(0).optional(),
-    maxInflight: z.number().int().min(1).optional(),
-    canonicalClients: z.enum(['any', 'allowed']).optional(),
-  })
-  .strict();
+/**
+ * The `daemon:` section: one optional key per daemon setting, each checked
+ * by its kind from the settings table (src/config/settings.ts), so the file
+ * gets the same rules and messages as flags and env.
+ */
+export const DaemonSchema = z.object(daemonShape()).strict();
 
 export const InventorySchema = z
   .object({
@@ -106,9 +95,8 @@ export const InventorySchema = z
 
 export const RegistrySchema = z
   .object({
-    zones: z.array(zoneName).optional(),
-    /** TTL of canonical answers, seconds. */
-    ttl: z.number().int().min(0).max(86400).optional(),
+    /** The settings the file holds at its top level (`zones`, `ttl`), from the settings table. */
+    ...topLevelShape(),
     roles: z.record(label, RoleSchema).optional(),
     /** Addresses of in-zone hosts: name → [IPv4 | IPv6]. */
     hosts: z.record(zoneName, z.array(z.union([z.ipv4(), z.ipv6()]))).optional(),
@@ -120,4 +108,4 @@ export const RegistrySchema = z
 
 export type RegistryFile = z.infer<typeof RegistrySchema>;
 export type ServiceFile = z.infer<typeof ServiceSchema>;
-export type DaemonFile = z.infer<typeof DaemonSchema>;
+export type { DaemonFile } from '../config/settings.js';

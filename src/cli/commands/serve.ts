@@ -1,82 +1,72 @@
-import type { Command } from 'commander';
-import { formatHostPort } from '../../config/address.js';
-import { configFromEnv, DEFAULTS, ENV_VARS, resolveConfig, type ConfigInput } from '../../config/config.js';
+import { Option, type Command } from 'commander';
+import { configFromEnv, ENV_VARS, resolveConfig, type ConfigInput } from '../../config/config.js';
+import { configJson, configText, helpLine } from '../../config/docs.js';
+import { settingEntries, type SettingKey } from '../../config/settings.js';
 import { isClusterWorker, runWorker, startPrimary } from '../../daemon/workers.js';
 import { Daemon } from '../../daemon/daemon.js';
 import { createLogger } from '../../log.js';
-import { collect, printJson, usageError, type CliIO } from '../io.js';
+import { collect, printJson, type CliIO } from '../io.js';
 
-const number = (what: string) => (v: string) => {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw usageError(`${what}: "${v}" is not a number`);
-  return n;
-};
+/**
+ * The flags of every daemon setting, from the settings table. They only
+ * collect text: values are checked in buildConfig, so a flag, its env var
+ * and its registry key get the same check and the same error.
+ */
+function settingOptions(): [SettingKey, Option][] {
+  return settingEntries().flatMap(([key, s]): [SettingKey, Option][] => {
+    if (!s.flag) return [];
+    const opt = new Option(s.flag.value ? `${s.flag.name} <${s.flag.value}>` : s.flag.name, helpLine(s));
+    if (s.kind.list) opt.argParser(collect);
+    return [[key, opt]];
+  });
+}
+
+const RESTART_ONLY = settingEntries()
+  .filter(([, s]) => s.applies === 'restart')
+  .map(([key]) => key);
 
 /** How long SIGTERM/SIGINT wait for in-flight queries before closing. */
 const DRAIN_MS = 5000;
 
 export function registerServe(program: Command, io: CliIO): void {
-  program
-    .command('serve')
-    .description('run the daemon: DNS (UDP+TCP), gRPC and HTTP')
-    .option('--dns <addr:port>', `DNS listen address [env CANONPORT_DNS] (default ${DEFAULTS.dns})`)
-    .option('--grpc <addr:port>', `gRPC listen address [env CANONPORT_GRPC] (default ${DEFAULTS.grpc})`)
-    .option('--http <addr:port>', `HTTP listen address for /metrics, /healthz, /readyz [env CANONPORT_HTTP] (default ${DEFAULTS.http})`)
-    .option('--zone <zone>', 'serve canonical names under ZONE (repeatable) [env CANONPORT_ZONES]', collect)
-    .option('--upstream <addr[:port]>', 'forward other queries here (repeatable; default: /etc/resolv.conf) [env CANONPORT_UPSTREAMS]', collect)
-    .option('--allow <cidr>', 'networks that may use forwarding besides loopback (repeatable) [env CANONPORT_ALLOW]', collect)
-    .option('--canonical-clients <who>', 'who gets canonical answers: any, or only allowed clients [env CANONPORT_CANONICAL_CLIENTS] (default any)')
-    .option('--registry <file>', 'registry file (YAML) [env CANONPORT_REGISTRY]')
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent [env CANONPORT_LOG_LEVEL] (default info)')
-    .option('--query-log <rate>', 'log this fraction of queries, 0–1 [env CANONPORT_QUERY_LOG] (default 0)', number('--query-log'))
-    .option('--upstream-timeout <ms>', 'per-upstream timeout [env CANONPORT_UPSTREAM_TIMEOUT] (default 1000)', number('--upstream-timeout'))
-    .option('--cache-size <n>', 'forwarding cache entries [env CANONPORT_CACHE_SIZE] (default 100000)', number('--cache-size'))
-    .option('--rate-limit <qps>', 'forwarded queries per second per client, 0 = off [env CANONPORT_RATE_LIMIT] (default 0)', number('--rate-limit'))
-    .option('--max-inflight <n>', 'upstream queries in flight at once [env CANONPORT_MAX_INFLIGHT] (default 1024)', number('--max-inflight'))
-    .option('--workers <n>', 'DNS worker processes sharing one socket, to use more than one core [env CANONPORT_WORKERS] (default 1)', number('--workers'))
-    .option('--print-config', 'print the effective configuration (flags > env > file > defaults) and exit')
+  const options = settingOptions();
+  const cmd = program.command('serve').description('run the daemon: DNS (UDP+TCP), gRPC and HTTP');
+  for (const [, opt] of options) cmd.addOption(opt);
+  cmd
+    .option('--print-config', 'print every setting, its value and where it came from (flag, env, file, default), and exit')
     .option('--json', 'with --print-config: as JSON')
-    .addHelpText('after', `\nEnvironment: ${ENV_VARS.join(', ')}\nSignals: SIGHUP reloads the registry file (so does editing it); SIGTERM and SIGINT drain and exit 0.`)
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Each setting comes from its flag, else its environment variable, else the registry file (daemon: section), else its default;',
+        'a list (zones, upstreams, allow) is taken whole from the first of those that gives it.',
+        `Environment: ${ENV_VARS.join(', ')}`,
+        `Signals: SIGHUP reloads the registry file (so does editing it); settings apply then, except ${RESTART_ONLY.join(', ')}, which need a restart.`,
+        'SIGTERM and SIGINT drain and exit 0.',
+      ].join('\n'),
+    )
     .action(async (opts: Record<string, unknown>) => {
-      const flags: ConfigInput = {
-        dns: opts.dns as string | undefined,
-        grpc: opts.grpc as string | undefined,
-        http: opts.http as string | undefined,
-        zones: opts.zone as string[] | undefined,
-        upstreams: opts.upstream as string[] | undefined,
-        allow: opts.allow as string[] | undefined,
-        registry: opts.registry as string | undefined,
-        logLevel: opts.logLevel as string | undefined,
-        queryLog: opts.queryLog as number | undefined,
-        upstreamTimeoutMs: opts.upstreamTimeout as number | undefined,
-        cacheSize: opts.cacheSize as number | undefined,
-        rateLimit: opts.rateLimit as number | undefined,
-        maxInflight: opts.maxInflight as number | undefined,
-        canonicalClients: opts.canonicalClients as string | undefined,
-      };
+      const flags: Record<string, unknown> = {};
+      for (const [key, opt] of options) flags[key] = opts[opt.attributeName()];
       const env = configFromEnv();
       if (opts.printConfig) {
-        const { config: c } = await resolveConfig(flags, env);
-        const view = {
-          ...c,
-          dns: formatHostPort(c.dns),
-          grpc: formatHostPort(c.grpc),
-          http: formatHostPort(c.http),
-          upstreams: c.upstreams.map(formatHostPort),
-          allow: c.allow.map((a) => a.text),
-          zones: ['localhost', ...c.zones],
-        };
-        if (opts.json) printJson(io, view);
-        else for (const [k, v] of Object.entries(view)) io.out(`${k.padEnd(18)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
+        // The same path as serve, so it refuses what serve refuses, with the same error.
+        const { config } = await resolveConfig(flags as ConfigInput, env);
+        if (opts.json) printJson(io, configJson(config));
+        else for (const line of configText(config)) io.out(line);
         return;
       }
       // Starts at info; the daemon sets the configured level (flags > env > file) once it has
       // checked it, and again on every reload.
       const logger = createLogger();
-      if (isClusterWorker()) return runWorker({ flags, env, logger: logger.child({ worker: process.pid }) });
-      const workers = (opts.workers as number | undefined) ?? (process.env.CANONPORT_WORKERS ? Number(process.env.CANONPORT_WORKERS) : 1);
-      if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw usageError(`--workers: ${workers} is not an integer in 1–64`);
-      const running = workers > 1 ? await startPrimary({ flags, env, logger, workers }) : await Daemon.start({ flags, env, logger });
+      const input = flags as ConfigInput;
+      if (isClusterWorker()) return runWorker({ flags: input, env, logger: logger.child({ worker: process.pid }) });
+      // The worker count is needed before anything starts (it decides the process layout), so the
+      // primary reads the whole config once here; the daemon reads it again, as on every reload.
+      const { config } = await resolveConfig(input, env);
+      const running =
+        config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
       const daemon = running instanceof Daemon ? running : running.daemon;
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {

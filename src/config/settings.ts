@@ -1,0 +1,351 @@
+import { z } from 'zod';
+import { DEFAULT_GRPC_PORT } from './address.js';
+import { readResolvConf } from './resolv-conf.js';
+import { cidr, decimal, hostPort, int, listOf, oneOf, path, zone, type Kind, type SettingInput } from './kinds.js';
+
+/**
+ * Every setting of `canonport serve`, declared once. The commander options
+ * (src/cli/commands/serve.ts), the environment reading, the registry file's
+ * `daemon:` schema (src/registry/schema.ts), the merged Config
+ * (config.ts), `serve --print-config` and the README's configuration table
+ * (docs.ts) are all derived from this table.
+ *
+ * Adding a setting is one entry here plus the code that uses
+ * `config.<key>`; the README table is regenerated with `npm run docs:settings`
+ * (a test fails until it is).
+ */
+
+/** Where a setting's value came from. `resolv.conf` is the upstreams' default. */
+export type SettingSource = 'flag' | 'env' | 'file' | 'default' | 'resolv.conf';
+
+/**
+ * Where the registry file holds a setting: under `daemon:` (the key is the
+ * setting's key), at the top level, or both (a list: the two are joined).
+ */
+export type FilePlace = 'daemon' | 'top' | 'both';
+
+/** Whether a new value takes effect on reload (SIGHUP, a registry file change) or only after a restart. */
+export type Applies = 'reload' | 'restart';
+
+/** What a default computed at start needs (tests point resolv.conf elsewhere). */
+export interface DefaultContext {
+  resolvConf?: string | undefined;
+}
+
+/** A default read from the host when the daemon starts, named as its own source. */
+export interface DynamicDefault<Raw> {
+  source: Extract<SettingSource, 'resolv.conf'>;
+  read(ctx: DefaultContext): Raw;
+}
+
+export interface Setting<Raw = unknown, T = unknown, F extends FilePlace | null = FilePlace | null, O extends boolean = boolean> {
+  /** The flag, and the name of its value in help (`ADDR:PORT`); no value: a boolean switch. */
+  readonly flag: { readonly name: `--${string}`; readonly value?: string | undefined } | null;
+  readonly env: `CANONPORT_${string}` | null;
+  readonly file: F;
+  readonly kind: Kind<Raw, T>;
+  /** The raw default (checked like any input); null: unset (the value is null); or read at start. */
+  readonly default: Raw | null | DynamicDefault<Raw>;
+  /** The default as help and the README say it. */
+  readonly defaultText: string;
+  /** True: the Config value is `T | null` (null when nothing sets it). */
+  readonly optional: O;
+  readonly applies: Applies;
+  /** One line for `serve --help`. */
+  readonly help: string;
+  /** The README table's description (markdown); the help line when not given. */
+  readonly doc: string;
+}
+
+interface Decl<Raw, T, F extends FilePlace | null> {
+  flag?: { name: `--${string}`; value?: string } | undefined;
+  env?: `CANONPORT_${string}` | undefined;
+  file: F;
+  kind: Kind<Raw, T>;
+  applies: Applies;
+  help: string;
+  doc?: string | undefined;
+}
+
+function setting<Raw, T, const F extends FilePlace | null>(
+  d: Decl<Raw, T, F> & { default: Raw | DynamicDefault<Raw>; defaultText?: string },
+): Setting<Raw, T, F, false> {
+  const defaultText = d.defaultText ?? (isDynamic(d.default) ? d.default.source : String(d.kind.show(checkDefault(d.kind, d.default))));
+  return { flag: d.flag ?? null, env: d.env ?? null, file: d.file, kind: d.kind, default: d.default, defaultText, optional: false, applies: d.applies, help: d.help, doc: d.doc ?? d.help };
+}
+
+/** A setting that may stay unset: its value is null then, and `defaultText` says what that means. */
+function optionalSetting<Raw, T, const F extends FilePlace | null>(d: Decl<Raw, T, F> & { defaultText: string }): Setting<Raw, T, F, true> {
+  return { flag: d.flag ?? null, env: d.env ?? null, file: d.file, kind: d.kind, default: null, defaultText: d.defaultText, optional: true, applies: d.applies, help: d.help, doc: d.doc ?? d.help };
+}
+
+export function isDynamic<Raw>(d: Raw | null | DynamicDefault<Raw>): d is DynamicDefault<Raw> {
+  return typeof d === 'object' && d !== null && 'read' in d;
+}
+
+function checkDefault<Raw, T>(kind: Kind<Raw, T>, raw: Raw): T {
+  const r = kind.check(raw);
+  if (!r.ok) throw new Error(`a setting's default does not pass its own check: ${r.reason}`);
+  return r.value;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export const SETTINGS = {
+  dns: setting({
+    flag: { name: '--dns', value: 'ADDR:PORT' },
+    env: 'CANONPORT_DNS',
+    file: 'daemon',
+    kind: hostPort({ allowZero: true }),
+    default: '127.0.0.1:5300',
+    applies: 'restart',
+    help: 'DNS listen address (UDP and TCP)',
+    doc: 'DNS listen address, UDP and TCP; `[::1]:5300` for IPv6, port 53 to be a host\'s nameserver',
+  }),
+  grpc: setting({
+    flag: { name: '--grpc', value: 'ADDR:PORT' },
+    env: 'CANONPORT_GRPC',
+    file: 'daemon',
+    kind: hostPort({ allowZero: true }),
+    default: `127.0.0.1:${DEFAULT_GRPC_PORT}`,
+    applies: 'restart',
+    help: 'gRPC listen address',
+    doc: 'gRPC listen address (`Resolve`, `Watch`, `Decode`, `Inventory`, health, reflection)',
+  }),
+  http: setting({
+    flag: { name: '--http', value: 'ADDR:PORT' },
+    env: 'CANONPORT_HTTP',
+    file: 'daemon',
+    kind: hostPort({ allowZero: true }),
+    default: '127.0.0.1:13656',
+    applies: 'restart',
+    help: 'HTTP listen address for /metrics, /healthz, /readyz',
+    doc: 'HTTP listen address: `/metrics`, `/healthz`, `/readyz`',
+  }),
+  zones: setting({
+    flag: { name: '--zone', value: 'ZONE' },
+    env: 'CANONPORT_ZONES',
+    file: 'both',
+    kind: listOf(zone(), { unique: true }),
+    default: [],
+    defaultText: 'none (localhost always)',
+    applies: 'reload',
+    help: 'serve canonical names under ZONE; localhost is always served',
+    doc: 'zones answered canonically, besides `localhost` (always served); in the file, top-level `zones:` and `daemon.zones` together',
+  }),
+  upstreams: setting({
+    flag: { name: '--upstream', value: 'ADDR[:PORT]' },
+    env: 'CANONPORT_UPSTREAMS',
+    file: 'daemon',
+    kind: listOf(hostPort({ defaultPort: 53 })),
+    default: { source: 'resolv.conf', read: (ctx) => readResolvConf(ctx.resolvConf ?? '/etc/resolv.conf') },
+    defaultText: '/etc/resolv.conf minus self',
+    applies: 'reload',
+    help: 'forward other queries here, in order (port 53 if none given)',
+    doc: 'resolvers for every other query, tried in order (port 53 when none is given); one equal to the daemon\'s own DNS address is refused with `CP_FORWARD_LOOP`',
+  }),
+  allow: setting({
+    flag: { name: '--allow', value: 'CIDR' },
+    env: 'CANONPORT_ALLOW',
+    file: 'daemon',
+    kind: listOf(cidr()),
+    default: [],
+    defaultText: 'none (loopback only)',
+    applies: 'reload',
+    help: 'networks besides loopback that may use forwarding',
+    doc: 'networks besides loopback that may use forwarding; others get REFUSED',
+  }),
+  canonicalClients: setting({
+    flag: { name: '--canonical-clients', value: 'WHO' },
+    env: 'CANONPORT_CANONICAL_CLIENTS',
+    file: 'daemon',
+    kind: oneOf(['any', 'allowed']),
+    default: 'any',
+    applies: 'reload',
+    help: 'who gets canonical answers: any client, or only allowed ones (loopback and --allow)',
+    doc: 'who gets canonical answers: `any` client, or only `allowed` ones (loopback and `allow`)',
+  }),
+  registry: optionalSetting({
+    flag: { name: '--registry', value: 'FILE' },
+    env: 'CANONPORT_REGISTRY',
+    file: null,
+    kind: path(),
+    defaultText: 'none',
+    applies: 'restart',
+    help: 'registry file (YAML); re-read on SIGHUP and when it changes',
+    doc: 'the registry file (YAML), re-read on SIGHUP and whenever it changes',
+  }),
+  logLevel: setting({
+    flag: { name: '--log-level', value: 'LEVEL' },
+    env: 'CANONPORT_LOG_LEVEL',
+    file: 'daemon',
+    kind: oneOf(LOG_LEVELS, 'log level'),
+    default: 'info',
+    applies: 'reload',
+    help: 'log level',
+    doc: 'pino log level',
+  }),
+  queryLog: setting({
+    flag: { name: '--query-log', value: 'RATE' },
+    env: 'CANONPORT_QUERY_LOG',
+    file: 'daemon',
+    kind: decimal(0, 1),
+    default: 0,
+    applies: 'reload',
+    help: 'fraction of queries logged',
+    doc: 'fraction of queries logged: 0 none, 1 all',
+  }),
+  upstreamTimeoutMs: setting({
+    flag: { name: '--upstream-timeout', value: 'MS' },
+    env: 'CANONPORT_UPSTREAM_TIMEOUT',
+    file: 'daemon',
+    kind: int(10, 30_000),
+    default: 1000,
+    applies: 'reload',
+    help: 'how long one upstream gets to answer, in ms',
+  }),
+  cacheSize: setting({
+    flag: { name: '--cache-size', value: 'N' },
+    env: 'CANONPORT_CACHE_SIZE',
+    file: 'daemon',
+    kind: int(0, 10_000_000),
+    default: 100_000,
+    applies: 'reload',
+    help: 'answers kept in the forwarding cache',
+    doc: 'answers kept in the forwarding cache; the oldest 1 % go when it is full',
+  }),
+  rateLimit: setting({
+    flag: { name: '--rate-limit', value: 'QPS' },
+    env: 'CANONPORT_RATE_LIMIT',
+    file: 'daemon',
+    kind: int(0, 1_000_000),
+    default: 0,
+    defaultText: '0 (off)',
+    applies: 'reload',
+    help: 'forwarded queries per second per client, 0 = off',
+    doc: 'forwarded queries per second per client (REFUSED beyond it); 0 = no limit',
+  }),
+  maxInflight: setting({
+    flag: { name: '--max-inflight', value: 'N' },
+    env: 'CANONPORT_MAX_INFLIGHT',
+    file: 'daemon',
+    kind: int(1, 1_000_000),
+    default: 1024,
+    applies: 'reload',
+    help: 'distinct upstream queries in flight at once; past it SERVFAIL',
+    doc: 'distinct upstream queries in flight at once; past it SERVFAIL at once, so memory stays bounded',
+  }),
+  workers: setting({
+    flag: { name: '--workers', value: 'N' },
+    env: 'CANONPORT_WORKERS',
+    file: 'daemon',
+    kind: int(1, 64),
+    default: 1,
+    applies: 'restart',
+    help: 'DNS worker processes sharing one socket, to use more than one core',
+    doc: 'DNS worker processes sharing one socket, to use more than one core (see Performance)',
+  }),
+  procRoot: setting({
+    flag: { name: '--proc-root', value: 'DIR' },
+    env: 'CANONPORT_PROC_ROOT',
+    file: 'daemon',
+    kind: path(),
+    default: '/proc',
+    applies: 'restart',
+    help: 'where the inventory reads net/tcp and net/tcp6',
+    doc: 'the `/proc` the inventory reads `net/tcp` and `net/tcp6` from (a host\'s, mounted into a container)',
+  }),
+  ttl: setting({
+    file: 'top',
+    kind: int(0, 86_400),
+    default: 60,
+    applies: 'reload',
+    help: 'TTL of canonical answers, seconds',
+    doc: 'TTL of canonical answers, in seconds (top-level `ttl:` of the registry file)',
+  }),
+} as const satisfies Record<string, Setting>;
+
+export type Settings = typeof SETTINGS;
+export type SettingKey = keyof Settings;
+/** The raw form of a setting (what the registry file holds). */
+export type RawOf<K extends SettingKey> = Settings[K] extends Setting<infer R, unknown, FilePlace | null, boolean> ? R : never;
+/** The value of a setting in Config. */
+export type ValueOf<K extends SettingKey> = Settings[K] extends Setting<unknown, infer T, FilePlace | null, infer O> ? (O extends true ? T | null : T) : never;
+
+/** Every setting's value: the settings part of Config. */
+export type SettingValues = { -readonly [K in SettingKey]: ValueOf<K> };
+
+/** Settings as one source gives them (flags, env): any key may be missing; values are text or typed. */
+export type ConfigInput = { [K in SettingKey]?: SettingInput | undefined };
+
+type KeysIn<P extends FilePlace> = { [K in SettingKey]: Settings[K]['file'] extends P | 'both' ? K : never }[SettingKey];
+/** The registry file's `daemon:` section. */
+export type DaemonFile = { [K in KeysIn<'daemon'>]?: RawOf<K> };
+/** The settings the registry file holds at its top level. */
+export type TopLevelFile = { [K in KeysIn<'top'>]?: RawOf<K> };
+/** Every setting the registry file sets, with `both` places joined. */
+export type FileSettings = { [K in SettingKey]?: RawOf<K> };
+
+/** The settings in table order, each with its key. */
+export function settingEntries(): [SettingKey, Setting][] {
+  return Object.entries(SETTINGS) as [SettingKey, Setting][];
+}
+
+/** How the registry file names where a setting sits: `daemon.cacheSize`, `ttl`, `zones, daemon.zones`. */
+export function fileKeys(key: SettingKey): string[] {
+  const place = SETTINGS[key].file as FilePlace | null;
+  if (place === null) return [];
+  return place === 'daemon' ? [`daemon.${key}`] : place === 'top' ? [key] : [key, `daemon.${key}`];
+}
+
+/**
+ * The zod schema of one setting in the registry file: the kind's own check,
+ * so the file gets the same rule and wording as flags and env. A list's bad
+ * element is reported at its own index (so at its own line).
+ */
+function fileSchema<Raw>(s: Setting<Raw>): z.ZodType<Raw> {
+  return z.unknown().transform((v, ctx) => {
+    const r = s.kind.check(v);
+    if (r.ok) return r.raw;
+    ctx.addIssue({ code: 'custom', message: r.reason, ...(r.index === undefined ? {} : { path: [r.index] }) });
+    return z.NEVER;
+  }) as unknown as z.ZodType<Raw>;
+}
+
+function shapeOf(place: 'daemon' | 'top'): Record<string, z.ZodOptional<z.ZodType>> {
+  const shape: Record<string, z.ZodOptional<z.ZodType>> = {};
+  for (const [key, s] of settingEntries()) if (s.file === place || s.file === 'both') shape[key] = fileSchema(s).optional();
+  return shape;
+}
+
+/** The `daemon:` section's zod shape, one optional key per setting the section may hold. */
+export function daemonShape(): { [K in KeysIn<'daemon'>]: z.ZodOptional<z.ZodType<RawOf<K>>> } {
+  return shapeOf('daemon') as { [K in KeysIn<'daemon'>]: z.ZodOptional<z.ZodType<RawOf<K>>> };
+}
+
+/** The top-level settings' zod shape (`zones`, `ttl`), spread into the registry schema. */
+export function topLevelShape(): { [K in KeysIn<'top'>]: z.ZodOptional<z.ZodType<RawOf<K>>> } {
+  return shapeOf('top') as { [K in KeysIn<'top'>]: z.ZodOptional<z.ZodType<RawOf<K>>> };
+}
+
+/**
+ * The settings a parsed registry file sets. A `both` list is the top-level
+ * one followed by the `daemon:` one (repeats go when the kind drops them).
+ */
+export function fileSettings(data: { daemon?: Record<string, unknown> | undefined } & Record<string, unknown>): FileSettings {
+  const out: Record<string, unknown> = {};
+  for (const [key, s] of settingEntries()) {
+    const top = s.file === 'top' || s.file === 'both' ? data[key] : undefined;
+    const daemon = s.file === 'daemon' || s.file === 'both' ? data.daemon?.[key] : undefined;
+    if (top !== undefined && daemon !== undefined) out[key] = [...(top as unknown[]), ...(daemon as unknown[])];
+    else if (top !== undefined || daemon !== undefined) out[key] = top ?? daemon;
+  }
+  return out as FileSettings;
+}
+
+/** The default of a setting as a raw value, when it has a fixed one (ttl's is the registry's default TTL). */
+export function fixedDefault<K extends SettingKey>(key: K): RawOf<K> {
+  const d = SETTINGS[key].default;
+  if (d === null || isDynamic(d)) throw new Error(`setting ${key} has no fixed default`);
+  return d as RawOf<K>;
+}

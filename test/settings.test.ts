@@ -1,0 +1,362 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { main } from '../src/cli/main.js';
+import type { CliIO } from '../src/cli/io.js';
+import { applyReload, buildConfig, configFromEnv, ENV_VARS, restartNeeded, showSetting, type Config, type ConfigInput } from '../src/config/config.js';
+import { configJson, configText, helpLine, settingsTable, TABLE_BEGIN, TABLE_END, withSettingsTable } from '../src/config/docs.js';
+import { boolean } from '../src/config/kinds.js';
+import { fileKeys, SETTINGS, settingEntries, type SettingKey, type SettingSource } from '../src/config/settings.js';
+import { CanonportError } from '../src/errors.js';
+import { parseRegistry } from '../src/registry/load.js';
+import { Registry } from '../src/registry/registry.js';
+import { DaemonSchema, RegistrySchema } from '../src/registry/schema.js';
+
+/**
+ * The settings table and everything derived from it: precedence for every
+ * setting (lists included), the same check and wording from a flag, an env
+ * var and the registry file, restart-only settings on reload, and the
+ * README table and `serve --help` kept equal to the table.
+ */
+
+const README = fileURLToPath(new URL('../README.md', import.meta.url));
+const NO_RESOLV = { resolvConf: '/nonexistent/resolv.conf' };
+const KEYS = settingEntries().map(([k]) => k);
+
+/**
+ * Two valid values per setting: the first differs from the default, the
+ * second from the first. A new setting fails the coverage test below until
+ * it has its pair here.
+ */
+const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
+  dns: ['127.0.0.1:7001', '[::1]:7002'],
+  grpc: ['127.0.0.1:7011', '127.0.0.1:7012'],
+  http: ['127.0.0.1:7021', '[::1]:7022'],
+  zones: [['a.example', 'B.Example.'], ['c.example']],
+  upstreams: [['192.0.2.1', '192.0.2.2:5353'], ['[2001:db8::1]:53']],
+  allow: [['10.0.0.0/8'], ['192.168.0.0/16', '2001:db8::/32']],
+  canonicalClients: ['allowed', 'any'],
+  registry: ['/etc/canonport/a.yaml', '/srv/b.yaml'],
+  logLevel: ['debug', 'warn'],
+  queryLog: [0.25, 1],
+  upstreamTimeoutMs: [500, 2000],
+  cacheSize: [10, 0],
+  rateLimit: [5, 100],
+  maxInflight: [7, 8],
+  workers: [2, 64],
+  procRoot: ['/host/proc', '/other/proc'],
+  ttl: [30, 0],
+};
+
+/** One bad value per setting, and what its error must say (the value and what is accepted). */
+const BAD: Record<SettingKey, [unknown, RegExp]> = {
+  dns: ['nowhere:53', /"nowhere:53" is not an IP address \(want ADDR:PORT or \[V6\]:PORT\)/],
+  grpc: ['127.0.0.1', /"127\.0\.0\.1" has no port \(want ADDR:PORT/],
+  http: ['127.0.0.1:65536', /port "65536" is not 0–65535/],
+  zones: [['ok.example', 'bad..example'], /"bad\.\.example" is not a DNS name such as cluster-1\.example\.com/],
+  upstreams: [['192.0.2.1:0'], /"192\.0\.2\.1:0": port 0 is not a port to send to \(want 1–65535\)/],
+  allow: [['10.0.0.0/33'], /"10\.0\.0\.0\/33": prefix length must be 0–32/],
+  canonicalClients: ['everyone', /"everyone" is not one of any, allowed/],
+  registry: ['', /"" is not a file path/],
+  logLevel: ['loud', /log level "loud" is not one of fatal, error, warn, info, debug, trace, silent/],
+  queryLog: [1.5, /1\.5 is not a number in 0–1/],
+  upstreamTimeoutMs: [5, /5 is not an integer in 10–30000/],
+  cacheSize: [-1, /-1 is not an integer in 0–10000000/],
+  rateLimit: [2.5, /2\.5 is not an integer in 0–1000000/],
+  maxInflight: [0, /0 is not an integer in 1–1000000/],
+  workers: [65, /65 is not an integer in 1–64/],
+  procRoot: ['', /"" is not a file path/],
+  ttl: [86_401, /86401 is not an integer in 0–86400/],
+};
+
+/** As commander hands a flag over: text, a list as repeated texts. */
+const asFlag = (v: unknown) => (Array.isArray(v) ? v.map(String) : String(v));
+/** As the environment holds it: text, a list comma-separated. */
+const asEnv = (v: unknown) => (Array.isArray(v) ? v.join(',') : String(v));
+
+/** A registry file text setting `key` to `value` at its first file place. */
+function yamlFor(key: SettingKey, value: unknown, place = fileKeys(key)[0]!): string {
+  const json = JSON.stringify(value);
+  return place.startsWith('daemon.') ? `daemon:\n  ${key}: ${json}\n` : `${key}: ${json}\n`;
+}
+
+function layerInput(key: SettingKey, layer: SettingSource, value: unknown): { flags: ConfigInput; env: ConfigInput; registry: Registry } {
+  const flags: ConfigInput = layer === 'flag' ? { [key]: asFlag(value) } : {};
+  const env: ConfigInput = layer === 'env' ? { [key]: asEnv(value) } : {};
+  const registry = layer === 'file' ? parseRegistry(yamlFor(key, value), 'test.yaml') : Registry.empty();
+  return { flags, env, registry };
+}
+
+function build(flags: ConfigInput, env: ConfigInput, registry = Registry.empty()): Config {
+  return buildConfig(flags, env, registry, NO_RESOLV);
+}
+
+/** What a sample looks like once checked (`192.0.2.1` → `192.0.2.1:53`), through the setting's own kind. */
+function shownSample(key: SettingKey, v: unknown): unknown {
+  const kind = SETTINGS[key].kind as { fromInput(i: unknown): unknown; check(i: unknown): { ok: boolean; value?: unknown } };
+  const r = kind.check(kind.fromInput(v));
+  expect(r.ok, `sample for ${key} is valid`).toBe(true);
+  return showSetting(key, r.value);
+}
+
+function thrown(f: () => unknown): CanonportError {
+  try {
+    f();
+  } catch (err) {
+    expect(err).toBeInstanceOf(CanonportError);
+    return err as CanonportError;
+  }
+  throw new Error('expected an error, got none');
+}
+
+describe('the table', () => {
+  it('has samples and bad values for every setting, so every setting is covered below', () => {
+    expect(Object.keys(SAMPLES).sort()).toEqual([...KEYS].sort());
+    expect(Object.keys(BAD).sort()).toEqual([...KEYS].sort());
+  });
+
+  it('names each flag and env var once, CANONPORT_-prefixed, with help, a README text and a default text', () => {
+    const flags = settingEntries().flatMap(([, s]) => (s.flag ? [s.flag.name] : []));
+    const envs = settingEntries().flatMap(([, s]) => (s.env ? [s.env] : []));
+    expect(new Set(flags).size).toBe(flags.length);
+    expect(new Set(envs).size).toBe(envs.length);
+    for (const e of envs) expect(e).toMatch(/^CANONPORT_[A-Z_]+$/);
+    expect(ENV_VARS).toEqual(envs);
+    for (const [key, s] of settingEntries()) {
+      expect(s.help.length, key).toBeGreaterThan(5);
+      expect(s.doc.length, key).toBeGreaterThan(5);
+      expect(s.defaultText.length, key).toBeGreaterThan(0);
+      expect(s.flag ?? s.env ?? fileKeys(key)[0], `${key} can be set somewhere`).toBeTruthy();
+    }
+  });
+
+  it('marks listen addresses, workers, the registry path and procRoot restart-only, and the rest reloadable', () => {
+    const restart = settingEntries().filter(([, s]) => s.applies === 'restart').map(([k]) => k);
+    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'workers']);
+    const reload = settingEntries().filter(([, s]) => s.applies === 'reload').map(([k]) => k);
+    for (const k of ['zones', 'upstreams', 'allow', 'canonicalClients', 'logLevel', 'queryLog', 'upstreamTimeoutMs', 'cacheSize', 'rateLimit', 'maxInflight']) {
+      expect(reload).toContain(k);
+    }
+  });
+
+  it('derives the registry schema: daemon: has exactly the daemon settings; zones and ttl sit at the top level', () => {
+    const daemonKeys = settingEntries().filter(([, s]) => s.file === 'daemon' || s.file === 'both').map(([k]) => k);
+    expect(Object.keys(DaemonSchema.shape).sort()).toEqual([...daemonKeys].sort());
+    const top = settingEntries().filter(([, s]) => s.file === 'top' || s.file === 'both').map(([k]) => k);
+    expect(top.sort()).toEqual(['ttl', 'zones']);
+    for (const k of top) expect(Object.keys(RegistrySchema.shape)).toContain(k);
+  });
+
+  it('gives a valid config with nothing set: every default passes its own check', () => {
+    const c = build({}, {});
+    for (const key of KEYS) expect(c.sources[key], key).toMatch(/^(default|resolv\.conf)$/);
+    expect(showSetting('dns', c.dns)).toBe('127.0.0.1:5300');
+    expect(showSetting('grpc', c.grpc)).toBe('127.0.0.1:13655');
+    expect(showSetting('http', c.http)).toBe('127.0.0.1:13656');
+    expect(c).toMatchObject({ zones: [], allow: [], registry: null, workers: 1, procRoot: '/proc', ttl: 60, cacheSize: 100_000, maxInflight: 1024 });
+    expect(c.cache.maxEntries).toBe(100_000);
+    expect(Registry.empty().ttl).toBe(c.ttl); // the registry's default TTL is the table's
+  });
+});
+
+describe('precedence: flag over env over file over default, for every setting', () => {
+  for (const [key, s] of settingEntries()) {
+    const layers: SettingSource[] = [...(s.flag ? ['flag' as const] : []), ...(s.env ? ['env' as const] : []), ...(s.file ? ['file' as const] : [])];
+    it(`${key}: ${[...layers, 'default'].join(' > ')}`, () => {
+      const [a, b] = SAMPLES[key];
+      const want = shownSample(key, a);
+      expect(want, 'the sample differs from the default').not.toEqual(showSetting(key, build({}, {})[key]));
+      expect(want, 'the two samples differ').not.toEqual(shownSample(key, b));
+      for (const [i, upper] of layers.entries()) {
+        const lower = layers[i + 1];
+        const hi = layerInput(key, upper, a);
+        const lo = lower ? layerInput(key, lower, b) : { flags: {}, env: {}, registry: Registry.empty() };
+        const registry = hi.registry.file ? hi.registry : lo.registry;
+        const c = build({ ...lo.flags, ...hi.flags }, { ...lo.env, ...hi.env }, registry);
+        expect(showSetting(key, c[key]), `${upper} over ${lower ?? 'default'}`).toEqual(want);
+        expect(c.sources[key]).toBe(upper);
+      }
+    });
+  }
+
+  it('a list is taken whole from the first source: zones, upstreams and allow are never merged across sources', () => {
+    const file = parseRegistry('zones: [file.example]\ndaemon:\n  zones: [daemon.example]\n  upstreams: [192.0.2.9]\n  allow: [10.9.0.0/16]\n', 'z.yaml');
+    const fromFile = build({}, {}, file);
+    expect(fromFile.zones).toEqual(['file.example', 'daemon.example']); // top-level and daemon: are one source
+    expect(fromFile.sources.zones).toBe('file');
+    const fromEnv = build({}, { zones: 'env.example', upstreams: '192.0.2.1 192.0.2.2', allow: '10.1.0.0/16' }, file);
+    expect(fromEnv.zones).toEqual(['env.example']);
+    expect(fromEnv.upstreams.map((u) => showSetting('dns', u))).toEqual(['192.0.2.1:53', '192.0.2.2:53']);
+    expect(fromEnv.allow.map((a) => a.text)).toEqual(['10.1.0.0/16']);
+    const fromFlags = build({ zones: ['flag.example'], upstreams: ['192.0.2.3,192.0.2.4', '192.0.2.5'] }, { zones: 'env.example' }, file);
+    expect(fromFlags.zones).toEqual(['flag.example']);
+    expect(fromFlags.upstreams).toHaveLength(3); // commas inside a flag value split too
+    expect(fromFlags.allow.map((a) => a.text)).toEqual(['10.9.0.0/16']); // not given by flag or env: the file's
+    expect(fromFlags.upstreamsFrom).toBe('flags');
+  });
+
+  it('zones are lowercased, lose the trailing dot and repeat once', () => {
+    expect(build({ zones: ['A.Example.', 'a.example', 'b.example'] }, {}).zones).toEqual(['a.example', 'b.example']);
+  });
+
+  it('refuses a value for a setting that has no flag, instead of ignoring it', () => {
+    const err = thrown(() => build({ ttl: '5' }, {}));
+    expect(err.code).toBe('CP_CONFIG_INVALID');
+    expect(err.message).toMatch(/setting "ttl" has no flag; set ttl in the registry file/);
+  });
+
+  it('reads every variable of the table from the environment; empty counts as unset', () => {
+    const env: NodeJS.ProcessEnv = {};
+    for (const [key, s] of settingEntries()) if (s.env) env[s.env] = asEnv(SAMPLES[key][0]);
+    const c = build({}, configFromEnv(env));
+    for (const [key, s] of settingEntries()) {
+      if (!s.env) continue;
+      expect(c.sources[key], key).toBe('env');
+      expect(showSetting(key, c[key]), key).toEqual(shownSample(key, SAMPLES[key][0]));
+    }
+    expect(configFromEnv({ CANONPORT_DNS: '', CANONPORT_WORKERS: '  ' })).toEqual({});
+  });
+});
+
+describe('a bad value names where it came from and what is accepted', () => {
+  for (const [key, s] of settingEntries()) {
+    it(key, () => {
+      const [bad, says] = BAD[key];
+      if (s.flag) {
+        const err = thrown(() => build({ [key]: asFlag(bad) }, {}));
+        expect(err.code).toBe('CP_CONFIG_INVALID');
+        expect(err.message.startsWith(`${s.flag.name}: `), err.message).toBe(true);
+        expect(err.message).toMatch(says);
+      }
+      if (s.env) {
+        const err = thrown(() => build({}, { [key]: asEnv(bad) }));
+        expect(err.code).toBe('CP_CONFIG_INVALID');
+        expect(err.message.startsWith(`${s.env}: `), err.message).toBe(true);
+        expect(err.message).toMatch(says);
+      }
+      for (const place of fileKeys(key)) {
+        // A line before, so the reported line is not just "1".
+        const err = thrown(() => parseRegistry(`# settings\n${yamlFor(key, bad, place)}`, 'bad.yaml'));
+        expect(err.code).toBe('CP_REGISTRY_INVALID');
+        const line = place.startsWith('daemon.') ? 3 : 2;
+        expect(err.message).toMatch(new RegExp(`^bad\\.yaml:${line}:\\d+ \\(${place.replace('.', '\\.')}(\\.\\d+)?\\): `));
+        expect(err.message).toMatch(says);
+      }
+    });
+  }
+
+  it('locates a bad list element at its own line, and an unknown daemon: key with file:line:col', () => {
+    const list = thrown(() => parseRegistry('daemon:\n  upstreams:\n    - 192.0.2.1\n    - nowhere\n', 'list.yaml'));
+    expect(list.message).toMatch(/^list\.yaml:4:7 \(daemon\.upstreams\.1\): "nowhere" is not an IP address/);
+    const unknown = thrown(() => parseRegistry('zones: [a.example]\ndaemon:\n  cachesize: 5\n', 'unknown.yaml'));
+    expect(unknown.code).toBe('CP_REGISTRY_INVALID');
+    expect(unknown.message).toBe('unknown.yaml:3:3 (daemon.cachesize): unknown field "cachesize"');
+  });
+
+  it('an upstream equal to the DNS listen address is CP_FORWARD_LOOP, from flags, env or file; resolv.conf entries are skipped', () => {
+    for (const [flags, env, registry] of [
+      [{ dns: '127.0.0.1:5353', upstreams: ['127.0.0.1:5353'] }, {}, Registry.empty()],
+      [{}, { dns: '127.0.0.1:5353', upstreams: '192.0.2.1,127.0.0.1:5353' }, Registry.empty()],
+      [{}, {}, parseRegistry('daemon:\n  dns: 0.0.0.0:5353\n  upstreams: [127.0.0.1:5353]\n', 'loop.yaml')],
+    ] as [ConfigInput, ConfigInput, Registry][]) {
+      const err = thrown(() => build(flags, env, registry));
+      expect(err.code).toBe('CP_FORWARD_LOOP');
+      expect(err.message).toMatch(/upstream 127\.0\.0\.1:5353 is this daemon's own DNS address/);
+    }
+  });
+});
+
+describe('reload: restart-only settings keep their running value', () => {
+  const base = build({}, {});
+  for (const [key, s] of settingEntries()) {
+    it(`${key} (${s.applies})`, () => {
+      const [a] = SAMPLES[key];
+      const layer: SettingSource = s.flag ? 'flag' : 'file';
+      const { flags, env, registry } = layerInput(key, layer, a);
+      const next = build(flags, env, registry);
+      const changes = restartNeeded(base, next);
+      const { config, restart } = applyReload(base, next);
+      expect(restart).toEqual(changes);
+      if (s.applies === 'restart') {
+        expect(changes.map((c) => c.key)).toEqual([key]);
+        expect(changes[0]).toMatchObject({ running: showSetting(key, base[key]), configured: shownSample(key, a) });
+        expect(changes[0]!.name).toBe(s.flag?.name ?? s.env ?? fileKeys(key)[0]);
+        expect(showSetting(key, config[key])).toEqual(showSetting(key, base[key]));
+        expect(config.sources[key]).toBe(base.sources[key]);
+      } else {
+        expect(changes).toEqual([]);
+        expect(showSetting(key, config[key])).toEqual(shownSample(key, a));
+      }
+    });
+  }
+
+  it('applies the reloadable part of a reload that also changes restart-only settings', () => {
+    const next = build({ dns: '127.0.0.1:7001', workers: '4', zones: ['z.example'], cacheSize: '50' }, {});
+    const { config, restart } = applyReload(base, next);
+    expect(restart.map((c) => c.key)).toEqual(['dns', 'workers']);
+    expect(showSetting('dns', config.dns)).toBe('127.0.0.1:5300');
+    expect(config.workers).toBe(1);
+    expect(config.zones).toEqual(['z.example']);
+    expect(config.cacheSize).toBe(50);
+    expect(config.cache.maxEntries).toBe(50);
+  });
+});
+
+describe('what people read is derived from the table', () => {
+  it('the README configuration table is the generated one (regenerate: npm run docs:settings)', () => {
+    const readme = readFileSync(README, 'utf8');
+    expect(withSettingsTable(readme), 'README table differs from src/config/settings.ts: run npm run docs:settings').toBe(readme);
+    const section = readme.slice(readme.indexOf('### Configuration reference'), readme.indexOf(TABLE_END));
+    expect(section).toContain(TABLE_BEGIN);
+    const rows = section.split('\n').filter((l) => l.startsWith('| `'));
+    expect(rows.map((r) => /^\| `(\w+)`/.exec(r)?.[1])).toEqual(KEYS);
+    expect(settingsTable().split('\n')).toHaveLength(KEYS.length + 2);
+  });
+
+  it('a README whose table has drifted is caught', () => {
+    const readme = readFileSync(README, 'utf8');
+    const drifted = readme.replace('| `cacheSize` | `--cache-size N`', '| `cacheSize` | `--cache N`');
+    expect(drifted).not.toBe(readme);
+    expect(withSettingsTable(drifted)).not.toBe(drifted);
+    expect(() => withSettingsTable('# no table here\n')).toThrow(/markers/);
+  });
+
+  it('serve --help shows every setting flag with its value name, env var and default', async () => {
+    let out = '';
+    const io: CliIO = { out: (t) => void (out += t), err: (t) => void (out += t), errIsTTY: false, exitCode: 0 };
+    expect(await main(['serve', '--help'], io)).toBe(0);
+    const flat = out.replace(/\s+/g, ' ');
+    for (const [key, s] of settingEntries()) {
+      if (!s.flag) continue;
+      expect(flat, key).toContain(`${s.flag.name} <${s.flag.value}>`);
+      expect(flat, key).toContain(helpLine(s).replace(/\s+/g, ' '));
+      if (s.env) expect(helpLine(s)).toContain(s.env);
+      expect(helpLine(s)).toContain(`default: ${s.defaultText}`);
+    }
+  });
+
+  it('print-config shows every setting, its value and its source', () => {
+    const file = parseRegistry('ttl: 30\ndaemon:\n  http: 127.0.0.1:7003\n', 'p.yaml');
+    const c = build({ dns: '127.0.0.1:7001' }, { grpc: '127.0.0.1:7002', workers: '3' }, file);
+    const json = configJson(c);
+    expect(Object.keys(json)).toEqual([...KEYS, 'sources']);
+    expect(json).toMatchObject({ dns: '127.0.0.1:7001', grpc: '127.0.0.1:7002', http: '127.0.0.1:7003', workers: 3, ttl: 30, zones: ['localhost'] });
+    expect(json.sources).toMatchObject({ dns: 'flag', grpc: 'env', http: 'file', workers: 'env', ttl: 'file', cacheSize: 'default' });
+    const text = configText(c);
+    expect(text).toHaveLength(KEYS.length + 1);
+    expect(text.find((l) => l.startsWith('dns '))).toMatch(/127\.0\.0\.1:7001\s+flag --dns\s+restart$/);
+    expect(text.find((l) => l.startsWith('grpc '))).toMatch(/env CANONPORT_GRPC/);
+    expect(text.find((l) => l.startsWith('http '))).toMatch(/file daemon\.http/);
+    expect(text.find((l) => l.startsWith('ttl '))).toMatch(/30\s+file ttl\s+reload$/);
+  });
+});
+
+describe('kinds not used by a setting yet', () => {
+  it('boolean: true/false, and as text 1/0, yes/no, on/off', () => {
+    const b = boolean();
+    for (const t of ['true', 'YES', '1', 'on']) expect(b.check(b.fromInput(t))).toMatchObject({ ok: true, value: true });
+    for (const t of ['false', 'no', '0', 'Off']) expect(b.check(b.fromInput(t))).toMatchObject({ ok: true, value: false });
+    expect(b.check(b.fromInput('maybe'))).toEqual({ ok: false, reason: '"maybe" is not true or false (or 1/0, yes/no, on/off)' });
+    expect(b.check(1)).toMatchObject({ ok: false });
+  });
+});
