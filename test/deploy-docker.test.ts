@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHttpServer } from '../src/http/server.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { silentLogger } from '../src/log.js';
-import type { DaemonContext } from '../src/daemon/context.js';
+import type { DaemonContext } from '../src/context.js';
 import { EventEmitter } from 'node:events';
 
 /**

@@ -6,7 +6,7 @@ import { base32Port } from '../src/scheme/index.js';
 import { buildConfig } from '../src/config/config.js';
 import type { ServingState } from '../src/core/state.js';
 import { Discovery, type AddressResolver } from '../src/discovery/discovery.js';
-import type { DaemonContext, DaemonEvents } from '../src/daemon/context.js';
+import type { DaemonContext, DaemonEvents } from '../src/context.js';
 import type { InventoryProvider, InventorySnapshot } from '../src/inventory/types.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { silentLogger } from '../src/log.js';

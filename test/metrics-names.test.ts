@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildConfig } from '../src/config/config.js';
 import type { ServingState } from '../src/core/state.js';
 import { Discovery } from '../src/discovery/discovery.js';
-import type { DaemonContext, DaemonEvents } from '../src/daemon/context.js';
+import type { DaemonContext, DaemonEvents } from '../src/context.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../src/http/server.js';
 import { silentLogger } from '../src/log.js';

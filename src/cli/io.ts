@@ -1,4 +1,8 @@
+import type { Command } from 'commander';
 import { CanonportError, ErrorCodes } from '../errors.js';
+
+/** A command module: adds its subcommand to the program. Actions set io.exitCode. */
+export type RegisterCommand = (program: Command, io: CliIO) => void;
 
 /** Exit codes: 0 ok, 1 findings (check errors, mismatches, unreachable), 2 usage. */
 export const EXIT_OK = 0;

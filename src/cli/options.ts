@@ -1,5 +1,5 @@
 import { Option } from 'commander';
-import { normaliseName } from '../core/names.js';
+import { normaliseName } from '../config/names.js';
 import { isCanonportError, ErrorCodes } from '../errors.js';
 import { loadRegistryFile } from '../registry/load.js';
 import type { Registry } from '../registry/registry.js';

@@ -1,6 +1,4 @@
 import { CanonportError, ErrorCodes } from '../errors.js';
-import { loadRegistry } from '../registry/load.js';
-import type { Registry } from '../registry/registry.js';
 import { formatHostPort, type HostPort } from './address.js';
 import type { Shown } from './kinds.js';
 import {
@@ -58,26 +56,20 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): ConfigInput
   return out as ConfigInput;
 }
 
-/**
- * Builds the config: flags over env over the registry file over defaults,
- * for every setting (a list is taken whole from the first source that
- * gives it). Loads the registry named by flags or env.
- * Throws CP_CONFIG_INVALID naming the flag, variable or key; CP_REGISTRY_* for the file;
- * CP_FORWARD_LOOP when an upstream is the daemon itself.
- */
-export async function resolveConfig(
-  flags: ConfigInput,
-  env: ConfigInput = configFromEnv(),
-  opts: DefaultContext = {},
-): Promise<{ config: Config; registry: Registry }> {
-  const file = settle('registry', flags, env, {}, null, opts).value as string | null;
-  const registry = await loadRegistry(file);
-  const config = buildConfig(flags, env, registry, opts);
-  return { config, registry };
+/** What the config needs of a loaded registry file: the settings it gives, and its path. (Registry has both.) */
+export interface SettingsFile {
+  settings: FileSettings;
+  file: string | null;
 }
 
-/** The pure part of resolveConfig: the config a given registry and the flags and env make. */
-export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: Registry, opts: DefaultContext = {}): Config {
+/**
+ * The config that flags, env and a registry file's settings make: flags over
+ * env over the file over defaults, for every setting (a list is taken whole
+ * from the first source that gives it). Pure; daemon/load.ts reads the file.
+ * Throws CP_CONFIG_INVALID naming the flag, variable or key, and
+ * CP_FORWARD_LOOP when an upstream is the daemon itself.
+ */
+export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: SettingsFile, opts: DefaultContext = {}): Config {
   const values: Record<string, unknown> = {};
   const sources = {} as Record<SettingKey, SettingSource>;
   for (const [key] of settingEntries()) {
@@ -98,6 +90,11 @@ export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: Regi
   };
   checkForwardLoop(config);
   return config;
+}
+
+/** The registry file that flags or env name (null: none), checked like every setting. */
+export function registryFileOf(flags: ConfigInput, env: ConfigInput, opts: DefaultContext = {}): string | null {
+  return settle('registry', flags, env, {}, null, opts).value as string | null;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { normaliseName } from '../core/names.js';
+import { normaliseName } from './names.js';
 import { formatHostPort, tryParseHostPort, type HostPort } from './address.js';
 import { tryParseCidr, type Cidr } from './cidr.js';
 

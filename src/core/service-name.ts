@@ -1,4 +1,4 @@
-import { isInZone } from './names.js';
+import { isInZone } from '../config/names.js';
 import { readService, type Registry } from '../registry/registry.js';
 
 /**

@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { formatHostPort, type HostPort } from '../config/address.js';
-import { applyReload, checkForwardLoop, configFromEnv, resolveConfig, type Config, type ConfigInput } from '../config/config.js';
+import { applyReload, checkForwardLoop, configFromEnv, type Config, type ConfigInput } from '../config/config.js';
+import { resolveConfig } from './load.js';
 import { classifyName, LOCALHOST_ZONE } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
 import { Discovery } from '../discovery/discovery.js';
@@ -19,7 +20,7 @@ import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Registry } from '../registry/registry.js';
-import type { DaemonContext, DaemonEvents } from './context.js';
+import type { DaemonContext, DaemonEvents } from '../context.js';
 
 export interface DaemonOptions {
   flags: ConfigInput;

@@ -1,5 +1,5 @@
 import { CanonportError, ErrorCodes } from '../errors.js';
-import { normaliseName } from '../core/names.js';
+import { normaliseName } from '../config/names.js';
 import { classifyName, LOCALHOST_ZONE, type NameClass } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
 import { serviceLabel } from '../scheme/base32.js';

@@ -1,7 +1,7 @@
 import { promises as dns } from 'node:dns';
 import * as grpc from '@grpc/grpc-js';
 import { ErrorCodes } from '../errors.js';
-import { normaliseName } from '../core/names.js';
+import { normaliseName } from '../config/names.js';
 import { LOCALHOST_ZONE } from '../core/service-name.js';
 import { Discovery, type AddressAnswer, type AddressResolver } from '../discovery/discovery.js';
 import { resolutionOf, type Resolution } from './resolution.js';

@@ -4,7 +4,7 @@ import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus 
 import { ReflectionService } from '@grpc/reflection';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
-import type { DaemonContext } from '../daemon/context.js';
+import type { DaemonContext } from '../context.js';
 import { CANONPORT_PROTO, CANONPORT_SERVICE_NAME, LOADER_OPTIONS, canonportService } from './proto.js';
 import { createCanonportService, type ServiceOptions } from './service.js';
 

@@ -2,7 +2,7 @@ import { forEachLimited } from '../concurrency.js';
 import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, GrpcStatus, errorToGrpcStatus } from '../errors.js';
 import { resolutionOf, type Resolution } from './resolution.js';
-import type { DaemonContext } from '../daemon/context.js';
+import type { DaemonContext } from '../context.js';
 import { decodePort, decodePortRaw } from '../scheme/index.js';
 import { ERROR_CODE_METADATA } from './proto.js';
 

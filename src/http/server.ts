@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo, Socket } from 'node:net';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { formatHostPort as fmt, type HostPort } from '../config/address.js';
-import type { DaemonContext } from '../daemon/context.js';
+import type { DaemonContext } from '../context.js';
 
 /** A running HTTP endpoint. */
 export interface HttpServer {

@@ -13,7 +13,7 @@ import {
   type Expectation,
 } from '../../fleet/fleet.js';
 import { collect, EXIT_FINDINGS, EXIT_OK, intOption, printJson, usageError, type CliIO } from '../io.js';
-import type { RegisterCommand } from './index.js';
+import type { RegisterCommand } from '../io.js';
 
 interface FleetFlags {
   hostsFile?: string;

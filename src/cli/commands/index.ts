@@ -1,5 +1,3 @@
-import type { Command } from 'commander';
-import type { CliIO } from '../io.js';
 import { registerPort } from './port.js';
 import { registerDecode } from './decode.js';
 import { registerCheck } from './check.js';
@@ -10,8 +8,9 @@ import { registerFleet } from './fleet.js';
 import { registerServe } from './serve.js';
 import { registerResolve } from './resolve.js';
 
-/** A command module: adds its subcommand to the program. Actions set io.exitCode. */
-export type RegisterCommand = (program: Command, io: CliIO) => void;
+import type { RegisterCommand } from '../io.js';
+
+export type { RegisterCommand };
 
 /** Every subcommand, in help order. One line per command module. */
 export const commands: RegisterCommand[] = [

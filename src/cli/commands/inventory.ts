@@ -8,7 +8,7 @@ import { HostInventory } from '../../inventory/inventory.js';
 import { loadRegistry } from '../../registry/load.js';
 import { EXIT_FINDINGS, intOption, printJson, usageError, type CliIO } from '../io.js';
 import { registryOption } from '../options.js';
-import type { RegisterCommand } from './index.js';
+import type { RegisterCommand } from '../io.js';
 
 interface InventoryFlags {
   registry?: string;

@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
-import { configFromEnv, ENV_VARS, resolveConfig, type ConfigInput } from '../../config/config.js';
+import { configFromEnv, ENV_VARS, type ConfigInput } from '../../config/config.js';
+import { resolveConfig } from '../../daemon/load.js';
 import { configJson, configText, helpLine } from '../../config/docs.js';
 import { settingEntries, type SettingKey } from '../../config/settings.js';
 import { isClusterWorker, runWorker, startPrimary } from '../../daemon/workers.js';

@@ -1,10 +1,10 @@
 import type { EventEmitter } from 'node:events';
-import type { Config } from '../config/config.js';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics/metrics.js';
-import type { ServingState } from '../core/state.js';
-import type { Discovery } from '../discovery/discovery.js';
-import type { InventoryProvider } from '../inventory/types.js';
+import type { Config } from './config/config.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics/metrics.js';
+import type { ServingState } from './core/state.js';
+import type { Discovery } from './discovery/discovery.js';
+import type { InventoryProvider } from './inventory/types.js';
 
 export interface DaemonEvents {
   /** After a successful reload, with the new state. */
