@@ -42,6 +42,11 @@ export const ErrorCodes = {
   DEPENDENCY_CYCLE: 'CP_DEPENDENCY_CYCLE',
   /** A dependsOn entry names no registry service (`order`). */
   UNKNOWN_DEPENDENCY: 'CP_UNKNOWN_DEPENDENCY',
+  // grpc-js interop (registerCanonResolver, createCanonportClient).
+  /** The grpc module given (or canonport's own) is not a @grpc/grpc-js version canonport's resolver supports. */
+  GRPC_UNSUPPORTED: 'CP_GRPC_UNSUPPORTED',
+  /** The application loads another copy of @grpc/grpc-js than canonport's: `canon:` would not reach its channels; pass `{ grpc }`. */
+  GRPC_COPY_MISMATCH: 'CP_GRPC_COPY_MISMATCH',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
