@@ -85,7 +85,8 @@ function packageAbove(file: string): GrpcPackage | undefined {
   return undefined;
 }
 
-function supported(version: string): boolean {
+/** True for a version inside SUPPORTED_GRPC_JS. */
+export function isSupportedGrpcVersion(version: string): boolean {
   const v = version.split(/[.-]/, 3).map(Number);
   const cmp = (a: readonly number[]) => {
     for (let i = 0; i < 3; i++) if ((v[i] ?? 0) !== a[i]) return (v[i] ?? 0) - a[i]!;
@@ -112,7 +113,7 @@ export function checkGrpcModule(mod: unknown): asserts mod is GrpcModule {
     });
   }
   const pkg = grpcPackageOf(mod);
-  if (pkg && !supported(pkg.version)) {
+  if (pkg && !isSupportedGrpcVersion(pkg.version)) {
     throw new CanonportError(
       ErrorCodes.GRPC_UNSUPPORTED,
       `@grpc/grpc-js ${pkg.version} (${pkg.dir}) is outside the versions canonport's resolver is tested with (${SUPPORTED_GRPC_JS_RANGE}): install one of those`,
