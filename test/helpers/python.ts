@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO } from './scratch-project.js';
@@ -55,72 +55,4 @@ export function generatePythonStubs(outDir: string): void {
     ],
     { stdio: 'pipe' },
   );
-}
-
-export interface LineProcess {
-  /** Resolves with the next line matching `pred` (earlier unread lines included); rejects after `ms` or when the process ends first. */
-  next<T = Record<string, unknown>>(pred: (l: Record<string, unknown>) => boolean, ms?: number): Promise<T>;
-  /** Every JSON line so far. */
-  lines: Record<string, unknown>[];
-  exited: Promise<number | null>;
-  stderr: () => string;
-  kill(): void;
-}
-
-/** Runs a program that prints one JSON object per line on stdout. */
-export function spawnJsonLines(file: string, args: string[], env: NodeJS.ProcessEnv): LineProcess {
-  const proc = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: Record<string, unknown>[] = [];
-  let consumed = 0;
-  let stderr = '';
-  let partial = '';
-  const waiters = new Set<() => void>();
-  proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  proc.stdout.setEncoding('utf8').on('data', (d: string) => {
-    const parts = (partial + d).split('\n');
-    partial = parts.pop() ?? '';
-    for (const p of parts) if (p.trim()) lines.push(JSON.parse(p) as Record<string, unknown>);
-    for (const w of waiters) w();
-  });
-  let ended = false;
-  const exited = new Promise<number | null>((resolve) =>
-    proc.on('close', (code) => {
-      ended = true;
-      for (const w of waiters) w();
-      resolve(code);
-    }),
-  );
-  return {
-    lines,
-    exited,
-    stderr: () => stderr,
-    kill: () => proc.kill('SIGKILL'),
-    next<T>(pred: (l: Record<string, unknown>) => boolean, ms = 20_000): Promise<T> {
-      return new Promise<T>((resolve, reject) => {
-        const check = () => {
-          for (; consumed < lines.length; consumed++) {
-            if (pred(lines[consumed]!)) {
-              done();
-              resolve(lines[consumed++] as T);
-              return;
-            }
-          }
-          if (ended) {
-            done();
-            reject(new Error(`${file} ended before the expected line; stdout lines:\n${lines.map((l) => JSON.stringify(l)).join('\n')}\nstderr:\n${stderr}`));
-          }
-        };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`no expected line from ${file} within ${ms} ms; lines so far:\n${lines.map((l) => JSON.stringify(l)).join('\n')}\nstderr:\n${stderr}`));
-        }, ms);
-        const done = () => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      });
-    },
-  };
 }
