@@ -62,16 +62,23 @@ interface DialResult {
   errorName?: string;
 }
 
-/** Runs the application in `project`: registers canon: (`default` or `pass` its grpc module) and calls Health/Check by name. */
-async function dial(project: string, daemon: ScratchDaemon, mode: 'default' | 'pass', grpcSpecifier?: string): Promise<DialResult> {
-  const args = [join(project, 'dial-canon.mjs'), mode, daemon.grpc, name, HEALTH_TAG, ...(grpcSpecifier ? [grpcSpecifier] : [])];
+/**
+ * Runs the application in `project`: registers canon: (`default` or `pass`
+ * its grpc module, `@grpc/grpc-js` unless `grpcSpecifier` names another)
+ * and calls Health/Check on `canon:///<target>` (default: the test server's name).
+ */
+async function dial(project: string, daemon: ScratchDaemon, mode: 'default' | 'pass', opts: { grpcSpecifier?: string; target?: string } = {}): Promise<DialResult> {
+  const args = [join(project, 'dial-canon.mjs'), mode, daemon.grpc, opts.target ?? name, HEALTH_TAG, ...(opts.grpcSpecifier ? [opts.grpcSpecifier] : [])];
   const r = await run(process.execPath, args, { cwd: project, timeoutMs: 60_000 });
   if (r.code !== 0 || !r.stdout.trim()) throw new Error(`the application failed (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
   return JSON.parse(r.stdout) as DialResult;
 }
 
+const projects: string[] = [];
+
 async function project(label: string, specs: string[]): Promise<string> {
   const dir = await scratchProject(label, specs);
+  projects.push(dir);
   copyFileSync(join(FIXTURES, 'dial-canon.mjs'), join(dir, 'dial-canon.mjs'));
   return dir;
 }
@@ -84,10 +91,22 @@ async function daemonIn(dir: string, command = [process.execPath, 'node_modules/
 
 /** Health/Check answered SERVING (`08 01`) for the tag only the test's server knows: the call reached it. */
 const SERVING = '0801';
+/** A form the daemon answers NOT_FOUND (a `_` label that is not `_tcp`/`_udp` after a service): the resolver reports an error. */
+const UNANSWERED = '_nosuch.localhost';
+const UNAVAILABLE = 14;
+
+/** The scratch projects, installed side by side (npm mostly waits on the network and the disk); each describe awaits its own. */
+const installs: Partial<Record<'same' | 'oldest' | 'linked' | 'alone', Promise<string>>> = {};
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'canonport-package-'));
   tarball = await packCanonport(work);
+  installs.same = project('same', [`@grpc/grpc-js@${SAME_MINOR}`, tarball]);
+  installs.oldest = project('oldest', [`@grpc/grpc-js@${OLDEST}`, `grpc-js-too-old@npm:@grpc/grpc-js@${TOO_OLD}`, tarball]);
+  installs.linked = project('linked', [`@grpc/grpc-js@${SAME_MINOR}`, REPO]);
+  installs.alone = project('alone', [tarball]);
+  // Awaited by each describe; a failure is reported there, not as an unhandled rejection.
+  for (const p of Object.values(installs)) p.catch(() => undefined);
   target = await healthServerOnCanonicalPort(HEALTH_TAG);
   name = `${target.label}.localhost`;
 }, INSTALL_MS);
@@ -95,7 +114,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(daemons.map((d) => d.stop()));
   target?.server.forceShutdown();
-  if (work) rmSync(work, { recursive: true, force: true });
+  for (const dir of [work, ...projects]) if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 describe('the package declares grpc-js as a peer', () => {
@@ -118,7 +137,7 @@ describe(`installed from the tarball beside the application's grpc-js ${SAME_MIN
   let dir: string;
   let daemon: ScratchDaemon;
   beforeAll(async () => {
-    dir = await project('same', [`@grpc/grpc-js@${SAME_MINOR}`, tarball]);
+    dir = await installs.same!;
     daemon = await daemonIn(dir);
   }, INSTALL_MS);
 
@@ -131,6 +150,10 @@ describe(`installed from the tarball beside the application's grpc-js ${SAME_MIN
 
   it('dials the same with the module passed in', async () => {
     expect(await dial(dir, daemon, 'pass')).toMatchObject({ registered: true, response: SERVING });
+  });
+
+  it("fails a call to a name the daemon has no answer for with UNAVAILABLE and the resolver's reason", async () => {
+    expect(await dial(dir, daemon, 'default', { target: UNANSWERED })).toMatchObject({ registered: true, callCode: UNAVAILABLE, callDetails: expect.stringContaining(`canon:///${UNANSWERED}`) });
   });
 
   it("type-checks a consumer of every export the README promises against the package's .d.ts", async () => {
@@ -154,7 +177,7 @@ describe(`installed from the tarball beside grpc-js ${OLDEST}, the oldest the pe
   let dir: string;
   let daemon: ScratchDaemon;
   beforeAll(async () => {
-    dir = await project('oldest', [`@grpc/grpc-js@${OLDEST}`, `grpc-js-too-old@npm:@grpc/grpc-js@${TOO_OLD}`, tarball]);
+    dir = await installs.oldest!;
     // The daemon from this install runs on the application's grpc-js too.
     daemon = await daemonIn(dir);
   }, INSTALL_MS);
@@ -166,8 +189,12 @@ describe(`installed from the tarball beside grpc-js ${OLDEST}, the oldest the pe
     expect(r).toMatchObject({ registered: true, grpcVersion: OLDEST, response: SERVING });
   });
 
+  it("reports a name the daemon has no answer for through that listener's onError", async () => {
+    expect(await dial(dir, daemon, 'default', { target: UNANSWERED })).toMatchObject({ registered: true, callCode: UNAVAILABLE, callDetails: expect.stringContaining(`canon:///${UNANSWERED}`) });
+  });
+
   it(`refuses grpc-js ${TOO_OLD} when it is passed in, naming the supported range`, async () => {
-    const r = await dial(dir, daemon, 'pass', 'grpc-js-too-old');
+    const r = await dial(dir, daemon, 'pass', { grpcSpecifier: 'grpc-js-too-old' });
     expect(r.grpcVersion).toBe(TOO_OLD);
     expect(r).toMatchObject({ registered: false, errorName: 'CanonportError', code: ErrorCodes.GRPC_UNSUPPORTED });
     expect(r.message).toContain(TOO_OLD);
@@ -179,7 +206,7 @@ describe('installed as a directory (npm install ../canonport: a symlink to this 
   let dir: string;
   let daemon: ScratchDaemon;
   beforeAll(async () => {
-    dir = await project('linked', [`@grpc/grpc-js@${SAME_MINOR}`, REPO]);
+    dir = await installs.linked!;
     daemon = await daemonIn(dir);
   }, INSTALL_MS);
 
@@ -207,7 +234,7 @@ describe('installed alone: npm install canonport, then npx canonport', () => {
   let dir: string;
   let daemon: ScratchDaemon;
   beforeAll(async () => {
-    dir = await project('alone', [tarball]);
+    dir = await installs.alone!;
     daemon = await daemonIn(dir, ['npx', '--no-install', 'canonport']);
   }, INSTALL_MS);
 

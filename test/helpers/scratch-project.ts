@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,6 +62,7 @@ export async function scratchProject(name: string, specs: string[]): Promise<str
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: `scratch-${name}`, private: true, type: 'module' }, null, 2));
   const r = await run('npm', ['install', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', ...specs], { cwd: dir, timeoutMs: 240_000 });
   if (r.code !== 0) {
+    rmSync(dir, { recursive: true, force: true });
     throw new Error(
       `npm could not install ${specs.join(' ')} into ${dir} (exit ${r.code}); these tests install canonport as users do and need the npm registry:\n${r.stderr.slice(-4000)}`,
     );
@@ -82,25 +83,38 @@ export interface ScratchDaemon {
   stop(): Promise<void>;
 }
 
+/** True while any process of the group `pgid` lives. */
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * `canonport serve` from a scratch project's install, on loopback with
  * ephemeral ports; resolves at its `ready` log line (which names the bound
- * addresses). `command` is the argv that runs the CLI there.
+ * addresses). `command` is the argv that runs the CLI there. It runs in its
+ * own process group: under `npx` the daemon is a grandchild that npm does not
+ * stop when it is itself signalled, so stop() signals the group it started.
  */
 export async function startInstalledDaemon(project: string, command: string[], readyMs = 30_000): Promise<ScratchDaemon> {
   const proc = spawn(command[0]!, [...command.slice(1), 'serve', '--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0'], {
     cwd: project,
     env: userEnv(),
     stdio: ['ignore', 'ignore', 'pipe'],
+    detached: true,
   });
+  const pgid = proc.pid!;
   let text = '';
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
   const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill('SIGTERM');
-    const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(t);
+    if (!groupAlive(pgid)) return;
+    process.kill(-pgid, 'SIGTERM');
+    for (let waited = 0; groupAlive(pgid) && waited < 10_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+    if (groupAlive(pgid)) process.kill(-pgid, 'SIGKILL');
   };
   const ready = new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no ready log line within ${readyMs} ms:\n${text}`)), readyMs);
