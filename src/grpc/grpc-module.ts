@@ -153,7 +153,7 @@ export function checkSharedGrpc(): void {
   if (!own || !app || own.dir === app.dir) return;
   throw new CanonportError(
     ErrorCodes.GRPC_COPY_MISMATCH,
-    `this program loads @grpc/grpc-js ${app.version} from ${app.dir}, but canonport's own copy is ${own.version} at ${own.dir} ` +
+    `this program resolves @grpc/grpc-js ${app.version} at ${app.dir}, but canonport's own copy is ${own.version} at ${own.dir} ` +
       `(canonport installed by symlink, e.g. npm install ../canonport?): canon: registered there would be unknown to your channels; ${HOW_TO_PASS}`,
     { application: app.dir, canonport: own.dir },
   );
