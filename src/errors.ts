@@ -56,6 +56,12 @@ export const ErrorCodes = {
   // Settings (src/config/settings.ts).
   /** A reload changed a setting that applies only after a restart (listen addresses, workers…); the running value stays. */
   RESTART_NEEDED: 'CP_RESTART_NEEDED',
+
+  // grpc-js interop (registerCanonResolver, createCanonportClient).
+  /** The grpc module given (or canonport's own) is not a @grpc/grpc-js version canonport's resolver supports. */
+  GRPC_UNSUPPORTED: 'CP_GRPC_UNSUPPORTED',
+  /** The application loads another copy of @grpc/grpc-js than canonport's: `canon:` would not reach its channels; pass `{ grpc }`. */
+  GRPC_COPY_MISMATCH: 'CP_GRPC_COPY_MISMATCH',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -27,8 +27,20 @@ export { checkRegistry, type Finding } from './registry/check.js';
 export { startOrder } from './registry/order.js';
 
 // Talking to a daemon, and dialling services by name from grpc-js.
-export { registerCanonResolver, resolveWithoutDaemon, CANON_SCHEME } from './grpc/canon-resolver.js';
-export { createCanonportClient, type CanonportClient } from './grpc/canonport-client.js';
+export { registerCanonResolver, resolveWithoutDaemon, CANON_SCHEME, type CanonResolverOptions } from './grpc/canon-resolver.js';
+export {
+  createCanonportClient,
+  DaemonError,
+  type CanonportClient,
+  type CanonportClientOptions,
+  type WatchStream,
+  type ResolveResult,
+  type ResolveErrorInfo,
+  type DecodeResult,
+  type InventoryResponse,
+  type InventoryListener,
+} from './grpc/canonport-client.js';
+export { SUPPORTED_GRPC_JS_RANGE, type GrpcModule } from './grpc/grpc-module.js';
 export type { Resolution } from './grpc/resolution.js';
 
 // Running a daemon in-process.

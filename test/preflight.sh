@@ -11,6 +11,13 @@ missing=()
 for tool in dig unbound dnsmasq dnsperf ip; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg[$tool]}")
 done
+# The interop tests' Debian packages (protoc, Python's and Go's gRPC): not all are commands.
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf \
+    golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "preflight: installing ${missing[*]} (Debian packages the tests use)" >&2

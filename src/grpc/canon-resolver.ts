@@ -1,12 +1,13 @@
 import { promises as dns } from 'node:dns';
-import * as grpc from '@grpc/grpc-js';
-import { ErrorCodes } from '../errors.js';
+import type * as grpc from '@grpc/grpc-js';
+import { ErrorCodes, GrpcStatus } from '../errors.js';
 import { normaliseName } from '../config/names.js';
 import { LOCALHOST_ZONE } from '../core/service-name.js';
 import { Discovery, type AddressAnswer, type AddressResolver } from '../discovery/discovery.js';
 import { resolutionOf, type Resolution } from './resolution.js';
 import { loadRegistry } from '../registry/load.js';
 import { createCanonportClient, DaemonError, type CanonportClient, type WatchStream } from './canonport-client.js';
+import { checkGrpcModule, checkSharedGrpc, defaultGrpc, type GrpcModule } from './grpc-module.js';
 import { defaultDaemonAddress } from '../config/address.js';
 
 /**
@@ -34,6 +35,13 @@ export interface CanonResolverOptions {
   daemonTimeoutMs?: number | undefined;
   /** After the daemon is lost, try its Watch again this often, ms (default 5000). */
   retryMs?: number | undefined;
+  /**
+   * The application's grpc-js module (`import * as grpc from '@grpc/grpc-js'`):
+   * `canon:` is registered on it, and the resolver's own channel to the daemon
+   * uses it. Default: canonport's import, which is the application's copy
+   * when npm installed canonport normally (grpc-js is a peer dependency).
+   */
+  grpc?: GrpcModule | undefined;
 }
 
 interface Settings {
@@ -41,30 +49,58 @@ interface Settings {
   registryFile: string | undefined;
   daemonTimeoutMs: number;
   retryMs: number;
+  grpc: GrpcModule;
 }
 
 /**
  * Registers the `canon:` scheme with grpc-js. Call once at start-up; a later
  * call replaces the options for channels created after it.
+ *
+ * Throws a CanonportError instead of registering where the registration
+ * would not take effect: CP_GRPC_UNSUPPORTED for a module that is not a
+ * supported grpc-js, CP_GRPC_COPY_MISMATCH when no `grpc` is given and the
+ * application loads another copy of grpc-js than canonport's.
  */
 export function registerCanonResolver(opts: CanonResolverOptions = {}): void {
+  const grpcModule: unknown = opts.grpc ?? defaultGrpc;
+  checkGrpcModule(grpcModule);
+  if (opts.grpc === undefined) checkSharedGrpc();
   const settings: Settings = {
     daemon: opts.daemon ?? defaultDaemonAddress(),
     registryFile: opts.registryFile ?? (process.env.CANONPORT_REGISTRY || undefined),
     daemonTimeoutMs: opts.daemonTimeoutMs ?? 1000,
     retryMs: opts.retryMs ?? 5000,
+    grpc: grpcModule,
   };
-  grpc.experimental.registerResolver(
+  grpcModule.experimental.registerResolver(
     CANON_SCHEME,
     class extends CanonResolver {
-      constructor(target: grpc.experimental.GrpcUri, listener: grpc.experimental.ResolverListener, options: grpc.ChannelOptions) {
+      constructor(target: grpc.experimental.GrpcUri, listener: unknown, options: grpc.ChannelOptions) {
         super(target, listener, options, settings);
       }
     },
   );
 }
 
-type Endpoints = grpc.experimental.StatusOr<grpc.experimental.Endpoint[]>;
+/** What the resolver reports: the shape of grpc-js's StatusOr (1.14), built here so any supported version gets it. */
+type Endpoints = { ok: true; value: grpc.experimental.Endpoint[] } | { ok: false; error: grpc.StatusObject };
+
+/**
+ * The listener grpc-js hands a resolver: a function from 1.14 on, an object
+ * with onSuccessfulResolution/onError in 1.10–1.13. Returns the one call
+ * the resolver makes to report.
+ */
+function reporterFor(listener: unknown): (result: Endpoints) => void {
+  if (typeof listener === 'function') {
+    const report = listener as (endpoints: Endpoints, attributes: object, serviceConfig: null, resolutionNote: string) => unknown;
+    return (result) => report(result, {}, null, '');
+  }
+  const legacy = listener as {
+    onSuccessfulResolution(endpoints: grpc.experimental.Endpoint[], serviceConfig: null, serviceConfigError: null, configSelector: null, attributes: object): void;
+    onError(error: grpc.StatusObject): void;
+  };
+  return (result) => (result.ok ? legacy.onSuccessfulResolution(result.value, null, null, null, {}) : legacy.onError(result.error));
+}
 
 class CanonResolver implements grpc.experimental.Resolver {
   private readonly name: string;
@@ -81,15 +117,17 @@ class CanonResolver implements grpc.experimental.Resolver {
   private destroyed = false;
   private firstAnswerTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private readonly reportTo: (result: Endpoints) => void;
 
   constructor(
     target: grpc.experimental.GrpcUri,
-    private readonly listener: grpc.experimental.ResolverListener,
+    listener: unknown,
     _options: grpc.ChannelOptions,
     private readonly settings: Settings,
   ) {
     this.name = target.path;
     this.daemon = target.authority || settings.daemon;
+    this.reportTo = reporterFor(listener);
   }
 
   /** The name itself, so TLS and :authority see the service's host name. Throws for a malformed name. */
@@ -130,7 +168,7 @@ class CanonResolver implements grpc.experimental.Resolver {
 
   private startWatch(): void {
     const gen = this.generation;
-    this.client ??= createCanonportClient(this.daemon);
+    this.client ??= createCanonportClient(this.daemon, { grpc: this.settings.grpc });
     const stream = this.client.watch(this.name);
     this.stream = stream;
     this.answered = false;
@@ -150,7 +188,7 @@ class CanonResolver implements grpc.experimental.Resolver {
         if (gen !== this.generation) return;
         this.answered = true;
         clearTimeout(this.firstAnswerTimer);
-        this.report(grpc.experimental.statusOrFromValue(endpointsOf(r)));
+        this.report({ ok: true, value: endpointsOf(r) });
       }
     } catch (err) {
       failure = err;
@@ -161,7 +199,7 @@ class CanonResolver implements grpc.experimental.Resolver {
     clearTimeout(this.firstAnswerTimer);
     if (failure instanceof DaemonError && (failure.code === ErrorCodes.BAD_NAME || failure.code === ErrorCodes.NOT_FOUND || failure.code === ErrorCodes.NO_ADDRESS)) {
       // The daemon's answer is final; grpc-js backs off and calls updateResolution to ask again.
-      this.report(errorStatus(this.name, failure.message));
+      this.report(this.errorStatus(failure.message));
       return;
     }
     // Unreachable, broken, shutting down or a stream that just ended: serve from
@@ -181,9 +219,9 @@ class CanonResolver implements grpc.experimental.Resolver {
     let result: Endpoints;
     try {
       const r = await resolveWithoutDaemon(this.name, this.settings.registryFile);
-      result = grpc.experimental.statusOrFromValue(endpointsOf(r));
+      result = { ok: true, value: endpointsOf(r) };
     } catch (err) {
-      result = errorStatus(this.name, `${err instanceof Error ? err.message : String(err)} (daemon at ${this.daemon} not used)`);
+      result = this.errorStatus(`${err instanceof Error ? err.message : String(err)} (daemon at ${this.daemon} not used)`);
     }
     // A daemon answer that arrived meanwhile wins.
     if (gen !== this.generation || this.answered) return;
@@ -193,16 +231,18 @@ class CanonResolver implements grpc.experimental.Resolver {
   private report(result: Endpoints): void {
     this.last = result;
     if (this.destroyed) return;
-    this.listener(result, {}, null, '');
+    this.reportTo(result);
+  }
+
+  /** UNAVAILABLE with the reason; the Metadata comes from the registered grpc-js, the one that will read it. */
+  private errorStatus(details: string): Endpoints {
+    const metadata = new this.settings.grpc.Metadata() as grpc.Metadata;
+    return { ok: false, error: { code: GrpcStatus.UNAVAILABLE, details: `canon:///${this.name}: ${details}`, metadata } };
   }
 }
 
 function endpointsOf(r: Resolution): grpc.experimental.Endpoint[] {
   return r.addresses.map((host) => ({ addresses: [{ host, port: r.port }] }));
-}
-
-function errorStatus(name: string, details: string): Endpoints {
-  return grpc.experimental.statusOrFromError({ code: grpc.status.UNAVAILABLE, details: `canon:///${name}: ${details}`, metadata: new grpc.Metadata() });
 }
 
 /**

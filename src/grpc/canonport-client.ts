@@ -4,7 +4,8 @@ import { CanonportError, ErrorCodes, type ErrorCode } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import type { Resolution } from './resolution.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
-import { canonportService, DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT, ERROR_CODE_METADATA } from './proto.js';
+import { canonportPackageDefinition, DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT, ERROR_CODE_METADATA } from './proto.js';
+import { checkGrpcModule, defaultGrpc, type GrpcModule } from './grpc-module.js';
 
 /**
  * A typed, promise-based client for the daemon's Canonport service. The CLI
@@ -51,6 +52,8 @@ export interface CanonportClientOptions {
   timeoutMs?: number | undefined;
   /** Extra grpc-js channel options. */
   channelOptions?: grpc.ChannelOptions | undefined;
+  /** The grpc-js module to build the channel with (default canonport's import; see registerCanonResolver's `grpc`). */
+  grpc?: GrpcModule | undefined;
 }
 
 export interface CanonportClient {
@@ -116,16 +119,33 @@ interface WireResolution {
 
 type Unary = (req: unknown, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall;
 
+/** The Canonport client constructor built on each grpc-js module in use (usually one). */
+const serviceCtors = new WeakMap<GrpcModule, grpc.ServiceClientConstructor>();
+
+function serviceCtorFor(grpcModule: GrpcModule): grpc.ServiceClientConstructor {
+  let ctor = serviceCtors.get(grpcModule);
+  if (!ctor) {
+    const root = grpcModule.loadPackageDefinition(canonportPackageDefinition()) as { canonport: { v1: { Canonport: grpc.ServiceClientConstructor } } };
+    ctor = root.canonport.v1.Canonport;
+    serviceCtors.set(grpcModule, ctor);
+  }
+  return ctor;
+}
+
 class GrpcCanonportClient implements CanonportClient {
   private readonly client: grpc.Client & Record<string, unknown>;
   private readonly timeoutMs: number;
+  private readonly grpc: GrpcModule;
 
   constructor(
     readonly address: string,
     opts: CanonportClientOptions,
   ) {
-    const Ctor = canonportService();
-    this.client = new Ctor(address, grpc.credentials.createInsecure(), opts.channelOptions) as grpc.Client & Record<string, unknown>;
+    const grpcModule: unknown = opts.grpc ?? defaultGrpc;
+    checkGrpcModule(grpcModule);
+    this.grpc = grpcModule;
+    const Ctor = serviceCtorFor(grpcModule);
+    this.client = new Ctor(address, grpcModule.credentials.createInsecure() as grpc.ChannelCredentials, opts.channelOptions) as grpc.Client & Record<string, unknown>;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   }
 
@@ -185,7 +205,7 @@ class GrpcCanonportClient implements CanonportClient {
   private unary(method: string, req: unknown): Promise<unknown> {
     const fn = this.client[method] as Unary;
     return new Promise((resolve, reject) => {
-      fn.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err, res) => {
+      fn.call(this.client, req, new this.grpc.Metadata() as grpc.Metadata, { deadline: Date.now() + this.timeoutMs }, (err, res) => {
         if (err) reject(toDaemonError(err, this.address));
         else resolve(res);
       });

@@ -1,11 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
-import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import type { DaemonContext } from '../context.js';
-import { CANONPORT_PROTO, CANONPORT_SERVICE_NAME, LOADER_OPTIONS, canonportService } from './proto.js';
+import { CANONPORT_SERVICE_NAME, canonportService } from './proto.js';
+import { addReflection } from './reflection.js';
 import { createCanonportService, type ServiceOptions } from './service.js';
 
 /**
@@ -32,20 +31,6 @@ export type GrpcServerOptions = ServiceOptions;
 
 /** Names the health service answers for: the server as a whole ('') and the Canonport service. */
 const HEALTH_NAMES = ['', CANONPORT_SERVICE_NAME] as const;
-
-let reflectionDefinition: protoLoader.PackageDefinition | undefined;
-
-/**
- * Canonport's and health's descriptors together, so reflection lists both.
- * Loaded with keepCase so tools see field names as the .proto spells them.
- */
-function reflectionPackage(): protoLoader.PackageDefinition {
-  reflectionDefinition ??= {
-    ...protoLoader.loadSync(healthProtoPath, { keepCase: true }),
-    ...protoLoader.loadSync(CANONPORT_PROTO, { ...LOADER_OPTIONS, keepCase: true }),
-  };
-  return reflectionDefinition;
-}
 
 /**
  * Counts every call, health and reflection included, in grpcCalls{service,
@@ -99,7 +84,7 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   };
   ctx.events.on('ready', onReady);
 
-  new ReflectionService(reflectionPackage()).addToServer(server);
+  addReflection(server);
 
   const target = formatHostPort(listen);
   let port: number;
