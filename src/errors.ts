@@ -42,6 +42,16 @@ export const ErrorCodes = {
   DEPENDENCY_CYCLE: 'CP_DEPENDENCY_CYCLE',
   /** A dependsOn entry names no registry service (`order`). */
   UNKNOWN_DEPENDENCY: 'CP_UNKNOWN_DEPENDENCY',
+
+  // --- xDS control plane (src/xds) ---
+  /** An xDS client rejected (NACKed) resources the daemon sent; its error_detail is logged beside. */
+  XDS_NACK: 'CP_XDS_NACK',
+  /** An xDS stream passed a limit (streams, subscriptions per stream); it ends with RESOURCE_EXHAUSTED. */
+  XDS_LIMIT: 'CP_XDS_LIMIT',
+  /** A discovery lookup for an xDS name failed or timed out; the name keeps its last answer. */
+  XDS_LOOKUP_FAILED: 'CP_XDS_LOOKUP_FAILED',
+  /** An xDS stream failed inside the daemon (a bug); it ends with INTERNAL and the client reconnects. */
+  XDS_STREAM_FAILED: 'CP_XDS_STREAM_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -89,6 +99,7 @@ export const GrpcStatus = {
   OK: 0,
   INVALID_ARGUMENT: 3,
   NOT_FOUND: 5,
+  RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   INTERNAL: 13,
   UNAVAILABLE: 14,
@@ -108,6 +119,8 @@ export function errorToGrpcStatus(err: unknown): number {
     case ErrorCodes.UPSTREAM_FAILED:
     case ErrorCodes.UPSTREAM_TIMEOUT:
       return GrpcStatus.UNAVAILABLE;
+    case ErrorCodes.XDS_LIMIT:
+      return GrpcStatus.RESOURCE_EXHAUSTED;
     default:
       return GrpcStatus.INTERNAL;
   }

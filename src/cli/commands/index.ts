@@ -9,6 +9,7 @@ import { registerInventory } from './inventory.js';
 import { registerFleet } from './fleet.js';
 import { registerServe } from './serve.js';
 import { registerResolve } from './resolve.js';
+import { registerXdsBootstrap } from './xds-bootstrap.js';
 
 /** A command module: adds its subcommand to the program. Actions set io.exitCode. */
 export type RegisterCommand = (program: Command, io: CliIO) => void;
@@ -24,4 +25,5 @@ export const commands: RegisterCommand[] = [
   registerResolve,
   registerInventory,
   registerFleet,
+  registerXdsBootstrap,
 ];

@@ -1,0 +1,301 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import type { DiscoveryReader } from '../../src/discovery/model.js';
+import { silentLogger, type Logger } from '../../src/log.js';
+import { Metrics } from '../../src/metrics/metrics.js';
+import { addXdsService, type XdsHandle, type XdsLimits } from '../../src/xds/server.js';
+import { TypeUrl, xdsProtos, type ResourceType } from '../../src/xds/protos.js';
+import type { DiscoveryRequest } from '../../src/xds/stream.js';
+import { runCli } from './serve-process.js';
+
+/**
+ * Real parts for the xDS tests: the control plane on a real grpc.Server on
+ * loopback, backends that answer "who am I" (address:port) so a test sees
+ * which one a call reached, a raw ADS client for protocol edge cases, and
+ * the stock Python client (Debian's python3-grpcio, gRPC's C core) driven
+ * line by line from a long-lived process so one channel lives through a
+ * whole scenario.
+ */
+
+export interface XdsServer {
+  /** `127.0.0.1:PORT`, what goes in the bootstrap. */
+  address: string;
+  handle: XdsHandle;
+  metrics: Metrics;
+  server: grpc.Server;
+  close(): Promise<void>;
+}
+
+export async function startXdsServer(discovery: DiscoveryReader, opts: { limits?: Partial<XdsLimits>; logger?: Logger } = {}): Promise<XdsServer> {
+  const server = new grpc.Server();
+  const metrics = new Metrics({ defaultMetrics: false });
+  const handle = addXdsService(server, { discovery, metrics, logger: opts.logger ?? silentLogger, limits: opts.limits });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return {
+    address: `127.0.0.1:${port}`,
+    handle,
+    metrics,
+    server,
+    async close() {
+      handle.close();
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    },
+  };
+}
+
+/** The one method every backend serves: replies with its own address:port. */
+export const WHOAMI_PATH = '/canonport.test.Echo/WhoAmI';
+const identity = (b: Buffer) => b;
+const ECHO_SERVICE: grpc.ServiceDefinition = {
+  WhoAmI: {
+    path: WHOAMI_PATH,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+    originalName: 'whoAmI',
+  },
+};
+
+export interface Backend {
+  /** `ADDRESS:PORT`, also what it answers. */
+  id: string;
+  /** Stops at once: open connections are closed, so clients see the backend gone. */
+  stop(): void;
+}
+
+export async function startBackend(address: string, port: number): Promise<Backend> {
+  const server = new grpc.Server();
+  const id = `${address}:${port}`;
+  server.addService(ECHO_SERVICE, {
+    WhoAmI: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, Buffer.from(id)),
+  });
+  await new Promise<void>((resolve, reject) =>
+    server.bindAsync(id, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  );
+  return { id, stop: () => server.forceShutdown() };
+}
+
+/** One WhoAmI call over `client`: the backend's id, or the error's status code and details. */
+export function whoAmI(client: grpc.Client, timeoutMs = 2000): Promise<{ id?: string; error?: string }> {
+  return new Promise((resolve) => {
+    client.makeUnaryRequest(WHOAMI_PATH, identity, identity, Buffer.alloc(0), { deadline: Date.now() + timeoutMs }, (err, res) => {
+      if (err) resolve({ error: `${grpc.status[err.code] ?? err.code}: ${err.details}` });
+      else resolve({ id: res!.toString() });
+    });
+  });
+}
+
+/** Counts of answering backends (and errors) over `n` calls. */
+export type Tally = Record<string, number>;
+
+/**
+ * Calls until `done(tally of the last round)` holds or `withinMs` passes;
+ * returns the last round. Rounds are `round` calls each.
+ */
+export async function pollUntil(call: (n: number) => Promise<Tally>, done: (t: Tally) => boolean, withinMs: number, round = 10): Promise<{ tally: Tally; ok: boolean; elapsedMs: number }> {
+  const start = Date.now();
+  let tally: Tally = {};
+  for (;;) {
+    tally = await call(round);
+    if (done(tally)) return { tally, ok: true, elapsedMs: Date.now() - start };
+    if (Date.now() - start > withinMs) return { tally, ok: false, elapsedMs: Date.now() - start };
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Writes the bootstrap printed by `canonport xds-bootstrap --server ADDR` to a temporary file; returns its path. */
+export async function bootstrapFile(server: string): Promise<string> {
+  const r = await runCli(['xds-bootstrap', '--server', server, '--node-id', 'canonport-test']);
+  if (r.code !== 0) throw new Error(`canonport xds-bootstrap failed (${r.code}): ${r.stderr}`);
+  JSON.parse(r.stdout);
+  const path = join(mkdtempSync(join(tmpdir(), 'canonport-xds-')), 'bootstrap.json');
+  writeFileSync(path, r.stdout);
+  return path;
+}
+
+// --- the raw ADS client ---
+
+export interface DecodedResponse {
+  version_info: string;
+  nonce: string;
+  type_url: string;
+  /** Resource names in order. */
+  names: string[];
+  /** The resources, decoded as plain objects (snake_case). */
+  resources: Array<Record<string, unknown>>;
+}
+
+const MESSAGE_OF: Record<string, string> = Object.fromEntries(Object.entries(TypeUrl).map(([, url]) => [url, url.slice(url.indexOf('/') + 1)]));
+
+export function decodeResource(typeUrl: string, value: Buffer): Record<string, unknown> {
+  return xdsProtos().decode(MESSAGE_OF[typeUrl]!, value);
+}
+
+function resourceName(typeUrl: string, r: Record<string, unknown>): string {
+  return String(typeUrl === TypeUrl.endpoint ? r.cluster_name : r.name);
+}
+
+/**
+ * A bare ADS stream, as a protocol test needs it: every request written by
+ * hand, every response kept in arrival order.
+ */
+export class RawAds {
+  private readonly call: grpc.ClientDuplexStream<DiscoveryRequest, Record<string, unknown>>;
+  private readonly queue: DecodedResponse[] = [];
+  private waiter: (() => void) | undefined;
+  readonly client: grpc.Client;
+  /** The stream's final status, once it ended. */
+  status: grpc.StatusObject | undefined;
+  readonly ended: Promise<grpc.StatusObject>;
+
+  constructor(address: string) {
+    const Ctor = grpc.makeClientConstructor(xdsProtos().ads, 'AggregatedDiscoveryService');
+    this.client = new Ctor(address, grpc.credentials.createInsecure());
+    this.call = (this.client as unknown as { StreamAggregatedResources(): grpc.ClientDuplexStream<DiscoveryRequest, Record<string, unknown>> }).StreamAggregatedResources();
+    this.call.on('data', (m: Record<string, unknown>) => {
+      const typeUrl = String(m.type_url);
+      const resources = (m.resources as Array<{ type_url: string; value: Buffer }>).map((a) => decodeResource(a.type_url, a.value));
+      this.queue.push({ version_info: String(m.version_info), nonce: String(m.nonce), type_url: typeUrl, names: resources.map((r) => resourceName(typeUrl, r)), resources });
+      this.waiter?.();
+    });
+    this.call.on('error', () => {});
+    this.ended = new Promise((resolve) =>
+      this.call.on('status', (s: grpc.StatusObject) => {
+        this.status = s;
+        this.waiter?.();
+        resolve(s);
+      }),
+    );
+  }
+
+  send(type: ResourceType | string, names: string[], opts: { nonce?: string; version?: string; error?: string; node?: boolean } = {}): void {
+    this.call.write({
+      type_url: type in TypeUrl ? TypeUrl[type as ResourceType] : type,
+      resource_names: names,
+      response_nonce: opts.nonce ?? '',
+      version_info: opts.version ?? '',
+      node: opts.node === false ? null : { id: 'raw-ads-test', user_agent_name: 'raw-ads' },
+      error_detail: opts.error ? { code: 3, message: opts.error } : null,
+    });
+  }
+
+  /** ACKs (or, with `error`, NACKs) a response, keeping `names` subscribed. */
+  ack(r: DecodedResponse, names: string[], error?: string): void {
+    this.send(r.type_url, names, { nonce: r.nonce, version: error ? '' : r.version_info, error });
+  }
+
+  /** The next response; fails after `ms` (a wide bound: the server answers in microseconds). */
+  async next(ms = 5000): Promise<DecodedResponse> {
+    const deadline = Date.now() + ms;
+    while (this.queue.length === 0) {
+      if (this.status) throw new Error(`ADS stream ended: ${grpc.status[this.status.code]} ${this.status.details}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no ADS response within ${ms} ms`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiter = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.waiter = undefined;
+    }
+    return this.queue.shift()!;
+  }
+
+  /** Responses received and not yet taken. */
+  pending(): number {
+    return this.queue.length;
+  }
+
+  close(): void {
+    this.call.end();
+    this.client.close();
+  }
+
+  cancel(): void {
+    this.call.cancel();
+    this.client.close();
+  }
+}
+
+// --- the stock Python client (gRPC's C core) ---
+
+const PYTHON = '/usr/bin/python3';
+const PY_CLIENT = fileURLToPath(new URL('./xds-client.py', import.meta.url));
+
+/** Fails with the Debian package's name when Debian's grpcio is not there for /usr/bin/python3. */
+export function requirePythonGrpc(): void {
+  try {
+    execFileSync(PYTHON, ['-c', 'import grpc'], { stdio: 'pipe' });
+  } catch {
+    throw new Error(`${PYTHON} cannot import grpc: apt-get install -y python3-grpcio (.ci/run installs it)`);
+  }
+}
+
+/**
+ * A Python process holding one channel to `xds:///TARGET` (through the
+ * bootstrap at GRPC_XDS_BOOTSTRAP); `calls(n)` makes n WhoAmI calls on it
+ * and tallies who answered.
+ */
+export class PythonXdsClient {
+  private readonly proc: ChildProcess;
+  private readonly lines: string[] = [];
+  private waiter: (() => void) | undefined;
+  private exited = false;
+  readonly stderr: string[] = [];
+
+  constructor(target: string, bootstrapPath: string, env: Record<string, string> = {}) {
+    this.proc = spawn(PYTHON, [PY_CLIENT, target], { env: { ...process.env, GRPC_XDS_BOOTSTRAP: bootstrapPath, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    createInterface({ input: this.proc.stdout! }).on('line', (l) => {
+      this.lines.push(l);
+      this.waiter?.();
+    });
+    createInterface({ input: this.proc.stderr! }).on('line', (l) => {
+      if (this.stderr.length < 2000) this.stderr.push(l);
+    });
+    this.proc.on('exit', () => {
+      this.exited = true;
+      this.waiter?.();
+    });
+  }
+
+  private async reply(ms: number): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + ms;
+    while (this.lines.length === 0) {
+      if (this.exited) throw new Error(`python client exited: ${this.stderr.slice(-10).join('\n')}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`python client silent for ${ms} ms: ${this.stderr.slice(-10).join('\n')}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiter = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.waiter = undefined;
+    }
+    return JSON.parse(this.lines.shift()!) as Record<string, unknown>;
+  }
+
+  /** n WhoAmI calls, each with `timeoutMs`; the tally of backend ids and error codes. */
+  async calls(n: number, timeoutMs = 2000): Promise<Tally> {
+    this.proc.stdin!.write(`${JSON.stringify({ n, timeout: timeoutMs / 1000 })}\n`);
+    const r = await this.reply(n * timeoutMs + 10_000);
+    return r.tally as Tally;
+  }
+
+  close(): void {
+    if (!this.exited) this.proc.kill('SIGTERM');
+  }
+}
