@@ -12,7 +12,7 @@ export interface XdsBootstrap {
     channel_creds: Array<{ type: 'insecure' }>;
     server_features: string[];
   }>;
-  node: { id: string; cluster: string };
+  node: { id: string; cluster: string; locality: Record<string, never> };
 }
 
 export function xdsBootstrap(opts: { server: string; nodeId?: string | undefined }): XdsBootstrap {
@@ -21,6 +21,8 @@ export function xdsBootstrap(opts: { server: string; nodeId?: string | undefined
     node: {
       id: opts.nodeId ?? `canonport~${hostname()}`,
       cluster: 'canonport',
+      // grpc-js-xds 1.14 rejects a node without a locality ("locality field missing").
+      locality: {},
     },
   };
 }
