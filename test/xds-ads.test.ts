@@ -517,3 +517,42 @@ describe('streams', () => {
     expect((await good.next()).names).toEqual([API]);
   });
 });
+
+describe('answers the discovery does not announce', () => {
+  it('looks an upstream (A/AAAA) answer up again at its TTL and pushes what changed', async () => {
+    await xds.close();
+    await start({ refreshFloorMs: 50 });
+    discovery.set(API, 12082, ['10.0.0.5'], { source: 'upstream', ttl: 0 });
+    const s = ads();
+    s.send('endpoint', [API]);
+    s.ack(await s.next(), [API]);
+    discovery.setQuietly(API, 12082, ['10.0.0.6'], { source: 'upstream', ttl: 0 });
+    const eds = await s.next();
+    expect(endpointsOf(eds.resources[0]!)).toEqual(['10.0.0.6:12082']);
+  });
+
+  it('does not poll answers the discovery announces itself (registry, observed)', async () => {
+    await xds.close();
+    await start({ refreshFloorMs: 10, retryMs: 10 });
+    discovery.set(API, 12082, ['10.0.0.5'], { ttl: 0 });
+    const s = ads();
+    s.send('endpoint', [API]);
+    s.ack(await s.next(), [API]);
+    await looked(API, 1);
+    // Twenty refresh periods later, still the one lookup.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(discovery.lookups.get(API)).toBe(1);
+  });
+
+  it('tries a failed lookup again after retryMs', async () => {
+    await xds.close();
+    await start({ retryMs: 50 });
+    discovery.fail(API);
+    const s = ads();
+    s.send('endpoint', [API]);
+    await looked(API, 1);
+    discovery.setQuietly(API, 12082, ['10.0.0.7']);
+    const eds = await s.next();
+    expect(endpointsOf(eds.resources[0]!)).toEqual(['10.0.0.7:12082']);
+  });
+});

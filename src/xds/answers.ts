@@ -36,10 +36,11 @@ export interface AnswerCacheOptions {
   lookupConcurrency: number;
   /** How soon a failed lookup is tried again. */
   retryMs: number;
+  /** Floor of the re-lookup period of answers from the upstream resolvers, whatever their TTL says. */
+  refreshFloorMs: number;
 }
 
-/** Bounds of the re-lookup period for answers from the upstream resolvers, whatever their TTL. */
-const MIN_REFRESH_MS = 5_000;
+/** Ceiling of the re-lookup period of upstream answers: a long TTL still gets looked at. */
 const MAX_REFRESH_MS = 300_000;
 
 interface Entry {
@@ -212,7 +213,7 @@ export class AnswerCache {
       next = { kind: 'present', endpoints: canonicalEndpoints(result.instances.endpoints) };
       // Upstream A/AAAA answers change without the discovery hearing of it: look again at their TTL.
       if (result.instances.endpoints.some((e) => e.source === 'upstream')) {
-        refreshMs = Math.min(MAX_REFRESH_MS, Math.max(MIN_REFRESH_MS, result.instances.ttl * 1000));
+        refreshMs = Math.min(MAX_REFRESH_MS, Math.max(this.opts.refreshFloorMs, result.instances.ttl * 1000));
       }
     }
     if (refreshMs !== undefined) {

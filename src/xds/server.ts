@@ -27,6 +27,8 @@ export interface XdsLimits {
   lookupConcurrency: number;
   /** How soon a failed lookup is tried again. */
   retryMs: number;
+  /** Floor of the re-lookup period of answers from the upstream resolvers (A/AAAA), whatever their TTL. */
+  refreshFloorMs: number;
 }
 
 export const DEFAULT_XDS_LIMITS: XdsLimits = {
@@ -35,6 +37,7 @@ export const DEFAULT_XDS_LIMITS: XdsLimits = {
   lookupTimeoutMs: 10_000,
   lookupConcurrency: 64,
   retryMs: 5_000,
+  refreshFloorMs: 5_000,
 };
 
 export interface XdsServiceOptions {
@@ -69,6 +72,7 @@ export function addXdsService(server: grpc.Server, opts: XdsServiceOptions): Xds
     lookupTimeoutMs: limits.lookupTimeoutMs,
     lookupConcurrency: limits.lookupConcurrency,
     retryMs: limits.retryMs,
+    refreshFloorMs: limits.refreshFloorMs,
   });
   const streams = new Set<AdsStream>();
   let nextId = 1;

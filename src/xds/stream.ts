@@ -168,7 +168,7 @@ export class AdsStream implements AnswerSubscriber {
     if (this.ended) return;
     if (req.node?.id && this.nodeId === undefined) {
       this.nodeId = req.node.id.slice(0, 200);
-      this.log.info(
+      this.log.debug(
         { node: this.nodeId, agent: `${req.node.user_agent_name ?? ''} ${req.node.user_agent_version ?? ''}`.trim().slice(0, 100) },
         'xDS client connected',
       );

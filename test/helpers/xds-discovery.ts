@@ -1,5 +1,5 @@
 import { ErrorCodes } from '../../src/errors.js';
-import type { DiscoveryReader, Endpoint, Lookup } from '../../src/discovery/model.js';
+import type { DiscoveryReader, Endpoint, EndpointSource, Lookup } from '../../src/discovery/model.js';
 
 /**
  * A real, in-memory DiscoveryReader: a table of name → port + addresses
@@ -13,15 +13,23 @@ import type { DiscoveryReader, Endpoint, Lookup } from '../../src/discovery/mode
  * is `unavailable`.
  */
 export class MemoryDiscovery implements DiscoveryReader {
-  private readonly table = new Map<string, { port: number; addresses: string[] } | 'failing'>();
+  private readonly table = new Map<string, Row | 'failing'>();
   private readonly listeners = new Set<() => void>();
   /** Lookups answered so far, by name: tests check that many streams share one lookup. */
   readonly lookups = new Map<string, number>();
 
   /** Sets where `name` runs and tells the listeners. */
-  set(name: string, port: number, addresses: string[]): void {
-    this.table.set(norm(name), { port, addresses: [...addresses] });
+  set(name: string, port: number, addresses: string[], opts: RowOptions = {}): void {
+    this.table.set(norm(name), { port, addresses: [...addresses], ...opts });
     this.changed();
+  }
+
+  /**
+   * Sets where `name` runs without telling anyone: what happens when the
+   * upstream resolvers' A records change, which the core does not watch.
+   */
+  setQuietly(name: string, port: number, addresses: string[], opts: RowOptions = {}): void {
+    this.table.set(norm(name), { port, addresses: [...addresses], ...opts });
   }
 
   /** Several names at once, one onChange (a reload touching many names). */
@@ -57,9 +65,9 @@ export class MemoryDiscovery implements DiscoveryReader {
     if (row === undefined) return { ok: false, failure: 'no-such-name', code: ErrorCodes.NOT_FOUND, message: `${key} is not a service here` };
     const service = key.replace(/^_/, '').split('.')[0]!;
     if (row === 'failing') return { ok: false, failure: 'unavailable', code: ErrorCodes.UPSTREAM_FAILED, message: 'test: source failing' };
-    const description = { name: key, zone: key.split('.').slice(1).join('.'), service, port: row.port, scheme: 'base32', prefix: '', host: key, ttl: 30, collidesWith: [] };
+    const description = { name: key, zone: key.split('.').slice(1).join('.'), service, port: row.port, scheme: 'base32', prefix: '', host: key, ttl: row.ttl ?? 30, collidesWith: [] };
     if (row.addresses.length === 0) return { ok: false, failure: 'no-address', code: ErrorCodes.NO_ADDRESS, message: `${key} has no address`, description };
-    const endpoints: Endpoint[] = row.addresses.map((address) => ({ address, port: row.port, source: 'registry' }));
+    const endpoints: Endpoint[] = row.addresses.map((address) => ({ address, port: row.port, source: row.source ?? 'registry' }));
     return { ok: true, instances: { ...description, endpoints } };
   }
 
@@ -67,6 +75,18 @@ export class MemoryDiscovery implements DiscoveryReader {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
+}
+
+interface RowOptions {
+  /** Where the addresses came from (default registry). */
+  source?: EndpointSource;
+  /** Seconds the answer may be cached (default 30). */
+  ttl?: number;
+}
+
+interface Row extends RowOptions {
+  port: number;
+  addresses: string[];
 }
 
 function norm(name: string): string {
