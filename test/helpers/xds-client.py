@@ -2,12 +2,17 @@
 its xDS resolver) holding one channel to xds:///TARGET for the xDS tests.
 
 Usage: xds-client.py TARGET, with GRPC_XDS_BOOTSTRAP set. Reads one JSON
-request per stdin line, {"n": calls, "timeout": seconds}, makes that many
-WhoAmI calls on the same channel and prints one JSON line: {"tally":
-{backend id or error code: count}}. Exits when stdin closes.
+request per stdin line and prints one JSON line per request, all on the
+same channel:
+  {"n": calls, "timeout": seconds} -> {"tally": {backend id or error: count}}
+  {"until": id, "timeout": seconds, "limit": seconds}
+      -> {"calls": n, "ok": bool}: calls back to back until one is
+         answered by backend `id` (the bench's push latency probe)
+Exits when stdin closes.
 """
 import json
 import sys
+import time
 
 import grpc
 
@@ -21,6 +26,19 @@ def main():
     who_am_i = channel.unary_unary(WHOAMI)
     for line in sys.stdin:
         req = json.loads(line)
+        if "until" in req:
+            deadline = time.monotonic() + float(req["limit"])
+            calls, ok = 0, False
+            while time.monotonic() < deadline:
+                calls += 1
+                try:
+                    if who_am_i(b"", timeout=float(req["timeout"])).decode() == req["until"]:
+                        ok = True
+                        break
+                except grpc.RpcError:
+                    pass
+            print(json.dumps({"calls": calls, "ok": ok}), flush=True)
+            continue
         tally = {}
         for _ in range(int(req["n"])):
             try:

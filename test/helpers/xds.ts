@@ -1,9 +1,6 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import type { DiscoveryReader } from '../../src/discovery/model.js';
 import { silentLogger, type Logger } from '../../src/log.js';
@@ -13,13 +10,14 @@ import { TypeUrl, xdsProtos, type ResourceType } from '../../src/xds/protos.js';
 import type { DiscoveryRequest } from '../../src/xds/stream.js';
 import { runCli } from './serve-process.js';
 
+export * from './xds-backend.js';
+export * from './xds-python.js';
+
 /**
  * Real parts for the xDS tests: the control plane on a real grpc.Server on
- * loopback, backends that answer "who am I" (address:port) so a test sees
- * which one a call reached, a raw ADS client for protocol edge cases, and
- * the stock Python client (Debian's python3-grpcio, gRPC's C core) driven
- * line by line from a long-lived process so one channel lives through a
- * whole scenario.
+ * loopback and a raw ADS client for protocol edge cases; backends that
+ * answer "who am I" (xds-backend.ts) and the stock Python client
+ * (xds-python.ts) are re-exported.
  */
 
 export interface XdsServer {
@@ -48,69 +46,6 @@ export async function startXdsServer(discovery: DiscoveryReader, opts: { limits?
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
     },
   };
-}
-
-/** The one method every backend serves: replies with its own address:port. */
-export const WHOAMI_PATH = '/canonport.test.Echo/WhoAmI';
-const identity = (b: Buffer) => b;
-const ECHO_SERVICE: grpc.ServiceDefinition = {
-  WhoAmI: {
-    path: WHOAMI_PATH,
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: identity,
-    requestDeserialize: identity,
-    responseSerialize: identity,
-    responseDeserialize: identity,
-    originalName: 'whoAmI',
-  },
-};
-
-export interface Backend {
-  /** `ADDRESS:PORT`, also what it answers. */
-  id: string;
-  /** Stops at once: open connections are closed, so clients see the backend gone. */
-  stop(): void;
-}
-
-export async function startBackend(address: string, port: number): Promise<Backend> {
-  const server = new grpc.Server();
-  const id = `${address}:${port}`;
-  server.addService(ECHO_SERVICE, {
-    WhoAmI: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, Buffer.from(id)),
-  });
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(id, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-  );
-  return { id, stop: () => server.forceShutdown() };
-}
-
-/** One WhoAmI call over `client`: the backend's id, or the error's status code and details. */
-export function whoAmI(client: grpc.Client, timeoutMs = 2000): Promise<{ id?: string; error?: string }> {
-  return new Promise((resolve) => {
-    client.makeUnaryRequest(WHOAMI_PATH, identity, identity, Buffer.alloc(0), { deadline: Date.now() + timeoutMs }, (err, res) => {
-      if (err) resolve({ error: `${grpc.status[err.code] ?? err.code}: ${err.details}` });
-      else resolve({ id: res!.toString() });
-    });
-  });
-}
-
-/** Counts of answering backends (and errors) over `n` calls. */
-export type Tally = Record<string, number>;
-
-/**
- * Calls until `done(tally of the last round)` holds or `withinMs` passes;
- * returns the last round. Rounds are `round` calls each.
- */
-export async function pollUntil(call: (n: number) => Promise<Tally>, done: (t: Tally) => boolean, withinMs: number, round = 10): Promise<{ tally: Tally; ok: boolean; elapsedMs: number }> {
-  const start = Date.now();
-  let tally: Tally = {};
-  for (;;) {
-    tally = await call(round);
-    if (done(tally)) return { tally, ok: true, elapsedMs: Date.now() - start };
-    if (Date.now() - start > withinMs) return { tally, ok: false, elapsedMs: Date.now() - start };
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** Writes the bootstrap printed by `canonport xds-bootstrap --server ADDR` to a temporary file; returns its path. */
@@ -229,73 +164,3 @@ export class RawAds {
   }
 }
 
-// --- the stock Python client (gRPC's C core) ---
-
-const PYTHON = '/usr/bin/python3';
-const PY_CLIENT = fileURLToPath(new URL('./xds-client.py', import.meta.url));
-
-/** Fails with the Debian package's name when Debian's grpcio is not there for /usr/bin/python3. */
-export function requirePythonGrpc(): void {
-  try {
-    execFileSync(PYTHON, ['-c', 'import grpc'], { stdio: 'pipe' });
-  } catch {
-    throw new Error(`${PYTHON} cannot import grpc: apt-get install -y python3-grpcio (.ci/run installs it)`);
-  }
-}
-
-/**
- * A Python process holding one channel to `xds:///TARGET` (through the
- * bootstrap at GRPC_XDS_BOOTSTRAP); `calls(n)` makes n WhoAmI calls on it
- * and tallies who answered.
- */
-export class PythonXdsClient {
-  private readonly proc: ChildProcess;
-  private readonly lines: string[] = [];
-  private waiter: (() => void) | undefined;
-  private exited = false;
-  readonly stderr: string[] = [];
-
-  constructor(target: string, bootstrapPath: string, env: Record<string, string> = {}) {
-    this.proc = spawn(PYTHON, [PY_CLIENT, target], { env: { ...process.env, GRPC_XDS_BOOTSTRAP: bootstrapPath, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    createInterface({ input: this.proc.stdout! }).on('line', (l) => {
-      this.lines.push(l);
-      this.waiter?.();
-    });
-    createInterface({ input: this.proc.stderr! }).on('line', (l) => {
-      if (this.stderr.length < 2000) this.stderr.push(l);
-    });
-    this.proc.on('exit', () => {
-      this.exited = true;
-      this.waiter?.();
-    });
-  }
-
-  private async reply(ms: number): Promise<Record<string, unknown>> {
-    const deadline = Date.now() + ms;
-    while (this.lines.length === 0) {
-      if (this.exited) throw new Error(`python client exited: ${this.stderr.slice(-10).join('\n')}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`python client silent for ${ms} ms: ${this.stderr.slice(-10).join('\n')}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiter = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.waiter = undefined;
-    }
-    return JSON.parse(this.lines.shift()!) as Record<string, unknown>;
-  }
-
-  /** n WhoAmI calls, each with `timeoutMs`; the tally of backend ids and error codes. */
-  async calls(n: number, timeoutMs = 2000): Promise<Tally> {
-    this.proc.stdin!.write(`${JSON.stringify({ n, timeout: timeoutMs / 1000 })}\n`);
-    const r = await this.reply(n * timeoutMs + 10_000);
-    return r.tally as Tally;
-  }
-
-  close(): void {
-    if (!this.exited) this.proc.kill('SIGTERM');
-  }
-}
