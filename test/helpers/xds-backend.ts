@@ -29,16 +29,18 @@ export interface Backend {
   stop(): void;
 }
 
-export async function startBackend(address: string, port: number): Promise<Backend> {
+/** A backend on `address:port` (port 0: any free one; `port` tells which). */
+export async function startBackend(address: string, port: number): Promise<Backend & { port: number }> {
   const server = new grpc.Server();
-  const id = `${address}:${port}`;
+  let id = '';
   server.addService(ECHO_SERVICE, {
     WhoAmI: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, Buffer.from(id)),
   });
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(id, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+  const bound = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${address}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
-  return { id, stop: () => server.forceShutdown() };
+  id = `${address}:${bound}`;
+  return { id, port: bound, stop: () => server.forceShutdown() };
 }
 
 /** One WhoAmI call over `client`: the backend's id, or the error's status code and details. */
