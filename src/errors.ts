@@ -50,8 +50,12 @@ export const ErrorCodes = {
   XDS_LIMIT: 'CP_XDS_LIMIT',
   /** A discovery lookup for an xDS name failed or timed out; the name keeps its last answer. */
   XDS_LOOKUP_FAILED: 'CP_XDS_LOOKUP_FAILED',
-  /** An xDS stream failed inside the daemon (a bug); it ends with INTERNAL and the client reconnects. */
-  XDS_STREAM_FAILED: 'CP_XDS_STREAM_FAILED',
+  /**
+   * A bug inside the xDS control plane: a stream that hit it ends with
+   * INTERNAL (the client reconnects); an answer update that hit it leaves
+   * the name's last answer in place.
+   */
+  XDS_INTERNAL: 'CP_XDS_INTERNAL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -556,3 +556,42 @@ describe('answers the discovery does not announce', () => {
     expect(endpointsOf(eds.resources[0]!)).toEqual(['10.0.0.7:12082']);
   });
 });
+
+describe('a discovery that misbehaves', () => {
+  /** MemoryDiscovery, but `api` rejects (or hangs) the way a broken core would. */
+  async function startWith(lookup: (name: string) => Promise<never> | undefined, limits = {}): Promise<void> {
+    await xds.close();
+    await start(limits);
+    const real = discovery.lookup.bind(discovery);
+    discovery.lookup = (name: string) => lookup(name) ?? real(name);
+  }
+
+  it('treats a lookup rejected with CP_BAD_NAME as an absent name', async () => {
+    const { CanonportError, ErrorCodes } = await import('../src/errors.js');
+    await startWith((name) => (name === API ? Promise.reject(new CanonportError(ErrorCodes.BAD_NAME, 'bad')) : undefined));
+    discovery.set(`db.${ZONE}`, 14688, ['10.0.0.6']);
+    const s = ads();
+    s.send('listener', [API, `db.${ZONE}`]);
+    expect((await s.next()).names).toEqual([`db.${ZONE}`]);
+    expect(logs.some((l) => l.code === 'CP_XDS_LOOKUP_FAILED')).toBe(false);
+  });
+
+  it('logs CP_XDS_LOOKUP_FAILED for any other rejection, and goes on serving the other names', async () => {
+    await startWith((name) => (name === API ? Promise.reject(new Error('core exploded')) : undefined), { retryMs: 60_000 });
+    discovery.set(`db.${ZONE}`, 14688, ['10.0.0.6']);
+    const s = ads();
+    s.send('listener', [API, `db.${ZONE}`]);
+    expect((await s.next()).names).toEqual([`db.${ZONE}`]);
+    expect(logs.find((l) => l.code === 'CP_XDS_LOOKUP_FAILED')).toMatchObject({ name: API, level: 40 });
+  });
+
+  it('gives up on a lookup that never settles after lookupTimeoutMs', async () => {
+    await startWith((name) => (name === API ? new Promise<never>(() => {}) : undefined), { lookupTimeoutMs: 100, retryMs: 60_000 });
+    discovery.set(`db.${ZONE}`, 14688, ['10.0.0.6']);
+    const s = ads();
+    s.send('listener', [API, `db.${ZONE}`]);
+    // The Listener answer waits for every name (leaving one out would read as "deleted"), then goes without it.
+    expect((await s.next()).names).toEqual([`db.${ZONE}`]);
+    expect(logs.find((l) => l.code === 'CP_XDS_LOOKUP_FAILED')).toMatchObject({ name: API, timeoutMs: 100 });
+  });
+});

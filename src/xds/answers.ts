@@ -155,10 +155,12 @@ export class AnswerCache {
       entry.queued = false;
       if (this.entries.get(entry.key) !== entry) continue;
       this.active++;
-      void this.lookup(entry).finally(() => {
-        this.active--;
-        this.pump();
-      });
+      this.lookup(entry)
+        .catch((err: unknown) => this.opts.logger.error({ code: ErrorCodes.XDS_INTERNAL, name: entry.key, err }, 'xDS answer update failed; the name keeps its last answer'))
+        .finally(() => {
+          this.active--;
+          this.pump();
+        });
     }
   }
 

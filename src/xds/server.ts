@@ -32,8 +32,9 @@ export interface XdsLimits {
 }
 
 export const DEFAULT_XDS_LIMITS: XdsLimits = {
-  maxStreams: 10_000,
-  maxSubscriptionsPerStream: 10_000,
+  maxStreams: 4096,
+  // A Listener is ~200–600 bytes: 4096 of them stay under gRPC clients' default 4 MiB message limit.
+  maxSubscriptionsPerStream: 4096,
   lookupTimeoutMs: 10_000,
   lookupConcurrency: 64,
   retryMs: 5_000,

@@ -159,8 +159,8 @@ export class AdsStream implements AnswerSubscriber {
     try {
       fn();
     } catch (err) {
-      this.log.error({ code: ErrorCodes.XDS_STREAM_FAILED, err }, 'xDS stream failed');
-      this.end('error', errorStatus(ErrorCodes.XDS_STREAM_FAILED, 'canonport: internal error in the xDS stream'));
+      this.log.error({ code: ErrorCodes.XDS_INTERNAL, err }, 'xDS stream failed');
+      this.end('error', errorStatus(ErrorCodes.XDS_INTERNAL, 'canonport: internal error in the xDS stream'));
     }
   }
 
