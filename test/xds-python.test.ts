@@ -69,9 +69,11 @@ describe('Python (grpcio, C core) through canonport xDS', () => {
     // A second host runs api at the same port: calls spread over both (round robin).
     const c = await backend('127.0.0.3', p2);
     discovery.set(NAME, p2, ['127.0.0.2', '127.0.0.3']);
-    const spread = await pollUntil((n) => py.calls(n), (t) => (t[b.id] ?? 0) > 0 && (t[c.id] ?? 0) > 0 && t[b.id]! + t[c.id]! === 20, 10_000, 20);
+    // Once both connections are up, round robin alternates: a round of 20 splits evenly.
+    const spread = await pollUntil((n) => py.calls(n), (t) => (t[b.id] ?? 0) + (t[c.id] ?? 0) === 20 && Math.abs((t[b.id] ?? 0) - (t[c.id] ?? 0)) <= 2, 10_000, 20);
     expect(spread.ok, JSON.stringify(spread.tally)).toBe(true);
-    expect(Math.abs(spread.tally[b.id]! - spread.tally[c.id]!)).toBeLessThanOrEqual(2);
+    expect(spread.tally[b.id]).toBeGreaterThanOrEqual(9);
+    expect(spread.tally[c.id]).toBeGreaterThanOrEqual(9);
 
     // One host stops (the discovery has not noticed): calls go to the other.
     c.stop();
