@@ -199,7 +199,7 @@ async function main(): Promise<number> {
   if (!(await nodeUntil(a.id))) throw new Error('the Node client never reached the first backend');
   const nodeLat = await latency(cp, [a, b], opts.trials, nodeUntil);
   node.close();
-  result.pushLatencyNode = { ...summary(nodeLat.ms), failed: nodeLat.failed };
+  result.pushLatencyNode = { ...summary(nodeLat.ms), failed: nodeLat.failed, samplesMs: nodeLat.ms.map((x) => Math.round(x * 10) / 10) };
 
   // --- push latency, Python ---
   let python: PythonXdsClient | undefined;
@@ -211,7 +211,7 @@ async function main(): Promise<number> {
     if (!(await python.until(a.id, 20_000)).ok) throw new Error(`the Python client never reached the first backend: ${python.stderr.slice(-5).join('\n')}`);
     const py = python;
     const pyLat = await latency(cp, [a, b], opts.trials, async (id) => (await py.until(id, 5000)).ok);
-    result.pushLatencyPython = { ...summary(pyLat.ms), failed: pyLat.failed };
+    result.pushLatencyPython = { ...summary(pyLat.ms), failed: pyLat.failed, samplesMs: pyLat.ms.map((x) => Math.round(x * 10) / 10) };
   } catch (err) {
     result.pushLatencyPython = { error: (err as Error).message };
     progress(`Python skipped: ${(err as Error).message}`);
