@@ -62,6 +62,20 @@ export const ErrorCodes = {
   GRPC_UNSUPPORTED: 'CP_GRPC_UNSUPPORTED',
   /** The application loads another copy of @grpc/grpc-js than canonport's: `canon:` would not reach its channels; pass `{ grpc }`. */
   GRPC_COPY_MISMATCH: 'CP_GRPC_COPY_MISMATCH',
+
+  // --- xDS control plane (src/xds) ---
+  /** An xDS client rejected (NACKed) resources the daemon sent; its error_detail is logged beside. */
+  XDS_NACK: 'CP_XDS_NACK',
+  /** An xDS stream passed a limit (streams, subscriptions per stream); it ends with RESOURCE_EXHAUSTED. */
+  XDS_LIMIT: 'CP_XDS_LIMIT',
+  /** A discovery lookup for an xDS name failed or timed out; the name keeps its last answer. */
+  XDS_LOOKUP_FAILED: 'CP_XDS_LOOKUP_FAILED',
+  /**
+   * A bug inside the xDS control plane: a stream that hit it ends with
+   * INTERNAL (the client reconnects); an answer update that hit it leaves
+   * the name's last answer in place.
+   */
+  XDS_INTERNAL: 'CP_XDS_INTERNAL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -109,6 +123,7 @@ export const GrpcStatus = {
   OK: 0,
   INVALID_ARGUMENT: 3,
   NOT_FOUND: 5,
+  RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   INTERNAL: 13,
   UNAVAILABLE: 14,
@@ -128,6 +143,8 @@ export function errorToGrpcStatus(err: unknown): number {
     case ErrorCodes.UPSTREAM_FAILED:
     case ErrorCodes.UPSTREAM_TIMEOUT:
       return GrpcStatus.UNAVAILABLE;
+    case ErrorCodes.XDS_LIMIT:
+      return GrpcStatus.RESOURCE_EXHAUSTED;
     default:
       return GrpcStatus.INTERNAL;
   }

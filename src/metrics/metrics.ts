@@ -105,6 +105,55 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  // --- xDS control plane (src/xds); `type` is listener, route, cluster or endpoint ---
+  readonly xdsClients = new Gauge({
+    name: 'canonport_xds_clients',
+    help: 'Open xDS ADS streams (connected xDS clients).',
+    registers: [this.registry],
+  });
+  readonly xdsSubscriptions = new Gauge({
+    name: 'canonport_xds_subscriptions',
+    help: 'Resource names subscribed over all open xDS streams, by resource type.',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+  readonly xdsPushes = new Counter({
+    name: 'canonport_xds_pushes_total',
+    help: 'xDS DiscoveryResponses sent, by resource type and reason (initial: a new subscription; change: the discovery changed).',
+    labelNames: ['type', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly xdsResourcesSent = new Counter({
+    name: 'canonport_xds_resources_sent_total',
+    help: 'Resources carried by xDS DiscoveryResponses, by resource type.',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+  readonly xdsAcks = new Counter({
+    name: 'canonport_xds_acks_total',
+    help: 'xDS responses a client accepted (ACK), by resource type.',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+  readonly xdsNacks = new Counter({
+    name: 'canonport_xds_nacks_total',
+    help: 'xDS responses a client rejected (NACK), by resource type.',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+  readonly xdsRequestsIgnored = new Counter({
+    name: 'canonport_xds_requests_ignored_total',
+    help: 'xDS DiscoveryRequests ignored as the protocol says, by reason (stale_nonce, unknown_type).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly xdsStreamsEnded = new Counter({
+    name: 'canonport_xds_streams_ended_total',
+    help: 'xDS streams the daemon ended, by reason (stream_limit, subscription_limit, shutdown, error).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'canonport_' });
   }

@@ -7,6 +7,7 @@ import { registerInventory } from './inventory.js';
 import { registerFleet } from './fleet.js';
 import { registerServe } from './serve.js';
 import { registerResolve } from './resolve.js';
+import { registerXdsBootstrap } from './xds-bootstrap.js';
 
 import type { RegisterCommand } from '../io.js';
 
@@ -23,4 +24,5 @@ export const commands: RegisterCommand[] = [
   registerResolve,
   registerInventory,
   registerFleet,
+  registerXdsBootstrap,
 ];

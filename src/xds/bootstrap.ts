@@ -1,0 +1,28 @@
+import { hostname } from 'node:os';
+
+/**
+ * The xDS bootstrap a gRPC client reads from $GRPC_XDS_BOOTSTRAP (gRFC A27):
+ * where the control plane is (this host's daemon, over plain TCP on
+ * loopback) and who the client is. The same file serves every service on
+ * the host: the node id names the host, not the service.
+ */
+export interface XdsBootstrap {
+  xds_servers: Array<{
+    server_uri: string;
+    channel_creds: Array<{ type: 'insecure' }>;
+    server_features: string[];
+  }>;
+  node: { id: string; cluster: string; locality: Record<string, never> };
+}
+
+export function xdsBootstrap(opts: { server: string; nodeId?: string | undefined }): XdsBootstrap {
+  return {
+    xds_servers: [{ server_uri: opts.server, channel_creds: [{ type: 'insecure' }], server_features: ['xds_v3'] }],
+    node: {
+      id: opts.nodeId ?? `canonport~${hostname()}`,
+      cluster: 'canonport',
+      // grpc-js-xds 1.14 rejects a node without a locality ("locality field missing").
+      locality: {},
+    },
+  };
+}
