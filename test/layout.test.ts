@@ -24,6 +24,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['dns'],
   ['context.ts'],
   ['grpc', 'http'],
+  ['xds'],
   ['fleet'],
   ['daemon'],
   ['cli'],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runCli } from './helpers/serve-process.js';
+import { runCli } from './helpers/cli.js';
 
 /** `canonport xds-bootstrap` as a real process: stdout is the bootstrap JSON and nothing else. */
 

@@ -8,7 +8,7 @@ import { Metrics } from '../../src/metrics/metrics.js';
 import { addXdsService, type XdsHandle, type XdsLimits } from '../../src/xds/server.js';
 import { TypeUrl, xdsProtos, type ResourceType } from '../../src/xds/protos.js';
 import type { DiscoveryRequest } from '../../src/xds/stream.js';
-import { runCli } from './serve-process.js';
+import { runCli } from './cli.js';
 
 export * from './xds-backend.js';
 export * from './xds-python.js';
