@@ -36,6 +36,8 @@ export const ErrorCodes = {
   NO_UPSTREAM: 'CP_NO_UPSTREAM',
   /** A DNS handler threw; the client got SERVFAIL. */
   HANDLER_FAILED: 'CP_HANDLER_FAILED',
+  /** The daemon is shutting down: open streams end with UNAVAILABLE and this code; clients reconnect. */
+  SHUTTING_DOWN: 'CP_SHUTTING_DOWN',
   /** The daemon cannot be reached (CLI, client). */
   DAEMON_UNREACHABLE: 'CP_DAEMON_UNREACHABLE',
   /** The registry file (or its directory) cannot be watched for changes; SIGHUP still reloads. */
@@ -142,6 +144,7 @@ export function errorToGrpcStatus(err: unknown): number {
       return GrpcStatus.NOT_FOUND;
     case ErrorCodes.UPSTREAM_FAILED:
     case ErrorCodes.UPSTREAM_TIMEOUT:
+    case ErrorCodes.SHUTTING_DOWN:
       return GrpcStatus.UNAVAILABLE;
     case ErrorCodes.XDS_LIMIT:
       return GrpcStatus.RESOURCE_EXHAUSTED;

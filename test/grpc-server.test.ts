@@ -353,17 +353,36 @@ describe('Watch', () => {
     });
   });
 
-  it('ends open Watch streams with UNAVAILABLE when the server closes', async () => {
+  it('ends open Watch streams with UNAVAILABLE and CP_SHUTTING_DOWN when the server closes, without waiting out the grace period', async () => {
     const { h, client } = await start();
     const it = client.watch(API)[Symbol.asyncIterator]();
     await it.next();
-    const closing = h.close(5000);
-    await expect(it.next()).rejects.toMatchObject({ status: grpc.status.UNAVAILABLE });
+    const started = Date.now();
+    const closing = h.close(20_000);
+    await expect(it.next()).rejects.toMatchObject({ status: grpc.status.UNAVAILABLE, code: ErrorCodes.SHUTTING_DOWN });
     await closing;
+    // Nothing held the shutdown for the 20 s grace (a wide bound: it takes milliseconds).
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 });
 
 describe('health', () => {
+  it('ends an open Health/Watch at shutdown at once, with a last NOT_SERVING, and lets the server stop', async () => {
+    const { h } = await start();
+    const hc = new Health(formatHostPort(h.address), grpc.credentials.createInsecure());
+    clients.push(hc);
+    const watch = hc.Watch({ service: '' }) as grpc.ClientReadableStream<{ status: string }>;
+    const seen: string[] = [];
+    watch.on('data', (m) => seen.push(m.status));
+    const ended = new Promise<grpc.StatusObject>((resolve) => watch.on('status', resolve));
+    watch.on('error', () => undefined);
+    await eventually(async () => expect(seen).toEqual(['SERVING']));
+    const started = Date.now();
+    await h.close(20_000);
+    expect(Date.now() - started).toBeLessThan(10_000); // the 20 s grace was not waited out
+    expect((await ended).code).toBe(grpc.status.OK);
+    expect(seen.at(-1)).toBe('NOT_SERVING');
+  });
 
   it('is SERVING for the server and the service, and follows setServing and readiness', async () => {
     const { d, h } = await start();

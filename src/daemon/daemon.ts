@@ -15,6 +15,7 @@ import { DnsServer } from '../dns/server.js';
 import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstream-addresses.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
+import { addXdsService } from '../xds/server.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
@@ -180,7 +181,10 @@ export class Daemon {
     const dns = role === 'front' ? this.cfg.dns : await this.dns.start();
     if (role !== 'dns') {
       this.http = await startHttpServer(this.ctx, this.cfg.http);
-      this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc);
+      // xDS rides on the gRPC port: gRPC clients in every language find services through it.
+      const xds = (server: Parameters<typeof addXdsService>[0]) =>
+        addXdsService(server, { discovery: this.discovery, metrics: this.metrics, logger: this.logger.child({ component: 'xds' }) });
+      this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc, { services: [xds] });
     }
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
     if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();

@@ -27,7 +27,13 @@ export interface GrpcHandle {
   close(graceMs: number): Promise<void>;
 }
 
-export type GrpcServerOptions = ServiceOptions;
+/** A service another module adds to the same server (xDS): added before the server binds, closed first when it closes. */
+export type ExtraService = (server: grpc.Server) => { close(reason: string): void };
+
+export interface GrpcServerOptions extends ServiceOptions {
+  /** More services on the same port (the daemon adds xDS here; grpc/ does not import the layers above it). */
+  services?: readonly ExtraService[] | undefined;
+}
 
 /** Names the health service answers for: the server as a whole ('') and the Canonport service. */
 const HEALTH_NAMES = ['', CANONPORT_SERVICE_NAME] as const;
@@ -69,7 +75,7 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   let wanted = true;
   const status = (): ServingStatus => (ready && wanted ? 'SERVING' : 'NOT_SERVING');
   const health = new HealthImplementation(Object.fromEntries(HEALTH_NAMES.map((n) => [n, status()])));
-  health.addToServer(server);
+  const healthWatches = addHealth(server, health);
   let current = status();
   const update = () => {
     const next = status();
@@ -85,6 +91,7 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   ctx.events.on('ready', onReady);
 
   addReflection(server);
+  const extras = (opts.services ?? []).map((add) => add(server));
 
   const target = formatHostPort(listen);
   let port: number;
@@ -112,7 +119,10 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
         ctx.events.off('ready', onReady);
         wanted = false;
         update();
+        // Streams never end by themselves: end them now, or they hold the shutdown for the whole grace period.
         service.endWatches('canonport daemon shutting down');
+        for (const w of [...healthWatches]) w.end();
+        for (const e of extras) e.close('canonport daemon shutting down');
         const timer = setTimeout(() => {
           log.warn({ graceMs }, 'gRPC calls still open after the grace period; closing them');
           server.forceShutdown();
@@ -126,4 +136,34 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
       return closing;
     },
   };
+}
+
+/**
+ * grpc.health.v1 from grpc-health-check, with one addition: its Watch
+ * streams are tracked so shutdown can end them at once with a last
+ * NOT_SERVING (Kubernetes probes and load balancers keep such streams
+ * open). The library's own handlers are used; only Watch is wrapped.
+ */
+function addHealth(server: grpc.Server, health: HealthImplementation): Set<{ end(): void }> {
+  const open = new Set<{ end(): void }>();
+  health.addToServer({
+    addService(definition: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) {
+      const watch = impl.watch as grpc.handleServerStreamingCall<unknown, unknown>;
+      const wrapped: grpc.handleServerStreamingCall<unknown, unknown> = (call) => {
+        const entry = {
+          end: () => {
+            open.delete(entry);
+            if (call.cancelled || call.destroyed) return;
+            call.write({ status: 'NOT_SERVING' });
+            call.end();
+          },
+        };
+        open.add(entry);
+        call.on('cancelled', () => open.delete(entry));
+        watch(call);
+      };
+      server.addService(definition, { ...impl, watch: wrapped });
+    },
+  } as unknown as grpc.Server);
+  return open;
 }

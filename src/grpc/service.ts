@@ -209,8 +209,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
   return {
     handlers: { Resolve, ResolveMany, Watch, Decode, Inventory } as grpc.UntypedServiceImplementation,
     endWatches(reason) {
-      const status = { code: grpc.status.UNAVAILABLE, details: reason, metadata: new grpc.Metadata() };
-      for (const end of [...watches.keys()]) end(status);
+      for (const end of [...watches.keys()]) end(toStatus(new CanonportError(ErrorCodes.SHUTTING_DOWN, reason)));
     },
     activeWatches: () => watches.size,
   };
