@@ -5,6 +5,7 @@ import { configJson, configText, helpLine } from '../../config/docs.js';
 import { settingEntries, type SettingKey } from '../../config/settings.js';
 import { isClusterWorker, runWorker, startPrimary } from '../../daemon/workers.js';
 import { Daemon } from '../../daemon/daemon.js';
+import { handleSignals } from '../../daemon/signals.js';
 import { createLogger } from '../../log.js';
 import { collect, printJson, type CliIO } from '../io.js';
 
@@ -69,27 +70,10 @@ export function registerServe(program: Command, io: CliIO): void {
       const running =
         config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
       const daemon = running instanceof Daemon ? running : running.daemon;
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          logger.info({ event: 'shutdown', signal }, `${signal}: draining`);
-          process.off('SIGTERM', onTerm);
-          process.off('SIGINT', onInt);
-          process.off('SIGHUP', onHup);
-          void running.close(DRAIN_MS).then(() => {
-            logger.info({ event: 'stopped' }, 'canonport stopped');
-            logger.flush?.();
-            resolve();
-            // Upstream queries still out past the drain would hold the process until their
-            // timeouts; nobody is waiting for them any more.
-            setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref();
-          });
-        };
-        const onTerm = () => stop('SIGTERM');
-        const onInt = () => stop('SIGINT');
-        const onHup = () => void daemon.reload();
-        process.on('SIGTERM', onTerm);
-        process.on('SIGINT', onInt);
-        process.on('SIGHUP', onHup);
-      });
+      await handleSignals({ close: (ms) => running.close(ms), reload: () => daemon.reload() }, logger, DRAIN_MS).stopped;
+      logger.flush?.();
+      // Upstream queries still out past the drain would hold the process until their
+      // timeouts; nobody is waiting for them any more.
+      setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref();
     });
 }

@@ -1,0 +1,239 @@
+import { writeFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { settingEntries } from '../src/config/settings.js';
+import type { Daemon } from '../src/daemon/daemon.js';
+import { handleSignals } from '../src/daemon/signals.js';
+import { createLogger } from '../src/log.js';
+import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
+import { dig } from './helpers/dig.js';
+import { FakeUpstream } from './helpers/fake-upstream.js';
+
+/**
+ * A reload applies what it says: for every setting the table marks
+ * reloadable, a daemon started with one value and reloaded with another
+ * shows the new value in force on the next query, both after a change to
+ * its registry file (the file watch) and after a real SIGHUP delivered to
+ * this process (handled by the same code `canonport serve` installs,
+ * daemon/signals.ts). Each setting is observed from outside: over DNS from
+ * a given source address, or in the daemon's own log lines.
+ *
+ * Loopback clients are judged by --allow here (trustLoopback: false), so
+ * 127.0.0.2 is "allowed" and 127.0.0.3 "outside".
+ */
+
+const Z = 'a.example';
+const INSIDE = '127.0.0.2';
+const OUTSIDE = '127.0.0.3';
+
+let upA: FakeUpstream;
+let upB: FakeUpstream;
+let silent: FakeUpstream;
+let seq = 0;
+const fresh = () => `www-${++seq}.example.org`;
+
+beforeAll(async () => {
+  upA = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.1' });
+  upB = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.2' });
+  silent = await FakeUpstream.start({ kind: 'silent' });
+  upA.setMode('*.fail.example', { kind: 'servfail' });
+});
+
+afterAll(async () => {
+  await Promise.all([upA?.close(), upB?.close(), silent?.close()]);
+});
+
+interface Subject {
+  daemon: Daemon;
+  logs: Record<string, unknown>[];
+}
+
+interface Case {
+  /** The setting, as the table names it. */
+  key: string;
+  /** The registry file before and after (the daemon section and top-level keys this case needs). */
+  before: () => string;
+  after: () => string;
+  /** What is observed from outside. */
+  observe: (s: Subject) => Promise<unknown>;
+  expectBefore: unknown;
+  expectAfter: unknown;
+}
+
+const registry = (daemon: Record<string, unknown>, top = ''): string =>
+  `zones: [${Z}]\n${top}daemon:\n${Object.entries({ upstreams: [upA.address], allow: [`${INSIDE}/32`], ...daemon })
+    .map(([k, v]) => `  ${k}: ${JSON.stringify(v)}`)
+    .join('\n')}\n`;
+
+const ask = (s: Subject, args: string[], from = INSIDE) => dig(s.daemon.addresses.dns, ['-b', from, '+time=6', ...args]);
+
+const CASES: Case[] = [
+  {
+    key: 'zones',
+    before: () => registry({ zones: [Z] }),
+    after: () => registry({ zones: [Z, 'b.example'] }),
+    observe: async (s) => (await ask(s, ['SRV', 'api.b.example'])).answer[0]?.[6] ?? 'not answered here',
+    expectBefore: 'not answered here',
+    expectAfter: '12082',
+  },
+  {
+    key: 'upstreams',
+    before: () => registry({}),
+    after: () => registry({ upstreams: [upB.address] }),
+    observe: async (s) => (await ask(s, ['A', fresh()])).answer[0]?.[4],
+    expectBefore: '192.0.2.1',
+    expectAfter: '192.0.2.2',
+  },
+  {
+    key: 'allow',
+    before: () => registry({}),
+    after: () => registry({ allow: [`${INSIDE}/32`, `${OUTSIDE}/32`] }),
+    observe: async (s) => (await ask(s, ['A', fresh()], OUTSIDE)).status,
+    expectBefore: 'REFUSED',
+    expectAfter: 'NOERROR',
+  },
+  {
+    key: 'canonicalClients',
+    before: () => registry({ canonicalClients: 'any' }),
+    after: () => registry({ canonicalClients: 'allowed' }),
+    observe: async (s) => (await ask(s, ['SRV', `api.${Z}`], OUTSIDE)).status,
+    expectBefore: 'NOERROR',
+    expectAfter: 'REFUSED',
+  },
+  {
+    key: 'logLevel',
+    before: () => registry({ logLevel: 'info' }),
+    after: () => registry({ logLevel: 'debug' }),
+    // Every upstream failing is logged at debug only.
+    observe: async (s) => {
+      const name = `x${++seq}.fail.example`;
+      await ask(s, ['A', name]);
+      return s.logs.some((l) => l.code === 'CP_UPSTREAM_FAILED' && String(l.key).startsWith(name));
+    },
+    expectBefore: false,
+    expectAfter: true,
+  },
+  {
+    key: 'queryLog',
+    before: () => registry({ queryLog: 0 }),
+    after: () => registry({ queryLog: 1 }),
+    observe: async (s) => {
+      const name = `q${++seq}.${Z}`;
+      await ask(s, ['SRV', name]);
+      return s.logs.some((l) => l.event === 'query' && l.name === name);
+    },
+    expectBefore: false,
+    expectAfter: true,
+  },
+  {
+    key: 'upstreamTimeoutMs',
+    before: () => registry({ upstreams: [silent.address], upstreamTimeoutMs: 3000 }),
+    after: () => registry({ upstreams: [silent.address], upstreamTimeoutMs: 100 }),
+    // Wide bounds around 3 s and 0.1 s: which timeout is in force, not how fast anything is.
+    observe: async (s) => {
+      const started = Date.now();
+      const r = await ask(s, ['A', fresh()]);
+      const ms = Date.now() - started;
+      return `${r.status} after ${ms >= 2500 ? 'the long timeout' : ms < 1500 ? 'the short timeout' : `${ms} ms`}`;
+    },
+    expectBefore: 'SERVFAIL after the long timeout',
+    expectAfter: 'SERVFAIL after the short timeout',
+  },
+  {
+    key: 'cacheSize',
+    before: () => registry({ cacheSize: 50 }),
+    after: () => registry({ cacheSize: 3 }),
+    observe: async (s) => {
+      for (let i = 0; i < 8; i++) await ask(s, ['A', fresh()]);
+      return s.daemon.cacheSize <= 3 ? 'at most 3' : `${s.daemon.cacheSize} entries`;
+    },
+    expectBefore: '8 entries',
+    expectAfter: 'at most 3',
+  },
+  {
+    key: 'rateLimit',
+    before: () => registry({ rateLimit: 0 }),
+    after: () => registry({ rateLimit: 1 }),
+    // A burst of 10 forwarded queries from one client: a limit of 1/s (burst 2) refuses some.
+    observe: async (s) => {
+      const r = await Promise.all(Array.from({ length: 10 }, () => ask(s, ['A', fresh()])));
+      return r.some((x) => x.status === 'REFUSED');
+    },
+    expectBefore: false,
+    expectAfter: true,
+  },
+  {
+    key: 'maxInflight',
+    before: () => registry({ upstreams: [silent.address], upstreamTimeoutMs: 1500, maxInflight: 100 }),
+    after: () => registry({ upstreams: [silent.address], upstreamTimeoutMs: 1500, maxInflight: 1 }),
+    // Three distinct questions at once to an upstream that never answers: over the cap, one is failed at once.
+    observe: async (s) => {
+      const before = (await s.daemon.metrics.dnsDropped.get()).values.find((v) => v.labels.reason === 'inflight_cap')?.value ?? 0;
+      await Promise.all([fresh(), fresh(), fresh()].map((n) => ask(s, ['A', n])));
+      const after = (await s.daemon.metrics.dnsDropped.get()).values.find((v) => v.labels.reason === 'inflight_cap')?.value ?? 0;
+      return after > before;
+    },
+    expectBefore: false,
+    expectAfter: true,
+  },
+  {
+    key: 'ttl',
+    before: () => registry({}, 'ttl: 60\n'),
+    after: () => registry({}, 'ttl: 7\n'),
+    observe: async (s) => (await ask(s, ['SRV', `api.${Z}`])).answer[0]?.[1],
+    expectBefore: '60',
+    expectAfter: '7',
+  },
+];
+
+/** Starts a daemon on `file`, logging into an array. */
+async function subject(file: string, watchRegistry: boolean): Promise<Subject> {
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n')) if (line.trim()) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const daemon = await startDaemon({ registry: file }, { logger: createLogger({ destination: sink, pretty: false }), trustLoopback: false, watchRegistry });
+  return { daemon, logs };
+}
+
+function reloaded(d: Daemon): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('no reload within 10 s')), 10_000);
+    d.events.once('reload', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+describe('every reloadable setting is in force after a reload', () => {
+  it('covers every setting the table marks reloadable, and no other', () => {
+    const reloadable = settingEntries()
+      .filter(([, s]) => s.applies === 'reload')
+      .map(([k]) => k)
+      .sort();
+    expect(CASES.map((c) => c.key).sort()).toEqual(reloadable);
+  });
+
+  describe.each(['a change to the registry file', 'SIGHUP'] as const)('after %s', (trigger) => {
+    it.each(CASES.map((c) => [c.key, c] as const))('%s', async (_key, c) => {
+      const file = writeRegistry(c.before(), tempDir());
+      const s = await subject(file, trigger !== 'SIGHUP');
+      const signals = trigger === 'SIGHUP' ? handleSignals(s.daemon, s.daemon.logger, 1000) : null;
+      try {
+        expect(await c.observe(s)).toEqual(c.expectBefore);
+        const done = reloaded(s.daemon);
+        writeFileSync(file, c.after());
+        if (trigger === 'SIGHUP') process.kill(process.pid, 'SIGHUP');
+        await done;
+        expect(await c.observe(s)).toEqual(c.expectAfter);
+      } finally {
+        signals?.dispose();
+        await s.daemon.close(0);
+      }
+    });
+  });
+});
