@@ -103,3 +103,18 @@ describe('canonport fleet (real process, two real daemons, one unreachable host)
 function esc(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('the fleet world itself', () => {
+  it('closes while someone else holds connections to its servers (a concurrent inventory probe)', async () => {
+    const { connect } = await import('node:net');
+    const other = await startFleetWorld();
+    // What another test file's inventory does: connect to each claimed port, and wait for an answer.
+    const held = [other.userPort, other.httpPort].map(
+      (port) => new Promise<void>((resolve) => connect({ host: '127.0.0.1', port }).on('connect', () => resolve()).on('error', () => resolve())),
+    );
+    await Promise.all(held);
+    const started = Date.now();
+    await other.close();
+    expect(Date.now() - started).toBeLessThan(5_000); // close() must not wait on the prober (it used to, past the hook timeout)
+  });
+});

@@ -18,7 +18,25 @@ export const REPO = fileURLToPath(new URL('..', import.meta.url));
 type AnyServer = Server | HttpServer;
 
 /** Listens on host:port; resolves false (and leaves nothing open) when the port is taken. */
+/**
+ * Every connection a test server accepts, so closing it never waits on one.
+ * The servers sit on canonical ports of this host, and every inventory
+ * running meanwhile (other test files probe each claimed port with HTTP)
+ * may hold a connection to them: close() would wait for it, and a plain TCP
+ * server never ends one. That kept world.close() past the hook timeout.
+ */
+const accepted = new WeakMap<AnyServer, Set<import('node:net').Socket>>();
+
 function tryListen(server: AnyServer, port: number, host: string): Promise<boolean> {
+  if (!accepted.has(server)) {
+    const sockets = new Set<import('node:net').Socket>();
+    accepted.set(server, sockets);
+    server.on('connection', (s: import('node:net').Socket) => {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => sockets.delete(s));
+    });
+  }
   return new Promise((resolve) => {
     const onError = () => {
       server.removeListener('listening', onListening);
@@ -36,8 +54,8 @@ function tryListen(server: AnyServer, port: number, host: string): Promise<boole
 
 export function closeServer(server: AnyServer): Promise<void> {
   return new Promise((resolve) => {
-    if ('closeAllConnections' in server) server.closeAllConnections();
     server.close(() => resolve());
+    for (const s of accepted.get(server) ?? []) s.destroy();
   });
 }
 

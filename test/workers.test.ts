@@ -39,8 +39,11 @@ describe('serve --workers: DNS workers sharing one socket', () => {
       expect(stderr).toMatch(/"workers":2/);
 
       writeFileSync(registry, 'zones: [svc.example]\nservices:\n  api: { port: 4001 }\n');
+      // The primary reloads, then tells each worker: wait until all three have logged their reload.
+      const reloads = () => stderr.split('\n').filter((l) => l.includes('"event":"reload"')).length;
       child.kill('SIGHUP');
-      await new Promise((r) => setTimeout(r, 1000));
+      for (let i = 0; i < 200 && reloads() < 3; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(reloads(), stderr).toBe(3);
       for (let i = 0; i < 20; i++) {
         const r = await dig(server, ['SRV', `api.svc.example`]);
         expect(r.answer[0]![6]).toBe('4001'); // every worker reloaded
