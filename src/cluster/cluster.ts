@@ -145,6 +145,9 @@ export function etcdClientOptions(opts: ClusterOptions): IOptions {
       'grpc.keepalive_timeout_ms': 5_000,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      // grpc-js backs off reconnects up to 120 s: after an etcd outage the view would stay stale for minutes.
+      'grpc.initial_reconnect_backoff_ms': 250,
+      'grpc.max_reconnect_backoff_ms': 2_000,
     },
     faultHandling: {
       // etcd3's default breaker keeps a member shunned for 5 s; a restarted member should be used again sooner.
@@ -319,10 +322,25 @@ export class Cluster {
 
   private async runSync(): Promise<void> {
     const backoff = new Backoff();
-    let listReason: 'start' | 'watch_cancelled' | 'dropped' = 'start';
+    let listReason: 'start' | 'compacted' | 'watch_cancelled' | 'dropped' = 'start';
     let needList = true;
     let next = 0;
     while (!this.stopped) {
+      if (!needList) {
+        // Resuming after a break: is the history from `next` on still whole?
+        try {
+          if (!(await this.historyFrom(next))) {
+            this.logger.warn({ code: ErrorCodes.CLUSTER_WATCH_RESTARTED, revision: next }, 'etcd compacted past the watch revision: listing again');
+            listReason = 'compacted';
+            needList = true;
+          }
+        } catch (err) {
+          if (this.stopped) return;
+          this.unreachable('watch', err);
+          await sleep(backoff.next(), this.abort.signal);
+          continue;
+        }
+      }
       if (needList) {
         try {
           next = (await this.list()) + 1;
@@ -332,11 +350,7 @@ export class Cluster {
           this.listError = undefined;
         } catch (err) {
           if (this.stopped) return;
-          this.metrics?.clusterEtcdErrors.inc({ op: 'list' });
-          const text = String(err);
-          if (text !== this.listError) this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, err: text }, 'cannot list the cluster prefix in etcd; retrying');
-          this.listError = text;
-          this.view.markStale();
+          this.unreachable('list', err);
           await sleep(backoff.next(), this.abort.signal);
           continue;
         }
@@ -347,7 +361,7 @@ export class Cluster {
       });
       if (outcome === 'stopped') return;
       if (outcome === 'cancelled') {
-        this.logger.warn({ code: ErrorCodes.CLUSTER_WATCH_RESTARTED, revision: next }, 'etcd cancelled the watch (compacted past its revision?): listing again');
+        this.logger.warn({ code: ErrorCodes.CLUSTER_WATCH_RESTARTED, revision: next }, 'etcd cancelled the watch: listing again');
         listReason = 'watch_cancelled';
         needList = true;
         continue;
@@ -360,6 +374,35 @@ export class Cluster {
         listReason = 'dropped';
         needList = true;
       }
+    }
+  }
+
+  private unreachable(op: 'list' | 'watch', err: unknown): void {
+    this.metrics?.clusterEtcdErrors.inc({ op });
+    const text = String(err);
+    if (text !== this.listError) this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, op, err: text }, 'cannot read the cluster prefix from etcd; retrying');
+    this.listError = text;
+    this.view.markStale();
+  }
+
+  /**
+   * True when a watch from `next` would see every change since the view's
+   * revision: a read at `next − 1` succeeds only if etcd has not compacted
+   * past it. Watching from exactly the compaction revision is accepted by
+   * etcd but misses the deletions made at that revision (compaction drops
+   * their tombstones), so the check is needed even where the watch itself
+   * would not be cancelled. (A compaction landing between this read and the
+   * watch's creation is not covered: a window of one round trip.)
+   */
+  private async historyFrom(next: number): Promise<boolean> {
+    const key = Buffer.from(layoutPrefix(this.prefix));
+    try {
+      await this.client.kv.range({ key, range_end: prefixEnd(key), revision: next - 1, count_only: true });
+      return true;
+    } catch (err) {
+      // etcd answers OUT_OF_RANGE for a compacted revision, and for a future one (a store restored from an older snapshot).
+      if (/compacted|future revision/.test(String(err))) return false;
+      throw err;
     }
   }
 

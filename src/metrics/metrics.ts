@@ -158,7 +158,7 @@ export class Metrics {
   });
   readonly clusterViewLists = new Counter({
     name: 'canonport_cluster_view_lists_total',
-    help: 'Full lists of the cluster prefix, by reason (start, watch_cancelled: compaction or error, dropped: after the maximum staleness).',
+    help: 'Full lists of the cluster prefix, by reason (start, compacted: etcd compacted past the watch revision, watch_cancelled: etcd ended the watch, dropped: after the maximum staleness).',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
