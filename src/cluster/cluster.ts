@@ -326,6 +326,11 @@ export class Cluster {
     let needList = true;
     let next = 0;
     while (!this.stopped) {
+      if (!needList && this.view.status().state === 'missing') {
+        // Dropped after the maximum staleness: a watch would only bring changes to an empty view.
+        listReason = 'dropped';
+        needList = true;
+      }
       if (!needList) {
         // Resuming after a break: is the history from `next` on still whole?
         try {
@@ -366,14 +371,10 @@ export class Cluster {
         needList = true;
         continue;
       }
-      // Disconnected: resume from `next`; a view dropped meanwhile needs a full list.
+      // Disconnected: resume from `next` once etcd answers again.
       this.view.markStale();
       this.metrics?.clusterEtcdErrors.inc({ op: 'watch' });
       await sleep(backoff.next(), this.abort.signal);
-      if (this.view.status().state === 'missing') {
-        listReason = 'dropped';
-        needList = true;
-      }
     }
   }
 
