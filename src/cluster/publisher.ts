@@ -131,7 +131,8 @@ export class Publisher {
       return;
     }
     try {
-      await lease.revoke();
+      // Bounded: a shutdown must not wait long on an etcd that is gone (the lease then expires by itself).
+      await lease.revoke({ deadline: Date.now() + 2_000 });
       this.opts.metrics?.clusterEtcdWrites.inc({ kind: 'lease_revoke' });
     } catch (err) {
       // etcd is gone: the lease expires by itself within its TTL.
@@ -228,20 +229,27 @@ export class Publisher {
       await lease.revoke().catch(() => undefined);
       return;
     }
-    const reason = this.grants++ === 0 ? 'start' : 'lost';
+    const reason = this.grants === 0 ? 'start' : 'lost';
     this.opts.metrics?.clusterEtcdWrites.inc({ kind: 'lease_grant' });
-    this.opts.metrics?.clusterLeaseGrants.inc({ reason });
     lease.on('lost', (err: Error) => {
       if (this.lease === lease) this.loseLease(err.message);
     });
     // Keys this node left under an earlier lease: re-put (to move them to this lease) or delete.
     const name = this.identity!.name;
-    const own = await client.kv.range({ key: Buffer.from(nodeKey(prefix, name)) });
-    const listeners = await client.getAll().prefix(listenersPrefix(prefix, name)).keys();
-    this.strays = new Set([...own.kvs.map((kv) => kv.key.toString()), ...listeners]);
+    try {
+      const own = await client.kv.range({ key: Buffer.from(nodeKey(prefix, name)), keys_only: true });
+      const listeners = await client.getAll().prefix(listenersPrefix(prefix, name)).keys();
+      this.strays = new Set([...own.kvs.map((kv) => kv.key.toString()), ...listeners]);
+    } catch (err) {
+      // Not kept: stop its keepalives so it expires, and grant a fresh one on the retry.
+      lease.release();
+      throw err;
+    }
     this.published = new Map();
     this.lease = lease;
     this.leaseId = id;
+    this.grants++;
+    this.opts.metrics?.clusterLeaseGrants.inc({ reason });
     this.logger.info({ node: name, lease: id, ttl: leaseTtlSeconds, reason }, 'cluster lease granted');
   }
 
