@@ -22,6 +22,7 @@ describe('test etcd', () => {
     try {
       await etcd.etcdctl(['put', 'a', '1']);
       await etcd.kill(0);
+      await etcd.waitForLeader();
       await etcd.etcdctl(['put', 'b', '2']);
       expect(await etcd.etcdctl(['get', '--print-value-only', 'b'])).toBe('2\n');
       await etcd.restart(0);

@@ -68,6 +68,12 @@ export interface EtcdCluster {
   metric(name: string): Promise<number>;
   /** The store's current revision, read through a live member. */
   revision(): Promise<number>;
+  /**
+   * Resolves when every live member names the same live leader. A write sent
+   * while a killed leader is being replaced can hang until etcd's request
+   * timeout (longer than etcdctl's): wait for this first.
+   */
+  waitForLeader(timeoutMs?: number): Promise<void>;
   /** Stops every member (SIGTERM, then SIGKILL) and removes the data. */
   stop(): Promise<void>;
 }
@@ -232,6 +238,19 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
     async revision() {
       const out = await etcdctl(['endpoint', 'status', '--write-out=json'], { endpoints: [`${scheme}://127.0.0.1:${alive()[0]!.clientPort}`] });
       return Number((JSON.parse(out) as { Status: { header: { revision: number } } }[])[0]!.Status.header.revision);
+    },
+    async waitForLeader(timeoutMs = 20_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const live = alive();
+        const ids = await etcdctl(['endpoint', 'status', '--write-out=json'], { endpoints: live.map((m) => `${scheme}://127.0.0.1:${m.clientPort}`) })
+          .then((out) => (JSON.parse(out.replace(/(_id|leader)":(\d+)/g, '$1":"$2"')) as { Status: { header: { member_id: string }; leader: string } }[]).map((s) => s.Status), () => []);
+        const leaders = new Set(ids.map((s) => s.leader));
+        const members = new Set(ids.map((s) => s.header.member_id));
+        if (ids.length === live.length && leaders.size === 1 && members.has([...leaders][0]!)) return;
+        if (Date.now() > deadline) throw new Error(`no leader among ${live.map((m) => m.name).join(', ')} within ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
     },
     async stop() {
       await Promise.all(members.map((m) => killMember(m, 'SIGTERM')));
