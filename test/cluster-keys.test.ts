@@ -60,6 +60,10 @@ describe('key layout v1', () => {
     expect(reason(listenerKey(P, 'a', 12082), encodeListener(listener(12083)))).toBe('key_mismatch');
     expect(reason(listenerKey(P, 'a', 12082), JSON.stringify({ ...listener(12082), services: [] }))).toBe('invalid');
     expect(reason(nodeKey(P, 'a'), 'x'.repeat(70_000))).toBe('too_large');
+    // Fields that answers put into DNS names and TXT records are held to what canonport itself writes.
+    expect(reason(listenerKey(P, 'a', 12082), encodeListener(listener(12082, { services: ['evil.example.com.'] })))).toBe('invalid');
+    expect(reason(listenerKey(P, 'a', 12082), encodeListener(listener(12082, { version: '1\n2' })))).toBe('invalid');
+    expect(reason(listenerKey(P, 'a', 12082), encodeListener(listener(12082, { services: ['splashpage-api', 'db0', 'user_v2'], version: '2.3.1-rc.1+b7' })))).toBe('listener');
     // Unknown fields are a later v1 writer's additions: accepted.
     expect(reason(nodeKey(P, 'a'), JSON.stringify({ ...node('a'), zone: 'x' }))).toBe('node');
   });

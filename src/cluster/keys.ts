@@ -71,6 +71,12 @@ export function parseKey(prefix: string, key: string): ParsedKey {
   return { kind: 'foreign' };
 }
 
+/**
+ * What a service in a listener record may be called: the registry's names
+ * (lowercase DNS labels, `_` allowed) and base32 prefixes. Answers put these
+ * into DNS names, so nothing else gets into the view.
+ */
+const SERVICE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const ipAddress = z.string().refine((a) => isIP(a) !== 0, 'not an IP address');
 const isoTime = z.string().refine((t) => !Number.isNaN(Date.parse(t)), 'not an ISO 8601 time');
 
@@ -101,12 +107,12 @@ export type Bind = z.infer<typeof BindSchema>;
 export const ListenerRecordSchema = z.object({
   /** Equals the key's `<port>`. */
   port: z.number().int().min(1).max(65535),
-  /** The services the port is canonical for on that node (its registry and scheme). */
-  services: z.array(z.string().min(1).max(253)).min(1).max(64),
-  /** base32, versioned, block, pinned. */
-  scheme: z.string().max(32),
-  /** From a probe or the port; "" when unknown. */
-  version: z.string().max(128),
+  /** The services the port is canonical for on that node (registry names: lowercase labels). */
+  services: z.array(z.string().regex(SERVICE_NAME, 'not a service name')).min(1).max(64),
+  /** base32, versioned, block, pinned (a later writer may add schemes). */
+  scheme: z.string().regex(/^[a-z0-9-]{0,32}$/, 'not a scheme name'),
+  /** From a probe or the port; "" when unknown. Printable ASCII: it ends up in TXT records. */
+  version: z.string().regex(/^[\x20-\x7e]{0,128}$/, 'not printable ASCII of at most 128 characters'),
   versionSource: z.enum(['port', 'http', '']),
   /** When the node first saw this port listening (ISO 8601). */
   since: isoTime,
