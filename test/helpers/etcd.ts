@@ -90,8 +90,11 @@ export interface StartEtcdOptions {
 
 /** Every etcd process started by this module in this process, killed on exit if a test did not stop it. */
 const live = new Set<ChildProcess>();
+/** Data directories not yet removed (on tmpfs they hold memory): removed on exit too. */
+const roots = new Set<string>();
 process.once('exit', () => {
   for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  for (const r of roots) rmSync(r, { recursive: true, force: true });
 });
 
 /** A directory for etcd's data: on tmpfs when there is one, since etcd fsyncs every write. */
@@ -105,6 +108,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
   const n = opts.members ?? 1;
   const hosts = ['127.0.0.1', ...(opts.extraHosts ?? [])];
   const root = mkdtempSync(join(dataRoot(), 'canonport-etcd-'));
+  roots.add(root);
   const tls = opts.tls ? makeTls(join(root, 'tls'), hosts) : undefined;
   const scheme = tls ? 'https' : 'http';
   const specs: EtcdMemberSpec[] = [];
@@ -255,6 +259,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
     async stop() {
       await Promise.all(members.map((m) => killMember(m, 'SIGTERM')));
       rmSync(root, { recursive: true, force: true });
+      roots.delete(root);
     },
   };
   return cluster;
