@@ -50,7 +50,8 @@ describe('one host\'s real inventory', () => {
       const local = await hostA.listen(14688, '127.0.0.1');
       const api = await hostA.listen(12082, '0.0.0.0');
       const t0 = Date.now();
-      await until('the listener key', async () => ((await keys()).includes(`${PREFIX}/v1/listeners/host-a/12082`) ? true : undefined));
+      // Within a scan (500 ms) and a write: 5 s is a wide bound for that, far below any "eventually".
+      await until('the listener key', async () => ((await keys()).includes(`${PREFIX}/v1/listeners/host-a/12082`) ? true : undefined), 5_000);
       const appearedMs = Date.now() - t0;
       // The inventory saw the loopback listener too (it is this host's), and did not publish it.
       const snap = await inventory.snapshot();
@@ -64,7 +65,7 @@ describe('one host\'s real inventory', () => {
 
       await api.stop();
       const t1 = Date.now();
-      await until('the listener key to go', async () => ((await keys()).includes(`${PREFIX}/v1/listeners/host-a/12082`) ? undefined : true));
+      await until('the listener key to go', async () => ((await keys()).includes(`${PREFIX}/v1/listeners/host-a/12082`) ? undefined : true), 5_000);
       console.log(`host-a: listener key appeared ${appearedMs} ms after the listener, withdrawn ${Date.now() - t1} ms after it closed (scan interval 500 ms)`);
       await local.stop();
     } finally {
