@@ -78,6 +78,22 @@ export const ErrorCodes = {
    * the name's last answer in place.
    */
   XDS_INTERNAL: 'CP_XDS_INTERNAL',
+
+  // --- cluster mode (src/cluster/) ---
+  /** etcd cannot be reached (at start or later); cluster mode retries with backoff, answers keep coming from memory. */
+  CLUSTER_UNREACHABLE: 'CP_CLUSTER_UNREACHABLE',
+  /** A key or value under the cluster prefix does not fit the key layout (foreign writer, corruption): ignored and counted. */
+  CLUSTER_VALUE_IGNORED: 'CP_CLUSTER_VALUE_IGNORED',
+  /** The cluster view holds its maximum of nodes or endpoints: a new entry was refused and counted. */
+  CLUSTER_CAP_REACHED: 'CP_CLUSTER_CAP_REACHED',
+  /** This node's etcd lease expired or was revoked behind its back: a new one is granted and everything re-published. */
+  CLUSTER_LEASE_LOST: 'CP_CLUSTER_LEASE_LOST',
+  /** Writing this node's keys to etcd failed (unreachable, permission denied); retried with backoff. */
+  CLUSTER_PUBLISH_FAILED: 'CP_CLUSTER_PUBLISH_FAILED',
+  /** The cluster view stayed stale past the maximum staleness and was dropped: answers are single-host until etcd is back. */
+  CLUSTER_VIEW_DROPPED: 'CP_CLUSTER_VIEW_DROPPED',
+  /** The etcd watch was cancelled (compaction past its revision, or an error): the view is listed again. */
+  CLUSTER_WATCH_RESTARTED: 'CP_CLUSTER_WATCH_RESTARTED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -21,7 +21,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['registry'],
   ['core'],
   ['discovery', 'inventory'],
-  ['dns'],
+  ['dns', 'cluster'],
   ['context.ts'],
   ['grpc', 'http'],
   ['xds'],

@@ -39,6 +39,12 @@ export interface HostInventoryOptions {
   skipPorts?: (() => readonly number[]) | undefined;
   /** The probe itself; injectable only to count or fail probes in tests. */
   probeVersion?: ((target: ProbeTarget) => Promise<ProbeResult>) | undefined;
+  /**
+   * Called with every new snapshot, right after a refresh (cluster mode
+   * publishes from it, so a change reaches etcd one scan after it happens,
+   * not one scan plus a polling delay). A throw is logged, never propagated.
+   */
+  onSnapshot?: ((snapshot: InventorySnapshot) => void) | undefined;
 }
 
 /**
@@ -167,6 +173,11 @@ export class HostInventory implements InventoryProvider {
     const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners };
     this.publish(snap);
     this.latest = snap;
+    try {
+      this.opts.onSnapshot?.(snap);
+    } catch (err) {
+      this.logger.error({ err }, 'inventory onSnapshot hook threw');
+    }
     return snap;
   }
 

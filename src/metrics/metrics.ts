@@ -154,6 +154,71 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  // --- cluster mode (src/cluster/): the etcd view and this node's publication ---
+  readonly clusterViewNodes = new Gauge({
+    name: 'canonport_cluster_view_nodes',
+    help: 'Nodes in the cluster view (from etcd).',
+    registers: [this.registry],
+  });
+  readonly clusterViewEndpoints = new Gauge({
+    name: 'canonport_cluster_view_endpoints',
+    help: 'Listener records (service endpoints) in the cluster view.',
+    registers: [this.registry],
+  });
+  readonly clusterViewState = new Gauge({
+    name: 'canonport_cluster_view_state',
+    help: 'The cluster view state: 1 for the current one of missing, synced, stale.',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  /** Read at scrape time; the cluster sets it while it runs. */
+  clusterStalenessSource: (() => number) | undefined;
+  readonly clusterViewStaleness: Gauge = new Gauge({
+    name: 'canonport_cluster_view_staleness_seconds',
+    help: 'Seconds since the cluster view stopped being synced with etcd; 0 while synced.',
+    registers: [this.registry],
+    collect: () => {
+      this.clusterViewStaleness.set(this.clusterStalenessSource?.() ?? 0);
+    },
+  });
+  readonly clusterEtcdWrites = new Counter({
+    name: 'canonport_cluster_etcd_writes_total',
+    help: 'Writes this node sent to etcd, by kind (put, delete, txn, lease_grant, lease_revoke); keepalives are not writes.',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly clusterIgnoredValues = new Counter({
+    name: 'canonport_cluster_ignored_values_total',
+    help: 'Keys or values under the cluster prefix ignored, by reason (foreign_key, too_large, bad_json, invalid, key_mismatch).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly clusterRefusedEntries = new Counter({
+    name: 'canonport_cluster_refused_entries_total',
+    help: 'Cluster view entries refused because the view was full, by kind (node, endpoint).',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly clusterLeaseGrants = new Counter({
+    name: 'canonport_cluster_lease_grants_total',
+    help: 'etcd leases granted to this node, by reason (start, lost: the previous one expired or was revoked).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly clusterViewLists = new Counter({
+    name: 'canonport_cluster_view_lists_total',
+    help: 'Full lists of the cluster prefix, by reason (start, compacted: etcd compacted past the watch revision, watch_cancelled: etcd ended the watch, dropped: after the maximum staleness).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly clusterEtcdErrors = new Counter({
+    name: 'canonport_cluster_etcd_errors_total',
+    help: 'Failed etcd operations, by operation (list, watch, publish, lease).',
+    labelNames: ['op'] as const,
+    registers: [this.registry],
+  });
+  // --- end of cluster mode ---
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'canonport_' });
   }
