@@ -1,4 +1,5 @@
-import { copyFileSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
@@ -117,11 +118,14 @@ beforeAll(async () => {
   name = `${target.label}.localhost`;
 }, INSTALL_MS);
 
+/** Stopping the daemons (up to 10 s grace each, in parallel) and removing six installs outlasted the default 30 s hook timeout on a loaded machine. */
+const CLEANUP_MS = 120_000;
+
 afterAll(async () => {
   await Promise.all(daemons.map((d) => d.stop()));
   target?.server.forceShutdown();
-  for (const dir of [work, ...projects]) if (dir) rmSync(dir, { recursive: true, force: true });
-});
+  await Promise.all([work, ...projects].filter(Boolean).map((dir) => rm(dir, { recursive: true, force: true })));
+}, CLEANUP_MS);
 
 describe('the package declares grpc-js as a peer', () => {
   it('with the range the resolver enforces, and not as a dependency', () => {
