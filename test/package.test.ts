@@ -1,4 +1,5 @@
-import { copyFileSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
@@ -11,6 +12,7 @@ import { healthServerOnCanonicalPort } from './grpc-fixtures.js';
 import {
   REPO,
   installedVersion,
+  npmInstall,
   packCanonport,
   run,
   scratchProject,
@@ -25,7 +27,9 @@ import {
  * projects that have their own @grpc/grpc-js. From each, the installed
  * `canonport serve` runs as the daemon and a small application dials
  * `canon:///<name>` with its own grpc-js, reaching a real health server on
- * the name's canonical port. The installs need the npm registry.
+ * the name's canonical port. An application pinned to a grpc-js below the
+ * peer range is refused by npm at install time. The installs need the npm
+ * registry.
  */
 
 const FIXTURES = join(REPO, 'test/fixtures/scratch');
@@ -37,8 +41,8 @@ const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as {
 /** The grpc-js this repository develops against (same minor), and the oldest the peer range admits. */
 const SAME_MINOR = pkg.devDependencies['@grpc/grpc-js']!;
 const OLDEST = SUPPORTED_GRPC_JS.min.join('.');
-/** A grpc-js older than the range, under an npm alias beside the supported one. */
-const TOO_OLD = '1.9.15';
+/** A grpc-js older than the range (the issue's application on 1.12): under an npm alias beside the supported one, and as an application's own. */
+const TOO_OLD = '1.12.6';
 
 const INSTALL_MS = 300_000;
 const HEALTH_TAG = 'pkg';
@@ -67,7 +71,7 @@ interface DialResult {
  * its grpc module, `@grpc/grpc-js` unless `grpcSpecifier` names another)
  * and calls Health/Check on `canon:///<target>` (default: the test server's name).
  */
-async function dial(project: string, daemon: ScratchDaemon, mode: 'default' | 'pass', opts: { grpcSpecifier?: string; target?: string } = {}): Promise<DialResult> {
+async function dial(project: string, daemon: Pick<ScratchDaemon, 'grpc'>, mode: 'default' | 'pass', opts: { grpcSpecifier?: string; target?: string } = {}): Promise<DialResult> {
   const args = [join(project, 'dial-canon.mjs'), mode, daemon.grpc, opts.target ?? name, HEALTH_TAG, ...(opts.grpcSpecifier ? [opts.grpcSpecifier] : [])];
   const r = await run(process.execPath, args, { cwd: project, timeoutMs: 60_000 });
   if (r.code !== 0 || !r.stdout.trim()) throw new Error(`the application failed (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
@@ -76,8 +80,8 @@ async function dial(project: string, daemon: ScratchDaemon, mode: 'default' | 'p
 
 const projects: string[] = [];
 
-async function project(label: string, specs: string[]): Promise<string> {
-  const dir = await scratchProject(label, specs);
+async function project(label: string, specs: string[], opts: { saveExact?: boolean } = {}): Promise<string> {
+  const dir = await scratchProject(label, specs, opts);
   projects.push(dir);
   copyFileSync(join(FIXTURES, 'dial-canon.mjs'), join(dir, 'dial-canon.mjs'));
   return dir;
@@ -96,7 +100,7 @@ const UNANSWERED = '_nosuch.localhost';
 const UNAVAILABLE = 14;
 
 /** The scratch projects, installed side by side (npm mostly waits on the network and the disk); each describe awaits its own. */
-const installs: Partial<Record<'same' | 'oldest' | 'linked' | 'alone', Promise<string>>> = {};
+const installs: Partial<Record<'same' | 'oldest' | 'linked' | 'alone' | 'pinnedOld' | 'caretOld', Promise<string>>> = {};
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'canonport-package-'));
@@ -105,17 +109,23 @@ beforeAll(async () => {
   installs.oldest = project('oldest', [`@grpc/grpc-js@${OLDEST}`, `grpc-js-too-old@npm:@grpc/grpc-js@${TOO_OLD}`, tarball]);
   installs.linked = project('linked', [`@grpc/grpc-js@${SAME_MINOR}`, REPO]);
   installs.alone = project('alone', [tarball]);
+  // Applications on grpc-js 1.12 before canonport is added: one pins it exactly, one has npm's default `^`.
+  installs.pinnedOld = project('pinned-old', [`@grpc/grpc-js@${TOO_OLD}`], { saveExact: true });
+  installs.caretOld = project('caret-old', [`@grpc/grpc-js@${TOO_OLD}`]);
   // Awaited by each describe; a failure is reported there, not as an unhandled rejection.
   for (const p of Object.values(installs)) p.catch(() => undefined);
   target = await healthServerOnCanonicalPort(HEALTH_TAG);
   name = `${target.label}.localhost`;
 }, INSTALL_MS);
 
+/** Stopping the daemons (up to 10 s grace each, in parallel) and removing six installs outlasted the default 30 s hook timeout on a loaded machine. */
+const CLEANUP_MS = 120_000;
+
 afterAll(async () => {
   await Promise.all(daemons.map((d) => d.stop()));
   target?.server.forceShutdown();
-  for (const dir of [work, ...projects]) if (dir) rmSync(dir, { recursive: true, force: true });
-});
+  await Promise.all([work, ...projects].filter(Boolean).map((dir) => rm(dir, { recursive: true, force: true })));
+}, CLEANUP_MS);
 
 describe('the package declares grpc-js as a peer', () => {
   it('with the range the resolver enforces, and not as a dependency', () => {
@@ -127,9 +137,17 @@ describe('the package declares grpc-js as a peer', () => {
     const notGrpc = { experimental: {} } as never;
     expect(() => registerCanonResolver({ grpc: notGrpc })).toThrow(expect.objectContaining({ code: ErrorCodes.GRPC_UNSUPPORTED }));
     expect(() => createCanonportClient('127.0.0.1:1', { grpc: notGrpc })).toThrow(expect.objectContaining({ code: ErrorCodes.GRPC_UNSUPPORTED }));
-    // Shaped like grpc-js but without the Endpoint API (< 1.10), and not found on disk to read a version from.
-    const preEndpoint = { experimental: { registerResolver: () => undefined }, credentials: { createInsecure: () => ({}) }, Metadata: class {}, loadPackageDefinition: () => ({}) };
-    expect(() => registerCanonResolver({ grpc: preEndpoint })).toThrow(expect.objectContaining({ code: ErrorCodes.GRPC_UNSUPPORTED, message: expect.stringContaining('1.10') }));
+  });
+
+  it('judges a grpc-js whose version it cannot find (a bundle) by the resolver API of 1.14', () => {
+    // Shaped like grpc-js, not found on disk to read a version from. 1.10–1.13 have endpointToString but not statusOrFromValue.
+    const shape = { credentials: { createInsecure: () => ({}) }, Metadata: class {}, loadPackageDefinition: () => ({}) };
+    const pre114 = { ...shape, experimental: { registerResolver: () => undefined, endpointToString: () => '' } };
+    expect(() => registerCanonResolver({ grpc: pre114 })).toThrow(expect.objectContaining({ code: ErrorCodes.GRPC_UNSUPPORTED, message: expect.stringContaining(SUPPORTED_GRPC_JS_RANGE) }));
+    const registered: string[] = [];
+    const like114 = { ...shape, experimental: { registerResolver: (scheme: string) => void registered.push(scheme), statusOrFromValue: () => ({}) } };
+    registerCanonResolver({ grpc: like114 });
+    expect(registered).toEqual(['canon']);
   });
 });
 
@@ -182,14 +200,14 @@ describe(`installed from the tarball beside grpc-js ${OLDEST}, the oldest the pe
     daemon = await daemonIn(dir);
   }, INSTALL_MS);
 
-  it('runs the daemon and the resolver on that grpc-js (the 1.10–1.13 resolver listener)', async () => {
+  it('runs the daemon and the resolver on that grpc-js', async () => {
     expect(installedVersion(dir, '@grpc/grpc-js')).toBe(OLDEST);
     const r = await dial(dir, daemon, 'default');
     expect(r.canonportGrpc).toBe(r.appGrpc);
     expect(r).toMatchObject({ registered: true, grpcVersion: OLDEST, response: SERVING });
   });
 
-  it("reports a name the daemon has no answer for through that listener's onError", async () => {
+  it('reports a name the daemon has no answer for as an error to the listener', async () => {
     expect(await dial(dir, daemon, 'default', { target: UNANSWERED })).toMatchObject({ registered: true, callCode: UNAVAILABLE, callDetails: expect.stringContaining(`canon:///${UNANSWERED}`) });
   });
 
@@ -244,4 +262,42 @@ describe('installed alone: npm install canonport, then npx canonport', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual([{ name, resolution: expect.objectContaining({ port: target.port, addresses: expect.arrayContaining(['127.0.0.1']) }) }]);
   });
+});
+
+describe(`added to an application on grpc-js ${TOO_OLD}`, () => {
+  it('is refused by npm when the application pins that version: ERESOLVE on the @grpc/grpc-js peer, nothing installed', async () => {
+    const dir = await installs.pinnedOld!;
+    const declared = () => (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies;
+    expect(declared()).toEqual({ '@grpc/grpc-js': TOO_OLD });
+    const r = await npmInstall(dir, [tarball]);
+    expect(r.code).not.toBe(0);
+    const out = r.stdout + r.stderr;
+    expect(out).toContain('ERESOLVE');
+    expect(out).toContain(`Found: @grpc/grpc-js@${TOO_OLD}`);
+    expect(out).toContain(`peer @grpc/grpc-js@"${SUPPORTED_GRPC_JS_RANGE}" from canonport@`);
+    expect(existsSync(join(dir, 'node_modules/canonport'))).toBe(false);
+    expect(installedVersion(dir, '@grpc/grpc-js')).toBe(TOO_OLD);
+    expect(declared()).toEqual({ '@grpc/grpc-js': TOO_OLD });
+  }, INSTALL_MS);
+
+  it('forced past the conflict (--legacy-peer-deps), throws CP_GRPC_UNSUPPORTED from registerCanonResolver(), naming the range', async () => {
+    const dir = await installs.pinnedOld!;
+    const r = await npmInstall(dir, [tarball], ['--legacy-peer-deps']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(installedVersion(dir, '@grpc/grpc-js')).toBe(TOO_OLD);
+    // Registration fails before any channel is made: the daemon address is never dialled.
+    const d = await dial(dir, { grpc: '127.0.0.1:1' }, 'default');
+    expect(d.canonportGrpc).toBe(d.appGrpc);
+    expect(d).toMatchObject({ registered: false, errorName: 'CanonportError', code: ErrorCodes.GRPC_UNSUPPORTED, grpcVersion: TOO_OLD });
+    expect(d.message).toContain(SUPPORTED_GRPC_JS_RANGE);
+  }, INSTALL_MS);
+
+  it("moves an application that declares ^ to a supported grpc-js inside its own range, sharing one copy", async () => {
+    const dir = await installs.caretOld!;
+    const r = await npmInstall(dir, [tarball]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(isSupportedGrpcVersion(installedVersion(dir, '@grpc/grpc-js'))).toBe(true);
+    expect(existsSync(join(dir, 'node_modules/canonport/node_modules/@grpc/grpc-js'))).toBe(false);
+    expect((JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies['@grpc/grpc-js']).toBe(`^${TOO_OLD}`);
+  }, INSTALL_MS);
 });

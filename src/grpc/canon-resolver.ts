@@ -75,32 +75,15 @@ export function registerCanonResolver(opts: CanonResolverOptions = {}): void {
   grpcModule.experimental.registerResolver(
     CANON_SCHEME,
     class extends CanonResolver {
-      constructor(target: grpc.experimental.GrpcUri, listener: unknown, options: grpc.ChannelOptions) {
+      constructor(target: grpc.experimental.GrpcUri, listener: grpc.experimental.ResolverListener, options: grpc.ChannelOptions) {
         super(target, listener, options, settings);
       }
     },
   );
 }
 
-/** What the resolver reports: the shape of grpc-js's StatusOr (1.14), built here so any supported version gets it. */
-type Endpoints = { ok: true; value: grpc.experimental.Endpoint[] } | { ok: false; error: grpc.StatusObject };
-
-/**
- * The listener grpc-js hands a resolver: a function from 1.14 on, an object
- * with onSuccessfulResolution/onError in 1.10–1.13. Returns the one call
- * the resolver makes to report.
- */
-function reporterFor(listener: unknown): (result: Endpoints) => void {
-  if (typeof listener === 'function') {
-    const report = listener as (endpoints: Endpoints, attributes: object, serviceConfig: null, resolutionNote: string) => unknown;
-    return (result) => report(result, {}, null, '');
-  }
-  const legacy = listener as {
-    onSuccessfulResolution(endpoints: grpc.experimental.Endpoint[], serviceConfig: null, serviceConfigError: null, configSelector: null, attributes: object): void;
-    onError(error: grpc.StatusObject): void;
-  };
-  return (result) => (result.ok ? legacy.onSuccessfulResolution(result.value, null, null, null, {}) : legacy.onError(result.error));
-}
+/** What the resolver reports to its listener: the endpoints, or the status every call fails with. */
+type Endpoints = grpc.experimental.StatusOr<grpc.experimental.Endpoint[]>;
 
 class CanonResolver implements grpc.experimental.Resolver {
   private readonly name: string;
@@ -117,17 +100,15 @@ class CanonResolver implements grpc.experimental.Resolver {
   private destroyed = false;
   private firstAnswerTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
-  private readonly reportTo: (result: Endpoints) => void;
 
   constructor(
     target: grpc.experimental.GrpcUri,
-    listener: unknown,
+    private readonly listener: grpc.experimental.ResolverListener,
     _options: grpc.ChannelOptions,
     private readonly settings: Settings,
   ) {
     this.name = target.path;
     this.daemon = target.authority || settings.daemon;
-    this.reportTo = reporterFor(listener);
   }
 
   /** The name itself, so TLS and :authority see the service's host name. Throws for a malformed name. */
@@ -231,7 +212,8 @@ class CanonResolver implements grpc.experimental.Resolver {
   private report(result: Endpoints): void {
     this.last = result;
     if (this.destroyed) return;
-    this.reportTo(result);
+    // No attributes, no service config, no resolution note.
+    this.listener(result, {}, null, '');
   }
 
   /** UNAVAILABLE with the reason; the Metadata comes from the registered grpc-js, the one that will read it. */

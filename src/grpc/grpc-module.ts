@@ -34,12 +34,14 @@ export interface GrpcModule {
 
 /**
  * The grpc-js versions canonport is tested with; package.json's peer range
- * says the same (a test checks). 1.10 introduced the Endpoint list the
- * resolver reports; 1.14 changed the resolver listener from an object to a
- * function (both are handled); `experimental` is outside grpc-js's semver
- * promise, so the next minor is not assumed to work.
+ * says the same (a test checks). The floor is the peer of
+ * @grpc/grpc-js-xds ~1.14.1 (`~1.14.5`), the package canonport takes
+ * Envoy's .proto files from: npm refuses an application's older grpc-js at
+ * install time (ERESOLVE), so nothing older is supported here either. The
+ * ceiling is the next minor because `experimental`, the resolver API, is
+ * outside grpc-js's semver promise (1.14 changed its listener's shape).
  */
-export const SUPPORTED_GRPC_JS = { min: [1, 10, 0], below: [1, 15, 0] } as const;
+export const SUPPORTED_GRPC_JS = { min: [1, 14, 5], below: [1, 15, 0] } as const;
 export const SUPPORTED_GRPC_JS_RANGE = `>=${SUPPORTED_GRPC_JS.min.join('.')} <${SUPPORTED_GRPC_JS.below.join('.')}`;
 
 /** canonport's own import: the application's copy whenever npm shared one. */
@@ -106,7 +108,7 @@ const HOW_TO_PASS = "pass the module your channels use: import * as grpc from '@
  */
 export function checkGrpcModule(mod: unknown): asserts mod is GrpcModule {
   if (typeof mod === 'object' && mod !== null && checked.has(mod)) return;
-  const m = mod as { experimental?: { registerResolver?: unknown; endpointToString?: unknown }; credentials?: unknown; Metadata?: unknown } | null;
+  const m = mod as { experimental?: { registerResolver?: unknown; statusOrFromValue?: unknown }; credentials?: unknown; Metadata?: unknown } | null;
   if (m === null || typeof m !== 'object' || typeof m.experimental?.registerResolver !== 'function' || m.credentials === undefined || typeof m.Metadata !== 'function') {
     throw new CanonportError(ErrorCodes.GRPC_UNSUPPORTED, `the grpc option is not a @grpc/grpc-js module (no experimental.registerResolver); ${HOW_TO_PASS}`, {
       supported: SUPPORTED_GRPC_JS_RANGE,
@@ -120,9 +122,9 @@ export function checkGrpcModule(mod: unknown): asserts mod is GrpcModule {
       { version: pkg.version, dir: pkg.dir, supported: SUPPORTED_GRPC_JS_RANGE },
     );
   }
-  // Version unknown (a bundle): the Endpoint API of 1.10 is the least the resolver needs.
-  if (!pkg && typeof m.experimental.endpointToString !== 'function') {
-    throw new CanonportError(ErrorCodes.GRPC_UNSUPPORTED, `this @grpc/grpc-js predates the Endpoint resolver API (1.10); canonport supports ${SUPPORTED_GRPC_JS_RANGE}`, {
+  // Version unknown (a bundle): the resolver reports a StatusOr to a listener function, which came with 1.14 (as did experimental.statusOrFromValue).
+  if (!pkg && typeof m.experimental.statusOrFromValue !== 'function') {
+    throw new CanonportError(ErrorCodes.GRPC_UNSUPPORTED, `this @grpc/grpc-js predates the resolver API of 1.14 (no experimental.statusOrFromValue); canonport supports ${SUPPORTED_GRPC_JS_RANGE}`, {
       supported: SUPPORTED_GRPC_JS_RANGE,
     });
   }

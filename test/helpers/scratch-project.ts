@@ -50,17 +50,24 @@ export async function packCanonport(dir: string): Promise<string> {
   return join(dir, info!.filename);
 }
 
+/** `npm install` of `specs` in `dir` as a user runs it (see scratchProject for the flags); npm's exit code and output, failure included. */
+export function npmInstall(dir: string, specs: string[], extraArgs: string[] = []): Promise<Run> {
+  return run('npm', ['install', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', ...extraArgs, ...specs], { cwd: dir, timeoutMs: 240_000 });
+}
+
 /**
  * A fresh project in a temp dir with `specs` installed by npm (a registry
- * spec like `@grpc/grpc-js@1.10.0`, a tarball path or a directory).
+ * spec like `@grpc/grpc-js@1.14.5`, a tarball path or a directory).
  * --ignore-scripts: installing a directory runs its `prepare` (a rebuild of
  * this checkout's dist/ under running tests), and no test here needs an
- * install script. --prefer-offline keeps a warm cache fast.
+ * install script. --prefer-offline keeps a warm cache fast. `saveExact`
+ * records the versions exactly in package.json (npm's default is `^`),
+ * as an application that pins its dependencies does.
  */
-export async function scratchProject(name: string, specs: string[]): Promise<string> {
+export async function scratchProject(name: string, specs: string[], opts: { saveExact?: boolean } = {}): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), `canonport-${name}-`));
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: `scratch-${name}`, private: true, type: 'module' }, null, 2));
-  const r = await run('npm', ['install', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', ...specs], { cwd: dir, timeoutMs: 240_000 });
+  const r = await npmInstall(dir, specs, opts.saveExact ? ['--save-exact'] : []);
   if (r.code !== 0) {
     rmSync(dir, { recursive: true, force: true });
     throw new Error(
