@@ -14,8 +14,9 @@ import {
 } from '../../fleet/fleet.js';
 import { collect, EXIT_FINDINGS, EXIT_OK, intOption, printJson, usageError, type CliIO } from '../io.js';
 import type { RegisterCommand } from '../io.js';
+import { tlsFromFlags, withTlsOptions, type TlsFlags } from '../options.js';
 
-interface FleetFlags {
+interface FleetFlags extends TlsFlags {
   hostsFile?: string;
   timeout: string;
   concurrency: string;
@@ -38,7 +39,7 @@ const PROGRESS_HOSTS = 20;
  * view and exits 0 even with hosts down. 2 for usage errors.
  */
 export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
-  program
+  withTlsOptions(program
     .command('fleet')
     .description('ask many daemons what runs where: service × version × hosts')
     .argument('[hosts...]', `daemons as HOST, HOST:PORT or [IPV6]:PORT (port ${DEFAULT_GRPC_PORT} when none)`)
@@ -47,7 +48,7 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
     .option('--concurrency <n>', 'hosts asked at once', String(DEFAULT_FLEET_CONCURRENCY))
     .option('--expect <svc=version>', 'exit 1 unless every reachable host runs svc at exactly this version (repeatable)', collect, [])
     .option('--strict', 'exit 1 also when a host is unreachable or a service runs mixed versions')
-    .option('--json', 'print hosts, services and findings as JSON')
+    .option('--json', 'print hosts, services and findings as JSON'))
     .action(async (args: string[], flags: FleetFlags) => {
       const timeoutMs = intOption(flags.timeout, '--timeout', 1, 600_000);
       const concurrency = intOption(flags.concurrency, '--concurrency', 1, 10_000);
@@ -71,7 +72,7 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
       if (bad.length > 0) throw usageError(`not a host or HOST:PORT: ${bad.map((h) => `"${h}"`).join(', ')}`);
 
       const progress = progressReporter(io, hosts.length);
-      const report = await collectFleet(hosts, { timeoutMs, concurrency, onProgress: progress.update });
+      const report = await collectFleet(hosts, { timeoutMs, concurrency, onProgress: progress.update, tls: tlsFromFlags(flags) });
       progress.end();
       const findings = checkExpectations(report, expectations);
 

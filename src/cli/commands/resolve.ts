@@ -4,8 +4,7 @@ import { createCanonportClient, type ResolveResult, type Resolution } from '../.
 import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
 import { MAX_BATCH } from '../../grpc/service.js';
 import { EXIT_FINDINGS, EXIT_USAGE, intOption, printJson, type CliIO } from '../io.js';
-import { validName } from '../options.js';
-
+import { tlsFromFlags, tlsOptions, validName, type TlsFlags } from '../options.js';
 
 /**
  * `canonport resolve NAME…`: asks the daemon (gRPC ResolveMany) for each
@@ -16,41 +15,42 @@ import { validName } from '../options.js';
  * found here before the daemon is asked, or by the daemon.
  */
 export function registerResolve(program: Command, io: CliIO): void {
-  program
+  const cmd = program
     .command('resolve')
     .description("ask the daemon for each NAME's port, scheme and addresses")
     .argument('<name...>', 'service names, e.g. api.cluster-1.example.com or _api._tcp.cluster-1.example.com')
     .addOption(new Option('--daemon <addr:port>', `the daemon's gRPC address (default ${DEFAULT_DAEMON_ADDRESS})`).env('CANONPORT_GRPC'))
     .option('--timeout <ms>', 'deadline of the call (default 5000)')
-    .option('--json', 'print a JSON array of {name, resolution} or {name, error}')
-    .action(async (names: string[], opts: { daemon?: string; timeout?: string; json?: boolean }) => {
-      names.forEach(validName);
-      const timeoutMs = opts.timeout === undefined ? undefined : intOption(opts.timeout, '--timeout', 1, 600_000);
+    .option('--json', 'print a JSON array of {name, resolution} or {name, error}');
+  for (const o of tlsOptions()) cmd.addOption(o);
+  cmd.action(async (names: string[], opts: { daemon?: string; timeout?: string; json?: boolean } & TlsFlags) => {
+    names.forEach(validName);
+    const timeoutMs = opts.timeout === undefined ? undefined : intOption(opts.timeout, '--timeout', 1, 600_000);
 
-      const client = createCanonportClient(opts.daemon || DEFAULT_DAEMON_ADDRESS, { timeoutMs });
-      let results: ResolveResult[] = [];
-      try {
-        for (let i = 0; i < names.length; i += MAX_BATCH) results.push(...(await client.resolveMany(names.slice(i, i + MAX_BATCH))));
-      } catch (err) {
-        if (isCanonportError(err, ErrorCodes.DAEMON_UNREACHABLE)) {
-          io.err(`canonport: ${err.message} (is \`canonport serve\` running? --daemon ADDR:PORT names another) [${err.code}]`);
-          io.exitCode = EXIT_FINDINGS;
-          return;
-        }
-        throw err;
-      } finally {
-        client.close();
+    const client = createCanonportClient(opts.daemon || DEFAULT_DAEMON_ADDRESS, { timeoutMs, tls: tlsFromFlags(opts) });
+    let results: ResolveResult[] = [];
+    try {
+      for (let i = 0; i < names.length; i += MAX_BATCH) results.push(...(await client.resolveMany(names.slice(i, i + MAX_BATCH))));
+    } catch (err) {
+      if (isCanonportError(err, ErrorCodes.DAEMON_UNREACHABLE)) {
+        io.err(`canonport: ${err.message} (is \`canonport serve\` running? --daemon ADDR:PORT names another) [${err.code}]`);
+        io.exitCode = EXIT_FINDINGS;
+        return;
       }
+      throw err;
+    } finally {
+      client.close();
+    }
 
-      if (opts.json) printJson(io, results);
-      else {
-        const lines = results.filter((r) => r.resolution).map((r) => line(r.resolution!));
-        if (lines.length > 0) io.out(lines.join('\n'));
-      }
-      for (const r of results) if (r.error) io.err(`canonport: ${r.name}: ${r.error.message} [${r.error.code}]`);
-      if (results.some((r) => r.error?.status === GrpcStatus.INVALID_ARGUMENT)) io.exitCode = EXIT_USAGE;
-      else if (results.some((r) => r.error)) io.exitCode = EXIT_FINDINGS;
-    });
+    if (opts.json) printJson(io, results);
+    else {
+      const lines = results.filter((r) => r.resolution).map((r) => line(r.resolution!));
+      if (lines.length > 0) io.out(lines.join('\n'));
+    }
+    for (const r of results) if (r.error) io.err(`canonport: ${r.name}: ${r.error.message} [${r.error.code}]`);
+    if (results.some((r) => r.error?.status === GrpcStatus.INVALID_ARGUMENT)) io.exitCode = EXIT_USAGE;
+    else if (results.some((r) => r.error)) io.exitCode = EXIT_FINDINGS;
+  });
 }
 
 /** `api.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5` */
