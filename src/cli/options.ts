@@ -58,10 +58,33 @@ export function tlsOptions(opts: { serverName?: boolean } = {}): Option[] {
 
 /** What the TLS flags ask for: settings, `true` (TLS, system CAs) or `false` (plaintext). */
 export function tlsFromFlags(f: TlsFlags): ClientTlsOptions | boolean {
+  let tls: ClientTlsOptions | boolean;
   if (f.tlsCa !== undefined || f.tlsCert !== undefined || f.tlsKey !== undefined || f.tlsServerName !== undefined) {
-    return { ca: f.tlsCa, cert: f.tlsCert, key: f.tlsKey, serverName: f.tlsServerName };
-  }
-  return f.tls === true || /^(1|true|yes|on)$/i.test(process.env[CLIENT_TLS_ENV.on]?.trim() ?? '');
+    tls = { ca: f.tlsCa, cert: f.tlsCert, key: f.tlsKey, serverName: f.tlsServerName };
+  } else tls = f.tls === true || /^(1|true|yes|on)$/i.test(process.env[CLIENT_TLS_ENV.on]?.trim() ?? '');
+  if (tls !== false) quietIpServerName();
+  return tls;
+}
+
+let quieted = false;
+
+/**
+ * grpc-js sends the dialled address as the TLS server name even when it is
+ * an IP (127.0.0.1:13655, the default daemon), and Node then prints
+ * DEP0123 on stderr once per process. The address is still checked against
+ * the certificate's IP names; the warning only says SNI will ignore it. A
+ * command's stderr is for its own messages, so the CLI drops that one
+ * warning (and only it); a program using the client keeps Node's default.
+ */
+function quietIpServerName(): void {
+  if (quieted) return;
+  quieted = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
 }
 
 /** Adds the TLS flags to a command, for chaining. */
