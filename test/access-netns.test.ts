@@ -4,7 +4,8 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
 import { createCanonportClient } from '../src/grpc/canonport-client.js';
-import { startDaemon } from './helpers/daemon.js';
+import { writeFileSync } from 'node:fs';
+import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
 import { createHostNet, type Host, type HostNet } from './helpers/netns.js';
 
 /**
@@ -80,8 +81,8 @@ function captureLogger() {
   );
 }
 
-async function start(flags: Record<string, unknown>): Promise<Daemon> {
-  const d = await startDaemon({ grpc: '0.0.0.0:0', http: '0.0.0.0:0', logLevel: 'debug', ...flags }, { logger: captureLogger() });
+async function start(flags: Record<string, unknown>, opts: { watchRegistry?: boolean } = {}): Promise<Daemon> {
+  const d = await startDaemon({ grpc: '0.0.0.0:0', http: '0.0.0.0:0', logLevel: 'debug', ...flags }, { logger: captureLogger(), ...opts });
   daemons.push(d);
   return d;
 }
@@ -207,5 +208,27 @@ describe('--inventory-allow: Inventory narrower than the rest of gRPC', () => {
     expect(fleet.hosts[0]!.error).toContain('--inventory-allow');
     const ok = await canonport(inside, ['fleet', '--json', grpcAt]);
     expect((JSON.parse(ok.stdout) as typeof fleet).hosts[0]).toMatchObject({ reachable: true });
+  });
+});
+
+describe('what else opens the listeners to other hosts', () => {
+  it('--insecure-listen: every host is served, on purpose', async () => {
+    const d = await start({ insecureListen: true });
+    const r = await canonport(outside, ['resolve', '--daemon', `${net.gateway}:${d.addresses.grpc.port}`, 'api.localhost']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect((await curl(outside, `http://${net.gateway}:${d.addresses.http.port}/metrics`)).status).toBe('200');
+  });
+
+  it('a reload that widens the allow-list lets the other host in from its next call', async () => {
+    const file = writeRegistry(`daemon:\n  grpcAllow: [${inside.address}]\n  httpAllow: [${inside.address}]\n`, tempDir());
+    const d = await start({ registry: file }, { watchRegistry: false });
+    const grpcAt = `${net.gateway}:${d.addresses.grpc.port}`;
+    expect((await canonport(outside, ['resolve', '--daemon', grpcAt, 'api.localhost'])).code).toBe(1);
+    writeFileSync(file, `daemon:\n  grpcAllow: [${inside.address}, ${outside.address}]\n  httpAllow: [${inside.address}]\n`);
+    expect((await d.reload()).ok).toBe(true);
+    const r = await canonport(outside, ['resolve', '--daemon', grpcAt, 'api.localhost']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
   });
 });
