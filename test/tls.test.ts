@@ -143,6 +143,16 @@ describe('gRPC over TLS (--grpc-tls-cert, --grpc-tls-key)', () => {
     expect(e.message).toMatch(/certificate .* is not trusted \(.*\): give the CA that signed it with --tls-ca/);
   });
 
+  it('checks the name the daemon was dialled by, or the one --tls-server-name gives', async () => {
+    // The certificate names localhost, 127.0.0.1 and ::1: dialled at 127.0.0.1, another name does not match.
+    const wrong = await failure(typed(d, { ca: ca.cert, serverName: 'daemon.example.org' }).resolve('api.localhost'));
+    expect(wrong.code).toBe('CP_TLS_HANDSHAKE_FAILED');
+    expect(wrong.message).toContain('or the name it carries with --tls-server-name (CANONPORT_TLS_SERVER_NAME)');
+    expect((await typed(d, { ca: ca.cert, serverName: 'localhost' }).resolve('api.localhost')).port).toBe(12082);
+    const cli = await runCli(['resolve', '--daemon', at(d), 'api.localhost'], { CANONPORT_TLS_CA: ca.cert, CANONPORT_TLS_SERVER_NAME: 'localhost' });
+    expect(cli.code, cli.stderr).toBe(0);
+  });
+
   it('canonport resolve: --tls-ca, or CANONPORT_TLS_CA; without either, exit 1 with the reason', async () => {
     const flag = await runCli(['resolve', '--daemon', at(d), '--tls-ca', ca.cert, 'api.localhost']);
     expect(flag.stderr).toBe('');

@@ -67,7 +67,10 @@ export function accessInterceptor(deps: PolicyDeps): grpc.ServerInterceptor {
         };
       }
     }
-    if (refusal === null) return new grpc.ServerInterceptingCall(call);
+    // Allowed: hand the call on unwrapped. grpc-js chains interceptors through the
+    // ServerInterceptingCallInterface only (server-interceptors.ts, getServerInterceptingCall);
+    // the ServerInterceptor type asks for the class, which would cost a wrapper on every call.
+    if (refusal === null) return call as grpc.ServerInterceptingCall;
     log.refused(refusal.reason, client, method.path);
     const denied = refusal;
     return new grpc.ServerInterceptingCall(call, {
