@@ -71,6 +71,10 @@ describe('canonport resolve', () => {
           addresses: ['10.0.0.5', 'fd00::5'],
           ttl: 60,
           collidesWith: [],
+          endpoints: [
+            { address: '10.0.0.5', port: 12082, source: 'registry', node: '', version: '', since: '' },
+            { address: 'fd00::5', port: 12082, source: 'registry', node: '', version: '', since: '' },
+          ],
         },
       },
     ]);

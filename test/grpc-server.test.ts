@@ -102,6 +102,10 @@ describe('Resolve', () => {
       addresses: ['10.0.0.5', 'fd00::5'],
       ttl: 30,
       collidesWith: [],
+      endpoints: [
+        { address: '10.0.0.5', port: 12082, source: 'registry', node: '', version: '', since: '' },
+        { address: 'fd00::5', port: 12082, source: 'registry', node: '', version: '', since: '' },
+      ],
     });
   });
 

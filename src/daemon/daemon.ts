@@ -1,11 +1,13 @@
 import { EventEmitter } from 'node:events';
-import { watch, type FSWatcher } from 'node:fs';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import { applyReload, checkForwardLoop, configFromEnv, type Config, type ConfigInput } from '../config/config.js';
 import { resolveConfig } from './load.js';
-import { classifyName, LOCALHOST_ZONE } from '../core/service-name.js';
+import { classifyIn, LOCALHOST_ZONE } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
+import { Cluster, CLUSTER_SCAN_INTERVAL_MS, type ClusterOptions } from '../cluster/cluster.js';
+import { observedFrom } from '../cluster/observed.js';
 import { Discovery } from '../discovery/discovery.js';
 import { EtcHosts } from '../discovery/etc-hosts.js';
 import { DnsChain } from '../dns/chain.js';
@@ -20,6 +22,7 @@ import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
 import { silentLogger, type Logger } from '../log.js';
+import { CANONPORT_VERSION } from '../version.js';
 import type { Registry } from '../registry/registry.js';
 import type { DaemonContext, DaemonEvents } from '../context.js';
 
@@ -75,6 +78,8 @@ export class Daemon {
   private readonly forwarder: Forwarder;
   private readonly upstreamAddresses: UpstreamAddresses;
   readonly discovery: Discovery;
+  /** Cluster mode: this host's publisher and every host's view; null without --cluster. */
+  readonly cluster: Cluster | null;
   private readonly inventory: HostInventory;
   private watcher: FSWatcher | null = null;
   private reloadTimer: NodeJS.Timeout | null = null;
@@ -104,7 +109,14 @@ export class Daemon {
     this.forwarder = new Forwarder({ metrics: this.metrics, logger: this.logger, now }, forwarderOptions(config));
     // Learned in-zone addresses change answers: tell the core's listeners (Watch, xDS).
     this.upstreamAddresses = new UpstreamAddresses(this.forwarder, upstreamAddressOptions(config), now, () => this.discovery.notify());
-    this.discovery = new Discovery({ state, hosts: new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), addresses: this.upstreamAddresses });
+    // Cluster mode: a --workers DNS worker reads the view only; its primary publishes for the host.
+    this.cluster = config.cluster === null ? null : new Cluster(clusterOptions(config, registry, opts.role !== 'dns'), { metrics: this.metrics, logger: this.logger, now });
+    this.discovery = new Discovery({
+      state,
+      hosts: new EtcHosts(opts.hostsFile ?? '/etc/hosts', now),
+      addresses: this.upstreamAddresses,
+      observed: this.cluster ? observedFrom(this.cluster.reader) : undefined,
+    });
     this.chain = new DnsChain(
       { state, discovery: this.discovery, forwarder: this.forwarder, metrics: this.metrics, logger: this.logger, now },
       config,
@@ -116,6 +128,9 @@ export class Daemon {
       logger: this.logger,
       procRoot: config.procRoot,
       skipPorts: () => (this.addresses ? [this.addresses.dns.port, this.addresses.grpc.port, this.addresses.http.port] : []),
+      // Cluster mode: what listens here reaches every host within a scan, so scan often (registry inventory.intervalMs still wins).
+      intervalMs: this.cluster && registry.inventory.intervalMs === undefined ? CLUSTER_SCAN_INTERVAL_MS : undefined,
+      onSnapshot: (snap) => this.cluster?.publish(snap),
     });
     this.ctx = {
       logger: this.logger,
@@ -126,12 +141,13 @@ export class Daemon {
       inventory: this.inventory,
       events: this.events,
       ready: () => this.isReady,
+      clusterStatus: () => this.cluster?.reader.status() ?? null,
       metricsText: opts.metricsText,
     };
     this.dns = new DnsServer({
       listen: config.dns,
       handler: this.chain.handler,
-      classify: (lname: string) => classifyName(lname, this.serving.zones, this.serving.registry),
+      classify: (lname: string) => classifyIn(this.serving, lname),
       metrics: this.metrics,
       logger: this.logger,
       queryLogRate: () => this.cfg.queryLog,
@@ -188,6 +204,8 @@ export class Daemon {
     }
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
     if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();
+    // Never awaited: etcd being down must not hold the start (answers fall back to this host's until the view syncs).
+    this.cluster?.start();
     if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();
     if (this.cfg.upstreams.length === 0) {
       this.logger.warn({ code: ErrorCodes.NO_UPSTREAM }, 'no upstream resolvers: names outside the served zones get SERVFAIL');
@@ -247,6 +265,7 @@ export class Daemon {
     this.forwarder.configure(forwarderOptions(config));
     this.upstreamAddresses.configure(upstreamAddressOptions(config));
     this.chain.configure(config);
+    this.cluster?.setRegistryDigest(registry.digest);
     this.discovery.changed();
   }
 
@@ -260,6 +279,8 @@ export class Daemon {
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
     await Promise.all([this.opts.role === 'front' ? undefined : this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
     await this.inventory.stop();
+    // A clean stop revokes the lease: this host leaves every view at once, not a lease TTL later.
+    await this.cluster?.stop({ revoke: true });
     this.chain.close();
     this.upstreamAddresses.close();
     this.discovery.close();
@@ -292,5 +313,39 @@ function upstreamAddressOptions(config: Config): UpstreamAddressesOptions {
 }
 
 function stateOf(config: Config, registry: Registry): ServingState {
-  return { registry, zones: Object.freeze([...new Set([LOCALHOST_ZONE, ...config.zones])]) };
+  return {
+    registry,
+    zones: Object.freeze([...new Set([LOCALHOST_ZONE, ...config.zones])]),
+    cluster: config.cluster === null ? null : { onlyListening: config.onlyListening, observedTtl: config.observedTtl },
+  };
+}
+
+/** The cluster's options from the checked config; the password is read from its file here (CP_CONFIG_INVALID when it cannot be). */
+function clusterOptions(config: Config, registry: Registry, publish: boolean): ClusterOptions {
+  let password: string | undefined;
+  if (config.clusterPasswordFile !== null) {
+    try {
+      password = readFileSync(config.clusterPasswordFile, 'utf8').trim();
+    } catch (err) {
+      throw new CanonportError(ErrorCodes.CONFIG_INVALID, `--cluster-password-file ${config.clusterPasswordFile}: ${(err as Error).message}`, undefined, { cause: err });
+    }
+  }
+  if ((config.clusterUser === null) !== (password === undefined)) {
+    throw new CanonportError(ErrorCodes.CONFIG_INVALID, '--cluster-user and --cluster-password-file go together');
+  }
+  const tls = config.clusterCa !== null || config.clusterCert !== null ? { caFile: config.clusterCa ?? undefined, certFile: config.clusterCert ?? undefined, keyFile: config.clusterKey ?? undefined } : undefined;
+  return {
+    endpoints: config.cluster!,
+    node: config.node ?? undefined,
+    advertise: config.advertise.length > 0 ? config.advertise : undefined,
+    leaseTtlSeconds: config.leaseTtl,
+    prefix: config.clusterPrefix,
+    tls,
+    auth: config.clusterUser !== null ? { username: config.clusterUser, password: password! } : undefined,
+    caps: { maxNodes: config.clusterMaxNodes, maxEndpoints: config.clusterMaxEndpoints },
+    maxStalenessMs: config.clusterMaxStaleness * 1000,
+    publish,
+    canonportVersion: CANONPORT_VERSION,
+    registryDigest: registry.digest,
+  };
 }

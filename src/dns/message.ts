@@ -12,6 +12,7 @@ export type Rr =
   | { type: 'A'; name: string; ttl: number; address: string }
   | { type: 'AAAA'; name: string; ttl: number; address: string }
   | { type: 'TXT'; name: string; ttl: number; data: string[] }
+  | { type: 'PTR'; name: string; ttl: number; target: string }
   | {
       type: 'SOA';
       name: string;
@@ -37,6 +38,7 @@ export interface AnswerSpec {
 }
 
 function toDns2(rr: Rr): Record<string, unknown> {
+  if (rr.type === 'PTR') return { name: rr.name, ttl: rr.ttl, domain: rr.target, type: TYPE.PTR, class: CLASS_IN };
   const { type, ...rest } = rr;
   return { ...rest, type: TYPE[type], class: CLASS_IN };
 }

@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, type ErrorCode } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
-import type { Resolution } from './resolution.js';
+import type { ResolvedEndpoint, Resolution } from './resolution.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { canonportPackageDefinition, DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT, ERROR_CODE_METADATA } from './proto.js';
 import { checkGrpcModule, defaultGrpc, type GrpcModule } from './grpc-module.js';
@@ -115,6 +115,7 @@ interface WireResolution {
   version?: number;
   collidesWith: string[];
   zone: string;
+  endpoints?: ResolvedEndpoint[];
 }
 
 type Unary = (req: unknown, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall;
@@ -226,6 +227,10 @@ function toResolution(w: WireResolution): Resolution {
     addresses: [...w.addresses],
     ttl: w.ttl,
     collidesWith: [...w.collidesWith],
+    // A daemon from before cluster mode sends no endpoints: the addresses are them.
+    endpoints: w.endpoints?.length
+      ? w.endpoints.map((e) => ({ ...e }))
+      : w.addresses.map((address) => ({ address, port: w.port, source: '', node: '', version: '', since: '' })),
   };
 }
 

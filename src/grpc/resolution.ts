@@ -14,6 +14,19 @@ export interface Resolution {
   addresses: string[];
   ttl: number;
   collidesWith: string[];
+  /** Where the service runs, one per address: in cluster mode the hosts that report it, with node, version and since. */
+  endpoints: ResolvedEndpoint[];
+}
+
+/** The `canonport.v1.Endpoint` message's fields (empty strings where a field does not apply). */
+export interface ResolvedEndpoint {
+  address: string;
+  port: number;
+  /** observed, registry, etc-hosts, upstream or loopback. */
+  source: string;
+  node: string;
+  version: string;
+  since: string;
 }
 
 /** A discovery result as a Resolution; throws the catalogued error (NOT_FOUND, UNAVAILABLE…) when it found nothing. */
@@ -35,5 +48,6 @@ export function fromInstances(i: ServiceInstances): Resolution {
     addresses: [...new Set(i.endpoints.map((e) => e.address))],
     ttl: i.ttl,
     collidesWith: [...i.collidesWith],
+    endpoints: i.endpoints.map((e) => ({ address: e.address, port: e.port, source: e.source, node: e.node ?? '', version: e.version ?? '', since: e.since ?? '' })),
   };
 }

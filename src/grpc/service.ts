@@ -171,8 +171,9 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
         if (done) return;
         lastTtl = r.ttl;
         const wire = toWire(r);
-        // A new answer is one where the port, scheme, version or addresses changed; a TTL counting down is not.
-        const key = JSON.stringify({ ...wire, ttl: 0, addresses: [...r.addresses].sort() });
+        // A new answer is one where the port, scheme, version, addresses or hosts changed; a TTL counting down is not.
+        const endpoints = r.endpoints.map((e) => JSON.stringify(e)).sort();
+        const key = JSON.stringify({ ...wire, ttl: 0, addresses: [...r.addresses].sort(), endpoints });
         if (key !== lastKey) {
           lastKey = key;
           call.write(wire);
@@ -234,5 +235,6 @@ function toWire(r: Resolution): Record<string, unknown> {
     ...(r.version !== undefined ? { version: r.version } : {}),
     collidesWith: r.collidesWith,
     zone: r.zone,
+    endpoints: r.endpoints,
   };
 }

@@ -79,9 +79,13 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
         return reply(res, req, handler, 200, 'text/plain; charset=utf-8', 'ok\n');
       case 'readyz': {
         const ready = ctx.ready();
+        // Cluster mode: the view's state rides along. A missing or stale view does not make the daemon unready:
+        // it answers from this host's knowledge, or from the last view, and the body and a metric say which.
+        const c = ctx.clusterStatus?.() ?? null;
+        const cluster = c ? { cluster: { view: c.state, since: new Date(c.sinceMs).toISOString() } } : {};
         const body = ready
-          ? { ready: true }
-          : { ready: false, reason: 'not ready: listeners not all bound or configuration not loaded yet' };
+          ? { ready: true, ...cluster }
+          : { ready: false, reason: 'not ready: listeners not all bound or configuration not loaded yet', ...cluster };
         return reply(res, req, handler, ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
       }
       case 'metrics': {

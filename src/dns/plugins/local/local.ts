@@ -1,7 +1,8 @@
 import type { ServingState } from '../../../core/state.js';
 import { LOCALHOST_ZONE } from '../../../core/service-name.js';
 import type { Discovery } from '../../../discovery/discovery.js';
-import type { Lookup } from '../../../discovery/model.js';
+import type { Lookup, ServiceDescription } from '../../../discovery/model.js';
+import { clusterName, instancesPtr, observedHosts, observedSrv, observedTxt } from './cluster.js';
 import { Rcode } from '../../../errors.js';
 import type { Forwarder } from '../../forwarder.js';
 import { encodeAnswer, type Rr } from '../../message.js';
@@ -83,7 +84,9 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const { cls, query: q } = req;
     if (cls.kind === 'outside') throw new Error('local: asked about a name outside the zones');
     const zone = cls.zone;
-    const ttl = this.state().registry.ttl;
+    const state = this.state();
+    const ttl = state.registry.ttl;
+    const observedTtl = state.cluster?.observedTtl ?? ttl;
     const soa = this.soa(zone, ttl);
     const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => ({
       message: encodeAnswer({
@@ -113,6 +116,13 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
         return done(reply(Rcode.NOERROR));
       case 'nxdomain':
         return done(reply(Rcode.NXDOMAIN));
+      case 'node':
+      case 'dnssd-types':
+      case 'instance': {
+        // Cluster mode's own names (cluster.ts), kept encoded until the view changes.
+        const a = clusterName(cls, q.qtype, this.discovery, observedTtl, registryTxt)!;
+        return done(reply(a.rcode, a.answers, a.additionals), false, observedTtl);
+      }
       case 'service':
         break;
     }
@@ -120,11 +130,17 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const described = this.discovery.describeClass(q.lname, cls);
     if (!described.ok) return done(reply(Rcode.NXDOMAIN)); // e.g. versioned id 100 v101 → 8100101
     const d = described.description;
+    // Cluster mode: where hosts report the service listening, SRV and TXT name them (cluster.ts).
+    const hosts = observedHosts(this.discovery.peek(d));
 
     switch (q.qtype) {
       case TYPE.SRV:
       // RFC 8482: ANY gets one RRset, not everything; the SRV set is the useful one.
       case TYPE.ANY: {
+        if (hosts) {
+          const a = observedSrv(q.lname, d, hosts, observedTtl);
+          return done(reply(a.rcode, a.answers, a.additionals), false, observedTtl);
+        }
         const srv: Rr = { type: 'SRV', name: q.lname, ttl, priority: 0, weight: 0, port: d.port, target: d.host };
         // The target's addresses when known without waiting: an SRV answer never waits on the upstreams.
         const known = this.discovery.peek(d);
@@ -133,10 +149,14 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
         return done(reply(Rcode.NOERROR, [srv], [...addressRrs(d.host, TYPE.A, known, t), ...addressRrs(d.host, TYPE.AAAA, known, t)]), learnedFrom(known), t);
       }
       case TYPE.TXT: {
-        const data = [`port=${d.port}`, `scheme=${d.scheme}`, `prefix=${d.prefix}`];
-        if (d.version !== undefined) data.push(`version=${d.version}`);
-        if (d.collidesWith.length > 0) data.push(`collision=shares port ${d.port} with ${d.collidesWith.join(',')}`);
-        return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl, data }]));
+        if (hosts) return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl: observedTtl, data: [...registryTxt(d), ...observedTxt(hosts)] }]), false, observedTtl);
+        return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl, data: registryTxt(d) }]));
+      }
+      case TYPE.PTR: {
+        // DNS-SD browsing (RFC 6763): `_svc._tcp.Z` lists the service's instances, one per host.
+        if (!this.discovery.clustered || cls.form !== 'srv') return done(reply(Rcode.NOERROR));
+        const a = instancesPtr(q.lname, d, this.discovery, observedTtl, registryTxt);
+        return done(reply(a.rcode, a.answers, a.additionals), false, observedTtl);
       }
       case TYPE.A:
       case TYPE.AAAA: {
@@ -185,6 +205,14 @@ interface Answered {
   learned: boolean;
   /** The least TTL in it, seconds. */
   ttl: number;
+}
+
+/** The TXT strings every service name carries (port, scheme, prefix, version, collisions). */
+function registryTxt(d: ServiceDescription): string[] {
+  const data = [`port=${d.port}`, `scheme=${d.scheme}`, `prefix=${d.prefix}`];
+  if (d.version !== undefined) data.push(`version=${d.version}`);
+  if (d.collidesWith.length > 0) data.push(`collision=shares port ${d.port} with ${d.collidesWith.join(',')}`);
+  return data;
 }
 
 function learnedFrom(l: Lookup): boolean {
