@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { formatHostPort as fmt, type HostPort } from '../config/address.js';
 import type { DaemonContext } from '../context.js';
+import { targetGroups } from './http-sd.js';
 
 /** A running HTTP endpoint. */
 export interface HttpServer {
@@ -13,9 +14,9 @@ export interface HttpServer {
 }
 
 /** Paths served; anything else is 404. Also the `handler` label of canonport_http_requests_total. */
-type Handler = 'metrics' | 'healthz' | 'readyz' | 'other';
+type Handler = 'metrics' | 'healthz' | 'readyz' | 'http_sd' | 'other';
 
-const ROUTES: Readonly<Record<string, Handler>> = { '/metrics': 'metrics', '/healthz': 'healthz', '/readyz': 'readyz' };
+const ROUTES: Readonly<Record<string, Handler>> = { '/metrics': 'metrics', '/healthz': 'healthz', '/readyz': 'readyz', '/sd/prometheus': 'http_sd' };
 
 /** Time allowed for in-flight responses when closing, before connections are cut. */
 const CLOSE_GRACE_MS = 2000;
@@ -88,6 +89,8 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
           : { ready: false, reason: 'not ready: listeners not all bound or configuration not loaded yet', ...cluster };
         return reply(res, req, handler, ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
       }
+      case 'http_sd':
+        return reply(res, req, handler, 200, 'application/json; charset=utf-8', `${JSON.stringify(targetGroups(ctx.discovery))}\n`);
       case 'metrics': {
         // canonport_ready is set here, from the same source /readyz answers from, at every scrape.
         metrics.ready.set(ctx.ready() ? 1 : 0);

@@ -95,7 +95,7 @@ export class Metrics {
 
   readonly httpRequests = new Counter({
     name: 'canonport_http_requests_total',
-    help: 'Requests to the HTTP endpoint, by handler (metrics, healthz, readyz, other) and status code.',
+    help: 'Requests to the HTTP endpoint, by handler (metrics, healthz, readyz, http_sd, other) and status code.',
     labelNames: ['handler', 'code'] as const,
     registers: [this.registry],
   });
