@@ -64,11 +64,11 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
   };
 
   /** Runs a unary handler: maps errors to statuses, logs the ones that are bugs. (server.ts counts calls.) */
-  function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  function unary<Req, Res>(method: string, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
       let p: Promise<Res>;
       try {
-        p = fn(call.request);
+        p = fn(call.request, call);
       } catch (err) {
         p = Promise.reject(err);
       }
@@ -88,7 +88,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Resolve = unary('Resolve', async (req: { name?: unknown }) => toWire(await resolve(nameOf(req.name))));
 
-  const ResolveMany = unary('ResolveMany', async (req: { names?: unknown }) => {
+  const ResolveMany = unary('ResolveMany', async (req: { names?: unknown }, call) => {
     const names = Array.isArray(req.names) ? (req.names as unknown[]) : [];
     if (names.length > MAX_BATCH) {
       throw new CanonportError(ErrorCodes.BAD_REQUEST, `${names.length} names in one ResolveMany, over the limit of ${MAX_BATCH}`, {
@@ -96,7 +96,11 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       });
     }
     const results = new Array<unknown>(names.length);
-    await forEachLimited(names, BATCH_CONCURRENCY, async (raw, i) => {
+    // The call's deadline bounds the whole batch: the reply goes out a little before it, with what is done;
+    // a name still waiting on a slow upstream gets its own UNAVAILABLE instead of costing every other name its answer.
+    const answerBy = answerDeadline(call.getDeadline());
+    const work = forEachLimited(names, BATCH_CONCURRENCY, async (raw, i) => {
+      if (Date.now() >= answerBy) return;
       const name = String(raw ?? '');
       try {
         results[i] = { name, resolution: toWire(await resolve(name)) };
@@ -106,7 +110,14 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
         results[i] = { name, error: { status: s.code, code: err instanceof CanonportError ? err.code : '', message: s.details } };
       }
     });
-    return { results };
+    if (answerBy === Infinity) await work;
+    else {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, answerBy - Date.now()))))]);
+      clearTimeout(timer);
+    }
+    const late = { status: GrpcStatus.UNAVAILABLE, code: ErrorCodes.DEADLINE, message: "not resolved before the call's deadline" };
+    return { results: names.map((raw, i) => results[i] ?? { name: String(raw ?? ''), error: late }) };
   });
 
   const Decode = unary('Decode', async (req: { port?: number; raw?: boolean }) => {
@@ -214,6 +225,18 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
     },
     activeWatches: () => watches.size,
   };
+}
+
+/**
+ * When a batch must be answered for its reply to arrive before the call's
+ * deadline: a tenth of the time left before it (at least 20 ms, at most
+ * 500 ms) is kept for sending. Infinity without a deadline.
+ */
+export function answerDeadline(deadline: grpc.Deadline): number {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  if (!Number.isFinite(at)) return Infinity;
+  const left = at - Date.now();
+  return at - Math.min(500, Math.max(20, left / 10));
 }
 
 /** The request's name as a string; absence reads as empty, which normaliseName rejects. */
