@@ -1,4 +1,7 @@
-import { startUnbound, type Unbound } from './unbound.js';
+import { spawn } from 'node:child_process';
+import { freePort } from './ports.js';
+import { requireTool } from './tools.js';
+import { startUnbound, waitForDns, type Unbound } from './unbound.js';
 
 /**
  * The reference servers the conformance tests compare canonport with, all
@@ -8,7 +11,8 @@ import { startUnbound, type Unbound } from './unbound.js';
  *                  at each apex), as a site's own DNS would;
  *   resolver       unbound as a caching resolver that forwards zones to
  *                  given servers: canonport's peer, in the same position
- *                  between a client and the authoritative data.
+ *                  between a client and the authoritative data;
+ *   dnsmasq        the other forwarder people put in front of a resolver.
  */
 
 /** SOA, NS and the NS host's address for `zone`, in unbound local-data syntax. */
@@ -35,4 +39,33 @@ export function startUnboundResolver(forwards: { zone: string; port: number }[],
   // unbound's configuration grammar ignores indentation: these clauses close the server: section.
   const clauses = forwards.flatMap((f) => ['forward-zone:', `  name: "${f.zone === '.' ? '.' : `${f.zone}.`}"`, `  forward-addr: 127.0.0.1@${f.port}`]);
   return startUnbound({ zones: [], localData: [], extra: [...extra, ...clauses] });
+}
+
+export interface Dnsmasq {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** dnsmasq forwarding everything to `servers` (host#port), no cache, no /etc/hosts, no resolv.conf. */
+export async function startDnsmasq(servers: string[]): Promise<Dnsmasq> {
+  const bin = requireTool('dnsmasq', 'dnsmasq');
+  const port = await freePort();
+  const proc = spawn(
+    bin,
+    ['--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', `--port=${port}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--cache-size=0', '--user=root', ...servers.map((s) => `--server=${s}`)],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let stderr = '';
+  proc.stderr!.on('data', (b) => (stderr += b));
+  await waitForDns(port, () => (proc.exitCode !== null ? `dnsmasq exited: ${stderr}` : null));
+  return {
+    port,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (proc.exitCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill('SIGTERM');
+        setTimeout(() => proc.kill('SIGKILL'), 3000).unref();
+      }),
+  };
 }
