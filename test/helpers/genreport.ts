@@ -79,6 +79,11 @@ function run(bin: string, args: string[], stdin: string, timeoutMs: number): Pro
       }
       resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, stdout, stderr });
     });
+    // A run that exits before reading its input (genreport -L never reads it) closes the pipe:
+    // that EPIPE says nothing the exit code and output do not, so it must not escape as an uncaught error.
+    child.stdin!.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') reject(err);
+    });
     child.stdin!.end(stdin);
   });
 }
