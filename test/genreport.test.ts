@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GENREPORT_HOWTO, genreportBinary, judge, runGenreport, selectedTests, type Exception, type GenreportTarget } from './helpers/genreport.js';
+import { GENREPORT_HOWTO, genreportBinary, judge, parseReport, runGenreport, selectedTests, type Exception, type GenreportRun, type GenreportTarget } from './helpers/genreport.js';
 import { startAuthoritativeUnbound, startUnboundResolver, zoneApex } from './helpers/reference-dns.js';
 import { startServe, type ServeProcess } from './helpers/serve-process.js';
 import type { Unbound } from './helpers/unbound.js';
@@ -100,4 +100,37 @@ describe('genreport (ISC DNS compliance testing) against canonport and unbound',
     if (!bin) ctx.skip(GENREPORT_HOWTO);
     await compare(UPSTREAM_ZONE, ['-R', '-f', '-c'], resolver.port, RECURSIVE_EXCEPTIONS);
   }, 180_000);
+});
+
+describe('reading and judging genreport reports (no genreport needed)', () => {
+  const who = { zone: 'example.org', server: 'ns.example.org', address: '127.0.0.1' };
+  const line = (results: string) => `example.org. @127.0.0.1 (ns.example.org.): ${results}`;
+  const run = (results: string): GenreportRun => ({ argv: [], output: '', ...parseReport(line(results), who) });
+
+  it('finds the report line among other output and reads names with @ and -, and comma-separated tags', () => {
+    const output = ['example.org example.net', line('dns=ok edns@512=aa NSAP-PTR=ok,nsid opcode=formerr,ra'), ''].join('\n');
+    const { results } = parseReport(output, who);
+    expect([...results]).toEqual([
+      ['dns', ['ok']],
+      ['edns@512', ['aa']],
+      ['NSAP-PTR', ['ok', 'nsid']],
+      ['opcode', ['formerr', 'ra']],
+    ]);
+  });
+
+  it('fails, showing the output, when the server\'s line is missing or a field is unreadable', () => {
+    expect(() => parseReport('example.org. ns.example.org: NS lookup failed\n', who)).toThrow(/NS lookup failed/);
+    expect(() => parseReport(line('dns=ok garbage'), who)).toThrow(/garbage/);
+  });
+
+  it('passes ok, excuses only a named test unbound fails too and only when no worse, and reports everything else', () => {
+    const exceptions = [{ test: 'tc', reason: 'r1' }, { test: 'opcodeflg', reason: 'r2' }];
+    const subject = run('dns=ok,nsid aa=aa tc=formerr opcodeflg=formerr,ra,rd opcode=formerr edns=timeout');
+    const reference = run('dns=ok aa=ok tc=formerr opcodeflg=formerr,ra opcode=notimp edns=timeout');
+    const v = judge(subject, reference, ['dns', 'aa', 'tc', 'opcodeflg', 'opcode', 'edns', 'zflag'], exceptions);
+    expect(v.excused.map((x) => x.split('=')[0])).toEqual(['tc']);
+    expect(v.problems.map((x) => x.split('=')[0])).toEqual(['aa', 'opcodeflg', 'opcode', 'edns', 'zflag']);
+    expect(v.problems.find((x) => x.startsWith('opcodeflg'))).toMatch(/worse than unbound by rd/);
+    expect(v.problems.find((x) => x.startsWith('edns'))).toMatch(/not a named exception/);
+  });
 });
