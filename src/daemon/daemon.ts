@@ -132,6 +132,7 @@ export class Daemon {
       listen: config.dns,
       handler: this.chain.handler,
       classify: (lname: string) => classifyName(lname, this.serving.zones, this.serving.registry),
+      mayRecurse: (address: string) => this.chain.mayRecurse(address),
       metrics: this.metrics,
       logger: this.logger,
       queryLogRate: () => this.cfg.queryLog,

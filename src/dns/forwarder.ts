@@ -215,6 +215,9 @@ export class Forwarder {
         this.backoff.delete(label);
         if (r.rcode === Rcode.NOERROR || r.rcode === Rcode.NXDOMAIN) {
           metrics.upstreamQueries.inc({ upstream: label, outcome: r.transport === 'tcp' ? 'ok_tcp' : 'ok' });
+          // Relayed data is not ours to vouch for (RFC 1035 §4.1.1: AA is for the authority of the zone):
+          // cleared here, so neither the client nor the cache ever sees an upstream's AA.
+          r.message[2] = r.message[2]! & ~0x04;
           return { kind: 'answer', message: r.message, rcode: r.rcode };
         }
         metrics.upstreamQueries.inc({ upstream: label, outcome: OUTCOME[r.rcode] ?? `rcode_${r.rcode}` });

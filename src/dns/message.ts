@@ -42,12 +42,12 @@ function toDns2(rr: Rr): Record<string, unknown> {
 }
 
 /**
- * Encodes a response with dns2 (ID 0; the server patches ID, RD, CD and the
- * question's case per query). dns2 compresses names.
+ * Encodes a response with dns2 (ID 0; the server patches ID, RD, RA, CD and
+ * the question's case per query, reply.ts). dns2 compresses names.
  */
 export function encodeAnswer(spec: AnswerSpec): Buffer {
   const p = new Packet();
-  p.header = new Packet.Header({ id: 0, qr: 1, opcode: 0, aa: spec.aa ? 1 : 0, ra: 1, rcode: spec.rcode });
+  p.header = new Packet.Header({ id: 0, qr: 1, opcode: 0, aa: spec.aa ? 1 : 0, ra: 0, rcode: spec.rcode });
   p.questions.push({ name: spec.qname, type: spec.qtype, class: spec.qclass ?? CLASS_IN } as never);
   for (const rr of spec.answers ?? []) p.answers.push(toDns2(rr) as never);
   for (const rr of spec.authorities ?? []) p.authorities.push(toDns2(rr) as never);
@@ -66,7 +66,7 @@ export function bareReply(query: Buffer, questionEnd: number, rcode: number): Bu
   const out = Buffer.alloc(HEADER_SIZE + qlen);
   query.copy(out, 0, 0, 4);
   out[2] = (out[2]! & 0x79) | 0x80; // QR=1, keep opcode and RD, clear AA/TC
-  out[3] = 0x80 | (rcode & 0xf); // RA=1, Z/AD/CD clear
+  out[3] = rcode & 0xf; // RA (set per client by patchHeader), Z, AD, CD clear
   out.writeUInt16BE(qlen ? 1 : 0, 4);
   if (qlen) query.copy(out, HEADER_SIZE, HEADER_SIZE, questionEnd);
   return out;
@@ -86,9 +86,14 @@ export function optRecord(udpSize: number, dnssecOk: boolean, extendedRcode = 0)
 /** Rcodes above 15 need EDNS: BADVERS (16) is extended rcode 1, header rcode 0. */
 export const RCODE_BADVERS = 16;
 
-/** A query's header copied onto a response: ID, RD and CD come from the client. */
-export function patchHeader(out: Buffer, q: Pick<Query, 'id' | 'rd' | 'cd'>): void {
+/**
+ * A query's header copied onto a response: ID, RD and CD come from the
+ * client; RA says whether this client may recurse (RFC 1035 §4.1.1: "whether
+ * recursive query support is available in the name server", which it is only
+ * for clients the access policy lets forward); Z is always zero.
+ */
+export function patchHeader(out: Buffer, q: Pick<Query, 'id' | 'rd' | 'cd'>, recursionAvailable: boolean): void {
   out.writeUInt16BE(q.id, 0);
   out[2] = (out[2]! & 0xfe) | (q.rd ? 1 : 0);
-  out[3] = (out[3]! & 0xef) | (q.cd ? 0x10 : 0);
+  out[3] = (out[3]! & 0x2f) | (recursionAvailable ? 0x80 : 0) | (q.cd ? 0x10 : 0);
 }

@@ -15,6 +15,8 @@ export interface DnsServerOptions {
   listen: HostPort;
   handler: (req: DnsRequest) => MaybePromise<DnsReply>;
   classify: (lname: string) => NameClass;
+  /** Whether a client may recurse (the chain's access policy), asked at most once per query. */
+  mayRecurse: (address: string) => boolean;
   metrics: Metrics;
   logger: Logger;
   /** Fraction of queries to log, 0–1, read per query so a reload applies at once. */
@@ -236,10 +238,10 @@ export class DnsServer {
       this.o.metrics.dnsDropped.inc({ reason: 'response' });
       return null;
     }
-    if (q.opcode !== 0) return this.finish(q, raw, client, transport, started, errorReply({ raw, query: q }, Rcode.NOTIMP));
-    if (q.edns && q.edns.version > 0) return this.finish(q, raw, client, transport, started, errorReply({ raw, query: q }, RCODE_BADVERS));
+    const req: DnsRequest = new ServerRequest(q, raw, client, transport, requestKey(q), this.o);
+    if (q.opcode !== 0) return this.finish(req, started, errorReply(req, Rcode.NOTIMP));
+    if (q.edns && q.edns.version > 0) return this.finish(req, started, errorReply(req, RCODE_BADVERS));
 
-    const req: DnsRequest = new ServerRequest(q, raw, client, transport, requestKey(q), this.o.classify);
     this.pending++;
     let result: MaybePromise<DnsReply>;
     try {
@@ -250,9 +252,9 @@ export class DnsServer {
     if (result instanceof Promise) {
       return result
         .catch((err: unknown) => this.handlerFailed(req, err))
-        .then((reply) => this.done(this.finish(q, raw, client, transport, started, reply)));
+        .then((reply) => this.done(this.finish(req, started, reply)));
     }
-    return this.done(this.finish(q, raw, client, transport, started, result));
+    return this.done(this.finish(req, started, result));
   }
 
   private done<T>(v: T): T {
@@ -272,13 +274,14 @@ export class DnsServer {
   }
 
   /** The reply finished for this client (reply.ts), counted, and logged at the configured rate. */
-  private finish(q: Query, raw: Buffer, client: { address: string }, transport: Transport, started: number, reply: DnsReply): Buffer {
-    const out = finishReply(q, raw, transport, reply);
+  private finish(req: DnsRequest, started: number, reply: DnsReply): Buffer {
+    const { query: q, transport } = req;
+    const out = finishReply(req, reply);
     this.count(q.qtype, reply.rcode, reply.source, transport, started);
     const rate = this.o.queryLogRate();
     if (rate > 0 && Math.random() < rate) {
       this.o.logger.info(
-        { event: 'query', name: q.qname, qtype: q.qtype, client: client.address, rcode: reply.rcode, source: reply.source, transport, ms: +(this.now() - started).toFixed(3) },
+        { event: 'query', name: q.qname, qtype: q.qtype, client: req.client.address, rcode: reply.rcode, source: reply.source, transport, ms: +(this.now() - started).toFixed(3) },
         'query',
       );
     }

@@ -35,7 +35,7 @@ export class ForwardStage implements PluginStage<ForwardOptions> {
 
   serve(req: DnsRequest): DnsReply | Promise<DnsReply> {
     const from = req.client.address;
-    if (!this.opts.access.mayRecurse(from)) return errorReply(req, Rcode.REFUSED, 'refused');
+    if (!req.mayRecurse) return errorReply(req, Rcode.REFUSED, 'refused');
     if (!this.limiter.allow(from)) {
       this.metrics.dnsDropped.inc({ reason: 'ratelimit' });
       return errorReply(req, Rcode.REFUSED, 'refused');

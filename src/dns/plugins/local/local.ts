@@ -45,12 +45,10 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     private readonly discovery: Discovery,
     private readonly forwarder: Forwarder,
     private readonly now: () => number,
-    private opts: LocalOptions,
   ) {}
 
   /** New options from the next query on; answers encoded under the old config go. */
-  configure(opts: LocalOptions): void {
-    this.opts = opts;
+  configure(_opts: LocalOptions): void {
     this.encoded = new Map();
   }
 
@@ -151,7 +149,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
         if (known) return done(addresses(known));
         // Asking the upstreams is recursion: a client outside --allow gets the zone as this daemon knows it
         // without asking (NODATA here, never kept), and cannot make it send queries.
-        if (!this.opts.access.mayRecurse(req.client.address)) return done(reply(Rcode.NOERROR), true, 0);
+        if (!req.mayRecurse) return done(reply(Rcode.NOERROR), true, 0);
         // Our own address question, sent back to us by a stub the upstream routes through: answer at
         // once (NXDOMAIN, which the waiting lookup reads as "no address"), never kept.
         if (this.forwarder.isLoop(req.raw.subarray(HEADER_SIZE, q.questionEnd), q.lname, req.client.address)) return done(reply(Rcode.NXDOMAIN), true, 0);
@@ -203,5 +201,5 @@ function addressRrs(name: string, qtype: number, l: Lookup, ttl: number): Rr[] {
 export const localPlugin: Plugin<LocalOptions> = {
   name: 'local',
   setup,
-  create: (deps, opts) => new LocalZonesStage(deps.state, deps.discovery, deps.forwarder, deps.now, opts),
+  create: (deps) => new LocalZonesStage(deps.state, deps.discovery, deps.forwarder, deps.now),
 };
