@@ -1,7 +1,8 @@
+import { Rcode } from '../errors.js';
 import { bareReply, optRecord, patchHeader } from './message.js';
 import type { DnsReply, DnsRequest, Source } from './request.js';
 import { EDNS_SIZE } from './upstream.js';
-import { HEADER_SIZE, readU16 } from './wire.js';
+import { HEADER_SIZE, readU16, type PartialQuery } from './wire.js';
 
 /**
  * Where every reply is finished, like CoreDNS's request package: the one
@@ -51,7 +52,30 @@ export function finishReply(req: Pick<DnsRequest, 'query' | 'raw' | 'transport' 
   return out;
 }
 
-/** FORMERR for a packet whose header parsed but whose body did not: the header alone, nothing we could not read echoed. */
-export function formerrReply(raw: Buffer): Buffer {
-  return bareReply(raw, 0, 1);
+/**
+ * FORMERR for a query whose header parsed but whose body did not: the
+ * question echoed when it parsed, nothing we could not read; an OPT record
+ * when the query carried one, even a misplaced or doubled one (RFC 6891 §7:
+ * without it the client takes the FORMERR as "no EDNS here" and retries
+ * without); RA when this client may recurse.
+ */
+export function formerrReply(raw: Buffer, partial: PartialQuery, mayRecurse: boolean): Buffer {
+  const bare = bareReply(raw, partial.questionEnd, Rcode.FORMERR);
+  if (mayRecurse) bare[3] = bare[3]! | 0x80;
+  if (!partial.edns) return bare;
+  const out = Buffer.concat([bare, optRecord(EDNS_SIZE, partial.edns.do)]);
+  out.writeUInt16BE(1, 10);
+  return out;
+}
+
+/**
+ * NOTIMP for an opcode other than QUERY, read from the header alone: the
+ * opcode echoed, every section empty, and no flag that only QUERY defines
+ * (RD, RA, AD, CD, AA: RFC 1035 §4.1.1 defines them for queries, and a
+ * server that does not implement the opcode cannot claim them).
+ */
+export function notImplementedReply(raw: Buffer): Buffer {
+  const out = bareReply(raw, 0, Rcode.NOTIMP);
+  out[2] = out[2]! & 0xfe;
+  return out;
 }

@@ -7,9 +7,9 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
 import { RCODE_BADVERS } from './message.js';
 import type { MaybePromise } from './pipeline.js';
-import { errorReply, finishReply, formerrReply } from './reply.js';
+import { errorReply, finishReply, formerrReply, notImplementedReply } from './reply.js';
 import { requestKey, ServerRequest, type DnsReply, type DnsRequest, type Transport } from './request.js';
-import { HEADER_SIZE, parseQuery, readU16, WireError, type Query } from './wire.js';
+import { HEADER_SIZE, parseHeader, parseQuery, readU16, WireError, type Query } from './wire.js';
 
 export interface DnsServerOptions {
   listen: HostPort;
@@ -218,28 +218,38 @@ export class DnsServer {
    */
   handlePacket(raw: Buffer, client: { address: string; port: number }, transport: Transport): Buffer | null | Promise<Buffer | null> {
     const started = this.now();
+    const header = parseHeader(raw);
+    if (header === null) {
+      this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
+      return null;
+    }
+    if (header.qr) {
+      // Never answer a response: that is how reflection loops start.
+      this.o.metrics.dnsDropped.inc({ reason: 'response' });
+      return null;
+    }
+    // An opcode we do not implement is answered from the header alone, whatever follows it
+    // (a NOTIFY or UPDATE has its own section rules; genreport's `opcode` probe has no question).
+    if (header.opcode !== 0) {
+      this.count(-1, Rcode.NOTIMP, 'error', transport, started);
+      return notImplementedReply(raw);
+    }
     let q: Query | null;
     try {
       q = parseQuery(raw);
     } catch (err) {
-      if (!(err instanceof WireError) || raw[2]! & 0x80) {
+      if (!(err instanceof WireError)) {
         this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
         return null;
       }
       this.count(-1, Rcode.FORMERR, 'error', transport, started);
-      return formerrReply(raw);
+      return formerrReply(raw, err.partial, this.o.mayRecurse(client.address));
     }
     if (q === null) {
       this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
       return null;
     }
-    if (q.qr) {
-      // Never answer a response: that is how reflection loops start.
-      this.o.metrics.dnsDropped.inc({ reason: 'response' });
-      return null;
-    }
     const req: DnsRequest = new ServerRequest(q, raw, client, transport, requestKey(q), this.o);
-    if (q.opcode !== 0) return this.finish(req, started, errorReply(req, Rcode.NOTIMP));
     if (q.edns && q.edns.version > 0) return this.finish(req, started, errorReply(req, RCODE_BADVERS));
 
     this.pending++;
