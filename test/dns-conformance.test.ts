@@ -184,6 +184,14 @@ describe('2. names with escaped or non-printable octets get NXDOMAIN with the zo
     const m = await exchange(d.addresses.dns, query);
     expect(negative(m)).toEqual({ rcode: 'NXDOMAIN', answers: 0, aa: true, soa: { owner: ZONE, ...own } });
   });
+
+  it(`a\\.${ZONE} spelled as one label "a.cluster-1" under example.com is outside the zone: forwarded, not answered from it`, async () => {
+    const upstream = await fake({ kind: 'answer', address: '192.0.2.44' });
+    const viaFake = await daemon({ zones: [ZONE], upstreams: [upstream.address] });
+    const m = await exchange(viaFake.addresses.dns, (id) => craft({ id, flags: FLAG.RD, questions: [question(wireName(['a.cluster-1', 'example', 'com']), T.A)] }));
+    expect(upstream.count({ name: 'a.cluster-1.example.com' }), 'the name was answered from the zone instead of forwarded').toBe(1);
+    expect({ rcode: rcodeName(m.rcode), aa: m.aa, answers: m.answers.map((r) => r.data) }).toEqual({ rcode: 'NOERROR', aa: false, answers: ['192.0.2.44'] });
+  });
 });
 
 describe('3. FORMERR to an EDNS query carries an OPT record and the question that parsed (RFC 6891 §7)', () => {

@@ -29,11 +29,29 @@ export interface AnswerSpec {
   qname: string;
   qtype: number;
   qclass?: number;
+  /**
+   * The question section's wire bytes, for a name dns2 cannot spell: its
+   * encoder splits text on dots and writes characters as octets, so a label
+   * holding a dot, a backslash or a non-printable octet (`a\.b`, `\200api`)
+   * cannot round-trip through text. When given, the question is written from
+   * these bytes and `qname`, `qtype` and `qclass` are not used.
+   */
+  question?: Buffer | undefined;
   rcode: number;
   aa: boolean;
   answers?: Rr[];
   authorities?: Rr[];
   additionals?: Rr[];
+}
+
+/** The header fields an encoded answer sets (the server patches ID, RD, RA and CD per client). */
+interface ReplyHeader {
+  id: number;
+  qr: 1;
+  opcode: number;
+  aa: 0 | 1;
+  ra: 0;
+  rcode: number;
 }
 
 function toDns2(rr: Rr): Record<string, unknown> {
@@ -46,13 +64,31 @@ function toDns2(rr: Rr): Record<string, unknown> {
  * the question's case per query, reply.ts). dns2 compresses names.
  */
 export function encodeAnswer(spec: AnswerSpec): Buffer {
+  const header: ReplyHeader = { id: 0, qr: 1, opcode: 0, aa: spec.aa ? 1 : 0, ra: 0, rcode: spec.rcode };
+  if (spec.question) return encodeWithQuestion(header, spec.question, spec);
   const p = new Packet();
-  p.header = new Packet.Header({ id: 0, qr: 1, opcode: 0, aa: spec.aa ? 1 : 0, ra: 0, rcode: spec.rcode });
+  p.header = new Packet.Header(header);
   p.questions.push({ name: spec.qname, type: spec.qtype, class: spec.qclass ?? CLASS_IN } as never);
   for (const rr of spec.answers ?? []) p.answers.push(toDns2(rr) as never);
   for (const rr of spec.authorities ?? []) p.authorities.push(toDns2(rr) as never);
   for (const rr of spec.additionals ?? []) p.additionals.push(toDns2(rr) as never);
   return p.toBuffer();
+}
+
+/**
+ * The same message with its question copied from the query's bytes: the
+ * header, those bytes, then each record through dns2's own record encoder.
+ * Without compression (no name table on the writer): a pointer into a
+ * question dns2 did not write could not be trusted, and these replies (an
+ * NXDOMAIN and its SOA) are small.
+ */
+function encodeWithQuestion(header: ReplyHeader, question: Buffer, spec: AnswerSpec): Buffer {
+  const sections = [spec.answers ?? [], spec.authorities ?? [], spec.additionals ?? []];
+  const writer = new Packet.Writer();
+  new Packet.Header({ ...header, qdcount: 1, ancount: sections[0]!.length, nscount: sections[1]!.length, arcount: sections[2]!.length }).toBuffer(writer);
+  for (const octet of question) writer.write(octet, 8);
+  for (const rr of sections.flat()) Packet.Resource.encode(toDns2(rr) as never, writer);
+  return writer.toBuffer();
 }
 
 /**

@@ -83,11 +83,12 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const zone = cls.zone;
     const ttl = this.state().registry.ttl;
     const soa = this.soa(zone, ttl);
-    const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => ({
+    const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = [], question?: Buffer): DnsReply => ({
       message: encodeAnswer({
         qname: q.lname,
         qtype: q.qtype,
         qclass: q.qclass,
+        question,
         rcode,
         aa: true,
         answers,
@@ -101,7 +102,10 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
 
     if (q.qclass !== CLASS_IN && q.qclass !== CLASS_ANY) return done(errorReply(req, Rcode.REFUSED, 'canonical'));
     if (q.qtype === TYPE.AXFR || q.qtype === TYPE.IXFR) return done(errorReply(req, Rcode.REFUSED, 'canonical'));
-    if (q.lname.includes('\\')) return done(errorReply(req, Rcode.NXDOMAIN, 'canonical')); // not a name we could hold
+    // A label holding a dot, a backslash or an octet outside printable ASCII (`a\\.b`, `\\200api`) is no name the
+    // scheme can hold: NXDOMAIN with the zone's SOA like any name that cannot exist here (RFC 2308 §3), its
+    // question written from the query's own bytes, which dns2 could not spell from the text.
+    if (q.lname.includes('\\')) return done(reply(Rcode.NXDOMAIN, [], [], req.raw.subarray(HEADER_SIZE, q.questionEnd)));
 
     switch (cls.kind) {
       case 'apex':
