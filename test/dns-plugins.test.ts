@@ -76,6 +76,9 @@ describe('local plugin', () => {
     { qname: 'api.localhost', qtype: 'A', rcode: 'NOERROR', answer: ['api.localhost. 60 IN A 127.0.0.1'] },
     { qname: 'api.localhost', qtype: 'SRV', rcode: 'NOERROR', answer: ['api.localhost. 60 IN SRV 0 0 12082 api.localhost.'], extra: ['api.localhost. 60 IN A 127.0.0.1', 'api.localhost. 60 IN AAAA ::1'] },
     { qname: `api.${Z}`, qtype: 'SRV', qclass: 3, rcode: 'REFUSED' },
+    // Zone transfers and meta types get what they get for any name (question-policy.ts).
+    { qname: Z, qtype: 252, rcode: 'REFUSED' },
+    { qname: `api.${Z}`, qtype: 250, rcode: 'NOTIMP' },
     { qname: 'www.example.org', qtype: 'A', rcode: 'REFUSED', next: true },
   ];
 

@@ -8,7 +8,8 @@ import { encodeAnswer, type Rr } from '../../message.js';
 import type { MaybePromise, Next, Plugin, PluginStage } from '../../pipeline.js';
 import { errorReply } from '../../reply.js';
 import type { DnsReply, DnsRequest } from '../../request.js';
-import { CLASS_ANY, CLASS_IN, HEADER_SIZE, TYPE } from '../../wire.js';
+import { questionRcode } from '../../question-policy.js';
+import { HEADER_SIZE, TYPE } from '../../wire.js';
 import { setup, type LocalOptions } from './setup.js';
 
 /** Entries in the encoded-answer map before it is cleared; canonical answers are cheap to rebuild. */
@@ -100,8 +101,9 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     });
     const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl });
 
-    if (q.qclass !== CLASS_IN && q.qclass !== CLASS_ANY) return done(errorReply(req, Rcode.REFUSED, 'canonical'));
-    if (q.qtype === TYPE.AXFR || q.qtype === TYPE.IXFR) return done(errorReply(req, Rcode.REFUSED, 'canonical'));
+    // Zone transfers, meta types, other classes: the same answer as for any name (question-policy.ts).
+    const refusal = questionRcode(q.qtype, q.qclass);
+    if (refusal !== null) return done(errorReply(req, refusal, 'canonical'));
     // A label holding a dot, a backslash or an octet outside printable ASCII (`a\\.b`, `\\200api`) is no name the
     // scheme can hold: NXDOMAIN with the zone's SOA like any name that cannot exist here (RFC 2308 §3), its
     // question written from the query's own bytes, which dns2 could not spell from the text.
