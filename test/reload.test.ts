@@ -177,6 +177,14 @@ const CASES: Case[] = [
     expectAfter: true,
   },
   {
+    key: 'identity',
+    before: () => registry({ identity: 'answer' }),
+    after: () => registry({ identity: 'hide' }),
+    observe: async (s) => (await ask(s, ['CH', 'TXT', 'version.bind'])).status,
+    expectBefore: 'NOERROR',
+    expectAfter: 'REFUSED',
+  },
+  {
     key: 'ttl',
     before: () => registry({}, 'ttl: 60\n'),
     after: () => registry({}, 'ttl: 7\n'),

@@ -45,6 +45,7 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   maxInflight: [7, 8],
   workers: [2, 64],
   procRoot: ['/host/proc', '/other/proc'],
+  identity: ['hide', 'answer'],
   ttl: [30, 0],
 };
 
@@ -66,6 +67,7 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   maxInflight: [0, /0 is not an integer in 1–1000000/],
   workers: [65, /65 is not an integer in 1–64/],
   procRoot: ['', /"" is not a file path/],
+  identity: ['anonymous', /"anonymous" is not one of answer, hide/],
   ttl: [86_401, /86401 is not an integer in 0–86400/],
 };
 

@@ -3,12 +3,13 @@ import { accessPolicy, type AccessPolicy } from './access.js';
 import { buildChain, type MaybePromise, type Plugin, type PluginDeps, type PluginStage, type SetupContext } from './pipeline.js';
 import { aclPlugin } from './plugins/acl/acl.js';
 import { cachePlugin } from './plugins/cache/cache.js';
+import { chaosPlugin } from './plugins/chaos/chaos.js';
 import { forwardPlugin } from './plugins/forward/forward.js';
 import { localPlugin } from './plugins/local/local.js';
 import type { DnsReply, DnsRequest } from './request.js';
 
 /** Every DNS plugin, in chain order (pipeline.ts says why this order; buildChain checks it). */
-const PLUGINS: readonly Plugin<never>[] = [aclPlugin, localPlugin, cachePlugin, forwardPlugin] as unknown as Plugin<never>[];
+const PLUGINS: readonly Plugin<never>[] = [aclPlugin, chaosPlugin, localPlugin, cachePlugin, forwardPlugin] as unknown as Plugin<never>[];
 
 /**
  * The DNS chain as the daemon holds it: built once from the plugins, and

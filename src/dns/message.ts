@@ -11,7 +11,8 @@ export type Rr =
   | { type: 'SRV'; name: string; ttl: number; priority: number; weight: number; port: number; target: string }
   | { type: 'A'; name: string; ttl: number; address: string }
   | { type: 'AAAA'; name: string; ttl: number; address: string }
-  | { type: 'TXT'; name: string; ttl: number; data: string[] }
+  /** `klass`: IN unless given (CH for the identity answers). */
+  | { type: 'TXT'; name: string; ttl: number; data: string[]; klass?: number }
   | {
       type: 'SOA';
       name: string;
@@ -56,7 +57,8 @@ interface ReplyHeader {
 
 function toDns2(rr: Rr): Record<string, unknown> {
   const { type, ...rest } = rr;
-  return { ...rest, type: TYPE[type], class: CLASS_IN };
+  const klass = 'klass' in rest ? rest.klass : undefined;
+  return { ...rest, type: TYPE[type], class: klass ?? CLASS_IN };
 }
 
 /**

@@ -25,8 +25,12 @@ export interface DnsRequest {
   mayRecurse: boolean;
 }
 
-/** Where an answer came from: the `source` label of canonport_dns_queries_total. */
-export type Source = 'canonical' | 'cache' | 'stale' | 'forward' | 'refused' | 'error';
+/**
+ * Where an answer came from: the `source` label of canonport_dns_queries_total.
+ * `builtin`: what the daemon answers itself outside its zones (CH identity,
+ * the special-use names of RFC 6761 and RFC 7686).
+ */
+export type Source = 'canonical' | 'builtin' | 'cache' | 'stale' | 'forward' | 'refused' | 'error';
 
 /**
  * A stage's answer: a complete DNS message without OPT, whose ID, RD, CD

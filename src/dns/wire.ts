@@ -13,6 +13,7 @@
 export const HEADER_SIZE = 12;
 export const TYPE = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, IXFR: 251, AXFR: 252, ANY: 255 } as const;
 export const CLASS_IN = 1;
+export const CLASS_CH = 3;
 export const CLASS_ANY = 255;
 export const MAX_NAME_WIRE = 255;
 
