@@ -556,7 +556,7 @@ describe('9. RD=0 for a forwarded name is answered from the cache only (or REFUS
   });
 });
 
-describe('10. `_`-led top-level names and `invalid.` get NXDOMAIN at once, with no upstream round trip (RFC 6761 §6.4)', () => {
+describe('10. `_`-led top-level names, `invalid.` and `onion.` get NXDOMAIN at once, with no upstream round trip (RFC 6761 §6.4, RFC 7686)', () => {
   let upstream: FakeUpstream;
   let d: Daemon;
   beforeAll(async () => {
@@ -565,33 +565,39 @@ describe('10. `_`-led top-level names and `invalid.` get NXDOMAIN at once, with 
     d = await daemon({ zones: [ZONE], upstreams: [upstream.address], upstreamTimeoutMs: 500 });
   });
 
+  /** The SOA unbound gives its own empty local zones (invalid., onion., test.): canonport gives the same. */
+  const specialSoa = (zone: string) => ({ owner: zone, mname: 'localhost', rname: 'nobody.invalid', serial: 1 });
+
   it.each([
-    ['_api._tcp', T.SRV],
-    ['_http._tcp', T.SRV],
-    ['_foo', T.A],
-  ] as const)('%s (a top-level label no root zone can hold): NXDOMAIN, never asked upstream', async (name, type) => {
+    ['_api._tcp', '_tcp', T.SRV],
+    ['_http._tcp', '_tcp', T.SRV],
+    ['x._foo', '_foo', T.A],
+  ] as const)('%s (under a top-level label no root zone can hold): NXDOMAIN with the SOA of %s., AA, never asked upstream', async (name, zone, type) => {
     const m = await ask(d.addresses.dns, { name, type });
-    expect({ rcode: rcodeName(m.rcode), sentUpstream: upstream.count({ name }) }).toEqual({ rcode: 'NXDOMAIN', sentUpstream: 0 });
+    expect({ ...negative(m), sentUpstream: upstream.count({ name }) }).toEqual({ rcode: 'NXDOMAIN', answers: 0, aa: true, soa: specialSoa(zone), sentUpstream: 0 });
   });
 
   it.each([
-    ['foo.invalid', T.A],
-    ['a.b.invalid', T.AAAA],
-  ] as const)('%s: NXDOMAIN, never asked upstream, as unbound answers it', async (name, type) => {
-    const reference = await ask(at(resolver.port), { name, type });
-    expect(rcodeName(reference.rcode)).toBe('NXDOMAIN');
+    ['foo.invalid', 'invalid', T.A],
+    ['a.b.invalid', 'invalid', T.AAAA],
+    ['xyzexample.onion', 'onion', T.A],
+  ] as const)('%s: NXDOMAIN with the SOA of %s., never asked upstream, as unbound answers it', async (name, zone, type) => {
+    const reference = negative(await ask(at(resolver.port), { name, type }));
+    expect(reference).toEqual({ rcode: 'NXDOMAIN', answers: 0, aa: true, soa: specialSoa(zone) });
     const m = await ask(d.addresses.dns, { name, type });
-    expect({ rcode: rcodeName(m.rcode), sentUpstream: upstream.count({ name }) }).toEqual({ rcode: 'NXDOMAIN', sentUpstream: 0 });
+    expect({ ...negative(m), sentUpstream: upstream.count({ name }) }).toEqual({ ...reference, sentUpstream: 0 });
   });
 
-  it('invalid. itself: a negative answer (NXDOMAIN, or NODATA at the apex as unbound gives), never asked upstream', async () => {
-    const reference = await ask(at(resolver.port), { name: 'invalid' });
-    expect({ rcode: rcodeName(reference.rcode), answers: reference.answers.length }).toEqual({ rcode: 'NOERROR', answers: 0 });
-    const m = await ask(d.addresses.dns, { name: 'invalid' });
-    expect({ rcode: rcodeName(m.rcode), answers: m.answers.length, sentUpstream: upstream.count({ name: 'invalid' }) }).toEqual({
-      rcode: expect.toBeOneOf(['NXDOMAIN', 'NOERROR']),
-      answers: 0,
-      sentUpstream: 0,
-    });
+  it.each(['invalid', 'onion', '_foo'])('%s. itself: the apex of an empty zone, NODATA with its SOA (as unbound answers invalid.), SOA answered, never asked upstream', async (zone) => {
+    if (zone === 'invalid') expect(negative(await ask(at(resolver.port), { name: zone }))).toEqual({ rcode: 'NOERROR', answers: 0, aa: true, soa: specialSoa(zone) });
+    const m = await ask(d.addresses.dns, { name: zone });
+    expect({ ...negative(m), sentUpstream: upstream.count({ name: zone }) }).toEqual({ rcode: 'NOERROR', answers: 0, aa: true, soa: specialSoa(zone), sentUpstream: 0 });
+    const soa = await ask(d.addresses.dns, { name: zone, type: T.SOA });
+    expect(soa.answers.map((r) => [r.name.toLowerCase(), r.type])).toEqual([[zone, T.SOA]]);
+  });
+
+  it.each(['fwd.test', 'printer.local'])('%s stays forwarded (sites serve test. and local.): asked upstream', async (name) => {
+    await ask(d.addresses.dns, { name });
+    expect(upstream.count({ name })).toBeGreaterThan(0);
   });
 });

@@ -1,5 +1,5 @@
 import type { ServingState } from '../../../core/state.js';
-import { LOCALHOST_ZONE } from '../../../core/service-name.js';
+import { LOCALHOST_ZONE, specialUseZone } from '../../../core/service-name.js';
 import type { Discovery } from '../../../discovery/discovery.js';
 import type { Lookup } from '../../../discovery/model.js';
 import { Rcode } from '../../../errors.js';
@@ -7,9 +7,10 @@ import type { Forwarder } from '../../forwarder.js';
 import { encodeAnswer, type Rr } from '../../message.js';
 import type { MaybePromise, Next, Plugin, PluginStage } from '../../pipeline.js';
 import { errorReply } from '../../reply.js';
-import type { DnsReply, DnsRequest } from '../../request.js';
+import type { DnsReply, DnsRequest, Source } from '../../request.js';
 import { questionRcode } from '../../question-policy.js';
 import { HEADER_SIZE, TYPE } from '../../wire.js';
+import { specialZoneSoa } from '../../zone-apex.js';
 import { setup, type LocalOptions } from './setup.js';
 
 /** Entries in the encoded-answer map before it is cleared; canonical answers are cheap to rebuild. */
@@ -28,11 +29,14 @@ interface Encoded {
 }
 
 /**
- * The served zones (and `localhost`): SRV, TXT, A/AAAA and negative
- * answers for every name under them, formatted from the discovery core.
- * Answers known without I/O are encoded once and kept as bytes (the hot
- * path: a hit is a map read) until the state or the core's generation
- * changes; an address only the upstreams know is asked through the core.
+ * Every zone the daemon answers itself. The served zones (and `localhost`):
+ * SRV, TXT, A/AAAA and negative answers for every name under them,
+ * formatted from the discovery core. The special-use zones (`invalid`,
+ * `onion`, `_` TLDs: service-name.ts says why): empty, NXDOMAIN below the
+ * apex, never forwarded. Answers known without I/O are encoded once and
+ * kept as bytes (the hot path: a hit is a map read) until the state or the
+ * core's generation changes; an address only the upstreams know is asked
+ * through the core.
  */
 export class LocalZonesStage implements PluginStage<LocalOptions> {
   readonly name = 'local';
@@ -62,12 +66,17 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
       this.encodedGen = gen;
     }
     // Keyed like the forwarding cache (name, type, class, DO): the DO bit only splits entries in two.
-    // Looked up before the name is classified: only names in a served zone are ever stored.
+    // Looked up before the name is classified: only names this stage answers are ever stored.
     const hit = this.encoded.get(req.key);
     if (hit && (hit.until === Infinity || hit.until > this.now())) return hit.reply;
-    if (req.cls.kind === 'outside') return next(req);
-
-    const result = this.answer(req);
+    let result: Answered | Promise<DnsReply>;
+    if (req.cls.kind === 'outside') {
+      const special = specialUseZone(req.query.lname);
+      if (special === null) return next(req);
+      result = this.specialUse(req, special);
+    } else {
+      result = this.answer(req);
+    }
     if (result instanceof Promise) return result; // waited on the upstreams: the next query finds it without I/O
     const now = this.now();
     const until = result.learned ? now + Math.min(LEARNED_KEEP_MS, result.ttl * 1000) : Infinity;
@@ -84,30 +93,15 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const zone = cls.zone;
     const ttl = this.state().registry.ttl;
     const soa = this.soa(zone, ttl);
-    const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = [], question?: Buffer): DnsReply => ({
-      message: encodeAnswer({
-        qname: q.lname,
-        qtype: q.qtype,
-        qclass: q.qclass,
-        question,
-        rcode,
-        aa: true,
-        answers,
-        authorities: answers.length === 0 ? [soa] : [],
-        additionals,
-      }),
-      rcode,
-      source: 'canonical',
-    });
+    const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => zoneReply(req, soa, rcode, answers, additionals, 'canonical');
     const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl });
 
     // Zone transfers, meta types, other classes: the same answer as for any name (question-policy.ts).
     const refusal = questionRcode(q.qtype, q.qclass);
     if (refusal !== null) return done(errorReply(req, refusal, 'canonical'));
     // A label holding a dot, a backslash or an octet outside printable ASCII (`a\\.b`, `\\200api`) is no name the
-    // scheme can hold: NXDOMAIN with the zone's SOA like any name that cannot exist here (RFC 2308 §3), its
-    // question written from the query's own bytes, which dns2 could not spell from the text.
-    if (q.lname.includes('\\')) return done(reply(Rcode.NXDOMAIN, [], [], req.raw.subarray(HEADER_SIZE, q.questionEnd)));
+    // scheme can hold: NXDOMAIN with the zone's SOA like any name that cannot exist here (RFC 2308 §3).
+    if (q.lname.includes('\\')) return done(reply(Rcode.NXDOMAIN));
 
     switch (cls.kind) {
       case 'apex':
@@ -166,6 +160,20 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     }
   }
 
+  /** A special-use zone: an empty zone, its SOA at the apex, NXDOMAIN below it (unbound's local zones answer the same). */
+  private specialUse(req: DnsRequest, zone: string): Answered {
+    const q = req.query;
+    const soa = specialZoneSoa(zone);
+    const refusal = questionRcode(q.qtype, q.qclass);
+    const reply =
+      refusal !== null
+        ? errorReply(req, refusal, 'builtin')
+        : q.lname !== zone
+          ? zoneReply(req, soa, Rcode.NXDOMAIN, [], [], 'builtin')
+          : zoneReply(req, soa, Rcode.NOERROR, q.qtype === TYPE.SOA || q.qtype === TYPE.ANY ? [soa] : [], [], 'builtin');
+    return { reply, learned: false, ttl: soa.ttl };
+  }
+
   private soa(zone: string, ttl: number): Rr {
     const negative = Math.min(ttl, 300);
     return {
@@ -181,6 +189,28 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
       minimum: negative,
     };
   }
+}
+
+/**
+ * An authoritative reply from a zone (AA), with the zone's SOA in the
+ * authority section when it has no answer (RFC 2308 §3). A name holding
+ * escapes (`\\200api`) has its question written from the query's own
+ * bytes: dns2 could not spell it from the text.
+ */
+function zoneReply(req: DnsRequest, soa: Rr, rcode: number, answers: Rr[], additionals: Rr[], source: Source): DnsReply {
+  const q = req.query;
+  const message = encodeAnswer({
+    qname: q.lname,
+    qtype: q.qtype,
+    qclass: q.qclass,
+    question: q.lname.includes('\\') ? req.raw.subarray(HEADER_SIZE, q.questionEnd) : undefined,
+    rcode,
+    aa: true,
+    answers,
+    authorities: answers.length === 0 ? [soa] : [],
+    additionals,
+  });
+  return { message, rcode, source };
 }
 
 /** A reply, and whether it holds addresses learned from the upstreams (kept encoded only briefly; a TTL of 0 not at all). */
