@@ -390,6 +390,17 @@ describe('6. the zone has NS at the apex, hosts that resolve, and an SOA serial 
       }
       expect(addrs, `${host} has no address`).toContain(d.addresses.dns.host);
     }
+    // The targets' addresses ride along in the additional section.
+    const glue = ns.additional.filter((r) => r[3] === 'A' || r[3] === 'AAAA').map((r) => [r[0], r[4]]);
+    expect(glue).toEqual(targets.map((t) => [t, d.addresses.dns.host]));
+  });
+
+  it('the registry\'s hosts map names the name server\'s address instead: in the NS glue and in A ns.<zone> alike', async () => {
+    const d = await daemon({ registry: registryFile(`${REGISTRY}hosts:\n  ns.${ZONE}: [192.0.2.53]\n`) }, { watchRegistry: false });
+    const ns = await dig(d.addresses.dns, ['+norec', 'NS', ZONE]);
+    expect(ns.answer.map((r) => [r[3], r[4]])).toEqual([['NS', `ns.${ZONE}.`]]);
+    expect(ns.additional.filter((r) => r[3] === 'A').map((r) => r[4])).toEqual(['192.0.2.53']);
+    expect((await dig(d.addresses.dns, ['+norec', 'A', `ns.${ZONE}`])).answer.map((r) => r[4])).toEqual(['192.0.2.53']);
   });
 
   it('two hosts with the same registry have the same SOA serial; a changed registry changes it on reload; an unchanged one keeps it', async () => {

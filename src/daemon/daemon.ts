@@ -13,6 +13,7 @@ import { Forwarder, type ForwarderOptions } from '../dns/forwarder.js';
 import type { CacheStage } from '../dns/plugins/cache/cache.js';
 import { DnsServer } from '../dns/server.js';
 import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstream-addresses.js';
+import { NameServerHosts } from '../dns/zone-apex.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
 import { addXdsService } from '../xds/server.js';
@@ -104,7 +105,9 @@ export class Daemon {
     this.forwarder = new Forwarder({ metrics: this.metrics, logger: this.logger, now }, forwarderOptions(config));
     // Learned in-zone addresses change answers: tell the core's listeners (Watch, xDS).
     this.upstreamAddresses = new UpstreamAddresses(this.forwarder, upstreamAddressOptions(config), now, () => this.discovery.notify());
-    this.discovery = new Discovery({ state, hosts: new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), addresses: this.upstreamAddresses });
+    // /etc/hosts, and each zone's name server host (ns.<zone>) at this daemon's DNS address (zone-apex.ts).
+    const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), { zones: () => this.serving.zones, listen: config.dns, now });
+    this.discovery = new Discovery({ state, hosts, addresses: this.upstreamAddresses });
     this.chain = new DnsChain(
       { state, discovery: this.discovery, forwarder: this.forwarder, metrics: this.metrics, logger: this.logger, now },
       config,

@@ -11,6 +11,7 @@ export type Rr =
   | { type: 'SRV'; name: string; ttl: number; priority: number; weight: number; port: number; target: string }
   | { type: 'A'; name: string; ttl: number; address: string }
   | { type: 'AAAA'; name: string; ttl: number; address: string }
+  | { type: 'NS'; name: string; ttl: number; ns: string }
   /** `klass`: IN unless given (CH for the identity answers). */
   | { type: 'TXT'; name: string; ttl: number; data: string[]; klass?: number }
   | {

@@ -1,5 +1,5 @@
 import type { ServingState } from '../../../core/state.js';
-import { LOCALHOST_ZONE, specialUseZone } from '../../../core/service-name.js';
+import { classifyName, specialUseZone } from '../../../core/service-name.js';
 import type { Discovery } from '../../../discovery/discovery.js';
 import type { Lookup } from '../../../discovery/model.js';
 import { Rcode } from '../../../errors.js';
@@ -10,7 +10,7 @@ import { errorReply } from '../../reply.js';
 import type { DnsReply, DnsRequest, Source } from '../../request.js';
 import { questionRcode } from '../../question-policy.js';
 import { HEADER_SIZE, TYPE } from '../../wire.js';
-import { specialZoneSoa } from '../../zone-apex.js';
+import { nameServerHost, specialZoneSoa, zoneNs, zoneSoa } from '../../zone-apex.js';
 import { setup, type LocalOptions } from './setup.js';
 
 /** Entries in the encoded-answer map before it is cleared; canonical answers are cheap to rebuild. */
@@ -43,7 +43,6 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
   private encoded = new Map<string, Encoded>();
   private encodedFor: ServingState | null = null;
   private encodedGen = -1;
-  private readonly serial = Math.floor(Date.now() / 1000);
 
   constructor(
     private readonly state: () => ServingState,
@@ -91,8 +90,9 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const { cls, query: q } = req;
     if (cls.kind === 'outside') throw new Error('local: asked about a name outside the zones');
     const zone = cls.zone;
-    const ttl = this.state().registry.ttl;
-    const soa = this.soa(zone, ttl);
+    const state = this.state();
+    const ttl = state.registry.ttl;
+    const soa = zoneSoa(state, zone);
     const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => zoneReply(req, soa, rcode, answers, additionals, 'canonical');
     const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl });
 
@@ -106,6 +106,14 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     switch (cls.kind) {
       case 'apex':
         if (q.qtype === TYPE.SOA || q.qtype === TYPE.ANY) return done(reply(Rcode.NOERROR, [soa]));
+        if (q.qtype === TYPE.NS) {
+          // The name server host's addresses ride along in the additional section, as a delegation's glue would.
+          const host = nameServerHost(zone);
+          const known = this.peekHost(state, host);
+          const t = known?.ok ? known.instances.ttl : ttl;
+          const glue = known?.ok ? [...addressRrs(host, TYPE.A, known, t), ...addressRrs(host, TYPE.AAAA, known, t)] : [];
+          return done(reply(Rcode.NOERROR, [zoneNs(state, zone)], glue), known ? learnedFrom(known) : false, Math.min(ttl, t));
+        }
         return done(reply(Rcode.NOERROR));
       case 'empty':
         return done(reply(Rcode.NOERROR));
@@ -174,20 +182,10 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     return { reply, learned: false, ttl: soa.ttl };
   }
 
-  private soa(zone: string, ttl: number): Rr {
-    const negative = Math.min(ttl, 300);
-    return {
-      type: 'SOA',
-      name: zone,
-      ttl: negative,
-      primary: zone === LOCALHOST_ZONE ? 'localhost' : `ns.${zone}`,
-      admin: `hostmaster.${zone}`,
-      serial: this.serial,
-      refresh: 3600,
-      retry: 600,
-      expiration: 86400,
-      minimum: negative,
-    };
+  /** Where an in-zone host name (the name server's) has addresses, when known without I/O. */
+  private peekHost(state: ServingState, host: string): Lookup | null {
+    const described = this.discovery.describeClass(host, classifyName(host, state.zones, state.registry));
+    return described.ok ? this.discovery.peek(described.description) : null;
   }
 }
 
