@@ -432,13 +432,21 @@ describe('6. the zone has NS at the apex, hosts that resolve, and an SOA serial 
 });
 
 describe('7. the allow-list limits recursion, not answers about the served zones (--canonical-clients any)', () => {
+  /**
+   * A client outside --allow gets the zone as the daemon knows it without
+   * asking anyone: SRV and TXT, A/AAAA from the registry's hosts, /etc/hosts
+   * or addresses already learned, and NODATA (not REFUSED) where only an
+   * upstream question could tell; it can never make the daemon send one.
+   */
   let upstream: FakeUpstream;
   let d: Daemon;
   let outsider: UdpClient;
   let allowed: UdpClient;
   beforeAll(async () => {
     upstream = await fake({ kind: 'answer', address: '192.0.2.77' });
-    d = await daemon({ zones: [ZONE], upstreams: [upstream.address], allow: ['127.0.0.2/32'], canonicalClients: 'any' }, { trustLoopback: false });
+    const registry = join(tempDir('canonport-conformance-'), 'registry.yaml');
+    writeFileSync(registry, `hosts:\n  pinned.${ZONE}: [10.0.0.30]\n`);
+    d = await daemon({ zones: [ZONE], registry, upstreams: [upstream.address], allow: ['127.0.0.2/32'], canonicalClients: 'any' }, { trustLoopback: false, watchRegistry: false });
     outsider = await UdpClient.open('127.0.0.3');
     allowed = await UdpClient.open('127.0.0.2');
   });
@@ -447,19 +455,34 @@ describe('7. the allow-list limits recursion, not answers about the served zones
     await allowed?.close();
   });
 
-  it('SRV db.<zone> is answered to a client outside the allow-list (as today)', async () => {
-    const m = await ask(d.addresses.dns, { name: `db.${ZONE}`, type: T.SRV }, outsider);
-    expect(rcodeName(m.rcode)).toBe('NOERROR');
-    expect((m.answers[0]?.data as { port: number } | undefined)?.port).toBe(14688);
+  it('SRV and TXT db.<zone> are answered to a client outside the allow-list, with AA and without RA', async () => {
+    const srv = await ask(d.addresses.dns, { name: `db.${ZONE}`, type: T.SRV }, outsider);
+    expect({ rcode: rcodeName(srv.rcode), aa: srv.aa, ra: srv.ra, port: (srv.answers[0]?.data as { port: number } | undefined)?.port }).toEqual({ rcode: 'NOERROR', aa: true, ra: false, port: 14688 });
+    const txt = await ask(d.addresses.dns, { name: `db.${ZONE}`, type: T.TXT }, outsider);
+    expect(txt.answers.map((r) => r.data)).toEqual([['port=14688', 'scheme=base32', 'prefix=db0']]);
   });
 
-  it.each([['A', T.A] as const, ['AAAA', T.AAAA] as const])('%s db.<zone> to a client outside the allow-list: answered from local knowledge (not REFUSED), with AA, no upstream query', async (_label, type) => {
+  it('A of a host in the registry\'s hosts map: the same address for the outsider as for the allowed client', async () => {
+    const name = `pinned.${ZONE}`;
+    const out = await ask(d.addresses.dns, { name }, outsider);
+    const ok = await ask(d.addresses.dns, { name }, allowed);
+    expect({ outsider: out.answers.map((r) => r.data), aa: out.aa }).toEqual({ outsider: ['10.0.0.30'], aa: true });
+    expect(ok.answers.map((r) => r.data)).toEqual(['10.0.0.30']);
+  });
+
+  it.each([['A', T.A] as const, ['AAAA', T.AAAA] as const])('%s db.<zone>, known only upstream, to a client outside the allow-list: NODATA with the zone SOA and AA (not REFUSED), no upstream query', async (_label, type) => {
     const name = `db.${ZONE}`;
     const m = await ask(d.addresses.dns, { name, type }, outsider);
-    expect(rcodeName(m.rcode)).toBe('NOERROR');
-    expect(m.aa).toBe(true);
-    if (m.answers.length === 0) expect(negativeSoa(m)?.owner).toBe(ZONE);
-    expect(upstream.count({ name }), 'an outsider\'s question went upstream').toBe(0);
+    expect({ ...negative(m), sentUpstream: upstream.count({ name }) }).toEqual({ rcode: 'NOERROR', answers: 0, aa: true, soa: expect.objectContaining({ owner: ZONE }), sentUpstream: 0 });
+  });
+
+  it('once an allowed client has made the daemon learn an in-zone address, the outsider gets that address too', async () => {
+    const name = `web.${ZONE}`;
+    const ok = await ask(d.addresses.dns, { name }, allowed);
+    expect(ok.answers.map((r) => r.data)).toEqual(['192.0.2.77']);
+    const asked = upstream.count({ name });
+    const out = await ask(d.addresses.dns, { name }, outsider);
+    expect({ answers: out.answers.map((r) => r.data), aa: out.aa, sentUpstream: upstream.count({ name }) }).toEqual({ answers: ['192.0.2.77'], aa: true, sentUpstream: asked });
   });
 
   it('recursion still needs the allow-list: a forwarded name is REFUSED to the outsider and answered to the allowed client', async () => {
