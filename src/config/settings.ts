@@ -401,6 +401,16 @@ export const SETTINGS = {
     help: 'TTL of answers made from observed listeners',
     doc: 'TTL, in seconds, of answers made from what hosts observe (short: a listener that stops must leave caches quickly)',
   }),
+  identity: setting({
+    flag: { name: '--identity', value: 'WHAT' },
+    env: 'CANONPORT_IDENTITY',
+    file: 'daemon',
+    kind: oneOf(['answer', 'hide']),
+    default: 'answer',
+    applies: 'reload',
+    help: 'CH TXT version.bind, id.server, hostname.bind: answer with canonport\'s version and host name, or hide (REFUSED)',
+    doc: 'identity queries (CH TXT `version.bind`, `version.server`, `hostname.bind`, `id.server`): `answer` with canonport\'s version and the host name, or `hide` them (REFUSED); never forwarded',
+  }),
   ttl: setting({
     file: 'top',
     kind: int(0, 86_400),

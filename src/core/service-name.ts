@@ -50,6 +50,34 @@ export function zoneOf(name: string, zones: readonly string[]): string | null {
   return best;
 }
 
+/**
+ * The special-use zone a name outside the served zones falls in, or null.
+ * The daemon answers these itself, as empty zones (NXDOMAIN below the
+ * apex, with the zone's SOA), never forwarding them:
+ *
+ *   invalid  RFC 6761 §6.4: caching servers SHOULD answer NXDOMAIN at once.
+ *   onion    RFC 7686 §2: resolvers MUST answer NXDOMAIN (unless they speak Tor).
+ *   _*       a top-level label starting with `_` (`_api._tcp` asked as an
+ *            absolute name): no TLD can hold one (the root's TLDs are
+ *            letters, RFC 1123 §2.1), so no server anywhere could answer
+ *            it, and a stub walking its search list should hear so at once.
+ *
+ * `test.` and `local.` are special-use too but stay forwarded: sites serve
+ * them (and resolvers that route `.local` to mDNS do so before us).
+ * Takes a lowercase name as read off the wire (escapes never hold a dot).
+ */
+export function specialUseZone(name: string): string | null {
+  // Asked for every name outside the zones (every forwarded query): nothing is allocated unless it is special.
+  const start = name.lastIndexOf('.') + 1;
+  const length = name.length - start;
+  if (length === 7 && name.endsWith('invalid')) return 'invalid';
+  if (length === 5 && name.endsWith('onion')) return 'onion';
+  if (name.charCodeAt(start) !== 95) return null;
+  const tld = name.slice(start);
+  // An escaped `_` TLD cannot be spelled as the SOA's owner; it goes upstream, which will deny it.
+  return tld.includes('\\') ? null : tld;
+}
+
 /** Most names a resolver sees are outside its zones: one shared answer, no allocation per query. */
 const OUTSIDE: NameClass = Object.freeze({ kind: 'outside' });
 

@@ -15,6 +15,7 @@ import { Forwarder, type ForwarderOptions } from '../dns/forwarder.js';
 import type { CacheStage } from '../dns/plugins/cache/cache.js';
 import { DnsServer } from '../dns/server.js';
 import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstream-addresses.js';
+import { NameServerHosts } from '../dns/zone-apex.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
 import { addXdsService } from '../xds/server.js';
@@ -111,9 +112,11 @@ export class Daemon {
     this.upstreamAddresses = new UpstreamAddresses(this.forwarder, upstreamAddressOptions(config), now, () => this.discovery.notify());
     // Cluster mode: a --workers DNS worker reads the view only; its primary publishes for the host.
     this.cluster = config.cluster === null ? null : new Cluster(clusterOptions(config, registry, opts.role !== 'dns'), { metrics: this.metrics, logger: this.logger, now });
+    // /etc/hosts, and each zone's name server host (ns.<zone>) at this daemon's DNS address (zone-apex.ts).
+    const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), { zones: () => this.serving.zones, listen: config.dns, now });
     this.discovery = new Discovery({
       state,
-      hosts: new EtcHosts(opts.hostsFile ?? '/etc/hosts', now),
+      hosts,
       addresses: this.upstreamAddresses,
       observed: this.cluster ? observedFrom(this.cluster.reader) : undefined,
     });
@@ -148,6 +151,7 @@ export class Daemon {
       listen: config.dns,
       handler: this.chain.handler,
       classify: (lname: string) => classifyIn(this.serving, lname),
+      mayRecurse: (address: string) => this.chain.mayRecurse(address),
       metrics: this.metrics,
       logger: this.logger,
       queryLogRate: () => this.cfg.queryLog,
