@@ -227,3 +227,13 @@ describe('deploy/resolv.conf.example', () => {
 function expandEnv(value: string, vars: Record<string, string>): string {
   return value.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, k: string) => vars[k] ?? m);
 }
+
+describe('the example registries work where they are copied', () => {
+  it('name no upstream of their own, so a copied file forwards to the host resolv.conf resolvers, not to an address that may not exist there', async () => {
+    const { loadRegistryFile } = await import('../src/registry/load.js');
+    for (const file of ['deploy/registry.example.yaml', 'test/fixtures/registry/example.yaml']) {
+      const r = await loadRegistryFile(file);
+      expect(r.settings.upstreams, file).toBeUndefined();
+    }
+  });
+});
