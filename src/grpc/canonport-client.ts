@@ -31,6 +31,8 @@ export interface ResolveErrorInfo {
   /** Stable canonport code, e.g. CP_BAD_NAME. */
   code: string;
   message: string;
+  /** CP_NO_ADDRESS, a failing upstream: what the name reads as (port, scheme…), without addresses. */
+  resolution?: Resolution | undefined;
 }
 
 export interface DecodeResult {
@@ -156,11 +158,14 @@ class GrpcCanonportClient implements CanonportClient {
 
   async resolveMany(names: readonly string[]): Promise<ResolveResult[]> {
     const res = (await this.unary('ResolveMany', { names })) as {
-      results: { name: string; resolution?: WireResolution | null; error?: ResolveErrorInfo | null }[];
+      results: { name: string; resolution?: WireResolution | null; error?: (Omit<ResolveErrorInfo, 'resolution'> & { resolution?: WireResolution | null }) | null }[];
     };
-    return res.results.map((r) =>
-      r.resolution ? { name: r.name, resolution: toResolution(r.resolution) } : { name: r.name, error: r.error ?? { status: 2, code: '', message: 'empty result' } },
-    );
+    return res.results.map((r) => {
+      if (r.resolution) return { name: r.name, resolution: toResolution(r.resolution) };
+      if (!r.error) return { name: r.name, error: { status: 2, code: '', message: 'empty result' } };
+      const { resolution, ...error } = r.error;
+      return { name: r.name, error: { ...error, ...(resolution ? { resolution: toResolution(resolution) } : {}) } };
+    });
   }
 
   async decode(port: number, raw = false): Promise<DecodeResult> {

@@ -35,6 +35,11 @@ export function resolutionOf(l: Lookup): Resolution {
   return fromInstances(l.instances);
 }
 
+/** What a name reads as when no address is known (CP_NO_ADDRESS, a failing upstream): the port and the rest, no addresses. */
+export function describedResolution(l: Lookup & { ok: false }): Resolution | undefined {
+  return l.description ? fromInstances({ ...l.description, endpoints: [] }) : undefined;
+}
+
 export function fromInstances(i: ServiceInstances): Resolution {
   return {
     name: i.name,

@@ -1,7 +1,8 @@
 import { forEachLimited } from '../concurrency.js';
 import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, GrpcStatus, errorToGrpcStatus } from '../errors.js';
-import { resolutionOf, type Resolution } from './resolution.js';
+import { describedResolution, resolutionOf, type Resolution } from './resolution.js';
+import { lookupError } from '../discovery/discovery.js';
 import type { DaemonContext } from '../context.js';
 import { decodePort, decodePortRaw } from '../scheme/index.js';
 import { ERROR_CODE_METADATA } from './proto.js';
@@ -103,7 +104,14 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       if (Date.now() >= answerBy) return;
       const name = String(raw ?? '');
       try {
-        results[i] = { name, resolution: toWire(await resolve(name)) };
+        const l = await ctx.discovery.lookup(name);
+        if (l.ok) results[i] = { name, resolution: toWire(resolutionOf(l)) };
+        else {
+          // Nothing found: the error, and what the name reads as when that is known (the port a SRV query gives).
+          const s = toStatus(lookupError(l));
+          const known = describedResolution(l);
+          results[i] = { name, error: { status: s.code, code: l.code, message: s.details, ...(known ? { resolution: toWire(known) } : {}) } };
+        }
       } catch (err) {
         const s = toStatus(err);
         if (s.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, name }, 'ResolveMany: lookup failed');

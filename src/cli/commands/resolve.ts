@@ -42,20 +42,32 @@ export function registerResolve(program: Command, io: CliIO): void {
         client.close();
       }
 
+      // A name whose port is known but not its address (no registry host, /etc/hosts entry or upstream
+      // record) is still an answer, as `dig SRV` gives it: printed, with why the address is missing.
+      const portOnly = (r: ResolveResult) => r.error?.code === ErrorCodes.NO_ADDRESS && r.error.resolution !== undefined;
       if (opts.json) printJson(io, results);
       else {
-        const lines = results.filter((r) => r.resolution).map((r) => line(r.resolution!));
+        const lines = results.flatMap((r) => (r.resolution ? [line(r.resolution)] : portOnly(r) ? [line(r.error!.resolution!, 'no address')] : []));
         if (lines.length > 0) io.out(lines.join('\n'));
       }
       for (const r of results) if (r.error) io.err(`canonport: ${r.name}: ${r.error.message} [${r.error.code}]`);
       if (results.some((r) => r.error?.status === GrpcStatus.INVALID_ARGUMENT)) io.exitCode = EXIT_USAGE;
-      else if (results.some((r) => r.error)) io.exitCode = EXIT_FINDINGS;
+      else if (results.some((r) => r.error && !portOnly(r))) io.exitCode = EXIT_FINDINGS;
     });
 }
 
-/** `api.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5` */
-function line(r: Resolution): string {
+/** `api.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5`, or `… base32  (no address)` */
+function line(r: Resolution, missing?: string): string {
   const scheme = r.version !== undefined ? `${r.scheme} v${r.version}` : r.scheme;
   const collides = r.collidesWith.length > 0 ? `  (same port as ${r.collidesWith.join(', ')})` : '';
-  return `${r.name}  port ${r.port}  ${scheme}  ${r.addresses.join(',')}${collides}`;
+  const where = missing !== undefined ? `(${missing})` : hostsOf(r);
+  return `${r.name}  port ${r.port}  ${scheme}  ${where}${collides}`;
+}
+
+/** Addresses, grouped by host in cluster mode: `web-1=10.0.0.5 web-2=10.0.0.6`. */
+function hostsOf(r: Resolution): string {
+  if (!r.endpoints.some((e) => e.node !== '')) return r.addresses.join(',');
+  const byNode = new Map<string, string[]>();
+  for (const e of r.endpoints) byNode.set(e.node, [...(byNode.get(e.node) ?? []), e.address]);
+  return [...byNode].map(([node, a]) => `${node}=${a.join(',')}`).join(' ');
 }
