@@ -306,7 +306,7 @@ export class DnsServer {
 
 
 function listenError(proto: string, at: HostPort, err: NodeJS.ErrnoException): CanonportError {
-  const hint = err.code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : err.code === 'EADDRINUSE' ? ' (address in use)' : '';
+  const hint = err.code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : err.code === 'EADDRINUSE' ? ' (address in use: another canonport serve may be running; stop it, or give this one other --dns, --grpc and --http addresses)' : '';
   return new CanonportError(ErrorCodes.LISTEN_FAILED, `cannot listen for DNS on ${proto} ${at.host}:${at.port}: ${err.message}${hint}`, {
     proto,
     host: at.host,

@@ -44,10 +44,12 @@ export function registerResolve(program: Command, io: CliIO): void {
 
       // A name whose port is known but not its address (no registry host, /etc/hosts entry or upstream
       // record) is still an answer, as `dig SRV` gives it: printed, with why the address is missing.
+      // When the upstreams failed the line says so too, but that is not an answer: exit 1.
       const portOnly = (r: ResolveResult) => r.error?.code === ErrorCodes.NO_ADDRESS && r.error.resolution !== undefined;
+      const missing = (r: ResolveResult) => (r.error?.code === ErrorCodes.NO_ADDRESS ? 'no address' : 'no address: the upstreams failed');
       if (opts.json) printJson(io, results);
       else {
-        const lines = results.flatMap((r) => (r.resolution ? [line(r.resolution)] : portOnly(r) ? [line(r.error!.resolution!, 'no address')] : []));
+        const lines = results.flatMap((r) => (r.resolution ? [line(r.resolution)] : r.error?.resolution ? [line(r.error.resolution, missing(r))] : []));
         if (lines.length > 0) io.out(lines.join('\n'));
       }
       for (const r of results) if (r.error) io.err(`canonport: ${r.name}: ${r.error.message} [${r.error.code}]`);
