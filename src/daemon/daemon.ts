@@ -6,7 +6,7 @@ import { applyReload, checkForwardLoop, configFromEnv, type Config, type ConfigI
 import { resolveConfig } from './load.js';
 import { classifyIn, LOCALHOST_ZONE } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
-import { Cluster, CLUSTER_SCAN_INTERVAL_MS, type ClusterOptions } from '../cluster/cluster.js';
+import type { Cluster, ClusterOptions } from '../cluster/cluster.js';
 import { observedFrom } from '../cluster/observed.js';
 import { Discovery } from '../discovery/discovery.js';
 import { EtcHosts } from '../discovery/etc-hosts.js';
@@ -18,7 +18,6 @@ import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstrea
 import { NameServerHosts } from '../dns/zone-apex.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
-import { addXdsService } from '../xds/server.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
@@ -100,6 +99,8 @@ export class Daemon {
     private readonly opts: DaemonOptions,
     config: Config,
     registry: Registry,
+    /** The cluster module, loaded only in cluster mode (its etcd client costs half a second to load). */
+    clusterModule: typeof import('../cluster/cluster.js') | null,
   ) {
     this.logger = opts.logger ?? silentLogger;
     this.cfg = config;
@@ -111,7 +112,7 @@ export class Daemon {
     // Learned in-zone addresses change answers: tell the core's listeners (Watch, xDS).
     this.upstreamAddresses = new UpstreamAddresses(this.forwarder, upstreamAddressOptions(config), now, () => this.discovery.notify());
     // Cluster mode: a --workers DNS worker reads the view only; its primary publishes for the host.
-    this.cluster = config.cluster === null ? null : new Cluster(clusterOptions(config, registry, opts.role !== 'dns'), { metrics: this.metrics, logger: this.logger, now });
+    this.cluster = clusterModule ? new clusterModule.Cluster(clusterOptions(config, registry, opts.role !== 'dns'), { metrics: this.metrics, logger: this.logger, now }) : null;
     // /etc/hosts, and each zone's name server host (ns.<zone>) at this daemon's DNS address (zone-apex.ts).
     const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), { zones: () => this.serving.zones, listen: config.dns, now });
     this.discovery = new Discovery({
@@ -132,7 +133,7 @@ export class Daemon {
       procRoot: config.procRoot,
       skipPorts: () => (this.addresses ? [this.addresses.dns.port, this.addresses.grpc.port, this.addresses.http.port] : []),
       // Cluster mode: what listens here reaches every host within a scan, so scan often (registry inventory.intervalMs still wins).
-      intervalMs: this.cluster && registry.inventory.intervalMs === undefined ? CLUSTER_SCAN_INTERVAL_MS : undefined,
+      intervalMs: clusterModule && registry.inventory.intervalMs === undefined ? clusterModule.CLUSTER_SCAN_INTERVAL_MS : undefined,
       onSnapshot: (snap) => this.cluster?.publish(snap),
     });
     this.ctx = {
@@ -165,7 +166,8 @@ export class Daemon {
     // Env is read once, at start: a reload re-reads the registry file, not the environment.
     const withEnv = { ...opts, env: opts.env ?? configFromEnv() };
     const { config, registry } = await Daemon.load(withEnv);
-    const d = new Daemon(withEnv, config, registry);
+    const clusterModule = config.cluster === null ? null : await import('../cluster/cluster.js');
+    const d = new Daemon(withEnv, config, registry, clusterModule);
     try {
       await d.listen();
     } catch (err) {
@@ -202,6 +204,8 @@ export class Daemon {
     if (role !== 'dns') {
       this.http = await startHttpServer(this.ctx, this.cfg.http);
       // xDS rides on the gRPC port: gRPC clients in every language find services through it.
+      // Loaded after DNS is up (its Envoy protos take a moment): the first DNS answer does not wait for it.
+      const { addXdsService } = await import('../xds/server.js');
       const xds = (server: Parameters<typeof addXdsService>[0]) =>
         addXdsService(server, { discovery: this.discovery, metrics: this.metrics, logger: this.logger.child({ component: 'xds' }) });
       this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc, { services: [xds] });
