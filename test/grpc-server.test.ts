@@ -295,9 +295,11 @@ describe('Decode', () => {
 });
 
 describe('Inventory', () => {
-  it('maps the inventory snapshot to the response', async () => {
-    const { client } = await start();
-    expect(await client.inventory()).toEqual(FIXED_INVENTORY);
+  it('maps the inventory snapshot to the response, with the digest of the registry in force', async () => {
+    const { client, d } = await start();
+    const digest = d.ctx.state().registry.digest;
+    expect(digest).toMatch(/^[0-9a-f]{64}$/);
+    expect(await client.inventory()).toEqual({ ...FIXED_INVENTORY, registryDigest: digest });
   });
 });
 

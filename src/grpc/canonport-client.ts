@@ -179,6 +179,7 @@ class GrpcCanonportClient implements CanonportClient {
       host: res.host,
       collectedAtMs: res.collectedAtMs,
       listeners: res.listeners.map((l) => ({ ...l, services: [...l.services] })),
+      registryDigest: res.registryDigest ?? '',
     };
   }
 

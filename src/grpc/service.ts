@@ -140,7 +140,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Inventory = unary('Inventory', async () => {
     const snap = await ctx.inventory.snapshot();
-    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners: snap.listeners };
+    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners: snap.listeners, registryDigest: ctx.state().registry.digest };
   });
 
   /**
