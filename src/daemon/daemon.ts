@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import { applyReload, checkForwardLoop, configFromEnv, type Config, type ConfigInput } from '../config/config.js';
@@ -7,6 +7,7 @@ import { resolveConfig } from './load.js';
 import { classifyIn, LOCALHOST_ZONE } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
 import type { Cluster, ClusterOptions } from '../cluster/cluster.js';
+import { etcdAccess } from '../cluster/access.js';
 import { observedFrom } from '../cluster/observed.js';
 import { Discovery } from '../discovery/discovery.js';
 import { EtcHosts } from '../discovery/etc-hosts.js';
@@ -328,28 +329,14 @@ function stateOf(config: Config, registry: Registry): ServingState {
   };
 }
 
-/** The cluster's options from the checked config; the password is read from its file here (CP_CONFIG_INVALID when it cannot be). */
+/** The cluster's options from the checked config (etcd access: cluster/access.ts, shared with fleet --cluster). */
 function clusterOptions(config: Config, registry: Registry, publish: boolean): ClusterOptions {
-  let password: string | undefined;
-  if (config.clusterPasswordFile !== null) {
-    try {
-      password = readFileSync(config.clusterPasswordFile, 'utf8').trim();
-    } catch (err) {
-      throw new CanonportError(ErrorCodes.CONFIG_INVALID, `--cluster-password-file ${config.clusterPasswordFile}: ${(err as Error).message}`, undefined, { cause: err });
-    }
-  }
-  if ((config.clusterUser === null) !== (password === undefined)) {
-    throw new CanonportError(ErrorCodes.CONFIG_INVALID, '--cluster-user and --cluster-password-file go together');
-  }
-  const tls = config.clusterCa !== null || config.clusterCert !== null ? { caFile: config.clusterCa ?? undefined, certFile: config.clusterCert ?? undefined, keyFile: config.clusterKey ?? undefined } : undefined;
   return {
     endpoints: config.cluster!,
     node: config.node ?? undefined,
     advertise: config.advertise.length > 0 ? config.advertise : undefined,
     leaseTtlSeconds: config.leaseTtl,
-    prefix: config.clusterPrefix,
-    tls,
-    auth: config.clusterUser !== null ? { username: config.clusterUser, password: password! } : undefined,
+    ...etcdAccess(config),
     caps: { maxNodes: config.clusterMaxNodes, maxEndpoints: config.clusterMaxEndpoints },
     maxStalenessMs: config.clusterMaxStaleness * 1000,
     publish,

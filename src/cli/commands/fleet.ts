@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
+import { etcdAccess } from '../../cluster/access.js';
 import { SETTINGS, type Setting } from '../../config/settings.js';
 import { CanonportError, ErrorCodes } from '../../errors.js';
 import { DEFAULT_GRPC_PORT } from '../../grpc/proto.js';
@@ -61,25 +61,12 @@ function etcdSetting(cmd: Command, key: EtcdSetting): string | null {
   return r.value as string;
 }
 
-/** How fleet reaches etcd, as serve would (password read from its file; TLS when a CA or a client certificate is given). */
+/** How fleet reaches etcd, as serve would (cluster/access.ts). */
 function clusterOptions(cmd: Command, endpoints: string, timeoutMs: number | undefined): FleetClusterOptions {
-  const [prefix, ca, cert, key, user, passwordFile] = (['clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile'] as const).map((k) => etcdSetting(cmd, k));
-  let password: string | undefined;
-  if (passwordFile) {
-    try {
-      password = readFileSync(passwordFile, 'utf8').trim();
-    } catch (err) {
-      throw new CanonportError(ErrorCodes.CONFIG_INVALID, `--cluster-password-file ${passwordFile}: ${(err as Error).message}`, undefined, { cause: err });
-    }
-  }
-  if ((user === null) !== (password === undefined)) throw new CanonportError(ErrorCodes.CONFIG_INVALID, '--cluster-user and --cluster-password-file go together');
-  return {
-    endpoints,
-    prefix: prefix ?? undefined,
-    tls: ca !== null || cert !== null ? { caFile: ca ?? undefined, certFile: cert ?? undefined, keyFile: key ?? undefined } : undefined,
-    auth: user !== null ? { username: user, password: password! } : undefined,
-    timeoutMs,
-  };
+  const [clusterPrefix, clusterCa, clusterCert, clusterKey, clusterUser, clusterPasswordFile] = (
+    ['clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile'] as const
+  ).map((k) => etcdSetting(cmd, k));
+  return { endpoints, ...etcdAccess({ clusterPrefix, clusterCa, clusterCert, clusterKey, clusterUser, clusterPasswordFile }), timeoutMs };
 }
 
 /**
