@@ -75,9 +75,11 @@ export interface XdsDaemon {
   close(graceMs?: number): Promise<void>;
 }
 
-export async function startXdsDaemon(spec: RegistrySpec, opts: Partial<DaemonOptions> = {}): Promise<XdsDaemon> {
+/** Starts the daemon on `spec`; `grpc` is its gRPC listen address (default 127.0.0.1:0). */
+export async function startXdsDaemon(spec: RegistrySpec, opts: Partial<DaemonOptions> & { grpc?: string } = {}): Promise<XdsDaemon> {
   const registryFile = writeRegistry(registryYaml(spec));
-  const daemon = await startDaemon({ registry: registryFile }, opts);
+  const { grpc, ...daemonOpts } = opts;
+  const daemon = await startDaemon({ registry: registryFile, ...(grpc ? { grpc } : {}) }, daemonOpts);
   let reloads = 0;
   daemon.events.on('reload', () => reloads++);
   const address = formatHostPort(daemon.addresses.grpc);
