@@ -1,5 +1,6 @@
 import type { CpuUse } from './cpu.js';
 import type { GrpcLoadResult } from './grpc-load.js';
+import { xdsReport, type XdsBenchResult } from './xds-report.js';
 
 /**
  * The bench's result (also its JSON), the targets of issue 5 checked against
@@ -100,6 +101,8 @@ export interface BenchResult {
   grpc: GrpcResult | null;
   rss: RssResult | null;
   startup: StartupResult | null;
+  /** The xDS scenario (issue 15); absent in results from before it existed. */
+  xds?: XdsBenchResult | null;
   targets: Target[];
   errors: string[];
 }
@@ -321,6 +324,7 @@ export function renderReport(r: BenchResult): string {
       `startup: spawn → first answer ${r.startup.firstAnswerMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}; spawn → /readyz 200 ${r.startup.readyzMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}`,
     );
   }
+  if (r.xds) parts.push(xdsReport(r.xds));
   parts.push(targetsTable(r.targets));
   for (const e of r.errors) parts.push(`error: ${e}`);
   parts.push(`(${r.durationS.toFixed(0)} s)`);
