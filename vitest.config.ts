@@ -18,6 +18,7 @@ const SLOW = [
   'test/genreport.test.ts',
   'test/reload.test.ts',
   'test/cluster-*.test.ts',
+  'test/fleet-cluster.test.ts',
 ];
 
 export default defineConfig({

@@ -42,6 +42,7 @@ import {
   type GrpcResult,
   type ServerResult,
 } from './report.js';
+import { runXdsBench, xdsBenchOptions } from './xds-daemon.js';
 import {
   INSTALL_COMMAND,
   REPO_ROOT,
@@ -56,14 +57,16 @@ import {
  * `npm run bench`: canonport against unbound, dnsmasq, a plain dns2 handler
  * and a bare dgram socket, all serving the same answers, driven by dnsperf
  * in the same run; gRPC Resolve against a no-op grpc-js handler; the
- * daemon's RSS with 100k cached names and its time to first answer.
- * Issue 5 has the targets; they are reported here, never asserted by tests.
+ * daemon's RSS with 100k cached names and its time to first answer; the
+ * xDS control plane inside the daemon (bench/xds-daemon.ts) with stock
+ * gRPC clients. Issues 5 and 15 have the targets; they are reported here,
+ * never asserted by tests.
  */
 
 /** Names per ResolveMany call in the batching row. */
 const GRPC_BATCH = 100;
 
-const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup'] as const;
+const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCENARIO…]] [--seconds N]
@@ -74,7 +77,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
   --seconds N   seconds per dnsperf throughput run
 
 Results are always written to bench-results/latest.json.
-Needs dnsperf and unbound (dnsmasq optional): ${INSTALL_COMMAND}`;
+Needs dnsperf and unbound (dnsmasq optional): ${INSTALL_COMMAND}
+(grpc and xds need neither; xds also runs Debian's python3-grpcio for /usr/bin/python3)`;
 
 interface Options {
   quick: boolean;
@@ -121,7 +125,8 @@ function parseOptions(argv: string[]): Options {
     grpcMs: quick ? 1500 : 4000,
     rssSeconds: quick ? 40 : 60,
     // The watchdog: past this, every child is killed and the partial result reported.
-    budgetMs: (quick ? 110 : 360) * 1000 + Math.max(0, seconds - (quick ? 3 : 10)) * 20_000,
+    budgetMs:
+      (quick ? 110 : 360) * 1000 + Math.max(0, seconds - (quick ? 3 : 10)) * 20_000 + (only.length === 0 || only.includes('xds') ? (quick ? 150 : 240) * 1000 : 0),
   };
 }
 
@@ -143,7 +148,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const want = (s: Scenario) => opts.only.includes(s);
-  const needsDns = opts.only.some((s) => s !== 'grpc');
+  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds');
 
   const tools = { dnsperf: toolVersion('dnsperf'), unbound: toolVersion('unbound'), dnsmasq: toolVersion('dnsmasq') };
   const missing = (['dnsperf', 'unbound'] as const).filter((t) => needsDns && !tools[t]);
@@ -179,6 +184,7 @@ async function main(): Promise<number> {
     grpc: null,
     rss: null,
     startup: null,
+    xds: null,
     targets: [],
     errors: [],
   };
@@ -587,6 +593,20 @@ async function main(): Promise<number> {
         const c = await servers.startCanonport((await unbound()).port);
         noteStart(c);
         await children.stop(c.server);
+      }
+    }
+
+    // The xDS control plane inside canonport serve, with stock clients (issue 15).
+    if (want('xds')) {
+      if (!canonport.available) progress('xds: skipped, canonport serve not available');
+      else {
+        try {
+          result.xds = await runXdsBench({ children, workDir, progress, check }, xdsBenchOptions(opts.quick));
+        } catch (err) {
+          if (err instanceof BudgetExceeded) throw err;
+          result.errors.push(`xds: ${(err as Error).message}`);
+          progress(`xds failed: ${(err as Error).message}`);
+        }
       }
     }
   } catch (err) {

@@ -1,5 +1,6 @@
 import type { CpuUse } from './cpu.js';
 import type { GrpcLoadResult } from './grpc-load.js';
+import { xdsReport, type XdsBenchResult } from './xds-report.js';
 
 /**
  * The bench's result (also its JSON), the targets of issue 5 checked against
@@ -100,6 +101,8 @@ export interface BenchResult {
   grpc: GrpcResult | null;
   rss: RssResult | null;
   startup: StartupResult | null;
+  /** The xDS scenario (issue 15); absent in results from before it existed. */
+  xds?: XdsBenchResult | null;
   targets: Target[];
   errors: string[];
 }
@@ -117,7 +120,7 @@ export function ratioText(value: number, threshold: number): string {
   return Math.abs(value - threshold) < 0.005 ? value.toFixed(3) : value.toFixed(2);
 }
 
-/** The targets of issue 5, each PASS / MISS / n/a against this run. */
+/** The targets of issues 5 and 11, each PASS / MISS / n/a against this run. */
 export function evaluateTargets(r: BenchResult): Target[] {
   const out: Target[] = [];
   const unavailable = r.canonport.available ? 'not measured' : `canonport serve not available${r.canonport.reason ? ` (${r.canonport.reason})` : ''}`;
@@ -148,6 +151,19 @@ export function evaluateTargets(r: BenchResult): Target[] {
     ratio(DNSMASQ, `${sid}-vs-dnsmasq`, `${label} above dnsmasq q/s`, 1, (v) => v > 1);
     ratio(DNS2_PLAIN, `${sid}-vs-dns2`, `${label} ≥ 2 × dns2 plain q/s`, 2, (v) => v >= 2);
   }
+
+  // Issue 11: a cache hit as cheap as a canonical hit (both answers kept encoded), measured in the same run.
+  const canonCp = row(r.scenarios.canonical, CANONPORT);
+  const cachedCp = row(r.scenarios.cached, CANONPORT);
+  const hitRatio = canonCp && cachedCp ? cachedCp.qps! / canonCp.qps! : null;
+  push(
+    'cached-vs-canonical',
+    'cached forwarded ≥ 0.9 × canonical q/s (canonport, same run)',
+    hitRatio,
+    0.9,
+    (v) => v >= 0.9,
+    hitRatio !== null ? `${ratioText(hitRatio, 0.9)} × (${fmtQps(cachedCp!.qps!)} vs ${fmtQps(canonCp!.qps!)} q/s)` : '',
+  );
 
   const canonPaced = row(r.scenarios.canonical, CANONPORT)?.paced ?? null;
   push(
@@ -274,7 +290,7 @@ export function grpcTable(g: GrpcResult): string {
 }
 
 export function targetsTable(targets: Target[]): string {
-  return ['targets (issue 5)', ...targets.map((t) => `  ${t.status.padEnd(4)}  ${t.description.padEnd(62)}  ${t.detail}`)].join('\n');
+  return ['targets (issues 5 and 11)', ...targets.map((t) => `  ${t.status.padEnd(4)}  ${t.description.padEnd(62)}  ${t.detail}`)].join('\n');
 }
 
 /** The whole human-readable report. */
@@ -308,6 +324,7 @@ export function renderReport(r: BenchResult): string {
       `startup: spawn → first answer ${r.startup.firstAnswerMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}; spawn → /readyz 200 ${r.startup.readyzMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}`,
     );
   }
+  if (r.xds) parts.push(xdsReport(r.xds));
   parts.push(targetsTable(r.targets));
   for (const e of r.errors) parts.push(`error: ${e}`);
   parts.push(`(${r.durationS.toFixed(0)} s)`);

@@ -23,7 +23,9 @@ export class FanClient {
   private readonly call: grpc.ClientDuplexStream<object, Response>;
   /** name → endpoint port, from the latest ClusterLoadAssignment. */
   readonly ports = new Map<string, number>();
-  /** performance.now() of the latest ClusterLoadAssignment that changed a port. */
+  /** name → first endpoint as ADDRESS:PORT, from the latest ClusterLoadAssignment. */
+  readonly endpoints = new Map<string, string>();
+  /** performance.now() of the latest ClusterLoadAssignment that changed an endpoint. */
   lastChangeAt = 0;
   responses = 0;
   ended = false;
@@ -56,11 +58,14 @@ export class FanClient {
       for (const a of r.resources) {
         const cla = xdsProtos().decode('envoy.config.endpoint.v3.ClusterLoadAssignment', a.value) as {
           cluster_name: string;
-          endpoints: Array<{ lb_endpoints: Array<{ endpoint: { address: { socket_address: { port_value: number } } } }> }>;
+          endpoints: Array<{ lb_endpoints: Array<{ endpoint: { address: { socket_address: { address: string; port_value: number } } } }> }>;
         };
-        const port = cla.endpoints[0]?.lb_endpoints[0]?.endpoint.address.socket_address.port_value ?? 0;
-        if (this.ports.get(cla.cluster_name) !== port) changed = true;
+        const socket = cla.endpoints[0]?.lb_endpoints[0]?.endpoint.address.socket_address;
+        const port = socket?.port_value ?? 0;
+        const endpoint = socket ? `${socket.address}:${port}` : '';
+        if (this.endpoints.get(cla.cluster_name) !== endpoint) changed = true;
         this.ports.set(cla.cluster_name, port);
+        this.endpoints.set(cla.cluster_name, endpoint);
       }
       if (changed) this.lastChangeAt = performance.now();
     }

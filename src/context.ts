@@ -28,6 +28,12 @@ export interface DaemonContext {
   events: EventEmitter<DaemonEvents>;
   /** All listeners bound and config loaded. */
   ready(): boolean;
+  /**
+   * Cluster mode: the state of the view (missing: never synced or dropped;
+   * synced; stale: etcd unreachable, last view served) and since when.
+   * Undefined, or returning null, without cluster mode.
+   */
+  clusterStatus?: (() => { state: 'missing' | 'synced' | 'stale'; sinceMs: number } | null) | undefined;
   /** When set, /metrics serves this text (a cluster primary aggregating its workers) instead of `metrics.registry`. */
   metricsText?: (() => Promise<string>) | undefined;
 }

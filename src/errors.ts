@@ -36,6 +36,8 @@ export const ErrorCodes = {
   NO_UPSTREAM: 'CP_NO_UPSTREAM',
   /** A DNS handler threw; the client got SERVFAIL. */
   HANDLER_FAILED: 'CP_HANDLER_FAILED',
+  /** One name of a batch (ResolveMany) was not resolved before the call's deadline; the others were answered. */
+  DEADLINE: 'CP_DEADLINE',
   /** The daemon is shutting down: open streams end with UNAVAILABLE and this code; clients reconnect. */
   SHUTTING_DOWN: 'CP_SHUTTING_DOWN',
   /** The daemon cannot be reached (CLI, client). */
@@ -190,6 +192,7 @@ export function errorToGrpcStatus(err: unknown): number {
     case ErrorCodes.UPSTREAM_FAILED:
     case ErrorCodes.UPSTREAM_TIMEOUT:
     case ErrorCodes.SHUTTING_DOWN:
+    case ErrorCodes.DEADLINE:
       return GrpcStatus.UNAVAILABLE;
     case ErrorCodes.XDS_LIMIT:
       return GrpcStatus.RESOURCE_EXHAUSTED;

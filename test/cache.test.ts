@@ -19,7 +19,7 @@ function answerTo(raw: Buffer, ttl: number): Buffer {
 function request(name: string): DnsRequest {
   const raw = buildQuery({ id: 1, name, type: 1 });
   const query = parseQuery(raw)!;
-  return { query, raw, client: { address: '127.0.0.1', port: 1 }, transport: 'udp', cls: { kind: 'outside' }, key: requestKey(query) };
+  return { query, raw, client: { address: '127.0.0.1', port: 1 }, transport: 'udp', cls: { kind: 'outside' }, key: requestKey(query), mayRecurse: true };
 }
 
 describe('forwarding cache (CacheStage, real node-cache, injected clock)', () => {

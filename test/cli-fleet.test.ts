@@ -3,7 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FleetFinding, FleetHost, FleetService } from '../src/fleet/fleet.js';
-import { closedPort, runCli, startFleetWorld, type FleetWorld } from './inventory-support.js';
+import { HostInventory } from '../src/inventory/inventory.js';
+import { Metrics } from '../src/metrics/metrics.js';
+import { parseRegistry } from '../src/registry/load.js';
+import { versionedPort } from '../src/scheme/index.js';
+import { closedPort, runCli, startFleetWorld, startInventoryDaemon, stopDaemon, VERSIONED_IDS, type FleetWorld } from './inventory-support.js';
 
 let world: FleetWorld;
 let dir: string;
@@ -69,6 +73,29 @@ describe('canonport fleet (real process, two real daemons, one unreachable host)
     expect((await runCli(['fleet', world.a, world.closed, '--strict'])).code).toBe(1); // unreachable
   });
 
+  it('--strict: 1 on a known version beside an unknown one (1.4.2 and ?), shown as mixed', async () => {
+    // A third daemon whose registry names the services alike but does not ask the HTTP one for a version.
+    const userId = VERSIONED_IDS.find((id) => versionedPort(id, 2) === world.userPort)!;
+    const registry = parseRegistry(`services:\n  user: { id: ${userId}, version: 2 }\n  ${world.httpName}: {}\n`, 'no-probe.yaml');
+    const inventory = new HostInventory({ state: () => ({ registry, zones: [] }), metrics: new Metrics({ defaultMetrics: false }), hostname: 'host-c', probeTimeoutMs: 1000 });
+    const c = await startInventoryDaemon(inventory);
+    try {
+      const view = await runCli(['fleet', world.a, c.address]);
+      expect(view.code).toBe(0);
+      expect(view.stdout).toMatch(new RegExp(`^${esc(world.httpName)}\\s+\\?\\s+${world.httpPort}\\s+1/2\\s+${esc(c.address)}$`, 'm'));
+      expect(view.stdout).toContain(`mixed versions:\n  ${world.httpName}: unknown version on 1 host, 1.4.2 on 1 host`);
+      // The mix is all that differs: no other finding.
+      const json = JSON.parse((await runCli(['fleet', '--json', world.a, c.address])).stdout) as { services: FleetService[]; findings: FleetFinding[] };
+      expect(json.findings).toEqual([]);
+      expect(json.services.filter((s) => s.mixed).map((s) => s.service)).toEqual([world.httpName]);
+      expect((await runCli(['fleet', world.a, c.address, '--strict'])).code).toBe(1);
+      // Without the unknown version --strict passes.
+      expect((await runCli(['fleet', world.a, '--strict'])).code).toBe(0);
+    } finally {
+      stopDaemon(c.server);
+    }
+  });
+
   it('--hosts-file, and progress on stderr for more than 20 hosts', async () => {
     const closed: string[] = [];
     for (let i = 0; i < 20; i++) closed.push(`127.0.0.1:${await closedPort()}`);
@@ -92,6 +119,7 @@ describe('canonport fleet (real process, two real daemons, one unreachable host)
       ['fleet', world.a, '--timeout', '0'],
       ['fleet', world.a, '--concurrency', 'many'],
       ['fleet', '--hosts-file', join(dir, 'no-such-file')],
+      ['fleet', '--cluster', 'etcd://127.0.0.1:2379', world.a],
     ]) {
       const r = await runCli(args);
       expect({ args, code: r.code }).toEqual({ args, code: 2 });

@@ -9,6 +9,7 @@ import type { InventorySnapshot } from '../src/inventory/types.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { HostInventory } from '../src/inventory/inventory.js';
 import { Registry } from '../src/registry/registry.js';
+import { loadRegistryFile } from '../src/registry/load.js';
 import { decodePort, prefixOf } from '../src/scheme/index.js';
 import {
   bindCanonical,
@@ -61,6 +62,9 @@ describe('canonport inventory (real process, real /proc)', () => {
     expect(r.code).toBe(0);
     const snap = JSON.parse(r.stdout) as InventorySnapshot;
     expect(typeof snap.host).toBe('string');
+    // As the gRPC InventoryResponse: the digest of the registry that named the ports.
+    expect(snap.registryDigest).toBe((await loadRegistryFile(registryFile)).digest);
+    expect(snap.registryDigest).not.toBe(Registry.empty().digest);
     expect(on(snap, http.port)).toEqual([
       { port: http.port, address: '127.0.0.1', family: 'tcp', services: [http.name], version: '1.4.2', versionSource: 'http', scheme: 'base32' },
     ]);
@@ -89,6 +93,8 @@ describe('canonport inventory (real process, real /proc)', () => {
     expect(r.code).toBe(0);
     const snap = JSON.parse(r.stdout) as InventorySnapshot;
     expect(snap.host).toBe('daemon-host');
+    // This minimal gRPC server (not the daemon) sets no digest: proto3's default.
+    expect(snap.registryDigest).toBe('');
     // The daemon's registry is empty: the versioned port reads as the base32 prefix it encodes.
     expect(on(snap, userPort)).toMatchObject([{ services: [decodePort(userPort)], scheme: 'base32', version: '' }]);
 
@@ -98,9 +104,13 @@ describe('canonport inventory (real process, real /proc)', () => {
   });
 
   it('fails clearly: unreadable /proc (1), missing registry (1), bad flags (2)', async () => {
-    const noProc = await runCli(['inventory', '--proc-root', join(dir, 'no-proc')]);
-    expect(noProc.code).toBe(1);
-    expect(noProc.stderr).toContain(`cannot read ${join(dir, 'no-proc', 'net', 'tcp')}`);
+    // Nothing on stdout, in text or JSON: a script must not read a failed read as a host where nothing listens.
+    for (const json of [[], ['--json']]) {
+      const noProc = await runCli(['inventory', ...json, '--proc-root', join(dir, 'no-proc')]);
+      expect(noProc.code).toBe(1);
+      expect(noProc.stderr).toContain(`cannot read ${join(dir, 'no-proc', 'net', 'tcp')}`);
+      expect(noProc.stdout).toBe('');
+    }
     const noFile = await runCli(['inventory', '--registry', join(dir, 'missing.yaml')]);
     expect(noFile.code).toBe(1);
     expect(noFile.stderr).toContain('CP_REGISTRY_UNREADABLE');

@@ -71,6 +71,10 @@ describe('canonport resolve', () => {
           addresses: ['10.0.0.5', 'fd00::5'],
           ttl: 60,
           collidesWith: [],
+          endpoints: [
+            { address: '10.0.0.5', port: 12082, source: 'registry', node: '', version: '', since: '' },
+            { address: 'fd00::5', port: 12082, source: 'registry', node: '', version: '', since: '' },
+          ],
         },
       },
     ]);
@@ -82,18 +86,33 @@ describe('canonport resolve', () => {
     expect(r.stdout).toContain('port 12082');
   });
 
-  it('exits 1 for a name with no answer, still printing the others', async () => {
+  it('prints a name whose port is known and address is not (as dig SRV answers it), saying why, and exits 0', async () => {
     const r = await canonport(['resolve', '--daemon', at(), 'db.cluster-1.example.com', 'api.cluster-1.example.com']);
-    expect(r.code).toBe(1);
-    expect(r.stdout).toBe('api.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5\n');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('db.cluster-1.example.com  port 14688  base32  (no address)\napi.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5\n');
     expect(r.stderr).toMatch(/db\.cluster-1\.example\.com: .*has no address .*\[CP_NO_ADDRESS\]/);
   });
 
-  it('exits 1 for --json with an error, which the JSON carries', async () => {
-    const r = await canonport(['resolve', '--json', '--daemon', at(), 'db.cluster-1.example.com']);
+  it('exits 1 for a name that is not a service here, still printing the others', async () => {
+    const r = await canonport(['resolve', '--daemon', at(), '_x.cluster-1.example.com', 'api.cluster-1.example.com']);
     expect(r.code).toBe(1);
+    expect(r.stdout).toBe('api.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5\n');
+    expect(r.stderr).toMatch(/_x\.cluster-1\.example\.com: .*not a service name.*\[CP_NOT_FOUND\]/);
+  });
+
+  it('carries the error, and the port known without an address, in --json', async () => {
+    const r = await canonport(['resolve', '--json', '--daemon', at(), 'db.cluster-1.example.com']);
+    expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual([
-      { name: 'db.cluster-1.example.com', error: { status: grpc.status.NOT_FOUND, code: 'CP_NO_ADDRESS', message: expect.stringMatching(/no address/) } },
+      {
+        name: 'db.cluster-1.example.com',
+        error: {
+          status: grpc.status.NOT_FOUND,
+          code: 'CP_NO_ADDRESS',
+          message: expect.stringMatching(/no address/),
+          resolution: expect.objectContaining({ port: 14688, scheme: 'base32', host: 'db.cluster-1.example.com', addresses: [], endpoints: [] }),
+        },
+      },
     ]);
   });
 

@@ -39,6 +39,22 @@ const SEED_TABLE: [string, number][] = [
 ];
 
 describe('canonport port', () => {
+  it('reads version names as DNS and gRPC do: vN.svc only for a listed version of a versioned service', async () => {
+    const listed = await run(['port', '--registry', fixture('example.yaml'), 'v1.user', 'v2.user']);
+    expect(listed).toMatchObject({ code: 0, stdout: '8101\n8102\n' });
+    for (const [name, why] of [
+      ['v3.user', /user has no version 3 \(versions: 1, 2\)/],
+      ['v0.user', /user has no version 0/],
+      ['v01.user', /user has no version 01/],
+      ['v2.api', /api is not a versioned service/],
+    ] as const) {
+      const r = await run(['port', '--registry', fixture('example.yaml'), name]);
+      expect(r.code, name).toBe(1);
+      expect(r.stdout, name).toBe('');
+      expect(r.stderr, name).toMatch(why);
+    }
+  });
+
   it("prints the seed's table, one port per line, in input order", async () => {
     const r = await run(['port', ...SEED_TABLE.map(([n]) => n)]);
     expect(r.code).toBe(0);

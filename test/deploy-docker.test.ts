@@ -299,6 +299,30 @@ describe('deploy/docker/Dockerfile', () => {
     expect(port.out.trim()).toBe('12082');
   });
 
+  it('prints the xDS bootstrap the way its comment shows (the image ENV\'s wildcard gRPC address read as loopback)', () => {
+    const line = readFileSync(DOCKERFILE, 'utf8')
+      .split('\n')
+      .map((l) => /^#\s+docker run --rm (canonport:\S+) (xds-bootstrap .*)$/.exec(l))
+      .find((m) => m !== null);
+    expect(line, 'a `docker run --rm IMAGE xds-bootstrap …` line in the comments').toBeDefined();
+    const [, image, command] = line!;
+    // The image the build line in the same comments tags.
+    expect(image).toBe(/docker build .* -t (\S+) /.exec(readFileSync(DOCKERFILE, 'utf8'))?.[1]);
+    const out = join(dir, 'xds-bootstrap.json');
+    // The documented command with `docker run --rm IMAGE` as the ENTRYPOINT it runs, and the redirect into the test's tree.
+    const sh = `${entrypoint.map((a) => `'${a}'`).join(' ')} ${command!.replace(/> \/etc\/canonport\/xds-bootstrap\.json$/, `> '${out}'`)}`;
+    expect(sh).toContain(`> '${out}'`);
+    shell(sh, app, imageEnv);
+    const printed = JSON.parse(readFileSync(out, 'utf8')) as { xds_servers: Array<{ server_uri: string }>; node: { id: string } };
+    expect(printed.xds_servers[0]!.server_uri).toBe('127.0.0.1:13655');
+    expect(printed.node.id).toMatch(/^canonport~\S+$/);
+    // Without --server the image's own CANONPORT_GRPC (0.0.0.0:13655) is read as the loopback address it is reached at.
+    expect(imageEnv.CANONPORT_GRPC).toBe('0.0.0.0:13655');
+    const bare = runNode([...entrypoint, 'xds-bootstrap'], imageEnv, app);
+    expect(bare.status, bare.err).toBe(0);
+    expect((JSON.parse(bare.out) as typeof printed).xds_servers[0]!.server_uri).toBe('127.0.0.1:13655');
+  });
+
   it('starts the daemon with its CMD and the image ENV, passes its HEALTHCHECK, stops on STOPSIGNAL', async () => {
     const cmd = json(stepOf(built.runtime, 'CMD')!.args);
     expect(cmd[0]).toBe('serve');

@@ -1,12 +1,17 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as grpcXds from '@grpc/grpc-js-xds';
 import { parseAllDocuments } from 'yaml';
-import { describe, expect, it } from 'vitest';
-import { formatHostPort } from '../src/config/address.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { formatHostPort, parseHostPort } from '../src/config/address.js';
 import { buildConfig, readResolvConf } from '../src/config/config.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { Registry } from '../src/registry/registry.js';
+import { runCli } from './helpers/cli.js';
+import { PythonXdsClient, pollUntil, requirePythonGrpc, startBackend, whoAmI, type Backend } from './helpers/xds.js';
+import { API, API_PORT, loopbackHost, startXdsDaemon, type XdsDaemon } from './helpers/xds-daemon.js';
 
 /** Static checks of deploy/: every YAML file, the Kubernetes objects, the registry example, resolv.conf. */
 
@@ -194,6 +199,136 @@ describe('deploy/kubernetes', () => {
   });
 });
 
+describe('deploy/kubernetes/xds-client.example.yaml', () => {
+  const file = 'kubernetes/xds-client.example.yaml';
+  const container = () => {
+    const [deployment] = yamlDocs(file);
+    expect(deployment!.kind).toBe('Deployment');
+    const pod = obj(obj(obj(deployment!.spec, 'spec').template, 'template').spec, 'pod');
+    return obj(list(pod.containers, 'containers')[0], 'container');
+  };
+  const daemonGrpcPort = (): number => {
+    const [ds] = byKind('DaemonSet');
+    const c = obj(list(obj(obj(obj(ds!.spec, 'spec').template, 'template').spec, 'pod').containers, 'containers')[0], 'container');
+    const grpcPort = list(c.ports, 'ports').map((x) => obj(x, 'port')).find((p) => p.name === 'grpc')!;
+    const listen = list(c.env, 'env').map((x) => obj(x, 'env')).find((v) => v.name === 'CANONPORT_GRPC')!;
+    // The port pods dial on the node is the daemon's own gRPC port.
+    expect(parseHostPort(expandEnv(String(listen.value), { NODE_IP: '10.1.2.3' }), 'CANONPORT_GRPC').port).toBe(grpcPort.hostPort);
+    return grpcPort.hostPort as number;
+  };
+
+  /** The container's variables as the kubelet sets them: downward-API fields given, $(VAR) only from variables above. */
+  function podEnv(fields: Record<string, string>): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const v of list(container().env, 'env').map((x) => obj(x, 'env'))) {
+      const name = v.name as string;
+      if (v.valueFrom !== undefined) {
+        const path = String(obj(obj(v.valueFrom, 'valueFrom').fieldRef, 'fieldRef').fieldPath);
+        expect(fields[path], `downward API field ${path}`).toBeDefined();
+        out[name] = fields[path]!;
+      } else {
+        const value = String(v.value);
+        for (const m of value.matchAll(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g)) expect(out[m[1]!], `${name} uses $(${m[1]}) defined above it`).toBeDefined();
+        out[name] = expandEnv(value, out);
+      }
+    }
+    return out;
+  }
+
+  it('passes the bootstrap `canonport xds-bootstrap` prints, naming the node\'s daemon', async () => {
+    const port = daemonGrpcPort();
+    const env = podEnv({ 'status.hostIP': '10.1.2.3', 'metadata.name': 'web-7f9c', 'metadata.namespace': 'shop' });
+    expect(env.GRPC_XDS_BOOTSTRAP, 'the file variable would win over the inline one').toBeUndefined();
+    const cli = await runCli(['xds-bootstrap', '--server', `10.1.2.3:${port}`, '--node-id', 'shop/web-7f9c']);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(JSON.parse(env.GRPC_XDS_BOOTSTRAP_CONFIG!)).toEqual(JSON.parse(cli.stdout));
+    // The IPv6 form the comment gives is what the CLI prints for an IPv6 node.
+    expect(read(file)).toContain(`"[$(NODE_IP)]:${port}"`);
+    const v6 = await runCli(['xds-bootstrap', '--server', `[fd00:1::3]:${port}`]);
+    expect(JSON.parse(v6.stdout).xds_servers[0].server_uri).toBe(`[fd00:1::3]:${port}`);
+  });
+
+  it('is what the README\'s xDS section shows', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('<!-- section:xds -->'), readme.indexOf('<!-- /section:xds -->'));
+    const block = /```yaml\n(env:[\s\S]*?)```/.exec(section)?.[1];
+    expect(block, 'a ```yaml block starting with env: in the xDS section').toBeDefined();
+    const shown = parseAllDocuments(block!)[0]!.toJS() as { env: unknown[] };
+    expect(shown.env).toEqual(container().env);
+  });
+
+  describe('with a real daemon on "the node" (loopback)', () => {
+    const daemons: XdsDaemon[] = [];
+    const backends: Backend[] = [];
+    const pythons: PythonXdsClient[] = [];
+    let node: grpc.Client | undefined;
+    afterAll(async () => {
+      for (const p of pythons) p.close();
+      node?.close();
+      for (const b of backends) b.stop();
+      for (const d of daemons) await d.close();
+    });
+
+    /** The pod's GRPC_XDS_BOOTSTRAP_CONFIG on a node at `nodeIp`, the port swapped for the test daemon's ephemeral one. */
+    function inlineFor(nodeIp: string, daemonPort: number, ipv6 = false): string {
+      const env = podEnv({ 'status.hostIP': nodeIp, 'metadata.name': 'web-7f9c', 'metadata.namespace': 'shop' });
+      let text = env.GRPC_XDS_BOOTSTRAP_CONFIG!.replace(`"${nodeIp}:${daemonGrpcPort()}"`, `"${nodeIp}:${daemonPort}"`);
+      // The comment's IPv6 form.
+      if (ipv6) text = text.replace(`"${nodeIp}:`, `"[${nodeIp}]:`);
+      expect(JSON.parse(text).xds_servers[0].server_uri).toBe(ipv6 ? `[${nodeIp}]:${daemonPort}` : `${nodeIp}:${daemonPort}`);
+      return text;
+    }
+
+    async function pythonReaches(inline: string, backend: Backend): Promise<void> {
+      const python = new PythonXdsClient(`xds:///${API}`, null, { GRPC_XDS_BOOTSTRAP_CONFIG: inline });
+      pythons.push(python);
+      const r = await pollUntil((n) => python.calls(n), (t) => t[backend.id] === 5, 20_000, 5);
+      expect(r.ok, `${JSON.stringify(r.tally)} ${python.stderr.slice(-5).join('\n')}`).toBe(true);
+    }
+
+    it('lets stock Python and Node clients reach api with nothing but that environment (IPv4 node)', async () => {
+      requirePythonGrpc();
+      const host = loopbackHost(8);
+      const cp = await startXdsDaemon({ hosts: { [API]: [host] } });
+      daemons.push(cp);
+      const backend = await startBackend(host, API_PORT);
+      backends.push(backend);
+      const inline = inlineFor('127.0.0.1', cp.daemon.addresses.grpc.port);
+      await pythonReaches(inline, backend);
+
+      delete process.env.GRPC_XDS_BOOTSTRAP;
+      process.env.GRPC_XDS_BOOTSTRAP_CONFIG = inline;
+      grpcXds.register();
+      node = new grpc.Client(`xds:///${API}`, grpc.credentials.createInsecure());
+      const js = await pollUntil(
+        async (n) => {
+          const tally: Record<string, number> = {};
+          for (let i = 0; i < n; i++) {
+            const r = await whoAmI(node!, 2000);
+            const k = r.id ?? `error:${r.error}`;
+            tally[k] = (tally[k] ?? 0) + 1;
+          }
+          return tally;
+        },
+        (t) => t[backend.id] === 5,
+        20_000,
+        5,
+      );
+      expect(js.ok, JSON.stringify(js.tally)).toBe(true);
+    });
+
+    it('works with the bracketed form on an IPv6 node (stock Python client)', async () => {
+      requirePythonGrpc();
+      const host = loopbackHost(9);
+      const cp = await startXdsDaemon({ hosts: { [API]: [host] } }, { grpc: '[::1]:0' });
+      daemons.push(cp);
+      const backend = await startBackend(host, API_PORT);
+      backends.push(backend);
+      await pythonReaches(inlineFor('::1', cp.daemon.addresses.grpc.port, true), backend);
+    });
+  });
+});
+
 describe('deploy/resolv.conf.example', () => {
   const text = read('resolv.conf.example');
   const lines = text.split('\n').filter((l) => l.trim() !== '' && !l.trim().startsWith('#'));
@@ -227,3 +362,13 @@ describe('deploy/resolv.conf.example', () => {
 function expandEnv(value: string, vars: Record<string, string>): string {
   return value.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, k: string) => vars[k] ?? m);
 }
+
+describe('the example registries work where they are copied', () => {
+  it('name no upstream of their own, so a copied file forwards to the host resolv.conf resolvers, not to an address that may not exist there', async () => {
+    const { loadRegistryFile } = await import('../src/registry/load.js');
+    for (const file of ['deploy/registry.example.yaml', 'test/fixtures/registry/example.yaml']) {
+      const r = await loadRegistryFile(file);
+      expect(r.settings.upstreams, file).toBeUndefined();
+    }
+  });
+});

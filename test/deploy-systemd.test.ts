@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,13 +12,18 @@ import { requireTool } from './helpers/tools.js';
 import { buildConfig, configFromEnv, DEFAULTS, ENV_VARS } from '../src/config/config.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { Registry } from '../src/registry/registry.js';
+import { base32Port } from '../src/scheme/index.js';
+import { xdsBootstrap } from '../src/xds/bootstrap.js';
+import { PythonXdsClient, pollUntil, requirePythonGrpc, startBackend, type Backend } from './helpers/xds.js';
 
 /**
  * deploy/systemd and deploy/systemd-resolved: the unit's keys, systemd's own
  * verifier, the environment file through the real config code, and the
  * daemon started the way the unit starts it (same command line, environment
  * file, user and capabilities), reloaded with ExecReload and stopped with
- * KillSignal.
+ * KillSignal. The xDS bootstrap unit and the client drop-in likewise: keys,
+ * verifier, and its ExecStart run against that daemon, the file it writes
+ * used by a stock gRPC client through the drop-in's GRPC_XDS_BOOTSTRAP.
  */
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -26,6 +31,8 @@ const DEPLOY = join(ROOT, 'deploy');
 const UNIT = join(DEPLOY, 'systemd/canonport.service');
 const ENV_FILE = join(DEPLOY, 'systemd/canonport.env');
 const RESOLVED = join(DEPLOY, 'systemd-resolved/canonport.conf');
+const XDS_UNIT = join(DEPLOY, 'systemd/canonport-xds-bootstrap.service');
+const XDS_DROPIN = join(DEPLOY, 'systemd/xds-client.conf');
 
 /** systemd's INI dialect: sections, repeated keys accumulate, `#`/`;` comments, `\` continues a line. */
 function parseIni(text: string): Map<string, Map<string, string[]>> {
@@ -136,6 +143,116 @@ describe('deploy/systemd/canonport.env', () => {
   });
 });
 
+const xdsUnit = parseIni(readFileSync(XDS_UNIT, 'utf8'));
+const xdsService = xdsUnit.get('Service') ?? new Map<string, string[]>();
+const xone = (key: string): string | undefined => xdsService.get(key)?.at(-1);
+const dropIn = parseIni(readFileSync(XDS_DROPIN, 'utf8'));
+/** GRPC_XDS_BOOTSTRAP as the drop-in sets it for a client service. */
+const clientBootstrapPath = (): string | undefined =>
+  (dropIn.get('Service')?.get('Environment') ?? []).map((e) => /^GRPC_XDS_BOOTSTRAP=(.+)$/.exec(e)?.[1]).find((v) => v !== undefined);
+/** The shell script of the bootstrap unit's `ExecStart=/bin/sh -c '…'`. */
+const bootstrapScript = (): string => {
+  const m = /^\/bin\/sh -c '([^']+)'$/.exec(xone('ExecStart') ?? '');
+  expect(m, 'ExecStart=/bin/sh -c \'…\'').not.toBeNull();
+  return m![1]!;
+};
+
+/** systemd-analyze verify on `unit` with `dir` as the unit search path: the lines about files in `dir`. */
+function verifyIn(dir: string, unit: string): { status: number | null; findings: string[]; stderr: string } {
+  const r = spawnSync('systemd-analyze', ['verify', join(dir, unit)], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, SYSTEMD_UNIT_PATH: `${dir}:` } });
+  return { status: r.status, findings: `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => l.includes(dir) || /not found/.test(l)), stderr: r.stderr };
+}
+
+/** An example client service with the drop-in installed, beside canonport's units, in a fresh directory. */
+function clientServiceTree(dropInText: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'canonport-dropin-'));
+  for (const f of [UNIT, XDS_UNIT]) cpSync(f, join(dir, f.split('/').at(-1)!));
+  writeFileSync(join(dir, 'example-grpc.service'), '[Unit]\nDescription=a gRPC service dialling xds:///NAME\n\n[Service]\nDynamicUser=yes\nExecStart=/bin/true\n');
+  mkdirSync(join(dir, 'example-grpc.service.d'));
+  writeFileSync(join(dir, 'example-grpc.service.d/canonport-xds.conf'), dropInText);
+  return dir;
+}
+
+describe('deploy/systemd/canonport-xds-bootstrap.service and xds-client.conf', () => {
+  it('writes the bootstrap once, world-readable, under /run/canonport, from the daemon\'s settings file, with no network or capability', () => {
+    expect([...xdsUnit.keys()]).toEqual(['Unit', 'Service', 'Install']);
+    expect(xone('Type')).toBe('oneshot');
+    // Active (exited) after the write: the runtime directory lives until the unit stops.
+    expect(xone('RemainAfterExit')).toBe('yes');
+    expect(xone('DynamicUser')).toBe('yes');
+    expect(xone('EnvironmentFile')).toBe(one('EnvironmentFile'));
+    expect(xone('RuntimeDirectory')).toBe('canonport');
+    expect(xone('RuntimeDirectoryMode')).toBe('0755');
+    expect(xone('RuntimeDirectoryPreserve')).toBe('restart');
+    expect(xone('CapabilityBoundingSet')).toBe('');
+    expect(xone('AmbientCapabilities')).toBeUndefined();
+    expect(xone('PrivateNetwork')).toBe('yes');
+    expect(xone('MemoryDenyWriteExecute')).toBeUndefined();
+    const path = clientBootstrapPath();
+    expect(path).toBe('/run/canonport/xds-bootstrap.json');
+    const script = bootstrapScript();
+    // The same install as canonport.service, written aside and renamed over, readable by every service.
+    expect(script).toContain(`${one('ExecStart')!.split(/\s+/).find((a) => a.endsWith('/bin/canonport.js'))} xds-bootstrap > ${path}.new && mv -f ${path}.new ${path}`);
+    expect(script).toMatch(/^umask 022 && /);
+    expect(xdsUnit.get('Install')?.get('WantedBy')).toEqual(['multi-user.target']);
+  });
+
+  it('has a drop-in that sets GRPC_XDS_BOOTSTRAP and orders the client after units that exist', () => {
+    expect([...dropIn.keys()]).toEqual(['Unit', 'Service']);
+    const units = (k: string) => (dropIn.get('Unit')?.get(k) ?? []).flatMap((v) => v.split(/\s+/)).sort();
+    expect(units('Wants')).toEqual(['canonport-xds-bootstrap.service', 'canonport.service']);
+    expect(units('After')).toEqual(units('Wants'));
+    for (const u of units('Wants')) expect(existsSync(join(DEPLOY, 'systemd', u)), u).toBe(true);
+    expect([...(dropIn.get('Service')?.keys() ?? [])]).toEqual(['Environment']);
+  });
+
+  it('passes systemd-analyze verify (the unit; the drop-in on a client service) and scores well on security', () => {
+    const probe = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' });
+    if (probe.error) {
+      console.info('systemd-analyze not found (Debian package: systemd): only the INI key checks ran for the xDS bootstrap unit and drop-in');
+      expect(xone('ExecStart')).toBeDefined();
+      return;
+    }
+    const verify = spawnSync('systemd-analyze', ['verify', XDS_UNIT], { encoding: 'utf8', timeout: 30_000 });
+    expect(verify.status, verify.stderr).toBe(0);
+    expect(`${verify.stdout}\n${verify.stderr}`.split('\n').filter((l) => l.includes('canonport-xds-bootstrap.service'))).toEqual([]);
+    const tree = clientServiceTree(readFileSync(XDS_DROPIN, 'utf8'));
+    try {
+      const client = verifyIn(tree, 'example-grpc.service');
+      expect(client.status, client.stderr).toBe(0);
+      expect(client.findings).toEqual([]);
+    } finally {
+      rmSync(tree, { recursive: true, force: true });
+    }
+    const security = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', XDS_UNIT], { encoding: 'utf8', timeout: 30_000 });
+    if (/unrecognized option|Unknown option/i.test(security.stderr)) {
+      console.info('systemd-analyze security --offline needs systemd ≥ 250: exposure not scored');
+      return;
+    }
+    const m = /Overall exposure level for canonport-xds-bootstrap\.service: ([\d.]+)/.exec(security.stdout);
+    expect(m, security.stdout + security.stderr).not.toBeNull();
+    console.info(`systemd-analyze security exposure of canonport-xds-bootstrap.service: ${m![1]}`);
+    expect(Number(m![1])).toBeLessThanOrEqual(1.0);
+  });
+
+  it('does not let verify pass a broken drop-in (the drop-in is really loaded)', () => {
+    if (spawnSync('systemd-analyze', ['--version']).error) {
+      console.info('systemd-analyze not found (Debian package: systemd): broken drop-in check not run');
+      expect(() => parseIni('[Service]\nnot a key line')).toThrow();
+      return;
+    }
+    const broken = readFileSync(XDS_DROPIN, 'utf8').replace('[Service]\n', '[Service]\nEnviroment=X=1\n').replace(/^After=.*$/m, 'Requires=canonport-missing.service');
+    const tree = clientServiceTree(broken);
+    try {
+      const r = verifyIn(tree, 'example-grpc.service');
+      expect(r.findings.join('\n')).toMatch(/canonport-xds\.conf.*Unknown key.*Enviroment/);
+      expect(r.findings.join('\n')).toMatch(/canonport-missing\.service not found/);
+    } finally {
+      rmSync(tree, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('deploy/systemd-resolved/canonport.conf', () => {
   const conf = parseIni(readFileSync(RESOLVED, 'utf8'));
   const resolve = conf.get('Resolve');
@@ -186,6 +303,7 @@ async function freePrivilegedPort(): Promise<number> {
 
 interface Ready {
   dns: string;
+  grpc: string;
   http: string;
 }
 
@@ -201,10 +319,10 @@ function waitReady(child: ChildProcess, logs: string[]): Promise<Ready> {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         try {
-          const rec = JSON.parse(line) as { event?: string; dns?: string; http?: string };
+          const rec = JSON.parse(line) as { event?: string; dns?: string; grpc?: string; http?: string };
           if (rec.event === 'ready') {
             clearTimeout(timer);
-            resolve({ dns: rec.dns!, http: rec.http! });
+            resolve({ dns: rec.dns!, grpc: rec.grpc!, http: rec.http! });
           }
         } catch {
           // not JSON: keep reading
@@ -231,6 +349,7 @@ describe('the daemon as canonport.service runs it', () => {
   const isRoot = process.getuid?.() === 0;
   let dir: string;
   let child: ChildProcess | undefined;
+  let xdsChild: ChildProcess | undefined;
   const logs: string[] = [];
 
   beforeAll(() => {
@@ -246,22 +365,29 @@ describe('the daemon as canonport.service runs it', () => {
   });
 
   afterAll(() => {
-    if (child && child.exitCode === null) child.kill('SIGKILL');
+    for (const c of [child, xdsChild]) if (c && c.exitCode === null) c.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('starts, answers DNS and HTTP, reloads on ExecReload and stops cleanly on KillSignal', async () => {
-    const argv = one('ExecStart')!
-      .split(/\s+/)
-      .map((a) => a.replace(/^\/opt\/canonport\//, `${dir}/opt/canonport/`).replace(/^\/etc\/canonport\//, `${dir}/etc/canonport/`));
-    expect(argv.filter((a) => a.startsWith(dir))).toHaveLength(2);
-    // The service's environment: systemd's minimal one, Environment=, then EnvironmentFile=.
+  /** A path of the unit, moved into the test's tree (the package under /opt, the config under /etc, the runtime directory under /run). */
+  const installed = (p: string) => p.replace(/\/(opt|etc|run)\/canonport(\/|$)/g, (_m, top: string, end: string) => `${dir}/${top}/canonport${end}`);
+  /** canonport.service's ExecStart with its paths moved into the test's tree. */
+  const installedArgv = () => one('ExecStart')!.split(/\s+/).map(installed);
+  /** A unit's environment: systemd's minimal one, Environment=, then EnvironmentFile=. */
+  const unitEnv = (section: Map<string, string[]>): Record<string, string> => {
     const env: Record<string, string> = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' };
-    for (const e of service.get('Environment') ?? []) {
+    for (const e of section.get('Environment') ?? []) {
       const [k, ...v] = e.split('=');
       env[k!] = v.join('=');
     }
-    Object.assign(env, parseEnvFile(readFileSync(ENV_FILE, 'utf8')));
+    expect(section.get('EnvironmentFile')?.at(-1)).toBe('-/etc/default/canonport');
+    return Object.assign(env, parseEnvFile(readFileSync(ENV_FILE, 'utf8')));
+  };
+
+  it('starts, answers DNS and HTTP, reloads on ExecReload and stops cleanly on KillSignal', async () => {
+    const argv = installedArgv();
+    expect(argv.filter((a) => a.startsWith(dir))).toHaveLength(2);
+    const env = unitEnv(service);
     expect(env.CANONPORT_DNS).toBe('127.0.0.1:53');
     // Tests never take fixed ports: a free port below 1024 stands in for 53 (it needs the same capability).
     let mode: string;
@@ -324,9 +450,7 @@ describe('the daemon as canonport.service runs it', () => {
       expect(one('AmbientCapabilities')).toBe('CAP_NET_BIND_SERVICE');
       return;
     }
-    const argv = one('ExecStart')!
-      .split(/\s+/)
-      .map((a) => a.replace(/^\/opt\/canonport\//, `${dir}/opt/canonport/`).replace(/^\/etc\/canonport\//, `${dir}/etc/canonport/`));
+    const argv = installedArgv();
     const port = await freePrivilegedPort();
     const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', ...argv], {
       env: { PATH: '/usr/bin:/bin', CANONPORT_DNS: `127.0.0.1:${port}`, CANONPORT_GRPC: '127.0.0.1:0', CANONPORT_HTTP: '127.0.0.1:0', CANONPORT_UPSTREAMS: '192.0.2.53' },
@@ -336,5 +460,63 @@ describe('the daemon as canonport.service runs it', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/CP_LISTEN_FAILED/);
     expect(existsSync(join(dir, 'opt/canonport/dist/cli/main.js'))).toBe(true);
+  });
+
+  it('writes the xDS bootstrap with canonport-xds-bootstrap.service\'s ExecStart; a stock client finds the daemon through the drop-in', async () => {
+    requirePythonGrpc();
+    // The daemon as canonport.service starts it (ephemeral ports: this checks the bootstrap, not port 53).
+    const env = { ...unitEnv(service), CANONPORT_DNS: '127.0.0.1:0', CANONPORT_GRPC: '127.0.0.1:0', CANONPORT_HTTP: '127.0.0.1:0' };
+    const argv = installedArgv();
+    const daemonLogs: string[] = [];
+    xdsChild = spawn(argv[0]!, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const ready = await waitReady(xdsChild, daemonLogs);
+
+    // The bootstrap unit as systemd runs it: Environment= and EnvironmentFile= (whose CANONPORT_GRPC
+    // names 127.0.0.1:13655; here the test daemon's port), RuntimeDirectory= made with its mode, UMask=,
+    // and as DynamicUser= an unprivileged user when the test can switch to one.
+    const runDir = installed('/run/canonport');
+    mkdirSync(runDir, { recursive: true });
+    chmodSync(runDir, Number.parseInt(xone('RuntimeDirectoryMode')!, 8));
+    const asUser = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--no-new-privs'] : [];
+    if (asUser.length) chownSync(runDir, 65534, 65534);
+    const xenv = { ...unitEnv(xdsService), CANONPORT_GRPC: ready.grpc };
+    const umask = xone('UMask')!;
+    const r = spawnSync(asUser[0] ?? '/bin/sh', [...asUser.slice(1), ...(asUser.length ? ['/bin/sh'] : []), '-c', `umask ${umask} && exec /bin/sh -c "$0"`, installed(bootstrapScript())], {
+      env: xenv,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe('');
+
+    const file = installed(clientBootstrapPath()!);
+    expect(statSync(file).mode & 0o777, 'readable by every service on the host').toBe(0o644);
+    expect(existsSync(`${file}.new`)).toBe(false);
+    expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual(xdsBootstrap({ server: ready.grpc }));
+
+    // A service with the drop-in: GRPC_XDS_BOOTSTRAP=/run/canonport/xds-bootstrap.json, and xds:///NAME.localhost
+    // reaches the backend at NAME's canonical port on loopback. NAME: the first whose port is free here.
+    let backend: (Backend & { port: number }) | undefined;
+    let label = '';
+    for (const a of 'rst') {
+      for (const b of 'abcdefghij') {
+        label = `${a}${b}xdsunit`;
+        backend = await startBackend('127.0.0.1', base32Port(label)).catch(() => undefined);
+        if (backend) break;
+      }
+      if (backend) break;
+    }
+    expect(backend, 'a free canonical port among 30 candidate names').toBeDefined();
+    const python = new PythonXdsClient(`xds:///${label}.localhost`, file);
+    try {
+      const reached = await pollUntil((n) => python.calls(n), (t) => t[backend!.id] === 5, 20_000, 5);
+      expect(reached.ok, `${JSON.stringify(reached.tally)} ${python.stderr.slice(-5).join('\n')}`).toBe(true);
+    } finally {
+      python.close();
+      backend!.stop();
+    }
+    const exited = new Promise<number | null>((res) => xdsChild!.once('exit', (code) => res(code)));
+    xdsChild.kill('SIGTERM');
+    expect(await exited).toBe(0);
   });
 });

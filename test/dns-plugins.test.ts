@@ -6,6 +6,7 @@ import { classifyName } from '../src/core/service-name.js';
 import type { ServingState } from '../src/core/state.js';
 import { Discovery } from '../src/discovery/discovery.js';
 import { EtcHosts } from '../src/discovery/etc-hosts.js';
+import { accessPolicy } from '../src/dns/access.js';
 import { DnsChain } from '../src/dns/chain.js';
 import { Forwarder } from '../src/dns/forwarder.js';
 import type { PluginDeps } from '../src/dns/pipeline.js';
@@ -46,8 +47,10 @@ function world(flags: Parameters<typeof buildConfig>[0] = {}) {
   const discovery = new Discovery({ state: () => state, hosts: new EtcHosts(hostsFile) });
   const deps: PluginDeps = { state: () => state, discovery, forwarder, metrics, logger: silentLogger, now: Date.now };
   const config = buildConfig({ upstreams: [], ...flags }, {}, registry);
-  const classify = (lname: string) => classifyName(lname, state.zones, registry);
-  return { deps, config, classify };
+  // What the server asks per query: how the name reads, and (the chain's access policy) whether the client may recurse.
+  const access = accessPolicy(config, { trustLoopback: true });
+  const reader = { classify: (lname: string) => classifyName(lname, state.zones, registry), mayRecurse: (a: string) => access.mayRecurse(a) };
+  return { deps, config, reader };
 }
 
 const SOA = `${Z}. 60 IN SOA ns.${Z}. hostmaster.${Z}. (minimum 60)`;
@@ -73,18 +76,21 @@ describe('local plugin', () => {
     { qname: 'api.localhost', qtype: 'A', rcode: 'NOERROR', answer: ['api.localhost. 60 IN A 127.0.0.1'] },
     { qname: 'api.localhost', qtype: 'SRV', rcode: 'NOERROR', answer: ['api.localhost. 60 IN SRV 0 0 12082 api.localhost.'], extra: ['api.localhost. 60 IN A 127.0.0.1', 'api.localhost. 60 IN AAAA ::1'] },
     { qname: `api.${Z}`, qtype: 'SRV', qclass: 3, rcode: 'REFUSED' },
+    // Zone transfers and meta types get what they get for any name (question-policy.ts).
+    { qname: Z, qtype: 252, rcode: 'REFUSED' },
+    { qname: `api.${Z}`, qtype: 250, rcode: 'NOTIMP' },
     { qname: 'www.example.org', qtype: 'A', rcode: 'REFUSED', next: true },
   ];
 
   it('answers its zones from the discovery core, and passes everything else on', async () => {
-    const { deps, config, classify } = world();
-    await runCases(localPlugin.create(deps, localPlugin.setup(config, { trustLoopback: true })), cases, classify);
+    const { deps, config, reader } = world();
+    await runCases(localPlugin.create(deps, localPlugin.setup(config, { trustLoopback: true })), cases, reader);
   });
 });
 
 describe('acl plugin', () => {
   it('lets loopback and --allow through, refuses recursion to others, answers them about the zones', async () => {
-    const { deps, config, classify } = world({ allow: ['10.1.0.0/16'] });
+    const { deps, config, reader } = world({ allow: ['10.1.0.0/16'] });
     const acl = aclPlugin.create(deps, aclPlugin.setup(config, { trustLoopback: true }));
     await runCases(
       acl,
@@ -94,31 +100,32 @@ describe('acl plugin', () => {
         { qname: 'www.example.org', qtype: 'A', client: '192.0.2.1', rcode: 'REFUSED', next: false, answer: [] },
         { qname: `api.${Z}`, qtype: 'SRV', client: '192.0.2.1', rcode: 'REFUSED', next: true },
       ],
-      classify,
+      reader,
     );
     const strict = world({ allow: ['10.1.0.0/16'], canonicalClients: 'allowed' });
     await runCases(
       aclPlugin.create(strict.deps, aclPlugin.setup(strict.config, { trustLoopback: true })),
       [{ qname: `api.${Z}`, qtype: 'SRV', client: '192.0.2.1', rcode: 'REFUSED', next: false }],
-      strict.classify,
+      strict.reader,
     );
   });
 });
 
 describe('the whole chain', () => {
   it('answers zones locally for anyone, refuses recursion to outsiders, and fails forwarding with no upstream', async () => {
-    const { deps, config, classify } = world();
+    const { deps, config, reader } = world();
     const chain = new DnsChain(deps, config, { trustLoopback: true });
     await runCases(
       chain.handler,
       [
-        { qname: `api.${Z}`, qtype: 'SRV', rcode: 'NOERROR', answer: [`api.${Z}. 60 IN SRV 0 0 12082 api.${Z}.`] },
-        { qname: `api.${Z}`, qtype: 'SRV', client: '192.0.2.1', rcode: 'NOERROR', answer: [`api.${Z}. 60 IN SRV 0 0 12082 api.${Z}.`] },
-        { qname: 'www.example.org', qtype: 'A', client: '192.0.2.1', rcode: 'REFUSED', aa: false },
+        // RA says whether this client may recurse, on every reply, whoever built it.
+        { qname: `api.${Z}`, qtype: 'SRV', rcode: 'NOERROR', ra: true, answer: [`api.${Z}. 60 IN SRV 0 0 12082 api.${Z}.`] },
+        { qname: `api.${Z}`, qtype: 'SRV', client: '192.0.2.1', rcode: 'NOERROR', ra: false, answer: [`api.${Z}. 60 IN SRV 0 0 12082 api.${Z}.`] },
+        { qname: 'www.example.org', qtype: 'A', client: '192.0.2.1', rcode: 'REFUSED', aa: false, ra: false },
         { qname: 'www.example.org', qtype: 'A', rcode: 'SERVFAIL', aa: false },
         { qname: `nohost.${Z}`, qtype: 'A', rcode: 'NOERROR', aa: true, answer: [], ns: [SOA] },
       ],
-      classify,
+      reader,
     );
     chain.close();
   });

@@ -34,6 +34,7 @@ async function start(): Promise<{ server: DnsServer; port: number; logs: () => R
     listen: { host: '127.0.0.1', port: 0 },
     handler,
     classify: () => ({ kind: 'outside' }),
+    mayRecurse: () => true,
     metrics: new Metrics({ defaultMetrics: false }),
     logger: pino({ level: 'info' }, stream),
     queryLogRate: () => 0,

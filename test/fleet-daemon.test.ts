@@ -8,6 +8,7 @@ import type { Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
 import { formatHostPort } from '../src/config/address.js';
+import { checkConsistency } from '../src/fleet/consistency.js';
 import { collectFleet } from '../src/fleet/fleet.js';
 import { startDaemon, writeRegistry } from './helpers/daemon.js';
 import { bindCanonical, CANDIDATES, closedPort, closeServer, runCli, bindVersioned, versionServer, type Bound } from './inventory-support.js';
@@ -72,5 +73,47 @@ describe('the real daemon serves the inventory', () => {
     const mismatch = await runCli(['fleet', a, b, '--expect', `${http.name}=3.0.0`]);
     expect(mismatch.code).toBe(1);
     expect(mismatch.stdout).toContain(`${b}: ${http.name} runs 2.9.9 on port ${http.port}, expected 3.0.0`);
+  });
+});
+
+describe('registries that disagree, host by host (the daemons\' Inventory carries their registry digest)', () => {
+  const more: Daemon[] = [];
+  let listener: Server | undefined;
+  afterAll(async () => {
+    await Promise.all(more.map((d) => d.close(0)));
+    if (listener) await closeServer(listener);
+  });
+
+  it('names the host whose registry differs from the majority, and the port two registries name differently', async () => {
+    const { createServer } = await import('node:net');
+    const port = await closedPort();
+    listener = createServer();
+    await new Promise<void>((resolve) => listener!.listen(port, '127.0.0.1', resolve));
+    const x = `services:\n  alpha: { port: ${port} }\n`;
+    const y = `services:\n  beta: { port: ${port} }\n`;
+    for (const text of [x, x, y]) more.push(await startDaemon({ registry: writeRegistry(text) }));
+    const [h1, h2, h3] = more.map((d) => formatHostPort(d.addresses.grpc));
+    const digests = more.map((d) => d.ctx.state().registry.digest);
+    expect(digests[0]).toBe(digests[1]);
+    expect(digests[2]).not.toBe(digests[0]);
+
+    const report = await collectFleet([h1!, h2!, h3!], { timeoutMs: 5000 });
+    expect(report.hosts.map((h) => h.inventory?.registryDigest)).toEqual(digests);
+    expect(checkConsistency(report).map((f) => [f.kind, f.host, f.found])).toEqual([
+      ['registry', h3, [digests[2]]],
+      ['port-names', '', ['alpha', 'beta']],
+    ]);
+
+    const view = await runCli(['fleet', h1!, h2!, h3!]);
+    expect(view.code).toBe(0);
+    expect(view.stdout).toContain(`registries that differ from the majority (${digests[0]!.slice(0, 12)} on 2 of 3 hosts):`);
+    expect(view.stdout).toMatch(new RegExp(`^  ${h3!.replace(/[.[\]]/g, '\\$&')}\\s+${digests[2]!.slice(0, 12)}$`, 'm'));
+    expect(view.stdout).toContain(`ports named as different services:\n  ${port}: alpha on ${h1}, ${h2}; beta on ${h3}`);
+    expect((await runCli(['fleet', h1!, h2!, h3!, '--strict'])).code).toBe(1);
+    // Two hosts that agree: nothing to say, --strict passes.
+    const agree = await runCli(['fleet', h1!, h2!, '--strict']);
+    expect(agree.stdout).not.toContain('registries');
+    expect(agree.stdout).not.toContain('ports named');
+    expect(agree.code).toBe(0);
   });
 });

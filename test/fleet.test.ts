@@ -115,7 +115,7 @@ describe('fleet pure parts', () => {
     inventory: { host: name, collectedAtMs: 0, listeners },
   });
 
-  it('counts a host once per service and version, whatever its addresses; unknown versions are not "mixed"', () => {
+  it('counts a host once per service and version, whatever its addresses; a known version beside an unknown one is "mixed"', () => {
     const services = fleetServices([
       host('a', [l({ port: 12082, services: ['api'], version: '1.0' }), l({ port: 12082, address: '::', family: 'tcp6', services: ['api'], version: '1.0' })]),
       host('b', [l({ port: 12082, services: ['api'], version: '' })]),
@@ -130,9 +130,14 @@ describe('fleet pure parts', () => {
           { version: '1.0', ports: [12082], hosts: ['a'] },
         ],
         hostCount: 2,
-        mixed: false,
+        mixed: true,
       },
     ]);
+    // Shown as mixed, the unknown version named.
+    const text = formatFleet({ hosts: [], services });
+    expect(text).toContain('mixed versions:\n  api: unknown version on 1 host, 1.0 on 1 host');
+    // Only unknown versions (one version, "?"): nothing to compare, not mixed.
+    expect(fleetServices([host('a', [l({ port: 12082, services: ['api'] })]), host('b', [l({ port: 12082, services: ['api'] })])])[0]!.mixed).toBe(false);
     // An unknown version does not confirm an expectation.
     const findings = checkExpectations({ hosts: [host('b', [l({ port: 12082, services: ['api'] })])], services }, [{ service: 'api', version: '1.0' }]);
     expect(findings).toMatchObject([{ kind: 'mismatch', host: 'b', found: [''] }]);

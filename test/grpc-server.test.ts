@@ -102,6 +102,10 @@ describe('Resolve', () => {
       addresses: ['10.0.0.5', 'fd00::5'],
       ttl: 30,
       collidesWith: [],
+      endpoints: [
+        { address: '10.0.0.5', port: 12082, source: 'registry', node: '', version: '', since: '' },
+        { address: 'fd00::5', port: 12082, source: 'registry', node: '', version: '', since: '' },
+      ],
     });
   });
 
@@ -217,6 +221,21 @@ describe('Resolve', () => {
 });
 
 describe('ResolveMany', () => {
+  it("answers by the call's deadline: names still waiting get their own UNAVAILABLE, the rest their answers", async () => {
+    const d = testDaemon(REGISTRY, {
+      // db never gets an answer from the upstreams; every other name is in the registry's hosts.
+      addresses: () => ({ source: 'upstream', generation: 0, peek: () => null, resolve: () => new Promise(() => undefined) }),
+    });
+    const { h } = await start(d);
+    const client = createCanonportClient(formatHostPort(h.address), { timeoutMs: 3000 });
+    clients.push(client);
+    // The call itself succeeds (no DEADLINE_EXCEEDED), though one of its lookups never ends.
+    const results = await client.resolveMany([API, 'db.cluster-1.example.com', 'v2.user.cluster-1.example.com']);
+    expect(results[0]!.resolution?.port).toBe(12082);
+    expect(results[1]!.error).toMatchObject({ status: grpc.status.UNAVAILABLE, code: ErrorCodes.DEADLINE });
+    expect(results[2]!.resolution?.port).toBe(8102);
+  });
+
   it('answers each name in order with its own result or error', async () => {
     const { client } = await start();
     const results = await client.resolveMany([API, '', 'db.cluster-1.example.com', 'v2.user.cluster-1.example.com']);
@@ -276,9 +295,11 @@ describe('Decode', () => {
 });
 
 describe('Inventory', () => {
-  it('maps the inventory snapshot to the response', async () => {
-    const { client } = await start();
-    expect(await client.inventory()).toEqual(FIXED_INVENTORY);
+  it('maps the inventory snapshot to the response, with the digest of the registry in force', async () => {
+    const { client, d } = await start();
+    const digest = d.ctx.state().registry.digest;
+    expect(digest).toMatch(/^[0-9a-f]{64}$/);
+    expect(await client.inventory()).toEqual({ ...FIXED_INVENTORY, registryDigest: digest });
   });
 });
 

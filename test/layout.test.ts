@@ -15,7 +15,7 @@ const SRC = fileURLToPath(new URL('../src', import.meta.url));
 
 /** Lowest first. Units in one row are peers: they may not import each other. */
 export const LAYERS: readonly (readonly string[])[] = [
-  ['errors.ts', 'log.ts', 'concurrency.ts'],
+  ['errors.ts', 'log.ts', 'concurrency.ts', 'version.ts'],
   ['scheme', 'metrics'],
   ['config'],
   ['registry'],

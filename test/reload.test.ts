@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +12,8 @@ import { makeCa, type TestCa, type TestLeaf } from './helpers/certs.js';
 import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
 import { dig } from './helpers/dig.js';
 import { FakeUpstream } from './helpers/fake-upstream.js';
+import { startEtcd, type EtcdCluster } from './helpers/etcd.js';
+import { bindCanonical, closeServer, type Bound } from './inventory-support.js';
 
 /**
  * A reload applies what it says: for every setting the table marks
@@ -31,6 +34,9 @@ const Z = 'a.example';
 const INSIDE = '127.0.0.2';
 const OUTSIDE = '127.0.0.3';
 
+let etcd: EtcdCluster;
+/** A listener on a canonical port of this host, bound to the wildcard so cluster mode publishes it. */
+let listening: Bound<Server>;
 let upA: FakeUpstream;
 let upB: FakeUpstream;
 let silent: FakeUpstream;
@@ -50,6 +56,8 @@ beforeAll(async () => {
   if (!HOST_IP) throw new Error('no non-loopback IPv4 address on this machine: the gRPC and HTTP allow-list cases need one to call from');
   ca = makeCa(tempDir('canonport-reload-tls-'));
   server = ca.leaf('daemon');
+  etcd = await startEtcd();
+  listening = await bindCanonical(['rlda-x', 'rldb-x', 'rldc-x', 'rldd-x', 'rlde-x'], () => createServer((c) => c.destroy()), ['0.0.0.0']);
   upA = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.1' });
   upB = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.2' });
   silent = await FakeUpstream.start({ kind: 'silent' });
@@ -57,8 +65,23 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all([upA?.close(), upB?.close(), silent?.close()]);
+  await Promise.all([upA?.close(), upB?.close(), silent?.close(), etcd?.stop(), ...(listening?.servers ?? []).map(closeServer)]);
 });
+
+/** Cluster mode on this host alone: what listens here is published to the test's etcd and read back. */
+const clustered = () => ({ cluster: etcd.url, node: `reload-${++seq}`, advertise: ['127.0.0.1'] });
+
+/** The SRV answer for the listening service once the cluster view has it (its target is a node name). */
+async function observedSrv(s: Subject): Promise<string[]> {
+  const name = `${listening.name}.${Z}`;
+  for (let i = 0; i < 100; i++) {
+    const r = await ask(s, ['SRV', name]);
+    const srv = r.answer[0];
+    if (srv?.[7]?.endsWith(`.node.${Z}.`)) return srv;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`the cluster view never listed ${name}`);
+}
 
 interface Subject {
   daemon: Daemon;
@@ -75,6 +98,8 @@ interface Case {
   observe: (s: Subject) => Promise<unknown>;
   expectBefore: unknown;
   expectAfter: unknown;
+  /** Cluster mode's settings need the daemon's inventory running (it publishes what listens here). */
+  inventory?: boolean;
   /** Flags the daemon starts with (they stay across the reload). */
   flags?: () => Record<string, unknown>;
 }
@@ -259,6 +284,36 @@ const CASES: Case[] = [
     expectAfter: 'CP_ACCESS_DENIED',
   },
   {
+    key: 'identity',
+    before: () => registry({ identity: 'answer' }),
+    after: () => registry({ identity: 'hide' }),
+    observe: async (s) => (await ask(s, ['CH', 'TXT', 'version.bind'])).status,
+    expectBefore: 'NOERROR',
+    expectAfter: 'REFUSED',
+  },
+  {
+    key: 'observedTtl',
+    before: () => registry({ ...clustered(), observedTtl: 5 }),
+    after: () => registry({ ...clustered(), observedTtl: 2 }),
+    inventory: true,
+    observe: async (s) => (await observedSrv(s))[1],
+    expectBefore: '5',
+    expectAfter: '2',
+  },
+  {
+    key: 'onlyListening',
+    before: () => registry({ ...clustered(), onlyListening: false }),
+    after: () => registry({ ...clustered(), onlyListening: true }),
+    inventory: true,
+    // A service no host runs: the single-host answer, then (--only-listening) nothing.
+    observe: async (s) => {
+      await observedSrv(s); // the view is synced
+      return (await ask(s, ['SRV', `nobody-runs-this.${Z}`])).status;
+    },
+    expectBefore: 'NOERROR',
+    expectAfter: 'NXDOMAIN',
+  },
+  {
     key: 'ttl',
     before: () => registry({}, 'ttl: 60\n'),
     after: () => registry({}, 'ttl: 7\n'),
@@ -269,7 +324,7 @@ const CASES: Case[] = [
 ];
 
 /** Starts a daemon on `file`, logging into an array. */
-async function subject(file: string, watchRegistry: boolean, flags: Record<string, unknown> = {}): Promise<Subject> {
+async function subject(file: string, watchRegistry: boolean, inventory = false, flags: Record<string, unknown> = {}): Promise<Subject> {
   const logs: Record<string, unknown>[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -277,7 +332,7 @@ async function subject(file: string, watchRegistry: boolean, flags: Record<strin
       done();
     },
   });
-  const daemon = await startDaemon({ registry: file, ...flags }, { logger: createLogger({ destination: sink, pretty: false }), trustLoopback: false, watchRegistry });
+  const daemon = await startDaemon({ registry: file, ...flags }, { logger: createLogger({ destination: sink, pretty: false }), trustLoopback: false, watchRegistry, inventory });
   return { daemon, logs };
 }
 
@@ -303,7 +358,7 @@ describe('every reloadable setting is in force after a reload', () => {
   describe.each(['a change to the registry file', 'SIGHUP'] as const)('after %s', (trigger) => {
     it.each(CASES.map((c) => [c.key, c] as const))('%s', async (_key, c) => {
       const file = writeRegistry(c.before(), tempDir());
-      const s = await subject(file, trigger !== 'SIGHUP', c.flags?.());
+      const s = await subject(file, trigger !== 'SIGHUP', c.inventory, c.flags?.());
       const signals = trigger === 'SIGHUP' ? handleSignals(s.daemon, s.daemon.logger, 1000) : null;
       try {
         expect(await c.observe(s)).toEqual(c.expectBefore);

@@ -217,7 +217,7 @@ describe('settings in a running daemon', () => {
     const registry = writeRegistry('daemon:\n  workers: 2\n');
     const s = await startServe(['--dns', `127.0.0.1:${dns}`, '--registry', registry, '--upstream', '127.0.0.1:9']);
     try {
-      const started = await s.waitForLog((l) => l.event === 'cluster');
+      const started = await s.waitForLog((l) => l.event === 'workers');
       expect(started.workers).toBe(2);
     } finally {
       await s.stop();

@@ -57,7 +57,23 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   maxInflight: [7, 8],
   workers: [2, 64],
   procRoot: ['/host/proc', '/other/proc'],
+  identity: ['hide', 'answer'],
   ttl: [30, 0],
+  cluster: ['etcd://127.0.0.1:2379', 'etcd://10.0.0.1:2379,[fd00::1]:2379'],
+  advertise: [['10.0.0.5'], ['10.0.0.6', 'fd00::6']],
+  node: ['web-1', 'db-2'],
+  leaseTtl: [5, 30],
+  clusterPrefix: ['/sites/a', '/sites/b'],
+  clusterCa: ['/etc/canonport/etcd-ca.pem', '/srv/ca.pem'],
+  clusterCert: ['/etc/canonport/etcd.pem', '/srv/etcd.pem'],
+  clusterKey: ['/etc/canonport/etcd-key.pem', '/srv/etcd-key.pem'],
+  clusterUser: ['canonport-web-1', 'canonport-db-2'],
+  clusterPasswordFile: ['/etc/canonport/etcd-password', '/srv/pw'],
+  clusterMaxStaleness: [60, 3600],
+  clusterMaxNodes: [100, 200],
+  clusterMaxEndpoints: [1000, 2000],
+  onlyListening: [true, false],
+  observedTtl: [1, 30],
 };
 
 /** One bad value per setting, and what its error must say (the value and what is accepted). */
@@ -90,7 +106,23 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   maxInflight: [0, /0 is not an integer in 1–1000000/],
   workers: [65, /65 is not an integer in 1–64/],
   procRoot: ['', /"" is not a file path/],
+  identity: ['anonymous', /"anonymous" is not one of answer, hide/],
   ttl: [86_401, /86401 is not an integer in 0–86400/],
+  cluster: ['http://127.0.0.1:2379', /"http:\/\/127\.0\.0\.1:2379": not an etcd:\/\/ URL/],
+  advertise: [['10.0.0.300'], /"10\.0\.0\.300" is not an IPv4 or IPv6 address/],
+  node: ['web_1', /"web_1" is not a DNS label/],
+  leaseTtl: [1, /1 is not an integer in 2–3600/],
+  clusterPrefix: ['a b', /"a b" is not printable text without spaces/],
+  clusterCa: ['', /"" is not a file path/],
+  clusterCert: ['', /"" is not a file path/],
+  clusterKey: ['', /"" is not a file path/],
+  clusterUser: ['', /"" is not printable text without spaces/],
+  clusterPasswordFile: ['', /"" is not a file path/],
+  clusterMaxStaleness: [-1, /-1 is not an integer in 0–31536000/],
+  clusterMaxNodes: [0, /0 is not an integer in 1–1000000/],
+  clusterMaxEndpoints: [0, /0 is not an integer in 1–10000000/],
+  onlyListening: ['maybe', /"maybe" is not true or false/],
+  observedTtl: [3601, /3601 is not an integer in 0–3600/],
 };
 
 /** As commander hands a flag over: text, a list as repeated texts. */
@@ -154,12 +186,12 @@ describe('the table', () => {
     }
   });
 
-  it('marks listen addresses, workers, the registry path and procRoot restart-only, and the rest reloadable', () => {
+  it('marks listen addresses, workers, the registry path, procRoot and the cluster connection restart-only, and the rest reloadable', () => {
     const restart = settingEntries().filter(([, s]) => s.applies === 'restart').map(([k]) => k);
+    const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints'];
     // The certificate settings name files and the kind of server (TLS or not); the files' contents are re-read on reload.
-    expect(restart.sort()).toEqual(
-      ['dns', 'grpc', 'grpcTlsCert', 'grpcTlsClientAuth', 'grpcTlsClientCa', 'grpcTlsKey', 'http', 'httpTlsCert', 'httpTlsClientCa', 'httpTlsKey', 'procRoot', 'registry', 'workers'],
-    );
+    const tls = ['grpcTlsCert', 'grpcTlsKey', 'grpcTlsClientCa', 'grpcTlsClientAuth', 'httpTlsCert', 'httpTlsKey', 'httpTlsClientCa'];
+    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'workers', ...cluster, ...tls].sort());
     const reload = settingEntries().filter(([, s]) => s.applies === 'reload').map(([k]) => k);
     for (const k of ['zones', 'upstreams', 'allow', 'canonicalClients', 'logLevel', 'queryLog', 'upstreamTimeoutMs', 'cacheSize', 'rateLimit', 'maxInflight']) {
       expect(reload).toContain(k);
@@ -355,8 +387,8 @@ describe('what people read is derived from the table', () => {
     const flat = out.replace(/\s+/g, ' ');
     for (const [key, s] of settingEntries()) {
       if (!s.flag) continue;
-      // A switch (a boolean setting) takes no value.
-      expect(flat, key).toContain(s.flag.value ? `${s.flag.name} <${s.flag.value}>` : `${s.flag.name} `);
+      // A switch (a boolean) takes no value.
+      expect(flat, key).toContain(s.flag.value === undefined ? `${s.flag.name} ${helpLine(s).split(/\s+/)[0]}` : `${s.flag.name} <${s.flag.value}>`);
       expect(flat, key).toContain(helpLine(s).replace(/\s+/g, ' '));
       if (s.env) expect(helpLine(s)).toContain(s.env);
       expect(helpLine(s)).toContain(`default: ${s.defaultText}`);

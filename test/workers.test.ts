@@ -37,6 +37,8 @@ describe('serve --workers: DNS workers sharing one socket', () => {
       const answered = [...metrics.matchAll(/^canonport_dns_queries_total\{[^}]*source="canonical"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
       expect(answered).toBeGreaterThanOrEqual(N); // counted across both workers
       expect(stderr).toMatch(/"workers":2/);
+      // The address as every other log line writes it (formatHostPort: brackets around IPv6).
+      expect(stderr).toContain(`"event":"workers","workers":2,"dns":"127.0.0.1:${dnsPort}"`);
 
       writeFileSync(registry, 'zones: [svc.example]\nservices:\n  api: { port: 4001 }\n');
       // The primary reloads, then tells each worker: wait until all three have logged their reload.

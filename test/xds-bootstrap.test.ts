@@ -25,6 +25,13 @@ describe('canonport xds-bootstrap', () => {
     expect(JSON.parse(json.stdout).xds_servers[0].server_uri).toBe('127.0.0.1:1');
   });
 
+  it('names loopback for a wildcard address (what a daemon listening on 0.0.0.0 or [::] is reached at)', async () => {
+    const v4 = await runCli(['xds-bootstrap'], { CANONPORT_GRPC: '0.0.0.0:13655' });
+    expect(JSON.parse(v4.stdout).xds_servers[0].server_uri).toBe('127.0.0.1:13655');
+    const v6 = await runCli(['xds-bootstrap', '--server', '[::]:7000']);
+    expect(JSON.parse(v6.stdout).xds_servers[0].server_uri).toBe('[::1]:7000');
+  });
+
   it('rejects an address that is not ADDR:PORT, and a bad node id, with exit 2 and nothing on stdout', async () => {
     for (const args of [['--server', 'nowhere'], ['--server', '127.0.0.1:99999'], ['--node-id', 'has space']]) {
       const r = await runCli(['xds-bootstrap', ...args]);

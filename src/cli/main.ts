@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { isCanonportError, ErrorCodes } from '../errors.js';
 import { EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, processIO, type CliIO } from './io.js';
 import { commands } from './commands/index.js';
+import { CANONPORT_VERSION } from '../version.js';
 
 /**
  * Runs the CLI. Returns the exit code instead of exiting, so tests call it
@@ -10,7 +11,7 @@ import { commands } from './commands/index.js';
 export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
   const program = new Command('canonport')
     .description('Ports as a pure function of service names, served over DNS and gRPC.')
-    .version(await version(), '-V, --version')
+    .version(CANONPORT_VERSION, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .exitOverride();
@@ -39,10 +40,4 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     }
     throw err;
   }
-}
-
-async function version(): Promise<string> {
-  const { readFile } = await import('node:fs/promises');
-  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
 }

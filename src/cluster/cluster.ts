@@ -6,6 +6,7 @@ import { hostname as osHostname } from 'node:os';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from 'cockatiel';
 import etcd3 from 'etcd3';
 import type { Etcd3 as Etcd3Client, IOptions, IWatchResponse } from 'etcd3';
+import { parseEtcdUrl, type EtcdEndpoint } from '../config/etcd-url.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import type { InventorySnapshot } from '../inventory/types.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -62,6 +63,11 @@ export interface ClusterOptions {
   caps?: Partial<ViewCaps> | undefined;
   /** Drop a view that has been stale this long (ms); undefined or 0: serve the last view for ever. */
   maxStalenessMs?: number | undefined;
+  /**
+   * False: read the view only, publish nothing (a `--workers` DNS worker,
+   * whose primary publishes for the host; `canonport fleet --cluster`).
+   */
+  publish?: boolean | undefined;
   /** Published in the node record. */
   canonportVersion?: string | undefined;
   registryDigest?: string | undefined;
@@ -73,26 +79,10 @@ export interface ClusterDeps {
   now?: (() => number) | undefined;
 }
 
-export interface EtcdEndpoint {
-  host: string;
-  port: number;
-}
+export type { EtcdEndpoint };
 
-/** Parses `etcd://HOST:PORT[,HOST:PORT…]`; throws CP_CONFIG_INVALID with the reason. */
-export function parseClusterEndpoints(url: string): EtcdEndpoint[] {
-  const bad = (why: string) => new CanonportError(ErrorCodes.CONFIG_INVALID, `--cluster ${JSON.stringify(url)}: ${why} (want etcd://HOST:PORT[,HOST:PORT…])`);
-  const m = /^etcd:\/\/(.+)$/.exec(url.trim());
-  if (!m) throw bad('not an etcd:// URL');
-  return m[1]!.split(',').map((part) => {
-    const hp = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]/\s]+)):(\d{1,5})$/.exec(part.trim());
-    if (!hp) throw bad(`${JSON.stringify(part)} is not HOST:PORT`);
-    const host = hp[1] ?? hp[2]!;
-    const port = Number(hp[3]);
-    if (port < 1 || port > 65535) throw bad(`port ${port} out of range`);
-    if (hp[1] !== undefined && isIP(host) !== 6) throw bad(`${host} is not an IPv6 address`);
-    return { host, port };
-  });
-}
+/** Parses `etcd://HOST:PORT[,HOST:PORT…]`; throws CP_CONFIG_INVALID with the reason (config/etcd-url.ts, where the settings check it too). */
+export const parseClusterEndpoints = parseEtcdUrl;
 
 /** The hostname as a DNS label: first label, lowercased, other characters as `-`, at most 63. */
 export function defaultNodeName(hostname = osHostname()): string {
@@ -237,7 +227,7 @@ export class Cluster {
   start(): void {
     if (this.syncLoop || this.stopped) return;
     if (this.metrics) this.metrics.clusterStalenessSource = () => this.stalenessSeconds();
-    this.identityLoop = this.resolveIdentity();
+    if (this.opts.publish !== false) this.identityLoop = this.resolveIdentity();
     this.syncLoop = this.runSync();
     this.stalenessTimer = setInterval(() => this.checkStaleness(), 1_000);
     this.stalenessTimer.unref();
@@ -245,7 +235,7 @@ export class Cluster {
 
   /** Hands the publisher this host's latest inventory. */
   publish(snapshot: InventorySnapshot): void {
-    this.publisher.update(snapshot);
+    if (this.opts.publish !== false) this.publisher.update(snapshot);
   }
 
   /** A registry reload changed the digest: the node record is rewritten. */
@@ -288,7 +278,7 @@ export class Cluster {
     clearInterval(this.stalenessTimer);
     if (this.metrics?.clusterStalenessSource) this.metrics.clusterStalenessSource = undefined;
     await this.identityLoop;
-    await this.publisher.stop(opts);
+    if (this.opts.publish !== false) await this.publisher.stop(opts);
     await this.syncLoop;
     this.client.close();
   }

@@ -45,6 +45,8 @@ export interface ClusterViewReader {
   readonly generation: number;
   /** The hosts where `port` listens, sorted by node name; the same frozen array until that port or its nodes change. */
   endpointsOnPort(port: number): readonly ClusterEndpoint[];
+  /** Every port some host listens on (with a node record), ascending. */
+  ports(): readonly number[];
   /** Every node, sorted by name. */
   nodes(): readonly NodeRecord[];
   node(name: string): NodeRecord | undefined;
@@ -143,6 +145,10 @@ export class ClusterView implements ClusterViewReader {
     const frozen = Object.freeze(out);
     this.endpointCache.set(port, frozen);
     return frozen;
+  }
+
+  ports(): readonly number[] {
+    return [...this.byPort.keys()].filter((p) => this.endpointsOnPort(p).length > 0).sort((a, b) => a - b);
   }
 
   nodes(): readonly NodeRecord[] {

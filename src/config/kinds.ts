@@ -1,4 +1,6 @@
 import { normaliseName } from './names.js';
+import { isIP } from 'node:net';
+import { tryParseEtcdUrl } from './etcd-url.js';
 import { formatHostPort, tryParseHostPort, type HostPort } from './address.js';
 import { tryParseCidr, type Cidr } from './cidr.js';
 
@@ -207,5 +209,64 @@ export function listOf<Raw, T>(element: Kind<Raw, T>, opts: { unique?: boolean }
       return { ok: true, raw, value };
     },
     show: (vs) => vs.map((v) => String(element.show(v))),
+  };
+}
+
+/** An IPv4 or IPv6 address, no port. */
+export function ipAddress(): Kind<string, string> {
+  return {
+    accepts: 'ADDR',
+    list: false,
+    fromInput: text,
+    check(input) {
+      if (typeof input === 'string' && isIP(input.trim()) !== 0) return { ok: true, raw: input.trim(), value: input.trim().toLowerCase() };
+      return { ok: false, reason: `${quote(input)} is not an IPv4 or IPv6 address` };
+    },
+    show: (a) => a,
+  };
+}
+
+/** One DNS label: lowercase letters, digits and `-`, 1–63 characters, not starting or ending with `-`. */
+export function label(): Kind<string, string> {
+  return {
+    accepts: 'LABEL',
+    list: false,
+    fromInput: text,
+    check(input) {
+      if (typeof input === 'string' && /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(input.trim().toLowerCase())) {
+        return { ok: true, raw: input.trim(), value: input.trim().toLowerCase() };
+      }
+      return { ok: false, reason: `${quote(input)} is not a DNS label (letters, digits and "-", 1–63 characters, no "-" at either end)` };
+    },
+    show: (l) => l,
+  };
+}
+
+/** `etcd://HOST:PORT[,HOST:PORT…]`: the value is the URL text, checked here, parsed again by its consumer. */
+export function etcdUrl(): Kind<string, string> {
+  return {
+    accepts: 'etcd://HOST:PORT[,…]',
+    list: false,
+    fromInput: text,
+    check(input) {
+      if (typeof input !== 'string') return { ok: false, reason: `${quote(input)} is not an etcd:// URL` };
+      const r = tryParseEtcdUrl(input);
+      return r.ok ? { ok: true, raw: input.trim(), value: input.trim() } : r;
+    },
+    show: (u) => u,
+  };
+}
+
+/** Printable text without spaces (a user name, a key prefix). */
+export function word(): Kind<string, string> {
+  return {
+    accepts: 'TEXT',
+    list: false,
+    fromInput: text,
+    check(input) {
+      if (typeof input === 'string' && /^[\x21-\x7e]{1,256}$/.test(input.trim())) return { ok: true, raw: input.trim(), value: input.trim() };
+      return { ok: false, reason: `${quote(input)} is not printable text without spaces (1–256 characters)` };
+    },
+    show: (w) => w,
   };
 }

@@ -5,4 +5,14 @@ export interface ServingState {
   registry: Registry;
   /** Served zones, lowercase, `localhost` included. */
   zones: readonly string[];
+  /** Cluster mode's answer settings; null or absent when cluster mode is off. */
+  cluster?: ClusterAnswers | null | undefined;
+}
+
+/** How answers read the cluster view (both reloadable). */
+export interface ClusterAnswers {
+  /** A service that no host reports listening does not exist. */
+  onlyListening: boolean;
+  /** TTL of answers made from observed listeners, seconds. */
+  observedTtl: number;
 }

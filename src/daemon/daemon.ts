@@ -6,8 +6,11 @@ import { applyReload, checkForwardLoop, configFromEnv, type Config, type ConfigI
 import { resolveConfig } from './load.js';
 import { checkListeners } from '../config/listen-policy.js';
 import { TlsSource, tlsFilesOf } from '../config/tls.js';
-import { classifyName, LOCALHOST_ZONE } from '../core/service-name.js';
+import { classifyIn, LOCALHOST_ZONE } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
+import type { Cluster, ClusterOptions } from '../cluster/cluster.js';
+import { etcdAccess } from '../cluster/access.js';
+import { observedFrom } from '../cluster/observed.js';
 import { Discovery } from '../discovery/discovery.js';
 import { EtcHosts } from '../discovery/etc-hosts.js';
 import { DnsChain } from '../dns/chain.js';
@@ -15,13 +18,14 @@ import { Forwarder, type ForwarderOptions } from '../dns/forwarder.js';
 import type { CacheStage } from '../dns/plugins/cache/cache.js';
 import { DnsServer } from '../dns/server.js';
 import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstream-addresses.js';
+import { NameServerHosts } from '../dns/zone-apex.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
-import { addXdsService } from '../xds/server.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
 import { silentLogger, type Logger } from '../log.js';
+import { CANONPORT_VERSION } from '../version.js';
 import type { Registry } from '../registry/registry.js';
 import type { DaemonContext, DaemonEvents } from '../context.js';
 
@@ -79,6 +83,8 @@ export class Daemon {
   private readonly forwarder: Forwarder;
   private readonly upstreamAddresses: UpstreamAddresses;
   readonly discovery: Discovery;
+  /** Cluster mode: this host's publisher and every host's view; null without --cluster. */
+  readonly cluster: Cluster | null;
   private readonly inventory: HostInventory;
   private watcher: FSWatcher | null = null;
   private reloadTimer: NodeJS.Timeout | null = null;
@@ -98,6 +104,8 @@ export class Daemon {
     private readonly opts: DaemonOptions,
     config: Config,
     registry: Registry,
+    /** The cluster module, loaded only in cluster mode (its etcd client costs half a second to load). */
+    clusterModule: typeof import('../cluster/cluster.js') | null,
   ) {
     this.logger = opts.logger ?? silentLogger;
     this.cfg = config;
@@ -108,7 +116,16 @@ export class Daemon {
     this.forwarder = new Forwarder({ metrics: this.metrics, logger: this.logger, now }, forwarderOptions(config));
     // Learned in-zone addresses change answers: tell the core's listeners (Watch, xDS).
     this.upstreamAddresses = new UpstreamAddresses(this.forwarder, upstreamAddressOptions(config), now, () => this.discovery.notify());
-    this.discovery = new Discovery({ state, hosts: new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), addresses: this.upstreamAddresses });
+    // Cluster mode: a --workers DNS worker reads the view only; its primary publishes for the host.
+    this.cluster = clusterModule ? new clusterModule.Cluster(clusterOptions(config, registry, opts.role !== 'dns'), { metrics: this.metrics, logger: this.logger, now }) : null;
+    // /etc/hosts, and each zone's name server host (ns.<zone>) at this daemon's DNS address (zone-apex.ts).
+    const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), { zones: () => this.serving.zones, listen: config.dns, now });
+    this.discovery = new Discovery({
+      state,
+      hosts,
+      addresses: this.upstreamAddresses,
+      observed: this.cluster ? observedFrom(this.cluster.reader) : undefined,
+    });
     this.chain = new DnsChain(
       { state, discovery: this.discovery, forwarder: this.forwarder, metrics: this.metrics, logger: this.logger, now },
       config,
@@ -120,6 +137,9 @@ export class Daemon {
       logger: this.logger,
       procRoot: config.procRoot,
       skipPorts: () => (this.addresses ? [this.addresses.dns.port, this.addresses.grpc.port, this.addresses.http.port] : []),
+      // Cluster mode: what listens here reaches every host within a scan, so scan often (registry inventory.intervalMs still wins).
+      intervalMs: clusterModule && registry.inventory.intervalMs === undefined ? clusterModule.CLUSTER_SCAN_INTERVAL_MS : undefined,
+      onSnapshot: (snap) => this.cluster?.publish(snap),
     });
     this.ctx = {
       logger: this.logger,
@@ -130,12 +150,14 @@ export class Daemon {
       inventory: this.inventory,
       events: this.events,
       ready: () => this.isReady,
+      clusterStatus: () => this.cluster?.reader.status() ?? null,
       metricsText: opts.metricsText,
     };
     this.dns = new DnsServer({
       listen: config.dns,
       handler: this.chain.handler,
-      classify: (lname: string) => classifyName(lname, this.serving.zones, this.serving.registry),
+      classify: (lname: string) => classifyIn(this.serving, lname),
+      mayRecurse: (address: string) => this.chain.mayRecurse(address),
       metrics: this.metrics,
       logger: this.logger,
       queryLogRate: () => this.cfg.queryLog,
@@ -149,7 +171,8 @@ export class Daemon {
     // Env is read once, at start: a reload re-reads the registry file, not the environment.
     const withEnv = { ...opts, env: opts.env ?? configFromEnv() };
     const { config, registry } = await Daemon.load(withEnv);
-    const d = new Daemon(withEnv, config, registry);
+    const clusterModule = config.cluster === null ? null : await import('../cluster/cluster.js');
+    const d = new Daemon(withEnv, config, registry, clusterModule);
     try {
       await d.listen();
     } catch (err) {
@@ -198,12 +221,16 @@ export class Daemon {
       const httpTls = source('http');
       this.http = await startHttpServer(this.ctx, this.cfg.http, { tls: httpTls });
       // xDS rides on the gRPC port: gRPC clients in every language find services through it.
+      // Loaded after DNS is up (its Envoy protos take a moment): the first DNS answer does not wait for it.
+      const { addXdsService } = await import('../xds/server.js');
       const xds = (server: Parameters<typeof addXdsService>[0]) =>
         addXdsService(server, { discovery: this.discovery, metrics: this.metrics, logger: this.logger.child({ component: 'xds' }) });
       this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc, { services: [xds], tls: grpcTls && { source: grpcTls, clientAuth: this.cfg.grpcTlsClientAuth } });
     }
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
     if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();
+    // Never awaited: etcd being down must not hold the start (answers fall back to this host's until the view syncs).
+    this.cluster?.start();
     if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();
     if (this.cfg.upstreams.length === 0) {
       this.logger.warn({ code: ErrorCodes.NO_UPSTREAM }, 'no upstream resolvers: names outside the served zones get SERVFAIL');
@@ -267,6 +294,7 @@ export class Daemon {
     this.forwarder.configure(forwarderOptions(config));
     this.upstreamAddresses.configure(upstreamAddressOptions(config));
     this.chain.configure(config);
+    this.cluster?.setRegistryDigest(registry.digest);
     this.discovery.changed();
   }
 
@@ -281,6 +309,8 @@ export class Daemon {
     for (const t of this.tls) t.close();
     await Promise.all([this.opts.role === 'front' ? undefined : this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
     await this.inventory.stop();
+    // A clean stop revokes the lease: this host leaves every view at once, not a lease TTL later.
+    await this.cluster?.stop({ revoke: true });
     this.chain.close();
     this.upstreamAddresses.close();
     this.discovery.close();
@@ -313,5 +343,25 @@ function upstreamAddressOptions(config: Config): UpstreamAddressesOptions {
 }
 
 function stateOf(config: Config, registry: Registry): ServingState {
-  return { registry, zones: Object.freeze([...new Set([LOCALHOST_ZONE, ...config.zones])]) };
+  return {
+    registry,
+    zones: Object.freeze([...new Set([LOCALHOST_ZONE, ...config.zones])]),
+    cluster: config.cluster === null ? null : { onlyListening: config.onlyListening, observedTtl: config.observedTtl },
+  };
+}
+
+/** The cluster's options from the checked config (etcd access: cluster/access.ts, shared with fleet --cluster). */
+function clusterOptions(config: Config, registry: Registry, publish: boolean): ClusterOptions {
+  return {
+    endpoints: config.cluster!,
+    node: config.node ?? undefined,
+    advertise: config.advertise.length > 0 ? config.advertise : undefined,
+    leaseTtlSeconds: config.leaseTtl,
+    ...etcdAccess(config),
+    caps: { maxNodes: config.clusterMaxNodes, maxEndpoints: config.clusterMaxEndpoints },
+    maxStalenessMs: config.clusterMaxStaleness * 1000,
+    publish,
+    canonportVersion: CANONPORT_VERSION,
+    registryDigest: registry.digest,
+  };
 }

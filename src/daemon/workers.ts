@@ -2,6 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 
 type metric = MetricObjectWithValues<MetricValue<string>>;
+import { formatHostPort } from '../config/address.js';
 import type { ConfigInput } from '../config/config.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -103,7 +104,7 @@ export async function startPrimary(opts: { flags: ConfigInput; env: ConfigInput;
   daemon.events.on('reload', () => {
     for (const w of workers) send(w, { type: 'reload' });
   });
-  logger.info({ event: 'cluster', workers: workers.size, dns: `${daemon.config.dns.host}:${daemon.config.dns.port}` }, 'DNS workers started');
+  logger.info({ event: 'workers', workers: workers.size, dns: formatHostPort(daemon.config.dns) }, 'DNS workers started');
 
   return {
     daemon,

@@ -1,6 +1,6 @@
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { normaliseName } from '../config/names.js';
-import { classifyName, LOCALHOST_ZONE, type NameClass } from '../core/service-name.js';
+import { classifyIn, LOCALHOST_ZONE, type NameClass } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
 import { serviceLabel } from '../scheme/base32.js';
 import type { Endpoint, EndpointSource, Lookup, ServiceDescription, DiscoveryReader } from './model.js';
@@ -53,6 +53,31 @@ export interface AddressResolver {
   readonly source: EndpointSource;
 }
 
+/** One host where a port listens, as cluster mode observes it. */
+export interface ObservedHost {
+  node: string;
+  /** Where to connect: the node's addresses for a wildcard bind, else the bound ones. */
+  addresses: readonly string[];
+  /** The names the port is canonical for on that host (its claim). */
+  services: readonly string[];
+  version: string;
+  /** When the node first saw it listening, ISO 8601. */
+  since: string;
+}
+
+/** Cluster mode's view of every host: memory only, never I/O. */
+export interface ObservedSource {
+  /** The hosts where `port` listens; null when there is no view to answer from (never synced, or dropped). */
+  onPort(port: number): readonly ObservedHost[] | null;
+  /** Every port some host listens on; null without a view. */
+  ports(): readonly number[] | null;
+  /** A node's addresses; null when the view has no such node. */
+  nodeAddresses(node: string): readonly string[] | null;
+  /** Changes whenever the view changes. */
+  readonly generation: number;
+  onChange(listener: () => void): () => void;
+}
+
 export type Described =
   | { ok: true; description: ServiceDescription }
   | { ok: false; failure: 'no-such-name'; code: typeof ErrorCodes.NOT_FOUND; message: string };
@@ -61,6 +86,8 @@ export interface DiscoveryOptions {
   state: () => ServingState;
   hosts?: HostsSource | undefined;
   addresses?: AddressResolver | undefined;
+  /** Cluster mode: where services really listen, on every host. Answers prefer it whenever it names a host. */
+  observed?: ObservedSource | undefined;
   /**
    * How a name outside every served zone reads. The daemon says it holds no
    * such service (`not-found`), as its DNS side forwards such names rather
@@ -80,7 +107,9 @@ export class Discovery implements DiscoveryReader {
   private gen = 0;
   private seenHosts = -1;
   private seenAddresses = -1;
+  private seenObserved = -1;
   private hostsTimer: NodeJS.Timeout | undefined;
+  private unsubscribeObserved: (() => void) | undefined;
 
   constructor(private readonly o: DiscoveryOptions) {}
 
@@ -92,9 +121,11 @@ export class Discovery implements DiscoveryReader {
   get generation(): number {
     const h = this.o.hosts?.generation ?? 0;
     const a = this.o.addresses?.generation ?? 0;
-    if (h !== this.seenHosts || a !== this.seenAddresses) {
+    const o = this.o.observed?.generation ?? 0;
+    if (h !== this.seenHosts || a !== this.seenAddresses || o !== this.seenObserved) {
       this.seenHosts = h;
       this.seenAddresses = a;
+      this.seenObserved = o;
       this.gen++;
     }
     return this.gen;
@@ -109,11 +140,14 @@ export class Discovery implements DiscoveryReader {
   onChange(listener: () => void): () => void {
     this.listeners.add(listener);
     this.pollHosts();
+    this.unsubscribeObserved ??= this.o.observed?.onChange(() => this.notify());
     return () => {
       this.listeners.delete(listener);
       if (this.listeners.size === 0) {
         clearInterval(this.hostsTimer);
         this.hostsTimer = undefined;
+        this.unsubscribeObserved?.();
+        this.unsubscribeObserved = undefined;
       }
     };
   }
@@ -132,14 +166,42 @@ export class Discovery implements DiscoveryReader {
   close(): void {
     clearInterval(this.hostsTimer);
     this.hostsTimer = undefined;
+    this.unsubscribeObserved?.();
+    this.unsubscribeObserved = undefined;
     this.listeners.clear();
+  }
+
+  /** Cluster mode is on (its settings are in the state and a view source is wired). */
+  get clustered(): boolean {
+    return !!this.o.observed && !!this.o.state().cluster;
+  }
+
+  /** A cluster node's addresses (`<node>.node.<zone>`); null when the view has no such node or there is no view. */
+  nodeAddresses(node: string): readonly string[] | null {
+    return this.clustered ? this.o.observed!.nodeAddresses(node) : null;
+  }
+
+  /**
+   * The services some host of the cluster runs, each with the hosts that run
+   * it (DNS-SD browsing, Prometheus discovery): every observed port, named
+   * by the registry and the scheme as the inventory names ports. Empty
+   * without a view.
+   */
+  observedServices(): { service: string; port: number; hosts: readonly ObservedHost[] }[] {
+    if (!this.clustered) return [];
+    const out: { service: string; port: number; hosts: ObservedHost[] }[] = [];
+    for (const port of this.o.observed!.ports() ?? []) {
+      const hosts = this.o.observed!.onPort(port) ?? [];
+      const names = new Set(hosts.flatMap((h) => h.services));
+      for (const service of [...names].sort()) out.push({ service, port, hosts: hosts.filter((h) => h.services.includes(service)) });
+    }
+    return out;
   }
 
   /** A name as text (gRPC, CLI): normalised, then read. Throws CP_BAD_NAME for a malformed name. */
   describe(rawName: string): Described {
     const name = normaliseName(rawName);
-    const { zones, registry } = this.o.state();
-    return this.describeClass(name, classifyName(name, zones, registry));
+    return this.describeClass(name, classifyIn(this.o.state(), name));
   }
 
   /** A name already lowercased and classified (the DNS path, which classifies once per query). */
@@ -172,9 +234,20 @@ export class Discovery implements DiscoveryReader {
         return notFound(`${name} is not a service name: an empty name in zone ${cls.zone}`);
       case 'nxdomain':
         return notFound(`${name} is not a service name: ${cls.reason}`);
+      case 'node':
+        return notFound(`${name} is not a service name: it names cluster node ${cls.node}`);
+      case 'dnssd-types':
+        return notFound(`${name} is not a service name: it lists the service types (DNS-SD)`);
+      case 'instance':
+        return notFound(`${name} is not a service name: it names one instance of ${cls.service} (DNS-SD)`);
     }
     const a = registry.lookup(service, version);
     if (a.port === null) return notFound(`${name}: scheme ${a.scheme} gives ${a.number}, which is not a port (over 65535)`);
+    // --only-listening: a service no host reports does not exist. Without a view (etcd never reached), it is answered as one host would.
+    const cluster = this.o.state().cluster;
+    if (cluster?.onlyListening && zone !== LOCALHOST_ZONE && this.o.observed?.onPort(a.port)?.length === 0) {
+      return notFound(`${name}: no host of the cluster reports ${a.service} listening on port ${a.port} (--only-listening)`);
+    }
     return {
       ok: true,
       description: {
@@ -194,6 +267,8 @@ export class Discovery implements DiscoveryReader {
 
   /** Where the service runs, if that is known without I/O; null when only the network can say. */
   peek(d: ServiceDescription): Lookup | null {
+    const observed = this.observedEndpoints(d);
+    if (observed) return { ok: true, instances: { ...d, ttl: Math.min(d.ttl, this.o.state().cluster!.observedTtl), endpoints: observed } };
     const local = this.localAddresses(d);
     if (local) return found(d, local.addresses, local.source, d.ttl);
     const resolver = this.o.addresses;
@@ -215,6 +290,23 @@ export class Discovery implements DiscoveryReader {
     const described = this.describe(rawName);
     if (!described.ok) return described;
     return this.resolve(described.description);
+  }
+
+  /**
+   * Cluster mode: one endpoint per address of every host where the
+   * service's port listens, or null when no host reports it (or there is no
+   * view): then the configured sources answer, so nothing breaks while a
+   * fleet adopts cluster mode. `*.localhost` is always this host.
+   */
+  private observedEndpoints(d: ServiceDescription): Endpoint[] | null {
+    if (!this.clustered || d.zone === LOCALHOST_ZONE || d.zone === '') return null;
+    const hosts = this.o.observed!.onPort(d.port);
+    if (!hosts || hosts.length === 0) return null;
+    const out: Endpoint[] = [];
+    for (const h of hosts) {
+      for (const address of h.addresses) out.push({ address, port: d.port, source: 'observed', node: h.node, version: h.version || undefined, since: h.since });
+    }
+    return out.length > 0 ? out : null;
   }
 
   /** Addresses known without any resolver: loopback, the registry's hosts, /etc/hosts. */

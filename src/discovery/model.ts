@@ -30,8 +30,8 @@ export interface Endpoint {
   node?: string | undefined;
   /** The version running there, when the node learned it (observed only). */
   version?: string | undefined;
-  /** When the listener was first seen, ms since the epoch (observed only). */
-  since?: number | undefined;
+  /** When the node first saw the listener, ISO 8601 (observed only). */
+  since?: string | undefined;
 }
 
 /** A service name read under the zones: everything known without asking the network. */

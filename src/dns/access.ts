@@ -1,13 +1,17 @@
+import type { Config } from '../config/config.js';
 import { isLoopback, NetworkSet, type Cidr } from '../config/cidr.js';
+import type { SetupContext } from './pipeline.js';
 
 /**
- * Who may use this daemon for what. Shared by the acl plugin (which turns
- * clients away before anything else runs) and the forward plugin (which
- * asks again before recursing), so neither imports the other.
+ * Who may recurse: have their queries forwarded to the upstreams. The chain
+ * holds one policy (chain.ts) and the server asks it once per query, lazily
+ * (DnsRequest.mayRecurse), so the stages that turn clients away (acl,
+ * forward), the one that asks the upstreams for in-zone addresses (local)
+ * and the RA bit of every reply (reply.ts) all read the same answer.
  *
- * Recursion (forwarding to the upstreams) is for loopback and `--allow`
- * networks only: an open resolver is an amplifier. Answers about the served
- * zones are local knowledge and small, so every client gets them unless
+ * Recursion is for loopback and `--allow` networks only: an open resolver
+ * is an amplifier. Answers about the served zones are local knowledge and
+ * small, so the acl plugin gives them to every client unless
  * `--canonical-clients allowed`.
  */
 export class AccessPolicy {
@@ -19,7 +23,6 @@ export class AccessPolicy {
    */
   constructor(
     allow: readonly Cidr[],
-    private readonly canonicalClients: 'any' | 'allowed',
     private readonly trustLoopback = true,
   ) {
     this.allowed = new NetworkSet(allow);
@@ -29,9 +32,9 @@ export class AccessPolicy {
   mayRecurse(address: string): boolean {
     return (this.trustLoopback && isLoopback(address)) || this.allowed.has(address);
   }
+}
 
-  /** May `address` ask about the served zones? */
-  mayAskZones(address: string): boolean {
-    return this.canonicalClients === 'any' || this.mayRecurse(address);
-  }
+/** `--allow` as the access policy. Pure. */
+export function accessPolicy(config: Pick<Config, 'allow'>, ctx: SetupContext): AccessPolicy {
+  return new AccessPolicy(config.allow, ctx.trustLoopback);
 }

@@ -38,8 +38,14 @@ export interface Question {
 }
 
 export type Forwarded =
-  /** An upstream's answer: NOERROR or NXDOMAIN, or a definitive refusal every upstream gave. Without the upstream's OPT. */
+  /** An upstream's answer: NOERROR or NXDOMAIN, without the upstream's OPT and with AA cleared. */
   | { kind: 'answer'; message: Buffer; rcode: number }
+  /**
+   * Every upstream answered, and each refused the question (REFUSED,
+   * FORMERR or NOTIMP): a definitive word, not a failure. `rcode` is the
+   * first upstream's.
+   */
+  | { kind: 'refused'; rcode: number }
   /** Nobody answered usefully: timeouts, SERVFAIL, unusable replies, or no upstream at all. */
   | { kind: 'failed'; why: 'upstreams' | 'inflight-cap' | 'no-upstream' };
 
@@ -48,6 +54,8 @@ const MARK_TRIES = 16;
 /** A timed-out upstream is tried last for 1 s, doubling per further failure, up to this. */
 const MAX_BACKOFF_MS = 60_000;
 const OUTCOME: Record<number, string> = { [Rcode.SERVFAIL]: 'servfail', [Rcode.REFUSED]: 'refused', [Rcode.NOTIMP]: 'notimp', [Rcode.FORMERR]: 'formerr' };
+/** Rcodes that say "not this question, not from me": asking the same upstream again will not change them. */
+const REFUSALS = new Set<number>([Rcode.REFUSED, Rcode.FORMERR, Rcode.NOTIMP]);
 
 /**
  * CSPRNG octets drawn 4 KiB at a time. randomBytes() per forwarded query
@@ -108,7 +116,9 @@ export function mixCase(question: Buffer): { question: Buffer; marked: boolean }
 
 /**
  * The upstreams, in order: a timeout, SERVFAIL, REFUSED or unusable reply
- * moves on to the next. Identical questions in flight share one upstream
+ * moves on to the next. When every one refused (REFUSED, FORMERR, NOTIMP)
+ * that is the answer (`refused`); any other failure among them makes it a
+ * failure, which the cache may cover with a stale answer. Identical questions in flight share one upstream
  * query, and the number in flight is capped, so memory stays bounded
  * however fast clients send. Options are read per query, so a reload
  * applies to the next one.
@@ -206,6 +216,8 @@ export class Forwarder {
 
   private async tryUpstreams(q: Question, question: Buffer): Promise<Forwarded> {
     const { metrics } = this.deps;
+    /** The first refusal, while every upstream tried has refused; null once one failed otherwise. */
+    let refused: number | null | undefined;
     for (const up of this.ordered()) {
       const label = formatHostPort(up);
       const started = performance.now();
@@ -215,10 +227,15 @@ export class Forwarder {
         this.backoff.delete(label);
         if (r.rcode === Rcode.NOERROR || r.rcode === Rcode.NXDOMAIN) {
           metrics.upstreamQueries.inc({ upstream: label, outcome: r.transport === 'tcp' ? 'ok_tcp' : 'ok' });
+          // Relayed data is not ours to vouch for (RFC 1035 §4.1.1: AA is for the authority of the zone):
+          // cleared here, so neither the client nor the cache ever sees an upstream's AA.
+          r.message[2] = r.message[2]! & ~0x04;
           return { kind: 'answer', message: r.message, rcode: r.rcode };
         }
         metrics.upstreamQueries.inc({ upstream: label, outcome: OUTCOME[r.rcode] ?? `rcode_${r.rcode}` });
+        refused = REFUSALS.has(r.rcode) && refused !== null ? (refused ?? r.rcode) : null;
       } else {
+        refused = null;
         metrics.upstreamQueries.inc({ upstream: label, outcome: r.kind });
         const b = this.backoff.get(label) ?? { failures: 0, until: 0 };
         b.failures++;
@@ -227,6 +244,7 @@ export class Forwarder {
         if (r.kind === 'error') this.deps.logger.debug({ code: ErrorCodes.UPSTREAM_ERROR, upstream: label, reason: r.reason }, 'upstream error');
       }
     }
+    if (typeof refused === 'number') return { kind: 'refused', rcode: refused };
     this.deps.logger.debug({ code: ErrorCodes.UPSTREAM_FAILED, key: q.key }, 'every upstream failed');
     return { kind: 'failed', why: 'upstreams' };
   }

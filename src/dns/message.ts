@@ -11,7 +11,10 @@ export type Rr =
   | { type: 'SRV'; name: string; ttl: number; priority: number; weight: number; port: number; target: string }
   | { type: 'A'; name: string; ttl: number; address: string }
   | { type: 'AAAA'; name: string; ttl: number; address: string }
-  | { type: 'TXT'; name: string; ttl: number; data: string[] }
+  | { type: 'NS'; name: string; ttl: number; ns: string }
+  /** `klass`: IN unless given (CH for the identity answers). */
+  | { type: 'TXT'; name: string; ttl: number; data: string[]; klass?: number }
+  | { type: 'PTR'; name: string; ttl: number; target: string }
   | {
       type: 'SOA';
       name: string;
@@ -29,6 +32,14 @@ export interface AnswerSpec {
   qname: string;
   qtype: number;
   qclass?: number;
+  /**
+   * The question section's wire bytes, for a name dns2 cannot spell: its
+   * encoder splits text on dots and writes characters as octets, so a label
+   * holding a dot, a backslash or a non-printable octet (`a\.b`, `\200api`)
+   * cannot round-trip through text. When given, the question is written from
+   * these bytes and `qname`, `qtype` and `qclass` are not used.
+   */
+  question?: Buffer | undefined;
   rcode: number;
   aa: boolean;
   answers?: Rr[];
@@ -36,23 +47,53 @@ export interface AnswerSpec {
   additionals?: Rr[];
 }
 
+/** The header fields an encoded answer sets (the server patches ID, RD, RA and CD per client). */
+interface ReplyHeader {
+  id: number;
+  qr: 1;
+  opcode: number;
+  aa: 0 | 1;
+  ra: 0;
+  rcode: number;
+}
+
 function toDns2(rr: Rr): Record<string, unknown> {
+  if (rr.type === 'PTR') return { name: rr.name, ttl: rr.ttl, domain: rr.target, type: TYPE.PTR, class: CLASS_IN };
   const { type, ...rest } = rr;
-  return { ...rest, type: TYPE[type], class: CLASS_IN };
+  const klass = 'klass' in rest ? rest.klass : undefined;
+  return { ...rest, type: TYPE[type], class: klass ?? CLASS_IN };
 }
 
 /**
- * Encodes a response with dns2 (ID 0; the server patches ID, RD, CD and the
- * question's case per query). dns2 compresses names.
+ * Encodes a response with dns2 (ID 0; the server patches ID, RD, RA, CD and
+ * the question's case per query, reply.ts). dns2 compresses names.
  */
 export function encodeAnswer(spec: AnswerSpec): Buffer {
+  const header: ReplyHeader = { id: 0, qr: 1, opcode: 0, aa: spec.aa ? 1 : 0, ra: 0, rcode: spec.rcode };
+  if (spec.question) return encodeWithQuestion(header, spec.question, spec);
   const p = new Packet();
-  p.header = new Packet.Header({ id: 0, qr: 1, opcode: 0, aa: spec.aa ? 1 : 0, ra: 1, rcode: spec.rcode });
+  p.header = new Packet.Header(header);
   p.questions.push({ name: spec.qname, type: spec.qtype, class: spec.qclass ?? CLASS_IN } as never);
   for (const rr of spec.answers ?? []) p.answers.push(toDns2(rr) as never);
   for (const rr of spec.authorities ?? []) p.authorities.push(toDns2(rr) as never);
   for (const rr of spec.additionals ?? []) p.additionals.push(toDns2(rr) as never);
   return p.toBuffer();
+}
+
+/**
+ * The same message with its question copied from the query's bytes: the
+ * header, those bytes, then each record through dns2's own record encoder.
+ * Without compression (no name table on the writer): a pointer into a
+ * question dns2 did not write could not be trusted, and these replies (an
+ * NXDOMAIN and its SOA) are small.
+ */
+function encodeWithQuestion(header: ReplyHeader, question: Buffer, spec: AnswerSpec): Buffer {
+  const sections = [spec.answers ?? [], spec.authorities ?? [], spec.additionals ?? []];
+  const writer = new Packet.Writer();
+  new Packet.Header({ ...header, qdcount: 1, ancount: sections[0]!.length, nscount: sections[1]!.length, arcount: sections[2]!.length }).toBuffer(writer);
+  for (const octet of question) writer.write(octet, 8);
+  for (const rr of sections.flat()) Packet.Resource.encode(toDns2(rr) as never, writer);
+  return writer.toBuffer();
 }
 
 /**
@@ -66,7 +107,7 @@ export function bareReply(query: Buffer, questionEnd: number, rcode: number): Bu
   const out = Buffer.alloc(HEADER_SIZE + qlen);
   query.copy(out, 0, 0, 4);
   out[2] = (out[2]! & 0x79) | 0x80; // QR=1, keep opcode and RD, clear AA/TC
-  out[3] = 0x80 | (rcode & 0xf); // RA=1, Z/AD/CD clear
+  out[3] = rcode & 0xf; // RA (set per client by patchHeader), Z, AD, CD clear
   out.writeUInt16BE(qlen ? 1 : 0, 4);
   if (qlen) query.copy(out, HEADER_SIZE, HEADER_SIZE, questionEnd);
   return out;
@@ -86,9 +127,14 @@ export function optRecord(udpSize: number, dnssecOk: boolean, extendedRcode = 0)
 /** Rcodes above 15 need EDNS: BADVERS (16) is extended rcode 1, header rcode 0. */
 export const RCODE_BADVERS = 16;
 
-/** A query's header copied onto a response: ID, RD and CD come from the client. */
-export function patchHeader(out: Buffer, q: Pick<Query, 'id' | 'rd' | 'cd'>): void {
+/**
+ * A query's header copied onto a response: ID, RD and CD come from the
+ * client; RA says whether this client may recurse (RFC 1035 §4.1.1: "whether
+ * recursive query support is available in the name server", which it is only
+ * for clients the access policy lets forward); Z is always zero.
+ */
+export function patchHeader(out: Buffer, q: Pick<Query, 'id' | 'rd' | 'cd'>, recursionAvailable: boolean): void {
   out.writeUInt16BE(q.id, 0);
   out[2] = (out[2]! & 0xfe) | (q.rd ? 1 : 0);
-  out[3] = (out[3]! & 0xef) | (q.cd ? 0x10 : 0);
+  out[3] = (out[3]! & 0x2f) | (recursionAvailable ? 0x80 : 0) | (q.cd ? 0x10 : 0);
 }

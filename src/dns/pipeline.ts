@@ -65,13 +65,15 @@ export interface Plugin<O> {
  * The chain, in order. Written down in one place with the reason for the order:
  *
  *   acl      first: a client that may not use this resolver costs nothing more.
+ *   chaos    CH identity queries (version.bind, id.server…): this server's own,
+ *            never forwarded; before the zones, so no zone stage sees class CH.
  *   local    canonical zones (and `localhost`): answered from the discovery
  *            core, never cached here or forwarded, so a reload is seen at once.
  *   cache    forwarded answers, before the forwarder so a hit never leaves the host.
  *   forward  the upstreams: rate limit, then the shared Forwarder (RFC 5452
  *            matching, TCP retry, coalescing, the in-flight cap).
  */
-export const CHAIN_ORDER = ['acl', 'local', 'cache', 'forward'] as const;
+export const CHAIN_ORDER = ['acl', 'chaos', 'local', 'cache', 'forward'] as const;
 
 /**
  * Composes stages into one handler, in CHAIN_ORDER (checked, so the order

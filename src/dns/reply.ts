@@ -1,14 +1,15 @@
+import { Rcode } from '../errors.js';
 import { bareReply, optRecord, patchHeader } from './message.js';
-import type { DnsReply, DnsRequest, Source, Transport } from './request.js';
+import type { DnsReply, DnsRequest, Source } from './request.js';
 import { EDNS_SIZE } from './upstream.js';
-import { HEADER_SIZE, readU16, type Query } from './wire.js';
+import { HEADER_SIZE, readU16, type PartialQuery } from './wire.js';
 
 /**
  * Where every reply is finished, like CoreDNS's request package: the one
  * builder of record-less replies (REFUSED, SERVFAIL, FORMERR, NOTIMP…),
- * and the last step before the wire (ID, RD, CD, the question as asked,
- * OPT, and TC when the answer does not fit). Stages return messages
- * without OPT and never patch headers themselves.
+ * and the last step before the wire (ID, RD, CD, RA for this client, the
+ * question as asked, OPT, and TC when the answer does not fit). Stages
+ * return messages without OPT and never patch headers themselves.
  */
 
 /** A reply with no records for `req`, echoing its question. Rcodes above 15 go out through OPT. */
@@ -18,11 +19,14 @@ export function errorReply(req: Pick<DnsRequest, 'raw' | 'query'>, rcode: number
 
 /**
  * The bytes for this client: the stage's reply patched with the query's ID,
- * RD and CD, the question exactly as asked (0x20), an OPT record when the
+ * RD and CD, RA when this client may recurse (whatever the stage's or the
+ * upstream's header said: a reply may be shared by clients with different
+ * rights), the question exactly as asked (0x20), an OPT record when the
  * query had one, and TC with no records when it does not fit the client's
  * UDP buffer (never a trimmed answer, RFC 2181 §9).
  */
-export function finishReply(q: Query, raw: Buffer, transport: Transport, reply: DnsReply): Buffer {
+export function finishReply(req: Pick<DnsRequest, 'query' | 'raw' | 'transport' | 'mayRecurse'>, reply: DnsReply): Buffer {
+  const { query: q, raw, transport } = req;
   const msg = reply.message;
   const ext = reply.rcode > 15 ? reply.rcode >> 4 : 0;
   const opt = q.edns ? optRecord(EDNS_SIZE, q.edns.do, ext) : null;
@@ -40,7 +44,7 @@ export function finishReply(q: Query, raw: Buffer, transport: Transport, reply: 
     // The question goes back exactly as asked (0x20 case), when it has the same shape.
     if (readU16(msg, 4) === 1 && msg.length >= q.questionEnd) raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
   }
-  patchHeader(out, q);
+  patchHeader(out, q, req.mayRecurse);
   if (opt) {
     opt.copy(out, out.length - 11);
     out.writeUInt16BE(readU16(out, 10) + 1, 10);
@@ -48,7 +52,30 @@ export function finishReply(q: Query, raw: Buffer, transport: Transport, reply: 
   return out;
 }
 
-/** FORMERR for a packet whose header parsed but whose body did not: the header alone, nothing we could not read echoed. */
-export function formerrReply(raw: Buffer): Buffer {
-  return bareReply(raw, 0, 1);
+/**
+ * FORMERR for a query whose header parsed but whose body did not: the
+ * question echoed when it parsed, nothing we could not read; an OPT record
+ * when the query carried one, even a misplaced or doubled one (RFC 6891 §7:
+ * without it the client takes the FORMERR as "no EDNS here" and retries
+ * without); RA when this client may recurse.
+ */
+export function formerrReply(raw: Buffer, partial: PartialQuery, mayRecurse: boolean): Buffer {
+  const bare = bareReply(raw, partial.questionEnd, Rcode.FORMERR);
+  if (mayRecurse) bare[3] = bare[3]! | 0x80;
+  if (!partial.edns) return bare;
+  const out = Buffer.concat([bare, optRecord(EDNS_SIZE, partial.edns.do)]);
+  out.writeUInt16BE(1, 10);
+  return out;
+}
+
+/**
+ * NOTIMP for an opcode other than QUERY, read from the header alone: the
+ * opcode echoed, every section empty, and no flag that only QUERY defines
+ * (RD, RA, AD, CD, AA: RFC 1035 §4.1.1 defines them for queries, and a
+ * server that does not implement the opcode cannot claim them).
+ */
+export function notImplementedReply(raw: Buffer): Buffer {
+  const out = bareReply(raw, 0, Rcode.NOTIMP);
+  out[2] = out[2]! & 0xfe;
+  return out;
 }

@@ -17,10 +17,20 @@ export interface DnsRequest {
   cls: NameClass;
   /** Cache / coalescing key: name, type, class, DO bit. */
   key: string;
+  /**
+   * May this client recurse (have its queries forwarded)? Decided once per
+   * query by the chain's access policy (access.ts): the stages that refuse
+   * or ask the upstreams read it, and the reply's RA bit says it (reply.ts).
+   */
+  mayRecurse: boolean;
 }
 
-/** Where an answer came from: the `source` label of canonport_dns_queries_total. */
-export type Source = 'canonical' | 'cache' | 'stale' | 'forward' | 'refused' | 'error';
+/**
+ * Where an answer came from: the `source` label of canonport_dns_queries_total.
+ * `builtin`: what the daemon answers itself outside its zones (CH identity,
+ * the special-use names of RFC 6761 and RFC 7686).
+ */
+export type Source = 'canonical' | 'builtin' | 'cache' | 'stale' | 'forward' | 'refused' | 'error';
 
 /**
  * A stage's answer: a complete DNS message without OPT, whose ID, RD, CD
@@ -44,6 +54,7 @@ export interface DnsReply {
  */
 export class ServerRequest implements DnsRequest {
   private classified: NameClass | undefined;
+  private recursion: boolean | undefined;
 
   constructor(
     readonly query: Query,
@@ -51,12 +62,22 @@ export class ServerRequest implements DnsRequest {
     readonly client: { address: string; port: number },
     readonly transport: Transport,
     readonly key: string,
-    private readonly classify: (lname: string) => NameClass,
+    private readonly reader: RequestReader,
   ) {}
 
   get cls(): NameClass {
-    return (this.classified ??= this.classify(this.query.lname));
+    return (this.classified ??= this.reader.classify(this.query.lname));
   }
+
+  get mayRecurse(): boolean {
+    return (this.recursion ??= this.reader.mayRecurse(this.client.address));
+  }
+}
+
+/** What the server asks about each query, lazily: how its name reads, and whether its client may recurse. */
+export interface RequestReader {
+  classify(lname: string): NameClass;
+  mayRecurse(address: string): boolean;
 }
 
 export function requestKey(q: Pick<Query, 'lname' | 'qtype' | 'qclass' | 'edns'>): string {

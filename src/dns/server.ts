@@ -7,14 +7,16 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
 import { RCODE_BADVERS } from './message.js';
 import type { MaybePromise } from './pipeline.js';
-import { errorReply, finishReply, formerrReply } from './reply.js';
+import { errorReply, finishReply, formerrReply, notImplementedReply } from './reply.js';
 import { requestKey, ServerRequest, type DnsReply, type DnsRequest, type Transport } from './request.js';
-import { HEADER_SIZE, parseQuery, readU16, WireError, type Query } from './wire.js';
+import { HEADER_SIZE, parseHeader, parseQuery, readU16, WireError, type Query } from './wire.js';
 
 export interface DnsServerOptions {
   listen: HostPort;
   handler: (req: DnsRequest) => MaybePromise<DnsReply>;
   classify: (lname: string) => NameClass;
+  /** Whether a client may recurse (the chain's access policy), asked at most once per query. */
+  mayRecurse: (address: string) => boolean;
   metrics: Metrics;
   logger: Logger;
   /** Fraction of queries to log, 0–1, read per query so a reload applies at once. */
@@ -216,30 +218,40 @@ export class DnsServer {
    */
   handlePacket(raw: Buffer, client: { address: string; port: number }, transport: Transport): Buffer | null | Promise<Buffer | null> {
     const started = this.now();
+    const header = parseHeader(raw);
+    if (header === null) {
+      this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
+      return null;
+    }
+    if (header.qr) {
+      // Never answer a response: that is how reflection loops start.
+      this.o.metrics.dnsDropped.inc({ reason: 'response' });
+      return null;
+    }
+    // An opcode we do not implement is answered from the header alone, whatever follows it
+    // (a NOTIFY or UPDATE has its own section rules; genreport's `opcode` probe has no question).
+    if (header.opcode !== 0) {
+      this.count(-1, Rcode.NOTIMP, 'error', transport, started);
+      return notImplementedReply(raw);
+    }
     let q: Query | null;
     try {
       q = parseQuery(raw);
     } catch (err) {
-      if (!(err instanceof WireError) || raw[2]! & 0x80) {
+      if (!(err instanceof WireError)) {
         this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
         return null;
       }
       this.count(-1, Rcode.FORMERR, 'error', transport, started);
-      return formerrReply(raw);
+      return formerrReply(raw, err.partial, this.o.mayRecurse(client.address));
     }
     if (q === null) {
       this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
       return null;
     }
-    if (q.qr) {
-      // Never answer a response: that is how reflection loops start.
-      this.o.metrics.dnsDropped.inc({ reason: 'response' });
-      return null;
-    }
-    if (q.opcode !== 0) return this.finish(q, raw, client, transport, started, errorReply({ raw, query: q }, Rcode.NOTIMP));
-    if (q.edns && q.edns.version > 0) return this.finish(q, raw, client, transport, started, errorReply({ raw, query: q }, RCODE_BADVERS));
+    const req: DnsRequest = new ServerRequest(q, raw, client, transport, requestKey(q), this.o);
+    if (q.edns && q.edns.version > 0) return this.finish(req, started, errorReply(req, RCODE_BADVERS));
 
-    const req: DnsRequest = new ServerRequest(q, raw, client, transport, requestKey(q), this.o.classify);
     this.pending++;
     let result: MaybePromise<DnsReply>;
     try {
@@ -250,9 +262,9 @@ export class DnsServer {
     if (result instanceof Promise) {
       return result
         .catch((err: unknown) => this.handlerFailed(req, err))
-        .then((reply) => this.done(this.finish(q, raw, client, transport, started, reply)));
+        .then((reply) => this.done(this.finish(req, started, reply)));
     }
-    return this.done(this.finish(q, raw, client, transport, started, result));
+    return this.done(this.finish(req, started, result));
   }
 
   private done<T>(v: T): T {
@@ -272,13 +284,14 @@ export class DnsServer {
   }
 
   /** The reply finished for this client (reply.ts), counted, and logged at the configured rate. */
-  private finish(q: Query, raw: Buffer, client: { address: string }, transport: Transport, started: number, reply: DnsReply): Buffer {
-    const out = finishReply(q, raw, transport, reply);
+  private finish(req: DnsRequest, started: number, reply: DnsReply): Buffer {
+    const { query: q, transport } = req;
+    const out = finishReply(req, reply);
     this.count(q.qtype, reply.rcode, reply.source, transport, started);
     const rate = this.o.queryLogRate();
     if (rate > 0 && Math.random() < rate) {
       this.o.logger.info(
-        { event: 'query', name: q.qname, qtype: q.qtype, client: client.address, rcode: reply.rcode, source: reply.source, transport, ms: +(this.now() - started).toFixed(3) },
+        { event: 'query', name: q.qname, qtype: q.qtype, client: req.client.address, rcode: reply.rcode, source: reply.source, transport, ms: +(this.now() - started).toFixed(3) },
         'query',
       );
     }
@@ -293,7 +306,7 @@ export class DnsServer {
 
 
 function listenError(proto: string, at: HostPort, err: NodeJS.ErrnoException): CanonportError {
-  const hint = err.code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : err.code === 'EADDRINUSE' ? ' (address in use)' : '';
+  const hint = err.code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : err.code === 'EADDRINUSE' ? ' (address in use: another canonport serve may be running; stop it, or give this one other --dns, --grpc and --http addresses)' : '';
   return new CanonportError(ErrorCodes.LISTEN_FAILED, `cannot listen for DNS on ${proto} ${at.host}:${at.port}: ${err.message}${hint}`, {
     proto,
     host: at.host,

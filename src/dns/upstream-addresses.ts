@@ -108,6 +108,8 @@ export class UpstreamAddresses implements AddressResolver {
     // No upstream configured: the local sources are all there is, so the address is unknown, not failed.
     if (r.kind === 'failed' && r.why === 'no-upstream') return { kind: 'ok', addresses: [], ttl: 0 };
     if (r.kind === 'failed') return { kind: 'failed', reason: r.why === 'upstreams' ? 'every upstream failed' : r.why };
+    // A refusal says nothing about whether the host has addresses: unknown, as for a failure.
+    if (r.kind === 'refused') return { kind: 'failed', reason: `every upstream refused (rcode ${r.rcode})` };
     if (r.rcode !== Rcode.NOERROR && r.rcode !== Rcode.NXDOMAIN) return { kind: 'failed', reason: `upstream rcode ${r.rcode}` };
     const parsed = answerAddresses(r.message);
     if (!parsed) return { kind: 'failed', reason: 'malformed upstream answer' };

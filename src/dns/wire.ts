@@ -13,12 +13,31 @@
 export const HEADER_SIZE = 12;
 export const TYPE = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, OPT: 41, IXFR: 251, AXFR: 252, ANY: 255 } as const;
 export const CLASS_IN = 1;
+export const CLASS_CH = 3;
 export const CLASS_ANY = 255;
 export const MAX_NAME_WIRE = 255;
 
-/** Thrown for a packet whose header parsed but whose body is malformed (→ FORMERR). */
+/**
+ * How far a malformed query was read: the question when it parsed
+ * (`questionEnd` > 0) and its EDNS when an OPT record was found, so the
+ * FORMERR can echo the one and carry an OPT for the other (RFC 6891 §7).
+ */
+export interface PartialQuery {
+  questionEnd: number;
+  edns: Edns | null;
+}
+
+const NOTHING_READ: PartialQuery = Object.freeze({ questionEnd: 0, edns: null });
+
+/** Thrown for a packet whose header parsed but whose body is malformed (→ FORMERR), with what was read of it. */
 export class WireError extends Error {
   override readonly name = 'WireError';
+  constructor(
+    message: string,
+    readonly partial: PartialQuery = NOTHING_READ,
+  ) {
+    super(message);
+  }
 }
 
 export interface Edns {
@@ -50,15 +69,19 @@ export function readU16(buf: Buffer, off: number): number {
 }
 
 /** The 12-byte header, with the section counts parseQuery checks. */
-interface Header extends Pick<Query, 'id' | 'opcode' | 'qr' | 'rd' | 'cd'> {
+export interface Header extends Pick<Query, 'id' | 'opcode' | 'qr' | 'rd' | 'cd'> {
   qdcount: number;
   ancount: number;
   nscount: number;
   arcount: number;
 }
 
-/** Reads only the 12-byte header. Null when the packet is shorter. */
-function parseHeader(buf: Buffer): Header | null {
+/**
+ * Reads only the 12-byte header. Null when the packet is shorter. The
+ * server reads it first: a response is dropped and an opcode other than
+ * QUERY answered NOTIMP before anything past the header is read.
+ */
+export function parseHeader(buf: Buffer): Header | null {
   if (buf.length < HEADER_SIZE) return null;
   const flags = readU16(buf, 2);
   return {
@@ -227,7 +250,7 @@ export function walkRecords(buf: Buffer, from: number, counts: [number, number, 
 export function parseQuery(buf: Buffer): Query | null {
   const h = parseHeader(buf);
   if (!h) return null;
-  if (h.qdcount !== 1) throw new WireError(`${h.qdcount} questions (exactly one is supported)`);
+  if (h.qdcount !== 1) throw new WireError(`${h.qdcount} questions (exactly one is supported)`, { questionEnd: 0, edns: findEdns(buf, h) });
   const { name, end } = readQuestionName(buf, HEADER_SIZE);
   if (end + 4 > buf.length) throw new WireError('question type and class run past the end of the packet');
   const qtype = readU16(buf, end);
@@ -236,18 +259,23 @@ export function parseQuery(buf: Buffer): Query | null {
   let edns: Edns | null = null;
   if (h.ancount === 0 && h.nscount === 0 && h.arcount === 1 && buf[questionEnd] === 0 && questionEnd + 11 <= buf.length && readU16(buf, questionEnd + 1) === TYPE.OPT) {
     // The usual query: one OPT record owned by the root and nothing else. Read in place.
-    if (questionEnd + 11 + readU16(buf, questionEnd + 9) > buf.length) throw new WireError('record data runs past the end of the packet');
+    if (questionEnd + 11 + readU16(buf, questionEnd + 9) > buf.length) throw new WireError('record data runs past the end of the packet', { questionEnd, edns: null });
     const ttl = buf.readUInt32BE(questionEnd + 5);
     edns = { udpSize: readU16(buf, questionEnd + 3), version: (ttl >>> 16) & 0xff, do: (ttl & 0x8000) !== 0 };
   } else if (h.ancount || h.nscount || h.arcount) {
-    const records = walkRecords(buf, questionEnd, [h.ancount, h.nscount, h.arcount]);
-    for (const r of records) {
-      if (r.type !== TYPE.OPT) continue;
-      if (r.section !== 2) throw new WireError('OPT record outside the additional section');
-      if (edns) throw new WireError('more than one OPT record');
-      if (buf[r.start] !== 0) throw new WireError('OPT record owner is not the root');
-      edns = { udpSize: r.klass, version: (r.ttl >>> 16) & 0xff, do: (r.ttl & 0x8000) !== 0 };
+    let records: RecordRef[];
+    try {
+      records = walkRecords(buf, questionEnd, [h.ancount, h.nscount, h.arcount]);
+    } catch (err) {
+      throw new WireError((err as Error).message, { questionEnd, edns: null });
     }
+    // Every OPT record is checked; a malformed one still says the client speaks EDNS (the first one's values).
+    const opts = records.filter((r) => r.type === TYPE.OPT);
+    edns = opts.length > 0 ? ednsOf(opts[0]!) : null;
+    const partial = { questionEnd, edns };
+    if (opts.length > 1) throw new WireError('more than one OPT record', partial);
+    if (edns && opts[0]!.section !== 2) throw new WireError('OPT record outside the additional section', partial);
+    if (edns && buf[opts[0]!.start] !== 0) throw new WireError('OPT record owner is not the root', partial);
   }
   return {
     id: h.id,
@@ -262,6 +290,26 @@ export function parseQuery(buf: Buffer): Query | null {
     questionEnd,
     edns,
   };
+}
+
+function ednsOf(opt: RecordRef): Edns {
+  return { udpSize: opt.klass, version: (opt.ttl >>> 16) & 0xff, do: (opt.ttl & 0x8000) !== 0 };
+}
+
+/**
+ * The EDNS of a query whose question section is not the one question we
+ * read (QDCOUNT 0, or several): the first OPT record past the questions, or
+ * null when there is none or the message does not parse that far.
+ */
+function findEdns(buf: Buffer, h: Header): Edns | null {
+  try {
+    let off = HEADER_SIZE;
+    for (let i = 0; i < h.qdcount; i++) off = skipName(buf, off) + 4;
+    const opt = walkRecords(buf, off, [h.ancount, h.nscount, h.arcount]).find((r) => r.type === TYPE.OPT);
+    return opt ? ednsOf(opt) : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The question (name bytes + type + class) of a message, for matching replies to queries. */

@@ -27,9 +27,9 @@ export interface FleetOptions {
 
 /** One host's outcome. */
 export interface FleetHost {
-  /** The host as given: `web-1`, `10.0.0.5:13655`, `[::1]:4000`. */
+  /** The host as given (`web-1`, `10.0.0.5:13655`, `[::1]:4000`); in cluster mode the node name. */
   host: string;
-  /** The gRPC target dialled (`web-1:13655`). */
+  /** The gRPC target dialled (`web-1:13655`); in cluster mode the node's etcd key. */
   target: string;
   reachable: boolean;
   /** Why the host could not be asked (unreachable only). */
@@ -55,14 +55,23 @@ export interface FleetService {
   versions: FleetVersion[];
   /** Reachable hosts running any version of it. */
   hostCount: number;
-  /** Two or more known versions run across the fleet (or on one host). */
+  /**
+   * Two or more versions run across the fleet (or on one host), an unknown
+   * one counting as a version of its own: `1.2.3` beside `?` may be two
+   * releases as well as one.
+   */
   mixed: boolean;
 }
 
+/** Where the answers came from: each host's daemon, or the cluster view in etcd. */
+export type FleetSource = { kind: 'hosts' } | { kind: 'cluster'; endpoints: string; prefix: string; revision: number };
+
 export interface FleetReport {
-  /** Every host, in the order given. */
+  /** Every host, in the order given (cluster mode: every node, by name). */
   hosts: FleetHost[];
   services: FleetService[];
+  /** Absent: `hosts`. */
+  source?: FleetSource | undefined;
 }
 
 /**
@@ -80,7 +89,7 @@ export async function collectFleet(hosts: readonly string[], opts: FleetOptions 
     results[i] = await askHost(host, target, timeoutMs, opts.tls);
     opts.onProgress?.(++done, unique.length, host);
   });
-  return { hosts: results, services: fleetServices(results) };
+  return { hosts: results, services: fleetServices(results), source: { kind: 'hosts' } };
 }
 
 async function askHost(host: string, target: string, timeoutMs: number, tls: ClientTlsOptions | boolean | undefined): Promise<FleetHost> {
@@ -126,8 +135,7 @@ export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
       .map(([version, v]) => ({ version, ports: [...v.ports].sort((a, b) => a - b), hosts: order(hosts, v.hosts) }))
       .sort((a, b) => b.hosts.length - a.hosts.length || a.version.localeCompare(b.version, 'en', { numeric: true }));
     const all = new Set(versions.flatMap((v) => v.hosts));
-    const known = versions.filter((v) => v.version !== '');
-    out.push({ service, scheme: s.scheme, versions, hostCount: all.size, mixed: known.length > 1 });
+    out.push({ service, scheme: s.scheme, versions, hostCount: all.size, mixed: versions.length > 1 });
   }
   return out.sort((a, b) => a.service.localeCompare(b.service));
 }
@@ -150,16 +158,34 @@ export function parseExpectation(text: string): Expectation | null {
   return { service: m[1]!.toLowerCase(), version: m[2]!.trim() };
 }
 
-/** An expectation not met on one host. */
+/**
+ * Something the fleet should not show. From `--expect` (checkExpectations):
+ * - `mismatch`, `missing`: an expectation not met on one host;
+ * - `unreachable`: a host that cannot confirm anything (with an expectation).
+ * From what the hosts disagree on (consistency.ts):
+ * - `registry`: a host whose registry digest differs from the majority's
+ *   (`expected`; "" when no digest is on a majority), `found` its own;
+ * - `port-names`: one port that hosts name as different services (`port`,
+ *   `groups`: each naming with its hosts; `host` is "").
+ */
 export interface FleetFinding {
-  kind: 'mismatch' | 'missing' | 'unreachable';
+  kind: 'mismatch' | 'missing' | 'unreachable' | 'registry' | 'port-names';
   host: string;
-  /** The expectation's service (empty for unreachable). */
+  /** The expectation's service (empty for the other kinds). */
   service: string;
   expected: string;
-  /** Versions found there ("" for unknown); empty for missing and unreachable. */
+  /** Versions found there ("" for unknown); empty for missing and unreachable; the digest (registry) or the namings (port-names). */
   found: string[];
+  /** port-names: the port. */
+  port?: number | undefined;
+  /** port-names: each naming of the port (services joined by ","), with the hosts that use it. */
+  groups?: { value: string; hosts: string[] }[] | undefined;
   message: string;
+}
+
+/** Findings an `--expect` raises (a failure whenever they occur). */
+export function isExpectationFinding(f: FleetFinding): boolean {
+  return f.kind === 'mismatch' || f.kind === 'missing';
 }
 
 /**
@@ -213,7 +239,13 @@ export function checkExpectations(report: FleetReport, expectations: readonly Ex
 /** Most hosts listed by name in one table cell. */
 const HOSTS_SHOWN = 6;
 
-/** The fleet as a text table, then mixed versions, unreachable hosts and findings. */
+/** Hex digits of a registry digest shown in text (JSON has all 64). */
+export const DIGEST_SHOWN = 12;
+
+/**
+ * The fleet as a text table, then mixed versions, registries and ports the
+ * hosts disagree on, unreachable hosts and unmet expectations.
+ */
 export function formatFleet(report: FleetReport, findings: readonly FleetFinding[] = []): string {
   const reachable = report.hosts.filter((h) => h.reachable).length;
   const rows: string[][] = [['SERVICE', 'VERSION', 'PORTS', 'HOSTS', 'ON']];
@@ -223,26 +255,55 @@ export function formatFleet(report: FleetReport, findings: readonly FleetFinding
       rows.push([i === 0 ? s.service : '', v.version || '?', v.ports.join(','), `${v.hosts.length}/${reachable}`, shown]);
     });
   }
+  const cluster = report.source?.kind === 'cluster' ? report.source : undefined;
   const lines: string[] = [];
   if (report.services.length > 0) lines.push(...table(rows));
+  else if (cluster) lines.push(reachable > 0 ? 'no services listening on the nodes in the cluster view' : 'no node in the cluster view');
   else lines.push(reachable > 0 ? 'no services listening on the reachable hosts' : 'no host answered');
   const mixed = report.services.filter((s) => s.mixed);
   if (mixed.length > 0) {
     lines.push('', 'mixed versions:');
     for (const s of mixed) {
-      const parts = s.versions.filter((v) => v.version).map((v) => `${v.version} on ${v.hosts.length} host${v.hosts.length === 1 ? '' : 's'}`);
+      const parts = s.versions.map((v) => `${v.version || 'unknown version'} on ${plural(v.hosts.length, 'host')}`);
       lines.push(`  ${s.service}: ${parts.join(', ')}`);
     }
   }
-  const down = report.hosts.filter((h) => !h.reachable);
-  lines.push('', `${reachable}/${report.hosts.length} hosts answered${down.length > 0 ? `; unreachable (${down.length}):` : ''}`);
-  for (const h of down) lines.push(`  ${h.host}  ${h.error ?? ''}`);
-  const expectationFindings = findings.filter((f) => f.kind !== 'unreachable');
+  const registries = findings.filter((f) => f.kind === 'registry');
+  if (registries.length > 0) {
+    const majority = registries[0]!.expected;
+    const digested = report.hosts.filter((h) => h.reachable && h.inventory?.registryDigest).length;
+    const on = report.hosts.filter((h) => h.inventory?.registryDigest === majority && majority !== '').length;
+    lines.push(
+      '',
+      majority
+        ? `registries that differ from the majority (${majority.slice(0, DIGEST_SHOWN)} on ${on} of ${digested} hosts):`
+        : `registries differ, none on a majority of the ${digested} hosts:`,
+    );
+    const width = Math.max(...registries.map((f) => f.host.length));
+    for (const f of registries) lines.push(`  ${f.host.padEnd(width)}  ${(f.found[0] ?? '').slice(0, DIGEST_SHOWN)}`);
+  }
+  const ports = findings.filter((f) => f.kind === 'port-names');
+  if (ports.length > 0) {
+    lines.push('', 'ports named as different services:');
+    for (const f of ports) lines.push(`  ${f.message}`);
+  }
+  if (cluster) {
+    lines.push('', `${plural(report.hosts.length, 'node')} in the cluster view (${cluster.endpoints}, prefix ${cluster.prefix}, revision ${cluster.revision})`);
+  } else {
+    const down = report.hosts.filter((h) => !h.reachable);
+    lines.push('', `${reachable}/${report.hosts.length} hosts answered${down.length > 0 ? `; unreachable (${down.length}):` : ''}`);
+    for (const h of down) lines.push(`  ${h.host}  ${h.error ?? ''}`);
+  }
+  const expectationFindings = findings.filter(isExpectationFinding);
   if (expectationFindings.length > 0) {
     lines.push('', `expectations not met (${expectationFindings.length}):`);
     for (const f of expectationFindings) lines.push(`  ${f.message}`);
   }
   return lines.join('\n');
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
 
 /** Rows as aligned columns, two spaces apart; the last column is not padded. */

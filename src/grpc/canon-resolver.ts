@@ -240,8 +240,20 @@ class CanonResolver implements grpc.experimental.Resolver {
   }
 }
 
-function endpointsOf(r: Resolution): grpc.experimental.Endpoint[] {
-  return r.addresses.map((host) => ({ addresses: [{ host, port: r.port }] }));
+/**
+ * grpc-js endpoints: in cluster mode one per host (a node's addresses are
+ * one endpoint, so round_robin spreads over hosts, not over one host's
+ * IPv4 and IPv6); otherwise one per address.
+ */
+export function endpointsOf(r: Resolution): grpc.experimental.Endpoint[] {
+  const byHost = new Map<string, { host: string; port: number }[]>();
+  for (const e of r.endpoints.length > 0 ? r.endpoints : r.addresses.map((address) => ({ address, port: r.port, node: '' }))) {
+    const key = e.node !== '' ? `node:${e.node}` : `address:${e.address}`;
+    const list = byHost.get(key) ?? [];
+    list.push({ host: e.address, port: e.port || r.port });
+    byHost.set(key, list);
+  }
+  return [...byHost.values()].map((addresses) => ({ addresses }));
 }
 
 /**

@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, type ErrorCode } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
-import type { Resolution } from './resolution.js';
+import type { ResolvedEndpoint, Resolution } from './resolution.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { canonportPackageDefinition, DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT, ERROR_CODE_METADATA } from './proto.js';
 import { checkGrpcModule, defaultGrpc, type GrpcModule } from './grpc-module.js';
@@ -33,6 +33,8 @@ export interface ResolveErrorInfo {
   /** Stable canonport code, e.g. CP_BAD_NAME. */
   code: string;
   message: string;
+  /** CP_NO_ADDRESS, a failing upstream: what the name reads as (port, scheme…), without addresses. */
+  resolution?: Resolution | undefined;
 }
 
 export interface DecodeResult {
@@ -130,6 +132,7 @@ interface WireResolution {
   version?: number;
   collidesWith: string[];
   zone: string;
+  endpoints?: ResolvedEndpoint[];
 }
 
 type Unary = (req: unknown, meta: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall;
@@ -173,11 +176,14 @@ class GrpcCanonportClient implements CanonportClient {
 
   async resolveMany(names: readonly string[]): Promise<ResolveResult[]> {
     const res = (await this.unary('ResolveMany', { names })) as {
-      results: { name: string; resolution?: WireResolution | null; error?: ResolveErrorInfo | null }[];
+      results: { name: string; resolution?: WireResolution | null; error?: (Omit<ResolveErrorInfo, 'resolution'> & { resolution?: WireResolution | null }) | null }[];
     };
-    return res.results.map((r) =>
-      r.resolution ? { name: r.name, resolution: toResolution(r.resolution) } : { name: r.name, error: r.error ?? { status: 2, code: '', message: 'empty result' } },
-    );
+    return res.results.map((r) => {
+      if (r.resolution) return { name: r.name, resolution: toResolution(r.resolution) };
+      if (!r.error) return { name: r.name, error: { status: 2, code: '', message: 'empty result' } };
+      const { resolution, ...error } = r.error;
+      return { name: r.name, error: { ...error, ...(resolution ? { resolution: toResolution(resolution) } : {}) } };
+    });
   }
 
   async decode(port: number, raw = false): Promise<DecodeResult> {
@@ -191,6 +197,7 @@ class GrpcCanonportClient implements CanonportClient {
       host: res.host,
       collectedAtMs: res.collectedAtMs,
       listeners: res.listeners.map((l) => ({ ...l, services: [...l.services] })),
+      registryDigest: res.registryDigest ?? '',
     };
   }
 
@@ -258,6 +265,10 @@ function toResolution(w: WireResolution): Resolution {
     addresses: [...w.addresses],
     ttl: w.ttl,
     collidesWith: [...w.collidesWith],
+    // A daemon from before cluster mode sends no endpoints: the addresses are them.
+    endpoints: w.endpoints?.length
+      ? w.endpoints.map((e) => ({ ...e }))
+      : w.addresses.map((address) => ({ address, port: w.port, source: '', node: '', version: '', since: '' })),
   };
 }
 

@@ -14,12 +14,30 @@ export interface Resolution {
   addresses: string[];
   ttl: number;
   collidesWith: string[];
+  /** Where the service runs, one per address: in cluster mode the hosts that report it, with node, version and since. */
+  endpoints: ResolvedEndpoint[];
+}
+
+/** The `canonport.v1.Endpoint` message's fields (empty strings where a field does not apply). */
+export interface ResolvedEndpoint {
+  address: string;
+  port: number;
+  /** observed, registry, etc-hosts, upstream or loopback. */
+  source: string;
+  node: string;
+  version: string;
+  since: string;
 }
 
 /** A discovery result as a Resolution; throws the catalogued error (NOT_FOUND, UNAVAILABLE…) when it found nothing. */
 export function resolutionOf(l: Lookup): Resolution {
   if (!l.ok) throw lookupError(l);
   return fromInstances(l.instances);
+}
+
+/** What a name reads as when no address is known (CP_NO_ADDRESS, a failing upstream): the port and the rest, no addresses. */
+export function describedResolution(l: Lookup & { ok: false }): Resolution | undefined {
+  return l.description ? fromInstances({ ...l.description, endpoints: [] }) : undefined;
 }
 
 export function fromInstances(i: ServiceInstances): Resolution {
@@ -35,5 +53,6 @@ export function fromInstances(i: ServiceInstances): Resolution {
     addresses: [...new Set(i.endpoints.map((e) => e.address))],
     ttl: i.ttl,
     collidesWith: [...i.collidesWith],
+    endpoints: i.endpoints.map((e) => ({ address: e.address, port: e.port, source: e.source, node: e.node ?? '', version: e.version ?? '', since: e.since ?? '' })),
   };
 }

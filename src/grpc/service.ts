@@ -1,7 +1,8 @@
 import { forEachLimited } from '../concurrency.js';
 import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, GrpcStatus, errorToGrpcStatus } from '../errors.js';
-import { resolutionOf, type Resolution } from './resolution.js';
+import { describedResolution, resolutionOf, type Resolution } from './resolution.js';
+import { lookupError } from '../discovery/discovery.js';
 import type { DaemonContext } from '../context.js';
 import { decodePort, decodePortRaw } from '../scheme/index.js';
 import { ERROR_CODE_METADATA } from './proto.js';
@@ -64,11 +65,11 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
   };
 
   /** Runs a unary handler: maps errors to statuses, logs the ones that are bugs. (server.ts counts calls.) */
-  function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  function unary<Req, Res>(method: string, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
       let p: Promise<Res>;
       try {
-        p = fn(call.request);
+        p = fn(call.request, call);
       } catch (err) {
         p = Promise.reject(err);
       }
@@ -88,7 +89,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Resolve = unary('Resolve', async (req: { name?: unknown }) => toWire(await resolve(nameOf(req.name))));
 
-  const ResolveMany = unary('ResolveMany', async (req: { names?: unknown }) => {
+  const ResolveMany = unary('ResolveMany', async (req: { names?: unknown }, call) => {
     const names = Array.isArray(req.names) ? (req.names as unknown[]) : [];
     if (names.length > MAX_BATCH) {
       throw new CanonportError(ErrorCodes.BAD_REQUEST, `${names.length} names in one ResolveMany, over the limit of ${MAX_BATCH}`, {
@@ -96,17 +97,35 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       });
     }
     const results = new Array<unknown>(names.length);
-    await forEachLimited(names, BATCH_CONCURRENCY, async (raw, i) => {
+    // The call's deadline bounds the whole batch: the reply goes out a little before it, with what is done;
+    // a name still waiting on a slow upstream gets its own UNAVAILABLE instead of costing every other name its answer.
+    const answerBy = answerDeadline(call.getDeadline());
+    const work = forEachLimited(names, BATCH_CONCURRENCY, async (raw, i) => {
+      if (Date.now() >= answerBy) return;
       const name = String(raw ?? '');
       try {
-        results[i] = { name, resolution: toWire(await resolve(name)) };
+        const l = await ctx.discovery.lookup(name);
+        if (l.ok) results[i] = { name, resolution: toWire(resolutionOf(l)) };
+        else {
+          // Nothing found: the error, and what the name reads as when that is known (the port a SRV query gives).
+          const s = toStatus(lookupError(l));
+          const known = describedResolution(l);
+          results[i] = { name, error: { status: s.code, code: l.code, message: s.details, ...(known ? { resolution: toWire(known) } : {}) } };
+        }
       } catch (err) {
         const s = toStatus(err);
         if (s.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, name }, 'ResolveMany: lookup failed');
         results[i] = { name, error: { status: s.code, code: err instanceof CanonportError ? err.code : '', message: s.details } };
       }
     });
-    return { results };
+    if (answerBy === Infinity) await work;
+    else {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, answerBy - Date.now()))))]);
+      clearTimeout(timer);
+    }
+    const late = { status: GrpcStatus.UNAVAILABLE, code: ErrorCodes.DEADLINE, message: "not resolved before the call's deadline" };
+    return { results: names.map((raw, i) => results[i] ?? { name: String(raw ?? ''), error: late }) };
   });
 
   const Decode = unary('Decode', async (req: { port?: number; raw?: boolean }) => {
@@ -121,7 +140,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Inventory = unary('Inventory', async () => {
     const snap = await ctx.inventory.snapshot();
-    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners: snap.listeners };
+    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners: snap.listeners, registryDigest: ctx.state().registry.digest };
   });
 
   /**
@@ -171,8 +190,9 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
         if (done) return;
         lastTtl = r.ttl;
         const wire = toWire(r);
-        // A new answer is one where the port, scheme, version or addresses changed; a TTL counting down is not.
-        const key = JSON.stringify({ ...wire, ttl: 0, addresses: [...r.addresses].sort() });
+        // A new answer is one where the port, scheme, version, addresses or hosts changed; a TTL counting down is not.
+        const endpoints = r.endpoints.map((e) => JSON.stringify(e)).sort();
+        const key = JSON.stringify({ ...wire, ttl: 0, addresses: [...r.addresses].sort(), endpoints });
         if (key !== lastKey) {
           lastKey = key;
           call.write(wire);
@@ -215,6 +235,18 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
   };
 }
 
+/**
+ * When a batch must be answered for its reply to arrive before the call's
+ * deadline: a tenth of the time left before it (at least 20 ms, at most
+ * 500 ms) is kept for sending. Infinity without a deadline.
+ */
+export function answerDeadline(deadline: grpc.Deadline): number {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  if (!Number.isFinite(at)) return Infinity;
+  const left = at - Date.now();
+  return at - Math.min(500, Math.max(20, left / 10));
+}
+
 /** The request's name as a string; absence reads as empty, which normaliseName rejects. */
 function nameOf(v: unknown): string {
   return typeof v === 'string' ? v : '';
@@ -234,5 +266,6 @@ function toWire(r: Resolution): Record<string, unknown> {
     ...(r.version !== undefined ? { version: r.version } : {}),
     collidesWith: r.collidesWith,
     zone: r.zone,
+    endpoints: r.endpoints,
   };
 }

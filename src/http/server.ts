@@ -5,6 +5,7 @@ import { CanonportError, ErrorCodes } from '../errors.js';
 import { formatHostPort as fmt, type HostPort } from '../config/address.js';
 import type { TlsMaterial, TlsSource } from '../config/tls.js';
 import type { DaemonContext } from '../context.js';
+import { targetGroups } from './http-sd.js';
 import { httpAccess } from './policy.js';
 
 export interface HttpServerOptions {
@@ -25,9 +26,9 @@ export interface HttpServer {
 }
 
 /** Paths served; anything else is 404. Also the `handler` label of canonport_http_requests_total. */
-type Handler = 'metrics' | 'healthz' | 'readyz' | 'other';
+type Handler = 'metrics' | 'healthz' | 'readyz' | 'http_sd' | 'other';
 
-const ROUTES: Readonly<Record<string, Handler>> = { '/metrics': 'metrics', '/healthz': 'healthz', '/readyz': 'readyz' };
+const ROUTES: Readonly<Record<string, Handler>> = { '/metrics': 'metrics', '/healthz': 'healthz', '/readyz': 'readyz', '/sd/prometheus': 'http_sd' };
 
 /** Time allowed for in-flight responses when closing, before connections are cut. */
 const CLOSE_GRACE_MS = 2000;
@@ -102,11 +103,17 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
         return reply(res, req, handler, 200, 'text/plain; charset=utf-8', 'ok\n');
       case 'readyz': {
         const ready = ctx.ready();
+        // Cluster mode: the view's state rides along. A missing or stale view does not make the daemon unready:
+        // it answers from this host's knowledge, or from the last view, and the body and a metric say which.
+        const c = ctx.clusterStatus?.() ?? null;
+        const cluster = c ? { cluster: { view: c.state, since: new Date(c.sinceMs).toISOString() } } : {};
         const body = ready
-          ? { ready: true }
-          : { ready: false, reason: 'not ready: listeners not all bound or configuration not loaded yet' };
+          ? { ready: true, ...cluster }
+          : { ready: false, reason: 'not ready: listeners not all bound or configuration not loaded yet', ...cluster };
         return reply(res, req, handler, ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
       }
+      case 'http_sd':
+        return reply(res, req, handler, 200, 'application/json; charset=utf-8', `${JSON.stringify(targetGroups(ctx.discovery))}\n`);
       case 'metrics': {
         // canonport_ready is set here, from the same source /readyz answers from, at every scrape.
         metrics.ready.set(ctx.ready() ? 1 : 0);

@@ -16,6 +16,13 @@ export interface InventorySnapshot {
   host: string;
   collectedAtMs: number;
   listeners: InventoryListener[];
+  /**
+   * The digest of the registry that named the listeners (Registry.digest:
+   * hex SHA-256 of what it says about names and ports); absent or "" when
+   * unknown (a daemon from before the field). Hosts with different digests
+   * may name one port differently.
+   */
+  registryDigest?: string | undefined;
 }
 
 export interface InventoryProvider {

@@ -12,7 +12,7 @@ export class Metrics {
   private readonly queryTally = new Tally<number>();
   readonly dnsQueries = new Counter({
     name: 'canonport_dns_queries_total',
-    help: 'DNS queries answered, by query type, response code, answer source (canonical, cache, stale, forward, refused, error) and transport.',
+    help: 'DNS queries answered, by query type, response code, answer source (canonical, builtin, cache, stale, forward, refused, error) and transport.',
     labelNames: ['type', 'rcode', 'source', 'transport'] as const,
     registers: [this.registry],
     collect: () => this.queryTally.drain((key, n) => this.dnsQueries.inc(queryLabels(key), n)),
@@ -95,7 +95,7 @@ export class Metrics {
 
   readonly httpRequests = new Counter({
     name: 'canonport_http_requests_total',
-    help: 'Requests to the HTTP endpoint, by handler (metrics, healthz, readyz, other) and status code.',
+    help: 'Requests to the HTTP endpoint, by handler (metrics, healthz, readyz, http_sd, other) and status code.',
     labelNames: ['handler', 'code'] as const,
     registers: [this.registry],
   });
@@ -280,7 +280,7 @@ class Tally<K> {
 const TYPE_LABELS = ['other', 'A', 'NS', 'CNAME', 'SOA', 'PTR', 'MX', 'TXT', 'AAAA', 'SRV', 'HTTPS', 'SVCB', 'ANY'] as const;
 const TYPE_INDEX = new Map<number, number>([1, 2, 5, 6, 12, 15, 16, 28, 33, 65, 64, 255].map((t, i) => [t, i + 1]));
 const RCODE_LABELS = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
-const SOURCES = ['canonical', 'cache', 'stale', 'forward', 'refused', 'error'];
+const SOURCES = ['canonical', 'cache', 'stale', 'forward', 'refused', 'error', 'builtin'];
 const TRANSPORTS = ['udp', 'tcp', 'internal'];
 
 /** type × rcode (12 bits, extended codes included) × source × transport in one integer. */

@@ -10,6 +10,7 @@ import {
   type RoleDef,
   type SchemeName,
 } from '../scheme/index.js';
+import { createHash } from 'node:crypto';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { fileSettings, fixedDefault, type FileSettings } from '../config/settings.js';
 import type { DaemonFile, RegistryFile, ServiceFile } from './schema.js';
@@ -75,9 +76,18 @@ export class Registry {
   private readonly owners: Map<string, string>;
   /** Names two entries both define (a service `splashpage-api` beside block `splashpage`'s role); the first wins. */
   readonly duplicates: readonly { name: string; owners: string[] }[];
+  /**
+   * A digest of what the registry says about names and ports (zones, ttl,
+   * roles, hosts, services), not of the file's bytes nor of its per-host
+   * `daemon:` and `inventory:` settings: two hosts with the same digest
+   * answer every name alike. Hex SHA-256.
+   */
+  readonly digest: string;
 
   private constructor(data: RegistryFile, file: string | null) {
     this.file = file;
+    const { daemon: _daemon, inventory: _inventory, ...answering } = data;
+    this.digest = createHash('sha256').update(canonicalJson(answering)).digest('hex');
     this.zones = Object.freeze([...(data.zones ?? [])]);
     this.ttl = data.ttl ?? DEFAULT_TTL;
     this.roles = Object.freeze({ ...DEFAULT_ROLES, ...(data.roles ?? {}) });
@@ -304,4 +314,17 @@ export function readService(labels: readonly string[], registry: Registry, opts:
     return { ok: true, service, version };
   }
   return { ok: true, service: first };
+}
+
+/** JSON with object keys sorted at every level, so equal data gives equal text whatever the file's order. */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    return `{${Object.keys(v as object)
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v ?? null);
 }

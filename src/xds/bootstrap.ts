@@ -34,7 +34,7 @@ export interface XdsBootstrapTls {
 
 export function xdsBootstrap(opts: { server: string; nodeId?: string | undefined; tls?: XdsBootstrapTls | undefined }): XdsBootstrap {
   return {
-    xds_servers: [{ server_uri: opts.server, channel_creds: [channelCreds(opts.tls)], server_features: ['xds_v3'] }],
+    xds_servers: [{ server_uri: connectable(opts.server), channel_creds: [channelCreds(opts.tls)], server_features: ['xds_v3'] }],
     node: {
       id: opts.nodeId ?? `canonport~${hostname()}`,
       cluster: 'canonport',
@@ -55,4 +55,15 @@ function channelCreds(tls: XdsBootstrapTls | undefined): XdsChannelCreds {
       refresh_interval: '600s',
     },
   };
+}
+
+/**
+ * A wildcard listen address (the Docker image's CANONPORT_GRPC is
+ * 0.0.0.0:13655) is no place to dial: the daemon is reached on loopback,
+ * as the image's health check does.
+ */
+function connectable(server: string): string {
+  if (server.startsWith('0.0.0.0:')) return `127.0.0.1:${server.slice('0.0.0.0:'.length)}`;
+  if (server.startsWith('[::]:')) return `[::1]:${server.slice('[::]:'.length)}`;
+  return server;
 }

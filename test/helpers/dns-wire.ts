@@ -161,7 +161,7 @@ function decodeRdata(buf: Buffer, type: number, off: number, len: number): unkno
       const m = readName(buf, off);
       const rn = readName(buf, m.end);
       if (rn.end + 20 !== off + len) throw new ParseError('SOA rdata length disagrees with its fields');
-      return { mname: m.name, rname: rn.name, minimum: buf.readUInt32BE(rn.end + 16) };
+      return { mname: m.name, rname: rn.name, serial: buf.readUInt32BE(rn.end), minimum: buf.readUInt32BE(rn.end + 16) };
     }
     default:
       return undefined;

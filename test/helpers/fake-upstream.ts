@@ -11,6 +11,8 @@ import net from 'node:net';
  *   delay           answers after `ms`
  *   servfail        SERVFAIL
  *   refused         REFUSED
+ *   formerr         FORMERR (the question echoed)
+ *   notimp          NOTIMP (the question echoed)
  *   wrong-id        a reply with another ID (then, with thenReal, the real one)
  *   wrong-question  a reply for another name (then, with thenReal, the real one)
  *   spoof           the otherwise-correct reply from a second socket on another
@@ -23,7 +25,19 @@ import net from 'node:net';
  * transport and per name.
  */
 
-export type FakeKind = 'answer' | 'nxdomain' | 'silent' | 'delay' | 'servfail' | 'refused' | 'wrong-id' | 'wrong-question' | 'spoof' | 'truncate';
+export type FakeKind =
+  | 'answer'
+  | 'nxdomain'
+  | 'silent'
+  | 'delay'
+  | 'servfail'
+  | 'refused'
+  | 'formerr'
+  | 'notimp'
+  | 'wrong-id'
+  | 'wrong-question'
+  | 'spoof'
+  | 'truncate';
 
 export interface FakeMode {
   kind: FakeKind;
@@ -324,6 +338,8 @@ function answerFor(q: ParsedQuery, m: FakeMode, address = m.address ?? '192.0.2.
   const ttl = m.ttl ?? 300;
   if (m.kind === 'servfail') return Buffer.concat([header(q, 2, [0, 0, 0]), q.question, ...opt(q)]);
   if (m.kind === 'refused') return Buffer.concat([header(q, 5, [0, 0, 0]), q.question, ...opt(q)]);
+  if (m.kind === 'formerr') return Buffer.concat([header(q, 1, [0, 0, 0]), q.question, ...opt(q)]);
+  if (m.kind === 'notimp') return Buffer.concat([header(q, 4, [0, 0, 0]), q.question, ...opt(q)]);
   if (m.kind === 'nxdomain') return Buffer.concat([header(q, 3, [0, 1, 0]), q.question, soa(ttl), ...opt(q)]);
   const n = m.records ?? 1;
   const records: Buffer[] = [];

@@ -307,6 +307,8 @@ export function judge(c: FuzzCase, raw: Buffer, transport: 'udp' | 'tcp'): strin
 export function headerOracle(p: Buffer): Expect {
   if (p.length < 12) return 'drop';
   if (p[2]! & 0x80) return 'drop';
+  // The opcode is read before the question (RFC 1035 §4.1.1, genreport `opcode`): NOTIMP whatever QDCOUNT says.
+  if ((p[2]! >> 3) & 0xf) return 'notimp';
   if (p.readUInt16BE(4) !== 1) return 'formerr';
   return 'reply';
 }

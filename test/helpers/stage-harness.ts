@@ -1,8 +1,7 @@
 import { expect } from 'vitest';
-import type { NameClass } from '../../src/core/service-name.js';
 import type { MaybePromise, Next, Stage } from '../../src/dns/pipeline.js';
 import { finishReply } from '../../src/dns/reply.js';
-import { requestKey, ServerRequest, type DnsReply, type DnsRequest } from '../../src/dns/request.js';
+import { requestKey, ServerRequest, type DnsReply, type DnsRequest, type RequestReader } from '../../src/dns/request.js';
 import { parseQuery } from '../../src/dns/wire.js';
 import { buildQuery, parseMessage, T, type Rr } from './dns-wire.js';
 
@@ -28,6 +27,8 @@ export interface Case {
   rcode: keyof typeof RCODES;
   /** AA expected (default: not checked). */
   aa?: boolean;
+  /** RA expected (default: not checked): set only for clients that may recurse. */
+  ra?: boolean;
   answer?: string[];
   ns?: string[];
   extra?: string[];
@@ -76,12 +77,13 @@ export function rrText(r: Rr): string {
 export async function runCase(
   handler: Stage | ((req: DnsRequest) => MaybePromise<DnsReply>),
   c: Case,
-  classify: (lname: string) => NameClass,
+  reader: RequestReader,
 ): Promise<void> {
   const qtype = typeof c.qtype === 'number' ? c.qtype : T[c.qtype];
   const raw = buildQuery({ id: 4242, name: c.qname, type: qtype, klass: c.qclass ?? 1, edns: c.do ? { do: true } : null });
   const q = parseQuery(raw)!;
-  const req = new ServerRequest(q, raw, { address: c.client ?? '127.0.0.1', port: 5353 }, 'udp', requestKey(q), classify);
+  // Over TCP, so the reply is finished whole (no UDP size limit).
+  const req = new ServerRequest(q, raw, { address: c.client ?? '127.0.0.1', port: 5353 }, 'tcp', requestKey(q), reader);
   let nextCalled = false;
   const next: Next = () => {
     nextCalled = true;
@@ -89,12 +91,13 @@ export async function runCase(
   };
   const reply = await (typeof handler === 'function' ? handler(req) : handler.serve(req, next));
   const label = `${c.qname} ${typeof c.qtype === 'number' ? c.qtype : c.qtype}`;
-  const out = nextCalled ? null : parseMessage(finishReply(q, raw, 'tcp', reply));
+  const out = nextCalled ? null : parseMessage(finishReply(req, reply));
   if (c.next !== undefined) expect(nextCalled, `${label}: passed on`).toBe(c.next);
   if (out === null) return;
   expect(out.id, label).toBe(4242);
   expect(out.rcode, `${label}: rcode`).toBe(RCODES[c.rcode]);
   if (c.aa !== undefined) expect(out.aa, `${label}: AA`).toBe(c.aa);
+  if (c.ra !== undefined) expect(out.ra, `${label}: RA`).toBe(c.ra);
   const sorted = (rrs: Rr[]) => rrs.filter((r) => r.type !== T.OPT).map(rrText).sort();
   if (c.answer) expect(sorted(out.answers), `${label}: answer`).toEqual([...c.answer].sort());
   if (c.ns) expect(sorted(out.authority), `${label}: authority`).toEqual([...c.ns].sort());
@@ -105,7 +108,7 @@ export async function runCase(
 export async function runCases(
   handler: Stage | ((req: DnsRequest) => MaybePromise<DnsReply>),
   cases: readonly Case[],
-  classify: (lname: string) => NameClass,
+  reader: RequestReader,
 ): Promise<void> {
-  for (const c of cases) await runCase(handler, c, classify);
+  for (const c of cases) await runCase(handler, c, reader);
 }

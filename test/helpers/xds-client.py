@@ -1,9 +1,11 @@
 """A stock gRPC Python client (Debian's python3-grpcio: gRPC's C core and
-its xDS resolver) holding one channel to xds:///TARGET for the xDS tests.
+its xDS resolver) holding channels to xds:///TARGET for the xDS tests.
 
-Usage: xds-client.py TARGET, with GRPC_XDS_BOOTSTRAP set. Reads one JSON
-request per stdin line and prints one JSON line per request, all on the
-same channel:
+Usage: xds-client.py TARGET [TARGET...], with GRPC_XDS_BOOTSTRAP set. One
+channel per target, all in this process (so gRPC's one xDS client, and its
+one ADS stream, carries every target's resources). Reads one JSON request
+per stdin line and prints one JSON line per request; "target" is the index
+of the channel (default 0), and each channel lives through all requests:
   {"n": calls, "timeout": seconds} -> {"tally": {backend id or error: count}}
   {"until": id, "timeout": seconds, "limit": seconds}
       -> {"calls": n, "ok": bool}: calls back to back until one is
@@ -20,12 +22,12 @@ WHOAMI = "/canonport.test.Echo/WhoAmI"
 
 
 def main():
-    target = sys.argv[1]
-    channel = grpc.insecure_channel(target)
+    channels = [grpc.insecure_channel(target) for target in sys.argv[1:]]
     # No serializers: requests and replies are raw bytes (the backend answers "address:port").
-    who_am_i = channel.unary_unary(WHOAMI)
+    methods = [channel.unary_unary(WHOAMI) for channel in channels]
     for line in sys.stdin:
         req = json.loads(line)
+        who_am_i = methods[int(req.get("target", 0))]
         if "until" in req:
             deadline = time.monotonic() + float(req["limit"])
             calls, ok = 0, False
@@ -47,7 +49,8 @@ def main():
                 key = "error:" + err.code().name
             tally[key] = tally.get(key, 0) + 1
         print(json.dumps({"tally": tally}), flush=True)
-    channel.close()
+    for channel in channels:
+        channel.close()
 
 
 if __name__ == "__main__":

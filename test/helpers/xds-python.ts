@@ -33,9 +33,10 @@ export function requirePythonGrpc(): void {
 }
 
 /**
- * A Python process holding one channel to `xds:///TARGET` (through the
- * bootstrap at GRPC_XDS_BOOTSTRAP); `calls(n)` makes n WhoAmI calls on it
- * and tallies who answered.
+ * A Python process holding one channel per target (`xds:///NAME`, through
+ * the bootstrap at GRPC_XDS_BOOTSTRAP; gRPC's one xDS client per process
+ * carries them all on one ADS stream); `calls(n)` makes n WhoAmI calls on
+ * the first channel (`target`: another one) and tallies who answered.
  */
 export class PythonXdsClient {
   private readonly proc: ChildProcess;
@@ -44,8 +45,11 @@ export class PythonXdsClient {
   private exited = false;
   readonly stderr: string[] = [];
 
-  constructor(target: string, bootstrapPath: string, env: Record<string, string> = {}) {
-    this.proc = spawn(PYTHON, [PY_CLIENT, target], { env: { ...process.env, GRPC_XDS_BOOTSTRAP: bootstrapPath, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  constructor(targets: string | readonly string[], bootstrapPath: string | null, env: Record<string, string> = {}) {
+    // null: the bootstrap comes from `env` (GRPC_XDS_BOOTSTRAP_CONFIG, as a Kubernetes pod gets it).
+    const bootstrap = bootstrapPath === null ? {} : { GRPC_XDS_BOOTSTRAP: bootstrapPath };
+    const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('GRPC_XDS_')));
+    this.proc = spawn(PYTHON, [PY_CLIENT, ...(typeof targets === 'string' ? [targets] : targets)], { env: { ...base, ...bootstrap, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
     createInterface({ input: this.proc.stdout! }).on('line', (l) => {
       this.lines.push(l);
       this.waiter?.();
@@ -77,9 +81,9 @@ export class PythonXdsClient {
     return JSON.parse(this.lines.shift()!) as Record<string, unknown>;
   }
 
-  /** n WhoAmI calls, each with `timeoutMs`; the tally of backend ids and error codes. */
-  async calls(n: number, timeoutMs = 2000): Promise<Tally> {
-    this.proc.stdin!.write(`${JSON.stringify({ n, timeout: timeoutMs / 1000 })}\n`);
+  /** n WhoAmI calls on channel `target`, each with `timeoutMs`; the tally of backend ids and error codes. */
+  async calls(n: number, timeoutMs = 2000, target = 0): Promise<Tally> {
+    this.proc.stdin!.write(`${JSON.stringify({ n, timeout: timeoutMs / 1000, target })}\n`);
     const r = await this.reply(n * timeoutMs + 10_000);
     return r.tally as Tally;
   }

@@ -57,9 +57,13 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
           probeTimeoutMs,
           procRoot: flags.procRoot,
         });
-        snap = await inventory.snapshot();
-        for (const e of inventory.errors) io.err(`canonport: cannot read ${e.file}: ${e.message}`);
-        if (inventory.errors.length > 0) io.exitCode = EXIT_FINDINGS;
+        snap = { ...(await inventory.snapshot()), registryDigest: registry.digest };
+        if (inventory.errors.length > 0) {
+          // Nothing on stdout: a script reading it must not mistake a failed read for a host with nothing listening.
+          for (const e of inventory.errors) io.err(`canonport: cannot read ${e.file}: ${e.message}`);
+          io.exitCode = EXIT_FINDINGS;
+          return;
+        }
       }
       if (flags.json) printJson(io, snap);
       else io.out(formatInventory(snap));

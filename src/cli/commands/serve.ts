@@ -3,8 +3,6 @@ import { configFromEnv, ENV_VARS, type ConfigInput } from '../../config/config.j
 import { resolveConfig } from '../../daemon/load.js';
 import { configJson, configText, helpLine } from '../../config/docs.js';
 import { settingEntries, type SettingKey } from '../../config/settings.js';
-import { isClusterWorker, runWorker, startPrimary } from '../../daemon/workers.js';
-import { Daemon } from '../../daemon/daemon.js';
 import { handleSignals } from '../../daemon/signals.js';
 import { createLogger } from '../../log.js';
 import { collect, printJson, type CliIO } from '../io.js';
@@ -63,6 +61,9 @@ export function registerServe(program: Command, io: CliIO): void {
       // checked it, and again on every reload.
       const logger = createLogger();
       const input = flags as ConfigInput;
+      // The daemon's modules load here, not when the CLI starts: `canonport port api` never pays for them.
+      const { Daemon } = await import('../../daemon/daemon.js');
+      const { isClusterWorker, runWorker, startPrimary } = await import('../../daemon/workers.js');
       if (isClusterWorker()) return runWorker({ flags: input, env, logger: logger.child({ worker: process.pid }) });
       // The worker count is needed before anything starts (it decides the process layout), so the
       // primary reads the whole config once here; the daemon reads it again, as on every reload.

@@ -1,5 +1,4 @@
 import { Rcode } from '../../../errors.js';
-import type { AccessPolicy } from '../../access.js';
 import type { MaybePromise, Next, Plugin, PluginStage } from '../../pipeline.js';
 import { errorReply } from '../../reply.js';
 import type { DnsReply, DnsRequest } from '../../request.js';
@@ -13,20 +12,16 @@ import { setup, type AclOptions } from './setup.js';
  */
 export class AclStage implements PluginStage<AclOptions> {
   readonly name = 'acl';
-  private access: AccessPolicy;
 
-  constructor(opts: AclOptions) {
-    this.access = opts.access;
-  }
+  constructor(private opts: AclOptions) {}
 
   configure(opts: AclOptions): void {
-    this.access = opts.access;
+    this.opts = opts;
   }
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
-    const from = req.client.address;
-    if (this.access.mayRecurse(from)) return next(req);
-    if (req.cls.kind === 'outside' || !this.access.mayAskZones(from)) return errorReply(req, Rcode.REFUSED, 'refused');
+    if (req.mayRecurse) return next(req);
+    if (req.cls.kind === 'outside' || this.opts.canonicalClients === 'allowed') return errorReply(req, Rcode.REFUSED, 'refused');
     return next(req);
   }
 }

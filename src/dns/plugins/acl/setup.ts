@@ -1,12 +1,11 @@
 import type { Config } from '../../../config/config.js';
-import { AccessPolicy } from '../../access.js';
-import type { SetupContext } from '../../pipeline.js';
 
 export interface AclOptions {
-  access: AccessPolicy;
+  /** Who gets answers about the served zones: any client, or only those that may recurse. */
+  canonicalClients: Config['canonicalClients'];
 }
 
-/** `--allow` and `--canonical-clients` as the access policy. Pure. */
-export function setup(config: Config, ctx: SetupContext): AclOptions {
-  return { access: new AccessPolicy(config.allow, config.canonicalClients, ctx.trustLoopback) };
+/** `--canonical-clients`. Who may recurse is the chain's access policy (access.ts), read from the request. Pure. */
+export function setup(config: Config): AclOptions {
+  return { canonicalClients: config.canonicalClients };
 }

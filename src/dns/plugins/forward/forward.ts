@@ -2,6 +2,7 @@ import { Rcode } from '../../../errors.js';
 import type { Metrics } from '../../../metrics/metrics.js';
 import type { Forwarded, Forwarder } from '../../forwarder.js';
 import type { Plugin, PluginStage } from '../../pipeline.js';
+import { questionRcode } from '../../question-policy.js';
 import { RateLimiter } from '../../rate-limit.js';
 import { errorReply } from '../../reply.js';
 import type { DnsReply, DnsRequest } from '../../request.js';
@@ -35,12 +36,18 @@ export class ForwardStage implements PluginStage<ForwardOptions> {
 
   serve(req: DnsRequest): DnsReply | Promise<DnsReply> {
     const from = req.client.address;
-    if (!this.opts.access.mayRecurse(from)) return errorReply(req, Rcode.REFUSED, 'refused');
+    if (!req.mayRecurse) return errorReply(req, Rcode.REFUSED, 'refused');
+    const q = req.query;
+    // Zone transfers, meta types and other classes are answered here, never sent upstream (question-policy.ts).
+    const refusal = questionRcode(q.qtype, q.qclass);
+    if (refusal !== null) return errorReply(req, refusal, refusal === Rcode.REFUSED ? 'refused' : 'error');
+    // RD=0 asks what we hold, not that we go and find out: the cache before this stage answered what it
+    // could; anything else is REFUSED, as unbound does (RFC 1034 §4.3.1: recursion only when RD asks for it).
+    if (!q.rd) return errorReply(req, Rcode.REFUSED, 'refused');
     if (!this.limiter.allow(from)) {
       this.metrics.dnsDropped.inc({ reason: 'ratelimit' });
       return errorReply(req, Rcode.REFUSED, 'refused');
     }
-    const q = req.query;
     const wire = req.raw.subarray(HEADER_SIZE, q.questionEnd);
     // Our own query, sent back by a stub that routes it to us: answer at once rather than wait on ourselves.
     if (this.forwarder.isLoop(wire, q.lname, from)) return failed(req);
@@ -50,7 +57,17 @@ export class ForwardStage implements PluginStage<ForwardOptions> {
 }
 
 function toReply(req: DnsRequest, f: Forwarded): DnsReply {
-  return f.kind === 'answer' ? { message: f.message, rcode: f.rcode, source: 'forward' } : failed(req);
+  switch (f.kind) {
+    case 'answer':
+      return { message: f.message, rcode: f.rcode, source: 'forward' };
+    case 'refused':
+      // Every upstream refused (REFUSED, FORMERR or NOTIMP): asking again will not help, and serving
+      // stale would hide a policy. REFUSED, whichever the upstream's word: a FORMERR or NOTIMP was about
+      // the query we sent, which the client's (well-formed) query must not be blamed for.
+      return errorReply(req, Rcode.REFUSED, 'forward');
+    case 'failed':
+      return failed(req);
+  }
 }
 
 function failed(req: DnsRequest): DnsReply {

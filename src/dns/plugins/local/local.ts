@@ -1,14 +1,17 @@
 import type { ServingState } from '../../../core/state.js';
-import { LOCALHOST_ZONE } from '../../../core/service-name.js';
+import { classifyName, specialUseZone } from '../../../core/service-name.js';
 import type { Discovery } from '../../../discovery/discovery.js';
-import type { Lookup } from '../../../discovery/model.js';
+import type { Lookup, ServiceDescription } from '../../../discovery/model.js';
+import { clusterName, instancesPtr, observedHosts, observedSrv, observedTxt } from './cluster.js';
 import { Rcode } from '../../../errors.js';
 import type { Forwarder } from '../../forwarder.js';
 import { encodeAnswer, type Rr } from '../../message.js';
 import type { MaybePromise, Next, Plugin, PluginStage } from '../../pipeline.js';
 import { errorReply } from '../../reply.js';
-import type { DnsReply, DnsRequest } from '../../request.js';
-import { CLASS_ANY, CLASS_IN, HEADER_SIZE, TYPE } from '../../wire.js';
+import type { DnsReply, DnsRequest, Source } from '../../request.js';
+import { questionRcode } from '../../question-policy.js';
+import { HEADER_SIZE, TYPE } from '../../wire.js';
+import { nameServerHost, specialZoneSoa, zoneNs, zoneSoa } from '../../zone-apex.js';
 import { setup, type LocalOptions } from './setup.js';
 
 /** Entries in the encoded-answer map before it is cleared; canonical answers are cheap to rebuild. */
@@ -27,30 +30,30 @@ interface Encoded {
 }
 
 /**
- * The served zones (and `localhost`): SRV, TXT, A/AAAA and negative
- * answers for every name under them, formatted from the discovery core.
- * Answers known without I/O are encoded once and kept as bytes (the hot
- * path: a hit is a map read) until the state or the core's generation
- * changes; an address only the upstreams know is asked through the core.
+ * Every zone the daemon answers itself. The served zones (and `localhost`):
+ * SRV, TXT, A/AAAA and negative answers for every name under them,
+ * formatted from the discovery core. The special-use zones (`invalid`,
+ * `onion`, `_` TLDs: service-name.ts says why): empty, NXDOMAIN below the
+ * apex, never forwarded. Answers known without I/O are encoded once and
+ * kept as bytes (the hot path: a hit is a map read) until the state or the
+ * core's generation changes; an address only the upstreams know is asked
+ * through the core.
  */
 export class LocalZonesStage implements PluginStage<LocalOptions> {
   readonly name = 'local';
   private encoded = new Map<string, Encoded>();
   private encodedFor: ServingState | null = null;
   private encodedGen = -1;
-  private readonly serial = Math.floor(Date.now() / 1000);
 
   constructor(
     private readonly state: () => ServingState,
     private readonly discovery: Discovery,
     private readonly forwarder: Forwarder,
     private readonly now: () => number,
-    private opts: LocalOptions,
   ) {}
 
   /** New options from the next query on; answers encoded under the old config go. */
-  configure(opts: LocalOptions): void {
-    this.opts = opts;
+  configure(_opts: LocalOptions): void {
     this.encoded = new Map();
   }
 
@@ -63,12 +66,17 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
       this.encodedGen = gen;
     }
     // Keyed like the forwarding cache (name, type, class, DO): the DO bit only splits entries in two.
-    // Looked up before the name is classified: only names in a served zone are ever stored.
+    // Looked up before the name is classified: only names this stage answers are ever stored.
     const hit = this.encoded.get(req.key);
     if (hit && (hit.until === Infinity || hit.until > this.now())) return hit.reply;
-    if (req.cls.kind === 'outside') return next(req);
-
-    const result = this.answer(req);
+    let result: Answered | Promise<DnsReply>;
+    if (req.cls.kind === 'outside') {
+      const special = specialUseZone(req.query.lname);
+      if (special === null) return next(req);
+      result = this.specialUse(req, special);
+    } else {
+      result = this.answer(req);
+    }
     if (result instanceof Promise) return result; // waited on the upstreams: the next query finds it without I/O
     const now = this.now();
     const until = result.learned ? now + Math.min(LEARNED_KEEP_MS, result.ttl * 1000) : Infinity;
@@ -83,36 +91,43 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const { cls, query: q } = req;
     if (cls.kind === 'outside') throw new Error('local: asked about a name outside the zones');
     const zone = cls.zone;
-    const ttl = this.state().registry.ttl;
-    const soa = this.soa(zone, ttl);
-    const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => ({
-      message: encodeAnswer({
-        qname: q.lname,
-        qtype: q.qtype,
-        qclass: q.qclass,
-        rcode,
-        aa: true,
-        answers,
-        authorities: answers.length === 0 ? [soa] : [],
-        additionals,
-      }),
-      rcode,
-      source: 'canonical',
-    });
+    const state = this.state();
+    const ttl = state.registry.ttl;
+    const observedTtl = state.cluster?.observedTtl ?? ttl;
+    const soa = zoneSoa(state, zone);
+    const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => zoneReply(req, soa, rcode, answers, additionals, 'canonical');
     const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl });
 
-    if (q.qclass !== CLASS_IN && q.qclass !== CLASS_ANY) return done(errorReply(req, Rcode.REFUSED, 'canonical'));
-    if (q.qtype === TYPE.AXFR || q.qtype === TYPE.IXFR) return done(errorReply(req, Rcode.REFUSED, 'canonical'));
-    if (q.lname.includes('\\')) return done(errorReply(req, Rcode.NXDOMAIN, 'canonical')); // not a name we could hold
+    // Zone transfers, meta types, other classes: the same answer as for any name (question-policy.ts).
+    const refusal = questionRcode(q.qtype, q.qclass);
+    if (refusal !== null) return done(errorReply(req, refusal, 'canonical'));
+    // A label holding a dot, a backslash or an octet outside printable ASCII (`a\\.b`, `\\200api`) is no name the
+    // scheme can hold: NXDOMAIN with the zone's SOA like any name that cannot exist here (RFC 2308 §3).
+    if (q.lname.includes('\\')) return done(reply(Rcode.NXDOMAIN));
 
     switch (cls.kind) {
       case 'apex':
         if (q.qtype === TYPE.SOA || q.qtype === TYPE.ANY) return done(reply(Rcode.NOERROR, [soa]));
+        if (q.qtype === TYPE.NS) {
+          // The name server host's addresses ride along in the additional section, as a delegation's glue would.
+          const host = nameServerHost(zone);
+          const known = this.peekHost(state, host);
+          const t = known?.ok ? known.instances.ttl : ttl;
+          const glue = known?.ok ? [...addressRrs(host, TYPE.A, known, t), ...addressRrs(host, TYPE.AAAA, known, t)] : [];
+          return done(reply(Rcode.NOERROR, [zoneNs(state, zone)], glue), known ? learnedFrom(known) : false, Math.min(ttl, t));
+        }
         return done(reply(Rcode.NOERROR));
       case 'empty':
         return done(reply(Rcode.NOERROR));
       case 'nxdomain':
         return done(reply(Rcode.NXDOMAIN));
+      case 'node':
+      case 'dnssd-types':
+      case 'instance': {
+        // Cluster mode's own names (cluster.ts), kept encoded until the view changes.
+        const a = clusterName(cls, q.qtype, this.discovery, observedTtl, registryTxt)!;
+        return done(reply(a.rcode, a.answers, a.additionals), false, observedTtl);
+      }
       case 'service':
         break;
     }
@@ -120,11 +135,17 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const described = this.discovery.describeClass(q.lname, cls);
     if (!described.ok) return done(reply(Rcode.NXDOMAIN)); // e.g. versioned id 100 v101 → 8100101
     const d = described.description;
+    // Cluster mode: where hosts report the service listening, SRV and TXT name them (cluster.ts).
+    const hosts = observedHosts(this.discovery.peek(d));
 
     switch (q.qtype) {
       case TYPE.SRV:
       // RFC 8482: ANY gets one RRset, not everything; the SRV set is the useful one.
       case TYPE.ANY: {
+        if (hosts) {
+          const a = observedSrv(q.lname, d, hosts, observedTtl);
+          return done(reply(a.rcode, a.answers, a.additionals), false, observedTtl);
+        }
         const srv: Rr = { type: 'SRV', name: q.lname, ttl, priority: 0, weight: 0, port: d.port, target: d.host };
         // The target's addresses when known without waiting: an SRV answer never waits on the upstreams.
         const known = this.discovery.peek(d);
@@ -133,10 +154,14 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
         return done(reply(Rcode.NOERROR, [srv], [...addressRrs(d.host, TYPE.A, known, t), ...addressRrs(d.host, TYPE.AAAA, known, t)]), learnedFrom(known), t);
       }
       case TYPE.TXT: {
-        const data = [`port=${d.port}`, `scheme=${d.scheme}`, `prefix=${d.prefix}`];
-        if (d.version !== undefined) data.push(`version=${d.version}`);
-        if (d.collidesWith.length > 0) data.push(`collision=shares port ${d.port} with ${d.collidesWith.join(',')}`);
-        return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl, data }]));
+        if (hosts) return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl: observedTtl, data: [...registryTxt(d), ...observedTxt(hosts)] }]), false, observedTtl);
+        return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl, data: registryTxt(d) }]));
+      }
+      case TYPE.PTR: {
+        // DNS-SD browsing (RFC 6763): `_svc._tcp.Z` lists the service's instances, one per host.
+        if (!this.discovery.clustered || cls.form !== 'srv') return done(reply(Rcode.NOERROR));
+        const a = instancesPtr(q.lname, d, this.discovery, observedTtl, registryTxt);
+        return done(reply(a.rcode, a.answers, a.additionals), false, observedTtl);
       }
       case TYPE.A:
       case TYPE.AAAA: {
@@ -151,7 +176,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
         if (known) return done(addresses(known));
         // Asking the upstreams is recursion: a client outside --allow gets the zone as this daemon knows it
         // without asking (NODATA here, never kept), and cannot make it send queries.
-        if (!this.opts.access.mayRecurse(req.client.address)) return done(reply(Rcode.NOERROR), true, 0);
+        if (!req.mayRecurse) return done(reply(Rcode.NOERROR), true, 0);
         // Our own address question, sent back to us by a stub the upstream routes through: answer at
         // once (NXDOMAIN, which the waiting lookup reads as "no address"), never kept.
         if (this.forwarder.isLoop(req.raw.subarray(HEADER_SIZE, q.questionEnd), q.lname, req.client.address)) return done(reply(Rcode.NXDOMAIN), true, 0);
@@ -162,21 +187,47 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     }
   }
 
-  private soa(zone: string, ttl: number): Rr {
-    const negative = Math.min(ttl, 300);
-    return {
-      type: 'SOA',
-      name: zone,
-      ttl: negative,
-      primary: zone === LOCALHOST_ZONE ? 'localhost' : `ns.${zone}`,
-      admin: `hostmaster.${zone}`,
-      serial: this.serial,
-      refresh: 3600,
-      retry: 600,
-      expiration: 86400,
-      minimum: negative,
-    };
+  /** A special-use zone: an empty zone, its SOA at the apex, NXDOMAIN below it (unbound's local zones answer the same). */
+  private specialUse(req: DnsRequest, zone: string): Answered {
+    const q = req.query;
+    const soa = specialZoneSoa(zone);
+    const refusal = questionRcode(q.qtype, q.qclass);
+    const reply =
+      refusal !== null
+        ? errorReply(req, refusal, 'builtin')
+        : q.lname !== zone
+          ? zoneReply(req, soa, Rcode.NXDOMAIN, [], [], 'builtin')
+          : zoneReply(req, soa, Rcode.NOERROR, q.qtype === TYPE.SOA || q.qtype === TYPE.ANY ? [soa] : [], [], 'builtin');
+    return { reply, learned: false, ttl: soa.ttl };
   }
+
+  /** Where an in-zone host name (the name server's) has addresses, when known without I/O. */
+  private peekHost(state: ServingState, host: string): Lookup | null {
+    const described = this.discovery.describeClass(host, classifyName(host, state.zones, state.registry));
+    return described.ok ? this.discovery.peek(described.description) : null;
+  }
+}
+
+/**
+ * An authoritative reply from a zone (AA), with the zone's SOA in the
+ * authority section when it has no answer (RFC 2308 §3). A name holding
+ * escapes (`\\200api`) has its question written from the query's own
+ * bytes: dns2 could not spell it from the text.
+ */
+function zoneReply(req: DnsRequest, soa: Rr, rcode: number, answers: Rr[], additionals: Rr[], source: Source): DnsReply {
+  const q = req.query;
+  const message = encodeAnswer({
+    qname: q.lname,
+    qtype: q.qtype,
+    qclass: q.qclass,
+    question: q.lname.includes('\\') ? req.raw.subarray(HEADER_SIZE, q.questionEnd) : undefined,
+    rcode,
+    aa: true,
+    answers,
+    authorities: answers.length === 0 ? [soa] : [],
+    additionals,
+  });
+  return { message, rcode, source };
 }
 
 /** A reply, and whether it holds addresses learned from the upstreams (kept encoded only briefly; a TTL of 0 not at all). */
@@ -185,6 +236,14 @@ interface Answered {
   learned: boolean;
   /** The least TTL in it, seconds. */
   ttl: number;
+}
+
+/** The TXT strings every service name carries (port, scheme, prefix, version, collisions). */
+function registryTxt(d: ServiceDescription): string[] {
+  const data = [`port=${d.port}`, `scheme=${d.scheme}`, `prefix=${d.prefix}`];
+  if (d.version !== undefined) data.push(`version=${d.version}`);
+  if (d.collidesWith.length > 0) data.push(`collision=shares port ${d.port} with ${d.collidesWith.join(',')}`);
+  return data;
 }
 
 function learnedFrom(l: Lookup): boolean {
@@ -203,5 +262,5 @@ function addressRrs(name: string, qtype: number, l: Lookup, ttl: number): Rr[] {
 export const localPlugin: Plugin<LocalOptions> = {
   name: 'local',
   setup,
-  create: (deps, opts) => new LocalZonesStage(deps.state, deps.discovery, deps.forwarder, deps.now, opts),
+  create: (deps) => new LocalZonesStage(deps.state, deps.discovery, deps.forwarder, deps.now),
 };

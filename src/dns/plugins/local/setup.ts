@@ -1,17 +1,14 @@
 import type { Config } from '../../../config/config.js';
-import { AccessPolicy } from '../../access.js';
-import type { SetupContext } from '../../pipeline.js';
 
 /**
  * The local zones' options. The zones, the registry and the TTL come with
- * the serving state, which the stage reads per query; the access policy
- * says who may make the daemon ask the upstreams for an in-zone address.
+ * the serving state, which the stage reads per query; who may make the
+ * daemon ask the upstreams for an in-zone address is the request's
+ * recursion right (access.ts).
  */
-export interface LocalOptions {
-  access: AccessPolicy;
-}
+export interface LocalOptions {}
 
 /** Pure. */
-export function setup(config: Config, ctx: SetupContext): LocalOptions {
-  return { access: new AccessPolicy(config.allow, config.canonicalClients, ctx.trustLoopback) };
+export function setup(_config: Config): LocalOptions {
+  return {};
 }

@@ -1,0 +1,113 @@
+import { isIPv6 } from 'node:net';
+import { Writable } from 'node:stream';
+import { Cluster, type ClusterTlsOptions } from '../cluster/cluster.js';
+import { DEFAULT_PREFIX, nodeKey } from '../cluster/keys.js';
+import type { ClusterViewReader } from '../cluster/view.js';
+import { CanonportError, ErrorCodes } from '../errors.js';
+import type { InventoryListener } from '../inventory/types.js';
+import { createLogger } from '../log.js';
+import { fleetServices, type FleetHost, type FleetReport } from './fleet.js';
+
+/**
+ * The fleet read from the cluster view instead of asked host by host
+ * (`canonport fleet --cluster`): every node whose lease is alive in etcd,
+ * with the listeners it published, as one FleetHost each. The table,
+ * expectations and findings are then the same as for a host list.
+ */
+
+/** How long `fleet --cluster` waits for the view by default: a list of 1,000 nodes × 20 services takes ~2.5 s here. */
+export const DEFAULT_FLEET_CLUSTER_TIMEOUT_MS = 10_000;
+
+export interface FleetClusterOptions {
+  /** `etcd://HOST:PORT[,HOST:PORT…]`. */
+  endpoints: string;
+  /** Key prefix (default /canonport). */
+  prefix?: string | undefined;
+  /** TLS toward etcd; given (even empty) means https. */
+  tls?: ClusterTlsOptions | undefined;
+  auth?: { username: string; password: string } | undefined;
+  /** Deadline for the view to be listed, ms (default 10000). */
+  timeoutMs?: number | undefined;
+}
+
+/**
+ * Lists the cluster view once, read-only (nothing is published), and turns
+ * it into a report. Throws CP_CLUSTER_UNREACHABLE, with etcd's last error,
+ * when the view is not listed within the deadline; CP_CONFIG_INVALID for
+ * options etcd cannot be asked with (a bad URL or prefix, unreadable TLS files).
+ */
+export async function collectFleetFromCluster(opts: FleetClusterOptions): Promise<FleetReport> {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_FLEET_CLUSTER_TIMEOUT_MS;
+  const prefix = opts.prefix ?? DEFAULT_PREFIX;
+  const failures = lastFailure();
+  const cluster = new Cluster({ endpoints: opts.endpoints, prefix, tls: opts.tls, auth: opts.auth, publish: false }, { logger: failures.logger });
+  cluster.start();
+  try {
+    try {
+      await cluster.whenSynced(timeoutMs);
+    } catch {
+      const why = failures.last() ? `: ${failures.last()}` : '';
+      throw new CanonportError(ErrorCodes.CLUSTER_UNREACHABLE, `cannot read the cluster view from ${opts.endpoints} (prefix ${prefix}) within ${timeoutMs} ms${why}`, {
+        endpoints: opts.endpoints,
+      });
+    }
+    const hosts = fleetHostsFromView(cluster.reader, prefix, Date.now());
+    return { hosts, services: fleetServices(hosts), source: { kind: 'cluster', endpoints: opts.endpoints, prefix, revision: cluster.reader.status().revision } };
+  } finally {
+    await cluster.stop();
+  }
+}
+
+/**
+ * One FleetHost per node of the view, sorted by name, each with its
+ * listeners: one per address other hosts reach it at (a wildcard bind
+ * stands for the node's addresses), and the node's registry digest. Only
+ * what nodes publish is there: listeners other hosts can reach, on claimed
+ * ports. Every node is reachable: its lease is alive.
+ */
+export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, collectedAtMs: number): FleetHost[] {
+  const listeners = new Map<string, InventoryListener[]>();
+  for (const port of reader.ports()) {
+    for (const e of reader.endpointsOnPort(port)) {
+      let mine = listeners.get(e.node);
+      if (!mine) listeners.set(e.node, (mine = []));
+      const base = { port, services: [...e.services], version: e.version, versionSource: e.versionSource, scheme: e.scheme };
+      // No address when a wildcard bind has none of its family on the node (IPv4-only bind, IPv6-only node): still listening there.
+      const addresses = e.addresses.length > 0 ? e.addresses : [''];
+      for (const address of addresses) mine.push({ ...base, address, family: isIPv6(address) ? 'tcp6' : 'tcp' });
+    }
+  }
+  return reader.nodes().map((n) => ({
+    host: n.name,
+    target: nodeKey(prefix, n.name),
+    reachable: true,
+    inventory: { host: n.name, collectedAtMs, listeners: listeners.get(n.name) ?? [], registryDigest: n.registryDigest },
+  }));
+}
+
+/**
+ * A logger for the cluster client that keeps the last reason etcd could not
+ * be read (its CP_CLUSTER_UNREACHABLE lines). Once the client's circuit
+ * breaker opens, its error only says so: the reason before it is kept.
+ */
+function lastFailure(): { logger: ReturnType<typeof createLogger>; last: () => string | undefined } {
+  let last: string | undefined;
+  let breaker: string | undefined;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n')) {
+        if (!line.includes(ErrorCodes.CLUSTER_UNREACHABLE)) continue;
+        try {
+          const entry = JSON.parse(line) as { code?: string; err?: string };
+          if (entry.code !== ErrorCodes.CLUSTER_UNREACHABLE || !entry.err) continue;
+          if (/circuit breaker is open/i.test(entry.err)) breaker = entry.err.trim();
+          else last = entry.err.trim();
+        } catch {
+          // not one of ours
+        }
+      }
+      done();
+    },
+  });
+  return { logger: createLogger({ level: 'warn', pretty: false, destination: sink }), last: () => last ?? breaker };
+}

@@ -1,0 +1,33 @@
+import type { Discovery } from '../discovery/discovery.js';
+
+/** One Prometheus target group (https://prometheus.io/docs/prometheus/latest/http_sd/). */
+export interface TargetGroup {
+  targets: string[];
+  labels: Record<string, string>;
+}
+
+/**
+ * Every service some host of the cluster runs, in Prometheus's HTTP
+ * service discovery format: one target group per service and host, its
+ * targets that host's addresses at the service's canonical port, labelled
+ * `__meta_canonport_{service,port,node,version,scheme}` so one
+ * `http_sd_configs` entry can keep, drop and name them by relabelling.
+ * The full list each time, as http_sd wants; empty without cluster mode.
+ */
+export function targetGroups(discovery: Discovery): TargetGroup[] {
+  const out: TargetGroup[] = [];
+  for (const { service, port, hosts } of discovery.observedServices()) {
+    for (const h of hosts) {
+      out.push({
+        targets: h.addresses.map((a) => (a.includes(':') ? `[${a}]:${port}` : `${a}:${port}`)),
+        labels: {
+          __meta_canonport_service: service,
+          __meta_canonport_port: String(port),
+          __meta_canonport_node: h.node,
+          __meta_canonport_version: h.version,
+        },
+      });
+    }
+  }
+  return out;
+}
