@@ -150,6 +150,11 @@ describe('--grpc-allow and --http-allow, asked from other hosts', () => {
     const refused = await curl(outside, `http://${httpAt}/metrics`);
     expect(refused.status).toBe('403');
     expect(refused.body).toContain(`${outside.address} is not loopback and not in this daemon's --http-allow`);
+    // The discovery endpoint (every service on every host of the cluster) is behind the same list.
+    expect((await curl(outside, `http://${httpAt}/sd/prometheus`)).status).toBe('403');
+    const sd = await curl(inside, `http://${httpAt}/sd/prometheus`);
+    expect(sd.status).toBe('200');
+    expect(JSON.parse(sd.body)).toEqual([]); // no cluster mode here: no targets, but served
     // Refused before routing: a path that does not exist is 403 too, not 404.
     expect((await curl(outside, `http://${httpAt}/nothing-here`)).status).toBe('403');
     expect((await curl(inside, `http://${httpAt}/nothing-here`)).status).toBe('404');
