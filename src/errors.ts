@@ -67,6 +67,34 @@ export const ErrorCodes = {
   /** The application loads another copy of @grpc/grpc-js than canonport's: `canon:` would not reach its channels; pass `{ grpc }`. */
   GRPC_COPY_MISMATCH: 'CP_GRPC_COPY_MISMATCH',
 
+  // --- who may reach gRPC and HTTP: allow-lists and TLS (src/config/listen-policy.ts, src/config/tls.ts) ---
+  /**
+   * The access policy refused a request before any handler ran: the client's
+   * address is outside the listener's allow-list (--grpc-allow, --http-allow,
+   * --inventory-allow) or a client certificate was required
+   * (--inventory-require-cert, --http-tls-client-ca). gRPC PERMISSION_DENIED, HTTP 403.
+   */
+  ACCESS_DENIED: 'CP_ACCESS_DENIED',
+  /**
+   * gRPC or HTTP would listen beyond loopback with neither an allow-list nor
+   * required client certificates: `serve` refuses to start (and a reload to
+   * apply) unless --insecure-listen says so on purpose.
+   */
+  INSECURE_LISTEN: 'CP_INSECURE_LISTEN',
+  /**
+   * A certificate, key or CA file cannot be read or is not valid (unparsable,
+   * key does not match, expired). At start the daemon refuses to start; on a
+   * change or SIGHUP the running certificate keeps serving.
+   */
+  TLS_INVALID: 'CP_TLS_INVALID',
+  /**
+   * A client's TLS handshake with the daemon failed: the two disagree on TLS
+   * (plaintext against TLS, a client certificate the daemon requires or
+   * rejects, a daemon certificate the client does not trust). The message
+   * says what the daemon demands.
+   */
+  TLS_HANDSHAKE_FAILED: 'CP_TLS_HANDSHAKE_FAILED',
+
   // --- xDS control plane (src/xds) ---
   /** An xDS client rejected (NACKed) resources the daemon sent; its error_detail is logged beside. */
   XDS_NACK: 'CP_XDS_NACK',
@@ -143,6 +171,7 @@ export const GrpcStatus = {
   OK: 0,
   INVALID_ARGUMENT: 3,
   NOT_FOUND: 5,
+  PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   INTERNAL: 13,
@@ -167,6 +196,8 @@ export function errorToGrpcStatus(err: unknown): number {
       return GrpcStatus.UNAVAILABLE;
     case ErrorCodes.XDS_LIMIT:
       return GrpcStatus.RESOURCE_EXHAUSTED;
+    case ErrorCodes.ACCESS_DENIED:
+      return GrpcStatus.PERMISSION_DENIED;
     default:
       return GrpcStatus.INTERNAL;
   }

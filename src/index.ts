@@ -33,6 +33,7 @@ export {
   DaemonError,
   type CanonportClient,
   type CanonportClientOptions,
+  type ClientTlsOptions,
   type WatchStream,
   type ResolveResult,
   type ResolveErrorInfo,

@@ -1,11 +1,14 @@
 import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { settingEntries } from '../src/config/settings.js';
 import type { Daemon } from '../src/daemon/daemon.js';
 import { handleSignals } from '../src/daemon/signals.js';
+import { createCanonportClient, type CanonportClientOptions } from '../src/grpc/canonport-client.js';
 import { createLogger } from '../src/log.js';
+import { makeCa, type TestCa, type TestLeaf } from './helpers/certs.js';
 import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
 import { dig } from './helpers/dig.js';
 import { FakeUpstream } from './helpers/fake-upstream.js';
@@ -22,7 +25,9 @@ import { bindCanonical, closeServer, type Bound } from './inventory-support.js';
  * a given source address, or in the daemon's own log lines.
  *
  * Loopback clients are judged by --allow here (trustLoopback: false), so
- * 127.0.0.2 is "allowed" and 127.0.0.3 "outside".
+ * 127.0.0.2 is "allowed" and 127.0.0.3 "outside". gRPC and HTTP always
+ * trust loopback: their allow-lists are observed from this machine's own
+ * non-loopback address, dialled on a daemon listening on every address.
  */
 
 const Z = 'a.example';
@@ -38,7 +43,19 @@ let silent: FakeUpstream;
 let seq = 0;
 const fresh = () => `www-${++seq}.example.org`;
 
+/** This machine's first non-loopback IPv4 address: a client that is not loopback, without another host. */
+const HOST_IP = Object.values(networkInterfaces())
+  .flat()
+  .find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+/** An address that is not this machine's: what the allow-lists hold when HOST_IP must be outside them. */
+const ELSEWHERE = HOST_IP === '203.0.113.77' ? '198.51.100.77' : '203.0.113.77';
+let ca: TestCa;
+let server: TestLeaf;
+
 beforeAll(async () => {
+  if (!HOST_IP) throw new Error('no non-loopback IPv4 address on this machine: the gRPC and HTTP allow-list cases need one to call from');
+  ca = makeCa(tempDir('canonport-reload-tls-'));
+  server = ca.leaf('daemon');
   etcd = await startEtcd();
   listening = await bindCanonical(['rlda-x', 'rldb-x', 'rldc-x', 'rldd-x', 'rlde-x'], () => createServer((c) => c.destroy()), ['0.0.0.0']);
   upA = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.1' });
@@ -83,7 +100,25 @@ interface Case {
   expectAfter: unknown;
   /** Cluster mode's settings need the daemon's inventory running (it publishes what listens here). */
   inventory?: boolean;
+  /** Flags the daemon starts with (they stay across the reload). */
+  flags?: () => Record<string, unknown>;
 }
+
+/** One gRPC call to the daemon at `host`: 'served', or the canonport code it failed with. */
+async function grpcCall(s: Subject, host: string, method: 'resolve' | 'inventory', tls: CanonportClientOptions['tls'] = false): Promise<string> {
+  const c = createCanonportClient(`${host}:${s.daemon.addresses.grpc.port}`, { tls, timeoutMs: 3000 });
+  try {
+    await (method === 'resolve' ? c.resolve('api.localhost') : c.inventory());
+    return 'served';
+  } catch (err) {
+    return (err as { code: string }).code;
+  } finally {
+    c.close();
+  }
+}
+
+/** Every address, for the gRPC and HTTP cases: the allow-lists are what is observed. */
+const everywhere = () => ({ grpc: '0.0.0.0:0', http: '0.0.0.0:0' });
 
 const registry = (daemon: Record<string, unknown>, top = ''): string =>
   `zones: [${Z}]\n${top}daemon:\n${Object.entries({ upstreams: [upA.address], allow: [`${INSIDE}/32`], ...daemon })
@@ -202,6 +237,53 @@ const CASES: Case[] = [
     expectAfter: true,
   },
   {
+    key: 'grpcAllow',
+    flags: everywhere,
+    before: () => registry({ grpcAllow: [ELSEWHERE], httpAllow: [ELSEWHERE] }),
+    after: () => registry({ grpcAllow: [ELSEWHERE, HOST_IP], httpAllow: [ELSEWHERE] }),
+    observe: (s) => grpcCall(s, HOST_IP!, 'resolve'),
+    expectBefore: 'CP_ACCESS_DENIED',
+    expectAfter: 'served',
+  },
+  {
+    key: 'httpAllow',
+    flags: everywhere,
+    before: () => registry({ grpcAllow: [ELSEWHERE], httpAllow: [ELSEWHERE] }),
+    after: () => registry({ grpcAllow: [ELSEWHERE], httpAllow: [HOST_IP] }),
+    observe: async (s) => (await fetch(`http://${HOST_IP}:${s.daemon.addresses.http.port}/metrics`)).status,
+    expectBefore: 403,
+    expectAfter: 200,
+  },
+  {
+    key: 'insecureListen',
+    flags: everywhere,
+    // Without it, the reload that drops the allow-lists would be refused: it is what lets everyone in.
+    before: () => registry({ grpcAllow: [ELSEWHERE], httpAllow: [ELSEWHERE], insecureListen: false }),
+    after: () => registry({ insecureListen: true }),
+    observe: (s) => grpcCall(s, HOST_IP!, 'resolve'),
+    expectBefore: 'CP_ACCESS_DENIED',
+    expectAfter: 'served',
+  },
+  {
+    key: 'inventoryAllow',
+    flags: everywhere,
+    before: () => registry({ grpcAllow: [HOST_IP], httpAllow: [ELSEWHERE] }),
+    after: () => registry({ grpcAllow: [HOST_IP], httpAllow: [ELSEWHERE], inventoryAllow: [ELSEWHERE] }),
+    observe: async (s) => `${await grpcCall(s, HOST_IP!, 'resolve')}, inventory ${await grpcCall(s, HOST_IP!, 'inventory')}`,
+    expectBefore: 'served, inventory served',
+    expectAfter: 'served, inventory CP_ACCESS_DENIED',
+  },
+  {
+    key: 'inventoryRequireCert',
+    // Client certificates optional at the handshake: a TLS client without one.
+    flags: () => ({ grpcTlsCert: server.cert, grpcTlsKey: server.key, grpcTlsClientCa: ca.cert, grpcTlsClientAuth: 'optional' }),
+    before: () => registry({ inventoryRequireCert: false }),
+    after: () => registry({ inventoryRequireCert: true }),
+    observe: (s) => grpcCall(s, '127.0.0.1', 'inventory', { ca: ca.cert }),
+    expectBefore: 'served',
+    expectAfter: 'CP_ACCESS_DENIED',
+  },
+  {
     key: 'identity',
     before: () => registry({ identity: 'answer' }),
     after: () => registry({ identity: 'hide' }),
@@ -242,7 +324,7 @@ const CASES: Case[] = [
 ];
 
 /** Starts a daemon on `file`, logging into an array. */
-async function subject(file: string, watchRegistry: boolean, inventory = false): Promise<Subject> {
+async function subject(file: string, watchRegistry: boolean, inventory = false, flags: Record<string, unknown> = {}): Promise<Subject> {
   const logs: Record<string, unknown>[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -250,7 +332,7 @@ async function subject(file: string, watchRegistry: boolean, inventory = false):
       done();
     },
   });
-  const daemon = await startDaemon({ registry: file }, { logger: createLogger({ destination: sink, pretty: false }), trustLoopback: false, watchRegistry, inventory });
+  const daemon = await startDaemon({ registry: file, ...flags }, { logger: createLogger({ destination: sink, pretty: false }), trustLoopback: false, watchRegistry, inventory });
   return { daemon, logs };
 }
 
@@ -276,7 +358,7 @@ describe('every reloadable setting is in force after a reload', () => {
   describe.each(['a change to the registry file', 'SIGHUP'] as const)('after %s', (trigger) => {
     it.each(CASES.map((c) => [c.key, c] as const))('%s', async (_key, c) => {
       const file = writeRegistry(c.before(), tempDir());
-      const s = await subject(file, trigger !== 'SIGHUP', c.inventory);
+      const s = await subject(file, trigger !== 'SIGHUP', c.inventory, c.flags?.());
       const signals = trigger === 'SIGHUP' ? handleSignals(s.daemon, s.daemon.logger, 1000) : null;
       try {
         expect(await c.observe(s)).toEqual(c.expectBefore);

@@ -36,6 +36,18 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   upstreams: [['192.0.2.1', '192.0.2.2:5353'], ['[2001:db8::1]:53']],
   allow: [['10.0.0.0/8'], ['192.168.0.0/16', '2001:db8::/32']],
   canonicalClients: ['allowed', 'any'],
+  grpcAllow: [['10.0.0.0/8'], ['192.168.0.0/16', '2001:db8::/32']],
+  httpAllow: [['10.1.0.0/16'], ['fd00::/8']],
+  insecureListen: [true, false],
+  grpcTlsCert: ['/etc/canonport/tls/grpc.pem', '/srv/grpc.pem'],
+  grpcTlsKey: ['/etc/canonport/tls/grpc.key', '/srv/grpc.key'],
+  grpcTlsClientCa: ['/etc/canonport/tls/clients.pem', '/srv/clients.pem'],
+  grpcTlsClientAuth: ['optional', 'require'],
+  inventoryAllow: [['10.2.0.0/16'], ['192.0.2.7']],
+  inventoryRequireCert: [true, false],
+  httpTlsCert: ['/etc/canonport/tls/http.pem', '/srv/http.pem'],
+  httpTlsKey: ['/etc/canonport/tls/http.key', '/srv/http.key'],
+  httpTlsClientCa: ['/etc/canonport/tls/scrapers.pem', '/srv/scrapers.pem'],
   registry: ['/etc/canonport/a.yaml', '/srv/b.yaml'],
   logLevel: ['debug', 'warn'],
   queryLog: [0.25, 1],
@@ -73,6 +85,18 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   upstreams: [['192.0.2.1:0'], /"192\.0\.2\.1:0": port 0 is not a port to send to \(want 1–65535\)/],
   allow: [['10.0.0.0/33'], /"10\.0\.0\.0\/33": prefix length must be 0–32/],
   canonicalClients: ['everyone', /"everyone" is not one of any, allowed/],
+  grpcAllow: [['10.0.0.0/33'], /"10\.0\.0\.0\/33": prefix length must be 0–32/],
+  httpAllow: [['everywhere'], /"everywhere" is not an address or CIDR such as 10\.0\.0\.0\/8/],
+  insecureListen: ['maybe', /"maybe" is not true or false \(or 1\/0, yes\/no, on\/off\)/],
+  grpcTlsCert: ['', /"" is not a file path/],
+  grpcTlsKey: ['', /"" is not a file path/],
+  grpcTlsClientCa: ['', /"" is not a file path/],
+  grpcTlsClientAuth: ['sometimes', /"sometimes" is not one of require, optional/],
+  inventoryAllow: [['::/129'], /"::\/129": prefix length must be 0–128/],
+  inventoryRequireCert: ['perhaps', /"perhaps" is not true or false/],
+  httpTlsCert: ['', /"" is not a file path/],
+  httpTlsKey: ['', /"" is not a file path/],
+  httpTlsClientCa: ['', /"" is not a file path/],
   registry: ['', /"" is not a file path/],
   logLevel: ['loud', /log level "loud" is not one of fatal, error, warn, info, debug, trace, silent/],
   queryLog: [1.5, /1\.5 is not a number in 0–1/],
@@ -165,7 +189,9 @@ describe('the table', () => {
   it('marks listen addresses, workers, the registry path, procRoot and the cluster connection restart-only, and the rest reloadable', () => {
     const restart = settingEntries().filter(([, s]) => s.applies === 'restart').map(([k]) => k);
     const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints'];
-    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'workers', ...cluster].sort());
+    // The certificate settings name files and the kind of server (TLS or not); the files' contents are re-read on reload.
+    const tls = ['grpcTlsCert', 'grpcTlsKey', 'grpcTlsClientCa', 'grpcTlsClientAuth', 'httpTlsCert', 'httpTlsKey', 'httpTlsClientCa'];
+    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'workers', ...cluster, ...tls].sort());
     const reload = settingEntries().filter(([, s]) => s.applies === 'reload').map(([k]) => k);
     for (const k of ['zones', 'upstreams', 'allow', 'canonicalClients', 'logLevel', 'queryLog', 'upstreamTimeoutMs', 'cacheSize', 'rateLimit', 'maxInflight']) {
       expect(reload).toContain(k);

@@ -4,6 +4,8 @@ import { basename, dirname } from 'node:path';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import { applyReload, checkForwardLoop, configFromEnv, type Config, type ConfigInput } from '../config/config.js';
 import { resolveConfig } from './load.js';
+import { checkListeners } from '../config/listen-policy.js';
+import { TlsSource, tlsFilesOf } from '../config/tls.js';
 import { classifyIn, LOCALHOST_ZONE } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
 import type { Cluster, ClusterOptions } from '../cluster/cluster.js';
@@ -75,6 +77,8 @@ export class Daemon {
   private dns!: DnsServer;
   private grpc: GrpcHandle | null = null;
   private http: HttpServer | null = null;
+  /** The certificate sets of TLS listeners, re-read on change and on reload. */
+  private tls: TlsSource[] = [];
   private readonly chain: DnsChain;
   private readonly forwarder: Forwarder;
   private readonly upstreamAddresses: UpstreamAddresses;
@@ -183,6 +187,7 @@ export class Daemon {
     const { config, registry } = await resolveConfig(opts.flags, opts.env, { resolvConf: opts.resolvConf });
     const tuned = opts.tune ? opts.tune(config) : config;
     checkForwardLoop(tuned);
+    checkListeners(tuned);
     return { config: tuned, registry };
   }
 
@@ -203,13 +208,24 @@ export class Daemon {
     const role = this.opts.role ?? 'all';
     const dns = role === 'front' ? this.cfg.dns : await this.dns.start();
     if (role !== 'dns') {
-      this.http = await startHttpServer(this.ctx, this.cfg.http);
+      // Certificates are read (and checked) before anything binds: a bad one stops the start with CP_TLS_INVALID.
+      const source = (l: 'grpc' | 'http') => {
+        const files = tlsFilesOf(this.cfg, l);
+        if (!files) return undefined;
+        const t = new TlsSource(l, files, { logger: this.logger, metrics: this.metrics });
+        this.tls.push(t);
+        t.watch();
+        return t;
+      };
+      const grpcTls = source('grpc');
+      const httpTls = source('http');
+      this.http = await startHttpServer(this.ctx, this.cfg.http, { tls: httpTls });
       // xDS rides on the gRPC port: gRPC clients in every language find services through it.
       // Loaded after DNS is up (its Envoy protos take a moment): the first DNS answer does not wait for it.
       const { addXdsService } = await import('../xds/server.js');
       const xds = (server: Parameters<typeof addXdsService>[0]) =>
         addXdsService(server, { discovery: this.discovery, metrics: this.metrics, logger: this.logger.child({ component: 'xds' }) });
-      this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc, { services: [xds] });
+      this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc, { services: [xds], tls: grpcTls && { source: grpcTls, clientAuth: this.cfg.grpcTlsClientAuth } });
     }
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
     if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();
@@ -238,14 +254,18 @@ export class Daemon {
   /**
    * Re-reads the registry file and re-applies flags and env. An invalid
    * file keeps the running config (nothing lost), logs why and counts it.
-   * Listen addresses cannot change without a restart.
+   * Listen addresses cannot change without a restart. Certificates are
+   * re-read too, each set on its own: a bad one keeps the running one.
    */
   async reload(): Promise<{ ok: true } | { ok: false; error: CanonportError }> {
+    for (const t of this.tls) t.reload('signal');
     try {
       const loaded = await Daemon.load(this.opts);
       const { registry } = loaded;
       // Restart-only settings (listen addresses, workers, procRoot…) keep their running values, each logged.
       const { config: next, restart } = applyReload(this.cfg, loaded.config);
+      // What goes into force (running listen addresses, new allow-lists) must pass what a start would.
+      checkListeners(next);
       for (const r of restart) {
         this.logger.warn(
           { code: ErrorCodes.RESTART_NEEDED, setting: r.key, running: r.running, configured: r.configured },
@@ -286,6 +306,7 @@ export class Daemon {
     this.events.emit('ready', false);
     this.watcher?.close();
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
+    for (const t of this.tls) t.close();
     await Promise.all([this.opts.role === 'front' ? undefined : this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
     await this.inventory.stop();
     // A clean stop revokes the lease: this host leaves every view at once, not a lease TTL later.

@@ -1,6 +1,6 @@
 import { forEachLimited } from '../concurrency.js';
 import { isIP } from 'node:net';
-import { createCanonportClient, daemonTarget } from '../grpc/canonport-client.js';
+import { createCanonportClient, daemonTarget, type ClientTlsOptions } from '../grpc/canonport-client.js';
 import { isCanonportError } from '../errors.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { prefixOf } from '../scheme/index.js';
@@ -21,6 +21,8 @@ export interface FleetOptions {
   concurrency?: number | undefined;
   /** Called after each host answers or fails, in completion order. */
   onProgress?: ((done: number, total: number, host: string) => void) | undefined;
+  /** TLS to every daemon (createCanonportClient's `tls`): one CA and one client certificate for the fleet. */
+  tls?: ClientTlsOptions | boolean | undefined;
 }
 
 /** One host's outcome. */
@@ -32,7 +34,7 @@ export interface FleetHost {
   reachable: boolean;
   /** Why the host could not be asked (unreachable only). */
   error?: string | undefined;
-  /** canonport error code of the failure (CP_DAEMON_UNREACHABLE, CP_DAEMON_FAILED). */
+  /** canonport error code of the failure (CP_DAEMON_UNREACHABLE, CP_ACCESS_DENIED, CP_TLS_HANDSHAKE_FAILED, CP_DAEMON_FAILED). */
   code?: string | undefined;
   /** The daemon's answer (reachable only). */
   inventory?: InventorySnapshot | undefined;
@@ -84,14 +86,19 @@ export async function collectFleet(hosts: readonly string[], opts: FleetOptions 
   const results: FleetHost[] = new Array(unique.length);
   let done = 0;
   await forEachLimited(unique, concurrency, async ({ host, target }, i) => {
-    results[i] = await askHost(host, target, timeoutMs);
+    results[i] = await askHost(host, target, timeoutMs, opts.tls);
     opts.onProgress?.(++done, unique.length, host);
   });
   return { hosts: results, services: fleetServices(results), source: { kind: 'hosts' } };
 }
 
-async function askHost(host: string, target: string, timeoutMs: number): Promise<FleetHost> {
-  const client = createCanonportClient(target, { timeoutMs });
+async function askHost(host: string, target: string, timeoutMs: number, tls: ClientTlsOptions | boolean | undefined): Promise<FleetHost> {
+  let client;
+  try {
+    client = createCanonportClient(target, { timeoutMs, tls });
+  } catch (err) {
+    return { host, target, reachable: false, error: (err as Error).message, code: isCanonportError(err) ? err.code : undefined };
+  }
   try {
     return { host, target, reachable: true, inventory: await client.inventory() };
   } catch (err) {

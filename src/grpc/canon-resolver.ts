@@ -9,6 +9,7 @@ import { loadRegistry } from '../registry/load.js';
 import { createCanonportClient, DaemonError, type CanonportClient, type WatchStream } from './canonport-client.js';
 import { checkGrpcModule, checkSharedGrpc, defaultGrpc, type GrpcModule } from './grpc-module.js';
 import { defaultDaemonAddress } from '../config/address.js';
+import { clientTlsFromEnv, loadClientTls, type ClientTlsOptions } from './tls.js';
 
 /**
  * The grpc-js resolver for `canon:` targets. After registerCanonResolver(),
@@ -42,6 +43,15 @@ export interface CanonResolverOptions {
    * when npm installed canonport normally (grpc-js is a peer dependency).
    */
   grpc?: GrpcModule | undefined;
+  /**
+   * TLS to the daemon, as createCanonportClient takes it (`{ ca, cert, key,
+   * serverName }`, `true`, `false`); default CANONPORT_TLS_CA,
+   * CANONPORT_TLS_CERT, CANONPORT_TLS_KEY, CANONPORT_TLS_SERVER_NAME, else
+   * plaintext. The files are checked at registration (CP_TLS_INVALID) and
+   * read again by each new channel to the daemon, so rotated client
+   * certificates are picked up.
+   */
+  tls?: ClientTlsOptions | boolean | undefined;
 }
 
 interface Settings {
@@ -50,6 +60,7 @@ interface Settings {
   daemonTimeoutMs: number;
   retryMs: number;
   grpc: GrpcModule;
+  tls: ClientTlsOptions | boolean;
 }
 
 /**
@@ -71,7 +82,10 @@ export function registerCanonResolver(opts: CanonResolverOptions = {}): void {
     daemonTimeoutMs: opts.daemonTimeoutMs ?? 1000,
     retryMs: opts.retryMs ?? 5000,
     grpc: grpcModule,
+    tls: opts.tls ?? clientTlsFromEnv() ?? false,
   };
+  // Unreadable certificate files fail here, loudly, not at the first call.
+  loadClientTls(settings.tls);
   grpcModule.experimental.registerResolver(
     CANON_SCHEME,
     class extends CanonResolver {
@@ -99,6 +113,8 @@ class CanonResolver implements grpc.experimental.Resolver {
   private generation = 0;
   private destroyed = false;
   private firstAnswerTimer: NodeJS.Timeout | undefined;
+  /** Why the daemon last failed (refused, TLS, unreachable), for the fallback's error message. */
+  private daemonFailure: string | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -149,7 +165,7 @@ class CanonResolver implements grpc.experimental.Resolver {
 
   private startWatch(): void {
     const gen = this.generation;
-    this.client ??= createCanonportClient(this.daemon, { grpc: this.settings.grpc });
+    this.client ??= createCanonportClient(this.daemon, { grpc: this.settings.grpc, tls: this.settings.tls });
     const stream = this.client.watch(this.name);
     this.stream = stream;
     this.answered = false;
@@ -183,8 +199,9 @@ class CanonResolver implements grpc.experimental.Resolver {
       this.report(this.errorStatus(failure.message));
       return;
     }
-    // Unreachable, broken, shutting down or a stream that just ended: serve from
-    // the fallback and come back to the daemon later.
+    // Unreachable, broken, shutting down, refused (CP_ACCESS_DENIED, TLS) or a stream that
+    // just ended: serve from the fallback and come back to the daemon later.
+    this.daemonFailure = failure instanceof DaemonError ? `${failure.message} [${failure.code}]` : undefined;
     this.lost = true;
     void this.runFallback();
     this.retryTimer = setTimeout(() => {
@@ -202,7 +219,7 @@ class CanonResolver implements grpc.experimental.Resolver {
       const r = await resolveWithoutDaemon(this.name, this.settings.registryFile);
       result = { ok: true, value: endpointsOf(r) };
     } catch (err) {
-      result = this.errorStatus(`${err instanceof Error ? err.message : String(err)} (daemon at ${this.daemon} not used)`);
+      result = this.errorStatus(`${err instanceof Error ? err.message : String(err)} (daemon at ${this.daemon} not used${this.daemonFailure ? `: ${this.daemonFailure}` : ''})`);
     }
     // A daemon answer that arrived meanwhile wins.
     if (gen !== this.generation || this.answered) return;

@@ -6,6 +6,7 @@ import type { ResolvedEndpoint, Resolution } from './resolution.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { canonportPackageDefinition, DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT, ERROR_CODE_METADATA } from './proto.js';
 import { checkGrpcModule, defaultGrpc, type GrpcModule } from './grpc-module.js';
+import { channelCredentials, clientTlsFromEnv, diagnoseHandshake, loadClientTls, tlsChannelOptions, type ClientTls, type ClientTlsOptions } from './tls.js';
 
 /**
  * A typed, promise-based client for the daemon's Canonport service. The CLI
@@ -15,6 +16,7 @@ import { checkGrpcModule, defaultGrpc, type GrpcModule } from './grpc-module.js'
 
 export type { Resolution };
 export type { InventoryListener };
+export type { ClientTlsOptions };
 /** The Inventory answer: the same shape as the daemon's snapshot. */
 export type InventoryResponse = InventorySnapshot;
 
@@ -56,6 +58,16 @@ export interface CanonportClientOptions {
   channelOptions?: grpc.ChannelOptions | undefined;
   /** The grpc-js module to build the channel with (default canonport's import; see registerCanonResolver's `grpc`). */
   grpc?: GrpcModule | undefined;
+  /**
+   * TLS to the daemon: `{ ca, cert, key, serverName }` (files, or PEM bytes;
+   * `ca` absent trusts the system's roots; `cert` and `key` are the client
+   * certificate a daemon with --grpc-tls-client-ca asks for); `true`: TLS
+   * with the system's roots; `false`: plaintext. Absent: from
+   * CANONPORT_TLS_CA, CANONPORT_TLS_CERT, CANONPORT_TLS_KEY,
+   * CANONPORT_TLS_SERVER_NAME (CANONPORT_TLS=1: TLS, system roots), and
+   * plaintext when none is set. Unreadable files throw CP_TLS_INVALID.
+   */
+  tls?: ClientTlsOptions | boolean | undefined;
 }
 
 export interface CanonportClient {
@@ -71,8 +83,11 @@ export interface CanonportClient {
 
 /**
  * An error the daemon returned, or the failure to reach it. `code` is the
- * daemon's canonport code when it sent one; otherwise CP_DAEMON_UNREACHABLE
- * (UNAVAILABLE, DEADLINE_EXCEEDED) or CP_DAEMON_FAILED. `status` is the gRPC status.
+ * daemon's canonport code when it sent one (CP_ACCESS_DENIED when its
+ * allow-lists or certificate rules refused the call); otherwise
+ * CP_TLS_HANDSHAKE_FAILED when the client and the daemon disagree on TLS,
+ * CP_DAEMON_UNREACHABLE (UNAVAILABLE, DEADLINE_EXCEEDED) or
+ * CP_DAEMON_FAILED. `status` is the gRPC status.
  */
 export class DaemonError extends CanonportError {
   readonly status: number;
@@ -139,6 +154,7 @@ class GrpcCanonportClient implements CanonportClient {
   private readonly client: grpc.Client & Record<string, unknown>;
   private readonly timeoutMs: number;
   private readonly grpc: GrpcModule;
+  private readonly tls: ClientTls | null;
 
   constructor(
     readonly address: string,
@@ -147,8 +163,10 @@ class GrpcCanonportClient implements CanonportClient {
     const grpcModule: unknown = opts.grpc ?? defaultGrpc;
     checkGrpcModule(grpcModule);
     this.grpc = grpcModule;
+    this.tls = loadClientTls(opts.tls ?? clientTlsFromEnv());
     const Ctor = serviceCtorFor(grpcModule);
-    this.client = new Ctor(address, grpcModule.credentials.createInsecure() as grpc.ChannelCredentials, opts.channelOptions) as grpc.Client & Record<string, unknown>;
+    const channelOptions = { ...tlsChannelOptions(this.tls), ...opts.channelOptions };
+    this.client = new Ctor(address, channelCredentials(grpcModule, this.tls), channelOptions) as grpc.Client & Record<string, unknown>;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   }
 
@@ -190,13 +208,13 @@ class GrpcCanonportClient implements CanonportClient {
       cancelled = true;
       call.cancel();
     };
-    const address = this.address;
+    const failure = (err: grpc.ServiceError) => this.failure(err);
     async function* iterate(): AsyncGenerator<Resolution> {
       try {
         for await (const msg of call as AsyncIterable<WireResolution>) yield toResolution(msg);
       } catch (err) {
         if (cancelled && (err as grpc.ServiceError).code === grpc.status.CANCELLED) return;
-        throw toDaemonError(err as grpc.ServiceError, address);
+        throw await failure(err as grpc.ServiceError);
       } finally {
         // A consumer that breaks out of the loop ends the stream on the server too.
         if (!cancelled) cancel();
@@ -213,10 +231,24 @@ class GrpcCanonportClient implements CanonportClient {
     const fn = this.client[method] as Unary;
     return new Promise((resolve, reject) => {
       fn.call(this.client, req, new this.grpc.Metadata() as grpc.Metadata, { deadline: Date.now() + this.timeoutMs }, (err, res) => {
-        if (err) reject(toDaemonError(err, this.address));
+        if (err) void this.failure(err).then(reject);
         else resolve(res);
       });
     });
+  }
+
+  /**
+   * The DaemonError for a failed call. A connection that opened but carried
+   * no call ("Failed to connect", a TLS alert) is looked at once more, as a
+   * bare TLS handshake with this client's settings, to say what the daemon
+   * demands (TLS, a client certificate, another CA) rather than "unreachable".
+   */
+  private async failure(err: grpc.ServiceError): Promise<DaemonError> {
+    const plain = toDaemonError(err, this.address);
+    if (plain.code !== ErrorCodes.DAEMON_UNREACHABLE || err.code !== grpc.status.UNAVAILABLE) return plain;
+    if (!/Failed to connect|SSL|TLS|certificate|alert|handshake|socket disconnected|ECONNRESET/i.test(err.details || err.message)) return plain;
+    const why = await diagnoseHandshake(this.address, this.tls, Math.min(2000, this.timeoutMs)).catch(() => null);
+    return why ? new DaemonError(ErrorCodes.TLS_HANDSHAKE_FAILED, `cannot talk to the canonport daemon: ${why}`, err.code, this.address) : plain;
   }
 }
 
@@ -246,6 +278,7 @@ export function toDaemonError(err: grpc.ServiceError, address: string): DaemonEr
   const status = typeof err.code === 'number' ? err.code : grpc.status.UNKNOWN;
   // grpc-js appends an empty 'Resolution note: ' to connection failures; drop it.
   const details = (err.details || err.message).replace(/\s*Resolution note:\s*$/, '');
+  if (sent === ErrorCodes.ACCESS_DENIED) return new DaemonError(ErrorCodes.ACCESS_DENIED, `the canonport daemon at ${address} refused the call: ${details}`, status, address);
   if (typeof sent === 'string' && KNOWN_CODES.has(sent)) return new DaemonError(sent as ErrorCode, details, status, address);
   if (status === grpc.status.UNAVAILABLE || status === grpc.status.DEADLINE_EXCEEDED) {
     return new DaemonError(ErrorCodes.DAEMON_UNREACHABLE, `cannot reach the canonport daemon at ${address}: ${details}`, status, address);

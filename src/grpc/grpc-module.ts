@@ -27,7 +27,8 @@ export interface GrpcModule {
   experimental: {
     registerResolver(scheme: string, resolverClass: unknown): void;
   };
-  credentials: { createInsecure(): unknown };
+  /** createSsl is used only for a daemon that speaks TLS (every grpc-js has it; optional so a partial stand-in type-checks). */
+  credentials: { createInsecure(): unknown; createSsl?(rootCerts?: Buffer | null, privateKey?: Buffer | null, certChain?: Buffer | null): unknown };
   Metadata: new () => unknown;
   loadPackageDefinition(packageDef: unknown): unknown;
 }

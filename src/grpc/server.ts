@@ -3,13 +3,18 @@ import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import type { DaemonContext } from '../context.js';
+import type { TlsSource } from '../config/tls.js';
+import { accessInterceptor } from './policy.js';
 import { CANONPORT_SERVICE_NAME, canonportService } from './proto.js';
 import { addReflection } from './reflection.js';
 import { createCanonportService, type ServiceOptions } from './service.js';
+import { serverCredentials } from './tls.js';
 
 /**
  * The daemon's gRPC listener: canonport.v1.Canonport, grpc.health.v1.Health
- * and server reflection (v1 and v1alpha) on one insecure port.
+ * and server reflection (v1 and v1alpha) on one port, plaintext or TLS
+ * (with client certificates when asked), every call checked by the access
+ * policy (policy.ts) before any handler runs.
  */
 
 export interface GrpcHandle {
@@ -33,6 +38,12 @@ export type ExtraService = (server: grpc.Server) => { close(reason: string): voi
 export interface GrpcServerOptions extends ServiceOptions {
   /** More services on the same port (the daemon adds xDS here; grpc/ does not import the layers above it). */
   services?: readonly ExtraService[] | undefined;
+  /**
+   * Serve TLS with this certificate set (re-read as it changes), asking
+   * clients for a certificate when it has a CA: `require` rejects a client
+   * without one at the handshake. Absent: plaintext.
+   */
+  tls?: { source: TlsSource; clientAuth: 'require' | 'optional' } | undefined;
 }
 
 /** Names the health service answers for: the server as a whole ('') and the Canonport service. */
@@ -67,7 +78,9 @@ function countCalls(ctx: DaemonContext): grpc.ServerInterceptor {
 
 export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts: GrpcServerOptions = {}): Promise<GrpcHandle> {
   const log = ctx.logger.child({ component: 'grpc' });
-  const server = new grpc.Server({ interceptors: [countCalls(ctx)] });
+  // The last interceptor is the outermost: the policy answers refused calls, and countCalls still counts them.
+  const server = new grpc.Server({ interceptors: [countCalls(ctx), accessInterceptor({ config: ctx.config, metrics: ctx.metrics, logger: log })] });
+  const creds = opts.tls ? serverCredentials(opts.tls.source, opts.tls.clientAuth) : null;
   const service = createCanonportService({ ...ctx, logger: log }, opts);
   server.addService(canonportService().service, service.handlers);
 
@@ -97,15 +110,16 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   let port: number;
   try {
     port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+      server.bindAsync(target, creds?.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
     });
   } catch (err) {
     ctx.events.off('ready', onReady);
+    creds?.close();
     server.forceShutdown();
     throw new CanonportError(ErrorCodes.LISTEN_FAILED, `gRPC cannot listen on ${target}: ${(err as Error).message}`, { listen: target }, { cause: err });
   }
   const address = { host: listen.host, port };
-  log.info({ address: formatHostPort(address), status: current }, 'gRPC listening');
+  log.info({ address: formatHostPort(address), status: current, tls: !opts.tls ? 'off' : opts.tls.source.current().ca === null ? 'on' : `on, client certificates ${opts.tls.clientAuth === 'require' ? 'required' : 'optional'}` }, 'gRPC listening');
 
   let closing: Promise<void> | undefined;
   return {
@@ -132,7 +146,10 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
           clearTimeout(timer);
           resolve();
         });
-      }).then(() => log.info('gRPC closed'));
+      }).then(() => {
+        creds?.close();
+        log.info('gRPC closed');
+      });
       return closing;
     },
   };

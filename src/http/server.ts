@@ -1,9 +1,21 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerOptions, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { formatHostPort as fmt, type HostPort } from '../config/address.js';
+import type { TlsMaterial, TlsSource } from '../config/tls.js';
 import type { DaemonContext } from '../context.js';
 import { targetGroups } from './http-sd.js';
+import { httpAccess } from './policy.js';
+
+export interface HttpServerOptions {
+  /**
+   * Serve HTTPS with this certificate set (re-read as it changes). With a
+   * client CA, clients are asked for a certificate but let through the
+   * handshake without one: the probes carry none; policy.ts decides per path.
+   */
+  tls?: TlsSource | undefined;
+}
 
 /** A running HTTP endpoint. */
 export interface HttpServer {
@@ -28,26 +40,34 @@ const CLOSE_GRACE_MS = 2000;
  * CP_LISTEN_FAILED when it cannot. Nothing a client sends can throw out of
  * here: bad requests get a 4xx, handler failures a 500 and a log line.
  */
-export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<HttpServer> {
+export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: HttpServerOptions = {}): Promise<HttpServer> {
   const log = ctx.logger.child({ component: 'http' });
   const metrics = ctx.metrics;
+  const access = httpAccess({ config: () => ctx.config(), metrics, logger: log });
 
-  const server = createServer(
-    {
-      // Scrapers and probes send small, quick requests; anything slow or large is not one of them.
-      requestTimeout: 10_000,
-      headersTimeout: 5_000,
-      maxHeaderSize: 8192,
-      keepAliveTimeout: 5_000,
-    },
-    (req, res) => {
-      handle(req, res).catch((err: unknown) => {
-        log.error({ err, code: ErrorCodes.HANDLER_FAILED, url: req.url }, 'HTTP handler failed');
-        if (!res.headersSent) reply(res, req, 'other', 500, 'text/plain; charset=utf-8', 'internal error\n');
-        else res.destroy();
-      });
-    },
-  );
+  const common: ServerOptions = {
+    // Scrapers and probes send small, quick requests; anything slow or large is not one of them.
+    requestTimeout: 10_000,
+    headersTimeout: 5_000,
+    maxHeaderSize: 8192,
+    keepAliveTimeout: 5_000,
+  };
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    handle(req, res).catch((err: unknown) => {
+      log.error({ err, code: ErrorCodes.HANDLER_FAILED, url: req.url }, 'HTTP handler failed');
+      if (!res.headersSent) reply(res, req, 'other', 500, 'text/plain; charset=utf-8', 'internal error\n');
+      else res.destroy();
+    });
+  };
+  const contextOf = (m: TlsMaterial) => ({ cert: m.cert, key: m.key, ...(m.ca ? { ca: m.ca } : {}) });
+  const tls = opts.tls;
+  const server = tls
+    ? createHttpsServer({ ...common, ...contextOf(tls.current()), requestCert: tls.current().ca !== null, rejectUnauthorized: false }, onRequest)
+    : createServer(common, onRequest);
+  // A rotated certificate is used from the next handshake; open connections keep theirs.
+  const unsubscribe = tls?.onChange((m) => (server as ReturnType<typeof createHttpsServer>).setSecureContext(contextOf(m)));
+  // Failed handshakes (plaintext to HTTPS, a bad client certificate) are the client's business; nothing to answer.
+  server.on('tlsClientError', (err: Error) => log.debug({ err: err.message }, 'TLS handshake failed'));
   // A monitoring endpoint needs few connections; the cap keeps a misbehaving client from exhausting fds.
   server.maxConnections = 128;
 
@@ -69,6 +89,9 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
     req.on('error', () => undefined);
     const path = pathOf(req.url);
     const handler: Handler = (path !== null && ROUTES[path]) || 'other';
+    // Before anything else, whatever the path: a refused client learns nothing about what exists.
+    const refusal = access(req.socket, path);
+    if (refusal) return reply(res, req, handler, 403, 'text/plain; charset=utf-8', `${refusal.details}\n`);
     if (path === null) return reply(res, req, handler, 400, 'text/plain; charset=utf-8', 'bad request target\n');
     if (handler === 'other') return reply(res, req, handler, 404, 'text/plain; charset=utf-8', 'not found\n');
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -121,6 +144,7 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
 
   return new Promise<HttpServer>((resolve, reject) => {
     const onListenError = (err: NodeJS.ErrnoException) => {
+      unsubscribe?.();
       reject(
         new CanonportError(ErrorCodes.LISTEN_FAILED, `HTTP: cannot listen on ${fmt(listen)}: ${err.code ?? err.message}`, {
           address: fmt(listen),
@@ -135,7 +159,7 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
       server.on('error', (err) => log.error({ err, code: ErrorCodes.LISTEN_FAILED }, 'HTTP server error'));
       const a = server.address() as AddressInfo;
       const address = { host: a.address, port: a.port };
-      log.info({ address: fmt(address) }, 'HTTP listening');
+      log.info({ address: fmt(address), tls: !tls ? 'off' : tls.current().ca === null ? 'on' : 'on, client certificates for every path but the probes' }, 'HTTP listening');
       let closing: Promise<void> | undefined;
       resolve({
         address,
@@ -144,6 +168,7 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort): Promise<H
             // Node ≥ 19 closes idle keep-alive connections on close(); busy ones get a short grace.
             const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
             cut.unref();
+            unsubscribe?.();
             server.close(() => {
               clearTimeout(cut);
               done();

@@ -105,6 +105,26 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  // --- access to gRPC and HTTP: allow-lists and TLS ---
+  readonly accessDenied = new Counter({
+    name: 'canonport_access_denied_total',
+    help: 'Requests refused before any handler ran, by listener (grpc, http) and reason (address: outside the listener allow-list; inventory_address: outside --inventory-allow; no_certificate: a client certificate was required).',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly tlsReloads = new Counter({
+    name: 'canonport_tls_reloads_total',
+    help: 'Certificate and key re-reads, by listener (grpc, http) and result (ok; unchanged; failed: the running certificate keeps serving).',
+    labelNames: ['listener', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly tlsCertificateExpiry = new Gauge({
+    name: 'canonport_tls_certificate_expiry_timestamp_seconds',
+    help: 'When the certificate a TLS listener serves expires, as Unix time, by listener (grpc, http).',
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+
   // --- xDS control plane (src/xds); `type` is listener, route, cluster or endpoint ---
   readonly xdsClients = new Gauge({
     name: 'canonport_xds_clients',

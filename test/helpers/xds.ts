@@ -93,9 +93,9 @@ export class RawAds {
   status: grpc.StatusObject | undefined;
   readonly ended: Promise<grpc.StatusObject>;
 
-  constructor(address: string) {
+  constructor(address: string, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
     const Ctor = grpc.makeClientConstructor(xdsProtos().ads, 'AggregatedDiscoveryService');
-    this.client = new Ctor(address, grpc.credentials.createInsecure());
+    this.client = new Ctor(address, creds);
     this.call = (this.client as unknown as { StreamAggregatedResources(): grpc.ClientDuplexStream<DiscoveryRequest, Record<string, unknown>> }).StreamAggregatedResources();
     this.call.on('data', (m: Record<string, unknown>) => {
       const typeUrl = String(m.type_url);

@@ -21,8 +21,9 @@ import {
 import { collectFleetFromCluster, DEFAULT_FLEET_CLUSTER_TIMEOUT_MS, type FleetClusterOptions } from '../../fleet/from-cluster.js';
 import { collect, EXIT_FINDINGS, EXIT_OK, intOption, printJson, usageError, type CliIO } from '../io.js';
 import type { RegisterCommand } from '../io.js';
+import { tlsFromFlags, tlsOptions, type TlsFlags } from '../options.js';
 
-interface FleetFlags {
+interface FleetFlags extends TlsFlags {
   hostsFile?: string;
   timeout?: string;
   concurrency: string;
@@ -96,6 +97,8 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
     .option('--strict', 'exit 1 also when a host is unreachable, a service runs mixed versions, or registries or port names disagree')
     .option('--json', 'print source, hosts, services and findings as JSON');
   for (const key of ETCD_SETTINGS) command.addOption(etcdOption(key));
+  // For daemons with TLS: one CA and one client certificate for the whole fleet.
+  for (const o of tlsOptions()) command.addOption(o);
   command.action(async (args: string[], flags: FleetFlags, cmd: Command) => {
     const timeoutMs = flags.timeout === undefined ? undefined : intOption(flags.timeout, '--timeout', 1, 600_000);
     const concurrency = intOption(flags.concurrency, '--concurrency', 1, 10_000);
@@ -126,7 +129,7 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
       report = await collectFleetFromCluster(clusterOptions(cmd, cluster, timeoutMs));
     } else {
       const progress = progressReporter(io, hosts.length);
-      report = await collectFleet(hosts, { timeoutMs, concurrency, onProgress: progress.update });
+      report = await collectFleet(hosts, { timeoutMs, concurrency, onProgress: progress.update, tls: tlsFromFlags(flags) });
       progress.end();
     }
     const findings = [...checkExpectations(report, expectations), ...checkConsistency(report)];

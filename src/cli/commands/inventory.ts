@@ -7,10 +7,10 @@ import { Metrics } from '../../metrics/metrics.js';
 import { HostInventory } from '../../inventory/inventory.js';
 import { loadRegistry } from '../../registry/load.js';
 import { EXIT_FINDINGS, intOption, printJson, usageError, type CliIO } from '../io.js';
-import { registryOption } from '../options.js';
+import { registryOption, tlsFromFlags, withTlsOptions, type TlsFlags } from '../options.js';
 import type { RegisterCommand } from '../io.js';
 
-interface InventoryFlags {
+interface InventoryFlags extends TlsFlags {
   registry?: string;
   json?: boolean;
   probe?: boolean;
@@ -26,7 +26,7 @@ interface InventoryFlags {
  * `--daemon` asks a running one.
  */
 export const registerInventory: RegisterCommand = (program: Command, io: CliIO) => {
-  program
+  withTlsOptions(program
     .command('inventory')
     .description('what listens on this host, named by canonical port, with versions')
     .addOption(registryOption())
@@ -35,13 +35,13 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
     .option('--probe-timeout <ms>', 'deadline of one version probe (default: registry inventory.probeTimeoutMs, else 500)')
     .option('--daemon [addr]', `ask a running daemon's Inventory instead of reading /proc here (default $CANONPORT_GRPC, else ${DEFAULT_DAEMON_ADDRESS})`)
     .option('--proc-root <dir>', 'read net/tcp and net/tcp6 under this directory (default /proc; e.g. a host /proc mounted in a container)')
-    .option('--json', 'print the snapshot as JSON (the gRPC InventoryResponse shape)')
+    .option('--json', 'print the snapshot as JSON (the gRPC InventoryResponse shape)'))
     .action(async (flags: InventoryFlags) => {
       if (flags.versionPath !== undefined && !flags.versionPath.startsWith('/')) throw usageError(`--version-path "${flags.versionPath}" must start with /`);
       const probeTimeoutMs = flags.probeTimeout === undefined ? undefined : intOption(flags.probeTimeout, '--probe-timeout', 1, 60_000);
       let snap: InventorySnapshot;
       if (flags.daemon !== undefined) {
-        const client = createCanonportClient(flags.daemon === true ? defaultDaemonAddress() : flags.daemon);
+        const client = createCanonportClient(flags.daemon === true ? defaultDaemonAddress() : flags.daemon, { tls: tlsFromFlags(flags) });
         try {
           snap = await client.inventory();
         } finally {

@@ -4,7 +4,7 @@ import { createCanonportClient, type ResolveResult, type Resolution } from '../.
 import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
 import { MAX_BATCH } from '../../grpc/service.js';
 import { EXIT_FINDINGS, EXIT_USAGE, intOption, printJson, type CliIO } from '../io.js';
-import { validName } from '../options.js';
+import { tlsFromFlags, validName, withTlsOptions, type TlsFlags } from '../options.js';
 
 
 /**
@@ -12,22 +12,24 @@ import { validName } from '../options.js';
  * name's port, scheme and addresses, one line per name in order.
  *
  * Exit 0 when every name resolved; 1 when some name has no answer
- * (NOT_FOUND) or the daemon cannot be reached; 2 for a malformed name,
+ * (NOT_FOUND), the daemon cannot be reached, refuses the call
+ * (CP_ACCESS_DENIED) or wants other TLS settings (CP_TLS_HANDSHAKE_FAILED,
+ * saying which); 2 for a malformed name,
  * found here before the daemon is asked, or by the daemon.
  */
 export function registerResolve(program: Command, io: CliIO): void {
-  program
+  withTlsOptions(program
     .command('resolve')
     .description("ask the daemon for each NAME's port, scheme and addresses")
     .argument('<name...>', 'service names, e.g. api.cluster-1.example.com or _api._tcp.cluster-1.example.com')
     .addOption(new Option('--daemon <addr:port>', `the daemon's gRPC address (default ${DEFAULT_DAEMON_ADDRESS})`).env('CANONPORT_GRPC'))
     .option('--timeout <ms>', 'deadline of the call (default 5000)')
-    .option('--json', 'print a JSON array of {name, resolution} or {name, error}')
-    .action(async (names: string[], opts: { daemon?: string; timeout?: string; json?: boolean }) => {
+    .option('--json', 'print a JSON array of {name, resolution} or {name, error}'))
+    .action(async (names: string[], opts: { daemon?: string; timeout?: string; json?: boolean } & TlsFlags) => {
       names.forEach(validName);
       const timeoutMs = opts.timeout === undefined ? undefined : intOption(opts.timeout, '--timeout', 1, 600_000);
 
-      const client = createCanonportClient(opts.daemon || DEFAULT_DAEMON_ADDRESS, { timeoutMs });
+      const client = createCanonportClient(opts.daemon || DEFAULT_DAEMON_ADDRESS, { timeoutMs, tls: tlsFromFlags(opts) });
       let results: ResolveResult[] = [];
       try {
         for (let i = 0; i < names.length; i += MAX_BATCH) results.push(...(await client.resolveMany(names.slice(i, i + MAX_BATCH))));
