@@ -7,6 +7,7 @@ import type { TlsSource } from '../config/tls.js';
 import { accessInterceptor } from './policy.js';
 import { CANONPORT_SERVICE_NAME, canonportService } from './proto.js';
 import { addReflection } from './reflection.js';
+import { strictRequests } from './strict-decode.js';
 import { createCanonportService, type ServiceOptions } from './service.js';
 import { serverCredentials } from './tls.js';
 
@@ -58,8 +59,7 @@ const HEALTH_NAMES = ['', CANONPORT_SERVICE_NAME] as const;
  */
 function countCalls(ctx: DaemonContext): grpc.ServerInterceptor {
   return (method, call) => {
-    const slash = method.path.lastIndexOf('/');
-    const labels = { service: method.path.slice(1, Math.max(1, slash)), method: method.path.slice(slash + 1) };
+    const labels = callLabels(method.path);
     let counted = false;
     const count = (code: number) => {
       if (counted) return;
@@ -76,13 +76,42 @@ function countCalls(ctx: DaemonContext): grpc.ServerInterceptor {
   };
 }
 
+/** `/canonport.v1.Canonport/Resolve` → service `canonport.v1.Canonport`, method `Resolve`. */
+function callLabels(path: string): { service: string; method: string } {
+  const slash = path.lastIndexOf('/');
+  return { service: path.slice(1, Math.max(1, slash)), method: path.slice(slash + 1) };
+}
+
+/**
+ * The grpc-js Server, counting calls to methods it has no handler for:
+ * grpc-js answers those UNIMPLEMENTED before any interceptor runs, so
+ * countCalls never sees them. It asks `_retrieveHandler` for every call's
+ * handler (grpc-js 1.14, the one line canonport supports: grpc-module.ts);
+ * an unknown path is counted there. If a grpc-js without that method were
+ * ever loaded, nothing breaks: those calls simply go uncounted.
+ */
+function countingServer(options: grpc.ServerOptions, metrics: DaemonContext['metrics']): grpc.Server {
+  const server = new grpc.Server(options);
+  const internals = server as unknown as { _retrieveHandler?: (path: string) => unknown };
+  const retrieve = internals._retrieveHandler;
+  if (typeof retrieve === 'function') {
+    internals._retrieveHandler = function (this: unknown, path: string) {
+      const handler = retrieve.call(this, path);
+      if (handler === null || handler === undefined) metrics.grpcCalls.inc({ ...callLabels(path), code: 'UNIMPLEMENTED' });
+      return handler;
+    };
+  }
+  return server;
+}
+
 export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts: GrpcServerOptions = {}): Promise<GrpcHandle> {
   const log = ctx.logger.child({ component: 'grpc' });
   // The last interceptor is the outermost: the policy answers refused calls, and countCalls still counts them.
-  const server = new grpc.Server({ interceptors: [countCalls(ctx), accessInterceptor({ config: ctx.config, metrics: ctx.metrics, logger: log })] });
+  const server = countingServer({ interceptors: [countCalls(ctx), accessInterceptor({ config: ctx.config, metrics: ctx.metrics, logger: log })] }, ctx.metrics);
   const creds = opts.tls ? serverCredentials(opts.tls.source, opts.tls.clientAuth) : null;
   const service = createCanonportService({ ...ctx, logger: log }, opts);
-  server.addService(canonportService().service, service.handlers);
+  // Requests are checked on the wire before decoding (strict-decode.ts): a malformed one is INVALID_ARGUMENT, counted.
+  server.addService(strictRequests(canonportService().service), service.handlers);
 
   let ready = ctx.ready();
   let wanted = true;
