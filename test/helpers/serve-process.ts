@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseHostPort } from '../../src/config/address.js';
@@ -22,6 +22,15 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
+
+export interface ServeOptions {
+  env?: Record<string, string>;
+  readyMs?: number;
+  /** The listen flags (default: ephemeral ports on 127.0.0.1). */
+  listen?: string[];
+  /** Spawns the process another way (inside a network namespace: Host.spawn). */
+  spawn?: (cmd: string, args: string[], opts: SpawnOptions) => ChildProcess;
+}
 
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number; code?: string; event?: string };
 
@@ -47,12 +56,11 @@ export interface ServeProcess {
  * ports (unless `args` name others) and waits for its `ready` log line,
  * which carries the bound addresses.
  */
-export async function startServe(args: string[], opts: { env?: Record<string, string>; readyMs?: number } = {}): Promise<ServeProcess> {
-  const proc = spawn(
-    process.execPath,
-    ['bin/canonport.js', 'serve', '--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--log-level', 'info', ...args],
-    { cwd: REPO, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] },
-  );
+export async function startServe(args: string[], opts: ServeOptions = {}): Promise<ServeProcess> {
+  const listen = opts.listen ?? ['--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0'];
+  const argv = [`${REPO}bin/canonport.js`, 'serve', ...listen, '--log-level', 'info', ...args];
+  const spawnOpts: SpawnOptions = { cwd: REPO, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] };
+  const proc = opts.spawn ? opts.spawn(process.execPath, argv, spawnOpts) : spawn(process.execPath, argv, spawnOpts);
   const logs: LogLine[] = [];
   const text: string[] = [];
   const watchers: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
