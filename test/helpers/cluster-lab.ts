@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { dig, type DigResult } from './dig.js';
 import { startEtcd, type EtcdCluster, type StartEtcdOptions } from './etcd.js';
 import { createHostNet, type Host, type HostNet } from './netns.js';
-import { startServe, type ServeProcess } from './serve-process.js';
+import { metric, startServe, type ServeProcess } from './serve-process.js';
 
 /**
  * Cluster mode end to end: hosts are network namespaces on one bridge
@@ -59,6 +59,10 @@ export interface NodeDaemon extends ServeProcess {
   name: string;
   /** dig against this daemon (from the root namespace, over the bridge). */
   dig(args: string[]): Promise<DigResult>;
+  /** dig against this daemon from inside its own host (works while the host is cut off). */
+  digInside(args: string[]): Promise<DigResult>;
+  /** A series of its /metrics, summed over the samples whose labels include `labels` (NaN when absent). */
+  metric(name: string, labels?: Record<string, string>): Promise<number>;
   /** GET a path of its HTTP server; the body parsed as JSON when it is JSON. */
   get(path: string): Promise<{ status: number; body: string }>;
 }
@@ -80,6 +84,11 @@ export async function startNode(lab: Lab, host: Host, name: string, args: string
     host,
     name,
     dig: (a) => dig(serve.dns, a),
+    digInside: (a) => dig(serve.dns, a, ['ip', 'netns', 'exec', host.ns]),
+    metric: async (name, labels = {}) => {
+      const res = await fetch(`http://${serve.http.host}:${serve.http.port}/metrics`);
+      return metric(await res.text(), name, labels);
+    },
     get: async (path) => {
       const res = await fetch(`http://${serve.http.host}:${serve.http.port}${path}`);
       return { status: res.status, body: await res.text() };
