@@ -1,4 +1,5 @@
 import type { CpuUse } from './cpu.js';
+import { renderCluster, type ClusterBenchResult } from './cluster-report.js';
 import type { GrpcLoadResult } from './grpc-load.js';
 
 /**
@@ -100,6 +101,8 @@ export interface BenchResult {
   grpc: GrpcResult | null;
   rss: RssResult | null;
   startup: StartupResult | null;
+  /** `--only cluster` (issue 14): figures, targets and its own table (cluster-report.ts). */
+  cluster?: ClusterBenchResult | null | undefined;
   targets: Target[];
   errors: string[];
 }
@@ -308,7 +311,8 @@ export function renderReport(r: BenchResult): string {
       `startup: spawn → first answer ${r.startup.firstAnswerMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}; spawn → /readyz 200 ${r.startup.readyzMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}`,
     );
   }
-  parts.push(targetsTable(r.targets));
+  if (r.cluster) parts.push(renderCluster(r.cluster));
+  if (r.targets.length > 0 || !r.cluster) parts.push(targetsTable(r.targets));
   for (const e of r.errors) parts.push(`error: ${e}`);
   parts.push(`(${r.durationS.toFixed(0)} s)`);
   return `${parts.join('\n\n')}\n`;

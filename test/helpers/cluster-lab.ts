@@ -1,8 +1,8 @@
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { dig, type DigResult } from './dig.js';
 import { startEtcd, type EtcdCluster, type StartEtcdOptions } from './etcd.js';
 import { createHostNet, type Host, type HostNet } from './netns.js';
-import { metric, startServe, type ServeProcess } from './serve-process.js';
+import { metric, REPO, startServe, type ServeProcess } from './serve-process.js';
 
 /**
  * Cluster mode end to end: hosts are network namespaces on one bridge
@@ -19,7 +19,7 @@ export const DNS_PORT = 53;
 export const GRPC_PORT = 13655;
 export const HTTP_PORT = 13656;
 
-const BACKEND = fileURLToPath(new URL('./cluster-backend.mjs', import.meta.url));
+const BACKEND = join(REPO, 'test', 'helpers', 'cluster-backend.mjs');
 
 export interface Lab {
   net: HostNet;

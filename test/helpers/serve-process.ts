@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseHostPort } from '../../src/config/address.js';
 import type { Server } from './dns-wire.js';
@@ -13,7 +15,16 @@ import type { Server } from './dns-wire.js';
  * before any test file, and no test rebuilds it.
  */
 
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
+/** The repository root: the first folder up from here with bin/canonport.js (this file also runs compiled, from dist-bench/). */
+export const REPO = ((): string => {
+  let dir = fileURLToPath(new URL('.', import.meta.url));
+  while (!existsSync(join(dir, 'bin', 'canonport.js'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the repository root (bin/canonport.js) above test/helpers');
+    dir = up;
+  }
+  return `${dir}/`;
+})();
 
 /** The environment without CANONPORT_* settings, so only the test's flags apply. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
