@@ -8,7 +8,11 @@ import type { Children } from './children.js';
  */
 
 export interface DnsperfOptions {
+  /** Server address (default 127.0.0.1). */
+  server?: string;
   port: number;
+  /** Transport (default udp). */
+  mode?: 'udp' | 'tcp';
   file: string;
   /** Seconds; dnsperf stops after this even when the file is not exhausted. */
   seconds: number;
@@ -24,7 +28,8 @@ export interface DnsperfOptions {
 }
 
 export function dnsperfArgs(o: DnsperfOptions): string[] {
-  const args = ['-s', '127.0.0.1', '-p', String(o.port), '-d', o.file, '-c', String(o.clients ?? 4), '-l', String(o.seconds)];
+  const args = ['-s', o.server ?? '127.0.0.1', '-p', String(o.port), '-d', o.file, '-c', String(o.clients ?? 4), '-l', String(o.seconds)];
+  if (o.mode === 'tcp') args.push('-m', 'tcp');
   args.push('-t', String(o.timeout ?? 2));
   if (o.maxQps !== undefined) args.push('-Q', String(o.maxQps));
   if (o.maxRuns !== undefined) args.push('-n', String(o.maxRuns));

@@ -25,6 +25,7 @@ import {
   srvRecords,
 } from './fixtures.js';
 import { grpcLoad, grpcResolveOnce, mergeLoads } from './grpc-load.js';
+import { runClusterBench } from './cluster-bench.js';
 import { askDns, httpGet, metricValue, readRss } from './probe.js';
 import {
   CANONPORT,
@@ -66,14 +67,17 @@ import {
 /** Names per ResolveMany call in the batching row. */
 const GRPC_BATCH = 100;
 
-const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds'] as const;
+const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'cluster'] as const;
 type Scenario = (typeof SCENARIOS)[number];
+/** Run unless --only names others. `cluster` needs root and takes minutes: only when asked for. */
+const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'cluster');
 
 const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCENARIO…]] [--seconds N]
 
   --quick       3 s per dnsperf run instead of 10 (whole bench ≤ ~90 s)
   --json        print the result as JSON on stdout (the tables go to stderr)
   --only        run some scenarios: ${SCENARIOS.join(', ')}
+                (cluster, issue 14: only when named; needs root, etcd-server, dnsperf, dig)
   --seconds N   seconds per dnsperf throughput run
 
 Results are always written to bench-results/latest.json.
@@ -117,7 +121,7 @@ function parseOptions(argv: string[]): Options {
   return {
     quick,
     json: values.json ?? false,
-    only: only.length ? (only as Scenario[]) : [...SCENARIOS],
+    only: only.length ? (only as Scenario[]) : [...DEFAULT_SCENARIOS],
     seconds,
     pacedQps: 5000,
     pacedSeconds: quick ? 1 : 2,
@@ -126,7 +130,10 @@ function parseOptions(argv: string[]): Options {
     rssSeconds: quick ? 40 : 60,
     // The watchdog: past this, every child is killed and the partial result reported.
     budgetMs:
-      (quick ? 110 : 360) * 1000 + Math.max(0, seconds - (quick ? 3 : 10)) * 20_000 + (only.length === 0 || only.includes('xds') ? (quick ? 150 : 240) * 1000 : 0),
+      (quick ? 110 : 360) * 1000 +
+      Math.max(0, seconds - (quick ? 3 : 10)) * 20_000 +
+      (only.length === 0 || only.includes('xds') ? (quick ? 150 : 240) * 1000 : 0) +
+      (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0),
   };
 }
 
@@ -148,10 +155,10 @@ async function main(): Promise<number> {
     return 2;
   }
   const want = (s: Scenario) => opts.only.includes(s);
-  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds');
+  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster');
 
   const tools = { dnsperf: toolVersion('dnsperf'), unbound: toolVersion('unbound'), dnsmasq: toolVersion('dnsmasq') };
-  const missing = (['dnsperf', 'unbound'] as const).filter((t) => needsDns && !tools[t]);
+  const missing = (['dnsperf', 'unbound'] as const).filter((t) => (needsDns || (t === 'dnsperf' && want('cluster'))) && !tools[t]);
   if (missing.length) {
     process.stderr.write(
       `bench: missing ${missing.map((t) => `${t} (Debian package "${TOOL_PACKAGES[t]}")`).join(' and ')}.\n` +
@@ -586,6 +593,23 @@ async function main(): Promise<number> {
       }
     }
 
+    // Cluster mode (issue 14): real daemons in network namespaces, etcd; its own figures and targets.
+    if (want('cluster')) {
+      result.cluster = await runClusterBench(
+        {
+          trials: opts.quick ? 10 : 50,
+          killRounds: opts.quick ? 2 : 10,
+          seconds: opts.seconds,
+          scaleNodes: opts.quick ? 200 : 1000,
+          scaleServices: 20,
+          workDir,
+        },
+        progress,
+        children,
+      );
+      for (const e of result.cluster.errors) result.errors.push(`cluster: ${e}`);
+    }
+
     // Startup: every start above counted; make it at least three.
     if (want('startup') && canonport.available) {
       for (let i = 0; startup.firstAnswerMs.length < 3 && i < 3; i++) {
@@ -620,7 +644,8 @@ async function main(): Promise<number> {
   if (canonport.available && startup.firstAnswerMs.length) result.startup = startup;
   result.finishedAt = new Date().toISOString();
   result.durationS = (performance.now() - t0) / 1000;
-  result.targets = evaluateTargets(result);
+  // Issue 5's targets are about the other scenarios; a cluster-only run has its own (in result.cluster).
+  result.targets = opts.only.every((s) => s === 'cluster') ? [] : evaluateTargets(result);
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(result, null, 2)}\n`);
   const report = renderReport(result);

@@ -1,4 +1,5 @@
 import type { CpuUse } from './cpu.js';
+import { renderCluster, type ClusterBenchResult } from './cluster-report.js';
 import type { GrpcLoadResult } from './grpc-load.js';
 import { xdsReport, type XdsBenchResult } from './xds-report.js';
 
@@ -103,6 +104,8 @@ export interface BenchResult {
   startup: StartupResult | null;
   /** The xDS scenario (issue 15); absent in results from before it existed. */
   xds?: XdsBenchResult | null;
+  /** `--only cluster` (issue 14): figures, targets and its own table (cluster-report.ts). */
+  cluster?: ClusterBenchResult | null | undefined;
   targets: Target[];
   errors: string[];
 }
@@ -325,7 +328,8 @@ export function renderReport(r: BenchResult): string {
     );
   }
   if (r.xds) parts.push(xdsReport(r.xds));
-  parts.push(targetsTable(r.targets));
+  if (r.cluster) parts.push(renderCluster(r.cluster));
+  if (r.targets.length > 0 || !r.cluster) parts.push(targetsTable(r.targets));
   for (const e of r.errors) parts.push(`error: ${e}`);
   parts.push(`(${r.durationS.toFixed(0)} s)`);
   return `${parts.join('\n\n')}\n`;

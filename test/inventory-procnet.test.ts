@@ -1,9 +1,9 @@
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { formatIPv6, parseProcNetTcp, readListeningSockets } from '../src/inventory/procnet.js';
+import { formatIPv6, parseProcNetTcp, readListeningSockets, readProcNetTcp } from '../src/inventory/procnet.js';
 import { closeServer } from './inventory-support.js';
 
 const TCP_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
@@ -34,12 +34,23 @@ const TCP6 = [
   `   5: 00000000000000000000000001000000:2F33 00000000000000000000000001000000:D431 01${tail}`, // ESTABLISHED
 ].join('\n');
 
+// TCP in the kernel's order: the listening hash, then the established hash.
+const KERNEL_ORDER = [
+  TCP_HEADER,
+  `   0: 00000000:07E8 00000000:0000 0A${tail}`, // 0.0.0.0:2024
+  `   1: 0100007F:2F32 00000000:0000 0A${tail}`, // 127.0.0.1:12082
+  `   2: 0B02A8C0:1FA6 00000000:0000 0A${tail}`, // 192.168.2.11:8102
+  `   3: 020200C0:85C0 507100CB:0050 01${tail}`, // ESTABLISHED
+  `   4: 0100007F:1FA6 0100007F:D431 06${tail}`, // TIME_WAIT
+  '',
+].join('\n');
+
 describe('parseProcNetTcp', () => {
   it('lists IPv4 LISTEN sockets, little-endian words, deduplicated, sorted', () => {
     expect(parseProcNetTcp(TCP, 'tcp', true)).toEqual([
-      { port: 2024, address: '0.0.0.0', family: 'tcp' },
-      { port: 8102, address: '192.168.2.11', family: 'tcp' },
-      { port: 12082, address: '127.0.0.1', family: 'tcp' },
+      { port: 2024, address: '0.0.0.0', family: 'tcp', inodes: ['1060'] },
+      { port: 8102, address: '192.168.2.11', family: 'tcp', inodes: ['1060'] },
+      { port: 12082, address: '127.0.0.1', family: 'tcp', inodes: ['1060'] },
     ]);
   });
 
@@ -57,15 +68,81 @@ describe('parseProcNetTcp', () => {
 
   it('reads big-endian words as printed', () => {
     const be = `${TCP_HEADER}\n   0: 7F000001:2F32 00000000:0000 0A${tail}\n`;
-    expect(parseProcNetTcp(be, 'tcp', false)).toEqual([{ port: 12082, address: '127.0.0.1', family: 'tcp' }]);
+    expect(parseProcNetTcp(be, 'tcp', false)).toEqual([{ port: 12082, address: '127.0.0.1', family: 'tcp', inodes: ['1060'] }]);
     const be6 = `${TCP6_HEADER}\n   0: 20010DB8000000000000000000000042:0050 00000000000000000000000000000000:0000 0A${tail}\n`;
-    expect(parseProcNetTcp(be6, 'tcp6', false)).toEqual([{ port: 80, address: '2001:db8::42', family: 'tcp6' }]);
+    expect(parseProcNetTcp(be6, 'tcp6', false)).toEqual([{ port: 80, address: '2001:db8::42', family: 'tcp6', inodes: ['1060'] }]);
   });
 
   it('skips lines whose address has the wrong width for the family', () => {
     expect(parseProcNetTcp(TCP6, 'tcp', true)).toEqual([]);
     expect(parseProcNetTcp(TCP, 'tcp6', true)).toEqual([]);
     expect(parseProcNetTcp('', 'tcp')).toEqual([]);
+  });
+});
+
+describe('readProcNetTcp: stops after the listeners', () => {
+  const dirs: string[] = [];
+  afterAll(async () => {
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+  const fileWith = async (text: string) => {
+    const root = await mkdtemp(join(tmpdir(), 'canonport-procnet-'));
+    dirs.push(root);
+    await writeFile(join(root, 'tcp'), text);
+    return join(root, 'tcp');
+  };
+  const hex = (n: number, w: number) => n.toString(16).toUpperCase().padStart(w, '0');
+  const listenLine = (i: number, port: number, state = '0A') => `${String(i).padStart(4)}: 0100007F:${hex(port, 4)} 00000000:0000 ${state} 00000000:00000000 00:00000000 00000000     0        0 ${5000 + i} 1 0000000000000000 100 0 0 10 0`;
+
+  it('reads no further than the first connection: a LISTEN line after it (which no kernel prints) is not read', async () => {
+    const established = Array.from({ length: 500 }, (_, i) => `${String(i + 3).padStart(4)}: 0100007F:${hex(40000 + i, 4)} 0100007F:2F32 01${tail}`);
+    const text = [TCP_HEADER, listenLine(0, 2024), listenLine(1, 12082), ...established, listenLine(503, 9999), ''].join('\n');
+    const r = await readProcNetTcp(await fileWith(text), 'tcp', true);
+    expect(r.sockets.map((x) => x.port)).toEqual([2024, 12082]);
+    expect(r.stoppedEarly).toBe(true);
+    // One read of 16 KB at most: the 60 KB of connections behind it were never asked for.
+    expect(r.bytesRead).toBeLessThanOrEqual(16 * 1024);
+    expect(text.length).toBeGreaterThan(60_000);
+  });
+
+  it('reads on across SYN_RECV and CLOSE lines among the listeners (older kernels, a closing listener), and across read boundaries', async () => {
+    const lines = [TCP_HEADER];
+    // 400 listeners (~60 KB: several reads, lines cut at read boundaries), a pending handshake and a closing listener among them.
+    for (let i = 0; i < 400; i++) lines.push(listenLine(i, 20000 + i, i === 10 ? '03' : i === 20 ? '07' : '0A'));
+    lines.push(`${' 400'}: 020200C0:85C0 507100CB:0050 01${tail}`, '');
+    const r = await readProcNetTcp(await fileWith(lines.join('\n')), 'tcp', true);
+    expect(r.sockets).toHaveLength(398);
+    expect(r.sockets.map((x) => x.port)).toEqual(Array.from({ length: 400 }, (_, i) => 20000 + i).filter((p) => p !== 20010 && p !== 20020));
+    expect(r.sockets[0]!.inodes).toEqual(['5000']);
+    expect(r.stoppedEarly).toBe(true);
+  });
+
+  it('in the real /proc: a listener opened after hundreds of connections is found, and the connections are not read', async () => {
+    const server = createServer((c) => c.on('error', () => undefined));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const clients = await Promise.all(
+      Array.from({ length: 300 }, () => new Promise<import('node:net').Socket>((resolve) => {
+        const c = connect(port, '127.0.0.1', () => resolve(c));
+        c.on('error', () => undefined);
+      })),
+    );
+    const late = createServer();
+    await new Promise<void>((resolve) => late.listen(0, '127.0.0.1', resolve));
+    const latePort = (late.address() as { port: number }).port;
+    try {
+      const whole = await readFile('/proc/self/net/tcp', 'latin1');
+      const r = await readProcNetTcp('/proc/self/net/tcp', 'tcp');
+      expect(r.sockets.map((x) => x.port)).toEqual(expect.arrayContaining([port, latePort]));
+      // The same listeners as a full parse of the file, read from a fraction of it.
+      expect(r.sockets.map((x) => `${x.address}:${x.port}`)).toEqual(parseProcNetTcp(whole, 'tcp').map((x) => `${x.address}:${x.port}`));
+      expect(r.stoppedEarly).toBe(true);
+      expect(r.bytesRead).toBeLessThan(whole.length / 4);
+    } finally {
+      for (const c of clients) c.destroy();
+      await closeServer(late);
+      await closeServer(server);
+    }
   });
 });
 
@@ -98,7 +175,8 @@ describe('readListeningSockets', () => {
     const root = await mkdtemp(join(tmpdir(), 'canonport-proc-'));
     dirs.push(root);
     await mkdir(join(root, 'net'));
-    await writeFile(join(root, 'net', 'tcp'), TCP);
+    // As a kernel prints it: the listeners first (the reader stops at the first connection).
+    await writeFile(join(root, 'net', 'tcp'), KERNEL_ORDER);
     const onlyV4 = await readListeningSockets(root);
     expect(onlyV4.errors).toEqual([]);
     expect(onlyV4.sockets.map((s) => s.port)).toEqual([2024, 8102, 12082]);
@@ -107,8 +185,8 @@ describe('readListeningSockets', () => {
     const both = await readListeningSockets(root);
     // One port on several addresses keeps one entry per address, IPv4 first.
     expect(both.sockets.filter((s) => s.port === 12082)).toEqual([
-      { port: 12082, address: '127.0.0.1', family: 'tcp' },
-      { port: 12082, address: '::1', family: 'tcp6' },
+      { port: 12082, address: '127.0.0.1', family: 'tcp', inodes: ['1060'] },
+      { port: 12082, address: '::1', family: 'tcp6', inodes: ['1060'] },
     ]);
 
     const none = await readListeningSockets(join(root, 'nowhere'));
@@ -130,7 +208,7 @@ describe('readListeningSockets', () => {
     const p6 = (v6.address() as { port: number }).port;
     const { sockets, errors } = await readListeningSockets();
     expect(errors).toEqual([]);
-    expect(sockets).toContainEqual({ port: p4, address: '127.0.0.1', family: 'tcp' });
-    expect(sockets).toContainEqual({ port: p6, address: '::1', family: 'tcp6' });
+    expect(sockets).toContainEqual({ port: p4, address: '127.0.0.1', family: 'tcp', inodes: [expect.stringMatching(/^[1-9]\d*$/)] });
+    expect(sockets).toContainEqual({ port: p6, address: '::1', family: 'tcp6', inodes: [expect.stringMatching(/^[1-9]\d*$/)] });
   });
 });

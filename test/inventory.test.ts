@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InventorySnapshot } from '../src/inventory/types.js';
 import type { ServingState } from '../src/core/state.js';
 import { Metrics } from '../src/metrics/metrics.js';
-import { HostInventory, probeAddress } from '../src/inventory/inventory.js';
+import { DEFAULT_REPROBE_MS, HostInventory, probeAddress } from '../src/inventory/inventory.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { Registry } from '../src/registry/registry.js';
 import { prefixOf } from '../src/scheme/index.js';
@@ -155,6 +155,11 @@ describe('HostInventory caching, timer and failures', () => {
     const second = await inv.snapshot();
     expect(second).not.toBe(first);
     expect(second.collectedAtMs).toBe(1_005_000);
+    // The same sockets, asked less than a minute ago: their versions stand, no probe is sent.
+    expect(await probes(metrics, 'ok')).toBe(2);
+    expect(second.listeners.filter((l) => l.versionSource === 'http')).toEqual(first.listeners.filter((l) => l.versionSource === 'http'));
+    t += DEFAULT_REPROBE_MS;
+    await inv.snapshot();
     expect(await probes(metrics, 'ok')).toBe(4);
   });
 
@@ -227,5 +232,62 @@ describe('probeAddress', () => {
     [['fd00::5'], 'fd00::5'],
   ])('%j → %s', (addrs, want) => {
     expect(probeAddress(addrs.map(s))).toBe(want);
+  });
+});
+
+describe('version probes in a fast scan loop', () => {
+  it('asks a port again only when its sockets change (a new process) or the reprobe interval passed; retries failures with backoff', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'canonport-inv-probe-'));
+    dirs.push(root);
+    await mkdir(join(root, 'net'));
+    const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
+    const [web, grpcish] = [12082, 14688];
+    const write = (webInode: number) =>
+      writeFile(
+        join(root, 'net', 'tcp'),
+        [
+          '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+          `   0: 00000000:${hex(web)} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 ${webInode} 1 0000000000000000 100 0 0 10 0`,
+          `   1: 00000000:${hex(grpcish)} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0`,
+          '',
+        ].join('\n'),
+      );
+    let t = 1_000_000;
+    let webVersion = '1.0.0';
+    const asked: number[] = [];
+    const inv = new HostInventory({
+      state: stateOf(parseRegistry('inventory: { versionPath: /version }\n', 'probe.yaml')),
+      metrics: new Metrics({ defaultMetrics: false }),
+      procRoot: root,
+      now: () => t,
+      probeVersion: async (target) => {
+        asked.push(target.port);
+        return target.port === web ? { outcome: 'ok', version: webVersion } : { outcome: 'refused', version: '' };
+      },
+    });
+    const scan = async (atMs: number) => {
+      t = 1_000_000 + atMs;
+      asked.length = 0;
+      const snap = await inv.refresh();
+      return { asked: [...asked].sort(), web: snap.listeners.find((l) => l.port === web)!.version };
+    };
+    await write(100);
+    expect(await scan(0)).toEqual({ asked: [web, grpcish], web: '1.0.0' });
+    // Every second, as cluster mode scans: nothing changed, nothing asked; the version stands.
+    webVersion = '2.0.0';
+    expect(await scan(1000)).toEqual({ asked: [], web: '1.0.0' });
+    // The failed one is asked again after 2 s, then 4 s.
+    expect(await scan(2000)).toEqual({ asked: [grpcish], web: '1.0.0' });
+    expect(await scan(5000)).toEqual({ asked: [], web: '1.0.0' });
+    expect(await scan(6000)).toEqual({ asked: [grpcish], web: '1.0.0' });
+    // The web service restarted (a new socket, new inode) between two scans: asked at once.
+    await write(101);
+    expect(await scan(7000)).toEqual({ asked: [web], web: '2.0.0' });
+    // A version that changed behind the same socket is learned within the reprobe interval.
+    webVersion = '2.0.1';
+    expect((await scan(7000 + DEFAULT_REPROBE_MS - 1000)).web).toBe('2.0.0');
+    const late = await scan(7000 + DEFAULT_REPROBE_MS);
+    expect(late.web).toBe('2.0.1');
+    expect(late.asked).toContain(web);
   });
 });

@@ -24,6 +24,7 @@ import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
+import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CANONPORT_VERSION } from '../version.js';
 import type { Registry } from '../registry/registry.js';
@@ -139,7 +140,9 @@ export class Daemon {
       skipPorts: () => (this.addresses ? [this.addresses.dns.port, this.addresses.grpc.port, this.addresses.http.port] : []),
       // Cluster mode: what listens here reaches every host within a scan, so scan often (registry inventory.intervalMs still wins).
       intervalMs: clusterModule && registry.inventory.intervalMs === undefined ? clusterModule.CLUSTER_SCAN_INTERVAL_MS : undefined,
-      onSnapshot: (snap) => this.cluster?.publish(snap),
+      // The daemon's own DNS, gRPC and HTTP sockets are this host's daemon, not a service it observes:
+      // published, they would show as services named by their ports' base32 prefixes (13656 → "cao").
+      onSnapshot: (snap) => this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : [])),
     });
     this.ctx = {
       logger: this.logger,
@@ -331,6 +334,14 @@ export class Daemon {
       this.logger.warn({ code: ErrorCodes.WATCH_FAILED, err: (err as Error).message }, 'cannot watch the registry file; SIGHUP still reloads');
     }
   }
+}
+
+/** A snapshot without the sockets `own` names (same port, and the same address or the daemon bound to a wildcard). */
+export function withoutOwnSockets(snap: InventorySnapshot, own: readonly HostPort[]): InventorySnapshot {
+  if (own.length === 0) return snap;
+  const mine = (l: InventoryListener) =>
+    own.some((o) => o.port === l.port && (o.host === l.address || o.host === '0.0.0.0' || o.host === '::' || l.address === `::ffff:${o.host}`));
+  return { ...snap, listeners: snap.listeners.filter((l) => !mine(l)) };
 }
 
 function forwarderOptions(config: Config): ForwarderOptions {

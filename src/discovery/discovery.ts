@@ -60,6 +60,8 @@ export interface ObservedHost {
   addresses: readonly string[];
   /** The names the port is canonical for on that host (its claim). */
   services: readonly string[];
+  /** How the port is claimed there: base32, versioned, block, pinned. */
+  scheme: string;
   version: string;
   /** When the node first saw it listening, ISO 8601. */
   since: string;

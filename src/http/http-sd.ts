@@ -25,6 +25,7 @@ export function targetGroups(discovery: Discovery): TargetGroup[] {
           __meta_canonport_port: String(port),
           __meta_canonport_node: h.node,
           __meta_canonport_version: h.version,
+          __meta_canonport_scheme: h.scheme,
         },
       });
     }

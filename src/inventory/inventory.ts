@@ -12,6 +12,18 @@ export const DEFAULT_INTERVAL_MS = 15_000;
 export const DEFAULT_PROBE_TIMEOUT_MS = 500;
 /** Probes in flight at once during one refresh. */
 const PROBE_CONCURRENCY = 16;
+/**
+ * How long a port's probed version stands while its sockets do not change.
+ * A new version is a new process, which binds new sockets (new inodes): that
+ * is asked at the next scan, whatever this says. This bound is for what a
+ * socket cannot show: a version changed behind a socket that stayed (systemd
+ * socket activation keeps the listener across restarts; hot reloads). 60 s
+ * bounds that staleness, and at cluster mode's 1 s scan sends a port one
+ * probe a minute instead of one a second.
+ */
+export const DEFAULT_REPROBE_MS = 60_000;
+/** A failed probe is tried again after 2 s, then 4, 8… up to the reprobe interval: a service may bind before it can answer. */
+const FAILED_REPROBE_FIRST_MS = 2_000;
 
 export interface HostInventoryOptions {
   /** The daemon's current state; read on every refresh, so reloads apply at the next one. */
@@ -37,6 +49,8 @@ export interface HostInventoryOptions {
    * port). They are still listed.
    */
   skipPorts?: (() => readonly number[]) | undefined;
+  /** How long a probed version stands while the port's sockets do not change (default DEFAULT_REPROBE_MS). */
+  reprobeMs?: number | undefined;
   /** The probe itself; injectable only to count or fail probes in tests. */
   probeVersion?: ((target: ProbeTarget) => Promise<ProbeResult>) | undefined;
   /**
@@ -66,6 +80,8 @@ export class HostInventory implements InventoryProvider {
   private timer: NodeJS.Timeout | undefined;
   private started = false;
   private lastErrorText = '';
+  /** port → the last probe of it: what was asked (path, address, sockets) and what came back. */
+  private readonly probed = new Map<number, ProbeMemo>();
   /** Files that could not be read at the last refresh. */
   errors: { file: string; message: string }[] = [];
 
@@ -142,8 +158,10 @@ export class HostInventory implements InventoryProvider {
     const timeoutMs = this.opts.probeTimeoutMs ?? registry.inventory.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
     const probing = this.opts.probe !== false;
     const claims = new Map<number, PortClaim>();
-    const probes: { port: number; target: ProbeTarget }[] = [];
+    const probes: { port: number; key: string; target: ProbeTarget }[] = [];
     const skip = new Set(this.opts.skipPorts?.() ?? []);
+    /** Ports asked for a version this scan (or answered from a recent probe). */
+    const eligible = new Set<number>();
     for (const [port, socks] of byPort) {
       const claim = claimOf(port, registry);
       claims.set(port, claim);
@@ -152,17 +170,27 @@ export class HostInventory implements InventoryProvider {
       // the global path only fills in what the port does not tell.
       const path = claim.versionPath ?? (claim.portVersion === '' ? globalPath : undefined);
       if (path === undefined) continue;
-      probes.push({ port, target: { address: probeAddress(socks), port, path, timeoutMs } });
+      eligible.add(port);
+      const target = { address: probeAddress(socks), port, path, timeoutMs };
+      // Asked again only when something it depends on changed, or the last answer is old enough (see DEFAULT_REPROBE_MS).
+      const key = `${path} ${target.address} ${socks.flatMap((s) => s.inodes).sort().join(',')}`;
+      if (!this.probeDue(port, key, collectedAtMs)) continue;
+      probes.push({ port, key, target });
     }
+    // Gone, or no longer asked (a reload removed its path): forget what it said.
+    for (const port of this.probed.keys()) if (!eligible.has(port)) this.probed.delete(port);
 
-    const probed = new Map<number, string>();
     const probe = this.opts.probeVersion ?? probeVersion;
-    await forEachLimited(probes, PROBE_CONCURRENCY, async ({ port, target }) => {
+    await forEachLimited(probes, PROBE_CONCURRENCY, async ({ port, key, target }) => {
       const r = await probe(target);
       this.opts.metrics.inventoryProbes.inc({ result: r.outcome });
-      if (r.outcome === 'ok') probed.set(port, r.version);
-      else this.logger.debug({ port, path: target.path, outcome: r.outcome, reason: r.reason }, 'version probe failed');
+      const before = this.probed.get(port);
+      const failures = r.outcome === 'ok' ? 0 : before !== undefined && before.key === key ? before.failures + 1 : 1;
+      this.probed.set(port, { key, version: r.outcome === 'ok' ? r.version : '', atMs: collectedAtMs, failures });
+      if (r.outcome !== 'ok') this.logger.debug({ port, path: target.path, outcome: r.outcome, reason: r.reason }, 'version probe failed');
     });
+    const probed = new Map<number, string>();
+    for (const [port, memo] of this.probed) if (memo.version !== '') probed.set(port, memo.version);
 
     const listeners: InventoryListener[] = sockets.map((s) => {
       const claim = claims.get(s.port)!;
@@ -181,6 +209,15 @@ export class HostInventory implements InventoryProvider {
     return snap;
   }
 
+  /** True when `port` should be asked now: never asked, asked about other sockets or another path, or the answer is old. */
+  private probeDue(port: number, key: string, nowMs: number): boolean {
+    const memo = this.probed.get(port);
+    if (!memo || memo.key !== key) return true;
+    const reprobeMs = this.opts.reprobeMs ?? DEFAULT_REPROBE_MS;
+    const wait = memo.failures === 0 ? reprobeMs : Math.min(reprobeMs, FAILED_REPROBE_FIRST_MS * 2 ** (memo.failures - 1));
+    return nowMs - memo.atMs >= wait;
+  }
+
   /** One series per (service, port, version) listening now; stale ones go with the reset. */
   private publish(snap: InventorySnapshot): void {
     const gauge = this.opts.metrics.serviceListening;
@@ -192,12 +229,23 @@ export class HostInventory implements InventoryProvider {
   }
 }
 
+/** The last probe of a port. */
+interface ProbeMemo {
+  /** Path, address and socket inodes it was asked with: any change asks again. */
+  key: string;
+  /** "" when it failed. */
+  version: string;
+  atMs: number;
+  /** Failures in a row with this key (0 after an answer). */
+  failures: number;
+}
+
 /**
  * Where to send a probe for a port bound on these addresses: loopback
  * when the port is bound to a wildcard or loopback (no traffic leaves the
  * host), else the first concrete address. IPv4-mapped addresses are dialled as IPv4.
  */
-export function probeAddress(sockets: readonly ListeningSocket[]): string {
+export function probeAddress(sockets: readonly Pick<ListeningSocket, 'address'>[]): string {
   const addrs = sockets.map((s) => s.address.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1'));
   if (addrs.some((a) => a === '0.0.0.0' || a.startsWith('127.'))) return addrs.find((a) => a.startsWith('127.')) ?? '127.0.0.1';
   if (addrs.some((a) => a === '::' || a === '::1')) return '::1';

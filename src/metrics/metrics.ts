@@ -175,21 +175,26 @@ export class Metrics {
   });
 
   // --- cluster mode (src/cluster/): the etcd view and this node's publication ---
+  // With --workers every process keeps its own view: /metrics aggregates the view gauges with `max`
+  // (the largest view; a state is 1 when any process is in it), never the sum of copies of one view.
   readonly clusterViewNodes = new Gauge({
     name: 'canonport_cluster_view_nodes',
     help: 'Nodes in the cluster view (from etcd).',
     registers: [this.registry],
+    aggregator: 'max',
   });
   readonly clusterViewEndpoints = new Gauge({
     name: 'canonport_cluster_view_endpoints',
     help: 'Listener records (service endpoints) in the cluster view.',
     registers: [this.registry],
+    aggregator: 'max',
   });
   readonly clusterViewState = new Gauge({
     name: 'canonport_cluster_view_state',
-    help: 'The cluster view state: 1 for the current one of missing, synced, stale.',
+    help: 'The cluster view state: 1 for the current one of missing, synced, stale (with --workers: 1 when any process is in it).',
     labelNames: ['state'] as const,
     registers: [this.registry],
+    aggregator: 'max',
   });
   /** Read at scrape time; the cluster sets it while it runs. */
   clusterStalenessSource: (() => number) | undefined;
@@ -197,6 +202,7 @@ export class Metrics {
     name: 'canonport_cluster_view_staleness_seconds',
     help: 'Seconds since the cluster view stopped being synced with etcd; 0 while synced.',
     registers: [this.registry],
+    aggregator: 'max',
     collect: () => {
       this.clusterViewStaleness.set(this.clusterStalenessSource?.() ?? 0);
     },

@@ -39,6 +39,12 @@ export interface Host {
   run(cmd: string, args: string[]): string;
   /** Starts a TCP listener inside the namespace on `address:port` (default every address); resolves once it listens. */
   listen(port: number, address?: string): Promise<Listener>;
+  /**
+   * Cuts (false) or restores (true) the host's cable: the bridge side of its
+   * veth goes down or up. Inside, addresses and routes stay (the host's own
+   * sockets keep answering it), but nothing reaches the bridge: a partition.
+   */
+  setLink(up: boolean): void;
 }
 
 export interface HostNet {
@@ -169,6 +175,7 @@ export async function createHostNet(opts: { hosts: number }): Promise<HostNet> {
         procRoot,
         spawn: spawnIn,
         run: (cmd, args) => execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: 'pipe', encoding: 'utf8' }),
+        setLink: (up) => void ip('link', 'set', hostIf, up ? 'up' : 'down'),
         listen: async (port, addr = '0.0.0.0') => {
           const child = spawnIn(process.execPath, ['-e', LISTENER_SCRIPT, String(port), addr]);
           let err = '';

@@ -1,5 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseHostPort } from '../../src/config/address.js';
 import type { Server } from './dns-wire.js';
@@ -13,7 +15,16 @@ import type { Server } from './dns-wire.js';
  * before any test file, and no test rebuilds it.
  */
 
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
+/** The repository root: the first folder up from here with bin/canonport.js (this file also runs compiled, from dist-bench/). */
+export const REPO = ((): string => {
+  let dir = fileURLToPath(new URL('.', import.meta.url));
+  while (!existsSync(join(dir, 'bin', 'canonport.js'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the repository root (bin/canonport.js) above test/helpers');
+    dir = up;
+  }
+  return `${dir}/`;
+})();
 
 /** The environment without CANONPORT_* settings, so only the test's flags apply. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
@@ -22,6 +33,15 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
+
+export interface ServeOptions {
+  env?: Record<string, string>;
+  readyMs?: number;
+  /** The listen flags (default: ephemeral ports on 127.0.0.1). */
+  listen?: string[];
+  /** Spawns the process another way (inside a network namespace: Host.spawn). */
+  spawn?: (cmd: string, args: string[], opts: SpawnOptions) => ChildProcess;
+}
 
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number; code?: string; event?: string };
 
@@ -47,12 +67,11 @@ export interface ServeProcess {
  * ports (unless `args` name others) and waits for its `ready` log line,
  * which carries the bound addresses.
  */
-export async function startServe(args: string[], opts: { env?: Record<string, string>; readyMs?: number } = {}): Promise<ServeProcess> {
-  const proc = spawn(
-    process.execPath,
-    ['bin/canonport.js', 'serve', '--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--log-level', 'info', ...args],
-    { cwd: REPO, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] },
-  );
+export async function startServe(args: string[], opts: ServeOptions = {}): Promise<ServeProcess> {
+  const listen = opts.listen ?? ['--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0'];
+  const argv = [`${REPO}bin/canonport.js`, 'serve', ...listen, '--log-level', 'info', ...args];
+  const spawnOpts: SpawnOptions = { cwd: REPO, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] };
+  const proc = opts.spawn ? opts.spawn(process.execPath, argv, spawnOpts) : spawn(process.execPath, argv, spawnOpts);
   const logs: LogLine[] = [];
   const text: string[] = [];
   const watchers: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
