@@ -73,7 +73,13 @@ export interface NodeDaemon extends ServeProcess {
  * does not wait for the cluster view).
  */
 export async function startNode(lab: Lab, host: Host, name: string, args: string[] = [], etcdUrl = lab.etcdUrl): Promise<NodeDaemon> {
-  const listen = ['--dns', `${host.address}:${DNS_PORT}`, '--grpc', `${host.address}:${GRPC_PORT}`, '--http', `${host.address}:${HTTP_PORT}`];
+  // The hosts' network is the lab's bridge: the node-local pattern the README recommends, each daemon's gRPC and
+  // HTTP open to that /24 only (bound beyond loopback, a daemon with neither an allow-list nor client certificates refuses to start).
+  const lan = `${lab.net.subnet}.0/24`;
+  const listen = [
+    '--dns', `${host.address}:${DNS_PORT}`, '--grpc', `${host.address}:${GRPC_PORT}`, '--http', `${host.address}:${HTTP_PORT}`,
+    '--grpc-allow', lan, '--http-allow', lan,
+  ];
   const serve = await startServe(['--zone', ZONE, '--cluster', etcdUrl, '--node', name, ...args], {
     listen,
     spawn: (cmd, argv, o) => host.spawn(cmd, argv, o),
