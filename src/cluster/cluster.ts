@@ -360,7 +360,11 @@ export class Cluster {
           continue;
         }
       }
-      const outcome = await this.watchFrom(next, (revision) => {
+      // From the revision the view already holds, not the one after it: etcd accepts a watch that starts
+      // exactly at its compaction revision but has dropped the deletions made there. Those at `next − 1` the
+      // view already has (their replay changes nothing); one compacted away at `next` or later is below
+      // this start, so etcd cancels the watch and the view is listed again. No window is left.
+      const outcome = await this.watchFrom(Math.max(1, next - 1), (revision) => {
         next = revision;
         backoff.reset();
       });
@@ -393,7 +397,8 @@ export class Cluster {
    * etcd but misses the deletions made at that revision (compaction drops
    * their tombstones), so the check is needed even where the watch itself
    * would not be cancelled. (A compaction landing between this read and the
-   * watch's creation is not covered: a window of one round trip.)
+   * watch's creation is caught by watching from one revision earlier: see
+   * runSync.)
    */
   private async historyFrom(next: number): Promise<boolean> {
     const key = Buffer.from(layoutPrefix(this.prefix));
