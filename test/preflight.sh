@@ -1,32 +1,80 @@
 #!/usr/bin/env bash
-# Runs before `npm test` (npm's pretest). The tests use real tools: dig for
-# queries, unbound and dnsmasq as upstreams, dnsperf for the bench, ip for
-# the network-namespace test. On a
-# fresh Debian machine as root this installs what is missing, saying so;
-# otherwise it prints the command and the tests that need a tool fail with
-# a message naming its package.
+# What the tests need from the machine, in one place. `npm test` runs this
+# first (npm's pretest); `.ci/run` runs it with --strict.
+#
+#   Debian packages: dig, unbound, dnsmasq (upstreams), dnsperf (bench),
+#     ip (network namespaces), systemd-analyze (deploy), protoc with
+#     Python's and Go's gRPC (interop, xDS), etcd and openssl (cluster mode),
+#     gcc, libc6-dev, libssl-dev (to build genreport).
+#   genreport: ISC's DNS compliance tool, built from its source outside the
+#     repository (GENREPORT_SRC, default ../shared/tools/genreport) into
+#     ${TMPDIR:-/tmp}/canonport-genreport, where test/helpers/genreport.ts
+#     looks for it (CANONPORT_GENREPORT overrides).
+#
+# As root on Debian it installs whatever is missing, saying so. Otherwise it
+# prints the command to run; the tests that need a missing tool then fail
+# with a message naming its package. With --strict (CI) anything it cannot
+# provide is an error (exit 1) instead of a warning.
 set -uo pipefail
-declare -A pkg=([dig]=dnsutils [unbound]=unbound [dnsmasq]=dnsmasq [dnsperf]=dnsperf [ip]=iproute2)
+cd "$(dirname "$0")/.."
+strict=0
+[ "${1:-}" = --strict ] && strict=1
+
+fail() {
+  echo "preflight: $*" >&2
+  [ $strict = 1 ] && exit 1
+}
+
 missing=()
-for tool in dig unbound dnsmasq dnsperf ip; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg[$tool]}")
+# Commands, and the package that brings each.
+declare -A by_command=(
+  [dig]=dnsutils [unbound]=unbound [dnsmasq]=dnsmasq [dnsperf]=dnsperf [ip]=iproute2
+  [systemd-analyze]=systemd [etcd]=etcd-server [etcdctl]=etcd-client [openssl]=openssl [gcc]=gcc
+)
+for cmd in "${!by_command[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${by_command[$cmd]}")
 done
-# The interop tests' Debian packages (protoc, Python's and Go's gRPC): not all are commands.
+# Headers genreport compiles against.
+[ -f /usr/include/resolv.h ] || missing+=(libc6-dev)
+[ -f /usr/include/openssl/hmac.h ] || missing+=(libssl-dev)
+# Packages that are not commands: protoc's gRPC plugins, Python's gRPC (for
+# /usr/bin/python3: the xDS tests use its stock xDS resolver too) and Go's.
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf \
-    golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc; do
+    golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
+    protoc-gen-go protoc-gen-go-grpc; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
   done
 fi
-[ ${#missing[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "preflight: installing ${missing[*]} (Debian packages the tests use)" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || {
-    echo "preflight: apt-get failed; tests needing ${missing[*]} will fail" >&2
-    exit 0
-  }
-else
-  echo "preflight: missing ${missing[*]}: run  sudo apt-get install -y ${missing[*]}  (tests that need them will fail)" >&2
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "preflight: installing ${missing[*]} (Debian packages the tests use)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
+      # Installing unbound, dnsmasq or etcd may start a system service on
+      # their usual ports; the tests start their own, on other ports.
+      for svc in unbound dnsmasq etcd; do
+        if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then systemctl stop "$svc" || true; fi
+        pkill -x "$svc" 2>/dev/null || true
+      done
+    else
+      fail "apt-get failed; tests needing ${missing[*]} will fail"
+    fi
+  else
+    fail "missing ${missing[*]}: run  sudo apt-get install -y ${missing[*]}  (tests that need them will fail)"
+  fi
+fi
+
+genreport_src=${GENREPORT_SRC:-../shared/tools/genreport}
+genreport_out=${TMPDIR:-/tmp}/canonport-genreport
+if [ -n "${CANONPORT_GENREPORT:-}" ]; then
+  [ -x "$CANONPORT_GENREPORT" ] || fail "CANONPORT_GENREPORT=$CANONPORT_GENREPORT is not an executable file"
+elif [ -f "$genreport_src/build.sh" ]; then
+  # build.sh rebuilds only when the source is newer than the binary.
+  built=$(bash "$genreport_src/build.sh" "$genreport_out" 2>&1 | tail -n 1)
+  [ -x "$built" ] || fail "building genreport from $genreport_src failed: $built (test/genreport.test.ts will fail)"
+elif [ ! -x "$genreport_out/genreport" ]; then
+  fail "genreport source not found at $genreport_src (set GENREPORT_SRC, or CANONPORT_GENREPORT to a built binary): test/genreport.test.ts will fail"
 fi
 exit 0

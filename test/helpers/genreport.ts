@@ -1,12 +1,15 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /**
  * ISC's DNS compliance tool (`genreport`, the tool behind ednscomp) as a
  * test oracle. It is a tool, not part of canonport: nothing of it lives in
- * this repository. `.ci/run` builds it from its own source and hands its
- * path over in CANONPORT_GENREPORT; without that variable the genreport
- * tests are reported skipped with the reason, never passed.
+ * this repository. `test/preflight.sh` (npm's pretest, and `.ci/run`)
+ * builds it from its own source into $TMPDIR/canonport-genreport;
+ * CANONPORT_GENREPORT names another binary. Without one, the genreport tests
+ * fail saying how to get it: they are never skipped nor passed.
  *
  * Its text report is one line per (zone, server address):
  *
@@ -22,26 +25,40 @@ import { accessSync, constants } from 'node:fs';
 
 export const GENREPORT_ENV = 'CANONPORT_GENREPORT';
 
-/** How to get genreport, for skip and failure messages. */
+/** Where test/preflight.sh builds genreport. */
+export function defaultGenreportPath(env: NodeJS.ProcessEnv = process.env): string {
+  return join(env.TMPDIR || tmpdir(), 'canonport-genreport', 'genreport');
+}
+
+/** How to get genreport, for failure messages. */
 export const GENREPORT_HOWTO =
-  `${GENREPORT_ENV} is not set, so the genreport tests cannot run: build ISC's genreport with ` +
-  '`bash ../shared/tools/genreport/build.sh /tmp/canonport-genreport` (needs the Debian packages gcc, libc6-dev, libssl-dev) ' +
-  `and run with ${GENREPORT_ENV}=/tmp/canonport-genreport/genreport; .ci/run does both`;
+  'genreport (ISC\'s DNS compliance tool) is not built: `bash test/preflight.sh` builds it from ../shared/tools/genreport ' +
+  '(or GENREPORT_SRC) into $TMPDIR/canonport-genreport (needs the Debian packages gcc, libc6-dev, libssl-dev; ' +
+  `as root it installs them), or set ${GENREPORT_ENV} to a built binary; .ci/run does this before the tests`;
 
 /**
- * The genreport binary named by CANONPORT_GENREPORT, or null when the
- * variable is unset (the caller skips, saying why). A variable that names
- * something that is not an executable file is a broken setup: that throws.
+ * The genreport binary: the one CANONPORT_GENREPORT names, else the one
+ * test/preflight.sh built; null when there is neither (the tests then fail
+ * with GENREPORT_HOWTO). A variable that names something that is not an
+ * executable file is a broken setup: that throws.
  */
 export function genreportBinary(env: NodeJS.ProcessEnv = process.env): string | null {
   const path = env[GENREPORT_ENV];
-  if (path === undefined || path === '') return null;
+  if (path === undefined || path === '') {
+    const built = defaultGenreportPath(env);
+    return isExecutable(built) ? built : null;
+  }
+  if (!isExecutable(path)) throw new Error(`${GENREPORT_ENV}=${path} is not an executable file. ${GENREPORT_HOWTO}`);
+  return path;
+}
+
+function isExecutable(path: string): boolean {
   try {
     accessSync(path, constants.X_OK);
+    return true;
   } catch {
-    throw new Error(`${GENREPORT_ENV}=${path} is not an executable file. ${GENREPORT_HOWTO}`);
+    return false;
   }
-  return path;
 }
 
 export interface GenreportTarget {
