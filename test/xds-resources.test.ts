@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TypeUrl, resourceTypeOf, xdsProtos } from '../src/xds/protos.js';
+import { TypeUrl, lazyXdsProtos, resourceTypeOf, xdsProtos } from '../src/xds/protos.js';
 import { canonicalEndpoints, encodeResource, lookupKey, sameEndpoints } from '../src/xds/resources.js';
 
 /** The pure parts of src/xds: resource names to discovery keys, endpoint sets, encoding. */
@@ -40,6 +40,35 @@ describe('canonicalEndpoints', () => {
     expect(sameEndpoints(got, canonicalEndpoints([...got].reverse()))).toBe(true);
     expect(sameEndpoints(got, got.slice(1))).toBe(false);
     expect(sameEndpoints(got, canonicalEndpoints(got.map((e) => ({ ...e, port: 12083 }))))).toBe(false);
+  });
+});
+
+describe('lazyXdsProtos: the ADS service written out, the protos parsed on first use', () => {
+  it('declares the methods proto-loader makes from ads.proto, and its serializers give the same bytes', () => {
+    const lazy = lazyXdsProtos().ads;
+    const parsed = xdsProtos().ads;
+    expect(Object.keys(lazy).sort()).toEqual(Object.keys(parsed).sort());
+    for (const name of Object.keys(parsed)) {
+      const [l, p] = [lazy[name]!, parsed[name]!];
+      expect({ path: l.path, requestStream: l.requestStream, responseStream: l.responseStream, originalName: l.originalName }).toEqual({
+        path: p.path,
+        requestStream: p.requestStream,
+        responseStream: p.responseStream,
+        originalName: p.originalName,
+      });
+    }
+    const request = { version_info: '1', resource_names: ['api.x'], type_url: TypeUrl.listener, response_nonce: 'n1', node: { id: 'a' } };
+    const [lazySotw, parsedSotw] = [lazy.StreamAggregatedResources!, parsed.StreamAggregatedResources!];
+    const bytes = lazySotw.requestSerialize(request);
+    expect(bytes.equals(parsedSotw.requestSerialize(request))).toBe(true);
+    expect(lazySotw.requestDeserialize(bytes)).toEqual(parsedSotw.requestDeserialize(bytes));
+    const response = { version_info: '2', type_url: TypeUrl.cluster, nonce: 'n2', resources: [] };
+    const out = lazySotw.responseSerialize(response);
+    expect(out.equals(parsedSotw.responseSerialize(response))).toBe(true);
+    expect(lazySotw.responseDeserialize(out)).toEqual(parsedSotw.responseDeserialize(out));
+    const delta = { type_url: TypeUrl.endpoint, resource_names_subscribe: ['api.x'] };
+    const d = lazy.DeltaAggregatedResources!.requestSerialize(delta);
+    expect(d.equals(parsed.DeltaAggregatedResources!.requestSerialize(delta))).toBe(true);
   });
 });
 

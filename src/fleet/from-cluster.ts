@@ -1,6 +1,6 @@
 import { isIPv6 } from 'node:net';
 import { Writable } from 'node:stream';
-import { Cluster, type ClusterTlsOptions } from '../cluster/cluster.js';
+import type { ClusterTlsOptions } from '../cluster/cluster.js';
 import { DEFAULT_PREFIX, nodeKey } from '../cluster/keys.js';
 import type { ClusterViewReader } from '../cluster/view.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
@@ -40,6 +40,9 @@ export async function collectFleetFromCluster(opts: FleetClusterOptions): Promis
   const timeoutMs = opts.timeoutMs ?? DEFAULT_FLEET_CLUSTER_TIMEOUT_MS;
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const failures = lastFailure();
+  // etcd3 (and its gRPC stubs) load only here: every command, `serve` included,
+  // imports this module through the fleet command, and few of them talk to etcd.
+  const { Cluster } = await import('../cluster/cluster.js');
   const cluster = new Cluster({ endpoints: opts.endpoints, prefix, tls: opts.tls, auth: opts.auth, publish: false }, { logger: failures.logger });
   cluster.start();
   try {

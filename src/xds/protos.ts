@@ -73,7 +73,7 @@ export interface XdsProtos {
 
 let loaded: XdsProtos | undefined;
 
-/** The protos, parsed once per process (about 150 ms: Envoy's API is large). */
+/** The protos, parsed once per process (about 150 ms and 8 MB of heap: Envoy's API is large). */
 export function xdsProtos(): XdsProtos {
   if (loaded) return loaded;
   const pkg = protoLoader.loadSync(FILES, { ...XDS_LOADER_OPTIONS, includeDirs: xdsProtoIncludeDirs() });
@@ -88,4 +88,37 @@ export function xdsProtos(): XdsProtos {
     decode: (type, bytes) => message(type).deserialize(bytes),
   };
   return loaded;
+}
+
+const ADS_SERVICE = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
+const DISCOVERY = 'envoy.service.discovery.v3.';
+
+/**
+ * The protos as the daemon holds them: parsed on first use, not at start.
+ * Every daemon serves xDS, few are ever asked; parsing Envoy's API at start
+ * cost every `serve` about 150 ms before it was ready and 8 MB of heap for
+ * good. The ADS service definition is therefore written out here (two
+ * bidirectional methods, as ads.proto declares them) with serializers that
+ * parse the protos when the first stream sends or receives a message; a
+ * test checks it against the one proto-loader makes from ads.proto.
+ */
+export function lazyXdsProtos(): XdsProtos {
+  const method = (name: string, request: string, response: string): grpc.MethodDefinition<object, object> => ({
+    path: `/${ADS_SERVICE}/${name}`,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (value: object) => xdsProtos().encode(DISCOVERY + request, value),
+    requestDeserialize: (bytes: Buffer) => xdsProtos().decode(DISCOVERY + request, bytes),
+    responseSerialize: (value: object) => xdsProtos().encode(DISCOVERY + response, value),
+    responseDeserialize: (bytes: Buffer) => xdsProtos().decode(DISCOVERY + response, bytes),
+    originalName: name.charAt(0).toLowerCase() + name.slice(1),
+  });
+  return {
+    ads: {
+      StreamAggregatedResources: method('StreamAggregatedResources', 'DiscoveryRequest', 'DiscoveryResponse'),
+      DeltaAggregatedResources: method('DeltaAggregatedResources', 'DeltaDiscoveryRequest', 'DeltaDiscoveryResponse'),
+    },
+    encode: (type, value) => xdsProtos().encode(type, value),
+    decode: (type, bytes) => xdsProtos().decode(type, bytes),
+  };
 }

@@ -4,7 +4,7 @@ import { ErrorCodes } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { AnswerCache } from './answers.js';
-import { xdsProtos } from './protos.js';
+import { lazyXdsProtos } from './protos.js';
 import { AdsStream, errorStatus, type DiscoveryRequest, type DiscoveryResponse } from './stream.js';
 
 /**
@@ -64,7 +64,7 @@ export interface XdsHandle {
 /** Adds the ADS service to `server` (before it starts). */
 export function addXdsService(server: grpc.Server, opts: XdsServiceOptions): XdsHandle {
   const limits: XdsLimits = { ...DEFAULT_XDS_LIMITS, ...opts.limits };
-  const protos = xdsProtos();
+  const protos = lazyXdsProtos();
   const logger = opts.logger.child({ component: 'xds' });
   const cache = new AnswerCache({
     discovery: opts.discovery,
