@@ -10,6 +10,7 @@ import { base32Port } from '../src/scheme/index.js';
 import { startLab, startNode, ZONE, DNS_PORT, type Lab, type NodeDaemon } from '../test/helpers/cluster-lab.js';
 import { REPO } from '../test/helpers/serve-process.js';
 import type { Host } from '../test/helpers/netns.js';
+import { RawAds } from '../test/helpers/raw-ads.js';
 import type { Children } from './children.js';
 import { encodeQuery, TYPE_SRV } from './dns-wire.js';
 import { runDnsperf } from './dnsperf.js';
@@ -102,28 +103,90 @@ class SrvPoller {
 
 const nodeTarget = (node: string) => `${node}.node.${ZONE}`;
 
+/**
+ * A stock-shaped xDS subscriber at a daemon: one ADS stream asking for the
+ * ClusterLoadAssignment of `name`, ACKing every push; `until` resolves
+ * when a push's endpoints (ADDRESS:PORT) satisfy a predicate.
+ */
+class EdsWatcher {
+  private readonly ads: RawAds;
+  private waiters = new Set<{ pred: (eps: string[]) => boolean; resolve: (t: number) => void }>();
+  private closed = false;
+  last: string[] = [];
+
+  constructor(address: string, private readonly name: string) {
+    this.ads = new RawAds(address);
+    this.ads.send('endpoint', [name]);
+    void this.read();
+  }
+
+  private async read(): Promise<void> {
+    while (!this.closed) {
+      const r = await this.ads.next(3_600_000).catch(() => null);
+      if (!r) return;
+      const t = performance.now();
+      this.ads.ack(r, [this.name]);
+      const groups = (r.resources[0]?.endpoints ?? []) as Array<{ lb_endpoints: Array<{ endpoint: { address: { socket_address: { address: string; port_value: number } } } }> }>;
+      this.last = groups.flatMap((g) => g.lb_endpoints.map((e) => `${e.endpoint.address.socket_address.address}:${e.endpoint.address.socket_address.port_value}`));
+      for (const w of [...this.waiters]) if (w.pred(this.last)) (this.waiters.delete(w), w.resolve(t));
+    }
+  }
+
+  until(pred: (eps: string[]) => boolean, timeoutMs: number): Promise<number> {
+    if (pred(this.last)) return Promise.resolve(performance.now());
+    return new Promise((resolve, reject) => {
+      const w = {
+        pred,
+        resolve: (t: number) => {
+          clearTimeout(timer);
+          resolve(t);
+        },
+      };
+      const timer = setTimeout(() => (this.waiters.delete(w), reject(new Error(`EDS ${this.name}: condition not met within ${timeoutMs} ms (last push: ${this.last.join(', ') || 'none'})`))), timeoutMs);
+      this.waiters.add(w);
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.ads.close();
+  }
+}
+
 async function convergence(lab: Lab, b: NodeDaemon, hostA: Host, o: ClusterBenchOptions, progress: (m: string) => void, r: ClusterBenchResult): Promise<void> {
   const poll = new SrvPoller(b.dns.host, DNS_PORT, `api.${ZONE}`);
+  // The same trials, seen by an xDS client subscribed at B (issue 15: a listener change in cluster mode).
+  const eds = new EdsWatcher(`${b.grpc.host}:${b.grpc.port}`, `api.${ZONE}`);
+  const onA = (eps: string[]) => eps.includes(`${hostA.address}:${API}`);
   const appear: number[] = [];
   const close: number[] = [];
+  const xdsAppear: number[] = [];
+  const xdsClose: number[] = [];
   try {
     for (let i = 0; i < o.trials; i++) {
       const listener = await hostA.listen(API);
       const t0 = performance.now();
-      appear.push((await poll.until((ts) => ts.includes(nodeTarget('host-a')), 30_000)) - t0);
+      const [dnsAt, xdsAt] = await Promise.all([poll.until((ts) => ts.includes(nodeTarget('host-a')), 30_000), eds.until(onA, 30_000)]);
+      appear.push(dnsAt - t0);
+      xdsAppear.push(xdsAt - t0);
       // B saw it right after a scan on A: stop it at a random phase of the next one, or every close would wait a whole scan.
       await sleep(Math.random() * SCAN_MS);
       await listener.stop();
       const t1 = performance.now();
-      close.push((await poll.until((ts) => !ts.includes(nodeTarget('host-a')), 30_000)) - t1);
-      if ((i + 1) % 10 === 0) progress(`cluster: convergence trial ${i + 1}/${o.trials}: appears ${percentiles(appear)!.p50} ms p50, closes ${percentiles(close)!.p50} ms p50`);
+      const [dnsGone, xdsGone] = await Promise.all([poll.until((ts) => !ts.includes(nodeTarget('host-a')), 30_000), eds.until((eps) => !onA(eps), 30_000)]);
+      close.push(dnsGone - t1);
+      xdsClose.push(xdsGone - t1);
+      if ((i + 1) % 10 === 0) progress(`cluster: convergence trial ${i + 1}/${o.trials}: appears ${percentiles(appear)!.p50} ms p50 (xDS ${percentiles(xdsAppear)!.p50}), closes ${percentiles(close)!.p50} ms p50 (xDS ${percentiles(xdsClose)!.p50})`);
       // The next trial starts at a random phase of the 1 s scan.
       await sleep(Math.random() * SCAN_MS);
     }
   } finally {
     poll.close();
+    eds.close();
     r.convergence.listenerAppears = percentiles(appear);
     r.convergence.listenerCloses = percentiles(close);
+    r.convergence.xdsAppears = percentiles(xdsAppear);
+    r.convergence.xdsCloses = percentiles(xdsClose);
   }
 
   // SIGKILL: five victim hosts, each with its own daemon and a db listener; all killed at once, each timed on its own.

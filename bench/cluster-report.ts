@@ -31,6 +31,10 @@ export interface ClusterBenchResult {
     listenerAppears: Percentiles | null;
     /** It closes: until B's SRV drops it (ms). */
     listenerCloses: Percentiles | null;
+    /** The same starts, seen by an xDS client subscribed at B: until its ClusterLoadAssignment lists A (ms). */
+    xdsAppears?: Percentiles | null;
+    /** The same closes: until B pushes a ClusterLoadAssignment without A (ms). */
+    xdsCloses?: Percentiles | null;
     /** A host's daemon is SIGKILLed: until B's SRV drops that host (ms). */
     daemonKilled: Percentiles | null;
   };
@@ -66,6 +70,9 @@ export function clusterTargets(r: ClusterBenchResult): ClusterTarget[] {
   const c = r.convergence;
   push('cluster-appear-p99', 'listener starts on A → SRV on B lists it, p99 ≤ 2 s', c.listenerAppears?.p99 ?? null, 2000, (v) => v <= 2000, c.listenerAppears ? `p99 ${c.listenerAppears.p99} ms over ${c.listenerAppears.n}` : '');
   push('cluster-close-p99', 'listener closes on A → SRV on B drops it, p99 ≤ 2 s', c.listenerCloses?.p99 ?? null, 2000, (v) => v <= 2000, c.listenerCloses ? `p99 ${c.listenerCloses.p99} ms over ${c.listenerCloses.n}` : '');
+  // Issue 15: a listener change in cluster mode reaches a subscribed xDS client, p99 ≤ 2 s.
+  if (c.xdsAppears !== undefined) push('cluster-xds-appear-p99', 'listener starts on A → B pushes it to an xDS client, p99 ≤ 2 s', c.xdsAppears?.p99 ?? null, 2000, (v) => v <= 2000, c.xdsAppears ? `p99 ${c.xdsAppears.p99} ms over ${c.xdsAppears.n}` : '');
+  if (c.xdsCloses !== undefined) push('cluster-xds-close-p99', 'listener closes on A → B pushes its removal, p99 ≤ 2 s', c.xdsCloses?.p99 ?? null, 2000, (v) => v <= 2000, c.xdsCloses ? `p99 ${c.xdsCloses.p99} ms over ${c.xdsCloses.n}` : '');
   const killBound = (r.settings.leaseTtlSeconds + 1) * 1000;
   push('cluster-kill-p99', `daemon SIGKILLed → dropped, p99 ≤ lease TTL + 1 s (${killBound / 1000} s)`, c.daemonKilled?.p99 ?? null, killBound, (v) => v <= killBound, c.daemonKilled ? `p99 ${c.daemonKilled.p99} ms over ${c.daemonKilled.n}` : '');
   const canonical = r.answerCost.find((x) => x.instances === 0 && x.transport === 'udp')?.qps ?? null;
@@ -101,6 +108,8 @@ export function renderCluster(r: ClusterBenchResult): string {
     `  settings: lease TTL ${r.settings.leaseTtlSeconds} s, scan every ${r.settings.scanIntervalMs} ms, observed TTL ${r.settings.observedTtlSeconds} s; host B polled every ${r.settings.pollMs} ms`,
     `  convergence, listener starts on A → SRV at B lists it:  ${ms(r.convergence.listenerAppears)}`,
     `  convergence, listener closes on A → SRV at B drops it:  ${ms(r.convergence.listenerCloses)}`,
+    ...(r.convergence.xdsAppears !== undefined ? [`  the same starts, pushed by B to an xDS client (EDS):     ${ms(r.convergence.xdsAppears)}`] : []),
+    ...(r.convergence.xdsCloses !== undefined ? [`  the same closes, pushed by B to an xDS client (EDS):     ${ms(r.convergence.xdsCloses)}`] : []),
     `  daemon SIGKILLed → SRV at B drops its host:             ${ms(r.convergence.daemonKilled)}`,
     '  answer cost (dnsperf -c 4 against host B\'s daemon, same run, runs interleaved):',
     ...r.answerCost.map((x) => `    ${x.label.padEnd(14)} ${x.transport}  ${x.qps !== null ? `${Math.round(x.qps).toLocaleString('en-US').padStart(7)} q/s, avg ${x.avgMs!.toFixed(3)} ms` : `error: ${x.error ?? '?'}`}  (${x.answer})`),

@@ -10,6 +10,7 @@ import { base32Port } from '../src/scheme/index.js';
 import { until } from './helpers/cluster.js';
 import { addIPv6, addressLines, GRPC_PORT, srvTargets, startBackend, startLab, startNode, untilDig, ZONE, type Backend, type Lab, type NodeDaemon } from './helpers/cluster-lab.js';
 import { metric } from './helpers/serve-process.js';
+import { RawAds, type DecodedResponse } from './helpers/xds.js';
 
 /**
  * Cluster mode end to end, the answers: three hosts (network namespaces,
@@ -280,6 +281,47 @@ describe('gRPC and HTTP from the merged view', () => {
       const ready = await c.get('/readyz');
       expect(JSON.parse(ready.body)).toMatchObject({ ready: true, cluster: { view: 'synced' } });
     } finally {
+      await stopAll();
+    }
+  });
+
+  it('xDS: the ClusterLoadAssignment of a service lists the hosts where it listens, and is pushed as hosts start and stop it', async () => {
+    const [hostA, hostB] = lab.hosts as [NonNullable<Lab['hosts'][0]>, NonNullable<Lab['hosts'][0]>];
+    const name = `api.${ZONE}`;
+    const endpointsOf = (r: DecodedResponse): string[] => {
+      const groups = (r.resources[0]?.endpoints ?? []) as Array<{ lb_endpoints: Array<{ endpoint: { address: { socket_address: { address: string; port_value: number } } } }> }>;
+      return groups.flatMap((g) => g.lb_endpoints.map((e) => `${e.endpoint.address.socket_address.address}:${e.endpoint.address.socket_address.port_value}`)).sort();
+    };
+    const ads = new RawAds(`${b.grpc.host}:${b.grpc.port}`);
+    /** Reads (and ACKs) pushes until one carries `want`; each push must be a change, never a repeat. */
+    const untilPushed = async (want: string[], what: string): Promise<number> => {
+      const t0 = Date.now();
+      let last: string[] | undefined;
+      for (;;) {
+        const r = await ads.next(15_000).catch((e: Error) => {
+          throw new Error(`waiting for ${what}: ${e.message}; last endpoints ${JSON.stringify(last)}`);
+        });
+        expect(r.type_url).toContain('ClusterLoadAssignment');
+        ads.ack(r, [name]);
+        const got = endpointsOf(r);
+        expect(got, 'a push repeats the endpoints before it').not.toEqual(last);
+        last = got;
+        if (got.join() === want.join()) return Date.now() - t0;
+      }
+    };
+    try {
+      const onA = await backend(hostA, 'grpc', API, 'host-a');
+      await untilDig(b, ['SRV', name], (r) => (srvTargets(r).join() === srvOf(API, 'host-a').join() ? true : undefined));
+      ads.send('endpoint', [name]);
+      await untilPushed([`${hostA.address}:${API}`], 'host-a alone');
+      await backend(hostB, 'grpc', API, 'host-b');
+      const up = await untilPushed([`${hostA.address}:${API}`, `${hostB.address}:${API}`].sort(), 'host-b to join');
+      await onA.stop();
+      const down = await untilPushed([`${hostB.address}:${API}`], 'host-a to leave');
+      console.log(`xDS in cluster mode: host-b's listener reached the subscribed stream ${up} ms after its start; host-a's stop ${down} ms after it (scan every 1 s)`);
+      expect(ads.status, 'the stream is still open').toBeUndefined();
+    } finally {
+      ads.close();
       await stopAll();
     }
   });

@@ -356,6 +356,21 @@ describe('ACK, NACK and pushes', () => {
     const eds = await s.next();
     expect(endpointsOf(eds.resources[0]!)).toEqual(['10.0.0.8:12082']);
   });
+
+  it('does not keep observed endpoints through a failure: the view withdrew them, so a failed fallback pushes them out', async () => {
+    // Cluster mode: the service ran on one host; its listener closed, the view dropped it, and the
+    // lookup fell through to the upstream, which fails. Keeping the last answer would keep a dead host.
+    discovery.set(API, 12082, ['10.0.0.5'], { source: 'observed' });
+    const s = ads();
+    s.send('endpoint', [API]);
+    const first = await s.next();
+    expect(endpointsOf(first.resources[0]!)).toEqual(['10.0.0.5:12082']);
+    s.ack(first, [API]);
+    discovery.fail(API);
+    const eds = await s.next();
+    expect(eds.resources.map((r) => r.cluster_name)).toEqual([API]);
+    expect(endpointsOf(eds.resources[0]!)).toEqual([]);
+  });
 });
 
 describe('streams', () => {

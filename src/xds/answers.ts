@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import { ErrorCodes, isCanonportError } from '../errors.js';
 import type { DiscoveryReader, Lookup } from '../discovery/model.js';
-import { canonicalEndpoints, encodeResource, sameEndpoints, type EncodedResource, type XdsAnswer } from './resources.js';
+import { canonicalEndpoints, encodeResource, sameEndpoints, type EncodedResource, type SocketEndpoint, type XdsAnswer } from './resources.js';
 import type { ResourceType, XdsProtos } from './protos.js';
 
 /**
@@ -57,6 +57,13 @@ interface Entry {
   /** Asked to look up again while a lookup was in flight. */
   again: boolean;
   timer: NodeJS.Timeout | undefined;
+  /**
+   * The last answer's endpoints that did not come from the cluster view:
+   * what a failed lookup keeps. Observed endpoints are not kept: the view
+   * withdrew them on purpose (the listener closed, the host's lease
+   * expired), which is why the lookup fell through to a source that failed.
+   */
+  unobserved: SocketEndpoint[];
 }
 
 export class AnswerCache {
@@ -102,7 +109,7 @@ export class AnswerCache {
   subscribe(key: string, sub: AnswerSubscriber): void {
     let entry = this.entries.get(key);
     if (!entry) {
-      entry = { key, answer: { kind: 'pending' }, subscribers: new Set(), encoded: new Map(), seq: 0, inFlight: false, queued: false, again: false, timer: undefined };
+      entry = { key, answer: { kind: 'pending' }, subscribers: new Set(), encoded: new Map(), seq: 0, inFlight: false, queued: false, again: false, timer: undefined, unobserved: [] };
       this.entries.set(key, entry);
       this.enqueue(entry);
     }
@@ -207,12 +214,14 @@ export class AnswerCache {
     if (result === 'failed' || (!result.ok && result.failure === 'unavailable')) {
       // A source failed: keep what clients have; a service known to exist keeps its resources.
       const known = result !== 'failed' && result.description !== undefined;
-      next = previous.kind !== 'pending' ? previous : known ? { kind: 'present', endpoints: [] } : { kind: 'absent' };
+      next = previous.kind === 'present' ? { kind: 'present', endpoints: entry.unobserved } : previous.kind !== 'pending' ? previous : known ? { kind: 'present', endpoints: [] } : { kind: 'absent' };
       refreshMs = this.opts.retryMs;
     } else if (!result.ok) {
       next = result.failure === 'no-address' ? { kind: 'present', endpoints: [] } : { kind: 'absent' };
+      entry.unobserved = [];
     } else {
       next = { kind: 'present', endpoints: canonicalEndpoints(result.instances.endpoints) };
+      entry.unobserved = canonicalEndpoints(result.instances.endpoints.filter((e) => e.source !== 'observed'));
       // Upstream A/AAAA answers change without the discovery hearing of it: look again at their TTL.
       if (result.instances.endpoints.some((e) => e.source === 'upstream')) {
         refreshMs = Math.min(MAX_REFRESH_MS, Math.max(this.opts.refreshFloorMs, result.instances.ttl * 1000));
