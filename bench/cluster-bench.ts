@@ -57,13 +57,43 @@ const VICTIMS = 5;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Waiters on the latest value a poller or a stream saw: `until` resolves (with when, performance.now()) once a value satisfies its predicate. */
+class Latest<T> {
+  private waiters = new Set<{ pred: (v: T) => boolean; resolve: (t: number) => void }>();
+
+  constructor(
+    public value: T,
+    private readonly describe: (v: T) => string,
+  ) {}
+
+  set(value: T, at: number): void {
+    this.value = value;
+    for (const w of [...this.waiters]) if (w.pred(value)) (this.waiters.delete(w), w.resolve(at));
+  }
+
+  until(pred: (v: T) => boolean, timeoutMs: number, what: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const w = {
+        pred,
+        resolve: (t: number) => {
+          clearTimeout(timer);
+          resolve(t);
+        },
+      };
+      const timer = setTimeout(() => (this.waiters.delete(w), reject(new Error(`${what}: condition not met within ${timeoutMs} ms (last: ${this.describe(this.value)})`))), timeoutMs);
+      this.waiters.add(w);
+    });
+  }
+}
+
+const listOrNone = (xs: string[]) => xs.join(', ') || 'none';
+
 /** The SRV targets of `name` at host:port, every `POLL_MS`, until `pred` holds (returns when, performance.now()). */
 class SrvPoller {
   private readonly socket = dgram.createSocket('udp4');
   private id = 1;
-  private waiters = new Set<{ pred: (targets: string[]) => boolean; resolve: (t: number) => void }>();
   private timer: NodeJS.Timeout;
-  last: string[] = [];
+  private readonly latest = new Latest<string[]>([], listOrNone);
 
   constructor(private readonly host: string, private readonly port: number, private readonly name: string) {
     this.socket.on('message', (msg) => {
@@ -74,25 +104,14 @@ class SrvPoller {
       } catch {
         return;
       }
-      this.last = targets;
-      for (const w of [...this.waiters]) if (w.pred(targets)) (this.waiters.delete(w), w.resolve(t));
+      this.latest.set(targets, t);
     });
     this.socket.on('error', () => undefined);
     this.timer = setInterval(() => this.socket.send(encodeQuery(this.id++ & 0xffff, this.name, TYPE_SRV), this.port, this.host), POLL_MS);
   }
 
   until(pred: (targets: string[]) => boolean, timeoutMs: number): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (t: number) => {
-          clearTimeout(timer);
-          resolve(t);
-        },
-      };
-      const timer = setTimeout(() => (this.waiters.delete(w), reject(new Error(`SRV ${this.name}: condition not met within ${timeoutMs} ms (last answer: ${this.last.join(', ') || 'none'})`))), timeoutMs);
-      this.waiters.add(w);
-    });
+    return this.latest.until(pred, timeoutMs, `SRV ${this.name}`);
   }
 
   close(): void {
@@ -110,9 +129,8 @@ const nodeTarget = (node: string) => `${node}.node.${ZONE}`;
  */
 class EdsWatcher {
   private readonly ads: RawAds;
-  private waiters = new Set<{ pred: (eps: string[]) => boolean; resolve: (t: number) => void }>();
   private closed = false;
-  last: string[] = [];
+  private readonly latest = new Latest<string[]>([], listOrNone);
 
   constructor(address: string, private readonly name: string) {
     this.ads = new RawAds(address);
@@ -127,24 +145,16 @@ class EdsWatcher {
       const t = performance.now();
       this.ads.ack(r, [this.name]);
       const groups = (r.resources[0]?.endpoints ?? []) as Array<{ lb_endpoints: Array<{ endpoint: { address: { socket_address: { address: string; port_value: number } } } }> }>;
-      this.last = groups.flatMap((g) => g.lb_endpoints.map((e) => `${e.endpoint.address.socket_address.address}:${e.endpoint.address.socket_address.port_value}`));
-      for (const w of [...this.waiters]) if (w.pred(this.last)) (this.waiters.delete(w), w.resolve(t));
+      this.latest.set(
+        groups.flatMap((g) => g.lb_endpoints.map((e) => `${e.endpoint.address.socket_address.address}:${e.endpoint.address.socket_address.port_value}`)),
+        t,
+      );
     }
   }
 
   until(pred: (eps: string[]) => boolean, timeoutMs: number): Promise<number> {
-    if (pred(this.last)) return Promise.resolve(performance.now());
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (t: number) => {
-          clearTimeout(timer);
-          resolve(t);
-        },
-      };
-      const timer = setTimeout(() => (this.waiters.delete(w), reject(new Error(`EDS ${this.name}: condition not met within ${timeoutMs} ms (last push: ${this.last.join(', ') || 'none'})`))), timeoutMs);
-      this.waiters.add(w);
-    });
+    if (pred(this.latest.value)) return Promise.resolve(performance.now());
+    return this.latest.until(pred, timeoutMs, `EDS ${this.name}`);
   }
 
   close(): void {

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { TypeUrl, xdsProtos, type ResourceType } from '../../src/xds/protos.js';
 import type { DiscoveryRequest } from '../../src/xds/stream.js';
+import { untilWokenOr } from './wake.js';
 
 /**
  * The raw ADS client of the xDS tests, in a module of its own: it imports
@@ -84,14 +85,7 @@ export class RawAds {
       if (this.status) throw new Error(`ADS stream ended: ${grpc.status[this.status.code]} ${this.status.details}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`no ADS response within ${ms} ms`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiter = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.waiter = undefined;
+      await untilWokenOr(left, (wake) => (this.waiter = wake));
     }
     return this.queue.shift()!;
   }

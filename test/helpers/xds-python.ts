@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Tally } from './xds-backend.js';
+import { untilWokenOr } from './wake.js';
 
 /**
  * The stock Python client: Debian's python3-grpcio (gRPC's C core and its
@@ -69,14 +70,7 @@ export class PythonXdsClient {
       if (this.exited) throw new Error(`python client exited: ${this.stderr.slice(-10).join('\n')}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`python client silent for ${ms} ms: ${this.stderr.slice(-10).join('\n')}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiter = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.waiter = undefined;
+      await untilWokenOr(left, (wake) => (this.waiter = wake));
     }
     return JSON.parse(this.lines.shift()!) as Record<string, unknown>;
   }
