@@ -1,8 +1,7 @@
-import * as grpc from '@grpc/grpc-js';
 import * as grpcXds from '@grpc/grpc-js-xds';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from './helpers/ports.js';
-import { pollUntil, startBackend, whoAmI, type Backend, type Tally } from './helpers/xds.js';
+import { XdsTestParts, only, pollUntil } from './helpers/xds.js';
 import { API, API_PORT, NOT_SERVED, loopbackHost, metricTotal, startXdsDaemon, type XdsDaemon } from './helpers/xds-daemon.js';
 
 /**
@@ -18,8 +17,7 @@ const H1 = loopbackHost(4);
 const H2 = loopbackHost(5);
 
 let cp: XdsDaemon;
-const backends: Backend[] = [];
-const clients: grpc.Client[] = [];
+const parts = new XdsTestParts();
 
 beforeAll(async () => {
   cp = await startXdsDaemon({ hosts: { [API]: [H1] } });
@@ -29,32 +27,12 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const c of clients) c.close();
-  for (const b of backends) b.stop();
+  parts.close();
   await cp?.close();
 });
 
-async function backend(address: string, port: number): Promise<Backend> {
-  const b = await startBackend(address, port);
-  backends.push(b);
-  return b;
-}
-
-function client(target: string): (n: number, timeoutMs?: number) => Promise<Tally> {
-  const c = new grpc.Client(target, grpc.credentials.createInsecure());
-  clients.push(c);
-  return async (n, timeoutMs = 2000) => {
-    const tally: Tally = {};
-    for (let i = 0; i < n; i++) {
-      const r = await whoAmI(c, timeoutMs);
-      const key = r.id ?? `error:${r.error!.split(':')[0]}`;
-      tally[key] = (tally[key] ?? 0) + 1;
-    }
-    return tally;
-  };
-}
-
-const only = (id: string) => (t: Tally) => Object.keys(t).length === 1 && t[id] !== undefined;
+const backend = (address: string, port: number) => parts.backend(address, port);
+const client = (target: string) => parts.nodeClient(target);
 let api: ReturnType<typeof client>;
 
 describe('Node (@grpc/grpc-js-xds) through the daemon', () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from './helpers/ports.js';
-import { PythonXdsClient, pollUntil, requirePythonGrpc, startBackend, type Backend, type Tally } from './helpers/xds.js';
+import { PythonXdsClient, XdsTestParts, only, pollUntil, requirePythonGrpc } from './helpers/xds.js';
 import { API, API_PORT, NOT_SERVED, loopbackHost, metricTotal, startXdsDaemon, type XdsDaemon } from './helpers/xds-daemon.js';
 
 /**
@@ -17,7 +17,7 @@ const H1 = loopbackHost(2);
 const H2 = loopbackHost(3);
 
 let cp: XdsDaemon;
-const backends: Backend[] = [];
+const parts = new XdsTestParts();
 let py: PythonXdsClient | undefined;
 
 beforeAll(async () => {
@@ -27,17 +27,12 @@ beforeAll(async () => {
 
 afterAll(async () => {
   py?.close();
-  for (const b of backends) b.stop();
+  parts.close();
   await cp?.close();
 });
 
-async function backend(address: string, port: number): Promise<Backend> {
-  const b = await startBackend(address, port);
-  backends.push(b);
-  return b;
-}
+const backend = (address: string, port: number) => parts.backend(address, port);
 
-const only = (id: string) => (t: Tally) => Object.keys(t).length === 1 && t[id] !== undefined;
 const why = () => py!.stderr.slice(-5).join('\n');
 
 describe('Python (grpcio, C core) through the daemon', () => {

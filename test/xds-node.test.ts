@@ -1,9 +1,8 @@
-import * as grpc from '@grpc/grpc-js';
 import * as grpcXds from '@grpc/grpc-js-xds';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from './helpers/ports.js';
 import { MemoryDiscovery } from './helpers/xds-discovery.js';
-import { bootstrapFile, pollUntil, startBackend, startXdsServer, whoAmI, type Backend, type Tally, type XdsServer } from './helpers/xds.js';
+import { XdsTestParts, bootstrapFile, only, pollUntil, startXdsServer, type XdsServer } from './helpers/xds.js';
 
 /**
  * The stock Node client, @grpc/grpc-js-xds: register(), then
@@ -16,8 +15,7 @@ const NAME = 'api.cluster-1.example.com';
 
 let discovery: MemoryDiscovery;
 let xds: XdsServer;
-const backends: Backend[] = [];
-const clients: grpc.Client[] = [];
+const parts = new XdsTestParts();
 
 beforeAll(async () => {
   discovery = new MemoryDiscovery();
@@ -28,32 +26,12 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const c of clients) c.close();
-  for (const b of backends) b.stop();
+  parts.close();
   await xds?.close();
 });
 
-async function backend(address: string, port: number): Promise<Backend> {
-  const b = await startBackend(address, port);
-  backends.push(b);
-  return b;
-}
-
-function client(target: string): (n: number, timeoutMs?: number) => Promise<Tally> {
-  const c = new grpc.Client(target, grpc.credentials.createInsecure());
-  clients.push(c);
-  return async (n, timeoutMs = 2000) => {
-    const tally: Tally = {};
-    for (let i = 0; i < n; i++) {
-      const r = await whoAmI(c, timeoutMs);
-      const key = r.id ?? `error:${r.error!.split(':')[0]}`;
-      tally[key] = (tally[key] ?? 0) + 1;
-    }
-    return tally;
-  };
-}
-
-const only = (id: string) => (t: Tally) => Object.keys(t).length === 1 && t[id] !== undefined;
+const backend = (address: string, port: number) => parts.backend(address, port);
+const client = (target: string) => parts.nodeClient(target);
 
 describe('Node (@grpc/grpc-js-xds) through canonport xDS', () => {
   it('reaches the service, follows a port change within 2 s, spreads over two hosts, and leaves a stopped one', async () => {

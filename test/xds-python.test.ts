@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from './helpers/ports.js';
 import { MemoryDiscovery } from './helpers/xds-discovery.js';
-import { PythonXdsClient, bootstrapFile, pollUntil, requirePythonGrpc, startBackend, startXdsServer, type Backend, type Tally, type XdsServer } from './helpers/xds.js';
+import { PythonXdsClient, XdsTestParts, bootstrapFile, only, pollUntil, requirePythonGrpc, startXdsServer, type XdsServer } from './helpers/xds.js';
 
 /**
  * The stock Python client (Debian's python3-grpcio: gRPC's C core and its
@@ -17,8 +17,7 @@ const NAME = 'api.cluster-1.example.com';
 let discovery: MemoryDiscovery;
 let xds: XdsServer;
 let bootstrap: string;
-const backends: Backend[] = [];
-const clients: PythonXdsClient[] = [];
+const parts = new XdsTestParts();
 
 beforeAll(async () => {
   requirePythonGrpc();
@@ -28,24 +27,16 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const c of clients) c.close();
-  for (const b of backends) b.stop();
+  parts.close();
   await xds?.close();
 });
 
-async function backend(address: string, port: number): Promise<Backend> {
-  const b = await startBackend(address, port);
-  backends.push(b);
-  return b;
-}
+const backend = (address: string, port: number) => parts.backend(address, port);
 
 function client(target: string): PythonXdsClient {
-  const c = new PythonXdsClient(target, bootstrap);
-  clients.push(c);
-  return c;
+  return parts.track(new PythonXdsClient(target, bootstrap));
 }
 
-const only = (id: string) => (t: Tally) => Object.keys(t).length === 1 && t[id] !== undefined;
 
 describe('Python (grpcio, C core) through canonport xDS', () => {
   it('reaches the service, follows a port change within 2 s, spreads over two hosts, and leaves a stopped one', async () => {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { freePort } from './ports.js';
 import { requireTool } from './tools.js';
-import { startUnbound, waitForDns, type Unbound } from './unbound.js';
+import { startUnbound, stopChild, waitForDns, type Unbound } from './unbound.js';
 
 /**
  * The reference servers the conformance tests compare canonport with, all
@@ -60,12 +60,6 @@ export async function startDnsmasq(servers: string[]): Promise<Dnsmasq> {
   await waitForDns(port, () => (proc.exitCode !== null ? `dnsmasq exited: ${stderr}` : null));
   return {
     port,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (proc.exitCode !== null) return resolve();
-        proc.once('exit', () => resolve());
-        proc.kill('SIGTERM');
-        setTimeout(() => proc.kill('SIGKILL'), 3000).unref();
-      }),
+    stop: () => stopChild(proc),
   };
 }

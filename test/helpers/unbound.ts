@@ -55,14 +55,18 @@ export async function startUnbound(opts: { zones: string[]; localData: string[];
   return {
     port,
     proc,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (proc.exitCode !== null) return resolve();
-        proc.once('exit', () => resolve());
-        proc.kill('SIGTERM');
-        setTimeout(() => proc.kill('SIGKILL'), 3000).unref();
-      }),
+    stop: () => stopChild(proc),
   };
+}
+
+/** Stops a reference server by its PID: SIGTERM, SIGKILL after 3 s; resolves once it has exited. */
+export function stopChild(proc: ChildProcess): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+    proc.once('exit', () => resolve());
+    proc.kill('SIGTERM');
+    setTimeout(() => proc.kill('SIGKILL'), 3000).unref();
+  });
 }
 
 /** Polls a DNS server with a root SOA query until it answers anything (bounded). */

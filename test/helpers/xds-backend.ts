@@ -70,3 +70,46 @@ export async function pollUntil(call: (n: number) => Promise<Tally>, done: (t: T
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** A tally from one backend alone: every call reached `id`. */
+export const only = (id: string) => (t: Tally) => Object.keys(t).length === 1 && t[id] !== undefined;
+
+/**
+ * What one xDS test file starts (backends, clients), stopped and closed
+ * together in its afterAll.
+ */
+export class XdsTestParts {
+  private readonly backends: Backend[] = [];
+  private readonly closables: Array<{ close(): void }> = [];
+
+  async backend(address: string, port: number): Promise<Backend & { port: number }> {
+    const b = await startBackend(address, port);
+    this.backends.push(b);
+    return b;
+  }
+
+  /** Closed with the rest. */
+  track<T extends { close(): void }>(c: T): T {
+    this.closables.push(c);
+    return c;
+  }
+
+  /** A grpc-js channel to `target` (e.g. `xds:///NAME`): `n` WhoAmI calls, tallied by who answered (or `error:CODE`). */
+  nodeClient(target: string): (n: number, timeoutMs?: number) => Promise<Tally> {
+    const c = this.track(new grpc.Client(target, grpc.credentials.createInsecure()));
+    return async (n, timeoutMs = 2000) => {
+      const tally: Tally = {};
+      for (let i = 0; i < n; i++) {
+        const r = await whoAmI(c, timeoutMs);
+        const key = r.id ?? `error:${r.error!.split(':')[0]}`;
+        tally[key] = (tally[key] ?? 0) + 1;
+      }
+      return tally;
+    };
+  }
+
+  close(): void {
+    for (const c of this.closables.splice(0)) c.close();
+    for (const b of this.backends.splice(0)) b.stop();
+  }
+}
