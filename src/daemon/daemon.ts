@@ -21,6 +21,7 @@ import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstrea
 import { NameServerHosts } from '../dns/zone-apex.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
+import { addXdsService } from '../xds/server.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
@@ -223,9 +224,8 @@ export class Daemon {
       const grpcTls = source('grpc');
       const httpTls = source('http');
       this.http = await startHttpServer(this.ctx, this.cfg.http, { tls: httpTls });
-      // xDS rides on the gRPC port: gRPC clients in every language find services through it.
-      // Loaded after DNS is up (its Envoy protos take a moment): the first DNS answer does not wait for it.
-      const { addXdsService } = await import('../xds/server.js');
+      // xDS rides on the gRPC port: gRPC clients in every language find services through it
+      // (Envoy's protos are parsed on the first xDS message, not here: xds/protos.ts).
       const xds = (server: Parameters<typeof addXdsService>[0]) =>
         addXdsService(server, { discovery: this.discovery, metrics: this.metrics, logger: this.logger.child({ component: 'xds' }) });
       this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc, { services: [xds], tls: grpcTls && { source: grpcTls, clientAuth: this.cfg.grpcTlsClientAuth } });
