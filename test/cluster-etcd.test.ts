@@ -264,6 +264,9 @@ describe('faults', () => {
     a.cluster.publish(snap(listener(12082), listener(14688)));
     b.cluster.publish(snap());
     await until('b to see a', () => (nodesOn(b, 14688).includes('a') ? true : undefined));
+    // b's own write must land before the cut: left in flight, it lands after the restore, moving etcd's
+    // revision past the compaction this test places (and past b's relist, for the moment its watch takes).
+    await b.cluster.whenPublished();
 
     proxy.cut();
     await until('b\'s view to go stale', () => (b.cluster.view.status().state === 'stale' ? true : undefined));
