@@ -3,6 +3,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { join } from 'node:path';
+import { stopChild } from '../test/helpers/child.js';
 
 /**
  * Every process the bench starts, so all of them die with it: on normal
@@ -56,30 +57,13 @@ export class Children {
 
   /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
   async stop(server: Server, graceMs = 1500): Promise<void> {
-    if (server.proc.exitCode !== null || server.proc.signalCode !== null) return;
-    server.proc.kill('SIGTERM');
-    const timer = setTimeout(() => server.proc.kill('SIGKILL'), graceMs);
-    await server.exited;
-    clearTimeout(timer);
+    await stopChild(server.proc, { killAfterMs: graceMs });
   }
 
   /** Stops every tracked process (servers and load generators), in parallel. */
   async stopAll(graceMs = 1500): Promise<void> {
     const procs = [...this.live.keys()];
-    await Promise.all(
-      procs.map(
-        (p) =>
-          new Promise<void>((resolve) => {
-            if (p.exitCode !== null || p.signalCode !== null) return resolve();
-            const timer = setTimeout(() => p.kill('SIGKILL'), graceMs);
-            p.once('exit', () => {
-              clearTimeout(timer);
-              resolve();
-            });
-            p.kill('SIGTERM');
-          }),
-      ),
-    );
+    await Promise.all(procs.map((p) => stopChild(p, { killAfterMs: graceMs })));
     this.live.clear();
   }
 

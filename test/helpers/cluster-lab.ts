@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { stopChild } from './child.js';
 import { dig, type DigResult } from './dig.js';
 import { startEtcd, type EtcdCluster, type StartEtcdOptions } from './etcd.js';
 import { createHostNet, type Host, type HostNet } from './netns.js';
@@ -125,12 +126,7 @@ export async function startBackend(host: Host, mode: 'grpc' | 'http', port: numb
   return {
     pid: child.pid!,
     port,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
+    stop: () => stopChild(child),
   };
 }
 

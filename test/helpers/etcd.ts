@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { stopChild } from './child.js';
 import { freePort } from './ports.js';
 import { requireTool } from './tools.js';
 
@@ -182,13 +183,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
   };
 
   const killMember = async (m: EtcdMember, signal: NodeJS.Signals): Promise<void> => {
-    const p = m.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const exited = new Promise<void>((r) => p.once('exit', () => r()));
-    p.kill(signal);
-    const t = signal === 'SIGKILL' ? undefined : setTimeout(() => p.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(t);
+    if (m.proc) await stopChild(m.proc, { signal, killAfterMs: 5000 });
   };
 
   for (const m of members) spawnMember(m);

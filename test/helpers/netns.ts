@@ -1,5 +1,6 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { stopChild } from './child.js';
 import { requireTool } from './tools.js';
 
 /**
@@ -184,13 +185,7 @@ export async function createHostNet(opts: { hosts: number }): Promise<HostNet> {
             child.stdout!.on('data', (d) => String(d).includes('listening') && resolve());
             child.once('exit', (code) => reject(new Error(`listener on ${addr}:${port} in ${ns} exited (${code}): ${err}`)));
           });
-          const end = (signal: NodeJS.Signals) =>
-            new Promise<void>((resolve) => {
-              if (child.exitCode !== null || child.signalCode !== null) return resolve();
-              child.once('exit', () => resolve());
-              child.kill(signal);
-            });
-          return { pid: child.pid!, port, address: addr, stop: () => end('SIGTERM'), kill: () => end('SIGKILL') };
+          return { pid: child.pid!, port, address: addr, stop: () => stopChild(child), kill: () => stopChild(child, { signal: 'SIGKILL' }) };
         },
       };
       hosts.push(host);

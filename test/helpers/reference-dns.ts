@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
 import { freePort } from './ports.js';
 import { requireTool } from './tools.js';
-import { startUnbound, stopChild, waitForDns, type Unbound } from './unbound.js';
+import { stopChild } from './child.js';
+import { startUnbound, waitForDns, type Unbound } from './unbound.js';
 
 /**
  * The reference servers the conformance tests compare canonport with, all

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseHostPort } from '../../src/config/address.js';
+import { stopChild } from './child.js';
 import type { Server } from './dns-wire.js';
 
 /**
@@ -138,11 +139,7 @@ export async function startServe(args: string[], opts: ServeOptions = {}): Promi
     exited,
     waitForLog,
     stop: async (ms = 10_000) => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), ms);
-      await exited;
-      clearTimeout(t);
+      await stopChild(proc, { killAfterMs: ms });
     },
   };
 }

@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import dgram from 'node:dgram';
 import { freePort } from './ports.js';
+import { stopChild } from './child.js';
 import { requireTool } from './tools.js';
 import { tempDir } from './daemon.js';
 
@@ -57,16 +58,6 @@ export async function startUnbound(opts: { zones: string[]; localData: string[];
     proc,
     stop: () => stopChild(proc),
   };
-}
-
-/** Stops a reference server by its PID: SIGTERM, SIGKILL after 3 s; resolves once it has exited. */
-export function stopChild(proc: ChildProcess): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-    proc.once('exit', () => resolve());
-    proc.kill('SIGTERM');
-    setTimeout(() => proc.kill('SIGKILL'), 3000).unref();
-  });
 }
 
 /** Polls a DNS server with a root SOA query until it answers anything (bounded). */
