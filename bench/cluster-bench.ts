@@ -57,7 +57,7 @@ const VICTIMS = 5;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Waiters on the latest value a poller or a stream saw: `until` resolves (with when, performance.now()) once a value satisfies its predicate. */
+/** Waiters on the latest value a poller or a stream saw: `until` resolves (with when, performance.now()) once a value satisfies its predicate, at once if the latest already does. */
 class Latest<T> {
   private waiters = new Set<{ pred: (v: T) => boolean; resolve: (t: number) => void }>();
 
@@ -72,6 +72,7 @@ class Latest<T> {
   }
 
   until(pred: (v: T) => boolean, timeoutMs: number, what: string): Promise<number> {
+    if (pred(this.value)) return Promise.resolve(performance.now());
     return new Promise((resolve, reject) => {
       const w = {
         pred,
@@ -153,7 +154,6 @@ class EdsWatcher {
   }
 
   until(pred: (eps: string[]) => boolean, timeoutMs: number): Promise<number> {
-    if (pred(this.latest.value)) return Promise.resolve(performance.now());
     return this.latest.until(pred, timeoutMs, `EDS ${this.name}`);
   }
 

@@ -21,13 +21,13 @@ import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstrea
 import { NameServerHosts } from '../dns/zone-apex.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
-import { addXdsService } from '../xds/server.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CANONPORT_VERSION } from '../version.js';
+import { addXdsService } from '../xds/server.js';
 import type { Registry } from '../registry/registry.js';
 import type { DaemonContext, DaemonEvents } from '../context.js';
 

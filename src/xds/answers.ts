@@ -212,9 +212,11 @@ export class AnswerCache {
     let next: XdsAnswer;
     let refreshMs: number | undefined;
     if (result === 'failed' || (!result.ok && result.failure === 'unavailable')) {
-      // A source failed: keep what clients have; a service known to exist keeps its resources.
-      const known = result !== 'failed' && result.description !== undefined;
-      next = previous.kind === 'present' ? { kind: 'present', endpoints: entry.unobserved } : previous.kind !== 'pending' ? previous : known ? { kind: 'present', endpoints: [] } : { kind: 'absent' };
+      // A source failed: keep what clients have, less what the cluster view withdrew (Entry.unobserved);
+      // a service known to exist keeps its resources.
+      if (previous.kind === 'present') next = { kind: 'present', endpoints: entry.unobserved };
+      else if (previous.kind === 'absent') next = previous;
+      else next = result !== 'failed' && result.description !== undefined ? { kind: 'present', endpoints: [] } : { kind: 'absent' };
       refreshMs = this.opts.retryMs;
     } else if (!result.ok) {
       next = result.failure === 'no-address' ? { kind: 'present', endpoints: [] } : { kind: 'absent' };
