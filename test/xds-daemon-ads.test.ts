@@ -1,3 +1,4 @@
+import { Resolver } from 'node:dns/promises';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -9,6 +10,7 @@ import { freePort } from './helpers/ports.js';
 import { RawAds, type DecodedResponse } from './helpers/xds.js';
 import { API, API_PORT, NOT_SERVED, ZONE, loopbackHost, metricTotal, startXdsDaemon, type RegistrySpec, type XdsDaemon } from './helpers/xds-daemon.js';
 import { base32Port } from '../src/scheme/index.js';
+import { formatHostPort } from '../src/config/address.js';
 import { TypeUrl, type ResourceType } from '../src/xds/protos.js';
 
 /**
@@ -199,6 +201,36 @@ describe('registry reloads on an open stream', () => {
     const moved = await s.next(15_000);
     expect(moved.type_url).toBe(TypeUrl.endpoint);
     expect(endpointsOf(moved)).toEqual([`${H2}:${base32Port('web')}`]);
+  });
+});
+
+describe('name forms', () => {
+  it('answers every form of a name with the endpoints DNS gives it: _svc._tcp, a version, any case, a trailing dot, a :port', async () => {
+    const v2 = `v2.user.${ZONE}`;
+    await start({ hosts: { [API]: [H], [v2]: [H2] }, versioned: { user: { id: 1, versions: [1, 2] } } });
+    const dns = new Resolver({ timeout: 2000, tries: 1 });
+    dns.setServers([formatHostPort(cp!.daemon.addresses.dns)]);
+    /** What DNS answers for the name: SRV port × the target's A records. */
+    const viaDns = async (name: string) => {
+      const srv = await dns.resolveSrv(name);
+      const out = await Promise.all(srv.map(async (r) => (await dns.resolve4(r.name)).map((a) => `${a}:${r.port}`)));
+      return out.flat().sort();
+    };
+    const forms: Array<[asked: string, dnsName: string]> = [
+      [`_api._tcp.${ZONE}`, `_api._tcp.${ZONE}`],
+      ['API.Cluster-1.Example.COM.', API],
+      [`${API}:9999`, API],
+      [v2, v2],
+    ];
+    for (const [asked, dnsName] of forms) {
+      const want = await viaDns(dnsName);
+      expect(want.length, `DNS answers ${dnsName}`).toBeGreaterThan(0);
+      const eds = await subscribeAll(ads(), [asked]);
+      expect(eds.names, asked).toEqual([asked]);
+      expect(endpointsOf(eds), asked).toEqual(want);
+    }
+    // The version's own port (seed 000: 8 ‖ id 1 ‖ version 2).
+    expect(await viaDns(v2)).toEqual([`${H2}:8102`]);
   });
 });
 

@@ -39,6 +39,8 @@ export interface RegistrySpec {
   hosts: Record<string, readonly string[]>;
   /** Service label → pinned port. */
   pins?: Record<string, number>;
+  /** Service label → its versions (seed 000: port 8 ‖ id ‖ version). */
+  versioned?: Record<string, { id: number; versions: number[] }>;
   /** A comment line: rewrites the file without changing any answer. */
   note?: string;
 }
@@ -48,10 +50,10 @@ export function registryYaml(spec: RegistrySpec): string {
   for (const [name, addrs] of Object.entries(spec.hosts)) lines.push(`  ${name}: [${addrs.join(', ')}]`);
   if (Object.keys(spec.hosts).length === 0) lines[lines.length - 1] = 'hosts: {}';
   const pins = Object.entries(spec.pins ?? {});
-  if (pins.length > 0) {
-    lines.push('services:');
-    for (const [service, port] of pins) lines.push(`  ${service}:`, `    port: ${port}`);
-  }
+  const versioned = Object.entries(spec.versioned ?? {});
+  if (pins.length + versioned.length > 0) lines.push('services:');
+  for (const [service, port] of pins) lines.push(`  ${service}:`, `    port: ${port}`);
+  for (const [service, v] of versioned) lines.push(`  ${service}:`, `    id: ${v.id}`, `    versions: [${v.versions.join(', ')}]`);
   return `${lines.join('\n')}\n`;
 }
 
