@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
@@ -8,6 +9,7 @@ import { registerCanonResolver, resolveWithoutDaemon } from '../src/grpc/canon-r
 import { startGrpcServer, type GrpcHandle } from '../src/grpc/server.js';
 import { base32Port } from '../src/scheme/index.js';
 import { closedPort } from './helpers/ports.js';
+import { REPO } from './helpers/serve-process.js';
 import { call, eventually, Health, healthServer as sharedHealthServer, healthServerOnCanonicalPort, testDaemon, type TestDaemon } from './grpc-fixtures.js';
 
 /**
@@ -159,6 +161,42 @@ describe('canon: resolver without a daemon', () => {
     const err = (await check(c, '').catch((e: unknown) => e)) as grpc.ServiceError;
     expect(err.code).toBe(grpc.status.UNAVAILABLE);
     expect(err.details).toMatch(/canon:\/\/\/kab\.invalid: kab\.invalid has no address/);
+  });
+
+  it('ends a call at its deadline, without spinning, when nothing listens where the fallback points', async () => {
+    // A fresh label whose canonical port was free a moment ago, closed again: nothing listens there.
+    const h = await healthServerOnCanonicalPort('nobody');
+    h.server.forceShutdown();
+    // In a process of its own (the built package, as an application loads it): a resolver that answers every
+    // request to resolve again within the same tick spins that process's event loop, and no timer fires in it,
+    // the call's deadline included. Here the process is killed after a wide bound and the test says why.
+    const script = `
+      import * as grpc from '@grpc/grpc-js';
+      import { registerCanonResolver } from './dist/index.js';
+      registerCanonResolver({ grpc, daemon: '127.0.0.1:${await closedPort()}', registryFile: undefined, daemonTimeoutMs: 200 });
+      const c = new grpc.Client('canon:///${h.label}.localhost', grpc.credentials.createInsecure());
+      c.makeUnaryRequest('/grpc.health.v1.Health/Check', () => Buffer.alloc(0), (b) => b, {}, { deadline: Date.now() + 1000 }, (err) => {
+        // The channel keeps asking to resolve again: count a 20 ms ticker over the next 500 ms, then report.
+        let ticks = 0;
+        const ticker = setInterval(() => ticks++, 20);
+        setTimeout(() => {
+          clearInterval(ticker);
+          console.log(JSON.stringify({ code: err ? err.code : 0, ticks }));
+          c.close();
+        }, 500);
+      });
+    `;
+    const out = await new Promise<string>((resolve, reject) => {
+      const p = execFile(process.execPath, ['--input-type=module', '-e', script], { cwd: REPO, timeout: 15_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) =>
+        err ? reject(new Error(err.killed ? `the client process never ended its call (killed after 15 s): its event loop was starved` : `${err.message}\n${stderr}`)) : resolve(stdout),
+      );
+      p.stdin?.end();
+    });
+    const r = JSON.parse(out) as { code: number; ticks: number };
+    // Connection refused: the call fails (fast, or at its deadline), it does not hang.
+    expect([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]).toContain(r.code);
+    // 500 ms of a 20 ms ticker: a starved loop ticks rarely or never; a free one about 25 times.
+    expect(r.ticks).toBeGreaterThanOrEqual(10);
   });
 
   it('reports an unreadable registry file instead of guessing a port', async () => {

@@ -268,6 +268,8 @@ describe('mutual TLS (--grpc-tls-client-ca)', () => {
     registerCanonResolver({ daemon: at(m), registryFile: undefined, tls: { ca: ca.cert }, daemonTimeoutMs: 3000 });
     const err = (await failure(call(dial(), 'Check', { service: 'through-tls' }, 4000))) as unknown as grpc.ServiceError;
     expect(err.code).toBe(grpc.status.UNAVAILABLE);
+    expect(err.details).toContain('requires a client certificate');
+    expect(err.details).toContain('CP_TLS_HANDSHAKE_FAILED');
     // Unreadable files fail at registration, loudly.
     expect(() => registerCanonResolver({ tls: { ca: join(dir, 'nope.pem') } })).toThrow(expect.objectContaining({ code: 'CP_TLS_INVALID' }));
   });

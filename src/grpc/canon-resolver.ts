@@ -99,6 +99,19 @@ export function registerCanonResolver(opts: CanonResolverOptions = {}): void {
 /** What the resolver reports to its listener: the endpoints, or the status every call fails with. */
 type Endpoints = grpc.experimental.StatusOr<grpc.experimental.Endpoint[]>;
 
+/**
+ * The least time between two answers to grpc-js's requests to resolve
+ * again (a subchannel that failed asks for one at once). grpc-js backs
+ * those requests off only until a resolver reports, and this resolver can
+ * report within the same tick (a `*.localhost` fallback does no I/O): with
+ * nothing listening, report, fail, ask and report again would spin the
+ * event loop and starve every timer, the call's deadline included.
+ * grpc-js's own DNS resolver waits 30 s between resolutions; 1 s keeps the
+ * fallback quick to follow a host that comes back. The daemon's Watch
+ * pushes are not held back: they are changes, not answers to a request.
+ */
+const MIN_RERESOLVE_MS = 1000;
+
 class CanonResolver implements grpc.experimental.Resolver {
   private readonly name: string;
   private readonly daemon: string;
@@ -116,6 +129,9 @@ class CanonResolver implements grpc.experimental.Resolver {
   /** Why the daemon last failed (refused, TLS, unreachable), for the fallback's error message. */
   private daemonFailure: string | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  /** When the last report was made (Date.now()), and a re-resolution held back until MIN_RERESOLVE_MS after it. */
+  private reportedAt = 0;
+  private heldTimer: NodeJS.Timeout | undefined;
 
   constructor(
     target: grpc.experimental.GrpcUri,
@@ -136,6 +152,23 @@ class CanonResolver implements grpc.experimental.Resolver {
   /** Never reports synchronously: every report comes from a promise or timer callback. */
   updateResolution(): void {
     this.destroyed = false;
+    const wait = this.reportedAt + MIN_RERESOLVE_MS - Date.now();
+    if (this.last !== undefined && wait > 0) {
+      // Asked again right after an answer: answer once, when the interval is over.
+      if (this.heldTimer === undefined) {
+        const gen = this.generation;
+        this.heldTimer = setTimeout(() => {
+          this.heldTimer = undefined;
+          if (gen === this.generation && !this.destroyed) this.resolveNow();
+        }, wait);
+        this.heldTimer.unref();
+      }
+      return;
+    }
+    this.resolveNow();
+  }
+
+  private resolveNow(): void {
     if (this.stream === undefined && !this.lost) {
       this.startWatch();
     } else if (this.lost) {
@@ -158,6 +191,8 @@ class CanonResolver implements grpc.experimental.Resolver {
     this.client = undefined;
     clearTimeout(this.firstAnswerTimer);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.heldTimer);
+    this.heldTimer = undefined;
     this.answered = false;
     this.lost = false;
     this.last = undefined;
@@ -228,6 +263,7 @@ class CanonResolver implements grpc.experimental.Resolver {
 
   private report(result: Endpoints): void {
     this.last = result;
+    this.reportedAt = Date.now();
     if (this.destroyed) return;
     // No attributes, no service config, no resolution note.
     this.listener(result, {}, null, '');
