@@ -189,15 +189,22 @@ describe('--grpc-allow and --http-allow, asked from other hosts', () => {
 
 describe('--inventory-allow: Inventory narrower than the rest of gRPC', () => {
   let grpcAt: string;
+  let d: Daemon;
+  const refusedFor = async (reason: string) =>
+    (await d.metrics.accessDenied.get()).values.find((x) => x.labels.listener === 'grpc' && x.labels.reason === reason)?.value ?? 0;
   beforeAll(async () => {
-    const d = await start({ grpcAllow: [`${net.subnet}.0/24`], httpAllow: [`${net.subnet}.0/24`], inventoryAllow: [inside.address] });
+    d = await start({ grpcAllow: [`${net.subnet}.0/24`], httpAllow: [`${net.subnet}.0/24`], inventoryAllow: [inside.address] });
     grpcAt = `${net.gateway}:${d.addresses.grpc.port}`;
   });
 
   it('lets the outside host resolve but not read the inventory; the inside host does both', async () => {
     expect((await canonport(outside, ['resolve', '--daemon', grpcAt, 'api.localhost'])).code).toBe(0);
+    const before = { inventory: await refusedFor('inventory_address'), address: await refusedFor('address') };
     const refused = await canonport(outside, ['inventory', '--daemon', grpcAt, '--json']);
     expect(refused.code).toBe(1);
+    // Counted under its own reason: the host is inside the gRPC allow-list, outside Inventory's.
+    expect((await refusedFor('inventory_address')) - before.inventory).toBe(1);
+    expect((await refusedFor('address')) - before.address).toBe(0);
     expect(refused.stderr).toContain(`Inventory is limited to loopback and the daemon's --inventory-allow networks; ${outside.address} is not in them [CP_ACCESS_DENIED]`);
     const served = await canonport(inside, ['inventory', '--daemon', grpcAt, '--json']);
     expect(served.stderr).toBe('');
