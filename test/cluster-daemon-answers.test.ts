@@ -72,6 +72,14 @@ async function stopAll(): Promise<void> {
 }
 
 const srvOf = (port: number, ...nodes: string[]) => nodes.map((n) => `${port} ${n}.node.${ZONE}.`).sort();
+/**
+ * The negative answer's SOA as [owner, TTL, MINIMUM] (a cache keeps the "no"
+ * for the lesser of the two, RFC 2308 §5): in cluster mode the observed TTL,
+ * 5 s, not the registry TTL (60 s), so a stub in front forgets it as fast as
+ * it forgets a host that stops.
+ */
+const negativeSoa = (r: Awaited<ReturnType<NodeDaemon['dig']>>) => r.authority.filter((l) => l[3] === 'SOA').map((l) => [l[0], l[1], l[10]]);
+const OBSERVED_SOA = [[`${ZONE}.`, '5', '5']];
 
 describe('DNS from the merged view', () => {
   it('SRV on host B lists a listener started on host A, aimed at a per-host name B answers with A\'s address, and drops it when it stops', async () => {
@@ -92,7 +100,10 @@ describe('DNS from the merged view', () => {
       expect(addressLines((await b.dig(['A', `api.${ZONE}`])).answer)).toEqual([`api.${ZONE}. ${hostA.address}`]);
       const aaaa = await b.dig(['AAAA', `api.${ZONE}`]);
       expect([aaaa.status, aaaa.answer.length, aaaa.authority[0]?.[3]]).toEqual(['NOERROR', 0, 'SOA']);
-      expect((await b.dig(['A', `nobody.node.${ZONE}`])).status).toBe('NXDOMAIN');
+      expect(negativeSoa(aaaa)).toEqual(OBSERVED_SOA);
+      const nobody = await b.dig(['A', `nobody.node.${ZONE}`]);
+      expect(nobody.status).toBe('NXDOMAIN');
+      expect(negativeSoa(nobody)).toEqual(OBSERVED_SOA);
 
       // A second host: both listed, by every daemon, and by Node's own resolver (c-ares).
       const onB = await backend(hostB, 'grpc', API, 'host-b');
@@ -176,8 +187,10 @@ describe('DNS from the merged view', () => {
       );
       const one = await c.dig(['SRV', `host-a._api._tcp.${ZONE}`]);
       expect(srvTargets(one)).toEqual(srvOf(API, 'host-a'));
-      // An instance on a host that does not run the service does not exist.
-      expect((await c.dig(['SRV', `host-a._blog._tcp.${ZONE}`])).status).toBe('NXDOMAIN');
+      // An instance on a host that does not run the service does not exist (until it does).
+      const absent = await c.dig(['SRV', `host-a._blog._tcp.${ZONE}`]);
+      expect(absent.status).toBe('NXDOMAIN');
+      expect(negativeSoa(absent)).toEqual(OBSERVED_SOA);
     } finally {
       await stopAll();
     }
@@ -191,7 +204,17 @@ describe('--only-listening', () => {
     expect(nx.status).toBe('NXDOMAIN');
     expect(nx.answer).toEqual([]);
     expect(nx.authority.map((l) => [l[0], l[3]])).toEqual([[`${ZONE}.`, 'SOA']]);
-    expect((await c.dig(['A', `nothing.${ZONE}`])).status).toBe('NXDOMAIN');
+    // Cached no longer than the observed TTL: the name exists as soon as a host runs it.
+    expect(negativeSoa(nx)).toEqual(OBSERVED_SOA);
+    const nxA = await c.dig(['A', `nothing.${ZONE}`]);
+    expect(nxA.status).toBe('NXDOMAIN');
+    expect(negativeSoa(nxA)).toEqual(OBSERVED_SOA);
+    // The zone has one SOA: `dig SOA` gives the record the negative answers carry, the same on every host.
+    const soas = await Promise.all([a, b, c].map(async (d) => (await d.dig(['SOA', ZONE])).answer.filter((l) => l[3] === 'SOA')));
+    expect(soas[2]!.map((l) => [l[0], l[1], l[10]])).toEqual(OBSERVED_SOA);
+    expect(soas[2]!.map((l) => l.join(' '))).toEqual(nx.authority.map((l) => l.join(' ')));
+    expect(soas[0]).toEqual(soas[2]);
+    expect(soas[1]).toEqual(soas[2]);
     // The same question at a daemon without the flag: the computed answer, as one host would give it.
     expect(srvTargets(await b.dig(['SRV', `nothing.${ZONE}`]))).toEqual([`${NONE} nothing.${ZONE}.`]);
     // localhost stays this host's, whatever runs.

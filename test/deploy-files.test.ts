@@ -6,7 +6,7 @@ import * as grpcXds from '@grpc/grpc-js-xds';
 import { parseAllDocuments } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { formatHostPort, parseHostPort } from '../src/config/address.js';
-import { buildConfig, readResolvConf } from '../src/config/config.js';
+import { buildConfig, configFromEnv, ENV_VARS, readResolvConf } from '../src/config/config.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { Registry } from '../src/registry/registry.js';
 import { runCli } from './helpers/cli.js';
@@ -196,6 +196,44 @@ describe('deploy/kubernetes', () => {
     const [ds] = byKind('DaemonSet');
     const pod = obj(obj(obj(ds!.spec, 'spec').template, 'template').spec, 'pod');
     expect(byKind('ServiceAccount').map((o) => obj(o.metadata, 'metadata').name)).toContain(pod.serviceAccountName);
+  });
+
+  it('has commented cluster-mode lines that, uncommented, parse and give a cluster config: node name and address from the downward API, etcd TLS from a mounted Secret', () => {
+    const text = read('kubernetes/daemonset.yaml');
+    // The commented YAML (`# - name:`, `#   value:`), uncommented in place; prose comments stay.
+    const uncommented = text.replace(/^(\s+)# (?=- |  )/gm, '$1');
+    expect(uncommented, 'commented cluster lines').not.toBe(text);
+    expect(text).not.toMatch(/^\s+- name: CANONPORT_CLUSTER$/m); // off as shipped
+    const docs = parseAllDocuments(uncommented, { uniqueKeys: true });
+    for (const d of docs) expect([...d.errors, ...d.warnings].map(String)).toEqual([]);
+    const ds = docs.map((d) => d.toJS() as Obj).find((o) => o.kind === 'DaemonSet')!;
+    const pod = obj(obj(obj(ds.spec, 'spec').template, 'template').spec, 'pod');
+    const c = obj(list(pod.containers, 'containers')[0], 'container');
+    const vars = list(c.env, 'env').map((x) => obj(x, 'env'));
+    for (const v of vars) if (String(v.name).startsWith('CANONPORT_')) expect(ENV_VARS, String(v.name)).toContain(v.name);
+    const field = (name: string) => obj(obj(vars.find((v) => v.name === name)?.valueFrom, `${name}.valueFrom`).fieldRef, 'fieldRef').fieldPath;
+    expect(field('CANONPORT_NODE')).toBe('spec.nodeName');
+    // The kubelet's view: downward-API fields, $(VAR) from variables above.
+    const fields: Record<string, string> = { 'status.hostIP': '10.1.2.3', 'spec.nodeName': 'worker-3' };
+    const env: Record<string, string> = {};
+    for (const v of vars) {
+      if (v.valueFrom !== undefined) env[v.name as string] = fields[String(field(v.name as string))]!;
+      else env[v.name as string] = expandEnv(String(v.value), env);
+    }
+    const cfg = buildConfig({}, configFromEnv(env), Registry.empty(), { resolvConf: '/nonexistent' });
+    expect(cfg.cluster).toMatch(/^etcd:\/\//);
+    expect(cfg.node).toBe('worker-3');
+    expect(cfg.advertise).toEqual(['10.1.2.3']);
+    // The etcd TLS files sit in a read-only mount of a Secret volume.
+    const mounts = list(c.volumeMounts, 'volumeMounts').map((x) => obj(x, 'mount'));
+    for (const file of [cfg.clusterCa, cfg.clusterCert, cfg.clusterKey]) {
+      expect(file).toBeTypeOf('string');
+      const mount = mounts.find((m) => String(file).startsWith(`${String(m.mountPath)}/`));
+      expect(mount, `a volume is mounted above ${file}`).toBeDefined();
+      expect(mount!.readOnly).toBe(true);
+      const volume = list(pod.volumes, 'volumes').map((x) => obj(x, 'volume')).find((v) => v.name === mount!.name);
+      expect(obj(volume?.secret, 'volume.secret').secretName).toBeTypeOf('string');
+    }
   });
 });
 

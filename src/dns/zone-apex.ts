@@ -26,7 +26,8 @@ const serials = new WeakMap<ServingState, Map<string, number>>();
 /**
  * The zone's SOA serial: a digest of what its answers are made from (the
  * zone's name, the TTL, every registry name's port and scheme, the
- * registry's hosts in the zone, the served zones below it), so it is the
+ * registry's hosts in the zone, the served zones below it; in cluster mode
+ * the observed TTL too, which bounds the SOA's own TTLs), so it is the
  * same on every host with the same registry and changes when a reload
  * changes the zone. Not a counter: nothing transfers these zones (AXFR is
  * refused), so no secondary compares serials in RFC 1982 order; operators
@@ -45,6 +46,8 @@ export function zoneSerial(state: ServingState, zone: string): number {
       names: [...registry.expanded.values()].map((a) => JSON.stringify([a.service, a.port, a.number, a.scheme, a.version ?? null, a.collidesWith])).sort(),
       hosts: [...registry.hosts].filter(([host]) => isInZone(host, zone)).map((entry) => JSON.stringify(entry)).sort(),
       below: zones.filter((z) => z !== zone && isInZone(z, zone)).sort(),
+      // Only in cluster mode, so a single host's serials stay what they were.
+      ...(state.cluster ? { observedTtl: state.cluster.observedTtl } : {}),
     };
     serial = createHash('sha256').update(JSON.stringify(content)).digest().readUInt32BE(0);
     byZone.set(zone, serial);
@@ -52,9 +55,26 @@ export function zoneSerial(state: ServingState, zone: string): number {
   return serial;
 }
 
-/** The served zone's SOA: MNAME its name server host, the serial from its content, negative answers cached for min(TTL, 300 s). */
-export function zoneSoa(state: ServingState, zone: string): Rr {
+/**
+ * How long the zone's negative answers may be cached: the SOA's TTL and
+ * MINIMUM both (RFC 2308 §5: a cache keeps NXDOMAIN and NODATA for the
+ * lesser of the two). min(TTL, 300 s); in cluster mode, also at most the
+ * observed TTL: a name that does not exist now (a service no host runs
+ * under --only-listening, an AAAA no host has, `<node>.node.<zone>`, an
+ * instance) exists once a host starts listening, and a stub in front
+ * (systemd-resolved, dnsmasq) must not keep the "no" longer than it would
+ * keep a "yes". One value for the whole zone, so every negative answer and
+ * `dig SOA` carry the same record, the same on every host (the cluster
+ * settings are).
+ */
+export function negativeTtl(state: ServingState): number {
   const negative = Math.min(state.registry.ttl, 300);
+  return state.cluster ? Math.min(negative, state.cluster.observedTtl) : negative;
+}
+
+/** The served zone's SOA: MNAME its name server host, the serial from its content, negative answers cached for negativeTtl(). */
+export function zoneSoa(state: ServingState, zone: string): Rr {
+  const negative = negativeTtl(state);
   return {
     type: 'SOA',
     name: zone,
