@@ -67,7 +67,7 @@ export function zoneSerial(state: ServingState, zone: string): number {
  * `dig SOA` carry the same record, the same on every host (the cluster
  * settings are).
  */
-export function negativeTtl(state: ServingState): number {
+function negativeTtl(state: ServingState): number {
   const negative = Math.min(state.registry.ttl, 300);
   return state.cluster ? Math.min(negative, state.cluster.observedTtl) : negative;
 }
