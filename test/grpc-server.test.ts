@@ -322,6 +322,19 @@ describe('Watch', () => {
     await it.return!();
   });
 
+  it('sends nothing for a reload that changes only the TTL', async () => {
+    const { d, client } = await start();
+    const it = client.watch(API)[Symbol.asyncIterator]();
+    expect((await it.next()).value).toMatchObject({ ttl: 30, addresses: ['10.0.0.5', 'fd00::5'] });
+    // Only the TTL changes: no message. Then a change that must be sent: the next message is that one,
+    // with the new TTL in it (so the TTL-only reload was read, and not sent).
+    d.reload(REGISTRY.replace('ttl: 30', 'ttl: 31'));
+    d.reload(REGISTRY.replace('ttl: 30', 'ttl: 31').replace('[10.0.0.5, "fd00::5"]', '[10.0.0.5, "fd00::5", 10.0.0.9]'));
+    const next = await it.next();
+    expect(next.value).toMatchObject({ ttl: 31, addresses: ['10.0.0.5', '10.0.0.9', 'fd00::5'] });
+    await it.return!();
+  });
+
   it('re-resolves periodically and sees a change nobody announced', async () => {
     const { d, client } = await start(testDaemon(REGISTRY), { watchIntervalMs: 50 });
     const stream = client.watch(API);
@@ -388,21 +401,29 @@ describe('Watch', () => {
 });
 
 describe('health', () => {
-  it('ends an open Health/Watch at shutdown at once, with a last NOT_SERVING, and lets the server stop', async () => {
+  it('ends an open Health/Watch at shutdown at once, with one last NOT_SERVING, and lets the server stop', async () => {
     const { h } = await start();
     const hc = new Health(formatHostPort(h.address), grpc.credentials.createInsecure());
     clients.push(hc);
-    const watch = hc.Watch({ service: '' }) as grpc.ClientReadableStream<{ status: string }>;
-    const seen: string[] = [];
-    watch.on('data', (m) => seen.push(m.status));
-    const ended = new Promise<grpc.StatusObject>((resolve) => watch.on('status', resolve));
-    watch.on('error', () => undefined);
-    await eventually(async () => expect(seen).toEqual(['SERVING']));
+    const open = (service: string) => {
+      const watch = hc.Watch({ service }) as grpc.ClientReadableStream<{ status: string }>;
+      const seen: string[] = [];
+      watch.on('data', (m) => seen.push(m.status));
+      const ended = new Promise<grpc.StatusObject>((resolve) => watch.on('status', resolve));
+      watch.on('error', () => undefined);
+      return { seen, ended };
+    };
+    const server = open('');
+    // A name the daemon has no status for: SERVICE_UNKNOWN, and the stream ends at shutdown like the other.
+    const unknown = open('no.such.Service');
+    await eventually(async () => expect([server.seen, unknown.seen]).toEqual([['SERVING'], ['SERVICE_UNKNOWN']]));
     const started = Date.now();
     await h.close(20_000);
     expect(Date.now() - started).toBeLessThan(10_000); // the 20 s grace was not waited out
-    expect((await ended).code).toBe(grpc.status.OK);
-    expect(seen.at(-1)).toBe('NOT_SERVING');
+    expect((await server.ended).code).toBe(grpc.status.OK);
+    expect(server.seen).toEqual(['SERVING', 'NOT_SERVING']);
+    expect((await unknown.ended).code).toBe(grpc.status.OK);
+    expect(unknown.seen).toEqual(['SERVICE_UNKNOWN']);
   });
 
   it('is SERVING for the server and the service, and follows setServing and readiness', async () => {

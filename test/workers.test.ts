@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { dig } from './helpers/dig.js';
 import { tempDir, writeRegistry } from './helpers/daemon.js';
 import { freePort } from './helpers/ports.js';
@@ -55,5 +55,37 @@ describe('serve --workers: DNS workers sharing one socket', () => {
     }
     expect(await exited).toBe(0);
     expect(stderr).toMatch(/"event":"stopped"/);
+  });
+
+  it('writes an IPv6 DNS address in brackets in its workers line, as every other log line does', async () => {
+    const dnsPort = await freePort('::1');
+    const registry = writeRegistry('zones: [svc.example]\nservices:\n  api: { port: 4000 }\n', tempDir());
+    const child = spawn(
+      process.execPath,
+      ['bin/canonport.js', 'serve', '--workers', '2', '--dns', `[::1]:${dnsPort}`, '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--registry', registry, '--upstream', '127.0.0.1:9'],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, CANONPORT_LOG_LEVEL: 'info' } },
+    );
+    // Stopped even when the test fails before its own `finally` (a timeout).
+    onTestFinished(() => void (child.exitCode === null && child.kill('SIGTERM')));
+    let stderr = '';
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    // The workers line is written once every worker is up: wait for it, or for the daemon to give up.
+    const logged = new Promise<void>((resolve, reject) => {
+      child.stderr!.on('data', (b) => {
+        stderr += b;
+        if (stderr.includes('"event":"workers"')) resolve();
+      });
+      void exited.then((code) => reject(new Error(`canonport serve exited (${code}) before its workers line:\n${stderr}`)));
+    });
+    try {
+      await logged;
+      // Without the brackets the line would say "::1:PORT", which reads as an address and no port.
+      expect(stderr).toContain(`"event":"workers","workers":2,"dns":"[::1]:${dnsPort}"`);
+      const r = await dig({ host: '::1', port: dnsPort }, ['SRV', 'api.svc.example']);
+      expect(r.answer[0]![6]).toBe('4000'); // and the worker answers on that address
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
   });
 });

@@ -47,7 +47,7 @@ let files: Buffer[] | undefined;
  * there; it re-encodes them through protobufjs's descriptor types, which
  * gives back protoc's bytes for these files (the test compares them).
  */
-export function addReflection(server: grpc.Server): void {
+export function addReflection(server: Pick<grpc.Server, 'addService'>): void {
   files ??= fileDescriptorProtos(readFileSync(DESCRIPTOR_SET_FILE));
   const definition = Object.fromEntries(
     files.map((bytes, i) => [`protoc-file-${i}`, { format: 'Protocol Buffer 3 FileDescriptorProto', type: {}, fileDescriptorProtos: [bytes] }]),

@@ -7,7 +7,7 @@ import type { TlsSource } from '../config/tls.js';
 import { accessInterceptor } from './policy.js';
 import { CANONPORT_SERVICE_NAME, canonportService } from './proto.js';
 import { addReflection } from './reflection.js';
-import { strictRequests } from './strict-decode.js';
+import { malformedRequests, strictRequests } from './strict-decode.js';
 import { createCanonportService, type ServiceOptions } from './service.js';
 import { serverCredentials } from './tls.js';
 
@@ -83,12 +83,20 @@ function callLabels(path: string): { service: string; method: string } {
 }
 
 /**
+ * The labels of every call to a method the server does not have. The path
+ * is the caller's to choose, before any access policy: labelled by it, each
+ * new path would add a series to /metrics for as long as the daemon runs.
+ */
+export const UNKNOWN_METHOD_LABELS = { service: 'unknown', method: 'unknown' } as const;
+
+/**
  * The grpc-js Server, counting calls to methods it has no handler for:
  * grpc-js answers those UNIMPLEMENTED before any interceptor runs, so
  * countCalls never sees them. It asks `_retrieveHandler` for every call's
  * handler (grpc-js 1.14, the one line canonport supports: grpc-module.ts);
- * an unknown path is counted there. If a grpc-js without that method were
- * ever loaded, nothing breaks: those calls simply go uncounted.
+ * an unknown path is counted there, under UNKNOWN_METHOD_LABELS. If a
+ * grpc-js without that method were ever loaded, nothing breaks: those calls
+ * simply go uncounted.
  */
 function countingServer(options: grpc.ServerOptions, metrics: DaemonContext['metrics']): grpc.Server {
   const server = new grpc.Server(options);
@@ -97,7 +105,7 @@ function countingServer(options: grpc.ServerOptions, metrics: DaemonContext['met
   if (typeof retrieve === 'function') {
     internals._retrieveHandler = function (this: unknown, path: string) {
       const handler = retrieve.call(this, path);
-      if (handler === null || handler === undefined) metrics.grpcCalls.inc({ ...callLabels(path), code: 'UNIMPLEMENTED' });
+      if (handler === null || handler === undefined) metrics.grpcCalls.inc({ ...UNKNOWN_METHOD_LABELS, code: 'UNIMPLEMENTED' });
       return handler;
     };
   }
@@ -106,18 +114,22 @@ function countingServer(options: grpc.ServerOptions, metrics: DaemonContext['met
 
 export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts: GrpcServerOptions = {}): Promise<GrpcHandle> {
   const log = ctx.logger.child({ component: 'grpc' });
-  // The last interceptor is the outermost: the policy answers refused calls, and countCalls still counts them.
-  const server = countingServer({ interceptors: [countCalls(ctx), accessInterceptor({ config: ctx.config, metrics: ctx.metrics, logger: log })] }, ctx.metrics);
+  // The last interceptor is the outermost: the policy answers refused calls, and countCalls still counts them;
+  // malformedRequests answers only calls the policy let through, and is counted too.
+  const interceptors = [countCalls(ctx), accessInterceptor({ config: ctx.config, metrics: ctx.metrics, logger: log }), malformedRequests()];
+  const server = countingServer({ interceptors }, ctx.metrics);
   const creds = opts.tls ? serverCredentials(opts.tls.source, opts.tls.clientAuth) : null;
   const service = createCanonportService({ ...ctx, logger: log }, opts);
   // Requests are checked on the wire before decoding (strict-decode.ts): a malformed one is INVALID_ARGUMENT, counted.
-  server.addService(strictRequests(canonportService().service), service.handlers);
+  // The same for health and reflection, whose libraries add their services themselves: through `strict`.
+  const strict = strictServices(server);
+  strict.addService(canonportService().service, service.handlers);
 
   let ready = ctx.ready();
   let wanted = true;
   const status = (): ServingStatus => (ready && wanted ? 'SERVING' : 'NOT_SERVING');
   const health = new HealthImplementation(Object.fromEntries(HEALTH_NAMES.map((n) => [n, status()])));
-  const healthWatches = addHealth(server, health);
+  const healthWatches = addHealth(strict, health, HEALTH_NAMES);
   let current = status();
   const update = () => {
     const next = status();
@@ -132,7 +144,7 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   };
   ctx.events.on('ready', onReady);
 
-  addReflection(server);
+  addReflection(strict);
   const extras = (opts.services ?? []).map((add) => add(server));
 
   const target = formatHostPort(listen);
@@ -184,29 +196,47 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   };
 }
 
+/** Where a service is added: the server itself, or `strictServices` in front of it. */
+type ServiceAdder = Pick<grpc.Server, 'addService'>;
+
 /**
- * grpc.health.v1 from grpc-health-check, with one addition: its Watch
- * streams are tracked so shutdown can end them at once with a last
- * NOT_SERVING (Kubernetes probes and load balancers keep such streams
- * open). The library's own handlers are used; only Watch is wrapped.
+ * `server`, adding each service with its requests checked on the wire
+ * (strict-decode.ts), for the libraries that call addService themselves.
+ * The interceptor that answers malformed requests sees every service; only
+ * the services added here mark them (xDS decodes its own: src/xds).
  */
-function addHealth(server: grpc.Server, health: HealthImplementation): Set<{ end(): void }> {
+function strictServices(server: grpc.Server): ServiceAdder {
+  return { addService: (definition, implementation) => server.addService(strictRequests(definition), implementation) };
+}
+
+/**
+ * grpc.health.v1 from grpc-health-check, with two changes to Watch, whose
+ * streams Kubernetes probes and load balancers keep open. They are tracked,
+ * so shutdown can end them at once: close() has already set NOT_SERVING,
+ * which the library sent to every stream, so ending is all that is left (a
+ * second NOT_SERVING would read as another change). And a Watch for a name
+ * the daemon has no status for gets SERVICE_UNKNOWN here, not from the
+ * library: the library keeps an entry per watched name for good, a map a
+ * caller could grow name by name; the daemon's names never change
+ * (HEALTH_NAMES), so such a stream has nothing more to hear.
+ */
+function addHealth(server: ServiceAdder, health: HealthImplementation, known: readonly string[]): Set<{ end(): void }> {
   const open = new Set<{ end(): void }>();
   health.addToServer({
     addService(definition: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) {
-      const watch = impl.watch as grpc.handleServerStreamingCall<unknown, unknown>;
-      const wrapped: grpc.handleServerStreamingCall<unknown, unknown> = (call) => {
+      const watch = impl.watch as grpc.handleServerStreamingCall<{ service?: string }, unknown>;
+      const wrapped: grpc.handleServerStreamingCall<{ service?: string }, unknown> = (call) => {
         const entry = {
           end: () => {
             open.delete(entry);
             if (call.cancelled || call.destroyed) return;
-            call.write({ status: 'NOT_SERVING' });
             call.end();
           },
         };
         open.add(entry);
         call.on('cancelled', () => open.delete(entry));
-        watch(call);
+        if (known.includes(call.request.service ?? '')) watch(call);
+        else call.write({ status: 'SERVICE_UNKNOWN' });
       };
       server.addService(definition, { ...impl, watch: wrapped });
     },

@@ -6,12 +6,12 @@ import { lookupError } from '../discovery/discovery.js';
 import type { DaemonContext } from '../context.js';
 import { decodePort, decodePortRaw } from '../scheme/index.js';
 import { ERROR_CODE_METADATA } from './proto.js';
-import { MALFORMED, type MaybeMalformed } from './strict-decode.js';
 
 /**
  * The canonport.v1.Canonport handlers. Every handler goes through `unary`
  * or the Watch wrapper, which turn any error into a status through
- * errorToGrpcStatus: a thrown bug is INTERNAL, never UNKNOWN.
+ * errorToGrpcStatus: a thrown bug is INTERNAL, never UNKNOWN. A malformed
+ * request never reaches them: the server answers it (strict-decode.ts).
  */
 
 /** Names per ResolveMany call; more is INVALID_ARGUMENT (CP_BAD_REQUEST). */
@@ -70,7 +70,6 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
     return (call, callback) => {
       let p: Promise<Res>;
       try {
-        rejectMalformed(call.request);
         p = fn(call.request, call);
       } catch (err) {
         p = Promise.reject(err);
@@ -153,12 +152,6 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
    * the last answer stands.
    */
   const Watch: grpc.handleServerStreamingCall<{ name?: unknown }, unknown> = (call) => {
-    try {
-      rejectMalformed(call.request);
-    } catch (err) {
-      call.emit('error', toStatus(err));
-      return;
-    }
     const rawName = call.request.name;
     let lastKey: string | undefined;
     let lastTtl = ctx.state().registry.ttl;
@@ -253,12 +246,6 @@ export function answerDeadline(deadline: grpc.Deadline): number {
   if (!Number.isFinite(at)) return Infinity;
   const left = at - Date.now();
   return at - Math.min(500, Math.max(20, left / 10));
-}
-
-/** A request whose bytes were not a well-formed message (strict-decode.ts) is the client's error: INVALID_ARGUMENT. */
-function rejectMalformed(request: unknown): void {
-  const problem = (request as MaybeMalformed | null)?.[MALFORMED];
-  if (problem !== undefined) throw new CanonportError(ErrorCodes.BAD_REQUEST, `malformed request: ${problem}`);
 }
 
 /** The request's name as a string; absence reads as empty, which normaliseName rejects. */

@@ -1,4 +1,6 @@
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
+import { ErrorCodes } from '../errors.js';
+import { ERROR_CODE_METADATA } from './proto.js';
 
 /**
  * Requests are checked against the protobuf wire format before they are
@@ -8,9 +10,11 @@ import type * as grpc from '@grpc/grpc-js';
  * a truncated request would be answered as if it were whole. And grpc-js
  * answers a request its deserializer throws on with INTERNAL, a status
  * that blames the server, through no interceptor, so the call was counted
- * as CANCELLED. Here a malformed request decodes to a marker instead; the
- * handler answers it INVALID_ARGUMENT (CP_BAD_REQUEST) like any other bad
- * request, counted as such.
+ * as CANCELLED. Here a malformed request decodes to a marker instead, and
+ * `malformedRequests`, an interceptor in front of every handler, answers it
+ * INVALID_ARGUMENT (CP_BAD_REQUEST) like any other bad request, counted as
+ * such. The handlers, ours (service.ts) and the libraries' (health,
+ * reflection), never see a marker.
  */
 
 /** Set on the decoded request when its bytes are not a well-formed message: the reason. */
@@ -80,4 +84,49 @@ export function strictRequests(service: grpc.ServiceDefinition): grpc.ServiceDef
     };
   }
   return out as grpc.ServiceDefinition;
+}
+
+/**
+ * The server interceptor answering what `strictRequests` marked: a malformed
+ * message, and a call without a request message where its method takes
+ * exactly one (unary and server-streaming), INVALID_ARGUMENT with
+ * CP_BAD_REQUEST. The second is also what a frame cut short looks like here:
+ * grpc-js keeps the bytes of a frame whose length prefix runs past what
+ * arrived and reports only the half-close, which its handlers answer
+ * UNIMPLEMENTED "Received no request message", a status saying the method
+ * does not exist. On a request stream (reflection's ServerReflectionInfo)
+ * such a cut-short last frame cannot be told from a clean end and is dropped
+ * by grpc-js; the messages before it are answered.
+ *
+ * It must sit outside the call counter, so its answers are counted, and
+ * outside the access policy, so a refused caller learns nothing about its bytes.
+ */
+export function malformedRequests(): grpc.ServerInterceptor {
+  return (method, call) => {
+    let answered = false;
+    let messages = 0;
+    const refuse = (problem: string) => {
+      answered = true;
+      const metadata = new grpc.Metadata();
+      metadata.set(ERROR_CODE_METADATA, ErrorCodes.BAD_REQUEST);
+      call.sendStatus({ code: grpc.status.INVALID_ARGUMENT, details: `malformed request: ${problem}`, metadata });
+    };
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMessage: (message: unknown, pass) => {
+            if (answered) return;
+            const problem = (message as MaybeMalformed | null)?.[MALFORMED];
+            if (problem !== undefined) return refuse(problem);
+            messages++;
+            pass(message);
+          },
+          onReceiveHalfClose: (pass) => {
+            if (answered) return;
+            if (!method.requestStream && messages === 0) return refuse('the request ended without a whole message (none was sent, or its frame was cut short)');
+            pass();
+          },
+        }),
+    });
+  };
 }
