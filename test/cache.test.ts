@@ -64,4 +64,27 @@ describe('forwarding cache (CacheStage, real node-cache, injected clock)', () =>
     expect(asked).toBe(2);
     cache.close();
   });
+
+  it('re-renders a hit when its age in whole seconds changes: the TTL keeps counting down between hits', async () => {
+    const clock = { now: 0 };
+    const cache = new CacheStage({ maxEntries: 10, maxTtl: 86400, maxNegativeTtl: 900, staleTtl: 0 }, new Metrics({ defaultMetrics: false }), () => clock.now);
+    const next = (req: DnsRequest) => ({ message: answerTo(req.raw, 300), rcode: 0, source: 'forward' as const });
+    const ttlOf = (r: { message: Buffer }) => r.message.readUInt32BE(r.message.length - 10);
+    await cache.serve(request('a.example.org'), next);
+    clock.now = 10_000;
+    const first = await cache.serve(request('a.example.org'), next);
+    expect([first.source, ttlOf(first)]).toEqual(['cache', 290]);
+    // Within the same second the rendered reply is reused as is...
+    clock.now = 10_999;
+    expect(await cache.serve(request('a.example.org'), next)).toBe(first);
+    // ...and the next second renders a new one, counted down; the one already handed out is left as it was.
+    clock.now = 11_000;
+    const second = await cache.serve(request('a.example.org'), next);
+    expect([second.source, ttlOf(second)]).toEqual(['cache', 289]);
+    expect(ttlOf(first)).toBe(290);
+    clock.now = 70_500;
+    const third = await cache.serve(request('a.example.org'), next);
+    expect([third.source, ttlOf(third)]).toEqual(['cache', 230]);
+    cache.close();
+  });
 });

@@ -1,3 +1,4 @@
+import { createSocket } from 'node:dgram';
 import { writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -12,6 +13,7 @@ import { makeCa, type TestCa, type TestLeaf } from './helpers/certs.js';
 import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
 import { dig } from './helpers/dig.js';
 import { FakeUpstream } from './helpers/fake-upstream.js';
+import { freePort } from './helpers/ports.js';
 import { startEtcd, type EtcdCluster } from './helpers/etcd.js';
 import { bindCanonical, closeServer, type Bound } from './inventory-support.js';
 
@@ -372,5 +374,45 @@ describe('every reloadable setting is in force after a reload', () => {
         await s.daemon.close(0);
       }
     });
+  });
+});
+
+describe('a restart-only setting changed by a reload', () => {
+  it('logs CP_RESTART_NEEDED naming each, keeps serving on the running address, and applies the rest', async () => {
+    const [running, configured] = [await freePort(), await freePort()];
+    const file = writeRegistry(registry({ dns: `127.0.0.1:${running}`, workers: 1 }, 'ttl: 60\n'), tempDir());
+    // No --dns flag: the address comes from the file's daemon section, as the change does.
+    const s = await subject(file, true, false, { dns: undefined });
+    try {
+      expect(s.daemon.addresses.dns.port).toBe(running);
+      const done = reloaded(s.daemon);
+      writeFileSync(file, registry({ dns: `127.0.0.1:${configured}`, workers: 2 }, 'ttl: 7\n'));
+      await done;
+      const restart = s.logs
+        .filter((l) => l.code === 'CP_RESTART_NEEDED')
+        .map((l) => ({ setting: l.setting, running: l.running, configured: l.configured, level: l.level, msg: l.msg }));
+      expect(restart).toEqual([
+        { setting: 'dns', running: `127.0.0.1:${running}`, configured: `127.0.0.1:${configured}`, level: 40, msg: `--dns changed: restart to apply (still running with "127.0.0.1:${running}")` },
+        { setting: 'workers', running: 1, configured: 2, level: 40, msg: '--workers changed: restart to apply (still running with 1)' },
+      ]);
+      // The reload itself went through: the reloadable ttl is in force, answered on the running address...
+      expect(s.daemon.config.dns.port).toBe(running);
+      expect(s.daemon.config.workers).toBe(1);
+      const r = await ask(s, ['SRV', `api.${Z}`]);
+      expect(r.status).toBe('NOERROR');
+      expect(r.answer[0]?.[1]).toBe('7');
+      // ...and nothing took the configured one: it can still be bound here.
+      const probe = createSocket('udp4');
+      try {
+        await new Promise<void>((resolve, reject) => {
+          probe.once('error', reject);
+          probe.bind({ address: '127.0.0.1', port: configured, exclusive: true }, () => resolve());
+        });
+      } finally {
+        probe.close();
+      }
+    } finally {
+      await s.daemon.close(0);
+    }
   });
 });

@@ -9,6 +9,7 @@ import { RCODE, T, UdpClient } from './helpers/dns-wire.js';
 import { freePort } from './helpers/ports.js';
 import { runCli } from './helpers/cli.js';
 import { startServe } from './helpers/serve-process.js';
+import { makeCa, type TestCa, type TestLeaf } from './helpers/certs.js';
 
 /**
  * The settings as an operator meets them: `canonport serve --print-config`
@@ -96,10 +97,18 @@ describe('serve --print-config', () => {
 describe('--print-config refuses what serve refuses, with the same error and exit code', () => {
   let port: number;
   let dir: string;
+  let ca: TestCa;
+  let leaf: TestLeaf;
+  let other: TestLeaf;
   beforeAll(async () => {
     port = await freePort();
     dir = tempDir();
+    ca = makeCa(tempDir('canonport-settings-tls-'));
+    leaf = ca.leaf('daemon');
+    other = ca.leaf('other');
   });
+  /** Nothing listens on port 1: a start that got as far as dialling etcd would not be refused by these checks. */
+  const ETCD = 'etcd://127.0.0.1:1';
 
   const cases: { name: string; code: number; says: RegExp; args: () => string[]; env?: () => Record<string, string> }[] = [
     {
@@ -139,6 +148,50 @@ describe('--print-config refuses what serve refuses, with the same error and exi
       code: 1,
       says: /registry\.yaml:3:3 \(daemon\.cacheSize\): -1 is not an integer in 0–10000000 \[CP_REGISTRY_INVALID\]$/,
       args: () => ['--dns', `127.0.0.1:${port}`, '--registry', writeRegistry('zones: [a.example]\ndaemon:\n  cacheSize: -1\n', tempDir())],
+    },
+    // The files serve reads before it serves: certificates, and etcd's in cluster mode.
+    {
+      name: 'a gRPC certificate and key that do not exist',
+      code: 1,
+      says: /^canonport: cannot read the certificate \/nonexistent\/grpc\.crt: no such file \[CP_TLS_INVALID\]$/,
+      args: () => ['--dns', `127.0.0.1:${port}`, '--grpc-tls-cert', '/nonexistent/grpc.crt', '--grpc-tls-key', '/nonexistent/grpc.key'],
+    },
+    {
+      name: 'a gRPC client CA that does not exist, by env',
+      code: 1,
+      says: /^canonport: cannot read the client CA file \/nonexistent\/ca\.crt: no such file \[CP_TLS_INVALID\]$/,
+      args: () => ['--dns', `127.0.0.1:${port}`],
+      env: () => ({ CANONPORT_GRPC_TLS_CERT: leaf.cert, CANONPORT_GRPC_TLS_KEY: leaf.key, CANONPORT_GRPC_TLS_CLIENT_CA: '/nonexistent/ca.crt' }),
+    },
+    {
+      name: 'an HTTP key that is not the certificate\'s, by the registry file',
+      code: 1,
+      says: /is not the key of .*: the key does not match the certificate \[CP_TLS_INVALID\]$/,
+      args: () => ['--dns', `127.0.0.1:${port}`, '--registry', writeRegistry(`daemon:\n  httpTlsCert: ${leaf.cert}\n  httpTlsKey: ${other.key}\n`, tempDir())],
+    },
+    {
+      name: 'an HTTP certificate that does not exist',
+      code: 1,
+      says: /^canonport: cannot read the certificate \/nonexistent\/http\.crt: no such file \[CP_TLS_INVALID\]$/,
+      args: () => ['--dns', `127.0.0.1:${port}`, '--http-tls-cert', '/nonexistent/http.crt', '--http-tls-key', leaf.key],
+    },
+    {
+      name: 'an etcd CA that does not exist',
+      code: 2,
+      says: /^canonport: cannot read the etcd CA \/nonexistent\/etcd-ca\.crt: .*\[CP_CONFIG_INVALID\]$/,
+      args: () => ['--dns', `127.0.0.1:${port}`, '--cluster', ETCD, '--cluster-ca', '/nonexistent/etcd-ca.crt'],
+    },
+    {
+      name: 'an etcd client key that does not exist, by the registry file',
+      code: 2,
+      says: /^canonport: cannot read the etcd client key \/nonexistent\/etcd\.key: .*\[CP_CONFIG_INVALID\]$/,
+      args: () => ['--dns', `127.0.0.1:${port}`, '--registry', writeRegistry(`daemon:\n  cluster: ${ETCD}\n  clusterCert: ${leaf.cert}\n  clusterKey: /nonexistent/etcd.key\n`, tempDir())],
+    },
+    {
+      name: 'an etcd password file that does not exist',
+      code: 2,
+      says: /^canonport: --cluster-password-file \/nonexistent\/password: .*\[CP_CONFIG_INVALID\]$/,
+      args: () => ['--dns', `127.0.0.1:${port}`, '--cluster', ETCD, '--cluster-user', 'canonport', '--cluster-password-file', '/nonexistent/password'],
     },
   ];
 

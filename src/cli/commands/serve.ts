@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { configFromEnv, ENV_VARS, type ConfigInput } from '../../config/config.js';
-import { resolveConfig } from '../../daemon/load.js';
+import { resolveServeConfig } from '../../daemon/load.js';
 import { configJson, configText, helpLine } from '../../config/docs.js';
 import { settingEntries, type SettingKey } from '../../config/settings.js';
 import { handleSignals } from '../../daemon/signals.js';
@@ -51,8 +51,8 @@ export function registerServe(program: Command, io: CliIO): void {
       for (const [key, opt] of options) flags[key] = opts[opt.attributeName()];
       const env = configFromEnv();
       if (opts.printConfig) {
-        // The same path as serve, so it refuses what serve refuses, with the same error.
-        const { config } = await resolveConfig(flags as ConfigInput, env);
+        // The same path as serve, files read and checked included, so it refuses what serve refuses, with the same error.
+        const { config } = await resolveServeConfig(flags as ConfigInput, env);
         if (opts.json) printJson(io, configJson(config));
         else for (const line of configText(config)) io.out(line);
         return;
@@ -66,8 +66,9 @@ export function registerServe(program: Command, io: CliIO): void {
       const { isClusterWorker, runWorker, startPrimary } = await import('../../daemon/workers.js');
       if (isClusterWorker()) return runWorker({ flags: input, env, logger: logger.child({ worker: process.pid }) });
       // The worker count is needed before anything starts (it decides the process layout), so the
-      // primary reads the whole config once here; the daemon reads it again, as on every reload.
-      const { config } = await resolveConfig(input, env);
+      // primary reads the whole config once here, and the files it names (certificates, etcd's):
+      // a bad one stops the start before anything binds. The daemon reads it again, as on every reload.
+      const { config } = await resolveServeConfig(input, env);
       const running =
         config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
       const daemon = running instanceof Daemon ? running : running.daemon;
