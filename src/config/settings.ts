@@ -465,7 +465,7 @@ export const SETTINGS = {
     defaultText: 'none',
     applies: 'restart',
     help: 'etcd user (with --cluster-password-file)',
-    doc: 'etcd user; its role should allow writes under `<prefix>/v1/*/<node>` only (see Cluster mode)',
+    doc: 'etcd user; its role should allow reads under `<prefix>/` and writes only to this host\'s keys, `<prefix>/v1/nodes/<node>` and `<prefix>/v1/listeners/<node>/<port>` (see [An etcd role per host](#an-etcd-role-per-host))',
   }),
   clusterPasswordFile: optionalSetting({
     flag: { name: '--cluster-password-file', value: 'FILE' },
@@ -523,7 +523,7 @@ export const SETTINGS = {
     default: 5,
     applies: 'reload',
     help: 'TTL of answers made from observed listeners',
-    doc: 'TTL, in seconds, of answers made from what hosts observe (short: a listener that stops must leave caches quickly)',
+    doc: 'TTL, in seconds, of answers made from what hosts observe (short: a listener that stops must leave caches quickly); also caps the zone\'s negative TTL (SOA TTL and MINIMUM), so a "does not exist" leaves caches as quickly',
   }),
   identity: setting({
     flag: { name: '--identity', value: 'WHAT' },
