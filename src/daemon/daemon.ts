@@ -11,6 +11,8 @@ import type { ServingState } from '../core/state.js';
 import type { Cluster, ClusterOptions } from '../cluster/cluster.js';
 import { etcdAccess } from '../cluster/access.js';
 import { observedFrom } from '../cluster/observed.js';
+import { isReachableBind } from '../cluster/publisher.js';
+import { chooseStateDir } from '../cluster/state-dir.js';
 import { Discovery } from '../discovery/discovery.js';
 import { EtcHosts } from '../discovery/etc-hosts.js';
 import { DnsChain } from '../dns/chain.js';
@@ -119,14 +121,15 @@ export class Daemon {
     // Learned in-zone addresses change answers: tell the core's listeners (Watch, xDS).
     this.upstreamAddresses = new UpstreamAddresses(this.forwarder, upstreamAddressOptions(config), now, () => this.discovery.notify());
     // Cluster mode: a --workers DNS worker reads the view only; its primary publishes for the host.
-    this.cluster = clusterModule ? new clusterModule.Cluster(clusterOptions(config, registry, opts.role !== 'dns'), { metrics: this.metrics, logger: this.logger, now }) : null;
+    this.cluster = clusterModule ? new clusterModule.Cluster(clusterOptions(config, registry, opts.role !== 'dns', this.logger), { metrics: this.metrics, logger: this.logger, now }) : null;
     // /etc/hosts, and each zone's name server host (ns.<zone>) at this daemon's DNS address (zone-apex.ts).
     const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), { zones: () => this.serving.zones, listen: config.dns, now });
     this.discovery = new Discovery({
       state,
       hosts,
       addresses: this.upstreamAddresses,
-      observed: this.cluster ? observedFrom(this.cluster.reader) : undefined,
+      observed: this.cluster ? observedFrom(this.cluster.reader, this.cluster.nodeName) : undefined,
+      onNoReady: (service) => this.metrics.noReadyAnswers.inc({ service }),
     });
     this.chain = new DnsChain(
       { state, discovery: this.discovery, forwarder: this.forwarder, metrics: this.metrics, logger: this.logger, now },
@@ -144,6 +147,8 @@ export class Daemon {
       // The daemon's own DNS, gRPC and HTTP sockets are this host's daemon, not a service it observes:
       // published, they would show as services named by their ports' base32 prefixes (13656 → "cao").
       onSnapshot: (snap) => this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : [])),
+      // Cluster mode: what other hosts are handed must serve, so this host's reachable claimed listeners are probed.
+      readiness: clusterModule && opts.role !== 'dns' ? { intervalMs: () => this.cfg.readyInterval, reachable: isReachableBind } : undefined,
     });
     this.ctx = {
       logger: this.logger,
@@ -312,8 +317,9 @@ export class Daemon {
     for (const t of this.tls) t.close();
     await Promise.all([this.opts.role === 'front' ? undefined : this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
     await this.inventory.stop();
-    // A clean stop revokes the lease: this host leaves every view at once, not a lease TTL later.
-    await this.cluster?.stop({ revoke: true });
+    // A stop keeps the lease alive for its TTL (a restart takes it back: other hosts see no change), unless
+    // --leave-on-terminate or `canonport leave` (which revokes before this): then this host leaves every view at once.
+    await this.cluster?.stop({ revoke: this.cfg.leaveOnTerminate });
     this.chain.close();
     this.upstreamAddresses.close();
     this.discovery.close();
@@ -357,13 +363,25 @@ function stateOf(config: Config, registry: Registry): ServingState {
   return {
     registry,
     zones: Object.freeze([...new Set([LOCALHOST_ZONE, ...config.zones])]),
-    cluster: config.cluster === null ? null : { onlyListening: config.onlyListening, observedTtl: config.observedTtl },
+    cluster: config.cluster === null ? null : { onlyListening: config.onlyListening, observedTtl: config.observedTtl, preferLocal: config.preferLocal },
   };
 }
 
 /** The cluster's options from the checked config (etcd access: cluster/access.ts, shared with fleet --cluster). */
-function clusterOptions(config: Config, registry: Registry, publish: boolean): ClusterOptions {
+function clusterOptions(config: Config, registry: Registry, publish: boolean, logger: Logger): ClusterOptions {
+  // The state directory: the primary (the publisher) owns it; a --workers DNS worker reads the view only.
+  let stateDir: string | null = null;
+  if (publish) {
+    const chosen = chooseStateDir(config.stateDir);
+    stateDir = chosen.dir;
+    if (stateDir) logger.info({ stateDir }, 'cluster state directory');
+    else logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, tried: chosen.tried }, 'no writable state directory: a restart withdraws and re-publishes this host, and a start without etcd knows nothing (set --state-dir)');
+  }
   return {
+    stateDir,
+    requireVerdict: publish,
+    writeV1: config.clusterWriteLegacy,
+    nodeTakeover: config.nodeTakeover,
     endpoints: config.cluster!,
     node: config.node ?? undefined,
     advertise: config.advertise.length > 0 ? config.advertise : undefined,

@@ -10,6 +10,22 @@ export interface InventoryListener {
   version: string;
   versionSource: 'port' | 'http' | '';
   scheme: string;
+  /**
+   * Cluster mode: whether the listener serves (src/inventory/readiness.ts),
+   * or `draining` after `canonport drain`. Absent until the first verdict,
+   * and outside cluster mode (nothing is probed).
+   */
+  readiness?: ListenerReadiness | undefined;
+  /** The socket inodes behind it: a change is a new process (a new life of the listener). */
+  inodes?: readonly string[] | undefined;
+}
+
+export interface ListenerReadiness {
+  state: 'ready' | 'not-ready' | 'draining';
+  by: 'grpc' | 'http' | 'tcp' | 'registry' | 'admin';
+  /** When this state began (ms since the epoch). */
+  sinceMs: number;
+  detail?: string | undefined;
 }
 
 export interface InventorySnapshot {
