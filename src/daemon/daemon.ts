@@ -31,7 +31,8 @@ import { silentLogger, type Logger } from '../log.js';
 import { CANONPORT_VERSION } from '../version.js';
 import { addXdsService } from '../xds/server.js';
 import type { Registry } from '../registry/registry.js';
-import type { DaemonContext, DaemonEvents } from '../context.js';
+import type { AdminOperations, DaemonContext, DaemonEvents } from '../context.js';
+import { randomBytes } from 'node:crypto';
 
 export interface DaemonOptions {
   flags: ConfigInput;
@@ -161,6 +162,8 @@ export class Daemon {
       ready: () => this.isReady,
       clusterStatus: () => this.cluster?.reader.status() ?? null,
       metricsText: opts.metricsText,
+      notReadyReason: () => this.notReadyReason(),
+      admin: this.cluster && opts.role !== 'dns' ? this.adminOperations() : undefined,
     };
     this.dns = new DnsServer({
       listen: config.dns,
@@ -173,6 +176,46 @@ export class Daemon {
       tcp: config.tcp,
       shared: opts.role === 'dns',
     });
+  }
+
+  /**
+   * Cluster mode: a daemon whose view neither etcd nor a snapshot filled
+   * knows nothing of the cluster; an orchestrator must not route to it.
+   */
+  private notReadyReason(): string | null {
+    const s = this.cluster?.reader.status();
+    if (!s || s.state !== 'missing') return null;
+    return s.revision === 0 && this.cluster!.state === undefined
+      ? 'cluster view missing: etcd has not answered since start, and there is no state directory to keep a snapshot in'
+      : 'cluster view missing: etcd has not answered since start (or the view was dropped after --cluster-max-staleness), and no snapshot of an earlier view was found';
+  }
+
+  /** canonport.v1.Admin's operations (drain, undrain, leave), in cluster mode. */
+  private adminOperations(): AdminOperations {
+    return {
+      drain: async (service, { wait, timeoutMs }) => {
+        const ports = this.inventory.drain(service);
+        if (ports.length === 0 || !wait) return { ports, acked: [], unconfirmed: [], ttlWaitedMs: 0 };
+        const started = Date.now();
+        const { acked, unconfirmed } = await this.cluster!.drain(randomBytes(8).toString('hex'), [service], timeoutMs);
+        // Every view has dropped it; answers handed out before that may sit in caches for their TTL (observed answers carry at most this).
+        const ttlMs = Math.min(this.serving.registry.ttl, this.cfg.observedTtl) * 1000;
+        await new Promise((r) => setTimeout(r, ttlMs));
+        this.logger.info({ service, ports, acked, unconfirmed, waitedMs: Date.now() - started }, 'drain complete: no daemon hands it out, and no answer for it is left in a cache');
+        return { ports, acked, unconfirmed, ttlWaitedMs: ttlMs };
+      },
+      undrain: async (service) => {
+        const ports = (this.inventory.current?.listeners ?? []).filter((l) => l.services.includes(service) && l.readiness?.state === 'draining').map((l) => l.port);
+        return { ports: this.inventory.undrain(service) ? [...new Set(ports)].sort((a, b) => a - b) : [] };
+      },
+      leave: async () => {
+        const node = this.cluster!.nodeName;
+        this.logger.info({ node }, 'leaving the cluster: lease revoked, every host drops this one now');
+        await this.cluster!.leave();
+        queueMicrotask(() => this.events.emit('leave'));
+        return { node };
+      },
+    };
   }
 
   /** Loads config and registry, binds every listener, and reports ready. */

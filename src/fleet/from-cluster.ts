@@ -74,7 +74,9 @@ export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, co
     for (const e of reader.endpointsOnPort(port)) {
       let mine = listeners.get(e.node);
       if (!mine) listeners.set(e.node, (mine = []));
-      const base = { port, services: [...e.services], version: e.version, versionSource: e.versionSource, scheme: e.scheme };
+      if (e.protocol !== 'tcp') continue;
+      const readiness = { state: e.readiness.state, by: e.readiness.by, sinceMs: Date.parse(e.readiness.since), ...(e.readiness.detail ? { detail: e.readiness.detail } : {}) };
+      const base = { port, services: [...e.services], version: e.version, versionSource: e.versionSource, scheme: e.scheme, readiness };
       // No address when a wildcard bind has none of its family on the node (IPv4-only bind, IPv6-only node): still listening there.
       const addresses = e.addresses.length > 0 ? e.addresses : [''];
       for (const address of addresses) mine.push({ ...base, address, family: isIPv6(address) ? 'tcp6' : 'tcp' });

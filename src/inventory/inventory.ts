@@ -131,7 +131,8 @@ export class HostInventory implements InventoryProvider {
     if (lives.size === 0) return [];
     this.drained.set(service, lives);
     if (!this.drainStarted.has(service)) this.drainStarted.set(service, this.now());
-    this.reemit();
+    // At once, not on a later tick: the caller's drain record must go out in the same write as these instances.
+    this.emitNow();
     return [...lives.keys()].sort((a, b) => a - b);
   }
 
@@ -312,22 +313,26 @@ export class HostInventory implements InventoryProvider {
     return this.drainStarted.get(service) ?? this.now();
   }
 
-  /** A verdict or a drain changed: the last snapshot goes out again with it, without a new scan. */
+  /** A verdict or a drain changed: the last snapshot goes out again with it, without a new scan (once per tick). */
   private reemit(): void {
     if (this.reemitQueued) return;
     this.reemitQueued = true;
     queueMicrotask(() => {
       this.reemitQueued = false;
-      const last = this.latest;
-      if (!last) return;
-      const snap: InventorySnapshot = { ...last, listeners: this.withReadiness(last.listeners) };
-      this.latest = snap;
-      try {
-        this.opts.onSnapshot?.(snap);
-      } catch (err) {
-        this.logger.error({ err }, 'inventory onSnapshot hook threw');
-      }
+      this.emitNow();
     });
+  }
+
+  private emitNow(): void {
+    const last = this.latest;
+    if (!last) return;
+    const snap: InventorySnapshot = { ...last, listeners: this.withReadiness(last.listeners) };
+    this.latest = snap;
+    try {
+      this.opts.onSnapshot?.(snap);
+    } catch (err) {
+      this.logger.error({ err }, 'inventory onSnapshot hook threw');
+    }
   }
 
   /** True when `port` should be asked now: never asked, asked about other sockets or another path, or the answer is old. */
