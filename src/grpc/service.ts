@@ -145,7 +145,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Inventory = unary('Inventory', async () => {
     const snap = await ctx.inventory.snapshot();
-    const listeners = snap.listeners.map(({ readiness, inodes: _inodes, ...l }) => ({
+    const listeners = snap.listeners.map(({ readiness, ...l }) => ({
       ...l,
       readiness: readiness?.state ?? '',
       readinessBy: readiness?.by ?? '',

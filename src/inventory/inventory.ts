@@ -103,6 +103,8 @@ export class HostInventory implements InventoryProvider {
   /** service → when its drain began (same keys as `drained`). */
   private readonly drainStarted = new Map<string, number>();
   private reemitQueued = false;
+  /** port → the key of its sockets' life (their inodes) at the last scan. */
+  private lives = new Map<number, string>();
 
   constructor(opts: HostInventoryOptions) {
     this.opts = opts;
@@ -127,7 +129,7 @@ export class HostInventory implements InventoryProvider {
    */
   drain(service: string): number[] {
     const lives = new Map<number, string>();
-    for (const l of this.latest?.listeners ?? []) if (l.services.includes(service)) lives.set(l.port, lifeKey(l.inodes));
+    for (const l of this.latest?.listeners ?? []) if (l.services.includes(service)) lives.set(l.port, this.lives.get(l.port) ?? '');
     if (lives.size === 0) return [];
     this.drained.set(service, lives);
     if (!this.drainStarted.has(service)) this.drainStarted.set(service, this.now());
@@ -253,6 +255,7 @@ export class HostInventory implements InventoryProvider {
 
     const lives = new Map<number, string>();
     for (const [port, socks] of byPort) lives.set(port, lifeKey(socks.flatMap((s) => s.inodes)));
+    this.lives = lives;
     if (this.prober) {
       const targets: ReadinessTarget[] = [];
       const reachable = this.opts.readiness!.reachable;
@@ -267,8 +270,7 @@ export class HostInventory implements InventoryProvider {
       const claim = claims.get(s.port)!;
       const http = probed.get(s.port);
       const [version, versionSource] = http ? [http, 'http' as const] : claim.portVersion ? [claim.portVersion, 'port' as const] : ['', '' as const];
-      const l: InventoryListener = { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme, inodes: lives.get(s.port)!.split(',') };
-      return l;
+      return { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
     });
     const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners: this.withReadiness(listeners) };
     this.publish(snap);
@@ -285,7 +287,7 @@ export class HostInventory implements InventoryProvider {
   private withReadiness(listeners: readonly InventoryListener[]): InventoryListener[] {
     if (!this.prober) return [...listeners];
     for (const [service, lives] of this.drained) {
-      for (const [port, life] of lives) if (!listeners.some((l) => l.port === port && lifeKey(l.inodes) === life)) lives.delete(port);
+      for (const [port, life] of lives) if (this.lives.get(port) !== life) lives.delete(port);
       if (lives.size === 0) {
         this.drained.delete(service);
         this.drainStarted.delete(service);
@@ -356,8 +358,8 @@ export class HostInventory implements InventoryProvider {
 }
 
 /** The key of one life of a listener's sockets. */
-function lifeKey(inodes: readonly string[] | undefined): string {
-  return [...(inodes ?? [])].sort().join(',');
+function lifeKey(inodes: readonly string[]): string {
+  return [...inodes].sort().join(',');
 }
 
 /** The last probe of a port. */

@@ -16,8 +16,6 @@ export interface InventoryListener {
    * and outside cluster mode (nothing is probed).
    */
   readiness?: ListenerReadiness | undefined;
-  /** The socket inodes behind it: a change is a new process (a new life of the listener). */
-  inodes?: readonly string[] | undefined;
 }
 
 export interface ListenerReadiness {
