@@ -1,3 +1,5 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stopChild } from './child.js';
 import { dig, type DigResult } from './dig.js';
@@ -28,6 +30,13 @@ export interface Lab {
   hosts: Host[];
   /** `etcd://` with every member at the bridge address: what the hosts use. */
   etcdUrl: string;
+  /**
+   * Each node's state directory (`--state-dir`), one per node name for the
+   * lab's life: a daemon restarted under the same name finds its lease and
+   * snapshot, as on a real host; removed by stop(). Never the machine's
+   * default (/var/lib/canonport), which other engineers' runs share.
+   */
+  stateDir(node: string): string;
   /** Stops every daemon and service (SIGKILL), etcd, and removes the namespaces. */
   stop(): Promise<void>;
 }
@@ -42,15 +51,18 @@ export async function startLab(opts: { hosts: number; etcd?: StartEtcdOptions })
     throw err;
   }
   const etcdUrl = `etcd://${etcd.members.map((m) => `${net.gateway}:${m.clientPort}`).join(',')}`;
+  const states = mkdtempSync(join(tmpdir(), 'cp-lab-state-'));
   return {
     net,
     etcd,
     hosts: net.hosts,
     etcdUrl,
+    stateDir: (node) => join(states, node),
     async stop() {
       // Daemons first (net.cleanup kills every process spawned in a host), then etcd.
       net.cleanup();
       await etcd.stop();
+      rmSync(states, { recursive: true, force: true });
     },
   };
 }
@@ -81,7 +93,8 @@ export async function startNode(lab: Lab, host: Host, name: string, args: string
     '--dns', `${host.address}:${DNS_PORT}`, '--grpc', `${host.address}:${GRPC_PORT}`, '--http', `${host.address}:${HTTP_PORT}`,
     '--grpc-allow', lan, '--http-allow', lan,
   ];
-  const serve = await startServe(['--zone', ZONE, '--cluster', etcdUrl, '--node', name, ...args], {
+  const state = args.includes('--state-dir') ? [] : ['--state-dir', lab.stateDir(name)];
+  const serve = await startServe(['--zone', ZONE, '--cluster', etcdUrl, '--node', name, ...state, ...args], {
     listen,
     spawn: (cmd, argv, o) => host.spawn(cmd, argv, o),
     readyMs: 40_000,
