@@ -39,7 +39,11 @@ let registries: { r1: string; r2: string };
 async function wildcardListener(): Promise<{ server: Server; port: number }> {
   for (let i = 0; i < 20; i++) {
     const port = await freePort();
-    const server = createServer();
+    // It never reads: the daemons' readiness probes (once per socket life) leave connections it must drop to close.
+    const server = createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.resume();
+    });
     const ok = await new Promise<boolean>((resolve) => {
       server.once('error', () => resolve(false));
       server.listen({ port, host: '0.0.0.0', exclusive: true }, () => resolve(true));
@@ -105,16 +109,26 @@ describe('canonport fleet --cluster against etcd holding three real daemons\' re
     const out = JSON.parse(r.stdout) as { source: FleetSource; hosts: FleetHost[]; services: FleetService[]; findings: FleetFinding[] };
     expect(out.source).toMatchObject({ kind: 'cluster', endpoints: etcd.url, prefix: PREFIX });
     expect(out.hosts.map((h) => [h.host, h.target, h.reachable])).toEqual([
-      ['web-1', `${PREFIX}/v1/nodes/web-1`, true],
-      ['web-2', `${PREFIX}/v1/nodes/web-2`, true],
-      ['web-3', `${PREFIX}/v1/nodes/web-3`, true],
+      ['web-1', `${PREFIX}/v2/nodes/web-1/node`, true],
+      ['web-2', `${PREFIX}/v2/nodes/web-2/node`, true],
+      ['web-3', `${PREFIX}/v2/nodes/web-3/node`, true],
     ]);
     const d1 = parseRegistry(registries.r1, 'r1.yaml').digest;
     const d2 = parseRegistry(registries.r2, 'r2.yaml').digest;
     expect(out.hosts.map((h) => h.inventory!.registryDigest)).toEqual([d1, d1, d2]);
     // The listener on 0.0.0.0 is reached at each node's advertised address.
     expect(out.hosts[0]!.inventory!.listeners.filter((l) => l.port === pinnedPort)).toEqual([
-      { port: pinnedPort, address: '10.0.0.1', family: 'tcp', services: ['alpha'], version: '', versionSource: '', scheme: 'pinned' },
+      // It speaks neither gRPC nor HTTP: ready while it listens, asked once (readiness.ts).
+      {
+        port: pinnedPort,
+        address: '10.0.0.1',
+        family: 'tcp',
+        services: ['alpha'],
+        version: '',
+        versionSource: '',
+        scheme: 'pinned',
+        readiness: { state: 'ready', by: 'tcp', sinceMs: expect.any(Number), detail: 'speaks neither gRPC nor HTTP: ready while listening' },
+      },
     ]);
     expect(out.services.find((s) => s.service === http.name)!.mixed).toBe(true);
     expect(out.findings.filter((f) => f.kind === 'registry')).toEqual([{ kind: 'registry', host: 'web-3', service: '', expected: d1, found: [d2], message: expect.stringContaining('web-3: registry') }]);

@@ -316,6 +316,42 @@ const CASES: Case[] = [
     expectAfter: 'NXDOMAIN',
   },
   {
+    key: 'preferLocal',
+    before: () => registry({ ...clustered(), preferLocal: true }),
+    after: () => registry({ ...clustered(), preferLocal: false }),
+    inventory: true,
+    // This host runs the service: marked local (and listed first) only while local first is on.
+    observe: async (s) => {
+      await observedSrv(s);
+      const client = createCanonportClient(s.daemon.addresses.grpc);
+      try {
+        return String((await client.resolve(`${listening.name}.${Z}`)).endpoints[0]?.local);
+      } finally {
+        client.close();
+      }
+    },
+    expectBefore: 'true',
+    expectAfter: 'false',
+  },
+  {
+    // Read by every probe's timer when it schedules the next one.
+    key: 'readyInterval',
+    before: () => registry({ readyInterval: 1000 }),
+    after: () => registry({ readyInterval: 300 }),
+    observe: async (s) => String(s.daemon.config.readyInterval),
+    expectBefore: '1000',
+    expectAfter: '300',
+  },
+  {
+    // Read when the daemon stops.
+    key: 'leaveOnTerminate',
+    before: () => registry({ leaveOnTerminate: false }),
+    after: () => registry({ leaveOnTerminate: true }),
+    observe: async (s) => String(s.daemon.config.leaveOnTerminate),
+    expectBefore: 'false',
+    expectAfter: 'true',
+  },
+  {
     key: 'ttl',
     before: () => registry({}, 'ttl: 60\n'),
     after: () => registry({}, 'ttl: 7\n'),

@@ -95,6 +95,8 @@ interface Probe {
   timer: NodeJS.Timeout | undefined;
   session: ClientHttp2Session | undefined;
   watch: ClientHttp2Stream | undefined;
+  /** The HTTP/1.1 request in flight, ended with the probe. */
+  request: ReturnType<typeof httpRequest> | undefined;
   busy: boolean;
   closed: boolean;
 }
@@ -146,7 +148,7 @@ export class ReadinessProber {
   // --- one listener ---
 
   private startProbe(target: ReadinessTarget): void {
-    const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, timer: undefined, session: undefined, watch: undefined, busy: false, closed: false };
+    const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, timer: undefined, session: undefined, watch: undefined, request: undefined, busy: false, closed: false };
     this.probes.set(target.port, p);
     const rule = target.rule;
     if (rule.kind === 'tcp') {
@@ -167,6 +169,7 @@ export class ReadinessProber {
     clearTimeout(p.timer);
     p.watch?.close();
     p.session?.destroy();
+    p.request?.destroy();
     if (this.probes.get(p.target.port) === p) this.probes.delete(p.target.port);
   }
 
@@ -282,10 +285,12 @@ export class ReadinessProber {
 
   private session(p: Probe): ClientHttp2Session {
     if (p.session && !p.session.closed && !p.session.destroyed) return p.session;
+    // A probe stopped mid-call (close(), a listener gone) opens nothing more: the caller gets a destroyed session.
     const { address, port } = p.target;
     const host = address.includes(':') ? `[${address}]` : address;
     const session = http2Connect(`http://${host}:${port}`);
     session.on('error', () => undefined);
+    if (p.closed || this.closed) session.destroy();
     session.on('close', () => {
       if (p.session === session) p.session = undefined;
     });
@@ -376,6 +381,7 @@ export class ReadinessProber {
   // --- HTTP/1.1 ---
 
   private httpGet(p: Probe, path: string): Promise<{ kind: 'http'; status: number } | { kind: 'refused' | 'not-http' | 'timeout'; detail: string }> {
+    if (p.closed || this.closed) return Promise.resolve({ kind: 'not-http', detail: 'probe stopped' });
     return new Promise((resolve) => {
       let settled = false;
       const done = (r: Awaited<ReturnType<ReadinessProber['httpGet']>>) => {
@@ -391,6 +397,10 @@ export class ReadinessProber {
         method: 'GET',
         agent: this.agent,
         headers: { 'user-agent': USER_AGENT, accept: '*/*' },
+      });
+      p.request = req;
+      req.on('close', () => {
+        if (p.request === req) p.request = undefined;
       });
       const timer = setTimeout(() => {
         req.destroy();
