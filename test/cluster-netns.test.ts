@@ -121,7 +121,7 @@ describe('hosts as separate processes in their own namespaces', () => {
       expect(await keys()).toContain(`${PREFIX}/v1/nodes/host-a`);
       await until('A to leave B\'s view', () => (lastView(b)!.nodes.includes('host-a') ? undefined : true), 3_000 + 5_000);
       expect(lastView(b)!.ports['12082']).toEqual([]);
-      expect(await keys()).toEqual([`${PREFIX}/v1/nodes/host-b`]);
+      expect(await keys()).toEqual([`${PREFIX}/v1/nodes/host-b`, `${PREFIX}/v2/nodes/host-b/node`]);
 
       // A clean stop revokes B's lease.
       b.child.kill('SIGTERM');
