@@ -118,6 +118,8 @@ export async function startNode(lab: Lab, host: Host, name: string, args: string
 
 export interface Backend {
   pid: number;
+  /** Sends a signal (SIGUSR2 flips a grpc backend's health). */
+  signal(sig: NodeJS.Signals): void;
   port: number;
   /** SIGTERM; resolves when the process has exited (its socket closed). */
   stop(): Promise<void>;
@@ -128,8 +130,15 @@ export interface Backend {
  * (cluster-backend.mjs): `grpc` answers /canonport.test.Who/Name with
  * `name`; `http` answers GET /version with `version`.
  */
-export async function startBackend(host: Host, mode: 'grpc' | 'http', port: number, name: string, opts: { version?: string; bind?: string } = {}): Promise<Backend> {
-  const child = host.spawn(process.execPath, [BACKEND, mode, String(port), name, opts.version ?? '', opts.bind ?? '0.0.0.0']);
+export async function startBackend(
+  host: Host,
+  mode: 'grpc' | 'http',
+  port: number,
+  name: string,
+  opts: { version?: string; bind?: string; warmupMs?: number; neverReady?: boolean; health?: boolean } = {},
+): Promise<Backend> {
+  const env = { ...process.env, CP_WARMUP_MS: String(opts.warmupMs ?? 0), CP_NEVER_READY: opts.neverReady ? '1' : '0', CP_HEALTH: opts.health ? '1' : '0' };
+  const child = host.spawn(process.execPath, [BACKEND, mode, String(port), name, opts.version ?? '', opts.bind ?? '0.0.0.0'], { env });
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
   await new Promise<void>((resolve, reject) => {
@@ -138,6 +147,7 @@ export async function startBackend(host: Host, mode: 'grpc' | 'http', port: numb
   });
   return {
     pid: child.pid!,
+    signal: (sig: NodeJS.Signals) => void child.kill(sig),
     port,
     stop: () => stopChild(child),
   };

@@ -155,6 +155,8 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const described = this.discovery.describeClass(q.lname, cls);
     if (!described.ok) return done(reply(Rcode.NXDOMAIN)); // e.g. versioned id 100 v101 → 8100101
     const d = described.description;
+    // The name's own TTL: the registry's, or in cluster mode the observed TTL when the view decides it (discovery.ts).
+    const nameTtl = d.ttl;
     // Cluster mode: where hosts report the service listening, SRV and TXT name them (cluster.ts), turned per answer.
     const seen = this.discovery.peek(d);
     const spreadable = seen?.ok === true && seen.instances.endpoints[0]?.source === 'observed' ? turnsOf(seen.instances.endpoints) : 1;
@@ -170,16 +172,16 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
           const a = observedSrv(q.lname, d, hosts, observedTtl);
           return done(reply(a.rcode, a.answers, a.additionals), false, observedTtl);
         }
-        const srv: Rr = { type: 'SRV', name: q.lname, ttl, priority: 0, weight: 0, port: d.port, target: d.host };
+        const srv: Rr = { type: 'SRV', name: q.lname, ttl: nameTtl, priority: 0, weight: 0, port: d.port, target: d.host };
         // The target's addresses when known without waiting: an SRV answer never waits on the upstreams.
         const known = peeked;
-        if (!known?.ok) return done(reply(Rcode.NOERROR, [srv]));
+        if (!known?.ok) return done(reply(Rcode.NOERROR, [srv]), false, nameTtl);
         const t = known.instances.ttl;
         return done(reply(Rcode.NOERROR, [srv], [...addressRrs(d.host, TYPE.A, known, t), ...addressRrs(d.host, TYPE.AAAA, known, t)]), learnedFrom(known), t);
       }
       case TYPE.TXT: {
         if (hosts) return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl: observedTtl, data: [...registryTxt(d), ...observedTxt(hosts)] }]), false, observedTtl);
-        return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl, data: registryTxt(d) }]));
+        return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl: nameTtl, data: registryTxt(d) }]), false, nameTtl);
       }
       case TYPE.PTR: {
         // DNS-SD browsing (RFC 6763): `_svc._tcp.Z` lists the service's instances, one per host.
