@@ -114,8 +114,11 @@ describe('canonport fleet --cluster against etcd holding three real daemons\' re
     expect(out.hosts.map((h) => h.inventory!.registryDigest)).toEqual([d1, d1, d2]);
     // The listener on 0.0.0.0 is reached at each node's advertised address.
     expect(out.hosts[0]!.inventory!.listeners.filter((l) => l.port === pinnedPort)).toEqual([
-      { port: pinnedPort, address: '10.0.0.1', family: 'tcp', services: ['alpha'], version: '', versionSource: '', scheme: 'pinned' },
+      { port: pinnedPort, address: '10.0.0.1', family: 'tcp', services: ['alpha'], version: '', versionSource: '', scheme: 'pinned', since: expect.any(String), state: 'listening', stateSince: expect.any(String) },
     ]);
+    // The node record rides along; the view's state (a fresh list: synced) is in the source.
+    expect(out.hosts[0]!.node).toEqual({ addresses: ['10.0.0.1'], canonportVersion: expect.any(String), registryDigest: d1, started: expect.any(String) });
+    expect(out.source).toMatchObject({ view: 'synced', viewSince: expect.any(String) });
     expect(out.services.find((s) => s.service === http.name)!.mixed).toBe(true);
     expect(out.findings.filter((f) => f.kind === 'registry')).toEqual([{ kind: 'registry', host: 'web-3', service: '', expected: d1, found: [d2], message: expect.stringContaining('web-3: registry') }]);
     expect(out.findings.filter((f) => f.kind === 'port-names')).toMatchObject([
