@@ -26,6 +26,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['grpc', 'http'],
   ['xds'],
   ['fleet'],
+  ['ui'],
   ['daemon'],
   ['cli'],
   ['index.ts'],
