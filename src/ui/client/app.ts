@@ -20,26 +20,42 @@ let index: FleetIndex | undefined;
 let route: Route = parseRoute(location.hash);
 let firstRender = true;
 
+/**
+ * Where focus is inside the view, as something the next render can find
+ * again: a live update re-renders the view, and must not take the reader's
+ * place away.
+ */
+function focusKey(): string | null {
+  const el = document.activeElement as HTMLElement | null;
+  if (!el || !view.contains(el)) return null;
+  if (el.dataset.r !== undefined && el.dataset.c !== undefined) return `[data-r="${el.dataset.r}"][data-c="${el.dataset.c}"]`;
+  if (el.id) return `#${CSS.escape(el.id)}`;
+  const href = el.getAttribute('href');
+  return href === null ? null : `a[href="${CSS.escape(href)}"]`;
+}
+
 function render(): void {
   if (!index) return;
-  const focused = document.activeElement as HTMLElement | null;
-  const cellFocus = focused?.closest('table.matrix') ? { r: focused.dataset.r, c: focused.dataset.c } : null;
+  const key = focusKey();
   const host = location.hostname;
   view.innerHTML =
     route.view.kind === 'service' ? renderService(index, route, info, host) : route.view.kind === 'host' ? renderHost(index, route, info) : renderMatrix(index, route);
   $('banner').innerHTML = viewBanner(index.doc.source);
   $('source').innerHTML = sourceLine(index.doc.source, info);
   document.title = `${route.view.kind === 'matrix' ? 'Fleet' : `${route.view.kind} ${route.view.name}`} · canonport`;
+  const again = key === null ? null : view.querySelector<HTMLElement>(key);
   // The grid has one tab stop (the cell focused last, else the corner); arrows move it.
   const grid = view.querySelector<HTMLElement>('table.matrix');
   if (grid) {
-    const again = cellFocus && grid.querySelector<HTMLElement>(`[data-r="${cellFocus.r}"][data-c="${cellFocus.c}"]`);
-    const stop = again ?? grid.querySelector<HTMLElement>('[data-r="0"][data-c="0"]');
+    const stop = again?.closest('table.matrix') ? again : grid.querySelector<HTMLElement>('[data-r="0"][data-c="0"]');
     if (stop) {
       grid.querySelector('[tabindex="0"]')?.setAttribute('tabindex', '-1');
       stop.tabIndex = 0;
-      if (again) again.focus({ preventScroll: true });
     }
+  }
+  if (again) {
+    if (again.id === 'view-h') again.tabIndex = -1;
+    again.focus({ preventScroll: true });
   }
   if (firstRender) {
     firstRender = false;
