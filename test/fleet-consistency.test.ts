@@ -149,7 +149,7 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
     view.replaceAll(kvs, 7);
     const hosts = fleetHostsFromView(view, PREFIX, 1234);
     // Each listening since the record says, the state every observed listener has until the view carries readiness; each node's record beside it.
-    const listening = { since: '2025-05-01T09:00:01.000Z', state: 'listening', stateSince: '2025-05-01T09:00:01.000Z' };
+    const listening = { since: '2025-05-01T09:00:01.000Z', state: 'listening' };
     const record = (name: string) => {
       const { name: _name, ...rest } = view.node(name)!;
       return rest;

@@ -238,3 +238,38 @@ describe('the live stream', () => {
     expect(performance.now() - t0).toBeLessThan(1500);
   });
 });
+
+describe('heartbeats', () => {
+  it('go only to streams that have caught up: one before a page\'s catch-up would name a document it has not reached', async () => {
+    const { createServer } = await import('node:http');
+    const { LiveStreams } = await import('../src/ui/events.js');
+    const { Metrics } = await import('../src/metrics/metrics.js');
+    const { silentLogger } = await import('../src/log.js');
+    // A feed whose document takes 300 ms to build each time it is asked (a large fleet under churn), heartbeats every 20 ms.
+    const current = { id: 'abcd-2' };
+    let pending: Promise<unknown> | undefined;
+    const feed = {
+      latest: () => (pending ??= new Promise((r) => setTimeout(() => ((pending = undefined), r(current)), 300))),
+      since: (id: string) => (id === 'abcd-2' ? [] : null),
+      subscribe: () => () => undefined,
+    } as unknown as ConstructorParameters<typeof LiveStreams>[0];
+    const streams = new LiveStreams(feed, { metrics: new Metrics({ defaultMetrics: false }), logger: silentLogger, heartbeatMs: 20 });
+    const server = createServer((req, res) => void streams.open(req, res, 'abcd-2'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const first = await openSse(`http://127.0.0.1:${port}/`);
+    await first.next((e) => e.event === 'heartbeat');
+    // Opens while a heartbeat waits on the same build: the heartbeat goes out first, to those following.
+    await new Promise((r) => setTimeout(r, 100));
+    const sse = await openSse(`http://127.0.0.1:${port}/`);
+    try {
+      await sse.next((e) => e.event === 'heartbeat');
+      expect(sse.events[0]!.event).toBe('hello');
+    } finally {
+      first.close();
+      sse.close();
+      streams.closeAll();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});

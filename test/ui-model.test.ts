@@ -155,7 +155,8 @@ describe('the HTML', () => {
   it('marks states, outliers and registry differences in words, not colour alone', () => {
     const index = indexFleet(docOf(FLEET));
     const html = renderMatrix(index, route('#/'));
-    expect(html).toContain('listening (readiness not probed)');
+    expect(html).toContain('<span aria-hidden="true">●</span><span class="sr"> listening</span>');
+    expect(renderHost(index, route('#/host/web-1'), INFO)).toContain('listening (readiness not probed)');
     expect(html).toContain('not the majority version 1.4.2');
     expect(html).toMatch(/web-3<\/a> <span class="flag flag-registry"[^>]*>.*registry differs/);
     expect(html).toContain('mixed versions</span>');

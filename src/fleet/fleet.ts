@@ -45,7 +45,7 @@ export interface FleetListener extends InventoryListener {
   since?: string | undefined;
   /** Absent: `unknown`. */
   state?: InstanceState | undefined;
-  /** Since when it is in `state` (ISO 8601), when known. */
+  /** Since when it is in `state` (ISO 8601); absent: since `since`. */
   stateSince?: string | undefined;
 }
 

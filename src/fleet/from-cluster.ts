@@ -78,11 +78,13 @@ export function fleetFromView(reader: ClusterViewReader, where: { endpoints: str
 
 /**
  * An instance's state as the fleet shows it: the one place the view's
- * record becomes a state. Today the view knows only that the port listens
- * (since `since`); when it carries readiness (issue 20), map it here.
+ * record becomes a state. Today the view knows only that the port listens,
+ * since `since` (no `stateSince`: it would repeat `since` on each of 20,000
+ * listeners of a large fleet's document); when the view carries readiness
+ * (issue 20), map it here, with its own `stateSince`.
  */
-export function instanceState(e: ClusterEndpoint): Pick<FleetListener, 'state' | 'stateSince'> {
-  return { state: 'listening', stateSince: e.since };
+export function instanceState(_e: ClusterEndpoint): Pick<FleetListener, 'state' | 'stateSince'> {
+  return { state: 'listening' };
 }
 
 /**

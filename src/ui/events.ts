@@ -42,6 +42,8 @@ export type StreamRefusal = { reason: 'total' | 'source'; message: string };
 interface Stream {
   res: ServerResponse;
   source: string;
+  /** Caught up and following the feed: only then does it get heartbeats (one before its catch-up would name a document it has not reached). */
+  following: boolean;
   unsubscribe: () => void;
 }
 
@@ -78,7 +80,7 @@ export class LiveStreams {
       return refusal;
     }
     // Counted before the first await, so concurrent opens see each other against the caps.
-    const stream: Stream = { res, source, unsubscribe: () => undefined };
+    const stream: Stream = { res, source, following: false, unsubscribe: () => undefined };
     this.add(stream);
     res.on('close', () => this.remove(stream));
     res.statusCode = 200;
@@ -111,6 +113,7 @@ export class LiveStreams {
     for (const e of missed) send(res, 'diff', e.id, e.json);
     // Synchronously after the catch-up: no change can fall between the two.
     stream.unsubscribe = this.feed.subscribe((e) => this.deliver(stream, e));
+    stream.following = true;
     return null;
   }
 
@@ -177,7 +180,7 @@ export class LiveStreams {
       .latest()
       .then((current) => {
         const data = JSON.stringify({ id: current.id });
-        for (const s of this.streams) if (s.res.writableLength <= MAX_UNREAD_BYTES) send(s.res, 'heartbeat', undefined, data);
+        for (const s of this.streams) if (s.following && s.res.writableLength <= MAX_UNREAD_BYTES) send(s.res, 'heartbeat', undefined, data);
       })
       .catch(() => undefined);
   }

@@ -80,6 +80,7 @@ function fillLists(doc: FleetDocument): void {
 
 function onDocument(doc: FleetDocument, id: string): void {
   index = indexFleet(doc);
+  if (firstRender) performance.mark('cp-indexed');
   document.documentElement.dataset.fleetId = id;
   fillLists(doc);
   render();

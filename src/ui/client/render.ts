@@ -38,6 +38,11 @@ export function stateBadge(state: InstanceState): string {
   return `<span class="st st-${state}" title="${esc(STATE_TEXT[state])}"><span aria-hidden="true">${GLYPH[state]}</span> <span class="st-text">${esc(STATE_TEXT[state])}</span></span>`;
 }
 
+/** The state in a matrix cell: the glyph, and its word for screen readers (the legend says the rest). 2,000 cells a page: kept short. */
+function cellState(state: InstanceState): string {
+  return `<span class="st st-${state}"><span aria-hidden="true">${GLYPH[state]}</span><span class="sr"> ${state === 'not-ready' ? 'not ready' : state}</span></span>`;
+}
+
 const link = (route: Route, text: string, extra = '') => `<a href="${esc(formatRoute(route))}"${extra}>${text}</a>`;
 const serviceRoute = (name: string, filters: Route['filters'], host = ''): Route => ({ view: { kind: 'service', name }, filters: { ...filters, host: host || filters.host, page: 1 } });
 const hostRoute = (name: string, filters: Route['filters']): Route => ({ view: { kind: 'host', name }, filters: { ...filters, page: 1 } });
@@ -97,7 +102,7 @@ function cellHtml(cell: Cell | undefined, s: ServiceSummary, host: string, route
   const versions = cell.versions.map((v) => esc(versionText(v))).join(', ');
   const why = cell.outlier ? `<span class="mark" title="not the majority version (${esc(versionText(s.majority ?? ''))})"><span aria-hidden="true">≠</span><span class="sr">, not the majority version ${esc(versionText(s.majority ?? ''))}</span></span>` : '';
   const target = formatRoute(serviceRoute(s.service.service, f, host));
-  return `<td class="cell st-${cell.state}${cell.outlier ? ' outlier' : ''}" ${at}><a href="${esc(target)}" tabindex="-1"><span class="v">${versions}</span> ${stateBadge(cell.state)}${why}</a></td>`;
+  return `<td class="cell st-${cell.state}${cell.outlier ? ' outlier' : ''}" ${at}><a href="${esc(target)}" tabindex="-1"><span class="v">${versions}</span> ${cellState(cell.state)}${why}</a></td>`;
 }
 
 export function renderMatrix(index: FleetIndex, route: Route): string {
