@@ -154,11 +154,13 @@ export class FleetFeed {
       try {
         const encoded = encodeDocument(await this.source.read());
         const prev = this.current;
-        if (prev && prev.encoded.json === encoded.json) return prev;
-        const id = `${this.epoch}-${++this.seq}`;
+        const id = `${this.epoch}-${this.seq + 1}`;
+        const diff = prev ? diffDocuments(prev.encoded, encoded, prev.id, id) : null;
+        // The same document again (a change undone, a rebuild that found nothing new): nothing to publish.
+        if (prev && !diff) return prev;
+        this.seq++;
         const next = published(id, encoded);
         this.current = next;
-        const diff = prev ? diffDocuments(prev.encoded, encoded, prev.id, id) : null;
         if (prev && diff) {
           const event = { id, json: JSON.stringify(diff) };
           this.recent.push({ from: prev.id, event });

@@ -33,8 +33,8 @@ export const serviceKey = (s: FleetService): string => s.service;
 /** A document with each part as JSON text: built once per document, so diffs compare strings and the whole text is their concatenation. */
 export interface EncodedDocument {
   doc: FleetDocument;
-  /** Exactly JSON.stringify(doc). */
-  json: string;
+  /** Exactly JSON.stringify(doc): joined from the parts on first use (a rebuild nobody fetches never makes it). */
+  readonly json: string;
   hosts: Map<string, string>;
   hostOrder: string[];
   services: Map<string, string>;
@@ -58,9 +58,21 @@ export function encodeDocument(doc: FleetDocument): EncodedDocument {
   }
   const source = doc.source === undefined ? undefined : JSON.stringify(doc.source);
   const findings = JSON.stringify(doc.findings);
-  // The keys in the document's own order, so the text is what JSON.stringify(doc) gives (a test checks).
-  const json = `{${source === undefined ? '' : `"source":${source},`}"hosts":[${[...hosts.values()].join(',')}],"services":[${[...services.values()].join(',')}],"findings":${findings}}`;
-  return { doc, json, hosts, hostOrder, services, serviceOrder, source, findings };
+  let json: string | undefined;
+  return {
+    doc,
+    // The keys in the document's own order, so the text is what JSON.stringify(doc) gives (a test checks).
+    get json() {
+      json ??= `{${source === undefined ? '' : `"source":${source},`}"hosts":[${[...hosts.values()].join(',')}],"services":[${[...services.values()].join(',')}],"findings":${findings}}`;
+      return json;
+    },
+    hosts,
+    hostOrder,
+    services,
+    serviceOrder,
+    source,
+    findings,
+  };
 }
 
 /** The diff from `prev` to `next`; null when they are equal. */
