@@ -35,7 +35,7 @@ import { uiRoute } from '../ui/route.js';
 import { inventorySource, viewSource } from '../ui/sources.js';
 import type { Registry } from '../registry/registry.js';
 import type { DaemonContext, DaemonEvents } from '../context.js';
-import type { PageInfo } from '../ui/client/model.js';
+import type { PageInfo } from '../ui/route.js';
 
 export interface DaemonOptions {
   flags: ConfigInput;
