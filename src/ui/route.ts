@@ -6,11 +6,11 @@ import { brotliCompressSync, gzipSync } from 'node:zlib';
 import type { HttpRoute } from '../http/server.js';
 import type { Logger } from '../log.js';
 import type { PageInfo } from './client/model.js';
-
-export type { PageInfo };
 import { brotliOptions, type Encoding, type FleetFeed } from './feed.js';
 import type { LiveStreams } from './events.js';
 import { CLIENT_MODULES, indexHtml, STYLE_CSS } from './page.js';
+
+export type { PageInfo };
 
 /**
  * `/ui`: the fleet page on the daemon's HTTP listener, behind its access
