@@ -5,6 +5,7 @@ import { base32Port } from '../src/scheme/index.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { startEtcd } from '../test/helpers/etcd.js';
 import { serviceNames, writeScaleFleet } from '../test/helpers/scale-fleet.js';
+import { runScript } from './run-script.js';
 
 /**
  * Cluster-mode scale: a bounded generator writes N nodes × S services into
@@ -117,10 +118,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);

@@ -7,6 +7,7 @@ import { base32Port } from '../src/scheme/index.js';
 import { startBrowser } from '../test/helpers/browser.js';
 import { startEtcd } from '../test/helpers/etcd.js';
 import { REPO, startServe } from '../test/helpers/serve-process.js';
+import { runScript } from './run-script.js';
 
 /**
  * `npm run docs:screenshot`: the fleet page screenshot in docs/, made the
@@ -76,10 +77,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);
