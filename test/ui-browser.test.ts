@@ -33,6 +33,8 @@ const backends: Backend[] = [];
 let browser: Awaited<ReturnType<typeof startBrowser>>;
 let context: BrowserContext;
 let url: string;
+/** web-1 and web-2's registry file. */
+let common: string;
 
 /** The cells of a matrix row as `host: text`, from the page. */
 async function row(page: Page, service: string): Promise<Record<string, string> | null> {
@@ -54,7 +56,7 @@ beforeAll(async () => {
   lab = await startLab({ hosts: 3 });
   const [h1, h2, h3] = lab.hosts as [typeof lab.hosts[0], typeof lab.hosts[0], typeof lab.hosts[0]];
   // web-1 and web-2 share a registry; web-3's pins one more service: its digest differs.
-  const common = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  blog: {}\n');
+  common = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  blog: {}\n');
   const other = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  blog: {}\n  legacy: { port: 40123 }\n');
   backends.push(
     await startBackend(h1, 'http', API, 'api', { version: '1.4.2' }),
@@ -213,6 +215,23 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('view-h');
     await page.close();
   });
+
+  it('says when its daemon is gone, keeps the last data, and follows the daemon again once it is back', async () => {
+    const page = await context.newPage();
+    await page.goto(url);
+    await page.waitForSelector('table.matrix');
+    await expect.poll(() => page.locator('#live').getAttribute('data-state')).toBe('live');
+    const web1 = daemons[0]!;
+    await web1.stop();
+    await page.waitForSelector('#live[data-state=offline]', { timeout: CONVERGENCE_MS });
+    expect(await page.locator('#live').textContent()).toMatch(/^Not live since .*shown is the last data received\.$/);
+    expect(await row(page, 'api')).toMatchObject({ 'web-1': expect.stringContaining('1.4.2') });
+    daemons[0] = await startNode(lab, lab.hosts[0]!, 'web-1', ['--registry', common]);
+    // The page retries with a growing delay (1, 2, 4… s); the new daemon's documents are another process's: it fetches the document again.
+    await page.waitForSelector('#live[data-state=live]', { timeout: 30_000 });
+    await expect.poll(() => row(page, 'api'), { timeout: CONVERGENCE_MS }).toMatchObject({ 'web-1': expect.stringContaining('1.4.2'), 'web-3': expect.stringContaining('1.5.0') });
+    await page.close();
+  }, 60_000);
 
   it('refuses a client outside --http-allow with 403, page and data alike', async () => {
     const page = await context.newPage();
