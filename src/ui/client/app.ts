@@ -2,7 +2,7 @@
 import type { FleetDocument } from '../../fleet/document.js';
 import { Live, type LiveStatus } from './live.js';
 import { formatRoute, indexFleet, NO_FILTERS, parseRoute, STATE_TEXT, STATES, timeText, versionText, type FleetIndex, type PageInfo, type Route } from './model.js';
-import { renderHost, renderMatrix, renderService, sourceLine, viewBanner } from './render.js';
+import { esc, renderHost, renderMatrix, renderService, sourceLine, viewBanner } from './render.js';
 
 /**
  * The fleet page in the browser: routes (the URL's hash), filters, the
@@ -72,7 +72,7 @@ function syncForm(): void {
 }
 
 function fillLists(doc: FleetDocument): void {
-  const options = (values: Iterable<string>) => [...new Set(values)].sort().map((v) => `<option value="${v.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}"></option>`).join('');
+  const options = (values: Iterable<string>) => [...new Set(values)].sort().map((v) => `<option value="${esc(v)}"></option>`).join('');
   $('services-list').innerHTML = options(doc.services.map((s) => s.service));
   $('hosts-list').innerHTML = options(doc.hosts.map((h) => h.host));
   $('versions-list').innerHTML = options(doc.services.flatMap((s) => s.versions.map((v) => versionText(v.version))));

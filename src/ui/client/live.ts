@@ -71,7 +71,12 @@ export class Live {
     }
     if (!res.ok) return this.offline(`the daemon answered ${res.status} ${(await res.text().catch(() => '')).trim()}`);
     const id = res.headers.get('X-Canonport-Fleet-Id') ?? '';
-    const doc = (await res.json()) as FleetDocument;
+    let doc: FleetDocument;
+    try {
+      doc = (await res.json()) as FleetDocument;
+    } catch (err) {
+      return this.offline(`the daemon's answer was cut or unreadable (${(err as Error).message})`);
+    }
     // For the bench: when the document arrived and was parsed (app.ts marks the render).
     if (performance.getEntriesByName('cp-document').length === 0) performance.mark('cp-document');
     this.doc = doc;
