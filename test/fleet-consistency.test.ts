@@ -136,8 +136,8 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
     namespace: 'host',
     readiness: { state, since: '2025-05-01T09:00:02.000Z', by: state === 'ready' ? 'http' : 'admin' },
   });
-  const ready = { state: 'ready', by: 'http', sinceMs: Date.parse('2025-05-01T09:00:02.000Z') };
-  const draining = { state: 'draining', by: 'admin', sinceMs: Date.parse('2025-05-01T09:00:02.000Z') };
+  const ready = { since: '2025-05-01T09:00:01.000Z', state: 'ready', stateSince: '2025-05-01T09:00:02.000Z' };
+  const draining = { since: '2025-05-01T09:00:01.000Z', state: 'draining', stateSince: '2025-05-01T09:00:02.000Z' };
 
   it('gives one host per node (a node without listeners too), one listener per reachable address, the node\'s digest', () => {
     const view = new ClusterView({ prefix: PREFIX });
@@ -154,8 +154,13 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
     ];
     view.replaceAll(kvs, 7);
     const hosts = fleetHostsFromView(view, PREFIX, 1234);
+    // Each listening since the record says, in the state its readiness says (since when, as it differs); each node's record beside it.
+    const record = (name: string) => {
+      const { name: _name, ...rest } = view.node(name)!;
+      return rest;
+    };
     expect(hosts).toEqual([
-      { host: 'idle', target: '/cp/v2/nodes/idle/node', reachable: true, inventory: { host: 'idle', collectedAtMs: 1234, listeners: [], registryDigest: D1 } },
+      { host: 'idle', target: '/cp/v2/nodes/idle/node', reachable: true, inventory: { host: 'idle', collectedAtMs: 1234, listeners: [], registryDigest: D1 }, node: record('idle') },
       {
         host: 'web-1',
         target: '/cp/v2/nodes/web-1/node',
@@ -164,8 +169,9 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
           host: 'web-1',
           collectedAtMs: 1234,
           registryDigest: D1,
-          listeners: [{ port: 12082, address: '10.0.0.1', family: 'tcp', services: ['api'], version: '1.4.2', versionSource: 'http', scheme: 'base32', readiness: ready }],
+          listeners: [{ port: 12082, address: '10.0.0.1', family: 'tcp', services: ['api'], version: '1.4.2', versionSource: 'http', scheme: 'base32', ...ready }],
         },
+        node: record('web-1'),
       },
       {
         host: 'web-2',
@@ -176,11 +182,12 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
           collectedAtMs: 1234,
           registryDigest: D2,
           listeners: [
-            { port: 12082, address: '10.0.0.2', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32', readiness: draining },
-            { port: 12082, address: 'fd00::2', family: 'tcp6', services: ['api'], version: '', versionSource: '', scheme: 'base32', readiness: draining },
-            { port: 14688, address: '10.0.0.2', family: 'tcp', services: ['db0'], version: '', versionSource: '', scheme: 'base32', readiness: ready },
+            { port: 12082, address: '10.0.0.2', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32', ...draining },
+            { port: 12082, address: 'fd00::2', family: 'tcp6', services: ['api'], version: '', versionSource: '', scheme: 'base32', ...draining },
+            { port: 14688, address: '10.0.0.2', family: 'tcp', services: ['db0'], version: '', versionSource: '', scheme: 'base32', ...ready },
           ],
         },
+        node: record('web-2'),
       },
     ]);
     // Folded like a host list: web-2's two addresses count once; 1.4.2 beside "?" is mixed.

@@ -50,7 +50,7 @@ import { z } from 'zod';
  * - Values are UTF-8 JSON. Readers ignore unknown fields (so a layout may
  *   grow optional fields) and ignore, count and log keys or values that do
  *   not match (a foreign writer, a corrupted value); they never fail on them.
- * - A node writes only its own keys; an etcd role can enforce that (README).
+ * - A node writes only its own keys; an etcd role can enforce that (docs/cluster.md).
  */
 
 /** The layout this version writes first (v1 is mirrored and read for older nodes). */
