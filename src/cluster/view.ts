@@ -53,6 +53,8 @@ export interface ClusterEndpoint {
   since: string;
   /** ready / not-ready / draining, since when and how it was decided; a v1 listener reads as ready (tcp). */
   readiness: Readiness;
+  /** True for a v1 listener (a node of an older canonport): its readiness is not known, only that it listens. */
+  legacy?: true | undefined;
 }
 
 /**
@@ -235,6 +237,7 @@ export class ClusterView implements ClusterViewReader {
         versionSource: r.versionSource,
         since: r.since,
         readiness: Object.freeze({ state: 'ready' as const, since: r.since, by: 'tcp' as const }),
+        legacy: true as const,
       }));
     }
     out.sort((a, b) => cmp(a.node, b.node) || cmp(a.protocol, b.protocol) || cmp(a.namespace, b.namespace));

@@ -78,11 +78,14 @@ export function fleetFromView(reader: ClusterViewReader, where: { endpoints: str
 
 /**
  * An instance's state as the fleet shows it: the one place the view's
- * record becomes a state. Its readiness (ready, not-ready, draining), with
+ * record becomes a state. Its readiness (ready, not-ready, draining; a v1
+ * node's listener is `listening`), with
  * `stateSince` only when it differs from `since` (it would otherwise repeat
  * `since` on each of 20,000 listeners of a large fleet's document).
  */
 export function instanceState(e: ClusterEndpoint): Pick<FleetListener, 'state' | 'stateSince'> {
+  // A node of an older canonport (v1 layout) publishes no readiness: it listens, and answers take it as ready.
+  if (e.legacy) return { state: 'listening' };
   return e.readiness.since === e.since ? { state: e.readiness.state } : { state: e.readiness.state, stateSince: e.readiness.since };
 }
 
