@@ -16,7 +16,8 @@
 //                  NOT_SERVING. Then ready.
 //   CP_NEVER_READY http: /readyz is 503 for ever (the service still answers).
 //   CP_HEALTH      grpc: "1" adds the health service (default: none).
-// SIGUSR2 (grpc with CP_HEALTH): flips the health status.
+// SIGUSR2: flips readiness (grpc with CP_HEALTH: the health status; http:
+// /readyz between 200 and 503, the service still answering).
 import { createServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
@@ -60,7 +61,7 @@ if (mode === 'grpc') {
       res.end('warming up\n');
       return;
     }
-    if (req.url === '/readyz' && neverReady) {
+    if (req.url === '/readyz' && (neverReady || flipped)) {
       res.statusCode = 503;
       res.end('never ready\n');
       return;
@@ -71,6 +72,8 @@ if (mode === 'grpc') {
     console.error(e.message);
     process.exit(3);
   });
+  let flipped = false;
+  process.on('SIGUSR2', () => (flipped = !flipped));
   server.listen({ port, host: bind }, () => {
     if (!warm) setTimeout(() => (warm = true), warmupMs);
     console.log('listening');
