@@ -1,8 +1,10 @@
 import { Resolver } from 'node:dns/promises';
 import { createServer, type Server as HttpServer } from 'node:http';
 import os from 'node:os';
-import { ReadinessProber, readyRule } from '../src/inventory/readiness.js';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { DNS_PORT, ZONE } from '../test/helpers/cluster-lab.js';
+import { REPO } from '../test/helpers/serve-process.js';
 import { clients, type Tally } from '../test/helpers/rollout-clients.js';
 import { API, startRolloutLab, type RolloutLab } from '../test/helpers/rollout-lab.js';
 import type { Children } from './children.js';
@@ -174,7 +176,11 @@ async function convergence(rl: RolloutLab, trials: number): Promise<RolloutBench
   return { in: stats(ins), out: stats(outs) };
 }
 
-/** The prober alone (in this process) against N real HTTP listeners at the default interval; the same process idle for reference. */
+/**
+ * The prober alone, in a process of its own (the built dist/, as the daemon
+ * runs it), against N real HTTP listeners served from this process, at the
+ * default interval; the same process with the prober idle is the reference.
+ */
 async function probeCpu(seconds: number, progress: (m: string) => void): Promise<RolloutBenchResult['probeCpu']> {
   const out: RolloutBenchResult['probeCpu'] = [];
   const servers: HttpServer[] = [];
@@ -185,29 +191,52 @@ async function probeCpu(seconds: number, progress: (m: string) => void): Promise
       servers.push(s);
     }
     const ports = servers.map((s) => (s.address() as { port: number }).port);
-    const measure = async (ms: number) => {
-      const a = process.cpuUsage();
-      const t0 = process.hrtime.bigint();
-      await new Promise((r) => setTimeout(r, ms));
-      const d = process.cpuUsage(a);
-      return ((d.user + d.system) / 1000 / (Number(process.hrtime.bigint() - t0) / 1e6)) * 100;
-    };
     for (const n of [20, 200]) {
       progress(`rollout: prober CPU with ${n} HTTP listeners, ${seconds} s`);
-      const idle = await measure(seconds * 1000);
-      const p = new ReadinessProber({ intervalMs: () => 1000, timeoutMs: () => 500, onVerdict: () => undefined });
-      p.reconcile(ports.slice(0, n).map((port) => ({ port, address: '127.0.0.1', life: String(port), rule: readyRule(undefined) })));
-      // The first round detects (gRPC, then HTTP); the steady state is what costs.
-      await new Promise((r) => setTimeout(r, 3_000));
-      const busy = await measure(seconds * 1000);
-      p.close();
-      // The servers answering run in this process too: the figure is an upper bound of the prober's own cost.
-      out.push({ listeners: n, intervalMs: 1000, cpuPercent: Number(busy.toFixed(3)), idlePercent: Number(idle.toFixed(3)) });
+      out.push({ listeners: n, intervalMs: 1000, ...(await proberChild(ports.slice(0, n), seconds)) });
     }
   } finally {
     for (const s of servers) s.close();
   }
   return out;
+}
+
+const PROBER_CHILD = `
+const { ReadinessProber, readyRule } = await import(process.argv[1]);
+const ports = JSON.parse(process.argv[2]);
+const ms = Number(process.argv[3]) * 1000;
+const measure = async () => {
+  const a = process.cpuUsage();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, ms));
+  const d = process.cpuUsage(a);
+  return Number((((d.user + d.system) / 1000 / (performance.now() - t0)) * 100).toFixed(3));
+};
+const idlePercent = await measure();
+const p = new ReadinessProber({ intervalMs: () => 1000, timeoutMs: () => 500, onVerdict: () => undefined });
+p.reconcile(ports.map((port) => ({ port, address: '127.0.0.1', life: String(port), rule: readyRule(undefined) })));
+// The first round detects (gRPC, then HTTP); the steady state is what costs.
+await new Promise((r) => setTimeout(r, 3000));
+const cpuPercent = await measure();
+p.close();
+console.log(JSON.stringify({ cpuPercent, idlePercent }));
+`;
+
+function proberChild(ports: number[], seconds: number): Promise<{ cpuPercent: number; idlePercent: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', PROBER_CHILD, join(REPO, 'dist', 'inventory', 'readiness.js'), JSON.stringify(ports), String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.once('exit', (code) => {
+      try {
+        resolve(JSON.parse(out.trim().split('\n').at(-1)!) as { cpuPercent: number; idlePercent: number });
+      } catch {
+        reject(new Error(`prober child exited ${code}: ${err}`));
+      }
+    });
+  });
 }
 
 /** Lines for the bench's text report. */
