@@ -465,7 +465,7 @@ export const SETTINGS = {
     defaultText: 'none',
     applies: 'restart',
     help: 'etcd user (with --cluster-password-file)',
-    doc: 'etcd user; its role should allow reads under `<prefix>/` and writes only to this host\'s keys, `<prefix>/v1/nodes/<node>` and `<prefix>/v1/listeners/<node>/<port>` (see [An etcd role per host](cluster.md#an-etcd-role-per-host))',
+    doc: 'etcd user; its role should allow reads under `<prefix>/` and writes only to this host\'s keys, `<prefix>/v2/nodes/<node>/` (and, for the v1 mirror, `<prefix>/v1/nodes/<node>` and `<prefix>/v1/listeners/<node>/<port>`; see [An etcd role per host](cluster.md#an-etcd-role-per-host))',
   }),
   clusterPasswordFile: optionalSetting({
     flag: { name: '--cluster-password-file', value: 'FILE' },

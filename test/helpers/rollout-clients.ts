@@ -1,10 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { registerCanonResolver } from '../../src/grpc/canon-resolver.js';
 import { GRPC_PORT, ZONE } from './cluster-lab.js';
 import type { Host } from './netns.js';
 import { SYSTEM_PYTHON } from './python.js';
-import { bootstrapFile } from './xds.js';
+import { REPO } from './serve-process.js';
 
 /**
  * The clients of a rolling deploy (issue 20), each knowing only a name:
@@ -149,7 +152,7 @@ export function canonLoop(client: Host): { stop(): Promise<Tally> } {
 export async function clients(client: Host, ports: { api: number }): Promise<{ stop(): Promise<Record<string, Tally>> }> {
   const url = `http://api.${ZONE}:${ports.api}/`;
   const urllib = pythonLoop(URLLIB, [url], { PATH: process.env.PATH }, client);
-  const bootstrap = await bootstrapFile(`${client.address}:${GRPC_PORT}`);
+  const bootstrap = xdsBootstrapFile(`${client.address}:${GRPC_PORT}`);
   const xds = pythonLoop(GRPCIO, [`xds:///rpc.${ZONE}`], { PATH: process.env.PATH, GRPC_XDS_BOOTSTRAP: bootstrap });
   const curl = curlLoop(client, url);
   const canon = canonLoop(client);
@@ -163,3 +166,12 @@ export async function clients(client: Host, ports: { api: number }): Promise<{ s
   };
 }
 
+
+/** `canonport xds-bootstrap --server SERVER` written to a file (the CLI as installed: the bench cannot load the CLI's modules). */
+function xdsBootstrapFile(server: string): string {
+  const text = execFileSync(process.execPath, [join(REPO, 'bin', 'canonport.js'), 'xds-bootstrap', '--server', server, '--node-id', 'canonport-rollout'], { encoding: 'utf8' });
+  JSON.parse(text);
+  const path = join(mkdtempSync(join(tmpdir(), 'canonport-xds-')), 'bootstrap.json');
+  writeFileSync(path, text);
+  return path;
+}
