@@ -324,41 +324,31 @@ export function decodeEntry(prefix: string, key: string, value: Buffer | string)
   } catch (err) {
     return { kind: 'ignored', reason: 'bad_json', detail: (err as Error).message };
   }
-  const invalid = (error: z.ZodError): DecodedEntry => ({ kind: 'ignored', reason: 'invalid', detail: summarise(error) });
   switch (parsed.kind) {
-    case 'node': {
-      const r = NodeRecordSchema.safeParse(json);
-      if (!r.success) return invalid(r.error);
-      if (r.data.name !== parsed.node) return { kind: 'ignored', reason: 'key_mismatch', detail: `name ${r.data.name} under key of ${parsed.node}` };
-      return { kind: 'node', layout: parsed.layout, node: parsed.node, record: r.data };
-    }
-    case 'listener': {
-      const r = ListenerRecordSchema.safeParse(json);
-      if (!r.success) return invalid(r.error);
-      if (r.data.port !== parsed.port) return { kind: 'ignored', reason: 'key_mismatch', detail: `port ${r.data.port} under key of ${parsed.port}` };
-      return { kind: 'listener', node: parsed.node, port: parsed.port, record: r.data };
-    }
-    case 'instance': {
-      const r = InstanceRecordSchema.safeParse(json);
-      if (!r.success) return invalid(r.error);
-      const d = r.data;
-      if (d.port !== parsed.port || d.protocol !== parsed.protocol || d.namespace !== parsed.namespace) {
-        return { kind: 'ignored', reason: 'key_mismatch', detail: `${d.port}/${d.protocol}/${d.namespace} under key of ${parsed.port}/${parsed.protocol}/${parsed.namespace}` };
-      }
-      return { kind: 'instance', node: parsed.node, port: parsed.port, protocol: parsed.protocol, namespace: parsed.namespace, record: d };
-    }
-    case 'drain': {
-      const r = DrainRecordSchema.safeParse(json);
-      if (!r.success) return invalid(r.error);
-      if (r.data.id !== parsed.id) return { kind: 'ignored', reason: 'key_mismatch', detail: `drain ${r.data.id} under key of ${parsed.id}` };
-      return { kind: 'drain', node: parsed.node, id: parsed.id, record: r.data };
-    }
-    case 'ack': {
-      const r = AckRecordSchema.safeParse(json);
-      if (!r.success) return invalid(r.error);
-      return { kind: 'ack', node: parsed.node, drainNode: parsed.drainNode, id: parsed.id, record: r.data };
-    }
+    case 'node':
+      return checked(NodeRecordSchema, json, (d) => (d.name !== parsed.node ? `name ${d.name} under key of ${parsed.node}` : null), (record) => ({ kind: 'node', layout: parsed.layout, node: parsed.node, record }));
+    case 'listener':
+      return checked(ListenerRecordSchema, json, (d) => (d.port !== parsed.port ? `port ${d.port} under key of ${parsed.port}` : null), (record) => ({ kind: 'listener', node: parsed.node, port: parsed.port, record }));
+    case 'instance':
+      return checked(
+        InstanceRecordSchema,
+        json,
+        (d) => (d.port !== parsed.port || d.protocol !== parsed.protocol || d.namespace !== parsed.namespace ? `${d.port}/${d.protocol}/${d.namespace} under key of ${parsed.port}/${parsed.protocol}/${parsed.namespace}` : null),
+        (record) => ({ kind: 'instance', node: parsed.node, port: parsed.port, protocol: parsed.protocol, namespace: parsed.namespace, record }),
+      );
+    case 'drain':
+      return checked(DrainRecordSchema, json, (d) => (d.id !== parsed.id ? `drain ${d.id} under key of ${parsed.id}` : null), (record) => ({ kind: 'drain', node: parsed.node, id: parsed.id, record }));
+    case 'ack':
+      return checked(AckRecordSchema, json, () => null, (record) => ({ kind: 'ack', node: parsed.node, drainNode: parsed.drainNode, id: parsed.id, record }));
   }
+}
+
+/** A value checked against its schema and its key: the entry, or why it is ignored (`invalid`, `key_mismatch`). */
+function checked<T>(schema: z.ZodType<T>, json: unknown, mismatch: (d: T) => string | null, entry: (d: T) => DecodedEntry): DecodedEntry {
+  const r = schema.safeParse(json);
+  if (!r.success) return { kind: 'ignored', reason: 'invalid', detail: summarise(r.error) };
+  const why = mismatch(r.data);
+  return why === null ? entry(r.data) : { kind: 'ignored', reason: 'key_mismatch', detail: why };
 }
 
 function summarise(error: z.ZodError): string {
@@ -377,33 +367,32 @@ export function encodeNode(r: NodeRecord): string {
 }
 
 export function encodeListener(r: ListenerRecord): string {
-  return JSON.stringify({
-    port: r.port,
-    services: r.services,
-    scheme: r.scheme,
-    version: r.version,
-    versionSource: r.versionSource,
-    since: r.since,
-    bind: r.bind.map((b) => ({ family: b.family, address: b.address })),
-  });
+  return JSON.stringify(listenerFields(r));
 }
 
 export function encodeInstance(r: InstanceRecord): string {
   return JSON.stringify({
-    port: r.port,
+    ...listenerFields(r),
     protocol: r.protocol,
     namespace: r.namespace,
-    services: r.services,
-    scheme: r.scheme,
-    version: r.version,
-    versionSource: r.versionSource,
-    since: r.since,
-    bind: r.bind.map((b) => ({ family: b.family, address: b.address })),
     readiness: { state: r.readiness.state, since: r.readiness.since, by: r.readiness.by, ...(r.readiness.detail !== undefined ? { detail: r.readiness.detail } : {}) },
     ...(r.names ? { names: r.names } : {}),
     ...(r.address ? { address: r.address } : {}),
     ...(r.container ? { container: r.container } : {}),
   });
+}
+
+/** The fields a v1 listener and a v2 instance share, in their fixed order. */
+function listenerFields(r: ListenerRecord): ListenerRecord {
+  return {
+    port: r.port,
+    services: r.services,
+    scheme: r.scheme,
+    version: r.version,
+    versionSource: r.versionSource,
+    since: r.since,
+    bind: r.bind.map((b) => ({ family: b.family, address: b.address })),
+  };
 }
 
 export function encodeDrain(r: DrainRecord): string {
