@@ -77,7 +77,8 @@ export interface ClusterOptions {
   /**
    * The state directory (state-dir.ts): the lease is remembered there (a
    * restart takes it back) and the view snapshotted (served, stale, when
-   * etcd is away at start). Undefined or null: neither.
+   * etcd is away at start). Undefined or null: neither. A reader
+   * (`publish: false`, a --workers DNS worker) only reads the snapshot.
    */
   stateDir?: string | null | undefined;
   /** Publish a listener only after its first readiness verdict (the daemon, which probes). */
@@ -416,7 +417,7 @@ export class Cluster {
   }
 
   private scheduleSnapshot(): void {
-    if (!this.state || this.snapshotTimer || this.stopped) return;
+    if (!this.state || this.opts.publish === false || this.snapshotTimer || this.stopped) return;
     this.snapshotTimer = setTimeout(() => {
       this.snapshotTimer = undefined;
       this.saveSnapshot();
@@ -424,10 +425,10 @@ export class Cluster {
     this.snapshotTimer.unref();
   }
 
-  /** Writes the view when it is synced and changed since the last write. */
+  /** Writes the view when it is synced and changed since the last write (the publishing process only: a reader shares its directory). */
   private saveSnapshot(): void {
     const s = this.view.status();
-    if (!this.state || s.state !== 'synced' || s.revision === this.snapshotRevision) return;
+    if (!this.state || this.opts.publish === false || s.state !== 'synced' || s.revision === this.snapshotRevision) return;
     try {
       this.state.writeSnapshot({ prefix: this.prefix, revision: s.revision, savedAt: new Date(this.now()).toISOString(), entries: this.view.entries() });
       this.snapshotRevision = s.revision;

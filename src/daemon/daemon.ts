@@ -448,11 +448,10 @@ function stateOf(config: Config, registry: Registry): ServingState {
 
 /** The cluster's options from the checked config (etcd access: cluster/access.ts, shared with fleet --cluster). */
 function clusterOptions(config: Config, registry: Registry, publish: boolean, logger: Logger): ClusterOptions {
-  // The state directory: the primary (the publisher) owns it; a --workers DNS worker reads the view only.
-  let stateDir: string | null = null;
+  // The state directory: the primary (the publisher) owns it; a --workers DNS worker only reads the snapshot in it.
+  const chosen = chooseStateDir(config.stateDir);
+  const stateDir = chosen.dir;
   if (publish) {
-    const chosen = chooseStateDir(config.stateDir);
-    stateDir = chosen.dir;
     if (stateDir) logger.info({ stateDir }, 'cluster state directory');
     else logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, tried: chosen.tried }, 'no writable state directory: a restart withdraws and re-publishes this host, and a start without etcd knows nothing (set --state-dir)');
   }
