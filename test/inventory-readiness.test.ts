@@ -6,6 +6,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { chunkedEnd, HttpProbeConnection } from '../src/inventory/http-probe.js';
 import { GrpcReader, healthStatus, ReadinessProber, readyRule, USER_AGENT, type ReadinessTarget, type Verdict } from '../src/inventory/readiness.js';
 import { until } from './helpers/cluster.js';
 
@@ -194,5 +195,64 @@ describe('the health message, by hand', () => {
     expect(r.push(Buffer.from([0, 2, 0x08]))).toBeUndefined();
     expect(r.push(Buffer.from([0x01, 0, 0, 0, 0, 2, 0x08, 0x02]))).toBe(1);
     expect(r.push(Buffer.alloc(0))).toBe(2);
+  });
+});
+
+describe('the HTTP probe\'s own client (http-probe.ts)', () => {
+  /** A raw TCP server answering each request with `reply(n)` (n counts requests on that connection); counts connections. */
+  async function raw(reply: (n: number) => string, closeAfter = Infinity): Promise<{ port: number; connections: () => number }> {
+    let connections = 0;
+    const server = createTcpServer((sock) => {
+      connections++;
+      let n = 0;
+      let buf = '';
+      sock.on('error', () => undefined);
+      sock.on('data', (d) => {
+        buf += d.toString('latin1');
+        while (buf.includes('\r\n\r\n')) {
+          buf = buf.slice(buf.indexOf('\r\n\r\n') + 4);
+          sock.write(reply(n++));
+          if (n >= closeAfter) sock.end();
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    return { port: (server.address() as { port: number }).port, connections: () => connections };
+  }
+
+  it('reads Content-Length, chunked (split anywhere) and close-delimited replies, keeping the connection when it can', async () => {
+    const chunked = await raw(() => 'HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwarm\r\n3;x=1\r\ning\r\n0\r\nX-Trailer: 1\r\n\r\n');
+    const c = new HttpProbeConnection('127.0.0.1', chunked.port, 'test');
+    cleanups.push(() => c.close());
+    for (let i = 0; i < 3; i++) expect(await c.get('/readyz', 1000)).toEqual({ kind: 'http', status: 503 });
+    expect(chunked.connections()).toBe(1);
+    const lengthed = await raw(() => 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    const l = new HttpProbeConnection('127.0.0.1', lengthed.port, 'test');
+    cleanups.push(() => l.close());
+    for (let i = 0; i < 3; i++) expect(await l.get('/readyz', 1000)).toEqual({ kind: 'http', status: 200 });
+    expect(lengthed.connections()).toBe(1);
+    // No framing: the body runs until close; the status is enough, and the next probe opens a new connection.
+    const plain = await raw(() => 'HTTP/1.0 204 No Content\r\n\r\n', 1);
+    const p = new HttpProbeConnection('127.0.0.1', plain.port, 'test');
+    cleanups.push(() => p.close());
+    expect(await p.get('/readyz', 1000)).toEqual({ kind: 'http', status: 204 });
+    expect(await p.get('/readyz', 1000)).toEqual({ kind: 'http', status: 204 });
+    expect(plain.connections()).toBe(2);
+  });
+
+  it('asks again on a fresh connection when the server closed the kept one, and calls anything else not HTTP', async () => {
+    const closing = await raw(() => 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n', 1);
+    const c = new HttpProbeConnection('127.0.0.1', closing.port, 'test');
+    cleanups.push(() => c.close());
+    expect(await c.get('/healthz', 1000)).toEqual({ kind: 'http', status: 200 });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await c.get('/healthz', 1000)).toEqual({ kind: 'http', status: 200 });
+    const redis = await raw(() => '-ERR unknown command\r\n\r\n');
+    const r = new HttpProbeConnection('127.0.0.1', redis.port, 'test');
+    cleanups.push(() => r.close());
+    expect(await r.get('/readyz', 1000)).toMatchObject({ kind: 'not-http' });
+    expect(chunkedEnd(Buffer.from('5\r\nhel'))).toBeNull();
+    expect(chunkedEnd(Buffer.from('0\r\n\r\n'))).toBe(5);
   });
 });

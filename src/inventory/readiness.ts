@@ -1,6 +1,6 @@
-import { Agent, request as httpRequest } from 'node:http';
 import { connect as http2Connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { silentLogger, type Logger } from '../log.js';
+import { HttpProbeConnection, type HttpProbeResult } from './http-probe.js';
 import { CANONPORT_VERSION } from '../version.js';
 
 /**
@@ -27,9 +27,9 @@ import { CANONPORT_VERSION } from '../version.js';
  * a channel brings a resolver, a load balancer, a subchannel pool and
  * timers per target (tens of KB and a wakeup per channel); a bare HTTP/2
  * session is one socket and one object, and the health protocol is two
- * messages of one varint each. HTTP probes reuse one keep-alive socket per
- * listener (one Agent for all), so a probe is a write and a read, not a
- * handshake.
+ * messages of one varint each. HTTP probes reuse one kept socket per
+ * listener (http-probe.ts, which says why it is not node:http), so a probe
+ * is a write and a read, not a handshake.
  *
  * Cost: one probe per listener per interval however many clients ask
  * (probes are driven by this class's timers, never by queries), each timer
@@ -38,8 +38,6 @@ import { CANONPORT_VERSION } from '../version.js';
 
 export const DEFAULT_READY_INTERVAL_MS = 1_000;
 export const USER_AGENT = `canonport-readiness/${CANONPORT_VERSION}`;
-/** Bytes of a response body read at most (the rest is discarded with the connection). */
-const MAX_BODY = 16 * 1024;
 /** gRPC status UNIMPLEMENTED. */
 const GRPC_UNIMPLEMENTED = 12;
 
@@ -95,8 +93,8 @@ interface Probe {
   timer: NodeJS.Timeout | undefined;
   session: ClientHttp2Session | undefined;
   watch: ClientHttp2Stream | undefined;
-  /** The HTTP/1.1 request in flight, ended with the probe. */
-  request: ReturnType<typeof httpRequest> | undefined;
+  /** The kept HTTP/1.1 connection, closed with the probe. */
+  http: HttpProbeConnection | undefined;
   busy: boolean;
   closed: boolean;
 }
@@ -105,7 +103,6 @@ type Outcome = { state: 'ready' | 'not-ready'; detail?: string | undefined };
 
 export class ReadinessProber {
   private readonly probes = new Map<number, Probe>();
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: 1, maxFreeSockets: 1, scheduling: 'lifo' });
   private readonly logger: Logger;
   private readonly now: () => number;
   private closed = false;
@@ -142,13 +139,12 @@ export class ReadinessProber {
   close(): void {
     this.closed = true;
     for (const p of this.probes.values()) this.stopProbe(p);
-    this.agent.destroy();
   }
 
   // --- one listener ---
 
   private startProbe(target: ReadinessTarget): void {
-    const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, timer: undefined, session: undefined, watch: undefined, request: undefined, busy: false, closed: false };
+    const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, timer: undefined, session: undefined, watch: undefined, http: undefined, busy: false, closed: false };
     this.probes.set(target.port, p);
     const rule = target.rule;
     if (rule.kind === 'tcp') {
@@ -169,7 +165,7 @@ export class ReadinessProber {
     clearTimeout(p.timer);
     p.watch?.close();
     p.session?.destroy();
-    p.request?.destroy();
+    p.http?.close();
     if (this.probes.get(p.target.port) === p) this.probes.delete(p.target.port);
   }
 
@@ -380,47 +376,10 @@ export class ReadinessProber {
 
   // --- HTTP/1.1 ---
 
-  private httpGet(p: Probe, path: string): Promise<{ kind: 'http'; status: number } | { kind: 'refused' | 'not-http' | 'timeout'; detail: string }> {
+  private httpGet(p: Probe, path: string): Promise<HttpProbeResult> {
     if (p.closed || this.closed) return Promise.resolve({ kind: 'not-http', detail: 'probe stopped' });
-    return new Promise((resolve) => {
-      let settled = false;
-      const done = (r: Awaited<ReturnType<ReadinessProber['httpGet']>>) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        resolve(r);
-      };
-      const req = httpRequest({
-        host: p.target.address,
-        port: p.target.port,
-        path,
-        method: 'GET',
-        agent: this.agent,
-        headers: { 'user-agent': USER_AGENT, accept: '*/*' },
-      });
-      p.request = req;
-      req.on('close', () => {
-        if (p.request === req) p.request = undefined;
-      });
-      const timer = setTimeout(() => {
-        req.destroy();
-        done({ kind: 'timeout', detail: `no HTTP answer within ${this.o.timeoutMs()} ms` });
-      }, this.o.timeoutMs());
-      req.on('error', (err: NodeJS.ErrnoException) => done({ kind: err.code === 'ECONNREFUSED' ? 'refused' : 'not-http', detail: err.code ?? err.message }));
-      req.on('response', (res) => {
-        const status = res.statusCode ?? 0;
-        let size = 0;
-        // Read the body to keep the connection reusable; a huge one is cut with its connection.
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > MAX_BODY) res.destroy();
-        });
-        res.on('end', () => done({ kind: 'http', status }));
-        res.on('close', () => done({ kind: 'http', status }));
-        res.on('error', () => done({ kind: 'http', status }));
-      });
-      req.end();
-    });
+    p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT);
+    return p.http.get(path, this.o.timeoutMs());
   }
 }
 
