@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, type ClusterOptions } from '../src/cluster/cluster.js';
+import { chooseStateDir } from '../src/cluster/state-dir.js';
+import { startDaemon } from './helpers/daemon.js';
 import type { InventoryListener, InventorySnapshot, ListenerReadiness } from '../src/inventory/types.js';
 import { isCanonportError } from '../src/errors.js';
 import { Metrics } from '../src/metrics/metrics.js';
@@ -248,5 +250,28 @@ describe('cold start without etcd', () => {
     const blank = node('c', { stateDir: stateDir() }, nowhere);
     blank.cluster.start();
     expect(blank.cluster.view.status().state).toBe('missing');
+  });
+});
+
+describe('the state directory', () => {
+  it('is the first writable of the setting, $STATE_DIRECTORY, /var/lib/canonport, ~/.local/state/canonport; a daemon without one says so', async () => {
+    const mine = stateDir();
+    expect(chooseStateDir(join(mine, 'a'))).toEqual({ dir: join(mine, 'a'), tried: [] });
+    expect(chooseStateDir(null, { STATE_DIRECTORY: `${join(mine, 'sd')}:/elsewhere` }).dir).toBe(join(mine, 'sd'));
+    // Under a regular file nothing can be made: no directory, and why.
+    const bad = chooseStateDir('/etc/hostname/canonport');
+    expect(bad.dir).toBeNull();
+    expect(bad.tried[0]).toMatch(/^\/etc\/hostname\/canonport: (ENOTDIR|EEXIST)/);
+    const log = capturingLogger();
+    const d = await startDaemon({ cluster: etcd.url, node: 'nostate', advertise: ['10.0.0.9'], clusterPrefix: PREFIX, stateDir: '/etc/hostname/canonport' }, { logger: log.logger });
+    try {
+      expect(log.codes()).toContain('CP_STATE_DIR_UNAVAILABLE');
+      expect(d.cluster!.state).toBeUndefined();
+    } finally {
+      // At once, though its view was still being listed (a stop then used to wait for the watch's deadline).
+      const t0 = Date.now();
+      await d.close(0);
+      expect(Date.now() - t0).toBeLessThan(10_000);
+    }
   });
 });

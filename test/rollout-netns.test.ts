@@ -126,6 +126,19 @@ describe('readiness, end to end', () => {
     }
   }, 60_000);
 
+  it('drain, undrain and leave are only for the host itself: another host is refused with CP_ADMIN_REFUSED', async () => {
+    let out = '';
+    const code = await new Promise<number | null>((resolve) => {
+      const child = client.spawn(process.execPath, [CANONPORT, 'drain', 'api', '--daemon', `${hosts[0]!.address}:${GRPC_PORT}`]);
+      child.stderr!.on('data', (d) => (out += d));
+      child.once('exit', resolve);
+    });
+    expect(code).toBe(1);
+    expect(out).toMatch(/CP_ADMIN_REFUSED/);
+    // Nothing was drained.
+    expect(await srvNodes(clientDaemon(), 'api')).toContain('host-0');
+  });
+
   it('a gRPC server flipping its health leaves every host\'s answers and comes back, through its health Watch', async () => {
     const rpc = rl.backends.get('rpc-0')!;
     rpc.signal('SIGUSR2');

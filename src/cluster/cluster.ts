@@ -593,6 +593,8 @@ export class Cluster {
    * break in the middle would skip the rest.
    */
   private watchFrom(from: number, progress: (next: number) => void): Promise<'disconnected' | 'cancelled' | 'stopped'> {
+    // Stopped while a list was under way: an abort listener added now would never fire, and the watch would hold stop().
+    if (this.abort.signal.aborted) return Promise.resolve('stopped');
     return new Promise((resolve) => {
       let next = from;
       const watcher = this.client.watch().prefix(watchPrefix(this.prefix)).startRevision(String(from)).watcher();
