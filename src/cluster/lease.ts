@@ -8,8 +8,8 @@ import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveRespo
  * leave etcd). Hand-written because etcd3's Lease can only grant: it has no
  * way to keep alive a lease it did not grant. Otherwise it follows etcd3's
  * (and the Go client's) scheme: one keepalive stream, a keepalive every
- * TTL/3, and `lost` when etcd says the lease is gone or nothing was heard
- * for a whole TTL (the lease has then expired at etcd).
+ * TTL/3, a new stream when one goes silent, and `lost` when etcd says the
+ * lease is gone or nothing was heard for two TTLs.
  */
 
 const { EtcdLeaseInvalidError } = etcd3;
@@ -89,23 +89,42 @@ export class KeptLease extends EventEmitter<{ lost: [Error] }> {
 
   private loop(): void {
     if (this.closed) return;
-    const every = Math.max(500, (this.ttlSeconds * 1000) / 3);
-    const tick = async () => {
-      if (this.closed) return;
-      if (Date.now() - this.lastAliveMs > this.ttlSeconds * 1000) return this.lose(new EtcdLeaseInvalidError(`${this.id}: no keepalive answer for a whole TTL`));
-      try {
-        if (!this.stream) await this.open();
-        this.stream?.write({ ID: this.id });
-      } catch {
-        this.stream = undefined; // reopened on the next tick
-      }
-      if (!this.closed) {
-        this.timer = setTimeout(() => void tick(), every);
-        this.timer.unref();
-      }
-    };
-    this.timer = setTimeout(() => void tick(), every);
+    this.schedule(this.every());
+  }
+
+  private every(): number {
+    return Math.max(500, (this.ttlSeconds * 1000) / 3);
+  }
+
+  private schedule(ms: number): void {
+    if (this.closed) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.tick(), ms);
     this.timer.unref();
+  }
+
+  /**
+   * One keepalive. A stream that answered nothing since the last tick is
+   * replaced (a member that died without a reset leaves it silent until
+   * gRPC's own keepalive notices, 15 s later): the pool picks a live member.
+   * Lost only after two TTLs without an answer, as etcd3's Lease does: if the
+   * lease ran out meanwhile, etcd says so on the next answer anyway.
+   */
+  private async tick(): Promise<void> {
+    if (this.closed) return;
+    const silentMs = Date.now() - this.lastAliveMs;
+    if (silentMs > 2 * this.ttlSeconds * 1000) return this.lose(new EtcdLeaseInvalidError(`${this.id}: no keepalive answer for two TTLs`));
+    if (this.stream && silentMs > this.every() + 1_000) {
+      this.stream.end();
+      this.stream = undefined;
+    }
+    try {
+      if (!this.stream) await this.open();
+      this.stream?.write({ ID: this.id });
+    } catch {
+      this.stream = undefined; // reopened on the next tick
+    }
+    this.schedule(this.every());
   }
 
   private async open(): Promise<void> {
@@ -119,7 +138,10 @@ export class KeptLease extends EventEmitter<{ lost: [Error] }> {
       else this.lastAliveMs = Date.now();
     });
     stream.on('error', () => {
-      if (this.stream === stream) this.stream = undefined;
+      if (this.stream !== stream) return;
+      this.stream = undefined;
+      // Soon, on another stream (another member), not a whole interval later.
+      this.schedule(250);
     });
     stream.on('end', () => {
       if (this.stream === stream) this.stream = undefined;

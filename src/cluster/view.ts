@@ -545,8 +545,9 @@ export class ClusterView implements ClusterViewReader {
   }
 
   private refuse(key: string, kind: 'node' | 'endpoint' | 'drain' | 'ack', cap: number): void {
-    this.metrics?.clusterRefusedEntries.inc({ kind });
+    // Counted once per key (while the remembered keys last): a watch resuming one revision back replays the write.
     if (this.loggedKeys.has(key)) return;
+    this.metrics?.clusterRefusedEntries.inc({ kind });
     if (this.loggedKeys.size < LOGGED_KEYS_MAX) this.loggedKeys.add(key);
     this.logger.warn({ code: ErrorCodes.CLUSTER_CAP_REACHED, key: key.slice(0, 200), kind, cap }, 'cluster view full: entry refused');
   }
