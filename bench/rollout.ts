@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { DNS_PORT, ZONE } from '../test/helpers/cluster-lab.js';
 import { REPO } from '../test/helpers/serve-process.js';
 import { clients, type Tally } from '../test/helpers/rollout-clients.js';
-import { API, startRolloutLab, type RolloutLab } from '../test/helpers/rollout-lab.js';
+import { API, LEASE_TTL_MS, startRolloutLab, type RolloutLab } from '../test/helpers/rollout-lab.js';
 import type { Children } from './children.js';
 import { answerCostRows } from './cluster-bench.js';
 import type { AnswerCostRow } from './cluster-report.js';
@@ -87,8 +87,8 @@ export async function runRolloutBench(o: RolloutBenchOptions, progress: (m: stri
         const running = await clients(rl.client, { api: API });
         const watch = absence(rl);
         await rl.restartDaemon(0, signal);
-        // Past the old process's lease TTL (6 s in the lab).
-        await new Promise((res) => setTimeout(res, 8_000));
+        // Past the old process's lease TTL.
+        await new Promise((res) => setTimeout(res, LEASE_TTL_MS + 1_000));
         const seen = await watch.stop();
         r.restarts.push({ signal, ...seen, clients: await running.stop() });
       });

@@ -88,6 +88,28 @@ describe('HTTP: /readyz, then /healthz', () => {
     expect(probes).toBeLessThanOrEqual(12);
   });
 
+  it('a ready listener that stops answering is not ready only after three probes without an answer; a 503 counts at once', async () => {
+    let hang = false;
+    const s = await http(() => 200);
+    s.server.removeAllListeners('request');
+    s.server.on('request', (req, res) => {
+      s.requests.push(req);
+      if (!hang) res.writeHead(200).end('ok');
+    });
+    const p = new ReadinessProber({ intervalMs: () => 100, timeoutMs: () => 150, onVerdict: () => undefined });
+    cleanups.push(() => p.close());
+    p.reconcile([target(s.port)]);
+    await verdict(p, s.port, 'ready');
+    hang = true;
+    const asked = s.requests.length;
+    await until('three unanswered probes', () => (s.requests.length >= asked + 2 ? true : undefined), 5_000, 10);
+    // Fewer than three probes unanswered: still ready (a loaded host is slow, not down).
+    const state = p.verdict(s.port)?.state;
+    if (s.requests.length - asked < 3) expect(state).toBe('ready');
+    expect((await verdict(p, s.port, 'not-ready')).detail).toMatch(/no HTTP answer within 150 ms/);
+    expect(s.requests.length - asked).toBeGreaterThanOrEqual(3);
+  });
+
   it('follows the registry: http:/status asks that path only', async () => {
     const s = await http((req) => (req.url === '/status' ? 204 : 500));
     const { p } = prober();

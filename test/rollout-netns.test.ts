@@ -10,7 +10,7 @@ import { GRPC_PORT, startBackend, ZONE, type NodeDaemon } from './helpers/cluste
 import type { Host } from './helpers/netns.js';
 import { requirePythonGrpc } from './helpers/python.js';
 import { clients } from './helpers/rollout-clients.js';
-import { API, CANONPORT, startRolloutLab, type RolloutLab } from './helpers/rollout-lab.js';
+import { API, CANONPORT, LEASE_TTL_MS, startRolloutLab, type RolloutLab } from './helpers/rollout-lab.js';
 import { requireTool } from './helpers/tools.js';
 import { freePort } from './helpers/ports.js';
 
@@ -92,7 +92,7 @@ describe('daemon restarts keep the host\'s services', () => {
       throw new Error(`${err.message}; its cluster log: ${JSON.stringify(restarted.logs.filter((l) => l.component === 'cluster').slice(0, 12))}`);
     });
     // Past the old lease's TTL: still listed, because the lease was taken back.
-    await new Promise((r) => setTimeout(r, 7_000));
+    await new Promise((r) => setTimeout(r, LEASE_TTL_MS + 1_000));
     watching = false;
     await watch;
     const tallies = await running.stop();

@@ -37,6 +37,13 @@ import { CANONPORT_VERSION } from '../version.js';
  */
 
 export const DEFAULT_READY_INTERVAL_MS = 1_000;
+/**
+ * Probes in a row without any answer (a timeout, a reset) before a ready
+ * listener is called not ready, as Kubernetes' failureThreshold (3): one
+ * slow probe on a loaded host must not take a serving instance out of every
+ * answer. An answer that says not ready (a 503, NOT_SERVING) counts at once.
+ */
+export const FAILURE_THRESHOLD = 3;
 export const USER_AGENT = `canonport-readiness/${CANONPORT_VERSION}`;
 /** gRPC status UNIMPLEMENTED. */
 const GRPC_UNIMPLEMENTED = 12;
@@ -95,6 +102,8 @@ interface Probe {
   watch: ClientHttp2Stream | undefined;
   /** The kept HTTP/1.1 connection, closed with the probe. */
   http: HttpProbeConnection | undefined;
+  /** Probes in a row that got no answer at all (timeout, reset); an answer resets it. */
+  failures: number;
   busy: boolean;
   closed: boolean;
 }
@@ -144,7 +153,7 @@ export class ReadinessProber {
   // --- one listener ---
 
   private startProbe(target: ReadinessTarget): void {
-    const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, timer: undefined, session: undefined, watch: undefined, http: undefined, busy: false, closed: false };
+    const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, timer: undefined, session: undefined, watch: undefined, http: undefined, failures: 0, busy: false, closed: false };
     this.probes.set(target.port, p);
     const rule = target.rule;
     if (rule.kind === 'tcp') {
@@ -247,7 +256,7 @@ export class ReadinessProber {
           p.path = '/healthz';
           return this.probeOnce(p);
         }
-        this.setVerdict(p, httpOutcome(r, p.path), p.target.rule.kind === 'http' ? 'registry' : 'http');
+        this.answered(p, r.kind === 'http', httpOutcome(r, p.path), p.target.rule.kind === 'http' ? 'registry' : 'http');
         return;
       }
       case 'grpc-watch': {
@@ -257,12 +266,19 @@ export class ReadinessProber {
       case 'grpc-check': {
         const r = await this.grpcCall(p, 'Check');
         this.o.count?.('grpc_check', r.kind === 'grpc' ? r.outcome.state : r.kind);
-        this.setVerdict(p, r.kind === 'grpc' ? r.outcome : { state: 'not-ready', detail: r.detail }, p.target.rule.kind === 'grpc' ? 'registry' : 'grpc');
+        this.answered(p, r.kind === 'grpc', r.kind === 'grpc' ? r.outcome : { state: 'not-ready', detail: r.detail }, p.target.rule.kind === 'grpc' ? 'registry' : 'grpc');
         return;
       }
       default:
         return;
     }
+  }
+
+  /** A periodic probe's result: an answer counts at once; no answer only after FAILURE_THRESHOLD in a row while ready. */
+  private answered(p: Probe, answer: boolean, o: Outcome, by: VerdictSource): void {
+    if (answer) p.failures = 0;
+    else if (p.verdict?.state === 'ready' && ++p.failures < FAILURE_THRESHOLD) return;
+    this.setVerdict(p, o, by);
   }
 
   private setVerdict(p: Probe, o: Outcome, by: VerdictSource): void {
@@ -344,13 +360,14 @@ export class ReadinessProber {
     const reader = new GrpcReader();
     const by: VerdictSource = p.target.rule.kind === 'grpc' ? 'registry' : 'grpc';
     let ended = false;
-    const end = (o: Outcome | undefined, fallback: boolean) => {
+    const end = (o: Outcome | undefined, fallback: boolean, lost = false) => {
       if (ended) return;
       ended = true;
       if (p.watch === stream) p.watch = undefined;
       stream.close();
       if (fallback) p.kind = 'grpc-check';
-      if (o) this.setVerdict(p, o, by);
+      // A stream that broke (no status from the server) is a probe without an answer; a status is one.
+      if (o) this.answered(p, !lost, o, by);
       // Re-opened (or Check asked) on the next interval.
       this.schedule(p);
     };
@@ -362,14 +379,15 @@ export class ReadinessProber {
     stream.on('data', (chunk: Buffer) => {
       for (let status = reader.push(chunk); status !== undefined; status = reader.push(Buffer.alloc(0))) {
         this.o.count?.('grpc_watch', status === 1 ? 'ready' : 'not-ready');
+        p.failures = 0;
         this.setVerdict(p, servingOutcome(status), by);
       }
     });
     stream.on('trailers', (t) => {
       const s = Number(t['grpc-status'] ?? 0);
-      end(s === GRPC_UNIMPLEMENTED ? undefined : { state: 'not-ready', detail: `Watch ended: grpc-status ${s}` }, s === GRPC_UNIMPLEMENTED);
+      end(s === GRPC_UNIMPLEMENTED ? undefined : { state: 'not-ready', detail: `Watch ended: grpc-status ${s}` }, s === GRPC_UNIMPLEMENTED, true);
     });
-    stream.on('error', (err: NodeJS.ErrnoException) => end({ state: 'not-ready', detail: `Watch: ${err.code ?? err.message}` }, false));
+    stream.on('error', (err: NodeJS.ErrnoException) => end({ state: 'not-ready', detail: `Watch: ${err.code ?? err.message}` }, false, true));
     stream.on('close', () => end(undefined, false));
     stream.end(EMPTY_REQUEST);
   }

@@ -18,8 +18,14 @@ export const API = base32Port('api');
 export const RPC = base32Port('rpc');
 export const WARMUP_MS = 1_500;
 export const CANONPORT = join(REPO, 'bin', 'canonport.js');
-/** Daemon flags: a short observed TTL so drains' TTL waits stay short (the default is 5 s). */
-export const FLAGS = ['--observed-ttl', '2', '--lease-ttl', '6'];
+/**
+ * Daemon flags: a short observed TTL so drains' TTL waits stay short (the
+ * default is 5 s). The lease keeps its default (10 s): a restart must come
+ * back within it, and a daemon starting on a loaded machine takes seconds.
+ */
+export const FLAGS = ['--observed-ttl', '2'];
+/** The daemons' lease TTL (the default), ms. */
+export const LEASE_TTL_MS = 10_000;
 
 export interface RolloutLab {
   lab: Lab;
