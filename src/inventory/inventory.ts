@@ -5,7 +5,14 @@ import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
 import { claimOf, type PortClaim } from './claim.js';
-import { isWildcard, readListeningSockets, type ListeningSocket } from './procnet.js';
+import { isWildcard, protocolOf, readListeningSockets, type ListeningSocket } from './procnet.js';
+import { nameListener } from '../core/naming.js';
+import type { HostPort } from '../config/address.js';
+import { parsePortList, parsePortRange } from '../registry/host-facts.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { processNames } from './process-names.js';
+import { SocketOwners } from './socket-owner.js';
 import { probeVersion, type ProbeResult, type ProbeTarget } from './version-probe.js';
 import { ReadinessProber, readyRule, type ReadinessTarget } from './readiness.js';
 import type { ListenerReadiness } from './types.js';
@@ -67,6 +74,21 @@ export interface HostInventoryOptions {
    * no readiness in snapshots.
    */
   readiness?: { intervalMs: () => number; reachable: (address: string) => boolean } | undefined;
+  /**
+   * The daemon's own DNS, gRPC and HTTP sockets: listed, marked `daemon`,
+   * never named after a process or probed (core/naming.ts: they are this
+   * host's daemon, not a service).
+   */
+  ownSockets?: (() => readonly HostPort[]) | undefined;
+  /** Cluster mode: this daemon's node name, carried in snapshots (fleet reads what a node publishes). */
+  node?: (() => string) | undefined;
+  /**
+   * Names (issue 22, core/naming.ts): the names clients asked for on a port
+   * (the cluster's and this host's), and whether a listener may be named
+   * after its process (`--process-names`). Absent: listeners carry only the
+   * registry's names (the CLI's `inventory` without a daemon).
+   */
+  names?: { asked: (port: number) => readonly string[]; processNames: () => boolean } | undefined;
 }
 
 /**
@@ -105,11 +127,22 @@ export class HostInventory implements InventoryProvider {
   private reemitQueued = false;
   /** port → the key of its sockets' life (their inodes) at the last scan. */
   private lives = new Map<number, string>();
+  /** The last scan's listeners before readiness and names (re-decorated when a verdict or a process name comes). */
+  private base: InventoryListener[] = [];
+  /** `<port>/<protocol>` → the inodes of its sockets at the last scan (process names). */
+  private inodes = new Map<string, string[]>();
+  /** UDP port → the life of its sockets and when that life was first seen (a UDP listener is ready since then). */
+  private udpSeen = new Map<number, { life: string; sinceMs: number }>();
+  /** Which process holds a socket (socket-owner.ts), for process names. */
+  readonly owners: SocketOwners;
 
   constructor(opts: HostInventoryOptions) {
     this.opts = opts;
     this.logger = opts.logger ?? silentLogger;
     this.now = opts.now ?? Date.now;
+    this.owners = new SocketOwners({ procRoot: opts.procRoot, now: this.now });
+    // A walk placed a socket's process: the snapshot goes out again with its name.
+    this.owners.onLearned = () => this.reemit();
     if (opts.readiness) {
       this.prober = new ReadinessProber({
         intervalMs: opts.readiness.intervalMs,
@@ -202,7 +235,8 @@ export class HostInventory implements InventoryProvider {
 
   private async collect(): Promise<InventorySnapshot> {
     const collectedAtMs = this.now();
-    const { sockets, errors } = await readListeningSockets(this.opts.procRoot ?? '/proc');
+    const read = await readListeningSockets(this.opts.procRoot ?? '/proc');
+    const errors = read.errors;
     this.errors = errors;
     const errorText = errors.map((e) => `${e.file}: ${e.message}`).join('; ');
     if (errorText !== this.lastErrorText) {
@@ -212,8 +246,10 @@ export class HostInventory implements InventoryProvider {
       this.lastErrorText = errorText;
     }
     const { registry } = this.opts.state();
+    const sockets = await this.withoutClientSockets(read.sockets, (port) => registry.ownersOf(port).length > 0);
+    // Probes (versions, readiness) speak TCP: UDP listeners are named and listed, and ready while they listen.
     const byPort = new Map<number, ListeningSocket[]>();
-    for (const s of sockets) byPort.set(s.port, [...(byPort.get(s.port) ?? []), s]);
+    for (const s of sockets) if (protocolOf(s.family) === 'tcp') byPort.set(s.port, [...(byPort.get(s.port) ?? []), s]);
 
     const globalPath = this.opts.versionPath ?? registry.inventory.versionPath;
     const timeoutMs = this.opts.probeTimeoutMs ?? registry.inventory.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
@@ -223,9 +259,9 @@ export class HostInventory implements InventoryProvider {
     const skip = new Set(this.opts.skipPorts?.() ?? []);
     /** Ports asked for a version this scan (or answered from a recent probe). */
     const eligible = new Set<number>();
+    for (const s of sockets) if (!claims.has(s.port)) claims.set(s.port, claimOf(s.port, registry));
     for (const [port, socks] of byPort) {
-      const claim = claimOf(port, registry);
-      claims.set(port, claim);
+      const claim = claims.get(port)!;
       if (!probing || claim.services.length === 0 || skip.has(port)) continue;
       // A service's own path is asked even when the port names a version (it may say "2.3.1" where the port says "2");
       // the global path only fills in what the port does not tell.
@@ -253,26 +289,52 @@ export class HostInventory implements InventoryProvider {
     const probed = new Map<number, string>();
     for (const [port, memo] of this.probed) if (memo.version !== '') probed.set(port, memo.version);
 
+    const tcpLives = new Map<number, string>();
+    for (const [port, socks] of byPort) tcpLives.set(port, lifeKey(socks.flatMap((s) => s.inodes)));
+    // A drain lasts for the life of every socket of the port (TCP and UDP).
     const lives = new Map<number, string>();
-    for (const [port, socks] of byPort) lives.set(port, lifeKey(socks.flatMap((s) => s.inodes)));
+    const inodes = new Map<string, string[]>();
+    for (const s of sockets) {
+      const key = `${s.port}/${protocolOf(s.family)}`;
+      inodes.set(key, [...(inodes.get(key) ?? []), ...s.inodes]);
+    }
+    for (const [key, list] of inodes) {
+      const port = Number(key.split('/')[0]);
+      lives.set(port, lifeKey([...(lives.get(port)?.split(',').filter((x) => x !== '') ?? []), ...list]));
+    }
     this.lives = lives;
+    this.inodes = inodes;
+    this.owners.retain(new Set(sockets.flatMap((s) => s.inodes)));
+    const udpSeen = new Map<number, { life: string; sinceMs: number }>();
+    for (const [key, list] of inodes) {
+      if (!key.endsWith('/udp')) continue;
+      const port = Number(key.split('/')[0]);
+      const life = lifeKey(list);
+      const before = this.udpSeen.get(port);
+      udpSeen.set(port, before && before.life === life ? before : { life, sinceMs: collectedAtMs });
+    }
+    this.udpSeen = udpSeen;
     if (this.prober) {
       const targets: ReadinessTarget[] = [];
       const reachable = this.opts.readiness!.reachable;
       for (const [port, socks] of byPort) {
         const claim = claims.get(port)!;
         if (claim.services.length === 0 || skip.has(port) || !socks.some((s) => reachable(s.address))) continue;
-        targets.push({ port, address: probeAddress(socks), life: lives.get(port)!, rule: readyRule(claim.ready) });
+        targets.push({ port, address: probeAddress(socks), life: tcpLives.get(port)!, rule: readyRule(claim.ready) });
       }
       this.prober.reconcile(targets);
     }
     const listeners: InventoryListener[] = sockets.map((s) => {
       const claim = claims.get(s.port)!;
-      const http = probed.get(s.port);
+      // An HTTP probe's version is the TCP listener's; a versioned port tells both.
+      const http = protocolOf(s.family) === 'tcp' ? probed.get(s.port) : undefined;
       const [version, versionSource] = http ? [http, 'http' as const] : claim.portVersion ? [claim.portVersion, 'port' as const] : ['', '' as const];
       return { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
     });
-    const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners: this.withReadiness(listeners) };
+    this.base = listeners;
+    this.claims = claims;
+    const node = this.opts.node?.();
+    const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners: this.decorate(listeners), ...(node ? { node } : {}) };
     this.publish(snap);
     this.latest = snap;
     try {
@@ -281,6 +343,72 @@ export class HostInventory implements InventoryProvider {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }
     return snap;
+  }
+
+  /** port → its claim at the last scan. */
+  private claims = new Map<number, PortClaim>();
+  /** The ephemeral port range and the ports reserved from it, as last read. */
+  private portRange: { atMs: number; range: [number, number] | null; reserved: ReadonlySet<number> } | undefined;
+
+  /**
+   * UDP sockets that are a client's, not a service's: an unconnected UDP
+   * socket a program sends from (sendto) without binding gets a port the
+   * kernel picks in the ephemeral range (ip_local_port_range, minus
+   * ip_local_reserved_ports). Such a port is not a listener unless the
+   * registry lists it; a service bound on purpose in that range (names
+   * v–z land there, as `check` warns) is seen once its port is reserved.
+   */
+  private async withoutClientSockets(sockets: ListeningSocket[], listed: (port: number) => boolean): Promise<ListeningSocket[]> {
+    if (!sockets.some((s) => protocolOf(s.family) === 'udp')) return sockets;
+    const nowMs = this.now();
+    if (!this.portRange || nowMs - this.portRange.atMs >= DEFAULT_REPROBE_MS) {
+      // Read once a minute: an administrator changing the range is rare, and a scan a second need not reread it.
+      const root = this.opts.procRoot ?? '/proc';
+      const read = (f: string) => readFile(join(root, 'sys', 'net', 'ipv4', f), 'latin1').catch(() => null);
+      const [rangeText, reservedText] = await Promise.all([read('ip_local_port_range'), read('ip_local_reserved_ports')]);
+      this.portRange = { atMs: nowMs, range: rangeText === null ? null : parsePortRange(rangeText), reserved: reservedText === null ? new Set() : parsePortList(reservedText) };
+    }
+    const { range, reserved } = this.portRange;
+    if (!range) return sockets;
+    return sockets.filter((s) => protocolOf(s.family) !== 'udp' || s.port < range[0] || s.port > range[1] || reserved.has(s.port) || listed(s.port));
+  }
+
+  /** Listeners with their readiness and names, and the daemon's own sockets marked. */
+  private decorate(listeners: readonly InventoryListener[]): InventoryListener[] {
+    const own = this.opts.ownSockets?.() ?? [];
+    return this.withNames(this.withReadiness(listeners.map((l) => (own.length > 0 && isOwnSocket(l, own) ? { ...l, daemon: true as const } : l))));
+  }
+
+  /**
+   * Each claimed listener's names (core/naming.ts): the registry's when it
+   * lists the port; else the names clients asked for, and its process's
+   * own (socket-owner.ts, looked up once per new socket, in the background:
+   * a name found later goes out with a re-emitted snapshot). Unclaimed ports
+   * and the daemon's own sockets get none.
+   */
+  private withNames(listeners: InventoryListener[]): InventoryListener[] {
+    const { registry } = this.opts.state();
+    const names = this.opts.names;
+    const byKey = new Map<string, InventoryListener['names']>();
+    const namesOf = (l: InventoryListener): InventoryListener['names'] => {
+      const claim = this.claims.get(l.port);
+      if (!claim || l.services.length === 0 || l.daemon) return undefined;
+      const key = `${l.port}/${protocolOf(l.family)}`;
+      if (byKey.has(key)) return byKey.get(key);
+      let process: string[] = [];
+      if (!claim.byRegistry && names?.processNames()) {
+        const owners = this.owners.peek(this.inodes.get(key) ?? []);
+        const owner = [...owners.values()].find((o) => o);
+        if (owner) process = processNames(owner, l.port, registry);
+      }
+      const out = nameListener({ registry: claim.byRegistry ? l.services : [], query: claim.byRegistry ? [] : (names?.asked(l.port) ?? []), process });
+      byKey.set(key, out);
+      return out;
+    };
+    return listeners.map((l) => {
+      const n = namesOf(l);
+      return n === undefined ? l : { ...l, names: n };
+    });
   }
 
   /** Listeners with their readiness: the prober's verdict, or draining; drains of replaced sockets end here. */
@@ -297,7 +425,9 @@ export class HostInventory implements InventoryProvider {
     const counts = { ready: 0, 'not-ready': 0, draining: 0, unknown: 0 };
     const seen = new Set<number>();
     const out = listeners.map((l) => {
-      const verdict = this.prober!.verdict(l.port);
+      // A UDP listener is ready while it listens: no probe can ask it without speaking its protocol.
+      const udp = protocolOf(l.family) === 'udp' ? this.udpSeen.get(l.port) : undefined;
+      const verdict = udp ? { state: 'ready' as const, by: 'udp' as const, sinceMs: udp.sinceMs, detail: undefined } : this.prober!.verdict(l.port);
       let readiness: ListenerReadiness | undefined = verdict && { state: verdict.state, by: verdict.by, sinceMs: verdict.sinceMs, detail: verdict.detail };
       const drainedBy = [...this.drained].find(([, lives]) => lives.has(l.port));
       if (drainedBy) readiness = { state: 'draining', by: 'admin', sinceMs: this.drainSince(drainedBy[0]), detail: `canonport drain ${drainedBy[0]}` };
@@ -328,7 +458,7 @@ export class HostInventory implements InventoryProvider {
   private emitNow(): void {
     const last = this.latest;
     if (!last) return;
-    const snap: InventorySnapshot = { ...last, listeners: this.withReadiness(last.listeners) };
+    const snap: InventorySnapshot = { ...last, listeners: this.decorate(this.base) };
     this.latest = snap;
     try {
       this.opts.onSnapshot?.(snap);
@@ -355,6 +485,11 @@ export class HostInventory implements InventoryProvider {
       for (const service of l.services) gauge.set({ service, port: String(l.port), version: l.version }, 1);
     }
   }
+}
+
+/** Whether a listener is one of `own` (same port, and the same address or a wildcard bind of the daemon's). */
+export function isOwnSocket(l: Pick<InventoryListener, 'port' | 'address'>, own: readonly HostPort[]): boolean {
+  return own.some((o) => o.port === l.port && (o.host === l.address || o.host === '0.0.0.0' || o.host === '::' || l.address === `::ffff:${o.host}`));
 }
 
 /** The key of one life of a listener's sockets. */
