@@ -277,6 +277,11 @@ export class Cluster {
     if (this.opts.publish !== false) this.publisher.update(snapshot);
   }
 
+  /** The names clients asked this host for (discovery/asked-names.ts, which bounds and rate-limits them): in its node record. */
+  publishAskedNames(names: readonly { port: number; name: string }[]): void {
+    if (this.opts.publish !== false) this.publisher.setAskedNames(names);
+  }
+
   /** A registry reload changed the digest: the node record is rewritten. */
   setRegistryDigest(digest: string): void {
     this.registryDigest = digest;

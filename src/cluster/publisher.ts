@@ -2,6 +2,8 @@ import etcd3 from 'etcd3';
 import type { Etcd3, IRequestOp } from 'etcd3';
 import { ErrorCodes } from '../errors.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
+import { protocolOf } from '../inventory/procnet.js';
+import { reachableListeners } from '../inventory/reachable.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Backoff, sleep } from './backoff.js';
@@ -22,6 +24,8 @@ import {
   type Bind,
   type InstanceRecord,
   type ListenerRecord,
+  type NodeRecord,
+  type Protocol,
 } from './keys.js';
 import { KeptLease } from './lease.js';
 import type { StateDir } from './state-dir.js';
@@ -110,8 +114,12 @@ export class Publisher {
   private readonly backoff: Backoff;
   private identity: NodeIdentity | undefined;
   private listeners: InventoryListener[] | undefined;
-  /** port → when this process first saw it reachable and claimed (ms). */
-  private readonly firstSeen = new Map<number, number>();
+  /** `<port>/<protocol>` → when this process first saw it reachable and claimed (ms). */
+  private readonly firstSeen = new Map<string, number>();
+  /** What the instance records said at the last change, and when the scan that found it ran (the node record's observedAt). */
+  private observed: { signature: string; atMs: number } | undefined;
+  /** Names clients asked this node for (asked-names.ts; bounded there), published in its node record. */
+  private askedNames: readonly { port: number; name: string }[] = [];
   /** key → value bytes as written under the current lease. */
   private published = new Map<string, string>();
   /** What an adopted lease held at start: kept for a listener still waiting for its first verdict. */
@@ -153,10 +161,19 @@ export class Publisher {
    */
   update(snapshot: InventorySnapshot): void {
     const reachable = reachableListeners(snapshot.listeners);
-    const ports = new Set(reachable.map((l) => l.port));
-    for (const port of this.firstSeen.keys()) if (!ports.has(port)) this.firstSeen.delete(port);
-    for (const port of ports) if (!this.firstSeen.has(port)) this.firstSeen.set(port, snapshot.collectedAtMs);
+    const keys = new Set(reachable.map(instanceOf));
+    for (const key of this.firstSeen.keys()) if (!keys.has(key)) this.firstSeen.delete(key);
+    for (const key of keys) if (!this.firstSeen.has(key)) this.firstSeen.set(key, snapshot.collectedAtMs);
     this.listeners = reachable;
+    // observedAt: the scan that found what the records now say (a steady host keeps its time and writes nothing).
+    const signature = JSON.stringify(instanceRecords(reachable, this.firstSeen, { requireVerdict: this.opts.requireVerdict === true }));
+    if (this.observed?.signature !== signature) this.observed = { signature, atMs: snapshot.collectedAtMs };
+    this.kick();
+  }
+
+  /** The names clients asked this node for (published in its node record; the caller bounds and rate-limits them). */
+  setAskedNames(names: readonly { port: number; name: string }[]): void {
+    this.askedNames = [...names];
     this.kick();
   }
 
@@ -231,28 +248,34 @@ export class Publisher {
     if (!id || !this.listeners) return out;
     const { prefix } = this.opts;
     const writeV1 = this.opts.writeV1 !== false;
-    const node = encodeNode({
+    const base: NodeRecord = {
       name: id.name,
       addresses: id.addresses,
       canonportVersion: id.canonportVersion,
       registryDigest: id.registryDigest,
       started: new Date(id.startedMs).toISOString(),
-    });
-    out.set(nodeKey(prefix, id.name), node);
-    if (writeV1) out.set(legacyNodeKey(prefix, id.name), node);
+    };
+    out.set(nodeKey(prefix, id.name), encodeNode({
+      ...base,
+      ...(this.observed ? { observedAt: new Date(this.observed.atMs).toISOString() } : {}),
+      ...(this.askedNames.length > 0 ? { askedNames: [...this.askedNames] } : {}),
+    }));
+    // The v1 mirror keeps v1's fields: what changes with every scan or query is of no use to a daemon that cannot read it.
+    if (writeV1) out.set(legacyNodeKey(prefix, id.name), encodeNode(base));
     for (const record of instanceRecords(this.listeners, this.firstSeen, { requireVerdict: this.opts.requireVerdict === true })) {
       const key = instanceKey(prefix, id.name, record.port, record.protocol, record.namespace);
-      const v1 = listenerKey(prefix, id.name, record.port);
+      // v1 has one listener per port and no protocol: it mirrors TCP instances only.
+      const v1 = record.protocol === 'tcp' ? listenerKey(prefix, id.name, record.port) : undefined;
       if (record.readiness === undefined) {
         // No verdict yet: what the previous run published stands until there is one.
         const kept = this.carried.get(key);
         if (kept !== undefined) out.set(key, kept);
-        const keptV1 = this.carried.get(v1);
-        if (writeV1 && keptV1 !== undefined) out.set(v1, keptV1);
+        const keptV1 = v1 === undefined ? undefined : this.carried.get(v1);
+        if (writeV1 && keptV1 !== undefined) out.set(v1!, keptV1);
         continue;
       }
       out.set(key, encodeInstance(record as InstanceRecord));
-      if (writeV1 && record.readiness.state === 'ready') out.set(v1, encodeListener(toListenerRecord(record)));
+      if (writeV1 && v1 !== undefined && record.readiness.state === 'ready') out.set(v1, encodeListener(toListenerRecord(record)));
     }
     for (const [drainId, d] of this.drains) out.set(`${nodePrefix(prefix, id.name)}drains/${drainId}`, encodeDrain({ id: drainId, services: d.services, requested: d.requested }));
     for (const [k, v] of this.acks) out.set(k, v);
@@ -492,53 +515,58 @@ export class Publisher {
 }
 
 
-const LOOPBACK_V4 = /^(::ffff:)?127\./i;
+export { isReachableBind, reachableListeners } from '../inventory/reachable.js';
 
-/** True when other hosts can reach a socket bound to `address` (a wildcard or a non-loopback address). */
-export function isReachableBind(address: string): boolean {
-  return !(LOOPBACK_V4.test(address) || address === '::1');
+/** `<port>/<protocol>`: one instance of this host's namespace. */
+function instanceOf(l: Pick<InventoryListener, 'port' | 'family'>): string {
+  return `${l.port}/${protocolOf(l.family)}`;
 }
 
-/** The listeners worth publishing: claimed by a service and reachable from other hosts. */
-export function reachableListeners(listeners: readonly InventoryListener[]): InventoryListener[] {
-  return listeners.filter((l) => l.services.length > 0 && isReachableBind(l.address));
-}
-
-/** One record per port, its sockets folded into `bind`, sorted so equal inventories give equal bytes. */
-export function listenerRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<number, number>): ListenerRecord[] {
-  return instanceRecords(listeners, firstSeen, { requireVerdict: false }).map(toListenerRecord);
+/** One record per port (TCP), its sockets folded into `bind`, sorted so equal inventories give equal bytes. */
+export function listenerRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<string, number>): ListenerRecord[] {
+  return instanceRecords(listeners, firstSeen, { requireVerdict: false })
+    .filter((r) => r.protocol === 'tcp')
+    .map(toListenerRecord);
 }
 
 /** An instance record without its readiness: what a listener is before its first verdict. */
 export type PendingInstance = Omit<InstanceRecord, 'readiness'> & { readiness: InstanceRecord['readiness'] | undefined };
 
 /**
- * One instance per port (this host's namespace, TCP), its sockets folded
- * into `bind`, sorted so equal inventories give equal bytes. Readiness from
- * the listeners' verdicts; without one, undefined (requireVerdict) or ready
- * by listening.
+ * One instance per port and protocol (this host's namespace), its sockets
+ * folded into `bind`, sorted so equal inventories give equal bytes.
+ * Readiness from the listeners' verdicts; without one, undefined
+ * (requireVerdict) or ready by listening. Names: what this host's own
+ * sources give (the registry's, the process's); names clients asked for go
+ * in the node record instead (keys.ts).
  */
-export function instanceRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<number, number>, opts: { requireVerdict: boolean }): PendingInstance[] {
-  const byPort = new Map<number, InventoryListener[]>();
-  for (const l of listeners) byPort.set(l.port, [...(byPort.get(l.port) ?? []), l]);
+export function instanceRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<string, number>, opts: { requireVerdict: boolean }): PendingInstance[] {
+  const byInstance = new Map<string, { port: number; protocol: Protocol; ls: InventoryListener[] }>();
+  for (const l of listeners) {
+    const key = instanceOf(l);
+    const at = byInstance.get(key) ?? { port: l.port, protocol: protocolOf(l.family), ls: [] };
+    at.ls.push(l);
+    byInstance.set(key, at);
+  }
   const out: PendingInstance[] = [];
-  for (const [port, ls] of [...byPort].sort((a, b) => a[0] - b[0])) {
+  for (const { port, protocol, ls } of [...byInstance.values()].sort((a, b) => a.port - b.port || (a.protocol < b.protocol ? -1 : 1))) {
     const first = ls[0]!;
     // The sockets of one port share the claim; the version may differ only by probe timing: take the first known.
     const versioned = ls.find((l) => l.version !== '') ?? first;
     const bind: Bind[] = ls
       .map((l) => ({ family: l.family, address: l.address }))
       .sort((a, b) => a.family.localeCompare(b.family) || a.address.localeCompare(b.address));
-    const since = new Date(firstSeen.get(port) ?? Date.now()).toISOString();
+    const since = new Date(firstSeen.get(`${port}/${protocol}`) ?? Date.now()).toISOString();
     const verdict = ls.find((l) => l.readiness)?.readiness;
     const readiness = verdict
       ? { state: verdict.state, since: new Date(verdict.sinceMs).toISOString(), by: verdict.by, ...(verdict.detail ? { detail: printable(verdict.detail) } : {}) }
       : opts.requireVerdict
         ? undefined
-        : { state: 'ready' as const, since, by: 'tcp' as const };
+        : { state: 'ready' as const, since, by: protocol };
+    const own = (first.names ?? []).filter((n) => n.source !== 'query');
     out.push({
       port,
-      protocol: 'tcp',
+      protocol,
       namespace: HOST_NAMESPACE,
       services: [...first.services].sort(),
       scheme: first.scheme,
@@ -547,6 +575,7 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
       since,
       bind,
       readiness,
+      ...(own.length > 0 ? { names: own.map((n) => n.name), nameSource: own[0]!.source as 'registry' | 'process' } : { nameSource: 'none' as const }),
     });
   }
   return out;

@@ -1,4 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net';
+import { nameListener, type ServiceName } from '../core/naming.js';
 import { ErrorCodes } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -55,6 +56,12 @@ export interface ClusterEndpoint {
   readiness: Readiness;
   /** True for a v1 listener (a node of an older canonport): its readiness is not known, only that it listens. */
   legacy?: true | undefined;
+  /**
+   * The names people know it by (core/naming.ts), best source first: the
+   * registry's as its node publishes them, else the names any node was
+   * asked for on this port, then its process's own; empty: unnamed.
+   */
+  names: readonly ServiceName[];
 }
 
 /**
@@ -95,6 +102,8 @@ export interface ClusterViewReader {
   endpointsOnPort(port: number): readonly ClusterEndpoint[];
   /** Every port some host listens on (with a node record), ascending. */
   ports(): readonly number[];
+  /** The names nodes were asked for on `port` (their records' `askedNames`), sorted. */
+  askedOn(port: number): readonly string[];
   /** Every node, sorted by name. */
   nodes(): readonly NodeRecord[];
   node(name: string): NodeRecord | undefined;
@@ -115,6 +124,12 @@ export const DEFAULT_CAPS: ViewCaps = { maxNodes: 10_000, maxEndpoints: 250_000 
 export const MAX_DRAINS = 1_000;
 /** Acks kept at most: one per live node per pending drain, so MAX_DRAINS × nodes is far more than any real fleet writes. */
 export const MAX_ACKS = 100_000;
+/**
+ * Distinct (port, name) pairs of the nodes' `askedNames` kept at most. Every
+ * node of a fleet is asked for the same few names, so this counts names, not
+ * nodes × names; a writer flooding made-up names is refused and counted.
+ */
+export const MAX_ASKED_PAIRS = 20_000;
 
 export interface ClusterViewOptions {
   prefix: string;
@@ -174,6 +189,11 @@ export class ClusterView implements ClusterViewReader {
   /** `<drain-node>/<id>` → acker → revision. Bounded by MAX_ACKS in total. */
   private ackMap = new Map<string, Map<string, number>>();
   private ackCount = 0;
+  /** port → name → how many nodes' records ask it. Bounded by MAX_ASKED_PAIRS pairs. */
+  private asked = new Map<number, Map<string, number>>();
+  /** node → the (port, name) pairs of its v2 record counted in `asked`. */
+  private askedByNode = new Map<string, readonly { port: number; name: string }[]>();
+  private askedPairs = 0;
   private readonly endpointCache = new Map<number, readonly ClusterEndpoint[]>();
   private sortedNodes: readonly NodeRecord[] | undefined;
   private readonly listeners = new Set<() => void>();
@@ -219,6 +239,7 @@ export class ClusterView implements ClusterViewReader {
         versionSource: r.versionSource,
         since: r.since,
         readiness: Object.freeze({ ...r.readiness }),
+        names: this.namesOf(port, r),
       }));
     }
     for (const [node, l] of this.legacyByPort.get(port) ?? []) {
@@ -238,12 +259,27 @@ export class ClusterView implements ClusterViewReader {
         since: r.since,
         readiness: Object.freeze({ state: 'ready' as const, since: r.since, by: 'tcp' as const }),
         legacy: true as const,
+        names: this.namesOf(port, r),
       }));
     }
     out.sort((a, b) => cmp(a.node, b.node) || cmp(a.protocol, b.protocol) || cmp(a.namespace, b.namespace));
     const frozen = Object.freeze(out);
     this.endpointCache.set(port, frozen);
     return frozen;
+  }
+
+  /** The names nodes were asked for on `port` (their records' `askedNames`), sorted. */
+  askedOn(port: number): readonly string[] {
+    return [...(this.asked.get(port)?.keys() ?? [])].sort();
+  }
+
+  /** A listener's names: its node's own (registry or process), else the names asked on its port (core/naming.ts). */
+  private namesOf(port: number, r: ListenerRecord & { names?: string[] | undefined; nameSource?: 'registry' | 'process' | 'none' | undefined }): readonly ServiceName[] {
+    // A writer before issue 22 (a v1 listener too) says nothing of names: its claim is its names, as before, so nothing
+    // it publishes leaves browsing or Prometheus discovery during an upgrade.
+    const registry = r.nameSource === undefined ? r.services : r.nameSource === 'registry' ? (r.names ?? r.services) : [];
+    const process = r.nameSource === 'process' ? (r.names ?? []) : [];
+    return Object.freeze(nameListener({ registry, query: registry.length > 0 ? [] : this.askedOn(port), process }).map((n) => Object.freeze(n)));
   }
 
   ports(): readonly number[] {
@@ -333,6 +369,9 @@ export class ClusterView implements ClusterViewReader {
     this.drainMap = new Map();
     this.ackMap = new Map();
     this.ackCount = 0;
+    this.asked = new Map();
+    this.askedByNode = new Map();
+    this.askedPairs = 0;
     this.endpointCount = 0;
     this.endpointCache.clear();
     this.sortedNodes = undefined;
@@ -381,6 +420,9 @@ export class ClusterView implements ClusterViewReader {
     this.drainMap = new Map();
     this.ackMap = new Map();
     this.ackCount = 0;
+    this.asked = new Map();
+    this.askedByNode = new Map();
+    this.askedPairs = 0;
     this.endpointCount = 0;
     this.endpointCache.clear();
     this.sortedNodes = undefined;
@@ -449,8 +491,41 @@ export class ClusterView implements ClusterViewReader {
       return false;
     }
     map.set(node, { record, lease });
+    if (layout === 'v2') this.setAsked(key, node, record.askedNames ?? []);
     this.nodeChanged(node);
     return true;
+  }
+
+  /** Replaces what `node`'s record asks in the index; the ports whose names change are recomputed. */
+  private setAsked(key: string, node: string, names: readonly { port: number; name: string }[]): void {
+    const before = this.askedByNode.get(node) ?? [];
+    if (before.length === 0 && names.length === 0) return;
+    for (const { port, name } of before) {
+      const at = this.asked.get(port)!;
+      const n = at.get(name)! - 1;
+      if (n > 0) at.set(name, n);
+      else {
+        at.delete(name);
+        this.askedPairs--;
+        if (at.size === 0) this.asked.delete(port);
+      }
+      this.endpointCache.delete(port);
+    }
+    const kept: { port: number; name: string }[] = [];
+    for (const { port, name } of names) {
+      let at = this.asked.get(port);
+      if (!at?.has(name) && this.askedPairs >= MAX_ASKED_PAIRS) {
+        this.refuse(key, 'asked_name', MAX_ASKED_PAIRS);
+        continue;
+      }
+      if (!at) this.asked.set(port, (at = new Map()));
+      if (!at.has(name)) this.askedPairs++;
+      at.set(name, (at.get(name) ?? 0) + 1);
+      kept.push({ port, name });
+      this.endpointCache.delete(port);
+    }
+    if (kept.length > 0) this.askedByNode.set(node, kept);
+    else this.askedByNode.delete(node);
   }
 
   private nodeChanged(node: string): void {
@@ -505,6 +580,7 @@ export class ClusterView implements ClusterViewReader {
       case 'node': {
         const map = parsed.layout === 'v2' ? this.nodesV2 : this.nodesV1;
         if (!map.delete(parsed.node)) return false;
+        if (parsed.layout === 'v2') this.setAsked(key, parsed.node, []);
         this.nodeChanged(parsed.node);
         return true;
       }
@@ -544,7 +620,7 @@ export class ClusterView implements ClusterViewReader {
     this.logger.warn({ code: ErrorCodes.CLUSTER_VALUE_IGNORED, key: key.slice(0, 200), reason, detail: detail.slice(0, 300) }, 'ignoring a value under the cluster prefix');
   }
 
-  private refuse(key: string, kind: 'node' | 'endpoint' | 'drain' | 'ack', cap: number): void {
+  private refuse(key: string, kind: 'node' | 'endpoint' | 'drain' | 'ack' | 'asked_name', cap: number): void {
     // Counted once per key (while the remembered keys last): a watch resuming one revision back replays the write.
     if (this.loggedKeys.has(key)) return;
     this.metrics?.clusterRefusedEntries.inc({ kind });
