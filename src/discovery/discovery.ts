@@ -1,4 +1,5 @@
 import { CanonportError, ErrorCodes } from '../errors.js';
+import type { NameSourceOrNone, ServiceName } from '../core/naming.js';
 import { normaliseName } from '../config/names.js';
 import { classifyIn, LOCALHOST_ZONE, type NameClass } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
@@ -69,6 +70,23 @@ export interface ObservedHost {
   protocol?: 'tcp' | 'udp' | undefined;
   /** Whether the instance serves; absent: ready (an older writer). */
   readiness?: { state: 'ready' | 'not-ready' | 'draining'; since: string; by: string } | undefined;
+  /** The names people know it by (core/naming.ts); absent: its `services`, as the registry's (a source that predates names). */
+  names?: readonly ServiceName[] | undefined;
+}
+
+/** A name some hosts run a service under, as browsing (DNS-SD) and Prometheus discovery list it. */
+export interface ObservedService {
+  /** The name: one people know it by, or for an unnamed listener (listed only on request) its canonical name (`db0`). */
+  service: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
+  /** The hosts, each with where this name comes from on it (`none`: unnamed there). */
+  hosts: readonly { host: ObservedHost; source: NameSourceOrNone }[];
+}
+
+/** A host's names (a source without names reads its claim as the registry's). */
+export function namesOfHost(h: ObservedHost): readonly ServiceName[] {
+  return h.names ?? h.services.map((name) => ({ name, source: 'registry' as const }));
 }
 
 /** Cluster mode's view of every host: memory only, never I/O. */
@@ -106,6 +124,13 @@ export interface DiscoveryOptions {
   outsideZones?: 'not-found' | 'scheme' | undefined;
   /** Called when an answer is computed for a service some host runs but none reports ready (the panic answer). */
   onNoReady?: ((service: string) => void) | undefined;
+  /**
+   * A client asked for a service name in a served zone (asked-names.ts
+   * learns it): called by lookup() (gRPC, xDS) and by the DNS local stage
+   * through asked(). Returns the touch to call when the same answer is
+   * served again from memory, or undefined when the name is not learned.
+   */
+  onAsked?: ((name: string, port: number) => (() => void) | undefined) | undefined;
 }
 
 const LOOPBACK: HostAddresses = Object.freeze({ v4: Object.freeze(['127.0.0.1']), v6: Object.freeze(['::1']) });
@@ -197,15 +222,35 @@ export class Discovery implements DiscoveryReader {
    * by the registry and the scheme as the inventory names ports. Empty
    * without a view.
    */
-  observedServices(): { service: string; port: number; hosts: readonly ObservedHost[] }[] {
+  observedServices(opts: { unnamed?: boolean | undefined; protocol?: 'tcp' | 'udp' | undefined } = {}): ObservedService[] {
     if (!this.clustered) return [];
-    const out: { service: string; port: number; hosts: ObservedHost[] }[] = [];
+    const out: ObservedService[] = [];
     for (const port of this.o.observed!.ports() ?? []) {
-      const hosts = this.o.observed!.onPort(port) ?? [];
-      const names = new Set(hosts.flatMap((h) => h.services));
-      for (const service of [...names].sort()) out.push({ service, port, hosts: hosts.filter((h) => h.services.includes(service)) });
+      const all = this.o.observed!.onPort(port) ?? [];
+      for (const protocol of ['tcp', 'udp'] as const) {
+        if (opts.protocol !== undefined && opts.protocol !== protocol) continue;
+        const byName = new Map<string, { host: ObservedHost; source: NameSourceOrNone }[]>();
+        const add = (name: string, host: ObservedHost, source: NameSourceOrNone) => {
+          const at = byName.get(name) ?? [];
+          if (!at.some((x) => x.host === host)) at.push({ host, source });
+          byName.set(name, at);
+        };
+        for (const h of all) {
+          if ((h.protocol ?? 'tcp') !== protocol) continue;
+          const names = namesOfHost(h);
+          if (names.length > 0) for (const n of names) add(n.name, h, n.source);
+          else if (opts.unnamed) for (const s of h.services) add(s, h, 'none');
+        }
+        for (const [service, hosts] of [...byName].sort((a, b) => (a[0] < b[0] ? -1 : 1))) out.push({ service, port, protocol, hosts });
+      }
     }
     return out;
+  }
+
+  /** A client asked for this service (see DiscoveryOptions.onAsked): the touch, or undefined. */
+  asked(d: ServiceDescription): (() => void) | undefined {
+    if (!this.o.onAsked || d.zone === LOCALHOST_ZONE || d.zone === '') return undefined;
+    return this.o.onAsked(d.service, d.port);
   }
 
   /** A name as text (gRPC, CLI): normalised, then read. Throws CP_BAD_NAME for a malformed name. */
@@ -221,9 +266,11 @@ export class Discovery implements DiscoveryReader {
     let version: number | undefined;
     let host: string;
     let zone: string;
+    let protocol: 'tcp' | 'udp' | undefined;
     switch (cls.kind) {
       case 'service':
         ({ service, version, host, zone } = cls);
+        if (cls.form === 'srv') protocol = cls.proto;
         break;
       case 'outside':
         if (this.o.outsideZones !== 'scheme') return notFound(`${name} is outside every served zone (${this.o.state().zones.join(', ')})`);
@@ -255,8 +302,9 @@ export class Discovery implements DiscoveryReader {
     if (a.port === null) return notFound(`${name}: scheme ${a.scheme} gives ${a.number}, which is not a port (over 65535)`);
     // --only-listening: a service no host reports does not exist. Without a view (etcd never reached), it is answered as one host would.
     const cluster = this.o.state().cluster;
-    if (cluster?.onlyListening && zone !== LOCALHOST_ZONE && this.o.observed?.onPort(a.port)?.length === 0) {
-      return notFound(`${name}: no host of the cluster reports ${a.service} listening on port ${a.port} (--only-listening)`);
+    const onPort = this.o.observed?.onPort(a.port);
+    if (cluster?.onlyListening && zone !== LOCALHOST_ZONE && onPort && !onPort.some((h) => protocol === undefined || (h.protocol ?? 'tcp') === protocol)) {
+      return notFound(`${name}: no host of the cluster reports ${a.service} listening on port ${a.port}${protocol ? ` over ${protocol.toUpperCase()}` : ''} (--only-listening)`);
     }
     // A name the cluster view decides (a view is there, the zone is not localhost) carries the observed TTL,
     // the fallback for a service no host runs included: a service started a moment later shows through caches that soon.
@@ -274,6 +322,7 @@ export class Discovery implements DiscoveryReader {
         host,
         ttl: decided ? Math.min(registry.ttl, cluster.observedTtl) : registry.ttl,
         collidesWith: a.collidesWith,
+        ...(protocol ? { protocol } : {}),
       },
     };
   }
@@ -304,10 +353,16 @@ export class Discovery implements DiscoveryReader {
     return this.fromAnswer(d, await resolver.resolve(d.host), resolver.source);
   }
 
-  async lookup(rawName: string): Promise<Lookup> {
+  /**
+   * `opts.protocol` narrows a plain name to one transport (xDS and `canon:`
+   * dial gRPC, which is TCP); a `_svc._udp` or `_svc._tcp` name says its own.
+   */
+  async lookup(rawName: string, opts: { protocol?: 'tcp' | 'udp' | undefined } = {}): Promise<Lookup> {
     const described = this.describe(rawName);
     if (!described.ok) return described;
-    return this.resolve(described.description);
+    const d = opts.protocol && !described.description.protocol ? { ...described.description, protocol: opts.protocol } : described.description;
+    this.asked(d);
+    return this.resolve(d);
   }
 
   /**
@@ -332,7 +387,7 @@ export class Discovery implements DiscoveryReader {
     if (!this.clustered || d.zone === LOCALHOST_ZONE || d.zone === '') return null;
     const all = this.o.observed!.onPort(d.port);
     if (!all || all.length === 0) return null;
-    const hosts = all.filter((h) => (h.protocol ?? 'tcp') === 'tcp');
+    const hosts = onePerNode(d.protocol === undefined ? all : all.filter((h) => (h.protocol ?? 'tcp') === d.protocol));
     if (hosts.length === 0) return null;
     let chosen = hosts.filter((h) => (h.readiness?.state ?? 'ready') === 'ready');
     if (chosen.length === 0) {
@@ -343,8 +398,20 @@ export class Discovery implements DiscoveryReader {
     const preferLocal = this.o.state().registry.services.get(d.service)?.spec.preferLocal ?? this.o.state().cluster?.preferLocal ?? true;
     const out: Endpoint[] = [];
     const push = (h: ObservedHost, isLocal: boolean) => {
+      const names = namesOfHost(h);
       for (const address of h.addresses) {
-        out.push({ address, port: d.port, source: 'observed', node: h.node, version: h.version || undefined, since: h.since, readiness: h.readiness?.state ?? 'ready', ...(isLocal ? { local: true } : {}) });
+        out.push({
+          address,
+          port: d.port,
+          source: 'observed',
+          node: h.node,
+          version: h.version || undefined,
+          since: h.since,
+          readiness: h.readiness?.state ?? 'ready',
+          ...(isLocal ? { local: true } : {}),
+          protocol: h.protocol ?? 'tcp',
+          names,
+        });
       }
     };
     if (preferLocal && local !== undefined) {
@@ -399,6 +466,25 @@ export class Discovery implements DiscoveryReader {
     }, HOSTS_POLL_MS);
     this.hostsTimer.unref();
   }
+}
+
+/**
+ * One instance per node and namespace for a plain name that covers both
+ * transports: a host with a TCP and a UDP listener on the port is one
+ * endpoint per address, the TCP one (which most clients dial), so no
+ * address is answered twice. The UDP one stands in only where no TCP one
+ * is ready and it is.
+ */
+function onePerNode(hosts: readonly ObservedHost[]): readonly ObservedHost[] {
+  if (!hosts.some((h) => h.protocol === 'udp') || !hosts.some((h) => (h.protocol ?? 'tcp') === 'tcp')) return hosts;
+  const rank = (h: ObservedHost) => ((h.readiness?.state ?? 'ready') === 'ready' ? 0 : 2) + ((h.protocol ?? 'tcp') === 'tcp' ? 0 : 1);
+  const best = new Map<string, ObservedHost>();
+  for (const h of hosts) {
+    const key = `${h.node}/${h.addresses.join(',')}`;
+    const known = best.get(key);
+    if (!known || rank(h) < rank(known)) best.set(key, h);
+  }
+  return hosts.filter((h) => best.get(`${h.node}/${h.addresses.join(',')}`) === h);
 }
 
 function notFound(message: string): Described & { ok: false } {

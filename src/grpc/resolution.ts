@@ -31,6 +31,10 @@ export interface ResolvedEndpoint {
   readiness?: string | undefined;
   /** Cluster mode: this daemon's own host. */
   local?: boolean | undefined;
+  /** Cluster mode: `tcp` or `udp`; "" otherwise. */
+  protocol?: string | undefined;
+  /** Cluster mode: the names people know it by (core/naming.ts); empty: unnamed. */
+  names?: { name: string; source: string }[] | undefined;
 }
 
 /** A discovery result as a Resolution; throws the catalogued error (NOT_FOUND, UNAVAILABLE…) when it found nothing. */
@@ -57,6 +61,17 @@ export function fromInstances(i: ServiceInstances): Resolution {
     addresses: [...new Set(i.endpoints.map((e) => e.address))],
     ttl: i.ttl,
     collidesWith: [...i.collidesWith],
-    endpoints: i.endpoints.map((e) => ({ address: e.address, port: e.port, source: e.source, node: e.node ?? '', version: e.version ?? '', since: e.since ?? '', readiness: e.readiness ?? '', local: e.local === true })),
+    endpoints: i.endpoints.map((e) => ({
+      address: e.address,
+      port: e.port,
+      source: e.source,
+      node: e.node ?? '',
+      version: e.version ?? '',
+      since: e.since ?? '',
+      readiness: e.readiness ?? '',
+      local: e.local === true,
+      protocol: e.protocol ?? '',
+      names: (e.names ?? []).map((n) => ({ name: n.name, source: n.source })),
+    })),
   };
 }

@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, GrpcStatus, errorToGrpcStatus } from '../errors.js';
 import { describedResolution, resolutionOf, type Resolution } from './resolution.js';
 import { lookupError } from '../discovery/discovery.js';
+import { nameSourceOf } from '../core/naming.js';
 import type { DaemonContext } from '../context.js';
 import { decodePort, decodePortRaw } from '../scheme/index.js';
 import { ERROR_CODE_METADATA } from './proto.js';
@@ -145,14 +146,17 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Inventory = unary('Inventory', async () => {
     const snap = await ctx.inventory.snapshot();
-    const listeners = snap.listeners.map(({ readiness, ...l }) => ({
+    const listeners = snap.listeners.map(({ readiness, names, daemon, ...l }) => ({
       ...l,
       readiness: readiness?.state ?? '',
       readinessBy: readiness?.by ?? '',
       readinessSince: readiness ? new Date(readiness.sinceMs).toISOString() : '',
       readinessDetail: readiness?.detail ?? '',
+      names: names ?? [],
+      nameSource: names ? nameSourceOf(names) : '',
+      daemon: daemon === true,
     }));
-    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners, registryDigest: ctx.state().registry.digest };
+    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners, registryDigest: ctx.state().registry.digest, node: snap.node ?? '' };
   });
 
   /**

@@ -128,8 +128,12 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
         const body = ready ? { ready: true, ...cluster } : { ready: false, reason: why, ...cluster };
         return reply(res, req, handler, ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
       }
-      case 'http_sd':
-        return reply(res, req, handler, 200, 'application/json; charset=utf-8', `${JSON.stringify(targetGroups(ctx.discovery))}\n`);
+      case 'http_sd': {
+        // Unnamed listeners: the setting (--sd-unnamed), or `?unnamed=true|false` for one scrape job that wants them.
+        const asked = new URL(req.url ?? '/', 'http://x').searchParams.get('unnamed');
+        const unnamed = asked === 'true' || asked === '1' ? true : asked === 'false' || asked === '0' ? false : ctx.config().sdUnnamed;
+        return reply(res, req, handler, 200, 'application/json; charset=utf-8', `${JSON.stringify(targetGroups(ctx.discovery, { unnamed }))}\n`);
+      }
       case 'metrics': {
         // canonport_ready is set here, from the same source /readyz answers from, at every scrape.
         metrics.ready.set(ctx.ready() && !ctx.notReadyReason?.() ? 1 : 0);

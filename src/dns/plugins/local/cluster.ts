@@ -1,3 +1,4 @@
+import { isDnsSdServiceName } from '../../../core/naming.js';
 import { NODE_LABEL, type NameClass } from '../../../core/service-name.js';
 import type { Discovery, ObservedHost } from '../../../discovery/discovery.js';
 import type { Lookup, ServiceDescription } from '../../../discovery/model.js';
@@ -10,15 +11,23 @@ import { TYPE } from '../../wire.js';
  * core's observed endpoints (the local plugin calls these; nothing here
  * does I/O):
  *
- *   SRV  <svc>.Z, _<svc>._tcp.Z   one record per host where the service listens,
- *                                 each aimed at `<node>.node.Z`, whose addresses
- *                                 go in the additional section
+ *   SRV  <svc>.Z                  one record per host where the service listens
+ *                                 (TCP or UDP), each aimed at `<node>.node.Z`, whose
+ *                                 addresses go in the additional section
+ *   SRV  _<svc>._tcp.Z            the same, TCP listeners only; `_udp`, UDP ones only
  *   A    <node>.node.Z            that host's addresses
  *   TXT  <svc>.Z                  adds hosts= and versions= (mixed versions show)
- *   PTR  _services._dns-sd._udp.Z the service types some host runs (RFC 6763 §9)
- *   PTR  _<svc>._tcp.Z            its instances, `<node>._<svc>._tcp.Z`, with their
- *                                 SRV, TXT and addresses as additional records (§12.1)
- *   SRV/TXT <node>._<svc>._tcp.Z  one instance
+ *   PTR  _services._dns-sd._udp.Z the service types some host runs (RFC 6763 §9):
+ *                                 `_<name>._tcp` / `_<name>._udp` for every name
+ *                                 people know a listener by (core/naming.ts)
+ *   PTR  _<name>._<proto>.Z       its instances on that transport, `<node>._<name>._<proto>.Z`
+ *                                 (§4.1: the instance carries its type's protocol),
+ *                                 with their SRV, TXT and addresses as additional records (§12.1)
+ *   SRV/TXT <node>._<name>._<proto>.Z  one instance
+ *
+ * Browsing (the types and the instances) lists only listeners some source
+ * names; unnamed ones answer their canonical names (SRV, A) all the same,
+ * and are listed too with `--sd-unnamed` (`sdUnnamed`).
  */
 
 /** What the local plugin sends: an rcode and sections; an empty answer is NODATA (the plugin adds the SOA). */
@@ -33,16 +42,31 @@ export function nodeHost(node: string, zone: string): string {
   return `${node}.${NODE_LABEL}.${zone}`;
 }
 
+/** One host in an answer: where it is, what runs there, what it is called. */
+export interface AnswerHost {
+  node: string;
+  addresses: string[];
+  version: string;
+  local: boolean;
+  /** Its names (core/naming.ts); empty: unnamed. */
+  names: readonly string[];
+}
+
 /** The observed hosts of a lookup, one per node, in the lookup's order (this host first, then turned); null when its endpoints were not observed. */
-export function observedHosts(l: Lookup | null): { node: string; addresses: string[]; version: string; local: boolean }[] | null {
+export function observedHosts(l: Lookup | null): AnswerHost[] | null {
   if (!l?.ok || l.instances.endpoints.length === 0 || l.instances.endpoints.some((e) => e.source !== 'observed')) return null;
-  const byNode = new Map<string, { node: string; addresses: string[]; version: string; local: boolean }>();
+  const byNode = new Map<string, AnswerHost>();
   for (const e of l.instances.endpoints) {
-    const h = byNode.get(e.node!) ?? { node: e.node!, addresses: [], version: e.version ?? '', local: e.local === true };
-    h.addresses.push(e.address);
+    const h = byNode.get(e.node!) ?? { node: e.node!, addresses: [], version: e.version ?? '', local: e.local === true, names: (e.names ?? []).map((n) => n.name) };
+    if (!h.addresses.includes(e.address)) h.addresses.push(e.address);
     byNode.set(e.node!, h);
   }
   return [...byNode.values()];
+}
+
+/** Whether browsing lists a host under `name`: it is one of its names, or it has none and unnamed listeners are shown. */
+function browsable(h: AnswerHost, name: string, unnamed: boolean): boolean {
+  return h.names.includes(name) || (unnamed && h.names.length === 0);
 }
 
 function addressRrs(name: string, addresses: readonly string[], ttl: number, only?: number): Rr[] {
@@ -84,7 +108,7 @@ export function observedTxt(hosts: NonNullable<ReturnType<typeof observedHosts>>
 }
 
 /** Answers for the names only cluster mode has (node names, DNS-SD); null for any other name. */
-export function clusterName(cls: NameClass, qtype: number, discovery: Discovery, ttl: number, registryTxt: (d: ServiceDescription) => string[]): Answer | null {
+export function clusterName(cls: NameClass, qtype: number, discovery: Discovery, ttl: number, registryTxt: (d: ServiceDescription) => string[], unnamed = false): Answer | null {
   const nodata: Answer = { rcode: Rcode.NOERROR, answers: [], additionals: [] };
   const nxdomain: Answer = { rcode: Rcode.NXDOMAIN, answers: [], additionals: [] };
   switch (cls.kind) {
@@ -98,11 +122,12 @@ export function clusterName(cls: NameClass, qtype: number, discovery: Discovery,
     case 'dnssd-types': {
       if (qtype !== TYPE.PTR && qtype !== TYPE.ANY) return nodata;
       const owner = `_services._dns-sd._udp.${cls.zone}`;
-      const types = [...new Set(discovery.observedServices().map((s) => s.service))];
-      return { ...nodata, answers: types.map((s) => ({ type: 'PTR' as const, name: owner, ttl, target: `_${s}._tcp.${cls.zone}` })) };
+      // A name that cannot be a DNS-SD service type (RFC 6335 §5.1: 15 characters at most, a letter…) is not offered to browse.
+      const types = [...new Set(discovery.observedServices({ unnamed }).filter((s) => isDnsSdServiceName(s.service)).map((s) => `_${s.service}._${s.protocol}.${cls.zone}`))];
+      return { ...nodata, answers: types.map((target) => ({ type: 'PTR' as const, name: owner, ttl, target })) };
     }
     case 'instance': {
-      const found = instanceOf(discovery, cls.node, cls.service, cls.zone);
+      const found = instanceOf(discovery, cls.node, cls.service, cls.zone, cls.proto, unnamed);
       if (!found) return nxdomain;
       return instanceAnswer(found, qtype, ttl, registryTxt);
     }
@@ -111,13 +136,18 @@ export function clusterName(cls: NameClass, qtype: number, discovery: Discovery,
   }
 }
 
-/** PTR `_<svc>._tcp.Z`: the service's instances, each with its SRV, TXT and addresses in the additional section (RFC 6763 §12.1). */
-export function instancesPtr(owner: string, d: ServiceDescription, discovery: Discovery, ttl: number, registryTxt: (d: ServiceDescription) => string[]): Answer {
-  const hosts = observedHosts(discovery.peek(d)) ?? [];
+/**
+ * PTR `_<name>._<proto>.Z`: the instances people know as `name` on that
+ * transport, each with its SRV, TXT and addresses in the additional
+ * section (RFC 6763 §12.1), each named `<node>._<name>._<proto>.Z` (§4.1).
+ */
+export function instancesPtr(owner: string, d: ServiceDescription, discovery: Discovery, ttl: number, registryTxt: (d: ServiceDescription) => string[], unnamed = false): Answer {
+  const proto = d.protocol ?? 'tcp';
+  const hosts = (observedHosts(discovery.peek({ ...d, protocol: proto })) ?? []).filter((h) => browsable(h, d.service, unnamed));
   const answers: Rr[] = [];
   const additionals: Rr[] = [];
   for (const h of hosts) {
-    const instance = `${h.node}._${d.service}._tcp.${d.zone}`;
+    const instance = `${h.node}._${d.service}._${proto}.${d.zone}`;
     answers.push({ type: 'PTR', name: owner, ttl, target: instance });
     const a = instanceAnswer({ d, host: h, instance }, TYPE.ANY, ttl, registryTxt);
     additionals.push(...a.answers, ...a.additionals);
@@ -127,15 +157,15 @@ export function instancesPtr(owner: string, d: ServiceDescription, discovery: Di
 
 interface Instance {
   d: ServiceDescription;
-  host: { node: string; addresses: string[]; version: string; local: boolean };
+  host: AnswerHost;
   instance: string;
 }
 
-function instanceOf(discovery: Discovery, node: string, service: string, zone: string): Instance | null {
-  const described = discovery.describe(`${service}.${zone}`);
+function instanceOf(discovery: Discovery, node: string, service: string, zone: string, proto: 'tcp' | 'udp', unnamed: boolean): Instance | null {
+  const described = discovery.describe(`_${service}._${proto}.${zone}`);
   if (!described.ok) return null;
-  const host = observedHosts(discovery.peek(described.description))?.find((h) => h.node === node);
-  return host ? { d: described.description, host, instance: `${node}._${service}._tcp.${zone}` } : null;
+  const host = observedHosts(discovery.peek(described.description))?.find((h) => h.node === node && browsable(h, service, unnamed));
+  return host ? { d: described.description, host, instance: `${node}._${service}._${proto}.${zone}` } : null;
 }
 
 /** One instance's records: SRV to its host, TXT with its version, and the host's addresses. */
