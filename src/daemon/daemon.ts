@@ -12,7 +12,7 @@ import type { ServingState } from '../core/state.js';
 import type { Cluster, ClusterOptions } from '../cluster/cluster.js';
 import { etcdAccess } from '../cluster/access.js';
 import { observedFrom } from '../cluster/observed.js';
-import { isReachableBind } from '../cluster/publisher.js';
+import { isReachableBind } from '../inventory/reachable.js';
 import { chooseStateDir } from '../cluster/state-dir.js';
 import { Discovery } from '../discovery/discovery.js';
 import { EtcHosts } from '../discovery/etc-hosts.js';
@@ -26,8 +26,9 @@ import { CanonportError, ErrorCodes } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
-import { HostInventory } from '../inventory/inventory.js';
-import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
+import { HostInventory, isOwnSocket } from '../inventory/inventory.js';
+import { AskedNames } from '../discovery/asked-names.js';
+import type { InventorySnapshot } from '../inventory/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CANONPORT_VERSION } from '../version.js';
 import { addXdsService } from '../xds/server.js';
@@ -61,6 +62,8 @@ export interface DaemonOptions {
    * cluster shares). See src/daemon/cluster.ts.
    */
   role?: 'all' | 'front' | 'dns' | undefined;
+  /** A `--workers` DNS worker: hands the names clients asked it for to its primary (which publishes them). */
+  onAskedNames?: ((names: { port: number; name: string; lastMs: number }[]) => void) | undefined;
   /** Metrics text for /metrics when it must cover more than this process (cluster primary). */
   metricsText?: (() => Promise<string>) | undefined;
   /** Loopback clients may always forward (default true; tests set false to exercise --allow from 127.0.0.x). */
@@ -97,6 +100,8 @@ export class Daemon {
   /** Cluster mode: this host's publisher and every host's view; null without --cluster. */
   readonly cluster: Cluster | null;
   private readonly inventory: HostInventory;
+  /** The names clients ask for (issue 22): learned here, published in cluster mode (a --workers DNS worker hands them to its primary). */
+  readonly askedNames: AskedNames;
   /** The fleet page (`/ui`): its document feed and live streams; null in a `--workers` DNS worker (no HTTP). */
   private readonly ui: { feed: FleetFeed; streams: LiveStreams; inventoryChanged: (() => void) | undefined } | null;
   private watcher: FSWatcher | null = null;
@@ -133,12 +138,28 @@ export class Daemon {
     this.cluster = clusterModule ? new clusterModule.Cluster(clusterOptions(config, registry, opts.role !== 'dns', this.logger), { metrics: this.metrics, logger: this.logger, now }) : null;
     // /etc/hosts, and each zone's name server host (ns.<zone>) at this daemon's DNS address (zone-apex.ts).
     const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), { zones: () => this.serving.zones, listen: config.dns, now });
+    // A name is learned while some host listens on its port: the cluster's view when there is one, else this host's inventory.
+    const listening = (port: number): boolean => {
+      if (this.cluster && this.cluster.reader.status().state !== 'missing') return this.cluster.reader.endpointsOnPort(port).length > 0;
+      return (this.inventory?.current?.listeners ?? []).some((l) => l.port === port && l.services.length > 0 && !l.daemon);
+    };
+    this.askedNames = new AskedNames({
+      listening,
+      registryNames: (port) => this.serving.registry.ownersOf(port).length > 0,
+      enabled: () => this.cfg.learnNames,
+      ttlMs: () => this.cfg.learnedNameTtl * 1000,
+      onChange: (names) => {
+        if (opts.role === 'dns') opts.onAskedNames?.(this.askedNames.entries());
+        else this.cluster?.publishAskedNames(names);
+      },
+    });
     this.discovery = new Discovery({
       state,
       hosts,
       addresses: this.upstreamAddresses,
       observed: this.cluster ? observedFrom(this.cluster.reader, this.cluster.nodeName) : undefined,
       onNoReady: (service) => this.metrics.noReadyAnswers.inc({ service }),
+      onAsked: (name, port) => this.askedNames.ask(name, port),
     });
     this.chain = new DnsChain(
       { state, discovery: this.discovery, forwarder: this.forwarder, metrics: this.metrics, logger: this.logger, now },
@@ -151,6 +172,13 @@ export class Daemon {
       logger: this.logger,
       procRoot: config.procRoot,
       skipPorts: () => (this.addresses ? [this.addresses.dns.port, this.addresses.grpc.port, this.addresses.http.port] : []),
+      ownSockets: () => (this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : []),
+      node: this.cluster ? () => this.cluster!.nodeName : undefined,
+      names: {
+        // The cluster's asked names (every node's record) and this host's own, not yet in the view.
+        asked: (port) => [...new Set([...(this.cluster?.reader.askedOn(port) ?? []), ...this.askedNames.namesOn(port)])],
+        processNames: () => this.cfg.processNames,
+      },
       // Cluster mode: what listens here reaches every host within a scan, so scan often (registry inventory.intervalMs still wins).
       intervalMs: clusterModule && registry.inventory.intervalMs === undefined ? clusterModule.CLUSTER_SCAN_INTERVAL_MS : undefined,
       // The daemon's own DNS, gRPC and HTTP sockets are this host's daemon, not a service it observes:
@@ -300,6 +328,7 @@ export class Daemon {
     }
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
     if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();
+    this.askedNames.start();
     // Never awaited: etcd being down must not hold the start (answers fall back to this host's until the view syncs).
     this.cluster?.start();
     if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();
@@ -383,6 +412,7 @@ export class Daemon {
     this.ui?.feed.close();
     await Promise.all([this.opts.role === 'front' ? undefined : this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
     await this.inventory.stop();
+    this.askedNames.close();
     // A stop keeps the lease alive for its TTL (a restart takes it back: other hosts see no change), unless
     // --leave-on-terminate or `canonport leave` (which revokes before this): then this host leaves every view at once.
     await this.cluster?.stop({ revoke: this.cfg.leaveOnTerminate });
@@ -424,9 +454,7 @@ export class Daemon {
 /** A snapshot without the sockets `own` names (same port, and the same address or the daemon bound to a wildcard). */
 export function withoutOwnSockets(snap: InventorySnapshot, own: readonly HostPort[]): InventorySnapshot {
   if (own.length === 0) return snap;
-  const mine = (l: InventoryListener) =>
-    own.some((o) => o.port === l.port && (o.host === l.address || o.host === '0.0.0.0' || o.host === '::' || l.address === `::ffff:${o.host}`));
-  return { ...snap, listeners: snap.listeners.filter((l) => !mine(l)) };
+  return { ...snap, listeners: snap.listeners.filter((l) => !isOwnSocket(l, own)) };
 }
 
 function forwarderOptions(config: Config): ForwarderOptions {
