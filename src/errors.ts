@@ -95,6 +95,27 @@ export const ErrorCodes = {
    */
   TLS_HANDSHAKE_FAILED: 'CP_TLS_HANDSHAKE_FAILED',
 
+  // --- what a client of the daemon's sockets can hold (src/net/gate.ts, src/concurrency.ts Quota) ---
+  /**
+   * A connection was refused at accept because a bound was reached: the
+   * listener's total, one source address's share, or the share all clients
+   * outside the allow-list may hold together. Counted in
+   * canonport_connections_refused_total; logged at most once a minute.
+   */
+  CONNECTION_LIMIT: 'CP_CONNECTION_LIMIT',
+  /**
+   * The process ran out of file descriptors (EMFILE, ENFILE): new
+   * connections are refused (counted, reason fd_exhausted) and work that
+   * needs a descriptor is skipped until some close; the daemon keeps serving
+   * what it can and never exits for it. Logged at most once a minute.
+   */
+  FD_EXHAUSTED: 'CP_FD_EXHAUSTED',
+  /**
+   * A gRPC Watch stream was refused or ended because of a bound: Watch
+   * streams per client or in total. RESOURCE_EXHAUSTED.
+   */
+  WATCH_LIMIT: 'CP_WATCH_LIMIT',
+
   // --- xDS control plane (src/xds) ---
   /** An xDS client rejected (NACKed) resources the daemon sent; its error_detail is logged beside. */
   XDS_NACK: 'CP_XDS_NACK',
@@ -195,10 +216,26 @@ export function errorToGrpcStatus(err: unknown): number {
     case ErrorCodes.DEADLINE:
       return GrpcStatus.UNAVAILABLE;
     case ErrorCodes.XDS_LIMIT:
+    case ErrorCodes.WATCH_LIMIT:
       return GrpcStatus.RESOURCE_EXHAUSTED;
     case ErrorCodes.ACCESS_DENIED:
       return GrpcStatus.PERMISSION_DENIED;
     default:
       return GrpcStatus.INTERNAL;
   }
+}
+
+/**
+ * Whether an error means the process (EMFILE) or the system (ENFILE) is out
+ * of file descriptors. Node reports it as `code: 'EMFILE'` from sockets and
+ * files, but as a SystemError (`code: 'ERR_SYSTEM_ERROR'`, `errno: -24`)
+ * from os.networkInterfaces(): both are recognised.
+ */
+export function isDescriptorExhaustion(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { code?: unknown; errno?: unknown; info?: { errno?: unknown } };
+  if (e.code === 'EMFILE' || e.code === 'ENFILE') return true;
+  // Linux errno values (asm-generic): EMFILE 24, ENFILE 23; libuv reports them negated.
+  const errno = typeof e.errno === 'number' ? e.errno : typeof e.info?.errno === 'number' ? e.info.errno : 0;
+  return errno === -24 || errno === -23;
 }

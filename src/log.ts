@@ -33,3 +33,30 @@ export function createLogger(opts: LogOptions = {}): Logger {
 
 /** A logger that drops everything: the default for library use and unit tests. */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+/**
+ * At most one log line per key every `everyMs`: for conditions an outsider
+ * can repeat at will (refusals, caps reached, descriptors exhausted), so
+ * they cannot fill the log. `run` is called with how many were held back
+ * since the last line. The keys are the caller's fixed set (never client data).
+ */
+export class LogThrottle {
+  private readonly next = new Map<string, number>();
+  private readonly held = new Map<string, number>();
+
+  constructor(
+    private readonly everyMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  run(key: string, log: (heldBack: number) => void): void {
+    const t = this.now();
+    if (t < (this.next.get(key) ?? 0)) {
+      this.held.set(key, (this.held.get(key) ?? 0) + 1);
+      return;
+    }
+    log(this.held.get(key) ?? 0);
+    this.held.set(key, 0);
+    this.next.set(key, t + this.everyMs);
+  }
+}

@@ -19,13 +19,13 @@ import type { CacheStage } from '../dns/plugins/cache/cache.js';
 import { DnsServer } from '../dns/server.js';
 import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstream-addresses.js';
 import { NameServerHosts } from '../dns/zone-apex.js';
-import { CanonportError, ErrorCodes } from '../errors.js';
+import { CanonportError, ErrorCodes, isDescriptorExhaustion } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
-import { silentLogger, type Logger } from '../log.js';
+import { LogThrottle, silentLogger, type Logger } from '../log.js';
 import { CANONPORT_VERSION } from '../version.js';
 import { addXdsService } from '../xds/server.js';
 import type { Registry } from '../registry/registry.js';
@@ -121,7 +121,19 @@ export class Daemon {
     // Cluster mode: a --workers DNS worker reads the view only; its primary publishes for the host.
     this.cluster = clusterModule ? new clusterModule.Cluster(clusterOptions(config, registry, opts.role !== 'dns'), { metrics: this.metrics, logger: this.logger, now }) : null;
     // /etc/hosts, and each zone's name server host (ns.<zone>) at this daemon's DNS address (zone-apex.ts).
-    const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), { zones: () => this.serving.zones, listen: config.dns, now });
+    const interfacesLog = new LogThrottle();
+    const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), {
+      zones: () => this.serving.zones,
+      listen: config.dns,
+      now,
+      onError: (err) =>
+        interfacesLog.run('interfaces', (heldBack) =>
+          this.logger.error(
+            { code: isDescriptorExhaustion(err) ? ErrorCodes.FD_EXHAUSTED : ErrorCodes.HANDLER_FAILED, errno: err.code, err: err.message, heldBack },
+            "cannot read the host's interface addresses (for ns.<zone>); keeping the last ones",
+          ),
+        ),
+    });
     this.discovery = new Discovery({
       state,
       hosts,
@@ -165,7 +177,7 @@ export class Daemon {
       metrics: this.metrics,
       logger: this.logger,
       queryLogRate: () => this.cfg.queryLog,
-      tcp: config.tcp,
+      tcp: () => ({ ...this.cfg.tcp, perSource: this.cfg.connectionsPerSource }),
       shared: opts.role === 'dns',
     });
   }

@@ -346,10 +346,15 @@ export class Discovery implements DiscoveryReader {
     if (this.hostsTimer || !this.o.hosts) return;
     let last = this.o.hosts.generation;
     this.hostsTimer = setInterval(() => {
-      const now = this.o.hosts!.generation;
-      if (now !== last) {
-        last = now;
-        this.notify();
+      // A throw from a timer would end the process: whatever a source does, the poll goes on next time.
+      try {
+        const now = this.o.hosts!.generation;
+        if (now !== last) {
+          last = now;
+          this.notify();
+        }
+      } catch {
+        // The sources keep their last answers (EtcHosts, NameServerHosts); nothing to tell anyone.
       }
     }, HOSTS_POLL_MS);
     this.hostsTimer.unref();

@@ -5,6 +5,7 @@ import type { NameClass } from '../core/service-name.js';
 import { CanonportError, ErrorCodes, errorToRcode, Rcode } from '../errors.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
+import { ConnectionGate } from '../net/gate.js';
 import { RCODE_BADVERS } from './message.js';
 import type { MaybePromise } from './pipeline.js';
 import { errorReply, finishReply, formerrReply, notImplementedReply } from './reply.js';
@@ -21,7 +22,13 @@ export interface DnsServerOptions {
   logger: Logger;
   /** Fraction of queries to log, 0–1, read per query so a reload applies at once. */
   queryLogRate: () => number;
-  tcp: { idleTimeoutMs: number; maxConnections: number };
+  /**
+   * TCP: idle timeout and connection cap, read at every accept (a reload
+   * applies to the next connection); `perSource` is what one address may
+   * hold (loopback exempt). Clients that may not recurse hold at most half
+   * the cap together (src/net/gate.ts).
+   */
+  tcp: () => { idleTimeoutMs: number; maxConnections: number; perSource: number };
   now?: () => number;
   /**
    * Cluster worker: bind non-exclusively so every worker receives on the one
@@ -45,6 +52,8 @@ export class DnsServer {
   private udp: dgram.Socket | null = null;
   private tcp: net.Server | null = null;
   private readonly conns = new Set<net.Socket>();
+  /** Who may hold a TCP connection, at accept: the cap, per source, and clients outside --allow together. */
+  private readonly gate: ConnectionGate;
   private pending = 0;
   private closing = false;
   private drained: (() => void) | null = null;
@@ -52,6 +61,17 @@ export class DnsServer {
 
   constructor(private readonly o: DnsServerOptions) {
     this.now = o.now ?? (() => performance.now());
+    this.gate = new ConnectionGate({
+      listener: 'dns',
+      limits: () => {
+        const t = o.tcp();
+        return { total: t.maxConnections, perSource: t.perSource, outsiders: Math.max(1, Math.floor(t.maxConnections / 2)), perOutsider: t.perSource, outsiderLifetimeMs: 0, idleMs: 0 };
+      },
+      // Everyone gets canonical answers; clients that may recurse (loopback, --allow) are the ones the cap protects.
+      standing: (address) => (o.mayRecurse(address) ? 'insider' : 'outsider'),
+      metrics: o.metrics,
+      logger: o.logger,
+    });
   }
 
   /** Binds UDP then TCP on the same port (with port 0, the port UDP got). */
@@ -74,7 +94,6 @@ export class DnsServer {
       });
       // allowHalfOpen: a client may send its queries and then FIN; it still gets every answer.
       const tcp = net.createServer({ allowHalfOpen: true }, (sock) => this.onConnection(sock));
-      tcp.maxConnections = this.o.tcp.maxConnections;
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once('error', reject);
@@ -91,8 +110,8 @@ export class DnsServer {
       }
       udp.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
       udp.on('error', (err) => this.o.logger.error({ code: ErrorCodes.LISTEN_FAILED, err: err.message }, 'udp socket error'));
-      tcp.on('error', (err) => this.o.logger.error({ code: ErrorCodes.LISTEN_FAILED, err: err.message }, 'tcp server error'));
-      tcp.on('drop', () => this.o.metrics.dnsDropped.inc({ reason: 'tcp_limit' }));
+      // An accept that failed (out of descriptors): counted and logged by the gate; the server keeps listening.
+      tcp.on('error', (err) => this.gate.acceptFailed(err));
       this.udp = udp;
       this.tcp = tcp;
       return { host, port };
@@ -148,9 +167,14 @@ export class DnsServer {
       sock.destroy();
       return;
     }
+    if (!this.gate.admit(sock)) {
+      this.o.metrics.dnsDropped.inc({ reason: 'tcp_limit' });
+      return;
+    }
     this.conns.add(sock);
     sock.setNoDelay(true);
-    sock.setTimeout(this.o.tcp.idleTimeoutMs);
+    const idleTimeoutMs = this.o.tcp().idleTimeoutMs;
+    sock.setTimeout(idleTimeoutMs);
     let buf = Buffer.alloc(0);
     let outstanding = 0;
     /** The client sent FIN: answer what is pending, then close. */
@@ -160,7 +184,8 @@ export class DnsServer {
     const client = { address: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
     const write = (out: Buffer | null) => {
       outstanding--;
-      if (out && !sock.destroyed) {
+      // finishReply never makes more than 65,535 octets for TCP (TC instead): the length always fits its two octets.
+      if (out && !sock.destroyed && out.length <= 0xffff) {
         const len = Buffer.alloc(2);
         len.writeUInt16BE(out.length);
         sock.write(Buffer.concat([len, out]));
@@ -205,7 +230,7 @@ export class DnsServer {
         if (outstanding >= TCP_MAX_PENDING) sock.pause();
       }
       // Slowloris: each octet resets the idle timer, so bound the time one frame may take.
-      if (buf.length > 0 && now - frameSince > this.o.tcp.idleTimeoutMs) {
+      if (buf.length > 0 && now - frameSince > idleTimeoutMs) {
         this.o.metrics.dnsDropped.inc({ reason: 'tcp_slow' });
         sock.destroy();
       }

@@ -3,7 +3,9 @@ import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import type { DaemonContext } from '../context.js';
+import { listenerRule } from '../config/listen-policy.js';
 import type { TlsSource } from '../config/tls.js';
+import { ConnectionGate, listenGated } from '../net/gate.js';
 import { accessInterceptor } from './policy.js';
 import { CANONPORT_SERVICE_NAME, canonportService } from './proto.js';
 import { addReflection } from './reflection.js';
@@ -117,7 +119,7 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   // The last interceptor is the outermost: the policy answers refused calls, and countCalls still counts them;
   // malformedRequests answers only calls the policy let through, and is counted too.
   const interceptors = [countCalls(ctx), accessInterceptor({ config: ctx.config, metrics: ctx.metrics, logger: log }), malformedRequests()];
-  const server = countingServer({ interceptors }, ctx.metrics);
+  const server = countingServer({ interceptors, ...CONNECTION_OPTIONS }, ctx.metrics);
   const creds = opts.tls ? serverCredentials(opts.tls.source, opts.tls.clientAuth) : null;
   const service = createCanonportService({ ...ctx, logger: log }, opts);
   // Requests are checked on the wire before decoding (strict-decode.ts): a malformed one is INVALID_ARGUMENT, counted.
@@ -148,14 +150,18 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   const extras = (opts.services ?? []).map((add) => add(server));
 
   const target = formatHostPort(listen);
+  // The socket is ours, not grpc-js's: each connection passes the gate at accept (src/net/gate.ts) and only
+  // then is handed to grpc-js through its connection injector (why: connectionGate below).
+  const injector = server.createConnectionInjector(creds?.credentials ?? grpc.ServerCredentials.createInsecure());
+  const gate = connectionGate(ctx, log);
   let port: number;
+  let listener: import('node:net').Server;
   try {
-    port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(target, creds?.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
-    });
+    ({ server: listener, port } = await listenGated({ host: listen.host, port: listen.port, gate, handOn: (socket) => injector.injectConnection(socket) }));
   } catch (err) {
     ctx.events.off('ready', onReady);
     creds?.close();
+    injector.destroy();
     server.forceShutdown();
     throw new CanonportError(ErrorCodes.LISTEN_FAILED, `gRPC cannot listen on ${target}: ${(err as Error).message}`, { listen: target }, { cause: err });
   }
@@ -172,6 +178,9 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
     close(graceMs) {
       closing ??= new Promise<void>((resolve) => {
         ctx.events.off('ready', onReady);
+        // No new connection from here on; the open ones drain below.
+        gate.close();
+        listener.close();
         wanted = false;
         update();
         // Streams never end by themselves: end them now, or they hold the shutdown for the whole grace period.
@@ -181,6 +190,7 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
         const timer = setTimeout(() => {
           log.warn({ graceMs }, 'gRPC calls still open after the grace period; closing them');
           server.forceShutdown();
+          gate.destroyAll();
           resolve();
         }, Math.max(0, graceMs));
         server.tryShutdown(() => {
@@ -194,6 +204,62 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
       return closing;
     },
   };
+}
+
+/**
+ * Connection-level options of the grpc-js server. A connection that
+ * carries no call for 5 minutes is closed (GOAWAY; clients reconnect when
+ * they next call). Every connection is pinged after a minute without
+ * traffic and closed when the ping goes unanswered for 20 s, so a peer
+ * that vanished, or that never finished the HTTP/2 handshake, does not
+ * hold a descriptor for good.
+ */
+const CONNECTION_OPTIONS: grpc.ServerOptions = {
+  'grpc.max_connection_idle_ms': 300_000,
+  'grpc.keepalive_time_ms': 60_000,
+  'grpc.keepalive_timeout_ms': 20_000,
+};
+
+/**
+ * The gRPC listener's gate. Why a socket of our own in front of grpc-js:
+ * grpc-js 1.14 binds its own http2 servers (`bindAsync`) and offers no hook
+ * on accepted connections, so the allow-list could only refuse per call,
+ * after the connection (and a descriptor) was taken, and never closed or
+ * timed out an idle one: three outsiders holding 9,000 idle connections
+ * each exhausted the daemon's descriptors (issue 21). grpc-js 1.14 has
+ * `Server.createConnectionInjector(credentials)`, public, which builds the
+ * same http2 server (TLS, rotating credentials, sessions, keepalive,
+ * shutdown) for connections handed to it: our own `net.Server` accepts,
+ * the gate decides, and only admitted sockets reach grpc-js. (A listener
+ * on grpc-js's private http2 servers would work too, but through
+ * internals; a TCP proxy in front would cost a second socket per
+ * connection and hide the client's address.)
+ *
+ * Standing: an address the allow-list admits is an insider. One it refuses
+ * could be closed at accept, but then its client sees only "UNAVAILABLE:
+ * failed to connect", the same as a daemon that is down; so each such
+ * address may hold one connection for at most 3 s (enough to be told
+ * PERMISSION_DENIED and which flag would let it in), 16 such connections
+ * together, and every one past that is closed at accept. Refused addresses
+ * cost at most 16 descriptors for 3 s, whatever they send.
+ */
+function connectionGate(ctx: DaemonContext, log: DaemonContext['logger']): ConnectionGate {
+  const rules = new WeakMap<ReturnType<typeof ctx.config>, ReturnType<typeof listenerRule>>();
+  return new ConnectionGate({
+    listener: 'grpc',
+    limits: () => {
+      const c = ctx.config();
+      return { total: c.grpcMaxConnections, perSource: c.connectionsPerSource, outsiders: 16, perOutsider: 1, outsiderLifetimeMs: 3000, idleMs: 0 };
+    },
+    standing: (address) => {
+      const c = ctx.config();
+      let rule = rules.get(c);
+      if (!rule) rules.set(c, (rule = listenerRule(c, 'grpc')));
+      return rule.allows(address) ? 'insider' : 'outsider';
+    },
+    metrics: ctx.metrics,
+    logger: log,
+  });
 }
 
 /** Where a service is added: the server itself, or `strictServices` in front of it. */

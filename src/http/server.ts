@@ -5,6 +5,8 @@ import { CanonportError, ErrorCodes } from '../errors.js';
 import { formatHostPort as fmt, type HostPort } from '../config/address.js';
 import type { TlsMaterial, TlsSource } from '../config/tls.js';
 import type { DaemonContext } from '../context.js';
+import { listenerRule } from '../config/listen-policy.js';
+import { ConnectionGate } from '../net/gate.js';
 import { targetGroups } from './http-sd.js';
 import { httpAccess } from './policy.js';
 
@@ -68,8 +70,35 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
   const unsubscribe = tls?.onChange((m) => (server as ReturnType<typeof createHttpsServer>).setSecureContext(contextOf(m)));
   // Failed handshakes (plaintext to HTTPS, a bad client certificate) are the client's business; nothing to answer.
   server.on('tlsClientError', (err: Error) => log.debug({ err: err.message }, 'TLS handshake failed'));
-  // A monitoring endpoint needs few connections; the cap keeps a misbehaving client from exhausting fds.
-  server.maxConnections = 128;
+  // Who holds a connection, decided at accept (src/net/gate.ts). A monitoring endpoint needs few connections.
+  // Addresses outside --http-allow may still ask /healthz and /readyz (probes), so they are not closed at accept:
+  // they hold 2 connections each, a quarter of the total together, 10 s each, and never the insiders' share.
+  const rules = new WeakMap<ReturnType<typeof ctx.config>, ReturnType<typeof listenerRule>>();
+  const gate = new ConnectionGate({
+    listener: 'http',
+    limits: () => {
+      const c = ctx.config();
+      return {
+        total: c.httpMaxConnections,
+        perSource: c.connectionsPerSource,
+        outsiders: Math.max(1, Math.floor(c.httpMaxConnections / 4)),
+        perOutsider: 2,
+        outsiderLifetimeMs: 10_000,
+        // Node checks headersTimeout and requestTimeout every 30 s only: a silent socket goes sooner.
+        idleMs: 15_000,
+      };
+    },
+    standing: (address) => {
+      const c = ctx.config();
+      let rule = rules.get(c);
+      if (!rule) rules.set(c, (rule = listenerRule(c, 'http')));
+      return rule.allows(address) ? 'insider' : 'outsider';
+    },
+    metrics,
+    logger: log,
+  });
+  // Before the server's own connection listener: a refused socket is destroyed before it reads a byte.
+  server.prependListener('connection', (socket: Socket) => void gate.admit(socket));
 
   // Malformed HTTP (bad request line, oversized headers): answer 400 when the socket still can, never throw.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -156,7 +185,8 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
     // `exclusive` keeps the bind in this process even under cluster; `host` is bound exactly, never widened.
     server.listen({ host: listen.host, port: listen.port, exclusive: true }, () => {
       server.off('error', onListenError);
-      server.on('error', (err) => log.error({ err, code: ErrorCodes.LISTEN_FAILED }, 'HTTP server error'));
+      // After listening, an error is a failed accept (out of descriptors): counted and logged by the gate.
+      server.on('error', (err: NodeJS.ErrnoException) => gate.acceptFailed(err));
       const a = server.address() as AddressInfo;
       const address = { host: a.address, port: a.port };
       log.info({ address: fmt(address), tls: !tls ? 'off' : tls.current().ca === null ? 'on' : 'on, client certificates for every path but the probes' }, 'HTTP listening');
@@ -169,6 +199,7 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
             const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
             cut.unref();
             unsubscribe?.();
+            gate.close();
             server.close(() => {
               clearTimeout(cut);
               done();

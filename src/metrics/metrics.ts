@@ -112,6 +112,19 @@ export class Metrics {
     labelNames: ['listener', 'reason'] as const,
     registers: [this.registry],
   });
+  // --- connections at accept (src/net/gate.ts) ---
+  readonly connectionsOpen = new Gauge({
+    name: 'canonport_connections_open',
+    help: 'TCP connections open, by listener (grpc, http, dns).',
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+  readonly connectionsRefused = new Counter({
+    name: 'canonport_connections_refused_total',
+    help: 'TCP connections closed at accept, by listener (grpc, http, dns) and reason (address: no allow-list admits it; total, per_source, outsiders: a connection bound was reached; fd_exhausted: out of file descriptors; closing: the daemon is stopping).',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
   readonly tlsReloads = new Counter({
     name: 'canonport_tls_reloads_total',
     help: 'Certificate and key re-reads, by listener (grpc, http) and result (ok; unchanged; failed: the running certificate keeps serving).',

@@ -38,6 +38,8 @@ export interface Host {
   spawn(cmd: string, args: string[], opts?: SpawnOptions): ChildProcess;
   /** Runs a command inside the namespace, returning its stdout. */
   run(cmd: string, args: string[]): string;
+  /** Runs a command inside the namespace without blocking this process (a daemon it talks to may run here). */
+  exec(cmd: string, args: string[], opts?: SpawnOptions): Promise<{ code: number | null; stdout: string; stderr: string }>;
   /** Starts a TCP listener inside the namespace on `address:port` (default every address); resolves once it listens. */
   listen(port: number, address?: string): Promise<Listener>;
   /**
@@ -176,6 +178,16 @@ export async function createHostNet(opts: { hosts: number }): Promise<HostNet> {
         procRoot,
         spawn: spawnIn,
         run: (cmd, args) => execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: 'pipe', encoding: 'utf8' }),
+        exec: (cmd, args, o = {}) =>
+          new Promise((resolve, reject) => {
+            const child = spawnIn(cmd, args, { ...o, stdio: ['ignore', 'pipe', 'pipe'] });
+            let stdout = '';
+            let stderr = '';
+            child.stdout!.on('data', (d) => (stdout += d));
+            child.stderr!.on('data', (d) => (stderr += d));
+            child.once('error', reject);
+            child.once('exit', (code) => resolve({ code, stdout, stderr }));
+          }),
         setLink: (up) => void ip('link', 'set', hostIf, up ? 'up' : 'down'),
         listen: async (port, addr = '0.0.0.0') => {
           const child = spawnIn(process.execPath, ['-e', LISTENER_SCRIPT, String(port), addr]);

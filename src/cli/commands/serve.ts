@@ -4,7 +4,8 @@ import { resolveServeConfig } from '../../daemon/load.js';
 import { configJson, configText, helpLine } from '../../config/docs.js';
 import { settingEntries, type SettingKey } from '../../config/settings.js';
 import { handleSignals } from '../../daemon/signals.js';
-import { createLogger } from '../../log.js';
+import { createLogger, LogThrottle } from '../../log.js';
+import { ErrorCodes, isDescriptorExhaustion } from '../../errors.js';
 import { collect, printJson, type CliIO } from '../io.js';
 
 /**
@@ -72,10 +73,41 @@ export function registerServe(program: Command, io: CliIO): void {
       const running =
         config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
       const daemon = running instanceof Daemon ? running : running.daemon;
-      await handleSignals({ close: (ms) => running.close(ms), reload: () => daemon.reload() }, logger, DRAIN_MS).stopped;
+      guardProcess(logger);
+      // A stop is bounded whatever is running: past the drain and 5 s more (or at a second signal), exit anyway.
+      const onOverdue = () => {
+        logger.flush?.();
+        process.exit(1);
+      };
+      await handleSignals({ close: (ms) => running.close(ms), reload: () => daemon.reload() }, logger, DRAIN_MS, { onOverdue }).stopped;
       logger.flush?.();
       // Upstream queries still out past the drain would hold the process until their
       // timeouts; nobody is waiting for them any more.
       setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref();
     });
+}
+
+/**
+ * The last line of defence against descriptor exhaustion: an EMFILE or
+ * ENFILE that some library throws from a callback of its own (canonport
+ * guards its own timers and accepts) is logged with CP_FD_EXHAUSTED and
+ * the daemon goes on; once descriptors free up everything works again
+ * (issue 21: an EMFILE thrown from a timer killed the process). Any other
+ * uncaught error still ends the process, as Node would, after logging it.
+ */
+function guardProcess(logger: import('../../log.js').Logger): void {
+  const throttle = new LogThrottle();
+  const onError = (err: unknown, kind: string) => {
+    if (isDescriptorExhaustion(err)) {
+      throttle.run(kind, (heldBack) =>
+        logger.error({ code: ErrorCodes.FD_EXHAUSTED, err: (err as Error).message, heldBack }, `out of file descriptors (${kind}): carrying on; connections are refused until some close`),
+      );
+      return;
+    }
+    logger.fatal({ code: ErrorCodes.HANDLER_FAILED, err: err instanceof Error ? err.stack : String(err) }, `${kind}: exiting`);
+    logger.flush?.();
+    process.exit(70);
+  };
+  process.on('uncaughtException', (err) => onError(err, 'uncaught exception'));
+  process.on('unhandledRejection', (err) => onError(err, 'unhandled rejection'));
 }
