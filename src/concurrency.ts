@@ -143,3 +143,56 @@ export function yieldEvery(sliceMs = 10): () => Promise<void> | undefined {
     });
   };
 }
+
+/**
+ * Runs `run(item)` for queued items in arrival order, at most `sliceMs` of
+ * them per turn of the event loop, then lets I/O and timers in: work that
+ * outsiders can make large (thousands of xDS streams to answer, Watch
+ * streams to refresh) never holds the loop for long. `run` must not throw
+ * (it is guarded: a throw is reported to `onError` and the queue goes on).
+ * Items are kept until run or cleared: the caller bounds how many it adds.
+ */
+export class TurnQueue<T> {
+  private readonly queue = new Fifo<T>();
+  private scheduled = false;
+
+  constructor(
+    private readonly run: (item: T) => void,
+    private readonly onError: (err: unknown) => void = () => {},
+    private readonly sliceMs = 5,
+  ) {}
+
+  get length(): number {
+    return this.queue.length;
+  }
+
+  add(item: T): void {
+    this.queue.push(item);
+    this.schedule();
+  }
+
+  clear(): void {
+    this.queue.clear();
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.drain());
+  }
+
+  private drain(): void {
+    this.scheduled = false;
+    const until = performance.now() + this.sliceMs;
+    while (this.queue.length > 0) {
+      const item = this.queue.shift()!;
+      try {
+        this.run(item);
+      } catch (err) {
+        this.onError(err);
+      }
+      if (performance.now() >= until) break;
+    }
+    if (this.queue.length > 0) this.schedule();
+  }
+}

@@ -21,6 +21,7 @@ import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstrea
 import { NameServerHosts } from '../dns/zone-apex.js';
 import { CanonportError, ErrorCodes, isDescriptorExhaustion } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
+import { streamLookupConcurrency } from '../grpc/watch-hub.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
@@ -239,7 +240,19 @@ export class Daemon {
       // xDS rides on the gRPC port: gRPC clients in every language find services through it
       // (Envoy's protos are parsed on the first xDS message, not here: xds/protos.ts).
       const xds = (server: Parameters<typeof addXdsService>[0]) =>
-        addXdsService(server, { discovery: this.discovery, metrics: this.metrics, logger: this.logger.child({ component: 'xds' }) });
+        addXdsService(server, {
+          discovery: this.discovery,
+          metrics: this.metrics,
+          logger: this.logger.child({ component: 'xds' }),
+          // Read at each new stream and subscription: a reload applies from then on.
+          limits: () => ({
+            maxStreams: this.cfg.xdsMaxStreams,
+            maxStreamsPerClient: this.cfg.xdsMaxStreamsPerClient,
+            maxNames: this.cfg.xdsMaxNames,
+            maxNamesPerClient: this.cfg.xdsMaxNamesPerClient,
+            lookupConcurrency: streamLookupConcurrency(this.cfg.maxInflight),
+          }),
+        });
       this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc, { services: [xds], tls: grpcTls && { source: grpcTls, clientAuth: this.cfg.grpcTlsClientAuth } });
     }
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };

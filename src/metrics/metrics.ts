@@ -138,6 +138,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  // --- gRPC Watch streams (src/grpc/service.ts) ---
+  readonly watchStreams = new Gauge({
+    name: 'canonport_grpc_watch_streams',
+    help: 'Open gRPC Watch streams.',
+    registers: [this.registry],
+  });
+  readonly watchRefused = new Counter({
+    name: 'canonport_grpc_watch_refused_total',
+    help: 'Watch streams refused or ended by a bound, by reason (client: the per-client bound; total: every client together).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   // --- xDS control plane (src/xds); `type` is listener, route, cluster or endpoint ---
   readonly xdsClients = new Gauge({
     name: 'canonport_xds_clients',

@@ -1,3 +1,4 @@
+import { Fifo } from '../concurrency.js';
 import type { Logger } from '../log.js';
 import { ErrorCodes, isCanonportError } from '../errors.js';
 import type { DiscoveryReader, Lookup } from '../discovery/model.js';
@@ -32,8 +33,8 @@ export interface AnswerCacheOptions {
   logger: Logger;
   /** A lookup that has not settled by then counts as failed (the answer keeps its last state). */
   lookupTimeoutMs: number;
-  /** Lookups in flight at once, so a reload with thousands of subscribed names cannot flood the sources. */
-  lookupConcurrency: number;
+  /** Lookups in flight at once, so a reload with thousands of subscribed names cannot flood the sources (read as they start). */
+  lookupConcurrency: () => number;
   /** How soon a failed lookup is tried again. */
   retryMs: number;
   /** Floor of the re-lookup period of answers from the upstream resolvers, whatever their TTL says. */
@@ -66,10 +67,18 @@ interface Entry {
   unobserved: SocketEndpoint[];
 }
 
+/** Lookups started back to back (they can settle at once, through microtasks) before the event loop gets a turn. */
+const LOOKUPS_PER_TURN = 128;
+
 export class AnswerCache {
+  /** Names some stream subscribes to: at most the xDS name bound (xdsMaxNames, server.ts), as each holds a subscriber. */
   private readonly entries = new Map<string, Entry>();
-  private readonly queue: Entry[] = [];
+  /** Entries waiting for a lookup, each at most once (Entry.queued): no longer than `entries`. */
+  private readonly queue = new Fifo<Entry>();
   private active = 0;
+  /** Lookups started since the event loop last had a turn (pump). */
+  private startedThisTurn = 0;
+  private pumpScheduled = false;
   private closed = false;
   private readonly stopListening: () => void;
 
@@ -125,6 +134,8 @@ export class AnswerCache {
       clearTimeout(entry.timer);
       entry.seq++;
       this.entries.delete(key);
+      // Nothing left to look up: let go of the queue's references now, not at the next lookup.
+      if (this.entries.size === 0) this.queue.clear();
     }
   }
 
@@ -134,7 +145,7 @@ export class AnswerCache {
     this.stopListening();
     for (const entry of this.entries.values()) clearTimeout(entry.timer);
     this.entries.clear();
-    this.queue.length = 0;
+    this.queue.clear();
   }
 
   /** The discovery's answers may all have changed: look every kept name up again. */
@@ -157,7 +168,21 @@ export class AnswerCache {
   }
 
   private pump(): void {
-    while (this.active < this.opts.lookupConcurrency && this.queue.length > 0) {
+    if (this.pumpScheduled) return;
+    // Lookups that settle at once (localhost, the registry) chain through microtasks, each finishing one
+    // starting the next: give the event loop a turn every LOOKUPS_PER_TURN, or a flood of names would hold
+    // it until every one was looked up.
+    while (this.active < this.opts.lookupConcurrency() && this.queue.length > 0) {
+      if (this.startedThisTurn >= LOOKUPS_PER_TURN) {
+        this.pumpScheduled = true;
+        setImmediate(() => {
+          this.pumpScheduled = false;
+          this.startedThisTurn = 0;
+          if (!this.closed) this.pump();
+        });
+        return;
+      }
+      this.startedThisTurn++;
       const entry = this.queue.shift()!;
       entry.queued = false;
       if (this.entries.get(entry.key) !== entry) continue;

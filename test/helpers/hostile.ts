@@ -68,3 +68,69 @@ export function startServeLimited(args: string[], nofile: number, opts: Omit<Ser
 export function openDescriptors(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
+
+const GRPC_FLOOD = fileURLToPath(new URL('./grpc-flood.mjs', import.meta.url));
+
+export interface GrpcFloodResult {
+  streams: number;
+  responses: number;
+  /** Streams the daemon ended while they were held, by status code name. */
+  ended: Record<string, number>;
+  openAtEnd: number;
+  firstEndMs: number | null;
+}
+
+/** Runs grpc-flood.mjs from `host` (null: this namespace): xDS or Watch streams held open, see the script. */
+export async function grpcFlood(
+  host: Host | null,
+  mode: 'xds' | 'watch',
+  target: string,
+  opts: { streams: number; names: number; holdMs: number; zone: string; connections?: number },
+): Promise<GrpcFloodResult> {
+  const args = [GRPC_FLOOD, mode, target, String(opts.streams), String(opts.names), String(opts.holdMs), opts.zone, String(opts.connections ?? 1)];
+  const r = host ? await host.exec(process.execPath, args, { cwd: REPO }) : await execLocal(process.execPath, args, { cwd: REPO });
+  if (r.code !== 0) throw new Error(`grpc-flood.mjs exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as GrpcFloodResult;
+}
+
+export interface DnsProbeResult {
+  sent: number;
+  failed: number;
+  /** Slowest answer, ms (a failure counts as the timeout). */
+  maxMs: number;
+}
+
+/**
+ * What a DNS client sees meanwhile: one query (SRV unless `type` says)
+ * every `everyMs` until `until` resolves (at least `min`), each failed when
+ * no answer with records comes within `timeoutMs`. `name` may change per
+ * query (a function of its number), so forwarded names miss the cache.
+ */
+export async function probeDns(
+  server: { host: string; port: number },
+  name: string | ((i: number) => string),
+  until: Promise<unknown>,
+  opts: { everyMs?: number; timeoutMs?: number; min?: number; type?: 'SRV' | 'A' } = {},
+): Promise<DnsProbeResult> {
+  const { UdpClient, T } = await import('./dns-wire.js');
+  const everyMs = opts.everyMs ?? 250;
+  const timeoutMs = opts.timeoutMs ?? 1000;
+  let over = false;
+  void until.finally(() => (over = true));
+  const udp = await UdpClient.open();
+  const r: DnsProbeResult = { sent: 0, failed: 0, maxMs: 0 };
+  try {
+    while (!over || r.sent < (opts.min ?? 0)) {
+      const t0 = performance.now();
+      const a = await udp.ask(server, { name: typeof name === 'string' ? name : name(r.sent), type: T[opts.type ?? 'SRV'] }, timeoutMs);
+      const ms = performance.now() - t0;
+      r.sent++;
+      if (!a.msg || a.msg.answers.length === 0) r.failed++;
+      r.maxMs = Math.max(r.maxMs, Math.round(a.msg ? ms : timeoutMs));
+      await new Promise((res) => setTimeout(res, everyMs));
+    }
+  } finally {
+    await udp.close();
+  }
+  return r;
+}
