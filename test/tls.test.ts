@@ -433,6 +433,35 @@ describe('HTTPS (--http-tls-cert, --http-tls-key, --http-tls-client-ca)', () => 
   });
 });
 
+describe('a certificate not valid yet (issue 21, finding 12)', () => {
+  const later = () => ca.leaf(`later-${Date.now()}`, { notBefore: new Date(Date.now() + 30 * 86_400_000), days: 60 });
+
+  it('stops the daemon at start with CP_TLS_INVALID, as an expired one does', async () => {
+    const future = later();
+    await expect(startDaemon({ grpcTlsCert: future.cert, grpcTlsKey: future.key })).rejects.toMatchObject({ code: 'CP_TLS_INVALID', message: expect.stringMatching(/is not valid before \d{4}-/) });
+    await expect(startDaemon({ httpTlsCert: future.cert, httpTlsKey: future.key })).rejects.toMatchObject({ code: 'CP_TLS_INVALID', message: expect.stringContaining(`${future.cert} is not valid before`) });
+  });
+
+  it('is refused on rotation: the running certificate keeps serving, CP_TLS_INVALID is logged and counted', async () => {
+    const certs = join(dir, 'rotate-later');
+    mkdirSync(certs);
+    const cert = join(certs, 'tls.crt');
+    const key = join(certs, 'tls.key');
+    copyFileSync(server1.cert, cert);
+    copyFileSync(server1.key, key);
+    const { logger, lines } = capture();
+    const d = await start({ grpcTlsCert: cert, grpcTlsKey: key }, logger);
+    expect(await servedCn(d.addresses.grpc.port)).toBe('daemon-1');
+    const future = later();
+    replace(key, future.key);
+    replace(cert, future.cert);
+    await eventually(async () => expect(lines.some((l) => l.code === 'CP_TLS_INVALID' && JSON.stringify(l).includes('is not valid before'))).toBe(true), 100, 50);
+    expect(await servedCn(d.addresses.grpc.port)).toBe('daemon-1');
+    const failed = (await d.metrics.tlsReloads.get()).values.find((v) => v.labels.listener === 'grpc' && v.labels.result === 'failed')?.value ?? 0;
+    expect(failed).toBeGreaterThan(0);
+  });
+});
+
 describe('a certificate set that does not check out at start', () => {
   it('stops the daemon with CP_TLS_INVALID naming the file', async () => {
     const garbage = join(dir, 'garbage.pem');

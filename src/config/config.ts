@@ -98,6 +98,11 @@ export function registryFileOf(flags: ConfigInput, env: ConfigInput, opts: Defau
   return settle('registry', flags, env, {}, null, opts).value as string | null;
 }
 
+/** The registry file's size limit, from flags or env (the file cannot set it: it is needed before the file is read). */
+export function registryMaxBytesOf(flags: ConfigInput, env: ConfigInput, opts: DefaultContext = {}): number {
+  return settle('registryMaxBytes', flags, env, {}, null, opts).value as number;
+}
+
 /**
  * One setting from the first source that gives it, checked by its kind. A
  * setting without a flag (or variable) refuses one given that way, rather

@@ -93,6 +93,10 @@ export class Daemon {
   private reloadTimer: NodeJS.Timeout | null = null;
   private isReady = false;
   private closed = false;
+  /** Aborted by close(): a reload still reading a large registry stops at its next slice. */
+  private readonly stopping = new AbortController();
+  /** The reload running (or the last one): reloads run one after another. */
+  private reloading: Promise<void> = Promise.resolve();
   readonly ctx: DaemonContext;
   addresses!: DaemonAddresses;
 
@@ -200,8 +204,8 @@ export class Daemon {
   }
 
   /** Flags, env and the registry file into one checked config: the same path at start and at reload. */
-  private static async load(opts: DaemonOptions): Promise<{ config: Config; registry: Registry }> {
-    const { config, registry } = await resolveConfig(opts.flags, opts.env, { resolvConf: opts.resolvConf });
+  private static async load(opts: DaemonOptions, signal?: AbortSignal): Promise<{ config: Config; registry: Registry }> {
+    const { config, registry } = await resolveConfig(opts.flags, opts.env, { resolvConf: opts.resolvConf, signal });
     const tuned = opts.tune ? opts.tune(config) : config;
     checkForwardLoop(tuned);
     checkListeners(tuned);
@@ -285,10 +289,18 @@ export class Daemon {
    * Listen addresses cannot change without a restart. Certificates are
    * re-read too, each set on its own: a bad one keeps the running one.
    */
-  async reload(): Promise<{ ok: true } | { ok: false; error: CanonportError }> {
+  reload(): Promise<{ ok: true } | { ok: false; error: CanonportError }> {
+    // One at a time: a large registry is read over many turns of the event loop, and a reload asked for
+    // meanwhile must not finish first and then be overwritten by the older one.
+    const next = this.reloading.then(() => this.reloadNow());
+    this.reloading = next.then(() => undefined);
+    return next;
+  }
+
+  private async reloadNow(): Promise<{ ok: true } | { ok: false; error: CanonportError }> {
     for (const t of this.tls) t.reload('signal');
     try {
-      const loaded = await Daemon.load(this.opts);
+      const loaded = await Daemon.load(this.opts, this.stopping.signal);
       const { registry } = loaded;
       // Restart-only settings (listen addresses, workers, procRoot…) keep their running values, each logged.
       const { config: next, restart } = applyReload(this.cfg, loaded.config);
@@ -308,6 +320,8 @@ export class Daemon {
     } catch (err) {
       const error =
         err instanceof CanonportError ? err : new CanonportError(ErrorCodes.CONFIG_INVALID, (err as Error).message, undefined, { cause: err });
+      // Abandoned because the daemon is stopping: not a failed reload.
+      if (this.closed) return { ok: false, error };
       this.metrics.reloads.inc({ result: 'failed' });
       this.logger.error({ code: error.code, err: error.message }, 'reload failed; still serving the previous configuration');
       return { ok: false, error };
@@ -330,6 +344,7 @@ export class Daemon {
   async close(graceMs = 5000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopping.abort();
     this.isReady = false;
     this.events.emit('ready', false);
     this.watcher?.close();

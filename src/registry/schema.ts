@@ -93,17 +93,30 @@ export const InventorySchema = z
   })
   .strict();
 
-export const RegistrySchema = z
-  .object({
-    /** The settings the file holds at its top level (`zones`, `ttl`), from the settings table. */
-    ...topLevelShape(),
-    roles: z.record(label, RoleSchema).optional(),
-    /** Addresses of in-zone hosts: name → [IPv4 | IPv6]. */
-    hosts: z.record(zoneName, z.array(z.union([z.ipv4(), z.ipv6()]))).optional(),
-    services: z.record(label, ServiceSchema.nullable()).optional(),
-    daemon: DaemonSchema.optional(),
-    inventory: InventorySchema.optional(),
-  })
+/** Addresses of in-zone hosts: name → [IPv4 | IPv6]. */
+export const HostsSchema = z.record(zoneName, z.array(z.union([z.ipv4(), z.ipv6()])));
+export const ServicesSchema = z.record(label, ServiceSchema.nullable());
+
+const registryShape = {
+  /** The settings the file holds at its top level (`zones`, `ttl`), from the settings table. */
+  ...topLevelShape(),
+  roles: z.record(label, RoleSchema).optional(),
+  hosts: HostsSchema.optional(),
+  services: ServicesSchema.optional(),
+  daemon: DaemonSchema.optional(),
+  inventory: InventorySchema.optional(),
+};
+
+export const RegistrySchema = z.object(registryShape).strict();
+
+/**
+ * The registry without looking inside `hosts` and `services`, the two maps
+ * a file can make large: load.ts checks those entry by entry, a slice at a
+ * time, with HostsSchema and ServicesSchema, so a big file never holds the
+ * event loop (the result is what RegistrySchema gives).
+ */
+export const ShallowRegistrySchema = z
+  .object({ ...registryShape, hosts: z.record(z.string(), z.unknown()).optional(), services: z.record(z.string(), z.unknown()).optional() })
   .strict();
 
 export type RegistryFile = z.infer<typeof RegistrySchema>;
