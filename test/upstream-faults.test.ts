@@ -86,13 +86,15 @@ describe('upstream faults', () => {
     expect(r.ms).toBeLessThan(bound);
   });
 
-  describe.each(['wrong-id', 'wrong-question', 'spoof'] as FakeKind[])('%s reply', (kind) => {
+  // wrong-case: issue 21, finding 11 — a reply whose question is not spelled as we sent it is not ours (DNS 0x20).
+  describe.each(['wrong-id', 'wrong-question', 'wrong-case', 'spoof'] as FakeKind[])('%s reply', (kind) => {
     test('is dropped and counted, and the real reply that follows is accepted', async () => {
       const { d, ups, bound } = await setup([{ kind, thenReal: true, thenAfterMs: 50, address: REAL }]);
       const r = await ask(d, 'target.example.org');
       expect(r.status).toBe('NOERROR');
       expect(r.addresses).toEqual([REAL]);
       expect(await metricSum(d.metrics.upstreamMismatches)).toBe(1);
+      if (kind === 'wrong-case') expect(await metricSum(d.metrics.upstreamMismatches, { reason: 'case' })).toBe(1);
       expect(r.ms).toBeLessThan(bound);
       // What is cached is the real answer.
       const again = await ask(d, 'target.example.org');

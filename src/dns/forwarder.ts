@@ -141,7 +141,7 @@ export class Forwarder {
     this.client = new UpstreamClient(
       () => this.opts.timeoutMs,
       (up, why) => {
-        this.deps.metrics.upstreamMismatches.inc({ upstream: formatHostPort(up) });
+        this.deps.metrics.upstreamMismatches.inc({ upstream: formatHostPort(up), reason: why });
         this.deps.logger.warn({ code: ErrorCodes.UPSTREAM_MISMATCH, upstream: formatHostPort(up), why }, 'dropped an upstream reply that did not match the query');
       },
     );

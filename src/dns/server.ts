@@ -311,7 +311,7 @@ export class DnsServer {
   /** The reply finished for this client (reply.ts), counted, and logged at the configured rate. */
   private finish(req: DnsRequest, started: number, reply: DnsReply): Buffer {
     const { query: q, transport } = req;
-    const out = finishReply(req, reply);
+    const out = finishReply(req, reply, (why) => this.o.metrics.dnsTruncated.inc({ reason: why }));
     this.count(q.qtype, reply.rcode, reply.source, transport, started);
     const rate = this.o.queryLogRate();
     if (rate > 0 && Math.random() < rate) {

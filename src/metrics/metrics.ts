@@ -30,6 +30,12 @@ export class Metrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  readonly dnsTruncated = new Counter({
+    name: 'canonport_dns_truncated_total',
+    help: 'UDP answers sent truncated (TC, no records), by reason (size: over the client\'s buffer; amplification: over 3 times the query for a client outside --allow).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   readonly cacheEntries = new Gauge({
     name: 'canonport_cache_entries',
     help: 'Entries in the forwarding cache.',
@@ -59,8 +65,8 @@ export class Metrics {
   });
   readonly upstreamMismatches = new Counter({
     name: 'canonport_upstream_mismatched_replies_total',
-    help: 'Upstream replies dropped because ID, question or source did not match (RFC 5452).',
-    labelNames: ['upstream'] as const,
+    help: 'Upstream replies dropped because ID, question or source did not match (RFC 5452), by upstream and reason (source, id, question; case: the question not in the letter case it was sent in, DNS 0x20).',
+    labelNames: ['upstream', 'reason'] as const,
     registers: [this.registry],
   });
   readonly inflight = new Gauge({
