@@ -190,14 +190,28 @@ export class Discovery implements DiscoveryReader {
    * without a view.
    */
   observedServices(): { service: string; port: number; hosts: readonly ObservedHost[] }[] {
-    if (!this.clustered) return [];
-    const out: { service: string; port: number; hosts: ObservedHost[] }[] = [];
+    return [...this.eachObservedService()];
+  }
+
+  /**
+   * observedServices one at a time, in the same order, each port's hosts
+   * grouped by service in one pass (linear in what the view holds), so a
+   * caller can page through a large view and give the event loop turns
+   * between (http-sd.ts).
+   */
+  *eachObservedService(): Generator<{ service: string; port: number; hosts: readonly ObservedHost[] }> {
+    if (!this.clustered) return;
     for (const port of this.o.observed!.ports() ?? []) {
-      const hosts = this.o.observed!.onPort(port) ?? [];
-      const names = new Set(hosts.flatMap((h) => h.services));
-      for (const service of [...names].sort()) out.push({ service, port, hosts: hosts.filter((h) => h.services.includes(service)) });
+      const byService = new Map<string, ObservedHost[]>();
+      for (const h of this.o.observed!.onPort(port) ?? []) {
+        for (const service of new Set(h.services)) {
+          const list = byService.get(service);
+          if (list) list.push(h);
+          else byService.set(service, [h]);
+        }
+      }
+      for (const service of [...byService.keys()].sort()) yield { service, port, hosts: byService.get(service)! };
     }
-    return out;
   }
 
   /** A name as text (gRPC, CLI): normalised, then read. Throws CP_BAD_NAME for a malformed name. */

@@ -7,7 +7,8 @@ import type { TlsMaterial, TlsSource } from '../config/tls.js';
 import type { DaemonContext } from '../context.js';
 import { listenerRule } from '../config/listen-policy.js';
 import { ConnectionGate } from '../net/gate.js';
-import { targetGroups } from './http-sd.js';
+import { nextTurn } from '../concurrency.js';
+import { targetGroupsPage } from './http-sd.js';
 import { httpAccess } from './policy.js';
 
 export interface HttpServerOptions {
@@ -141,8 +142,18 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
           : { ready: false, reason: 'not ready: listeners not all bound or configuration not loaded yet', ...cluster };
         return reply(res, req, handler, ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
       }
-      case 'http_sd':
-        return reply(res, req, handler, 200, 'application/json; charset=utf-8', `${JSON.stringify(targetGroups(ctx.discovery))}\n`);
+      case 'http_sd': {
+        // Paged (?page=N, 1-based) at httpSdMaxGroups groups a reply, and built a slice at a time.
+        const page = pageOf(req.url);
+        if (page === null) return reply(res, req, handler, 400, 'text/plain; charset=utf-8', 'page must be a whole number from 1\n');
+        const perPage = ctx.config().httpSdMaxGroups;
+        const p = await targetGroupsPage(ctx.discovery, page, perPage, nextTurn);
+        metrics.httpSdGroups.set(p.total);
+        res.setHeader('X-Canonport-Pages', String(p.pages));
+        res.setHeader('X-Canonport-Groups', String(p.total));
+        if (page < p.pages) res.setHeader('Link', `</sd/prometheus?page=${page + 1}>; rel="next"`);
+        return reply(res, req, handler, 200, 'application/json; charset=utf-8', `${p.json}\n`);
+      }
       case 'metrics': {
         // canonport_ready is set here, from the same source /readyz answers from, at every scrape.
         metrics.ready.set(ctx.ready() ? 1 : 0);
@@ -209,6 +220,19 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
       });
     });
   });
+}
+
+/** The `page` query parameter of a request target: 1 when absent, null when not a whole number ≥ 1. */
+function pageOf(url: string | undefined): number | null {
+  let text: string | null;
+  try {
+    text = new URL(url ?? '/', 'http://localhost').searchParams.get('page');
+  } catch {
+    return null;
+  }
+  if (text === null) return 1;
+  const n = Number(text);
+  return /^\d+$/.test(text) && Number.isSafeInteger(n) && n >= 1 ? n : null;
 }
 
 /** The path of a request target (origin or absolute form), without query; null when unparsable. */

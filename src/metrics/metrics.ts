@@ -105,6 +105,11 @@ export class Metrics {
     labelNames: ['handler', 'code'] as const,
     registers: [this.registry],
   });
+  readonly httpSdGroups = new Gauge({
+    name: 'canonport_http_sd_groups',
+    help: 'Target groups /sd/prometheus held at its last request, every page together (a reply holds at most --http-sd-max-groups).',
+    registers: [this.registry],
+  });
   readonly ready = new Gauge({
     name: 'canonport_ready',
     help: '1 when every listener is bound and the configuration is loaded (what /readyz answers), else 0.',
