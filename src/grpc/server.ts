@@ -7,7 +7,7 @@ import { listenerRule } from '../config/listen-policy.js';
 import type { TlsSource } from '../config/tls.js';
 import { ConnectionGate, listenGated } from '../net/gate.js';
 import { accessInterceptor } from './policy.js';
-import { CANONPORT_SERVICE_NAME, canonportService } from './proto.js';
+import { CANONPORT_SERVICE_NAME, canonportService, ERROR_CODE_METADATA } from './proto.js';
 import { addReflection } from './reflection.js';
 import { malformedRequests, strictRequests } from './strict-decode.js';
 import { createCanonportService, type ServiceOptions } from './service.js';
@@ -131,7 +131,7 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   let wanted = true;
   const status = (): ServingStatus => (ready && wanted ? 'SERVING' : 'NOT_SERVING');
   const health = new HealthImplementation(Object.fromEntries(HEALTH_NAMES.map((n) => [n, status()])));
-  const healthWatches = addHealth(strict, health, HEALTH_NAMES);
+  const healthWatches = addHealth(strict, health, HEALTH_NAMES, (call) => service.holdStream(call));
   let current = status();
   const update = () => {
     const next = status();
@@ -286,21 +286,38 @@ function strictServices(server: grpc.Server): ServiceAdder {
  * caller could grow name by name; the daemon's names never change
  * (HEALTH_NAMES), so such a stream has nothing more to hear.
  */
-function addHealth(server: ServiceAdder, health: HealthImplementation, known: readonly string[]): Set<{ end(): void }> {
+function addHealth(
+  server: ServiceAdder,
+  health: HealthImplementation,
+  known: readonly string[],
+  hold: (call: { getPeer(): string }) => { release(): void } | { refused: string },
+): Set<{ end(): void }> {
+  /** Open health Watch streams: they count under the Watch bounds (watchMaxStreams…), so this set is bounded by them. */
   const open = new Set<{ end(): void }>();
   health.addToServer({
     addService(definition: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) {
       const watch = impl.watch as grpc.handleServerStreamingCall<{ service?: string }, unknown>;
       const wrapped: grpc.handleServerStreamingCall<{ service?: string }, unknown> = (call) => {
+        const slot = hold(call);
+        if ('refused' in slot) {
+          const metadata = new grpc.Metadata();
+          metadata.set(ERROR_CODE_METADATA, ErrorCodes.WATCH_LIMIT);
+          call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: `${slot.refused} [${ErrorCodes.WATCH_LIMIT}]`, metadata });
+          return;
+        }
         const entry = {
           end: () => {
             open.delete(entry);
+            slot.release();
             if (call.cancelled || call.destroyed) return;
             call.end();
           },
         };
         open.add(entry);
-        call.on('cancelled', () => open.delete(entry));
+        call.on('cancelled', () => {
+          open.delete(entry);
+          slot.release();
+        });
         if (known.includes(call.request.service ?? '')) watch(call);
         else call.write({ status: 'SERVICE_UNKNOWN' });
       };

@@ -44,6 +44,11 @@ export interface CanonportService {
   activeWatches(): number;
   /** Distinct names the open Watch streams follow. */
   watchedNames(): number;
+  /**
+   * A slot for another stream that stays open (health Watch) under the
+   * Watch bounds: `release` it when the stream ends, or the refusal.
+   */
+  holdStream(call: { getPeer(): string }): { release(): void } | { refused: string };
 }
 
 /** A status error for grpc-js, carrying the stable canonport code in trailing metadata. */
@@ -257,6 +262,18 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
     },
     activeWatches: () => quota.total,
     watchedNames: () => hub.size,
+    holdStream(call) {
+      const client = clientOf(call);
+      const refused = admitWatch(client);
+      if (refused !== null) return { refused };
+      let held = true;
+      return {
+        release: () => {
+          if (held) quota.release(client);
+          held = false;
+        },
+      };
+    },
   };
 }
 
