@@ -5,7 +5,8 @@
 #   Debian packages: dig, unbound, dnsmasq (upstreams), dnsperf (bench),
 #     ip (network namespaces), systemd-analyze (deploy), protoc with
 #     Python's and Go's gRPC (interop, xDS), etcd and openssl (cluster mode),
-#     gcc, libc6-dev, libssl-dev (to build genreport).
+#     gcc, libc6-dev, libssl-dev (to build genreport), curl, prlimit
+#     (util-linux) and Python's dnspython (the hostile suite, issue 21).
 #   genreport: ISC's DNS compliance tool, built from its source outside the
 #     repository (GENREPORT_SRC, default ../shared/tools/genreport) into
 #     ${TMPDIR:-/tmp}/canonport-genreport, where test/helpers/genreport.ts
@@ -30,6 +31,7 @@ missing=()
 declare -A by_command=(
   [dig]=dnsutils [unbound]=unbound [dnsmasq]=dnsmasq [dnsperf]=dnsperf [ip]=iproute2
   [systemd-analyze]=systemd [etcd]=etcd-server [etcdctl]=etcd-client [openssl]=openssl [gcc]=gcc
+  [curl]=curl [prlimit]=util-linux
 )
 for cmd in "${!by_command[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${by_command[$cmd]}")
@@ -40,7 +42,7 @@ done
 # Packages that are not commands: protoc's gRPC plugins, Python's gRPC (for
 # /usr/bin/python3: the xDS tests use its stock xDS resolver too) and Go's.
 if command -v dpkg-query >/dev/null 2>&1; then
-  for p in protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf \
+  for p in protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf python3-dnspython \
     golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
     protoc-gen-go protoc-gen-go-grpc; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -1,6 +1,5 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { Host } from './netns.js';
 import { REPO, startServe, type ServeOptions, type ServeProcess } from './serve-process.js';
 
@@ -12,7 +11,8 @@ import { REPO, startServe, type ServeOptions, type ServeProcess } from './serve-
  * from its own namespace.
  */
 
-const FLOOD = fileURLToPath(new URL('./flood.mjs', import.meta.url));
+// From the repository root: this module also runs compiled, from dist-bench/test/helpers/, where the scripts are not.
+const FLOOD = `${REPO}test/helpers/flood.mjs`;
 
 export interface FloodResult {
   opened: number;
@@ -69,7 +69,7 @@ export function openDescriptors(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
-const GRPC_FLOOD = fileURLToPath(new URL('./grpc-flood.mjs', import.meta.url));
+const GRPC_FLOOD = `${REPO}test/helpers/grpc-flood.mjs`;
 
 export interface GrpcFloodResult {
   streams: number;
