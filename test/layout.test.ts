@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
  * The layout shows the architecture, and stays that way: every module of
  * src/ belongs to a layer (a folder, or a top-level file), and imports
  * only from layers below its own, never from a peer or from above. No
- * file-level import cycle either. The README's "How the code is laid out"
+ * file-level import cycle either. docs/layout.md ("How the code is laid out")
  * lists the same layers.
  */
 
@@ -27,6 +27,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['grpc', 'http'],
   ['xds'],
   ['fleet'],
+  ['ui'],
   ['daemon'],
   ['cli'],
   ['index.ts'],
@@ -94,6 +95,22 @@ describe('the layout of src/', () => {
     };
     for (const f of graph.keys()) visit(f, []);
     expect(cycles).toEqual([]);
+  });
+
+  it('keeps the browser\'s code apart: src/ui/client/ imports values only from its own folder (types are erased) and only src/ui/ imports it', () => {
+    const CLIENT = join(SRC, 'ui', 'client');
+    const wrong: string[] = [];
+    for (const file of all) {
+      const text = readFileSync(file, 'utf8');
+      for (const m of text.matchAll(/^import\s+(type\s+)?[^'";]*?from\s+'(\.{1,2}\/[^']+)'/gm)) {
+        const dep = normalize(join(dirname(file), m[2]!)).replace(/\.js$/, '.ts');
+        const inClient = (f: string) => dirname(f) === CLIENT;
+        if (inClient(file) && !inClient(dep) && !m[1]) wrong.push(`${relative(SRC, file)} imports ${relative(SRC, dep)}: the page loads only src/ui/client/ (import types only)`);
+        if (!inClient(file) && inClient(dep) && unitOf(file) !== 'ui') wrong.push(`${relative(SRC, file)} imports the page's ${relative(SRC, dep)}`);
+      }
+    }
+    expect(wrong).toEqual([]);
+    expect(all.filter((f) => dirname(f) === CLIENT).length).toBeGreaterThan(3);
   });
 
   it('the checks see imports at all (they would pass vacuously if the pattern broke)', () => {
