@@ -58,6 +58,9 @@ const running = new Set<ServeProcess>();
 
 /** `canonport serve` from `repo`, with the lab's listen addresses, optionally under a descriptor limit. */
 async function serveFrom(repo: string, args: string[], opts: { nofile?: number; dns?: string; grpc?: string; http?: string } = {}): Promise<ServeProcess> {
+  // Bound beyond loopback, gRPC and HTTP need an allow-list to start: the lab's subnet unless the case names one.
+  const allow = (flag: string) => (args.includes(flag) ? [] : [flag, `${net.subnet}.0/24`]);
+  args = [...args, ...allow('--grpc-allow'), ...allow('--http-allow')];
   const s = await startServe(args, {
     listen: ['--dns', opts.dns ?? '127.0.0.1:0', '--grpc', opts.grpc ?? `${net.gateway}:0`, '--http', opts.http ?? `${net.gateway}:0`],
     spawn: (cmd, argv, o) => {

@@ -51,6 +51,7 @@ const TCP_MAX_PENDING = 64;
 export class DnsServer {
   private udp: dgram.Socket | null = null;
   private tcp: net.Server | null = null;
+  /** TCP connections open: at most tcp().maxConnections (the gate admits no more). */
   private readonly conns = new Set<net.Socket>();
   /** Who may hold a TCP connection, at accept: the cap, per source, and clients outside --allow together. */
   private readonly gate: ConnectionGate;

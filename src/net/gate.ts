@@ -104,6 +104,7 @@ export class ConnectionGate {
   private readonly all: Quota;
   /** Outsiders' connections, by source address: at most `outsiders`. */
   private readonly outside: Quota;
+  /** Connections admitted and still open: at most `total` (the `all` quota admits no more). */
   private readonly open = new Set<net.Socket>();
   private closing = false;
   /** CP_FD_EXHAUSTED and CP_CONNECTION_LIMIT at most once a minute per reason. */

@@ -112,14 +112,16 @@ export type EndReason = 'client' | 'shutdown' | 'subscription_limit' | 'stream_l
 const CONTROL_PLANE = { identifier: 'canonport' };
 
 export class AdsStream implements AnswerSubscriber {
+  /** State per resource type: the four types served, at most. */
   private readonly types = new Map<ResourceType, TypeState>();
-  /** Subscriptions per discovery key, all types together: the cache is subscribed while > 0. */
+  /** Subscriptions per discovery key, all types together: the cache is subscribed while > 0. At most maxSubscriptionsPerStream keys. */
   private readonly keyRefs = new Map<string, number>();
   private subscriptions = 0;
   private nonces = 0;
   private flushQueued = false;
   private ended = false;
   private nodeId: string | undefined;
+  /** Unknown type URLs already logged: at most 16 (then no more are logged). */
   private readonly ignoredTypes = new Set<string>();
   readonly log: Logger;
 

@@ -41,6 +41,7 @@ interface Encoded {
  */
 export class LocalZonesStage implements PluginStage<LocalOptions> {
   readonly name = 'local';
+  /** Encoded answers by query key: at most MAX_ENCODED (then all go). */
   private encoded = new Map<string, Encoded>();
   private encodedFor: ServingState | null = null;
   private encodedGen = -1;
