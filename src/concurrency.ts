@@ -196,3 +196,97 @@ export class TurnQueue<T> {
     if (this.queue.length > 0) this.schedule();
   }
 }
+
+/**
+ * Work per item that can be asked for again while it runs (look a name up,
+ * resolve a watched name): each item waits in the queue at most once, runs
+ * at most once at a time, and runs once more afterwards when it was asked
+ * for meanwhile (`askedAgain` tells `run` so, to drop a result already out
+ * of date); at most `concurrency()` run at once. Work that settles at once
+ * chains through microtasks, each run finishing starting the next, so the
+ * event loop gets a turn every `perTurn` starts. Shared by the xDS answer
+ * cache and the Watch hub; `live(item)` false drops an item still queued.
+ */
+export class CoalescingQueue<T> {
+  private readonly queue = new Fifo<T>();
+  /** The items queued or running: at most the caller's live items. */
+  private readonly state = new Map<T, { queued: boolean; running: boolean; again: boolean }>();
+  private active = 0;
+  private startedThisTurn = 0;
+  private scheduled = false;
+  private closed = false;
+
+  constructor(
+    private readonly run: (item: T) => Promise<void>,
+    private readonly o: { concurrency: () => number; live: (item: T) => boolean; onError: (err: unknown, item: T) => void; perTurn?: number },
+  ) {}
+
+  enqueue(item: T): void {
+    if (this.closed) return;
+    let st = this.state.get(item);
+    if (!st) this.state.set(item, (st = { queued: false, running: false, again: false }));
+    if (st.running) {
+      st.again = true;
+      return;
+    }
+    if (st.queued) return;
+    st.queued = true;
+    this.queue.push(item);
+    this.pump();
+  }
+
+  /** Whether `item` was asked for again since its run started (it will run once more). */
+  askedAgain(item: T): boolean {
+    return this.state.get(item)?.again === true;
+  }
+
+  /** Drops every queued item; runs in flight finish, and nothing more starts. */
+  close(): void {
+    this.closed = true;
+    this.clear();
+  }
+
+  /** Drops every queued item (nothing is live any more); runs in flight finish. */
+  clear(): void {
+    this.queue.clear();
+    for (const [item, st] of this.state) if (!st.running) this.state.delete(item);
+  }
+
+  private pump(): void {
+    if (this.scheduled || this.closed) return;
+    while (this.active < this.o.concurrency() && this.queue.length > 0) {
+      if (this.startedThisTurn >= (this.o.perTurn ?? 128)) {
+        this.scheduled = true;
+        setImmediate(() => {
+          this.scheduled = false;
+          this.startedThisTurn = 0;
+          this.pump();
+        });
+        return;
+      }
+      const item = this.queue.shift()!;
+      const st = this.state.get(item);
+      if (!st) continue;
+      st.queued = false;
+      if (!this.o.live(item)) {
+        this.state.delete(item);
+        continue;
+      }
+      this.startedThisTurn++;
+      this.active++;
+      st.running = true;
+      st.again = false;
+      this.run(item)
+        .catch((err: unknown) => this.o.onError(err, item))
+        .finally(() => {
+          this.active--;
+          st.running = false;
+          const again = st.again;
+          st.again = false;
+          if (!st.queued) this.state.delete(item);
+          if (again && this.o.live(item)) this.enqueue(item);
+          this.pump();
+        });
+    }
+  }
+}

@@ -1,4 +1,4 @@
-import { Fifo } from '../concurrency.js';
+import { CoalescingQueue } from '../concurrency.js';
 import { GrpcStatus, errorToGrpcStatus } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Resolution } from './resolution.js';
@@ -50,21 +50,22 @@ interface Entry {
   watchers: Set<Watcher>;
   last: Resolution | undefined;
   timer: NodeJS.Timeout | undefined;
-  queued: boolean;
-  running: boolean;
-  /** Asked again while running: resolve once more when done. */
-  again: boolean;
 }
 
 export class WatchHub {
   /** Watched names: at most one per open Watch stream. */
   private readonly entries = new Map<string, Entry>();
-  /** Names waiting for a resolution, each once (Entry.queued). */
-  private readonly queue = new Fifo<Entry>();
-  private active = 0;
+  /** Names waiting for a resolution or being resolved, each once: no more than `entries`. */
+  private readonly resolutions: CoalescingQueue<Entry>;
   private closed = false;
 
-  constructor(private readonly o: WatchHubOptions) {}
+  constructor(private readonly o: WatchHubOptions) {
+    this.resolutions = new CoalescingQueue((e) => this.resolveOne(e), {
+      concurrency: o.concurrency,
+      live: (e) => this.entries.get(e.name) === e,
+      onError: (err, e) => o.logger.error({ err, name: e.name }, 'Watch: resolving failed'),
+    });
+  }
 
   /** Distinct names watched. */
   get size(): number {
@@ -75,7 +76,7 @@ export class WatchHub {
   add(name: string, w: Watcher): () => void {
     let entry = this.entries.get(name);
     if (!entry) {
-      entry = { name, watchers: new Set(), last: undefined, timer: undefined, queued: false, running: false, again: false };
+      entry = { name, watchers: new Set(), last: undefined, timer: undefined };
       this.entries.set(name, entry);
       this.enqueue(entry);
     } else if (entry.last) {
@@ -89,7 +90,7 @@ export class WatchHub {
       if (e.watchers.size === 0 && this.entries.get(name) === e) {
         clearTimeout(e.timer);
         this.entries.delete(name);
-        if (this.entries.size === 0) this.queue.clear();
+        if (this.entries.size === 0) this.resolutions.clear();
       }
     };
   }
@@ -103,40 +104,14 @@ export class WatchHub {
     this.closed = true;
     for (const e of this.entries.values()) clearTimeout(e.timer);
     this.entries.clear();
-    this.queue.clear();
+    this.resolutions.close();
   }
 
   private enqueue(e: Entry): void {
     if (this.closed) return;
     clearTimeout(e.timer);
     e.timer = undefined;
-    if (e.running) {
-      e.again = true;
-      return;
-    }
-    if (e.queued) return;
-    e.queued = true;
-    this.queue.push(e);
-    this.pump();
-  }
-
-  private pump(): void {
-    while (this.active < this.o.concurrency() && this.queue.length > 0) {
-      const e = this.queue.shift()!;
-      e.queued = false;
-      if (this.entries.get(e.name) !== e) continue;
-      this.active++;
-      e.running = true;
-      e.again = false;
-      void this.resolveOne(e).finally(() => {
-        this.active--;
-        e.running = false;
-        // Resolutions that settle at once must not chain without end: the next ones start on a later turn.
-        setImmediate(() => this.pump());
-        if (this.entries.get(e.name) !== e) return;
-        if (e.again) this.enqueue(e);
-      });
-    }
+    this.resolutions.enqueue(e);
   }
 
   private async resolveOne(e: Entry): Promise<void> {
@@ -159,6 +134,7 @@ export class WatchHub {
       next = this.o.intervalMs ?? Math.max(this.o.minIntervalMs, (e.last?.ttl ?? 0) * 1000);
     }
     if (this.closed || this.entries.get(e.name) !== e || e.watchers.size === 0) return;
+    clearTimeout(e.timer);
     e.timer = setTimeout(() => this.enqueue(e), next);
   }
 }

@@ -1,4 +1,4 @@
-import { Fifo } from '../concurrency.js';
+import { CoalescingQueue } from '../concurrency.js';
 import type { Logger } from '../log.js';
 import { ErrorCodes, isCanonportError } from '../errors.js';
 import type { DiscoveryReader, Lookup } from '../discovery/model.js';
@@ -52,11 +52,6 @@ interface Entry {
   encoded: Map<string, EncodedResource>;
   /** Bumped per lookup started; a result whose number is not current is dropped. */
   seq: number;
-  inFlight: boolean;
-  /** Waiting in the lookup queue. */
-  queued: boolean;
-  /** Asked to look up again while a lookup was in flight. */
-  again: boolean;
   timer: NodeJS.Timeout | undefined;
   /**
    * The last answer's endpoints that did not come from the cluster view:
@@ -67,22 +62,20 @@ interface Entry {
   unobserved: SocketEndpoint[];
 }
 
-/** Lookups started back to back (they can settle at once, through microtasks) before the event loop gets a turn. */
-const LOOKUPS_PER_TURN = 128;
-
 export class AnswerCache {
   /** Names some stream subscribes to: at most the xDS name bound (xdsMaxNames, server.ts), as each holds a subscriber. */
   private readonly entries = new Map<string, Entry>();
-  /** Entries waiting for a lookup, each at most once (Entry.queued): no longer than `entries`. */
-  private readonly queue = new Fifo<Entry>();
-  private active = 0;
-  /** Lookups started since the event loop last had a turn (pump). */
-  private startedThisTurn = 0;
-  private pumpScheduled = false;
+  /** Entries waiting for a lookup or being looked up, each once: no more than `entries`. */
+  private readonly lookups: CoalescingQueue<Entry>;
   private closed = false;
   private readonly stopListening: () => void;
 
   constructor(private readonly opts: AnswerCacheOptions) {
+    this.lookups = new CoalescingQueue((entry) => this.lookup(entry), {
+      concurrency: opts.lookupConcurrency,
+      live: (entry) => this.entries.get(entry.key) === entry,
+      onError: (err, entry) => opts.logger.error({ code: ErrorCodes.XDS_INTERNAL, name: entry.key, err }, 'xDS answer update failed; the name keeps its last answer'),
+    });
     this.stopListening = opts.discovery.onChange(() => this.refreshAll());
   }
 
@@ -118,7 +111,7 @@ export class AnswerCache {
   subscribe(key: string, sub: AnswerSubscriber): void {
     let entry = this.entries.get(key);
     if (!entry) {
-      entry = { key, answer: { kind: 'pending' }, subscribers: new Set(), encoded: new Map(), seq: 0, inFlight: false, queued: false, again: false, timer: undefined, unobserved: [] };
+      entry = { key, answer: { kind: 'pending' }, subscribers: new Set(), encoded: new Map(), seq: 0, timer: undefined, unobserved: [] };
       this.entries.set(key, entry);
       this.enqueue(entry);
     }
@@ -135,7 +128,7 @@ export class AnswerCache {
       entry.seq++;
       this.entries.delete(key);
       // Nothing left to look up: let go of the queue's references now, not at the next lookup.
-      if (this.entries.size === 0) this.queue.clear();
+      if (this.entries.size === 0) this.lookups.clear();
     }
   }
 
@@ -145,7 +138,7 @@ export class AnswerCache {
     this.stopListening();
     for (const entry of this.entries.values()) clearTimeout(entry.timer);
     this.entries.clear();
-    this.queue.clear();
+    this.lookups.close();
   }
 
   /** The discovery's answers may all have changed: look every kept name up again. */
@@ -157,49 +150,11 @@ export class AnswerCache {
   private enqueue(entry: Entry): void {
     clearTimeout(entry.timer);
     entry.timer = undefined;
-    if (entry.inFlight) {
-      entry.again = true;
-      return;
-    }
-    if (entry.queued) return;
-    entry.queued = true;
-    this.queue.push(entry);
-    this.pump();
-  }
-
-  private pump(): void {
-    if (this.pumpScheduled) return;
-    // Lookups that settle at once (localhost, the registry) chain through microtasks, each finishing one
-    // starting the next: give the event loop a turn every LOOKUPS_PER_TURN, or a flood of names would hold
-    // it until every one was looked up.
-    while (this.active < this.opts.lookupConcurrency() && this.queue.length > 0) {
-      if (this.startedThisTurn >= LOOKUPS_PER_TURN) {
-        this.pumpScheduled = true;
-        setImmediate(() => {
-          this.pumpScheduled = false;
-          this.startedThisTurn = 0;
-          if (!this.closed) this.pump();
-        });
-        return;
-      }
-      this.startedThisTurn++;
-      const entry = this.queue.shift()!;
-      entry.queued = false;
-      if (this.entries.get(entry.key) !== entry) continue;
-      this.active++;
-      this.lookup(entry)
-        .catch((err: unknown) => this.opts.logger.error({ code: ErrorCodes.XDS_INTERNAL, name: entry.key, err }, 'xDS answer update failed; the name keeps its last answer'))
-        .finally(() => {
-          this.active--;
-          this.pump();
-        });
-    }
+    this.lookups.enqueue(entry);
   }
 
   private async lookup(entry: Entry): Promise<void> {
     const seq = ++entry.seq;
-    entry.inFlight = true;
-    entry.again = false;
     let result: Lookup | 'failed';
     let timeout: NodeJS.Timeout | undefined;
     try {
@@ -221,14 +176,10 @@ export class AnswerCache {
       }
     } finally {
       clearTimeout(timeout);
-      entry.inFlight = false;
     }
     if (this.closed || seq !== entry.seq || this.entries.get(entry.key) !== entry) return;
-    if (entry.again) {
-      // The answer may already be out of date: ask again rather than push it.
-      this.enqueue(entry);
-      return;
-    }
+    // Asked again meanwhile: the answer may already be out of date; the queue looks it up once more.
+    if (this.lookups.askedAgain(entry)) return;
     this.apply(entry, result);
   }
 
