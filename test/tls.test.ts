@@ -110,6 +110,16 @@ function servedCn(port: number): Promise<string> {
   });
 }
 
+/** A copy of `leaf` as a daemon would be given it, in a directory of its own, for a test to rotate. */
+function liveCopy(name: string, leaf: TestLeaf): TestLeaf {
+  const certs = join(dir, name);
+  mkdirSync(certs);
+  const copy = { cert: join(certs, 'tls.crt'), key: join(certs, 'tls.key') };
+  copyFileSync(leaf.cert, copy.cert);
+  copyFileSync(leaf.key, copy.key);
+  return copy;
+}
+
 /** Replaces a file the way cert-manager and editors do: a new file renamed over the old. */
 function replace(target: string, from: string | Buffer): void {
   const tmp = `${target}.new`;
@@ -323,12 +333,7 @@ describe('--grpc-tls-client-auth optional with --inventory-require-cert', () => 
 
 describe('certificate rotation', () => {
   it('serves a certificate replaced on disk to new connections while an open Watch stream goes on', async () => {
-    const certs = join(dir, 'rotate');
-    mkdirSync(certs);
-    const cert = join(certs, 'tls.crt');
-    const key = join(certs, 'tls.key');
-    copyFileSync(server1.cert, cert);
-    copyFileSync(server1.key, key);
+    const { cert, key } = liveCopy('rotate', server1);
     const registry = (port: number) => `zones: [${ZONE}]\nhosts: {kab.${ZONE}: [127.0.0.1]}\nservices: {kab: {port: ${port}}}\n`;
     const regFile = writeRegistry(registry(20001));
     const { logger, lines } = capture();
@@ -443,12 +448,7 @@ describe('a certificate not valid yet (issue 21, finding 12)', () => {
   });
 
   it('is refused on rotation: the running certificate keeps serving, CP_TLS_INVALID is logged and counted', async () => {
-    const certs = join(dir, 'rotate-later');
-    mkdirSync(certs);
-    const cert = join(certs, 'tls.crt');
-    const key = join(certs, 'tls.key');
-    copyFileSync(server1.cert, cert);
-    copyFileSync(server1.key, key);
+    const { cert, key } = liveCopy('rotate-later', server1);
     const { logger, lines } = capture();
     const d = await start({ grpcTlsCert: cert, grpcTlsKey: key }, logger);
     expect(await servedCn(d.addresses.grpc.port)).toBe('daemon-1');

@@ -1,5 +1,6 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { readdirSync } from 'node:fs';
+import { outputOf } from './child.js';
 import type { Host } from './netns.js';
 import { REPO, startServe, type ServeOptions, type ServeProcess } from './serve-process.js';
 
@@ -33,15 +34,7 @@ export async function flood(host: Host | null, mode: 'idle' | 'http-half' | 'dns
 }
 
 export function execLocal(cmd: string, args: string[], opts: SpawnOptions = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d) => (stdout += d));
-    child.stderr!.on('data', (d) => (stderr += d));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
+  return outputOf(spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
 /** curl from a host (null: here): the HTTP status ('000' when no answer came within 5 s). */

@@ -1,6 +1,6 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { stopChild } from './child.js';
+import { outputOf, stopChild } from './child.js';
 import { requireTool } from './tools.js';
 
 /**
@@ -178,16 +178,7 @@ export async function createHostNet(opts: { hosts: number }): Promise<HostNet> {
         procRoot,
         spawn: spawnIn,
         run: (cmd, args) => execFileSync('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: 'pipe', encoding: 'utf8' }),
-        exec: (cmd, args, o = {}) =>
-          new Promise((resolve, reject) => {
-            const child = spawnIn(cmd, args, { ...o, stdio: ['ignore', 'pipe', 'pipe'] });
-            let stdout = '';
-            let stderr = '';
-            child.stdout!.on('data', (d) => (stdout += d));
-            child.stderr!.on('data', (d) => (stderr += d));
-            child.once('error', reject);
-            child.once('exit', (code) => resolve({ code, stdout, stderr }));
-          }),
+        exec: (cmd, args, o = {}) => outputOf(spawnIn(cmd, args, { ...o, stdio: ['ignore', 'pipe', 'pipe'] })),
         setLink: (up) => void ip('link', 'set', hostIf, up ? 'up' : 'down'),
         listen: async (port, addr = '0.0.0.0') => {
           const child = spawnIn(process.execPath, ['-e', LISTENER_SCRIPT, String(port), addr]);
