@@ -61,6 +61,8 @@ export function registerServe(program: Command, io: CliIO): void {
       // Starts at info; the daemon sets the configured level (flags > env > file) once it has
       // checked it, and again on every reload.
       const logger = createLogger();
+      // Out of descriptors, a library's callback may throw EMFILE: logged, and the daemon (or worker) goes on.
+      guardProcess(logger);
       const input = flags as ConfigInput;
       // The daemon's modules load here, not when the CLI starts: `canonport port api` never pays for them.
       const { Daemon } = await import('../../daemon/daemon.js');
@@ -73,7 +75,6 @@ export function registerServe(program: Command, io: CliIO): void {
       const running =
         config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
       const daemon = running instanceof Daemon ? running : running.daemon;
-      guardProcess(logger);
       // A stop is bounded whatever is running: past the drain and 5 s more (or at a second signal), exit anyway.
       const onOverdue = () => {
         logger.flush?.();
