@@ -61,13 +61,14 @@ export function registerServe(program: Command, io: CliIO): void {
       // Starts at info; the daemon sets the configured level (flags > env > file) once it has
       // checked it, and again on every reload.
       const logger = createLogger();
-      // Out of descriptors, a library's callback may throw EMFILE: logged, and the daemon (or worker) goes on.
-      guardProcess(logger);
       const input = flags as ConfigInput;
       // The daemon's modules load here, not when the CLI starts: `canonport port api` never pays for them.
       const { Daemon } = await import('../../daemon/daemon.js');
       const { isClusterWorker, runWorker, startPrimary } = await import('../../daemon/workers.js');
-      if (isClusterWorker()) return runWorker({ flags: input, env, logger: logger.child({ worker: process.pid }) });
+      if (isClusterWorker()) {
+        guardProcess(logger);
+        return runWorker({ flags: input, env, logger: logger.child({ worker: process.pid }) });
+      }
       // The worker count is needed before anything starts (it decides the process layout), so the
       // primary reads the whole config once here, and the files it names (certificates, etcd's):
       // a bad one stops the start before anything binds. The daemon reads it again, as on every reload.
@@ -75,6 +76,9 @@ export function registerServe(program: Command, io: CliIO): void {
       const running =
         config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
       const daemon = running instanceof Daemon ? running : running.daemon;
+      // Installed once serving (a start that fails reports as before): out of descriptors, a library's
+      // callback may throw EMFILE; it is logged and the daemon goes on.
+      guardProcess(logger);
       // A stop is bounded whatever is running: past the drain and 5 s more (or at a second signal), exit anyway.
       const onOverdue = () => {
         logger.flush?.();
