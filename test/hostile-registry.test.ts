@@ -1,4 +1,4 @@
-import { rmSync, writeFileSync } from 'node:fs';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tempDir } from './helpers/daemon.js';
@@ -10,7 +10,7 @@ import { metric, rssOf, scrape, startServe, type ServeProcess } from './helpers/
  * Issue 21, findings 12 and 5, through a real `canonport serve`: a registry
  * file is local configuration, but whoever can write it (a deploy gone
  * wrong, a generator with a bug) must not be able to stop DNS or the
- * daemon's shutdown. The file is replaced and the daemon told with SIGHUP,
+ * daemon's shutdown. The file is replaced (renamed over, as deploy tools do) and the daemon's watch reloads it,
  * as an operator would.
  */
 
@@ -28,6 +28,15 @@ function registryText(n: number): string {
   const lines = [`zones: [${ZONE}]\nservices:\n  api:\n    port: 20001\n`];
   for (let i = 0; i < n; i++) lines.push(`  s${i.toString(36)}x:\n    port: ${1024 + (i % 60_000)}\n`);
   return lines.join('');
+}
+
+/**
+ * Replaces the file as deploy tools do (a new file renamed over the old): the daemon's watch sees one
+ * change and reloads once (a SIGHUP on top would queue a second load of the same file).
+ */
+function replaceFile(file: string, text: string): void {
+  writeFileSync(`${file}.new`, text);
+  renameSync(`${file}.new`, file);
 }
 
 async function serve(file: string): Promise<ServeProcess> {
@@ -54,8 +63,7 @@ describe('finding 12: a registry file too large', () => {
     expect(await apiPort(s)).toBe(20001);
     const rssBefore = await rssOf(s.pid);
     // 50 MB of valid YAML: 1.9 million services.
-    writeFileSync(file, registryText(1_900_000));
-    s.proc.kill('SIGHUP');
+    replaceFile(file, registryText(1_900_000));
     const refused = await s.waitForLog((l) => l.code === 'CP_REGISTRY_INVALID', 10_000);
     expect(String(refused.err)).toMatch(/bytes, over the limit of 4194304 \(--registry-max-bytes/);
     expect(await apiPort(s)).toBe(20001);
@@ -69,8 +77,7 @@ describe('finding 12 and 5: a large registry under the limit', () => {
     const file = join(dir, 'large.yaml');
     writeFileSync(file, registryText(10));
     const s = await serve(file);
-    writeFileSync(file, registryText(100_000));
-    s.proc.kill('SIGHUP');
+    replaceFile(file, registryText(100_000));
     const loaded = s.waitForLog((l) => l.event === 'reload', 60_000);
     const probe = await probeDns(s.dns, `api.${ZONE}`, loaded, { everyMs: 100, timeoutMs: 1000, min: 10 });
     const reload = await loaded;
@@ -78,9 +85,8 @@ describe('finding 12 and 5: a large registry under the limit', () => {
     expect(probe.failed, `DNS while the registry loaded: ${JSON.stringify(probe)}`).toBe(0);
 
     // Again, and SIGTERM a moment into the load: the load is abandoned and the daemon stops.
-    writeFileSync(file, `${registryText(100_000)}  zz:\n    port: 20002\n`);
-    s.proc.kill('SIGHUP');
-    await new Promise((r) => setTimeout(r, 500));
+    replaceFile(file, `${registryText(100_000)}  zz:\n    port: 20002\n`);
+    await new Promise((r) => setTimeout(r, 1000));
     const t0 = performance.now();
     s.proc.kill('SIGTERM');
     const exit = await Promise.race([s.exited, new Promise<null>((r) => setTimeout(() => r(null), 20_000))]);

@@ -111,12 +111,28 @@ const ENTRIES_PER_SLICE = 500;
  * is reported as RegistrySchema reports it.
  */
 function* validate(raw: unknown): Generator<void, { ok: true; data: RegistryFile } | { ok: false; failure: Failure }> {
-  const top = ShallowRegistrySchema.safeParse(raw);
+  // The top level first, with `hosts` and `services` set aside when they are maps (their entries come next,
+  // a slice at a time); one that is not a map stays, for the top level's check to say so.
+  const large: Partial<Record<'hosts' | 'services', Record<string, unknown>>> = {};
+  let shallow = raw;
+  if (isMap(raw)) {
+    shallow = { ...raw };
+    for (const field of ['hosts', 'services'] as const) {
+      const v = raw[field];
+      if (isMap(v)) {
+        large[field] = v;
+        (shallow as Record<string, unknown>)[field] = {};
+      }
+    }
+  }
+  const top = ShallowRegistrySchema.safeParse(shallow);
   if (!top.success) return { ok: false, failure: failureOf(top.error.issues[0]!, []) };
+  yield;
   const data = { ...top.data } as Record<string, unknown>;
   for (const [field, schema] of [['hosts', HostsSchema], ['services', ServicesSchema]] as const) {
-    const entries = Object.entries((top.data[field] ?? {}) as Record<string, unknown>);
-    if (top.data[field] === undefined) continue;
+    const map = large[field];
+    if (map === undefined) continue;
+    const entries = Object.entries(map);
     const out: Record<string, unknown> = {};
     for (let i = 0; i < entries.length; i += ENTRIES_PER_SLICE) {
       const part = (schema as z.ZodType).safeParse(Object.fromEntries(entries.slice(i, i + ENTRIES_PER_SLICE)));
@@ -127,6 +143,10 @@ function* validate(raw: unknown): Generator<void, { ok: true; data: RegistryFile
     data[field] = out;
   }
   return { ok: true, data: data as RegistryFile };
+}
+
+function isMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** A zod issue as the registry reports it: the field path (under `prefix`) and a sentence. */
@@ -174,13 +194,22 @@ async function drain<T>(steps: Generator<void, T>, pause: () => Promise<void> | 
   }
 }
 
+/** Entries of a large map per message from the worker: each is copied in a few milliseconds. */
+const PART_ENTRIES = 2000;
+
 /** The `yaml` package's entry, for the worker to require. */
 const YAML_PATH = createRequire(import.meta.url).resolve('yaml');
 
 /**
  * The worker's program: read the file (at most maxBytes + 1 of it), parse
  * with yamlTools, post the data (or the problem), then answer `locate`
- * questions until it is terminated.
+ * questions until it is terminated. Large top-level maps (`services`,
+ * `hosts`) follow the rest in parts of PART_ENTRIES entries, then `end`,
+ * one each time the daemon asks (`next`): a message is copied into the
+ * daemon's thread in one go (one of 100,000 services held its event loop
+ * for a third of a second), and messages already waiting are all
+ * delivered in one turn, so the daemon asks for the next part only after
+ * the last one was taken in.
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -208,8 +237,23 @@ try {
 } catch (err) {
   result = { kind: 'unreadable', message: err.code === 'ENOENT' ? 'no such file' : String(err.message), code: err.code };
 }
+const parts = [];
+if (result.kind === 'parsed' && result.result.ok && result.result.data && typeof result.result.data === 'object' && !Array.isArray(result.result.data)) {
+  const data = result.result.data;
+  for (const [field, value] of Object.entries(data)) {
+    if (value && typeof value === 'object' && !Array.isArray(value) && Object.keys(value).length > ${PART_ENTRIES}) {
+      parts.push([field, Object.entries(value)]);
+      data[field] = {};
+    }
+  }
+}
+const queue = [];
+for (const [field, entries] of parts) {
+  for (let i = 0; i < entries.length; i += ${PART_ENTRIES}) queue.push({ kind: 'part', field, entries: entries.slice(i, i + ${PART_ENTRIES}) });
+}
+queue.push({ kind: 'end' });
 parentPort.postMessage(result);
-parentPort.on('message', (path) => parentPort.postMessage(tools.locate(path)));
+parentPort.on('message', (m) => parentPort.postMessage(m.next ? queue.shift() : tools.locate(m.locate)));
 `;
 
 /** Heap the worker may use: the parsed document of a file takes tens of times its size. */
@@ -269,10 +313,23 @@ async function parseInWorker(file: string, maxBytes: number): Promise<{ data: un
     close();
     throw yamlInvalid(file, reply.result.problem);
   }
+  // The large maps follow in parts, each its own message: the event loop turns between them.
+  const data = reply.result.data as Record<string, Record<string, unknown>>;
+  for (;;) {
+    worker.postMessage({ next: true });
+    const m = (await next().catch((err: unknown) => {
+      close();
+      throw new CanonportError(ErrorCodes.REGISTRY_INVALID, `${file}: cannot be parsed: ${(err as Error).message}`, { file }, { cause: err });
+    })) as { kind: 'part'; field: string; entries: [string, unknown][] } | { kind: 'end' };
+    if (m.kind === 'end') break;
+    const into = data[m.field]!;
+    // Own properties, as yaml makes them: a key such as "__proto__" stays a key (and is refused by the schema).
+    for (const [k, v] of m.entries) Object.defineProperty(into, k, { value: v, enumerable: true, writable: true, configurable: true });
+  }
   return {
-    data: reply.result.data,
+    data,
     locate: async (path) => {
-      worker.postMessage(path);
+      worker.postMessage({ locate: path });
       return (await next()) as { line?: number; column?: number };
     },
     close,
