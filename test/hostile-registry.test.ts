@@ -10,8 +10,8 @@ import { metric, rssOf, scrape, startServe, type ServeProcess } from './helpers/
  * Issue 21, findings 12 and 5, through a real `canonport serve`: a registry
  * file is local configuration, but whoever can write it (a deploy gone
  * wrong, a generator with a bug) must not be able to stop DNS or the
- * daemon's shutdown. The file is replaced (renamed over, as deploy tools do) and the daemon's watch reloads it,
- * as an operator would.
+ * daemon's shutdown. The file is replaced as deploy tools replace it
+ * (renamed over) and the daemon's file watch reloads it.
  */
 
 const ZONE = 'registry.example';
