@@ -100,10 +100,12 @@ describe('finding 5: SIGTERM within a bounded time whatever is running', () => {
 
 describe('finding 9: Watch streams', () => {
   it('3,000 Watch streams over 2,000 distinct names from one client: 1,024 held, the rest refused RESOURCE_EXHAUSTED, none ended UNAVAILABLE; DNS forwarding for others goes on, and memory returns', { timeout: 120_000 }, async () => {
-    // A slow upstream and a small forwarder cap: Watch resolutions that used the forwarder's share would fail DNS clients.
+    // A slow upstream and a small forwarder cap: Watch resolutions that used the forwarder's share would fail DNS
+    // clients, and fail themselves at its cap (UNAVAILABLE). The upstream answers in 300 ms; it gets 3 s before
+    // a query counts as timed out, so a loaded machine's slowness is not mistaken for the cap (the test's subject).
     const up = await FakeUpstream.start({ kind: 'delay', ms: 300, address: '192.0.2.9' });
     closers.push(() => up.close());
-    const s = await serve(['--upstream', up.address, '--max-inflight', '64']);
+    const s = await serve(['--upstream', up.address, '--max-inflight', '64', '--upstream-timeout', '3000']);
     const target = `${net.gateway}:${s.grpc.port}`;
     const rssBefore = await rssOf(s.pid);
     const attack = grpcFlood(flooder, 'watch', target, { streams: 3000, names: 2000, holdMs: 8000, zone: ZONE });
