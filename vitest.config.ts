@@ -20,6 +20,7 @@ const SLOW = [
   'test/cluster-*.test.ts',
   'test/fleet-cluster.test.ts',
   'test/ui-browser.test.ts',
+  'test/rollout-netns.test.ts',
   // Issue 21's attacks, in the namespace lab against real daemons: about two minutes together.
   'test/hostile-*.test.ts',
 ];

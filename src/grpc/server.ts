@@ -7,7 +7,8 @@ import { listenerRule } from '../config/listen-policy.js';
 import type { TlsSource } from '../config/tls.js';
 import { ConnectionGate, listenGated } from '../net/gate.js';
 import { accessInterceptor } from './policy.js';
-import { CANONPORT_SERVICE_NAME, canonportService, ERROR_CODE_METADATA } from './proto.js';
+import { adminService, CANONPORT_SERVICE_NAME, canonportService, ERROR_CODE_METADATA } from './proto.js';
+import { createAdminService } from './admin.js';
 import { addReflection } from './reflection.js';
 import { malformedRequests, strictRequests } from './strict-decode.js';
 import { createCanonportService, type ServiceOptions } from './service.js';
@@ -126,6 +127,7 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   // The same for health and reflection, whose libraries add their services themselves: through `strict`.
   const strict = strictServices(server);
   strict.addService(canonportService().service, service.handlers);
+  strict.addService(adminService().service, createAdminService({ ...ctx, logger: log }));
 
   let ready = ctx.ready();
   let wanted = true;

@@ -79,6 +79,8 @@ export function registerServe(program: Command, io: CliIO): void {
       // Installed once serving (a start that fails reports as before): out of descriptors, a library's
       // callback may throw EMFILE; it is logged and the daemon goes on.
       guardProcess(logger);
+      // `canonport leave` has withdrawn the host: stop as a SIGTERM would (the lease is already revoked).
+      daemon.events.once('leave', () => process.kill(process.pid, 'SIGTERM'));
       // A stop is bounded whatever is running: past the drain and 5 s more (or at a second signal), exit anyway.
       const onOverdue = () => {
         logger.flush?.();
