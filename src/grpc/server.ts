@@ -6,7 +6,7 @@ import type { DaemonContext } from '../context.js';
 import { listenerRule } from '../config/listen-policy.js';
 import type { TlsSource } from '../config/tls.js';
 import { ConnectionGate, listenGated } from '../net/gate.js';
-import { accessInterceptor } from './policy.js';
+import { accessInterceptor, isThisHost } from './policy.js';
 import { adminService, CANONPORT_SERVICE_NAME, canonportService, ERROR_CODE_METADATA } from './proto.js';
 import { createAdminService } from './admin.js';
 import { addReflection } from './reflection.js';
@@ -253,12 +253,15 @@ function connectionGate(ctx: DaemonContext, log: DaemonContext['logger']): Conne
       const c = ctx.config();
       return { total: c.grpcMaxConnections, perSource: c.connectionsPerSource, outsiders: 16, perOutsider: 1, outsiderLifetimeMs: 3000, idleMs: 0 };
     },
+    // This host's own addresses are the host's processes (canonport drain, leave: Admin, admin.ts): insiders,
+    // like loopback, whatever the allow-list says, and exempt from the per-source bound.
     standing: (address) => {
       const c = ctx.config();
       let rule = rules.get(c);
       if (!rule) rules.set(c, (rule = listenerRule(c, 'grpc')));
-      return rule.allows(address) ? 'insider' : 'outsider';
+      return rule.allows(address) || isThisHost(address) ? 'insider' : 'outsider';
     },
+    ownHost: isThisHost,
     metrics: ctx.metrics,
     logger: log,
   });

@@ -58,6 +58,8 @@ export interface GateOptions {
   limits: () => GateLimits;
   /** The listener's rule for an address (read at every accept). */
   standing: (address: string) => Standing;
+  /** Addresses exempt from the per-source bound: this host's own processes (default: loopback). */
+  ownHost?: ((address: string) => boolean) | undefined;
   metrics: Metrics;
   logger: Logger;
   now?: (() => number) | undefined;
@@ -113,7 +115,7 @@ export class ConnectionGate {
   constructor(private readonly o: GateOptions) {
     this.all = new Quota(
       () => ({ total: o.limits().total, perClient: o.limits().perSource }),
-      (client, per) => (isLoopback(client) ? Infinity : per),
+      (client, per) => ((o.ownHost ?? isLoopback)(client) ? Infinity : per),
     );
     this.outside = new Quota(() => ({ total: o.limits().outsiders, perClient: o.limits().perOutsider }));
     this.throttle = new LogThrottle(60_000, o.now ?? Date.now);
