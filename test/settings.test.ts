@@ -51,6 +51,7 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   httpTlsClientCa: ['/etc/canonport/tls/scrapers.pem', '/srv/scrapers.pem'],
   registry: ['/etc/canonport/a.yaml', '/srv/b.yaml'],
   logLevel: ['debug', 'warn'],
+  logFormat: ['json', 'pretty'],
   queryLog: [0.25, 1],
   upstreamTimeoutMs: [500, 2000],
   cacheSize: [10, 0],
@@ -100,6 +101,7 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   httpTlsClientCa: ['', /"" is not a file path/],
   registry: ['', /"" is not a file path/],
   logLevel: ['loud', /log level "loud" is not one of fatal, error, warn, info, debug, trace, silent/],
+  logFormat: ['colour', /log format "colour" is not one of auto, pretty, json/],
   queryLog: [1.5, /1\.5 is not a number in 0–1/],
   upstreamTimeoutMs: [5, /5 is not an integer in 10–30000/],
   cacheSize: [-1, /-1 is not an integer in 0–10000000/],
@@ -187,12 +189,13 @@ describe('the table', () => {
     }
   });
 
-  it('marks listen addresses, workers, the registry path, procRoot and the cluster connection restart-only, and the rest reloadable', () => {
+  it('marks listen addresses, workers, the registry path, procRoot, the log format and the cluster connection restart-only, and the rest reloadable', () => {
     const restart = settingEntries().filter(([, s]) => s.applies === 'restart').map(([k]) => k);
     const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints'];
     // The certificate settings name files and the kind of server (TLS or not); the files' contents are re-read on reload.
     const tls = ['grpcTlsCert', 'grpcTlsKey', 'grpcTlsClientCa', 'grpcTlsClientAuth', 'httpTlsCert', 'httpTlsKey', 'httpTlsClientCa'];
-    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'workers', ...cluster, ...tls].sort());
+    // The log format decides the process's log stream, made once at start.
+    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'workers', 'logFormat', ...cluster, ...tls].sort());
     const reload = settingEntries().filter(([, s]) => s.applies === 'reload').map(([k]) => k);
     for (const k of ['zones', 'upstreams', 'allow', 'canonicalClients', 'logLevel', 'queryLog', 'upstreamTimeoutMs', 'cacheSize', 'rateLimit', 'maxInflight']) {
       expect(reload).toContain(k);

@@ -112,5 +112,5 @@ function lastFailure(): { logger: ReturnType<typeof createLogger>; last: () => s
       done();
     },
   });
-  return { logger: createLogger({ level: 'warn', pretty: false, destination: sink }), last: () => last ?? breaker };
+  return { logger: createLogger({ level: 'warn', format: 'json', destination: sink }), last: () => last ?? breaker };
 }

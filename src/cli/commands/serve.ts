@@ -57,18 +57,19 @@ export function registerServe(program: Command, io: CliIO): void {
         else for (const line of configText(config)) io.out(line);
         return;
       }
+      const input = flags as ConfigInput;
+      // The log format and the worker count are needed before anything starts (they decide how
+      // the process logs and its layout), so the whole config is read once here, with the files
+      // it names (certificates, etcd's): a bad one stops the start before anything binds. The
+      // daemon reads it again, as on every reload.
+      const { config } = await resolveServeConfig(input, env);
       // Starts at info; the daemon sets the configured level (flags > env > file) once it has
       // checked it, and again on every reload.
-      const logger = createLogger();
-      const input = flags as ConfigInput;
+      const logger = createLogger({ format: config.logFormat });
       // The daemon's modules load here, not when the CLI starts: `canonport port api` never pays for them.
       const { Daemon } = await import('../../daemon/daemon.js');
       const { isClusterWorker, runWorker, startPrimary } = await import('../../daemon/workers.js');
       if (isClusterWorker()) return runWorker({ flags: input, env, logger: logger.child({ worker: process.pid }) });
-      // The worker count is needed before anything starts (it decides the process layout), so the
-      // primary reads the whole config once here, and the files it names (certificates, etcd's):
-      // a bad one stops the start before anything binds. The daemon reads it again, as on every reload.
-      const { config } = await resolveServeConfig(input, env);
       const running =
         config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
       const daemon = running instanceof Daemon ? running : running.daemon;
