@@ -28,7 +28,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['fleet'],
   ['daemon'],
   ['cli'],
-  ['index.ts'],
+  ['index.ts', 'client.ts'],
 ];
 
 function files(dir: string): string[] {

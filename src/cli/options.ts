@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { normaliseName } from '../config/names.js';
 import { isCanonportError, ErrorCodes } from '../errors.js';
-import { CLIENT_TLS_ENV, CLIENT_TLS_FLAGS, type ClientTlsOptions } from '../grpc/tls.js';
+import { CLIENT_TLS_ENV, CLIENT_TLS_FLAGS, type ClientTlsOptions } from '../grpc/client-tls.js';
 import { loadRegistryFile } from '../registry/load.js';
 import type { Registry } from '../registry/registry.js';
 import { usageError } from './io.js';
