@@ -15,6 +15,7 @@ import { Backoff, sleep } from './backoff.js';
 import { DEFAULT_PREFIX, isNodeName, isValidPrefix, layoutPrefix } from './keys.js';
 import { Publisher, type PublisherStatus } from './publisher.js';
 import { ClusterView, type ClusterViewReader, type ViewCaps, type WatchChange } from './view.js';
+import { etcdReason } from './etcd-errors.js';
 
 /**
  * Cluster mode's connection to etcd: one client, one lease (the
@@ -308,7 +309,7 @@ export class Cluster {
         this.logger.info({ node: this.nodeName, address, toward: `${target.host}:${target.port}` }, 'advertise address detected');
         if (/^(127\.|::1$)/.test(address)) this.logger.warn({ node: this.nodeName, address }, 'the detected advertise address is loopback: other hosts cannot reach this one (set --advertise)');
       } catch (err) {
-        this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, err: String(err) }, 'cannot detect an advertise address; retrying');
+        this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, err: etcdReason(err) }, 'cannot detect an advertise address; retrying');
         await sleep(backoff.next(), this.abort.signal);
       }
     }
@@ -384,7 +385,7 @@ export class Cluster {
 
   private unreachable(op: 'list' | 'watch', err: unknown): void {
     this.metrics?.clusterEtcdErrors.inc({ op });
-    const text = String(err);
+    const text = etcdReason(err, this.client);
     if (text !== this.listError) this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, op, err: text }, 'cannot read the cluster prefix from etcd; retrying');
     this.listError = text;
     this.view.markStale();
