@@ -313,7 +313,7 @@ describe('a bad value names where it came from and what is accepted', () => {
     expect(list.message).toMatch(/^list\.yaml:4:7 \(daemon\.upstreams\.1\): "nowhere" is not an IP address/);
     const unknown = thrown(() => parseRegistry('zones: [a.example]\ndaemon:\n  cachesize: 5\n', 'unknown.yaml'));
     expect(unknown.code).toBe('CP_REGISTRY_INVALID');
-    expect(unknown.message).toBe('unknown.yaml:3:3 (daemon.cachesize): unknown field "cachesize"');
+    expect(unknown.message).toBe('unknown.yaml:3:3 (daemon.cachesize): unknown field "cachesize" (did you mean "cacheSize"?)');
   });
 
   it('an upstream equal to the DNS listen address is CP_FORWARD_LOOP, from flags, env or file; resolv.conf entries are skipped', () => {

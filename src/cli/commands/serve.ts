@@ -3,7 +3,7 @@ import { configFromEnv, ENV_VARS, type ConfigInput } from '../../config/config.j
 import { resolveServeConfig } from '../../daemon/load.js';
 import { configJson, configText, helpLine } from '../../config/docs.js';
 import { settingEntries, type SettingKey } from '../../config/settings.js';
-import { handleSignals } from '../../daemon/signals.js';
+import { handleSignals, startedByNpm } from '../../daemon/signals.js';
 import { createLogger } from '../../log.js';
 import { collect, printJson, type CliIO } from '../io.js';
 
@@ -73,7 +73,7 @@ export function registerServe(program: Command, io: CliIO): void {
       const running =
         config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
       const daemon = running instanceof Daemon ? running : running.daemon;
-      await handleSignals({ close: (ms) => running.close(ms), reload: () => daemon.reload() }, logger, DRAIN_MS).stopped;
+      await handleSignals({ close: (ms) => running.close(ms), reload: () => daemon.reload() }, logger, DRAIN_MS, { watchLauncher: startedByNpm() }).stopped;
       logger.flush?.();
       // Upstream queries still out past the drain would hold the process until their
       // timeouts; nobody is waiting for them any more.
