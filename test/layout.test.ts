@@ -29,7 +29,8 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['ui'],
   ['daemon'],
   ['cli'],
-  ['index.ts', 'client.ts'],
+  ['client.ts'],
+  ['index.ts'],
 ];
 
 function files(dir: string): string[] {
