@@ -33,7 +33,8 @@ function withClosedPipe(argv: string[], which: 'stdout' | 'stderr' = 'stdout'): 
   });
 }
 
-describe('a printing command whose reader has gone (| head -1)', () => {
+// Each case is one short process that mostly waits to start: they run side by side.
+describe.concurrent('a printing command whose reader has gone (| head -1)', () => {
   const node = (...args: string[]) => [process.execPath, 'bin/canonport.js', ...args];
   // Each with the exit code it has when the output is read: the closed pipe changes nothing but the output.
   const commands: [string, string[], number][] = [
