@@ -70,10 +70,29 @@ export function registerServe(program: Command, io: CliIO): void {
       const { Daemon } = await import('../../daemon/daemon.js');
       const { isClusterWorker, runWorker, startPrimary } = await import('../../daemon/workers.js');
       if (isClusterWorker()) return runWorker({ flags: input, env, logger: logger.child({ worker: process.pid }) });
-      const running =
-        config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
-      const daemon = running instanceof Daemon ? running : running.daemon;
-      await handleSignals({ close: (ms) => running.close(ms), reload: () => daemon.reload() }, logger, DRAIN_MS, { watchLauncher: startedByNpm() }).stopped;
+      const start = config.workers > 1 ? startPrimary({ flags: input, env, logger, workers: config.workers }) : Daemon.start({ flags: input, env, logger });
+      const started = start.then(
+        (running) => ({ running, daemon: running instanceof Daemon ? running : running.daemon }),
+        () => undefined,
+      );
+      // The handlers go in before the daemon starts: Node has none of its own, so a SIGTERM that came
+      // between the "ready" line and their installation (a service manager, a test) ended the process
+      // at once, undrained (exit 143). One that comes during the start waits for it, then drains.
+      const signals = handleSignals(
+        { close: async (ms) => (await started)?.running.close(ms), reload: async () => (await started)?.daemon.reload() },
+        logger,
+        DRAIN_MS,
+        { watchLauncher: startedByNpm() },
+      );
+      try {
+        await start;
+      } catch (err) {
+        signals.dispose();
+        throw err;
+      }
+      // `canonport leave` has withdrawn the host: stop as a SIGTERM would (the lease is already revoked).
+      (await started)!.daemon.events.once('leave', () => process.kill(process.pid, 'SIGTERM'));
+      await signals.stopped;
       logger.flush?.();
       // Upstream queries still out past the drain would hold the process until their
       // timeouts; nobody is waiting for them any more.
