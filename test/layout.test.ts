@@ -30,6 +30,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['ui'],
   ['daemon'],
   ['cli'],
+  ['client.ts'],
   ['index.ts'],
 ];
 

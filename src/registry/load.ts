@@ -5,7 +5,7 @@ import * as YAML from 'yaml';
 import type { z } from 'zod';
 import { yieldEvery } from '../concurrency.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
-import { HostsSchema, ServicesSchema, ShallowRegistrySchema, type RegistryFile } from './schema.js';
+import { HostsSchema, knownFields, nearestField, ServicesSchema, ShallowRegistrySchema, type RegistryFile } from './schema.js';
 import { Registry } from './registry.js';
 import { yamlTools, type YamlProblem } from './yaml-tools.js';
 
@@ -155,8 +155,9 @@ function failureOf(issue: z.core.$ZodIssue, prefix: string[]): Failure {
   let message = issue.message;
   if (issue.code === 'unrecognized_keys') {
     const key = issue.keys[0]!;
+    const near = nearestField(key, knownFields(path));
     path = [...path, key];
-    message = `unknown field "${key}"`;
+    message = `unknown field "${key}"${near ? ` (did you mean "${near}"?)` : ''}`;
   } else if (issue.code === 'invalid_key') {
     // zod says only "Invalid key in record"; the key's own issue says why.
     message = `name "${String(path[path.length - 1])}" ${issue.issues[0]?.message ?? 'is not valid'}`;

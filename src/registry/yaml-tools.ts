@@ -59,13 +59,27 @@ export function yamlTools(YAML: typeof Yaml): YamlTools {
     return null;
   }
 
+  /**
+   * Where an error really is when yaml reports the indentation before it: a
+   * mis-indented item (`   db:` under `  api:`) is reported at the start of
+   * its line (column 1); the item starts after the spaces (column 4). Tabs
+   * are left alone: a tab used as indentation is itself the error.
+   */
+  function pastIndent(text: string, offset: number): number {
+    const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
+    if (text.slice(lineStart, offset).trim() !== '' || text[offset] !== ' ') return offset;
+    let at = offset;
+    while (text[at] === ' ') at++;
+    return at < text.length && text[at] !== '\n' && text[at] !== '\r' ? at : offset;
+  }
+
   return {
     parse(text) {
       lc = new YAML.LineCounter();
       doc = YAML.parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: false });
       if (doc.errors.length > 0) {
         const e = doc.errors[0]!;
-        const pos = lc.linePos(e.pos[0]);
+        const pos = lc.linePos(pastIndent(text, e.pos[0]));
         return { ok: false, problem: { line: pos.line, column: pos.col, message: e.message.split('\n')[0] ?? e.message } };
       }
       const dup = duplicateKey(doc.contents);
