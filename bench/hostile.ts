@@ -107,7 +107,7 @@ async function sigtermMs(s: ServeProcess): Promise<number | null> {
 }
 
 async function resolves(host: Host, s: ServeProcess): Promise<boolean> {
-  const r = await canonportFrom(host, ['resolve', '--daemon', `${net.gateway}:${s.grpc.port}`, `api.${ZONE}`]);
+  const r = await canonportFrom(host, ['resolve', '--daemon', `${net.gateway}:${s.grpc.port}`, 'api.localhost']);
   return r.code === 0 && r.stdout.includes('port 12082');
 }
 

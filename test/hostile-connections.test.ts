@@ -72,7 +72,7 @@ function holdWatch(s: ServeProcess): void {
 
 /** What the allowed host gets while an attack runs: Resolve over gRPC, /metrics and /healthz over HTTP, a DNS answer. */
 async function insideServed(s: ServeProcess): Promise<{ resolve: boolean; metrics: string; healthz: string; dns: boolean }> {
-  const r = await canonportFrom(inside, ['resolve', '--daemon', `${net.gateway}:${s.grpc.port}`, `api.${ZONE}`]);
+  const r = await canonportFrom(inside, ['resolve', '--daemon', `${net.gateway}:${s.grpc.port}`, 'api.localhost']);
   const udp = await UdpClient.open();
   try {
     const dns = await udp.ask({ host: '127.0.0.1', port: s.dns.port }, { name: `api.${ZONE}`, type: T.SRV });

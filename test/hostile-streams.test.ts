@@ -43,7 +43,7 @@ async function serve(extra: string[] = []): Promise<ServeProcess> {
 
 /** `canonport resolve` from the bystander, as a workload there would: true when it got the port. */
 async function bystanderResolves(s: ServeProcess): Promise<boolean> {
-  const r = await canonportFrom(bystander, ['resolve', '--daemon', `${net.gateway}:${s.grpc.port}`, `api.${ZONE}`]);
+  const r = await canonportFrom(bystander, ['resolve', '--daemon', `${net.gateway}:${s.grpc.port}`, 'api.localhost']);
   return r.code === 0 && r.stdout.includes('port 12082');
 }
 
