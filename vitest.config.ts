@@ -24,6 +24,7 @@ const SLOW = [
 export default defineConfig({
   test: {
     globalSetup: ['test/global-setup.ts'],
+    setupFiles: ['test/file-setup.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     // Tests start real daemons and servers on loopback; forks keep their sockets apart.

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseHostPort } from '../src/config/address.js';
 import { requireUserSwitch } from './helpers/sandbox.js';
+import { tempDir } from './helpers/temp.js';
 import { requireTool } from './helpers/tools.js';
 import { buildConfig, configFromEnv, DEFAULTS, ENV_VARS } from '../src/config/config.js';
 import { parseRegistry } from '../src/registry/load.js';
@@ -166,7 +167,7 @@ function verifyIn(dir: string, unit: string): { status: number | null; findings:
 
 /** An example client service with the drop-in installed, beside canonport's units, in a fresh directory. */
 function clientServiceTree(dropInText: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'canonport-dropin-'));
+  const dir = tempDir('canonport-dropin-');
   for (const f of [UNIT, XDS_UNIT]) cpSync(f, join(dir, f.split('/').at(-1)!));
   writeFileSync(join(dir, 'example-grpc.service'), '[Unit]\nDescription=a gRPC service dialling xds:///NAME\n\n[Service]\nDynamicUser=yes\nExecStart=/bin/true\n');
   mkdirSync(join(dir, 'example-grpc.service.d'));

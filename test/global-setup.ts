@@ -1,12 +1,33 @@
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { GENREPORT_ENV, genreportBinary } from './helpers/genreport.js';
+import { runTemp } from './helpers/run-temp.js';
 
 /**
- * Builds dist/ once before any test file runs: the CLI tests spawn
- * `node bin/canonport.js`, which runs the compiled code. A type error fails
- * the whole run here, with tsc's own output.
+ * Once per vitest run, before any test file:
+ *
+ * - builds dist/ once: the CLI tests spawn `node bin/canonport.js`, which
+ *   runs the compiled code. A type error fails the whole run here, with
+ *   tsc's own output.
+ * - gives the run temporary directories of its own, empty: TMPDIR (every
+ *   test file, and every process a test starts, inherits it) and one on
+ *   /dev/shm for etcd's data (CANONPORT_TEST_SHM, test/helpers/etcd.ts).
+ *   At the end, whatever is left in them fails the run (exit code 1, after
+ *   vitest's summary), each entry named
+ *   (tests remove what they make: helpers/temp.ts), and then they are
+ *   removed, so a run leaves nothing in the temporary directory either way.
+ *   Runs of other checkouts on the machine have their own, so the check
+ *   sees this run's leftovers only.
+ *
+ * vitest calls a global setup once per project (the root and each of
+ * vitest.config.ts's projects): only the first call does the work.
  */
-export default function setup(): void {
+export default function setup(): (() => void) | undefined {
+  const g = globalThis as { canonportGlobalSetupDone?: true };
+  if (g.canonportGlobalSetupDone) return undefined;
+  g.canonportGlobalSetupDone = true;
   const root = fileURLToPath(new URL('..', import.meta.url));
   try {
     execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'pipe' });
@@ -14,4 +35,26 @@ export default function setup(): void {
     const out = (err as { stdout?: Buffer }).stdout?.toString() ?? String(err);
     throw new Error(`tsc failed, so the CLI cannot be tested:\n${out}`);
   }
+  return runTempDirs();
+}
+
+function runTempDirs(): () => void {
+  // test/preflight.sh builds genreport under the temporary directory the run starts with: find it before TMPDIR moves.
+  if (!process.env[GENREPORT_ENV]) {
+    const built = genreportBinary();
+    if (built) process.env[GENREPORT_ENV] = built;
+  }
+  const shm = existsSync('/dev/shm');
+  const run = runTemp(shm ? [tmpdir(), '/dev/shm'] : [tmpdir()]);
+  process.env.TMPDIR = run.dirs[0];
+  if (shm) process.env.CANONPORT_TEST_SHM = run.dirs[1];
+  return () => {
+    try {
+      run.finish();
+    } catch (err) {
+      // vitest prints a teardown's error ("error during close") but keeps the exit code: the run fails here.
+      process.exitCode = 1;
+      throw err;
+    }
+  };
 }
