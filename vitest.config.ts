@@ -29,6 +29,13 @@ export default defineConfig({
     hookTimeout: 30_000,
     // Tests start real daemons and servers on loopback; forks keep their sockets apart.
     pool: 'forks',
+    // Test files mostly wait (on daemons starting, etcd, leases, timers), not compute: vitest's
+    // default of one worker per core less one is a single worker on a 2-core machine, which ran
+    // the files one after another. Under `npm test` a run has its own network namespace
+    // (test/sandbox.mjs), so its files only meet each other, and they already keep apart (ports:
+    // a band per worker, helpers/ports.ts; namespaces and bridges named by PID).
+    // `npm test -- --maxWorkers=N` overrides it.
+    maxWorkers: 4,
     reporters: ['default'],
     projects: [
       { extends: true, test: { name: 'fast', include: ['test/**/*.test.ts'], exclude: SLOW } },

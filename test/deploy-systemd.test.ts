@@ -352,12 +352,11 @@ describe('the daemon as canonport.service runs it', () => {
   const logs: string[] = [];
 
   beforeAll(() => {
-    // /opt/canonport: the package as installed (compiled here from the sources, dependencies linked).
+    // /opt/canonport: the package as installed (dist/ as test/global-setup.ts compiled it from these sources, dependencies linked).
     dir = mkdtempSync(join(tmpdir(), 'canonport-systemd-'));
     const opt = join(dir, 'opt/canonport');
-    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'src', 'proto', 'bin']) cpSync(join(ROOT, p), join(opt, p), { recursive: true });
+    for (const p of ['package.json', 'package-lock.json', 'dist', 'proto', 'bin']) cpSync(join(ROOT, p), join(opt, p), { recursive: true });
     symlinkSync(join(ROOT, 'node_modules'), join(opt, 'node_modules'));
-    run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], opt);
     cpSync(join(DEPLOY, 'registry.example.yaml'), join(dir, 'etc/canonport/registry.yaml'));
     // The unit's user must be able to read both (mkdtemp makes the top directory 0700).
     chmodSync(dir, 0o755);

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GENREPORT_ENV, genreportBinary } from './helpers/genreport.js';
 import { runTemp } from './helpers/run-temp.js';
@@ -10,7 +11,9 @@ import { runTemp } from './helpers/run-temp.js';
  *
  * - builds dist/ once: the CLI tests spawn `node bin/canonport.js`, which
  *   runs the compiled code. A type error fails the whole run here, with
- *   tsc's own output.
+ *   tsc's own output. Incrementally: tsc re-emits only what changed since
+ *   the last run (its notes in node_modules/.cache); it never notices
+ *   outputs deleted behind its back, so without dist/ the notes go first.
  * - gives the run temporary directories of its own, empty: TMPDIR (every
  *   test file, and every process a test starts, inherits it) and one on
  *   /dev/shm for etcd's data (CANONPORT_TEST_SHM, test/helpers/etcd.ts).
@@ -29,8 +32,10 @@ export default function setup(): (() => void) | undefined {
   if (g.canonportGlobalSetupDone) return undefined;
   g.canonportGlobalSetupDone = true;
   const root = fileURLToPath(new URL('..', import.meta.url));
+  const buildInfo = join(root, 'node_modules/.cache/canonport/dist.tsbuildinfo');
+  if (!existsSync(join(root, 'dist'))) rmSync(buildInfo, { force: true });
   try {
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json'], { cwd: root, stdio: 'pipe' });
+    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json', '--incremental', '--tsBuildInfoFile', buildInfo], { cwd: root, stdio: 'pipe' });
   } catch (err) {
     const out = (err as { stdout?: Buffer }).stdout?.toString() ?? String(err);
     throw new Error(`tsc failed, so the CLI cannot be tested:\n${out}`);

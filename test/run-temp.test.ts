@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -13,11 +13,14 @@ import { removeTempDirs, tempDir } from './helpers/temp.js';
  */
 
 describe('the run\'s temporary directories', () => {
-  it('finish quietly when empty, and are gone after', () => {
+  it('are open to every user like /tmp, finish quietly when empty, and are gone after', () => {
     const base = tempDir('canonport-runtemp-');
     const run = runTemp([base, base]);
     expect(run.dirs).toHaveLength(2);
-    for (const d of run.dirs) expect(d.startsWith(join(base, 'canonport-run-'))).toBe(true);
+    for (const d of run.dirs) {
+      expect(d.startsWith(join(base, 'canonport-run-'))).toBe(true);
+      expect(statSync(d).mode & 0o7777).toBe(0o1777);
+    }
     run.finish();
     for (const d of run.dirs) expect(existsSync(d)).toBe(false);
   });

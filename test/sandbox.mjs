@@ -16,7 +16,16 @@
  * fixed ports and the port bands of test/helpers/ports.ts never meet another
  * engineer's run on the same machine. Inside:
  *
- * - loopback is brought up; nothing else is there (no route out);
+ * - loopback is up, and `eth0` (one end of a veth pair) holds the address
+ *   SANDBOX_ADDRESS, so the sandbox, like a host, has an address that is not
+ *   loopback (tests call the daemon "from another address" with it), and it
+ *   comes first among the interfaces, before any lab's bridge. There is no
+ *   route out;
+ * - names resolve from /etc/hosts, and nothing else does: /etc/resolv.conf
+ *   (bound over, in the mount namespace) names a resolver on the sandbox's
+ *   loopback that answers NXDOMAIN to everything. Tests then meet the same
+ *   "no such host" on every machine, never the host's DNS, and never a
+ *   timeout on a resolver they cannot reach;
  * - `/run/netns` is a private tmpfs, so `ip netns add` works (it is where
  *   iproute2 keeps its names, a fixed path) and every name dies with the run;
  *   where `/run/netns` does not exist and cannot be made (a user without
@@ -42,14 +51,20 @@
  * runs. Exit code: the command's.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createSocket } from 'node:dgram';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { constants, tmpdir, userInfo } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import dns2 from 'dns2';
 
 const ENV = 'CANONPORT_TEST_SANDBOX';
+/** The sandbox's own address on eth0 (10.199/16: not the labs' 10.200–249, nor acl-netns's 10.77). */
+const SANDBOX_ADDRESS = '10.199.0.2/24';
+/** Where its resolver listens (port 53; /etc/resolv.conf has no port syntax): no test binds it. */
+const RESOLVER = '127.0.0.53';
 const SOCKET_ENV = 'CANONPORT_TEST_REGISTRY_SOCKET';
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 
@@ -203,6 +218,34 @@ function privateNetnsDir(scratch) {
   mount('-t', 'tmpfs', '-o', 'mode=755', 'tmpfs', '/run/netns');
 }
 
+/**
+ * A resolver that knows no name: NXDOMAIN to every query (dns2 builds the
+ * reply from the question), over UDP, where the system resolver asks.
+ * /etc/resolv.conf (its target, where it is a link) points at it.
+ */
+async function hermeticResolver(scratch) {
+  const { Packet } = dns2;
+  const sock = createSocket('udp4');
+  sock.on('message', (msg, from) => {
+    try {
+      const reply = Packet.createResponseFromRequest(Packet.parse(msg));
+      reply.header.rcode = 3; // NXDOMAIN
+      reply.header.ra = 1;
+      sock.send(reply.toBuffer(), from.port, from.address);
+    } catch {
+      // not a DNS query: no answer
+    }
+  });
+  await new Promise((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind(53, RESOLVER, () => resolve(undefined));
+  });
+  const conf = join(scratch, 'resolv.conf');
+  writeFileSync(conf, `# test/sandbox.mjs: a resolver that answers NXDOMAIN to every name\nnameserver ${RESOLVER}\n`);
+  execFileSync('mount', ['--bind', conf, realpathSync('/etc/resolv.conf')], { stdio: 'pipe' });
+  return sock;
+}
+
 /** Relays 127.0.0.1:<port> inside to the proxy's Unix socket outside; resolves with the port. */
 function registryRelay(socketPath) {
   const server = createServer((c) => {
@@ -215,9 +258,17 @@ function registryRelay(socketPath) {
 }
 
 async function inside(cmd) {
+  let resolver;
   try {
-    execFileSync('ip', ['link', 'set', 'lo', 'up'], { stdio: 'pipe' });
+    const ip = (...args) => execFileSync('ip', args, { stdio: 'pipe' });
+    ip('link', 'set', 'lo', 'up');
+    // A veth pair with both ends here: the `dummy` type is a module some kernels lack (this machine's).
+    ip('link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0-end');
+    ip('addr', 'add', SANDBOX_ADDRESS, 'dev', 'eth0');
+    ip('link', 'set', 'eth0-end', 'up');
+    ip('link', 'set', 'eth0', 'up');
     privateNetnsDir(/** @type {string} */ (process.env.CANONPORT_TEST_SANDBOX_DIR));
+    resolver = await hermeticResolver(/** @type {string} */ (process.env.CANONPORT_TEST_SANDBOX_DIR));
   } catch (err) {
     const e = /** @type {{ stderr?: Buffer, message: string }} */ (err);
     console.error(`sandbox: setting up the namespaces failed: ${e.stderr?.toString().trim() || e.message}`);
@@ -236,6 +287,7 @@ async function inside(cmd) {
     return await runChild(cmd, env);
   } finally {
     relay?.server.close();
+    resolver?.close();
   }
 }
 

@@ -1,10 +1,12 @@
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
  * The temporary directories of one test run (test/global-setup.ts): a new,
- * empty `canonport-run-XXXXXX` under each base. finish() removes them and
- * throws, naming every entry, when a test left anything in them.
+ * empty `canonport-run-XXXXXX` under each base, open to every user like
+ * /tmp itself (mode 1777: tests run daemons as other users, whose files
+ * live there). finish() removes them and throws, naming every entry, when a
+ * test left anything in them.
  */
 export interface RunTemp {
   dirs: string[];
@@ -14,6 +16,7 @@ export interface RunTemp {
 
 export function runTemp(bases: string[]): RunTemp {
   const dirs = bases.map((b) => mkdtempSync(join(b, 'canonport-run-')));
+  for (const d of dirs) chmodSync(d, 0o1777);
   return {
     dirs,
     finish() {
