@@ -12,7 +12,7 @@ import type { Host } from './helpers/netns.js';
  * Cluster mode end to end against etcd as production runs it: TLS with
  * client certificates (--client-cert-auth), auth on, and one user per host
  * whose role reads the whole prefix and writes only that host's keys (the
- * role the README shows). Real daemons in network namespaces.
+ * role docs/cluster.md shows). Real daemons in network namespaces.
  */
 
 const API = base32Port('api');

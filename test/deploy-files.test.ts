@@ -286,11 +286,10 @@ describe('deploy/kubernetes/xds-client.example.yaml', () => {
     expect(JSON.parse(v6.stdout).xds_servers[0].server_uri).toBe(`[fd00:1::3]:${port}`);
   });
 
-  it('is what the README\'s xDS section shows', () => {
-    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-    const section = readme.slice(readme.indexOf('<!-- section:xds -->'), readme.indexOf('<!-- /section:xds -->'));
-    const block = /```yaml\n(env:[\s\S]*?)```/.exec(section)?.[1];
-    expect(block, 'a ```yaml block starting with env: in the xDS section').toBeDefined();
+  it('is what docs/xds.md shows', () => {
+    const page = readFileSync(join(ROOT, 'docs/xds.md'), 'utf8');
+    const block = /```yaml\n(env:[\s\S]*?)```/.exec(page)?.[1];
+    expect(block, 'a ```yaml block starting with env: in docs/xds.md').toBeDefined();
     const shown = parseAllDocuments(block!)[0]!.toJS() as { env: unknown[] };
     expect(shown.env).toEqual(container().env);
   });

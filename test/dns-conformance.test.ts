@@ -231,7 +231,7 @@ describe('4. definitive upstream refusals are relayed; zone transfers, meta type
   ] as const;
 
   /**
-   * canonport relays every definitive refusal as REFUSED (README, "Where
+   * canonport relays every definitive refusal as REFUSED (docs/dns.md, "Where
    * canonport differs from unbound"): dnsmasq relays the upstream's own
    * rcode, and unbound turns it into SERVFAIL, which invites a retry and a
    * stale answer where the upstream has said no.
@@ -280,7 +280,7 @@ describe('4. definitive upstream refusals are relayed; zone transfers, meta type
     ['class CH, not an identity name', T.TXT, CLASS.CH, 'REFUSED'],
   ];
 
-  // unbound answers the meta types FORMERR; canonport NOTIMP, on purpose (README): the question is well formed, and
+  // unbound answers the meta types FORMERR; canonport NOTIMP, on purpose (docs/dns.md): the question is well formed, and
   // RFC 1035 §4.1.1 has NOTIMP for "does not support the requested kind of query".
   it.each(local)('%s for a forwarded name: %s at once, never sent upstream, as unbound answers at once', async (label, qtype, qclass, expected) => {
     const upstream = await fake();

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
  * The layout shows the architecture, and stays that way: every module of
  * src/ belongs to a layer (a folder, or a top-level file), and imports
  * only from layers below its own, never from a peer or from above. No
- * file-level import cycle either. The README's "How the code is laid out"
+ * file-level import cycle either. docs/layout.md ("How the code is laid out")
  * lists the same layers.
  */
 

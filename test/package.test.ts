@@ -174,7 +174,7 @@ describe(`installed from the tarball beside the application's grpc-js ${SAME_MIN
     expect(await dial(dir, daemon, 'default', { target: UNANSWERED })).toMatchObject({ registered: true, callCode: UNAVAILABLE, callDetails: expect.stringContaining(`canon:///${UNANSWERED}`) });
   });
 
-  it("type-checks a consumer of every export the README promises against the package's .d.ts", async () => {
+  it("type-checks a consumer of every export docs/grpc.md promises against the package's .d.ts", async () => {
     copyFileSync(join(FIXTURES, 'consumer.mts'), join(dir, 'consumer.mts'));
     writeFileSync(
       join(dir, 'tsconfig.json'),

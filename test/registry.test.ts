@@ -147,12 +147,11 @@ function base32(name: string): number {
   return Registry.empty().lookup(name).port!;
 }
 
-describe('README', () => {
+describe('docs/scheme.md', () => {
   it("shows the example registry exactly as the fixture the tests load", async () => {
     const { readFile } = await import('node:fs/promises');
-    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
-    const section = readme.slice(readme.indexOf('<!-- section:scheme -->'), readme.indexOf('<!-- /section:scheme -->'));
-    const block = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
+    const page = await readFile(new URL('../docs/scheme.md', import.meta.url), 'utf8');
+    const block = /```yaml\n([\s\S]*?)```/.exec(page)?.[1];
     expect(block).toBe(await readFile(fixture('example.yaml'), 'utf8'));
   });
 });

@@ -16,10 +16,11 @@ import { DaemonSchema, RegistrySchema } from '../src/registry/schema.js';
  * The settings table and everything derived from it: precedence for every
  * setting (lists included), the same check and wording from a flag, an env
  * var and the registry file, restart-only settings on reload, and the
- * README table and `serve --help` kept equal to the table.
+ * configuration reference (docs/configuration.md) and `serve --help` kept
+ * equal to the table.
  */
 
-const README = fileURLToPath(new URL('../README.md', import.meta.url));
+const CONFIG_DOC = fileURLToPath(new URL('../docs/configuration.md', import.meta.url));
 const NO_RESOLV = { resolvConf: '/nonexistent/resolv.conf' };
 const KEYS = settingEntries().map(([k]) => k);
 
@@ -171,7 +172,7 @@ describe('the table', () => {
     expect(Object.keys(BAD).sort()).toEqual([...KEYS].sort());
   });
 
-  it('names each flag and env var once, CANONPORT_-prefixed, with help, a README text and a default text', () => {
+  it('names each flag and env var once, CANONPORT_-prefixed, with help, a docs text and a default text', () => {
     const flags = settingEntries().flatMap(([, s]) => (s.flag ? [s.flag.name] : []));
     const envs = settingEntries().flatMap(([, s]) => (s.env ? [s.env] : []));
     expect(new Set(flags).size).toBe(flags.length);
@@ -362,18 +363,18 @@ describe('reload: restart-only settings keep their running value', () => {
 });
 
 describe('what people read is derived from the table', () => {
-  it('the README configuration table is the generated one (regenerate: npm run docs:settings)', () => {
-    const readme = readFileSync(README, 'utf8');
-    expect(withSettingsTable(readme), 'README table differs from src/config/settings.ts: run npm run docs:settings').toBe(readme);
-    const section = readme.slice(readme.indexOf('### Configuration reference'), readme.indexOf(TABLE_END));
+  it('the configuration reference table (docs/configuration.md) is the generated one (regenerate: npm run docs:settings)', () => {
+    const page = readFileSync(CONFIG_DOC, 'utf8');
+    expect(withSettingsTable(page), 'docs/configuration.md table differs from src/config/settings.ts: run npm run docs:settings').toBe(page);
+    const section = page.slice(page.indexOf('# Configuration reference'), page.indexOf(TABLE_END));
     expect(section).toContain(TABLE_BEGIN);
     const rows = section.split('\n').filter((l) => l.startsWith('| `'));
     expect(rows.map((r) => /^\| `(\w+)`/.exec(r)?.[1])).toEqual(KEYS);
     expect(settingsTable().split('\n')).toHaveLength(KEYS.length + 2);
   });
 
-  it('a README whose table has drifted is caught', () => {
-    const readme = readFileSync(README, 'utf8');
+  it('a page whose table has drifted is caught', () => {
+    const readme = readFileSync(CONFIG_DOC, 'utf8');
     const drifted = readme.replace('| `cacheSize` | `--cache-size N`', '| `cacheSize` | `--cache N`');
     expect(drifted).not.toBe(readme);
     expect(withSettingsTable(drifted)).not.toBe(drifted);

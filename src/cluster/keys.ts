@@ -19,7 +19,7 @@ import { z } from 'zod';
  * - Values are UTF-8 JSON. Readers ignore unknown fields (so v1 may grow
  *   optional fields) and ignore, count and log keys or values that do not
  *   match (a foreign writer, a corrupted value); they never fail on them.
- * - A node writes only its own keys; an etcd role can enforce that (README).
+ * - A node writes only its own keys; an etcd role can enforce that (docs/cluster.md).
  */
 
 export const LAYOUT_VERSION = 'v1';

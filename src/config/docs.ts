@@ -4,7 +4,8 @@ import { fileKeys, SETTINGS, settingEntries, type Setting, type SettingKey, type
 
 /**
  * What people read about the settings, derived from the table: the help
- * line of each flag, `serve --print-config`, and the README's table.
+ * line of each flag, `serve --print-config`, and the table of
+ * docs/configuration.md.
  */
 
 /** The help line of a setting's flag: what it does, where else it can be set, its default. */
@@ -51,7 +52,7 @@ function shownValue(c: Config, key: SettingKey): Shown {
 const cell = (text: string) => text.replaceAll('|', '\\|');
 const code = (text: string) => `\`${text}\``;
 
-/** The README's configuration table, one row per setting, in table order. */
+/** docs/configuration.md's settings table, one row per setting, in table order. */
 export function settingsTable(): string {
   const rows = settingEntries().map(([key, s]) => {
     const flag = s.flag ? code(`${s.flag.name}${s.flag.value ? ` ${s.flag.value}` : ''}`) + (s.kind.list ? ' (repeatable)' : '') : '—';
@@ -65,10 +66,10 @@ export function settingsTable(): string {
 export const TABLE_BEGIN = '<!-- settings table: generated from src/config/settings.ts by `npm run docs:settings`; do not edit -->';
 export const TABLE_END = '<!-- end of settings table -->';
 
-/** The README with its settings table replaced by the generated one. Throws when the markers are missing. */
-export function withSettingsTable(readme: string): string {
-  const begin = readme.indexOf(TABLE_BEGIN);
-  const end = readme.indexOf(TABLE_END);
-  if (begin === -1 || end < begin) throw new Error(`README has no settings table markers (${TABLE_BEGIN} … ${TABLE_END})`);
-  return `${readme.slice(0, begin)}${TABLE_BEGIN}\n${settingsTable()}\n${readme.slice(end)}`;
+/** The page (docs/configuration.md) with its settings table replaced by the generated one. Throws when the markers are missing. */
+export function withSettingsTable(page: string): string {
+  const begin = page.indexOf(TABLE_BEGIN);
+  const end = page.indexOf(TABLE_END);
+  if (begin === -1 || end < begin) throw new Error(`the page has no settings table markers (${TABLE_BEGIN} … ${TABLE_END})`);
+  return `${page.slice(0, begin)}${TABLE_BEGIN}\n${settingsTable()}\n${page.slice(end)}`;
 }

@@ -13,7 +13,7 @@ import { tryParseCidr, type Cidr } from './cidr.js';
  * caller prefixes the flag, variable or file key.
  */
 
-/** What print-config and the README show for a value. */
+/** What print-config and the docs show for a value. */
 export type Shown = string | number | boolean | string[] | null;
 
 /** A checked value: the raw form kept in the registry file's data, and the value the daemon uses. */
@@ -23,7 +23,7 @@ export type Checked<Raw, T> = { ok: true; raw: Raw; value: T } | { ok: false; re
 export type SettingInput = string | number | boolean | readonly string[] | null;
 
 export interface Kind<Raw, T> {
-  /** The accepted form, for help and the README: `ADDR:PORT`, `integer 10–30000`. */
+  /** The accepted form, for help and the docs: `ADDR:PORT`, `integer 10–30000`. */
   readonly accepts: string;
   /** A list: the flag repeats, and env text holds several values separated by commas or spaces. */
   readonly list: boolean;

@@ -7,11 +7,11 @@ import { boolean, cidr, decimal, etcdUrl, hostPort, int, ipAddress, label, listO
  * Every setting of `canonport serve`, declared once. The commander options
  * (src/cli/commands/serve.ts), the environment reading, the registry file's
  * `daemon:` schema (src/registry/schema.ts), the merged Config
- * (config.ts), `serve --print-config` and the README's configuration table
+ * (config.ts), `serve --print-config` and the configuration reference's table (docs/configuration.md)
  * (docs.ts) are all derived from this table.
  *
  * Adding a setting is one entry here plus the code that uses
- * `config.<key>`; the README table is regenerated with `npm run docs:settings`
+ * `config.<key>`; that table is regenerated with `npm run docs:settings`
  * (a test fails until it is).
  */
 
@@ -46,14 +46,14 @@ export interface Setting<Raw = unknown, T = unknown, F extends FilePlace | null 
   readonly kind: Kind<Raw, T>;
   /** The raw default (checked like any input); null: unset (the value is null); or read at start. */
   readonly default: Raw | null | DynamicDefault<Raw>;
-  /** The default as help and the README say it. */
+  /** The default as help and the docs say it. */
   readonly defaultText: string;
   /** True: the Config value is `T | null` (null when nothing sets it). */
   readonly optional: O;
   readonly applies: Applies;
   /** One line for `serve --help`. */
   readonly help: string;
-  /** The README table's description (markdown); the help line when not given. */
+  /** The description in docs/configuration.md's table (markdown; links relative to docs/); the help line when not given. */
   readonly doc: string;
 }
 
@@ -367,7 +367,7 @@ export const SETTINGS = {
     default: 1,
     applies: 'restart',
     help: 'DNS worker processes sharing one socket, to use more than one core',
-    doc: 'DNS worker processes sharing one socket, to use more than one core (see Performance)',
+    doc: 'DNS worker processes sharing one socket, to use more than one core (see [Performance](performance.md#past-one-core---workers-n))',
   }),
   procRoot: setting({
     flag: { name: '--proc-root', value: 'DIR' },
@@ -388,7 +388,7 @@ export const SETTINGS = {
     defaultText: 'off (one host, no etcd)',
     applies: 'restart',
     help: 'cluster mode: publish this host\'s listeners into etcd and answer from every host\'s',
-    doc: 'cluster mode: the etcd members to publish this host\'s listeners to and read every host\'s from (see [Cluster mode](#cluster-mode-discovery-by-observation)); unset, one host and no etcd',
+    doc: 'cluster mode: the etcd members to publish this host\'s listeners to and read every host\'s from (see [Cluster mode](cluster.md)); unset, one host and no etcd',
   }),
   advertise: setting({
     flag: { name: '--advertise', value: 'ADDR' },
@@ -465,7 +465,7 @@ export const SETTINGS = {
     defaultText: 'none',
     applies: 'restart',
     help: 'etcd user (with --cluster-password-file)',
-    doc: 'etcd user; its role should allow reads under `<prefix>/` and writes only to this host\'s keys, `<prefix>/v1/nodes/<node>` and `<prefix>/v1/listeners/<node>/<port>` (see [An etcd role per host](#an-etcd-role-per-host))',
+    doc: 'etcd user; its role should allow reads under `<prefix>/` and writes only to this host\'s keys, `<prefix>/v1/nodes/<node>` and `<prefix>/v1/listeners/<node>/<port>` (see [An etcd role per host](cluster.md#an-etcd-role-per-host))',
   }),
   clusterPasswordFile: optionalSetting({
     flag: { name: '--cluster-password-file', value: 'FILE' },

@@ -74,7 +74,7 @@ export interface NodeDaemon extends ServeProcess {
  * does not wait for the cluster view).
  */
 export async function startNode(lab: Lab, host: Host, name: string, args: string[] = [], etcdUrl = lab.etcdUrl): Promise<NodeDaemon> {
-  // The hosts' network is the lab's bridge: the node-local pattern the README recommends, each daemon's gRPC and
+  // The hosts' network is the lab's bridge: the node-local pattern docs/operations.md recommends, each daemon's gRPC and
   // HTTP open to that /24 only (bound beyond loopback, a daemon with neither an allow-list nor client certificates refuses to start).
   const lan = `${lab.net.subnet}.0/24`;
   const listen = [

@@ -266,7 +266,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
 /**
  * Adds a user whose role reads the whole `prefix` and writes only the keys
  * one node owns (`<prefix>/v1/nodes/<node>` and `<prefix>/v1/listeners/<node>/…`),
- * the role the README recommends. Needs a cluster started with `auth: true`.
+ * the role docs/cluster.md recommends. Needs a cluster started with `auth: true`.
  */
 export async function addNodeUser(cluster: EtcdCluster, opts: { user: string; password: string; prefix: string; node: string }): Promise<void> {
   const role = `canonport-${opts.node}`;
