@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { relative } from 'node:path';
 import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
@@ -60,13 +61,15 @@ export default defineConfig({
     hookTimeout: 30_000,
     // Tests start real daemons and servers on loopback; forks keep their sockets apart.
     pool: 'forks',
-    // Test files mostly wait (on daemons starting, etcd, leases, timers), not compute: vitest's
-    // default of one worker per core less one is a single worker on a 2-core machine, which ran
-    // the files one after another. Under `npm test` a run has its own network namespace
-    // (test/sandbox.mjs), so its files only meet each other, and they already keep apart (ports:
-    // a band per worker, helpers/ports.ts; namespaces and bridges named by PID).
-    // `npm test -- --maxWorkers=N` overrides it.
-    maxWorkers: 4,
+    // One file per core at a time. vitest's default, cores less one, is a single worker on a
+    // 2-core machine: the files ran one after another, though many mostly wait (daemons starting,
+    // etcd, leases). Under `npm test` a run has its own network namespace (test/sandbox.mjs), so
+    // its files only meet each other, and they keep apart (ports: a band per worker,
+    // helpers/ports.ts; namespaces and bridges named by PID). More workers than cores did not pay
+    // here: the `fast` files are mostly CPU (importing the code: ~60 of their ~75 CPU seconds), and
+    // four workers on two cores gave the same wall time and timing failures (abuse.test's in-flight
+    // cap, inventory's HTTP probe) under load. `npm test -- --maxWorkers=N` overrides it.
+    maxWorkers: availableParallelism(),
     reporters: ['default'],
     sequence: { sequencer: LongestFirst },
     projects: [
