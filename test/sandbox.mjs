@@ -72,9 +72,7 @@ const REPO = fileURLToPath(new URL('..', import.meta.url));
 function runChild(cmd, env) {
   return new Promise((resolve) => {
     const child = spawn(cmd[0], cmd.slice(1), { stdio: 'inherit', env });
-    const pass = (/** @type {NodeJS.Signals} */ sig) => () => child.kill(sig);
-    const handlers = /** @type {const} */ (['SIGTERM', 'SIGHUP']).map((s) => [s, pass(s)]);
-    for (const [s, h] of handlers) process.on(s, h);
+    for (const sig of /** @type {const} */ (['SIGTERM', 'SIGHUP'])) process.on(sig, () => child.kill(sig));
     // The terminal sends SIGINT to the whole process group: the command decides what it means.
     process.on('SIGINT', () => undefined);
     child.once('error', (err) => {
@@ -85,17 +83,18 @@ function runChild(cmd, env) {
   });
 }
 
-/** The subordinate ids of the user in /etc/subuid or /etc/subgid (by name or number); null when none. */
-function subordinateIds(file, name, id) {
+/** True when /etc/subuid or /etc/subgid gives the user (by name or number) subordinate ids. */
+function hasSubordinateIds(file, name, id) {
   try {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      const [who, start, count] = line.trim().split(':');
-      if ((who === name || who === String(id)) && Number(count) > 0) return { start: Number(start), count: Number(count) };
-    }
+    return readFileSync(file, 'utf8')
+      .split('\n')
+      .some((line) => {
+        const [who, , count] = line.trim().split(':');
+        return (who === name || who === String(id)) && Number(count) > 0;
+      });
   } catch {
-    // no such file
+    return false; // no such file
   }
-  return null;
 }
 
 function onPath(cmd) {
@@ -119,6 +118,7 @@ function registryTarget() {
 /** An HTTP CONNECT proxy on a Unix socket that tunnels to `target` only. */
 function registryProxy(socketPath, target) {
   const server = createHttpServer((_req, res) => res.writeHead(405).end('only CONNECT to the npm registry\n'));
+  /** Destinations refused so far, to say each once; at most 20 are said. */
   const refused = new Set();
   server.on('connect', (req, client, head) => {
     const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(req.url ?? '');
@@ -154,9 +154,8 @@ async function outside(cmd) {
   const ns = ['--net', '--mount'];
   if (uid !== 0) {
     const { username } = userInfo();
-    const subuid = subordinateIds('/etc/subuid', username, uid);
-    const subgid = subordinateIds('/etc/subgid', username, process.getgid?.() ?? uid);
-    const mapAuto = Boolean(subuid && subgid && onPath('newuidmap') && onPath('newgidmap'));
+    const mapAuto =
+      hasSubordinateIds('/etc/subuid', username, uid) && hasSubordinateIds('/etc/subgid', username, process.getgid?.() ?? uid) && onPath('newuidmap') && onPath('newgidmap');
     if (!mapAuto) {
       console.error(
         `sandbox: ${!onPath('newuidmap') ? 'newuidmap is missing (Debian package uidmap)' : `${username} has no subordinate ids in /etc/subuid and /etc/subgid`}: ` +
