@@ -6,8 +6,9 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
 /**
  * Slow files: the ones that take more than a few seconds each (soak and fuzz
  * runs, installs into scratch projects, whole processes under systemd or a
- * Dockerfile's steps, other languages' toolchains). `npm run test:fast` leaves
- * them out for the inner loop; `npm test` (and CI) runs everything.
+ * Dockerfile's steps, other languages' toolchains, a real browser). `npm run
+ * test:fast` leaves them out for the inner loop; `npm test` (and CI) runs
+ * everything.
  *
  * Longest first, as measured (vitest's JSON reporter, per file): a run starts
  * them in this order (LongestFirst below).
@@ -25,6 +26,7 @@ const SLOW = [
   'test/interop-go.test.ts',
   'test/fleet-cluster.test.ts',
   'test/fuzz-udp.test.ts',
+  'test/ui-browser.test.ts',
 ];
 
 const SLOW_RES = SLOW.map((g) => new RegExp(`^${g.replace(/[.]/g, '\\.').replace(/\*/g, '[^/]*')}$`));

@@ -1,10 +1,11 @@
 import { parseArgs } from 'node:util';
 import etcd3 from 'etcd3';
 import { Cluster } from '../src/cluster/cluster.js';
-import { encodeListener, encodeNode, listenerKey, nodeKey } from '../src/cluster/keys.js';
 import { base32Port } from '../src/scheme/index.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { startEtcd } from '../test/helpers/etcd.js';
+import { serviceNames, writeScaleFleet } from '../test/helpers/scale-fleet.js';
+import { runScript } from './run-script.js';
 
 /**
  * Cluster-mode scale: a bounded generator writes N nodes × S services into
@@ -38,47 +39,16 @@ if (!(NODES >= 1 && NODES <= 10_000 && SERVICES >= 1 && SERVICES <= 100 && STEAD
 }
 const PREFIX = '/canonport-bench';
 
-/** Service names whose base32 ports differ: the first three characters make the port. */
-function serviceNames(n: number): string[] {
-  const alphabet = 'abcdefghijklmnopqrstuv';
-  return Array.from({ length: n }, (_, i) => `${alphabet[Math.floor(i / 22) % 22]}${alphabet[i % 22]}x-svc`);
-}
-
 async function main(): Promise<void> {
   const etcd = await startEtcd();
   const client = new etcd3.Etcd3({ hosts: etcd.endpoints.map((e) => `http://${e}`) });
   const gc = (globalThis as { gc?: () => void }).gc;
   try {
     const services = serviceNames(SERVICES).map((name) => ({ name, port: base32Port(name) }));
-    const started = new Date().toISOString();
-    const leases: etcd3.Lease[] = [];
 
-    // --- write N × (1 + S) keys, one transaction per node, 8 in flight ---
+    // --- write N × (1 + S) keys, one transaction per node, 8 in flight (test/helpers/scale-fleet.ts) ---
     const t0 = performance.now();
-    let nextNode = 0;
-    const writeNode = async (i: number): Promise<void> => {
-      const name = `node-${String(i).padStart(5, '0')}`;
-      let leaseId: string | undefined;
-      if (args.leases) {
-        const lease = client.lease(TTL, { autoKeepAlive: true });
-        leases.push(lease);
-        leaseId = await lease.grant();
-      }
-      const address = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-      const puts = [
-        [nodeKey(PREFIX, name), encodeNode({ name, addresses: [address], canonportVersion: 'bench', registryDigest: '', started })],
-        ...services.map((s) => [
-          listenerKey(PREFIX, name, s.port),
-          encodeListener({ port: s.port, services: [s.name], scheme: 'base32', version: '1.0.0', versionSource: 'http', since: started, bind: [{ family: 'tcp6', address: '::' }] }),
-        ]),
-      ];
-      await client.kv.txn({ success: puts.map(([key, value]) => ({ request_put: { key: Buffer.from(key!), value: Buffer.from(value!), ...(leaseId ? { lease: leaseId } : {}) } })) });
-    };
-    await Promise.all(
-      Array.from({ length: 8 }, async () => {
-        while (nextNode < NODES) await writeNode(nextNode++);
-      }),
-    );
+    const leases = await writeScaleFleet(client, PREFIX, { nodes: NODES, services: SERVICES, ttl: args.leases ? TTL : undefined });
     const writeMs = performance.now() - t0;
     const keys = NODES * (1 + SERVICES);
 
@@ -148,10 +118,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);

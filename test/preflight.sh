@@ -5,8 +5,9 @@
 #   Debian packages: dig, unbound, dnsmasq (upstreams), dnsperf (bench),
 #     ip (network namespaces), systemd-analyze (deploy), protoc with
 #     Python's and Go's gRPC (interop, xDS), etcd and openssl (cluster mode),
-#     gcc, libc6-dev, libssl-dev (to build genreport), newuidmap (uidmap:
-#     other users in the tests' user namespace, test/sandbox.mjs).
+#     gcc, libc6-dev, libssl-dev (to build genreport), chromium (the fleet
+#     page's browser tests, driven by playwright-core: nothing downloads a browser),
+#     newuidmap (uidmap: other users in the tests' user namespace, test/sandbox.mjs).
 #   For a user who is not root: unprivileged user namespaces, and
 #     subordinate ids in /etc/subuid and /etc/subgid (root needs neither).
 #   genreport: ISC's DNS compliance tool, built from its source outside the
@@ -33,7 +34,7 @@ missing=()
 declare -A by_command=(
   [dig]=dnsutils [unbound]=unbound [dnsmasq]=dnsmasq [dnsperf]=dnsperf [ip]=iproute2
   [systemd-analyze]=systemd [etcd]=etcd-server [etcdctl]=etcd-client [openssl]=openssl [gcc]=gcc
-  [unshare]=util-linux [setpriv]=util-linux [newuidmap]=uidmap [newgidmap]=uidmap
+  [chromium]=chromium [unshare]=util-linux [setpriv]=util-linux [newuidmap]=uidmap [newgidmap]=uidmap
 )
 for cmd in "${!by_command[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${by_command[$cmd]}")
