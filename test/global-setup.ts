@@ -49,10 +49,11 @@ function runTempDirs(): () => void {
     const built = genreportBinary();
     if (built) process.env[GENREPORT_ENV] = built;
   }
-  const shm = existsSync('/dev/shm');
-  const run = runTemp(shm ? [tmpdir(), '/dev/shm'] : [tmpdir()]);
+  // Under test/sandbox.mjs, both bases are the sandbox's own (it removes them even after a killed run).
+  const shmBase = process.env.CANONPORT_TEST_SHM_BASE ?? (existsSync('/dev/shm') ? '/dev/shm' : undefined);
+  const run = runTemp(shmBase ? [tmpdir(), shmBase] : [tmpdir()]);
   process.env.TMPDIR = run.dirs[0];
-  if (shm) process.env.CANONPORT_TEST_SHM = run.dirs[1];
+  if (shmBase) process.env.CANONPORT_TEST_SHM = run.dirs[1];
   return () => {
     try {
       run.finish();

@@ -46,13 +46,17 @@
  *   registry is a test that should fail. Node has no CONNECT proxy with an
  *   allow-list over a Unix socket built in, hence the forty lines here.
  *
+ * The run's temporary directories (TMPDIR, and one on /dev/shm for etcd's
+ * data) are made here and removed here after the command, even when it was
+ * killed before its own clean-up.
+ *
  * The command runs with CANONPORT_TEST_SANDBOX=inside. Already inside (or
  * with CANONPORT_TEST_SANDBOX=off, to debug without it), the command just
  * runs. Exit code: the command's.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { constants, tmpdir, userInfo } from 'node:os';
@@ -175,14 +179,45 @@ async function outside(cmd) {
     );
     return 1;
   }
+  // The run's temporary directories, removed here whatever happens inside (a killed vitest never runs its
+  // teardown): `tmp` is the command's TMPDIR, `shm` holds etcd's data (test/global-setup.ts makes the
+  // run's own directories in both and checks them). Open like /tmp: tests run daemons as other users.
   const dir = mkdtempSync(join(tmpdir(), 'canonport-sandbox-'));
+  chmodSync(dir, 0o755);
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp, { mode: 0o1777 });
+  chmodSync(tmp, 0o1777);
+  const shm = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/canonport-sandbox-') : undefined;
+  if (shm) chmodSync(shm, 0o1777);
+  // test/preflight.sh builds genreport under the temporary directory it was given: name it before TMPDIR moves.
+  const genreport = join(process.env.TMPDIR || '/tmp', 'canonport-genreport', 'genreport');
   const socketPath = join(dir, 'registry.sock');
   const proxy = registryProxy(socketPath, registryTarget());
   try {
-    return await runChild(['unshare', ...ns, '--', process.execPath, fileURLToPath(import.meta.url), '--inside', ...cmd], { ...env, [SOCKET_ENV]: socketPath, CANONPORT_TEST_SANDBOX_DIR: dir });
+    return await runChild(['unshare', ...ns, '--', process.execPath, fileURLToPath(import.meta.url), '--inside', ...cmd], {
+      ...env,
+      [SOCKET_ENV]: socketPath,
+      CANONPORT_TEST_SANDBOX_DIR: dir,
+      TMPDIR: tmp,
+      ...(shm ? { CANONPORT_TEST_SHM_BASE: shm } : {}),
+      ...(!env.CANONPORT_GENREPORT && existsSync(genreport) ? { CANONPORT_GENREPORT: genreport } : {}),
+    });
   } finally {
     proxy.close();
-    rmSync(dir, { recursive: true, force: true });
+    removeAll(uid, [dir, shm].filter((d) => d !== undefined));
+  }
+}
+
+/**
+ * Removes the run's directories. What a test's other users (subordinate ids) left there after a killed
+ * run is not the user's to remove outside the namespace: then again as root of a user namespace.
+ */
+function removeAll(uid, dirs) {
+  try {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  } catch {
+    const r = spawnSync('unshare', [...(uid === 0 ? [] : ['--user', '--map-root-user', '--map-auto']), 'rm', '-rf', ...dirs], { encoding: 'utf8' });
+    if (r.status !== 0) console.error(`sandbox: could not remove ${dirs.join(' ')}: ${r.stderr.trim()}`);
   }
 }
 
