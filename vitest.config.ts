@@ -10,13 +10,16 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  * test:fast` leaves them out for the inner loop; `npm test` (and CI) runs
  * everything.
  *
- * Longest first, as measured (vitest's JSON reporter, per file): a run starts
- * them in this order (LongestFirst below).
+ * A run starts them in this order (LongestFirst below): longest first, as
+ * measured (vitest's JSON reporter, per file), except that the soak, the
+ * longest and the one that measures under a steady load, starts beside the
+ * cluster files, which mostly wait on etcd and leases, not beside the
+ * package installs, which type-check with tsc.
  */
 const SLOW = [
   'test/soak.test.ts',
-  'test/package.test.ts',
   'test/cluster-*.test.ts',
+  'test/package.test.ts',
   'test/reload.test.ts',
   'test/shutdown.test.ts',
   'test/genreport.test.ts',

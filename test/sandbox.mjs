@@ -34,7 +34,7 @@
  * - uid 0 maps to the user; with subordinate ids (/etc/subuid, newuidmap
  *   from the Debian package uidmap) `--map-auto` maps 1–65535 too, so the
  *   deploy tests' `setpriv --reuid=65534` really runs the daemon as another,
- *   unprivileged user (test/helpers/privileges.ts);
+ *   unprivileged user (requireUserSwitch in test/helpers/sandbox.ts);
  * - the one way out is the npm registry, for the tests that install
  *   canonport as users do (test/package.test.ts): this process (outside)
  *   keeps an HTTP CONNECT proxy on a Unix socket that tunnels only to the
