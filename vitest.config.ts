@@ -30,6 +30,7 @@ const SLOW = [
   'test/fleet-cluster.test.ts',
   'test/fuzz-udp.test.ts',
   'test/ui-browser.test.ts',
+  'test/rollout-netns.test.ts',
 ];
 
 const SLOW_RES = SLOW.map((g) => new RegExp(`^${g.replace(/[.]/g, '\\.').replace(/\*/g, '[^/]*')}$`));

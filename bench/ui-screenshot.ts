@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import etcd3 from 'etcd3';
-import { encodeListener, encodeNode, listenerKey, nodeKey } from '../src/cluster/keys.js';
+import { encodeListener, encodeNode, legacyNodeKey as nodeKey, listenerKey } from '../src/cluster/keys.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { base32Port } from '../src/scheme/index.js';
 import { startBrowser } from '../test/helpers/browser.js';

@@ -132,6 +132,19 @@ export const ErrorCodes = {
   CLUSTER_VIEW_DROPPED: 'CP_CLUSTER_VIEW_DROPPED',
   /** The etcd watch was cancelled (compaction past its revision, or an error): the view is listed again. */
   CLUSTER_WATCH_RESTARTED: 'CP_CLUSTER_WATCH_RESTARTED',
+  /**
+   * Another live daemon holds this `--node` name (a lease that is not this
+   * host's previous one): this daemon refuses to publish until that lease
+   * ends (or `--node-takeover`); logged on both sides, never deleting the
+   * other's keys.
+   */
+  CLUSTER_NODE_TAKEN: 'CP_CLUSTER_NODE_TAKEN',
+  /** No writable state directory, or a file in it cannot be read or written: restarts withdraw and re-publish, no snapshot. */
+  STATE_DIR_UNAVAILABLE: 'CP_STATE_DIR_UNAVAILABLE',
+  /** `canonport drain --wait` ran out of time before every live daemon acknowledged the drain; the drain stays in force. */
+  DRAIN_TIMEOUT: 'CP_DRAIN_TIMEOUT',
+  /** An admin method (drain, undrain, leave) was called from an address that is not loopback: refused (PERMISSION_DENIED). */
+  ADMIN_REFUSED: 'CP_ADMIN_REFUSED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -178,6 +191,7 @@ export function errorToRcode(err: unknown): number {
 export const GrpcStatus = {
   OK: 0,
   INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
   PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
@@ -205,7 +219,14 @@ export function errorToGrpcStatus(err: unknown): number {
     case ErrorCodes.XDS_LIMIT:
       return GrpcStatus.RESOURCE_EXHAUSTED;
     case ErrorCodes.ACCESS_DENIED:
+    case ErrorCodes.ADMIN_REFUSED:
       return GrpcStatus.PERMISSION_DENIED;
+    case ErrorCodes.DRAIN_TIMEOUT:
+      return GrpcStatus.DEADLINE_EXCEEDED;
+    case ErrorCodes.CLUSTER_UNREACHABLE:
+      return GrpcStatus.UNAVAILABLE;
+    case ErrorCodes.CLUSTER_NODE_TAKEN:
+      return GrpcStatus.FAILED_PRECONDITION;
     default:
       return GrpcStatus.INTERNAL;
   }

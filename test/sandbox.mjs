@@ -26,11 +26,12 @@
  *   loopback that answers NXDOMAIN to everything. Tests then meet the same
  *   "no such host" on every machine, never the host's DNS, and never a
  *   timeout on a resolver they cannot reach;
- * - `/run/netns` is a private tmpfs, so `ip netns add` works (it is where
- *   iproute2 keeps its names, a fixed path) and every name dies with the run;
- *   where `/run/netns` does not exist and cannot be made (a user without
- *   root), `/run` itself is rebuilt on a tmpfs with everything of the real
- *   one bound back in;
+ * - `/run/netns` and `/etc/netns` are private tmpfs, so `ip netns add` works
+ *   (iproute2 keeps its names there, a fixed path), labs can give a host its
+ *   own resolv.conf (`ip netns exec` binds /etc/netns/NAME/ in), and all of
+ *   it dies with the run; where one does not exist and cannot be made (a
+ *   user without root), its parent is rebuilt on a tmpfs with everything of
+ *   the real one bound back in;
  * - uid 0 maps to the user; with subordinate ids (/etc/subuid, newuidmap
  *   from the Debian package uidmap) `--map-auto` maps 1–65535 too, so the
  *   deploy tests' `setpriv --reuid=65534` really runs the daemon as another,
@@ -60,7 +61,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, 
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { constants, tmpdir, userInfo } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import dns2 from 'dns2';
 
@@ -221,21 +222,25 @@ function removeAll(uid, dirs) {
   }
 }
 
-/** `/run/netns` writable and private: a tmpfs on it, or on a rebuilt `/run` where it cannot be made. */
-function privateNetnsDir(scratch) {
+/**
+ * `dir` writable and private to the sandbox: a tmpfs on it. Where it does not
+ * exist and cannot be made (a user without root may not write the real /run
+ * or /etc), its parent is rebuilt on a tmpfs with each entry of the real one
+ * bound back, and `dir` made in it.
+ */
+function privateDir(dir, scratch) {
   const mount = (...args) => execFileSync('mount', args, { stdio: 'pipe' });
-  if (!existsSync('/run/netns')) {
+  if (!existsSync(dir)) {
     try {
-      mkdirSync('/run/netns', { mode: 0o755 });
+      mkdirSync(dir, { mode: 0o755 });
     } catch {
-      // A user's namespace may not write the real /run: a tmpfs on /run, with each entry of the real one bound back.
-      const old = join(scratch, 'run');
-      mkdirSync(old);
-      mount('--rbind', '/run', old);
-      mount('-t', 'tmpfs', '-o', 'mode=755', 'tmpfs', '/run');
+      const parent = dirname(dir);
+      const old = mkdtempSync(join(scratch, 'parent-'));
+      mount('--rbind', parent, old);
+      mount('-t', 'tmpfs', '-o', 'mode=755', 'tmpfs', parent);
       for (const name of readdirSync(old)) {
         const from = join(old, name);
-        const to = join('/run', name);
+        const to = join(parent, name);
         const st = lstatSync(from);
         if (st.isSymbolicLink()) symlinkSync(readlinkSync(from), to);
         else {
@@ -246,10 +251,10 @@ function privateNetnsDir(scratch) {
       }
       execFileSync('umount', ['-l', old], { stdio: 'pipe' });
       rmSync(old, { recursive: true, force: true });
-      mkdirSync('/run/netns', { mode: 0o755 });
+      mkdirSync(dir, { mode: 0o755 });
     }
   }
-  mount('-t', 'tmpfs', '-o', 'mode=755', 'tmpfs', '/run/netns');
+  mount('-t', 'tmpfs', '-o', 'mode=755', 'tmpfs', dir);
 }
 
 /**
@@ -301,7 +306,10 @@ async function inside(cmd) {
     ip('addr', 'add', SANDBOX_ADDRESS, 'dev', 'eth0');
     ip('link', 'set', 'eth0-end', 'up');
     ip('link', 'set', 'eth0', 'up');
-    privateNetnsDir(/** @type {string} */ (process.env.CANONPORT_TEST_SANDBOX_DIR));
+    // Where iproute2 keeps namespace names, and the per-namespace files `ip netns exec` binds in (labs write
+    // a host's own resolv.conf there): fixed paths, made the run's own.
+    privateDir('/run/netns', /** @type {string} */ (process.env.CANONPORT_TEST_SANDBOX_DIR));
+    privateDir('/etc/netns', /** @type {string} */ (process.env.CANONPORT_TEST_SANDBOX_DIR));
     resolver = await hermeticResolver(/** @type {string} */ (process.env.CANONPORT_TEST_SANDBOX_DIR));
   } catch (err) {
     const e = /** @type {{ stderr?: Buffer, message: string }} */ (err);

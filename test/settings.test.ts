@@ -75,6 +75,12 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   clusterMaxEndpoints: [1000, 2000],
   onlyListening: [true, false],
   observedTtl: [1, 30],
+  stateDir: ['/tmp/cp-state-a', '/tmp/cp-state-b'],
+  readyInterval: [500, 2000],
+  preferLocal: [false, true],
+  clusterWriteLegacy: [false, true],
+  nodeTakeover: [true, false],
+  leaveOnTerminate: [true, false],
 };
 
 /** One bad value per setting, and what its error must say (the value and what is accepted). */
@@ -124,6 +130,12 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   clusterMaxEndpoints: [0, /0 is not an integer in 1–10000000/],
   onlyListening: ['maybe', /"maybe" is not true or false/],
   observedTtl: [3601, /3601 is not an integer in 0–3600/],
+  stateDir: ['', /path/],
+  readyInterval: [50, /50 is not an integer in 100–60000/],
+  preferLocal: ['maybe', /is not true or false/],
+  clusterWriteLegacy: ['maybe', /is not true or false/],
+  nodeTakeover: ['maybe', /is not true or false/],
+  leaveOnTerminate: ['maybe', /is not true or false/],
 };
 
 /** As commander hands a flag over: text, a list as repeated texts. */
@@ -189,7 +201,7 @@ describe('the table', () => {
 
   it('marks listen addresses, workers, the registry path, procRoot and the cluster connection restart-only, and the rest reloadable', () => {
     const restart = settingEntries().filter(([, s]) => s.applies === 'restart').map(([k]) => k);
-    const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints'];
+    const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints', 'stateDir', 'clusterWriteLegacy', 'nodeTakeover'];
     // The certificate settings name files and the kind of server (TLS or not); the files' contents are re-read on reload.
     const tls = ['grpcTlsCert', 'grpcTlsKey', 'grpcTlsClientCa', 'grpcTlsClientAuth', 'httpTlsCert', 'httpTlsKey', 'httpTlsClientCa'];
     expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'workers', ...cluster, ...tls].sort());

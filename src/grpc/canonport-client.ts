@@ -196,7 +196,18 @@ class GrpcCanonportClient implements CanonportClient {
     return {
       host: res.host,
       collectedAtMs: res.collectedAtMs,
-      listeners: res.listeners.map((l) => ({ ...l, services: [...l.services] })),
+      listeners: res.listeners.map((wire) => {
+        // Readiness travels as four flat strings (canonport.proto's Listener); "" before a verdict or outside cluster mode.
+        const { readiness, readinessBy, readinessSince, readinessDetail, ...l } = wire as unknown as Omit<InventoryListener, 'readiness'> & { readiness: string; readinessBy: string; readinessSince: string; readinessDetail: string };
+        const state = readiness === 'ready' || readiness === 'not-ready' || readiness === 'draining' ? readiness : undefined;
+        return {
+          ...l,
+          services: [...l.services],
+          ...(state
+            ? { readiness: { state, by: readinessBy as NonNullable<InventoryListener['readiness']>['by'], sinceMs: Date.parse(readinessSince), ...(readinessDetail ? { detail: readinessDetail } : {}) } }
+            : {}),
+        };
+      }),
       registryDigest: res.registryDigest ?? '',
     };
   }

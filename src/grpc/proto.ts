@@ -48,6 +48,14 @@ export function canonportService(): grpc.ServiceClientConstructor {
   return root.canonport.v1.Canonport;
 }
 
+/** The `Admin` service constructor (drain, undrain, leave; loopback only). */
+export function adminService(): grpc.ServiceClientConstructor {
+  const root = grpc.loadPackageDefinition(canonportPackageDefinition()) as unknown as {
+    canonport: { v1: { Admin: grpc.ServiceClientConstructor } };
+  };
+  return root.canonport.v1.Admin;
+}
+
 export { DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT } from '../config/address.js';
 
 /**

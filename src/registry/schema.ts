@@ -41,6 +41,17 @@ export const ServiceSchema = z
     dependsOn: z.array(label).optional(),
     /** HTTP path answering the running version, for the inventory. */
     versionPath: z.string().startsWith('/').optional(),
+    /**
+     * How cluster mode decides the service is ready (src/inventory/readiness.ts):
+     * `grpc` (grpc.health.v1, service ""), `http:/path` (2xx ready), `tcp`
+     * (ready while listening). Unset: learned from what the port speaks.
+     */
+    ready: z
+      .string()
+      .regex(/^(grpc|tcp|http:\/[\x21-\x7e]{0,200})$/, 'want grpc, tcp or http:/path (a path of printable characters)')
+      .optional(),
+    /** Answer with this host's ready instance first (default: the `preferLocal` setting). */
+    preferLocal: z.boolean().optional(),
     description: z.string().optional(),
   })
   .strict()

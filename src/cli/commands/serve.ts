@@ -72,6 +72,8 @@ export function registerServe(program: Command, io: CliIO): void {
       const running =
         config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
       const daemon = running instanceof Daemon ? running : running.daemon;
+      // `canonport leave` has withdrawn the host: stop as a SIGTERM would (the lease is already revoked).
+      daemon.events.once('leave', () => process.kill(process.pid, 'SIGTERM'));
       await handleSignals({ close: (ms) => running.close(ms), reload: () => daemon.reload() }, logger, DRAIN_MS).stopped;
       logger.flush?.();
       // Upstream queries still out past the drain would hold the process until their
