@@ -64,7 +64,7 @@ export const ErrorCodes = {
   // grpc-js interop (registerCanonResolver, createCanonportClient).
   /** The grpc module given (or canonport's own) is not a @grpc/grpc-js version canonport's resolver supports. */
   GRPC_UNSUPPORTED: 'CP_GRPC_UNSUPPORTED',
-  /** The application loads another copy of @grpc/grpc-js than canonport's: `canon:` would not reach its channels; pass `{ grpc }`. */
+  /** registerCanonResolver() without `grpc` cannot tell which of several loaded @grpc/grpc-js copies the application's channels use: pass `{ grpc }`. */
   GRPC_COPY_MISMATCH: 'CP_GRPC_COPY_MISMATCH',
 
   // --- who may reach gRPC and HTTP: allow-lists and TLS (src/config/listen-policy.ts, src/config/tls.ts) ---
@@ -187,18 +187,35 @@ export function errorToRcode(err: unknown): number {
   }
 }
 
-/** gRPC status codes used by canonport (subset of grpc.status; kept numeric to avoid importing grpc here). */
+/**
+ * gRPC status codes (grpc.status), kept here as numbers so that code which
+ * only reads statuses imports no grpc-js (the client side works on the
+ * application's copy, whatever its version).
+ */
 export const GrpcStatus = {
   OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
   INVALID_ARGUMENT: 3,
   DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
   PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
   INTERNAL: 13,
   UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
 } as const;
+
+/** A status code's name (`UNAVAILABLE`), or the number when it is not one. */
+export function grpcStatusName(code: number): string {
+  return Object.entries(GrpcStatus).find(([, v]) => v === code)?.[0] ?? String(code);
+}
 
 /** The one place an error becomes a gRPC status code. */
 export function errorToGrpcStatus(err: unknown): number {

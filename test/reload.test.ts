@@ -377,7 +377,7 @@ async function subject(file: string, watchRegistry: boolean, inventory = false, 
       done();
     },
   });
-  const daemon = await startDaemon({ registry: file, ...flags }, { logger: createLogger({ destination: sink, pretty: false }), trustLoopback: false, watchRegistry, inventory });
+  const daemon = await startDaemon({ registry: file, ...flags }, { logger: createLogger({ destination: sink, format: 'json' }), trustLoopback: false, watchRegistry, inventory });
   return { daemon, logs };
 }
 

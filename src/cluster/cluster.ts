@@ -16,6 +16,7 @@ import { ackKey, DEFAULT_PREFIX, encodeAck, isNodeName, isValidPrefix, prefixEnd
 import { Publisher, type PublisherStatus } from './publisher.js';
 import { StateDir } from './state-dir.js';
 import { ClusterView, type ClusterViewReader, type KeyValue, type ViewCaps, type WatchChange } from './view.js';
+import { etcdReason } from './etcd-errors.js';
 
 /**
  * Cluster mode's connection to etcd: one client, one lease (the
@@ -460,7 +461,7 @@ export class Cluster {
         this.logger.info({ node: this.nodeName, address, toward: `${target.host}:${target.port}` }, 'advertise address detected');
         if (/^(127\.|::1$)/.test(address)) this.logger.warn({ node: this.nodeName, address }, 'the detected advertise address is loopback: other hosts cannot reach this one (set --advertise)');
       } catch (err) {
-        this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, err: String(err) }, 'cannot detect an advertise address; retrying');
+        this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, err: etcdReason(err) }, 'cannot detect an advertise address; retrying');
         await sleep(backoff.next(), this.abort.signal);
       }
     }
@@ -536,7 +537,7 @@ export class Cluster {
 
   private unreachable(op: 'list' | 'watch', err: unknown): void {
     this.metrics?.clusterEtcdErrors.inc({ op });
-    const text = String(err);
+    const text = etcdReason(err, this.client);
     if (text !== this.listError) this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, op, err: text }, 'cannot read the cluster prefix from etcd; retrying');
     this.listError = text;
     this.view.markStale();

@@ -25,6 +25,7 @@ import {
 } from './keys.js';
 import { KeptLease } from './lease.js';
 import type { StateDir } from './state-dir.js';
+import { etcdReason } from './etcd-errors.js';
 
 /**
  * Publishes what this host's inventory observes into etcd, under one lease.
@@ -220,7 +221,7 @@ export class Publisher {
       this.opts.metrics?.clusterEtcdWrites.inc({ kind: 'lease_revoke' });
     } catch (err) {
       // etcd is gone: the lease expires by itself within its TTL.
-      this.logger.warn({ code: ErrorCodes.CLUSTER_PUBLISH_FAILED, err: String(err) }, 'cannot revoke the cluster lease; it expires by itself');
+      this.logger.warn({ code: ErrorCodes.CLUSTER_PUBLISH_FAILED, err: etcdReason(err, this.opts.client) }, 'cannot revoke the cluster lease; it expires by itself');
     }
   }
 
@@ -316,7 +317,7 @@ export class Publisher {
           this.loseLease('rejected by etcd');
           continue;
         }
-        const text = err instanceof Error ? err.message : String(err);
+        const text = etcdReason(err, this.opts.client);
         if (text !== this.lastError) {
           const permission = err instanceof EtcdPermissionDeniedError;
           this.logger.warn(

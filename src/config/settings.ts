@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DEFAULT_GRPC_PORT } from './address.js';
 import { readResolvConf } from './resolv-conf.js';
+import { LOG_FORMATS } from '../log.js';
 import { boolean, cidr, decimal, etcdUrl, hostPort, int, ipAddress, label, listOf, oneOf, path, word, zone, type Kind, type SettingInput } from './kinds.js';
 
 /**
@@ -308,6 +309,16 @@ export const SETTINGS = {
     applies: 'reload',
     help: 'log level',
     doc: 'pino log level',
+  }),
+  logFormat: setting({
+    flag: { name: '--log-format', value: 'FORMAT' },
+    env: 'CANONPORT_LOG_FORMAT',
+    file: 'daemon',
+    kind: oneOf(LOG_FORMATS, 'log format'),
+    default: 'auto',
+    applies: 'restart',
+    help: 'log lines on stderr: pretty (for a person), json (one object per line), or auto: pretty when stderr is a terminal',
+    doc: 'how log lines on stderr look: `pretty` (a person\'s: time, level, message, fields), `json` (one pino object per line, for journald, Docker and log shippers), or `auto`: pretty when stderr is a terminal, JSON otherwise',
   }),
   queryLog: setting({
     flag: { name: '--query-log', value: 'RATE' },
