@@ -43,6 +43,7 @@ import {
   type GrpcResult,
   type ServerResult,
 } from './report.js';
+import { runIdleBench } from './idle.js';
 import { runXdsBench, xdsBenchOptions } from './xds-daemon.js';
 import {
   INSTALL_COMMAND,
@@ -67,7 +68,7 @@ import {
 /** Names per ResolveMany call in the batching row. */
 const GRPC_BATCH = 100;
 
-const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'cluster'] as const;
+const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'idle', 'cluster'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 /** Run unless --only names others. `cluster` needs root and takes minutes: only when asked for. */
 const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'cluster');
@@ -78,6 +79,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
   --json        print the result as JSON on stdout (the tables go to stderr)
   --only        run some scenarios: ${SCENARIOS.join(', ')}
                 (cluster, issue 14: only when named; needs root, etcd-server, dnsperf, dig)
+                (idle, issue 24: needs root and etcd-server; 60 s, 20 s with --quick)
   --seconds N   seconds per dnsperf throughput run
 
 Results are always written to bench-results/latest.json.
@@ -95,6 +97,7 @@ interface Options {
   grpcMs: number;
   budgetMs: number;
   rssSeconds: number;
+  idleSeconds: number;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -128,11 +131,13 @@ function parseOptions(argv: string[]): Options {
     pacedRuns: quick ? 1 : 3,
     grpcMs: quick ? 1500 : 4000,
     rssSeconds: quick ? 40 : 60,
+    idleSeconds: quick ? 20 : 60,
     // The watchdog: past this, every child is killed and the partial result reported.
     budgetMs:
       (quick ? 110 : 360) * 1000 +
       Math.max(0, seconds - (quick ? 3 : 10)) * 20_000 +
       (only.length === 0 || only.includes('xds') ? (quick ? 150 : 240) * 1000 : 0) +
+      (only.length === 0 || only.includes('idle') ? (quick ? 90 : 150) * 1000 : 0) +
       (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0),
   };
 }
@@ -155,7 +160,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const want = (s: Scenario) => opts.only.includes(s);
-  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster');
+  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster' && s !== 'idle');
 
   const tools = { dnsperf: toolVersion('dnsperf'), unbound: toolVersion('unbound'), dnsmasq: toolVersion('dnsmasq') };
   const missing = (['dnsperf', 'unbound'] as const).filter((t) => (needsDns || (t === 'dnsperf' && want('cluster'))) && !tools[t]);
@@ -192,6 +197,7 @@ async function main(): Promise<number> {
     rss: null,
     startup: null,
     xds: null,
+    idle: null,
     targets: [],
     errors: [],
   };
@@ -617,6 +623,16 @@ async function main(): Promise<number> {
         const c = await servers.startCanonport((await unbound()).port);
         noteStart(c);
         await children.stop(c.server);
+      }
+    }
+
+    // Idle cost (issue 24): CPU, wakeups and RSS of daemons nobody asks anything, beside the references.
+    if (want('idle')) {
+      if (!canonport.available) progress('idle: skipped, canonport serve not available');
+      else {
+        check();
+        result.idle = await runIdleBench({ seconds: opts.idleSeconds, listeners: 20, workDir, settleMs: opts.quick ? 8000 : 15_000 }, progress, children, servers);
+        for (const e of result.idle.errors) result.errors.push(`idle: ${e}`);
       }
     }
 
