@@ -231,8 +231,6 @@ export class Cluster {
     if (this.metrics) this.metrics.clusterStalenessSource = () => this.stalenessSeconds();
     if (this.opts.publish !== false) this.identityLoop = this.resolveIdentity();
     this.syncLoop = this.runSync();
-    this.stalenessTimer = setInterval(() => this.checkStaleness(), 1_000);
-    this.stalenessTimer.unref();
   }
 
   /** Hands the publisher this host's latest inventory. */
@@ -277,7 +275,8 @@ export class Cluster {
     if (this.stopped) return;
     this.stopped = true;
     this.abort.abort();
-    clearInterval(this.stalenessTimer);
+    clearTimeout(this.stalenessTimer);
+    this.stalenessTimer = undefined;
     if (this.metrics?.clusterStalenessSource) this.metrics.clusterStalenessSource = undefined;
     await this.identityLoop;
     if (this.opts.publish !== false) await this.publisher.stop(opts);
@@ -376,7 +375,7 @@ export class Cluster {
         continue;
       }
       // Disconnected: resume from `next` once etcd answers again.
-      this.view.markStale();
+      this.markStale();
       this.metrics?.clusterEtcdErrors.inc({ op: 'watch' });
       await sleep(backoff.next(), this.abort.signal);
     }
@@ -387,7 +386,31 @@ export class Cluster {
     const text = String(err);
     if (text !== this.listError) this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, op, err: text }, 'cannot read the cluster prefix from etcd; retrying');
     this.listError = text;
+    this.markStale();
+  }
+
+  /**
+   * The view is stale from now (if it was synced): with a maximum
+   * staleness, one timer is armed for the moment it would pass. Nothing
+   * ticks while the view is synced (issue 24: an idle daemon is not woken
+   * every second to find nothing to do).
+   */
+  private markStale(): void {
     this.view.markStale();
+    this.armStaleness();
+  }
+
+  private armStaleness(): void {
+    const max = this.opts.maxStalenessMs;
+    if (!max || this.stalenessTimer || this.stopped) return;
+    const s = this.view.status();
+    if (s.state !== 'stale') return;
+    this.stalenessTimer = setTimeout(() => {
+      this.stalenessTimer = undefined;
+      this.checkStaleness();
+      this.armStaleness();
+    }, Math.max(0, s.sinceMs + max - this.now()));
+    this.stalenessTimer.unref();
   }
 
   /**

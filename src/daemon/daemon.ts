@@ -317,6 +317,7 @@ export class Daemon {
     this.chain.close();
     this.upstreamAddresses.close();
     this.discovery.close();
+    this.metrics.close();
   }
 
   private watchRegistry(): void {

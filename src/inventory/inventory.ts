@@ -1,11 +1,12 @@
 import { forEachLimited } from '../concurrency.js';
 import { hostname as osHostname } from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
 import type { InventoryListener, InventoryProvider, InventorySnapshot } from './types.js';
 import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
 import { claimOf, type PortClaim } from './claim.js';
-import { isWildcard, readListeningSockets, type ListeningSocket } from './procnet.js';
+import { isWildcard, ListenerScanner, type ListeningSocket } from './procnet.js';
 import { probeVersion, type ProbeResult, type ProbeTarget } from './version-probe.js';
 
 export const DEFAULT_INTERVAL_MS = 15_000;
@@ -84,11 +85,14 @@ export class HostInventory implements InventoryProvider {
   private readonly probed = new Map<number, ProbeMemo>();
   /** Files that could not be read at the last refresh. */
   errors: { file: string; message: string }[] = [];
+  /** Reads /proc/net/tcp{,6} only when the socket counts say something may have changed (procnet.ts). */
+  private readonly scanner: ListenerScanner;
 
   constructor(opts: HostInventoryOptions) {
     this.opts = opts;
     this.logger = opts.logger ?? silentLogger;
     this.now = opts.now ?? Date.now;
+    this.scanner = new ListenerScanner(opts.procRoot ?? '/proc', { now: this.now });
   }
 
   /** Refreshes now, then every interval. The timer never keeps the process alive. */
@@ -141,7 +145,7 @@ export class HostInventory implements InventoryProvider {
 
   private async collect(): Promise<InventorySnapshot> {
     const collectedAtMs = this.now();
-    const { sockets, errors } = await readListeningSockets(this.opts.procRoot ?? '/proc');
+    const { sockets, errors } = await this.scanner.read();
     this.errors = errors;
     const errorText = errors.map((e) => `${e.file}: ${e.message}`).join('; ');
     if (errorText !== this.lastErrorText) {
@@ -199,8 +203,12 @@ export class HostInventory implements InventoryProvider {
       return { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
     });
     const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners };
-    this.publish(snap);
+    // Nothing changed since the last scan (the usual case, every second in cluster mode): no metrics
+    // to redo, nothing to hand on (issue 24: a scan that finds nothing new costs next to nothing).
+    const unchanged = this.latest !== undefined && isDeepStrictEqual(this.latest.listeners, listeners);
     this.latest = snap;
+    if (unchanged) return snap;
+    this.publish(snap);
     try {
       this.opts.onSnapshot?.(snap);
     } catch (err) {

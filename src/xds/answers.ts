@@ -71,11 +71,14 @@ export class AnswerCache {
   private readonly queue: Entry[] = [];
   private active = 0;
   private closed = false;
-  private readonly stopListening: () => void;
+  /**
+   * Set while any name is kept: the discovery's change feed (and the hosts
+   * file poll behind it) runs only while an xDS client subscribes to
+   * something, so a daemon without xDS clients is not woken for it.
+   */
+  private stopListening: (() => void) | undefined;
 
-  constructor(private readonly opts: AnswerCacheOptions) {
-    this.stopListening = opts.discovery.onChange(() => this.refreshAll());
-  }
+  constructor(private readonly opts: AnswerCacheOptions) {}
 
   /** Distinct names looked up and kept. */
   get size(): number {
@@ -111,6 +114,7 @@ export class AnswerCache {
     if (!entry) {
       entry = { key, answer: { kind: 'pending' }, subscribers: new Set(), encoded: new Map(), seq: 0, inFlight: false, queued: false, again: false, timer: undefined, unobserved: [] };
       this.entries.set(key, entry);
+      if (!this.closed) this.stopListening ??= this.opts.discovery.onChange(() => this.refreshAll());
       this.enqueue(entry);
     }
     entry.subscribers.add(sub);
@@ -125,13 +129,18 @@ export class AnswerCache {
       clearTimeout(entry.timer);
       entry.seq++;
       this.entries.delete(key);
+      if (this.entries.size === 0) {
+        this.stopListening?.();
+        this.stopListening = undefined;
+      }
     }
   }
 
   /** Stops listening to the discovery; later lookups' results are dropped. */
   close(): void {
     this.closed = true;
-    this.stopListening();
+    this.stopListening?.();
+    this.stopListening = undefined;
     for (const entry of this.entries.values()) clearTimeout(entry.timer);
     this.entries.clear();
     this.queue.length = 0;
