@@ -1,14 +1,13 @@
 import { parseArgs } from 'node:util';
 import etcd3 from 'etcd3';
 import { Cluster } from '../src/cluster/cluster.js';
-import { encodeListener, encodeNode, listenerKey, nodeKey } from '../src/cluster/keys.js';
-import { base32Port } from '../src/scheme/index.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { startEtcd } from '../test/helpers/etcd.js';
+import { writeView } from './cluster-view.js';
 
 /**
- * Cluster-mode scale: a bounded generator writes N nodes × S services into
- * a real etcd (the v1 layout, values a real publisher would write), then a
+ * Cluster-mode scale: a bounded generator (cluster-view.ts) writes N nodes × S
+ * services into a real etcd (the v1 layout, values a real publisher would write), then a
  * daemon's view loads it. Reports the write time, the time for a view to
  * list and index everything, the view's heap, the cost of one answer's
  * lookup, and etcd's write and keepalive rates at steady state with one
@@ -38,48 +37,14 @@ if (!(NODES >= 1 && NODES <= 10_000 && SERVICES >= 1 && SERVICES <= 100 && STEAD
 }
 const PREFIX = '/canonport-bench';
 
-/** Service names whose base32 ports differ: the first three characters make the port. */
-function serviceNames(n: number): string[] {
-  const alphabet = 'abcdefghijklmnopqrstuv';
-  return Array.from({ length: n }, (_, i) => `${alphabet[Math.floor(i / 22) % 22]}${alphabet[i % 22]}x-svc`);
-}
-
 async function main(): Promise<void> {
   const etcd = await startEtcd();
   const client = new etcd3.Etcd3({ hosts: etcd.endpoints.map((e) => `http://${e}`) });
   const gc = (globalThis as { gc?: () => void }).gc;
   try {
-    const services = serviceNames(SERVICES).map((name) => ({ name, port: base32Port(name) }));
-    const started = new Date().toISOString();
-    const leases: etcd3.Lease[] = [];
-
-    // --- write N × (1 + S) keys, one transaction per node, 8 in flight ---
-    const t0 = performance.now();
-    let nextNode = 0;
-    const writeNode = async (i: number): Promise<void> => {
-      const name = `node-${String(i).padStart(5, '0')}`;
-      let leaseId: string | undefined;
-      if (args.leases) {
-        const lease = client.lease(TTL, { autoKeepAlive: true });
-        leases.push(lease);
-        leaseId = await lease.grant();
-      }
-      const address = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-      const puts = [
-        [nodeKey(PREFIX, name), encodeNode({ name, addresses: [address], canonportVersion: 'bench', registryDigest: '', started })],
-        ...services.map((s) => [
-          listenerKey(PREFIX, name, s.port),
-          encodeListener({ port: s.port, services: [s.name], scheme: 'base32', version: '1.0.0', versionSource: 'http', since: started, bind: [{ family: 'tcp6', address: '::' }] }),
-        ]),
-      ];
-      await client.kv.txn({ success: puts.map(([key, value]) => ({ request_put: { key: Buffer.from(key!), value: Buffer.from(value!), ...(leaseId ? { lease: leaseId } : {}) } })) });
-    };
-    await Promise.all(
-      Array.from({ length: 8 }, async () => {
-        while (nextNode < NODES) await writeNode(nextNode++);
-      }),
-    );
-    const writeMs = performance.now() - t0;
+    // Every node runs the same SERVICES services (pool = SERVICES), each under its own lease.
+    const written = await writeView(client, { nodes: NODES, servicesPerNode: SERVICES, pool: SERVICES, prefix: PREFIX, leaseTtl: args.leases ? TTL : 0 });
+    const { services, leases, writeMs } = written;
     const keys = NODES * (1 + SERVICES);
 
     // --- one daemon's view loads it ---

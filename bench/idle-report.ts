@@ -20,8 +20,10 @@ export interface IdleRow {
   wakeupsPerSec: number | null;
   /** The same over every thread (libuv's pool, V8's helpers, grpc's). */
   allThreadWakeupsPerSec: number | null;
-  /** VmRSS at the end of the window, MB (10^6 bytes). */
+  /** VmRSS, median of samples every 5 s through the window, MB (10^6 bytes). */
   rssMB: number | null;
+  /** The largest of those samples. */
+  rssMaxMB: number | null;
   error?: string | undefined;
 }
 
@@ -81,11 +83,11 @@ export function idleTargets(r: IdleResult): IdleTarget[] {
 const fixed = (v: number | null, digits: number) => (v === null || !Number.isFinite(v) ? '–' : v.toFixed(digits));
 
 export function idleTable(r: IdleResult): string {
-  const rows = r.rows.map((x) => [x.server, x.role, x.error ? 'error' : fixed(x.cpuPct, 3), fixed(x.wakeupsPerSec, 1), fixed(x.allThreadWakeupsPerSec, 1), fixed(x.rssMB, 1)]);
+  const rows = r.rows.map((x) => [x.server, x.role, x.error ? 'error' : fixed(x.cpuPct, 3), fixed(x.wakeupsPerSec, 1), fixed(x.allThreadWakeupsPerSec, 1), fixed(x.rssMB, 1), fixed(x.rssMaxMB, 1)]);
   const out = [
     `idle cost: ${r.seconds} s with nothing asked`,
     `  ${r.method}`,
-    table(['process', 'runs as', 'cpu % of a core', 'wakeups/s main', 'all threads', 'RSS MB'], rows, 2),
+    table(['process', 'runs as', 'cpu % of a core', 'wakeups/s main', 'all threads', 'RSS MB', 'max'], rows, 2),
   ];
   for (const x of r.rows) if (x.error) out.push(`  ${x.server}: ${x.error}`);
   for (const n of r.notes) out.push(`  note: ${n}`);

@@ -33,6 +33,8 @@ export interface IdleBenchOptions {
   workDir: string;
   /** Wait after every daemon is ready (first scans, first probes, the cluster's first publication). */
   settleMs: number;
+  /** Another checkout of canonport (dist/ built) whose daemons run beside these in the same window: the before of a before/after. */
+  baseline?: { dir: string; label: string } | undefined;
 }
 
 const HZ = 100;
@@ -87,12 +89,15 @@ function rssMB(pid: number): number {
   return (kb * 1024) / 1e6;
 }
 
-/** A canonport serve started through its launcher (bin/canonport.js: its shebang's node flags apply) inside `host`. */
-async function serveIn(host: Host, args: string[]): Promise<ServeProcess> {
+/**
+ * A canonport serve started through its launcher (bin/canonport.js: its shebang's node flags apply) inside `host`,
+ * from this checkout or from `repo` (a baseline). Two daemons share a host on different ports.
+ */
+async function serveIn(host: Host, args: string[], slot = 0, repo = REPO): Promise<ServeProcess> {
   return startServe(['--zone', ZONE, ...args], {
-    listen: ['--dns', `${host.address}:53`, '--grpc', `127.0.0.1:13655`, '--http', `127.0.0.1:13656`],
+    listen: ['--dns', `${host.address}:${53 + slot}`, '--grpc', `127.0.0.1:${13655 + 2 * slot}`, '--http', `127.0.0.1:${13656 + 2 * slot}`],
     // startServe runs `node bin/canonport.js`; run the launcher itself, as an operator's unit does.
-    spawn: (_node, argv, o) => host.spawn(argv[0]!, argv.slice(1), o),
+    spawn: (_node, argv, o) => host.spawn(join(repo, 'bin', 'canonport.js'), argv.slice(1), { ...o, cwd: repo }),
     readyMs: 60_000,
   });
 }
@@ -115,7 +120,7 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
     method:
       `every process at once, over the same ${o.seconds} s after ${o.settleMs / 1000} s to settle; canonport in a network namespace of its own beside ` +
       `${o.listeners} HTTP services answering GET /version (probed by its inventory), through bin/canonport.js; cpu = utime+stime (/proc/PID/stat), ` +
-      `wakeups = context switches (/proc/PID/task/*/status), RSS = VmRSS at the end (MB = 10^6 bytes)`,
+      `wakeups = context switches (/proc/PID/task/*/status), RSS = VmRSS every 5 s, median and max (MB = 10^6 bytes)`,
     rows: [],
     notes: [],
     errors: [],
@@ -131,20 +136,31 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
   const procs: { row: IdleRow; pid: number }[] = [];
   const stops: (() => Promise<void>)[] = [];
   try {
-    progress(`idle: starting etcd and 2 hosts, each with ${o.listeners} listeners`);
-    lab = await startLab({ hosts: 2 });
-    const [h0, h1] = lab.hosts as [Host, Host];
-    for (const h of [h0, h1]) {
+    const hosts = o.baseline ? 4 : 2;
+    progress(`idle: starting etcd and ${hosts} hosts, each with ${o.listeners} listeners`);
+    lab = await startLab({ hosts });
+    const [h0, h1, h2, h3] = lab.hosts as [Host, Host, Host | undefined, Host | undefined];
+    for (const h of lab.hosts) {
       const l = await startListeners(h, services.map((s) => s.port));
       stops.push(l.stop);
     }
-    const add = (server: string, role: string, pid: number) => procs.push({ row: { server, role, cpuPct: null, wakeupsPerSec: null, allThreadWakeupsPerSec: null, rssMB: null }, pid });
+    const add = (server: string, role: string, pid: number) => procs.push({ row: { server, role, cpuPct: null, wakeupsPerSec: null, allThreadWakeupsPerSec: null, rssMB: null, rssMaxMB: null }, pid });
     const single = await serveIn(h0, ['--registry', registry]);
     stops.push(() => single.stop());
     add(IDLE_SINGLE, `single-host, ${o.listeners} listeners`, single.pid);
     const cluster = await serveIn(h1, ['--registry', registry, '--cluster', lab.etcdUrl, '--node', 'idle-1']);
     stops.push(() => cluster.stop());
     add(IDLE_CLUSTER, `cluster mode, ${o.listeners} listeners`, cluster.pid);
+    if (o.baseline && h2 && h3) {
+      // The same two daemons from the baseline checkout, each on a host of its own with the same listeners, in the same window.
+      const b1 = await serveIn(h2, ['--registry', registry], 0, o.baseline.dir);
+      stops.push(() => b1.stop());
+      add(`${IDLE_SINGLE} ${o.baseline.label}`, `single-host, baseline`, b1.pid);
+      const b2 = await serveIn(h3, ['--registry', registry, '--cluster', lab.etcdUrl, '--node', 'idle-base'], 0, o.baseline.dir);
+      stops.push(() => b2.stop());
+      add(`${IDLE_CLUSTER} ${o.baseline.label}`, `cluster mode, baseline`, b2.pid);
+      r.notes.push(`baseline rows: ${o.baseline.dir} (${o.baseline.label}), each on a host of its own with the same ${o.listeners} listeners`);
+    }
     // The floor: Node itself, with the launcher's flags and one timer that never fires.
     const bare = h0.spawn(process.execPath, ['--max-semi-space-size=4', '-e', 'setInterval(() => {}, 2 ** 30)'], { stdio: 'ignore' });
     stops.push(() => stopChild(bare));
@@ -177,7 +193,21 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
         return null;
       }
     });
-    await new Promise((res) => setTimeout(res, o.seconds * 1000));
+    // RSS every 5 s through the window: when V8 collects (its memory reducer, minutes after start) moves it by
+    // megabytes, so the median of the samples is reported, not one reading.
+    const rssSamples = procs.map(() => [] as number[]);
+    const sampleRss = () => procs.forEach((p, i) => {
+      try {
+        rssSamples[i]!.push(rssMB(p.pid));
+      } catch {
+        // gone: reported below
+      }
+    });
+    sampleRss();
+    for (let left = o.seconds * 1000; left > 0; left -= 5000) {
+      await new Promise((res) => setTimeout(res, Math.min(5000, left)));
+      sampleRss();
+    }
     const seconds = (performance.now() - t0) / 1000;
     procs.forEach((p, i) => {
       r.rows.push(p.row);
@@ -188,7 +218,9 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
         p.row.cpuPct = ((b.ticks - a.ticks) / HZ / seconds) * 100;
         p.row.wakeupsPerSec = (b.mainSwitches - a.mainSwitches) / seconds;
         p.row.allThreadWakeupsPerSec = (b.allSwitches - a.allSwitches) / seconds;
-        p.row.rssMB = rssMB(p.pid);
+        const sorted = [...rssSamples[i]!].sort((x, y) => x - y);
+        p.row.rssMB = sorted[Math.floor(sorted.length / 2)] ?? null;
+        p.row.rssMaxMB = sorted.at(-1) ?? null;
       } catch (err) {
         p.row.error = `gone during the window: ${(err as Error).message}`;
       }

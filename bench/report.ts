@@ -2,6 +2,7 @@ import type { CpuUse } from './cpu.js';
 import { renderCluster, type ClusterBenchResult } from './cluster-report.js';
 import type { GrpcLoadResult } from './grpc-load.js';
 import { idleTable, idleTargets, type IdleResult } from './idle-report.js';
+import { latencyTable, latencyTargets, type LatencyResult } from './latency-report.js';
 import { table } from './table.js';
 import { xdsReport, type XdsBenchResult } from './xds-report.js';
 
@@ -110,6 +111,8 @@ export interface BenchResult {
   xds?: XdsBenchResult | null;
   /** The idle scenario (issue 24): CPU, wakeups and RSS with nothing asked; absent in results from before it existed. */
   idle?: IdleResult | null;
+  /** The latency scenario (issue 24): fixed rates beside unbound, loop delay and GCs, runs from /readyz. */
+  latency?: LatencyResult | null;
   /** `--only cluster` (issue 14): figures, targets and its own table (cluster-report.ts). */
   cluster?: ClusterBenchResult | null | undefined;
   targets: Target[];
@@ -219,6 +222,7 @@ export function evaluateTargets(r: BenchResult): Target[] {
     st ? `worst ${worst?.toFixed(0)} ms over ${st.firstAnswerMs.length} start(s): ${st.firstAnswerMs.map((v) => v.toFixed(0)).join(', ')} ms` : '',
   );
   // Issue 24's targets, where their scenario ran.
+  if (r.latency) out.push(...latencyTargets(r.latency));
   if (r.idle) out.push(...idleTargets(r.idle));
   return out;
 }
@@ -325,6 +329,7 @@ export function renderReport(r: BenchResult): string {
       `startup: spawn → first answer ${r.startup.firstAnswerMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}; spawn → /readyz 200 ${r.startup.readyzMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}`,
     );
   }
+  if (r.latency) parts.push(latencyTable(r.latency));
   if (r.idle) parts.push(idleTable(r.idle));
   if (r.xds) parts.push(xdsReport(r.xds));
   if (r.cluster) parts.push(renderCluster(r.cluster));

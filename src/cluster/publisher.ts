@@ -1,6 +1,7 @@
 import etcd3 from 'etcd3';
 import type { Etcd3, IRequestOp, Lease } from 'etcd3';
 import { ErrorCodes } from '../errors.js';
+import { byFamilyThenAddress } from '../inventory/procnet.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -330,7 +331,7 @@ export function listenerRecords(listeners: readonly InventoryListener[], firstSe
     const versioned = ls.find((l) => l.version !== '') ?? first;
     const bind: Bind[] = ls
       .map((l) => ({ family: l.family, address: l.address }))
-      .sort((a, b) => a.family.localeCompare(b.family) || a.address.localeCompare(b.address));
+      .sort(byFamilyThenAddress);
     out.push({
       port,
       services: [...first.services].sort(),

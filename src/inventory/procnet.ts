@@ -139,7 +139,17 @@ export async function readProcNetTcp(file: string, family: SocketFamily, littleE
 
 /** Orders sockets by port, then IPv4 before IPv6, then address. */
 export function sortSockets<T extends ListeningSocket>(sockets: T[]): T[] {
-  return sockets.sort((a, b) => a.port - b.port || a.family.localeCompare(b.family) || a.address.localeCompare(b.address));
+  return sockets.sort((a, b) => a.port - b.port || byFamilyThenAddress(a, b));
+}
+
+/**
+ * IPv4 before IPv6, then by address, comparing code units: the order only
+ * needs to be stable. Not localeCompare: a collation loads ICU's tables,
+ * about 4 MB of resident memory in a daemon that needs no locale (issue 24).
+ */
+export function byFamilyThenAddress(a: Pick<ListeningSocket, 'family' | 'address'>, b: Pick<ListeningSocket, 'family' | 'address'>): number {
+  if (a.family !== b.family) return a.family < b.family ? -1 : 1;
+  return a.address < b.address ? -1 : a.address > b.address ? 1 : 0;
 }
 
 /** The bytes of an address printed as host-order 32-bit hex words. */

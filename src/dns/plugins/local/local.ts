@@ -27,7 +27,16 @@ interface Encoded {
   reply: DnsReply;
   /** Valid until this time (ms); Infinity until the state or the discovery core changes. */
   until: number;
+  /** Cluster mode: the part of the view it was built from (see Answered.dep). */
+  dep: ViewDependency | undefined;
 }
+
+/**
+ * What a cluster-mode answer was built from: the view's hosts on one port
+ * (a service name: compared by identity, see Discovery.observedOn), or the
+ * whole view (node names, DNS-SD lists, anything else) by its generation.
+ */
+type ViewDependency = { port: number; hosts: unknown } | { view: number };
 
 /**
  * Every zone the daemon answers itself. The served zones (and `localhost`):
@@ -36,8 +45,10 @@ interface Encoded {
  * `onion`, `_` TLDs: service-name.ts says why): empty, NXDOMAIN below the
  * apex, never forwarded. Answers known without I/O are encoded once and
  * kept as bytes (the hot path: a hit is a map read) until the state or the
- * core's generation changes; an address only the upstreams know is asked
- * through the core.
+ * core's local generation changes, or in cluster mode until what the view
+ * holds for the answer's port changes (one listener starting somewhere
+ * re-encodes that service's answers, not all of them); an address only the
+ * upstreams know is asked through the core.
  */
 export class LocalZonesStage implements PluginStage<LocalOptions> {
   readonly name = 'local';
@@ -59,7 +70,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
     const state = this.state();
-    const gen = this.discovery.generation;
+    const gen = this.discovery.localGeneration;
     if (state !== this.encodedFor || gen !== this.encodedGen) {
       this.encoded = new Map();
       this.encodedFor = state;
@@ -68,7 +79,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     // Keyed like the forwarding cache (name, type, class, DO): the DO bit only splits entries in two.
     // Looked up before the name is classified: only names this stage answers are ever stored.
     const hit = this.encoded.get(req.key);
-    if (hit && (hit.until === Infinity || hit.until > this.now())) return hit.reply;
+    if (hit && (hit.until === Infinity || hit.until > this.now()) && (hit.dep === undefined || this.current(hit.dep))) return hit.reply;
     let result: Answered | Promise<DnsReply>;
     if (req.cls.kind === 'outside') {
       const special = specialUseZone(req.query.lname);
@@ -82,9 +93,14 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const until = result.learned ? now + Math.min(LEARNED_KEEP_MS, result.ttl * 1000) : Infinity;
     if (until > now) {
       if (this.encoded.size >= MAX_ENCODED) this.encoded.clear();
-      this.encoded.set(req.key, { reply: result.reply, until });
+      this.encoded.set(req.key, { reply: result.reply, until, dep: result.dep });
     }
     return result.reply;
+  }
+
+  /** Whether the view still holds what an answer was built from. */
+  private current(dep: ViewDependency): boolean {
+    return 'port' in dep ? this.discovery.observedOn(dep.port) === dep.hosts : this.discovery.observedGeneration === dep.view;
   }
 
   private answer(req: DnsRequest): Answered | Promise<DnsReply> {
@@ -96,7 +112,9 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const observedTtl = state.cluster?.observedTtl ?? ttl;
     const soa = zoneSoa(state, zone);
     const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => zoneReply(req, soa, rcode, answers, additionals, 'canonical');
-    const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl });
+    // Cluster mode: an answer depends on the whole view, unless it is about one service (its port's hosts, below).
+    let dep: ViewDependency | undefined = this.discovery.clustered ? { view: this.discovery.observedGeneration } : undefined;
+    const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl, dep });
 
     // Zone transfers, meta types, other classes: the same answer as for any name (question-policy.ts).
     const refusal = questionRcode(q.qtype, q.qclass);
@@ -135,6 +153,8 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const described = this.discovery.describeClass(q.lname, cls);
     if (!described.ok) return done(reply(Rcode.NXDOMAIN)); // e.g. versioned id 100 v101 → 8100101
     const d = described.description;
+    // Read before the answer is built from it: nothing changes the view in between (this is synchronous).
+    if (dep) dep = { port: d.port, hosts: this.discovery.observedOn(d.port) };
     // Cluster mode: where hosts report the service listening, SRV and TXT name them (cluster.ts).
     const hosts = observedHosts(this.discovery.peek(d));
 
@@ -236,6 +256,8 @@ interface Answered {
   learned: boolean;
   /** The least TTL in it, seconds. */
   ttl: number;
+  /** Cluster mode: the part of the view it was built from. */
+  dep?: ViewDependency | undefined;
 }
 
 /** The TXT strings every service name carries (port, scheme, prefix, version, collisions). */
