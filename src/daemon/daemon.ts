@@ -17,6 +17,7 @@ import { DnsChain } from '../dns/chain.js';
 import { Forwarder, type ForwarderOptions } from '../dns/forwarder.js';
 import type { CacheStage } from '../dns/plugins/cache/cache.js';
 import { DnsServer } from '../dns/server.js';
+import { WARM_UP_QUERIES, warmUpQueries } from '../dns/warm-up.js';
 import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstream-addresses.js';
 import { NameServerHosts } from '../dns/zone-apex.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
@@ -211,6 +212,14 @@ export class Daemon {
   private async listen(): Promise<void> {
     const role = this.opts.role ?? 'all';
     const dns = role === 'front' ? this.cfg.dns : await this.dns.start();
+    if (role !== 'front') {
+      // Ready means warm: the DNS path compiled by answering queries to itself first (dns/warm-up.ts, issue 24),
+      // while DNS already answers and before HTTP opens (so /metrics never shows the warm-up's queries).
+      const ms = await this.dns.warmUp(warmUpQueries(this.serving.zones));
+      // The same configuration again, as a reload would: the warm-up's answers leave the stages' memory (encoded answers).
+      this.chain.configure(this.cfg);
+      this.logger.debug({ event: 'warm-up', queries: WARM_UP_QUERIES, ms: Math.round(ms) }, 'DNS path warmed up');
+    }
     if (role !== 'dns') {
       // Certificates are read (and checked) before anything binds: a bad one stops the start with CP_TLS_INVALID.
       const source = (l: 'grpc' | 'http') => {

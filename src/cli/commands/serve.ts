@@ -69,10 +69,23 @@ export function registerServe(program: Command, io: CliIO): void {
       // primary reads the whole config once here, and the files it names (certificates, etcd's):
       // a bad one stops the start before anything binds. The daemon reads it again, as on every reload.
       const { config } = await resolveServeConfig(input, env);
-      const running =
-        config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
+      // A stop asked for while the daemon starts (binding, warming up: DNS may answer already) is
+      // honoured once it has started, with the same drain, rather than killing it half-started.
+      let early: NodeJS.Signals | undefined;
+      const onEarly = (signal: NodeJS.Signals) => (early ??= signal);
+      process.on('SIGTERM', onEarly);
+      process.on('SIGINT', onEarly);
+      let running: Awaited<ReturnType<typeof startPrimary>> | Awaited<ReturnType<typeof Daemon.start>>;
+      try {
+        running = config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
+      } finally {
+        process.off('SIGTERM', onEarly);
+        process.off('SIGINT', onEarly);
+      }
       const daemon = running instanceof Daemon ? running : running.daemon;
-      await handleSignals({ close: (ms) => running.close(ms), reload: () => daemon.reload() }, logger, DRAIN_MS).stopped;
+      const signals = handleSignals({ close: (ms) => running.close(ms), reload: () => daemon.reload() }, logger, DRAIN_MS);
+      if (early) process.kill(process.pid, early);
+      await signals.stopped;
       logger.flush?.();
       // Upstream queries still out past the drain would hold the process until their
       // timeouts; nobody is waiting for them any more.
