@@ -184,6 +184,39 @@ describe('HostInventory caching, timer and failures', () => {
     expect(await probes(metrics, 'ok')).toBe(2);
   });
 
+  it('a scan that finds what the last one found hands nothing on and leaves the metrics alone (issue 24)', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'canonport-inv-'));
+    dirs.push(root);
+    await mkdir(join(root, 'net'));
+    const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
+    const line = (i: number, port: number) =>
+      `   ${i}: 00000000:${hex(port)} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 ${1000 + i} 1 0000000000000000 100 0 0 10 0`;
+    const header = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
+    await writeFile(join(root, 'net', 'tcp'), [header, line(0, 12082)].join('\n') + '\n');
+    const metrics = new Metrics({ defaultMetrics: false });
+    const snapshots: InventorySnapshot[] = [];
+    const inv = new HostInventory({ state: stateOf(registry), metrics, probe: false, procRoot: root, onSnapshot: (s) => snapshots.push(s) });
+    await inv.refresh();
+    await inv.refresh();
+    await inv.refresh();
+    expect(snapshots).toHaveLength(1);
+    // The metrics are not redone either: a series removed behind its back stays removed until something changes.
+    metrics.serviceListening.reset();
+    await inv.refresh();
+    expect((await metrics.serviceListening.get()).values).toEqual([]);
+    // A listener more: handed on, and the series are rebuilt.
+    await writeFile(join(root, 'net', 'tcp'), [header, line(0, 12082), line(1, 15000)].join('\n') + '\n');
+    const snap = await inv.refresh();
+    expect(snapshots).toHaveLength(2);
+    expect(snapshots[1]).toBe(snap);
+    expect(snap.listeners.map((l) => l.port)).toEqual([12082, 15000]);
+    expect((await metrics.serviceListening.get()).values.map((v) => v.labels.port).sort()).toEqual(['12082', '15000']);
+    // The latest snapshot is always the newest scan's, changed or not.
+    const again = await inv.refresh();
+    expect(snapshots).toHaveLength(2);
+    expect(await inv.snapshot()).toBe(again);
+  });
+
   it('an unreadable /proc gives an empty snapshot and the reason, never a rejection', async () => {
     const inv = new HostInventory({ state: stateOf(registry), metrics: new Metrics({ defaultMetrics: false }), procRoot: '/nonexistent-proc' });
     const snap = await inv.snapshot();

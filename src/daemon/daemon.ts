@@ -213,6 +213,7 @@ export class Daemon {
     const role = this.opts.role ?? 'all';
     const dns = role === 'front' ? this.cfg.dns : await this.dns.start();
     if (role !== 'front') {
+      this.logger.debug({ event: 'dns-bound', dns: formatHostPort(dns) }, 'DNS answering; warming up');
       // Ready means warm: the DNS path compiled by answering queries to itself first (dns/warm-up.ts, issue 24),
       // while DNS already answers and before HTTP opens (so /metrics never shows the warm-up's queries).
       const ms = await this.dns.warmUp(warmUpQueries(this.serving.zones));

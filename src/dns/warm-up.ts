@@ -59,7 +59,7 @@ export function warmUpQueries(zones: readonly string[], count = WARM_UP_QUERIES)
         out.push(query(i, `_cpwarm${i}._tcp.${zone}`, TYPE.SRV, !edns));
         break;
       default:
-        out.push(query(i, zone, i % 4 === 1 ? TYPE.NS : TYPE.SOA, edns));
+        out.push(query(i, zone, Math.floor(i / zones.length / 6) % 2 === 0 ? TYPE.SOA : TYPE.NS, edns));
     }
   }
   return out;

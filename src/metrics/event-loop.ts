@@ -38,14 +38,8 @@ export class EventLoopDelay {
     const registers = [registry];
     const gauge = (suffix: string, help: string, aggregator: 'min' | 'max' | 'average' = 'average', collect?: () => void) =>
       new Gauge({ name: `${prefix}nodejs_eventloop_lag_${suffix}seconds`, help, registers, aggregator, ...(collect ? { collect } : {}) });
-    const min = gauge('min_', 'The minimum recorded event loop delay.', 'min');
-    const max = gauge('max_', 'The maximum recorded event loop delay.', 'max');
-    const mean = gauge('mean_', 'The mean of the recorded event loop delays.');
-    const stddev = gauge('stddev_', 'The standard deviation of the recorded event loop delays.');
-    const p50 = gauge('p50_', 'The 50th percentile of the recorded event loop delays.');
-    const p90 = gauge('p90_', 'The 90th percentile of the recorded event loop delays.');
-    const p99 = gauge('p99_', 'The 99th percentile of the recorded event loop delays.');
-    // One collect sets them all, then starts a new interval (as prom-client's does).
+    // The gauge whose collect reads the histogram is registered first: the registry serialises metrics in the
+    // order they were registered, each right after its own collect, so the others then show this scrape's figures.
     const lag = gauge('', 'Lag of event loop in seconds.', 'average', () => {
       const start = process.hrtime.bigint();
       setImmediate(() => lag.set(Number(process.hrtime.bigint() - start) / 1e9));
@@ -61,6 +55,13 @@ export class EventLoopDelay {
       p99.set(s(h.percentile(99)));
       h.reset();
     });
+    const min = gauge('min_', 'The minimum recorded event loop delay.', 'min');
+    const max = gauge('max_', 'The maximum recorded event loop delay.', 'max');
+    const mean = gauge('mean_', 'The mean of the recorded event loop delays.');
+    const stddev = gauge('stddev_', 'The standard deviation of the recorded event loop delays.');
+    const p50 = gauge('p50_', 'The 50th percentile of the recorded event loop delays.');
+    const p90 = gauge('p90_', 'The 90th percentile of the recorded event loop delays.');
+    const p99 = gauge('p99_', 'The 99th percentile of the recorded event loop delays.');
   }
 
   /** A query or call: samples from now on, until QUIET_MS pass without one. Called per query: a counter and a branch. */
@@ -77,6 +78,12 @@ export class EventLoopDelay {
   close(): void {
     this.closed = true;
     this.stop();
+  }
+
+  /** Stops sampling until the next query and forgets what was sampled (the warm-up's queries are not activity). */
+  forget(): void {
+    this.stop();
+    this.histogram.reset();
   }
 
   private start(): void {

@@ -293,6 +293,8 @@ export class Metrics {
       this.queryTally.add(queryKey(c.qtype, c.rcode, c.source, c.transport), -1);
       this.dnsDuration.observe(c.source, c.seconds, -1);
     }
+    // Nor are they activity: the event-loop delay sleeps again until a real query.
+    if (counted.length > 0) this.eventLoop?.forget();
   }
 
   /** One forwarding-cache lookup: per query too, so counted like countQuery. */
