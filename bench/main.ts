@@ -144,7 +144,7 @@ function parseOptions(argv: string[]): Options {
       (quick ? 110 : 360) * 1000 +
       Math.max(0, seconds - (quick ? 3 : 10)) * 20_000 +
       (only.length === 0 || only.includes('xds') ? (quick ? 150 : 240) * 1000 : 0) +
-      (only.length === 0 || only.includes('idle') ? (quick ? 90 : 150) * 1000 : 0) +
+      (only.length === 0 || only.includes('idle') ? (quick ? 90 : 180) * 1000 : 0) +
       (only.length === 0 || only.includes('latency') ? (quick ? 240 : 720) * 1000 : 0) +
       (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0),
   };
@@ -671,7 +671,7 @@ async function main(): Promise<number> {
       if (!canonport.available) progress('idle: skipped, canonport serve not available');
       else {
         check();
-        result.idle = await runIdleBench({ seconds: opts.idleSeconds, listeners: 20, workDir, settleMs: opts.quick ? 8000 : 15_000, baseline: opts.baseline }, progress, children, servers);
+        result.idle = await runIdleBench({ seconds: opts.idleSeconds, listeners: 20, workDir, settleMs: opts.quick ? 8000 : 30_000, baseline: opts.baseline }, progress, children, servers);
         for (const e of result.idle.errors) result.errors.push(`idle: ${e}`);
       }
     }

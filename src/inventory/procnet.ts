@@ -266,8 +266,13 @@ export function tcpFingerprint(procRoot = '/proc'): string | null {
   return `${v4}/${v6}/${active}/${passive}`;
 }
 
-/** How long a list of listeners is reused while the socket counts stay the same (see ListenerScanner). */
-export const FULL_SCAN_EVERY_MS = 30_000;
+/**
+ * How long a list of listeners is reused while the socket counts stay the
+ * same (see ListenerScanner): the inventory's reprobe interval, which
+ * already bounds how stale a port's version may be behind a socket that
+ * stayed (inventory.ts DEFAULT_REPROBE_MS).
+ */
+export const FULL_SCAN_EVERY_MS = 60_000;
 
 /**
  * readListeningSockets, skipped while nothing can have changed: when the
