@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 /**
  * Slow files: the ones that take more than a few seconds each (soak and fuzz
  * runs, installs into scratch projects, whole processes under systemd or a
- * Dockerfile's steps, other languages' toolchains). `npm run test:fast` leaves
+ * Dockerfile's steps, other languages' toolchains, a real browser). `npm run test:fast` leaves
  * them out for the inner loop; `npm test` (and CI) runs everything.
  */
 const SLOW = [
@@ -19,6 +19,7 @@ const SLOW = [
   'test/reload.test.ts',
   'test/cluster-*.test.ts',
   'test/fleet-cluster.test.ts',
+  'test/ui-browser.test.ts',
 ];
 
 export default defineConfig({

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startEtcd } from '../test/helpers/etcd.js';
 import { createHostNet, type Host } from '../test/helpers/netns.js';
+import { runScript } from './run-script.js';
 
 /**
  * Convergence of cluster mode across two hosts (network namespaces, each
@@ -102,10 +103,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);

@@ -1,13 +1,15 @@
 import { parseArgs } from 'node:util';
 import etcd3 from 'etcd3';
 import { Cluster } from '../src/cluster/cluster.js';
+import { base32Port } from '../src/scheme/index.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { startEtcd } from '../test/helpers/etcd.js';
-import { writeView } from './cluster-view.js';
+import { serviceNames, writeScaleFleet } from '../test/helpers/scale-fleet.js';
+import { runScript } from './run-script.js';
 
 /**
- * Cluster-mode scale: a bounded generator (cluster-view.ts) writes N nodes × S
- * services into a real etcd (the v1 layout, values a real publisher would write), then a
+ * Cluster-mode scale: a bounded generator writes N nodes × S services into
+ * a real etcd (the v1 layout, values a real publisher would write), then a
  * daemon's view loads it. Reports the write time, the time for a view to
  * list and index everything, the view's heap, the cost of one answer's
  * lookup, and etcd's write and keepalive rates at steady state with one
@@ -42,9 +44,12 @@ async function main(): Promise<void> {
   const client = new etcd3.Etcd3({ hosts: etcd.endpoints.map((e) => `http://${e}`) });
   const gc = (globalThis as { gc?: () => void }).gc;
   try {
-    // Every node runs the same SERVICES services (pool = SERVICES), each under its own lease.
-    const written = await writeView(client, { nodes: NODES, servicesPerNode: SERVICES, pool: SERVICES, prefix: PREFIX, leaseTtl: args.leases ? TTL : 0 });
-    const { services, leases, writeMs } = written;
+    const services = serviceNames(SERVICES).map((name) => ({ name, port: base32Port(name) }));
+
+    // --- write N × (1 + S) keys, one transaction per node, 8 in flight (test/helpers/scale-fleet.ts) ---
+    const t0 = performance.now();
+    const leases = await writeScaleFleet(client, PREFIX, { nodes: NODES, services: SERVICES, ttl: args.leases ? TTL : undefined });
+    const writeMs = performance.now() - t0;
     const keys = NODES * (1 + SERVICES);
 
     // --- one daemon's view loads it ---
@@ -113,10 +118,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);

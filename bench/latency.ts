@@ -4,7 +4,8 @@ import etcd3 from 'etcd3';
 import { startEtcd, type EtcdCluster } from '../test/helpers/etcd.js';
 import { metric } from '../test/helpers/serve-process.js';
 import type { Children, Server } from './children.js';
-import { ListenerChurn, poolServices, writeView, type ViewSpec } from './cluster-view.js';
+import { serviceNames, writeScaleFleet, type ScaleOptions } from '../test/helpers/scale-fleet.js';
+import { ListenerChurn } from './cluster-view.js';
 import { cpuSnapshot, cpuUse } from './cpu.js';
 import { TYPE_SRV } from './dns-wire.js';
 import { percentile, runDnsperf } from './dnsperf.js';
@@ -187,22 +188,23 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
 
     // Cluster answers: a daemon in cluster mode over a synthetic view while listeners change.
     if (o.cluster) {
-      const spec: ViewSpec = { nodes: o.cluster.nodes, servicesPerNode: o.cluster.servicesPerNode, pool: o.cluster.pool, prefix: '/canonport', leaseTtl: 60 };
-      progress(`latency: cluster: etcd and a view of ${spec.nodes} hosts × ${spec.servicesPerNode} services`);
+      const prefix = '/canonport';
+      const spec: ScaleOptions = { nodes: o.cluster.nodes, services: o.cluster.servicesPerNode, pool: o.cluster.pool };
+      progress(`latency: cluster: etcd and a view of ${spec.nodes} hosts × ${spec.services} services`);
       etcd = await startEtcd();
       client = new etcd3.Etcd3({ hosts: etcd.endpoints.map((e) => `http://${e}`) });
-      const view = await writeView(client, spec);
+      const leases = await writeScaleFleet(client, prefix, { ...spec, ttl: 60 });
       const clusterArgs = (node: string) => ['--cluster', etcd!.url, '--node', node];
       const cp = await servers.startCanonport(up.port, { extraArgs: clusterArgs('bench-self') });
       started.push(cp);
       const cpBase = o.baseline ? await servers.startCanonport(up.port, { extraArgs: clusterArgs('bench-base'), repo: o.baseline.dir }) : null;
       if (cpBase) started.push(cpBase);
-      const services = poolServices(spec.pool);
+      const services = serviceNames(o.cluster.pool);
       const file = join(o.workDir, 'queries-cluster.txt');
-      writeFileSync(file, queryFile(services.map((s) => ({ name: `${s.name}.${BENCH_ZONE}`, type: 'SRV' as const }))));
-      const instances = Math.round((spec.nodes * Math.min(spec.servicesPerNode, spec.pool)) / spec.pool);
+      writeFileSync(file, queryFile(services.map((s) => ({ name: `${s}.${BENCH_ZONE}`, type: 'SRV' as const }))));
+      const instances = Math.round((spec.nodes * Math.min(spec.services, o.cluster.pool)) / o.cluster.pool);
       // The view is loaded once a service answers with its instances.
-      const probe = `${services[0]!.name}.${BENCH_ZONE}`;
+      const probe = `${services[0]!}.${BENCH_ZONE}`;
       for (const c of [cp, cpBase]) {
         if (!c) continue;
         const deadline = performance.now() + 120_000;
@@ -215,7 +217,7 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
         await runDnsperf({ port: c.server.port, file, seconds: 3, maxQps: 10_000 }, children);
       }
       const a = await askDns(cp.server.port, probe, TYPE_SRV, 2000);
-      const churn = new ListenerChurn(client, spec, view, o.cluster.churnPerSecond);
+      const churn = new ListenerChurn(client, prefix, spec, leases, o.cluster.churnPerSecond);
       churn.start();
       try {
         await measure('cluster', file, [
@@ -227,14 +229,15 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
       }
       r.cluster = {
         nodes: spec.nodes,
-        servicesPerNode: spec.servicesPerNode,
-        pool: spec.pool,
+        servicesPerNode: spec.services,
+        pool: o.cluster.pool,
         instancesPerService: instances,
         churnPerSecond: o.cluster.churnPerSecond,
         changes: churn.changes,
         answer: a ? `${a.answers.length} SRV records (rcode ${a.rcode})` : 'no answer',
       };
       if (churn.errors) r.notes.push(`${churn.errors} listener changes failed to reach etcd`);
+      for (const l of leases) l?.release();
       for (const c of started.splice(0)) await children.stop(c.server);
     }
 

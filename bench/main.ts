@@ -26,6 +26,7 @@ import {
 } from './fixtures.js';
 import { grpcLoad, grpcResolveOnce, mergeLoads } from './grpc-load.js';
 import { runClusterBench } from './cluster-bench.js';
+import { runUiBench } from './ui.js';
 import { askDns, httpGet, metricValue, readRss } from './probe.js';
 import {
   CANONPORT,
@@ -69,10 +70,10 @@ import {
 /** Names per ResolveMany call in the batching row. */
 const GRPC_BATCH = 100;
 
-const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'latency', 'idle', 'cluster'] as const;
+const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'latency', 'idle', 'cluster', 'ui'] as const;
 type Scenario = (typeof SCENARIOS)[number];
-/** Run unless --only names others. `cluster` needs root and takes minutes: only when asked for. */
-const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'cluster');
+/** Run unless --only names others. `cluster` needs root and takes minutes, `ui` Chromium: only when asked for. */
+const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'cluster' && s !== 'ui');
 
 const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCENARIO…]] [--seconds N]
 
@@ -80,6 +81,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
   --json        print the result as JSON on stdout (the tables go to stderr)
   --only        run some scenarios: ${SCENARIOS.join(', ')}
                 (cluster, issue 14: only when named; needs root, etcd-server, dnsperf, dig)
+                (ui, issue 25: only when named; needs etcd-server and chromium)
                 (latency, issue 24: fixed rates beside unbound, cluster answers (needs etcd-server), runs from /readyz)
                 (idle, issue 24: needs root and etcd-server; 60 s, 20 s with --quick)
   --seconds N   seconds per dnsperf throughput run
@@ -146,7 +148,8 @@ function parseOptions(argv: string[]): Options {
       (only.length === 0 || only.includes('xds') ? (quick ? 150 : 240) * 1000 : 0) +
       (only.length === 0 || only.includes('idle') ? (quick ? 90 : 180) * 1000 : 0) +
       (only.length === 0 || only.includes('latency') ? (quick ? 240 : 720) * 1000 : 0) +
-      (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0),
+      (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0) +
+      (only.includes('ui') ? (quick ? 240 : 420) * 1000 : 0),
   };
 }
 
@@ -175,7 +178,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const want = (s: Scenario) => opts.only.includes(s);
-  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster' && s !== 'idle');
+  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster' && s !== 'ui' && s !== 'idle');
 
   const tools = { dnsperf: toolVersion('dnsperf'), unbound: toolVersion('unbound'), dnsmasq: toolVersion('dnsmasq'), etcd: toolVersion('etcd') };
   const missing = (['dnsperf', 'unbound'] as const).filter((t) => (needsDns || (t === 'dnsperf' && want('cluster'))) && !tools[t]);
@@ -630,6 +633,20 @@ async function main(): Promise<number> {
         children,
       );
       for (const e of result.cluster.errors) result.errors.push(`cluster: ${e}`);
+    }
+
+    // The fleet page (issue 25): a daemon on loopback, etcd, Chromium.
+    if (want('ui')) {
+      try {
+        result.ui = await runUiBench(
+          { services: 20, bigHosts: opts.quick ? 200 : 1000, loads: opts.quick ? 3 : 7, livePages: 20, churnSeconds: opts.quick ? 10 : 30, workDir },
+          progress,
+        );
+      } catch (err) {
+        if (err instanceof BudgetExceeded) throw err;
+        result.errors.push(`ui: ${(err as Error).message}`);
+        progress(`ui failed: ${(err as Error).message}`);
+      }
     }
 
     // Startup: every start above counted; make it at least three.

@@ -1,5 +1,6 @@
 import type { CpuUse } from './cpu.js';
 import { renderCluster, type ClusterBenchResult } from './cluster-report.js';
+import { renderUi, type UiBenchResult } from './ui-report.js';
 import type { GrpcLoadResult } from './grpc-load.js';
 import { idleTable, idleTargets, type IdleResult } from './idle-report.js';
 import { latencyTable, latencyTargets, type LatencyResult } from './latency-report.js';
@@ -115,6 +116,8 @@ export interface BenchResult {
   latency?: LatencyResult | null;
   /** `--only cluster` (issue 14): figures, targets and its own table (cluster-report.ts). */
   cluster?: ClusterBenchResult | null | undefined;
+  /** `--only ui` (issue 25): the fleet page's weight, first render and live cost (ui.ts). */
+  ui?: UiBenchResult | null | undefined;
   targets: Target[];
   errors: string[];
 }
@@ -333,7 +336,8 @@ export function renderReport(r: BenchResult): string {
   if (r.idle) parts.push(idleTable(r.idle));
   if (r.xds) parts.push(xdsReport(r.xds));
   if (r.cluster) parts.push(renderCluster(r.cluster));
-  if (r.targets.length > 0 || !r.cluster) parts.push(targetsTable(r.targets));
+  if (r.ui) parts.push(renderUi(r.ui));
+  if (r.targets.length > 0 || (!r.cluster && !r.ui)) parts.push(targetsTable(r.targets));
   for (const e of r.errors) parts.push(`error: ${e}`);
   parts.push(`(${r.durationS.toFixed(0)} s)`);
   return `${parts.join('\n\n')}\n`;

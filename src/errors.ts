@@ -111,6 +111,14 @@ export const ErrorCodes = {
    */
   XDS_INTERNAL: 'CP_XDS_INTERNAL',
 
+  // --- the fleet page (src/ui) ---
+  /**
+   * A live fleet page was refused its stream: as many are open as the
+   * daemon serves, in total or from that client address. HTTP 429 with
+   * Retry-After; the page retries by itself.
+   */
+  UI_STREAM_LIMIT: 'CP_UI_STREAM_LIMIT',
+
   // --- cluster mode (src/cluster/) ---
   /** etcd cannot be reached (at start or later); cluster mode retries with backoff, answers keep coming from memory. */
   CLUSTER_UNREACHABLE: 'CP_CLUSTER_UNREACHABLE',

@@ -3,7 +3,8 @@ import { idleTable, idleTargets, type IdleResult, type IdleRow } from '../bench/
 import { idleRegistry, idleServices } from '../bench/idle.js';
 import { daemonSide } from '../bench/latency.js';
 import { latencyTable, latencyTargets, type LatencyCell, type LatencyResult, type WarmRun } from '../bench/latency-report.js';
-import { nodeName, poolServices, servicesOf } from '../bench/cluster-view.js';
+import { nodeName, scaleNode, serviceNames, servicesOf } from './helpers/scale-fleet.js';
+import { base32Port } from '../src/scheme/index.js';
 
 /** The pieces of issue 24's bench sections (idle, latency) that are pure: targets, tables, parsing. */
 
@@ -128,16 +129,19 @@ describe('latency targets', () => {
   });
 });
 
-describe('the synthetic cluster view', () => {
+describe('the scale generator with a pool of services (the latency bench\'s cluster)', () => {
   it('gives each node its services from the pool, every pool service the same number of instances', () => {
-    const spec = { servicesPerNode: 20, pool: 4000 };
-    const services = poolServices(4000);
-    expect(new Set(services.map((s) => s.port)).size).toBe(4000);
-    const instances = new Map<number, number>();
-    for (let i = 0; i < 1000; i++) for (const k of servicesOf(i, spec)) instances.set(k, (instances.get(k) ?? 0) + 1);
+    const names = serviceNames(4000);
+    expect(new Set(names.map((n) => base32Port(n))).size).toBe(4000);
+    // The first names are the ones the other benches and tests know.
+    expect(names.slice(0, 2)).toEqual(serviceNames(2));
+    const instances = new Map<string, number>();
+    for (let i = 0; i < 1000; i++) for (const s of servicesOf(i, { services: 20, pool: 4000 })) instances.set(s, (instances.get(s) ?? 0) + 1);
+    expect(instances.size).toBe(4000);
     expect(new Set(instances.values())).toEqual(new Set([5]));
     expect(nodeName(7)).toBe('node-00007');
-    // pool = services per node: every node runs every service (cluster-scale.ts).
-    expect(servicesOf(3, { servicesPerNode: 20, pool: 20 })).toEqual(Array.from({ length: 20 }, (_, k) => k));
+    // Without a pool every node runs the same services.
+    expect(servicesOf(3, { services: 20 })).toEqual(serviceNames(20));
+    expect(scaleNode('/cp', 3, { nodes: 10, services: 20, pool: 4000 }).puts).toHaveLength(21);
   });
 });

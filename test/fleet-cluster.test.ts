@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster } from '../src/cluster/cluster.js';
 import type { Daemon } from '../src/daemon/daemon.js';
 import type { FleetFinding, FleetHost, FleetService, FleetSource } from '../src/fleet/fleet.js';
+import type { FleetDocument } from '../src/fleet/document.js';
 import { collectFleetFromCluster } from '../src/fleet/from-cluster.js';
 import { Registry } from '../src/registry/registry.js';
 import { parseRegistry } from '../src/registry/load.js';
@@ -114,13 +115,31 @@ describe('canonport fleet --cluster against etcd holding three real daemons\' re
     expect(out.hosts.map((h) => h.inventory!.registryDigest)).toEqual([d1, d1, d2]);
     // The listener on 0.0.0.0 is reached at each node's advertised address.
     expect(out.hosts[0]!.inventory!.listeners.filter((l) => l.port === pinnedPort)).toEqual([
-      { port: pinnedPort, address: '10.0.0.1', family: 'tcp', services: ['alpha'], version: '', versionSource: '', scheme: 'pinned' },
+      { port: pinnedPort, address: '10.0.0.1', family: 'tcp', services: ['alpha'], version: '', versionSource: '', scheme: 'pinned', since: expect.any(String), state: 'listening' },
     ]);
+    // The node record rides along; the view's state (a fresh list: synced) is in the source.
+    expect(out.hosts[0]!.node).toEqual({ addresses: ['10.0.0.1'], canonportVersion: expect.any(String), registryDigest: d1, started: expect.any(String) });
+    expect(out.source).toMatchObject({ view: 'synced', viewSince: expect.any(String) });
     expect(out.services.find((s) => s.service === http.name)!.mixed).toBe(true);
     expect(out.findings.filter((f) => f.kind === 'registry')).toEqual([{ kind: 'registry', host: 'web-3', service: '', expected: d1, found: [d2], message: expect.stringContaining('web-3: registry') }]);
     expect(out.findings.filter((f) => f.kind === 'port-names')).toMatchObject([
       { port: pinnedPort, groups: [{ value: 'alpha', hosts: ['web-1', 'web-2'] }, { value: 'beta', hosts: ['web-3'] }] },
     ]);
+  });
+
+  it('--json is exactly what every daemon\'s fleet page serves (/ui/api/fleet): one document from one function', async () => {
+    const cli = JSON.parse((await runCli(['fleet', '--json', '--cluster', etcd.url, '--cluster-prefix', PREFIX])).stdout) as FleetDocument;
+    for (const d of daemons) {
+      const res = await fetch(`http://${d.addresses.http.host}:${d.addresses.http.port}/ui/api/fleet`);
+      const page = (await res.json()) as FleetDocument;
+      // When each view entered its state is each reader's own (the CLI listed just now): everything else is the same.
+      const when = (doc: FleetDocument) => {
+        const source = doc.source as Extract<FleetSource, { kind: 'cluster' }>;
+        return { ...doc, source: { ...source, viewSince: '' }, hosts: doc.hosts.map((h) => ({ ...h, inventory: { ...h.inventory!, collectedAtMs: 0 } })) };
+      };
+      expect(when(page)).toEqual(when(cli));
+      expect(page.hosts.map((h) => h.inventory!.collectedAtMs)).toEqual(page.hosts.map(() => Date.parse((page.source as { viewSince: string }).viewSince)));
+    }
   });
 
   it('--strict fails on what the view shows; --expect as with hosts (met: the TLS test below)', async () => {

@@ -148,8 +148,14 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
     ];
     view.replaceAll(kvs, 7);
     const hosts = fleetHostsFromView(view, PREFIX, 1234);
+    // Each listening since the record says, the state every observed listener has until the view carries readiness; each node's record beside it.
+    const listening = { since: '2025-05-01T09:00:01.000Z', state: 'listening' };
+    const record = (name: string) => {
+      const { name: _name, ...rest } = view.node(name)!;
+      return rest;
+    };
     expect(hosts).toEqual([
-      { host: 'idle', target: '/cp/v1/nodes/idle', reachable: true, inventory: { host: 'idle', collectedAtMs: 1234, listeners: [], registryDigest: D1 } },
+      { host: 'idle', target: '/cp/v1/nodes/idle', reachable: true, inventory: { host: 'idle', collectedAtMs: 1234, listeners: [], registryDigest: D1 }, node: record('idle') },
       {
         host: 'web-1',
         target: '/cp/v1/nodes/web-1',
@@ -158,8 +164,9 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
           host: 'web-1',
           collectedAtMs: 1234,
           registryDigest: D1,
-          listeners: [{ port: 12082, address: '10.0.0.1', family: 'tcp', services: ['api'], version: '1.4.2', versionSource: 'http', scheme: 'base32' }],
+          listeners: [{ port: 12082, address: '10.0.0.1', family: 'tcp', services: ['api'], version: '1.4.2', versionSource: 'http', scheme: 'base32', ...listening }],
         },
+        node: record('web-1'),
       },
       {
         host: 'web-2',
@@ -170,11 +177,12 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
           collectedAtMs: 1234,
           registryDigest: D2,
           listeners: [
-            { port: 12082, address: '10.0.0.2', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32' },
-            { port: 12082, address: 'fd00::2', family: 'tcp6', services: ['api'], version: '', versionSource: '', scheme: 'base32' },
-            { port: 14688, address: '10.0.0.2', family: 'tcp', services: ['db0'], version: '', versionSource: '', scheme: 'base32' },
+            { port: 12082, address: '10.0.0.2', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32', ...listening },
+            { port: 12082, address: 'fd00::2', family: 'tcp6', services: ['api'], version: '', versionSource: '', scheme: 'base32', ...listening },
+            { port: 14688, address: '10.0.0.2', family: 'tcp', services: ['db0'], version: '', versionSource: '', scheme: 'base32', ...listening },
           ],
         },
+        node: record('web-2'),
       },
     ]);
     // Folded like a host list: web-2's two addresses count once; 1.4.2 beside "?" is mixed.

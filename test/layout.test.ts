@@ -26,6 +26,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['grpc', 'http'],
   ['xds'],
   ['fleet'],
+  ['ui'],
   ['daemon'],
   ['cli'],
   ['index.ts'],
@@ -93,6 +94,22 @@ describe('the layout of src/', () => {
     };
     for (const f of graph.keys()) visit(f, []);
     expect(cycles).toEqual([]);
+  });
+
+  it('keeps the browser\'s code apart: src/ui/client/ imports values only from its own folder (types are erased) and only src/ui/ imports it', () => {
+    const CLIENT = join(SRC, 'ui', 'client');
+    const wrong: string[] = [];
+    for (const file of all) {
+      const text = readFileSync(file, 'utf8');
+      for (const m of text.matchAll(/^import\s+(type\s+)?[^'";]*?from\s+'(\.{1,2}\/[^']+)'/gm)) {
+        const dep = normalize(join(dirname(file), m[2]!)).replace(/\.js$/, '.ts');
+        const inClient = (f: string) => dirname(f) === CLIENT;
+        if (inClient(file) && !inClient(dep) && !m[1]) wrong.push(`${relative(SRC, file)} imports ${relative(SRC, dep)}: the page loads only src/ui/client/ (import types only)`);
+        if (!inClient(file) && inClient(dep) && unitOf(file) !== 'ui') wrong.push(`${relative(SRC, file)} imports the page's ${relative(SRC, dep)}`);
+      }
+    }
+    expect(wrong).toEqual([]);
+    expect(all.filter((f) => dirname(f) === CLIENT).length).toBeGreaterThan(3);
   });
 
   it('the checks see imports at all (they would pass vacuously if the pattern broke)', () => {

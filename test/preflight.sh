@@ -5,7 +5,8 @@
 #   Debian packages: dig, unbound, dnsmasq (upstreams), dnsperf (bench),
 #     ip (network namespaces), systemd-analyze (deploy), protoc with
 #     Python's and Go's gRPC (interop, xDS), etcd and openssl (cluster mode),
-#     gcc, libc6-dev, libssl-dev (to build genreport).
+#     gcc, libc6-dev, libssl-dev (to build genreport), chromium (the fleet
+#     page's browser tests, driven by playwright-core: nothing downloads a browser).
 #   genreport: ISC's DNS compliance tool, built from its source outside the
 #     repository (GENREPORT_SRC, default ../shared/tools/genreport) into
 #     ${TMPDIR:-/tmp}/canonport-genreport, where test/helpers/genreport.ts
@@ -30,6 +31,7 @@ missing=()
 declare -A by_command=(
   [dig]=dnsutils [unbound]=unbound [dnsmasq]=dnsmasq [dnsperf]=dnsperf [ip]=iproute2
   [systemd-analyze]=systemd [etcd]=etcd-server [etcdctl]=etcd-client [openssl]=openssl [gcc]=gcc
+  [chromium]=chromium
 )
 for cmd in "${!by_command[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${by_command[$cmd]}")

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { watch, type FSWatcher } from 'node:fs';
+import { hostname } from 'node:os';
 import { basename, dirname } from 'node:path';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import { applyReload, checkForwardLoop, configFromEnv, type Config, type ConfigInput } from '../config/config.js';
@@ -29,8 +30,13 @@ import type { InventoryListener, InventorySnapshot } from '../inventory/types.js
 import { silentLogger, type Logger } from '../log.js';
 import { CANONPORT_VERSION } from '../version.js';
 import { addXdsService } from '../xds/server.js';
+import { LiveStreams } from '../ui/events.js';
+import { FleetFeed } from '../ui/feed.js';
+import { uiRoute } from '../ui/route.js';
+import { inventorySource, viewSource } from '../ui/sources.js';
 import type { Registry } from '../registry/registry.js';
 import type { DaemonContext, DaemonEvents } from '../context.js';
+import type { PageInfo } from '../ui/route.js';
 
 export interface DaemonOptions {
   flags: ConfigInput;
@@ -89,6 +95,8 @@ export class Daemon {
   /** Cluster mode: this host's publisher and every host's view; null without --cluster. */
   readonly cluster: Cluster | null;
   private readonly inventory: HostInventory;
+  /** The fleet page (`/ui`): its document feed and live streams; null in a `--workers` DNS worker (no HTTP). */
+  private readonly ui: { feed: FleetFeed; streams: LiveStreams; inventoryChanged: (() => void) | undefined } | null;
   private watcher: FSWatcher | null = null;
   private reloadTimer: NodeJS.Timeout | null = null;
   private isReady = false;
@@ -144,8 +152,19 @@ export class Daemon {
       intervalMs: clusterModule && registry.inventory.intervalMs === undefined ? clusterModule.CLUSTER_SCAN_INTERVAL_MS : undefined,
       // The daemon's own DNS, gRPC and HTTP sockets are this host's daemon, not a service it observes:
       // published, they would show as services named by their ports' base32 prefixes (13656 → "cao").
-      onSnapshot: (snap) => this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : [])),
+      onSnapshot: (snap) => {
+        this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : []));
+        this.ui?.inventoryChanged?.();
+      },
     });
+    // The fleet page reads the view every answer reads (cluster mode), else this host's inventory.
+    if (opts.role === 'dns') this.ui = null;
+    else {
+      const local = this.cluster ? undefined : inventorySource(this.inventory);
+      const source = this.cluster ? viewSource(this.cluster.reader, { endpoints: config.cluster!, prefix: this.cluster.prefix }) : local!;
+      const feed = new FleetFeed(source, { logger: this.logger.child({ component: 'ui' }) });
+      this.ui = { feed, streams: new LiveStreams(feed, { metrics: this.metrics, logger: this.logger.child({ component: 'ui' }) }), inventoryChanged: local?.changed };
+    }
     this.ctx = {
       logger: this.logger,
       metrics: this.metrics,
@@ -233,7 +252,8 @@ export class Daemon {
       };
       const grpcTls = source('grpc');
       const httpTls = source('http');
-      this.http = await startHttpServer(this.ctx, this.cfg.http, { tls: httpTls });
+      const ui = this.ui && uiRoute({ feed: this.ui.feed, streams: this.ui.streams, info: () => this.pageInfo(!!grpcTls), logger: this.logger });
+      this.http = await startHttpServer(this.ctx, this.cfg.http, { tls: httpTls, routes: ui ? [ui] : [] });
       // xDS rides on the gRPC port: gRPC clients in every language find services through it
       // (Envoy's protos are parsed on the first xDS message, not here: xds/protos.ts).
       const xds = (server: Parameters<typeof addXdsService>[0]) =>
@@ -320,6 +340,9 @@ export class Daemon {
     this.watcher?.close();
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
     for (const t of this.tls) t.close();
+    // Live fleet pages end first: their streams would hold the HTTP server's close for its grace period.
+    this.ui?.streams.closeAll();
+    this.ui?.feed.close();
     await Promise.all([this.opts.role === 'front' ? undefined : this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
     await this.inventory.stop();
     // A clean stop revokes the lease: this host leaves every view at once, not a lease TTL later.
@@ -328,6 +351,19 @@ export class Daemon {
     this.upstreamAddresses.close();
     this.discovery.close();
     this.metrics.close();
+  }
+
+  /** What the fleet page says about this daemon. */
+  private pageInfo(grpcTls: boolean): PageInfo {
+    const zones = this.serving.zones.filter((z) => z !== LOCALHOST_ZONE);
+    return {
+      mode: this.cluster ? 'cluster' : 'local',
+      node: this.cluster?.nodeName ?? hostname(),
+      zones: zones.length > 0 ? zones : [LOCALHOST_ZONE],
+      dns: this.addresses.dns,
+      grpc: { ...this.addresses.grpc, tls: grpcTls },
+      version: CANONPORT_VERSION,
+    };
   }
 
   private watchRegistry(): void {

@@ -2,6 +2,7 @@ import { forEachLimited } from '../concurrency.js';
 import { isIP } from 'node:net';
 import { createCanonportClient, daemonTarget, type ClientTlsOptions } from '../grpc/canonport-client.js';
 import { isCanonportError } from '../errors.js';
+import type { ViewState } from '../cluster/view.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { prefixOf } from '../scheme/index.js';
 
@@ -25,6 +26,45 @@ export interface FleetOptions {
   tls?: ClientTlsOptions | boolean | undefined;
 }
 
+/**
+ * What an instance is doing, as the fleet (and its page) shows it.
+ * `listening`: the port is observed listening, and that is all canonport
+ * knows of it today; `ready`, `not-ready` and `draining` are readiness,
+ * which the cluster view does not carry yet (issue 20: from-cluster.ts's
+ * `instanceState` is the one place it will be read); `unknown`: nothing is
+ * known (a host asked over gRPC says only what listens).
+ */
+export type InstanceState = 'ready' | 'not-ready' | 'draining' | 'listening' | 'unknown';
+
+/** Every InstanceState, in the order the page lists them. */
+export const INSTANCE_STATES: readonly InstanceState[] = ['ready', 'not-ready', 'draining', 'listening', 'unknown'];
+
+/** A listener as the fleet shows it: the inventory's, and what the cluster view adds. */
+export interface FleetListener extends InventoryListener {
+  /** When its host first saw it listening (ISO 8601); absent when not known (a host asked over gRPC). */
+  since?: string | undefined;
+  /** Absent: `unknown`. */
+  state?: InstanceState | undefined;
+  /** Since when it is in `state` (ISO 8601); absent: since `since`. */
+  stateSince?: string | undefined;
+}
+
+/** A host's listeners as the fleet shows them. */
+export interface FleetInventory extends Omit<InventorySnapshot, 'listeners'> {
+  listeners: FleetListener[];
+}
+
+/** The node record a cluster member published (`<prefix>/v1/nodes/<node>`), without its name (the host's). */
+export interface FleetNode {
+  /** Where other hosts reach it. */
+  addresses: string[];
+  canonportVersion: string;
+  /** sha256 hex of its registry ("" without one). */
+  registryDigest: string;
+  /** When its daemon started (ISO 8601). */
+  started: string;
+}
+
 /** One host's outcome. */
 export interface FleetHost {
   /** The host as given (`web-1`, `10.0.0.5:13655`, `[::1]:4000`); in cluster mode the node name. */
@@ -36,8 +76,10 @@ export interface FleetHost {
   error?: string | undefined;
   /** canonport error code of the failure (CP_DAEMON_UNREACHABLE, CP_ACCESS_DENIED, CP_TLS_HANDSHAKE_FAILED, CP_DAEMON_FAILED). */
   code?: string | undefined;
-  /** The daemon's answer (reachable only). */
-  inventory?: InventorySnapshot | undefined;
+  /** The daemon's answer (reachable only); in cluster mode what the node published. */
+  inventory?: FleetInventory | undefined;
+  /** Cluster mode: the node's record. */
+  node?: FleetNode | undefined;
 }
 
 /** Hosts running one version of one service. */
@@ -63,8 +105,16 @@ export interface FleetService {
   mixed: boolean;
 }
 
-/** Where the answers came from: each host's daemon, or the cluster view in etcd. */
-export type FleetSource = { kind: 'hosts' } | { kind: 'cluster'; endpoints: string; prefix: string; revision: number };
+/**
+ * Where the answers came from: each host's daemon (`hosts`), the cluster
+ * view in etcd (`cluster`: `view` is its state, since `viewSince`; a daemon's
+ * view may be `stale`, etcd gone, or `missing`, never read), or one daemon's
+ * own inventory (`local`: a daemon without cluster mode, on its fleet page).
+ */
+export type FleetSource =
+  | { kind: 'hosts' }
+  | { kind: 'cluster'; endpoints: string; prefix: string; revision: number; view: ViewState; viewSince: string }
+  | { kind: 'local'; host: string };
 
 export interface FleetReport {
   /** Every host, in the order given (cluster mode: every node, by name). */
@@ -90,6 +140,17 @@ export async function collectFleet(hosts: readonly string[], opts: FleetOptions 
     opts.onProgress?.(++done, unique.length, host);
   });
   return { hosts: results, services: fleetServices(results), source: { kind: 'hosts' } };
+}
+
+/**
+ * A daemon's own inventory as a fleet of one (its fleet page without
+ * cluster mode): every listener it reads is listening now, since when it
+ * does not know.
+ */
+export function fleetOfHost(snapshot: InventorySnapshot): FleetReport {
+  const listeners: FleetListener[] = snapshot.listeners.map((l) => ({ ...l, state: 'listening' }));
+  const hosts: FleetHost[] = [{ host: snapshot.host, target: 'local', reachable: true, inventory: { ...snapshot, listeners } }];
+  return { hosts, services: fleetServices(hosts), source: { kind: 'local', host: snapshot.host } };
 }
 
 async function askHost(host: string, target: string, timeoutMs: number, tls: ClientTlsOptions | boolean | undefined): Promise<FleetHost> {

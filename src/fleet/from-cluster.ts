@@ -2,11 +2,10 @@ import { isIPv6 } from 'node:net';
 import { Writable } from 'node:stream';
 import type { ClusterTlsOptions } from '../cluster/cluster.js';
 import { DEFAULT_PREFIX, nodeKey } from '../cluster/keys.js';
-import type { ClusterViewReader } from '../cluster/view.js';
+import type { ClusterEndpoint, ClusterViewReader } from '../cluster/view.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
-import type { InventoryListener } from '../inventory/types.js';
 import { createLogger } from '../log.js';
-import { fleetServices, type FleetHost, type FleetReport } from './fleet.js';
+import { fleetServices, type FleetHost, type FleetListener, type FleetReport } from './fleet.js';
 
 /**
  * The fleet read from the cluster view instead of asked host by host
@@ -54,11 +53,38 @@ export async function collectFleetFromCluster(opts: FleetClusterOptions): Promis
         endpoints: opts.endpoints,
       });
     }
-    const hosts = fleetHostsFromView(cluster.reader, prefix, Date.now());
-    return { hosts, services: fleetServices(hosts), source: { kind: 'cluster', endpoints: opts.endpoints, prefix, revision: cluster.reader.status().revision } };
+    return fleetFromView(cluster.reader, { endpoints: opts.endpoints, prefix });
   } finally {
     await cluster.stop();
   }
+}
+
+/**
+ * The fleet a cluster view holds: `fleet --cluster` calls it on the view it
+ * lists, a daemon's fleet page on the view it keeps. A view that is stale
+ * or missing says so in `source.view`. Every host's `collectedAtMs` is when
+ * the view entered its state: synced, it has been current since then;
+ * stale, that is when it was last known current.
+ */
+export function fleetFromView(reader: ClusterViewReader, where: { endpoints: string; prefix: string }): FleetReport {
+  const status = reader.status();
+  const hosts = fleetHostsFromView(reader, where.prefix, status.sinceMs);
+  return {
+    hosts,
+    services: fleetServices(hosts),
+    source: { kind: 'cluster', endpoints: where.endpoints, prefix: where.prefix, revision: status.revision, view: status.state, viewSince: new Date(status.sinceMs).toISOString() },
+  };
+}
+
+/**
+ * An instance's state as the fleet shows it: the one place the view's
+ * record becomes a state. Today the view knows only that the port listens,
+ * since `since` (no `stateSince`: it would repeat `since` on each of 20,000
+ * listeners of a large fleet's document); when the view carries readiness
+ * (issue 20), map it here, with its own `stateSince`.
+ */
+export function instanceState(_e: ClusterEndpoint): Pick<FleetListener, 'state' | 'stateSince'> {
+  return { state: 'listening' };
 }
 
 /**
@@ -69,12 +95,12 @@ export async function collectFleetFromCluster(opts: FleetClusterOptions): Promis
  * ports. Every node is reachable: its lease is alive.
  */
 export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, collectedAtMs: number): FleetHost[] {
-  const listeners = new Map<string, InventoryListener[]>();
+  const listeners = new Map<string, FleetListener[]>();
   for (const port of reader.ports()) {
     for (const e of reader.endpointsOnPort(port)) {
       let mine = listeners.get(e.node);
       if (!mine) listeners.set(e.node, (mine = []));
-      const base = { port, services: [...e.services], version: e.version, versionSource: e.versionSource, scheme: e.scheme };
+      const base = { port, services: [...e.services], version: e.version, versionSource: e.versionSource, scheme: e.scheme, since: e.since, ...instanceState(e) };
       // No address when a wildcard bind has none of its family on the node (IPv4-only bind, IPv6-only node): still listening there.
       const addresses = e.addresses.length > 0 ? e.addresses : [''];
       for (const address of addresses) mine.push({ ...base, address, family: isIPv6(address) ? 'tcp6' : 'tcp' });
@@ -85,6 +111,7 @@ export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, co
     target: nodeKey(prefix, n.name),
     reachable: true,
     inventory: { host: n.name, collectedAtMs, listeners: listeners.get(n.name) ?? [], registryDigest: n.registryDigest },
+    node: { addresses: [...n.addresses], canonportVersion: n.canonportVersion, registryDigest: n.registryDigest, started: n.started },
   }));
 }
 

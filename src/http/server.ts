@@ -15,6 +15,20 @@ export interface HttpServerOptions {
    * handshake without one: the probes carry none; policy.ts decides per path.
    */
   tls?: TlsSource | undefined;
+  /** Paths another part of the daemon serves (the fleet page: `/ui`), behind the same access policy. */
+  routes?: readonly HttpRoute[] | undefined;
+}
+
+/**
+ * A group of paths served by another part of the daemon: `prefix` itself and
+ * everything under `prefix/`. Only GET and HEAD reach it, after the access
+ * policy; it answers, and reports each status through `counted` (the
+ * `handler` label is `label`).
+ */
+export interface HttpRoute {
+  readonly prefix: `/${string}`;
+  readonly label: 'ui';
+  serve(req: IncomingMessage, res: ServerResponse, path: string, counted: (status: number) => void): void | Promise<void>;
 }
 
 /** A running HTTP endpoint. */
@@ -26,7 +40,7 @@ export interface HttpServer {
 }
 
 /** Paths served; anything else is 404. Also the `handler` label of canonport_http_requests_total. */
-type Handler = 'metrics' | 'healthz' | 'readyz' | 'http_sd' | 'other';
+type Handler = 'metrics' | 'healthz' | 'readyz' | 'http_sd' | HttpRoute['label'] | 'other';
 
 const ROUTES: Readonly<Record<string, Handler>> = { '/metrics': 'metrics', '/healthz': 'healthz', '/readyz': 'readyz', '/sd/prometheus': 'http_sd' };
 
@@ -88,7 +102,8 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
     req.resume();
     req.on('error', () => undefined);
     const path = pathOf(req.url);
-    const handler: Handler = (path !== null && ROUTES[path]) || 'other';
+    const route = path === null ? undefined : opts.routes?.find((r) => path === r.prefix || path.startsWith(`${r.prefix}/`));
+    const handler: Handler = (path !== null && ROUTES[path]) || route?.label || 'other';
     // Before anything else, whatever the path: a refused client learns nothing about what exists.
     const refusal = access(req.socket, path);
     if (refusal) return reply(res, req, handler, 403, 'text/plain; charset=utf-8', `${refusal.details}\n`);
@@ -98,6 +113,7 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
       res.setHeader('Allow', 'GET, HEAD');
       return reply(res, req, handler, 405, 'text/plain; charset=utf-8', 'method not allowed\n');
     }
+    if (route) return route.serve(req, res, path, (status) => metrics.httpRequests.inc({ handler, code: String(status) }));
     switch (handler) {
       case 'healthz':
         return reply(res, req, handler, 200, 'text/plain; charset=utf-8', 'ok\n');

@@ -96,8 +96,19 @@ export class Metrics {
 
   readonly httpRequests = new Counter({
     name: 'canonport_http_requests_total',
-    help: 'Requests to the HTTP endpoint, by handler (metrics, healthz, readyz, http_sd, other) and status code.',
+    help: 'Requests to the HTTP endpoint, by handler (metrics, healthz, readyz, http_sd, ui, other) and status code.',
     labelNames: ['handler', 'code'] as const,
+    registers: [this.registry],
+  });
+  readonly uiStreams = new Gauge({
+    name: 'canonport_ui_streams',
+    help: 'Live fleet pages following this daemon (Server-Sent Events streams open on /ui/api/events).',
+    registers: [this.registry],
+  });
+  readonly uiStreamsRefused = new Counter({
+    name: 'canonport_ui_streams_refused_total',
+    help: 'Live fleet page streams refused (CP_UI_STREAM_LIMIT), by the limit reached: total or source (per client address).',
+    labelNames: ['reason'] as const,
     registers: [this.registry],
   });
   readonly ready = new Gauge({

@@ -4,9 +4,8 @@ import { etcdAccess } from '../../cluster/access.js';
 import { SETTINGS, type Setting } from '../../config/settings.js';
 import { CanonportError, ErrorCodes } from '../../errors.js';
 import { DEFAULT_GRPC_PORT } from '../../grpc/proto.js';
-import { checkConsistency } from '../../fleet/consistency.js';
+import { fleetDocument } from '../../fleet/document.js';
 import {
-  checkExpectations,
   collectFleet,
   DEFAULT_FLEET_CONCURRENCY,
   DEFAULT_FLEET_TIMEOUT_MS,
@@ -132,9 +131,11 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
       report = await collectFleet(hosts, { timeoutMs, concurrency, onProgress: progress.update, tls: tlsFromFlags(flags) });
       progress.end();
     }
-    const findings = [...checkExpectations(report, expectations), ...checkConsistency(report)];
+    // The same document a daemon's fleet page serves (fleet/document.ts).
+    const doc = fleetDocument(report, expectations);
+    const findings = doc.findings;
 
-    if (flags.json) printJson(io, { source: report.source, hosts: report.hosts, services: report.services, findings });
+    if (flags.json) printJson(io, doc);
     else io.out(formatFleet(report, findings));
     const unreachable = report.hosts.some((h) => !h.reachable);
     const mixed = report.services.some((s) => s.mixed);

@@ -1,0 +1,69 @@
+/** The fleet page bench's figures (bench/ui.ts) and their table. */
+
+/** View churn: listener records rewritten per second. */
+export const CHURN_PER_S = 10;
+
+export interface PageLoad {
+  hosts: number;
+  /** Median of `loads` fresh loads. */
+  firstRenderMs: number;
+  firstRenderMsAll: number[];
+  /** Every response of the load, headers and compressed bodies. */
+  transferredBytes: number;
+  /** The fleet document alone: on the wire, and as JSON. */
+  documentWireBytes: number;
+  documentJsonBytes: number;
+}
+
+export interface LivePhase {
+  pages: number;
+  seconds: number;
+  writes: number;
+  /** The daemon's CPU over the churn, % of one core. */
+  cpuPercent: number;
+  rssMiB: number;
+  hwmMiB: number;
+  /** Pages whose document was the daemon's current one at the end. */
+  pagesCurrent: number;
+}
+
+export interface UiBenchResult {
+  document: {
+    hosts: number;
+    services: number;
+    buildMs: number;
+    jsonBytes: number;
+    gzipBytes: number;
+    /** One listener's version changes: the whole document again, per page. */
+    snapshot: { ms: number; bytes: number; gzipMs: number; gzipBytes: number };
+    /** The same change as a diff, per page. */
+    diff: { ms: number; bytes: number };
+  };
+  pages: PageLoad[];
+  live: LivePhase[];
+  notes: string[];
+}
+
+const kb = (n: number) => `${(n / 1024).toFixed(1)} kB`;
+
+export function renderUi(r: UiBenchResult): string {
+  const d = r.document;
+  const lines = [
+    `fleet page (issue 25)`,
+    `  document at ${d.hosts} hosts × ${d.services} services: built in ${d.buildMs} ms, ${kb(d.jsonBytes)} JSON, ${kb(d.gzipBytes)} gzip`,
+    `  one listener changes, per open page: whole document ${kb(d.snapshot.bytes)} (${d.snapshot.ms} ms to serialise; gzip ${kb(d.snapshot.gzipBytes)} in ${d.snapshot.gzipMs} ms more, per page)` +
+      ` vs diff ${kb(d.diff.bytes)} (${d.diff.ms} ms, once for every page): ${(d.snapshot.bytes / d.diff.bytes).toFixed(0)}× fewer bytes`,
+    `  page loads (median of fresh loads; targets: first render < 200 ms, < 1 MB transferred at 1,000 hosts):`,
+    ...r.pages.map(
+      (p) => `    ${String(p.hosts).padStart(5)} hosts: first render ${p.firstRenderMs} ms (${p.firstRenderMsAll.join(', ')}), ${kb(p.transferredBytes)} transferred (document ${kb(p.documentWireBytes)} on the wire, ${kb(p.documentJsonBytes)} as JSON)`,
+    ),
+  ];
+  if (r.pages.length === 2) lines.push(`    ratio ${r.pages[1]!.hosts}/${r.pages[0]!.hosts} hosts: first render ${(r.pages[1]!.firstRenderMs / r.pages[0]!.firstRenderMs).toFixed(2)}×, bytes ${(r.pages[1]!.transferredBytes / r.pages[0]!.transferredBytes).toFixed(1)}×`);
+  lines.push(`  the daemon during churn (${CHURN_PER_S} writes/s in etcd), ${d.hosts} hosts:`);
+  for (const l of r.live) {
+    lines.push(`    ${String(l.pages).padStart(2)} live pages: CPU ${l.cpuPercent} % of a core over ${l.seconds} s (${l.writes} writes), RSS ${l.rssMiB} MiB (peak ${l.hwmMiB}), pages current at the end ${l.pagesCurrent}/${l.pages}`);
+  }
+  if (r.live.length === 2) lines.push(`    ${r.live[1]!.pages} pages vs none: CPU +${(r.live[1]!.cpuPercent - r.live[0]!.cpuPercent).toFixed(1)} points, RSS +${(r.live[1]!.rssMiB - r.live[0]!.rssMiB).toFixed(1)} MiB`);
+  for (const n of r.notes) lines.push(`  note: ${n}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,207 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import etcd3 from 'etcd3';
+import type { Browser, Page } from 'playwright-core';
+import { ClusterView } from '../src/cluster/view.js';
+import { fleetDocument } from '../src/fleet/document.js';
+import { fleetFromView } from '../src/fleet/from-cluster.js';
+import { base32Port } from '../src/scheme/index.js';
+import { diffDocuments, encodeDocument } from '../src/ui/client/diff.js';
+import { startBrowserForContexts } from '../test/helpers/browser.js';
+import { startEtcd, type EtcdCluster } from '../test/helpers/etcd.js';
+import { scaleNode, serviceNames, writeScaleFleet } from '../test/helpers/scale-fleet.js';
+import { startServe, type ServeProcess } from '../test/helpers/serve-process.js';
+import { readRss } from './probe.js';
+import { parseProcStat } from './cpu.js';
+import { CHURN_PER_S, type LivePhase, type PageLoad, type UiBenchResult } from './ui-report.js';
+
+/**
+ * `npm run bench -- --only ui` (issue 25): the fleet page, from a real
+ * `canonport serve --cluster` on loopback reading a real etcd that the
+ * cluster bench's scale generator filled, in Debian's Chromium.
+ *
+ *   document   at 1,000 hosts × 20 services, in-process: what a change
+ *              costs sent as the whole document (what an open page would
+ *              get without diffs) against as a diff, bytes and CPU
+ *   page       weight (bytes on the wire, compressed) and first-render
+ *              time (navigation start → the matrix drawn), 10 hosts (the
+ *              reference) and 1,000 hosts, each a median of fresh loads
+ *   live       the daemon's CPU and RSS during view churn (a listener's
+ *              version rewritten in etcd CHURN_PER_S times a second), with
+ *              no page open (the reference) and with 20 live pages
+ */
+
+export interface UiBenchOptions {
+  services: number;
+  bigHosts: number;
+  loads: number;
+  livePages: number;
+  churnSeconds: number;
+  workDir: string;
+}
+
+const PREFIX = '/canonport-ui-bench';
+const HZ = 100;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) => void): Promise<UiBenchResult> {
+  const notes = ['figures from a shared 2-core machine: compare within this run (10 hosts and no pages are the references)'];
+  progress(`ui: document costs at ${opts.bigHosts} hosts × ${opts.services} services`);
+  const document = documentCosts(opts.bigHosts, opts.services);
+  const etcd = await startEtcd();
+  const client = new etcd3.Etcd3({ hosts: etcd.endpoints.map((e) => `http://${e}`) });
+  let browser: Browser | undefined;
+  const daemons: ServeProcess[] = [];
+  try {
+    browser = await startBrowserForContexts();
+    const pages: PageLoad[] = [];
+    let big: ServeProcess | undefined;
+    for (const hosts of [10, opts.bigHosts]) {
+      const prefix = `${PREFIX}-${hosts}`;
+      progress(`ui: writing ${hosts} hosts × ${opts.services} services into etcd`);
+      await writeScaleFleet(client, prefix, { nodes: hosts, services: opts.services, digest: (i) => (i % 97 === 5 ? 'b'.repeat(64) : 'a'.repeat(64)) });
+      const daemon = await startDaemon(etcd, prefix, opts.workDir, hosts);
+      daemons.push(daemon);
+      progress(`ui: ${opts.loads} fresh page loads at ${hosts} hosts`);
+      pages.push(await pageLoads(browser, daemon, hosts, opts.loads));
+      big = daemon;
+    }
+    progress(`ui: live pages during churn (${CHURN_PER_S} writes/s, ${opts.churnSeconds} s each)`);
+    const live: LivePhase[] = [];
+    live.push(await livePhase(browser, client, big!, `${PREFIX}-${opts.bigHosts}`, opts, 0));
+    live.push(await livePhase(browser, client, big!, `${PREFIX}-${opts.bigHosts}`, opts, opts.livePages));
+    return { document, pages, live, notes };
+  } finally {
+    await browser?.close().catch(() => undefined);
+    await Promise.all(daemons.map((d) => d.stop()));
+    client.close();
+    await etcd.stop();
+  }
+}
+
+/** The document at scale and what one change costs as a whole document or as a diff (in this process, the daemon's functions). */
+function documentCosts(hosts: number, services: number): UiBenchResult['document'] {
+  const view = new ClusterView({ prefix: PREFIX, caps: { maxNodes: 100_000, maxEndpoints: 2_000_000 } });
+  const started = new Date().toISOString();
+  view.replaceAll(Array.from({ length: hosts }, (_, i) => scaleNode(PREFIX, i, { nodes: hosts, services, started }).puts.map(([key, value]) => ({ key, value }))).flat(), 10);
+  const where = { endpoints: 'etcd://127.0.0.1:2379', prefix: PREFIX };
+  const t0 = performance.now();
+  const prev = encodeDocument(fleetDocument(fleetFromView(view, where)));
+  const buildMs = performance.now() - t0;
+  const gzipBytes = gzipSync(prev.json).length;
+  // One listener's version changes.
+  const [key, value] = scaleNode(PREFIX, Math.floor(hosts / 2), { nodes: hosts, services, started, version: () => '1.0.1' }).puts[1]!;
+  view.applyChanges([{ type: 'put', key, value }], 11);
+  const doc = fleetDocument(fleetFromView(view, where));
+  const t1 = performance.now();
+  const whole = JSON.stringify(doc);
+  const snapshotMs = performance.now() - t1;
+  const t2 = performance.now();
+  const gz = gzipSync(whole);
+  const gzipMs = performance.now() - t2;
+  const t3 = performance.now();
+  const next = encodeDocument(doc);
+  const diff = JSON.stringify(diffDocuments(prev, next, 'a-1', 'a-2'));
+  const diffMs = performance.now() - t3;
+  return {
+    hosts,
+    services,
+    buildMs: round(buildMs),
+    jsonBytes: prev.json.length,
+    gzipBytes,
+    snapshot: { ms: round(snapshotMs), bytes: whole.length, gzipMs: round(gzipMs), gzipBytes: gz.length },
+    diff: { ms: round(diffMs), bytes: diff.length },
+  };
+}
+
+/** `canonport serve --cluster` on loopback, reading `prefix`, with an empty /proc of its own (it publishes no listener). */
+async function startDaemon(etcd: EtcdCluster, prefix: string, workDir: string, hosts: number): Promise<ServeProcess> {
+  const proc = join(workDir, `ui-proc-${hosts}`);
+  mkdirSync(join(proc, 'net'), { recursive: true });
+  writeFileSync(join(proc, 'net', 'tcp'), '  sl  local_address rem_address   st\n');
+  writeFileSync(join(proc, 'net', 'tcp6'), '  sl  local_address rem_address   st\n');
+  const d = await startServe(['--zone', 'c.test', '--cluster', etcd.url, '--cluster-prefix', prefix, '--node', 'viewer', '--proc-root', proc], { readyMs: 40_000 });
+  const url = `http://127.0.0.1:${d.http.port}/ui/api/fleet`;
+  for (const deadline = Date.now() + 60_000; ; ) {
+    const doc = (await (await fetch(url)).json()) as { hosts: unknown[] };
+    if (doc.hosts.length >= hosts + 1) break;
+    if (Date.now() > deadline) throw new Error(`the daemon's view has ${doc.hosts.length} hosts, not ${hosts + 1}, after 60 s`);
+    await sleep(200);
+  }
+  return d;
+}
+
+async function pageLoads(browser: Browser, daemon: ServeProcess, hosts: number, loads: number): Promise<PageLoad> {
+  const url = `http://127.0.0.1:${daemon.http.port}/ui/`;
+  const times: number[] = [];
+  let transferred = 0;
+  let docWire = 0;
+  let docJson = 0;
+  // One load first to start the renderer processes and compile the scripts' V8 caches: not counted.
+  for (let i = 0; i <= loads; i++) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const sizes: Promise<{ url: string; bytes: number }>[] = [];
+    page.on('requestfinished', (r) => sizes.push(r.sizes().then((s) => ({ url: r.url(), bytes: s.responseBodySize + s.responseHeadersSize }))));
+    await page.goto(url);
+    await page.waitForFunction(() => performance.getEntriesByName('cp-first-render').length > 0, undefined, { timeout: 30_000 });
+    const t = await page.evaluate(() => performance.getEntriesByName('cp-first-render')[0]!.startTime);
+    await sleep(300);
+    const done = await Promise.all(sizes);
+    if (i > 0) {
+      times.push(t);
+      transferred = done.reduce((n, s) => n + s.bytes, 0);
+      docWire = done.filter((s) => s.url.endsWith('/api/fleet')).reduce((n, s) => n + s.bytes, 0);
+    }
+    await context.close();
+  }
+  docJson = (await (await fetch(`${url}api/fleet`)).text()).length;
+  return { hosts, firstRenderMs: round(median(times)), firstRenderMsAll: times.map(round), transferredBytes: transferred, documentWireBytes: docWire, documentJsonBytes: docJson };
+}
+
+async function livePhase(browser: Browser, client: etcd3.Etcd3, daemon: ServeProcess, prefix: string, opts: UiBenchOptions, n: number): Promise<LivePhase> {
+  const url = `http://127.0.0.1:${daemon.http.port}/ui/`;
+  const contexts = await Promise.all(Array.from({ length: n }, () => browser.newContext()));
+  const pages: Page[] = [];
+  for (const c of contexts) {
+    const p = await c.newPage();
+    await p.goto(url);
+    await p.waitForFunction(() => document.getElementById('live')?.dataset.state === 'live', undefined, { timeout: 30_000 });
+    pages.push(p);
+  }
+  const services = serviceNames(opts.services);
+  const cpu0 = cpuTicks(daemon.pid);
+  const t0 = performance.now();
+  let writes = 0;
+  // A listener's version rewritten CHURN_PER_S times a second, on a random host: what a slow rolling deploy looks like to the view.
+  while (performance.now() - t0 < opts.churnSeconds * 1000) {
+    const i = Math.floor(Math.random() * opts.bigHosts);
+    const s = services[Math.floor(Math.random() * services.length)]!;
+    const [key, value] = scaleNode(prefix, i, { nodes: opts.bigHosts, services: opts.services, version: (_, name) => (name === s ? `1.0.${writes % 50}` : '1.0.0') }).puts.find(([k]) => k.endsWith(`/${base32Port(s)}`))!;
+    await client.put(key).value(value);
+    writes++;
+    await sleep(1000 / CHURN_PER_S);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = ((cpuTicks(daemon.pid) - cpu0) / HZ / seconds) * 100;
+  const rss = readRss(daemon.pid);
+  // Every page should end on the daemon's current document (the last rebuild is at most a second behind).
+  await sleep(1500);
+  const current = (await fetch(`${url}api/fleet`, { method: 'HEAD' })).headers.get('x-canonport-fleet-id');
+  let pagesCurrent = 0;
+  for (const p of pages) if ((await p.evaluate(() => document.documentElement.dataset.fleetId)) === current) pagesCurrent++;
+  await Promise.all(contexts.map((c) => c.close()));
+  return { pages: n, seconds: round(seconds), writes, cpuPercent: round(cpu), rssMiB: round(rss.rssMiB), hwmMiB: round(rss.hwmMiB), pagesCurrent };
+}
+
+function cpuTicks(pid: number): number {
+  const s = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  return s.utime + s.stime;
+}
+
+function round(x: number): number {
+  return Math.round(x * 10) / 10;
+}
+

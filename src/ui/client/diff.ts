@@ -1,0 +1,131 @@
+import type { FleetDocument } from '../../fleet/document.js';
+import type { FleetFinding, FleetHost, FleetService, FleetSource } from '../../fleet/fleet.js';
+
+/**
+ * What changed between two fleet documents, host by host and service by
+ * service: what the daemon sends an open page instead of the whole
+ * document (at 1,000 hosts × 20 services the document is ~4 MB of JSON;
+ * one listener starting changes one host and one service: a few kB).
+ * Pure, and shared: the daemon computes diffs, the page applies them.
+ */
+export interface FleetDiff {
+  /** The id of the document this applies to; a page holding another one fetches the document again. */
+  from: string;
+  /** The id of the document it makes. */
+  to: string;
+  hosts: KeyedChange<FleetHost>;
+  services: KeyedChange<FleetService>;
+  /** Present when it changed. */
+  source?: FleetSource | undefined;
+  /** Present when they changed (every finding: they are few). */
+  findings?: FleetFinding[] | undefined;
+}
+
+/** Entries added or changed, whole; `order` (every key, in order) when keys were added, removed or moved. */
+export interface KeyedChange<T> {
+  put: T[];
+  order?: string[] | undefined;
+}
+
+export const hostKey = (h: FleetHost): string => h.host;
+export const serviceKey = (s: FleetService): string => s.service;
+
+/** A document with each part as JSON text: built once per document, so diffs compare strings and the whole text is their concatenation. */
+export interface EncodedDocument {
+  doc: FleetDocument;
+  /** Exactly JSON.stringify(doc): joined from the parts on first use (a rebuild nobody fetches never makes it). */
+  readonly json: string;
+  hosts: Map<string, string>;
+  hostOrder: string[];
+  services: Map<string, string>;
+  serviceOrder: string[];
+  source: string | undefined;
+  findings: string;
+}
+
+export function encodeDocument(doc: FleetDocument): EncodedDocument {
+  const hosts = new Map<string, string>();
+  const hostOrder: string[] = [];
+  for (const h of doc.hosts) {
+    hosts.set(hostKey(h), JSON.stringify(h));
+    hostOrder.push(hostKey(h));
+  }
+  const services = new Map<string, string>();
+  const serviceOrder: string[] = [];
+  for (const s of doc.services) {
+    services.set(serviceKey(s), JSON.stringify(s));
+    serviceOrder.push(serviceKey(s));
+  }
+  const source = doc.source === undefined ? undefined : JSON.stringify(doc.source);
+  const findings = JSON.stringify(doc.findings);
+  let json: string | undefined;
+  return {
+    doc,
+    // The keys in the document's own order, so the text is what JSON.stringify(doc) gives (a test checks).
+    get json() {
+      json ??= `{${source === undefined ? '' : `"source":${source},`}"hosts":[${[...hosts.values()].join(',')}],"services":[${[...services.values()].join(',')}],"findings":${findings}}`;
+      return json;
+    },
+    hosts,
+    hostOrder,
+    services,
+    serviceOrder,
+    source,
+    findings,
+  };
+}
+
+/** The diff from `prev` to `next`; null when they are equal. */
+export function diffDocuments(prev: EncodedDocument, next: EncodedDocument, from: string, to: string): FleetDiff | null {
+  const hosts = keyedChange(prev.hosts, prev.hostOrder, next.hosts, next.hostOrder, next.doc.hosts, hostKey);
+  const services = keyedChange(prev.services, prev.serviceOrder, next.services, next.serviceOrder, next.doc.services, serviceKey);
+  const sourceChanged = prev.source !== next.source;
+  const findingsChanged = prev.findings !== next.findings;
+  if (!hosts && !services && !sourceChanged && !findingsChanged) return null;
+  return {
+    from,
+    to,
+    hosts: hosts ?? { put: [] },
+    services: services ?? { put: [] },
+    ...(sourceChanged ? { source: next.doc.source } : {}),
+    ...(findingsChanged ? { findings: next.doc.findings } : {}),
+  };
+}
+
+function keyedChange<T>(
+  prevJson: Map<string, string>,
+  prevOrder: readonly string[],
+  nextJson: Map<string, string>,
+  nextOrder: readonly string[],
+  nextValues: readonly T[],
+  keyOf: (v: T) => string,
+): KeyedChange<T> | null {
+  const put = nextValues.filter((v) => prevJson.get(keyOf(v)) !== nextJson.get(keyOf(v)));
+  const moved = prevOrder.length !== nextOrder.length || prevOrder.some((k, i) => nextOrder[i] !== k);
+  if (put.length === 0 && !moved) return null;
+  return moved ? { put, order: [...nextOrder] } : { put };
+}
+
+/** The document `diff` makes of `doc` (a new object; `doc` is left as it was). */
+export function applyDiff(doc: FleetDocument, diff: FleetDiff): FleetDocument {
+  return {
+    ...('source' in diff ? { source: diff.source } : doc.source === undefined ? {} : { source: doc.source }),
+    hosts: applyKeyed(doc.hosts, diff.hosts, hostKey),
+    services: applyKeyed(doc.services, diff.services, serviceKey),
+    findings: diff.findings ?? doc.findings,
+  };
+}
+
+function applyKeyed<T>(list: readonly T[], change: KeyedChange<T>, keyOf: (v: T) => string): T[] {
+  const put = new Map(change.put.map((v) => [keyOf(v), v]));
+  if (!change.order) return list.map((v) => put.get(keyOf(v)) ?? v);
+  const had = new Map(list.map((v) => [keyOf(v), v]));
+  const out: T[] = [];
+  for (const key of change.order) {
+    const v = put.get(key) ?? had.get(key);
+    // A key neither put nor held: the diff is not for this document.
+    if (v === undefined) throw new Error(`fleet diff names ${key}, which this document does not hold`);
+    out.push(v);
+  }
+  return out;
+}
