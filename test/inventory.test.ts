@@ -184,7 +184,7 @@ describe('HostInventory caching, timer and failures', () => {
     expect(await probes(metrics, 'ok')).toBe(2);
   });
 
-  it('a scan that finds what the last one found hands nothing on and leaves the metrics alone (issue 24)', async () => {
+  it('a scan that finds what the last one found says so to its hook and leaves the metrics alone (issue 24)', async () => {
     const root = await mkdtemp(join(tmpdir(), 'canonport-inv-'));
     dirs.push(root);
     await mkdir(join(root, 'net'));
@@ -194,12 +194,14 @@ describe('HostInventory caching, timer and failures', () => {
     const header = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
     await writeFile(join(root, 'net', 'tcp'), [header, line(0, 12082)].join('\n') + '\n');
     const metrics = new Metrics({ defaultMetrics: false });
-    const snapshots: InventorySnapshot[] = [];
-    const inv = new HostInventory({ state: stateOf(registry), metrics, probe: false, procRoot: root, onSnapshot: (s) => snapshots.push(s) });
+    const seen: [InventorySnapshot, boolean][] = [];
+    const inv = new HostInventory({ state: stateOf(registry), metrics, probe: false, procRoot: root, onSnapshot: (s, changed) => seen.push([s, changed]) });
+    const snapshots = () => seen.filter(([, changed]) => changed).map(([s]) => s);
     await inv.refresh();
     await inv.refresh();
     await inv.refresh();
-    expect(snapshots).toHaveLength(1);
+    expect(seen.map(([, changed]) => changed)).toEqual([true, false, false]);
+    expect(snapshots()).toHaveLength(1);
     // The metrics are not redone either: a series removed behind its back stays removed until something changes.
     metrics.serviceListening.reset();
     await inv.refresh();
@@ -207,13 +209,14 @@ describe('HostInventory caching, timer and failures', () => {
     // A listener more: handed on, and the series are rebuilt.
     await writeFile(join(root, 'net', 'tcp'), [header, line(0, 12082), line(1, 15000)].join('\n') + '\n');
     const snap = await inv.refresh();
-    expect(snapshots).toHaveLength(2);
-    expect(snapshots[1]).toBe(snap);
+    expect(snapshots()).toHaveLength(2);
+    expect(snapshots()[1]).toBe(snap);
     expect(snap.listeners.map((l) => l.port)).toEqual([12082, 15000]);
     expect((await metrics.serviceListening.get()).values.map((v) => v.labels.port).sort()).toEqual(['12082', '15000']);
     // The latest snapshot is always the newest scan's, changed or not.
     const again = await inv.refresh();
-    expect(snapshots).toHaveLength(2);
+    expect(snapshots()).toHaveLength(2);
+    expect(seen.at(-1)).toEqual([again, false]);
     expect(await inv.snapshot()).toBe(again);
   });
 

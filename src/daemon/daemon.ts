@@ -152,8 +152,9 @@ export class Daemon {
       intervalMs: clusterModule && registry.inventory.intervalMs === undefined ? clusterModule.CLUSTER_SCAN_INTERVAL_MS : undefined,
       // The daemon's own DNS, gRPC and HTTP sockets are this host's daemon, not a service it observes:
       // published, they would show as services named by their ports' base32 prefixes (13656 → "cao").
-      onSnapshot: (snap) => {
-        this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : []));
+      // A scan that found the listeners of the last one has nothing to publish (the fleet page still shows its time).
+      onSnapshot: (snap, changed) => {
+        if (changed) this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : []));
         this.ui?.inventoryChanged?.();
       },
     });

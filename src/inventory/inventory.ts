@@ -57,9 +57,11 @@ export interface HostInventoryOptions {
   /**
    * Called with every new snapshot, right after a refresh (cluster mode
    * publishes from it, so a change reaches etcd one scan after it happens,
-   * not one scan plus a polling delay). A throw is logged, never propagated.
+   * not one scan plus a polling delay). `changed` is false when its
+   * listeners are those of the last snapshot: most scans, which need no
+   * work downstream. A throw is logged, never propagated.
    */
-  onSnapshot?: ((snapshot: InventorySnapshot) => void) | undefined;
+  onSnapshot?: ((snapshot: InventorySnapshot, changed: boolean) => void) | undefined;
 }
 
 /**
@@ -204,13 +206,12 @@ export class HostInventory implements InventoryProvider {
     });
     const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners };
     // Nothing changed since the last scan (the usual case, every second in cluster mode): no metrics
-    // to redo, nothing to hand on (issue 24: a scan that finds nothing new costs next to nothing).
-    const unchanged = this.latest !== undefined && isDeepStrictEqual(this.latest.listeners, listeners);
+    // to redo, and the hook told so (issue 24: a scan that finds nothing new costs next to nothing).
+    const changed = this.latest === undefined || !isDeepStrictEqual(this.latest.listeners, listeners);
     this.latest = snap;
-    if (unchanged) return snap;
-    this.publish(snap);
+    if (changed) this.publish(snap);
     try {
-      this.opts.onSnapshot?.(snap);
+      this.opts.onSnapshot?.(snap, changed);
     } catch (err) {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }
