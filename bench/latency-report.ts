@@ -59,6 +59,8 @@ export interface LatencyResult {
   method: string;
   cells: LatencyCell[];
   warm: WarmRun[];
+  /** V8 compiler events after ready (warm-trace.ts): this checkout's daemon, then the baseline's. */
+  trace?: { server: string; steps: { queries: number; optimized: number; deoptimized: number }[] }[];
   /** The cluster scenario's view and churn, as run. */
   cluster: { nodes: number; servicesPerNode: number; pool: number; instancesPerService: number; churnPerSecond: number; changes: number; answer: string } | null;
   notes: string[];
@@ -184,6 +186,16 @@ export function latencyTable(r: LatencyResult): string {
           String(w.all.lost),
           gcText(w.daemon),
         ]),
+        1,
+      ),
+    );
+  }
+  if (r.trace?.length) {
+    out.push('  V8 compiling after /readyz said ready (node --trace-opt --trace-deopt; 2,000 canonical queries at a time, paced at 3,000 q/s):');
+    out.push(
+      table(
+        ['server', ...r.trace[0]!.steps.slice(1).map((s) => `after ${s.queries.toLocaleString('en-US')} queries`)],
+        r.trace.map((t) => [t.server, ...t.steps.slice(1).map((s) => `${s.optimized} optimized, ${s.deoptimized} deopt`)]),
         1,
       ),
     );

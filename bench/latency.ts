@@ -20,7 +20,8 @@ import {
   type LatencyScenario,
 } from './latency-report.js';
 import { askDns, httpGet } from './probe.js';
-import type { CanonportInstance, Servers } from './servers.js';
+import { REPO_ROOT, type CanonportInstance, type Servers } from './servers.js';
+import { warmTrace } from './warm-trace.js';
 
 /**
  * `npm run bench -- --only latency` (issue 24): where the slow 1 % goes.
@@ -267,6 +268,14 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
       }
     }
     r.notes.push(`warm rows: "first second" is the answers to the first ${TARGET_RATE.toLocaleString('en-US')} queries, sent from the moment /readyz answered 200; their GCs count from the process's start`);
+    // Compiler events after ready: counts, not times, so they hold on a loaded machine.
+    r.trace = [];
+    for (const [server, repo] of [[LATENCY_CANONPORT, REPO_ROOT], ...(o.baseline ? [[`${LATENCY_CANONPORT} ${o.baseline.label}`, o.baseline.dir]] : [])] as [string, string][]) {
+      d.check();
+      const t = await warmTrace(repo, { workDir: o.workDir, file: o.files.canonical, children });
+      r.trace.push({ server, steps: t.steps });
+      progress(`latency: ${server}: ${t.steps.at(-1)!.optimized} optimizations, ${t.steps.at(-1)!.deoptimized} deoptimizations in the first ${t.steps.at(-1)!.queries} queries after ready`);
+    }
   } catch (err) {
     r.errors.push((err as Error).message.split('\n')[0]!);
     progress(`latency failed: ${(err as Error).message}`);
