@@ -1,3 +1,4 @@
+import type { Target } from './target.js';
 import { table } from './table.js';
 
 /**
@@ -42,14 +43,7 @@ export const IDLE_SINGLE = 'canonport';
 export const IDLE_CLUSTER = 'canonport --cluster';
 export const IDLE_BARE_NODE = 'bare node';
 
-export interface IdleTarget {
-  id: string;
-  description: string;
-  status: 'PASS' | 'MISS' | 'n/a';
-  value: number | null;
-  threshold: number;
-  detail: string;
-}
+export type IdleTarget = Target;
 
 /** Issue 24's idle targets: CPU ≤ 0.3 % of a core in cluster mode with the listeners; RSS ≤ 60 MB single-host, ≤ 70 MB in cluster mode. */
 export function idleTargets(r: IdleResult): IdleTarget[] {

@@ -1,3 +1,4 @@
+import type { Target } from './target.js';
 import { table } from './table.js';
 
 /**
@@ -72,14 +73,7 @@ export const LATENCY_UNBOUND = 'unbound';
 /** The rate issue 24's targets are set at. */
 export const TARGET_RATE = 3000;
 
-export interface LatencyTarget {
-  id: string;
-  description: string;
-  status: 'PASS' | 'MISS' | 'n/a';
-  value: number | null;
-  threshold: number;
-  detail: string;
-}
+export type LatencyTarget = Target;
 
 const ms3 = (v: number) => (Number.isFinite(v) ? v.toFixed(3) : '–');
 

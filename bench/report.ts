@@ -4,6 +4,7 @@ import { renderUi, type UiBenchResult } from './ui-report.js';
 import type { GrpcLoadResult } from './grpc-load.js';
 import { idleTable, idleTargets, type IdleResult } from './idle-report.js';
 import { latencyTable, latencyTargets, type LatencyResult } from './latency-report.js';
+import type { Target, TargetStatus } from './target.js';
 import { table } from './table.js';
 import { xdsReport, type XdsBenchResult } from './xds-report.js';
 
@@ -83,17 +84,7 @@ export interface StartupResult {
   readyzMs: number[];
 }
 
-export type TargetStatus = 'PASS' | 'MISS' | 'n/a';
-
-export interface Target {
-  id: string;
-  description: string;
-  status: TargetStatus;
-  /** The figure compared, in the unit of the threshold; null when not measured. */
-  value: number | null;
-  threshold: number;
-  detail: string;
-}
+export type { Target, TargetStatus };
 
 export interface BenchResult {
   version: 1;
