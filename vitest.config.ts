@@ -20,6 +20,7 @@ const SLOW = [
   'test/cluster-*.test.ts',
   'test/fleet-cluster.test.ts',
   'test/ui-browser.test.ts',
+  'test/rollout-netns.test.ts',
 ];
 
 export default defineConfig({

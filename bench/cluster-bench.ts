@@ -5,7 +5,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import dns2 from 'dns2';
 import etcd3 from 'etcd3';
-import { encodeListener, encodeNode, listenerKey, nodeKey } from '../src/cluster/keys.js';
+import { encodeInstance, encodeNode, instanceKey, nodeKey } from '../src/cluster/keys.js';
 import { base32Port } from '../src/scheme/index.js';
 import { startLab, startNode, ZONE, DNS_PORT, type Lab, type NodeDaemon } from '../test/helpers/cluster-lab.js';
 import { REPO } from '../test/helpers/serve-process.js';
@@ -241,8 +241,8 @@ async function fakeNodes(client: etcd3.Etcd3, prefix: string, first: number, n: 
         { request_put: { key: Buffer.from(nodeKey(prefix, name)), value: Buffer.from(encodeNode({ name, addresses: [address], canonportVersion: 'bench', registryDigest: '', started })), lease: id } },
         {
           request_put: {
-            key: Buffer.from(listenerKey(prefix, name, port)),
-            value: Buffer.from(encodeListener({ port, services: [service], scheme: 'base32', version: '1.0.0', versionSource: 'http', since: started, bind: [{ family: 'tcp', address: '0.0.0.0' }] })),
+            key: Buffer.from(instanceKey(prefix, name, port)),
+            value: Buffer.from(encodeInstance({ port, services: [service], scheme: 'base32', version: '1.0.0', versionSource: 'http', since: started, bind: [{ family: 'tcp', address: '0.0.0.0' }], protocol: 'tcp', namespace: 'host', readiness: { state: 'ready', since: started, by: 'http' } })),
             lease: id,
           },
         },
@@ -265,7 +265,22 @@ function digCount(host: string, name: string, tcp: boolean): Promise<string> {
   });
 }
 
-async function answerCost(lab: Lab, b: NodeDaemon, o: ClusterBenchOptions, children: Children, progress: (m: string) => void, r: ClusterBenchResult): Promise<void> {
+/** The answer-cost rows alone (the rollout bench runs them on its own lab): SRV q/s for 1, 10 and 100 instances and a canonical answer. */
+export async function answerCostRows(lab: Lab, b: NodeDaemon, o: Pick<ClusterBenchOptions, 'seconds' | 'workDir'>, children: Children, progress: (m: string) => void): Promise<AnswerCostRow[]> {
+  const r = { answerCost: [] as AnswerCostRow[], errors: [] as string[] };
+  await answerCost(lab, b, o, children, progress, r);
+  if (r.errors.length > 0) throw new Error(r.errors.join('; '));
+  return r.answerCost;
+}
+
+async function answerCost(
+  lab: Lab,
+  b: NodeDaemon,
+  o: Pick<ClusterBenchOptions, 'seconds' | 'workDir'>,
+  children: Children,
+  progress: (m: string) => void,
+  r: Pick<ClusterBenchResult, 'answerCost' | 'errors'>,
+): Promise<void> {
   const client = new etcd3.Etcd3({ hosts: `http://127.0.0.1:${lab.etcd.members[0]!.clientPort}` });
   const leases: etcd3.Lease[] = [];
   // Service names whose base32 ports differ and that nothing else uses here.
@@ -283,7 +298,7 @@ async function answerCost(lab: Lab, b: NodeDaemon, o: ClusterBenchOptions, child
       for (let i = 0; i < s.instances; i++) {
         const name = `fake-${String(i).padStart(3, '0')}`;
         const port = base32Port(s.service);
-        await client.put(listenerKey('/canonport', name, port)).value(encodeListener({ port, services: [s.service], scheme: 'base32', version: '1.0.0', versionSource: 'http', since: started, bind: [{ family: 'tcp', address: '0.0.0.0' }] })).lease(await leases[i]!.grant());
+        await client.put(instanceKey('/canonport', name, port)).value(encodeInstance({ port, services: [s.service], scheme: 'base32', version: '1.0.0', versionSource: 'http', since: started, bind: [{ family: 'tcp', address: '0.0.0.0' }], protocol: 'tcp', namespace: 'host', readiness: { state: 'ready', since: started, by: 'http' } })).lease(await leases[i]!.grant());
       }
     }
     const poll = new SrvPoller(b.dns.host, DNS_PORT, `fsb.${ZONE}`);

@@ -27,6 +27,7 @@ import {
 import { grpcLoad, grpcResolveOnce, mergeLoads } from './grpc-load.js';
 import { runClusterBench } from './cluster-bench.js';
 import { runUiBench } from './ui.js';
+import { runRolloutBench } from './rollout.js';
 import { askDns, httpGet, metricValue, readRss } from './probe.js';
 import {
   CANONPORT,
@@ -70,10 +71,10 @@ import {
 /** Names per ResolveMany call in the batching row. */
 const GRPC_BATCH = 100;
 
-const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'latency', 'idle', 'cluster', 'ui'] as const;
+const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'latency', 'idle', 'cluster', 'ui', 'rollout'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 /** Run unless --only names others. `cluster` needs root and takes minutes, `ui` Chromium: only when asked for. */
-const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'cluster' && s !== 'ui');
+const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'cluster' && s !== 'ui' && s !== 'rollout');
 
 const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCENARIO…]] [--seconds N]
 
@@ -82,6 +83,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
   --only        run some scenarios: ${SCENARIOS.join(', ')}
                 (cluster, issue 14: only when named; needs root, etcd-server, dnsperf, dig)
                 (ui, issue 25: only when named; needs etcd-server and chromium)
+                (rollout, issue 20: only when named; needs root, etcd-server, dnsperf, dig, curl, python3-grpcio)
                 (latency, issue 24: fixed rates beside unbound, cluster answers (needs etcd-server), runs from /readyz)
                 (idle, issue 24: needs root and etcd-server; 60 s, 20 s with --quick)
   --seconds N   seconds per dnsperf throughput run
@@ -149,7 +151,8 @@ function parseOptions(argv: string[]): Options {
       (only.length === 0 || only.includes('idle') ? (quick ? 90 : 180) * 1000 : 0) +
       (only.length === 0 || only.includes('latency') ? (quick ? 240 : 720) * 1000 : 0) +
       (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0) +
-      (only.includes('ui') ? (quick ? 240 : 420) * 1000 : 0),
+      (only.includes('ui') ? (quick ? 240 : 420) * 1000 : 0) +
+      (only.includes('rollout') ? (quick ? 400 : 900) * 1000 : 0),
   };
 }
 
@@ -178,10 +181,10 @@ async function main(): Promise<number> {
     return 2;
   }
   const want = (s: Scenario) => opts.only.includes(s);
-  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster' && s !== 'ui' && s !== 'idle');
+  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster' && s !== 'ui' && s !== 'rollout' && s !== 'idle');
 
   const tools = { dnsperf: toolVersion('dnsperf'), unbound: toolVersion('unbound'), dnsmasq: toolVersion('dnsmasq'), etcd: toolVersion('etcd') };
-  const missing = (['dnsperf', 'unbound'] as const).filter((t) => (needsDns || (t === 'dnsperf' && want('cluster'))) && !tools[t]);
+  const missing = (['dnsperf', 'unbound'] as const).filter((t) => (needsDns || (t === 'dnsperf' && (want('cluster') || want('rollout')))) && !tools[t]);
   if (missing.length) {
     process.stderr.write(
       `bench: missing ${missing.map((t) => `${t} (Debian package "${TOOL_PACKAGES[t]}")`).join(' and ')}.\n` +
@@ -633,6 +636,17 @@ async function main(): Promise<number> {
         children,
       );
       for (const e of result.cluster.errors) result.errors.push(`cluster: ${e}`);
+    }
+
+    // Readiness, drain, restarts (issue 20): the rollout lab, real clients.
+    if (want('rollout')) {
+      try {
+        result.rollout = await runRolloutBench({ trials: opts.quick ? 10 : 50, seconds: opts.seconds, cpuSeconds: opts.quick ? 5 : 20, workDir }, progress, children);
+        for (const e of result.rollout.errors) result.errors.push(`rollout: ${e}`);
+      } catch (err) {
+        if (err instanceof BudgetExceeded) throw err;
+        result.errors.push(`rollout: ${(err as Error).message}`);
+      }
     }
 
     // The fleet page (issue 25): a daemon on loopback, etcd, Chromium.

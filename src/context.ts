@@ -11,6 +11,8 @@ export interface DaemonEvents {
   reload: [ServingState];
   /** Readiness changed. */
   ready: [boolean];
+  /** `canonport leave` withdrew this host: the process should stop (serve does, as on SIGTERM). */
+  leave: [];
 }
 
 /**
@@ -33,7 +35,22 @@ export interface DaemonContext {
    * synced; stale: etcd unreachable, last view served) and since when.
    * Undefined, or returning null, without cluster mode.
    */
-  clusterStatus?: (() => { state: 'missing' | 'synced' | 'stale'; sinceMs: number } | null) | undefined;
+  clusterStatus?: (() => { state: 'missing' | 'synced' | 'stale'; sinceMs: number; fromSnapshot?: boolean | undefined } | null) | undefined;
   /** When set, /metrics serves this text (a cluster primary aggregating its workers) instead of `metrics.registry`. */
   metricsText?: (() => Promise<string>) | undefined;
+  /**
+   * Cluster mode: why the daemon must not be routed to though its listeners
+   * are up (a view neither etcd nor a snapshot filled); null when there is no such reason.
+   */
+  notReadyReason?: (() => string | null) | undefined;
+  /** Cluster mode's operations on this host (canonport.v1.Admin); undefined without cluster mode. */
+  admin?: AdminOperations | undefined;
+}
+
+/** What `canonport drain`, `undrain` and `leave` do (the daemon implements them; gRPC's Admin service calls them). */
+export interface AdminOperations {
+  drain(service: string, opts: { wait: boolean; timeoutMs: number }): Promise<{ ports: number[]; acked: string[]; unconfirmed: string[]; ttlWaitedMs: number }>;
+  undrain(service: string): Promise<{ ports: number[] }>;
+  /** Withdraws the host (revokes the lease) and stops the daemon. */
+  leave(): Promise<{ node: string }>;
 }

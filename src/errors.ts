@@ -66,7 +66,7 @@ export const ErrorCodes = {
   // grpc-js interop (registerCanonResolver, createCanonportClient).
   /** The grpc module given (or canonport's own) is not a @grpc/grpc-js version canonport's resolver supports. */
   GRPC_UNSUPPORTED: 'CP_GRPC_UNSUPPORTED',
-  /** The application loads another copy of @grpc/grpc-js than canonport's: `canon:` would not reach its channels; pass `{ grpc }`. */
+  /** registerCanonResolver() without `grpc` cannot tell which of several loaded @grpc/grpc-js copies the application's channels use: pass `{ grpc }`. */
   GRPC_COPY_MISMATCH: 'CP_GRPC_COPY_MISMATCH',
 
   // --- who may reach gRPC and HTTP: allow-lists and TLS (src/config/listen-policy.ts, src/config/tls.ts) ---
@@ -134,6 +134,19 @@ export const ErrorCodes = {
   CLUSTER_VIEW_DROPPED: 'CP_CLUSTER_VIEW_DROPPED',
   /** The etcd watch was cancelled (compaction past its revision, or an error): the view is listed again. */
   CLUSTER_WATCH_RESTARTED: 'CP_CLUSTER_WATCH_RESTARTED',
+  /**
+   * Another live daemon holds this `--node` name (a lease that is not this
+   * host's previous one): this daemon refuses to publish until that lease
+   * ends (or `--node-takeover`); logged on both sides, never deleting the
+   * other's keys.
+   */
+  CLUSTER_NODE_TAKEN: 'CP_CLUSTER_NODE_TAKEN',
+  /** No writable state directory, or a file in it cannot be read or written: restarts withdraw and re-publish, no snapshot. */
+  STATE_DIR_UNAVAILABLE: 'CP_STATE_DIR_UNAVAILABLE',
+  /** `canonport drain --wait` ran out of time before every live daemon acknowledged the drain; the drain stays in force. */
+  DRAIN_TIMEOUT: 'CP_DRAIN_TIMEOUT',
+  /** An admin method (drain, undrain, leave) was called from an address that is not loopback: refused (PERMISSION_DENIED). */
+  ADMIN_REFUSED: 'CP_ADMIN_REFUSED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -176,17 +189,35 @@ export function errorToRcode(err: unknown): number {
   }
 }
 
-/** gRPC status codes used by canonport (subset of grpc.status; kept numeric to avoid importing grpc here). */
+/**
+ * gRPC status codes (grpc.status), kept here as numbers so that code which
+ * only reads statuses imports no grpc-js (the client side works on the
+ * application's copy, whatever its version).
+ */
 export const GrpcStatus = {
   OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
   INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
   PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
   INTERNAL: 13,
   UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
 } as const;
+
+/** A status code's name (`UNAVAILABLE`), or the number when it is not one. */
+export function grpcStatusName(code: number): string {
+  return Object.entries(GrpcStatus).find(([, v]) => v === code)?.[0] ?? String(code);
+}
 
 /** The one place an error becomes a gRPC status code. */
 export function errorToGrpcStatus(err: unknown): number {
@@ -207,7 +238,14 @@ export function errorToGrpcStatus(err: unknown): number {
     case ErrorCodes.XDS_LIMIT:
       return GrpcStatus.RESOURCE_EXHAUSTED;
     case ErrorCodes.ACCESS_DENIED:
+    case ErrorCodes.ADMIN_REFUSED:
       return GrpcStatus.PERMISSION_DENIED;
+    case ErrorCodes.DRAIN_TIMEOUT:
+      return GrpcStatus.DEADLINE_EXCEEDED;
+    case ErrorCodes.CLUSTER_UNREACHABLE:
+      return GrpcStatus.UNAVAILABLE;
+    case ErrorCodes.CLUSTER_NODE_TAKEN:
+      return GrpcStatus.FAILED_PRECONDITION;
     default:
       return GrpcStatus.INTERNAL;
   }

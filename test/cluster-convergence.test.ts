@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Cluster } from '../src/cluster/cluster.js';
+import { parseKey } from '../src/cluster/keys.js';
 import type { InventorySnapshot } from '../src/inventory/types.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { count, startProxy, until } from './helpers/cluster.js';
@@ -42,7 +43,7 @@ describe('a view with a flaky link', () => {
     const proxy = await startProxy(etcd.members[0]!.clientPort, await freePort());
     cleanups.push(() => proxy.close());
     const start = (name: string, endpoints: string, metrics = new Metrics({ defaultMetrics: false })) => {
-      const c = new Cluster({ endpoints, node: name, prefix: PREFIX, advertise: ['10.0.0.1'] }, { metrics });
+      const c = new Cluster({ endpoints, node: name, prefix: PREFIX, advertise: ['10.0.0.1'], writeV1: false }, { metrics });
       cleanups.push(() => c.stop());
       c.start();
       return c;
@@ -56,9 +57,10 @@ describe('a view with a flaky link', () => {
     // The oracle: etcd's keys, read directly.
     const etcdHolds = async () => {
       const keys = (await etcd.etcdctl(['get', '--prefix', '--keys-only', `${PREFIX}/`])).split('\n').filter(Boolean);
+      const parsed = keys.map((k) => parseKey(PREFIX, k));
       return {
-        nodes: keys.filter((k) => k.includes('/nodes/')).map((k) => k.split('/').at(-1)!).sort(),
-        endpoints: keys.filter((k) => k.includes('/listeners/')).map((k) => `${k.split('/').at(-2)}:${k.split('/').at(-1)}`).sort(),
+        nodes: parsed.flatMap((k) => (k.kind === 'node' ? [k.node] : [])).sort(),
+        endpoints: parsed.flatMap((k) => (k.kind === 'instance' ? [`${k.node}:${k.port}`] : [])).sort(),
       };
     };
     const seen = () => ({

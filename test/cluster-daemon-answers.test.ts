@@ -122,9 +122,10 @@ describe('DNS from the merged view', () => {
       await untilDig(b, ['SRV', `api.${ZONE}`], (r) => (srvTargets(r).join() === srvOf(API, 'host-b').join() ? true : undefined));
       expect(addressLines((await b.dig(['A', `api.${ZONE}`])).answer)).toEqual([`api.${ZONE}. ${hostB.address}`]);
       await onB.stop();
-      // Nobody runs it: without --only-listening, today's single-host answer (the name itself, the registry TTL).
+      // Nobody runs it: without --only-listening, the single-host answer (the name itself), with the observed TTL
+      // (5 s, not the registry's 60): the view decided it, and a service started a moment later must show soon (issue 20).
       const single = await untilDig(b, ['SRV', `api.${ZONE}`], (r) => (srvTargets(r).join() === `${API} api.${ZONE}.` ? r : undefined));
-      expect(single.answer[0]![1]).toBe('60');
+      expect(single.answer[0]![1]).toBe('5');
     } finally {
       await stopAll();
     }
@@ -242,7 +243,8 @@ describe('gRPC and HTTP from the merged view', () => {
     const [hostA, hostB] = lab.hosts as [NonNullable<Lab['hosts'][0]>, NonNullable<Lab['hosts'][0]>];
     const client = createCanonportClient(`${b.grpc.host}:${b.grpc.port}`);
     const seen: Resolution[] = [];
-    const nodesIn = (r: Resolution | undefined) => [...new Set(r?.endpoints.map((e) => e.node) ?? [])].join();
+    // As a set: the daemon queried runs on host B, and lists its own instance first (local first).
+    const nodesIn = (r: Resolution | undefined) => [...new Set(r?.endpoints.map((e) => e.node) ?? [])].sort().join();
     let stream: ReturnType<CanonportClient['watch']> | undefined;
     let reading: Promise<unknown> = Promise.resolve();
     try {
@@ -262,9 +264,10 @@ describe('gRPC and HTTP from the merged view', () => {
       expect(r.port).toBe(WEB);
       expect(r.ttl).toBe(5);
       // 0.0.0.0 sockets: host A's IPv4 address only.
+      // This daemon's own host first (local first), marked local; every endpoint ready.
       expect(r.endpoints.map((e) => ({ ...e, since: '' }))).toEqual([
-        { address: hostA.address, port: WEB, source: 'observed', node: 'host-a', version: '1.4.2', since: '' },
-        { address: hostB.address, port: WEB, source: 'observed', node: 'host-b', version: '1.5.0', since: '' },
+        { address: hostB.address, port: WEB, source: 'observed', node: 'host-b', version: '1.5.0', since: '', readiness: 'ready', local: true },
+        { address: hostA.address, port: WEB, source: 'observed', node: 'host-a', version: '1.4.2', since: '', readiness: 'ready', local: false },
       ]);
       for (const e of r.endpoints) {
         const since = Date.parse(e.since);
@@ -298,8 +301,8 @@ describe('gRPC and HTTP from the merged view', () => {
         return g.length === 2 && g.every((x) => x.labels.__meta_canonport_service !== 'blog' || x.labels.__meta_canonport_version !== '') ? g : undefined;
       });
       expect(groups).toEqual([
-        { targets: [`${hostB.address}:${API}`], labels: { __meta_canonport_service: 'api', __meta_canonport_port: String(API), __meta_canonport_node: 'host-b', __meta_canonport_version: '', __meta_canonport_scheme: 'base32' } },
-        { targets: [`${hostA.address}:${WEB}`], labels: { __meta_canonport_service: 'blog', __meta_canonport_port: String(WEB), __meta_canonport_node: 'host-a', __meta_canonport_version: '1.4.2', __meta_canonport_scheme: 'base32' } },
+        { targets: [`${hostB.address}:${API}`], labels: { __meta_canonport_service: 'api', __meta_canonport_port: String(API), __meta_canonport_node: 'host-b', __meta_canonport_version: '', __meta_canonport_scheme: 'base32', __meta_canonport_readiness: 'ready' } },
+        { targets: [`${hostA.address}:${WEB}`], labels: { __meta_canonport_service: 'blog', __meta_canonport_port: String(WEB), __meta_canonport_node: 'host-a', __meta_canonport_version: '1.4.2', __meta_canonport_scheme: 'base32', __meta_canonport_readiness: 'ready' } },
       ]);
       const ready = await c.get('/readyz');
       expect(JSON.parse(ready.body)).toMatchObject({ ready: true, cluster: { view: 'synced' } });
@@ -374,7 +377,7 @@ describe('gRPC and HTTP from the merged view', () => {
       return counts;
     };
     const daemon = createCanonportClient(`${b.grpc.host}:${b.grpc.port}`);
-    const nodesAt = async () => (await daemon.resolve(`api.${ZONE}`).catch(() => null))?.endpoints.map((e) => e.node).join() ?? '';
+    const nodesAt = async () => (await daemon.resolve(`api.${ZONE}`).catch(() => null))?.endpoints.map((e) => e.node).sort().join() ?? '';
     try {
       const onA = await backend(hostA, 'grpc', API, 'host-a');
       await backend(hostB, 'grpc', API, 'host-b');

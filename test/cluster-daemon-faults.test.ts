@@ -73,8 +73,13 @@ function readyzInside(d: NodeDaemon): string {
 }
 
 /** Leases granted because the previous one was lost (the series is absent until the first). */
+/**
+ * Leases had again after one was lost: granted anew, or taken back when etcd
+ * still (or again: a restarted etcd restores its leases) holds the old one.
+ */
 async function lostGrants(d: NodeDaemon): Promise<number> {
-  return (await d.metric('canonport_cluster_lease_grants_total', { reason: 'lost' })) || 0;
+  const lost = (await d.metric('canonport_cluster_lease_grants_total', { reason: 'lost' })) || 0;
+  return lost + ((await d.metric('canonport_cluster_lease_grants_total', { reason: 'adopted' })) || 0);
 }
 
 /** The member every live member names as leader. */
@@ -119,10 +124,13 @@ describe('etcd faults', () => {
       expect(JSON.parse((await b.get('/readyz')).body)).toMatchObject({ ready: true, cluster: { view: 'stale' } });
       expect(await b.metric('canonport_cluster_view_staleness_seconds')).toBeGreaterThan(0);
 
-      // A daemon that starts while etcd is unreachable: it starts, is ready, and answers as one host (no view yet).
+      // A daemon that starts while etcd is unreachable, with no snapshot: it starts and answers as one host (no view yet),
+      // but says it is not ready, and why, so an orchestrator does not route to a daemon that knows nothing of the cluster.
       c = await startNode(lab, hostC, 'host-c', ['--lease-ttl', String(TTL)]);
       extra.add(c);
-      expect(JSON.parse((await c.get('/readyz')).body)).toMatchObject({ ready: true, cluster: { view: 'missing' } });
+      const readyz = await c.get('/readyz');
+      expect(readyz.status).toBe(503);
+      expect(JSON.parse(readyz.body)).toMatchObject({ ready: false, reason: expect.stringMatching(/cluster view missing.*no snapshot/), cluster: { view: 'missing' } });
       expect(await c.metric('canonport_cluster_view_state', { state: 'missing' })).toBe(1);
       expect(srvTargets(await c.dig(['SRV', `api.${ZONE}`]))).toEqual([`${API} api.${ZONE}.`]);
       // What changes on a host meanwhile is published once etcd is back.

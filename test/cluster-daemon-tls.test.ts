@@ -57,7 +57,14 @@ describe('etcd with TLS, client certificates and a role per host', () => {
     const refused = await c.waitForLog((l) => l.code === 'CP_CLUSTER_PUBLISH_FAILED', 20_000);
     expect(String(refused.msg)).toMatch(/refused/);
     const keys = (await lab.etcd.etcdctl(['get', '--prefix', '--keys-only', `${PREFIX}/`])).split('\n').filter(Boolean).sort();
-    expect(keys).toEqual([`${PREFIX}/v1/listeners/host-a/${API}`, `${PREFIX}/v1/nodes/host-a`, `${PREFIX}/v1/nodes/host-b`]);
+    expect(keys).toEqual([
+      `${PREFIX}/v1/listeners/host-a/${API}`,
+      `${PREFIX}/v1/nodes/host-a`,
+      `${PREFIX}/v1/nodes/host-b`,
+      `${PREFIX}/v2/nodes/host-a/instances/${API}/tcp/host`,
+      `${PREFIX}/v2/nodes/host-a/node`,
+      `${PREFIX}/v2/nodes/host-b/node`,
+    ]);
     for (const d of [a, b, c]) {
       await until(`${d.name} synced`, async () => ((await d.metric('canonport_cluster_view_state', { state: 'synced' })) === 1 ? true : undefined), 20_000, 200);
     }

@@ -35,7 +35,8 @@ function node(etcd: EtcdCluster | string, name: string, extra: Partial<ClusterOp
   const metrics = new Metrics({ defaultMetrics: false });
   const log = capturingLogger();
   const endpoints = typeof etcd === 'string' ? etcd : etcd.url;
-  const cluster = new Cluster({ endpoints, node: name, prefix: PREFIX, advertise: [`10.0.0.${name.charCodeAt(0) - 96}`], leaseTtlSeconds: 10, ...extra }, { metrics, logger: log.logger });
+  // The v1 mirror is off here (its own test below): these tests read the v2 layout alone.
+  const cluster = new Cluster({ endpoints, node: name, prefix: PREFIX, advertise: [`10.0.0.${name.charCodeAt(0) - 96}`], leaseTtlSeconds: 10, writeV1: false, ...extra }, { metrics, logger: log.logger });
   cleanups.push(() => cluster.stop());
   return { cluster, metrics, log };
 }
@@ -60,31 +61,33 @@ describe('publishing and viewing', () => {
     await a.cluster.whenPublished();
     await b.cluster.whenPublished();
 
-    expect(await keysIn(etcd)).toEqual(['/cp/v1/listeners/a/12082', '/cp/v1/nodes/a', '/cp/v1/nodes/b']);
+    expect(await keysIn(etcd)).toEqual(['/cp/v2/nodes/a/instances/12082/tcp/host', '/cp/v2/nodes/a/node', '/cp/v2/nodes/b/node']);
     // Lease IDs are int64: read them as strings, not as lossy JSON numbers.
-    const json = (await etcd.etcdctl(['get', '--prefix', `${PREFIX}/v1/`, '-w', 'json'])).replace(/"lease":(\d+)/g, '"lease":"$1"');
+    const json = (await etcd.etcdctl(['get', '--prefix', `${PREFIX}/v2/`, '-w', 'json'])).replace(/"lease":(\d+)/g, '"lease":"$1"');
     const kvs = JSON.parse(json) as { kvs: { key: string; lease?: string }[] };
     const leaseOf = (k: string) => kvs.kvs.find((kv) => Buffer.from(kv.key, 'base64').toString() === k)!.lease;
-    expect(leaseOf('/cp/v1/nodes/a')).toMatch(/^[1-9]\d*$/);
-    expect(BigInt(leaseOf('/cp/v1/nodes/a')!).toString(10)).toBe(a.cluster.publisherStatus().leaseId);
-    expect(leaseOf('/cp/v1/listeners/a/12082')).toBe(leaseOf('/cp/v1/nodes/a'));
-    expect(leaseOf('/cp/v1/nodes/b')).not.toBe(leaseOf('/cp/v1/nodes/a'));
+    expect(leaseOf('/cp/v2/nodes/a/node')).toMatch(/^[1-9]\d*$/);
+    expect(BigInt(leaseOf('/cp/v2/nodes/a/node')!).toString(10)).toBe(a.cluster.publisherStatus().leaseId);
+    expect(leaseOf('/cp/v2/nodes/a/instances/12082/tcp/host')).toBe(leaseOf('/cp/v2/nodes/a/node'));
+    expect(leaseOf('/cp/v2/nodes/b/node')).not.toBe(leaseOf('/cp/v2/nodes/a/node'));
 
     const seen = await until('b to see a on 12082', () => (nodesOn(b, 12082).includes('a') ? b.cluster.view.endpointsOnPort(12082) : undefined));
-    expect(seen).toEqual([{ node: 'a', addresses: ['10.0.0.1'], port: 12082, services: ['svc'], scheme: 'base32', version: '', versionSource: '', since: expect.any(String) }]);
+    expect(seen).toEqual([
+      { node: 'a', addresses: ['10.0.0.1'], port: 12082, protocol: 'tcp', namespace: 'host', services: ['svc'], scheme: 'base32', version: '', versionSource: '', since: expect.any(String), readiness: { state: 'ready', since: expect.any(String), by: 'tcp' } },
+    ]);
     expect(b.cluster.view.nodes().map((n) => n.name)).toEqual(['a', 'b']);
 
     // Withdrawn: the listener closed on a.
     a.cluster.publish(snap(listener(14688, '127.0.0.1')));
     await until('a\'s 12082 to leave b\'s view', () => (nodesOn(b, 12082).length === 0 ? true : undefined));
-    expect(await keysIn(etcd)).toEqual(['/cp/v1/nodes/a', '/cp/v1/nodes/b']);
+    expect(await keysIn(etcd)).toEqual(['/cp/v2/nodes/a/node', '/cp/v2/nodes/b/node']);
 
     // A clean stop revokes the lease: gone well before its 10 s TTL could expire.
     const t0 = Date.now();
     await a.cluster.stop();
     await until('a to leave b\'s view', () => (b.cluster.view.node('a') ? undefined : true), 5_000);
     expect(Date.now() - t0).toBeLessThan(5_000);
-    expect(await keysIn(etcd)).toEqual(['/cp/v1/nodes/b']);
+    expect(await keysIn(etcd)).toEqual(['/cp/v2/nodes/b/node']);
     expect(await count(a.metrics.clusterEtcdWrites, { kind: 'lease_revoke' })).toBe(1);
   });
 
@@ -207,7 +210,7 @@ describe('faults', () => {
     expect(await count(a.metrics.clusterLeaseGrants, { reason: 'lost' })).toBeGreaterThanOrEqual(1);
     // Every key now hangs on the new lease: the old one expires without taking anything along.
     await new Promise((r) => setTimeout(r, 3_000));
-    expect(await keysIn(etcd)).toEqual(['/cp/v1/listeners/a/12082', '/cp/v1/listeners/a/15000', '/cp/v1/nodes/a']);
+    expect(await keysIn(etcd)).toEqual(['/cp/v2/nodes/a/instances/12082/tcp/host', '/cp/v2/nodes/a/instances/15000/tcp/host', '/cp/v2/nodes/a/node']);
     expect(nodesOn(a, 12082)).toEqual(['a']);
   });
 
@@ -304,7 +307,7 @@ describe('TLS and a role limited to the node', () => {
     await until('b\'s refusal to be logged', () => (b.log.codes().includes('CP_CLUSTER_PUBLISH_FAILED') ? true : undefined));
     await b.cluster.whenSynced();
     expect(nodesOn(b, 12082)).toEqual(['a']);
-    expect(await keysIn(etcd)).toEqual(['/cp/v1/listeners/a/12082', '/cp/v1/nodes/a']);
+    expect(await keysIn(etcd)).toEqual(['/cp/v2/nodes/a/instances/12082/tcp/host', '/cp/v2/nodes/a/node']);
 
     // Without the client certificate, etcd (--client-cert-auth) refuses the connection: retried, never a crash.
     const c = node(etcd, 'c', { tls: { caFile: etcd.tls!.ca }, auth: { username: 'node-a', password: 'pw-a' } });

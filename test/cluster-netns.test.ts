@@ -59,7 +59,8 @@ describe('one host\'s real inventory', () => {
       // The test process's own sockets (root namespace) are not this host's.
       expect(snap.listeners.every((l) => [12082, 14688].includes(l.port))).toBe(true);
       await cluster.whenPublished();
-      expect(await keys()).toEqual([`${PREFIX}/v1/listeners/host-a/12082`, `${PREFIX}/v1/nodes/host-a`]);
+      // The v2 instance and node records, and their v1 mirror (the instance reads as ready: no probing here).
+      expect(await keys()).toEqual([`${PREFIX}/v1/listeners/host-a/12082`, `${PREFIX}/v1/nodes/host-a`, `${PREFIX}/v2/nodes/host-a/instances/12082/tcp/host`, `${PREFIX}/v2/nodes/host-a/node`]);
       const value = JSON.parse(await etcd.etcdctl(['get', '--print-value-only', `${PREFIX}/v1/listeners/host-a/12082`]));
       expect(value).toMatchObject({ port: 12082, services: ['api'], scheme: 'base32', bind: [{ family: 'tcp', address: '0.0.0.0' }] });
 
@@ -120,7 +121,7 @@ describe('hosts as separate processes in their own namespaces', () => {
       expect(await keys()).toContain(`${PREFIX}/v1/nodes/host-a`);
       await until('A to leave B\'s view', () => (lastView(b)!.nodes.includes('host-a') ? undefined : true), 3_000 + 5_000);
       expect(lastView(b)!.ports['12082']).toEqual([]);
-      expect(await keys()).toEqual([`${PREFIX}/v1/nodes/host-b`]);
+      expect(await keys()).toEqual([`${PREFIX}/v1/nodes/host-b`, `${PREFIX}/v2/nodes/host-b/node`]);
 
       // A clean stop revokes B's lease.
       b.child.kill('SIGTERM');

@@ -226,6 +226,12 @@ describe('deploy/kubernetes', () => {
     expect(cfg.advertise).toEqual(['10.1.2.3']);
     // The etcd TLS files sit in a read-only mount of a Secret volume.
     const mounts = list(c.volumeMounts, 'volumeMounts').map((x) => obj(x, 'mount'));
+    // The state directory (lease id, last view) is the node's own, so a new pod of the DaemonSet finds it.
+    expect(cfg.stateDir).toBe('/var/lib/canonport');
+    const stateMount = mounts.find((m) => m.mountPath === cfg.stateDir);
+    expect(stateMount?.readOnly, 'a writable mount at the state directory').not.toBe(true);
+    const stateVolume = list(pod.volumes, 'volumes').map((x) => obj(x, 'volume')).find((v) => v.name === stateMount!.name);
+    expect(obj(stateVolume?.hostPath, 'state volume hostPath').path).toBe(cfg.stateDir);
     for (const file of [cfg.clusterCa, cfg.clusterCert, cfg.clusterKey]) {
       expect(file).toBeTypeOf('string');
       const mount = mounts.find((m) => String(file).startsWith(`${String(m.mountPath)}/`));
@@ -407,5 +413,37 @@ describe('the example registries work where they are copied', () => {
       const r = await loadRegistryFile(file);
       expect(r.settings.upstreams, file).toBeUndefined();
     }
+  });
+});
+
+describe('deploy/kubernetes/drain-prestop.example.yaml', () => {
+  it('drains the service through the node\'s daemon before the app gets SIGTERM, with room in the grace period', async () => {
+    const [deployment] = yamlDocs('kubernetes/drain-prestop.example.yaml');
+    const pod = obj(obj(obj(deployment!.spec, 'spec').template, 'template').spec, 'pod');
+    // Observed on the node: its sockets are the node's, and its Admin calls come from the node's address.
+    expect(pod.hostNetwork).toBe(true);
+    const containers = list(pod.containers, 'containers').map((x) => obj(x, 'container'));
+    const sidecar = containers.find((c) => c.name === 'canonport-drain')!;
+    const app = containers.find((c) => c.name !== 'canonport-drain')!;
+    const hook = list(obj(obj(obj(sidecar.lifecycle, 'lifecycle').preStop, 'preStop').exec, 'exec').command, 'command').map(String);
+    expect(hook.slice(0, 2)).toEqual(['node', '/opt/canonport/bin/canonport.js']);
+    const args = hook.slice(2);
+    expect(args.slice(0, 3)).toEqual(['drain', 'api', '--wait']);
+    // The app's port is the service's canonical port: what the drain names is what the daemon observes.
+    const appPort = obj(list(app.ports, 'ports')[0], 'port').containerPort as number;
+    expect(parseRegistry('', 'empty.yaml').lookup('api').port).toBe(appPort);
+    // The daemon it calls: the DaemonSet's gRPC port on the node, from the environment (hooks get no $(VAR) expansion).
+    const env = list(sidecar.env, 'env').map((x) => obj(x, 'env'));
+    const grpcEnv = env.find((v) => v.name === 'CANONPORT_GRPC')!;
+    expect(parseHostPort(String(grpcEnv.value).replace('$(NODE_IP)', '10.1.2.3'), 'CANONPORT_GRPC')).toEqual({ host: '10.1.2.3', port: 13655 });
+    // The app keeps serving meanwhile, and the grace period holds the drain's bound and the app's wait.
+    const sleep = list(obj(obj(obj(app.lifecycle, 'lifecycle').preStop, 'preStop').exec, 'exec').command, 'command').map(String).join(' ');
+    const sleepSec = Number(/sleep (\d+)/.exec(sleep)![1]);
+    const timeoutMs = Number(args[args.indexOf('--timeout') + 1]);
+    expect(sleepSec * 1000).toBeGreaterThan(timeoutMs);
+    expect(pod.terminationGracePeriodSeconds as number).toBeGreaterThan(sleepSec);
+    // The hook's arguments are a command line the CLI takes: against no daemon, unreachable, not a usage error.
+    const run = await runCli([...args, '--daemon', '127.0.0.1:9']);
+    expect(run.code, run.stderr).toBe(1);
   });
 });

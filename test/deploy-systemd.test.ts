@@ -11,6 +11,7 @@ import { parseHostPort } from '../src/config/address.js';
 import { requireTool } from './helpers/tools.js';
 import { buildConfig, configFromEnv, DEFAULTS, ENV_VARS } from '../src/config/config.js';
 import { parseRegistry } from '../src/registry/load.js';
+import { fixedDefault } from '../src/config/settings.js';
 import { Registry } from '../src/registry/registry.js';
 import { base32Port } from '../src/scheme/index.js';
 import { xdsBootstrap } from '../src/xds/bootstrap.js';
@@ -509,5 +510,71 @@ describe('the daemon as canonport.service runs it', () => {
     const exited = new Promise<number | null>((res) => xdsChild!.once('exit', (code) => res(code)));
     xdsChild.kill('SIGTERM');
     expect(await exited).toBe(0);
+  });
+});
+
+describe('restarts, leaving and draining (issue 20)', () => {
+  const DRAIN_DROPIN = join(DEPLOY, 'systemd/canonport-drain.conf');
+
+  it('keeps cluster state in StateDirectory=canonport, and leaves the cluster only when the machine shuts down', () => {
+    expect(one('StateDirectory')).toBe('canonport');
+    expect(one('StateDirectoryMode')).toBe('0700');
+    const stop = one('ExecStop')!;
+    // `-`: outside cluster mode `leave` fails, and the stop goes on.
+    expect(stop.startsWith('-/bin/sh -c ')).toBe(true);
+    const script = /^-\/bin\/sh -c '(.*)'$/.exec(stop)![1]!.replace(/\$\$/g, '$');
+    // A restart (systemctl restart, an upgrade) keeps the lease; a shutdown withdraws the host at once.
+    expect(script).toBe(`if [ "$(systemctl is-system-running)" = stopping ]; then exec ${one('ExecStart')!.split(' serve ')[0]!.replace('--max-semi-space-size=4 ', '')} leave; fi`);
+    // The shell really branches on it: a running system does nothing, a stopping one runs `leave`.
+    for (const [state, runs] of [['running', false], ['stopping', true]] as const) {
+      const dir = mkdtempSync(join(tmpdir(), 'canonport-execstop-'));
+      try {
+        writeFileSync(join(dir, 'systemctl'), `#!/bin/sh\necho ${state}\n`, { mode: 0o755 });
+        writeFileSync(join(dir, 'env'), `#!/bin/sh\necho "ran: $*"\n`, { mode: 0o755 });
+        const r = spawnSync('/bin/sh', ['-c', script.replace('/usr/bin/env', join(dir, 'env'))], { encoding: 'utf8', env: { PATH: `${dir}:/usr/bin:/bin` } });
+        expect(r.stdout.includes('ran: node /opt/canonport/bin/canonport.js leave'), `${state}: ${r.stdout}${r.stderr}`).toBe(runs);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  });
+
+  it('ships a drain-before-stop drop-in for services whose canonport command line is one the CLI takes', async () => {
+    const dropIn = parseIni(readFileSync(DRAIN_DROPIN, 'utf8'));
+    expect([...dropIn.keys()]).toEqual(['Service']);
+    const exec = dropIn.get('Service')!.get('ExecStop')![0]!;
+    expect(exec).toMatch(/^-\/usr\/bin\/env node \/opt\/canonport\/bin\/canonport\.js drain %N --wait --timeout \d+$/);
+    const timeoutMs = Number(/--timeout (\d+)/.exec(exec)![1]);
+    // Room for the drain's bound, the TTL wait (the observed TTL's default) and the service's own stop.
+    const stopSec = Number(/^(\d+)s$/.exec(dropIn.get('Service')!.get('TimeoutStopSec')![0]!)![1]);
+    expect(stopSec * 1000).toBeGreaterThanOrEqual(timeoutMs + (fixedDefault('observedTtl') as number) * 1000 + 10_000);
+    // The arguments, as systemd passes them for api.service, against a daemon that is not there: no usage error.
+    const { runCli } = await import('./helpers/cli.js');
+    const args = exec.split(' ').slice(3).map((a) => (a === '%N' ? 'api' : a));
+    const port = await new Promise<number>((r) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => r(p));
+      });
+    });
+    const run = await runCli([...args, '--daemon', `127.0.0.1:${port}`]);
+    expect(run.code, run.stderr).toBe(1);
+    expect(run.stderr).toMatch(/CP_DAEMON_UNREACHABLE|cannot reach the canonport daemon/);
+  });
+
+  it('passes systemd-analyze verify installed on a service', () => {
+    requireTool('systemd-analyze', 'systemd');
+    const dir = mkdtempSync(join(tmpdir(), 'canonport-drain-dropin-'));
+    try {
+      cpSync(UNIT, join(dir, 'canonport.service'));
+      writeFileSync(join(dir, 'api.service'), '[Unit]\nDescription=a service canonport observes\n\n[Service]\nDynamicUser=yes\nExecStart=/bin/true\n');
+      mkdirSync(join(dir, 'api.service.d'));
+      cpSync(DRAIN_DROPIN, join(dir, 'api.service.d/canonport-drain.conf'));
+      const r = verifyIn(dir, 'api.service');
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.findings).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { encodeListener, encodeNode, listenerKey, nodeKey } from '../src/cluster/keys.js';
+import { encodeInstance, encodeNode, instanceKey, nodeKey } from '../src/cluster/keys.js';
 import { observedFrom } from '../src/cluster/observed.js';
 import { ClusterView } from '../src/cluster/view.js';
 import { requestKey, ServerRequest, type DnsReply } from '../src/dns/request.js';
@@ -144,12 +144,31 @@ describe('local stage in cluster mode: encoded answers follow the view port by p
     const registry = parseRegistry(`zones: [${Z}]\nttl: 60\n`, 'test.yaml');
     const state: ServingState = { registry, zones: ['localhost', Z], cluster: { onlyListening: false, observedTtl: 5 } };
     const view = new ClusterView({ prefix: P });
-    const node = (name: string, address: string) => ({ key: nodeKey(P, name), value: encodeNode({ name, addresses: [address], canonportVersion: '0', registryDigest: '', started: '2024-01-01T00:00:00.000Z' }) });
+    // Each node's keys under its own lease, as its publisher writes them (layout v2).
+    const lease = (name: string) => (name === 'a' ? '7' : '8');
+    const node = (name: string, address: string) => ({
+      key: nodeKey(P, name),
+      value: encodeNode({ name, addresses: [address], canonportVersion: '0', registryDigest: '', started: '2024-01-01T00:00:00.000Z' }),
+      lease: lease(name),
+    });
     const listen = (name: string, service: string) => {
       const port = base32Port(service);
-      return { type: 'put' as const, key: listenerKey(P, name, port), value: encodeListener({ port, services: [service], scheme: 'base32', version: '', versionSource: '', since: '2024-01-01T00:00:00.000Z', bind: [{ family: 'tcp', address: '0.0.0.0' }] }) };
+      const value = encodeInstance({
+        port,
+        protocol: 'tcp',
+        namespace: 'host',
+        services: [service],
+        scheme: 'base32',
+        version: '',
+        versionSource: '',
+        since: '2024-01-01T00:00:00.000Z',
+        bind: [{ family: 'tcp', address: '0.0.0.0' }],
+        readiness: { state: 'ready', since: '2024-01-01T00:00:01.000Z', by: 'tcp' },
+      });
+      return { type: 'put' as const, key: instanceKey(P, name, port), value, lease: lease(name) };
     };
-    view.replaceAll([node('a', '10.0.0.1'), node('b', '10.0.0.2'), { key: listen('a', 'api').key, value: listen('a', 'api').value }], 1);
+    const { key, value } = listen('a', 'api');
+    view.replaceAll([node('a', '10.0.0.1'), node('b', '10.0.0.2'), { key, value, lease: '7' }], 1);
     const metrics = new Metrics({ defaultMetrics: false });
     const forwarder = new Forwarder({ metrics, logger: silentLogger, now: Date.now }, { upstreams: [], timeoutMs: 100, maxInflight: 8 });
     const discovery = new Discovery({ state: () => state, observed: observedFrom(view) });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ClusterView } from '../src/cluster/view.js';
-import { encodeListener, encodeNode, listenerKey, nodeKey, type ListenerRecord, type NodeRecord } from '../src/cluster/keys.js';
+import { encodeInstance, encodeNode, instanceKey, nodeKey, type InstanceRecord, type ListenerRecord, type NodeRecord } from '../src/cluster/keys.js';
 import { checkConsistency, portNameFindings, registryFindings } from '../src/fleet/consistency.js';
 import { fleetServices, formatFleet, type FleetHost } from '../src/fleet/fleet.js';
 import { fleetHostsFromView } from '../src/fleet/from-cluster.js';
@@ -124,7 +124,7 @@ describe('the findings in the fleet text', () => {
 describe('fleetHostsFromView: the cluster view as a fleet', () => {
   const PREFIX = '/cp';
   const node = (name: string, addresses: string[], registryDigest: string): NodeRecord => ({ name, addresses, canonportVersion: '0.1.0', registryDigest, started: '2025-05-01T09:00:00.000Z' });
-  const listener = (port: number, services: string[], version: string, bind: ListenerRecord['bind']): ListenerRecord => ({
+  const listener = (port: number, services: string[], version: string, bind: ListenerRecord['bind'], state: 'ready' | 'draining' = 'ready'): InstanceRecord => ({
     port,
     services,
     scheme: 'base32',
@@ -132,7 +132,12 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
     versionSource: version ? 'http' : '',
     since: '2025-05-01T09:00:01.000Z',
     bind,
+    protocol: 'tcp',
+    namespace: 'host',
+    readiness: { state, since: '2025-05-01T09:00:02.000Z', by: state === 'ready' ? 'http' : 'admin' },
   });
+  const ready = { since: '2025-05-01T09:00:01.000Z', state: 'ready', stateSince: '2025-05-01T09:00:02.000Z' };
+  const draining = { since: '2025-05-01T09:00:01.000Z', state: 'draining', stateSince: '2025-05-01T09:00:02.000Z' };
 
   it('gives one host per node (a node without listeners too), one listener per reachable address, the node\'s digest', () => {
     const view = new ClusterView({ prefix: PREFIX });
@@ -140,46 +145,46 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
       { key: nodeKey(PREFIX, 'web-2'), value: encodeNode(node('web-2', ['10.0.0.2', 'fd00::2'], D2)) },
       { key: nodeKey(PREFIX, 'web-1'), value: encodeNode(node('web-1', ['10.0.0.1'], D1)) },
       { key: nodeKey(PREFIX, 'idle'), value: encodeNode(node('idle', ['10.0.0.9'], D1)) },
-      { key: listenerKey(PREFIX, 'web-1', 12082), value: encodeListener(listener(12082, ['api'], '1.4.2', [{ family: 'tcp', address: '0.0.0.0' }])) },
-      { key: listenerKey(PREFIX, 'web-2', 12082), value: encodeListener(listener(12082, ['api'], '', [{ family: 'tcp6', address: '::' }])) },
-      { key: listenerKey(PREFIX, 'web-2', 14688), value: encodeListener(listener(14688, ['db0'], '', [{ family: 'tcp', address: '10.0.0.2' }])) },
+      { key: instanceKey(PREFIX, 'web-1', 12082), value: encodeInstance(listener(12082, ['api'], '1.4.2', [{ family: 'tcp', address: '0.0.0.0' }])) },
+      // A draining instance is out of answers, but the fleet shows it (not silently missing).
+      { key: instanceKey(PREFIX, 'web-2', 12082), value: encodeInstance(listener(12082, ['api'], '', [{ family: 'tcp6', address: '::' }], 'draining')) },
+      { key: instanceKey(PREFIX, 'web-2', 14688), value: encodeInstance(listener(14688, ['db0'], '', [{ family: 'tcp', address: '10.0.0.2' }])) },
       // A listener whose node has no record is no member's: left out, as answers leave it out.
-      { key: listenerKey(PREFIX, 'ghost', 12082), value: encodeListener(listener(12082, ['api'], '1.4.2', [{ family: 'tcp', address: '0.0.0.0' }])) },
+      { key: instanceKey(PREFIX, 'ghost', 12082), value: encodeInstance(listener(12082, ['api'], '1.4.2', [{ family: 'tcp', address: '0.0.0.0' }])) },
     ];
     view.replaceAll(kvs, 7);
     const hosts = fleetHostsFromView(view, PREFIX, 1234);
-    // Each listening since the record says, the state every observed listener has until the view carries readiness; each node's record beside it.
-    const listening = { since: '2025-05-01T09:00:01.000Z', state: 'listening' };
+    // Each listening since the record says, in the state its readiness says (since when, as it differs); each node's record beside it.
     const record = (name: string) => {
       const { name: _name, ...rest } = view.node(name)!;
       return rest;
     };
     expect(hosts).toEqual([
-      { host: 'idle', target: '/cp/v1/nodes/idle', reachable: true, inventory: { host: 'idle', collectedAtMs: 1234, listeners: [], registryDigest: D1 }, node: record('idle') },
+      { host: 'idle', target: '/cp/v2/nodes/idle/node', reachable: true, inventory: { host: 'idle', collectedAtMs: 1234, listeners: [], registryDigest: D1 }, node: record('idle') },
       {
         host: 'web-1',
-        target: '/cp/v1/nodes/web-1',
+        target: '/cp/v2/nodes/web-1/node',
         reachable: true,
         inventory: {
           host: 'web-1',
           collectedAtMs: 1234,
           registryDigest: D1,
-          listeners: [{ port: 12082, address: '10.0.0.1', family: 'tcp', services: ['api'], version: '1.4.2', versionSource: 'http', scheme: 'base32', ...listening }],
+          listeners: [{ port: 12082, address: '10.0.0.1', family: 'tcp', services: ['api'], version: '1.4.2', versionSource: 'http', scheme: 'base32', ...ready }],
         },
         node: record('web-1'),
       },
       {
         host: 'web-2',
-        target: '/cp/v1/nodes/web-2',
+        target: '/cp/v2/nodes/web-2/node',
         reachable: true,
         inventory: {
           host: 'web-2',
           collectedAtMs: 1234,
           registryDigest: D2,
           listeners: [
-            { port: 12082, address: '10.0.0.2', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32', ...listening },
-            { port: 12082, address: 'fd00::2', family: 'tcp6', services: ['api'], version: '', versionSource: '', scheme: 'base32', ...listening },
-            { port: 14688, address: '10.0.0.2', family: 'tcp', services: ['db0'], version: '', versionSource: '', scheme: 'base32', ...listening },
+            { port: 12082, address: '10.0.0.2', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32', ...draining },
+            { port: 12082, address: 'fd00::2', family: 'tcp6', services: ['api'], version: '', versionSource: '', scheme: 'base32', ...draining },
+            { port: 14688, address: '10.0.0.2', family: 'tcp', services: ['db0'], version: '', versionSource: '', scheme: 'base32', ...ready },
           ],
         },
         node: record('web-2'),
@@ -187,7 +192,8 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
     ]);
     // Folded like a host list: web-2's two addresses count once; 1.4.2 beside "?" is mixed.
     const api = fleetServices(hosts).find((s) => s.service === 'api')!;
-    expect(api).toMatchObject({ hostCount: 2, mixed: true, versions: [{ version: '', hosts: ['web-2'] }, { version: '1.4.2', hosts: ['web-1'] }] });
+    expect(api).toMatchObject({ hostCount: 2, mixed: true, versions: [{ version: '', hosts: ['web-2'], notServing: [{ host: 'web-2', state: 'draining' }] }, { version: '1.4.2', hosts: ['web-1'] }] });
+    expect(formatFleet({ hosts, services: fleetServices(hosts) })).toContain('web-2 (draining)');
     expect(registryFindings(hosts).map((f) => f.host)).toEqual(['web-2']);
   });
 });

@@ -29,6 +29,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['ui'],
   ['daemon'],
   ['cli'],
+  ['client.ts'],
   ['index.ts'],
 ];
 

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { CanonportError, ErrorCodes } from '../src/errors.js';
 import { loadRegistryFile, parseRegistry } from '../src/registry/load.js';
+import { claimOf } from '../src/inventory/claim.js';
+import { base32Port } from '../src/scheme/index.js';
 import { Registry } from '../src/registry/registry.js';
 
 const fixture = (name: string): string => new URL(`./fixtures/registry/${name}`, import.meta.url).pathname;
@@ -46,6 +48,13 @@ describe('registry file errors', () => {
     expect(() => parseRegistry('services:\n  web:\n    scheme: base32\n    port: 8080\n')).toThrow(/"port" belongs to scheme "pinned", not "base32"/);
     expect(() => parseRegistry('services:\n  web:\n    roles: [www]\n')).toThrow(/"roles" needs "block"/);
     expect(() => parseRegistry('services:\n  web:\n    version: 2\n')).toThrow(/"version" needs "id"/);
+    // Cluster mode's readiness rule: grpc, tcp or http:/path, nothing else.
+    expect(() => parseRegistry('services:\n  web:\n    ready: https://x\n')).toThrow(/want grpc, tcp or http:\/path/);
+    expect(() => parseRegistry('services:\n  web:\n    ready: http:status\n')).toThrow(/want grpc, tcp or http:\/path/);
+    const ready = parseRegistry('services:\n  api:\n    ready: http:/status\n    preferLocal: false\n  rpc:\n    ready: grpc\n');
+    expect(claimOf(base32Port('api'), ready).ready).toBe('http:/status');
+    expect(claimOf(base32Port('rpc'), ready).ready).toBe('grpc');
+    expect(ready.services.get('api')?.spec.preferLocal).toBe(false);
   });
 
   it('reads an empty file as the empty registry', () => {

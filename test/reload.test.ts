@@ -316,6 +316,49 @@ const CASES: Case[] = [
     expectAfter: 'NXDOMAIN',
   },
   {
+    key: 'preferLocal',
+    before: () => registry({ ...clustered(), preferLocal: true }),
+    after: () => registry({ ...clustered(), preferLocal: false }),
+    inventory: true,
+    // This host runs the service: its own endpoint is marked local (and listed first) only while local first is on.
+    // (Earlier cases' daemons, stopped without leaving, may still be listed under their names until their leases end.)
+    observe: async (s) => {
+      await observedSrv(s);
+      const client = createCanonportClient(s.daemon.addresses.grpc);
+      try {
+        for (let i = 0; i < 100; i++) {
+          const eps = (await client.resolve(`${listening.name}.${Z}`)).endpoints;
+          const own = eps.find((e) => e.node === s.daemon.cluster!.nodeName);
+          if (own) return `${String(own.local)}${own.local ? `, first: ${String(eps[0] === own)}` : ''}`;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return 'this daemon\'s own endpoint never showed';
+      } finally {
+        client.close();
+      }
+    },
+    expectBefore: 'true, first: true',
+    expectAfter: 'false',
+  },
+  {
+    // Read by every probe's timer when it schedules the next one.
+    key: 'readyInterval',
+    before: () => registry({ readyInterval: 1000 }),
+    after: () => registry({ readyInterval: 300 }),
+    observe: async (s) => String(s.daemon.config.readyInterval),
+    expectBefore: '1000',
+    expectAfter: '300',
+  },
+  {
+    // Read when the daemon stops.
+    key: 'leaveOnTerminate',
+    before: () => registry({ leaveOnTerminate: false }),
+    after: () => registry({ leaveOnTerminate: true }),
+    observe: async (s) => String(s.daemon.config.leaveOnTerminate),
+    expectBefore: 'false',
+    expectAfter: 'true',
+  },
+  {
     key: 'ttl',
     before: () => registry({}, 'ttl: 60\n'),
     after: () => registry({}, 'ttl: 7\n'),
@@ -334,7 +377,7 @@ async function subject(file: string, watchRegistry: boolean, inventory = false, 
       done();
     },
   });
-  const daemon = await startDaemon({ registry: file, ...flags }, { logger: createLogger({ destination: sink, pretty: false }), trustLoopback: false, watchRegistry, inventory });
+  const daemon = await startDaemon({ registry: file, ...flags }, { logger: createLogger({ destination: sink, format: 'json' }), trustLoopback: false, watchRegistry, inventory });
   return { daemon, logs };
 }
 

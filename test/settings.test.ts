@@ -51,6 +51,7 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   httpTlsClientCa: ['/etc/canonport/tls/scrapers.pem', '/srv/scrapers.pem'],
   registry: ['/etc/canonport/a.yaml', '/srv/b.yaml'],
   logLevel: ['debug', 'warn'],
+  logFormat: ['json', 'pretty'],
   queryLog: [0.25, 1],
   upstreamTimeoutMs: [500, 2000],
   cacheSize: [10, 0],
@@ -75,6 +76,12 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   clusterMaxEndpoints: [1000, 2000],
   onlyListening: [true, false],
   observedTtl: [1, 30],
+  stateDir: ['/tmp/cp-state-a', '/tmp/cp-state-b'],
+  readyInterval: [500, 2000],
+  preferLocal: [false, true],
+  clusterWriteLegacy: [false, true],
+  nodeTakeover: [true, false],
+  leaveOnTerminate: [true, false],
 };
 
 /** One bad value per setting, and what its error must say (the value and what is accepted). */
@@ -100,6 +107,7 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   httpTlsClientCa: ['', /"" is not a file path/],
   registry: ['', /"" is not a file path/],
   logLevel: ['loud', /log level "loud" is not one of fatal, error, warn, info, debug, trace, silent/],
+  logFormat: ['colour', /log format "colour" is not one of auto, pretty, json/],
   queryLog: [1.5, /1\.5 is not a number in 0–1/],
   upstreamTimeoutMs: [5, /5 is not an integer in 10–30000/],
   cacheSize: [-1, /-1 is not an integer in 0–10000000/],
@@ -124,6 +132,12 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   clusterMaxEndpoints: [0, /0 is not an integer in 1–10000000/],
   onlyListening: ['maybe', /"maybe" is not true or false/],
   observedTtl: [3601, /3601 is not an integer in 0–3600/],
+  stateDir: ['', /path/],
+  readyInterval: [50, /50 is not an integer in 100–60000/],
+  preferLocal: ['maybe', /is not true or false/],
+  clusterWriteLegacy: ['maybe', /is not true or false/],
+  nodeTakeover: ['maybe', /is not true or false/],
+  leaveOnTerminate: ['maybe', /is not true or false/],
 };
 
 /** As commander hands a flag over: text, a list as repeated texts. */
@@ -187,12 +201,13 @@ describe('the table', () => {
     }
   });
 
-  it('marks listen addresses, workers, the registry path, procRoot and the cluster connection restart-only, and the rest reloadable', () => {
+  it('marks listen addresses, workers, the registry path, procRoot, the log format and the cluster connection restart-only, and the rest reloadable', () => {
     const restart = settingEntries().filter(([, s]) => s.applies === 'restart').map(([k]) => k);
-    const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints'];
+    const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints', 'stateDir', 'clusterWriteLegacy', 'nodeTakeover'];
     // The certificate settings name files and the kind of server (TLS or not); the files' contents are re-read on reload.
     const tls = ['grpcTlsCert', 'grpcTlsKey', 'grpcTlsClientCa', 'grpcTlsClientAuth', 'httpTlsCert', 'httpTlsKey', 'httpTlsClientCa'];
-    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'workers', ...cluster, ...tls].sort());
+    // The log format decides the process's log stream, made once at start.
+    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'workers', 'logFormat', ...cluster, ...tls].sort());
     const reload = settingEntries().filter(([, s]) => s.applies === 'reload').map(([k]) => k);
     for (const k of ['zones', 'upstreams', 'allow', 'canonicalClients', 'logLevel', 'queryLog', 'upstreamTimeoutMs', 'cacheSize', 'rateLimit', 'maxInflight']) {
       expect(reload).toContain(k);
@@ -310,7 +325,7 @@ describe('a bad value names where it came from and what is accepted', () => {
     expect(list.message).toMatch(/^list\.yaml:4:7 \(daemon\.upstreams\.1\): "nowhere" is not an IP address/);
     const unknown = thrown(() => parseRegistry('zones: [a.example]\ndaemon:\n  cachesize: 5\n', 'unknown.yaml'));
     expect(unknown.code).toBe('CP_REGISTRY_INVALID');
-    expect(unknown.message).toBe('unknown.yaml:3:3 (daemon.cachesize): unknown field "cachesize"');
+    expect(unknown.message).toBe('unknown.yaml:3:3 (daemon.cachesize): unknown field "cachesize" (did you mean "cacheSize"?)');
   });
 
   it('an upstream equal to the DNS listen address is CP_FORWARD_LOOP, from flags, env or file; resolv.conf entries are skipped', () => {

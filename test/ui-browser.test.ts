@@ -102,9 +102,9 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     await page.goto(url);
     await page.waitForSelector('table.matrix');
     expect(await row(page, 'api')).toEqual({
-      'web-1': '1.4.2 ● listening',
-      'web-2': '1.4.2 ● listening',
-      'web-3': '1.5.0 ● listening≠, not the majority version 1.4.2',
+      'web-1': '1.4.2 ✓ ready',
+      'web-2': '1.4.2 ✓ ready',
+      'web-3': '1.5.0 ✓ ready≠, not the majority version 1.4.2',
     });
     const api = page.locator('tbody th.svc', { hasText: 'api' });
     await expect.poll(() => api.textContent()).toContain('3/3 hosts, 2 versions');
@@ -136,7 +136,7 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     const blog = await startBackend(lab.hosts[1]!, 'http', BLOG, 'blog', { version: '2.0.0' });
     try {
       await page.waitForFunction(() => [...document.querySelectorAll('tbody th.svc a')].some((a) => a.textContent === 'blog'), undefined, { timeout: CONVERGENCE_MS });
-      await expect.poll(() => row(page, 'blog'), { timeout: CONVERGENCE_MS }).toMatchObject({ 'web-1': 'not running', 'web-2': '2.0.0 ● listening' });
+      await expect.poll(() => row(page, 'blog'), { timeout: CONVERGENCE_MS }).toMatchObject({ 'web-1': 'not running', 'web-2': '2.0.0 ✓ ready' });
     } finally {
       await blog.stop();
     }
@@ -160,9 +160,9 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     await expect.poll(async () => Object.keys((await row(page, 'api')) ?? {})).toEqual(['web-2']);
     await page.selectOption('select[name=state]', 'draining');
     await expect.poll(() => page.locator('main').textContent()).toContain('Nothing matches the filters.');
-    await page.selectOption('select[name=state]', 'listening');
+    await page.selectOption('select[name=state]', 'ready');
     await page.fill('input[name=service]', 'nope');
-    await expect.poll(() => page.evaluate(() => location.hash)).toBe('#/?service=nope&host=web-2&state=listening');
+    await expect.poll(() => page.evaluate(() => location.hash)).toBe('#/?service=nope&host=web-2&state=ready');
     await expect.poll(() => page.locator('main').textContent()).toContain('Nothing matches the filters.');
     await page.click('button[type=reset]');
     await expect.poll(async () => Object.keys((await row(page, 'api')) ?? {})).toEqual(['web-1', 'web-2', 'web-3']);
@@ -183,9 +183,9 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     const h1 = lab.hosts[0]!.address;
     expect(lines[0]).toBe(`dig @${h1} +short SRV _api._tcp.${ZONE}`);
     expect(lines[2]).toBe(`grpcurl -plaintext -d '{"name":"api.${ZONE}"}' ${h1}:${GRPC_PORT} canonport.v1.Canonport/Resolve`);
-    // The dig line, run as shown, names the three hosts.
+    // The dig line, run as shown, names the three hosts: the daemon's own (web-1) first, at the better priority.
     const srv = execFileSync('dig', lines[0]!.split(' ').slice(1), { encoding: 'utf8' }).trim().split('\n').sort();
-    expect(srv).toEqual(['web-1', 'web-2', 'web-3'].map((n) => `0 0 ${API} ${n}.node.${ZONE}.`));
+    expect(srv).toEqual([`0 10 ${API} web-1.node.${ZONE}.`, ...['web-2', 'web-3'].map((n) => `1 10 ${API} ${n}.node.${ZONE}.`)]);
     await page.screenshot({ path: join(SHOTS, 'service.png'), fullPage: true });
 
     await page.goto(`${url}#/host/web-3`);

@@ -12,9 +12,11 @@ import type { InventorySnapshot } from '../inventory/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Backoff, sleep } from './backoff.js';
-import { DEFAULT_PREFIX, isNodeName, isValidPrefix, layoutPrefix } from './keys.js';
+import { ackKey, DEFAULT_PREFIX, encodeAck, isNodeName, isValidPrefix, prefixEnd, watchPrefix } from './keys.js';
 import { Publisher, type PublisherStatus } from './publisher.js';
-import { ClusterView, type ClusterViewReader, type ViewCaps, type WatchChange } from './view.js';
+import { StateDir } from './state-dir.js';
+import { ClusterView, type ClusterViewReader, type KeyValue, type ViewCaps, type WatchChange } from './view.js';
+import { etcdReason } from './etcd-errors.js';
 
 /**
  * Cluster mode's connection to etcd: one client, one lease (the
@@ -73,7 +75,23 @@ export interface ClusterOptions {
   /** Published in the node record. */
   canonportVersion?: string | undefined;
   registryDigest?: string | undefined;
+  /**
+   * The state directory (state-dir.ts): the lease is remembered there (a
+   * restart takes it back) and the view snapshotted (served, stale, when
+   * etcd is away at start). Undefined or null: neither. A reader
+   * (`publish: false`, a --workers DNS worker) only reads the snapshot.
+   */
+  stateDir?: string | null | undefined;
+  /** Publish a listener only after its first readiness verdict (the daemon, which probes). */
+  requireVerdict?: boolean | undefined;
+  /** Also write the v1 layout (default true). */
+  writeV1?: boolean | undefined;
+  /** Take the node name from another live daemon (default false). */
+  nodeTakeover?: boolean | undefined;
 }
+
+/** How often the view snapshot is rewritten at most while the view changes (and once at stop). */
+export const SNAPSHOT_EVERY_MS = 5_000;
 
 export interface ClusterDeps {
   metrics?: Metrics | undefined;
@@ -198,6 +216,13 @@ export class Cluster {
   private identityLoop: Promise<void> | undefined;
   private stalenessTimer: NodeJS.Timeout | undefined;
   private listError: string | undefined;
+  readonly state: StateDir | undefined;
+  private snapshotTimer: NodeJS.Timeout | undefined;
+  private snapshotRevision = -1;
+  private unsubscribeView: (() => void) | undefined;
+  /** Ack keys written for drains, with their fixed values (an ack is written once per drain, never rewritten). */
+  private readonly ackValues = new Map<string, string>();
+  private takenBy: string | undefined;
 
   /** Validates the options (CP_CONFIG_INVALID) and builds the client; connects nothing yet. */
   constructor(opts: ClusterOptions, deps: ClusterDeps = {}) {
@@ -217,7 +242,18 @@ export class Cluster {
     this.registryDigest = opts.registryDigest ?? '';
     this.client = new Etcd3(etcdClientOptions(opts));
     this.view = new ClusterView({ prefix: this.prefix, caps: opts.caps, metrics: this.metrics, logger: this.logger, now: this.now });
-    this.publisher = new Publisher({ client: this.client, prefix: this.prefix, leaseTtlSeconds: ttl, metrics: this.metrics, logger: this.logger });
+    this.state = opts.stateDir ? new StateDir(opts.stateDir, this.logger) : undefined;
+    this.publisher = new Publisher({
+      client: this.client,
+      prefix: this.prefix,
+      leaseTtlSeconds: ttl,
+      metrics: this.metrics,
+      logger: this.logger,
+      requireVerdict: opts.requireVerdict,
+      writeV1: opts.writeV1,
+      state: opts.publish !== false ? this.state : undefined,
+      nodeTakeover: opts.nodeTakeover,
+    });
   }
 
   /** The read side answers use. */
@@ -230,6 +266,10 @@ export class Cluster {
     if (this.syncLoop || this.stopped) return;
     if (this.metrics) this.metrics.clusterStalenessSource = () => this.stalenessSeconds();
     if (this.opts.publish !== false) this.identityLoop = this.resolveIdentity();
+    this.loadSnapshot();
+    // A view loaded from the snapshot is stale until etcd answers: its maximum staleness counts from now.
+    this.armStaleness();
+    this.unsubscribeView = this.view.onChange(() => this.viewChanged());
     this.syncLoop = this.runSync();
   }
 
@@ -277,11 +317,126 @@ export class Cluster {
     this.abort.abort();
     clearTimeout(this.stalenessTimer);
     this.stalenessTimer = undefined;
+    clearTimeout(this.snapshotTimer);
+    this.unsubscribeView?.();
+    this.saveSnapshot();
     if (this.metrics?.clusterStalenessSource) this.metrics.clusterStalenessSource = undefined;
     await this.identityLoop;
     if (this.opts.publish !== false) await this.publisher.stop(opts);
     await this.syncLoop;
     this.client.close();
+  }
+
+  /**
+   * Drains `services` here: the inventory has already marked their
+   * instances draining (the caller does that first, synchronously, so the
+   * drain record goes out in the same transaction as the instances). With
+   * `waitMs`, resolves once every live v2 daemon has acknowledged (its view
+   * holds the change), else rejects with CP_DRAIN_TIMEOUT naming the
+   * others; the drain record is removed either way.
+   */
+  async drain(id: string, services: string[], waitMs: number): Promise<{ acked: string[]; unconfirmed: string[] }> {
+    if (this.opts.publish === false) throw new CanonportError(ErrorCodes.BAD_REQUEST, 'this process does not publish (a --workers DNS worker or a reader)');
+    try {
+      this.publisher.addDrain(id, services);
+    } catch (err) {
+      throw new CanonportError(ErrorCodes.BAD_REQUEST, (err as Error).message);
+    }
+    const deadline = this.now() + waitMs;
+    try {
+      for (;;) {
+        const live = this.view.nodes().map((n) => n.name);
+        const acks = this.view.acks(this.nodeName, id);
+        const v2 = live.filter((n) => this.view.speaksV2(n));
+        const missing = v2.filter((n) => !acks.has(n));
+        // Our own ack is in the view only after our drain record and instances are: it proves the write landed.
+        if (acks.has(this.nodeName) && missing.length === 0) {
+          this.metrics?.clusterDrains.inc({ result: 'acked' });
+          return { acked: v2, unconfirmed: live.filter((n) => !this.view.speaksV2(n)) };
+        }
+        if (this.now() >= deadline) {
+          this.metrics?.clusterDrains.inc({ result: 'timeout' });
+          const why = this.view.status().state !== 'synced' ? `; this daemon's view is ${this.view.status().state} (etcd unreachable?)` : '';
+          throw new CanonportError(ErrorCodes.DRAIN_TIMEOUT, `drain of ${services.join(', ')} not acknowledged within ${waitMs} ms by ${missing.length ? missing.join(', ') : 'this node'}${why}; the instances stay drained`, { missing });
+        }
+        await sleep(25, this.abort.signal);
+        if (this.stopped) throw new CanonportError(ErrorCodes.SHUTTING_DOWN, 'the daemon is stopping');
+      }
+    } finally {
+      this.publisher.removeDrain(id);
+    }
+  }
+
+  /** Withdraws this host at once (revokes the lease, forgets it in the state directory) and stops. */
+  async leave(): Promise<void> {
+    await this.stop({ revoke: true });
+  }
+
+  // --- the view's side effects: acks, snapshots, a node name someone else took ---
+
+  private viewChanged(): void {
+    if (this.opts.publish !== false) {
+      this.updateAcks();
+      this.checkNodeHolder();
+    }
+    this.scheduleSnapshot();
+  }
+
+  /** One ack per drain this view holds, written once with the revision reached, deleted when the drain goes. */
+  private updateAcks(): void {
+    const want = new Map<string, string>();
+    for (const d of this.view.drains()) {
+      const key = ackKey(this.prefix, this.nodeName, d.node, d.id);
+      want.set(key, this.ackValues.get(key) ?? encodeAck({ revision: this.view.status().revision }));
+    }
+    this.ackValues.clear();
+    for (const [k, v] of want) this.ackValues.set(k, v);
+    this.publisher.setAcks(want);
+  }
+
+  /** Another daemon wrote this node's record under its own lease: said once per holder (the other side of CP_CLUSTER_NODE_TAKEN). */
+  private checkNodeHolder(): void {
+    const mine = this.publisher.status().leaseId;
+    const holder = this.view.nodeLease(this.nodeName);
+    const record = this.view.node(this.nodeName);
+    if (!mine || !holder || holder === mine || !record || record.started === new Date(this.startedMs).toISOString()) return;
+    if (this.takenBy === holder) return;
+    this.takenBy = holder;
+    this.metrics?.clusterNodeConflicts.inc({ side: 'taken' });
+    this.logger.error(
+      { code: ErrorCodes.CLUSTER_NODE_TAKEN, node: this.nodeName, lease: mine, holderLease: holder, holderAddresses: record.addresses },
+      'another daemon took this node name: readers follow its record; this daemon\'s keys are ignored until it stops',
+    );
+  }
+
+  private loadSnapshot(): void {
+    if (!this.state || this.view.status().state !== 'missing') return;
+    const snap = this.state.readSnapshot(this.prefix);
+    if (!snap) return;
+    this.view.replaceAll(snap.entries, snap.revision, { snapshot: true });
+    this.snapshotRevision = snap.revision;
+    this.logger.info({ revision: snap.revision, savedAt: snap.savedAt, nodes: this.view.nodes().length }, 'cluster view loaded from the snapshot (stale until etcd answers)');
+  }
+
+  private scheduleSnapshot(): void {
+    if (!this.state || this.opts.publish === false || this.snapshotTimer || this.stopped) return;
+    this.snapshotTimer = setTimeout(() => {
+      this.snapshotTimer = undefined;
+      this.saveSnapshot();
+    }, SNAPSHOT_EVERY_MS);
+    this.snapshotTimer.unref();
+  }
+
+  /** Writes the view when it is synced and changed since the last write (the publishing process only: a reader shares its directory). */
+  private saveSnapshot(): void {
+    const s = this.view.status();
+    if (!this.state || this.opts.publish === false || s.state !== 'synced' || s.revision === this.snapshotRevision) return;
+    try {
+      this.state.writeSnapshot({ prefix: this.prefix, revision: s.revision, savedAt: new Date(this.now()).toISOString(), entries: this.view.entries() });
+      this.snapshotRevision = s.revision;
+    } catch (err) {
+      this.logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, dir: this.state.dir, err: String(err) }, 'cannot write the cluster view snapshot');
+    }
   }
 
   // --- identity ---
@@ -307,7 +462,7 @@ export class Cluster {
         this.logger.info({ node: this.nodeName, address, toward: `${target.host}:${target.port}` }, 'advertise address detected');
         if (/^(127\.|::1$)/.test(address)) this.logger.warn({ node: this.nodeName, address }, 'the detected advertise address is loopback: other hosts cannot reach this one (set --advertise)');
       } catch (err) {
-        this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, err: String(err) }, 'cannot detect an advertise address; retrying');
+        this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, err: etcdReason(err) }, 'cannot detect an advertise address; retrying');
         await sleep(backoff.next(), this.abort.signal);
       }
     }
@@ -383,7 +538,7 @@ export class Cluster {
 
   private unreachable(op: 'list' | 'watch', err: unknown): void {
     this.metrics?.clusterEtcdErrors.inc({ op });
-    const text = String(err);
+    const text = etcdReason(err, this.client);
     if (text !== this.listError) this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, op, err: text }, 'cannot read the cluster prefix from etcd; retrying');
     this.listError = text;
     this.markStale();
@@ -424,7 +579,7 @@ export class Cluster {
    * runSync.)
    */
   private async historyFrom(next: number): Promise<boolean> {
-    const key = Buffer.from(layoutPrefix(this.prefix));
+    const key = Buffer.from(watchPrefix(this.prefix));
     try {
       await this.client.kv.range({ key, range_end: prefixEnd(key), revision: next - 1, count_only: true });
       return true;
@@ -437,15 +592,15 @@ export class Cluster {
 
   /** Lists the prefix in pages at one revision; replaces the view. Returns that revision. */
   private async list(): Promise<number> {
-    const start = Buffer.from(layoutPrefix(this.prefix));
+    const start = Buffer.from(watchPrefix(this.prefix));
     const end = prefixEnd(start);
-    const kvs: { key: string; value: Buffer }[] = [];
+    const kvs: KeyValue[] = [];
     let key = start;
     let revision: string | undefined;
     for (;;) {
       const res = await this.client.kv.range({ key, range_end: end, limit: LIST_PAGE, ...(revision ? { revision } : {}) });
       revision ??= res.header.revision;
-      for (const kv of res.kvs) kvs.push({ key: kv.key.toString(), value: kv.value });
+      for (const kv of res.kvs) kvs.push({ key: kv.key.toString(), value: kv.value, lease: kv.lease, modRevision: Number(kv.mod_revision) });
       if (!res.more || res.kvs.length === 0) break;
       key = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
     }
@@ -464,9 +619,11 @@ export class Cluster {
    * break in the middle would skip the rest.
    */
   private watchFrom(from: number, progress: (next: number) => void): Promise<'disconnected' | 'cancelled' | 'stopped'> {
+    // Stopped while a list was under way: an abort listener added now would never fire, and the watch would hold stop().
+    if (this.abort.signal.aborted) return Promise.resolve('stopped');
     return new Promise((resolve) => {
       let next = from;
-      const watcher = this.client.watch().prefix(layoutPrefix(this.prefix)).startRevision(String(from)).watcher();
+      const watcher = this.client.watch().prefix(watchPrefix(this.prefix)).startRevision(String(from)).watcher();
       let settled = false;
       const finish = (outcome: 'disconnected' | 'cancelled' | 'stopped', cancel: boolean) => {
         if (settled) return;
@@ -486,7 +643,7 @@ export class Cluster {
         let maxRevision = 0;
         for (const ev of res.events) {
           const key = ev.kv.key.toString();
-          changes.push(ev.type === 'Delete' ? { type: 'delete', key } : { type: 'put', key, value: ev.kv.value });
+          changes.push(ev.type === 'Delete' ? { type: 'delete', key } : { type: 'put', key, value: ev.kv.value, lease: ev.kv.lease, modRevision: Number(ev.kv.mod_revision) });
           maxRevision = Math.max(maxRevision, Number(ev.kv.mod_revision));
         }
         // An empty response is a progress notice, sent only once the watch is caught up: its header revision is safe.
@@ -515,16 +672,4 @@ export class Cluster {
       this.view.drop();
     }
   }
-}
-
-/** The range end covering every key that starts with `prefix` (etcd's "prefix + 1"). */
-function prefixEnd(prefix: Buffer): Buffer {
-  const end = Buffer.from(prefix);
-  for (let i = end.length - 1; i >= 0; i--) {
-    if (end[i]! < 0xff) {
-      end[i]!++;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return Buffer.from([0]);
 }

@@ -6,7 +6,7 @@ import type { ClusterViewReader } from './view.js';
  * (never synced, or dropped after the maximum staleness) answers null, so
  * answers fall back to what one host knows; a stale one keeps answering.
  */
-export function observedFrom(view: ClusterViewReader): ObservedSource {
+export function observedFrom(view: ClusterViewReader, localNode?: string): ObservedSource {
   const present = () => view.status().state !== 'missing';
   return {
     onPort: (port) => (present() ? view.endpointsOnPort(port) : null),
@@ -17,5 +17,6 @@ export function observedFrom(view: ClusterViewReader): ObservedSource {
       return view.generation * 4 + ['missing', 'synced', 'stale'].indexOf(view.status().state);
     },
     onChange: (listener) => view.onChange(listener),
+    localNode,
   };
 }

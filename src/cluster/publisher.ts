@@ -1,24 +1,53 @@
 import etcd3 from 'etcd3';
-import type { Etcd3, IRequestOp, Lease } from 'etcd3';
+import type { Etcd3, IRequestOp } from 'etcd3';
 import { ErrorCodes } from '../errors.js';
 import { byFamilyThenAddress } from '../inventory/procnet.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Backoff, sleep } from './backoff.js';
-import { encodeListener, encodeNode, listenerKey, listenersPrefix, nodeKey, type Bind, type ListenerRecord } from './keys.js';
+import {
+  encodeDrain,
+  encodeInstance,
+  encodeListener,
+  encodeNode,
+  HOST_NAMESPACE,
+  instanceKey,
+  legacyNodeKey,
+  listenerKey,
+  listenersPrefix,
+  nodeKey,
+  nodePrefix,
+  parseKey,
+  prefixEnd,
+  type Bind,
+  type InstanceRecord,
+  type ListenerRecord,
+} from './keys.js';
+import { KeptLease } from './lease.js';
+import type { StateDir } from './state-dir.js';
+import { etcdReason } from './etcd-errors.js';
 
 /**
  * Publishes what this host's inventory observes into etcd, under one lease.
  *
  * - Only listeners other hosts can reach (bound to a wildcard or a
- *   non-loopback address) on claimed ports (services non-empty).
+ *   non-loopback address) on claimed ports (services non-empty), one v2
+ *   instance record each with its readiness; a v1 mirror of the ready ones
+ *   while `writeV1` is on (keys.ts says why).
+ * - With `requireVerdict` (the daemon), a listener is published only once
+ *   its readiness has a first verdict: a warming instance is never handed out.
  * - Only what changed is written: the publisher remembers the exact value
  *   bytes it wrote under the current lease, so a steady host costs etcd
  *   nothing but keepalives.
+ * - A restart within the lease TTL takes the previous lease back (its id is
+ *   in the state directory) and keeps what it finds under it until its own
+ *   first scan and verdicts say otherwise: other hosts see no change.
+ * - A node name held by another *live* lease is not taken (unless
+ *   `nodeTakeover`): CP_CLUSTER_NODE_TAKEN, retried until that lease ends.
+ *   Keys under another live lease are never deleted.
  * - A lost lease (etcd down longer than the TTL, or revoked) is granted
- *   again and everything re-published; after every grant, keys of this node
- *   left by an earlier lease (a restart within the TTL) are taken over or deleted.
+ *   again and everything re-published.
  * - Nothing here blocks its caller: update() records the wish and a single
  *   loop writes, retrying with backoff.
  * - Writes only this node's keys.
@@ -28,6 +57,8 @@ const { EtcdLeaseInvalidError, EtcdPermissionDeniedError } = etcd3;
 
 /** etcd's default --max-txn-ops is 128; stay under it. */
 const OPS_PER_TXN = 100;
+/** Drains this node keeps in progress at once (an operator's commands; more are refused). */
+export const MAX_LOCAL_DRAINS = 16;
 
 export interface NodeIdentity {
   name: string;
@@ -44,6 +75,14 @@ export interface PublisherOptions {
   metrics?: Metrics | undefined;
   logger?: Logger | undefined;
   backoff?: Backoff | undefined;
+  /** Publish a listener only once it has a readiness verdict (the daemon); else listeners read as ready (tcp). */
+  requireVerdict?: boolean | undefined;
+  /** Also write the v1 layout (ready instances only). Default true. */
+  writeV1?: boolean | undefined;
+  /** Where the lease id is remembered across restarts. */
+  state?: StateDir | undefined;
+  /** Take the node name even from another live lease. */
+  nodeTakeover?: boolean | undefined;
 }
 
 export interface PublisherStatus {
@@ -54,6 +93,17 @@ export interface PublisherStatus {
   /** True when etcd holds exactly what the last snapshot and identity ask for. */
   inSync: boolean;
   lastError: string | undefined;
+  /** How the current lease was had: granted at start, taken back from a previous run, granted after a loss. */
+  leaseOrigin?: 'granted' | 'adopted' | undefined;
+  /** Set while another live daemon holds this node's name and this one waits. */
+  conflict?: { holderLease: string } | undefined;
+}
+
+/** Another live daemon holds the node name. */
+class NodeTaken extends Error {
+  constructor(readonly holderLease: string) {
+    super(`another live daemon holds this node name (lease ${holderLease})`);
+  }
 }
 
 export class Publisher {
@@ -66,10 +116,18 @@ export class Publisher {
   private readonly firstSeen = new Map<number, number>();
   /** key → value bytes as written under the current lease. */
   private published = new Map<string, string>();
-  /** Keys of this node found in etcd under an older lease, to delete unless wanted. */
+  /** What an adopted lease held at start: kept for a listener still waiting for its first verdict. */
+  private carried = new Map<string, string>();
+  /** Keys of this node found in etcd under a dead lease (or none), to delete unless wanted. */
   private strays = new Set<string>();
-  private lease: Lease | undefined;
+  /** Local drains in progress: id → services. Bounded by MAX_LOCAL_DRAINS. */
+  private readonly drains = new Map<string, { services: string[]; requested: string }>();
+  /** Ack keys this node should hold (set from the view by the cluster). */
+  private acks = new Map<string, string>();
+  private lease: KeptLease | undefined;
   private leaseId: string | undefined;
+  private leaseOrigin: 'granted' | 'adopted' | undefined;
+  private conflict: { holderLease: string } | undefined;
   private grants = 0;
   private dirty = false;
   private loop: Promise<void> | undefined;
@@ -104,8 +162,33 @@ export class Publisher {
     this.kick();
   }
 
+  /** Starts a drain record (written with the draining instances, in one transaction when they change together). */
+  addDrain(id: string, services: string[]): void {
+    if (!this.drains.has(id) && this.drains.size >= MAX_LOCAL_DRAINS) throw new Error(`at most ${MAX_LOCAL_DRAINS} drains at once`);
+    this.drains.set(id, { services: [...services].sort(), requested: new Date().toISOString() });
+    this.kick();
+  }
+
+  removeDrain(id: string): void {
+    if (this.drains.delete(id)) this.kick();
+  }
+
+  /** The ack keys (and values) this node should hold now. */
+  setAcks(acks: Map<string, string>): void {
+    if (acks.size === this.acks.size && [...acks].every(([k, v]) => this.acks.get(k) === v)) return;
+    this.acks = acks;
+    this.kick();
+  }
+
   status(): PublisherStatus {
-    return { leaseId: this.leaseId, published: this.published.size, inSync: this.isInSync(), lastError: this.lastError };
+    return {
+      leaseId: this.leaseId,
+      published: this.published.size,
+      inSync: this.isInSync(),
+      lastError: this.lastError,
+      ...(this.leaseOrigin ? { leaseOrigin: this.leaseOrigin } : {}),
+      ...(this.conflict ? { conflict: this.conflict } : {}),
+    };
   }
 
   /** Resolves once etcd holds what was asked (tests and shutdown use it). */
@@ -115,9 +198,10 @@ export class Publisher {
   }
 
   /**
-   * Stops writing. With `revoke` (a clean shutdown) the lease is revoked so
-   * this node disappears from every view at once; otherwise its keys live
-   * until the lease expires.
+   * Stops writing. With `revoke` (a host leaving for good) the lease is
+   * revoked so this node disappears from every view at once, and the state
+   * directory forgets it; otherwise its keys live until the lease expires,
+   * and a restart within that time takes the lease back.
    */
   async stop(opts: { revoke: boolean } = { revoke: true }): Promise<void> {
     this.stopped = true;
@@ -126,6 +210,7 @@ export class Publisher {
     const lease = this.lease;
     this.lease = undefined;
     this.leaseId = undefined;
+    if (opts.revoke) this.forgetLease();
     if (!lease) return;
     if (!opts.revoke) {
       lease.release();
@@ -133,11 +218,11 @@ export class Publisher {
     }
     try {
       // Bounded: a shutdown must not wait long on an etcd that is gone (the lease then expires by itself).
-      await lease.revoke({ deadline: Date.now() + 2_000 });
+      await lease.revoke(2_000);
       this.opts.metrics?.clusterEtcdWrites.inc({ kind: 'lease_revoke' });
     } catch (err) {
       // etcd is gone: the lease expires by itself within its TTL.
-      this.logger.warn({ code: ErrorCodes.CLUSTER_PUBLISH_FAILED, err: String(err) }, 'cannot revoke the cluster lease; it expires by itself');
+      this.logger.warn({ code: ErrorCodes.CLUSTER_PUBLISH_FAILED, err: etcdReason(err, this.opts.client) }, 'cannot revoke the cluster lease; it expires by itself');
     }
   }
 
@@ -147,14 +232,32 @@ export class Publisher {
     const id = this.identity;
     if (!id || !this.listeners) return out;
     const { prefix } = this.opts;
-    out.set(nodeKey(prefix, id.name), encodeNode({
+    const writeV1 = this.opts.writeV1 !== false;
+    const node = encodeNode({
       name: id.name,
       addresses: id.addresses,
       canonportVersion: id.canonportVersion,
       registryDigest: id.registryDigest,
       started: new Date(id.startedMs).toISOString(),
-    }));
-    for (const record of listenerRecords(this.listeners, this.firstSeen)) out.set(listenerKey(prefix, id.name, record.port), encodeListener(record));
+    });
+    out.set(nodeKey(prefix, id.name), node);
+    if (writeV1) out.set(legacyNodeKey(prefix, id.name), node);
+    for (const record of instanceRecords(this.listeners, this.firstSeen, { requireVerdict: this.opts.requireVerdict === true })) {
+      const key = instanceKey(prefix, id.name, record.port, record.protocol, record.namespace);
+      const v1 = listenerKey(prefix, id.name, record.port);
+      if (record.readiness === undefined) {
+        // No verdict yet: what the previous run published stands until there is one.
+        const kept = this.carried.get(key);
+        if (kept !== undefined) out.set(key, kept);
+        const keptV1 = this.carried.get(v1);
+        if (writeV1 && keptV1 !== undefined) out.set(v1, keptV1);
+        continue;
+      }
+      out.set(key, encodeInstance(record as InstanceRecord));
+      if (writeV1 && record.readiness.state === 'ready') out.set(v1, encodeListener(toListenerRecord(record)));
+    }
+    for (const [drainId, d] of this.drains) out.set(`${nodePrefix(prefix, id.name)}drains/${drainId}`, encodeDrain({ id: drainId, services: d.services, requested: d.requested }));
+    for (const [k, v] of this.acks) out.set(k, v);
     return out;
   }
 
@@ -196,12 +299,26 @@ export class Publisher {
       } catch (err) {
         if (this.stopped) return;
         this.dirty = true;
+        if (err instanceof NodeTaken) {
+          // Not an etcd failure: wait for the other daemon's lease to end (at most its TTL), then look again.
+          if (this.conflict?.holderLease !== err.holderLease) {
+            this.opts.metrics?.clusterNodeConflicts.inc({ side: 'refused' });
+            this.logger.error(
+              { code: ErrorCodes.CLUSTER_NODE_TAKEN, node: this.identity.name, holderLease: err.holderLease },
+              'another live daemon holds this node name: not publishing until its lease ends (use another --node, or --node-takeover)',
+            );
+          }
+          this.conflict = { holderLease: err.holderLease };
+          this.lastError = err.message;
+          await sleep(Math.max(500, (this.opts.leaseTtlSeconds * 1000) / 4), this.abort.signal);
+          continue;
+        }
         this.opts.metrics?.clusterEtcdErrors.inc({ op: 'publish' });
         if (err instanceof EtcdLeaseInvalidError) {
           this.loseLease('rejected by etcd');
           continue;
         }
-        const text = err instanceof Error ? err.message : String(err);
+        const text = etcdReason(err, this.opts.client);
         if (text !== this.lastError) {
           const permission = err instanceof EtcdPermissionDeniedError;
           this.logger.warn(
@@ -215,43 +332,108 @@ export class Publisher {
     }
   }
 
+  /** The lease of whoever holds this node's record now (v2, else v1), if any. */
+  private async holderLease(name: string): Promise<string | undefined> {
+    const { client, prefix } = this.opts;
+    for (const key of [nodeKey(prefix, name), legacyNodeKey(prefix, name)]) {
+      const res = await client.kv.range({ key: Buffer.from(key) });
+      const lease = res.kvs[0]?.lease;
+      if (lease !== undefined && lease !== '0') return lease;
+    }
+    return undefined;
+  }
+
   private async ensureLease(): Promise<void> {
     if (this.lease) return;
     const { client, leaseTtlSeconds, prefix } = this.opts;
-    const lease = client.lease(leaseTtlSeconds, { autoKeepAlive: true });
-    let id: string;
-    try {
-      id = await lease.grant();
-    } catch (err) {
-      lease.release();
-      throw err;
+    const name = this.identity!.name;
+    const remembered = this.opts.state?.readNode();
+    const mine = remembered && remembered.node === name && remembered.prefix === prefix ? remembered.leaseId : undefined;
+    const holder = await this.holderLease(name);
+    const alive = async (id: string | undefined) => id !== undefined && (await KeptLease.remaining(client, id)) > 0;
+    let lease: KeptLease | undefined;
+    if (holder !== undefined && holder !== mine && (await alive(holder)) && !this.opts.nodeTakeover) throw new NodeTaken(holder);
+    if (this.conflict) {
+      this.logger.info({ node: name, previousHolder: this.conflict.holderLease }, 'the other daemon\'s lease ended: taking this node name');
+      this.conflict = undefined;
+    }
+    if (mine !== undefined && (holder === mine || holder === undefined) && (await alive(mine))) {
+      try {
+        lease = await KeptLease.adopt(client, mine, leaseTtlSeconds);
+        this.leaseOrigin = 'adopted';
+      } catch {
+        lease = undefined; // expired in between: grant a new one
+      }
+    }
+    if (!lease) {
+      lease = await KeptLease.grant(client, leaseTtlSeconds);
+      this.leaseOrigin = 'granted';
     }
     if (this.stopped) {
       await lease.revoke().catch(() => undefined);
       return;
     }
-    const reason = this.grants === 0 ? 'start' : 'lost';
-    this.opts.metrics?.clusterEtcdWrites.inc({ kind: 'lease_grant' });
+    const id = lease.id;
+    const reason = this.leaseOrigin === 'adopted' ? 'adopted' : this.grants === 0 ? 'start' : 'lost';
+    if (this.leaseOrigin === 'granted') this.opts.metrics?.clusterEtcdWrites.inc({ kind: 'lease_grant' });
     lease.on('lost', (err: Error) => {
       if (this.lease === lease) this.loseLease(err.message);
     });
-    // Keys this node left under an earlier lease: re-put (to move them to this lease) or delete.
-    const name = this.identity!.name;
+    // This node's keys in etcd now: under the adopted lease they are ours (kept until a verdict says otherwise);
+    // under a dead lease (or none) strays to delete unless wanted; under another live lease (a takeover) left alone.
+    const published = new Map<string, string>();
+    const strays = new Set<string>();
     try {
-      const own = await client.kv.range({ key: Buffer.from(nodeKey(prefix, name)), keys_only: true });
-      const listeners = await client.getAll().prefix(listenersPrefix(prefix, name)).keys();
-      this.strays = new Set([...own.kvs.map((kv) => kv.key.toString()), ...listeners]);
+      const found: { key: string; value: string; lease: string }[] = [];
+      for (const p of [nodePrefix(prefix, name), listenersPrefix(prefix, name)]) {
+        const res = await client.kv.range({ key: Buffer.from(p), range_end: prefixEnd(Buffer.from(p)) });
+        for (const kv of res.kvs) found.push({ key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease });
+      }
+      const v1node = await client.kv.range({ key: Buffer.from(legacyNodeKey(prefix, name)) });
+      for (const kv of v1node.kvs) found.push({ key: kv.key.toString(), value: kv.value.toString(), lease: kv.lease });
+      const liveOther = new Map<string, boolean>();
+      for (const f of found) {
+        if (parseKey(prefix, f.key).kind === 'foreign') continue;
+        if (f.lease === id) {
+          published.set(f.key, f.value);
+          continue;
+        }
+        if (f.lease !== '0' && !liveOther.has(f.lease)) liveOther.set(f.lease, await alive(f.lease));
+        if (f.lease !== '0' && liveOther.get(f.lease)) continue;
+        strays.add(f.key);
+      }
     } catch (err) {
-      // Not kept: stop its keepalives so it expires, and grant a fresh one on the retry.
+      // Not kept: stop its keepalives so it expires (an adopted one too: the next try adopts it again), and retry.
       lease.release();
       throw err;
     }
-    this.published = new Map();
+    this.published = published;
+    this.carried = this.leaseOrigin === 'adopted' ? new Map(published) : new Map();
+    this.strays = strays;
     this.lease = lease;
     this.leaseId = id;
     this.grants++;
     this.opts.metrics?.clusterLeaseGrants.inc({ reason });
-    this.logger.info({ node: name, lease: id, ttl: leaseTtlSeconds, reason }, 'cluster lease granted');
+    this.rememberLease(name, id);
+    this.logger.info({ node: name, lease: id, ttl: leaseTtlSeconds, reason, kept: published.size }, reason === 'adopted' ? 'cluster lease taken back from the previous run' : 'cluster lease granted');
+  }
+
+  private rememberLease(node: string, leaseId: string): void {
+    const state = this.opts.state;
+    if (!state) return;
+    try {
+      state.writeNode({ node, prefix: this.opts.prefix, leaseId, savedAt: new Date().toISOString() });
+    } catch (err) {
+      this.logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, dir: state.dir, err: String(err) }, 'cannot remember the cluster lease: a restart will withdraw and re-publish');
+    }
+  }
+
+  private forgetLease(): void {
+    try {
+      this.opts.state?.clearNode();
+    } catch {
+      // Nothing to take back either way: the lease is revoked.
+    }
   }
 
   private loseLease(why: string): void {
@@ -259,6 +441,7 @@ export class Publisher {
     this.lease = undefined;
     this.leaseId = undefined;
     this.published = new Map();
+    this.carried = new Map();
     lease?.release();
     if (this.stopped) return;
     this.logger.warn({ code: ErrorCodes.CLUSTER_LEASE_LOST, node: this.identity?.name, why }, 'cluster lease lost; granting a new one and publishing again');
@@ -273,7 +456,8 @@ export class Publisher {
     const want = this.desired();
     const puts: [string, string][] = [];
     const deletes: string[] = [];
-    // The node record first: a reader never sees listeners of a node it does not know.
+    // The node record first: a reader never sees instances of a node it does not know. Drain records come after
+    // the instances they drain (desired() orders them so), in the same transaction when they fit in one.
     for (const [k, v] of want) if (this.published.get(k) !== v) puts.push([k, v]);
     for (const k of this.published.keys()) if (!want.has(k)) deletes.push(k);
     for (const k of this.strays) if (!want.has(k) && !this.published.has(k)) deletes.push(k);
@@ -291,6 +475,7 @@ export class Publisher {
         apply: () => {
           this.published.delete(key);
           this.strays.delete(key);
+          this.carried.delete(key);
         },
         kind: 'delete' as const,
       })),
@@ -308,6 +493,7 @@ export class Publisher {
   }
 }
 
+
 const LOOPBACK_V4 = /^(::ffff:)?127\./i;
 
 /** True when other hosts can reach a socket bound to `address` (a wildcard or a non-loopback address). */
@@ -322,9 +508,22 @@ export function reachableListeners(listeners: readonly InventoryListener[]): Inv
 
 /** One record per port, its sockets folded into `bind`, sorted so equal inventories give equal bytes. */
 export function listenerRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<number, number>): ListenerRecord[] {
+  return instanceRecords(listeners, firstSeen, { requireVerdict: false }).map(toListenerRecord);
+}
+
+/** An instance record without its readiness: what a listener is before its first verdict. */
+export type PendingInstance = Omit<InstanceRecord, 'readiness'> & { readiness: InstanceRecord['readiness'] | undefined };
+
+/**
+ * One instance per port (this host's namespace, TCP), its sockets folded
+ * into `bind`, sorted so equal inventories give equal bytes. Readiness from
+ * the listeners' verdicts; without one, undefined (requireVerdict) or ready
+ * by listening.
+ */
+export function instanceRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<number, number>, opts: { requireVerdict: boolean }): PendingInstance[] {
   const byPort = new Map<number, InventoryListener[]>();
   for (const l of listeners) byPort.set(l.port, [...(byPort.get(l.port) ?? []), l]);
-  const out: ListenerRecord[] = [];
+  const out: PendingInstance[] = [];
   for (const [port, ls] of [...byPort].sort((a, b) => a[0] - b[0])) {
     const first = ls[0]!;
     // The sockets of one port share the claim; the version may differ only by probe timing: take the first known.
@@ -332,15 +531,35 @@ export function listenerRecords(listeners: readonly InventoryListener[], firstSe
     const bind: Bind[] = ls
       .map((l) => ({ family: l.family, address: l.address }))
       .sort(byFamilyThenAddress);
+    const since = new Date(firstSeen.get(port) ?? Date.now()).toISOString();
+    const verdict = ls.find((l) => l.readiness)?.readiness;
+    const readiness = verdict
+      ? { state: verdict.state, since: new Date(verdict.sinceMs).toISOString(), by: verdict.by, ...(verdict.detail ? { detail: printable(verdict.detail) } : {}) }
+      : opts.requireVerdict
+        ? undefined
+        : { state: 'ready' as const, since, by: 'tcp' as const };
     out.push({
       port,
+      protocol: 'tcp',
+      namespace: HOST_NAMESPACE,
       services: [...first.services].sort(),
       scheme: first.scheme,
       version: versioned.version,
       versionSource: versioned.versionSource,
-      since: new Date(firstSeen.get(port) ?? Date.now()).toISOString(),
+      since,
       bind,
+      readiness,
     });
   }
   return out;
 }
+
+function toListenerRecord(r: PendingInstance): ListenerRecord {
+  return { port: r.port, services: r.services, scheme: r.scheme, version: r.version, versionSource: r.versionSource, since: r.since, bind: r.bind };
+}
+
+/** A detail fit for the record: printable ASCII, at most 200 characters. */
+function printable(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
+}
+

@@ -2,32 +2,65 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { ErrorCodes } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { decodeEntry, parseKey, type IgnoreReason, type ListenerRecord, type NodeRecord } from './keys.js';
+import {
+  decodeEntry,
+  encodeDrain,
+  encodeInstance,
+  encodeListener,
+  encodeNode,
+  HOST_NAMESPACE,
+  drainKey,
+  instanceKey,
+  legacyNodeKey,
+  listenerKey,
+  nodeKey,
+  parseKey,
+  type DrainRecord,
+  type IgnoreReason,
+  type InstanceRecord,
+  type ListenerRecord,
+  type NodeRecord,
+  type Protocol,
+  type Readiness,
+} from './keys.js';
 
 /**
  * The cluster as this daemon last saw it in etcd: every node and every
- * listener it published, indexed for answers. Pure memory: the sync loop
+ * instance it published, indexed for answers. Pure memory: the sync loop
  * (cluster.ts) feeds it lists and watch events; answers read it without
  * I/O and without waiting.
+ *
+ * Layouts: a node with a v2 node record is read from v2 only; a node with
+ * only a v1 record (a daemon not yet upgraded) from v1, its listeners read
+ * as ready instances in the host namespace. An instance or listener counts
+ * only while its lease is its node record's lease.
  */
 
-/** One host where a claimed port listens, as answers need it. */
+/** One instance of a claimed listener, as answers need it. */
 export interface ClusterEndpoint {
   node: string;
-  /** Where to connect: the node's addresses for wildcard binds, else the bound addresses. */
+  /** Where to connect: the instance's own address, else the node's addresses for wildcard binds, else the bound addresses. */
   addresses: readonly string[];
   port: number;
+  protocol: Protocol;
+  /** `host`, or the network namespace's label (issue 26). */
+  namespace: string;
   services: readonly string[];
   scheme: string;
   version: string;
   versionSource: 'port' | 'http' | '';
   /** When the node first saw the port listening (ISO 8601). */
   since: string;
+  /** ready / not-ready / draining, since when and how it was decided; a v1 listener reads as ready (tcp). */
+  readiness: Readiness;
+  /** True for a v1 listener (a node of an older canonport): its readiness is not known, only that it listens. */
+  legacy?: true | undefined;
 }
 
 /**
  * missing: never synced, or dropped after the maximum staleness;
- * synced: the watch is live; stale: the watch is down and the view is the last one seen.
+ * synced: the watch is live; stale: the watch is down and the view is the last one seen
+ * (or, after a start without etcd, the snapshot: `fromSnapshot`).
  */
 export type ViewState = 'missing' | 'synced' | 'stale';
 
@@ -37,13 +70,28 @@ export interface ViewStatus {
   sinceMs: number;
   /** The etcd revision the view reflects (0 before the first list). */
   revision: number;
+  /** True while the view is a snapshot read from the state directory, not yet listed from etcd. */
+  fromSnapshot?: boolean | undefined;
+}
+
+/** A drain some node has in progress, with the revision it was written at. */
+export interface PendingDrain {
+  node: string;
+  id: string;
+  services: readonly string[];
+  requested: string;
+  /** The etcd revision of the drain key (mod_revision; 0 when unknown). */
+  revision: number;
 }
 
 /** The read side every answer (DNS, gRPC, xDS, http_sd) uses. Every method answers from memory. */
 export interface ClusterViewReader {
   /** Bumped on every change of nodes or endpoints, so formatted answers can be cached per generation. */
   readonly generation: number;
-  /** The hosts where `port` listens, sorted by node name; the same frozen array until that port or its nodes change. */
+  /**
+   * The instances on `port` (every readiness state: answers choose), sorted
+   * by node, protocol and namespace; the same frozen array until that port or its nodes change.
+   */
   endpointsOnPort(port: number): readonly ClusterEndpoint[];
   /** Every port some host listens on (with a node record), ascending. */
   ports(): readonly number[];
@@ -58,11 +106,15 @@ export interface ClusterViewReader {
 export interface ViewCaps {
   /** Node records kept at most; more are refused and counted. */
   maxNodes: number;
-  /** Listener records (endpoints) kept at most; more are refused and counted. */
+  /** Instance and listener records (endpoints) kept at most; more are refused and counted. */
   maxEndpoints: number;
 }
 
 export const DEFAULT_CAPS: ViewCaps = { maxNodes: 10_000, maxEndpoints: 250_000 };
+/** Drains in progress kept at most (drains are rare and short; a writer flooding them is refused and counted). */
+export const MAX_DRAINS = 1_000;
+/** Acks kept at most: one per live node per pending drain, so MAX_DRAINS × nodes is far more than any real fleet writes. */
+export const MAX_ACKS = 100_000;
 
 export interface ClusterViewOptions {
   prefix: string;
@@ -72,16 +124,34 @@ export interface ClusterViewOptions {
   now?: (() => number) | undefined;
 }
 
-/** A key and value as etcd gives them, in a list or a watch event. */
+/** A key and value as etcd gives them, in a list or a watch event. `lease` is etcd's lease id in decimal ("0" or absent: none). */
 export interface KeyValue {
   key: string;
   value: Buffer | string;
+  lease?: string | undefined;
+  /** The key's mod_revision (drains use it). */
+  modRevision?: number | undefined;
 }
 
-export type WatchChange = { type: 'put'; key: string; value: Buffer | string } | { type: 'delete'; key: string };
+export type WatchChange =
+  | { type: 'put'; key: string; value: Buffer | string; lease?: string | undefined; modRevision?: number | undefined }
+  | { type: 'delete'; key: string };
 
 /** Keys remembered so an ignored value is logged once at warn level, not on every relist. */
 const LOGGED_KEYS_MAX = 1000;
+
+interface Held<T> {
+  record: T;
+  lease: string | undefined;
+}
+
+interface HeldInstance extends Held<InstanceRecord> {
+  node: string;
+}
+
+/** `<node>/<proto>/<ns>`: an instance's identity within one port. */
+const instanceId = (node: string, protocol: string, namespace: string) => `${node}/${protocol}/${namespace}`;
+const normLease = (lease: string | undefined) => (lease === undefined || lease === '0' ? undefined : lease);
 
 export class ClusterView implements ClusterViewReader {
   private readonly prefix: string;
@@ -90,12 +160,20 @@ export class ClusterView implements ClusterViewReader {
   private readonly logger: Logger;
   private readonly now: () => number;
 
-  private nodeMap = new Map<string, NodeRecord>();
-  /** port → node → listener. */
-  private byPort = new Map<number, Map<string, ListenerRecord>>();
-  /** node → its ports, to invalidate a node's cached endpoints when its record changes. */
+  private nodesV2 = new Map<string, Held<NodeRecord>>();
+  private nodesV1 = new Map<string, Held<NodeRecord>>();
+  /** port → `<node>/<proto>/<ns>` → instance (v2). */
+  private byPort = new Map<number, Map<string, HeldInstance>>();
+  /** port → node → listener (v1). */
+  private legacyByPort = new Map<number, Map<string, Held<ListenerRecord>>>();
+  /** node → its ports (either layout), to invalidate a node's cached endpoints when its record changes. */
   private portsByNode = new Map<string, Set<number>>();
   private endpointCount = 0;
+  /** `<node>/<id>` → drain. Bounded by MAX_DRAINS. */
+  private drainMap = new Map<string, PendingDrain & { lease: string | undefined }>();
+  /** `<drain-node>/<id>` → acker → revision. Bounded by MAX_ACKS in total. */
+  private ackMap = new Map<string, Map<string, number>>();
+  private ackCount = 0;
   private readonly endpointCache = new Map<number, readonly ClusterEndpoint[]>();
   private sortedNodes: readonly NodeRecord[] | undefined;
   private readonly listeners = new Set<() => void>();
@@ -106,6 +184,7 @@ export class ClusterView implements ClusterViewReader {
   private state: ViewState = 'missing';
   private stateSinceMs: number;
   private revision = 0;
+  private fromSnapshot = false;
 
   constructor(opts: ClusterViewOptions) {
     this.prefix = opts.prefix;
@@ -123,45 +202,91 @@ export class ClusterView implements ClusterViewReader {
     const cached = this.endpointCache.get(port);
     if (cached) return cached;
     const out: ClusterEndpoint[] = [];
-    const listeners = this.byPort.get(port);
-    if (listeners) {
-      for (const [node, l] of listeners) {
-        const n = this.nodeMap.get(node);
-        // A listener without its node record has no addresses (and its host is not a member): not an endpoint.
-        if (!n) continue;
-        out.push(Object.freeze({
-          node,
-          addresses: Object.freeze(endpointAddresses(l, n)),
-          port,
-          services: Object.freeze([...l.services]),
-          scheme: l.scheme,
-          version: l.version,
-          versionSource: l.versionSource,
-          since: l.since,
-        }));
-      }
-      out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+    for (const inst of this.byPort.get(port)?.values() ?? []) {
+      const n = this.nodesV2.get(inst.node);
+      // Without its node record (or under another lease than the record's) an instance has no owner here: not an endpoint.
+      if (!n || n.lease !== inst.lease) continue;
+      const r = inst.record;
+      out.push(Object.freeze({
+        node: inst.node,
+        addresses: Object.freeze(r.address ? [r.address] : endpointAddresses(r, n.record)),
+        port,
+        protocol: r.protocol,
+        namespace: r.namespace,
+        services: Object.freeze([...r.services]),
+        scheme: r.scheme,
+        version: r.version,
+        versionSource: r.versionSource,
+        since: r.since,
+        readiness: Object.freeze({ ...r.readiness }),
+      }));
     }
+    for (const [node, l] of this.legacyByPort.get(port) ?? []) {
+      const n = this.nodesV1.get(node);
+      if (!n || n.lease !== l.lease || this.nodesV2.has(node)) continue;
+      const r = l.record;
+      out.push(Object.freeze({
+        node,
+        addresses: Object.freeze(endpointAddresses(r, n.record)),
+        port,
+        protocol: 'tcp' as const,
+        namespace: HOST_NAMESPACE,
+        services: Object.freeze([...r.services]),
+        scheme: r.scheme,
+        version: r.version,
+        versionSource: r.versionSource,
+        since: r.since,
+        readiness: Object.freeze({ state: 'ready' as const, since: r.since, by: 'tcp' as const }),
+        legacy: true as const,
+      }));
+    }
+    out.sort((a, b) => cmp(a.node, b.node) || cmp(a.protocol, b.protocol) || cmp(a.namespace, b.namespace));
     const frozen = Object.freeze(out);
     this.endpointCache.set(port, frozen);
     return frozen;
   }
 
   ports(): readonly number[] {
-    return [...this.byPort.keys()].filter((p) => this.endpointsOnPort(p).length > 0).sort((a, b) => a - b);
+    const all = new Set([...this.byPort.keys(), ...this.legacyByPort.keys()]);
+    return [...all].filter((p) => this.endpointsOnPort(p).length > 0).sort((a, b) => a - b);
   }
 
   nodes(): readonly NodeRecord[] {
-    this.sortedNodes ??= Object.freeze([...this.nodeMap.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
+    if (!this.sortedNodes) {
+      const all = new Map<string, NodeRecord>();
+      for (const [name, n] of this.nodesV1) all.set(name, n.record);
+      for (const [name, n] of this.nodesV2) all.set(name, n.record);
+      this.sortedNodes = Object.freeze([...all.values()].sort((a, b) => cmp(a.name, b.name)));
+    }
     return this.sortedNodes;
   }
 
   node(name: string): NodeRecord | undefined {
-    return this.nodeMap.get(name);
+    return this.nodesV2.get(name)?.record ?? this.nodesV1.get(name)?.record;
+  }
+
+  /** The lease a node's record is held under (decimal), or undefined. */
+  nodeLease(name: string): string | undefined {
+    return (this.nodesV2.get(name) ?? this.nodesV1.get(name))?.lease;
+  }
+
+  /** True when the node publishes the v2 layout (so it writes acks for drains). */
+  speaksV2(name: string): boolean {
+    return this.nodesV2.has(name);
+  }
+
+  /** Drains in progress on any node, in key order. */
+  drains(): PendingDrain[] {
+    return [...this.drainMap.values()].filter((d) => this.nodesV2.get(d.node)?.lease === d.lease).map(({ lease: _lease, ...d }) => d);
+  }
+
+  /** Which nodes acknowledged a drain (acker → the revision its view had reached). */
+  acks(drainNode: string, id: string): ReadonlyMap<string, number> {
+    return this.ackMap.get(`${drainNode}/${id}`) ?? new Map();
   }
 
   status(): ViewStatus {
-    return { state: this.state, sinceMs: this.stateSinceMs, revision: this.revision };
+    return { state: this.state, sinceMs: this.stateSinceMs, revision: this.revision, ...(this.fromSnapshot ? { fromSnapshot: true } : {}) };
   }
 
   /** Listener records held (shown or not), for metrics and tests. */
@@ -174,29 +299,56 @@ export class ClusterView implements ClusterViewReader {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * Every record held, as keys and values a list would return (what the
+   * snapshot in the state directory keeps). Acks are left out: they only
+   * matter while etcd is reachable.
+   */
+  entries(): KeyValue[] {
+    const out: KeyValue[] = [];
+    const P = this.prefix;
+    for (const [name, n] of this.nodesV2) out.push({ key: nodeKey(P, name), value: encodeNode(n.record), lease: n.lease });
+    for (const [name, n] of this.nodesV1) out.push({ key: legacyNodeKey(P, name), value: encodeNode(n.record), lease: n.lease });
+    for (const [port, at] of this.byPort) for (const i of at.values()) out.push({ key: instanceKey(P, i.node, port, i.record.protocol, i.record.namespace), value: encodeInstance(i.record), lease: i.lease });
+    for (const [port, at] of this.legacyByPort) for (const [node, l] of at) out.push({ key: listenerKey(P, node, port), value: encodeListener(l.record), lease: l.lease });
+    for (const d of this.drainMap.values()) {
+      const record: DrainRecord = { id: d.id, services: [...d.services], requested: d.requested };
+      out.push({ key: drainKey(P, d.node, d.id), value: encodeDrain(record), lease: d.lease, modRevision: d.revision });
+    }
+    return out;
+  }
+
   // --- the write side, used by the sync loop ---
 
   /**
    * Replaces everything with a full list read at `revision` and marks the
-   * view synced. Nodes go first: a range returns keys sorted, and
-   * `listeners/` sorts before `nodes/`.
+   * view synced (or, for a snapshot read from disk, stale and `fromSnapshot`).
    */
-  replaceAll(kvs: readonly KeyValue[], revision: number): void {
-    this.nodeMap = new Map();
+  replaceAll(kvs: readonly KeyValue[], revision: number, opts: { snapshot?: boolean } = {}): void {
+    this.nodesV2 = new Map();
+    this.nodesV1 = new Map();
     this.byPort = new Map();
+    this.legacyByPort = new Map();
     this.portsByNode = new Map();
+    this.drainMap = new Map();
+    this.ackMap = new Map();
+    this.ackCount = 0;
     this.endpointCount = 0;
     this.endpointCache.clear();
     this.sortedNodes = undefined;
-    const decoded = kvs.map((kv) => ({ key: kv.key, entry: decodeEntry(this.prefix, kv.key, kv.value) }));
-    for (const { key, entry } of decoded) if (entry.kind === 'node') this.putNode(key, entry.node, entry.record);
-    for (const { key, entry } of decoded) {
-      if (entry.kind === 'listener') this.putListener(key, entry.node, entry.port, entry.record);
-      else if (entry.kind === 'ignored') this.ignore(key, entry.reason, entry.detail);
-    }
+    // Nodes first, so the node cap counts nodes before their instances.
+    const decoded = kvs.map((kv) => ({ kv, entry: decodeEntry(this.prefix, kv.key, kv.value) }));
+    for (const { kv, entry } of decoded) if (entry.kind === 'node') this.applyEntry(kv, entry);
+    for (const { kv, entry } of decoded) if (entry.kind !== 'node') this.applyEntry(kv, entry);
     this.revision = revision;
     this.generation++;
-    this.setState('synced');
+    this.fromSnapshot = opts.snapshot === true;
+    if (this.fromSnapshot) {
+      this.state = 'synced'; // so setState records the change to stale with its time
+      this.setState('stale');
+    } else {
+      this.setState('synced');
+    }
     this.changed();
   }
 
@@ -216,18 +368,24 @@ export class ClusterView implements ClusterViewReader {
   }
 
   markSynced(): void {
-    if (this.state !== 'synced' && this.revision > 0) this.setState('synced');
+    if (this.state !== 'synced' && this.revision > 0 && !this.fromSnapshot) this.setState('synced');
   }
 
   /** Forgets everything (the maximum staleness passed): answers fall back to single-host ones. */
   drop(): void {
-    this.nodeMap = new Map();
+    this.nodesV2 = new Map();
+    this.nodesV1 = new Map();
     this.byPort = new Map();
+    this.legacyByPort = new Map();
     this.portsByNode = new Map();
+    this.drainMap = new Map();
+    this.ackMap = new Map();
+    this.ackCount = 0;
     this.endpointCount = 0;
     this.endpointCache.clear();
     this.sortedNodes = undefined;
     this.revision = 0;
+    this.fromSnapshot = false;
     this.generation++;
     this.setState('missing');
     this.changed();
@@ -238,62 +396,145 @@ export class ClusterView implements ClusterViewReader {
   private applyOne(c: WatchChange): boolean {
     if (c.type === 'delete') return this.deleteKey(c.key);
     const entry = decodeEntry(this.prefix, c.key, c.value);
-    if (entry.kind === 'node') return this.putNode(c.key, entry.node, entry.record);
-    if (entry.kind === 'listener') return this.putListener(c.key, entry.node, entry.port, entry.record);
-    this.ignore(c.key, entry.reason, entry.detail);
-    // The key no longer holds a valid value: whatever it held before is gone.
-    return this.deleteKey(c.key);
+    if (entry.kind === 'ignored') {
+      this.ignore(c.key, entry.reason, entry.detail);
+      // The key no longer holds a valid value: whatever it held before is gone.
+      return this.deleteKey(c.key);
+    }
+    return this.applyEntry(c, entry);
   }
 
-  private putNode(key: string, node: string, record: NodeRecord): boolean {
-    if (!this.nodeMap.has(node) && this.nodeMap.size >= this.caps.maxNodes) {
-      this.refuse(key, 'node');
+  private applyEntry(kv: { key: string; lease?: string | undefined; modRevision?: number | undefined }, entry: ReturnType<typeof decodeEntry>): boolean {
+    const lease = normLease(kv.lease);
+    switch (entry.kind) {
+      case 'node':
+        return this.putNode(kv.key, entry.layout, entry.node, entry.record, lease);
+      case 'listener':
+        return this.putLegacy(kv.key, entry.node, entry.port, entry.record, lease);
+      case 'instance':
+        return this.putInstance(kv.key, entry.node, entry.record, lease);
+      case 'drain': {
+        const k = `${entry.node}/${entry.id}`;
+        if (!this.drainMap.has(k) && this.drainMap.size >= MAX_DRAINS) {
+          this.refuse(kv.key, 'drain', MAX_DRAINS);
+          return false;
+        }
+        this.drainMap.set(k, { node: entry.node, id: entry.id, services: Object.freeze([...entry.record.services]), requested: entry.record.requested, revision: kv.modRevision ?? 0, lease });
+        return true;
+      }
+      case 'ack': {
+        const k = `${entry.drainNode}/${entry.id}`;
+        let at = this.ackMap.get(k);
+        if (!at?.has(entry.node) && this.ackCount >= MAX_ACKS) {
+          this.refuse(kv.key, 'ack', MAX_ACKS);
+          return false;
+        }
+        if (!at) this.ackMap.set(k, (at = new Map()));
+        if (!at.has(entry.node)) this.ackCount++;
+        at.set(entry.node, entry.record.revision);
+        return true;
+      }
+      case 'ignored':
+        this.ignore(kv.key, entry.reason, entry.detail);
+        return false;
+      case 'future':
+        return false;
+    }
+  }
+
+  private putNode(key: string, layout: 'v1' | 'v2', node: string, record: NodeRecord, lease: string | undefined): boolean {
+    const map = layout === 'v2' ? this.nodesV2 : this.nodesV1;
+    if (!this.nodesV2.has(node) && !this.nodesV1.has(node) && this.nodesV2.size + this.nodesV1.size >= this.caps.maxNodes) {
+      this.refuse(key, 'node', this.caps.maxNodes);
       return false;
     }
-    this.nodeMap.set(node, record);
-    this.sortedNodes = undefined;
-    for (const port of this.portsByNode.get(node) ?? []) this.endpointCache.delete(port);
+    map.set(node, { record, lease });
+    this.nodeChanged(node);
     return true;
   }
 
-  private putListener(key: string, node: string, port: number, record: ListenerRecord): boolean {
+  private nodeChanged(node: string): void {
+    this.sortedNodes = undefined;
+    for (const port of this.portsByNode.get(node) ?? []) this.endpointCache.delete(port);
+  }
+
+  private notePort(node: string, port: number): void {
+    let ports = this.portsByNode.get(node);
+    if (!ports) this.portsByNode.set(node, (ports = new Set()));
+    ports.add(port);
+  }
+
+  private putInstance(key: string, node: string, record: InstanceRecord, lease: string | undefined): boolean {
+    const port = record.port;
     let atPort = this.byPort.get(port);
-    const isNew = !atPort?.has(node);
+    const id = instanceId(node, record.protocol, record.namespace);
+    const isNew = !atPort?.has(id);
     if (isNew && this.endpointCount >= this.caps.maxEndpoints) {
-      this.refuse(key, 'endpoint');
+      this.refuse(key, 'endpoint', this.caps.maxEndpoints);
       return false;
     }
     if (!atPort) this.byPort.set(port, (atPort = new Map()));
-    atPort.set(node, record);
-    if (isNew) {
-      this.endpointCount++;
-      let ports = this.portsByNode.get(node);
-      if (!ports) this.portsByNode.set(node, (ports = new Set()));
-      ports.add(port);
+    atPort.set(id, { node, record, lease });
+    if (isNew) this.endpointCount++;
+    this.notePort(node, port);
+    this.endpointCache.delete(port);
+    return true;
+  }
+
+  private putLegacy(key: string, node: string, port: number, record: ListenerRecord, lease: string | undefined): boolean {
+    let atPort = this.legacyByPort.get(port);
+    const isNew = !atPort?.has(node);
+    if (isNew && this.endpointCount >= this.caps.maxEndpoints) {
+      this.refuse(key, 'endpoint', this.caps.maxEndpoints);
+      return false;
     }
+    if (!atPort) this.legacyByPort.set(port, (atPort = new Map()));
+    atPort.set(node, { record, lease });
+    if (isNew) this.endpointCount++;
+    this.notePort(node, port);
     this.endpointCache.delete(port);
     return true;
   }
 
   private deleteKey(key: string): boolean {
     const parsed = parseKey(this.prefix, key);
-    if (parsed.kind === 'foreign') return false;
-    if (parsed.kind === 'node') {
-      if (!this.nodeMap.delete(parsed.node)) return false;
-      this.sortedNodes = undefined;
-      for (const port of this.portsByNode.get(parsed.node) ?? []) this.endpointCache.delete(port);
-      return true;
+    switch (parsed.kind) {
+      case 'foreign':
+      case 'future':
+        return false;
+      case 'node': {
+        const map = parsed.layout === 'v2' ? this.nodesV2 : this.nodesV1;
+        if (!map.delete(parsed.node)) return false;
+        this.nodeChanged(parsed.node);
+        return true;
+      }
+      case 'instance': {
+        const atPort = this.byPort.get(parsed.port);
+        if (!atPort?.delete(instanceId(parsed.node, parsed.protocol, parsed.namespace))) return false;
+        if (atPort.size === 0) this.byPort.delete(parsed.port);
+        this.endpointCount--;
+        this.endpointCache.delete(parsed.port);
+        return true;
+      }
+      case 'listener': {
+        const atPort = this.legacyByPort.get(parsed.port);
+        if (!atPort?.delete(parsed.node)) return false;
+        if (atPort.size === 0) this.legacyByPort.delete(parsed.port);
+        this.endpointCount--;
+        this.endpointCache.delete(parsed.port);
+        return true;
+      }
+      case 'drain':
+        return this.drainMap.delete(`${parsed.node}/${parsed.id}`);
+      case 'ack': {
+        const k = `${parsed.drainNode}/${parsed.id}`;
+        const at = this.ackMap.get(k);
+        if (!at?.delete(parsed.node)) return false;
+        this.ackCount--;
+        if (at.size === 0) this.ackMap.delete(k);
+        return true;
+      }
     }
-    const { node, port } = parsed;
-    const atPort = this.byPort.get(port);
-    if (!atPort?.delete(node)) return false;
-    if (atPort.size === 0) this.byPort.delete(port);
-    this.endpointCount--;
-    const ports = this.portsByNode.get(node);
-    ports?.delete(port);
-    if (ports?.size === 0) this.portsByNode.delete(node);
-    this.endpointCache.delete(port);
-    return true;
   }
 
   private ignore(key: string, reason: IgnoreReason, detail: string): void {
@@ -303,11 +544,11 @@ export class ClusterView implements ClusterViewReader {
     this.logger.warn({ code: ErrorCodes.CLUSTER_VALUE_IGNORED, key: key.slice(0, 200), reason, detail: detail.slice(0, 300) }, 'ignoring a value under the cluster prefix');
   }
 
-  private refuse(key: string, kind: 'node' | 'endpoint'): void {
-    this.metrics?.clusterRefusedEntries.inc({ kind });
+  private refuse(key: string, kind: 'node' | 'endpoint' | 'drain' | 'ack', cap: number): void {
+    // Counted once per key (while the remembered keys last): a watch resuming one revision back replays the write.
     if (this.loggedKeys.has(key)) return;
+    this.metrics?.clusterRefusedEntries.inc({ kind });
     if (this.loggedKeys.size < LOGGED_KEYS_MAX) this.loggedKeys.add(key);
-    const cap = kind === 'node' ? this.caps.maxNodes : this.caps.maxEndpoints;
     this.logger.warn({ code: ErrorCodes.CLUSTER_CAP_REACHED, key: key.slice(0, 200), kind, cap }, 'cluster view full: entry refused');
   }
 
@@ -338,10 +579,14 @@ export class ClusterView implements ClusterViewReader {
   private updateGauges(): void {
     const m = this.metrics;
     if (!m) return;
-    m.clusterViewNodes.set(this.nodeMap.size);
+    m.clusterViewNodes.set(this.nodesV2.size + [...this.nodesV1.keys()].filter((n) => !this.nodesV2.has(n)).length);
     m.clusterViewEndpoints.set(this.endpointCount);
     for (const s of ['missing', 'synced', 'stale'] as const) m.clusterViewState.set({ state: s }, s === this.state ? 1 : 0);
   }
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /**
@@ -349,7 +594,7 @@ export class ClusterView implements ClusterViewReader {
  * addresses; a wildcard IPv6 bind every node address (Linux's default
  * dual-stack sockets accept IPv4 too); a concrete bind that address.
  */
-export function endpointAddresses(l: ListenerRecord, n: NodeRecord): string[] {
+export function endpointAddresses(l: Pick<ListenerRecord, 'bind'>, n: NodeRecord): string[] {
   const out = new Set<string>();
   for (const b of l.bind) {
     if (b.address === '0.0.0.0') for (const a of n.addresses) if (isIPv4(a)) out.add(a);

@@ -132,7 +132,7 @@ export function checkListeners(s: ListenSettings): void {
 }
 
 /** Why a request was refused: the `reason` label of canonport_access_denied_total. */
-export type RefusalReason = 'address' | 'inventory_address' | 'no_certificate';
+export type RefusalReason = 'address' | 'inventory_address' | 'no_certificate' | 'admin_address';
 
 /**
  * Counts every refusal and logs it without letting refused clients fill the

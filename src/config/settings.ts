@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DEFAULT_GRPC_PORT } from './address.js';
 import { readResolvConf } from './resolv-conf.js';
+import { LOG_FORMATS } from '../log.js';
 import { boolean, cidr, decimal, etcdUrl, hostPort, int, ipAddress, label, listOf, oneOf, path, word, zone, type Kind, type SettingInput } from './kinds.js';
 
 /**
@@ -309,6 +310,16 @@ export const SETTINGS = {
     help: 'log level',
     doc: 'pino log level',
   }),
+  logFormat: setting({
+    flag: { name: '--log-format', value: 'FORMAT' },
+    env: 'CANONPORT_LOG_FORMAT',
+    file: 'daemon',
+    kind: oneOf(LOG_FORMATS, 'log format'),
+    default: 'auto',
+    applies: 'restart',
+    help: 'log lines on stderr: pretty (for a person), json (one object per line), or auto: pretty when stderr is a terminal',
+    doc: 'how log lines on stderr look: `pretty` (a person\'s: time, level, message, fields), `json` (one pino object per line, for journald, Docker and log shippers), or `auto`: pretty when stderr is a terminal, JSON otherwise',
+  }),
   queryLog: setting({
     flag: { name: '--query-log', value: 'RATE' },
     env: 'CANONPORT_QUERY_LOG',
@@ -465,7 +476,7 @@ export const SETTINGS = {
     defaultText: 'none',
     applies: 'restart',
     help: 'etcd user (with --cluster-password-file)',
-    doc: 'etcd user; its role should allow reads under `<prefix>/` and writes only to this host\'s keys, `<prefix>/v1/nodes/<node>` and `<prefix>/v1/listeners/<node>/<port>` (see [An etcd role per host](cluster.md#an-etcd-role-per-host))',
+    doc: 'etcd user; its role should allow reads under `<prefix>/` and writes only to this host\'s keys, `<prefix>/v2/nodes/<node>/` (and, for the v1 mirror, `<prefix>/v1/nodes/<node>` and `<prefix>/v1/listeners/<node>/<port>`; see [An etcd role per host](cluster.md#an-etcd-role-per-host))',
   }),
   clusterPasswordFile: optionalSetting({
     flag: { name: '--cluster-password-file', value: 'FILE' },
@@ -524,6 +535,66 @@ export const SETTINGS = {
     applies: 'reload',
     help: 'TTL of answers made from observed listeners',
     doc: 'TTL, in seconds, of answers made from what hosts observe (short: a listener that stops must leave caches quickly); also caps the zone\'s negative TTL (SOA TTL and MINIMUM), so a "does not exist" leaves caches as quickly',
+  }),
+  stateDir: optionalSetting({
+    flag: { name: '--state-dir', value: 'DIR' },
+    env: 'CANONPORT_STATE_DIR',
+    file: 'daemon',
+    kind: path(),
+    defaultText: '$STATE_DIRECTORY, else /var/lib/canonport, else ~/.local/state/canonport (the first writable)',
+    applies: 'restart',
+    help: 'cluster mode: where the lease, the node identity and the view snapshot are kept across restarts',
+    doc: 'cluster mode: the directory holding this node\'s lease id (a restart takes its lease back and keeps its records) and the last cluster view (served, marked stale, when the daemon starts while etcd is unreachable); systemd\'s `StateDirectory=canonport` sets `$STATE_DIRECTORY`. When none is writable the daemon runs without one and says so (`CP_STATE_DIR_UNAVAILABLE`): a restart then withdraws and re-publishes',
+  }),
+  readyInterval: setting({
+    flag: { name: '--ready-interval', value: 'MS' },
+    env: 'CANONPORT_READY_INTERVAL',
+    file: 'daemon',
+    kind: int(100, 60_000),
+    default: 1_000,
+    applies: 'reload',
+    help: 'cluster mode: readiness probe period per listener, milliseconds (gRPC Watch streams are pushed, not polled)',
+    doc: 'cluster mode: how often each claimed listener\'s readiness is asked, in milliseconds (one probe per listener per period, with jitter inside it, however many clients ask; a gRPC server\'s health `Watch` pushes changes and is not polled). 1000 keeps a verdict change in other hosts\' answers within 1.5 s',
+  }),
+  preferLocal: setting({
+    flag: { name: '--prefer-local', value: 'BOOL' },
+    env: 'CANONPORT_PREFER_LOCAL',
+    file: 'daemon',
+    kind: boolean(),
+    default: true,
+    applies: 'reload',
+    help: "cluster mode: answer with this host's ready instance first (a registry service's preferLocal overrides)",
+    doc: 'cluster mode: a host that runs a ready instance answers with it first (first A/AAAA, a better SRV priority, the first `canon:` endpoint, the local locality in xDS); the other instances follow in an order that changes per answer. `--prefer-local false` spreads every instance alike; a registry service\'s `preferLocal:` overrides per service',
+  }),
+  clusterWriteLegacy: setting({
+    flag: { name: '--cluster-write-legacy' },
+    env: 'CANONPORT_CLUSTER_WRITE_LEGACY',
+    file: 'daemon',
+    kind: boolean(),
+    default: true,
+    applies: 'restart',
+    help: 'cluster mode: also write the v1 key layout (ready instances only) for daemons not yet upgraded',
+    doc: 'cluster mode: besides the v2 layout, write this node\'s *ready* instances in the v1 layout, so daemons of an older canonport keep seeing them during a rolling upgrade; turn off once every daemon runs this version (halves the writes)',
+  }),
+  nodeTakeover: setting({
+    flag: { name: '--node-takeover' },
+    env: 'CANONPORT_NODE_TAKEOVER',
+    file: 'daemon',
+    kind: boolean(),
+    default: false,
+    applies: 'restart',
+    help: 'cluster mode: take the --node name even while another live daemon holds it',
+    doc: 'cluster mode: start publishing as `--node` even when another live daemon (a lease that is not this host\'s previous one) holds that name. Off, the daemon refuses (`CP_CLUSTER_NODE_TAKEN`, logged on both sides) and waits for the other\'s lease to end; it never deletes another lease\'s keys either way',
+  }),
+  leaveOnTerminate: setting({
+    flag: { name: '--leave-on-terminate' },
+    env: 'CANONPORT_LEAVE_ON_TERMINATE',
+    file: 'daemon',
+    kind: boolean(),
+    default: false,
+    applies: 'reload',
+    help: 'cluster mode: withdraw this host at once on SIGTERM (else its records stay for a restart within the lease TTL)',
+    doc: 'cluster mode: on SIGTERM, revoke the lease so this host leaves every view at once (Consul\'s `leave_on_terminate`). Off (the default), a SIGTERM keeps the lease alive for its TTL so a restart takes it back and other hosts see no change; `canonport leave` withdraws at once either way',
   }),
   identity: setting({
     flag: { name: '--identity', value: 'WHAT' },

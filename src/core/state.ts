@@ -15,4 +15,6 @@ export interface ClusterAnswers {
   onlyListening: boolean;
   /** TTL of answers made from observed listeners, seconds. */
   observedTtl: number;
+  /** Answer with this host's ready instance first (a registry service's preferLocal overrides). */
+  preferLocal?: boolean | undefined;
 }

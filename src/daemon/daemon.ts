@@ -12,6 +12,8 @@ import type { ServingState } from '../core/state.js';
 import type { Cluster, ClusterOptions } from '../cluster/cluster.js';
 import { etcdAccess } from '../cluster/access.js';
 import { observedFrom } from '../cluster/observed.js';
+import { isReachableBind } from '../cluster/publisher.js';
+import { chooseStateDir } from '../cluster/state-dir.js';
 import { Discovery } from '../discovery/discovery.js';
 import { EtcHosts } from '../discovery/etc-hosts.js';
 import { DnsChain } from '../dns/chain.js';
@@ -35,8 +37,9 @@ import { FleetFeed } from '../ui/feed.js';
 import { uiRoute } from '../ui/route.js';
 import { inventorySource, viewSource } from '../ui/sources.js';
 import type { Registry } from '../registry/registry.js';
-import type { DaemonContext, DaemonEvents } from '../context.js';
+import type { AdminOperations, DaemonContext, DaemonEvents } from '../context.js';
 import type { PageInfo } from '../ui/route.js';
+import { randomBytes } from 'node:crypto';
 
 export interface DaemonOptions {
   flags: ConfigInput;
@@ -128,14 +131,15 @@ export class Daemon {
     // Learned in-zone addresses change answers: tell the core's listeners (Watch, xDS).
     this.upstreamAddresses = new UpstreamAddresses(this.forwarder, upstreamAddressOptions(config), now, () => this.discovery.notify());
     // Cluster mode: a --workers DNS worker reads the view only; its primary publishes for the host.
-    this.cluster = clusterModule ? new clusterModule.Cluster(clusterOptions(config, registry, opts.role !== 'dns'), { metrics: this.metrics, logger: this.logger, now }) : null;
+    this.cluster = clusterModule ? new clusterModule.Cluster(clusterOptions(config, registry, opts.role !== 'dns', this.logger), { metrics: this.metrics, logger: this.logger, now }) : null;
     // /etc/hosts, and each zone's name server host (ns.<zone>) at this daemon's DNS address (zone-apex.ts).
     const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), { zones: () => this.serving.zones, listen: config.dns, now });
     this.discovery = new Discovery({
       state,
       hosts,
       addresses: this.upstreamAddresses,
-      observed: this.cluster ? observedFrom(this.cluster.reader) : undefined,
+      observed: this.cluster ? observedFrom(this.cluster.reader, this.cluster.nodeName) : undefined,
+      onNoReady: (service) => this.metrics.noReadyAnswers.inc({ service }),
     });
     this.chain = new DnsChain(
       { state, discovery: this.discovery, forwarder: this.forwarder, metrics: this.metrics, logger: this.logger, now },
@@ -157,6 +161,8 @@ export class Daemon {
         if (changed) this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : []));
         this.ui?.inventoryChanged?.();
       },
+      // Cluster mode: what other hosts are handed must serve, so this host's reachable claimed listeners are probed.
+      readiness: clusterModule && opts.role !== 'dns' ? { intervalMs: () => this.cfg.readyInterval, reachable: isReachableBind } : undefined,
     });
     // The fleet page reads the view every answer reads (cluster mode), else this host's inventory.
     if (opts.role === 'dns') this.ui = null;
@@ -177,6 +183,8 @@ export class Daemon {
       ready: () => this.isReady,
       clusterStatus: () => this.cluster?.reader.status() ?? null,
       metricsText: opts.metricsText,
+      notReadyReason: () => this.notReadyReason(),
+      admin: this.cluster && opts.role !== 'dns' ? this.adminOperations() : undefined,
     };
     this.dns = new DnsServer({
       listen: config.dns,
@@ -189,6 +197,46 @@ export class Daemon {
       tcp: config.tcp,
       shared: opts.role === 'dns',
     });
+  }
+
+  /**
+   * Cluster mode: a daemon whose view neither etcd nor a snapshot filled
+   * knows nothing of the cluster; an orchestrator must not route to it.
+   */
+  private notReadyReason(): string | null {
+    const s = this.cluster?.reader.status();
+    if (!s || s.state !== 'missing') return null;
+    return s.revision === 0 && this.cluster!.state === undefined
+      ? 'cluster view missing: etcd has not answered since start, and there is no state directory to keep a snapshot in'
+      : 'cluster view missing: etcd has not answered since start (or the view was dropped after --cluster-max-staleness), and no snapshot of an earlier view was found';
+  }
+
+  /** canonport.v1.Admin's operations (drain, undrain, leave), in cluster mode. */
+  private adminOperations(): AdminOperations {
+    return {
+      drain: async (service, { wait, timeoutMs }) => {
+        const ports = this.inventory.drain(service);
+        if (ports.length === 0 || !wait) return { ports, acked: [], unconfirmed: [], ttlWaitedMs: 0 };
+        const started = Date.now();
+        const { acked, unconfirmed } = await this.cluster!.drain(randomBytes(8).toString('hex'), [service], timeoutMs);
+        // Every view has dropped it; answers handed out before that may sit in caches for their TTL (observed answers carry at most this).
+        const ttlMs = Math.min(this.serving.registry.ttl, this.cfg.observedTtl) * 1000;
+        await new Promise((r) => setTimeout(r, ttlMs));
+        this.logger.info({ service, ports, acked, unconfirmed, waitedMs: Date.now() - started }, 'drain complete: no daemon hands it out, and no answer for it is left in a cache');
+        return { ports, acked, unconfirmed, ttlWaitedMs: ttlMs };
+      },
+      undrain: async (service) => {
+        const ports = (this.inventory.current?.listeners ?? []).filter((l) => l.services.includes(service) && l.readiness?.state === 'draining').map((l) => l.port);
+        return { ports: this.inventory.undrain(service) ? [...new Set(ports)].sort((a, b) => a - b) : [] };
+      },
+      leave: async () => {
+        const node = this.cluster!.nodeName;
+        this.logger.info({ node }, 'leaving the cluster: lease revoked, every host drops this one now');
+        await this.cluster!.leave();
+        queueMicrotask(() => this.events.emit('leave'));
+        return { node };
+      },
+    };
   }
 
   /** Loads config and registry, binds every listener, and reports ready. */
@@ -346,8 +394,9 @@ export class Daemon {
     this.ui?.feed.close();
     await Promise.all([this.opts.role === 'front' ? undefined : this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
     await this.inventory.stop();
-    // A clean stop revokes the lease: this host leaves every view at once, not a lease TTL later.
-    await this.cluster?.stop({ revoke: true });
+    // A stop keeps the lease alive for its TTL (a restart takes it back: other hosts see no change), unless
+    // --leave-on-terminate or `canonport leave` (which revokes before this): then this host leaves every view at once.
+    await this.cluster?.stop({ revoke: this.cfg.leaveOnTerminate });
     this.chain.close();
     this.upstreamAddresses.close();
     this.discovery.close();
@@ -405,13 +454,24 @@ function stateOf(config: Config, registry: Registry): ServingState {
   return {
     registry,
     zones: Object.freeze([...new Set([LOCALHOST_ZONE, ...config.zones])]),
-    cluster: config.cluster === null ? null : { onlyListening: config.onlyListening, observedTtl: config.observedTtl },
+    cluster: config.cluster === null ? null : { onlyListening: config.onlyListening, observedTtl: config.observedTtl, preferLocal: config.preferLocal },
   };
 }
 
 /** The cluster's options from the checked config (etcd access: cluster/access.ts, shared with fleet --cluster). */
-function clusterOptions(config: Config, registry: Registry, publish: boolean): ClusterOptions {
+function clusterOptions(config: Config, registry: Registry, publish: boolean, logger: Logger): ClusterOptions {
+  // The state directory: the primary (the publisher) owns it; a --workers DNS worker only reads the snapshot in it.
+  const chosen = chooseStateDir(config.stateDir);
+  const stateDir = chosen.dir;
+  if (publish) {
+    if (stateDir) logger.info({ stateDir }, 'cluster state directory');
+    else logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, tried: chosen.tried }, 'no writable state directory: a restart withdraws and re-publishes this host, and a start without etcd knows nothing (set --state-dir)');
+  }
   return {
+    stateDir,
+    requireVerdict: publish,
+    writeV1: config.clusterWriteLegacy,
+    nodeTakeover: config.nodeTakeover,
     endpoints: config.cluster!,
     node: config.node ?? undefined,
     advertise: config.advertise.length > 0 ? config.advertise : undefined,

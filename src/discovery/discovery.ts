@@ -65,6 +65,10 @@ export interface ObservedHost {
   version: string;
   /** When the node first saw it listening, ISO 8601. */
   since: string;
+  /** tcp (answers) or udp (issue 22); absent: tcp. */
+  protocol?: 'tcp' | 'udp' | undefined;
+  /** Whether the instance serves; absent: ready (an older writer). */
+  readiness?: { state: 'ready' | 'not-ready' | 'draining'; since: string; by: string } | undefined;
 }
 
 /** Cluster mode's view of every host: memory only, never I/O. */
@@ -78,6 +82,8 @@ export interface ObservedSource {
   /** Changes whenever the view changes. */
   readonly generation: number;
   onChange(listener: () => void): () => void;
+  /** This daemon's own node name (local first); undefined for a reader that is no node. */
+  readonly localNode?: string | undefined;
 }
 
 export type Described =
@@ -98,6 +104,8 @@ export interface DiscoveryOptions {
    * the first label is the service, the name is the host.
    */
   outsideZones?: 'not-found' | 'scheme' | undefined;
+  /** Called when an answer is computed for a service some host runs but none reports ready (the panic answer). */
+  onNoReady?: ((service: string) => void) | undefined;
 }
 
 const LOOPBACK: HostAddresses = Object.freeze({ v4: Object.freeze(['127.0.0.1']), v6: Object.freeze(['::1']) });
@@ -283,6 +291,9 @@ export class Discovery implements DiscoveryReader {
     if (cluster?.onlyListening && zone !== LOCALHOST_ZONE && this.o.observed?.onPort(a.port)?.length === 0) {
       return notFound(`${name}: no host of the cluster reports ${a.service} listening on port ${a.port} (--only-listening)`);
     }
+    // A name the cluster view decides (a view is there, the zone is not localhost) carries the observed TTL,
+    // the fallback for a service no host runs included: a service started a moment later shows through caches that soon.
+    const decided = cluster && zone !== LOCALHOST_ZONE && zone !== '' && this.o.observed?.onPort(a.port) != null;
     return {
       ok: true,
       description: {
@@ -294,7 +305,7 @@ export class Discovery implements DiscoveryReader {
         prefix: a.prefix,
         version: a.version,
         host,
-        ttl: registry.ttl,
+        ttl: decided ? Math.min(registry.ttl, cluster.observedTtl) : registry.ttl,
         collidesWith: a.collidesWith,
       },
     };
@@ -303,7 +314,12 @@ export class Discovery implements DiscoveryReader {
   /** Where the service runs, if that is known without I/O; null when only the network can say. */
   peek(d: ServiceDescription): Lookup | null {
     const observed = this.observedEndpoints(d);
-    if (observed) return { ok: true, instances: { ...d, ttl: Math.min(d.ttl, this.o.state().cluster!.observedTtl), endpoints: observed } };
+    if (observed) {
+      const cluster = this.o.state().cluster!;
+      const ttl = Math.min(d.ttl, cluster.observedTtl);
+      if (observed.length === 0) return noAddress({ ...d, ttl }, 'every instance of it is draining');
+      return { ok: true, instances: { ...d, ttl, endpoints: observed } };
+    }
     const local = this.localAddresses(d);
     if (local) return found(d, local.addresses, local.source, d.ttl);
     const resolver = this.o.addresses;
@@ -328,20 +344,49 @@ export class Discovery implements DiscoveryReader {
   }
 
   /**
-   * Cluster mode: one endpoint per address of every host where the
-   * service's port listens, or null when no host reports it (or there is no
-   * view): then the configured sources answer, so nothing breaks while a
-   * fleet adopts cluster mode. `*.localhost` is always this host.
+   * Cluster mode: one endpoint per address of every ready instance of the
+   * service's port, or null when no host reports it (or there is no view):
+   * then the configured sources answer, so nothing breaks while a fleet
+   * adopts cluster mode. `*.localhost` is always this host.
+   *
+   * Readiness: only ready instances are answered. When instances listen but
+   * none is ready, every one that is not draining is (Envoy's panic
+   * routing: a fleet whose probes all fail, or a service still warming
+   * everywhere, is better served by trying than by a negative answer that
+   * stub caches keep), counted through onNoReady. When every instance is
+   * draining: none (an empty list: the name exists, no address).
+   *
+   * Order: this host's instances first when the service prefers local
+   * (the `preferLocal` setting, a registry service's `preferLocal:`), then
+   * the others by node; `localCount` says how many lead. Consumers spread
+   * the rest per answer (spreadEndpoints).
    */
   private observedEndpoints(d: ServiceDescription): Endpoint[] | null {
     if (!this.clustered || d.zone === LOCALHOST_ZONE || d.zone === '') return null;
-    const hosts = this.o.observed!.onPort(d.port);
-    if (!hosts || hosts.length === 0) return null;
-    const out: Endpoint[] = [];
-    for (const h of hosts) {
-      for (const address of h.addresses) out.push({ address, port: d.port, source: 'observed', node: h.node, version: h.version || undefined, since: h.since });
+    const all = this.o.observed!.onPort(d.port);
+    if (!all || all.length === 0) return null;
+    const hosts = all.filter((h) => (h.protocol ?? 'tcp') === 'tcp');
+    if (hosts.length === 0) return null;
+    let chosen = hosts.filter((h) => (h.readiness?.state ?? 'ready') === 'ready');
+    if (chosen.length === 0) {
+      chosen = hosts.filter((h) => h.readiness?.state !== 'draining');
+      if (chosen.length > 0) this.o.onNoReady?.(d.service);
     }
-    return out.length > 0 ? out : null;
+    const local = this.o.observed!.localNode;
+    const preferLocal = this.o.state().registry.services.get(d.service)?.spec.preferLocal ?? this.o.state().cluster?.preferLocal ?? true;
+    const out: Endpoint[] = [];
+    const push = (h: ObservedHost, isLocal: boolean) => {
+      for (const address of h.addresses) {
+        out.push({ address, port: d.port, source: 'observed', node: h.node, version: h.version || undefined, since: h.since, readiness: h.readiness?.state ?? 'ready', ...(isLocal ? { local: true } : {}) });
+      }
+    };
+    if (preferLocal && local !== undefined) {
+      for (const h of chosen) if (h.node === local) push(h, true);
+      for (const h of chosen) if (h.node !== local) push(h, false);
+    } else {
+      for (const h of chosen) push(h, false);
+    }
+    return out;
   }
 
   /** Addresses known without any resolver: loopback, the registry's hosts, /etc/hosts. */

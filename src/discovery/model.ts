@@ -32,6 +32,13 @@ export interface Endpoint {
   version?: string | undefined;
   /** When the node first saw the listener, ISO 8601 (observed only). */
   since?: string | undefined;
+  /**
+   * Observed only: `ready`, or `not-ready` in a panic answer (no instance of
+   * the service was ready; discovery.ts). Draining instances are never answered.
+   */
+  readiness?: 'ready' | 'not-ready' | 'draining' | undefined;
+  /** Observed only: this daemon's own host (answers put it first). */
+  local?: boolean | undefined;
 }
 
 /** A service name read under the zones: everything known without asking the network. */

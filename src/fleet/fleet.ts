@@ -30,8 +30,8 @@ export interface FleetOptions {
  * What an instance is doing, as the fleet (and its page) shows it.
  * `listening`: the port is observed listening, and that is all canonport
  * knows of it today; `ready`, `not-ready` and `draining` are readiness,
- * which the cluster view does not carry yet (issue 20: from-cluster.ts's
- * `instanceState` is the one place it will be read); `unknown`: nothing is
+ * which the cluster view carries (from-cluster.ts's `instanceState` is the
+ * one place it is read); `unknown`: nothing is
  * known (a host asked over gRPC says only what listens).
  */
 export type InstanceState = 'ready' | 'not-ready' | 'draining' | 'listening' | 'unknown';
@@ -88,6 +88,8 @@ export interface FleetVersion {
   version: string;
   ports: number[];
   hosts: string[];
+  /** Cluster mode: hosts among `hosts` whose instance is not ready or draining (out of answers, not missing); absent when none. */
+  notServing?: { host: string; state: 'not-ready' | 'draining' }[] | undefined;
 }
 
 export interface FleetService {
@@ -148,7 +150,8 @@ export async function collectFleet(hosts: readonly string[], opts: FleetOptions 
  * does not know.
  */
 export function fleetOfHost(snapshot: InventorySnapshot): FleetReport {
-  const listeners: FleetListener[] = snapshot.listeners.map((l) => ({ ...l, state: 'listening' }));
+  // A daemon in cluster mode says each listener's readiness; otherwise listening is all that is known.
+  const listeners: FleetListener[] = snapshot.listeners.map(({ readiness, ...l }) => ({ ...l, state: readiness?.state ?? 'listening' }));
   const hosts: FleetHost[] = [{ host: snapshot.host, target: 'local', reachable: true, inventory: { ...snapshot, listeners } }];
   return { hosts, services: fleetServices(hosts), source: { kind: 'local', host: snapshot.host } };
 }
@@ -176,24 +179,30 @@ async function askHost(host: string, target: string, timeoutMs: number, tls: Cli
  * listens on; ports nobody claims are left out (they are in each host's inventory).
  */
 export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
-  const byService = new Map<string, { scheme: string; versions: Map<string, { ports: Set<number>; hosts: Set<string> }> }>();
+  const byService = new Map<string, { scheme: string; versions: Map<string, { ports: Set<number>; hosts: Set<string>; states: Map<string, 'not-ready' | 'draining'> }> }>();
   for (const h of hosts) {
     if (!h.reachable || !h.inventory) continue;
     for (const l of h.inventory.listeners) {
       for (const service of l.services) {
         const s = byService.get(service) ?? { scheme: l.scheme, versions: new Map() };
         byService.set(service, s);
-        const v = s.versions.get(l.version) ?? { ports: new Set<number>(), hosts: new Set<string>() };
+        const v = s.versions.get(l.version) ?? { ports: new Set<number>(), hosts: new Set<string>(), states: new Map() };
         s.versions.set(l.version, v);
         v.ports.add(l.port);
         v.hosts.add(h.host);
+        const state = (l as FleetListener).state ?? l.readiness?.state;
+        if (state === 'not-ready' || state === 'draining') v.states.set(h.host, state);
       }
     }
   }
   const out: FleetService[] = [];
   for (const [service, s] of byService) {
     const versions = [...s.versions.entries()]
-      .map(([version, v]) => ({ version, ports: [...v.ports].sort((a, b) => a - b), hosts: order(hosts, v.hosts) }))
+      .map(([version, v]) => {
+        const hostsHere = order(hosts, v.hosts);
+        const notServing = hostsHere.filter((x) => v.states.has(x)).map((x) => ({ host: x, state: v.states.get(x)! }));
+        return { version, ports: [...v.ports].sort((a, b) => a - b), hosts: hostsHere, ...(notServing.length > 0 ? { notServing } : {}) };
+      })
       .sort((a, b) => b.hosts.length - a.hosts.length || a.version.localeCompare(b.version, 'en', { numeric: true }));
     const all = new Set(versions.flatMap((v) => v.hosts));
     out.push({ service, scheme: s.scheme, versions, hostCount: all.size, mixed: versions.length > 1 });
@@ -312,7 +321,9 @@ export function formatFleet(report: FleetReport, findings: readonly FleetFinding
   const rows: string[][] = [['SERVICE', 'VERSION', 'PORTS', 'HOSTS', 'ON']];
   for (const s of report.services) {
     s.versions.forEach((v, i) => {
-      const shown = v.hosts.slice(0, HOSTS_SHOWN).join(', ') + (v.hosts.length > HOSTS_SHOWN ? ` +${v.hosts.length - HOSTS_SHOWN} more` : '');
+      const state = new Map((v.notServing ?? []).map((n) => [n.host, n.state]));
+      const name = (h: string) => (state.has(h) ? `${h} (${state.get(h)})` : h);
+      const shown = v.hosts.slice(0, HOSTS_SHOWN).map(name).join(', ') + (v.hosts.length > HOSTS_SHOWN ? ` +${v.hosts.length - HOSTS_SHOWN} more` : '');
       rows.push([i === 0 ? s.service : '', v.version || '?', v.ports.join(','), `${v.hosts.length}/${reachable}`, shown]);
     });
   }

@@ -78,13 +78,15 @@ export function fleetFromView(reader: ClusterViewReader, where: { endpoints: str
 
 /**
  * An instance's state as the fleet shows it: the one place the view's
- * record becomes a state. Today the view knows only that the port listens,
- * since `since` (no `stateSince`: it would repeat `since` on each of 20,000
- * listeners of a large fleet's document); when the view carries readiness
- * (issue 20), map it here, with its own `stateSince`.
+ * record becomes a state. Its readiness (ready, not-ready, draining; a v1
+ * node's listener is `listening`), with
+ * `stateSince` only when it differs from `since` (it would otherwise repeat
+ * `since` on each of 20,000 listeners of a large fleet's document).
  */
-export function instanceState(_e: ClusterEndpoint): Pick<FleetListener, 'state' | 'stateSince'> {
-  return { state: 'listening' };
+export function instanceState(e: ClusterEndpoint): Pick<FleetListener, 'state' | 'stateSince'> {
+  // A node of an older canonport (v1 layout) publishes no readiness: it listens, and answers take it as ready.
+  if (e.legacy) return { state: 'listening' };
+  return e.readiness.since === e.since ? { state: e.readiness.state } : { state: e.readiness.state, stateSince: e.readiness.since };
 }
 
 /**
@@ -100,6 +102,7 @@ export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, co
     for (const e of reader.endpointsOnPort(port)) {
       let mine = listeners.get(e.node);
       if (!mine) listeners.set(e.node, (mine = []));
+      if (e.protocol !== 'tcp') continue;
       const base = { port, services: [...e.services], version: e.version, versionSource: e.versionSource, scheme: e.scheme, since: e.since, ...instanceState(e) };
       // No address when a wildcard bind has none of its family on the node (IPv4-only bind, IPv6-only node): still listening there.
       const addresses = e.addresses.length > 0 ? e.addresses : [''];
@@ -117,12 +120,12 @@ export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, co
 
 /**
  * A logger for the cluster client that keeps the last reason etcd could not
- * be read (its CP_CLUSTER_UNREACHABLE lines). Once the client's circuit
- * breaker opens, its error only says so: the reason before it is kept.
+ * be read (its CP_CLUSTER_UNREACHABLE lines, in canonport's words: once the
+ * client's circuit breaker opens, the reason before it stands, see
+ * cluster/etcd-errors.ts).
  */
 function lastFailure(): { logger: ReturnType<typeof createLogger>; last: () => string | undefined } {
   let last: string | undefined;
-  let breaker: string | undefined;
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
       for (const line of chunk.toString().split('\n')) {
@@ -130,8 +133,7 @@ function lastFailure(): { logger: ReturnType<typeof createLogger>; last: () => s
         try {
           const entry = JSON.parse(line) as { code?: string; err?: string };
           if (entry.code !== ErrorCodes.CLUSTER_UNREACHABLE || !entry.err) continue;
-          if (/circuit breaker is open/i.test(entry.err)) breaker = entry.err.trim();
-          else last = entry.err.trim();
+          last = entry.err.trim();
         } catch {
           // not one of ours
         }
@@ -139,5 +141,5 @@ function lastFailure(): { logger: ReturnType<typeof createLogger>; last: () => s
       done();
     },
   });
-  return { logger: createLogger({ level: 'warn', pretty: false, destination: sink }), last: () => last ?? breaker };
+  return { logger: createLogger({ level: 'warn', format: 'json', destination: sink }), last: () => last };
 }

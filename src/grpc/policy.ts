@@ -1,5 +1,7 @@
+import { networkInterfaces } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import type { Config } from '../config/config.js';
+import { isLoopback } from '../config/cidr.js';
 import { inventoryRule, listenerRule, RefusalLog, type AddressRule, type RefusalReason } from '../config/listen-policy.js';
 import { ErrorCodes } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -24,6 +26,34 @@ import { CANONPORT_SERVICE_NAME, ERROR_CODE_METADATA } from './proto.js';
 
 /** The method whose answer maps the host: services and versions listening on it. */
 export const INVENTORY_PATH = `/${CANONPORT_SERVICE_NAME}/Inventory`;
+/**
+ * Every method of canonport.v1.Admin (drain, leave): only from this host,
+ * whatever the allow-lists say. "This host" is loopback, or one of the
+ * host's own interface addresses (a connection from there can only come
+ * from a process on this host, in this network namespace: the DaemonSet's
+ * daemon listens on the node's address, not on loopback).
+ */
+export const ADMIN_PREFIX = '/canonport.v1.Admin/';
+/** How long the host's own addresses are kept before they are read again. */
+const OWN_ADDRESSES_MS = 5_000;
+
+let own: { at: number; addresses: Set<string> } | undefined;
+
+/** Loopback, or an address of one of this host's interfaces. */
+export function isThisHost(address: string): boolean {
+  if (isLoopback(address)) return true;
+  const now = Date.now();
+  if (!own || now - own.at > OWN_ADDRESSES_MS) {
+    const addresses = new Set<string>();
+    try {
+      for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) addresses.add(i.address);
+    } catch {
+      // EMFILE and the like: nothing is this host but loopback until the next read.
+    }
+    own = { at: now, addresses };
+  }
+  return own.addresses.has(address.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1'));
+}
 
 interface Rules {
   listener: AddressRule;
@@ -53,8 +83,10 @@ export function accessInterceptor(deps: PolicyDeps): grpc.ServerInterceptor {
   return (method, call) => {
     const client = call.getConnectionInfo().remoteAddress;
     const rules = rulesOf(deps.config());
-    let refusal: { reason: RefusalReason; details: string } | null = null;
-    if (!rules.listener.allows(client)) {
+    let refusal: { reason: RefusalReason; details: string; code?: string } | null = null;
+    if (method.path.startsWith(ADMIN_PREFIX) && !(client !== undefined && isThisHost(client))) {
+      refusal = { reason: 'admin_address', code: ErrorCodes.ADMIN_REFUSED, details: `${method.path.slice(ADMIN_PREFIX.length)} is an operation on this host: only a client on this host (loopback or one of its own addresses) may call it, and ${client ?? 'this client'} is not one` };
+    } else if (!rules.listener.allows(client)) {
       refusal = { reason: 'address', details: `${client ?? 'this client'} may not call this daemon: it is not loopback and not in the daemon's --grpc-allow` };
     } else if (method.path === INVENTORY_PATH) {
       if (!rules.inventory.allows(client)) {
@@ -79,7 +111,7 @@ export function accessInterceptor(deps: PolicyDeps): grpc.ServerInterceptor {
           // The request's metadata is the first thing a handler would see: answer instead of passing it on.
           onReceiveMetadata: () => {
             const metadata = new grpc.Metadata();
-            metadata.set(ERROR_CODE_METADATA, ErrorCodes.ACCESS_DENIED);
+            metadata.set(ERROR_CODE_METADATA, denied.code ?? ErrorCodes.ACCESS_DENIED);
             call.sendStatus({ code: grpc.status.PERMISSION_DENIED, details: denied.details, metadata });
           },
           onReceiveMessage: () => undefined,
@@ -88,3 +120,4 @@ export function accessInterceptor(deps: PolicyDeps): grpc.ServerInterceptor {
     });
   };
 }
+

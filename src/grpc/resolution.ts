@@ -27,6 +27,10 @@ export interface ResolvedEndpoint {
   node: string;
   version: string;
   since: string;
+  /** Cluster mode: ready, or not-ready in a panic answer; "" otherwise. */
+  readiness?: string | undefined;
+  /** Cluster mode: this daemon's own host. */
+  local?: boolean | undefined;
 }
 
 /** A discovery result as a Resolution; throws the catalogued error (NOT_FOUND, UNAVAILABLE…) when it found nothing. */
@@ -53,6 +57,6 @@ export function fromInstances(i: ServiceInstances): Resolution {
     addresses: [...new Set(i.endpoints.map((e) => e.address))],
     ttl: i.ttl,
     collidesWith: [...i.collidesWith],
-    endpoints: i.endpoints.map((e) => ({ address: e.address, port: e.port, source: e.source, node: e.node ?? '', version: e.version ?? '', since: e.since ?? '' })),
+    endpoints: i.endpoints.map((e) => ({ address: e.address, port: e.port, source: e.source, node: e.node ?? '', version: e.version ?? '', since: e.since ?? '', readiness: e.readiness ?? '', local: e.local === true })),
   };
 }

@@ -5,7 +5,8 @@ import { formatHostPort, type HostPort } from '../config/address.js';
 import type { DaemonContext } from '../context.js';
 import type { TlsSource } from '../config/tls.js';
 import { accessInterceptor } from './policy.js';
-import { CANONPORT_SERVICE_NAME, canonportService } from './proto.js';
+import { adminService, CANONPORT_SERVICE_NAME, canonportService } from './proto.js';
+import { createAdminService } from './admin.js';
 import { addReflection } from './reflection.js';
 import { malformedRequests, strictRequests } from './strict-decode.js';
 import { createCanonportService, type ServiceOptions } from './service.js';
@@ -129,6 +130,7 @@ export async function startGrpcServer(ctx: DaemonContext, listen: HostPort, opts
   // The same for health and reflection, whose libraries add their services themselves: through `strict`.
   const strict = strictServices(server);
   strict.addService(canonportService().service, service.handlers);
+  strict.addService(adminService().service, createAdminService({ ...ctx, logger: log }));
 
   let ready = ctx.ready();
   let wanted = true;

@@ -1,3 +1,4 @@
+import { MAX_TURNS, spreadLookup } from '../discovery/spread.js';
 import { forEachLimited } from '../concurrency.js';
 import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, GrpcStatus, errorToGrpcStatus } from '../errors.js';
@@ -88,7 +89,10 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const resolve = async (name: string): Promise<Resolution> => resolutionOf(await ctx.discovery.lookup(name));
 
-  const Resolve = unary('Resolve', async (req: { name?: unknown }) => toWire(await resolve(nameOf(req.name))));
+  // Resolve spreads: each call turns the other hosts by one place (this host's own instance stays first; spread.ts).
+  // Watch keeps the core's order: a stream re-sends only on change, and round_robin clients spread by themselves.
+  let turn = 0;
+  const Resolve = unary('Resolve', async (req: { name?: unknown }) => toWire(resolutionOf(spreadLookup(await ctx.discovery.lookup(nameOf(req.name)), turn++ % MAX_TURNS))));
 
   const ResolveMany = unary('ResolveMany', async (req: { names?: unknown }, call) => {
     const names = Array.isArray(req.names) ? (req.names as unknown[]) : [];
@@ -141,7 +145,14 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Inventory = unary('Inventory', async () => {
     const snap = await ctx.inventory.snapshot();
-    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners: snap.listeners, registryDigest: ctx.state().registry.digest };
+    const listeners = snap.listeners.map(({ readiness, ...l }) => ({
+      ...l,
+      readiness: readiness?.state ?? '',
+      readinessBy: readiness?.by ?? '',
+      readinessSince: readiness ? new Date(readiness.sinceMs).toISOString() : '',
+      readinessDetail: readiness?.detail ?? '',
+    }));
+    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners, registryDigest: ctx.state().registry.digest };
   });
 
   /**

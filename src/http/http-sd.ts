@@ -10,8 +10,10 @@ export interface TargetGroup {
  * Every service some host of the cluster runs, in Prometheus's HTTP
  * service discovery format: one target group per service and host, its
  * targets that host's addresses at the service's canonical port, labelled
- * `__meta_canonport_{service,port,node,version,scheme}` so one
+ * `__meta_canonport_{service,port,node,version,scheme,readiness}` so one
  * `http_sd_configs` entry can keep, drop and name them by relabelling.
+ * Every instance is listed whatever its readiness (a not-ready or draining
+ * one is still worth scraping); `readiness` says which it is.
  * The full list each time, as http_sd wants; empty without cluster mode.
  */
 export function targetGroups(discovery: Discovery): TargetGroup[] {
@@ -26,6 +28,7 @@ export function targetGroups(discovery: Discovery): TargetGroup[] {
           __meta_canonport_node: h.node,
           __meta_canonport_version: h.version,
           __meta_canonport_scheme: h.scheme,
+          __meta_canonport_readiness: h.readiness?.state ?? 'ready',
         },
       });
     }

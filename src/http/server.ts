@@ -118,21 +118,21 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
       case 'healthz':
         return reply(res, req, handler, 200, 'text/plain; charset=utf-8', 'ok\n');
       case 'readyz': {
-        const ready = ctx.ready();
-        // Cluster mode: the view's state rides along. A missing or stale view does not make the daemon unready:
-        // it answers from this host's knowledge, or from the last view, and the body and a metric say which.
+        // Cluster mode: the view's state rides along. A stale view (etcd away, or the snapshot read at start) does
+        // not make the daemon unready: it answers from the last view, and the body and a metric say so. A missing
+        // one does: neither etcd nor a snapshot told it anything, and it would answer as if alone.
         const c = ctx.clusterStatus?.() ?? null;
-        const cluster = c ? { cluster: { view: c.state, since: new Date(c.sinceMs).toISOString() } } : {};
-        const body = ready
-          ? { ready: true, ...cluster }
-          : { ready: false, reason: 'not ready: listeners not all bound or configuration not loaded yet', ...cluster };
+        const cluster = c ? { cluster: { view: c.state, since: new Date(c.sinceMs).toISOString(), ...(c.fromSnapshot ? { snapshot: true } : {}) } } : {};
+        const why = ctx.ready() ? (ctx.notReadyReason?.() ?? null) : 'not ready: listeners not all bound or configuration not loaded yet';
+        const ready = why === null;
+        const body = ready ? { ready: true, ...cluster } : { ready: false, reason: why, ...cluster };
         return reply(res, req, handler, ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
       }
       case 'http_sd':
         return reply(res, req, handler, 200, 'application/json; charset=utf-8', `${JSON.stringify(targetGroups(ctx.discovery))}\n`);
       case 'metrics': {
         // canonport_ready is set here, from the same source /readyz answers from, at every scrape.
-        metrics.ready.set(ctx.ready() ? 1 : 0);
+        metrics.ready.set(ctx.ready() && !ctx.notReadyReason?.() ? 1 : 0);
         // Counted before rendering so a scrape sees itself; the series then never lags a scrape behind.
         metrics.httpRequests.inc({ handler, code: '200' });
         const text = ctx.metricsText ? await ctx.metricsText() : await metrics.registry.metrics();

@@ -16,6 +16,8 @@ export interface PortClaim {
   portVersion: string;
   /** A per-service `versionPath` from the registry, when one of the services has one. */
   versionPath: string | undefined;
+  /** A per-service readiness rule from the registry (`grpc`, `tcp`, `http:/path`), when one of the services has one. */
+  ready?: string | undefined;
 }
 
 /**
@@ -33,6 +35,7 @@ export function claimOf(port: number, registry: Registry): PortClaim {
     let scheme = '';
     let portVersion = '';
     let versionPath: string | undefined;
+    let ready: string | undefined;
     for (const owner of owners) {
       const a = registry.expanded.get(owner);
       if (!a) continue;
@@ -44,10 +47,11 @@ export function claimOf(port: number, registry: Registry): PortClaim {
       if (!services.includes(service)) services.push(service);
       scheme ||= a.scheme;
       versionPath ??= registry.services.get(service)?.spec.versionPath;
+      ready ??= registry.services.get(service)?.spec.ready;
     }
-    return { services, scheme: scheme || 'unknown', portVersion, versionPath };
+    return { services, scheme: scheme || 'unknown', portVersion, versionPath, ready };
   }
   const prefix = decodePort(port);
-  if (prefix !== null) return { services: [prefix], scheme: 'base32', portVersion: '', versionPath: undefined };
+  if (prefix !== null) return { services: [prefix], scheme: 'base32', portVersion: '', versionPath: undefined, ready: registry.services.get(prefix)?.spec.ready };
   return { services: [], scheme: 'unknown', portVersion: '', versionPath: undefined };
 }

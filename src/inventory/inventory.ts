@@ -1,13 +1,15 @@
 import { forEachLimited } from '../concurrency.js';
 import { hostname as osHostname } from 'node:os';
-import { isDeepStrictEqual } from 'node:util';
 import type { InventoryListener, InventoryProvider, InventorySnapshot } from './types.js';
 import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
 import { claimOf, type PortClaim } from './claim.js';
+import { isDeepStrictEqual } from 'node:util';
 import { isWildcard, ListenerScanner, type ListeningSocket } from './procnet.js';
 import { probeVersion, type ProbeResult, type ProbeTarget } from './version-probe.js';
+import { ReadinessProber, readyRule, type ReadinessTarget } from './readiness.js';
+import type { ListenerReadiness } from './types.js';
 
 export const DEFAULT_INTERVAL_MS = 15_000;
 export const DEFAULT_PROBE_TIMEOUT_MS = 500;
@@ -58,10 +60,16 @@ export interface HostInventoryOptions {
    * Called with every new snapshot, right after a refresh (cluster mode
    * publishes from it, so a change reaches etcd one scan after it happens,
    * not one scan plus a polling delay). `changed` is false when its
-   * listeners are those of the last snapshot: most scans, which need no
-   * work downstream. A throw is logged, never propagated.
+   * listeners are those of the last snapshot (readiness included): most
+   * scans, which need no work downstream. A throw is logged, never propagated.
    */
   onSnapshot?: ((snapshot: InventorySnapshot, changed: boolean) => void) | undefined;
+  /**
+   * Cluster mode: probe the readiness of claimed listeners other hosts can
+   * reach (readiness.ts), every `intervalMs`. Off (undefined): no probes,
+   * no readiness in snapshots.
+   */
+  readiness?: { intervalMs: () => number; reachable: (address: string) => boolean } | undefined;
 }
 
 /**
@@ -87,7 +95,20 @@ export class HostInventory implements InventoryProvider {
   private readonly probed = new Map<number, ProbeMemo>();
   /** Files that could not be read at the last refresh. */
   errors: { file: string; message: string }[] = [];
-  /** Reads /proc/net/tcp{,6} only when the socket counts say something may have changed (procnet.ts). */
+  private readonly prober: ReadinessProber | undefined;
+  /**
+   * service → the socket lives (port → inode key) it was drained at. A
+   * drain lasts for that life of the socket: a restarted instance (new
+   * inodes) comes back by itself once ready. Bounded by the services the
+   * registry and the host's ports can name (an operator's command adds one).
+   */
+  private readonly drained = new Map<string, Map<number, string>>();
+  /** service → when its drain began (same keys as `drained`). */
+  private readonly drainStarted = new Map<string, number>();
+  private reemitQueued = false;
+  /** port → the key of its sockets' life (their inodes) at the last scan. */
+  private lives = new Map<number, string>();
+  /** Reads /proc/net/tcp{,6} only when the socket counters say something may have changed (procnet.ts). */
   private readonly scanner: ListenerScanner;
 
   constructor(opts: HostInventoryOptions) {
@@ -95,6 +116,45 @@ export class HostInventory implements InventoryProvider {
     this.logger = opts.logger ?? silentLogger;
     this.now = opts.now ?? Date.now;
     this.scanner = new ListenerScanner(opts.procRoot ?? '/proc', { now: this.now });
+    if (opts.readiness) {
+      this.prober = new ReadinessProber({
+        intervalMs: opts.readiness.intervalMs,
+        timeoutMs: () => this.opts.probeTimeoutMs ?? this.opts.state().registry.inventory.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS,
+        onVerdict: () => this.reemit(),
+        logger: this.logger.child({ component: 'readiness' }),
+        now: this.now,
+        count: (kind, outcome) => this.opts.metrics.readinessProbes.inc({ kind, outcome }),
+      });
+    }
+  }
+
+  /**
+   * Takes this host's listeners claimed for `service` out of every answer
+   * (`canonport drain`) until their sockets are replaced (a restart) or
+   * `undrain`. Returns the ports drained (empty: nothing of it listens here).
+   */
+  drain(service: string): number[] {
+    const lives = new Map<number, string>();
+    for (const l of this.latest?.listeners ?? []) if (l.services.includes(service)) lives.set(l.port, this.lives.get(l.port) ?? '');
+    if (lives.size === 0) return [];
+    this.drained.set(service, lives);
+    if (!this.drainStarted.has(service)) this.drainStarted.set(service, this.now());
+    // At once, not on a later tick: the caller's drain record must go out in the same write as these instances.
+    this.emitNow();
+    return [...lives.keys()].sort((a, b) => a - b);
+  }
+
+  /** Ends a drain; returns whether one was in force. */
+  undrain(service: string): boolean {
+    const had = this.drained.delete(service);
+    this.drainStarted.delete(service);
+    if (had) this.reemit();
+    return had;
+  }
+
+  /** The latest snapshot, if any (no refresh). */
+  get current(): InventorySnapshot | undefined {
+    return this.latest;
   }
 
   /** Refreshes now, then every interval. The timer never keeps the process alive. */
@@ -107,6 +167,7 @@ export class HostInventory implements InventoryProvider {
   /** Stops the timer and waits for a refresh in progress. */
   async stop(): Promise<void> {
     this.started = false;
+    this.prober?.close();
     clearTimeout(this.timer);
     this.timer = undefined;
     await this.inflight?.catch(() => undefined);
@@ -198,24 +259,92 @@ export class HostInventory implements InventoryProvider {
     const probed = new Map<number, string>();
     for (const [port, memo] of this.probed) if (memo.version !== '') probed.set(port, memo.version);
 
+    const lives = new Map<number, string>();
+    for (const [port, socks] of byPort) lives.set(port, lifeKey(socks.flatMap((s) => s.inodes)));
+    this.lives = lives;
+    if (this.prober) {
+      const targets: ReadinessTarget[] = [];
+      const reachable = this.opts.readiness!.reachable;
+      for (const [port, socks] of byPort) {
+        const claim = claims.get(port)!;
+        if (claim.services.length === 0 || skip.has(port) || !socks.some((s) => reachable(s.address))) continue;
+        targets.push({ port, address: probeAddress(socks), life: lives.get(port)!, rule: readyRule(claim.ready) });
+      }
+      this.prober.reconcile(targets);
+    }
     const listeners: InventoryListener[] = sockets.map((s) => {
       const claim = claims.get(s.port)!;
       const http = probed.get(s.port);
       const [version, versionSource] = http ? [http, 'http' as const] : claim.portVersion ? [claim.portVersion, 'port' as const] : ['', '' as const];
       return { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
     });
-    const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners };
+    const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners: this.withReadiness(listeners) };
     // Nothing changed since the last scan (the usual case, every second in cluster mode): no metrics
     // to redo, and the hook told so (issue 24: a scan that finds nothing new costs next to nothing).
-    const changed = this.latest === undefined || !isDeepStrictEqual(this.latest.listeners, listeners);
-    this.latest = snap;
+    const changed = this.latest === undefined || !isDeepStrictEqual(this.latest.listeners, snap.listeners);
     if (changed) this.publish(snap);
+    this.latest = snap;
     try {
       this.opts.onSnapshot?.(snap, changed);
     } catch (err) {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }
     return snap;
+  }
+
+  /** Listeners with their readiness: the prober's verdict, or draining; drains of replaced sockets end here. */
+  private withReadiness(listeners: readonly InventoryListener[]): InventoryListener[] {
+    if (!this.prober) return [...listeners];
+    for (const [service, lives] of this.drained) {
+      for (const [port, life] of lives) if (this.lives.get(port) !== life) lives.delete(port);
+      if (lives.size === 0) {
+        this.drained.delete(service);
+        this.drainStarted.delete(service);
+        this.logger.info({ service }, 'drain ended: the drained instance was replaced');
+      }
+    }
+    const counts = { ready: 0, 'not-ready': 0, draining: 0, unknown: 0 };
+    const seen = new Set<number>();
+    const out = listeners.map((l) => {
+      const verdict = this.prober!.verdict(l.port);
+      let readiness: ListenerReadiness | undefined = verdict && { state: verdict.state, by: verdict.by, sinceMs: verdict.sinceMs, detail: verdict.detail };
+      const drainedBy = [...this.drained].find(([, lives]) => lives.has(l.port));
+      if (drainedBy) readiness = { state: 'draining', by: 'admin', sinceMs: this.drainSince(drainedBy[0]), detail: `canonport drain ${drainedBy[0]}` };
+      if (!seen.has(l.port) && l.services.length > 0) {
+        seen.add(l.port);
+        counts[readiness?.state ?? 'unknown']++;
+      }
+      return readiness ? { ...l, readiness } : { ...l, readiness: undefined };
+    });
+    for (const [state, n] of Object.entries(counts)) this.opts.metrics.readinessListeners.set({ state }, n);
+    return out;
+  }
+
+  private drainSince(service: string): number {
+    return this.drainStarted.get(service) ?? this.now();
+  }
+
+  /** A verdict or a drain changed: the last snapshot goes out again with it, without a new scan (once per tick). */
+  private reemit(): void {
+    if (this.reemitQueued) return;
+    this.reemitQueued = true;
+    queueMicrotask(() => {
+      this.reemitQueued = false;
+      this.emitNow();
+    });
+  }
+
+  private emitNow(): void {
+    const last = this.latest;
+    if (!last) return;
+    const snap: InventorySnapshot = { ...last, listeners: this.withReadiness(last.listeners) };
+    this.latest = snap;
+    try {
+      // A verdict or a drain: a change by definition.
+      this.opts.onSnapshot?.(snap, true);
+    } catch (err) {
+      this.logger.error({ err }, 'inventory onSnapshot hook threw');
+    }
   }
 
   /** True when `port` should be asked now: never asked, asked about other sockets or another path, or the answer is old. */
@@ -236,6 +365,11 @@ export class HostInventory implements InventoryProvider {
       for (const service of l.services) gauge.set({ service, port: String(l.port), version: l.version }, 1);
     }
   }
+}
+
+/** The key of one life of a listener's sockets. */
+function lifeKey(inodes: readonly string[]): string {
+  return [...inodes].sort().join(',');
 }
 
 /** The last probe of a port. */

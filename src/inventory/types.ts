@@ -10,6 +10,20 @@ export interface InventoryListener {
   version: string;
   versionSource: 'port' | 'http' | '';
   scheme: string;
+  /**
+   * Cluster mode: whether the listener serves (src/inventory/readiness.ts),
+   * or `draining` after `canonport drain`. Absent until the first verdict,
+   * and outside cluster mode (nothing is probed).
+   */
+  readiness?: ListenerReadiness | undefined;
+}
+
+export interface ListenerReadiness {
+  state: 'ready' | 'not-ready' | 'draining';
+  by: 'grpc' | 'http' | 'tcp' | 'registry' | 'admin';
+  /** When this state began (ms since the epoch). */
+  sinceMs: number;
+  detail?: string | undefined;
 }
 
 export interface InventorySnapshot {

@@ -255,6 +255,36 @@ export class Metrics {
     labelNames: ['op'] as const,
     registers: [this.registry],
   });
+  readonly readinessProbes = new Counter({
+    name: 'canonport_readiness_probes_total',
+    help: 'Readiness probes of this host\'s listeners, by kind (detect, http, grpc_check, grpc_watch) and outcome (ready, not-ready, an HTTP status, grpc, http, neither, timeout, refused).',
+    labelNames: ['kind', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly readinessListeners = new Gauge({
+    name: 'canonport_readiness_listeners',
+    help: 'This host\'s claimed listeners by readiness state (ready, not-ready, draining, unknown: no verdict yet, so not published).',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  readonly noReadyAnswers = new Counter({
+    name: 'canonport_cluster_no_ready_instance_total',
+    help: 'Answers for a service some host runs but none reports ready: answered with every listening, not-draining instance (panic), by service.',
+    labelNames: ['service'] as const,
+    registers: [this.registry],
+  });
+  readonly clusterDrains = new Counter({
+    name: 'canonport_cluster_drains_total',
+    help: 'Drains requested on this node (canonport drain), by result (acked: every live daemon dropped it, timeout, refused).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly clusterNodeConflicts = new Counter({
+    name: 'canonport_cluster_node_conflicts_total',
+    help: 'Times this daemon found its node name held by another live daemon (side: refused at start, or taken: another daemon wrote over this one).',
+    labelNames: ['side'] as const,
+    registers: [this.registry],
+  });
   // --- end of cluster mode ---
 
   /** The event loop's delay, sampled while queries and calls come in (event-loop.ts); null without default metrics. */

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, parseDocument, isMap, isPair, isScalar, type Document } from 'yaml';
 import { CanonportError, ErrorCodes } from '../errors.js';
-import { RegistrySchema } from './schema.js';
+import { knownFields, nearestField, RegistrySchema } from './schema.js';
 import { Registry } from './registry.js';
 
 /** Where in the file a problem is: 1-based line and column, dotted field path. */
@@ -37,7 +37,7 @@ export function parseRegistry(text: string, file = '<registry>'): Registry {
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
-    const pos = lineCounter.linePos(e.pos[0]);
+    const pos = lineCounter.linePos(pastIndent(text, e.pos[0]));
     const msg = e.message.split('\n')[0] ?? e.message;
     throw invalid({ file, line: pos.line, column: pos.col }, msg);
   }
@@ -49,8 +49,9 @@ export function parseRegistry(text: string, file = '<registry>'): Registry {
     let message = issue.message;
     if (issue.code === 'unrecognized_keys') {
       const key = issue.keys[0]!;
+      const near = nearestField(key, knownFields(path));
       path = [...path, key];
-      message = `unknown field "${key}"`;
+      message = `unknown field "${key}"${near ? ` (did you mean "${near}"?)` : ''}`;
     } else if (issue.code === 'invalid_key') {
       // zod says only "Invalid key in record"; the key's own issue says why.
       message = `name "${String(path[path.length - 1])}" ${issue.issues[0]?.message ?? 'is not valid'}`;
@@ -59,6 +60,20 @@ export function parseRegistry(text: string, file = '<registry>'): Registry {
     throw invalid({ file, ...loc, field: path.join('.') || '(top level)' }, message);
   }
   return Registry.fromFile(parsed.data, file);
+}
+
+/**
+ * Where an error really is when yaml reports the indentation before it: a
+ * mis-indented item (`   db:` under `  api:`) is reported at the start of
+ * its line (column 1); the item starts after the spaces (column 4). Tabs
+ * are left alone: a tab used as indentation is itself the error.
+ */
+function pastIndent(text: string, offset: number): number {
+  const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
+  if (text.slice(lineStart, offset).trim() !== '' || text[offset] !== ' ') return offset;
+  let at = offset;
+  while (text[at] === ' ') at++;
+  return at < text.length && text[at] !== '\n' && text[at] !== '\r' ? at : offset;
 }
 
 function invalid(loc: Location, message: string): CanonportError {

@@ -1,3 +1,4 @@
+import leven from 'leven';
 import { z } from 'zod';
 import { daemonShape, topLevelShape } from '../config/settings.js';
 
@@ -41,6 +42,17 @@ export const ServiceSchema = z
     dependsOn: z.array(label).optional(),
     /** HTTP path answering the running version, for the inventory. */
     versionPath: z.string().startsWith('/').optional(),
+    /**
+     * How cluster mode decides the service is ready (src/inventory/readiness.ts):
+     * `grpc` (grpc.health.v1, service ""), `http:/path` (2xx ready), `tcp`
+     * (ready while listening). Unset: learned from what the port speaks.
+     */
+    ready: z
+      .string()
+      .regex(/^(grpc|tcp|http:\/[\x21-\x7e]{0,200})$/, 'want grpc, tcp or http:/path (a path of printable characters)')
+      .optional(),
+    /** Answer with this host's ready instance first (default: the `preferLocal` setting). */
+    preferLocal: z.boolean().optional(),
     description: z.string().optional(),
   })
   .strict()
@@ -109,3 +121,35 @@ export const RegistrySchema = z
 export type RegistryFile = z.infer<typeof RegistrySchema>;
 export type ServiceFile = z.infer<typeof ServiceSchema>;
 export type { DaemonFile } from '../config/settings.js';
+
+/** The fields the file may hold at `path` (a dotted path's parts), or none where any key goes (a name). */
+export function knownFields(path: readonly (string | number)[]): string[] {
+  const [section, name, ...rest] = path;
+  if (path.length === 0) return Object.keys(RegistrySchema.shape);
+  if (rest.length > 0) return [];
+  if (section === 'services' && name !== undefined) return Object.keys(ServiceSchema.shape);
+  if (section === 'roles' && name !== undefined) return Object.keys(RoleSchema.shape);
+  if (section === 'daemon' && name === undefined) return Object.keys(DaemonSchema.shape);
+  if (section === 'inventory' && name === undefined) return Object.keys(InventorySchema.shape);
+  return [];
+}
+
+/**
+ * The known field nearest to a misspelt one (`versionpath` → `versionPath`,
+ * `upstream` → `upstreams`, `cache-size` → `cacheSize`), by edit distance
+ * (leven), under the rule commander uses for a misspelt flag: at most 3
+ * edits and more than 40 % of the word kept. Undefined when none is that close.
+ */
+export function nearestField(unknown: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = leven(unknown.toLowerCase(), k.toLowerCase());
+    const kept = (Math.max(unknown.length, k.length) - d) / Math.max(unknown.length, k.length);
+    if (d <= 3 && kept > 0.4 && d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return best;
+}

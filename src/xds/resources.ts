@@ -9,7 +9,10 @@ import { HTTP_CONNECTION_MANAGER_URL, ROUTER_URL, type ResourceType, type XdsPro
  *     api_listener → HttpConnectionManager, routes over ADS (RDS) → KEY
  *   RouteConfiguration KEY: one virtual host, domains *, every path → cluster KEY
  *   Cluster KEY: EDS over ADS, service_name KEY, round robin
- *   ClusterLoadAssignment KEY: one locality, the discovery's endpoints
+ *   ClusterLoadAssignment KEY: the discovery's endpoints, each with its health
+ *     status; cluster mode puts this host's own instances in a locality of
+ *     their own at priority 0 and the others at priority 1 (local first;
+ *     a client fails over to priority 1 when the local one goes)
  *
  * KEY is the name as the discovery reads it (lowercase, no trailing dot,
  * no `:port`), so `API.x`, `api.x.` and `api.x:12082` share one route,
@@ -21,6 +24,10 @@ import { HTTP_CONNECTION_MANAGER_URL, ROUTER_URL, type ResourceType, type XdsPro
 export interface SocketEndpoint {
   address: string;
   port: number;
+  /** Cluster mode: `ready` is HEALTHY; anything else (a panic answer's not-ready instance) UNKNOWN, which gRPC still uses. */
+  readiness?: string | undefined;
+  /** Cluster mode: this daemon's own host. */
+  local?: boolean | undefined;
 }
 
 /** What the discovery says about a name, as xDS needs it. */
@@ -53,14 +60,14 @@ export function canonicalEndpoints(endpoints: Iterable<SocketEndpoint>): SocketE
   const seen = new Map<string, SocketEndpoint>();
   for (const e of endpoints) {
     if (isIP(e.address) === 0 || !Number.isInteger(e.port) || e.port < 1 || e.port > 65535) continue;
-    seen.set(`${e.address}|${e.port}`, { address: e.address, port: e.port });
+    seen.set(`${e.address}|${e.port}`, { address: e.address, port: e.port, ...(e.readiness ? { readiness: e.readiness } : {}), ...(e.local ? { local: true } : {}) });
   }
   return [...seen.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
 }
 
 /** True when two answers would give different ClusterLoadAssignments. */
 export function sameEndpoints(a: readonly SocketEndpoint[], b: readonly SocketEndpoint[]): boolean {
-  return a.length === b.length && a.every((e, i) => e.address === b[i]!.address && e.port === b[i]!.port);
+  return a.length === b.length && a.every((e, i) => e.address === b[i]!.address && e.port === b[i]!.port && e.readiness === b[i]!.readiness && e.local === b[i]!.local);
 }
 
 /** One encoded resource, with a token that changes exactly when its bytes do. */
@@ -103,22 +110,23 @@ const encoders: Record<ResourceType, (p: XdsProtos, name: string, key: string, e
       eds_cluster_config: { eds_config: ADS_CONFIG_SOURCE, service_name: key },
       lb_policy: 'ROUND_ROBIN',
     }),
-  endpoint: (p, name, _key, endpoints) =>
-    p.encode('envoy.config.endpoint.v3.ClusterLoadAssignment', {
+  endpoint: (p, name, _key, endpoints) => {
+    const local = endpoints.filter((e) => e.local);
+    const rest = endpoints.filter((e) => !e.local);
+    // gRPC drops localities without a weight. Priorities are contiguous from 0: with no local instance, the rest are 0.
+    const groups = local.length > 0 ? [{ sub_zone: 'local', priority: 0, eps: local }, ...(rest.length > 0 ? [{ sub_zone: '', priority: 1, eps: rest }] : [])] : rest.length > 0 ? [{ sub_zone: '', priority: 0, eps: rest }] : [];
+    return p.encode('envoy.config.endpoint.v3.ClusterLoadAssignment', {
       cluster_name: name,
-      // gRPC drops localities without a weight; one locality holds every endpoint.
-      endpoints:
-        endpoints.length === 0
-          ? []
-          : [
-              {
-                locality: { region: '', zone: '', sub_zone: '' },
-                load_balancing_weight: { value: 1 },
-                priority: 0,
-                lb_endpoints: endpoints.map((e) => ({
-                  endpoint: { address: { socket_address: { protocol: 'TCP', address: e.address, port_value: e.port } } },
-                })),
-              },
-            ],
-    }),
+      endpoints: groups.map((g) => ({
+        locality: { region: '', zone: '', sub_zone: g.sub_zone },
+        load_balancing_weight: { value: 1 },
+        priority: g.priority,
+        lb_endpoints: g.eps.map((e) => ({
+          endpoint: { address: { socket_address: { protocol: 'TCP', address: e.address, port_value: e.port } } },
+          // HEALTHY for a ready instance; UNKNOWN otherwise (gRPC drops UNHEALTHY and DRAINING, and a panic answer must still be used).
+          health_status: e.readiness === 'ready' ? 'HEALTHY' : 'UNKNOWN',
+        })),
+      })),
+    });
+  },
 };

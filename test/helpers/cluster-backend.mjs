@@ -8,12 +8,26 @@
 //   http  an HTTP server on BIND:PORT answering GET /version with VERSION
 //         (the inventory's version probe) and anything else with NAME
 // stdout: "listening" once bound. SIGTERM: close and exit 0.
+//
+// Readiness, like real servers (environment):
+//   CP_WARMUP_MS   for this long after binding the server is not ready: http
+//                  answers 503 to everything (/readyz included); grpc's
+//                  health service (grpc.health.v1, service "") says
+//                  NOT_SERVING. Then ready.
+//   CP_NEVER_READY http: /readyz is 503 for ever (the service still answers).
+//   CP_HEALTH      grpc: "1" adds the health service (default: none).
+// SIGUSR2: flips readiness (grpc with CP_HEALTH: the health status; http:
+// /readyz between 200 and 503, the service still answering).
 import { createServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
 
 const [mode, portText, name, version = '', bind = '0.0.0.0'] = process.argv.slice(2);
 const port = Number(portText);
 const bytes = { serialize: (b) => b, deserialize: (b) => b };
+const warmupMs = Number(process.env.CP_WARMUP_MS ?? 0);
+const neverReady = process.env.CP_NEVER_READY === '1';
+let warm = warmupMs === 0;
 
 if (mode === 'grpc') {
   const server = new grpc.Server();
@@ -21,6 +35,16 @@ if (mode === 'grpc') {
     { Name: { path: '/canonport.test.Who/Name', requestStream: false, responseStream: false, requestSerialize: bytes.serialize, requestDeserialize: bytes.deserialize, responseSerialize: bytes.serialize, responseDeserialize: bytes.deserialize } },
     { Name: (_call, callback) => callback(null, Buffer.from(name)) },
   );
+  if (process.env.CP_HEALTH === '1') {
+    const health = new HealthImplementation({ '': warm ? 'SERVING' : 'NOT_SERVING' });
+    health.addToServer(server);
+    let serving = warm;
+    if (!warm) setTimeout(() => health.setStatus('', (serving = true) ? 'SERVING' : 'NOT_SERVING'), warmupMs);
+    process.on('SIGUSR2', () => {
+      serving = !serving;
+      health.setStatus('', serving ? 'SERVING' : 'NOT_SERVING');
+    });
+  }
   server.bindAsync(bind.includes(':') ? `[${bind}]:${port}` : `${bind}:${port}`, grpc.ServerCredentials.createInsecure(), (err) => {
     if (err) {
       console.error(err.message);
@@ -32,13 +56,28 @@ if (mode === 'grpc') {
 } else if (mode === 'http') {
   const server = createServer((req, res) => {
     res.setHeader('content-type', 'text/plain');
-    res.end(req.url === '/version' ? `${version}\n` : `${name}\n`);
+    if (!warm) {
+      res.statusCode = 503;
+      res.end('warming up\n');
+      return;
+    }
+    if (req.url === '/readyz' && (neverReady || flipped)) {
+      res.statusCode = 503;
+      res.end('never ready\n');
+      return;
+    }
+    res.end(req.url === '/version' ? `${version}\n` : req.url === '/readyz' ? 'ok\n' : `${name}\n`);
   });
   server.on('error', (e) => {
     console.error(e.message);
     process.exit(3);
   });
-  server.listen({ port, host: bind }, () => console.log('listening'));
+  let flipped = false;
+  process.on('SIGUSR2', () => (flipped = !flipped));
+  server.listen({ port, host: bind }, () => {
+    if (!warm) setTimeout(() => (warm = true), warmupMs);
+    console.log('listening');
+  });
   process.on('SIGTERM', () => {
     server.closeAllConnections();
     server.close(() => process.exit(0));

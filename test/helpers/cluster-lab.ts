@@ -1,3 +1,5 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stopChild } from './child.js';
 import { dig, type DigResult } from './dig.js';
@@ -28,6 +30,13 @@ export interface Lab {
   hosts: Host[];
   /** `etcd://` with every member at the bridge address: what the hosts use. */
   etcdUrl: string;
+  /**
+   * Each node's state directory (`--state-dir`), one per node name for the
+   * lab's life: a daemon restarted under the same name finds its lease and
+   * snapshot, as on a real host; removed by stop(). Never the machine's
+   * default (/var/lib/canonport), which other engineers' runs share.
+   */
+  stateDir(node: string): string;
   /** Stops every daemon and service (SIGKILL), etcd, and removes the namespaces. */
   stop(): Promise<void>;
 }
@@ -42,15 +51,18 @@ export async function startLab(opts: { hosts: number; etcd?: StartEtcdOptions })
     throw err;
   }
   const etcdUrl = `etcd://${etcd.members.map((m) => `${net.gateway}:${m.clientPort}`).join(',')}`;
+  const states = mkdtempSync(join(tmpdir(), 'cp-lab-state-'));
   return {
     net,
     etcd,
     hosts: net.hosts,
     etcdUrl,
+    stateDir: (node) => join(states, node),
     async stop() {
       // Daemons first (net.cleanup kills every process spawned in a host), then etcd.
       net.cleanup();
       await etcd.stop();
+      rmSync(states, { recursive: true, force: true });
     },
   };
 }
@@ -81,7 +93,8 @@ export async function startNode(lab: Lab, host: Host, name: string, args: string
     '--dns', `${host.address}:${DNS_PORT}`, '--grpc', `${host.address}:${GRPC_PORT}`, '--http', `${host.address}:${HTTP_PORT}`,
     '--grpc-allow', lan, '--http-allow', lan,
   ];
-  const serve = await startServe(['--zone', ZONE, '--cluster', etcdUrl, '--node', name, ...args], {
+  const state = args.includes('--state-dir') ? [] : ['--state-dir', lab.stateDir(name)];
+  const serve = await startServe(['--zone', ZONE, '--cluster', etcdUrl, '--node', name, ...state, ...args], {
     listen,
     spawn: (cmd, argv, o) => host.spawn(cmd, argv, o),
     readyMs: 40_000,
@@ -105,6 +118,8 @@ export async function startNode(lab: Lab, host: Host, name: string, args: string
 
 export interface Backend {
   pid: number;
+  /** Sends a signal (SIGUSR2 flips a grpc backend's health). */
+  signal(sig: NodeJS.Signals): void;
   port: number;
   /** SIGTERM; resolves when the process has exited (its socket closed). */
   stop(): Promise<void>;
@@ -115,8 +130,15 @@ export interface Backend {
  * (cluster-backend.mjs): `grpc` answers /canonport.test.Who/Name with
  * `name`; `http` answers GET /version with `version`.
  */
-export async function startBackend(host: Host, mode: 'grpc' | 'http', port: number, name: string, opts: { version?: string; bind?: string } = {}): Promise<Backend> {
-  const child = host.spawn(process.execPath, [BACKEND, mode, String(port), name, opts.version ?? '', opts.bind ?? '0.0.0.0']);
+export async function startBackend(
+  host: Host,
+  mode: 'grpc' | 'http',
+  port: number,
+  name: string,
+  opts: { version?: string; bind?: string; warmupMs?: number; neverReady?: boolean; health?: boolean } = {},
+): Promise<Backend> {
+  const env = { ...process.env, CP_WARMUP_MS: String(opts.warmupMs ?? 0), CP_NEVER_READY: opts.neverReady ? '1' : '0', CP_HEALTH: opts.health ? '1' : '0' };
+  const child = host.spawn(process.execPath, [BACKEND, mode, String(port), name, opts.version ?? '', opts.bind ?? '0.0.0.0'], { env });
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
   await new Promise<void>((resolve, reject) => {
@@ -125,6 +147,7 @@ export async function startBackend(host: Host, mode: 'grpc' | 'http', port: numb
   });
   return {
     pid: child.pid!,
+    signal: (sig: NodeJS.Signals) => void child.kill(sig),
     port,
     stop: () => stopChild(child),
   };

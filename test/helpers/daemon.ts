@@ -23,7 +23,8 @@ export async function startDaemon(
   const hostsFile = opts.hostsFile ?? join(dir, 'hosts');
   if (!opts.hostsFile) writeFileSync(hostsFile, '127.0.0.1 localhost\n');
   return Daemon.start({
-    flags: { dns: '127.0.0.1:0', grpc: '127.0.0.1:0', http: '127.0.0.1:0', ...flags },
+    // Cluster mode keeps its lease and view in a state directory: a test's own, never the machine's default.
+    flags: { dns: '127.0.0.1:0', grpc: '127.0.0.1:0', http: '127.0.0.1:0', ...(flags.cluster ? { stateDir: join(dir, 'state') } : {}), ...flags },
     env: {},
     resolvConf,
     hostsFile,

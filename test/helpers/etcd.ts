@@ -262,13 +262,15 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
 
 /**
  * Adds a user whose role reads the whole `prefix` and writes only the keys
- * one node owns (`<prefix>/v1/nodes/<node>` and `<prefix>/v1/listeners/<node>/…`),
- * the role docs/cluster.md recommends. Needs a cluster started with `auth: true`.
+ * one node owns (`<prefix>/v2/nodes/<node>/…`, and for the v1 mirror
+ * `<prefix>/v1/nodes/<node>` and `<prefix>/v1/listeners/<node>/…`), the role
+ * docs/cluster.md recommends. Needs a cluster started with `auth: true`.
  */
 export async function addNodeUser(cluster: EtcdCluster, opts: { user: string; password: string; prefix: string; node: string }): Promise<void> {
   const role = `canonport-${opts.node}`;
   await cluster.etcdctl(['role', 'add', role]);
   await cluster.etcdctl(['role', 'grant-permission', role, '--prefix=true', 'read', `${opts.prefix}/`]);
+  await cluster.etcdctl(['role', 'grant-permission', role, '--prefix=true', 'readwrite', `${opts.prefix}/v2/nodes/${opts.node}/`]);
   await cluster.etcdctl(['role', 'grant-permission', role, 'readwrite', `${opts.prefix}/v1/nodes/${opts.node}`]);
   await cluster.etcdctl(['role', 'grant-permission', role, '--prefix=true', 'readwrite', `${opts.prefix}/v1/listeners/${opts.node}/`]);
   await cluster.etcdctl(['user', 'add', `${opts.user}:${opts.password}`]);

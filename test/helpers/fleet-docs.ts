@@ -1,4 +1,4 @@
-import { encodeListener, encodeNode, listenerKey, nodeKey, type ListenerRecord } from '../../src/cluster/keys.js';
+import { encodeListener, encodeNode, legacyNodeKey as nodeKey, listenerKey, type ListenerRecord } from '../../src/cluster/keys.js';
 import { ClusterView, type KeyValue } from '../../src/cluster/view.js';
 import { fleetDocument, type FleetDocument } from '../../src/fleet/document.js';
 import { fleetFromView } from '../../src/fleet/from-cluster.js';
@@ -8,7 +8,9 @@ import { scaleNode, type ScaleOptions } from './scale-fleet.js';
 /**
  * Fleet documents made the way a daemon makes them: node and listener
  * records as publishers write them, loaded into a real ClusterView, read by
- * fleetFromView and fleetDocument.
+ * fleetFromView and fleetDocument. The records are the v1 layout's (what a
+ * daemon from before readiness publishes, and every daemon mirrors): each
+ * instance reads as `listening`.
  */
 
 export const PREFIX = '/cp';

@@ -1,5 +1,5 @@
 import type etcd3 from 'etcd3';
-import { encodeListener, encodeNode, listenerKey, nodeKey } from '../../src/cluster/keys.js';
+import { encodeListener, encodeNode, legacyNodeKey as nodeKey, listenerKey } from '../../src/cluster/keys.js';
 import { base32Port } from '../../src/scheme/index.js';
 
 /**

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseHostPort } from '../../src/config/address.js';
@@ -70,7 +71,10 @@ export interface ServeProcess {
  */
 export async function startServe(args: string[], opts: ServeOptions = {}): Promise<ServeProcess> {
   const listen = opts.listen ?? ['--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0'];
-  const argv = [`${REPO}bin/canonport.js`, 'serve', ...listen, '--log-level', 'info', ...args];
+  // A cluster daemon remembers its lease and last view in a state directory (default /var/lib/canonport as root):
+  // each test daemon gets its own, so no test reads another's snapshot and nothing is left on the machine.
+  const stateDir = args.includes('--cluster') && !args.includes('--state-dir') ? mkdtempSync(join(tmpdir(), 'canonport-state-')) : undefined;
+  const argv = [`${REPO}bin/canonport.js`, 'serve', ...listen, '--log-level', 'info', ...args, ...(stateDir ? ['--state-dir', stateDir] : [])];
   const spawnOpts: SpawnOptions = { cwd: REPO, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] };
   const proc = opts.spawn ? opts.spawn(process.execPath, argv, spawnOpts) : spawn(process.execPath, argv, spawnOpts);
   const logs: LogLine[] = [];
@@ -100,6 +104,8 @@ export async function startServe(args: string[], opts: ServeOptions = {}): Promi
     }
   });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  // However the process ends (stopped, crashed, failed at start), its state directory goes with it.
+  const stateRemoved = exited.then(() => (stateDir ? rm(stateDir, { recursive: true, force: true }) : undefined));
   const waitForLog = (pred: (l: LogLine) => boolean, ms = 10_000) => {
     const seen = logs.find(pred);
     if (seen) return Promise.resolve(seen);
@@ -140,6 +146,7 @@ export async function startServe(args: string[], opts: ServeOptions = {}): Promi
     waitForLog,
     stop: async (ms = 10_000) => {
       await stopChild(proc, { killAfterMs: ms });
+      await stateRemoved;
     },
   };
 }

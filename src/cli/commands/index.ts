@@ -8,6 +8,7 @@ import { registerFleet } from './fleet.js';
 import { registerServe } from './serve.js';
 import { registerResolve } from './resolve.js';
 import { registerXdsBootstrap } from './xds-bootstrap.js';
+import { registerDrain } from './drain.js';
 
 import type { RegisterCommand } from '../io.js';
 
@@ -24,5 +25,6 @@ export const commands: RegisterCommand[] = [
   registerResolve,
   registerInventory,
   registerFleet,
+  registerDrain,
   registerXdsBootstrap,
 ];

@@ -74,10 +74,13 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
 export function formatInventory(snap: InventorySnapshot): string {
   const byPort = new Map<number, InventoryListener[]>();
   for (const l of snap.listeners) byPort.set(l.port, [...(byPort.get(l.port) ?? []), l]);
-  const rows: string[][] = [['PORT', 'SERVICE', 'VERSION', 'FROM', 'SCHEME', 'ADDRESSES']];
+  // Cluster mode: whether each claimed listener serves (READY: ready, not-ready, draining; "-" before its first verdict).
+  const probed = snap.listeners.some((l) => l.readiness);
+  const rows: string[][] = [['PORT', 'SERVICE', 'VERSION', 'FROM', 'SCHEME', ...(probed ? ['READY'] : []), 'ADDRESSES']];
   for (const [port, ls] of [...byPort.entries()].sort((a, b) => a[0] - b[0])) {
     const l = ls[0]!;
-    rows.push([String(port), l.services.join(',') || '-', l.version, l.versionSource, l.scheme, ls.map((x) => x.address).join(', ')]);
+    const ready = probed ? [l.readiness ? `${l.readiness.state} (${l.readiness.by})` : '-'] : [];
+    rows.push([String(port), l.services.join(',') || '-', l.version, l.versionSource, l.scheme, ...ready, ls.map((x) => x.address).join(', ')]);
   }
   const when = new Date(snap.collectedAtMs).toISOString();
   const head = `${snap.host}: ${byPort.size} listening port${byPort.size === 1 ? '' : 's'} at ${when}`;

@@ -3,7 +3,7 @@ import { configFromEnv, ENV_VARS, type ConfigInput } from '../../config/config.j
 import { resolveServeConfig } from '../../daemon/load.js';
 import { configJson, configText, helpLine } from '../../config/docs.js';
 import { settingEntries, type SettingKey } from '../../config/settings.js';
-import { handleSignals } from '../../daemon/signals.js';
+import { handleSignals, startedByNpm } from '../../daemon/signals.js';
 import { createLogger } from '../../log.js';
 import { collect, printJson, type CliIO } from '../io.js';
 
@@ -57,34 +57,41 @@ export function registerServe(program: Command, io: CliIO): void {
         else for (const line of configText(config)) io.out(line);
         return;
       }
+      const input = flags as ConfigInput;
+      // The log format and the worker count are needed before anything starts (they decide how
+      // the process logs and its layout), so the whole config is read once here, with the files
+      // it names (certificates, etcd's): a bad one stops the start before anything binds. The
+      // daemon reads it again, as on every reload.
+      const { config } = await resolveServeConfig(input, env);
       // Starts at info; the daemon sets the configured level (flags > env > file) once it has
       // checked it, and again on every reload.
-      const logger = createLogger();
-      const input = flags as ConfigInput;
+      const logger = createLogger({ format: config.logFormat });
       // The daemon's modules load here, not when the CLI starts: `canonport port api` never pays for them.
       const { Daemon } = await import('../../daemon/daemon.js');
       const { isClusterWorker, runWorker, startPrimary } = await import('../../daemon/workers.js');
       if (isClusterWorker()) return runWorker({ flags: input, env, logger: logger.child({ worker: process.pid }) });
-      // The worker count is needed before anything starts (it decides the process layout), so the
-      // primary reads the whole config once here, and the files it names (certificates, etcd's):
-      // a bad one stops the start before anything binds. The daemon reads it again, as on every reload.
-      const { config } = await resolveServeConfig(input, env);
-      // A stop asked for while the daemon starts (binding, warming up: DNS may answer already) is
-      // honoured once it has started, with the same drain, rather than killing it half-started.
-      let early: NodeJS.Signals | undefined;
-      const onEarly = (signal: NodeJS.Signals) => (early ??= signal);
-      process.on('SIGTERM', onEarly);
-      process.on('SIGINT', onEarly);
-      let running: Awaited<ReturnType<typeof startPrimary>> | Awaited<ReturnType<typeof Daemon.start>>;
+      const start = config.workers > 1 ? startPrimary({ flags: input, env, logger, workers: config.workers }) : Daemon.start({ flags: input, env, logger });
+      const started = start.then(
+        (running) => ({ running, daemon: running instanceof Daemon ? running : running.daemon }),
+        () => undefined,
+      );
+      // The handlers go in before the daemon starts: Node has none of its own, so a SIGTERM that came
+      // between the "ready" line and their installation (a service manager, a test) ended the process
+      // at once, undrained (exit 143). One that comes during the start waits for it, then drains.
+      const signals = handleSignals(
+        { close: async (ms) => (await started)?.running.close(ms), reload: async () => (await started)?.daemon.reload() },
+        logger,
+        DRAIN_MS,
+        { watchLauncher: startedByNpm() },
+      );
       try {
-        running = config.workers > 1 ? await startPrimary({ flags: input, env, logger, workers: config.workers }) : await Daemon.start({ flags: input, env, logger });
-      } finally {
-        process.off('SIGTERM', onEarly);
-        process.off('SIGINT', onEarly);
+        await start;
+      } catch (err) {
+        signals.dispose();
+        throw err;
       }
-      const daemon = running instanceof Daemon ? running : running.daemon;
-      const signals = handleSignals({ close: (ms) => running.close(ms), reload: () => daemon.reload() }, logger, DRAIN_MS);
-      if (early) process.kill(process.pid, early);
+      // `canonport leave` has withdrawn the host: stop as a SIGTERM would (the lease is already revoked).
+      (await started)!.daemon.events.once('leave', () => process.kill(process.pid, 'SIGTERM'));
       await signals.stopped;
       logger.flush?.();
       // Upstream queries still out past the drain would hold the process until their

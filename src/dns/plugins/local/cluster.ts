@@ -33,12 +33,12 @@ export function nodeHost(node: string, zone: string): string {
   return `${node}.${NODE_LABEL}.${zone}`;
 }
 
-/** The observed hosts of a lookup, one per node, in node order; null when its endpoints were not observed. */
-export function observedHosts(l: Lookup | null): { node: string; addresses: string[]; version: string }[] | null {
+/** The observed hosts of a lookup, one per node, in the lookup's order (this host first, then turned); null when its endpoints were not observed. */
+export function observedHosts(l: Lookup | null): { node: string; addresses: string[]; version: string; local: boolean }[] | null {
   if (!l?.ok || l.instances.endpoints.length === 0 || l.instances.endpoints.some((e) => e.source !== 'observed')) return null;
-  const byNode = new Map<string, { node: string; addresses: string[]; version: string }>();
+  const byNode = new Map<string, { node: string; addresses: string[]; version: string; local: boolean }>();
   for (const e of l.instances.endpoints) {
-    const h = byNode.get(e.node!) ?? { node: e.node!, addresses: [], version: e.version ?? '' };
+    const h = byNode.get(e.node!) ?? { node: e.node!, addresses: [], version: e.version ?? '', local: e.local === true };
     h.addresses.push(e.address);
     byNode.set(e.node!, h);
   }
@@ -56,13 +56,22 @@ function addressRrs(name: string, addresses: readonly string[], ttl: number, onl
   return out;
 }
 
-/** SRV for a service that hosts observe: one record per host, targets in the additional section. */
+/** Every instance's SRV weight: equal and non-zero, so clients that weigh (RFC 2782) spread evenly. */
+export const SRV_WEIGHT = 10;
+
+/**
+ * SRV for a service that hosts observe: one record per host, targets in the
+ * additional section. This host's own instance (when the service prefers
+ * local) gets priority 0 and the others 1, so a client that honours
+ * priorities stays local while it can; equal non-zero weights otherwise.
+ */
 export function observedSrv(owner: string, d: ServiceDescription, hosts: NonNullable<ReturnType<typeof observedHosts>>, ttl: number): Answer {
   const answers: Rr[] = [];
   const additionals: Rr[] = [];
+  const anyLocal = hosts.some((h) => h.local);
   for (const h of hosts) {
     const target = nodeHost(h.node, d.zone);
-    answers.push({ type: 'SRV', name: owner, ttl, priority: 0, weight: 0, port: d.port, target });
+    answers.push({ type: 'SRV', name: owner, ttl, priority: anyLocal && !h.local ? 1 : 0, weight: SRV_WEIGHT, port: d.port, target });
     additionals.push(...addressRrs(target, h.addresses, ttl));
   }
   return { rcode: Rcode.NOERROR, answers, additionals };
@@ -118,7 +127,7 @@ export function instancesPtr(owner: string, d: ServiceDescription, discovery: Di
 
 interface Instance {
   d: ServiceDescription;
-  host: { node: string; addresses: string[]; version: string };
+  host: { node: string; addresses: string[]; version: string; local: boolean };
   instance: string;
 }
 
@@ -132,7 +141,7 @@ function instanceOf(discovery: Discovery, node: string, service: string, zone: s
 /** One instance's records: SRV to its host, TXT with its version, and the host's addresses. */
 function instanceAnswer(i: Instance, qtype: number, ttl: number, registryTxt: (d: ServiceDescription) => string[]): Answer {
   const target = nodeHost(i.host.node, i.d.zone);
-  const srv: Rr = { type: 'SRV', name: i.instance, ttl, priority: 0, weight: 0, port: i.d.port, target };
+  const srv: Rr = { type: 'SRV', name: i.instance, ttl, priority: 0, weight: SRV_WEIGHT, port: i.d.port, target };
   const txt: Rr = { type: 'TXT', name: i.instance, ttl, data: [...registryTxt(i.d), ...(i.host.version ? [`version=${i.host.version}`] : []), `node=${i.host.node}`] };
   const addresses = addressRrs(target, i.host.addresses, ttl);
   if (qtype === TYPE.SRV) return { rcode: Rcode.NOERROR, answers: [srv], additionals: addresses };

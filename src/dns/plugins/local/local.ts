@@ -2,6 +2,7 @@ import type { ServingState } from '../../../core/state.js';
 import { classifyName, specialUseZone } from '../../../core/service-name.js';
 import type { Discovery } from '../../../discovery/discovery.js';
 import type { Lookup, ServiceDescription } from '../../../discovery/model.js';
+import { spreadLookup, turnsOf } from '../../../discovery/spread.js';
 import { clusterName, instancesPtr, observedHosts, observedSrv, observedTxt } from './cluster.js';
 import { Rcode } from '../../../errors.js';
 import type { Forwarder } from '../../forwarder.js';
@@ -25,6 +26,9 @@ const LEARNED_KEEP_MS = 1000;
 
 interface Encoded {
   reply: DnsReply;
+  /** Cluster mode: the same answer with the other hosts turned (spread.ts), handed out in rotation after `reply`. */
+  turns: DnsReply[] | undefined;
+  next: number;
   /** Valid until this time (ms); Infinity until the state or the discovery core changes. */
   until: number;
   /** Cluster mode: the part of the view it was built from (see Answered.dep). */
@@ -79,7 +83,12 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     // Keyed like the forwarding cache (name, type, class, DO): the DO bit only splits entries in two.
     // Looked up before the name is classified: only names this stage answers are ever stored.
     const hit = this.encoded.get(req.key);
-    if (hit && (hit.until === Infinity || hit.until > this.now()) && (hit.dep === undefined || this.current(hit.dep))) return hit.reply;
+    if (hit && (hit.until === Infinity || hit.until > this.now()) && (hit.dep === undefined || this.current(hit.dep))) {
+      if (hit.turns === undefined) return hit.reply;
+      // Spread: each answer leads with the next host (this host's own instance stays first).
+      const i = hit.next++ % (hit.turns.length + 1);
+      return i === 0 ? hit.reply : hit.turns[i - 1]!;
+    }
     let result: Answered | Promise<DnsReply>;
     if (req.cls.kind === 'outside') {
       const special = specialUseZone(req.query.lname);
@@ -93,7 +102,16 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const until = result.learned ? now + Math.min(LEARNED_KEEP_MS, result.ttl * 1000) : Infinity;
     if (until > now) {
       if (this.encoded.size >= MAX_ENCODED) this.encoded.clear();
-      this.encoded.set(req.key, { reply: result.reply, until, dep: result.dep });
+      let turns: DnsReply[] | undefined;
+      if (result.turns > 1) {
+        turns = [];
+        for (let t = 1; t < result.turns; t++) {
+          const other = this.answer(req, t);
+          if (other instanceof Promise) break; // cannot happen: a spread answer is known without I/O
+          turns.push(other.reply);
+        }
+      }
+      this.encoded.set(req.key, { reply: result.reply, turns, next: 1, until, dep: result.dep });
     }
     return result.reply;
   }
@@ -103,7 +121,8 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     return 'port' in dep ? this.discovery.observedOn(dep.port) === dep.hosts : this.discovery.observedGeneration === dep.view;
   }
 
-  private answer(req: DnsRequest): Answered | Promise<DnsReply> {
+  /** The answer, with cluster hosts turned by `turn` places (0: the core's order; spread.ts). */
+  private answer(req: DnsRequest, turn = 0): Answered | Promise<DnsReply> {
     const { cls, query: q } = req;
     if (cls.kind === 'outside') throw new Error('local: asked about a name outside the zones');
     const zone = cls.zone;
@@ -112,9 +131,10 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const observedTtl = state.cluster?.observedTtl ?? ttl;
     const soa = zoneSoa(state, zone);
     const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => zoneReply(req, soa, rcode, answers, additionals, 'canonical');
+    let turns = 1;
     // Cluster mode: an answer depends on the whole view, unless it is about one service (its port's hosts, below).
     let dep: ViewDependency | undefined = this.discovery.clustered ? { view: this.discovery.observedGeneration } : undefined;
-    const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl, dep });
+    const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl, turns, dep });
 
     // Zone transfers, meta types, other classes: the same answer as for any name (question-policy.ts).
     const refusal = questionRcode(q.qtype, q.qclass);
@@ -155,27 +175,33 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const d = described.description;
     // Read before the answer is built from it: nothing changes the view in between (this is synchronous).
     if (dep) dep = { port: d.port, hosts: this.discovery.observedOn(d.port) };
-    // Cluster mode: where hosts report the service listening, SRV and TXT name them (cluster.ts).
-    const hosts = observedHosts(this.discovery.peek(d));
+    // The name's own TTL: the registry's, or in cluster mode the observed TTL when the view decides it (discovery.ts).
+    const nameTtl = d.ttl;
+    // Cluster mode: where hosts report the service listening, SRV and TXT name them (cluster.ts), turned per answer.
+    const seen = this.discovery.peek(d);
+    const spreadable = seen?.ok === true && seen.instances.endpoints[0]?.source === 'observed' ? turnsOf(seen.instances.endpoints) : 1;
+    const peeked = seen && turn > 0 ? spreadLookup(seen, turn) : seen;
+    const hosts = observedHosts(peeked);
 
     switch (q.qtype) {
       case TYPE.SRV:
       // RFC 8482: ANY gets one RRset, not everything; the SRV set is the useful one.
       case TYPE.ANY: {
         if (hosts) {
+          turns = spreadable;
           const a = observedSrv(q.lname, d, hosts, observedTtl);
           return done(reply(a.rcode, a.answers, a.additionals), false, observedTtl);
         }
-        const srv: Rr = { type: 'SRV', name: q.lname, ttl, priority: 0, weight: 0, port: d.port, target: d.host };
+        const srv: Rr = { type: 'SRV', name: q.lname, ttl: nameTtl, priority: 0, weight: 0, port: d.port, target: d.host };
         // The target's addresses when known without waiting: an SRV answer never waits on the upstreams.
-        const known = this.discovery.peek(d);
-        if (!known?.ok) return done(reply(Rcode.NOERROR, [srv]));
+        const known = peeked;
+        if (!known?.ok) return done(reply(Rcode.NOERROR, [srv]), false, nameTtl);
         const t = known.instances.ttl;
         return done(reply(Rcode.NOERROR, [srv], [...addressRrs(d.host, TYPE.A, known, t), ...addressRrs(d.host, TYPE.AAAA, known, t)]), learnedFrom(known), t);
       }
       case TYPE.TXT: {
         if (hosts) return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl: observedTtl, data: [...registryTxt(d), ...observedTxt(hosts)] }]), false, observedTtl);
-        return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl, data: registryTxt(d) }]));
+        return done(reply(Rcode.NOERROR, [{ type: 'TXT', name: q.lname, ttl: nameTtl, data: registryTxt(d) }]), false, nameTtl);
       }
       case TYPE.PTR: {
         // DNS-SD browsing (RFC 6763): `_svc._tcp.Z` lists the service's instances, one per host.
@@ -191,7 +217,8 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
           // No address anywhere is NODATA: the name still holds SRV and TXT here.
           return l.failure === 'unavailable' ? errorReply(req, Rcode.SERVFAIL) : reply(Rcode.NOERROR);
         };
-        const known = this.discovery.peek(d);
+        const known = peeked;
+        if (known?.ok && hosts) turns = spreadable;
         if (known?.ok) return done(addresses(known), learnedFrom(known), known.instances.ttl);
         if (known) return done(addresses(known));
         // Asking the upstreams is recursion: a client outside --allow gets the zone as this daemon knows it
@@ -218,7 +245,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
         : q.lname !== zone
           ? zoneReply(req, soa, Rcode.NXDOMAIN, [], [], 'builtin')
           : zoneReply(req, soa, Rcode.NOERROR, q.qtype === TYPE.SOA || q.qtype === TYPE.ANY ? [soa] : [], [], 'builtin');
-    return { reply, learned: false, ttl: soa.ttl };
+    return { reply, learned: false, ttl: soa.ttl, turns: 1 };
   }
 
   /** Where an in-zone host name (the name server's) has addresses, when known without I/O. */
@@ -256,6 +283,8 @@ interface Answered {
   learned: boolean;
   /** The least TTL in it, seconds. */
   ttl: number;
+  /** Distinct orders of its hosts (spread.ts); 1: one answer. */
+  turns: number;
   /** Cluster mode: the part of the view it was built from. */
   dep?: ViewDependency | undefined;
 }
