@@ -119,7 +119,7 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
     listeners: o.listeners,
     method:
       `every process at once, over the same ${o.seconds} s after ${o.settleMs / 1000} s to settle; canonport in a network namespace of its own beside ` +
-      `${o.listeners} HTTP services answering GET /version (probed by its inventory), through bin/canonport.js; cpu = utime+stime (/proc/PID/stat), ` +
+      `${o.listeners} HTTP services answering GET /version and /readyz (probed by its inventory: versions, and in cluster mode readiness), through bin/canonport.js; cpu = utime+stime (/proc/PID/stat), ` +
       `wakeups = context switches (/proc/PID/task/*/status), RSS = VmRSS every 5 s, median and max (MB = 10^6 bytes)`,
     rows: [],
     notes: [],
@@ -136,10 +136,12 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
   const procs: { row: IdleRow; pid: number }[] = [];
   const stops: (() => Promise<void>)[] = [];
   try {
-    const hosts = o.baseline ? 4 : 2;
+    // One more host: cluster mode with readiness asked every 10 s instead of every second (what the probe schedule costs).
+    const hosts = (o.baseline ? 4 : 2) + 1;
     progress(`idle: starting etcd and ${hosts} hosts, each with ${o.listeners} listeners`);
     lab = await startLab({ hosts });
     const [h0, h1, h2, h3] = lab.hosts as [Host, Host, Host | undefined, Host | undefined];
+    const hSlow = lab.hosts.at(-1)!;
     for (const h of lab.hosts) {
       const l = await startListeners(h, services.map((s) => s.port));
       stops.push(l.stop);
@@ -151,6 +153,9 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
     const cluster = await serveIn(h1, ['--registry', registry, '--cluster', lab.etcdUrl, '--node', 'idle-1']);
     stops.push(() => cluster.stop());
     add(IDLE_CLUSTER, `cluster mode, ${o.listeners} listeners`, cluster.pid);
+    const slow = await serveIn(hSlow, ['--registry', registry, '--cluster', lab.etcdUrl, '--node', 'idle-slow', '--ready-interval', '10000']);
+    stops.push(() => slow.stop());
+    add(`${IDLE_CLUSTER} --ready-interval 10000`, `cluster mode, readiness every 10 s`, slow.pid);
     if (o.baseline && h2 && h3) {
       // The same two daemons from the baseline checkout, each on a host of its own with the same listeners, in the same window.
       const b1 = await serveIn(h2, ['--registry', registry], 0, o.baseline.dir);

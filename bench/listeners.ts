@@ -3,7 +3,8 @@ import { createServer, type Server } from 'node:http';
 /**
  * The services of a bench "host": one process holding an HTTP listener on
  * each port given, each answering `GET /version` with VERSION (the
- * inventory's version probe) and anything else with 404. One process for
+ * inventory's version probe), `GET /readyz` with 200 (cluster mode's
+ * readiness probe, as a real service would) and anything else with 404. One process for
  * all of them, so twenty services cost one Node, not twenty. Prints
  * "listening N" once every port is bound; SIGTERM closes them and exits 0.
  *
@@ -23,6 +24,8 @@ for (const port of ports) {
     if (req.url === '/version') {
       res.setHeader('content-type', 'text/plain');
       res.end(`${version}\n`);
+    } else if (req.url === '/readyz') {
+      res.end('ok\n');
     } else {
       res.statusCode = 404;
       res.end();
