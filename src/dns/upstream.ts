@@ -96,6 +96,12 @@ export class UpstreamClient {
  * One upstream exchange that settles exactly once: with the first result
  * `start` reports, or as a timeout. The socket `start` opened is released
  * either way (`start` returns how).
+ *
+ * The timeout is decided after the event loop has read what already came
+ * in: each turn of the loop runs expired timers before it reads sockets, so
+ * when the loop was busy past the deadline (a loaded host, a long burst),
+ * a reply that arrived in time would lose to its own timer and the client
+ * get SERVFAIL. setImmediate runs right after that turn's reads.
  */
 function settleOnce(timeoutMs: number, start: (finish: (r: UpstreamResult) => void) => () => void): Promise<UpstreamResult> {
   return new Promise((resolve) => {
@@ -108,7 +114,7 @@ function settleOnce(timeoutMs: number, start: (finish: (r: UpstreamResult) => vo
       release?.();
       resolve(r);
     };
-    const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
+    const timer = setTimeout(() => setImmediate(() => finish({ kind: 'timeout' })), timeoutMs);
     release = start(finish);
     if (done) release(); // settled before start returned
   });

@@ -1,6 +1,7 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { stopChild } from './child.js';
+import { requireNetAdmin } from './sandbox.js';
 import { requireTool } from './tools.js';
 
 /**
@@ -14,6 +15,11 @@ import { requireTool } from './tools.js';
  * removes it, an exit hook removes it if a test crashed first, and
  * createHostNet() first sweeps what a dead test process left behind.
  * Nothing else on the machine is touched.
+ *
+ * "The root namespace" is the one vitest runs in: under `npm test` that is
+ * test/sandbox.mjs's own network namespace (a user namespace's, for a user
+ * who is not root), so the bridge, the hosts and their names under
+ * /run/netns (a tmpfs there) are the run's alone and go with it.
  */
 
 export interface Listener {
@@ -120,11 +126,11 @@ process.on('SIGTERM', () => s.close(() => process.exit(0)));
 
 /**
  * Creates a bridge in the root namespace and `hosts` namespaces joined to
- * it. Needs root and iproute2; fails with a message naming the package
- * otherwise.
+ * it. Needs iproute2 and root in this network namespace (the sandbox's user
+ * namespace gives that to any user); fails saying so otherwise.
  */
 export async function createHostNet(opts: { hosts: number }): Promise<HostNet> {
-  if (process.getuid?.() !== 0) throw new Error('network-namespace tests need root (CI runs as root)');
+  requireNetAdmin('a network-namespace test');
   requireTool('ip', 'iproute2');
   sweepLeftovers();
   const tag = `cx${process.pid}-${(instance++).toString(36)}`;
