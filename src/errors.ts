@@ -36,6 +36,8 @@ export const ErrorCodes = {
   NO_UPSTREAM: 'CP_NO_UPSTREAM',
   /** A DNS handler threw; the client got SERVFAIL. */
   HANDLER_FAILED: 'CP_HANDLER_FAILED',
+  /** The DNS warm-up before ready could not run (no loopback to send its queries over): the daemon starts cold. */
+  WARM_UP_FAILED: 'CP_WARM_UP_FAILED',
   /** One name of a batch (ResolveMany) was not resolved before the call's deadline; the others were answered. */
   DEADLINE: 'CP_DEADLINE',
   /** The daemon is shutting down: open streams end with UNAVAILABLE and this code; clients reconnect. */

@@ -538,6 +538,22 @@ describe('streams', () => {
     expect(small.status).toBeUndefined();
   });
 
+  it('listens to the discovery only while a client subscribes to a name (an idle daemon is not woken for xDS)', async () => {
+    discovery.set(API, 12082, ['10.0.0.5']);
+    expect(discovery.listenerCount()).toBe(0);
+    const s = ads();
+    s.send('cluster', []);
+    await s.next();
+    // A stream that asks for no name yet: still nothing to follow.
+    expect(discovery.listenerCount()).toBe(0);
+    s.send('listener', [API]);
+    await s.next();
+    expect(discovery.listenerCount()).toBe(1);
+    s.close();
+    await s.ended;
+    await expect.poll(() => discovery.listenerCount()).toBe(0);
+  });
+
   it('releases everything when a client goes away', async () => {
     discovery.set(API, 12082, ['10.0.0.5']);
     const s = ads();

@@ -1,6 +1,7 @@
 import etcd3 from 'etcd3';
 import type { Etcd3, IRequestOp } from 'etcd3';
 import { ErrorCodes } from '../errors.js';
+import { byFamilyThenAddress } from '../inventory/procnet.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -529,7 +530,7 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
     const versioned = ls.find((l) => l.version !== '') ?? first;
     const bind: Bind[] = ls
       .map((l) => ({ family: l.family, address: l.address }))
-      .sort((a, b) => a.family.localeCompare(b.family) || a.address.localeCompare(b.address));
+      .sort(byFamilyThenAddress);
     const since = new Date(firstSeen.get(port) ?? Date.now()).toISOString();
     const verdict = ls.find((l) => l.readiness)?.readiness;
     const readiness = verdict

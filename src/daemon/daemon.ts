@@ -20,6 +20,7 @@ import { DnsChain } from '../dns/chain.js';
 import { Forwarder, type ForwarderOptions } from '../dns/forwarder.js';
 import type { CacheStage } from '../dns/plugins/cache/cache.js';
 import { DnsServer } from '../dns/server.js';
+import { WARM_UP_QUERIES, warmUpQueries } from '../dns/warm-up.js';
 import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstream-addresses.js';
 import { NameServerHosts } from '../dns/zone-apex.js';
 import { CanonportError, ErrorCodes, isDescriptorExhaustion } from '../errors.js';
@@ -172,8 +173,9 @@ export class Daemon {
       intervalMs: clusterModule && registry.inventory.intervalMs === undefined ? clusterModule.CLUSTER_SCAN_INTERVAL_MS : undefined,
       // The daemon's own DNS, gRPC and HTTP sockets are this host's daemon, not a service it observes:
       // published, they would show as services named by their ports' base32 prefixes (13656 → "cao").
-      onSnapshot: (snap) => {
-        this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : []));
+      // A scan that found the listeners of the last one has nothing to publish (the fleet page still shows its time).
+      onSnapshot: (snap, changed) => {
+        if (changed) this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : []));
         this.ui?.inventoryChanged?.();
       },
       // Cluster mode: what other hosts are handed must serve, so this host's reachable claimed listeners are probed.
@@ -295,6 +297,15 @@ export class Daemon {
   private async listen(): Promise<void> {
     const role = this.opts.role ?? 'all';
     const dns = role === 'front' ? this.cfg.dns : await this.dns.start();
+    if (role !== 'front') {
+      this.logger.debug({ event: 'dns-bound', dns: formatHostPort(dns) }, 'DNS answering; warming up');
+      // Ready means warm: the DNS path compiled by answering queries to itself first (dns/warm-up.ts, issue 24),
+      // while DNS already answers and before HTTP opens (so /metrics never shows the warm-up's queries).
+      const ms = await this.dns.warmUp(warmUpQueries(this.serving.zones));
+      // The same configuration again, as a reload would: the warm-up's answers leave the stages' memory (encoded answers).
+      this.chain.configure(this.cfg);
+      this.logger.debug({ event: 'warm-up', queries: WARM_UP_QUERIES, ms: Math.round(ms) }, 'DNS path warmed up');
+    }
     if (role !== 'dns') {
       // Certificates are read (and checked) before anything binds: a bad one stops the start with CP_TLS_INVALID.
       const source = (l: 'grpc' | 'http') => {
@@ -429,6 +440,7 @@ export class Daemon {
     this.chain.close();
     this.upstreamAddresses.close();
     this.discovery.close();
+    this.metrics.close();
   }
 
   /** What the fleet page says about this daemon. */

@@ -59,6 +59,12 @@ export class DnsServer {
   private closing = false;
   private drained: (() => void) | null = null;
   private readonly now: () => number;
+  /** Set only while one of warmUp()'s queries is answered: nothing is counted or logged. */
+  private warming = false;
+  /** The socket warmUp() sends its queries to, while it runs. */
+  private warmSocket: dgram.Socket | null = null;
+  /** What the warm-up's queries added to the metrics, taken back when it ends (Metrics.uncountQueries). */
+  private warmCounted: { qtype: number; rcode: number; source: string; transport: string; seconds: number }[] = [];
 
   constructor(private readonly o: DnsServerOptions) {
     this.now = o.now ?? (() => performance.now());
@@ -109,7 +115,7 @@ export class DnsServer {
         if (this.o.listen.port === 0 && attempt < 5) continue;
         throw listenError('tcp', { host, port }, err as NodeJS.ErrnoException);
       }
-      udp.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
+      udp.on('message', (msg, rinfo) => this.onDatagram(udp, msg, rinfo));
       udp.on('error', (err) => this.o.logger.error({ code: ErrorCodes.LISTEN_FAILED, err: err.message }, 'udp socket error'));
       // An accept that failed (out of descriptors): counted and logged by the gate; the server keeps listening.
       tcp.on('error', (err) => this.gate.acceptFailed(err));
@@ -147,20 +153,96 @@ export class DnsServer {
     await new Promise<void>((resolve) => (udp ? udp.close(() => resolve()) : resolve()));
   }
 
-  private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  private onDatagram(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.closing) return;
-    const r = this.handlePacket(msg, { address: rinfo.address, port: rinfo.port }, 'udp');
+    // The warm-up's own socket: answered the same way, counted nowhere (warmUp()).
+    const warming = sock === this.warmSocket;
+    this.warming = warming;
+    let r: Buffer | null | Promise<Buffer | null>;
+    try {
+      r = this.handlePacket(msg, { address: rinfo.address, port: rinfo.port }, 'udp');
+    } finally {
+      this.warming = false;
+    }
     if (r === null) return;
     if (r instanceof Promise) {
-      r.then((out) => out && this.sendUdp(out, rinfo));
+      r.then((out) => out && this.sendUdp(sock, out, rinfo));
     } else {
-      this.sendUdp(r, rinfo);
+      this.sendUdp(sock, r, rinfo);
     }
   }
 
+  /**
+   * Sends `packets` to this server as queries over loopback UDP and waits
+   * for the answers, so V8 has compiled the whole path (Node's datagram
+   * receive and send included) before the first real query (warm-up.ts).
+   * They go to a socket of their own, answered by the same code as the
+   * listening one: nothing else waits behind them. They are counted as any
+   * query is, then taken back (Metrics.uncountQueries), and never logged;
+   * the daemon warms up before its HTTP listener opens, so no scrape sees
+   * them. `window` queries are in flight at a time; real
+   * queries arriving meanwhile are answered between them. Resolves with the
+   * time it took (ms).
+   */
+  async warmUp(packets: readonly Buffer[], window = 64): Promise<number> {
+    const t0 = this.now();
+    const bind = async (s: dgram.Socket): Promise<number> => {
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        // exclusive: in a --workers DNS worker, a socket of its own, not one the cluster primary shares out.
+        s.bind({ port: 0, address: WARM_UP_ADDRESS, exclusive: true }, () => {
+          s.off('error', reject);
+          resolve();
+        });
+      });
+      s.on('error', () => undefined);
+      return s.address().port;
+    };
+    const server = dgram.createSocket('udp4');
+    const client = dgram.createSocket('udp4');
+    try {
+      const port = await bind(server);
+      await bind(client);
+      server.on('message', (msg, rinfo) => this.onDatagram(server, msg, rinfo));
+      this.warmSocket = server;
+      let answered = 0;
+      let wake: (() => void) | null = null;
+      client.on('message', () => {
+        answered++;
+        wake?.();
+      });
+      for (let i = 0; i < packets.length && !this.closing; i += window) {
+        const batch = packets.slice(i, i + window);
+        for (const p of batch) client.send(p, port, WARM_UP_ADDRESS);
+        const want = Math.min(packets.length, i + window);
+        // Loopback may drop a datagram under a burst: a batch waits at most a second.
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(done, 1000);
+          function done(): void {
+            clearTimeout(t);
+            wake = null;
+            resolve();
+          }
+          wake = () => answered >= want && done();
+          wake();
+        });
+      }
+    } catch (err) {
+      // No loopback (a namespace without lo up): start cold rather than not at all.
+      this.o.logger.warn({ code: ErrorCodes.WARM_UP_FAILED, err: (err as Error).message }, 'DNS warm-up skipped');
+    } finally {
+      this.warmSocket = null;
+      this.o.metrics.uncountQueries(this.warmCounted);
+      this.warmCounted = [];
+      server.close();
+      client.close();
+    }
+    return this.now() - t0;
+  }
+
   /** An answer that is ready only after close() (grace period over) is dropped: sending on a closed socket throws. */
-  private sendUdp(out: Buffer, rinfo: dgram.RemoteInfo): void {
-    this.udp?.send(out, rinfo.port, rinfo.address);
+  private sendUdp(sock: dgram.Socket, out: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (sock === this.udp || sock === this.warmSocket) sock.send(out, rinfo.port, rinfo.address);
   }
 
   private onConnection(sock: net.Socket): void {
@@ -314,6 +396,7 @@ export class DnsServer {
     const { query: q, transport } = req;
     const out = finishReply(req, reply, (why) => this.o.metrics.dnsTruncated.inc({ reason: why }));
     this.count(q.qtype, reply.rcode, reply.source, transport, started);
+    if (this.warming) return out;
     const rate = this.o.queryLogRate();
     if (rate > 0 && Math.random() < rate) {
       this.o.logger.info(
@@ -325,11 +408,16 @@ export class DnsServer {
   }
 
   private count(qtype: number, rcode: number, source: string, transport: Transport, started: number): void {
+    const seconds = (this.now() - started) / 1000;
     this.o.metrics.countQuery(qtype, rcode, source, transport);
-    this.o.metrics.dnsDuration.observe({ source }, (this.now() - started) / 1000);
+    this.o.metrics.dnsDuration.observe(source, seconds);
+    if (this.warming) this.warmCounted.push({ qtype, rcode, source, transport, seconds });
   }
 }
 
+
+/** Where warm-up queries go and come from. */
+const WARM_UP_ADDRESS = '127.0.0.1';
 
 function listenError(proto: string, at: HostPort, err: NodeJS.ErrnoException): CanonportError {
   const hint = err.code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : err.code === 'EADDRINUSE' ? ' (address in use: another canonport serve may be running; stop it, or give this one other --dns, --grpc and --http addresses)' : '';

@@ -50,6 +50,9 @@ export interface GrpcServerOptions extends ServiceOptions {
   tls?: { source: TlsSource; clientAuth: 'require' | 'optional' } | undefined;
 }
 
+/** The health service's name, as a call's path gives it. */
+const HEALTH_SERVICE = 'grpc.health.v1.Health';
+
 /** Names the health service answers for: the server as a whole ('') and the Canonport service. */
 const HEALTH_NAMES = ['', CANONPORT_SERVICE_NAME] as const;
 
@@ -63,6 +66,8 @@ const HEALTH_NAMES = ['', CANONPORT_SERVICE_NAME] as const;
 function countCalls(ctx: DaemonContext): grpc.ServerInterceptor {
   return (method, call) => {
     const labels = callLabels(method.path);
+    // Health checks come every few seconds from probes, like scrapes: they keep nothing awake (metrics/event-loop.ts).
+    if (labels.service !== HEALTH_SERVICE) ctx.metrics.countActivity();
     let counted = false;
     const count = (code: number) => {
       if (counted) return;

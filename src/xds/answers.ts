@@ -68,7 +68,12 @@ export class AnswerCache {
   /** Entries waiting for a lookup or being looked up, each once: no more than `entries`. */
   private readonly lookups: CoalescingQueue<Entry>;
   private closed = false;
-  private readonly stopListening: () => void;
+  /**
+   * Set while any name is kept: the discovery's change feed (and the hosts
+   * file poll behind it) runs only while an xDS client subscribes to
+   * something, so a daemon without xDS clients is not woken for it.
+   */
+  private stopListening: (() => void) | undefined;
 
   constructor(private readonly opts: AnswerCacheOptions) {
     this.lookups = new CoalescingQueue((entry) => this.lookup(entry), {
@@ -76,7 +81,6 @@ export class AnswerCache {
       live: (entry) => this.entries.get(entry.key) === entry,
       onError: (err, entry) => opts.logger.error({ code: ErrorCodes.XDS_INTERNAL, name: entry.key, err }, 'xDS answer update failed; the name keeps its last answer'),
     });
-    this.stopListening = opts.discovery.onChange(() => this.refreshAll());
   }
 
   /** Distinct names looked up and kept. */
@@ -113,6 +117,7 @@ export class AnswerCache {
     if (!entry) {
       entry = { key, answer: { kind: 'pending' }, subscribers: new Set(), encoded: new Map(), seq: 0, timer: undefined, unobserved: [] };
       this.entries.set(key, entry);
+      if (!this.closed) this.stopListening ??= this.opts.discovery.onChange(() => this.refreshAll());
       this.enqueue(entry);
     }
     entry.subscribers.add(sub);
@@ -127,15 +132,21 @@ export class AnswerCache {
       clearTimeout(entry.timer);
       entry.seq++;
       this.entries.delete(key);
-      // Nothing left to look up: let go of the queue's references now, not at the next lookup.
-      if (this.entries.size === 0) this.lookups.clear();
+      // Nothing left to look up: let go of the queue's references now, not at the next lookup,
+      // and stop following the discovery until a name is kept again.
+      if (this.entries.size === 0) {
+        this.lookups.clear();
+        this.stopListening?.();
+        this.stopListening = undefined;
+      }
     }
   }
 
   /** Stops listening to the discovery; later lookups' results are dropped. */
   close(): void {
     this.closed = true;
-    this.stopListening();
+    this.stopListening?.();
+    this.stopListening = undefined;
     for (const entry of this.entries.values()) clearTimeout(entry.timer);
     this.entries.clear();
     this.lookups.close();
