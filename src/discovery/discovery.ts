@@ -84,6 +84,12 @@ export interface ObservedService {
   hosts: readonly { host: ObservedHost; source: NameSourceOrNone }[];
 }
 
+/** Which observed services to list: unnamed listeners too, one transport only. */
+export interface ObservedServicesOptions {
+  unnamed?: boolean | undefined;
+  protocol?: 'tcp' | 'udp' | undefined;
+}
+
 /** A host's names (a source without names reads its claim as the registry's). */
 export function namesOfHost(h: ObservedHost): readonly ServiceName[] {
   return h.names ?? h.services.map((name) => ({ name, source: 'registry' as const }));
@@ -140,9 +146,11 @@ const HOSTS_POLL_MS = 2000;
 export class Discovery implements DiscoveryReader {
   private readonly listeners = new Set<() => void>();
   private gen = 0;
+  private localGen = 0;
   private seenHosts = -1;
   private seenAddresses = -1;
   private seenObserved = -1;
+  private seenLocal = -1;
   private hostsTimer: NodeJS.Timeout | undefined;
   private unsubscribeObserved: (() => void) | undefined;
 
@@ -151,24 +159,55 @@ export class Discovery implements DiscoveryReader {
   /**
    * A number that changes whenever an answer without I/O (`peek`) may
    * change: a reload (`changed()`), a hosts file edit, an upstream answer
-   * learned. Caches of encoded answers compare it per query.
+   * learned, any change of the cluster view.
    */
   get generation(): number {
-    const h = this.o.hosts?.generation ?? 0;
-    const a = this.o.addresses?.generation ?? 0;
     const o = this.o.observed?.generation ?? 0;
-    if (h !== this.seenHosts || a !== this.seenAddresses || o !== this.seenObserved) {
-      this.seenHosts = h;
-      this.seenAddresses = a;
+    const local = this.localGeneration;
+    if (o !== this.seenObserved || local !== this.seenLocal) {
       this.seenObserved = o;
+      this.seenLocal = local;
       this.gen++;
     }
     return this.gen;
   }
 
+  /**
+   * The same without the cluster view: what every answer depends on. An
+   * answer about a service also depends on the view's hosts for its port
+   * only (observedOn), so a cache of encoded answers keyed on both keeps
+   * every other answer when one listener changes somewhere in the cluster
+   * (issue 24: ten changes a second otherwise re-encode every answer).
+   */
+  get localGeneration(): number {
+    const h = this.o.hosts?.generation ?? 0;
+    const a = this.o.addresses?.generation ?? 0;
+    if (h !== this.seenHosts || a !== this.seenAddresses) {
+      this.seenHosts = h;
+      this.seenAddresses = a;
+      this.localGen++;
+    }
+    return this.localGen;
+  }
+
+  /** The cluster view's generation: changes with any change of it (0 without cluster mode). */
+  get observedGeneration(): number {
+    return this.clustered ? this.o.observed!.generation : 0;
+  }
+
+  /**
+   * What answers about `port` are built from, compared by identity: the
+   * same value until the hosts the view holds for that port change, or the
+   * view is dropped or synced again (null without cluster mode).
+   */
+  observedOn(port: number): unknown {
+    return this.clustered ? this.o.observed!.onPort(port) : null;
+  }
+
   /** Tells the core its state changed (a reload): caches drop, listeners hear of it. */
   changed(): void {
     this.gen++;
+    this.localGen++;
     this.notify();
   }
 
@@ -222,18 +261,29 @@ export class Discovery implements DiscoveryReader {
    * by the registry and the scheme as the inventory names ports. Empty
    * without a view.
    */
-  observedServices(opts: { unnamed?: boolean | undefined; protocol?: 'tcp' | 'udp' | undefined } = {}): ObservedService[] {
-    if (!this.clustered) return [];
-    const out: ObservedService[] = [];
+  observedServices(opts: ObservedServicesOptions = {}): ObservedService[] {
+    return [...this.eachObservedService(opts)];
+  }
+
+  /**
+   * observedServices one at a time, in the same order, each port's hosts
+   * grouped by name and transport in one pass (linear in what the view
+   * holds), so a caller can page through a large view and give the event
+   * loop turns between (http-sd.ts). A listener no source names is left out
+   * unless `unnamed`, when it comes under its canonical names with source
+   * `none`.
+   */
+  *eachObservedService(opts: ObservedServicesOptions = {}): Generator<ObservedService> {
+    if (!this.clustered) return;
     for (const port of this.o.observed!.ports() ?? []) {
       const all = this.o.observed!.onPort(port) ?? [];
       for (const protocol of ['tcp', 'udp'] as const) {
         if (opts.protocol !== undefined && opts.protocol !== protocol) continue;
-        const byName = new Map<string, { host: ObservedHost; source: NameSourceOrNone }[]>();
+        const byName = new Map<string, Map<ObservedHost, NameSourceOrNone>>();
         const add = (name: string, host: ObservedHost, source: NameSourceOrNone) => {
-          const at = byName.get(name) ?? [];
-          if (!at.some((x) => x.host === host)) at.push({ host, source });
-          byName.set(name, at);
+          let at = byName.get(name);
+          if (!at) byName.set(name, (at = new Map()));
+          if (!at.has(host)) at.set(host, source);
         };
         for (const h of all) {
           if ((h.protocol ?? 'tcp') !== protocol) continue;
@@ -241,10 +291,11 @@ export class Discovery implements DiscoveryReader {
           if (names.length > 0) for (const n of names) add(n.name, h, n.source);
           else if (opts.unnamed) for (const s of h.services) add(s, h, 'none');
         }
-        for (const [service, hosts] of [...byName].sort((a, b) => (a[0] < b[0] ? -1 : 1))) out.push({ service, port, protocol, hosts });
+        for (const service of [...byName.keys()].sort()) {
+          yield { service, port, protocol, hosts: [...byName.get(service)!].map(([host, source]) => ({ host, source })) };
+        }
       }
     }
-    return out;
   }
 
   /** A client asked for this service (see DiscoveryOptions.onAsked): the touch, or undefined. */
@@ -458,10 +509,15 @@ export class Discovery implements DiscoveryReader {
     if (this.hostsTimer || !this.o.hosts) return;
     let last = this.o.hosts.generation;
     this.hostsTimer = setInterval(() => {
-      const now = this.o.hosts!.generation;
-      if (now !== last) {
-        last = now;
-        this.notify();
+      // A throw from a timer would end the process: whatever a source does, the poll goes on next time.
+      try {
+        const now = this.o.hosts!.generation;
+        if (now !== last) {
+          last = now;
+          this.notify();
+        }
+      } catch {
+        // The sources keep their last answers (EtcHosts, NameServerHosts); nothing to tell anyone.
       }
     }, HOSTS_POLL_MS);
     this.hostsTimer.unref();

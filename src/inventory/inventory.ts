@@ -5,7 +5,8 @@ import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
 import { claimOf, type PortClaim } from './claim.js';
-import { isWildcard, protocolOf, readListeningSockets, type ListeningSocket } from './procnet.js';
+import { isDeepStrictEqual } from 'node:util';
+import { isWildcard, ListenerScanner, protocolOf, type ListeningSocket } from './procnet.js';
 import { nameListener } from '../core/naming.js';
 import type { HostPort } from '../config/address.js';
 import { parsePortList, parsePortRange } from '../registry/host-facts.js';
@@ -65,9 +66,11 @@ export interface HostInventoryOptions {
   /**
    * Called with every new snapshot, right after a refresh (cluster mode
    * publishes from it, so a change reaches etcd one scan after it happens,
-   * not one scan plus a polling delay). A throw is logged, never propagated.
+   * not one scan plus a polling delay). `changed` is false when its
+   * listeners are those of the last snapshot (readiness included): most
+   * scans, which need no work downstream. A throw is logged, never propagated.
    */
-  onSnapshot?: ((snapshot: InventorySnapshot) => void) | undefined;
+  onSnapshot?: ((snapshot: InventorySnapshot, changed: boolean) => void) | undefined;
   /**
    * Cluster mode: probe the readiness of claimed listeners other hosts can
    * reach (readiness.ts), every `intervalMs`. Off (undefined): no probes,
@@ -135,6 +138,8 @@ export class HostInventory implements InventoryProvider {
   private udpSeen = new Map<number, { life: string; sinceMs: number }>();
   /** Which process holds a socket (socket-owner.ts), for process names. */
   readonly owners: SocketOwners;
+  /** Reads /proc/net/{tcp,udp}{,6} only when the socket counters say something may have changed (procnet.ts). */
+  private readonly scanner: ListenerScanner;
 
   constructor(opts: HostInventoryOptions) {
     this.opts = opts;
@@ -143,6 +148,7 @@ export class HostInventory implements InventoryProvider {
     this.owners = new SocketOwners({ procRoot: opts.procRoot, now: this.now });
     // A walk placed a socket's process: the snapshot goes out again with its name.
     this.owners.onLearned = () => this.reemit();
+    this.scanner = new ListenerScanner(opts.procRoot ?? '/proc', { now: this.now });
     if (opts.readiness) {
       this.prober = new ReadinessProber({
         intervalMs: opts.readiness.intervalMs,
@@ -235,7 +241,7 @@ export class HostInventory implements InventoryProvider {
 
   private async collect(): Promise<InventorySnapshot> {
     const collectedAtMs = this.now();
-    const read = await readListeningSockets(this.opts.procRoot ?? '/proc');
+    const read = await this.scanner.read();
     const errors = read.errors;
     this.errors = errors;
     const errorText = errors.map((e) => `${e.file}: ${e.message}`).join('; ');
@@ -249,7 +255,12 @@ export class HostInventory implements InventoryProvider {
     const sockets = await this.withoutClientSockets(read.sockets, (port) => registry.ownersOf(port).length > 0);
     // Probes (versions, readiness) speak TCP: UDP listeners are named and listed, and ready while they listen.
     const byPort = new Map<number, ListeningSocket[]>();
-    for (const s of sockets) if (protocolOf(s.family) === 'tcp') byPort.set(s.port, [...(byPort.get(s.port) ?? []), s]);
+    for (const s of sockets) {
+      if (protocolOf(s.family) !== 'tcp') continue;
+      const list = byPort.get(s.port);
+      if (list) list.push(s);
+      else byPort.set(s.port, [s]);
+    }
 
     const globalPath = this.opts.versionPath ?? registry.inventory.versionPath;
     const timeoutMs = this.opts.probeTimeoutMs ?? registry.inventory.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
@@ -296,7 +307,9 @@ export class HostInventory implements InventoryProvider {
     const inodes = new Map<string, string[]>();
     for (const s of sockets) {
       const key = `${s.port}/${protocolOf(s.family)}`;
-      inodes.set(key, [...(inodes.get(key) ?? []), ...s.inodes]);
+      const list = inodes.get(key);
+      if (list) list.push(...s.inodes);
+      else inodes.set(key, [...s.inodes]);
     }
     for (const [key, list] of inodes) {
       const port = Number(key.split('/')[0]);
@@ -335,10 +348,13 @@ export class HostInventory implements InventoryProvider {
     this.claims = claims;
     const node = this.opts.node?.();
     const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners: this.decorate(listeners), ...(node ? { node } : {}) };
-    this.publish(snap);
+    // Nothing changed since the last scan (the usual case, every second in cluster mode): no metrics
+    // to redo, and the hook told so (issue 24: a scan that finds nothing new costs next to nothing).
+    const changed = this.latest === undefined || !isDeepStrictEqual(this.latest.listeners, snap.listeners);
+    if (changed) this.publish(snap);
     this.latest = snap;
     try {
-      this.opts.onSnapshot?.(snap);
+      this.opts.onSnapshot?.(snap, changed);
     } catch (err) {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }
@@ -461,7 +477,8 @@ export class HostInventory implements InventoryProvider {
     const snap: InventorySnapshot = { ...last, listeners: this.decorate(this.base) };
     this.latest = snap;
     try {
-      this.opts.onSnapshot?.(snap);
+      // A verdict or a drain: a change by definition.
+      this.opts.onSnapshot?.(snap, true);
     } catch (err) {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }
