@@ -577,7 +577,8 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
       since,
       bind,
       readiness,
-      ...(own.length > 0 ? { names: own.map((n) => n.name), nameSource: own[0]!.source as 'registry' | 'process' } : { nameSource: 'none' as const }),
+      // A snapshot that says nothing of names (names undefined: built by hand, or before issue 22) publishes none: readers take its claim.
+      ...(first.names === undefined ? {} : own.length > 0 ? { names: own.map((n) => n.name), nameSource: own[0]!.source as 'registry' | 'process' } : { nameSource: 'none' as const }),
     });
   }
   return out;

@@ -1,7 +1,7 @@
 import { connect, isIPv6 } from 'node:net';
-import { tryParseEtcdUrl, type EtcdEndpoint } from '../config/etcd-url.js';
 import { Writable } from 'node:stream';
 import type { ClusterTlsOptions } from '../cluster/cluster.js';
+import { tryParseEtcdUrl, type EtcdEndpoint } from '../config/etcd-url.js';
 import { DEFAULT_PREFIX, nodeKey } from '../cluster/keys.js';
 import type { ClusterEndpoint, ClusterViewReader } from '../cluster/view.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
@@ -52,7 +52,8 @@ export async function collectFleetFromCluster(opts: FleetClusterOptions): Promis
   try {
     // Every member refusing the connection is known in one round trip: said at once, not after the whole deadline
     // (etcd3 retries a refused member until it gives up). A member that does not answer at all is waited for, as before.
-    const refused = parsed.ok ? refusedByEvery(parsed.value, stop.signal) : new Promise<never>(() => undefined);
+    const { etcdReason } = await import('../cluster/etcd-errors.js');
+    const refused = parsed.ok ? refusedByEvery(parsed.value, stop.signal, (err) => etcdReason(err)) : new Promise<never>(() => undefined);
     const synced = cluster.whenSynced(timeoutMs).then(
       () => null,
       () => 'timeout' as const,
@@ -79,7 +80,7 @@ export async function collectFleetFromCluster(opts: FleetClusterOptions): Promis
  * refused: the caller's deadline decides). Hand-written: one connect per
  * member, nothing a client library offers.
  */
-export function refusedByEvery(endpoints: readonly EtcdEndpoint[], signal: AbortSignal): Promise<string> {
+export function refusedByEvery(endpoints: readonly EtcdEndpoint[], signal: AbortSignal, reason: (err: Error) => string = (err) => err.message): Promise<string> {
   return new Promise((resolve) => {
     const reasons: string[] = [];
     let pending = endpoints.length;
@@ -90,12 +91,13 @@ export function refusedByEvery(endpoints: readonly EtcdEndpoint[], signal: Abort
         clearTimeout(timer);
         if (refusal === null) return; // accepted, or no answer: not refused
         reasons.push(refusal);
-        if (--pending === 0 && !signal.aborted) resolve(`every member refused the connection (${reasons.join('; ')})`);
+        if (--pending === 0 && !signal.aborted) resolve(reasons.join('; '));
       };
       const timer = setTimeout(() => done(null), REFUSAL_CHECK_MS);
       timer.unref();
       socket.once('connect', () => done(null));
-      socket.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED' ? `${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}: connect ECONNREFUSED` : null));
+      // In etcd-errors.ts's words, as a refusal the etcd client met would be: `etcd at 127.0.0.1:2379 refused the connection (…)`.
+      socket.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED' ? reason(err) : null));
       signal.addEventListener('abort', () => done(null), { once: true });
     }
   });

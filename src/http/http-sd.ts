@@ -1,4 +1,4 @@
-import type { Discovery } from '../discovery/discovery.js';
+import { namesOfHost, type Discovery } from '../discovery/discovery.js';
 
 /** One Prometheus target group (https://prometheus.io/docs/prometheus/latest/http_sd/). */
 export interface TargetGroup {
@@ -37,7 +37,7 @@ function* eachTargetGroup(discovery: Discovery, opts: TargetOptions): Generator<
           __meta_canonport_readiness: h.readiness?.state ?? 'ready',
           __meta_canonport_name_source: source,
           // Every name of the listener, comma-separated and wrapped in commas (`,cat,caterpillar,`), as consul_sd's tags: a regex `.*,cat,.*` matches one.
-          __meta_canonport_names: `,${(h.names ?? []).map((n) => n.name).join(',')},`,
+          __meta_canonport_names: `,${namesOfHost(h).map((n) => n.name).join(',')},`,
         },
       };
     }
