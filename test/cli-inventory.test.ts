@@ -66,7 +66,8 @@ describe('canonport inventory (real process, real /proc)', () => {
     expect(snap.registryDigest).toBe((await loadRegistryFile(registryFile)).digest);
     expect(snap.registryDigest).not.toBe(Registry.empty().digest);
     expect(on(snap, http.port)).toEqual([
-      { port: http.port, address: '127.0.0.1', family: 'tcp', services: [http.name], version: '1.4.2', versionSource: 'http', scheme: 'base32' },
+      // Listed in the registry: named by it (issue 22).
+      { port: http.port, address: '127.0.0.1', family: 'tcp', services: [http.name], names: [{ name: http.name, source: 'registry' }], version: '1.4.2', versionSource: 'http', scheme: 'base32' },
     ]);
     expect(on(snap, userPort)).toMatchObject([{ services: ['user'], version: '2', versionSource: 'port', scheme: 'versioned' }]);
     expect(on(snap, unclaimed.port)).toMatchObject([{ services: [], scheme: 'unknown' }]);

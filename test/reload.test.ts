@@ -41,6 +41,8 @@ const OUTSIDE = '127.0.0.3';
 let etcd: EtcdCluster;
 /** A listener on a canonical port of this host, bound to the wildcard so cluster mode publishes it. */
 let listening: Bound<Server>;
+/** Another, that no case ever asks for: named by nothing (issue 22), whatever the names other nodes learned. */
+let quiet: Bound<Server>;
 let upA: FakeUpstream;
 let upB: FakeUpstream;
 let silent: FakeUpstream;
@@ -62,6 +64,7 @@ beforeAll(async () => {
   server = ca.leaf('daemon');
   etcd = await startEtcd();
   listening = await bindCanonical(['rlda-x', 'rldb-x', 'rldc-x', 'rldd-x', 'rlde-x'], () => createServer((c) => c.destroy()), ['0.0.0.0']);
+  quiet = await bindCanonical(['rqta-x', 'rqtb-x', 'rqtc-x', 'rqtd-x', 'rqte-x'], () => createServer((c) => c.destroy()), ['0.0.0.0']);
   upA = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.1' });
   upB = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.2' });
   silent = await FakeUpstream.start({ kind: 'silent' });
@@ -69,7 +72,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all([upA?.close(), upB?.close(), silent?.close(), etcd?.stop(), ...(listening?.servers ?? []).map(closeServer)]);
+  await Promise.all([upA?.close(), upB?.close(), silent?.close(), etcd?.stop(), ...(listening?.servers ?? []).map(closeServer), ...(quiet?.servers ?? []).map(closeServer)]);
 });
 
 /** Cluster mode on this host alone: what listens here is published to the test's etcd and read back. */
@@ -459,7 +462,8 @@ const CASES: Case[] = [
     // The listening services of this host, one target group each: one page, then one page each.
     observe: async (s) => {
       await observedSrv(s);
-      const r = await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus`);
+      // Unnamed listeners too (issue 22): this host's two listeners are two groups, whatever names them.
+      const r = await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus?unnamed=true`);
       return Number(r.headers.get('x-canonport-pages')) > 1 ? 'paged' : 'one page';
     },
     expectBefore: 'one page',
@@ -498,6 +502,46 @@ const CASES: Case[] = [
     observe: async (s) => String(s.daemon.config.readyInterval),
     expectBefore: '1000',
     expectAfter: '300',
+  },
+  // Names (issue 22). Unnamed listeners in /sd/prometheus, observed from outside: `quiet`, which nobody asks for
+  // and whose process (this test's) is not called by a name of its port, is named by nothing.
+  {
+    key: 'sdUnnamed',
+    before: () => registry({ ...clustered(), processNames: false, sdUnnamed: false }),
+    after: () => registry({ ...clustered(), processNames: false, sdUnnamed: true }),
+    inventory: true,
+    observe: async (s) => {
+      await observedSrv(s); // the view has this host's listeners (quiet came in the same scan)
+      const groups = (await (await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus`)).json()) as { labels: Record<string, string> }[];
+      return groups.some((g) => g.labels.__meta_canonport_port === String(quiet.port) && g.labels.__meta_canonport_name_source === 'none') ? 'listed' : 'left out';
+    },
+    expectBefore: 'left out',
+    expectAfter: 'listed',
+  },
+  // Read where they are used (each query, each scan), as readyInterval: the value in force is what is observed.
+  {
+    key: 'learnNames',
+    before: () => registry({ learnNames: true }),
+    after: () => registry({ learnNames: false }),
+    observe: async (s) => String(s.daemon.config.learnNames),
+    expectBefore: 'true',
+    expectAfter: 'false',
+  },
+  {
+    key: 'learnedNameTtl',
+    before: () => registry({ learnedNameTtl: 86_400 }),
+    after: () => registry({ learnedNameTtl: 600 }),
+    observe: async (s) => String(s.daemon.config.learnedNameTtl),
+    expectBefore: '86400',
+    expectAfter: '600',
+  },
+  {
+    key: 'processNames',
+    before: () => registry({ processNames: true }),
+    after: () => registry({ processNames: false }),
+    observe: async (s) => String(s.daemon.config.processNames),
+    expectBefore: 'true',
+    expectAfter: 'false',
   },
   {
     // Read when the daemon stops.

@@ -56,8 +56,9 @@ beforeAll(async () => {
   lab = await startLab({ hosts: 3 });
   const [h1, h2, h3] = lab.hosts as [typeof lab.hosts[0], typeof lab.hosts[0], typeof lab.hosts[0]];
   // web-1 and web-2 share a registry; web-3's pins one more service: its digest differs.
-  common = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  blog: {}\n');
-  const other = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  blog: {}\n  legacy: { port: 40123 }\n');
+  // api is listed so the registry names it (issue 22: a listener nothing names is shown apart, not as a service).
+  common = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  api: {}\n  blog: {}\n');
+  const other = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  api: {}\n  blog: {}\n  legacy: { port: 40123 }\n');
   backends.push(
     await startBackend(h1, 'http', API, 'api', { version: '1.4.2' }),
     await startBackend(h2, 'http', API, 'api', { version: '1.4.2' }),

@@ -261,7 +261,7 @@ export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
     const all = new Set(versions.flatMap((v) => v.hosts));
     out.push({ service: s.service, protocol: s.protocol, nameSource: s.source, scheme: s.scheme, versions, hostCount: all.size, mixed: versions.length > 1 });
   }
-  return out.sort((a, b) => a.service.localeCompare(b.service) || a.protocol.localeCompare(b.protocol));
+  return out.sort((a, b) => a.service.localeCompare(b.service) || (a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0));
 }
 
 /** Claimed ports that reachable hosts listen on and no source names, by port and protocol. */
@@ -281,7 +281,7 @@ export function fleetUnnamed(hosts: readonly FleetHost[]): FleetUnnamed[] {
   }
   return [...byPort.values()]
     .map((u) => ({ port: u.port, protocol: u.protocol, services: [...u.services].sort(), scheme: u.scheme, hosts: order(hosts, u.hosts) }))
-    .sort((a, b) => a.port - b.port || a.protocol.localeCompare(b.protocol));
+    .sort((a, b) => a.port - b.port || (a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0));
 }
 
 /** Hosts in the order they were given. */
