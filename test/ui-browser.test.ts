@@ -110,7 +110,8 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     const api = page.locator('tbody th.svc', { hasText: 'api' });
     await expect.poll(() => api.textContent()).toContain('3/3 hosts, 2 versions');
     expect(await api.textContent()).toContain('mixed');
-    expect(await api.textContent()).toContain(`${API} · base32`);
+    // Its protocol, and where its name comes from (issue 22).
+    expect(await api.textContent()).toContain(`${API}/tcp · base32 · named by the registry`);
     expect(await page.locator('td.cell.outlier').count()).toBe(1);
     expect(await page.locator('thead th.host.outlier').textContent()).toContain('web-3');
     expect(await page.locator('thead th.host.outlier').textContent()).toContain('registry differs');

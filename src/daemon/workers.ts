@@ -141,11 +141,21 @@ export async function startPrimary(opts: { flags: ConfigInput; env: ConfigInput;
 export async function runWorker(opts: { flags: ConfigInput; env: ConfigInput; logger: Logger }): Promise<void> {
   let daemon: Daemon;
   try {
-    const report = (names: { port: number; name: string; lastMs: number }[]) => process.send?.({ type: 'asked', names } satisfies FromWorker);
+    // Besides each change of the set: every ASKED_REPORT_MS while it holds names, so names asked again stay fresh in
+    // the primary. A timer only while there are names: an idle worker wakes for nothing (issue 24).
+    let refresh: NodeJS.Timeout | undefined;
+    const report = (names: { port: number; name: string; lastMs: number }[]) => {
+      process.send?.({ type: 'asked', names } satisfies FromWorker);
+      if (refresh === undefined && names.length > 0) {
+        refresh = setTimeout(() => {
+          refresh = undefined;
+          const now = daemon.askedNames.entries();
+          if (now.length > 0) report(now);
+        }, ASKED_REPORT_MS);
+        refresh.unref();
+      }
+    };
     daemon = await Daemon.start({ flags: opts.flags, env: opts.env, logger: opts.logger, role: 'dns', watchRegistry: false, inventory: false, onAskedNames: report });
-    // Besides each change of the set: every ASKED_REPORT_MS, so names asked again stay fresh in the primary.
-    const d = daemon;
-    setInterval(() => d.askedNames.size > 0 && report(d.askedNames.entries()), ASKED_REPORT_MS).unref();
   } catch (err) {
     process.send?.({ type: 'failed', message: (err as Error).message } satisfies FromWorker);
     process.exitCode = 1;
