@@ -4,6 +4,7 @@ import type { InventoryListener, InventorySnapshot } from '../../inventory/types
 import { createCanonportClient } from '../../grpc/canonport-client.js';
 import { DEFAULT_DAEMON_ADDRESS, defaultDaemonAddress } from '../../config/address.js';
 import { Metrics } from '../../metrics/metrics.js';
+import { protocolOf } from '../../inventory/procnet.js';
 import { HostInventory } from '../../inventory/inventory.js';
 import { loadRegistry } from '../../registry/load.js';
 import { EXIT_FINDINGS, intOption, printJson, usageError, type CliIO } from '../io.js';
@@ -56,8 +57,14 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
           versionPath: flags.versionPath,
           probeTimeoutMs,
           procRoot: flags.procRoot,
+          // No daemon, so no names clients asked for; the processes' own names are read (issue 22).
+          names: { asked: () => [], processNames: () => true },
         });
-        snap = { ...(await inventory.snapshot()), registryDigest: registry.digest };
+        snap = await inventory.snapshot();
+        // The processes behind new sockets are looked up in the background: wait for that walk, then take the names it found.
+        await inventory.owners.settled();
+        await Promise.resolve();
+        snap = { ...(inventory.current ?? snap), registryDigest: registry.digest };
         if (inventory.errors.length > 0) {
           // Nothing on stdout: a script reading it must not mistake a failed read for a host with nothing listening.
           for (const e of inventory.errors) io.err(`canonport: cannot read ${e.file}: ${e.message}`);
@@ -70,19 +77,35 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
     });
 };
 
-/** One row per port (its addresses joined), sorted by port; unclaimed ports show "-". */
+/**
+ * One row per port and protocol (its addresses joined), sorted by port, TCP
+ * first; a UDP row's port reads `15761/udp`. SERVICE is what the port
+ * answers (its canonical names); NAME what people know it by and where that
+ * comes from (`db (query)`), `-` for a claimed listener nothing names
+ * (core/naming.ts). Unclaimed ports show "-" in both.
+ */
 export function formatInventory(snap: InventorySnapshot): string {
-  const byPort = new Map<number, InventoryListener[]>();
-  for (const l of snap.listeners) byPort.set(l.port, [...(byPort.get(l.port) ?? []), l]);
+  const byPort = new Map<string, InventoryListener[]>();
+  for (const l of snap.listeners) {
+    const key = `${l.port}/${protocolOf(l.family)}`;
+    const list = byPort.get(key);
+    if (list) list.push(l);
+    else byPort.set(key, [l]);
+  }
   // Cluster mode: whether each claimed listener serves (READY: ready, not-ready, draining; "-" before its first verdict).
   const probed = snap.listeners.some((l) => l.readiness);
-  const rows: string[][] = [['PORT', 'SERVICE', 'VERSION', 'FROM', 'SCHEME', ...(probed ? ['READY'] : []), 'ADDRESSES']];
-  for (const [port, ls] of [...byPort.entries()].sort((a, b) => a[0] - b[0])) {
+  const named = snap.listeners.some((l) => l.names !== undefined);
+  const rows: string[][] = [['PORT', 'SERVICE', ...(named ? ['NAME'] : []), 'VERSION', 'FROM', 'SCHEME', ...(probed ? ['READY'] : []), 'ADDRESSES']];
+  const order = [...byPort.values()].sort((a, b) => a[0]!.port - b[0]!.port || (protocolOf(a[0]!.family) === 'tcp' ? -1 : 1));
+  for (const ls of order) {
     const l = ls[0]!;
+    const port = protocolOf(l.family) === 'udp' ? `${l.port}/udp` : String(l.port);
+    const name = named ? [l.names && l.names.length > 0 ? l.names.map((n) => `${n.name} (${n.source})`).join(', ') : '-'] : [];
     const ready = probed ? [l.readiness ? `${l.readiness.state} (${l.readiness.by})` : '-'] : [];
-    rows.push([String(port), l.services.join(',') || '-', l.version, l.versionSource, l.scheme, ...ready, ls.map((x) => x.address).join(', ')]);
+    rows.push([port, l.services.join(',') || '-', ...name, l.version, l.versionSource, l.scheme, ...ready, ls.map((x) => x.address).join(', ')]);
   }
   const when = new Date(snap.collectedAtMs).toISOString();
-  const head = `${snap.host}: ${byPort.size} listening port${byPort.size === 1 ? '' : 's'} at ${when}`;
+  const ports = new Set(snap.listeners.map((l) => l.port)).size;
+  const head = `${snap.host}: ${ports} listening port${ports === 1 ? '' : 's'} at ${when}`;
   return [head, ...table(rows)].join('\n');
 }
