@@ -57,5 +57,6 @@ describe('cluster mode with --workers 2', () => {
     });
     expect(await b.metric('canonport_cluster_view_state', { state: 'synced' })).toBe(1);
     expect(await b.metric('canonport_cluster_view_state', { state: 'stale' })).toBe(0);
-  });
+    // Above vitest's default 30 s: this test also waits for the asked names' write (one per 5 s at most, issue 22).
+  }, 60_000);
 });
