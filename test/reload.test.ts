@@ -16,6 +16,7 @@ import { dig } from './helpers/dig.js';
 import { FakeUpstream } from './helpers/fake-upstream.js';
 import { freePort } from './helpers/ports.js';
 import { startEtcd, type EtcdCluster } from './helpers/etcd.js';
+import { until } from './helpers/cluster.js';
 import { bindCanonical, closeServer, type Bound } from './inventory-support.js';
 import { RawAds } from './helpers/raw-ads.js';
 
@@ -41,8 +42,11 @@ const OUTSIDE = '127.0.0.3';
 let etcd: EtcdCluster;
 /** A listener on a canonical port of this host, bound to the wildcard so cluster mode publishes it. */
 let listening: Bound<Server>;
-/** Another, that no case ever asks for: named by nothing (issue 22), whatever the names other nodes learned. */
-let quiet: Bound<Server>;
+/**
+ * A second listening service, so /sd/prometheus has two target groups to page (httpSdMaxGroups); no case ever
+ * asks for it, so it is named by nothing (issue 22), whatever names other nodes learned (sdUnnamed).
+ */
+let second: Bound<Server>;
 let upA: FakeUpstream;
 let upB: FakeUpstream;
 let silent: FakeUpstream;
@@ -64,7 +68,7 @@ beforeAll(async () => {
   server = ca.leaf('daemon');
   etcd = await startEtcd();
   listening = await bindCanonical(['rlda-x', 'rldb-x', 'rldc-x', 'rldd-x', 'rlde-x'], () => createServer((c) => c.destroy()), ['0.0.0.0']);
-  quiet = await bindCanonical(['rqta-x', 'rqtb-x', 'rqtc-x', 'rqtd-x', 'rqte-x'], () => createServer((c) => c.destroy()), ['0.0.0.0']);
+  second = await bindCanonical(['sdpa', 'sdpb', 'sdpc', 'sdpd'], () => createServer((c) => c.destroy()), ['0.0.0.0']);
   upA = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.1' });
   upB = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.2' });
   silent = await FakeUpstream.start({ kind: 'silent' });
@@ -72,7 +76,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all([upA?.close(), upB?.close(), silent?.close(), etcd?.stop(), ...(listening?.servers ?? []).map(closeServer), ...(quiet?.servers ?? []).map(closeServer)]);
+  await Promise.all([upA?.close(), upB?.close(), silent?.close(), etcd?.stop(), ...(listening?.servers ?? []).map(closeServer), ...(second?.servers ?? []).map(closeServer)]);
 });
 
 /** Cluster mode on this host alone: what listens here is published to the test's etcd and read back. */
@@ -459,12 +463,19 @@ const CASES: Case[] = [
     before: () => registry({ ...clustered(), httpSdMaxGroups: 100 }),
     after: () => registry({ ...clustered(), httpSdMaxGroups: 1 }),
     inventory: true,
-    // The listening services of this host, one target group each: one page, then one page each.
+    // The two listening services of this host (`listening`, `second`), one target group each: one page, then one
+    // page each. Each listener is published after its first readiness verdict, at its own moment: judged once both are.
     observe: async (s) => {
       await observedSrv(s);
-      // Unnamed listeners too (issue 22): this host's two listeners are two groups, whatever names them.
-      const r = await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus?unnamed=true`);
-      return Number(r.headers.get('x-canonport-pages')) > 1 ? 'paged' : 'one page';
+      let pages = 0;
+      await until('two target groups in /sd/prometheus', async () => {
+        // Unnamed listeners too (issue 22): `second` is named by nothing.
+        const r = await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus?unnamed=true`);
+        await r.arrayBuffer();
+        pages = Number(r.headers.get('x-canonport-pages'));
+        return Number(r.headers.get('x-canonport-groups')) >= 2 ? true : undefined;
+      });
+      return pages > 1 ? 'paged' : 'one page';
     },
     expectBefore: 'one page',
     expectAfter: 'paged',
@@ -503,7 +514,7 @@ const CASES: Case[] = [
     expectBefore: '1000',
     expectAfter: '300',
   },
-  // Names (issue 22). Unnamed listeners in /sd/prometheus, observed from outside: `quiet`, which nobody asks for
+  // Names (issue 22). Unnamed listeners in /sd/prometheus, observed from outside: `second`, which nobody asks for
   // and whose process (this test's) is not called by a name of its port, is named by nothing.
   {
     key: 'sdUnnamed',
@@ -511,9 +522,9 @@ const CASES: Case[] = [
     after: () => registry({ ...clustered(), processNames: false, sdUnnamed: true }),
     inventory: true,
     observe: async (s) => {
-      await observedSrv(s); // the view has this host's listeners (quiet came in the same scan)
+      await observedSrv(s); // the view has this host's listeners (second came in the same scan)
       const groups = (await (await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus`)).json()) as { labels: Record<string, string> }[];
-      return groups.some((g) => g.labels.__meta_canonport_port === String(quiet.port) && g.labels.__meta_canonport_name_source === 'none') ? 'listed' : 'left out';
+      return groups.some((g) => g.labels.__meta_canonport_port === String(second.port) && g.labels.__meta_canonport_name_source === 'none') ? 'listed' : 'left out';
     },
     expectBefore: 'left out',
     expectAfter: 'listed',
