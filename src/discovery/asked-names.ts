@@ -75,6 +75,7 @@ export class AskedNames {
   private lastPublishMs = -Infinity;
   private publishTimer: NodeJS.Timeout | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private sweeping = false;
   /** Names forgotten to make room (a flood, or a fleet asking for more than the bounds). */
   evicted = 0;
 
@@ -82,14 +83,24 @@ export class AskedNames {
     this.now = o.now ?? Date.now;
   }
 
-  /** Sweeps every minute until close(); the timer never keeps the process alive. */
+  /**
+   * Sweeps every minute until close(), while it holds names: an idle daemon
+   * (no name asked) has no timer to wake for (issue 24). The timer never
+   * keeps the process alive.
+   */
   start(): void {
-    if (this.sweepTimer) return;
+    this.sweeping = true;
+    this.armSweep();
+  }
+
+  private armSweep(): void {
+    if (!this.sweeping || this.sweepTimer || this.count === 0) return;
     this.sweepTimer = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweepTimer.unref();
   }
 
   close(): void {
+    this.sweeping = false;
     clearInterval(this.sweepTimer);
     clearTimeout(this.publishTimer);
     this.sweepTimer = undefined;
@@ -157,6 +168,10 @@ export class AskedNames {
       const listening = this.o.listening(port) && !this.o.registryNames(port);
       for (const e of names.values()) if (!listening || now - e.lastMs > ttl) this.remove(e);
     }
+    if (this.count === 0 && this.sweepTimer) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = undefined;
+    }
   }
 
   private touchOf(entry: Entry): Touch {
@@ -174,6 +189,7 @@ export class AskedNames {
     if (!names) this.byPort.set(entry.port, (names = new Map()));
     names.set(entry.name, entry);
     this.count++;
+    this.armSweep();
     this.changed();
   }
 
