@@ -10,7 +10,9 @@ import { connect, type Socket } from 'node:net';
  * an IncomingMessage, header objects, the agent's bookkeeping, a timer per
  * request), 1 % of a core for 20 listeners probed every second, over issue
  * 24's budget for the whole daemon. This writes one prebuilt request and
- * scans the reply's bytes; the body is discarded, never decoded.
+ * scans the reply's bytes; the body is discarded, never decoded. A probe
+ * in a round (ask()) allocates no promise, closure or timer: its callback
+ * is the prober's, made once per listener, and its deadline is the round's.
  */
 
 export type HttpProbeResult = { kind: 'http'; status: number } | { kind: 'refused' | 'not-http' | 'timeout'; detail: string };
@@ -21,21 +23,34 @@ const MAX_HEADER = 16 * 1024;
 const MAX_BODY = 16 * 1024;
 const HEADER_END = Buffer.from('\r\n\r\n');
 
-interface Pending {
-  resolve: (r: HttpProbeResult) => void;
-  timer: NodeJS.Timeout;
-  /** True when the request went out on a connection that had served one before (a stale one may be closed under it). */
-  reused: boolean;
-  request: Buffer;
+/** Called with the result of one request. */
+export type HttpProbeCallback = (r: HttpProbeResult) => void;
+
+/**
+ * One result object per status code, shared by every probe (a probe's
+ * answer allocates nothing of its own). Bounded: status codes are three
+ * digits, at most 900 entries.
+ */
+const HTTP_RESULTS = new Map<number, HttpProbeResult>();
+function httpResult(status: number): HttpProbeResult {
+  let r = HTTP_RESULTS.get(status);
+  if (!r) HTTP_RESULTS.set(status, (r = Object.freeze({ kind: 'http', status })));
+  return r;
 }
 
 export class HttpProbeConnection {
   private socket: Socket | undefined;
   private served = 0;
   private buf: Buffer = Buffer.alloc(0);
-  private pending: Pending | undefined;
+  /** The request in flight (one at a time): who hears its result, and its bytes. */
+  private cb: HttpProbeCallback | undefined;
+  private pendingBytes: Buffer | undefined;
+  /** True when the request went out on a connection that had served one before (a stale one may be closed under it). */
+  private reused = false;
+  /** get()'s own deadline; ask() has none (the prober checks every request of a round at one deadline). */
+  private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  /** The request bytes of the last path asked (a probe asks the same path every interval). */
+  /** The request bytes of the last path asked (a probe asks the same path every interval): encoded once. */
   private request: { path: string; bytes: Buffer } | undefined;
 
   constructor(
@@ -44,22 +59,42 @@ export class HttpProbeConnection {
     private readonly userAgent: string,
   ) {}
 
-  /** One GET; never rejects. One at a time (the prober asks one probe per listener per interval). */
-  get(path: string, timeoutMs: number): Promise<HttpProbeResult> {
-    if (this.closed) return Promise.resolve({ kind: 'not-http', detail: 'probe stopped' });
+  /**
+   * Sends `GET path` and calls `cb` once with the result, never
+   * synchronously unless the connection is closed. No timer: the caller
+   * ends a request that takes too long with expire(). One at a time (the
+   * prober asks one probe per listener per round).
+   */
+  ask(path: string, cb: HttpProbeCallback): void {
+    if (this.closed) return cb({ kind: 'not-http', detail: 'probe stopped' });
+    if (this.cb) this.finish({ kind: 'not-http', detail: 'superseded by another request' });
     if (this.request?.path !== path) {
       const host = this.address.includes(':') ? `[${this.address}]` : this.address;
       this.request = { path, bytes: Buffer.from(`GET ${path} HTTP/1.1\r\nHost: ${host}:${this.port}\r\nUser-Agent: ${this.userAgent}\r\nAccept: */*\r\n\r\n`, 'latin1') };
     }
-    const request = this.request.bytes;
+    this.cb = cb;
+    this.pendingBytes = this.request.bytes;
+    this.send();
+  }
+
+  /** One GET with a deadline of its own; never rejects (detection, once per listener's life). */
+  get(path: string, timeoutMs: number): Promise<HttpProbeResult> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.drop();
-        this.finish({ kind: 'timeout', detail: `no HTTP answer within ${timeoutMs} ms` });
-      }, timeoutMs);
-      this.pending = { resolve, timer, reused: false, request };
-      this.send();
+      this.ask(path, resolve);
+      if (this.cb === resolve) this.timer = setTimeout(() => this.expire(`no HTTP answer within ${timeoutMs} ms`), timeoutMs);
     });
+  }
+
+  /** True while a request waits for its answer. */
+  get waiting(): boolean {
+    return this.cb !== undefined;
+  }
+
+  /** Ends the request in flight, if any, as a timeout (its connection is dropped: a late answer must not be read as the next one's). */
+  expire(detail: string): void {
+    if (!this.cb) return;
+    this.drop();
+    this.finish({ kind: 'timeout', detail });
   }
 
   close(): void {
@@ -69,7 +104,6 @@ export class HttpProbeConnection {
   }
 
   private send(): void {
-    const p = this.pending!;
     if (!this.socket) {
       const socket = connect({ host: this.address, port: this.port });
       socket.setNoDelay(true);
@@ -80,25 +114,24 @@ export class HttpProbeConnection {
       this.served = 0;
       this.buf = Buffer.alloc(0);
     }
-    p.reused = this.served > 0;
-    this.socket.write(p.request);
+    this.reused = this.served > 0;
+    this.socket.write(this.pendingBytes!);
   }
 
   private onGone(socket: Socket, kind: 'refused' | 'not-http', detail: string): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
-    const p = this.pending;
-    if (!p) return;
+    if (!this.cb) return;
     // A reply that runs until the connection closes (no Content-Length, not chunked) ends here.
     const status = this.complete(true);
-    if (status !== null) return this.finish({ kind: 'http', status });
+    if (status !== null) return this.finish(httpResult(status));
     // A kept connection the server had closed meanwhile: once more on a fresh one.
-    if (p.reused && this.buf.length === 0) return this.send();
+    if (this.reused && this.buf.length === 0) return this.send();
     this.finish({ kind, detail });
   }
 
   private onData(socket: Socket, chunk: Buffer): void {
-    if (socket !== this.socket || !this.pending) return;
+    if (socket !== this.socket || !this.cb) return;
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     let status: number | null;
     try {
@@ -109,7 +142,7 @@ export class HttpProbeConnection {
       return;
     }
     if (status === null) return;
-    this.finish({ kind: 'http', status });
+    this.finish(httpResult(status));
   }
 
   /**
@@ -165,11 +198,15 @@ export class HttpProbeConnection {
   }
 
   private finish(r: HttpProbeResult): void {
-    const p = this.pending;
-    if (!p) return;
-    this.pending = undefined;
-    clearTimeout(p.timer);
-    p.resolve(r);
+    const cb = this.cb;
+    if (!cb) return;
+    this.cb = undefined;
+    this.pendingBytes = undefined;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    cb(r);
   }
 }
 
