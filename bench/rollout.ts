@@ -31,11 +31,18 @@ import { percentile } from './dnsperf.js';
  * Timings on a shared machine are noisy: the load average rides along.
  */
 
+/** The parts of the section, in the order they run (`--rollout-parts`). */
+export const ROLLOUT_PARTS = ['probe-cpu', 'deploy', 'restarts', 'convergence', 'answers'] as const;
+export type RolloutPart = (typeof ROLLOUT_PARTS)[number];
+
 export interface RolloutBenchOptions {
+  /** Readiness flips each way (50 by default, 10 with --quick). */
   trials: number;
   seconds: number;
   cpuSeconds: number;
   workDir: string;
+  /** Default: every part. */
+  parts?: readonly RolloutPart[] | undefined;
 }
 
 export interface RolloutBenchResult {
@@ -52,10 +59,17 @@ const POLL_MS = 10;
 
 export async function runRolloutBench(o: RolloutBenchOptions, progress: (m: string) => void, children: Children): Promise<RolloutBenchResult> {
   const r: RolloutBenchResult = { load: { start: os.loadavg()[0]!, end: 0 }, deploy: null, restarts: [], convergence: { in: null, out: null }, answerCost: [], probeCpu: [], errors: [] };
-  try {
-    r.probeCpu = await probeCpu(o.cpuSeconds, progress);
-  } catch (err) {
-    r.errors.push(`probe cpu: ${(err as Error).message}`);
+  const want = (part: RolloutPart) => (o.parts ?? ROLLOUT_PARTS).includes(part);
+  if (want('probe-cpu')) {
+    try {
+      r.probeCpu = await probeCpu(o.cpuSeconds, progress);
+    } catch (err) {
+      r.errors.push(`probe cpu: ${(err as Error).message}`);
+    }
+  }
+  if (!want('deploy') && !want('restarts') && !want('convergence') && !want('answers')) {
+    r.load.end = os.loadavg()[0]!;
+    return r;
   }
   if (process.getuid?.() !== 0) {
     r.errors.push('the rollout bench needs root (network namespaces)');
@@ -74,14 +88,14 @@ export async function runRolloutBench(o: RolloutBenchOptions, progress: (m: stri
         progress(`rollout: ${what} failed: ${(err as Error).message}`);
       }
     };
-    await step('rolling deploy', async () => {
+    if (want('deploy')) await step('rolling deploy', async () => {
       progress('rollout: a rolling deploy of three hosts under four kinds of client');
       const running = await clients(rl.client, { api: API });
       const t0 = Date.now();
       await rl.rollingDeploy(2);
       r.deploy = { ms: Date.now() - t0, clients: await running.stop() };
     });
-    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    for (const signal of want('restarts') ? (['SIGTERM', 'SIGKILL'] as const) : []) {
       await step(`restart ${signal}`, async () => {
         progress(`rollout: host-0's daemon ${signal}, then started again`);
         const running = await clients(rl.client, { api: API });
@@ -93,11 +107,11 @@ export async function runRolloutBench(o: RolloutBenchOptions, progress: (m: stri
         r.restarts.push({ signal, ...seen, clients: await running.stop() });
       });
     }
-    await step('convergence', async () => {
+    if (want('convergence')) await step('convergence', async () => {
       progress(`rollout: readiness convergence, ${o.trials} trials each way`);
       r.convergence = await convergence(rl, o.trials);
     });
-    await step('answer cost', async () => {
+    if (want('answers')) await step('answer cost', async () => {
       progress('rollout: answer q/s with 10 instances against a canonical answer (dnsperf)');
       r.answerCost = await answerCostRows(rl.lab, rl.daemons[3]!, { seconds: o.seconds, workDir: o.workDir }, children, progress);
     });
