@@ -1,6 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
-import { createServer as createTcpServer } from 'node:net';
+import { createServer as createTcpServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { HttpProbeConnection } from '../src/inventory/http-probe.js';
 import { ReadinessProber, readyRule, type ReadinessTarget, type Verdict } from '../src/inventory/readiness.js';
 import { until } from './helpers/cluster.js';
 
@@ -154,5 +155,46 @@ describe('one deadline for a round', () => {
     answerAfterMs = 600;
     p.reconcile([target(early.port), target(hanging.port, readyRule('http:/readyz')), target(late.port, readyRule('http:/readyz'))]);
     expect(await until('late\'s first verdict', () => p.verdict(late.port), 5_000, 5)).toMatchObject({ state: 'ready', detail: 'HTTP 200 from /readyz' });
+  });
+});
+
+describe('the probes\' shared read buffer', () => {
+  it('a reply split across reads is kept whole while another connection\'s reply lands in the same buffer', async () => {
+    /** A raw server that hands the test each connection once a request arrived. */
+    async function raw(): Promise<{ port: number; next: () => Promise<Socket> }> {
+      const waiting: ((s: Socket) => void)[] = [];
+      const ready: Socket[] = [];
+      const server = createTcpServer((sock) => {
+        sock.on('error', () => undefined);
+        sock.once('data', () => {
+          const w = waiting.shift();
+          if (w) w(sock);
+          else ready.push(sock);
+        });
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      cleanups.push(() => new Promise((r) => server.close(r)));
+      return {
+        port: (server.address() as { port: number }).port,
+        next: () => (ready.length ? Promise.resolve(ready.shift()!) : new Promise((r) => waiting.push(r))),
+      };
+    }
+    const a = await raw();
+    const b = await raw();
+    const ca = new HttpProbeConnection('127.0.0.1', a.port, 'test');
+    const cb = new HttpProbeConnection('127.0.0.1', b.port, 'test');
+    cleanups.push(() => ca.close(), () => cb.close());
+    const ra = ca.get('/readyz', 5_000);
+    const rb = cb.get('/readyz', 5_000);
+    const [sa, sb] = await Promise.all([a.next(), b.next()]);
+    // A's reply, first half: read into the shared buffer, incomplete.
+    const replyA = 'HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nwarm';
+    sa.write(replyA.slice(0, 30));
+    await new Promise((r) => setTimeout(r, 50));
+    // B's whole reply overwrites the shared buffer; then the rest of A's.
+    sb.write('HTTP/1.1 200 OK\r\nContent-Length: 33\r\nX-Pad: zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\r\n\r\nzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz');
+    expect(await rb).toEqual({ kind: 'http', status: 200 });
+    sa.write(replyA.slice(30));
+    expect(await ra).toEqual({ kind: 'http', status: 503 });
   });
 });

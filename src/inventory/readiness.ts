@@ -117,6 +117,8 @@ interface Probe {
   onHttp: HttpProbeCallback;
   /** When its HTTP request in flight was sent (performance.now()). */
   sentAt: number;
+  /** The last HTTP answer and what it meant: the same answer again (the usual case) allocates nothing. */
+  lastHttp: { r: HttpProbeResult; path: string; o: Outcome } | undefined;
   /** Probes in a row that got no answer at all (timeout, reset); an answer resets it. */
   failures: number;
   busy: boolean;
@@ -277,7 +279,10 @@ export class ReadinessProber {
         this.sendHttp(p);
         return;
       }
-      this.answered(p, r.kind === 'http', httpOutcome(r, p.path), p.target.rule.kind === 'http' ? 'registry' : 'http');
+      // HTTP results are one object per status (http-probe.ts): the same object is the same answer.
+      const last = p.lastHttp;
+      const o = last && last.r === r && last.path === p.path ? last.o : (p.lastHttp = { r, path: p.path, o: httpOutcome(r, p.path) }).o;
+      this.answered(p, r.kind === 'http', o, p.target.rule.kind === 'http' ? 'registry' : 'http');
     } catch (err) {
       // Runs from a socket's event: a throw here is a bug, kept from reaching the process.
       this.logger.error({ err, port: p.target.port }, 'readiness probe failed unexpectedly');
@@ -287,7 +292,7 @@ export class ReadinessProber {
   // --- one listener ---
 
   private startProbe(target: ReadinessTarget): void {
-    const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, session: undefined, watch: undefined, http: undefined, onHttp: (r) => this.httpAnswered(p, r), sentAt: 0, failures: 0, busy: false, closed: false };
+    const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, session: undefined, watch: undefined, http: undefined, onHttp: (r) => this.httpAnswered(p, r), sentAt: 0, lastHttp: undefined, failures: 0, busy: false, closed: false };
     this.probes.set(target.port, p);
     const rule = target.rule;
     if (rule.kind === 'tcp') {
