@@ -51,7 +51,7 @@ export interface RolloutBenchResult {
   restarts: { signal: string; absentMs: number; checks: number; clients: Record<string, Tally> }[];
   convergence: { in: { p50: number; p99: number; n: number } | null; out: { p50: number; p99: number; n: number } | null };
   answerCost: AnswerCostRow[];
-  probeCpu: { listeners: number; intervalMs: number; cpuPercent: number; idlePercent: number }[];
+  probeCpu: ({ listeners: number; intervalMs: number } & ProberCost)[];
   errors: string[];
 }
 
@@ -217,26 +217,39 @@ async function probeCpu(seconds: number, progress: (m: string) => void): Promise
 
 const PROBER_CHILD = `
 const { ReadinessProber, readyRule } = await import(process.argv[1]);
+const { readFileSync } = await import('node:fs');
 const ports = JSON.parse(process.argv[2]);
 const ms = Number(process.argv[3]) * 1000;
+// Context switches of the main thread: how often the event loop woke.
+const switches = () => {
+  const t = readFileSync('/proc/self/task/' + process.pid + '/status', 'utf8');
+  return Number(/^voluntary_ctxt_switches:\\s+(\\d+)/m.exec(t)?.[1] ?? 0) + Number(/^nonvoluntary_ctxt_switches:\\s+(\\d+)/m.exec(t)?.[1] ?? 0);
+};
+let wakeups = 0;
 const measure = async () => {
   const a = process.cpuUsage();
+  const s0 = switches();
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, ms));
   const d = process.cpuUsage(a);
-  return Number((((d.user + d.system) / 1000 / (performance.now() - t0)) * 100).toFixed(3));
+  const elapsed = performance.now() - t0;
+  wakeups = Number((((switches() - s0) / elapsed) * 1000).toFixed(1));
+  return Number((((d.user + d.system) / 1000 / elapsed) * 100).toFixed(3));
 };
 const idlePercent = await measure();
+const idleWakeups = wakeups;
 const p = new ReadinessProber({ intervalMs: () => 1000, timeoutMs: () => 500, onVerdict: () => undefined });
 p.reconcile(ports.map((port) => ({ port, address: '127.0.0.1', life: String(port), rule: readyRule(undefined) })));
 // The first round detects (gRPC, then HTTP); the steady state is what costs.
 await new Promise((r) => setTimeout(r, 3000));
 const cpuPercent = await measure();
 p.close();
-console.log(JSON.stringify({ cpuPercent, idlePercent }));
+console.log(JSON.stringify({ cpuPercent, idlePercent, wakeupsPerSec: wakeups, idleWakeupsPerSec: idleWakeups }));
 `;
 
-function proberChild(ports: number[], seconds: number): Promise<{ cpuPercent: number; idlePercent: number }> {
+type ProberCost = { cpuPercent: number; idlePercent: number; wakeupsPerSec: number; idleWakeupsPerSec: number };
+
+function proberChild(ports: number[], seconds: number): Promise<ProberCost> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--input-type=module', '-e', PROBER_CHILD, join(REPO, 'dist', 'inventory', 'readiness.js'), JSON.stringify(ports), String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -245,7 +258,7 @@ function proberChild(ports: number[], seconds: number): Promise<{ cpuPercent: nu
     child.stderr.on('data', (d) => (err += d));
     child.once('exit', (code) => {
       try {
-        resolve(JSON.parse(out.trim().split('\n').at(-1)!) as { cpuPercent: number; idlePercent: number });
+        resolve(JSON.parse(out.trim().split('\n').at(-1)!) as ProberCost);
       } catch {
         reject(new Error(`prober child exited ${code}: ${err}`));
       }
@@ -264,7 +277,7 @@ export function formatRollout(r: RolloutBenchResult): string[] {
   const canonical = r.answerCost.find((x) => x.label === 'canonical' && x.transport === 'udp')?.qps;
   const ten = r.answerCost.find((x) => x.instances === 10)?.qps;
   if (canonical && ten) lines.push(`  answers: 10 instances ${Math.round(ten)} q/s vs canonical ${Math.round(canonical)} q/s = ${(ten / canonical).toFixed(2)}×  [target ≥ 0.8×]`);
-  for (const p of r.probeCpu) lines.push(`  prober, ${p.listeners} HTTP listeners every ${p.intervalMs} ms: ${p.cpuPercent}% of a core (the same process idle: ${p.idlePercent}%)`);
+  for (const p of r.probeCpu) lines.push(`  prober, ${p.listeners} HTTP listeners every ${p.intervalMs} ms: ${p.cpuPercent}% of a core, ${p.wakeupsPerSec} wake-ups/s (the same process idle: ${p.idlePercent}%, ${p.idleWakeupsPerSec}/s)`);
   for (const e of r.errors) lines.push(`  error: ${e}`);
   return lines;
 }
