@@ -34,9 +34,11 @@ import { CANONPORT_VERSION } from '../version.js';
  * Cost (issue 24's idle budget): one probe per listener per interval
  * however many clients ask (probes are driven by this class's timer, never
  * by queries), sent in rounds: one timer per interval, with jitter on the
- * round, sends every due probe together, so the replies come back in one
- * or two turns of the event loop and the daemon wakes about twice per
- * interval however many listeners it asks, not twice per listener. A
+ * round, sends every due probe together, so the replies come back close
+ * together and the daemon wakes a few times per interval, not twice per
+ * listener (docs/performance.md: 15 wake-ups a second for 20 listeners
+ * answered by one process, 43 for 200, where a timer each gave 44 and
+ * 330). A
  * round's requests share one deadline (one timer, armed only while
  * answers are missing, cleared when the last arrives) instead of a timer
  * each, and a probe allocates no promise or closure. No timer at all while
