@@ -36,9 +36,9 @@ import { CANONPORT_VERSION } from '../version.js';
  * by queries), sent in rounds: one timer per interval, with jitter on the
  * round, sends every due probe together, so the replies come back close
  * together and the daemon wakes a few times per interval, not twice per
- * listener (docs/performance.md: 15 wake-ups a second for 20 listeners
- * answered by one process, 43 for 200, where a timer each gave 44 and
- * 330). A
+ * listener (docs/performance.md: 18 wake-ups a second for 20 listeners
+ * answered by one process, 41 for 200, where a timer each gave 41 and
+ * 312). A
  * round's requests share one deadline (one timer, armed only while
  * answers are missing, cleared when the last arrives) instead of a timer
  * each, and a probe allocates no promise or closure. No timer at all while
