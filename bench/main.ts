@@ -27,7 +27,7 @@ import {
 import { grpcLoad, grpcResolveOnce, mergeLoads } from './grpc-load.js';
 import { runClusterBench } from './cluster-bench.js';
 import { runUiBench } from './ui.js';
-import { runRolloutBench } from './rollout.js';
+import { ROLLOUT_PARTS, runRolloutBench, type RolloutPart } from './rollout.js';
 import { askDns, httpGet, metricValue, readRss } from './probe.js';
 import {
   CANONPORT,
@@ -89,6 +89,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
   --seconds N   seconds per dnsperf throughput run
   --baseline DIR  another checkout of canonport, built (npm ci): its daemon runs beside this one
                 in the idle and latency sections, in the same window (before/after figures)
+  --rollout-parts LIST  the parts of the rollout section to run: ${ROLLOUT_PARTS.join(', ')}
+                (default all; \`convergence,probe-cpu\` is the readiness schedule's figures alone)
 
 Results are always written to bench-results/latest.json.
 Needs dnsperf and unbound (dnsmasq optional): ${INSTALL_COMMAND}
@@ -107,6 +109,7 @@ interface Options {
   rssSeconds: number;
   idleSeconds: number;
   baseline: { dir: string; label: string } | undefined;
+  rolloutParts: RolloutPart[];
 }
 
 function parseOptions(argv: string[]): Options {
@@ -118,6 +121,7 @@ function parseOptions(argv: string[]): Options {
       only: { type: 'string', multiple: true },
       seconds: { type: 'string' },
       baseline: { type: 'string' },
+      'rollout-parts': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -128,6 +132,8 @@ function parseOptions(argv: string[]): Options {
   }
   const only = (values.only ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   for (const s of only) if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario "${s}": use ${SCENARIOS.join(', ')}`);
+  const rolloutParts = (values['rollout-parts'] ?? ROLLOUT_PARTS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of rolloutParts) if (!(ROLLOUT_PARTS as readonly string[]).includes(s)) throw new Error(`unknown rollout part "${s}": use ${ROLLOUT_PARTS.join(', ')}`);
   const quick = values.quick ?? false;
   const seconds = values.seconds !== undefined ? Number(values.seconds) : quick ? 3 : 10;
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 120) throw new Error(`--seconds must be a whole number from 1 to 120`);
@@ -143,6 +149,7 @@ function parseOptions(argv: string[]): Options {
     rssSeconds: quick ? 40 : 60,
     idleSeconds: quick ? 20 : 60,
     baseline: values.baseline ? baselineOf(values.baseline) : undefined,
+    rolloutParts: rolloutParts as RolloutPart[],
     // The watchdog: past this, every child is killed and the partial result reported.
     budgetMs:
       (quick ? 110 : 360) * 1000 +
@@ -641,7 +648,7 @@ async function main(): Promise<number> {
     // Readiness, drain, restarts (issue 20): the rollout lab, real clients.
     if (want('rollout')) {
       try {
-        result.rollout = await runRolloutBench({ trials: opts.quick ? 10 : 50, seconds: opts.seconds, cpuSeconds: opts.quick ? 5 : 20, workDir }, progress, children);
+        result.rollout = await runRolloutBench({ trials: opts.quick ? 10 : 50, seconds: opts.seconds, cpuSeconds: opts.quick ? 5 : 20, workDir, parts: opts.rolloutParts }, progress, children);
         for (const e of result.rollout.errors) result.errors.push(`rollout: ${e}`);
       } catch (err) {
         if (err instanceof BudgetExceeded) throw err;
