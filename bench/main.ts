@@ -88,7 +88,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
                 (idle, issue 24: needs root and etcd-server; 60 s, 20 s with --quick)
   --seconds N   seconds per dnsperf throughput run
   --baseline DIR  another checkout of canonport, built (npm ci): its daemon runs beside this one
-                in the idle and latency sections, in the same window (before/after figures)
+                in the canonical, cached, idle and latency sections, in the same window (before/after figures)
   --rollout-parts LIST  the parts of the rollout section to run: ${ROLLOUT_PARTS.join(', ')}
                 (default all; \`convergence,probe-cpu\` is the readiness schedule's figures alone)
 
@@ -376,6 +376,16 @@ async function main(): Promise<number> {
     }
     return workersCanonport;
   };
+  // The baseline checkout's daemon (--baseline), beside this one in the same run: the before of a before/after.
+  let baseCanonport: CanonportInstance | null = null;
+  const canonportBase = async () => {
+    if (!baseCanonport) {
+      progress(`starting the baseline's canonport serve (${opts.baseline!.dir})`);
+      baseCanonport = await servers.startCanonport((await unbound()).port, { repo: opts.baseline!.dir });
+    }
+    return baseCanonport;
+  };
+  const baseName = () => `${CANONPORT} ${opts.baseline!.label}`;
   const srvExpect = (zone: string) => {
     const r = canonicalSrv(serviceLabelAt(0), zone);
     return { name: r.name, type: TYPE_SRV, expect: `SRV 0 0 ${r.port} ${r.target.replace(/\.$/, '')}` };
@@ -393,6 +403,7 @@ async function main(): Promise<number> {
       };
       const plan = { file: files.canonical, check: srvExpect(BENCH_ZONE) };
       if (canonport.available) s.rows.push(await measure('canonical', CANONPORT, 'canonical (scheme)', async () => (await canonportMain()).server, plan));
+      if (canonport.available && opts.baseline) s.rows.push(await measure('canonical', baseName(), 'canonical (scheme), baseline', async () => (await canonportBase()).server, plan));
       if (canonport.available) s.rows.push(await measure('canonical', CANONPORT_WORKERS, `canonical, --workers ${WORKERS}`, async () => (await canonportWorkers()).server, plan));
       s.rows.push(await measure('canonical', UNBOUND, 'local-data', unbound, plan));
       if (tools.dnsmasq) s.rows.push(await measure('canonical', DNSMASQ, 'srv-host', dnsmasqAuth, plan));
@@ -424,6 +435,19 @@ async function main(): Promise<number> {
             if (!warmed) {
               await warm(CANONPORT, c.server.port);
               warmed = true;
+            }
+            return c.server;
+          }, plan),
+        );
+      }
+      if (canonport.available && opts.baseline) {
+        let warmedB = false;
+        s.rows.push(
+          await measure('cached', baseName(), 'forwarding + cache, baseline', async () => {
+            const c = await canonportBase();
+            if (!warmedB) {
+              await warm(baseName(), c.server.port);
+              warmedB = true;
             }
             return c.server;
           }, plan),
@@ -531,6 +555,10 @@ async function main(): Promise<number> {
     if (workersCanonport) {
       await children.stop((workersCanonport as CanonportInstance).server);
       workersCanonport = null;
+    }
+    if (baseCanonport) {
+      await children.stop((baseCanonport as CanonportInstance).server);
+      baseCanonport = null;
     }
     // From here on each canonport is fresh: stop the long-lived one.
     if (mainCanonport) {

@@ -25,6 +25,7 @@ import {
   type ListenerRecord,
 } from './keys.js';
 import { KeptLease } from './lease.js';
+import { isReachableBind } from './reachable.js';
 import type { StateDir } from './state-dir.js';
 import { etcdReason } from './etcd-errors.js';
 
@@ -501,13 +502,6 @@ export class Publisher {
   }
 }
 
-
-const LOOPBACK_V4 = /^(::ffff:)?127\./i;
-
-/** True when other hosts can reach a socket bound to `address` (a wildcard or a non-loopback address). */
-export function isReachableBind(address: string): boolean {
-  return !(LOOPBACK_V4.test(address) || address === '::1');
-}
 
 /** The listeners worth publishing: claimed by a service and reachable from other hosts. */
 export function reachableListeners(listeners: readonly InventoryListener[]): InventoryListener[] {
