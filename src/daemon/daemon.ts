@@ -324,6 +324,10 @@ export class Daemon {
 
   private async listen(): Promise<void> {
     const role = this.opts.role ?? 'all';
+    // The cluster first, never awaited: etcd being down must not hold the start (answers fall back to the snapshot,
+    // or this host's, until the view syncs). Started before the listeners and the warm-up, a restarted daemon takes
+    // its previous lease back while that lease still lives, however long the rest of the start takes on a busy host.
+    this.cluster?.start();
     const dns = role === 'front' ? this.cfg.dns : await this.dns.start();
     if (role !== 'front') {
       this.logger.debug({ event: 'dns-bound', dns: formatHostPort(dns) }, 'DNS answering; warming up');
@@ -369,8 +373,6 @@ export class Daemon {
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
     if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();
     this.askedNames.start();
-    // Never awaited: etcd being down must not hold the start (answers fall back to this host's until the view syncs).
-    this.cluster?.start();
     if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();
     if (this.cfg.upstreams.length === 0) {
       this.logger.warn({ code: ErrorCodes.NO_UPSTREAM }, 'no upstream resolvers: names outside the served zones get SERVFAIL');
