@@ -177,7 +177,8 @@ export class Daemon {
       addresses: this.upstreamAddresses,
       observed: this.cluster ? observedFrom(this.cluster.reader, this.cluster.nodeName) : undefined,
       onNoReady: (service) => this.metrics.noReadyAnswers.inc({ service }),
-      onAsked: (name, port) => this.askedNames.ask(name, port),
+      // Once ready: the warm-up's own queries (dns/warm-up.ts, `cpwarm…`) are nobody asking for a service.
+      onAsked: (name, port) => (this.isReady ? this.askedNames.ask(name, port) : undefined),
     });
     this.chain = new DnsChain(
       { state, discovery: this.discovery, forwarder: this.forwarder, metrics: this.metrics, logger: this.logger, now },
