@@ -15,6 +15,7 @@ import {
   legacyNodeKey,
   listenerKey,
   listenersPrefix,
+  MAX_NODE_DRAINS,
   nodeKey,
   nodePrefix,
   parseKey,
@@ -55,8 +56,8 @@ const { EtcdLeaseInvalidError, EtcdPermissionDeniedError } = etcd3;
 
 /** etcd's default --max-txn-ops is 128; stay under it. */
 const OPS_PER_TXN = 100;
-/** Drains this node keeps in progress at once (an operator's commands; more are refused). */
-export const MAX_LOCAL_DRAINS = 16;
+/** Drains this node keeps in progress at once (an operator's commands; more are refused): the layout's bound. */
+export const MAX_LOCAL_DRAINS = MAX_NODE_DRAINS;
 
 export interface NodeIdentity {
   name: string;
