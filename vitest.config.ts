@@ -21,6 +21,7 @@ const SLOW = [
   'test/fleet-cluster.test.ts',
   'test/ui-browser.test.ts',
   'test/rollout-netns.test.ts',
+  'test/hostile-*.test.ts',
 ];
 
 export default defineConfig({

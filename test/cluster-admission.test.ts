@@ -175,6 +175,18 @@ describe('caps that prefer this host and long-known live nodes (finding 7)', () 
     expect(nodesOn(v, 12082)).toEqual(['web-9']); // its instance waited with it
   });
 
+  it('a refused node admitted while the endpoint cap is full gets its instance in when an instance goes', () => {
+    const { v } = view({ maxNodes: 3, maxEndpoints: 2 });
+    v.replaceAll([nodePut('me', 1), instPut('me', 12082, 2), nodePut('f0', 3), instPut('f0', 12082, 4), nodePut('f1', 5)].map(asKv), 5);
+    v.applyChanges([nodePut('web-d', 10), instPut('web-d', 12082, 11)], 11);
+    expect(names(v)).toEqual(['f0', 'f1', 'me']);
+    v.applyChanges([{ type: 'delete', key: nodeKey(P, 'f1') }], 12);
+    expect(names(v)).toEqual(['f0', 'me', 'web-d']);
+    expect(nodesOn(v, 12082)).toEqual(['f0', 'me']); // web-d's instance waits, now for the endpoint cap
+    v.applyChanges([{ type: 'delete', key: instanceKey(P, 'f0', 12082) }], 13);
+    expect(nodesOn(v, 12082)).toEqual(['me', 'web-d']);
+  });
+
   it('--cluster-max-endpoints 10 with a flood of older instances still holds this host\'s own listener', async () => {
     const { v, metrics } = view({ maxEndpoints: 10 });
     const flood = Array.from({ length: 30 }, (_, i) => instPut('a0', 20000 + i, 3 + i));

@@ -283,7 +283,14 @@ export class Admission {
     let admitted = false;
     const take = (keys: Iterable<string>, rank: (c: Candidate) => Rank, room: () => number) => {
       for (const c of best([...keys].map((k) => this.waiting.get(k)!.c), rank, room)) {
-        if (!this.waiting.has(c.key) || !this.fits(c)) continue;
+        const w = this.waiting.get(c.key);
+        if (!w) continue;
+        const blocked = this.blocker(c);
+        if (blocked) {
+          // Still waiting, now for what blocks it: filed where that room's appearance will find it.
+          this.refile(c.key, w, blocked);
+          continue;
+        }
         this.unwait(c.key);
         this.place(c, false);
         admitted = true;
@@ -355,18 +362,24 @@ export class Admission {
     return Math.max(1, addresses) * c.record.services.length;
   }
 
-  /** Whether `c` fits now without displacing anything (reconsider's test). */
-  private fits(c: Candidate): boolean {
+  /** What keeps `c` out now, without displacing anything (reconsider's test); null when it fits. */
+  private blocker(c: Candidate): RefusalKind | 'no_node' | null {
     const l = this.ledgers.get(c.node);
-    if (c.kind === 'node') return !!l?.slot || this.slots < this.caps.maxNodes;
-    if (!l?.slot) return false;
+    if (c.kind === 'node') return l?.slot || this.slots < this.caps.maxNodes ? null : 'node';
+    if (!l?.slot) return 'no_node';
     const b = l.budgets[c.layout];
-    return (
-      b.held.size < this.caps.maxNodeInstances &&
-      b.bytes + c.bytes <= this.caps.maxNodeBytes &&
-      b.addresses + this.addressCost(c, l) <= this.caps.maxNodeAddresses &&
-      this.endpoints < this.caps.maxEndpoints
-    );
+    if (b.held.size >= this.caps.maxNodeInstances) return 'node_instances';
+    if (b.bytes + c.bytes > this.caps.maxNodeBytes) return 'node_bytes';
+    if (b.addresses + this.addressCost(c, l) > this.caps.maxNodeAddresses) return 'node_addresses';
+    return this.endpoints < this.caps.maxEndpoints ? null : 'endpoint';
+  }
+
+  /** A waiting record's reason changed: it moves to the index that room for that reason is looked up in. */
+  private refile(key: string, w: { c: Candidate; kind: RefusalKind | 'no_node' }, kind: RefusalKind | 'no_node'): void {
+    if (w.kind === kind) return;
+    w.kind = kind;
+    if (kind === 'endpoint') this.waitingForEndpoints.add(key);
+    else this.waitingForEndpoints.delete(key);
   }
 
   /** Admits `c`, displacing worse-ranked records when `displace`; else it waits. */

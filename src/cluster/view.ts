@@ -714,9 +714,11 @@ export class ClusterView implements ClusterViewReader {
 
   private refuse(key: string, kind: RefusalKind | 'drain' | 'ack' | 'node_drains' | 'node_acks', cap: number): void {
     // Counted once per key (while the remembered keys last): a watch resuming one revision back replays the write.
-    if (this.loggedKeys.has(key)) return;
+    // Tagged: the same key ignored earlier (a value too large, say) is still counted when a cap refuses it.
+    const tag = `cap:${key}`;
+    if (this.loggedKeys.has(tag)) return;
     this.metrics?.clusterRefusedEntries.inc({ kind });
-    if (this.loggedKeys.size < LOGGED_KEYS_MAX) this.loggedKeys.add(key);
+    if (this.loggedKeys.size < LOGGED_KEYS_MAX) this.loggedKeys.add(tag);
     this.logger.warn({ code: ErrorCodes.CLUSTER_CAP_REACHED, key: key.slice(0, 200), kind, cap }, 'cluster view full: entry refused');
   }
 
