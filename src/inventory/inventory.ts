@@ -5,7 +5,8 @@ import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
 import { claimOf, type PortClaim } from './claim.js';
-import { isWildcard, readListeningSockets, type ListeningSocket } from './procnet.js';
+import { isDeepStrictEqual } from 'node:util';
+import { isWildcard, ListenerScanner, type ListeningSocket } from './procnet.js';
 import { probeVersion, type ProbeResult, type ProbeTarget } from './version-probe.js';
 import { ReadinessProber, readyRule, type ReadinessTarget } from './readiness.js';
 import type { ListenerReadiness } from './types.js';
@@ -58,9 +59,11 @@ export interface HostInventoryOptions {
   /**
    * Called with every new snapshot, right after a refresh (cluster mode
    * publishes from it, so a change reaches etcd one scan after it happens,
-   * not one scan plus a polling delay). A throw is logged, never propagated.
+   * not one scan plus a polling delay). `changed` is false when its
+   * listeners are those of the last snapshot (readiness included): most
+   * scans, which need no work downstream. A throw is logged, never propagated.
    */
-  onSnapshot?: ((snapshot: InventorySnapshot) => void) | undefined;
+  onSnapshot?: ((snapshot: InventorySnapshot, changed: boolean) => void) | undefined;
   /**
    * Cluster mode: probe the readiness of claimed listeners other hosts can
    * reach (readiness.ts), every `intervalMs`. Off (undefined): no probes,
@@ -105,11 +108,14 @@ export class HostInventory implements InventoryProvider {
   private reemitQueued = false;
   /** port → the key of its sockets' life (their inodes) at the last scan. */
   private lives = new Map<number, string>();
+  /** Reads /proc/net/tcp{,6} only when the socket counters say something may have changed (procnet.ts). */
+  private readonly scanner: ListenerScanner;
 
   constructor(opts: HostInventoryOptions) {
     this.opts = opts;
     this.logger = opts.logger ?? silentLogger;
     this.now = opts.now ?? Date.now;
+    this.scanner = new ListenerScanner(opts.procRoot ?? '/proc', { now: this.now });
     if (opts.readiness) {
       this.prober = new ReadinessProber({
         intervalMs: opts.readiness.intervalMs,
@@ -202,7 +208,7 @@ export class HostInventory implements InventoryProvider {
 
   private async collect(): Promise<InventorySnapshot> {
     const collectedAtMs = this.now();
-    const { sockets, errors } = await readListeningSockets(this.opts.procRoot ?? '/proc');
+    const { sockets, errors } = await this.scanner.read();
     this.errors = errors;
     const errorText = errors.map((e) => `${e.file}: ${e.message}`).join('; ');
     if (errorText !== this.lastErrorText) {
@@ -273,10 +279,13 @@ export class HostInventory implements InventoryProvider {
       return { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
     });
     const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners: this.withReadiness(listeners) };
-    this.publish(snap);
+    // Nothing changed since the last scan (the usual case, every second in cluster mode): no metrics
+    // to redo, and the hook told so (issue 24: a scan that finds nothing new costs next to nothing).
+    const changed = this.latest === undefined || !isDeepStrictEqual(this.latest.listeners, snap.listeners);
+    if (changed) this.publish(snap);
     this.latest = snap;
     try {
-      this.opts.onSnapshot?.(snap);
+      this.opts.onSnapshot?.(snap, changed);
     } catch (err) {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }
@@ -331,7 +340,8 @@ export class HostInventory implements InventoryProvider {
     const snap: InventorySnapshot = { ...last, listeners: this.withReadiness(last.listeners) };
     this.latest = snap;
     try {
-      this.opts.onSnapshot?.(snap);
+      // A verdict or a drain: a change by definition.
+      this.opts.onSnapshot?.(snap, true);
     } catch (err) {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }

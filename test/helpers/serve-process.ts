@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseHostPort } from '../../src/config/address.js';
 import { stopChild } from './child.js';
+import { tempDir } from './temp.js';
 import type { Server } from './dns-wire.js';
 
 /**
@@ -73,7 +73,7 @@ export async function startServe(args: string[], opts: ServeOptions = {}): Promi
   const listen = opts.listen ?? ['--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0'];
   // A cluster daemon remembers its lease and last view in a state directory (default /var/lib/canonport as root):
   // each test daemon gets its own, so no test reads another's snapshot and nothing is left on the machine.
-  const stateDir = args.includes('--cluster') && !args.includes('--state-dir') ? mkdtempSync(join(tmpdir(), 'canonport-state-')) : undefined;
+  const stateDir = args.includes('--cluster') && !args.includes('--state-dir') ? tempDir('canonport-state-') : undefined;
   const argv = [`${REPO}bin/canonport.js`, 'serve', ...listen, '--log-level', 'info', ...args, ...(stateDir ? ['--state-dir', stateDir] : [])];
   const spawnOpts: SpawnOptions = { cwd: REPO, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] };
   const proc = opts.spawn ? opts.spawn(process.execPath, argv, spawnOpts) : spawn(process.execPath, argv, spawnOpts);
