@@ -169,6 +169,27 @@ describe('a node\'s identity is its own (issue 21 finding 5)', () => {
     await until('the original to notice', () => (a.log.codes().includes('CP_CLUSTER_NODE_TAKEN') ? true : undefined));
     expect(await count(a.metrics.clusterNodeConflicts, { side: 'taken' })).toBe(1);
   }, 30_000);
+
+  it('after a takeover, the daemon that was taken over publishes its record again once the taker stops: readers get the real host back, not nothing', async () => {
+    const a = node('a', { stateDir: stateDir() });
+    const b = node('b');
+    a.cluster.start();
+    b.cluster.start();
+    a.cluster.publish(snap(listener(12082)));
+    await a.cluster.whenPublished();
+    await until('b to see a on 12082', () => (states(b, 12082).length ? true : undefined));
+
+    const taker = node('a', { stateDir: stateDir(), advertise: ['10.6.6.6'], nodeTakeover: true });
+    taker.cluster.start();
+    taker.cluster.publish(snap(listener(15000)));
+    await taker.cluster.whenPublished();
+    await until('the original to notice', () => (a.log.codes().includes('CP_CLUSTER_NODE_TAKEN') ? true : undefined));
+    // The taker leaves (its lease revoked, its record with it): without the rewrite, node a stays missing for good.
+    await taker.cluster.leave();
+    await until('b to see the real a again', () => (b.cluster.view.node('a')?.addresses[0] === '10.0.0.1' && states(b, 12082).length === 1 ? true : undefined), 15_000);
+    expect(states(b, 15000)).toEqual([]);
+    expect(await keys()).toContain(`${PREFIX}/v2/nodes/a/node`);
+  }, 30_000);
 });
 
 describe('layouts during an upgrade', () => {

@@ -439,11 +439,23 @@ export class Cluster {
     this.publisher.setAcks(want);
   }
 
-  /** Another daemon wrote this node's record under its own lease: said once per holder (the other side of CP_CLUSTER_NODE_TAKEN). */
+  /**
+   * Another daemon wrote this node's record under its own lease: said once
+   * per holder (the other side of CP_CLUSTER_NODE_TAKEN). Once that
+   * daemon's record is gone (it stopped, or its lease ended), this one
+   * writes its own again: otherwise the node stays missing for good
+   * (issue 21, finding 5).
+   */
   private checkNodeHolder(): void {
     const mine = this.publisher.status().leaseId;
     const holder = this.view.nodeLease(this.nodeName);
     const record = this.view.node(this.nodeName);
+    if (this.takenBy !== undefined && mine && holder === undefined && this.view.status().state === 'synced') {
+      this.logger.info({ node: this.nodeName, lease: mine, previousHolder: this.takenBy }, 'the daemon that took this node name has gone: publishing this node again');
+      this.takenBy = undefined;
+      this.publisher.republish();
+      return;
+    }
     if (!mine || !holder || holder === mine || !record || record.started === new Date(this.startedMs).toISOString()) return;
     if (this.takenBy === holder) return;
     this.takenBy = holder;

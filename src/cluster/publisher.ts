@@ -192,6 +192,19 @@ export class Publisher {
     };
   }
 
+  /**
+   * What this lease wrote is no longer in etcd as written (another daemon
+   * took the node name with --node-takeover, overwrote the keys under its
+   * lease, and has gone with them): write everything again. What was
+   * written turns into strays, so a key no longer wanted is deleted, not
+   * left behind.
+   */
+  republish(): void {
+    for (const k of this.published.keys()) this.strays.add(k);
+    this.published = new Map();
+    this.kick();
+  }
+
   /** Resolves once etcd holds what was asked (tests and shutdown use it). */
   whenInSync(): Promise<void> {
     if (this.isInSync()) return Promise.resolve();
