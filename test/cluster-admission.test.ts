@@ -4,7 +4,7 @@ import { WAITING_MAX_PER_NODE } from '../src/cluster/admission.js';
 import { ackKey, drainKey, encodeAck, encodeDrain, encodeInstance, encodeListener, encodeNode, instanceKey, legacyNodeKey, listenerKey, nodeKey, type InstanceRecord, type NodeRecord } from '../src/cluster/keys.js';
 import { ClusterView, type ViewCaps, type WatchChange } from '../src/cluster/view.js';
 import { Metrics } from '../src/metrics/metrics.js';
-import { count } from './helpers/cluster.js';
+import { capturingLogger, count } from './helpers/cluster.js';
 
 /**
  * Issue 21's cluster-side findings at the level of the view, without etcd:
@@ -52,7 +52,8 @@ const asKv = (c: WatchChange) => {
 
 function view(caps: Partial<ViewCaps> = {}, self = 'me') {
   const metrics = new Metrics({ defaultMetrics: false });
-  return { v: new ClusterView({ prefix: P, self, caps, metrics }), metrics };
+  const log = capturingLogger();
+  return { v: new ClusterView({ prefix: P, self, caps, metrics, logger: log.logger }), metrics, log };
 }
 const names = (v: ClusterView) => v.nodes().map((n) => n.name);
 const nodesOn = (v: ClusterView, port: number) => v.endpointsOnPort(port).map((e) => e.node);
@@ -105,7 +106,7 @@ describe('addresses no host can have (finding 10)', () => {
   });
 
   it('in the view: answers never carry them, refusals are counted by reason, and a record with none left is no endpoint', async () => {
-    const { v, metrics } = view();
+    const { v, metrics, log } = view();
     v.replaceAll(
       [
         asKv(nodePut('evil', 5, 'l-evil', ['10.0.0.7', '127.0.0.1', '0.0.0.0', '::', '224.0.0.1', '255.255.255.255', '169.254.169.254'])),
@@ -126,6 +127,9 @@ describe('addresses no host can have (finding 10)', () => {
     expect(await count(metrics.clusterRefusedAddresses, { reason: 'loopback' })).toBe(2);
     expect(await count(metrics.clusterRefusedAddresses, { reason: 'unspecified' })).toBe(2);
     expect(await count(metrics.clusterRefusedAddresses, { reason: 'metadata' })).toBe(1);
+    // Logged with its code, once per key: evil's record and void's (this host's own loopback is no refusal).
+    await new Promise((r) => setImmediate(r));
+    expect(log.codes().filter((c) => c === 'CP_CLUSTER_ADDRESS_REFUSED')).toHaveLength(2);
     // A later put that names only bad addresses takes the record out, as an invalid value would.
     v.applyChanges([{ ...nodePut('evil', 5, 'l-evil', ['169.254.169.254']) }], 11);
     expect(v.node('evil')).toBeUndefined();
