@@ -1,7 +1,3 @@
-import { existsSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
-import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { addressProblem } from '../src/cluster/address-policy.js';
 import { createCanonportClient } from '../src/grpc/canonport-client.js';
 import { base32Port } from '../src/scheme/index.js';
@@ -9,7 +5,8 @@ import { srvTargets, startBackend, startLab, startNode, ZONE, type Lab, type Nod
 import { etcdWriter, type EtcdWriter } from '../test/helpers/etcd-writer.js';
 import { addressesIn, PREFIX, sdTargets, writeFakeNodes, writeHugeValues, writeImpossibleAddresses, writeWideNode } from '../test/helpers/hostile-cluster.js';
 import type { Host } from '../test/helpers/netns.js';
-import { REPO, rssOf } from '../test/helpers/serve-process.js';
+import { rssOf } from '../test/helpers/serve-process.js';
+import { parseRepoCases, runRepoCases, type Figures } from './repos.js';
 
 /**
  * `npm run bench:hostile-cluster`: issue 21's etcd-writer attacks
@@ -38,16 +35,7 @@ type Case = (typeof CASES)[number];
 const API = base32Port('api');
 const PAY = base32Port('pay');
 
-function parse(): { repos: string[]; only: Case[] } {
-  const { values } = parseArgs({ options: { repo: { type: 'string', multiple: true }, only: { type: 'string', multiple: true } } });
-  const only = (values.only ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
-  for (const o of only) if (!(CASES as readonly string[]).includes(o)) throw new Error(`unknown case "${o}": use ${CASES.join(', ')}`);
-  const repos = (values.repo ?? [REPO]).map((r) => `${resolve(r)}/`);
-  for (const r of repos) if (!existsSync(join(r, 'dist', 'cli', 'main.js'))) throw new Error(`${r} has no built dist/ (npx tsc -p tsconfig.json there)`);
-  return { repos, only: only.length ? (only as Case[]) : [...CASES] };
-}
 
-type Figures = Record<string, string | number | boolean>;
 const mb = (bytes: number) => Math.round(bytes / 1e6);
 const alive = (d: NodeDaemon) => d.proc.exitCode === null && d.proc.signalCode === null;
 const lists = (r: Awaited<ReturnType<NodeDaemon['dig']>>, node: string) => srvTargets(r).some((t) => t.endsWith(` ${node}.node.${ZONE}.`));
@@ -63,6 +51,24 @@ async function world(repo: string): Promise<{ lab: Lab; hosts: Host[]; a: NodeDa
     return lists(r, 'web-a') && lists(r, 'web-b');
   });
   return { lab, hosts: lab.hosts, a, b, evil: etcdWriter(`127.0.0.1:${lab.etcd.members[0]!.clientPort}`) };
+}
+
+type World = Awaited<ReturnType<typeof world>>;
+
+/** `fn` in a fresh world from `repo`, torn down afterwards whatever happens. */
+async function inWorld(repo: string, fn: (w: World) => Promise<Figures>): Promise<Figures> {
+  const w = await world(repo);
+  try {
+    return await fn(w);
+  } finally {
+    w.evil.close();
+    await w.lab.stop();
+  }
+}
+
+/** What the clients of the real hosts saw during an attack (during()), with the RSS before it. */
+function dnsFigures(d: { sent: number; failed: number; maxMs: number; rssPeak: number }, rssBefore: number): Figures {
+  return { dnsFailedDuring: `${d.failed}/${d.sent}`, dnsMaxMs: d.maxMs, rssMb: `${mb(rssBefore)} → ${mb(d.rssPeak)}` };
 }
 
 async function until(ms: number, check: () => Promise<boolean>): Promise<boolean> {
@@ -107,8 +113,7 @@ async function during<T>(d: NodeDaemon, attack: Promise<T>): Promise<{ result: T
 
 /** Finding 3: 70 values of 1 MB under one node's prefix, then a daemon starts (a restart, or a new host). */
 async function hugeValues(repo: string): Promise<Figures> {
-  const w = await world(repo);
-  try {
+  return inWorld(repo, async (w) => {
     const rssBefore = await rssOf(w.b.pid);
     const d = await during(w.b, writeHugeValues(w.evil, 'evil', 70));
     const t0 = performance.now();
@@ -122,20 +127,14 @@ async function hugeValues(repo: string): Promise<Figures> {
       newDaemonSynced: synced ? `yes, ${Math.round(performance.now() - t0)} ms after start` : 'no, within 60 s',
       newDaemonReadyz: `${readyz.status} ${readyz.body.trim().slice(0, 140)}`,
       newDaemonAnswersApi: lists(await c.dig(['SRV', `api.${ZONE}`]), 'web-a'),
-      dnsFailedDuring: `${d.failed}/${d.sent}`,
-      dnsMaxMs: d.maxMs,
-      rssMb: `${mb(rssBefore)} → ${mb(d.rssPeak)}`,
+      ...dnsFigures(d, rssBefore),
     };
-  } finally {
-    w.evil.close();
-    await w.lab.stop();
-  }
+  });
 }
 
 /** Finding 4: one node's 5,000 listeners × 64 services on 16 addresses (the issue's 302 MB /sd/prometheus). */
 async function wideNode(repo: string): Promise<Figures> {
-  const w = await world(repo);
-  try {
+  return inWorld(repo, async (w) => {
     const rssBefore = await rssOf(w.b.pid);
     const d = await during(w.b, writeWideNode(w.evil, 'evil', 5_000));
     // The view settles (the writes reached it), then Prometheus asks, while a client keeps asking DNS.
@@ -159,16 +158,12 @@ async function wideNode(repo: string): Promise<Figures> {
       rssMb: `${mb(rssBefore)} → ${mb(Math.max(d.rssPeak, sd.rssPeak))}`,
       refusedEntries: (await w.b.metric('canonport_cluster_refused_entries_total').catch(() => NaN)) || 0,
     };
-  } finally {
-    w.evil.close();
-    await w.lab.stop();
-  }
+  });
 }
 
 /** Finding 7: 12,000 made-up a* nodes, a daemon restarted meanwhile; then the flood deleted. And --cluster-max-endpoints 10. */
 async function flood(repo: string): Promise<Figures> {
-  const w = await world(repo);
-  try {
+  return inWorld(repo, async (w) => {
     const rssBefore = await rssOf(w.b.pid);
     const d = await during(w.b, writeFakeNodes(w.evil, 12_000, 'api', API));
     await startBackend(w.hosts[2]!, 'grpc', API, 'web-c');
@@ -189,20 +184,14 @@ async function flood(repo: string): Promise<Figures> {
       restartedSeesRealNodesWithFlood: `${withFlood}/3`,
       afterFloodDeleted: back ? `${after}/3 within ${Math.round(performance.now() - t0)} ms` : `${after}/3 after 30 s`,
       ownListenerAtMaxEndpoints10: own,
-      dnsFailedDuring: `${d.failed}/${d.sent}`,
-      dnsMaxMs: d.maxMs,
-      rssMb: `${mb(rssBefore)} → ${mb(d.rssPeak)}`,
+      ...dnsFigures(d, rssBefore),
     };
-  } finally {
-    w.evil.close();
-    await w.lab.stop();
-  }
+  });
 }
 
 /** Finding 10: nodes advertising addresses no host can have; a forged lease-less key under a live node. */
 async function addresses(repo: string): Promise<Figures> {
-  const w = await world(repo);
-  try {
+  return inWorld(repo, async (w) => {
     await writeImpossibleAddresses(w.evil, 'api', API, { victim: 'web-a', service: 'pay', port: PAY });
     await new Promise((r) => setTimeout(r, 3_000));
     const srv = await w.b.dig(['SRV', `api.${ZONE}`]);
@@ -219,30 +208,15 @@ async function addresses(repo: string): Promise<Figures> {
       forgedKeyAnswered: lists(await w.b.dig(['SRV', `pay.${ZONE}`]), 'web-a'),
       refusedAddressesCounted: (await w.b.metric('canonport_cluster_refused_addresses_total').catch(() => NaN)) || 0,
     };
-  } finally {
-    w.evil.close();
-    await w.lab.stop();
-  }
+  });
 }
 
 const RUN: Record<Case, (repo: string) => Promise<Figures>> = { 'huge-values': hugeValues, 'wide-node': wideNode, flood, addresses };
 
 async function main(): Promise<number> {
-  const { repos, only } = parse();
+  const { repos, only } = parseRepoCases(CASES);
   if (process.getuid?.() !== 0) throw new Error('the hostile cluster bench uses network namespaces: run it as root');
-  for (const c of only) {
-    for (const repo of repos) {
-      process.stderr.write(`hostile-cluster: ${c} against ${repo}…\n`);
-      let figures: Figures;
-      try {
-        figures = await RUN[c](repo);
-      } catch (err) {
-        figures = { error: (err as Error).message.split('\n')[0]!.slice(0, 200) };
-      }
-      console.log(`${c.padEnd(12)} ${repo}\n  ${Object.entries(figures).map(([k, v]) => `${k}: ${v}`).join('\n  ')}`);
-    }
-  }
-  console.log(`\nmachine: ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} (shared: compare rows of one run only)`);
+  await runRepoCases('hostile-cluster', only, repos, (c, repo) => RUN[c](repo));
   return 0;
 }
 

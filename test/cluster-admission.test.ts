@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { addressProblem, screenListener, screenNode } from '../src/cluster/address-policy.js';
 import { WAITING_MAX_PER_NODE } from '../src/cluster/admission.js';
-import { ackKey, drainKey, encodeAck, encodeDrain, encodeInstance, encodeListener, encodeNode, instanceKey, legacyNodeKey, listenerKey, nodeKey, type InstanceRecord, type NodeRecord } from '../src/cluster/keys.js';
+import { ackKey, drainKey, encodeAck, encodeDrain, encodeInstance, encodeListener, encodeNode, instanceKey, legacyNodeKey, listenerKey, nodeKey, type InstanceRecord } from '../src/cluster/keys.js';
 import { ClusterView, type ViewCaps, type WatchChange } from '../src/cluster/view.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { capturingLogger, count } from './helpers/cluster.js';
+import { listenerRecord, nodeRecord } from './helpers/cluster-records.js';
 
 /**
  * Issue 21's cluster-side findings at the level of the view, without etcd:
@@ -15,15 +16,9 @@ import { capturingLogger, count } from './helpers/cluster.js';
  */
 
 const P = '/cp';
-const node = (name: string, addresses = ['10.0.0.1']): NodeRecord => ({ name, addresses, canonportVersion: '0.1.0', registryDigest: '', started: '2024-01-01T00:00:00.000Z' });
+const node = nodeRecord;
 const inst = (port: number, over: Partial<InstanceRecord> = {}): InstanceRecord => ({
-  port,
-  services: ['api'],
-  scheme: 'base32',
-  version: '',
-  versionSource: '',
-  since: '2024-01-01T00:00:00.000Z',
-  bind: [{ family: 'tcp', address: '0.0.0.0' }],
+  ...listenerRecord(port),
   protocol: 'tcp',
   namespace: 'host',
   readiness: { state: 'ready', since: '2024-01-01T00:00:01.000Z', by: 'tcp' },
