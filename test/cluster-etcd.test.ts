@@ -1,8 +1,12 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Cluster, type ClusterOptions } from '../src/cluster/cluster.js';
 import type { InventoryListener, InventorySnapshot } from '../src/inventory/types.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { capturingLogger, count, startProxy, until } from './helpers/cluster.js';
+import { startDaemon } from './helpers/daemon.js';
 import { addNodeUser, startEtcd, type EtcdCluster } from './helpers/etcd.js';
 import { etcdWriter } from './helpers/etcd-writer.js';
 import { freePort } from './helpers/ports.js';
@@ -348,4 +352,27 @@ describe('TLS and a role limited to the node', () => {
     await until('c to fail', async () => ((await count(c.metrics.clusterEtcdErrors)) >= 1 ? true : undefined));
     expect(c.cluster.view.status().state).toBe('missing');
   });
+
+  it('issue 21, finding 3: a daemon that cannot list the prefix (here: a role without read on it) is not ready, and /readyz says why', async () => {
+    const etcd = await etcdFor({ auth: true });
+    // Writes to its own keys only: every list of the prefix is refused, as a list too large for a message was before pages.
+    await etcd.etcdctl(['role', 'add', 'canonport-blind']);
+    await etcd.etcdctl(['role', 'grant-permission', 'canonport-blind', '--prefix=true', 'readwrite', `${PREFIX}/v2/nodes/blind/`]);
+    await etcd.etcdctl(['user', 'add', 'blind:pw-blind']);
+    await etcd.etcdctl(['user', 'grant-role', 'blind', 'canonport-blind']);
+    const dir = mkdtempSync(join(tmpdir(), 'cp-blind-'));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'password'), 'pw-blind\n');
+    const d = await startDaemon({ cluster: etcd.url, node: 'blind', advertise: ['10.0.0.9'], clusterPrefix: PREFIX, clusterUser: 'blind', clusterPasswordFile: join(dir, 'password') });
+    cleanups.push(() => d.close(0));
+    const url = `http://127.0.0.1:${d.addresses.http.port}/readyz`;
+    const body = await until('/readyz to say why', async () => {
+      const r = await fetch(url);
+      const b = (await r.json()) as { ready: boolean; reason?: string; cluster?: { view?: string; error?: string } };
+      return r.status === 503 && b.cluster?.error ? b : undefined;
+    }, 20_000);
+    expect(body).toMatchObject({ ready: false, cluster: { view: 'missing' } });
+    expect(body.reason).toMatch(/^cluster view missing: the cluster prefix cannot be read from etcd \(etcd refused: .*no permission/);
+    expect(body.cluster?.error).toMatch(/no permission/);
+  }, 60_000);
 });
