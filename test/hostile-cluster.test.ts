@@ -134,6 +134,16 @@ describe('an etcd writer against the cluster (issue 21)', () => {
     expectServed(await served.stop());
   }, 180_000);
 
+  it('findings 4 and 7: a service claimed by 800 made-up nodes within every cap: its answer (800 SRV records and their addresses, about 35 KB over TCP) is encoded in linear time, so DNS, /healthz and Resolve answer throughout', async () => {
+    const served = keepServed(b, 'api', ['web-a', 'web-b']);
+    await writeFakeNodes(evil, 800, 'api', API);
+    // dns2 encoded such an answer in quadratic time (its writer turned the whole message into bytes after every
+    // record): seconds per encoding, again at every change of the view, and the queries above timed out.
+    const r = await untilDig(b, ['SRV', `api.${ZONE}`, '+tcp'], (x) => (srvTargets(x).length >= 802 ? x : undefined), 90_000);
+    expect(lists(r, 'web-a') && lists(r, 'web-b')).toBe(true);
+    expectServed(await served.stop());
+  }, 150_000);
+
   it('finding 10: nodes advertising 127.0.0.1, 0.0.0.0, ::, 224.0.0.1, 255.255.255.255, 169.254.169.254 are answered nowhere (A/AAAA, SRV additionals, Resolve, /sd/prometheus); refusals are counted; a key forged under a live node without its lease is ignored', async () => {
     const served = keepServed(b, 'api', ['web-a', 'web-b']);
     const { real } = await writeImpossibleAddresses(evil, 'api', API, { victim: 'web-a', service: 'pay', port: PAY });
