@@ -90,6 +90,9 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   clusterMaxStaleness: [60, 3600],
   clusterMaxNodes: [100, 200],
   clusterMaxEndpoints: [1000, 2000],
+  clusterMaxNodeInstances: [64, 2048],
+  clusterMaxNodeAddresses: [256, 8192],
+  clusterMaxNodeBytes: [65_536, 4_194_304],
   onlyListening: [true, false],
   observedTtl: [1, 30],
   stateDir: ['/tmp/cp-state-a', '/tmp/cp-state-b'],
@@ -162,6 +165,9 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   clusterMaxStaleness: [-1, /-1 is not an integer in 0–31536000/],
   clusterMaxNodes: [0, /0 is not an integer in 1–1000000/],
   clusterMaxEndpoints: [0, /0 is not an integer in 1–10000000/],
+  clusterMaxNodeInstances: [0, /0 is not an integer in 1–1000000/],
+  clusterMaxNodeAddresses: [0, /0 is not an integer in 1–16000000/],
+  clusterMaxNodeBytes: [1024, /1024 is not an integer in 65536–1073741824/],
   onlyListening: ['maybe', /"maybe" is not true or false/],
   observedTtl: [3601, /3601 is not an integer in 0–3600/],
   stateDir: ['', /path/],
@@ -235,7 +241,7 @@ describe('the table', () => {
 
   it('marks listen addresses, workers, the registry path and size limit, procRoot, the log format and the cluster connection restart-only, and the rest reloadable', () => {
     const restart = settingEntries().filter(([, s]) => s.applies === 'restart').map(([k]) => k);
-    const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints', 'stateDir', 'clusterWriteLegacy', 'nodeTakeover'];
+    const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints', 'clusterMaxNodeInstances', 'clusterMaxNodeAddresses', 'clusterMaxNodeBytes', 'stateDir', 'clusterWriteLegacy', 'nodeTakeover'];
     // The certificate settings name files and the kind of server (TLS or not); the files' contents are re-read on reload.
     const tls = ['grpcTlsCert', 'grpcTlsKey', 'grpcTlsClientCa', 'grpcTlsClientAuth', 'httpTlsCert', 'httpTlsKey', 'httpTlsClientCa'];
     // The registry's size limit is read before the file (it cannot be in it), from flags and env, which a reload does not re-read.

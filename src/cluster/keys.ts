@@ -61,6 +61,8 @@ export const DEFAULT_PREFIX = '/canonport';
 export const MAX_ASKED_NAMES_PER_NODE = 512;
 /** Values larger than this are not ours: ignored before parsing. */
 export const MAX_VALUE_BYTES = 64 * 1024;
+/** Drains one node keeps in progress at once (its publisher refuses more; readers hold no more of one node). */
+export const MAX_NODE_DRAINS = 16;
 /** The namespace segment of an instance in the host's own network namespace. */
 export const HOST_NAMESPACE = 'host';
 

@@ -18,6 +18,7 @@ import {
   legacyNodeKey,
   listenerKey,
   listenersPrefix,
+  MAX_NODE_DRAINS,
   nodeKey,
   nodePrefix,
   parseKey,
@@ -61,8 +62,8 @@ const { EtcdLeaseInvalidError, EtcdPermissionDeniedError } = etcd3;
 
 /** etcd's default --max-txn-ops is 128; stay under it. */
 const OPS_PER_TXN = 100;
-/** Drains this node keeps in progress at once (an operator's commands; more are refused). */
-export const MAX_LOCAL_DRAINS = 16;
+/** Drains this node keeps in progress at once (an operator's commands; more are refused): the layout's bound. */
+export const MAX_LOCAL_DRAINS = MAX_NODE_DRAINS;
 
 export interface NodeIdentity {
   name: string;
@@ -206,6 +207,19 @@ export class Publisher {
       ...(this.leaseOrigin ? { leaseOrigin: this.leaseOrigin } : {}),
       ...(this.conflict ? { conflict: this.conflict } : {}),
     };
+  }
+
+  /**
+   * What this lease wrote is no longer in etcd as written (another daemon
+   * took the node name with --node-takeover, overwrote the keys under its
+   * lease, and has gone with them): write everything again. What was
+   * written turns into strays, so a key no longer wanted is deleted, not
+   * left behind.
+   */
+  republish(): void {
+    for (const k of this.published.keys()) this.strays.add(k);
+    this.published = new Map();
+    this.kick();
   }
 
   /** Resolves once etcd holds what was asked (tests and shutdown use it). */

@@ -227,7 +227,7 @@ export class Daemon {
       inventory: this.inventory,
       events: this.events,
       ready: () => this.isReady,
-      clusterStatus: () => this.cluster?.reader.status() ?? null,
+      clusterStatus: () => (this.cluster ? { ...this.cluster.reader.status(), syncError: this.cluster.syncError() } : null),
       metricsText: opts.metricsText,
       notReadyReason: () => this.notReadyReason(),
       admin: this.cluster && opts.role !== 'dns' ? this.adminOperations() : undefined,
@@ -252,6 +252,8 @@ export class Daemon {
   private notReadyReason(): string | null {
     const s = this.cluster?.reader.status();
     if (!s || s.state !== 'missing') return null;
+    const error = this.cluster!.syncError();
+    if (error) return `cluster view missing: the cluster prefix cannot be read from etcd (${error.slice(0, 300)})`;
     return s.revision === 0 && this.cluster!.state === undefined
       ? 'cluster view missing: etcd has not answered since start, and there is no state directory to keep a snapshot in'
       : 'cluster view missing: etcd has not answered since start (or the view was dropped after --cluster-max-staleness), and no snapshot of an earlier view was found';
@@ -548,7 +550,13 @@ function clusterOptions(config: Config, registry: Registry, publish: boolean, lo
     advertise: config.advertise.length > 0 ? config.advertise : undefined,
     leaseTtlSeconds: config.leaseTtl,
     ...etcdAccess(config),
-    caps: { maxNodes: config.clusterMaxNodes, maxEndpoints: config.clusterMaxEndpoints },
+    caps: {
+      maxNodes: config.clusterMaxNodes,
+      maxEndpoints: config.clusterMaxEndpoints,
+      maxNodeInstances: config.clusterMaxNodeInstances,
+      maxNodeAddresses: config.clusterMaxNodeAddresses,
+      maxNodeBytes: config.clusterMaxNodeBytes,
+    },
     maxStalenessMs: config.clusterMaxStaleness * 1000,
     publish,
     canonportVersion: CANONPORT_VERSION,

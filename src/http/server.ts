@@ -153,7 +153,8 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
         // not make the daemon unready: it answers from the last view, and the body and a metric say so. A missing
         // one does: neither etcd nor a snapshot told it anything, and it would answer as if alone.
         const c = ctx.clusterStatus?.() ?? null;
-        const cluster = c ? { cluster: { view: c.state, since: new Date(c.sinceMs).toISOString(), ...(c.fromSnapshot ? { snapshot: true } : {}) } } : {};
+        // `error`: why etcd's copy cannot be read now (a list or watch failing), so a view that cannot be listed shows.
+        const cluster = c ? { cluster: { view: c.state, since: new Date(c.sinceMs).toISOString(), ...(c.fromSnapshot ? { snapshot: true } : {}), ...(c.syncError ? { error: c.syncError } : {}) } } : {};
         const why = ctx.ready() ? (ctx.notReadyReason?.() ?? null) : 'not ready: listeners not all bound or configuration not loaded yet';
         const ready = why === null;
         const body = ready ? { ready: true, ...cluster } : { ready: false, reason: why, ...cluster };
