@@ -253,10 +253,10 @@ export class Daemon {
     const s = this.cluster?.reader.status();
     if (!s || s.state !== 'missing') return null;
     const error = this.cluster!.syncError();
-    if (error) return `cluster view missing: the cluster prefix cannot be read from etcd (${error.slice(0, 300)})`;
-    return s.revision === 0 && this.cluster!.state === undefined
-      ? 'cluster view missing: etcd has not answered since start, and there is no state directory to keep a snapshot in'
-      : 'cluster view missing: etcd has not answered since start (or the view was dropped after --cluster-max-staleness), and no snapshot of an earlier view was found';
+    const noSnapshot = s.revision === 0 && this.cluster!.state === undefined ? 'there is no state directory to keep a snapshot in' : 'no snapshot of an earlier view was found';
+    // Both halves: why etcd gives nothing (its error when it answered one), and why nothing stands in for it.
+    if (error) return `cluster view missing: the cluster prefix cannot be read from etcd (${error.slice(0, 300)}), and ${noSnapshot}`;
+    return `cluster view missing: etcd has not answered since start${noSnapshot.startsWith('no snapshot') ? ' (or the view was dropped after --cluster-max-staleness)' : ''}, and ${noSnapshot}`;
   }
 
   /** canonport.v1.Admin's operations (drain, undrain, leave), in cluster mode. */
