@@ -359,6 +359,22 @@ describe('socketFingerprint and ListenerScanner: /proc/net/tcp read only when th
     expect(scanner.fullReads).toBe(5);
   });
 
+  it('reads the tables at the next scan once told a listener may have been replaced (invalidate), whatever the counters say', async () => {
+    const root = await fixture();
+    const scanner = new ListenerScanner(root, { fullEveryMs: 60_000, now: () => 0 });
+    const first = await scanner.read();
+    expect(first.sockets.map((s) => s.port)).toContain(12082);
+    // The service restarted on its port between two scans: same counters, another socket.
+    await writeFile(join(root, 'net', 'tcp'), TCP_HEADER + '\n');
+    expect(await scanner.read()).toBe(first);
+    scanner.invalidate();
+    expect((await scanner.read()).sockets.filter((s) => s.family === 'tcp')).toEqual([]);
+    expect(scanner.fullReads).toBe(2);
+    // And only that once: the counters rule again after it.
+    await scanner.read();
+    expect(scanner.fullReads).toBe(2);
+  });
+
   it('without counters (a fixture /proc, a kernel without them) reads the files every time', async () => {
     const root = await fixture();
     await rm(join(root, 'net', 'sockstat'));

@@ -67,6 +67,8 @@ export class HttpProbeConnection {
     private readonly address: string,
     private readonly port: number,
     private readonly userAgent: string,
+    /** A connection that had served a probe went away: the server may have restarted on its port. */
+    private readonly onLost?: () => void,
   ) {}
 
   /**
@@ -140,6 +142,7 @@ export class HttpProbeConnection {
   private onGone(socket: Socket, kind: 'refused' | 'not-http', detail: string): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
+    if (this.served > 0 && !this.closed) this.onLost?.();
     if (!this.cb) return;
     // A reply that runs until the connection closes (no Content-Length, not chunked) ends here.
     const status = this.complete(true);

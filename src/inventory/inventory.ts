@@ -159,6 +159,10 @@ export class HostInventory implements InventoryProvider {
         logger: this.logger.child({ component: 'readiness' }),
         now: this.now,
         count: (kind, outcome) => this.probeCounter(kind, outcome).inc(),
+        // A server restarted on its port leaves the socket counters as they were (one listener closed, one opened):
+        // its probe connection going away says to walk the tables at the next scan, or a warming instance would
+        // inherit the old one's verdict.
+        onConnectionLost: () => this.scanner.invalidate(),
       });
     }
   }
@@ -255,6 +259,8 @@ export class HostInventory implements InventoryProvider {
 
   private async collect(): Promise<InventorySnapshot> {
     const collectedAtMs = this.now();
+    // A drain waits for the service's restart (new sockets end it), which the counters may not show: full reads meanwhile.
+    if (this.drained.size > 0) this.scanner.invalidate();
     const read = await this.scanner.read();
     const errors = read.errors;
     this.errors = errors;

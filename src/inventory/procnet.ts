@@ -327,8 +327,10 @@ export const FULL_SCAN_EVERY_MS = 60_000;
  * A listener that opens or closes moves the counters, so it is seen at the
  * next scan, as before. What they can miss, a listener closed and another
  * opened between two scans with no connection opened meanwhile (a service
- * restarted on its port), is caught by the full read at least every
- * `fullEveryMs`. An idle host's scan is then three counter reads instead
+ * restarted on its port), is caught at the next scan when something says
+ * it may have happened (invalidate(): a readiness probe's kept connection
+ * to the listener lost, a drain waiting for the restart), and by the full
+ * read at least every `fullEveryMs` otherwise. An idle host's scan is then three counter reads instead
  * of two table walks (issue 24: most of cluster mode's idle CPU). Without
  * readable counters (fixture directories), every scan reads the files.
  */
@@ -341,6 +343,16 @@ export class ListenerScanner {
     private readonly procRoot = '/proc',
     private readonly opts: { fullEveryMs?: number | undefined; now?: (() => number) | undefined } = {},
   ) {}
+
+  /**
+   * The next read walks the tables whatever the counters say: for what the
+   * counters cannot show, a listener replaced on its port (a service
+   * restarted) when something else says it may have been (a kept probe
+   * connection lost, a drain waiting for the restart).
+   */
+  invalidate(): void {
+    this.last = undefined;
+  }
 
   async read(): Promise<ProcNetResult> {
     const now = (this.opts.now ?? Date.now)();

@@ -101,6 +101,12 @@ export interface ReadinessOptions {
   now?: (() => number) | undefined;
   /** Counts probes by kind and outcome. */
   count?: ((kind: 'grpc_check' | 'grpc_watch' | 'http' | 'detect', outcome: string) => void) | undefined;
+  /**
+   * A kept connection to a listener (an HTTP probe's, a gRPC health
+   * session) went away: its server may have restarted on the same port,
+   * which the scan's socket counters alone cannot show.
+   */
+  onConnectionLost?: ((port: number) => void) | undefined;
 }
 
 type Kind = 'grpc-watch' | 'grpc-check' | 'http' | 'tcp';
@@ -235,7 +241,7 @@ export class ReadinessProber {
     p.busy = true;
     p.sentAt = performance.now();
     this.inFlight.add(p);
-    p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT);
+    p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT, () => this.o.onConnectionLost?.(p.target.port));
     p.http.ask(p.path, p.onHttp);
     if (p.busy && !this.deadline) this.armDeadline(this.o.timeoutMs());
   }
@@ -431,7 +437,9 @@ export class ReadinessProber {
     session.on('error', () => undefined);
     if (p.closed || this.closed) session.destroy();
     session.on('close', () => {
-      if (p.session === session) p.session = undefined;
+      if (p.session !== session) return;
+      p.session = undefined;
+      if (!this.closed) this.o.onConnectionLost?.(p.target.port);
     });
     session.unref();
     p.session = session;
@@ -523,7 +531,7 @@ export class ReadinessProber {
 
   private httpGet(p: Probe, path: string): Promise<HttpProbeResult> {
     if (p.closed || this.closed) return Promise.resolve({ kind: 'not-http', detail: 'probe stopped' });
-    p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT);
+    p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT, () => this.o.onConnectionLost?.(p.target.port));
     return p.http.get(path, this.o.timeoutMs());
   }
 }

@@ -5,6 +5,7 @@ import { until } from './cluster.js';
 import { GRPC_PORT, srvTargets, startBackend, startLab, startNode, ZONE, type Backend, type Lab, type NodeDaemon } from './cluster-lab.js';
 import type { Host } from './netns.js';
 import { REPO } from './serve-process.js';
+import { createCanonportClient } from '../../src/grpc/canonport-client.js';
 
 /**
  * The lab of issue 20's rolling deploy, shared by test/rollout-netns.test.ts
@@ -99,8 +100,19 @@ export async function startRolloutLab(): Promise<RolloutLab> {
     srvNodes: async (d, service) => srvTargets(await d.dig(['SRV', `${service}.${ZONE}`])).map((t) => t.split(' ')[1]!.split('.')[0]!).sort(),
     async untilServing() {
       const want = hosts.map((_, i) => `host-${i}`).join();
-      for (const svc of ['api', 'rpc']) {
-        await until(`${svc} on ${want} in the client host's answers`, async () => ((await r.srvNodes(daemons[3]!, svc)).join() === want ? true : undefined), 30_000, 100);
+      const client = createCanonportClient(`${daemons[3]!.grpc.host}:${daemons[3]!.grpc.port}`);
+      try {
+        for (const svc of ['api', 'rpc']) {
+          await until(`${svc} on ${want} in the client host's answers`, async () => ((await r.srvNodes(daemons[3]!, svc)).join() === want ? true : undefined), 30_000, 100);
+          // Listed is not enough while none is ready (then every listening instance is handed out: panic routing, as
+          // when the lab first starts every instance warming up at once): each must be ready in the view as well.
+          await until(`${svc} ready on ${want} in the client host's view`, async () => {
+            const ready = (await client.resolve(`${svc}.${ZONE}`)).endpoints.filter((e) => e.readiness === 'ready').map((e) => e.node);
+            return [...new Set(ready)].sort().join() === want ? true : undefined;
+          }, 30_000, 100);
+        }
+      } finally {
+        client.close();
       }
     },
     async rollingDeploy(version) {
