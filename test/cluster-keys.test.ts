@@ -296,7 +296,7 @@ describe('what the publisher publishes', () => {
   });
 
   it('folds a port\'s sockets into one record, stably', () => {
-    const first = new Map([[12082, Date.parse('2024-02-02T00:00:00Z')]]);
+    const first = new Map([['12082', Date.parse('2024-02-02T00:00:00Z')]]);
     const a = listenerRecords([l(12082, '::', ['api'], 'tcp6'), l(12082, '0.0.0.0')], first);
     const b = listenerRecords([l(12082, '0.0.0.0'), l(12082, '::', ['api'], 'tcp6')], first);
     expect(a).toEqual(b);
@@ -307,7 +307,7 @@ describe('what the publisher publishes', () => {
 
 describe('what the publisher publishes: readiness', () => {
   const l = (port: number, readiness?: InventoryListener['readiness']): InventoryListener => ({ port, address: '0.0.0.0', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32', readiness });
-  const first = new Map([[12082, Date.parse('2024-02-02T00:00:00Z')], [12083, Date.parse('2024-02-02T00:00:00Z')]]);
+  const first = new Map([['12082', Date.parse('2024-02-02T00:00:00Z')], ['12083', Date.parse('2024-02-02T00:00:00Z')]]);
 
   it('carries each listener\'s verdict, and holds back one without a verdict when verdicts are required', () => {
     const ls = [l(12082, { state: 'not-ready', by: 'http', sinceMs: Date.parse('2024-02-02T00:00:05Z'), detail: 'HTTP 503 from /readyz\n' }), l(12083)];

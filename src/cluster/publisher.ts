@@ -1,6 +1,7 @@
 import etcd3 from 'etcd3';
 import type { Etcd3, IRequestOp } from 'etcd3';
 import { ErrorCodes } from '../errors.js';
+import { instanceKey as instanceOf } from '../inventory/inventory.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -110,8 +111,8 @@ export class Publisher {
   private readonly backoff: Backoff;
   private identity: NodeIdentity | undefined;
   private listeners: InventoryListener[] | undefined;
-  /** port → when this process first saw it reachable and claimed (ms). */
-  private readonly firstSeen = new Map<number, number>();
+  /** instance (inventory's instanceKey) → when this process first saw it reachable and claimed (ms). */
+  private readonly firstSeen = new Map<string, number>();
   /** key → value bytes as written under the current lease. */
   private published = new Map<string, string>();
   /** What an adopted lease held at start: kept for a listener still waiting for its first verdict. */
@@ -153,9 +154,9 @@ export class Publisher {
    */
   update(snapshot: InventorySnapshot): void {
     const reachable = reachableListeners(snapshot.listeners);
-    const ports = new Set(reachable.map((l) => l.port));
-    for (const port of this.firstSeen.keys()) if (!ports.has(port)) this.firstSeen.delete(port);
-    for (const port of ports) if (!this.firstSeen.has(port)) this.firstSeen.set(port, snapshot.collectedAtMs);
+    const keys = new Set(reachable.map(instanceOf));
+    for (const key of this.firstSeen.keys()) if (!keys.has(key)) this.firstSeen.delete(key);
+    for (const key of keys) if (!this.firstSeen.has(key)) this.firstSeen.set(key, snapshot.collectedAtMs);
     this.listeners = reachable;
     this.kick();
   }
@@ -252,7 +253,8 @@ export class Publisher {
         continue;
       }
       out.set(key, encodeInstance(record as InstanceRecord));
-      if (writeV1 && record.readiness.state === 'ready') out.set(v1, encodeListener(toListenerRecord(record)));
+      // v1 has one record per port, at the node's addresses: only the host's own instances fit it.
+      if (writeV1 && record.readiness.state === 'ready' && record.namespace === HOST_NAMESPACE) out.set(v1, encodeListener(toListenerRecord(record)));
     }
     for (const [drainId, d] of this.drains) out.set(`${nodePrefix(prefix, id.name)}drains/${drainId}`, encodeDrain({ id: drainId, services: d.services, requested: d.requested }));
     for (const [k, v] of this.acks) out.set(k, v);
@@ -499,13 +501,18 @@ export function isReachableBind(address: string): boolean {
   return !(LOOPBACK_V4.test(address) || address === '::1');
 }
 
-/** The listeners worth publishing: claimed by a service and reachable from other hosts. */
+/**
+ * The listeners worth publishing: claimed by a service and reachable from
+ * other hosts: in the host's namespace bound to a wildcard or a
+ * non-loopback address; in another (a container's, a pod's) only when the
+ * inventory found it an address inside a `--container-network` (`published`).
+ */
 export function reachableListeners(listeners: readonly InventoryListener[]): InventoryListener[] {
-  return listeners.filter((l) => l.services.length > 0 && isReachableBind(l.address));
+  return listeners.filter((l) => l.services.length > 0 && (l.namespace ? l.namespace.published !== undefined : isReachableBind(l.address)));
 }
 
 /** One record per port, its sockets folded into `bind`, sorted so equal inventories give equal bytes. */
-export function listenerRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<number, number>): ListenerRecord[] {
+export function listenerRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<string, number>): ListenerRecord[] {
   return instanceRecords(listeners, firstSeen, { requireVerdict: false }).map(toListenerRecord);
 }
 
@@ -513,23 +520,28 @@ export function listenerRecords(listeners: readonly InventoryListener[], firstSe
 export type PendingInstance = Omit<InstanceRecord, 'readiness'> & { readiness: InstanceRecord['readiness'] | undefined };
 
 /**
- * One instance per port (this host's namespace, TCP), its sockets folded
- * into `bind`, sorted so equal inventories give equal bytes. Readiness from
- * the listeners' verdicts; without one, undefined (requireVerdict) or ready
- * by listening.
+ * One instance per port and namespace (TCP), its sockets folded into
+ * `bind`, sorted so equal inventories give equal bytes. A container's
+ * instance carries its namespace's label, the address other hosts reach it
+ * at (`address`, which answers use instead of the node's) and its container
+ * or pod. Readiness from the listeners' verdicts; without one, undefined
+ * (requireVerdict) or ready by listening.
  */
-export function instanceRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<number, number>, opts: { requireVerdict: boolean }): PendingInstance[] {
-  const byPort = new Map<number, InventoryListener[]>();
-  for (const l of listeners) byPort.set(l.port, [...(byPort.get(l.port) ?? []), l]);
+export function instanceRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<string, number>, opts: { requireVerdict: boolean }): PendingInstance[] {
+  const byInstance = new Map<string, InventoryListener[]>();
+  for (const l of listeners) byInstance.set(instanceOf(l), [...(byInstance.get(instanceOf(l)) ?? []), l]);
   const out: PendingInstance[] = [];
-  for (const [port, ls] of [...byPort].sort((a, b) => a[0] - b[0])) {
+  const ordered = [...byInstance.values()].sort((a, b) => a[0]!.port - b[0]!.port || cmpText(a[0]!.namespace?.label ?? '', b[0]!.namespace?.label ?? ''));
+  for (const ls of ordered) {
     const first = ls[0]!;
+    const port = first.port;
+    const ns = first.namespace;
     // The sockets of one port share the claim; the version may differ only by probe timing: take the first known.
     const versioned = ls.find((l) => l.version !== '') ?? first;
     const bind: Bind[] = ls
       .map((l) => ({ family: l.family, address: l.address }))
       .sort((a, b) => a.family.localeCompare(b.family) || a.address.localeCompare(b.address));
-    const since = new Date(firstSeen.get(port) ?? Date.now()).toISOString();
+    const since = new Date(firstSeen.get(instanceOf(first)) ?? Date.now()).toISOString();
     const verdict = ls.find((l) => l.readiness)?.readiness;
     const readiness = verdict
       ? { state: verdict.state, since: new Date(verdict.sinceMs).toISOString(), by: verdict.by, ...(verdict.detail ? { detail: printable(verdict.detail) } : {}) }
@@ -539,7 +551,7 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
     out.push({
       port,
       protocol: 'tcp',
-      namespace: HOST_NAMESPACE,
+      namespace: ns?.label ?? HOST_NAMESPACE,
       services: [...first.services].sort(),
       scheme: first.scheme,
       version: versioned.version,
@@ -547,9 +559,20 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
       since,
       bind,
       readiness,
+      ...(ns?.published ? { address: ns.published } : {}),
+      ...(ns?.container ? { container: containerField(ns.container) } : {}),
     });
   }
   return out;
+}
+
+/** The record's `container`: the id, and the pod where it is known. */
+function containerField(c: NonNullable<NonNullable<InventoryListener['namespace']>['container']>): NonNullable<InstanceRecord['container']> {
+  return { id: c.id, ...(c.pod ? { pod: c.pod } : {}), ...(c.podNamespace ? { podNamespace: c.podNamespace } : {}) };
+}
+
+function cmpText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function toListenerRecord(r: PendingInstance): ListenerRecord {

@@ -161,6 +161,8 @@ export class Daemon {
       },
       // Cluster mode: what other hosts are handed must serve, so this host's reachable claimed listeners are probed.
       readiness: clusterModule && opts.role !== 'dns' ? { intervalMs: () => this.cfg.readyInterval, reachable: isReachableBind } : undefined,
+      // Containers and pods: every other network namespace on the host (issue 26).
+      namespaces: { mode: () => this.cfg.namespaces, containerNetworks: () => this.cfg.containerNetworks, podDirectory: config.podDirectory },
     });
     // The fleet page reads the view every answer reads (cluster mode), else this host's inventory.
     if (opts.role === 'dns') this.ui = null;
@@ -182,6 +184,7 @@ export class Daemon {
       clusterStatus: () => this.cluster?.reader.status() ?? null,
       metricsText: opts.metricsText,
       notReadyReason: () => this.notReadyReason(),
+      namespaces: () => this.inventory.current?.namespaces,
       admin: this.cluster && opts.role !== 'dns' ? this.adminOperations() : undefined,
     };
     this.dns = new DnsServer({
@@ -424,7 +427,9 @@ export class Daemon {
 /** A snapshot without the sockets `own` names (same port, and the same address or the daemon bound to a wildcard). */
 export function withoutOwnSockets(snap: InventorySnapshot, own: readonly HostPort[]): InventorySnapshot {
   if (own.length === 0) return snap;
+  // Only in the daemon's own namespace: a container may well use the same ports.
   const mine = (l: InventoryListener) =>
+    !l.namespace &&
     own.some((o) => o.port === l.port && (o.host === l.address || o.host === '0.0.0.0' || o.host === '::' || l.address === `::ffff:${o.host}`));
   return { ...snap, listeners: snap.listeners.filter((l) => !mine(l)) };
 }

@@ -1,6 +1,6 @@
 import { forEachLimited } from '../concurrency.js';
 import { hostname as osHostname } from 'node:os';
-import type { InventoryListener, InventoryProvider, InventorySnapshot } from './types.js';
+import type { InventoryListener, InventoryProvider, InventorySnapshot, ListenerNamespace } from './types.js';
 import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -9,6 +9,8 @@ import { isWildcard, readListeningSockets, type ListeningSocket } from './procne
 import { probeVersion, type ProbeResult, type ProbeTarget } from './version-probe.js';
 import { ReadinessProber, readyRule, type ReadinessTarget } from './readiness.js';
 import type { ListenerReadiness } from './types.js';
+import { NamespaceWatcher, publishedAddress, type NamespaceMode, type ObservedNamespace } from './namespaces.js';
+import { isLoopback, NetworkSet, type Cidr } from '../config/cidr.js';
 
 export const DEFAULT_INTERVAL_MS = 15_000;
 export const DEFAULT_PROBE_TIMEOUT_MS = 500;
@@ -67,6 +69,13 @@ export interface HostInventoryOptions {
    * no readiness in snapshots.
    */
   readiness?: { intervalMs: () => number; reachable: (address: string) => boolean } | undefined;
+  /**
+   * Other network namespaces (issue 26, namespaces.ts): `all` reads every
+   * container's and pod's listeners too; those whose namespace owns an
+   * address in `containerNetworks` are published at that address (and
+   * probed there). Absent: only the daemon's own namespace.
+   */
+  namespaces?: { mode: () => NamespaceMode; containerNetworks: () => readonly Cidr[]; podDirectory?: string | undefined } | undefined;
 }
 
 /**
@@ -88,23 +97,25 @@ export class HostInventory implements InventoryProvider {
   private timer: NodeJS.Timeout | undefined;
   private started = false;
   private lastErrorText = '';
-  /** port → the last probe of it: what was asked (path, address, sockets) and what came back. */
-  private readonly probed = new Map<number, ProbeMemo>();
+  /** instance (instanceKey) → the last probe of it: what was asked (path, address, sockets) and what came back. */
+  private readonly probed = new Map<string, ProbeMemo>();
   /** Files that could not be read at the last refresh. */
   errors: { file: string; message: string }[] = [];
   private readonly prober: ReadinessProber | undefined;
   /**
-   * service → the socket lives (port → inode key) it was drained at. A
+   * service → the socket lives (instance → inode key) it was drained at. A
    * drain lasts for that life of the socket: a restarted instance (new
    * inodes) comes back by itself once ready. Bounded by the services the
    * registry and the host's ports can name (an operator's command adds one).
    */
-  private readonly drained = new Map<string, Map<number, string>>();
+  private readonly drained = new Map<string, Map<string, string>>();
   /** service → when its drain began (same keys as `drained`). */
   private readonly drainStarted = new Map<string, number>();
   private reemitQueued = false;
-  /** port → the key of its sockets' life (their inodes) at the last scan. */
-  private lives = new Map<number, string>();
+  /** instance → the key of its sockets' life (their inodes) at the last scan. */
+  private lives = new Map<string, string>();
+  /** Containers and pods: every other network namespace (absent: only the daemon's own). */
+  private readonly namespaces: NamespaceWatcher | undefined;
 
   constructor(opts: HostInventoryOptions) {
     this.opts = opts;
@@ -120,6 +131,17 @@ export class HostInventory implements InventoryProvider {
         count: (kind, outcome) => this.opts.metrics.readinessProbes.inc({ kind, outcome }),
       });
     }
+    if (opts.namespaces) {
+      const ns = opts.namespaces;
+      this.namespaces = new NamespaceWatcher({
+        procRoot: opts.procRoot ?? '/proc',
+        mode: ns.mode,
+        podDirectory: ns.podDirectory,
+        logger: this.logger.child({ component: 'namespaces' }),
+        now: this.now,
+        countRead: (trigger) => this.opts.metrics.namespaceReads.inc({ trigger }),
+      });
+    }
   }
 
   /**
@@ -128,14 +150,20 @@ export class HostInventory implements InventoryProvider {
    * `undrain`. Returns the ports drained (empty: nothing of it listens here).
    */
   drain(service: string): number[] {
-    const lives = new Map<number, string>();
-    for (const l of this.latest?.listeners ?? []) if (l.services.includes(service)) lives.set(l.port, this.lives.get(l.port) ?? '');
+    const lives = new Map<string, string>();
+    const ports = new Set<number>();
+    for (const l of this.latest?.listeners ?? []) {
+      if (!l.services.includes(service)) continue;
+      const key = instanceKey(l);
+      lives.set(key, this.lives.get(key) ?? '');
+      ports.add(l.port);
+    }
     if (lives.size === 0) return [];
     this.drained.set(service, lives);
     if (!this.drainStarted.has(service)) this.drainStarted.set(service, this.now());
     // At once, not on a later tick: the caller's drain record must go out in the same write as these instances.
     this.emitNow();
-    return [...lives.keys()].sort((a, b) => a - b);
+    return [...ports].sort((a, b) => a - b);
   }
 
   /** Ends a drain; returns whether one was in force. */
@@ -162,6 +190,7 @@ export class HostInventory implements InventoryProvider {
   async stop(): Promise<void> {
     this.started = false;
     this.prober?.close();
+    this.namespaces?.close();
     clearTimeout(this.timer);
     this.timer = undefined;
     await this.inflight?.catch(() => undefined);
@@ -212,67 +241,86 @@ export class HostInventory implements InventoryProvider {
       this.lastErrorText = errorText;
     }
     const { registry } = this.opts.state();
-    const byPort = new Map<number, ListeningSocket[]>();
-    for (const s of sockets) byPort.set(s.port, [...(byPort.get(s.port) ?? []), s]);
+    // The host's sockets, then every other namespace's (containers, pods), each an instance of its own.
+    const observed = await this.namespaces?.scan();
+    if (observed) this.opts.metrics.namespacesObserved.set(observed.scope.count);
+    const all: InstanceSocket[] = [...sockets, ...(observed ? this.namespaceSockets(observed.namespaces) : [])];
+    const byInstance = new Map<string, InstanceSocket[]>();
+    for (const s of all) {
+      const key = instanceKey(s);
+      byInstance.set(key, [...(byInstance.get(key) ?? []), s]);
+    }
 
     const globalPath = this.opts.versionPath ?? registry.inventory.versionPath;
     const timeoutMs = this.opts.probeTimeoutMs ?? registry.inventory.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
     const probing = this.opts.probe !== false;
     const claims = new Map<number, PortClaim>();
-    const probes: { port: number; key: string; target: ProbeTarget }[] = [];
+    const probes: { key: string; memo: string; target: ProbeTarget }[] = [];
     const skip = new Set(this.opts.skipPorts?.() ?? []);
-    /** Ports asked for a version this scan (or answered from a recent probe). */
-    const eligible = new Set<number>();
-    for (const [port, socks] of byPort) {
-      const claim = claimOf(port, registry);
+    /** Instances asked for a version this scan (or answered from a recent probe). */
+    const eligible = new Set<string>();
+    for (const [key, socks] of byInstance) {
+      const port = socks[0]!.port;
+      const claim = claims.get(port) ?? claimOf(port, registry);
       claims.set(port, claim);
-      if (!probing || claim.services.length === 0 || skip.has(port)) continue;
+      // The daemon's own ports are skipped in its own namespace only: a container may use them.
+      if (!probing || claim.services.length === 0 || (skip.has(port) && !socks[0]!.namespace)) continue;
       // A service's own path is asked even when the port names a version (it may say "2.3.1" where the port says "2");
       // the global path only fills in what the port does not tell.
       const path = claim.versionPath ?? (claim.portVersion === '' ? globalPath : undefined);
-      if (path === undefined) continue;
-      eligible.add(port);
-      const target = { address: probeAddress(socks), port, path, timeoutMs };
+      const address = dialAddress(socks);
+      if (path === undefined || address === undefined) continue;
+      eligible.add(key);
+      const target = { address, port, path, timeoutMs };
       // Asked again only when something it depends on changed, or the last answer is old enough (see DEFAULT_REPROBE_MS).
-      const key = `${path} ${target.address} ${socks.flatMap((s) => s.inodes).sort().join(',')}`;
-      if (!this.probeDue(port, key, collectedAtMs)) continue;
-      probes.push({ port, key, target });
+      const memo = `${path} ${target.address} ${socks.flatMap((s) => s.inodes).sort().join(',')}`;
+      if (!this.probeDue(key, memo, collectedAtMs)) continue;
+      probes.push({ key, memo, target });
     }
     // Gone, or no longer asked (a reload removed its path): forget what it said.
-    for (const port of this.probed.keys()) if (!eligible.has(port)) this.probed.delete(port);
+    for (const key of this.probed.keys()) if (!eligible.has(key)) this.probed.delete(key);
 
     const probe = this.opts.probeVersion ?? probeVersion;
-    await forEachLimited(probes, PROBE_CONCURRENCY, async ({ port, key, target }) => {
+    await forEachLimited(probes, PROBE_CONCURRENCY, async ({ key, memo, target }) => {
       const r = await probe(target);
       this.opts.metrics.inventoryProbes.inc({ result: r.outcome });
-      const before = this.probed.get(port);
-      const failures = r.outcome === 'ok' ? 0 : before !== undefined && before.key === key ? before.failures + 1 : 1;
-      this.probed.set(port, { key, version: r.outcome === 'ok' ? r.version : '', atMs: collectedAtMs, failures });
-      if (r.outcome !== 'ok') this.logger.debug({ port, path: target.path, outcome: r.outcome, reason: r.reason }, 'version probe failed');
+      const before = this.probed.get(key);
+      const failures = r.outcome === 'ok' ? 0 : before !== undefined && before.key === memo ? before.failures + 1 : 1;
+      this.probed.set(key, { key: memo, version: r.outcome === 'ok' ? r.version : '', atMs: collectedAtMs, failures });
+      if (r.outcome !== 'ok') this.logger.debug({ port: target.port, address: target.address, path: target.path, outcome: r.outcome, reason: r.reason }, 'version probe failed');
     });
-    const probed = new Map<number, string>();
-    for (const [port, memo] of this.probed) if (memo.version !== '') probed.set(port, memo.version);
+    const probed = new Map<string, string>();
+    for (const [key, memo] of this.probed) if (memo.version !== '') probed.set(key, memo.version);
 
-    const lives = new Map<number, string>();
-    for (const [port, socks] of byPort) lives.set(port, lifeKey(socks.flatMap((s) => s.inodes)));
+    const lives = new Map<string, string>();
+    for (const [key, socks] of byInstance) lives.set(key, lifeKey(socks.flatMap((s) => s.inodes)));
     this.lives = lives;
     if (this.prober) {
       const targets: ReadinessTarget[] = [];
       const reachable = this.opts.readiness!.reachable;
-      for (const [port, socks] of byPort) {
-        const claim = claims.get(port)!;
-        if (claim.services.length === 0 || skip.has(port) || !socks.some((s) => reachable(s.address))) continue;
-        targets.push({ port, address: probeAddress(socks), life: lives.get(port)!, rule: readyRule(claim.ready) });
+      for (const [key, socks] of byInstance) {
+        const first = socks[0]!;
+        const claim = claims.get(first.port)!;
+        if (claim.services.length === 0) continue;
+        // A container's listener is probed at the address other hosts are handed, from the host; the host's own as before.
+        if (first.namespace ? first.namespace.published === undefined : skip.has(first.port) || !socks.some((s) => reachable(s.address))) continue;
+        targets.push({ key, port: first.port, address: dialAddress(socks)!, life: lives.get(key)!, rule: readyRule(claim.ready) });
       }
       this.prober.reconcile(targets);
     }
-    const listeners: InventoryListener[] = sockets.map((s) => {
+    const listeners: InventoryListener[] = all.map((s) => {
       const claim = claims.get(s.port)!;
-      const http = probed.get(s.port);
+      const http = probed.get(instanceKey(s));
       const [version, versionSource] = http ? [http, 'http' as const] : claim.portVersion ? [claim.portVersion, 'port' as const] : ['', '' as const];
-      return { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
+      const l: InventoryListener = { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
+      return s.namespace ? { ...l, namespace: s.namespace } : l;
     });
-    const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners: this.withReadiness(listeners) };
+    const snap: InventorySnapshot = {
+      host: this.hostname(),
+      collectedAtMs,
+      listeners: this.withReadiness(listeners),
+      ...(observed ? { namespaces: observed.scope } : {}),
+    };
     this.publish(snap);
     this.latest = snap;
     try {
@@ -283,11 +331,27 @@ export class HostInventory implements InventoryProvider {
     return snap;
   }
 
+  /** Every other namespace's sockets, each with its namespace (and the address it is published at, if any). */
+  private namespaceSockets(namespaces: readonly ObservedNamespace[]): InstanceSocket[] {
+    const networks = new NetworkSet(this.opts.namespaces!.containerNetworks());
+    const out: InstanceSocket[] = [];
+    for (const ns of namespaces) {
+      const base = { label: ns.label, addresses: [...ns.addresses], ...(ns.container ? { container: { ...ns.container } } : {}) };
+      for (const s of ns.sockets) {
+        // Loopback-only listeners of a container serve that container alone.
+        if (isLoopback(s.address)) continue;
+        const published = publishedAddress(ns, s.address, networks);
+        out.push({ ...s, namespace: published ? { ...base, published } : base });
+      }
+    }
+    return out;
+  }
+
   /** Listeners with their readiness: the prober's verdict, or draining; drains of replaced sockets end here. */
   private withReadiness(listeners: readonly InventoryListener[]): InventoryListener[] {
     if (!this.prober) return [...listeners];
     for (const [service, lives] of this.drained) {
-      for (const [port, life] of lives) if (this.lives.get(port) !== life) lives.delete(port);
+      for (const [key, life] of lives) if (this.lives.get(key) !== life) lives.delete(key);
       if (lives.size === 0) {
         this.drained.delete(service);
         this.drainStarted.delete(service);
@@ -295,14 +359,15 @@ export class HostInventory implements InventoryProvider {
       }
     }
     const counts = { ready: 0, 'not-ready': 0, draining: 0, unknown: 0 };
-    const seen = new Set<number>();
+    const seen = new Set<string>();
     const out = listeners.map((l) => {
-      const verdict = this.prober!.verdict(l.port);
+      const key = instanceKey(l);
+      const verdict = this.prober!.verdict(key);
       let readiness: ListenerReadiness | undefined = verdict && { state: verdict.state, by: verdict.by, sinceMs: verdict.sinceMs, detail: verdict.detail };
-      const drainedBy = [...this.drained].find(([, lives]) => lives.has(l.port));
+      const drainedBy = [...this.drained].find(([, lives]) => lives.has(key));
       if (drainedBy) readiness = { state: 'draining', by: 'admin', sinceMs: this.drainSince(drainedBy[0]), detail: `canonport drain ${drainedBy[0]}` };
-      if (!seen.has(l.port) && l.services.length > 0) {
-        seen.add(l.port);
+      if (!seen.has(key) && l.services.length > 0) {
+        seen.add(key);
         counts[readiness?.state ?? 'unknown']++;
       }
       return readiness ? { ...l, readiness } : { ...l, readiness: undefined };
@@ -337,9 +402,9 @@ export class HostInventory implements InventoryProvider {
     }
   }
 
-  /** True when `port` should be asked now: never asked, asked about other sockets or another path, or the answer is old. */
-  private probeDue(port: number, key: string, nowMs: number): boolean {
-    const memo = this.probed.get(port);
+  /** True when instance `key` should be asked now: never asked, asked about other sockets or another path, or the answer is old. */
+  private probeDue(instance: string, key: string, nowMs: number): boolean {
+    const memo = this.probed.get(instance);
     if (!memo || memo.key !== key) return true;
     const reprobeMs = this.opts.reprobeMs ?? DEFAULT_REPROBE_MS;
     const wait = memo.failures === 0 ? reprobeMs : Math.min(reprobeMs, FAILED_REPROBE_FIRST_MS * 2 ** (memo.failures - 1));
@@ -355,6 +420,24 @@ export class HostInventory implements InventoryProvider {
       for (const service of l.services) gauge.set({ service, port: String(l.port), version: l.version }, 1);
     }
   }
+}
+
+/** A socket of this host's namespace, or of another one (a container's, a pod's). */
+type InstanceSocket = ListeningSocket & { namespace?: ListenerNamespace | undefined };
+
+/**
+ * Which instance a socket or listener belongs to: its port in the host's
+ * namespace (`12082`), its port and namespace label elsewhere
+ * (`12082/3f4e5a6b7c8d`). Probes, socket lives and drains are per instance.
+ */
+export function instanceKey(l: { port: number; namespace?: { label: string } | undefined }): string {
+  return l.namespace ? `${l.port}/${l.namespace.label}` : String(l.port);
+}
+
+/** Where to dial an instance from the host: a container's published address, else probeAddress; undefined for a container listener not published. */
+function dialAddress(socks: readonly InstanceSocket[]): string | undefined {
+  const ns = socks[0]!.namespace;
+  return ns ? ns.published : probeAddress(socks);
 }
 
 /** The key of one life of a listener's sockets. */
