@@ -58,6 +58,9 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   maxInflight: [7, 8],
   workers: [2, 64],
   procRoot: ['/host/proc', '/other/proc'],
+  namespaces: ['own', 'all'],
+  containerNetworks: [['10.244.0.0/16'], ['10.42.0.0/16', 'fd00:42::/64']],
+  podDirectory: ['/host/var/log/pods', '/var/log/pods'],
   identity: ['hide', 'answer'],
   ttl: [30, 0],
   cluster: ['etcd://127.0.0.1:2379', 'etcd://10.0.0.1:2379,[fd00::1]:2379'],
@@ -113,6 +116,9 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   maxInflight: [0, /0 is not an integer in 1–1000000/],
   workers: [65, /65 is not an integer in 1–64/],
   procRoot: ['', /"" is not a file path/],
+  namespaces: ['some', /namespaces "some" is not one of all, own/],
+  containerNetworks: [['10.244.0.0/33'], /prefix length must be 0–32/],
+  podDirectory: ['', /"" is not a file path/],
   identity: ['anonymous', /"anonymous" is not one of answer, hide/],
   ttl: [86_401, /86401 is not an integer in 0–86400/],
   cluster: ['http://127.0.0.1:2379', /"http:\/\/127\.0\.0\.1:2379": not an etcd:\/\/ URL/],
@@ -204,7 +210,7 @@ describe('the table', () => {
     const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints', 'stateDir', 'clusterWriteLegacy', 'nodeTakeover'];
     // The certificate settings name files and the kind of server (TLS or not); the files' contents are re-read on reload.
     const tls = ['grpcTlsCert', 'grpcTlsKey', 'grpcTlsClientCa', 'grpcTlsClientAuth', 'httpTlsCert', 'httpTlsKey', 'httpTlsClientCa'];
-    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'workers', ...cluster, ...tls].sort());
+    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'podDirectory', 'registry', 'workers', ...cluster, ...tls].sort());
     const reload = settingEntries().filter(([, s]) => s.applies === 'reload').map(([k]) => k);
     for (const k of ['zones', 'upstreams', 'allow', 'canonicalClients', 'logLevel', 'queryLog', 'upstreamTimeoutMs', 'cacheSize', 'rateLimit', 'maxInflight']) {
       expect(reload).toContain(k);

@@ -69,6 +69,10 @@ export interface ObservedHost {
   protocol?: 'tcp' | 'udp' | undefined;
   /** Whether the instance serves; absent: ready (an older writer). */
   readiness?: { state: 'ready' | 'not-ready' | 'draining'; since: string; by: string } | undefined;
+  /** `host`, or the label of the container's or pod's network namespace it listens in (issue 26); absent: host. */
+  namespace?: string | undefined;
+  /** The container or pod, when its node could read it. */
+  container?: Readonly<{ id: string; pod?: string | undefined; podNamespace?: string | undefined }> | undefined;
 }
 
 /** Cluster mode's view of every host: memory only, never I/O. */
@@ -79,6 +83,8 @@ export interface ObservedSource {
   ports(): readonly number[] | null;
   /** A node's addresses; null when the view has no such node. */
   nodeAddresses(node: string): readonly string[] | null;
+  /** The address of a node's instances in a container's namespace (`<ns>.<node>.node.<zone>`); null when there is none. */
+  instanceAddress(node: string, namespace: string): string | null;
   /** Changes whenever the view changes. */
   readonly generation: number;
   onChange(listener: () => void): () => void;
@@ -189,6 +195,11 @@ export class Discovery implements DiscoveryReader {
   /** A cluster node's addresses (`<node>.node.<zone>`); null when the view has no such node or there is no view. */
   nodeAddresses(node: string): readonly string[] | null {
     return this.clustered ? this.o.observed!.nodeAddresses(node) : null;
+  }
+
+  /** A container instance's own address (`<ns>.<node>.node.<zone>`); null when the view holds none. */
+  instanceAddress(node: string, namespace: string): string | null {
+    return this.clustered ? this.o.observed!.instanceAddress(node, namespace) : null;
   }
 
   /**
@@ -344,7 +355,19 @@ export class Discovery implements DiscoveryReader {
     const out: Endpoint[] = [];
     const push = (h: ObservedHost, isLocal: boolean) => {
       for (const address of h.addresses) {
-        out.push({ address, port: d.port, source: 'observed', node: h.node, version: h.version || undefined, since: h.since, readiness: h.readiness?.state ?? 'ready', ...(isLocal ? { local: true } : {}) });
+        out.push({
+          address,
+          port: d.port,
+          source: 'observed',
+          node: h.node,
+          version: h.version || undefined,
+          since: h.since,
+          readiness: h.readiness?.state ?? 'ready',
+          ...(isLocal ? { local: true } : {}),
+          // Two pods of one service on one node are two endpoints: their namespace tells them apart.
+          ...(h.namespace && h.namespace !== 'host' ? { namespace: h.namespace } : {}),
+          ...(h.container ? { container: h.container } : {}),
+        });
       }
     };
     if (preferLocal && local !== undefined) {

@@ -39,6 +39,10 @@ export interface Endpoint {
   readiness?: 'ready' | 'not-ready' | 'draining' | undefined;
   /** Observed only: this daemon's own host (answers put it first). */
   local?: boolean | undefined;
+  /** Observed only: the label of the container's or pod's network namespace it listens in (issue 26); absent: the node's own. */
+  namespace?: string | undefined;
+  /** Observed only: the container or pod, when its node could read it. */
+  container?: Readonly<{ id: string; pod?: string | undefined; podNamespace?: string | undefined }> | undefined;
 }
 
 /** A service name read under the zones: everything known without asking the network. */

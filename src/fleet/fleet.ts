@@ -90,6 +90,8 @@ export interface FleetVersion {
   hosts: string[];
   /** Cluster mode: hosts among `hosts` whose instance is not ready or draining (out of answers, not missing); absent when none. */
   notServing?: { host: string; state: 'not-ready' | 'draining' }[] | undefined;
+  /** Hosts among `hosts` running more than one instance of it (containers, pods: issue 26), with how many; absent when none. */
+  instances?: { host: string; count: number }[] | undefined;
 }
 
 export interface FleetService {
@@ -179,17 +181,20 @@ async function askHost(host: string, target: string, timeoutMs: number, tls: Cli
  * listens on; ports nobody claims are left out (they are in each host's inventory).
  */
 export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
-  const byService = new Map<string, { scheme: string; versions: Map<string, { ports: Set<number>; hosts: Set<string>; states: Map<string, 'not-ready' | 'draining'> }> }>();
+  const byService = new Map<string, { scheme: string; versions: Map<string, { ports: Set<number>; hosts: Set<string>; states: Map<string, 'not-ready' | 'draining'>; instances: Map<string, Set<string>> }> }>();
   for (const h of hosts) {
     if (!h.reachable || !h.inventory) continue;
     for (const l of h.inventory.listeners) {
       for (const service of l.services) {
         const s = byService.get(service) ?? { scheme: l.scheme, versions: new Map() };
         byService.set(service, s);
-        const v = s.versions.get(l.version) ?? { ports: new Set<number>(), hosts: new Set<string>(), states: new Map() };
+        const v = s.versions.get(l.version) ?? { ports: new Set<number>(), hosts: new Set<string>(), states: new Map(), instances: new Map() };
         s.versions.set(l.version, v);
         v.ports.add(l.port);
         v.hosts.add(h.host);
+        const mine = v.instances.get(h.host) ?? new Set<string>();
+        mine.add(`${l.port}/${l.namespace?.label ?? ''}`);
+        v.instances.set(h.host, mine);
         const state = (l as FleetListener).state ?? l.readiness?.state;
         if (state === 'not-ready' || state === 'draining') v.states.set(h.host, state);
       }
@@ -201,7 +206,8 @@ export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
       .map(([version, v]) => {
         const hostsHere = order(hosts, v.hosts);
         const notServing = hostsHere.filter((x) => v.states.has(x)).map((x) => ({ host: x, state: v.states.get(x)! }));
-        return { version, ports: [...v.ports].sort((a, b) => a - b), hosts: hostsHere, ...(notServing.length > 0 ? { notServing } : {}) };
+        const instances = hostsHere.filter((x) => (v.instances.get(x)?.size ?? 0) > 1).map((x) => ({ host: x, count: v.instances.get(x)!.size }));
+        return { version, ports: [...v.ports].sort((a, b) => a - b), hosts: hostsHere, ...(notServing.length > 0 ? { notServing } : {}), ...(instances.length > 0 ? { instances } : {}) };
       })
       .sort((a, b) => b.hosts.length - a.hosts.length || a.version.localeCompare(b.version, 'en', { numeric: true }));
     const all = new Set(versions.flatMap((v) => v.hosts));
@@ -322,7 +328,9 @@ export function formatFleet(report: FleetReport, findings: readonly FleetFinding
   for (const s of report.services) {
     s.versions.forEach((v, i) => {
       const state = new Map((v.notServing ?? []).map((n) => [n.host, n.state]));
-      const name = (h: string) => (state.has(h) ? `${h} (${state.get(h)})` : h);
+      const count = new Map((v.instances ?? []).map((n) => [n.host, n.count]));
+      const notes = (h: string) => [...(count.has(h) ? [`${count.get(h)} instances`] : []), ...(state.has(h) ? [state.get(h)!] : [])];
+      const name = (h: string) => (notes(h).length > 0 ? `${h} (${notes(h).join(', ')})` : h);
       const shown = v.hosts.slice(0, HOSTS_SHOWN).map(name).join(', ') + (v.hosts.length > HOSTS_SHOWN ? ` +${v.hosts.length - HOSTS_SHOWN} more` : '');
       rows.push([i === 0 ? s.service : '', v.version || '?', v.ports.join(','), `${v.hosts.length}/${reachable}`, shown]);
     });

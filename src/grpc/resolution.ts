@@ -31,6 +31,11 @@ export interface ResolvedEndpoint {
   readiness?: string | undefined;
   /** Cluster mode: this daemon's own host. */
   local?: boolean | undefined;
+  /** Cluster mode: the container's or pod's namespace label; "" for the node's own. */
+  namespace?: string | undefined;
+  containerId?: string | undefined;
+  pod?: string | undefined;
+  podNamespace?: string | undefined;
 }
 
 /** A discovery result as a Resolution; throws the catalogued error (NOT_FOUND, UNAVAILABLE…) when it found nothing. */
@@ -57,6 +62,19 @@ export function fromInstances(i: ServiceInstances): Resolution {
     addresses: [...new Set(i.endpoints.map((e) => e.address))],
     ttl: i.ttl,
     collidesWith: [...i.collidesWith],
-    endpoints: i.endpoints.map((e) => ({ address: e.address, port: e.port, source: e.source, node: e.node ?? '', version: e.version ?? '', since: e.since ?? '', readiness: e.readiness ?? '', local: e.local === true })),
+    endpoints: i.endpoints.map((e) => ({
+      address: e.address,
+      port: e.port,
+      source: e.source,
+      node: e.node ?? '',
+      version: e.version ?? '',
+      since: e.since ?? '',
+      readiness: e.readiness ?? '',
+      local: e.local === true,
+      namespace: e.namespace ?? '',
+      containerId: e.container?.id ?? '',
+      pod: e.container?.pod ?? '',
+      podNamespace: e.container?.podNamespace ?? '',
+    })),
   };
 }

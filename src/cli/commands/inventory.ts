@@ -70,19 +70,51 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
     });
 };
 
-/** One row per port (its addresses joined), sorted by port; unclaimed ports show "-". */
+/**
+ * One row per instance, sorted by port: a port of the host's own namespace
+ * (its addresses joined), or of a container's or pod's (NAMESPACE: its label
+ * and container or pod; ADDRESSES: where it listens inside, and the address
+ * it is published at, if any). Unclaimed ports show "-". A last line says
+ * which namespaces were observed, and why only the daemon's own when so.
+ */
 export function formatInventory(snap: InventorySnapshot): string {
-  const byPort = new Map<number, InventoryListener[]>();
-  for (const l of snap.listeners) byPort.set(l.port, [...(byPort.get(l.port) ?? []), l]);
+  const byInstance = new Map<string, InventoryListener[]>();
+  for (const l of snap.listeners) {
+    const key = `${l.port}/${l.namespace?.label ?? ''}`;
+    byInstance.set(key, [...(byInstance.get(key) ?? []), l]);
+  }
   // Cluster mode: whether each claimed listener serves (READY: ready, not-ready, draining; "-" before its first verdict).
   const probed = snap.listeners.some((l) => l.readiness);
-  const rows: string[][] = [['PORT', 'SERVICE', 'VERSION', 'FROM', 'SCHEME', ...(probed ? ['READY'] : []), 'ADDRESSES']];
-  for (const [port, ls] of [...byPort.entries()].sort((a, b) => a[0] - b[0])) {
+  const spaced = snap.listeners.some((l) => l.namespace);
+  const rows: string[][] = [['PORT', 'SERVICE', 'VERSION', 'FROM', 'SCHEME', ...(probed ? ['READY'] : []), ...(spaced ? ['NAMESPACE'] : []), 'ADDRESSES']];
+  const ordered = [...byInstance.values()].sort((a, b) => a[0]!.port - b[0]!.port || (a[0]!.namespace?.label ?? '').localeCompare(b[0]!.namespace?.label ?? ''));
+  for (const ls of ordered) {
     const l = ls[0]!;
     const ready = probed ? [l.readiness ? `${l.readiness.state} (${l.readiness.by})` : '-'] : [];
-    rows.push([String(port), l.services.join(',') || '-', l.version, l.versionSource, l.scheme, ...ready, ls.map((x) => x.address).join(', ')]);
+    const where = spaced ? [namespaceText(l)] : [];
+    const bound = ls.map((x) => x.address).join(', ');
+    const addresses = l.namespace ? `${bound} in ${l.namespace.addresses.join(', ') || 'no address'}; ${l.namespace.published ? `published at ${l.namespace.published}` : 'not published'}` : bound;
+    rows.push([String(l.port), l.services.join(',') || '-', l.version, l.versionSource, l.scheme, ...ready, ...where, addresses]);
   }
   const when = new Date(snap.collectedAtMs).toISOString();
-  const head = `${snap.host}: ${byPort.size} listening port${byPort.size === 1 ? '' : 's'} at ${when}`;
-  return [head, ...table(rows)].join('\n');
+  const ports = new Set(snap.listeners.map((l) => l.port)).size;
+  const head = `${snap.host}: ${ports} listening port${ports === 1 ? '' : 's'} at ${when}`;
+  return [head, ...table(rows), ...(snap.namespaces ? [namespacesLine(snap.namespaces)] : [])].join('\n');
+}
+
+/** `host`, or a namespace's label with its container or pod. */
+function namespaceText(l: InventoryListener): string {
+  const ns = l.namespace;
+  if (!ns) return 'host';
+  const c = ns.container;
+  if (c?.pod) return `${ns.label} (pod ${c.podNamespace ?? '?'}/${c.pod})`;
+  if (c) return `${ns.label} (${c.runtime || 'container'} ${c.id.slice(0, 12)})`;
+  return ns.label;
+}
+
+/** What the inventory observes, said plainly. */
+export function namespacesLine(n: NonNullable<InventorySnapshot['namespaces']>): string {
+  if (n.observing === 'all') return `observing every network namespace on this host: ${n.count} besides the host's own (containers, pods)`;
+  if (n.mode === 'own' && !n.code) return 'observing only the host\'s own network namespace (--namespaces own)';
+  return `observing only this daemon's own network namespace: ${n.reason ?? 'unknown reason'}${n.code ? ` (${n.code})` : ''}`;
 }

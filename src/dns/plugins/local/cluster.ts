@@ -10,10 +10,13 @@ import { TYPE } from '../../wire.js';
  * core's observed endpoints (the local plugin calls these; nothing here
  * does I/O):
  *
- *   SRV  <svc>.Z, _<svc>._tcp.Z   one record per host where the service listens,
- *                                 each aimed at `<node>.node.Z`, whose addresses
- *                                 go in the additional section
+ *   SRV  <svc>.Z, _<svc>._tcp.Z   one record per instance: per host where the service
+ *                                 listens, each aimed at `<node>.node.Z`, and per
+ *                                 container or pod with its own address, aimed at
+ *                                 `<ns>.<node>.node.Z` (issue 26); addresses in the
+ *                                 additional section
  *   A    <node>.node.Z            that host's addresses
+ *   A    <ns>.<node>.node.Z       that container's or pod's own address
  *   TXT  <svc>.Z                  adds hosts= and versions= (mixed versions show)
  *   PTR  _services._dns-sd._udp.Z the service types some host runs (RFC 6763 §9)
  *   PTR  _<svc>._tcp.Z            its instances, `<node>._<svc>._tcp.Z`, with their
@@ -33,16 +36,40 @@ export function nodeHost(node: string, zone: string): string {
   return `${node}.${NODE_LABEL}.${zone}`;
 }
 
-/** The observed hosts of a lookup, one per node, in the lookup's order (this host first, then turned); null when its endpoints were not observed. */
-export function observedHosts(l: Lookup | null): { node: string; addresses: string[]; version: string; local: boolean }[] | null {
+/** `<ns>.<node>.node.<zone>`: the SRV target that names a node's instances in a container's namespace. */
+export function instanceHost(node: string, namespace: string | undefined, zone: string): string {
+  return namespace ? `${namespace}.${nodeHost(node, zone)}` : nodeHost(node, zone);
+}
+
+/** One instance a lookup answers: a node's own, or one in a container's or pod's namespace on it (`namespace`). */
+export interface ObservedInstance {
+  node: string;
+  namespace?: string | undefined;
+  addresses: string[];
+  version: string;
+  local: boolean;
+}
+
+/**
+ * The observed instances of a lookup, one per node and namespace (two pods
+ * of a service on one node are two), in the lookup's order (this host
+ * first, then turned); null when its endpoints were not observed.
+ */
+export function observedHosts(l: Lookup | null): ObservedInstance[] | null {
   if (!l?.ok || l.instances.endpoints.length === 0 || l.instances.endpoints.some((e) => e.source !== 'observed')) return null;
-  const byNode = new Map<string, { node: string; addresses: string[]; version: string; local: boolean }>();
+  const byInstance = new Map<string, ObservedInstance>();
   for (const e of l.instances.endpoints) {
-    const h = byNode.get(e.node!) ?? { node: e.node!, addresses: [], version: e.version ?? '', local: e.local === true };
+    const key = `${e.node!}/${e.namespace ?? ''}`;
+    const h = byInstance.get(key) ?? { node: e.node!, ...(e.namespace ? { namespace: e.namespace } : {}), addresses: [], version: e.version ?? '', local: e.local === true };
     h.addresses.push(e.address);
-    byNode.set(e.node!, h);
+    byInstance.set(key, h);
   }
-  return [...byNode.values()];
+  return [...byInstance.values()];
+}
+
+/** The DNS-SD instance label of an instance: its node, or `<node>-<ns>` for a container's (cut to a label's 63 characters). */
+export function instanceLabel(h: Pick<ObservedInstance, 'node' | 'namespace'>): string {
+  return h.namespace ? `${h.node}-${h.namespace}`.slice(0, 63).replace(/-+$/, '') : h.node;
 }
 
 function addressRrs(name: string, addresses: readonly string[], ttl: number, only?: number): Rr[] {
@@ -70,7 +97,7 @@ export function observedSrv(owner: string, d: ServiceDescription, hosts: NonNull
   const additionals: Rr[] = [];
   const anyLocal = hosts.some((h) => h.local);
   for (const h of hosts) {
-    const target = nodeHost(h.node, d.zone);
+    const target = instanceHost(h.node, h.namespace, d.zone);
     answers.push({ type: 'SRV', name: owner, ttl, priority: anyLocal && !h.local ? 1 : 0, weight: SRV_WEIGHT, port: d.port, target });
     additionals.push(...addressRrs(target, h.addresses, ttl));
   }
@@ -89,9 +116,10 @@ export function clusterName(cls: NameClass, qtype: number, discovery: Discovery,
   const nxdomain: Answer = { rcode: Rcode.NXDOMAIN, answers: [], additionals: [] };
   switch (cls.kind) {
     case 'node': {
-      const addresses = discovery.nodeAddresses(cls.node);
+      const one = cls.namespace !== undefined ? discovery.instanceAddress(cls.node, cls.namespace) : null;
+      const addresses = cls.namespace !== undefined ? (one ? [one] : null) : discovery.nodeAddresses(cls.node);
       if (!addresses) return nxdomain;
-      const name = nodeHost(cls.node, cls.zone);
+      const name = instanceHost(cls.node, cls.namespace, cls.zone);
       if (qtype === TYPE.A || qtype === TYPE.AAAA) return { ...nodata, answers: addressRrs(name, addresses, ttl, qtype) };
       return nodata;
     }
@@ -117,7 +145,7 @@ export function instancesPtr(owner: string, d: ServiceDescription, discovery: Di
   const answers: Rr[] = [];
   const additionals: Rr[] = [];
   for (const h of hosts) {
-    const instance = `${h.node}._${d.service}._tcp.${d.zone}`;
+    const instance = `${instanceLabel(h)}._${d.service}._tcp.${d.zone}`;
     answers.push({ type: 'PTR', name: owner, ttl, target: instance });
     const a = instanceAnswer({ d, host: h, instance }, TYPE.ANY, ttl, registryTxt);
     additionals.push(...a.answers, ...a.additionals);
@@ -127,22 +155,22 @@ export function instancesPtr(owner: string, d: ServiceDescription, discovery: Di
 
 interface Instance {
   d: ServiceDescription;
-  host: { node: string; addresses: string[]; version: string; local: boolean };
+  host: ObservedInstance;
   instance: string;
 }
 
-function instanceOf(discovery: Discovery, node: string, service: string, zone: string): Instance | null {
+function instanceOf(discovery: Discovery, label: string, service: string, zone: string): Instance | null {
   const described = discovery.describe(`${service}.${zone}`);
   if (!described.ok) return null;
-  const host = observedHosts(discovery.peek(described.description))?.find((h) => h.node === node);
-  return host ? { d: described.description, host, instance: `${node}._${service}._tcp.${zone}` } : null;
+  const host = observedHosts(discovery.peek(described.description))?.find((h) => instanceLabel(h) === label);
+  return host ? { d: described.description, host, instance: `${label}._${service}._tcp.${zone}` } : null;
 }
 
-/** One instance's records: SRV to its host, TXT with its version, and the host's addresses. */
+/** One instance's records: SRV to its host (or its container's name), TXT with its version, and the addresses. */
 function instanceAnswer(i: Instance, qtype: number, ttl: number, registryTxt: (d: ServiceDescription) => string[]): Answer {
-  const target = nodeHost(i.host.node, i.d.zone);
+  const target = instanceHost(i.host.node, i.host.namespace, i.d.zone);
   const srv: Rr = { type: 'SRV', name: i.instance, ttl, priority: 0, weight: SRV_WEIGHT, port: i.d.port, target };
-  const txt: Rr = { type: 'TXT', name: i.instance, ttl, data: [...registryTxt(i.d), ...(i.host.version ? [`version=${i.host.version}`] : []), `node=${i.host.node}`] };
+  const txt: Rr = { type: 'TXT', name: i.instance, ttl, data: [...registryTxt(i.d), ...(i.host.version ? [`version=${i.host.version}`] : []), `node=${i.host.node}`, ...(i.host.namespace ? [`namespace=${i.host.namespace}`] : [])] };
   const addresses = addressRrs(target, i.host.addresses, ttl);
   if (qtype === TYPE.SRV) return { rcode: Rcode.NOERROR, answers: [srv], additionals: addresses };
   if (qtype === TYPE.TXT) return { rcode: Rcode.NOERROR, answers: [txt], additionals: [] };
