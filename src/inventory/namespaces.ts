@@ -379,6 +379,11 @@ export class NamespaceWatcher {
     s.addresses = addresses;
     s.read = true;
     if (!first && s.container?.podUid && !s.container.pod) this.namePod(s.container);
+    // A runtime may move its process into the container's cgroup just after the namespace appeared: ask again while unknown.
+    if (!first && !s.container && this.containerOf(s)) {
+      this.identify(s);
+      return true;
+    }
     return !same;
   }
 
@@ -487,11 +492,15 @@ export class NamespaceWatcher {
     const status = readQuietly('/proc/self/status');
     const capEff = BigInt(`0x${/^CapEff:\s*([0-9a-f]+)/m.exec(status)?.[1] ?? '0'}`);
     const ptrace = (capEff & (1n << 19n)) !== 0n;
-    const hidepid = /\s-\s+proc\s+\S+\s+\S*hidepid=(\w+)/.exec(readQuietly('/proc/self/mountinfo').split('\n').find((l) => l.split(' ')[4] === this.o.procRoot) ?? '')?.[1];
+    // The last mount on procRoot is the one seen (one may sit on top of another).
+    const mount = readQuietly('/proc/self/mountinfo').split('\n').filter((l) => l.split(' ')[4] === this.o.procRoot).pop() ?? '';
+    const hidepid = /\s-\s+proc\s+\S+\s+\S*hidepid=(\w+)/.exec(mount)?.[1];
     if (hidepid && hidepid !== '0' && hidepid !== 'off' && !ptrace) {
       return { reason: `${this.o.procRoot} is mounted with hidepid=${hidepid} (systemd: ProtectProc=invisible), which hides other users' processes; give the daemon CAP_SYS_PTRACE or mount /proc without hidepid (ProtectProc=default)`, code: ErrorCodes.NAMESPACES_RESTRICTED };
     }
-    this.nested ??= (/^NSpid:\s*(.*)$/m.exec(status)?.[1] ?? '').trim().split(/\s+/).length > 1;
+    // Kernel threads belong to the host's PID namespace alone: pid 2 is kthreadd there and nowhere else.
+    // (NSpid cannot tell: a /proc mounted in a nested namespace shows that namespace's level only.)
+    this.nested ??= readQuietly(join(this.o.procRoot, '2', 'comm')).trim() !== 'kthreadd';
     if (this.nested && this.o.procRoot === '/proc') {
       return { reason: 'the daemon runs in a PID namespace of its own and sees only its processes; run it in the host\'s (Kubernetes hostPID: true, Docker --pid host)', code: ErrorCodes.NAMESPACES_RESTRICTED };
     }
