@@ -140,6 +140,10 @@ export class HostInventory implements InventoryProvider {
         logger: this.logger.child({ component: 'namespaces' }),
         now: this.now,
         countRead: (trigger) => this.opts.metrics.namespaceReads.inc({ trigger }),
+        // A container that just started moved its counters: scan now rather than at the next interval.
+        onHint: () => {
+          if (this.started) void this.refresh();
+        },
       });
     }
   }

@@ -29,10 +29,13 @@ import { readListeningSockets, type ListeningSocket } from './procnet.js';
  * sets `net.ipv4.tcp_child_ehash_entries` (measured here: 10–20 ms per file
  * with the shared table, ~0.1 ms with a per-namespace one):
  *
- * - Processes: the last PID and the thread count in `/proc/loadavg` (one
- *   read of a kept descriptor) change whenever a process starts or ends;
- *   only then is `/proc` listed, and only new PIDs are looked at (a stat
- *   each). A PID first seen in the daemon's own namespace is looked at
+ * - Processes: the last PID in `/proc/loadavg` (one read of a kept
+ *   descriptor; the last one of the reader's PID namespace, so other
+ *   namespaces' processes do not move it) changes whenever a process
+ *   starts; only then is `/proc` listed, and only new PIDs are looked at (a
+ *   stat each). A namespace's process that ends is seen by checking each
+ *   namespace's one process every scan (kill(pid, 0), a system call), and
+ *   only then is `/proc` listed for another. A PID first seen in the daemon's own namespace is looked at
  *   once more at the next scan (`ip netns exec`, `unshare -n`: a process
  *   joins its namespace just after it starts). Every FULL_WALK_MS every PID
  *   is looked at again (a process that moved with setns). Writes to the
@@ -40,11 +43,21 @@ import { readListeningSockets, type ListeningSocket } from './procnet.js';
  *   watched with inotify, list `/proc` at the next scan whatever the PIDs say.
  * - Sockets: a namespace is read when it appears, when a new process
  *   starts in it, and when its socket counters change (`net/sockstat`,
- *   `sockstat6`: TCP and UDP sockets in use; `net/snmp`: CurrEstab, so
- *   connections coming and going move nothing), read through descriptors
- *   kept open (a pread each, microseconds). The counters are looked at only
- *   when the host's TCP socket allocation count (global, one read) moved,
- *   or every UNGATED_EVERY scans (a UDP socket does not move it).
+ *   `sockstat6`: TCP and UDP sockets in use, through descriptors kept open,
+ *   a pread each; when they moved, `net/snmp`'s CurrEstab, so connections
+ *   coming and going do not count). The counters are looked at only when
+ *   the host's TCP socket allocation count (global, one read) moved, or
+ *   every UNGATED_EVERY scans (a UDP socket does not move it); and a
+ *   namespace whose counters stood still for STABLE_AFTER_MS is looked at
+ *   every other scan, then every fourth (back-off of stable namespaces: a
+ *   new process in it is still seen at once, a listener a running process
+ *   opens late within MAX_CHECK_EVERY scans).
+ * - A namespace where a process just started (a container starting, a pod's
+ *   app container after its sandbox) is watched closely for EAGER_MS: its
+ *   counters are looked at every EAGER_STEP_MS between scans, and a move
+ *   asks for a scan at once (`onHint`), so a container's listener reaches
+ *   answers in a fraction of the scan interval. Only that namespace's
+ *   counters are read meanwhile.
  * - Back-off: a read that finds the same listeners (the counters moved for
  *   connections in other states) doubles that namespace's wait before the
  *   next read, up to MAX_READ_GAP_MS; a read that finds a change resets it.
@@ -84,8 +97,15 @@ export const MAX_NAMESPACES = 1024;
 export const FULL_WALK_MS = 60_000;
 /** Counters looked at every this many scans even when the host's TCP allocation did not move (UDP, and a +1/−1 in one scan). */
 export const UNGATED_EVERY = 5;
+/** A namespace whose counters stood still this long is looked at less often. */
+export const STABLE_AFTER_MS = 30_000;
+/** The fewest scans between two looks at a stable namespace's counters. */
+export const MAX_CHECK_EVERY = 4;
 /** The longest wait between two reads of a namespace whose counters keep moving for connections. */
 export const MAX_READ_GAP_MS = 32_000;
+/** How long a namespace where a process started is watched closely, and how often. */
+export const EAGER_MS = 5_000;
+export const EAGER_STEP_MS = 100;
 /** Namespaces read at once (each read is a kernel table walk on one of the libuv threads). */
 const READ_CONCURRENCY = 2;
 /** Where runtimes bind-mount the namespaces they create: ip netns, CNI (containerd, CRI-O), Docker. */
@@ -103,6 +123,8 @@ export interface NamespaceWatcherOptions {
   now?: (() => number) | undefined;
   /** Counts reads by trigger (new, process, counters, periodic). */
   countRead?: ((trigger: ReadTrigger) => void) | undefined;
+  /** Asks for a scan now: a namespace watched closely moved its counters. Without it, nothing is watched between scans. */
+  onHint?: (() => void) | undefined;
 }
 
 export type ReadTrigger = 'new' | 'process' | 'counters';
@@ -117,6 +139,12 @@ interface Space {
   /** Kept descriptors of net/sockstat, net/sockstat6, net/snmp (−1: not there). */
   fds: number[];
   fingerprint: string;
+  /** sockstat and sockstat6 as last read: unchanged, nothing else is read. */
+  rawCounters: string;
+  /** When its counters last moved. */
+  changedMs: number;
+  /** Watched closely until then (a process started in it). */
+  eagerUntilMs: number;
   trigger: ReadTrigger | undefined;
   lastReadMs: number;
   gapMs: number;
@@ -140,6 +168,7 @@ export class NamespaceWatcher {
   private loadavgFd = -1;
   private sockstatFd = -1;
   private lastSignal = '';
+  private readonly useKill: boolean;
   private lastAlloc = '';
   private scans = 0;
   private lastFullWalkMs = Number.NEGATIVE_INFINITY;
@@ -160,6 +189,8 @@ export class NamespaceWatcher {
     this.logger = o.logger ?? silentLogger;
     this.now = o.now ?? Date.now;
     this.pods = new PodDirectory(o.podDirectory ?? '/var/log/pods', this.now);
+    // kill(pid, 0) asks this process's PID namespace: right only when procRoot is its own /proc.
+    this.useKill = o.procRoot === '/proc';
   }
 
   /** What is observed, as of the last scan. */
@@ -186,7 +217,7 @@ export class NamespaceWatcher {
     let changed = false;
     const signal = this.processSignal();
     const full = now - this.lastFullWalkMs >= FULL_WALK_MS;
-    if (full || this.hinted || signal === undefined || signal !== this.lastSignal) {
+    if (full || this.hinted || signal === undefined || signal !== this.lastSignal || this.lostProcess()) {
       this.hinted = false;
       this.lastSignal = signal ?? '';
       changed = this.walk(full, now) || changed;
@@ -200,13 +231,14 @@ export class NamespaceWatcher {
     const due: Space[] = [];
     for (const s of this.spaces.values()) {
       if (!s.read) s.trigger ??= 'new';
-      else if (gate && s.trigger === undefined && this.fingerprint(s) !== s.fingerprint) s.trigger = 'counters';
+      else if (gate && s.trigger === undefined && this.checkDue(s, now) && this.fingerprint(s, now) !== s.fingerprint) s.trigger = 'counters';
       if (s.trigger && now - s.lastReadMs >= s.gapMs) due.push(s);
     }
     await forEachLimited(due, READ_CONCURRENCY, async (s) => {
       if (await this.read(s, now)) changed = true;
     });
     this.updateScope();
+    this.watchEager();
     const namespaces = [...this.spaces.values()]
       .filter((s) => s.read)
       .sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0))
@@ -214,8 +246,32 @@ export class NamespaceWatcher {
     return { namespaces, changed, scope: this.scope };
   }
 
+  private eagerTimer: NodeJS.Timeout | undefined;
+
+  /** Between scans, looks at the counters of the namespaces watched closely; a move asks for a scan (onHint). */
+  private watchEager(): void {
+    if (!this.o.onHint || this.eagerTimer) return;
+    const step = () => {
+      this.eagerTimer = undefined;
+      const now = this.now();
+      const eager = [...this.spaces.values()].filter((s) => s.read && s.eagerUntilMs > now);
+      if (eager.length === 0) return;
+      if (eager.some((s) => s.fingerprint !== this.fingerprint(s, now))) {
+        for (const s of eager) s.trigger ??= 'counters';
+        this.o.onHint!();
+        return;
+      }
+      this.eagerTimer = setTimeout(step, EAGER_STEP_MS);
+      this.eagerTimer.unref();
+    };
+    this.eagerTimer = setTimeout(step, EAGER_STEP_MS);
+    this.eagerTimer.unref();
+  }
+
   /** Closes every kept descriptor and watch. */
   close(): void {
+    clearTimeout(this.eagerTimer);
+    this.eagerTimer = undefined;
     for (const s of this.spaces.values()) closeAll(s.fds);
     this.spaces.clear();
     this.pids.clear();
@@ -248,12 +304,37 @@ export class NamespaceWatcher {
     }
   }
 
-  /** `/proc/loadavg`'s last PID and thread count: they move whenever a process starts or ends. */
+  /** `/proc/loadavg`'s last PID (of the reader's PID namespace): it moves whenever a process starts there. */
   private processSignal(): string | undefined {
     const text = this.pread(this.loadavgFd);
     if (text === undefined) return undefined;
-    const f = text.trim().split(/\s+/);
-    return `${f[3]} ${f[4]}`;
+    return text.trim().split(/\s+/)[4];
+  }
+
+  /** True when some namespace's process has ended (then /proc is listed for another, or the namespace is gone). */
+  private lostProcess(): boolean {
+    for (const s of this.spaces.values()) if (!this.alive(s.pid)) return true;
+    return false;
+  }
+
+  private alive(pid: number): boolean {
+    if (this.useKill) {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    return existsSync(join(this.o.procRoot, String(pid), 'net'));
+  }
+
+  /** Whether a namespace's counters are looked at this scan: every scan, or less often once they stood still (back-off). */
+  private checkDue(s: Space, now: number): boolean {
+    const stableFor = now - s.changedMs;
+    if (stableFor < STABLE_AFTER_MS) return true;
+    const every = stableFor < 4 * STABLE_AFTER_MS ? 2 : MAX_CHECK_EVERY;
+    return this.scans % every === 0;
   }
 
   /** The host's TCP sockets allocated (sockstat's `alloc`: every namespace's, so one read covers all). */
@@ -313,8 +394,11 @@ export class NamespaceWatcher {
     if (id === this.own) return 'same';
     const space = this.spaces.get(id);
     if (space) {
-      // A new process in a known namespace may be about to bind: read it again.
-      if (isNew || before?.ns !== id) space.trigger ??= 'process';
+      // A new process in a known namespace may be about to bind: read it again, and watch it closely for a while.
+      if (isNew || before?.ns !== id) {
+        space.trigger ??= 'process';
+        space.eagerUntilMs = this.now() + EAGER_MS;
+      }
       return 'same';
     }
     if (this.spaces.size >= MAX_NAMESPACES) {
@@ -322,7 +406,7 @@ export class NamespaceWatcher {
       this.capLogged = true;
       return 'same';
     }
-    this.spaces.set(id, { id, pid, label: '', container: undefined, addresses: [], sockets: [], fds: [], fingerprint: '', trigger: 'new', lastReadMs: Number.NEGATIVE_INFINITY, gapMs: 0, read: false });
+    this.spaces.set(id, { id, pid, label: '', container: undefined, addresses: [], sockets: [], fds: [], fingerprint: '', rawCounters: '', changedMs: this.now(), eagerUntilMs: this.now() + EAGER_MS, trigger: 'new', lastReadMs: Number.NEGATIVE_INFINITY, gapMs: 0, read: false });
     return 'new-namespace';
   }
 
@@ -345,13 +429,20 @@ export class NamespaceWatcher {
 
   // --- one namespace ---
 
-  /** Its socket counters: TCP and UDP sockets in use, less the established connections. */
-  private fingerprint(s: Space): string {
-    const [sockstat, sockstat6, snmp] = s.fds.map((fd) => this.pread(fd) ?? '');
-    const n = (re: RegExp, text: string) => Number(re.exec(text)?.[1] ?? 0);
-    const estab = currEstab(snmp!);
-    const tcp = n(/^TCP: inuse (\d+)/m, sockstat!) + n(/^TCP6: inuse (\d+)/m, sockstat6!);
-    return `${tcp - estab}/${n(/^UDP: inuse (\d+)/m, sockstat!)}/${n(/^UDP6: inuse (\d+)/m, sockstat6!)}`;
+  /**
+   * Its socket counters: TCP and UDP sockets in use, less the established
+   * connections. sockstat and sockstat6 first (two preads); net/snmp only
+   * when they moved.
+   */
+  private fingerprint(s: Space, now: number): string {
+    const sockstat = this.pread(s.fds[0] ?? -1) ?? '';
+    const sockstat6 = this.pread(s.fds[1] ?? -1) ?? '';
+    const raw = `${/^TCP: inuse (\d+)/m.exec(sockstat)?.[1]}/${/^UDP: inuse (\d+)/m.exec(sockstat)?.[1]}/${/^TCP6: inuse (\d+)/m.exec(sockstat6)?.[1]}/${/^UDP6: inuse (\d+)/m.exec(sockstat6)?.[1]}`;
+    if (raw === s.rawCounters && s.fingerprint !== '') return s.fingerprint;
+    s.rawCounters = raw;
+    s.changedMs = now;
+    const [tcp4, udp4, tcp6, udp6] = raw.split('/').map((x) => Number(x === 'undefined' ? 0 : x));
+    return `${tcp4! + tcp6! - currEstab(this.pread(s.fds[2] ?? -1) ?? '')}/${udp4}/${udp6}`;
   }
 
   /** Reads a namespace's listeners and addresses; returns whether they changed. */
@@ -359,7 +450,8 @@ export class NamespaceWatcher {
     const root = join(this.o.procRoot, String(s.pid));
     if (s.fds.length === 0) s.fds = ['sockstat', 'sockstat6', 'snmp'].map((f) => openQuietly(join(root, 'net', f)));
     // Counted before the read: a change during it reads again at the next scan.
-    s.fingerprint = this.fingerprint(s);
+    s.fingerprint = '';
+    s.fingerprint = this.fingerprint(s, now);
     const trigger = s.trigger ?? 'counters';
     s.trigger = undefined;
     this.o.countRead?.(trigger);
@@ -375,6 +467,8 @@ export class NamespaceWatcher {
     const same = !first && sameSockets(s.sockets, sockets) && sameList(s.addresses, addresses);
     // Counters moved and nothing we publish did: wait longer before the next read (back-off); a change resets it.
     s.gapMs = same && trigger === 'counters' ? Math.min(MAX_READ_GAP_MS, Math.max(1_000, s.gapMs * 2)) : 0;
+    // What it was watched closely for has come: back to the scans' pace.
+    if (!same && !first) s.eagerUntilMs = 0;
     s.sockets = sockets;
     s.addresses = addresses;
     s.read = true;

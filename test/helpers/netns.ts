@@ -192,6 +192,20 @@ async function firstChild(parent: number): Promise<number> {
   throw new Error(`process ${parent} has no child`);
 }
 
+/** Waits until nsenter `pid`'s child (in the target PID namespace) has exec'd into `sleep`. */
+async function holderRunning(pid: number): Promise<void> {
+  const child = await firstChild(pid);
+  for (let i = 0; i < 200; i++) {
+    try {
+      if (readFileSync(`/proc/${child}/comm`, 'utf8').trim() === 'sleep') return;
+    } catch {
+      // not there yet, or gone (then the next look fails the same way)
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`the container's holder (nsenter ${pid}) never ran sleep`);
+}
+
 /** A tiny TCP server: listens, says so on stdout, accepts and closes connections. */
 const LISTENER_SCRIPT = `
 const net = require('node:net');
@@ -348,8 +362,10 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
             child.once('exit', () => mine.delete(child));
             return child;
           };
-          // A process holds the namespace, as a pod's sandbox (pause) does.
-          spawnC('sleep', ['infinity'], { stdio: 'ignore' });
+          // A process holds the namespace, as a pod's sandbox (pause) does. Returned once it runs in the host's PID
+          // namespace (nsenter's child, exec'd into sleep): a daemon scanning right after sees the container.
+          const holder = spawnC('sleep', ['infinity'], { stdio: 'ignore' });
+          await holderRunning(holder.pid!);
           let stopped = false;
           return {
             ns: cns,
