@@ -1,3 +1,5 @@
+import type { Target } from './target.js';
+
 /**
  * The cluster scenario's figures (`npm run bench -- --only cluster`), its
  * targets (issue 14) and its table. Pure: the runner is cluster-bench.ts.
@@ -53,14 +55,7 @@ export function percentiles(xs: readonly number[]): Percentiles | null {
   return { n: s.length, p50: Math.round(at(50)), p99: Math.round(at(99)), max: Math.round(s[s.length - 1]!) };
 }
 
-export interface ClusterTarget {
-  id: string;
-  description: string;
-  status: 'PASS' | 'MISS' | 'n/a';
-  value: number | null;
-  threshold: number;
-  detail: string;
-}
+export type ClusterTarget = Target;
 
 /** Issue 14's targets against this run. */
 export function clusterTargets(r: ClusterBenchResult): ClusterTarget[] {

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Children, type Server } from './children.js';
 import { cpuSnapshot, cpuUse } from './cpu.js';
@@ -46,6 +46,8 @@ import {
   type GrpcResult,
   type ServerResult,
 } from './report.js';
+import { runIdleBench } from './idle.js';
+import { runLatencyBench } from './latency.js';
 import { runXdsBench, xdsBenchOptions } from './xds-daemon.js';
 import {
   INSTALL_COMMAND,
@@ -70,7 +72,7 @@ import {
 /** Names per ResolveMany call in the batching row. */
 const GRPC_BATCH = 100;
 
-const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'cluster', 'ui', 'rollout', 'containers'] as const;
+const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'latency', 'idle', 'cluster', 'ui', 'rollout', 'containers'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 /** Run unless --only names others. `cluster` needs root and takes minutes, `ui` Chromium: only when asked for. */
 const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'cluster' && s !== 'ui' && s !== 'rollout' && s !== 'containers');
@@ -84,7 +86,11 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
                 (ui, issue 25: only when named; needs etcd-server and chromium)
                 (rollout, issue 20: only when named; needs root, etcd-server, dnsperf, dig, curl, python3-grpcio)
                 (containers, issue 26: only when named; needs root, etcd-server, util-linux's nsenter)
+                (latency, issue 24: fixed rates beside unbound, cluster answers (needs etcd-server), runs from /readyz)
+                (idle, issue 24: needs root and etcd-server; 60 s, 20 s with --quick)
   --seconds N   seconds per dnsperf throughput run
+  --baseline DIR  another checkout of canonport, built (npm ci): its daemon runs beside this one
+                in the idle and latency sections, in the same window (before/after figures)
 
 Results are always written to bench-results/latest.json.
 Needs dnsperf and unbound (dnsmasq optional): ${INSTALL_COMMAND}
@@ -101,6 +107,8 @@ interface Options {
   grpcMs: number;
   budgetMs: number;
   rssSeconds: number;
+  idleSeconds: number;
+  baseline: { dir: string; label: string } | undefined;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -111,6 +119,7 @@ function parseOptions(argv: string[]): Options {
       json: { type: 'boolean', default: false },
       only: { type: 'string', multiple: true },
       seconds: { type: 'string' },
+      baseline: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -134,16 +143,27 @@ function parseOptions(argv: string[]): Options {
     pacedRuns: quick ? 1 : 3,
     grpcMs: quick ? 1500 : 4000,
     rssSeconds: quick ? 40 : 60,
+    idleSeconds: quick ? 20 : 60,
+    baseline: values.baseline ? baselineOf(values.baseline) : undefined,
     // The watchdog: past this, every child is killed and the partial result reported.
     budgetMs:
       (quick ? 110 : 360) * 1000 +
       Math.max(0, seconds - (quick ? 3 : 10)) * 20_000 +
       (only.length === 0 || only.includes('xds') ? (quick ? 150 : 240) * 1000 : 0) +
+      (only.length === 0 || only.includes('idle') ? (quick ? 90 : 180) * 1000 : 0) +
+      (only.length === 0 || only.includes('latency') ? (quick ? 240 : 720) * 1000 : 0) +
       (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0) +
       (only.includes('ui') ? (quick ? 240 : 420) * 1000 : 0) +
       (only.includes('rollout') ? (quick ? 400 : 900) * 1000 : 0) +
       (only.includes('containers') ? (quick ? 300 : 900) * 1000 : 0),
   };
+}
+
+/** A baseline checkout: its directory and a label (its commit, when it is a git checkout or names one). */
+function baselineOf(dir: string): { dir: string; label: string } {
+  if (!existsSync(join(dir, 'bin', 'canonport.js')) || !existsSync(join(dir, 'dist', 'cli', 'main.js'))) throw new Error(`--baseline ${dir}: no built canonport there (bin/canonport.js and dist/: run npm ci in it)`);
+  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: dir, encoding: 'utf8' }).stdout?.trim();
+  return { dir, label: `@${commit || basename(dir)}` };
 }
 
 const t0 = performance.now();
@@ -164,9 +184,9 @@ async function main(): Promise<number> {
     return 2;
   }
   const want = (s: Scenario) => opts.only.includes(s);
-  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster' && s !== 'ui' && s !== 'rollout' && s !== 'containers');
+  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster' && s !== 'ui' && s !== 'rollout' && s !== 'idle' && s !== 'containers');
 
-  const tools = { dnsperf: toolVersion('dnsperf'), unbound: toolVersion('unbound'), dnsmasq: toolVersion('dnsmasq') };
+  const tools = { dnsperf: toolVersion('dnsperf'), unbound: toolVersion('unbound'), dnsmasq: toolVersion('dnsmasq'), etcd: toolVersion('etcd') };
   const missing = (['dnsperf', 'unbound'] as const).filter((t) => (needsDns || (t === 'dnsperf' && (want('cluster') || want('rollout')))) && !tools[t]);
   if (missing.length) {
     process.stderr.write(
@@ -201,6 +221,8 @@ async function main(): Promise<number> {
     rss: null,
     startup: null,
     xds: null,
+    idle: null,
+    latency: null,
     targets: [],
     errors: [],
   };
@@ -662,6 +684,40 @@ async function main(): Promise<number> {
         const c = await servers.startCanonport((await unbound()).port);
         noteStart(c);
         await children.stop(c.server);
+      }
+    }
+
+    // Latency at fixed rates beside unbound, the daemon's loop delay and GCs, runs from /readyz (issue 24).
+    if (want('latency')) {
+      if (!canonport.available) progress('latency: skipped, canonport serve not available');
+      else {
+        check();
+        result.latency = await runLatencyBench(
+          {
+            rates: [1000, 3000, 10_000],
+            seconds: opts.quick ? 3 : 8,
+            rounds: opts.quick ? 1 : 2,
+            warmStarts: opts.quick ? 2 : 3,
+            warmSeconds: 3,
+            workDir,
+            files: { canonical: files.canonical, cached: files.cached },
+            cluster: tools.etcd ? { nodes: opts.quick ? 200 : 1000, servicesPerNode: 20, pool: opts.quick ? 800 : 4000, churnPerSecond: 10 } : null,
+            baseline: opts.baseline,
+          },
+          { children, servers, unbound, progress, check },
+        );
+        if (!tools.etcd) result.latency.notes.push('cluster answers not measured: etcd is not installed (Debian package etcd-server)');
+        for (const e of result.latency.errors) result.errors.push(`latency: ${e}`);
+      }
+    }
+
+    // Idle cost (issue 24): CPU, wakeups and RSS of daemons nobody asks anything, beside the references.
+    if (want('idle')) {
+      if (!canonport.available) progress('idle: skipped, canonport serve not available');
+      else {
+        check();
+        result.idle = await runIdleBench({ seconds: opts.idleSeconds, listeners: 20, workDir, settleMs: opts.quick ? 8000 : 30_000, baseline: opts.baseline }, progress, children, servers);
+        for (const e of result.idle.errors) result.errors.push(`idle: ${e}`);
       }
     }
 

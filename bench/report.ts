@@ -4,7 +4,13 @@ import { renderUi, type UiBenchResult } from './ui-report.js';
 import { formatRollout, type RolloutBenchResult } from './rollout.js';
 import { formatContainers, type ContainersBenchResult } from './containers.js';
 import type { GrpcLoadResult } from './grpc-load.js';
+import { idleTable, idleTargets, type IdleResult } from './idle-report.js';
+import { latencyTable, latencyTargets, type LatencyResult } from './latency-report.js';
+import type { Target, TargetStatus } from './target.js';
+import { table } from './table.js';
 import { xdsReport, type XdsBenchResult } from './xds-report.js';
+
+export { table };
 
 /**
  * The bench's result (also its JSON), the targets of issue 5 checked against
@@ -80,17 +86,7 @@ export interface StartupResult {
   readyzMs: number[];
 }
 
-export type TargetStatus = 'PASS' | 'MISS' | 'n/a';
-
-export interface Target {
-  id: string;
-  description: string;
-  status: TargetStatus;
-  /** The figure compared, in the unit of the threshold; null when not measured. */
-  value: number | null;
-  threshold: number;
-  detail: string;
-}
+export type { Target, TargetStatus };
 
 export interface BenchResult {
   version: 1;
@@ -107,6 +103,10 @@ export interface BenchResult {
   startup: StartupResult | null;
   /** The xDS scenario (issue 15); absent in results from before it existed. */
   xds?: XdsBenchResult | null;
+  /** The idle scenario (issue 24): CPU, wakeups and RSS with nothing asked; absent in results from before it existed. */
+  idle?: IdleResult | null;
+  /** The latency scenario (issue 24): fixed rates beside unbound, loop delay and GCs, runs from /readyz. */
+  latency?: LatencyResult | null;
   /** `--only cluster` (issue 14): figures, targets and its own table (cluster-report.ts). */
   cluster?: ClusterBenchResult | null | undefined;
   /** `--only ui` (issue 25): the fleet page's weight, first render and live cost (ui.ts). */
@@ -221,18 +221,10 @@ export function evaluateTargets(r: BenchResult): Target[] {
     (v) => v <= 500,
     st ? `worst ${worst?.toFixed(0)} ms over ${st.firstAnswerMs.length} start(s): ${st.firstAnswerMs.map((v) => v.toFixed(0)).join(', ')} ms` : '',
   );
+  // Issue 24's targets, where their scenario ran.
+  if (r.latency) out.push(...latencyTargets(r.latency));
+  if (r.idle) out.push(...idleTargets(r.idle));
   return out;
-}
-
-/** Left-aligns the first `textColumns` columns, right-aligns the others (numbers). */
-export function table(header: string[], rows: string[][], textColumns = 1): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i < textColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
-      .join('  ')
-      .trimEnd();
-  return [line(header), ...rows.map(line)].map((l) => `  ${l}`).join('\n');
 }
 
 const ms = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(3));
@@ -302,7 +294,8 @@ export function grpcTable(g: GrpcResult): string {
 }
 
 export function targetsTable(targets: Target[]): string {
-  return ['targets (issues 5 and 11)', ...targets.map((t) => `  ${t.status.padEnd(4)}  ${t.description.padEnd(62)}  ${t.detail}`)].join('\n');
+  const issues = targets.some((t) => t.id.startsWith('idle-') || t.id.startsWith('latency-')) ? 'issues 5, 11 and 24' : 'issues 5 and 11';
+  return [`targets (${issues})`, ...targets.map((t) => `  ${t.status.padEnd(4)}  ${t.description.padEnd(62)}  ${t.detail}`)].join('\n');
 }
 
 /** The whole human-readable report. */
@@ -336,6 +329,8 @@ export function renderReport(r: BenchResult): string {
       `startup: spawn → first answer ${r.startup.firstAnswerMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}; spawn → /readyz 200 ${r.startup.readyzMs.map((v) => `${v.toFixed(0)} ms`).join(', ') || '–'}`,
     );
   }
+  if (r.latency) parts.push(latencyTable(r.latency));
+  if (r.idle) parts.push(idleTable(r.idle));
   if (r.xds) parts.push(xdsReport(r.xds));
   if (r.cluster) parts.push(renderCluster(r.cluster));
   if (r.ui) parts.push(renderUi(r.ui));

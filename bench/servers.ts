@@ -29,7 +29,7 @@ export const PROBE_NAME = canonicalSrv(serviceLabelAt(0), BENCH_ZONE).name;
 export const FWD_PROBE_NAME = canonicalSrv(serviceLabelAt(0), FWD_ZONE).name;
 
 /** Debian packages providing each external tool. */
-export const TOOL_PACKAGES: Record<string, string> = { dnsperf: 'dnsperf', unbound: 'unbound', dnsmasq: 'dnsmasq' };
+export const TOOL_PACKAGES: Record<string, string> = { dnsperf: 'dnsperf', unbound: 'unbound', dnsmasq: 'dnsmasq', etcd: 'etcd-server' };
 export const INSTALL_COMMAND = 'apt-get update && apt-get install -y dnsperf unbound dnsmasq dnsutils';
 
 /** Finds an executable on PATH, or in the sbin directories a non-root PATH lacks. */
@@ -47,10 +47,10 @@ export function findTool(name: string): string | null {
 export function toolVersion(name: string): string | null {
   const path = findTool(name);
   if (!path) return null;
-  const args: Record<string, string[]> = { dnsperf: ['-H'], unbound: ['-V'], dnsmasq: ['--version'] };
+  const args: Record<string, string[]> = { dnsperf: ['-H'], unbound: ['-V'], dnsmasq: ['--version'], etcd: ['--version'] };
   const r = spawnSync(path, args[name] ?? ['--version'], { encoding: 'utf8', timeout: 5000 });
   const text = `${r.stdout ?? ''}${r.stderr ?? ''}`;
-  return /version\s+(\S+)/i.exec(text)?.[1] ?? 'unknown version';
+  return /version:?\s+(\S+)/i.exec(text)?.[1] ?? 'unknown version';
 }
 
 /** Whether `canonport serve` exists with the flags the bench passes; the reason when not. */
@@ -132,7 +132,7 @@ export class Servers {
    * `upstreamPort`. Measures spawn → first canonical answer and spawn →
    * /readyz 200, polling both every 5 ms.
    */
-  async startCanonport(upstreamPort: number, opts: { workers?: number } = {}): Promise<CanonportInstance> {
+  async startCanonport(upstreamPort: number, opts: { workers?: number; extraArgs?: string[]; repo?: string } = {}): Promise<CanonportInstance> {
     const [dns, grpcPort, httpPort] = [await this.children.freePort(), await this.children.freePort(), await this.children.freePort()];
     const args = [
       'serve',
@@ -149,11 +149,13 @@ export class Servers {
       '--registry',
       this.registryFile,
       ...(opts.workers ? ['--workers', String(opts.workers)] : []),
+      ...(opts.extraArgs ?? []),
     ];
     // No CANONPORT_* from the caller's shell: the flags above are the whole config.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CANONPORT_')));
     // Run the launcher itself, as `npx canonport` does: its shebang sets the node flags the daemon ships with.
-    const server = this.children.spawnServer(this.next('canonport'), join(REPO_ROOT, 'bin', 'canonport.js'), args, dns, env);
+    // `repo`: another checkout (a baseline for before/after figures in one run).
+    const server = this.children.spawnServer(this.next('canonport'), join(opts.repo ?? REPO_ROOT, 'bin', 'canonport.js'), args, dns, env);
     try {
       const [firstAnswerMs, readyzMs] = await Promise.all([
         waitForDnsAnswer(server, PROBE_NAME, TYPE_SRV, 20_000, 5),

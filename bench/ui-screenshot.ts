@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import etcd3 from 'etcd3';
-import { encodeListener, encodeNode, legacyNodeKey as nodeKey, listenerKey } from '../src/cluster/keys.js';
+import { encodeInstance, encodeNode, instanceKey, nodeKey, type ReadinessState } from '../src/cluster/keys.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { base32Port } from '../src/scheme/index.js';
 import { startBrowser } from '../test/helpers/browser.js';
@@ -12,7 +12,8 @@ import { runScript } from './run-script.js';
 /**
  * `npm run docs:screenshot`: the fleet page screenshot in docs/, made the
  * way a user sees it, never by hand: a real etcd holding a small fleet's
- * records (five hosts, a mixed version, a host whose registry differs), a
+ * records (layout v2: five hosts, a mixed version, a host whose registry
+ * differs, an instance still warming up and one draining), a
  * real `canonport serve --cluster` reading it (on a sixth host, web-6,
  * which runs none of them), Debian's Chromium drawing its /ui/. Writes
  * docs/fleet-page.png.
@@ -30,6 +31,11 @@ const FLEET: Record<string, Record<string, string>> = {
   'web-4': { api: '1.4.1', cache: '' },
   'web-5': { api: '1.4.2', blog: '2.1.0', queue: '0.9.3' },
 };
+/** Instances not ready: host → service → state (every other one is ready). */
+const NOT_READY: Record<string, Record<string, ReadinessState>> = {
+  'web-2': { cache: 'not-ready' },
+  'web-5': { blog: 'draining' },
+};
 /** The digest every host but web-4 has: the daemon's own (it runs without a registry file, as they would). */
 const DIGEST = parseRegistry('', 'none').digest;
 const OTHER = '9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180716f5e4d3c2b1a0f9e8d7c6b5';
@@ -44,7 +50,11 @@ async function main(): Promise<void> {
     for (const [service, version] of Object.entries(runs)) {
       const port = base32Port(service);
       const since = `2026-12-07T0${service === 'api' && version === '1.4.1' ? 8 : 9}:${String(i * 3).padStart(2, '0')}:00.000Z`;
-      await client.put(listenerKey(PREFIX, node, port)).value(encodeListener({ port, services: [service], scheme: 'base32', version, versionSource: version ? 'http' : '', since, bind: [{ family: 'tcp', address: '0.0.0.0' }] }));
+      const state = NOT_READY[node]?.[service] ?? 'ready';
+      const readiness = { state, since: state === 'ready' ? since : '2026-12-07T09:58:00.000Z', by: state === 'draining' ? ('admin' as const) : ('http' as const) };
+      await client.put(instanceKey(PREFIX, node, port)).value(
+        encodeInstance({ port, services: [service], scheme: 'base32', version, versionSource: version ? 'http' : '', since, bind: [{ family: 'tcp', address: '0.0.0.0' }], protocol: 'tcp', namespace: 'host', readiness }),
+      );
     }
   }
   // The daemon publishes no listener of this machine: an empty /proc of its own.

@@ -36,6 +36,8 @@ export const ErrorCodes = {
   NO_UPSTREAM: 'CP_NO_UPSTREAM',
   /** A DNS handler threw; the client got SERVFAIL. */
   HANDLER_FAILED: 'CP_HANDLER_FAILED',
+  /** The DNS warm-up before ready could not run (no loopback to send its queries over): the daemon starts cold. */
+  WARM_UP_FAILED: 'CP_WARM_UP_FAILED',
   /** One name of a batch (ResolveMany) was not resolved before the call's deadline; the others were answered. */
   DEADLINE: 'CP_DEADLINE',
   /** The daemon is shutting down: open streams end with UNAVAILABLE and this code; clients reconnect. */
@@ -64,7 +66,7 @@ export const ErrorCodes = {
   // grpc-js interop (registerCanonResolver, createCanonportClient).
   /** The grpc module given (or canonport's own) is not a @grpc/grpc-js version canonport's resolver supports. */
   GRPC_UNSUPPORTED: 'CP_GRPC_UNSUPPORTED',
-  /** The application loads another copy of @grpc/grpc-js than canonport's: `canon:` would not reach its channels; pass `{ grpc }`. */
+  /** registerCanonResolver() without `grpc` cannot tell which of several loaded @grpc/grpc-js copies the application's channels use: pass `{ grpc }`. */
   GRPC_COPY_MISMATCH: 'CP_GRPC_COPY_MISMATCH',
 
   // --- who may reach gRPC and HTTP: allow-lists and TLS (src/config/listen-policy.ts, src/config/tls.ts) ---
@@ -94,6 +96,27 @@ export const ErrorCodes = {
    * says what the daemon demands.
    */
   TLS_HANDSHAKE_FAILED: 'CP_TLS_HANDSHAKE_FAILED',
+
+  // --- what a client of the daemon's sockets can hold (src/net/gate.ts, src/concurrency.ts Quota) ---
+  /**
+   * A connection was refused at accept because a bound was reached: the
+   * listener's total, one source address's share, or the share all clients
+   * outside the allow-list may hold together. Counted in
+   * canonport_connections_refused_total; logged at most once a minute.
+   */
+  CONNECTION_LIMIT: 'CP_CONNECTION_LIMIT',
+  /**
+   * The process ran out of file descriptors (EMFILE, ENFILE): new
+   * connections are refused (counted, reason fd_exhausted) and work that
+   * needs a descriptor is skipped until some close; the daemon keeps serving
+   * what it can and never exits for it. Logged at most once a minute.
+   */
+  FD_EXHAUSTED: 'CP_FD_EXHAUSTED',
+  /**
+   * A gRPC Watch stream was refused or ended because of a bound: Watch
+   * streams per client or in total. RESOURCE_EXHAUSTED.
+   */
+  WATCH_LIMIT: 'CP_WATCH_LIMIT',
 
   // --- xDS control plane (src/xds) ---
   /** An xDS client rejected (NACKed) resources the daemon sent; its error_detail is logged beside. */
@@ -198,18 +221,35 @@ export function errorToRcode(err: unknown): number {
   }
 }
 
-/** gRPC status codes used by canonport (subset of grpc.status; kept numeric to avoid importing grpc here). */
+/**
+ * gRPC status codes (grpc.status), kept here as numbers so that code which
+ * only reads statuses imports no grpc-js (the client side works on the
+ * application's copy, whatever its version).
+ */
 export const GrpcStatus = {
   OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
   INVALID_ARGUMENT: 3,
   DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
   PERMISSION_DENIED: 7,
   RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
   INTERNAL: 13,
   UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
 } as const;
+
+/** A status code's name (`UNAVAILABLE`), or the number when it is not one. */
+export function grpcStatusName(code: number): string {
+  return Object.entries(GrpcStatus).find(([, v]) => v === code)?.[0] ?? String(code);
+}
 
 /** The one place an error becomes a gRPC status code. */
 export function errorToGrpcStatus(err: unknown): number {
@@ -228,6 +268,7 @@ export function errorToGrpcStatus(err: unknown): number {
     case ErrorCodes.DEADLINE:
       return GrpcStatus.UNAVAILABLE;
     case ErrorCodes.XDS_LIMIT:
+    case ErrorCodes.WATCH_LIMIT:
       return GrpcStatus.RESOURCE_EXHAUSTED;
     case ErrorCodes.ACCESS_DENIED:
     case ErrorCodes.ADMIN_REFUSED:
@@ -241,4 +282,19 @@ export function errorToGrpcStatus(err: unknown): number {
     default:
       return GrpcStatus.INTERNAL;
   }
+}
+
+/**
+ * Whether an error means the process (EMFILE) or the system (ENFILE) is out
+ * of file descriptors. Node reports it as `code: 'EMFILE'` from sockets and
+ * files, but as a SystemError (`code: 'ERR_SYSTEM_ERROR'`, `errno: -24`)
+ * from os.networkInterfaces(): both are recognised.
+ */
+export function isDescriptorExhaustion(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { code?: unknown; errno?: unknown; info?: { errno?: unknown } };
+  if (e.code === 'EMFILE' || e.code === 'ENFILE') return true;
+  // Linux errno values (asm-generic): EMFILE 24, ENFILE 23; libuv reports them negated.
+  const errno = typeof e.errno === 'number' ? e.errno : typeof e.info?.errno === 'number' ? e.info.errno : 0;
+  return errno === -24 || errno === -23;
 }

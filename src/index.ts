@@ -26,26 +26,10 @@ export { Registry, type PortAssignment } from './registry/registry.js';
 export { checkRegistry, type Finding } from './registry/check.js';
 export { startOrder } from './registry/order.js';
 
-// Talking to a daemon, and dialling services by name from grpc-js.
-export { registerCanonResolver, resolveWithoutDaemon, CANON_SCHEME, type CanonResolverOptions } from './grpc/canon-resolver.js';
-export {
-  createCanonportClient,
-  DaemonError,
-  type CanonportClient,
-  type CanonportClientOptions,
-  type ClientTlsOptions,
-  type WatchStream,
-  type ResolveResult,
-  type ResolveErrorInfo,
-  type DecodeResult,
-  type InventoryResponse,
-  type InventoryListener,
-} from './grpc/canonport-client.js';
-export { SUPPORTED_GRPC_JS_RANGE, type GrpcModule } from './grpc/grpc-module.js';
-export type { Resolution } from './grpc/resolution.js';
+// Talking to a daemon, and dialling services by name from grpc-js: the client entry
+// (`canonport/client`), whole; with it the error catalogue, where every error has a stable code.
+export * from './client.js';
 
 // Running a daemon in-process.
 export { Daemon, type DaemonOptions } from './daemon/daemon.js';
 
-// Errors: every one has a stable code.
-export { CanonportError, ErrorCodes, type ErrorCode } from './errors.js';

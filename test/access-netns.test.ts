@@ -29,15 +29,7 @@ const logLines: Array<{ level: number; code?: string; msg: string; listener?: st
 
 /** A command in a host's namespace, asynchronously (the daemon it calls runs in this process). */
 function runIn(host: Host, cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = host.spawn(cmd, args, { cwd: REPO, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d) => (stdout += d));
-    child.stderr!.on('data', (d) => (stderr += d));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
+  return host.exec(cmd, args, { cwd: REPO, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
 }
 
 const canonport = (host: Host, args: string[]) => runIn(host, process.execPath, ['bin/canonport.js', ...args]);

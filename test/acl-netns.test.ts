@@ -4,6 +4,7 @@ import type { Daemon } from '../src/daemon/daemon.js';
 import { dig } from './helpers/dig.js';
 import { startDaemon } from './helpers/daemon.js';
 import { FakeUpstream } from './helpers/fake-upstream.js';
+import { requireNetAdmin } from './helpers/sandbox.js';
 import { requireTool } from './helpers/tools.js';
 
 /**
@@ -32,7 +33,7 @@ async function digFromOtherHost(d: Daemon, args: string[]) {
 }
 
 beforeAll(async () => {
-  if (process.getuid?.() !== 0) throw new Error('this test needs root (CI runs as root) to create a network namespace');
+  requireNetAdmin('creating a network namespace');
   requireTool('ip', 'iproute2');
   ip('netns', 'add', NS);
   ip('link', 'add', HOST_IF, 'type', 'veth', 'peer', 'name', PEER_IF);

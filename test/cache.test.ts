@@ -22,7 +22,7 @@ function request(name: string): DnsRequest {
   return { query, raw, client: { address: '127.0.0.1', port: 1 }, transport: 'udp', cls: { kind: 'outside' }, key: requestKey(query), mayRecurse: true };
 }
 
-describe('forwarding cache (CacheStage, real node-cache, injected clock)', () => {
+describe('forwarding cache (CacheStage, its real store, injected clock)', () => {
   it('keeps the answers clients keep asking for when a flood of one-off names fills it', async () => {
     const clock = { now: 0 };
     const cache = new CacheStage({ maxEntries: 200, maxTtl: 86400, maxNegativeTtl: 900, staleTtl: 0 }, new Metrics({ defaultMetrics: false }), () => clock.now);

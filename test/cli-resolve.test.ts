@@ -86,9 +86,9 @@ describe('canonport resolve', () => {
     expect(r.stdout).toContain('port 12082');
   });
 
-  it('prints a name whose port is known and address is not (as dig SRV answers it), saying why, and exits 0', async () => {
+  it('prints a name whose port is known and address is not (as dig SRV answers it), saying why, and exits 3 (CP_NO_ADDRESS)', async () => {
     const r = await canonport(['resolve', '--daemon', at(), 'db.cluster-1.example.com', 'api.cluster-1.example.com']);
-    expect(r.code).toBe(0);
+    expect(r.code).toBe(3);
     expect(r.stdout).toBe('db.cluster-1.example.com  port 14688  base32  (no address)\napi.cluster-1.example.com  port 12082  base32  10.0.0.5,fd00::5\n');
     expect(r.stderr).toMatch(/db\.cluster-1\.example\.com: .*has no address .*\[CP_NO_ADDRESS\]/);
   });
@@ -100,9 +100,22 @@ describe('canonport resolve', () => {
     expect(r.stderr).toMatch(/_x\.cluster-1\.example\.com: .*not a service name.*\[CP_NOT_FOUND\]/);
   });
 
-  it('carries the error, and the port known without an address, in --json', async () => {
+  it('exits 1, not 3, when another name has no answer at all: the worse outcome wins', async () => {
+    const r = await canonport(['resolve', '--daemon', at(), 'db.cluster-1.example.com', '_x.cluster-1.example.com']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('db.cluster-1.example.com  port 14688  base32  (no address)\n');
+  });
+
+  it('refuses a label no host name can have ("-api"), before asking the daemon: exit 2', async () => {
+    const r = await canonport(['resolve', '--daemon', at(), '--', '-api.cluster-1.example.com']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/bad name "-api\.cluster-1\.example\.com": label "-api" starts with "-"/);
+  });
+
+  it('carries the error, and the port known without an address, in --json, with the same exit code 3', async () => {
     const r = await canonport(['resolve', '--json', '--daemon', at(), 'db.cluster-1.example.com']);
-    expect(r.code).toBe(0);
+    expect(r.code).toBe(3);
     expect(JSON.parse(r.stdout)).toEqual([
       {
         name: 'db.cluster-1.example.com',

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -5,7 +6,8 @@ import { tempDir } from './helpers/daemon.js';
 import { RCODE, T, UdpClient } from './helpers/dns-wire.js';
 import { FakeUpstream } from './helpers/fake-upstream.js';
 import { runCli } from './helpers/cli.js';
-import { metric, scrape, startServe, type LogLine, type ServeProcess } from './helpers/serve-process.js';
+import { requireUserSwitch } from './helpers/sandbox.js';
+import { metric, REPO, scrape, startServe, type LogLine, type ServeProcess } from './helpers/serve-process.js';
 
 /**
  * Config faults on a real `canonport serve`: a registry file that turns
@@ -121,21 +123,30 @@ describe('a registry file that cannot be used at start', () => {
     expect(r.stderr).toContain('CP_REGISTRY_UNREADABLE');
   });
 
-  test('unreadable (a directory; and mode 000 when not root): exit non-zero, naming the file', async () => {
+  test('unreadable (a directory; and mode 000): exit non-zero, naming the file', async () => {
     const dir = join(tempDir(), 'registry.yaml');
     mkdirSync(dir);
     const r = await runCli(['serve', '--registry', dir, '--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--upstream', fake.address]);
     expect(r.code).toBeGreaterThan(0);
     expect(r.stderr).toContain(dir);
     expect(r.stderr).toContain('CP_REGISTRY_UNREADABLE');
-    if (process.getuid?.() !== 0) {
-      const file = join(tempDir(), 'locked.yaml');
-      writeFileSync(file, registryText(9000));
-      chmodSync(file, 0);
-      const locked = await runCli(['serve', '--registry', file, '--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--upstream', fake.address]);
-      expect(locked.code).toBeGreaterThan(0);
-      expect(locked.stderr).toContain(file);
-    }
+    // Mode 000 stops every user but root, and the tests run as root (or root of the sandbox's user
+    // namespace): the daemon runs as uid 65534 here, with no capabilities, as an unprivileged user would.
+    requireUserSwitch(65534);
+    const open = tempDir();
+    chmodSync(open, 0o755);
+    const file = join(open, 'locked.yaml');
+    writeFileSync(file, registryText(9000));
+    chmodSync(file, 0);
+    const locked = spawnSync(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', process.execPath, join(REPO, 'bin/canonport.js'),
+        'serve', '--registry', file, '--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--upstream', fake.address],
+      { encoding: 'utf8', timeout: 30_000, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } },
+    );
+    expect(locked.status, locked.stderr).toBeGreaterThan(0);
+    expect(locked.stderr).toContain(file);
+    expect(locked.stderr).toContain('CP_REGISTRY_UNREADABLE');
   });
 
   test('invalid: exit non-zero, naming the file, line and field', async () => {

@@ -12,6 +12,7 @@ import { startDaemon, tempDir, writeRegistry } from './helpers/daemon.js';
 import { freePort } from './helpers/ports.js';
 import { buildQuery, rawUdp } from './helpers/dns-wire.js';
 import { waitForDns } from './helpers/unbound.js';
+import { requireNetAdmin } from './helpers/sandbox.js';
 import { requireTool } from './helpers/tools.js';
 import { runCli } from './helpers/cli.js';
 
@@ -183,7 +184,7 @@ describe('logs on a terminal', () => {
 
 describe('production: port 53 as root, the way the systemd unit runs it', () => {
   it('serves dig @127.0.0.1 on port 53', async () => {
-    if (process.getuid?.() !== 0) throw new Error('this test needs root (CI runs as root) to bind port 53');
+    requireNetAdmin('binding port 53');
     const child = spawn(process.execPath, [...CLI, 'serve', '--dns', '127.0.0.1:53', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0', '--zone', 'cluster-1.example.com'], {
       stdio: ['ignore', 'ignore', 'pipe'],
       env: { ...process.env, CANONPORT_LOG_LEVEL: 'warn' },
@@ -204,11 +205,11 @@ describe('production: port 53 as root, the way the systemd unit runs it', () => 
 
 describe('default upstreams: /etc/resolv.conf minus this daemon', () => {
   it('on port 53, skips its own nameserver line and forwards to the next one (real dnsmasq on 127.0.0.2:53)', async () => {
-    if (process.getuid?.() !== 0) throw new Error('this test needs root (CI runs as root) to bind port 53');
+    requireNetAdmin('binding port 53');
     const bin = requireTool('dnsmasq', 'dnsmasq');
     const dnsmasq = spawn(
       bin,
-      ['--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', '--port=53', '--listen-address=127.0.0.2', '--bind-interfaces', '--address=/www.example.org/192.0.2.80', '--user=root'],
+      ['--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', '--pid-file=', '--port=53', '--listen-address=127.0.0.2', '--bind-interfaces', '--address=/www.example.org/192.0.2.80', '--user=root'],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let stderr = '';

@@ -9,6 +9,7 @@ import { Metrics } from '../src/metrics/metrics.js';
 import { silentLogger } from '../src/log.js';
 import type { DaemonContext } from '../src/context.js';
 import { EventEmitter } from 'node:events';
+import { requireUserSwitch } from './helpers/sandbox.js';
 
 /**
  * deploy/docker/Dockerfile without Docker: its instructions are parsed and
@@ -329,9 +330,9 @@ describe('deploy/docker/Dockerfile', () => {
     // The image listens on 0.0.0.0:53 etc.; tests take ephemeral loopback ports instead.
     expect(imageEnv.CANONPORT_DNS).toBe('0.0.0.0:53');
     const env = { ...imageEnv, CANONPORT_DNS: '127.0.0.1:0', CANONPORT_GRPC: '127.0.0.1:0', CANONPORT_HTTP: '127.0.0.1:0', CANONPORT_UPSTREAMS: '192.0.2.53' };
-    // USER node is uid 1000 in the node images; run as that uid when we can.
-    const asUser = process.getuid?.() === 0 ? ['setpriv', '--reuid=1000', '--regid=1000', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs'] : [];
-    console.info(asUser.length ? 'daemon runs as uid 1000 (the image\'s node user)' : 'daemon runs as the current user (not root: cannot switch to uid 1000)');
+    // USER node is uid 1000 in the node images: the daemon runs as that uid, with no capabilities.
+    requireUserSwitch(1000);
+    const asUser = ['setpriv', '--reuid=1000', '--regid=1000', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs'];
     const argv = [...asUser, ...entrypoint, ...cmd];
     const child: ChildProcess = spawn(argv[0]!, argv.slice(1), { cwd: app, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     try {

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseHostPort } from '../src/config/address.js';
+import { requireUserSwitch } from './helpers/sandbox.js';
+import { tempDir } from './helpers/temp.js';
 import { requireTool } from './helpers/tools.js';
 import { buildConfig, configFromEnv, DEFAULTS, ENV_VARS } from '../src/config/config.js';
 import { parseRegistry } from '../src/registry/load.js';
@@ -166,7 +168,7 @@ function verifyIn(dir: string, unit: string): { status: number | null; findings:
 
 /** An example client service with the drop-in installed, beside canonport's units, in a fresh directory. */
 function clientServiceTree(dropInText: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'canonport-dropin-'));
+  const dir = tempDir('canonport-dropin-');
   for (const f of [UNIT, XDS_UNIT]) cpSync(f, join(dir, f.split('/').at(-1)!));
   writeFileSync(join(dir, 'example-grpc.service'), '[Unit]\nDescription=a gRPC service dialling xds:///NAME\n\n[Service]\nDynamicUser=yes\nExecStart=/bin/true\n');
   mkdirSync(join(dir, 'example-grpc.service.d'));
@@ -337,20 +339,25 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>): Promise
   throw new Error(`gave up waiting for ${what} after 100 tries`);
 }
 
+/**
+ * DynamicUser= is played by uid 65534 under setpriv, holding only the unit's
+ * capabilities: as root (CI), or as root of the tests' user namespace with
+ * the user's subordinate ids mapped (test/sandbox.mjs), where 65534 is
+ * another, unprivileged user of the host and the capability is checked
+ * against the sandbox's network namespace, as it would be against the host's.
+ */
 describe('the daemon as canonport.service runs it', () => {
-  const isRoot = process.getuid?.() === 0;
   let dir: string;
   let child: ChildProcess | undefined;
   let xdsChild: ChildProcess | undefined;
   const logs: string[] = [];
 
   beforeAll(() => {
-    // /opt/canonport: the package as installed (compiled here from the sources, dependencies linked).
+    // /opt/canonport: the package as installed (dist/ as test/global-setup.ts compiled it from these sources, dependencies linked).
     dir = mkdtempSync(join(tmpdir(), 'canonport-systemd-'));
     const opt = join(dir, 'opt/canonport');
-    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'src', 'proto', 'bin']) cpSync(join(ROOT, p), join(opt, p), { recursive: true });
+    for (const p of ['package.json', 'package-lock.json', 'dist', 'proto', 'bin']) cpSync(join(ROOT, p), join(opt, p), { recursive: true });
     symlinkSync(join(ROOT, 'node_modules'), join(opt, 'node_modules'));
-    run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], opt);
     cpSync(join(DEPLOY, 'registry.example.yaml'), join(dir, 'etc/canonport/registry.yaml'));
     // The unit's user must be able to read both (mkdtemp makes the top directory 0700).
     chmodSync(dir, 0o755);
@@ -382,25 +389,18 @@ describe('the daemon as canonport.service runs it', () => {
     const env = unitEnv(service);
     expect(env.CANONPORT_DNS).toBe('127.0.0.1:53');
     // Tests never take fixed ports: a free port below 1024 stands in for 53 (it needs the same capability).
-    let mode: string;
-    let cmd: string[];
-    if (isRoot) {
-      env.CANONPORT_DNS = `127.0.0.1:${await freePrivilegedPort()}`;
-      // DynamicUser=, AmbientCapabilities=, CapabilityBoundingSet=, NoNewPrivileges= as setpriv flags (util-linux).
-      const caps = (k: string) => one(k)!.split(/\s+/).map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',');
-      cmd = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=-all,${caps('AmbientCapabilities')}`, `--ambient-caps=-all,${caps('AmbientCapabilities')}`, `--bounding-set=-all,${caps('CapabilityBoundingSet')}`, ...(one('NoNewPrivileges') === 'yes' ? ['--no-new-privs'] : []), ...argv];
-      mode = `as uid 65534 with only ${one('AmbientCapabilities')}, DNS on privileged ${env.CANONPORT_DNS}`;
-    } else {
-      env.CANONPORT_DNS = '127.0.0.1:0';
-      cmd = argv;
-      mode = 'as the current (non-root) user, DNS on an ephemeral port: the capability part needs root';
-    }
+    requireUserSwitch(65534);
+    env.CANONPORT_DNS = `127.0.0.1:${await freePrivilegedPort()}`;
+    // DynamicUser=, AmbientCapabilities=, CapabilityBoundingSet=, NoNewPrivileges= as setpriv flags (util-linux).
+    const caps = (k: string) => one(k)!.split(/\s+/).map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',');
+    const cmd = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=-all,${caps('AmbientCapabilities')}`, `--ambient-caps=-all,${caps('AmbientCapabilities')}`, `--bounding-set=-all,${caps('CapabilityBoundingSet')}`, ...(one('NoNewPrivileges') === 'yes' ? ['--no-new-privs'] : []), ...argv];
+    const mode = `as uid 65534 with only ${one('AmbientCapabilities')}, DNS on privileged ${env.CANONPORT_DNS}`;
     env.CANONPORT_GRPC = '127.0.0.1:0';
     env.CANONPORT_HTTP = '127.0.0.1:0';
     console.info(`running ExecStart ${mode}`);
     child = spawn(cmd[0]!, cmd.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const ready = await waitReady(child, logs);
-    if (isRoot) expect(ready.dns).toBe(env.CANONPORT_DNS);
+    expect(ready.dns).toBe(env.CANONPORT_DNS);
 
     const resolver = new Resolver({ timeout: 2000, tries: 2 });
     resolver.setServers([ready.dns]);
@@ -437,11 +437,7 @@ describe('the daemon as canonport.service runs it', () => {
   });
 
   it('cannot bind a privileged port without the unit\'s capability (the capability is what makes port 53 work)', async () => {
-    if (!isRoot) {
-      console.info('not root: the no-capability case cannot be set up; checked that the unit grants the capability instead');
-      expect(one('AmbientCapabilities')).toBe('CAP_NET_BIND_SERVICE');
-      return;
-    }
+    requireUserSwitch(65534);
     const argv = installedArgv();
     const port = await freePrivilegedPort();
     const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', ...argv], {
@@ -465,15 +461,16 @@ describe('the daemon as canonport.service runs it', () => {
 
     // The bootstrap unit as systemd runs it: Environment= and EnvironmentFile= (whose CANONPORT_GRPC
     // names 127.0.0.1:13655; here the test daemon's port), RuntimeDirectory= made with its mode, UMask=,
-    // and as DynamicUser= an unprivileged user when the test can switch to one.
+    // and as DynamicUser= an unprivileged user.
     const runDir = installed('/run/canonport');
     mkdirSync(runDir, { recursive: true });
     chmodSync(runDir, Number.parseInt(xone('RuntimeDirectoryMode')!, 8));
-    const asUser = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--no-new-privs'] : [];
-    if (asUser.length) chownSync(runDir, 65534, 65534);
+    requireUserSwitch(65534);
+    const asUser = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--no-new-privs'];
+    chownSync(runDir, 65534, 65534);
     const xenv = { ...unitEnv(xdsService), CANONPORT_GRPC: ready.grpc };
     const umask = xone('UMask')!;
-    const r = spawnSync(asUser[0] ?? '/bin/sh', [...asUser.slice(1), ...(asUser.length ? ['/bin/sh'] : []), '-c', `umask ${umask} && exec /bin/sh -c "$0"`, installed(bootstrapScript())], {
+    const r = spawnSync(asUser[0]!, [...asUser.slice(1), '/bin/sh', '-c', `umask ${umask} && exec /bin/sh -c "$0"`, installed(bootstrapScript())], {
       env: xenv,
       encoding: 'utf8',
       timeout: 30_000,

@@ -1,6 +1,13 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { encodeInstance, encodeNode, instanceKey, nodeKey } from '../src/cluster/keys.js';
+import { observedFrom } from '../src/cluster/observed.js';
+import { ClusterView } from '../src/cluster/view.js';
+import { requestKey, ServerRequest, type DnsReply } from '../src/dns/request.js';
+import { parseQuery } from '../src/dns/wire.js';
+import { base32Port } from '../src/scheme/index.js';
+import { buildQuery, parseMessage, T } from './helpers/dns-wire.js';
 import { buildConfig } from '../src/config/config.js';
 import { classifyName } from '../src/core/service-name.js';
 import type { ServingState } from '../src/core/state.js';
@@ -128,5 +135,75 @@ describe('the whole chain', () => {
       reader,
     );
     chain.close();
+  });
+});
+
+describe('local stage in cluster mode: encoded answers follow the view port by port (issue 24)', () => {
+  it('keeps an answer encoded while other ports change, re-encodes it when its own port or one of its hosts changes', async () => {
+    const P = '/cp';
+    const registry = parseRegistry(`zones: [${Z}]\nttl: 60\n`, 'test.yaml');
+    const state: ServingState = { registry, zones: ['localhost', Z], cluster: { onlyListening: false, observedTtl: 5 } };
+    const view = new ClusterView({ prefix: P });
+    // Each node's keys under its own lease, as its publisher writes them (layout v2).
+    const lease = (name: string) => (name === 'a' ? '7' : '8');
+    const node = (name: string, address: string) => ({
+      key: nodeKey(P, name),
+      value: encodeNode({ name, addresses: [address], canonportVersion: '0', registryDigest: '', started: '2024-01-01T00:00:00.000Z' }),
+      lease: lease(name),
+    });
+    const listen = (name: string, service: string) => {
+      const port = base32Port(service);
+      const value = encodeInstance({
+        port,
+        protocol: 'tcp',
+        namespace: 'host',
+        services: [service],
+        scheme: 'base32',
+        version: '',
+        versionSource: '',
+        since: '2024-01-01T00:00:00.000Z',
+        bind: [{ family: 'tcp', address: '0.0.0.0' }],
+        readiness: { state: 'ready', since: '2024-01-01T00:00:01.000Z', by: 'tcp' },
+      });
+      return { type: 'put' as const, key: instanceKey(P, name, port), value, lease: lease(name) };
+    };
+    const { key, value } = listen('a', 'api');
+    view.replaceAll([node('a', '10.0.0.1'), node('b', '10.0.0.2'), { key, value, lease: '7' }], 1);
+    const metrics = new Metrics({ defaultMetrics: false });
+    const forwarder = new Forwarder({ metrics, logger: silentLogger, now: Date.now }, { upstreams: [], timeoutMs: 100, maxInflight: 8 });
+    const discovery = new Discovery({ state: () => state, observed: observedFrom(view) });
+    const deps: PluginDeps = { state: () => state, discovery, forwarder, metrics, logger: silentLogger, now: Date.now };
+    const config = buildConfig({ upstreams: [] }, {}, registry);
+    const stage = localPlugin.create(deps, localPlugin.setup(config, { trustLoopback: true }));
+    const reader = { classify: (lname: string) => classifyName(lname, state.zones, registry, { cluster: true }), mayRecurse: () => true };
+    const ask = (name: string) => {
+      const raw = buildQuery({ id: 1, name, type: T.SRV });
+      const q = parseQuery(raw)!;
+      const reply = stage.serve(new ServerRequest(q, raw, { address: '127.0.0.1', port: 5353 }, 'udp', requestKey(q), reader), () => {
+        throw new Error('passed on');
+      }) as DnsReply;
+      return { reply, targets: parseMessage(reply.message).answers.map((r) => (r.data as { target: string }).target).sort() };
+    };
+
+    const first = ask(`api.${Z}`);
+    expect(first.targets).toEqual([`a.node.${Z}`]);
+    const other = ask(`db.${Z}`);
+    // Asked again: the same encoded reply.
+    expect(ask(`api.${Z}`).reply).toBe(first.reply);
+    // Another port changes (db starts on b): api's answer stays encoded, db's is built again.
+    view.applyChanges([listen('b', 'db')], 2);
+    expect(ask(`api.${Z}`).reply).toBe(first.reply);
+    expect(ask(`db.${Z}`).targets).toEqual([`b.node.${Z}`]);
+    expect(ask(`db.${Z}`).reply).not.toBe(other.reply);
+    // Its own port changes (api starts on b too): built again, both hosts.
+    view.applyChanges([listen('b', 'api')], 3);
+    const both = ask(`api.${Z}`);
+    expect(both.reply).not.toBe(first.reply);
+    expect(both.targets).toEqual([`a.node.${Z}`, `b.node.${Z}`]);
+    // One of its hosts changes (a's address): built again.
+    view.applyChanges([{ type: 'put', ...node('a', '10.0.0.9') }], 4);
+    const moved = ask(`api.${Z}`);
+    expect(moved.reply).not.toBe(both.reply);
+    expect(parseMessage(moved.reply.message).additional.map((r) => String(r.data))).toContain('10.0.0.9');
   });
 });

@@ -38,7 +38,7 @@ async function start(): Promise<{ server: DnsServer; port: number; logs: () => R
     metrics: new Metrics({ defaultMetrics: false }),
     logger: pino({ level: 'info' }, stream),
     queryLogRate: () => 0,
-    tcp: { idleTimeoutMs: 1000, maxConnections: 10 },
+    tcp: () => ({ idleTimeoutMs: 1000, maxConnections: 10, perSource: 10 }),
   });
   servers.push(server);
   const { port } = await server.start();

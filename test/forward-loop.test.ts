@@ -17,7 +17,7 @@ describe('a forwarding loop through a stub resolver', () => {
     // The trap: the host's stub routes the zone to canonport, and canonport's upstream is that stub.
     const dnsmasq = spawn(
       bin,
-      ['--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', `--port=${stub}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--cache-size=0', `--server=/svc.example/127.0.0.1#${ours}`, '--user=root'],
+      ['--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', '--pid-file=', `--port=${stub}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--cache-size=0', `--server=/svc.example/127.0.0.1#${ours}`, '--user=root'],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let stderr = '';

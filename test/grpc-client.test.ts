@@ -239,3 +239,44 @@ describe('resolveWithoutDaemon', () => {
     expect(r.addresses.every((a) => a === '127.0.0.1' || a === '::1')).toBe(true);
   });
 });
+
+describe('canon: resolver on either listener grpc-js hands it', () => {
+  /** The resolver class registerCanonResolver gives grpc-js, captured from a stand-in for the real module (its version unknown: judged by its features). */
+  function resolverClass(daemon: string): new (target: unknown, listener: unknown, options: object) => { updateResolution(): void; destroy(): void } {
+    let captured: unknown;
+    const experimental = { ...grpc.experimental, registerResolver: (_scheme: string, cls: unknown) => void (captured = cls) };
+    registerCanonResolver({ grpc: { ...grpc, experimental }, daemon, daemonTimeoutMs: 200 });
+    return captured as never;
+  }
+  const target = (path: string) => ({ scheme: 'canon', authority: '', path });
+
+  it('1.10–1.13: an object listener gets the endpoints through onSuccessfulResolution and a failure through onError, never synchronously', async () => {
+    const Resolver = resolverClass(`127.0.0.1:${await closedPort()}`);
+    const calls: { method: string; args: unknown[] }[] = [];
+    const listener = {
+      onSuccessfulResolution: (...args: unknown[]) => void calls.push({ method: 'ok', args }),
+      onError: (...args: unknown[]) => void calls.push({ method: 'error', args }),
+    };
+    const ok = new Resolver(target('old-listener.localhost'), listener, {});
+    ok.updateResolution();
+    expect(calls).toEqual([]);
+    await eventually(async () => expect(calls).toHaveLength(1));
+    expect(calls[0]).toEqual({ method: 'ok', args: [[{ addresses: [{ host: '127.0.0.1', port: base32Port('old-listener') }] }, { addresses: [{ host: '::1', port: base32Port('old-listener') }] }], null, null, null, {}] });
+    ok.destroy();
+    const bad = new Resolver(target('_nosuch.localhost'), listener, {});
+    bad.updateResolution();
+    await eventually(async () => expect(calls).toHaveLength(2));
+    expect(calls[1]).toMatchObject({ method: 'error', args: [{ code: grpc.status.UNAVAILABLE, details: expect.stringContaining('canon:///_nosuch.localhost') }] });
+    bad.destroy();
+  });
+
+  it('1.14: a function listener gets a StatusOr, no service config and no resolution note', async () => {
+    const Resolver = resolverClass(`127.0.0.1:${await closedPort()}`);
+    const calls: unknown[][] = [];
+    const r = new Resolver(target('new-listener.localhost'), (...args: unknown[]) => calls.push(args), {});
+    r.updateResolution();
+    await eventually(async () => expect(calls).toHaveLength(1));
+    expect(calls[0]).toEqual([{ ok: true, value: [{ addresses: [{ host: '127.0.0.1', port: base32Port('new-listener') }] }, { addresses: [{ host: '::1', port: base32Port('new-listener') }] }] }, {}, null, '']);
+    r.destroy();
+  });
+});

@@ -465,6 +465,62 @@ describe('health', () => {
   });
 });
 
+// Issue 21, finding 9: Watch streams (and health Watch streams, which stay open too) are bounded per client and in total.
+describe('Watch stream bounds', () => {
+  /** The test daemon with its Watch bounds set. */
+  function bounded(limits: { watchMaxStreams?: number; watchMaxStreamsPerClient?: number }): TestDaemon {
+    const d = testDaemon(REGISTRY);
+    const config = { ...d.ctx.config(), ...limits };
+    d.ctx.config = () => config;
+    return d;
+  }
+  /** A Watch on its own connection (another client), or on `on`'s; resolves with the first message or the error code. */
+  function watchOne(address: string, on?: grpc.Client): { client: grpc.Client; outcome: Promise<string>; call: grpc.ClientReadableStream<unknown> } {
+    const client = on ?? new grpc.Client(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+    if (!on) raw.push(client);
+    const call = client.makeServerStreamRequest('/canonport.v1.Canonport/Watch', (b: Buffer) => b, (b: Buffer) => b, Buffer.from([0x0a, 0x0d, ...Buffer.from('api.localhost')]));
+    const outcome = new Promise<string>((resolve) => {
+      call.on('data', () => resolve('open'));
+      call.on('error', (e: grpc.ServiceError) => resolve(`${grpc.status[e.code]} ${e.metadata.get('canonport-code')[0] ?? ''}`.trim()));
+    });
+    return { client, outcome, call };
+  }
+  const raw: grpc.Client[] = [];
+  afterEach(() => raw.splice(0).forEach((c) => c.close()));
+
+  it('past watchMaxStreamsPerClient a client is refused RESOURCE_EXHAUSTED (CP_WATCH_LIMIT), health Watch included; another client is served', async () => {
+    const { h } = await start(bounded({ watchMaxStreamsPerClient: 2 }));
+    const at = formatHostPort(h.address);
+    const first = watchOne(at);
+    const second = watchOne(at, first.client);
+    expect([await first.outcome, await second.outcome]).toEqual(['open', 'open']);
+    expect(await watchOne(at, first.client).outcome).toBe('RESOURCE_EXHAUSTED CP_WATCH_LIMIT');
+    // A health Watch on the same connection counts under the same bound.
+    const hc = new Health(at, grpc.credentials.createInsecure(), { channelOverride: first.client.getChannel() });
+    const hw = hc.Watch({ service: '' }) as grpc.ClientReadableStream<unknown>;
+    const healthOutcome = await new Promise<string>((resolve) => {
+      hw.on('data', () => resolve('open'));
+      hw.on('error', (e: grpc.ServiceError) => resolve(`${grpc.status[e.code]} ${e.metadata.get('canonport-code')[0] ?? ''}`.trim()));
+    });
+    expect(healthOutcome).toBe('RESOURCE_EXHAUSTED CP_WATCH_LIMIT');
+    expect(await watchOne(at).outcome).toBe('open');
+    // A stream that ends gives its place back.
+    second.call.cancel();
+    await eventually(async () => expect(await watchOne(at, first.client).outcome).toBe('open'));
+  });
+
+  it('past watchMaxStreams, a client under its equal share is served and the largest holder gives way', async () => {
+    const { h } = await start(bounded({ watchMaxStreams: 3, watchMaxStreamsPerClient: 100 }));
+    const at = formatHostPort(h.address);
+    const big = watchOne(at);
+    const more = [watchOne(at, big.client), watchOne(at, big.client)];
+    expect(await Promise.all([big.outcome, ...more.map((m) => m.outcome)])).toEqual(['open', 'open', 'open']);
+    const ended = new Promise<string>((resolve) => more[1]!.call.on('error', (e: grpc.ServiceError) => resolve(`${grpc.status[e.code]} ${e.details}`)));
+    expect(await watchOne(at).outcome).toBe('open');
+    expect(await ended).toMatch(/^RESOURCE_EXHAUSTED .*more than an equal share/);
+  });
+});
+
 describe('reflection', () => {
   const require = createRequire(import.meta.url);
   const reflectionProto = join(dirname(require.resolve('@grpc/reflection')), '../proto/grpc/reflection/v1/reflection.proto');

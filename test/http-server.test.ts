@@ -254,3 +254,58 @@ describe('startHttpServer', () => {
     expect(refused).toBe('ECONNREFUSED');
   });
 });
+
+// Issue 21, finding 4 (its HTTP half): /sd/prometheus is bounded per reply and never one long stall.
+describe('/sd/prometheus over a large cluster view', () => {
+  /** A view of `ports` ports with `hostsPerPort` hosts each: ports × hostsPerPort target groups. */
+  function clusterContext(ports: number, hostsPerPort: number, maxGroups: number): DaemonContext {
+    const { ctx } = testContext();
+    const state: ServingState = { registry: Registry.empty(), zones: ['localhost'], cluster: { onlyListening: false, observedTtl: 5 } };
+    const list = Array.from({ length: ports }, (_, i) => 20_000 + i);
+    const hostsOn = (port: number) =>
+      Array.from({ length: hostsPerPort }, (_, h) => ({ node: `n${h}`, addresses: [`10.0.${h >> 8}.${h & 255}`], services: [`svc${port}`], scheme: 'base32', version: '1.0.0', since: '2026-01-01T00:00:00Z' }));
+    const discovery = new Discovery({
+      state: () => state,
+      observed: { onPort: hostsOn, ports: () => list, nodeAddresses: () => null, instanceAddress: () => null, generation: 1, onChange: () => () => {} },
+    });
+    const config = buildConfig({ upstreams: ['127.0.0.1:53'], httpSdMaxGroups: maxGroups }, {}, Registry.empty());
+    return { ...ctx, state: () => state, discovery, config: () => config };
+  }
+
+  it('25,000 groups at 10,000 a reply: three pages that join to the whole list, headers saying so; the event loop turns meanwhile', async () => {
+    const ctx = clusterContext(500, 50, 10_000);
+    const s = await start(ctx);
+    // Turns of the event loop while a page is built: a view walked in one go would give none.
+    let turns = 0;
+    let beating = true;
+    const beat = () => {
+      turns++;
+      if (beating) setImmediate(beat);
+    };
+    setImmediate(beat);
+    const first = await http(s, 'GET', '/sd/prometheus');
+    beating = false;
+    expect(first.status).toBe(200);
+    expect(first.headers['x-canonport-pages']).toBe('3');
+    expect(first.headers['x-canonport-groups']).toBe('25000');
+    expect(first.headers.link).toBe('</sd/prometheus?page=2>; rel="next"');
+    expect(turns).toBeGreaterThanOrEqual(10);
+    const pages = [JSON.parse(first.body) as unknown[]];
+    for (const n of [2, 3]) pages.push(JSON.parse((await http(s, 'GET', `/sd/prometheus?page=${n}`)).body) as unknown[]);
+    expect(pages.map((p) => p.length)).toEqual([10_000, 10_000, 5_000]);
+    const all = pages.flat() as { labels: Record<string, string>; targets: string[] }[];
+    expect(new Set(all.map((g) => `${g.labels.__meta_canonport_port}/${g.labels.__meta_canonport_node}`)).size).toBe(25_000);
+    expect(all[0]).toEqual({ targets: ['10.0.0.0:20000'], labels: { __meta_canonport_service: 'svc20000', __meta_canonport_port: '20000', __meta_canonport_node: 'n0', __meta_canonport_version: '1.0.0', __meta_canonport_scheme: 'base32', __meta_canonport_readiness: 'ready' } });
+    expect(JSON.parse((await http(s, 'GET', '/sd/prometheus?page=4')).body)).toEqual([]);
+    expect((await http(s, 'GET', '/sd/prometheus?page=0')).status).toBe(400);
+    expect((await http(s, 'GET', '/sd/prometheus?page=x')).status).toBe(400);
+  });
+
+  it('a list that fits one page is one reply with no next link', async () => {
+    const s = await start(clusterContext(3, 2, 10_000));
+    const r = await http(s, 'GET', '/sd/prometheus');
+    expect(JSON.parse(r.body)).toHaveLength(6);
+    expect(r.headers['x-canonport-pages']).toBe('1');
+    expect(r.headers.link).toBeUndefined();
+  });
+});

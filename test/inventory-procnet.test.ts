@@ -3,7 +3,8 @@ import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { formatIPv6, parseProcNetTcp, readListeningSockets, readProcNetTcp } from '../src/inventory/procnet.js';
+import { formatIPv6, ListenerScanner, parseProcNetTcp, readListeningSockets, readProcNetTcp, tcpFingerprint } from '../src/inventory/procnet.js';
+import { createHostNet } from './helpers/netns.js';
 import { closeServer } from './inventory-support.js';
 
 const TCP_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
@@ -133,9 +134,16 @@ describe('readProcNetTcp: stops after the listeners', () => {
     try {
       const whole = await readFile('/proc/self/net/tcp', 'latin1');
       const r = await readProcNetTcp('/proc/self/net/tcp', 'tcp');
+      const after = await readFile('/proc/self/net/tcp', 'latin1');
       expect(r.sockets.map((x) => x.port)).toEqual(expect.arrayContaining([port, latePort]));
-      // The same listeners as a full parse of the file, read from a fraction of it.
-      expect(r.sockets.map((x) => `${x.address}:${x.port}`)).toEqual(parseProcNetTcp(whole, 'tcp').map((x) => `${x.address}:${x.port}`));
+      // The same listeners as a full parse of the file, read from a fraction of it. Other test files' processes
+      // share this network namespace and open and close listeners meanwhile: every listener in a full parse
+      // before and after is there, and nothing is there that neither full parse has.
+      const listeners = (text: string) => parseProcNetTcp(text, 'tcp').map((x) => `${x.address}:${x.port}`);
+      const [before, later] = [listeners(whole), listeners(after)];
+      const read = r.sockets.map((x) => `${x.address}:${x.port}`);
+      expect(read).toEqual(expect.arrayContaining(before.filter((l) => later.includes(l))));
+      expect(read.filter((l) => !before.includes(l) && !later.includes(l))).toEqual([]);
       expect(r.stoppedEarly).toBe(true);
       expect(r.bytesRead).toBeLessThan(whole.length / 4);
     } finally {
@@ -210,5 +218,104 @@ describe('readListeningSockets', () => {
     expect(errors).toEqual([]);
     expect(sockets).toContainEqual({ port: p4, address: '127.0.0.1', family: 'tcp', inodes: [expect.stringMatching(/^[1-9]\d*$/)] });
     expect(sockets).toContainEqual({ port: p6, address: '::1', family: 'tcp6', inodes: [expect.stringMatching(/^[1-9]\d*$/)] });
+  });
+});
+
+describe('tcpFingerprint and ListenerScanner: /proc/net/tcp read only when the counters moved (issue 24)', () => {
+  const dirs: string[] = [];
+  afterAll(async () => {
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+  const SNMP = (active: number, passive: number) =>
+    [
+      'Ip: Forwarding DefaultTTL',
+      'Ip: 1 64',
+      'Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors',
+      `Tcp: 1 200 120000 -1 ${active} ${passive} 0 0 1 100 100 0 0 0 0`,
+      '',
+    ].join('\n');
+  const SOCKSTAT = (inuse: number) => `sockets: used 9\nTCP: inuse ${inuse} orphan 0 tw 0 alloc 9 mem 1\nUDP: inuse 0 mem 0\n`;
+  const SOCKSTAT6 = (inuse: number) => `TCP6: inuse ${inuse}\nUDP6: inuse 0\n`;
+
+  async function fixture(): Promise<string> {
+    const root = await mkdtemp(join(tmpdir(), 'canonport-proc-'));
+    dirs.push(root);
+    await mkdir(join(root, 'net'));
+    await writeFile(join(root, 'net', 'tcp'), KERNEL_ORDER);
+    await writeFile(join(root, 'net', 'tcp6'), TCP6);
+    await writeFile(join(root, 'net', 'sockstat'), SOCKSTAT(3));
+    await writeFile(join(root, 'net', 'sockstat6'), SOCKSTAT6(5));
+    await writeFile(join(root, 'net', 'snmp'), SNMP(10, 20));
+    return root;
+  }
+
+  it('reads the in-use counts and the opens ever made, or null without them', async () => {
+    const root = await fixture();
+    expect(tcpFingerprint(root)).toBe('3/5/10/20');
+    await rm(join(root, 'net', 'sockstat6'));
+    expect(tcpFingerprint(root)).toBe('3/-/10/20');
+    await rm(join(root, 'net', 'snmp'));
+    expect(tcpFingerprint(root)).toBeNull();
+    expect(tcpFingerprint(join(root, 'nowhere'))).toBeNull();
+  });
+
+  it('reuses the last list while the counters stand still, reads again when they move or the full-read interval passes', async () => {
+    const root = await fixture();
+    let t = 1_000_000;
+    const scanner = new ListenerScanner(root, { fullEveryMs: 30_000, now: () => t });
+    const first = await scanner.read();
+    expect(first.sockets.map((s) => s.port)).toContain(12082);
+    expect(scanner.fullReads).toBe(1);
+    // A listener gone from the file but no counter moved (what a restart on the same port can look like):
+    // the last list stands, for at most fullEveryMs.
+    await writeFile(join(root, 'net', 'tcp'), TCP_HEADER + '\n');
+    t += 1000;
+    expect(await scanner.read()).toBe(first);
+    expect(scanner.fullReads).toBe(1);
+    t += 30_000;
+    expect((await scanner.read()).sockets.filter((s) => s.family === 'tcp')).toEqual([]);
+    expect(scanner.fullReads).toBe(2);
+    // A listener closing moves `inuse`; a connection opened meanwhile moves ActiveOpens: either reads again at once.
+    await writeFile(join(root, 'net', 'tcp'), KERNEL_ORDER);
+    await writeFile(join(root, 'net', 'sockstat'), SOCKSTAT(4));
+    t += 1000;
+    expect((await scanner.read()).sockets.map((s) => s.port)).toContain(2024);
+    expect(scanner.fullReads).toBe(3);
+    await writeFile(join(root, 'net', 'snmp'), SNMP(11, 20));
+    t += 1000;
+    await scanner.read();
+    expect(scanner.fullReads).toBe(4);
+  });
+
+  it('without counters (a fixture /proc, a kernel without them) reads the files every time', async () => {
+    const root = await fixture();
+    await rm(join(root, 'net', 'sockstat'));
+    const scanner = new ListenerScanner(root, { now: () => 0 });
+    await scanner.read();
+    await scanner.read();
+    expect(scanner.fullReads).toBe(2);
+  });
+
+  it('in the real /proc of a network namespace: a new listener is seen at the next read, an idle namespace is not read again', async () => {
+    const net = await createHostNet({ hosts: 1 });
+    try {
+      const host = net.hosts[0]!;
+      const scanner = new ListenerScanner(host.procRoot, { fullEveryMs: 60_000 });
+      const before = await scanner.read();
+      expect(before.errors).toEqual([]);
+      for (let i = 0; i < 5; i++) await scanner.read();
+      expect(scanner.fullReads).toBe(1);
+      const l = await host.listen(23456);
+      try {
+        const after = await scanner.read();
+        expect(after.sockets.map((s) => s.port)).toContain(23456);
+        expect(scanner.fullReads).toBe(2);
+      } finally {
+        await l.stop();
+      }
+      expect((await scanner.read()).sockets.map((s) => s.port)).not.toContain(23456);
+    } finally {
+      net.cleanup();
+    }
   });
 });

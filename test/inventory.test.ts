@@ -33,6 +33,23 @@ let registry: Registry;
 const open: (Server | HttpServer)[] = [];
 const dirs: string[] = [];
 
+const TCP_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
+
+/**
+ * A fixture /proc (removed after the file): `write` puts a net/tcp listing
+ * LISTEN sockets on `address` (kernel hex, little-endian words), one per
+ * port, inodes 1000, 1001… as the kernel prints them.
+ */
+async function fixtureProc(address: string): Promise<{ root: string; write(ports: number[]): Promise<void> }> {
+  const root = await mkdtemp(join(tmpdir(), 'canonport-inv-'));
+  dirs.push(root);
+  await mkdir(join(root, 'net'));
+  const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
+  const line = (i: number, port: number) =>
+    `   ${i}: ${address}:${hex(port)} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 ${1000 + i} 1 0000000000000000 100 0 0 10 0`;
+  return { root, write: (ports) => writeFile(join(root, 'net', 'tcp'), [TCP_HEADER, ...ports.map((p, i) => line(i, p)), ''].join('\n')) };
+}
+
 beforeAll(async () => {
   dual = await bindCanonical(CANDIDATES.dual, () => createServer(), ['127.0.0.1', '::1']);
   http = await bindCanonical(CANDIDATES.http, () => versionServer({ '/version': { body: '1.4.2\n' } }));
@@ -184,6 +201,36 @@ describe('HostInventory caching, timer and failures', () => {
     expect(await probes(metrics, 'ok')).toBe(2);
   });
 
+  it('a scan that finds what the last one found says so to its hook and leaves the metrics alone (issue 24)', async () => {
+    const { root, write } = await fixtureProc('00000000');
+    await write([12082]);
+    const metrics = new Metrics({ defaultMetrics: false });
+    const seen: [InventorySnapshot, boolean][] = [];
+    const inv = new HostInventory({ state: stateOf(registry), metrics, probe: false, procRoot: root, onSnapshot: (s, changed) => seen.push([s, changed]) });
+    const snapshots = () => seen.filter(([, changed]) => changed).map(([s]) => s);
+    await inv.refresh();
+    await inv.refresh();
+    await inv.refresh();
+    expect(seen.map(([, changed]) => changed)).toEqual([true, false, false]);
+    expect(snapshots()).toHaveLength(1);
+    // The metrics are not redone either: a series removed behind its back stays removed until something changes.
+    metrics.serviceListening.reset();
+    await inv.refresh();
+    expect((await metrics.serviceListening.get()).values).toEqual([]);
+    // A listener more: handed on, and the series are rebuilt.
+    await write([12082, 15000]);
+    const snap = await inv.refresh();
+    expect(snapshots()).toHaveLength(2);
+    expect(snapshots()[1]).toBe(snap);
+    expect(snap.listeners.map((l) => l.port)).toEqual([12082, 15000]);
+    expect((await metrics.serviceListening.get()).values.map((v) => v.labels.port).sort()).toEqual(['12082', '15000']);
+    // The latest snapshot is always the newest scan's, changed or not.
+    const again = await inv.refresh();
+    expect(snapshots()).toHaveLength(2);
+    expect(seen.at(-1)).toEqual([again, false]);
+    expect(await inv.snapshot()).toBe(again);
+  });
+
   it('an unreadable /proc gives an empty snapshot and the reason, never a rejection', async () => {
     const inv = new HostInventory({ state: stateOf(registry), metrics: new Metrics({ defaultMetrics: false }), procRoot: '/nonexistent-proc' });
     const snap = await inv.snapshot();
@@ -192,16 +239,8 @@ describe('HostInventory caching, timer and failures', () => {
   });
 
   it('the global versionPath is asked on claimed ports without a port version (fixture /proc, real HTTP)', async () => {
-    const root = await mkdtemp(join(tmpdir(), 'canonport-inv-'));
-    dirs.push(root);
-    await mkdir(join(root, 'net'));
-    const hex = (p: number) => p.toString(16).toUpperCase().padStart(4, '0');
-    const line = (i: number, port: number) =>
-      `   ${i}: 0100007F:${hex(port)} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 ${1000 + i} 1 0000000000000000 100 0 0 10 0`;
-    await writeFile(
-      join(root, 'net', 'tcp'),
-      ['  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode', line(0, json.port), line(1, versioned.port), ''].join('\n'),
-    );
+    const { root, write } = await fixtureProc('0100007F');
+    await write([json.port, versioned.port]);
     const metrics = new Metrics({ defaultMetrics: false });
     const reg = parseRegistry(`inventory: { versionPath: /meta }\nservices:\n  user: { id: ${versioned.id}, version: 2 }\n`, 'global.yaml');
     const inv = new HostInventory({ state: stateOf(reg), metrics, procRoot: root });

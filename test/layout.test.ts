@@ -18,6 +18,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['errors.ts', 'log.ts', 'concurrency.ts', 'version.ts'],
   ['scheme', 'metrics'],
   ['config'],
+  ['net'],
   ['registry'],
   ['core'],
   ['discovery', 'inventory'],
@@ -29,6 +30,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['ui'],
   ['daemon'],
   ['cli'],
+  ['client.ts'],
   ['index.ts'],
 ];
 

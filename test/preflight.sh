@@ -6,7 +6,11 @@
 #     ip (network namespaces), systemd-analyze (deploy), protoc with
 #     Python's and Go's gRPC (interop, xDS), etcd and openssl (cluster mode),
 #     gcc, libc6-dev, libssl-dev (to build genreport), chromium (the fleet
-#     page's browser tests, driven by playwright-core: nothing downloads a browser).
+#     page's browser tests, driven by playwright-core: nothing downloads a browser),
+#     newuidmap (uidmap: other users in the tests' user namespace, test/sandbox.mjs),
+#     curl, prlimit (util-linux) and Python's dnspython (the hostile suite, issue 21).
+#   For a user who is not root: unprivileged user namespaces, and
+#     subordinate ids in /etc/subuid and /etc/subgid (root needs neither).
 #   genreport: ISC's DNS compliance tool, built from its source outside the
 #     repository (GENREPORT_SRC, default ../shared/tools/genreport) into
 #     ${TMPDIR:-/tmp}/canonport-genreport, where test/helpers/genreport.ts
@@ -31,7 +35,7 @@ missing=()
 declare -A by_command=(
   [dig]=dnsutils [unbound]=unbound [dnsmasq]=dnsmasq [dnsperf]=dnsperf [ip]=iproute2
   [systemd-analyze]=systemd [etcd]=etcd-server [etcdctl]=etcd-client [openssl]=openssl [gcc]=gcc
-  [chromium]=chromium [curl]=curl
+  [chromium]=chromium [curl]=curl [unshare]=util-linux [setpriv]=util-linux [newuidmap]=uidmap [newgidmap]=uidmap [prlimit]=util-linux
 )
 for cmd in "${!by_command[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${by_command[$cmd]}")
@@ -42,7 +46,7 @@ done
 # Packages that are not commands: protoc's gRPC plugins, Python's gRPC (for
 # /usr/bin/python3: the xDS tests use its stock xDS resolver too) and Go's.
 if command -v dpkg-query >/dev/null 2>&1; then
-  for p in protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf \
+  for p in protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf python3-dnspython \
     golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
     protoc-gen-go protoc-gen-go-grpc; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
@@ -65,6 +69,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
   else
     fail "missing ${missing[*]}: run  sudo apt-get install -y ${missing[*]}  (tests that need them will fail)"
+  fi
+fi
+
+# npm test runs in namespaces of its own (test/sandbox.mjs); a user who is
+# not root needs a user namespace for that, with ids beyond their own for
+# the tests that run the daemon as another user (setpriv --reuid=65534).
+if [ "$(id -u)" != 0 ]; then
+  me=$(id -un)
+  if ! unshare --user --map-root-user true 2>/dev/null; then
+    fail "unprivileged user namespaces are not allowed here, and the tests run in one (on Ubuntu: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
+  fi
+  if ! grep -qE "^($me|$(id -u)):" /etc/subuid 2>/dev/null || ! grep -qE "^($me|$(id -g)):" /etc/subgid 2>/dev/null; then
+    fail "$me has no subordinate ids, so the tests that run the daemon as another user will fail: run  sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $me"
   fi
 fi
 

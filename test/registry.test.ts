@@ -3,7 +3,9 @@ import { CanonportError, ErrorCodes } from '../src/errors.js';
 import { loadRegistryFile, parseRegistry } from '../src/registry/load.js';
 import { claimOf } from '../src/inventory/claim.js';
 import { base32Port } from '../src/scheme/index.js';
-import { Registry } from '../src/registry/registry.js';
+import { MAX_COLLISIONS_LISTED, Registry } from '../src/registry/registry.js';
+import { readFileSync } from 'node:fs';
+import { writeRegistry } from './helpers/daemon.js';
 
 const fixture = (name: string): string => new URL(`./fixtures/registry/${name}`, import.meta.url).pathname;
 
@@ -162,5 +164,55 @@ describe('docs/scheme.md', () => {
     const page = await readFile(new URL('../docs/scheme.md', import.meta.url), 'utf8');
     const block = /```yaml\n([\s\S]*?)```/.exec(page)?.[1];
     expect(block).toBe(await readFile(fixture('example.yaml'), 'utf8'));
+  });
+});
+
+// Issue 21, finding 12: a registry's cost grows with its size, not with its size squared, and there is a size limit.
+describe('a large registry', () => {
+  it('20,000 names on one port (all "svc…"): each lists at most 16 of the others, and it loads', { timeout: 60_000 }, () => {
+    // Every name collides with every other: listing them all gave each name 19,999 others (400 million in all).
+    const text = `services:\n${Array.from({ length: 20_000 }, (_, i) => `  svc${i}:\n`).join('')}`;
+    const r = parseRegistry(text);
+    expect(r.expanded.size).toBe(20_000);
+    expect(r.lookup('svc7').collidesWith).toHaveLength(MAX_COLLISIONS_LISTED);
+    expect(r.lookup('svc7').collidesWith).not.toContain('svc7');
+    expect(r.lookup('svcnew').collidesWith).toHaveLength(MAX_COLLISIONS_LISTED);
+    expect(r.ownersOf(r.lookup('svc7').port!)).toHaveLength(20_000);
+  });
+
+  it('100,000 keys: a key repeated at the end is still found, at its line (the check is linear, not yaml\'s pairwise one)', { timeout: 60_000 }, () => {
+    const lines = Array.from({ length: 100_000 }, (_, i) => `  s${i.toString(36)}x:\n    port: ${1024 + (i % 60_000)}\n`);
+    const text = `services:\n${lines.join('')}  s0x:\n    port: 1024\n`;
+    let err: unknown;
+    try {
+      parseRegistry(text, 'big.yaml');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: ErrorCodes.REGISTRY_INVALID, details: { line: 200_002, column: 3 } });
+    expect((err as Error).message).toMatch(/^big\.yaml:200002:3: Map keys must be unique/);
+  });
+
+  it('a file over --registry-max-bytes is refused with CP_REGISTRY_INVALID before it is read', async () => {
+    const file = writeRegistry(`services:\n${'  api:\n    port: 8080\n'.repeat(1)}${'# padding\n'.repeat(200)}`);
+    await expect(loadRegistryFile(file, { maxBytes: 1024 })).rejects.toMatchObject({
+      code: ErrorCodes.REGISTRY_INVALID,
+      message: expect.stringMatching(/: \d+ bytes, over the limit of 1024 \(--registry-max-bytes, CANONPORT_REGISTRY_MAX_BYTES\); not read$/),
+    });
+    expect((await loadRegistryFile(file, { maxBytes: 1 << 20 })).lookup('api').port).toBe(8080);
+  });
+
+  it('the same checks, and the same registry, in the worker thread as in parseRegistry', async () => {
+    for (const name of ['example.yaml', 'unknown-field.yaml', 'duplicate-key.yaml', 'bad-label.yaml', 'wrong-type.yaml']) {
+      const text = readFileSync(fixture(name), 'utf8');
+      const viaFile = await loadRegistryFile(fixture(name)).then((r) => r.digest, (e: CanonportError) => `${e.code} ${e.message}`);
+      let inline: string;
+      try {
+        inline = parseRegistry(text, fixture(name)).digest;
+      } catch (e) {
+        inline = `${(e as CanonportError).code} ${(e as CanonportError).message}`;
+      }
+      expect(viaFile, name).toBe(inline);
+    }
   });
 });

@@ -1,6 +1,7 @@
 import { createSocket } from 'node:dgram';
 import { writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
 import { networkInterfaces } from 'node:os';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +17,7 @@ import { FakeUpstream } from './helpers/fake-upstream.js';
 import { freePort } from './helpers/ports.js';
 import { startEtcd, type EtcdCluster } from './helpers/etcd.js';
 import { bindCanonical, closeServer, type Bound } from './inventory-support.js';
+import { RawAds } from './helpers/raw-ads.js';
 
 /**
  * A reload applies what it says: for every setting the table marks
@@ -117,6 +119,57 @@ async function grpcCall(s: Subject, host: string, method: 'resolve' | 'inventory
   } finally {
     c.close();
   }
+}
+
+/**
+ * Opens `n` TCP connections to `port` at `host` (from `from` when given),
+ * and after a moment answers how many the daemon closed: what a connection
+ * bound refuses at accept.
+ */
+async function closedAtAccept(host: string, port: number, n: number, from?: string): Promise<number> {
+  const socks = await Promise.all(
+    Array.from({ length: n }, (_, i) =>
+      // One after another: the last one is the one over the bound.
+      new Promise<{ closed: boolean; sock: import('node:net').Socket }>((resolve) => {
+        setTimeout(() => {
+          const entry = { closed: false, sock: connect({ host, port, ...(from ? { localAddress: from } : {}) }) };
+          entry.sock.on('error', () => undefined);
+          entry.sock.on('close', () => (entry.closed = true));
+          entry.sock.on('connect', () => resolve(entry));
+        }, i * 50);
+      }),
+    ),
+  );
+  await new Promise((r) => setTimeout(r, 400));
+  for (const e of socks) e.sock.destroy();
+  return socks.filter((e) => e.closed).length;
+}
+
+/** Opens `n` Watch streams on one connection and answers how many the daemon refused (RESOURCE_EXHAUSTED). */
+async function watchesRefused(s: Subject, n: number): Promise<number> {
+  const c = createCanonportClient(`127.0.0.1:${s.daemon.addresses.grpc.port}`, { tls: false });
+  const refused = await Promise.all(
+    Array.from({ length: n }, async () => {
+      try {
+        for await (const _ of c.watch('api.localhost')) break;
+        return false;
+      } catch (err) {
+        return (err as { code?: string }).code === 'CP_WATCH_LIMIT';
+      }
+    }),
+  );
+  c.close();
+  return refused.filter(Boolean).length;
+}
+
+/** Opens ADS streams on one connection (`names` names each) and answers how many ended RESOURCE_EXHAUSTED. */
+async function adsRefused(s: Subject, streams: number, names: number): Promise<number> {
+  const open = Array.from({ length: streams }, () => new RawAds(`127.0.0.1:${s.daemon.addresses.grpc.port}`));
+  for (const a of open) a.send('cluster', Array.from({ length: names }, (_, i) => `n${i}.localhost`));
+  await new Promise((r) => setTimeout(r, 500));
+  const refused = open.filter((a) => a.status?.code === grpc.status.RESOURCE_EXHAUSTED).length;
+  for (const a of open) a.cancel();
+  return refused;
 }
 
 /** Every address, for the gRPC and HTTP cases: the allow-lists are what is observed. */
@@ -315,6 +368,103 @@ const CASES: Case[] = [
     expectBefore: 'NOERROR',
     expectAfter: 'NXDOMAIN',
   },
+  // The bounds of issue 21: each in force from the next connection or stream after a reload.
+  {
+    key: 'connectionsPerSource',
+    flags: everywhere,
+    before: () => registry({ grpcAllow: [ELSEWHERE], httpAllow: [HOST_IP], connectionsPerSource: 32 }),
+    after: () => registry({ grpcAllow: [ELSEWHERE], httpAllow: [HOST_IP], connectionsPerSource: 2 }),
+    // Loopback is exempt: this machine's own non-loopback address is the source.
+    observe: (s) => closedAtAccept(HOST_IP!, s.daemon.addresses.http.port, 3, HOST_IP),
+    expectBefore: 0,
+    expectAfter: 1,
+  },
+  {
+    key: 'dnsTcpMaxConnections',
+    before: () => registry({ dnsTcpMaxConnections: 256 }),
+    after: () => registry({ dnsTcpMaxConnections: 2 }),
+    observe: (s) => closedAtAccept(s.daemon.addresses.dns.host, s.daemon.addresses.dns.port, 3, INSIDE),
+    expectBefore: 0,
+    expectAfter: 1,
+  },
+  {
+    key: 'grpcMaxConnections',
+    before: () => registry({ grpcMaxConnections: 1024 }),
+    after: () => registry({ grpcMaxConnections: 2 }),
+    observe: (s) => closedAtAccept('127.0.0.1', s.daemon.addresses.grpc.port, 3),
+    expectBefore: 0,
+    expectAfter: 1,
+  },
+  {
+    key: 'httpMaxConnections',
+    before: () => registry({ httpMaxConnections: 128 }),
+    after: () => registry({ httpMaxConnections: 4 }),
+    observe: (s) => closedAtAccept('127.0.0.1', s.daemon.addresses.http.port, 5),
+    expectBefore: 0,
+    expectAfter: 1,
+  },
+  {
+    key: 'watchMaxStreams',
+    before: () => registry({ watchMaxStreams: 100 }),
+    after: () => registry({ watchMaxStreams: 2 }),
+    observe: (s) => watchesRefused(s, 3),
+    expectBefore: 0,
+    expectAfter: 1,
+  },
+  {
+    key: 'watchMaxStreamsPerClient',
+    before: () => registry({ watchMaxStreamsPerClient: 100 }),
+    after: () => registry({ watchMaxStreamsPerClient: 2 }),
+    observe: (s) => watchesRefused(s, 3),
+    expectBefore: 0,
+    expectAfter: 1,
+  },
+  {
+    key: 'xdsMaxStreams',
+    before: () => registry({ xdsMaxStreams: 100 }),
+    after: () => registry({ xdsMaxStreams: 2 }),
+    observe: (s) => adsRefused(s, 3, 1),
+    expectBefore: 0,
+    expectAfter: 1,
+  },
+  {
+    key: 'xdsMaxStreamsPerClient',
+    before: () => registry({ xdsMaxStreamsPerClient: 100 }),
+    after: () => registry({ xdsMaxStreamsPerClient: 2 }),
+    observe: (s) => adsRefused(s, 3, 1),
+    expectBefore: 0,
+    expectAfter: 1,
+  },
+  {
+    key: 'xdsMaxNames',
+    before: () => registry({ xdsMaxNames: 1000 }),
+    after: () => registry({ xdsMaxNames: 3 }),
+    observe: (s) => adsRefused(s, 1, 5),
+    expectBefore: 0,
+    expectAfter: 1,
+  },
+  {
+    key: 'xdsMaxNamesPerClient',
+    before: () => registry({ xdsMaxNamesPerClient: 1000 }),
+    after: () => registry({ xdsMaxNamesPerClient: 3 }),
+    observe: (s) => adsRefused(s, 1, 5),
+    expectBefore: 0,
+    expectAfter: 1,
+  },
+  {
+    key: 'httpSdMaxGroups',
+    before: () => registry({ ...clustered(), httpSdMaxGroups: 100 }),
+    after: () => registry({ ...clustered(), httpSdMaxGroups: 1 }),
+    inventory: true,
+    // The listening services of this host, one target group each: one page, then one page each.
+    observe: async (s) => {
+      await observedSrv(s);
+      const r = await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus`);
+      return Number(r.headers.get('x-canonport-pages')) > 1 ? 'paged' : 'one page';
+    },
+    expectBefore: 'one page',
+    expectAfter: 'paged',
+  },
   {
     key: 'preferLocal',
     before: () => registry({ ...clustered(), preferLocal: true }),
@@ -377,7 +527,7 @@ async function subject(file: string, watchRegistry: boolean, inventory = false, 
       done();
     },
   });
-  const daemon = await startDaemon({ registry: file, ...flags }, { logger: createLogger({ destination: sink, pretty: false }), trustLoopback: false, watchRegistry, inventory });
+  const daemon = await startDaemon({ registry: file, ...flags }, { logger: createLogger({ destination: sink, format: 'json' }), trustLoopback: false, watchRegistry, inventory });
   return { daemon, logs };
 }
 

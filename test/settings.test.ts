@@ -51,11 +51,24 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   httpTlsClientCa: ['/etc/canonport/tls/scrapers.pem', '/srv/scrapers.pem'],
   registry: ['/etc/canonport/a.yaml', '/srv/b.yaml'],
   logLevel: ['debug', 'warn'],
+  logFormat: ['json', 'pretty'],
   queryLog: [0.25, 1],
   upstreamTimeoutMs: [500, 2000],
   cacheSize: [10, 0],
   rateLimit: [5, 100],
   maxInflight: [7, 8],
+  connectionsPerSource: [4, 100],
+  dnsTcpMaxConnections: [16, 512],
+  grpcMaxConnections: [64, 2048],
+  httpMaxConnections: [16, 256],
+  watchMaxStreams: [100, 200],
+  watchMaxStreamsPerClient: [10, 20],
+  xdsMaxStreams: [100, 200],
+  xdsMaxStreamsPerClient: [10, 20],
+  xdsMaxNames: [1000, 2000],
+  xdsMaxNamesPerClient: [100, 200],
+  registryMaxBytes: [65_536, 1_048_576],
+  httpSdMaxGroups: [100, 1],
   workers: [2, 64],
   procRoot: ['/host/proc', '/other/proc'],
   namespaces: ['own', 'all'],
@@ -109,11 +122,24 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   httpTlsClientCa: ['', /"" is not a file path/],
   registry: ['', /"" is not a file path/],
   logLevel: ['loud', /log level "loud" is not one of fatal, error, warn, info, debug, trace, silent/],
+  logFormat: ['colour', /log format "colour" is not one of auto, pretty, json/],
   queryLog: [1.5, /1\.5 is not a number in 0–1/],
   upstreamTimeoutMs: [5, /5 is not an integer in 10–30000/],
   cacheSize: [-1, /-1 is not an integer in 0–10000000/],
   rateLimit: [2.5, /2\.5 is not an integer in 0–1000000/],
   maxInflight: [0, /0 is not an integer in 1–1000000/],
+  connectionsPerSource: [0, /0 is not an integer in 1–1000000/],
+  dnsTcpMaxConnections: [1, /1 is not an integer in 2–1000000/],
+  grpcMaxConnections: [1, /1 is not an integer in 2–1000000/],
+  httpMaxConnections: [3, /3 is not an integer in 4–1000000/],
+  watchMaxStreams: [0, /0 is not an integer in 1–10000000/],
+  watchMaxStreamsPerClient: [0, /0 is not an integer in 1–10000000/],
+  xdsMaxStreams: [0, /0 is not an integer in 1–1000000/],
+  xdsMaxStreamsPerClient: [0, /0 is not an integer in 1–1000000/],
+  xdsMaxNames: [0, /0 is not an integer in 1–10000000/],
+  xdsMaxNamesPerClient: [0, /0 is not an integer in 1–10000000/],
+  registryMaxBytes: [1000, /1000 is not an integer in 1024–1073741824/],
+  httpSdMaxGroups: [0, /0 is not an integer in 1–10000000/],
   workers: [65, /65 is not an integer in 1–64/],
   procRoot: ['', /"" is not a file path/],
   namespaces: ['some', /namespaces "some" is not one of all, own/],
@@ -205,12 +231,14 @@ describe('the table', () => {
     }
   });
 
-  it('marks listen addresses, workers, the registry path, procRoot and the cluster connection restart-only, and the rest reloadable', () => {
+  it('marks listen addresses, workers, the registry path and size limit, procRoot, the log format and the cluster connection restart-only, and the rest reloadable', () => {
     const restart = settingEntries().filter(([, s]) => s.applies === 'restart').map(([k]) => k);
     const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints', 'stateDir', 'clusterWriteLegacy', 'nodeTakeover'];
     // The certificate settings name files and the kind of server (TLS or not); the files' contents are re-read on reload.
     const tls = ['grpcTlsCert', 'grpcTlsKey', 'grpcTlsClientCa', 'grpcTlsClientAuth', 'httpTlsCert', 'httpTlsKey', 'httpTlsClientCa'];
-    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'podDirectory', 'registry', 'workers', ...cluster, ...tls].sort());
+    // The registry's size limit is read before the file (it cannot be in it), from flags and env, which a reload does not re-read.
+    // The log format decides the process's log stream, made once at start. The pod directory is watched from start.
+    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'podDirectory', 'registry', 'registryMaxBytes', 'workers', 'logFormat', ...cluster, ...tls].sort());
     const reload = settingEntries().filter(([, s]) => s.applies === 'reload').map(([k]) => k);
     for (const k of ['zones', 'upstreams', 'allow', 'canonicalClients', 'logLevel', 'queryLog', 'upstreamTimeoutMs', 'cacheSize', 'rateLimit', 'maxInflight']) {
       expect(reload).toContain(k);
@@ -328,7 +356,7 @@ describe('a bad value names where it came from and what is accepted', () => {
     expect(list.message).toMatch(/^list\.yaml:4:7 \(daemon\.upstreams\.1\): "nowhere" is not an IP address/);
     const unknown = thrown(() => parseRegistry('zones: [a.example]\ndaemon:\n  cachesize: 5\n', 'unknown.yaml'));
     expect(unknown.code).toBe('CP_REGISTRY_INVALID');
-    expect(unknown.message).toBe('unknown.yaml:3:3 (daemon.cachesize): unknown field "cachesize"');
+    expect(unknown.message).toBe('unknown.yaml:3:3 (daemon.cachesize): unknown field "cachesize" (did you mean "cacheSize"?)');
   });
 
   it('an upstream equal to the DNS listen address is CP_FORWARD_LOOP, from flags, env or file; resolv.conf entries are skipped', () => {

@@ -25,7 +25,7 @@ const CACHE_SIZE = 5000;
 /**
  * RSS growth allowed from the end of the warm-up to the end: the cache
  * reaches its 5,000-entry bound after the warm-up (≈ 1 KiB per entry with
- * node-cache's bookkeeping, so ≈ 5 MiB), plus room for V8 to grow its heap
+ * its bookkeeping, so ≈ 5 MiB), plus room for V8 to grow its heap
  * lazily between collections. A leak of even 200 bytes per query (120,000
  * queries) would show as 24 MiB on top.
  */

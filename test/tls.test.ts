@@ -110,6 +110,16 @@ function servedCn(port: number): Promise<string> {
   });
 }
 
+/** A copy of `leaf` as a daemon would be given it, in a directory of its own, for a test to rotate. */
+function liveCopy(name: string, leaf: TestLeaf): TestLeaf {
+  const certs = join(dir, name);
+  mkdirSync(certs);
+  const copy = { cert: join(certs, 'tls.crt'), key: join(certs, 'tls.key') };
+  copyFileSync(leaf.cert, copy.cert);
+  copyFileSync(leaf.key, copy.key);
+  return copy;
+}
+
 /** Replaces a file the way cert-manager and editors do: a new file renamed over the old. */
 function replace(target: string, from: string | Buffer): void {
   const tmp = `${target}.new`;
@@ -323,12 +333,7 @@ describe('--grpc-tls-client-auth optional with --inventory-require-cert', () => 
 
 describe('certificate rotation', () => {
   it('serves a certificate replaced on disk to new connections while an open Watch stream goes on', async () => {
-    const certs = join(dir, 'rotate');
-    mkdirSync(certs);
-    const cert = join(certs, 'tls.crt');
-    const key = join(certs, 'tls.key');
-    copyFileSync(server1.cert, cert);
-    copyFileSync(server1.key, key);
+    const { cert, key } = liveCopy('rotate', server1);
     const registry = (port: number) => `zones: [${ZONE}]\nhosts: {kab.${ZONE}: [127.0.0.1]}\nservices: {kab: {port: ${port}}}\n`;
     const regFile = writeRegistry(registry(20001));
     const { logger, lines } = capture();
@@ -430,6 +435,30 @@ describe('HTTPS (--http-tls-cert, --http-tls-key, --http-tls-client-ca)', () => 
     expect(scraper.body).toContain('canonport_tls_certificate_expiry_timestamp_seconds{listener="http"}');
     // Plaintext HTTP gets no answer from an HTTPS port.
     expect((await curl([`http://127.0.0.1:${d.addresses.http.port}/healthz`])).status).toBe('000');
+  });
+});
+
+describe('a certificate not valid yet (issue 21, finding 12)', () => {
+  const later = () => ca.leaf(`later-${Date.now()}`, { notBefore: new Date(Date.now() + 30 * 86_400_000), days: 60 });
+
+  it('stops the daemon at start with CP_TLS_INVALID, as an expired one does', async () => {
+    const future = later();
+    await expect(startDaemon({ grpcTlsCert: future.cert, grpcTlsKey: future.key })).rejects.toMatchObject({ code: 'CP_TLS_INVALID', message: expect.stringMatching(/is not valid before \d{4}-/) });
+    await expect(startDaemon({ httpTlsCert: future.cert, httpTlsKey: future.key })).rejects.toMatchObject({ code: 'CP_TLS_INVALID', message: expect.stringContaining(`${future.cert} is not valid before`) });
+  });
+
+  it('is refused on rotation: the running certificate keeps serving, CP_TLS_INVALID is logged and counted', async () => {
+    const { cert, key } = liveCopy('rotate-later', server1);
+    const { logger, lines } = capture();
+    const d = await start({ grpcTlsCert: cert, grpcTlsKey: key }, logger);
+    expect(await servedCn(d.addresses.grpc.port)).toBe('daemon-1');
+    const future = later();
+    replace(key, future.key);
+    replace(cert, future.cert);
+    await eventually(async () => expect(lines.some((l) => l.code === 'CP_TLS_INVALID' && JSON.stringify(l).includes('is not valid before'))).toBe(true), 100, 50);
+    expect(await servedCn(d.addresses.grpc.port)).toBe('daemon-1');
+    const failed = (await d.metrics.tlsReloads.get()).values.find((v) => v.labels.listener === 'grpc' && v.labels.result === 'failed')?.value ?? 0;
+    expect(failed).toBeGreaterThan(0);
   });
 });
 

@@ -1,6 +1,9 @@
+import dgram from 'node:dgram';
 import { metricSum } from './helpers/serve-process.js';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
+import { UpstreamClient } from '../src/dns/upstream.js';
+import { encodeName } from './helpers/dns-wire.js';
 import { startDaemon } from './helpers/daemon.js';
 import { dig } from './helpers/dig.js';
 import { FakeUpstream, type FakeKind, type FakeMode } from './helpers/fake-upstream.js';
@@ -86,13 +89,15 @@ describe('upstream faults', () => {
     expect(r.ms).toBeLessThan(bound);
   });
 
-  describe.each(['wrong-id', 'wrong-question', 'spoof'] as FakeKind[])('%s reply', (kind) => {
+  // wrong-case: issue 21, finding 11 — a reply whose question is not spelled as we sent it is not ours (DNS 0x20).
+  describe.each(['wrong-id', 'wrong-question', 'wrong-case', 'spoof'] as FakeKind[])('%s reply', (kind) => {
     test('is dropped and counted, and the real reply that follows is accepted', async () => {
       const { d, ups, bound } = await setup([{ kind, thenReal: true, thenAfterMs: 50, address: REAL }]);
       const r = await ask(d, 'target.example.org');
       expect(r.status).toBe('NOERROR');
       expect(r.addresses).toEqual([REAL]);
       expect(await metricSum(d.metrics.upstreamMismatches)).toBe(1);
+      if (kind === 'wrong-case') expect(await metricSum(d.metrics.upstreamMismatches, { reason: 'case' })).toBe(1);
       expect(r.ms).toBeLessThan(bound);
       // What is cached is the real answer.
       const again = await ask(d, 'target.example.org');
@@ -184,5 +189,28 @@ describe('upstream faults', () => {
     const now = await ask(d, 'unknown.example.org');
     expect(now.status).toBe('NOERROR');
     expect(now.addresses).toEqual([SECOND]);
+  });
+});
+
+describe('the upstream timeout', () => {
+  test('keeps a reply that came in time while the event loop was busy past the deadline', async () => {
+    // An upstream in this process: it answers (the query echoed as a reply), then keeps the event loop busy
+    // for four deadlines, so the reply waits in the client's socket while its deadline passes.
+    const DEADLINE_MS = 50;
+    const up = dgram.createSocket('udp4');
+    cleanup.push(() => new Promise<void>((r) => up.close(() => r())));
+    up.on('message', (msg, from) => {
+      const reply = Buffer.from(msg);
+      reply[2] = reply[2]! | 0x80;
+      up.send(reply, from.port, from.address, () => {
+        const until = performance.now() + 4 * DEADLINE_MS;
+        while (performance.now() < until);
+      });
+    });
+    await new Promise<void>((r) => up.bind(0, '127.0.0.1', () => r()));
+    const client = new UpstreamClient(() => DEADLINE_MS);
+    const question = Buffer.concat([encodeName('busy.example.org'), Buffer.from([0, 1, 0, 1])]);
+    const r = await client.query({ host: '127.0.0.1', port: up.address().port }, { question, dnssecOk: false, checkingDisabled: false });
+    expect(r.kind).toBe('answer');
   });
 });

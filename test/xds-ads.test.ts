@@ -470,6 +470,90 @@ describe('streams', () => {
     expect(xds.handle.streams()).toBe(2);
   });
 
+  // Issue 21, finding 2: bounds per client and in total, with fair refusal. All streams of one RawAds connection
+  // are one client (loopback: a client is a connection, grpc/peer.ts); `own` gives a stream a connection of its own.
+  const own = () => {
+    const s = new RawAds(xds.address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+    streams.push(s);
+    return s;
+  };
+
+  it('refuses a client its streams past maxStreamsPerClient, while another client still gets one', async () => {
+    await xds.close();
+    await start({ maxStreamsPerClient: 2 });
+    const first = own();
+    first.send('cluster', []);
+    await first.next();
+    // Two more on the same connection (streams of `first`'s channel): the second of them is one too many for this client.
+    const call = (first.client as unknown as { StreamAggregatedResources(): grpc.ClientDuplexStream<object, object> }).StreamAggregatedResources.bind(first.client);
+    const mine = [call(), call()];
+    const statuses = mine.map((c) => new Promise<grpc.StatusObject>((resolve) => { c.on('data', () => {}); c.on('error', () => {}); c.on('status', resolve); }));
+    for (const c of mine) c.write({ type_url: TypeUrl.cluster, resource_names: [], response_nonce: '', version_info: '', node: { id: 'x' } });
+    const ended = await Promise.race([Promise.any(statuses), new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
+    expect(ended?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(ended?.metadata.get(ERROR_CODE_METADATA)).toEqual(['CP_XDS_LIMIT']);
+    const other = own();
+    other.send('cluster', []);
+    expect((await other.next()).type_url).toBe(TypeUrl.cluster);
+    for (const c of mine) c.cancel();
+  });
+
+  it('ends the stream that takes a client past maxNamesPerClient; its other streams and other clients go on', async () => {
+    await xds.close();
+    await start({ maxNamesPerClient: 10 });
+    const client = own();
+    client.send('listener', Array.from({ length: 6 }, (_, i) => `a${i}.${ZONE}`));
+    await client.next();
+    const call = (client.client as unknown as { StreamAggregatedResources(): grpc.ClientDuplexStream<object, object> }).StreamAggregatedResources();
+    const second = new Promise<grpc.StatusObject>((resolve) => { call.on('data', () => {}); call.on('error', () => {}); call.on('status', resolve); });
+    call.write({ type_url: TypeUrl.listener, resource_names: Array.from({ length: 5 }, (_, i) => `b${i}.${ZONE}`), response_nonce: '', version_info: '', node: { id: 'x' } });
+    const status = await second;
+    expect(status.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(status.details).toMatch(/more than 10 xDS names subscribed by/);
+    // The first stream still holds its six and answers; another client subscribes to eight.
+    client.send('listener', Array.from({ length: 6 }, (_, i) => `a${i}.${ZONE}`), { nonce: '' });
+    expect((await client.next()).type_url).toBe(TypeUrl.listener);
+    const other = own();
+    other.send('listener', Array.from({ length: 8 }, (_, i) => `c${i}.${ZONE}`));
+    expect((await other.next()).type_url).toBe(TypeUrl.listener);
+    expect(client.status).toBeUndefined();
+  });
+
+  it('past maxNames, a client under its equal share is served and the largest holder gives way', async () => {
+    await xds.close();
+    await start({ maxNames: 10, maxNamesPerClient: 100 });
+    const big = own();
+    big.send('listener', Array.from({ length: 9 }, (_, i) => `big${i}.${ZONE}`));
+    await big.next();
+    const small = own();
+    small.send('listener', [`small0.${ZONE}`, `small1.${ZONE}`, `small2.${ZONE}`]);
+    expect((await small.next()).type_url).toBe(TypeUrl.listener);
+    const status = await big.ended;
+    expect(status.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(status.details).toMatch(/more than an equal share/);
+    // And a client at its share asking for more than the total allows is refused itself.
+    const late = own();
+    late.send('listener', Array.from({ length: 8 }, (_, i) => `late${i}.${ZONE}`));
+    expect((await late.ended).code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(small.status).toBeUndefined();
+  });
+
+  it('listens to the discovery only while a client subscribes to a name (an idle daemon is not woken for xDS)', async () => {
+    discovery.set(API, 12082, ['10.0.0.5']);
+    expect(discovery.listenerCount()).toBe(0);
+    const s = ads();
+    s.send('cluster', []);
+    await s.next();
+    // A stream that asks for no name yet: still nothing to follow.
+    expect(discovery.listenerCount()).toBe(0);
+    s.send('listener', [API]);
+    await s.next();
+    expect(discovery.listenerCount()).toBe(1);
+    s.close();
+    await s.ended;
+    await expect.poll(() => discovery.listenerCount()).toBe(0);
+  });
+
   it('releases everything when a client goes away', async () => {
     discovery.set(API, 12082, ['10.0.0.5']);
     const s = ads();

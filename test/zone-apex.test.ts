@@ -109,4 +109,34 @@ describe('NameServerHosts: ns.<zone> at the daemon\'s own address', () => {
     inner.generation++;
     expect(hosts.generation).not.toBe(g1);
   });
+  // Issue 21, finding 1: out of descriptors, os.networkInterfaces() throws EMFILE; read from Discovery's
+  // poll timer, that throw killed the daemon. It must keep the last addresses and say so instead.
+  it('out of descriptors (interfaces throw EMFILE): lookup and generation never throw, the last addresses stay, the error is reported', () => {
+    const clock = { now: 0 };
+    let fail = false;
+    const errors: string[] = [];
+    const hosts = new NameServerHosts(fakeHosts(), {
+      zones,
+      listen: { host: '0.0.0.0', port: 53 },
+      now: () => clock.now,
+      interfaces: () => {
+        if (fail) throw Object.assign(new Error('uv_interface_addresses returned Unknown system error -24'), { code: 'EMFILE' });
+        return { eth0: [iface('10.0.0.7', 'IPv4')] };
+      },
+      onError: (err) => errors.push(err.code ?? ''),
+    });
+    const g0 = hosts.generation;
+    fail = true;
+    clock.now = 6000;
+    expect(() => hosts.generation).not.toThrow();
+    expect(hosts.generation).toBe(g0);
+    expect(hosts.lookup(`ns.${Z}`)).toEqual({ v4: ['10.0.0.7'], v6: [] });
+    expect(errors).toEqual(['EMFILE']);
+    // A fresh one that never read them answers loopback rather than throw.
+    const fresh = new NameServerHosts(fakeHosts(), { zones, listen: { host: '0.0.0.0', port: 53 }, interfaces: () => { throw Object.assign(new Error('EMFILE'), { code: 'EMFILE' }); } });
+    expect(fresh.lookup(`ns.${Z}`)).toEqual({ v4: ['127.0.0.1'], v6: [] });
+    fail = false;
+    clock.now = 12_000;
+    expect(hosts.lookup(`ns.${Z}`)).toEqual({ v4: ['10.0.0.7'], v6: [] });
+  });
 });

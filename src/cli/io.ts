@@ -4,10 +4,12 @@ import { CanonportError, ErrorCodes } from '../errors.js';
 /** A command module: adds its subcommand to the program. Actions set io.exitCode. */
 export type RegisterCommand = (program: Command, io: CliIO) => void;
 
-/** Exit codes: 0 ok, 1 findings (check errors, mismatches, unreachable), 2 usage. */
+/** Exit codes: 0 ok, 1 findings (check errors, mismatches, unreachable), 2 usage, 3 `resolve`: a port without an address. */
 export const EXIT_OK = 0;
 export const EXIT_FINDINGS = 1;
 export const EXIT_USAGE = 2;
+/** `resolve`: every name has its port, and at least one has no address (CP_NO_ADDRESS), with or without --json. */
+export const EXIT_PORT_ONLY = 3;
 
 /** Where a command writes; injectable so tests capture output without spawning. */
 export interface CliIO {
@@ -22,12 +24,35 @@ export interface CliIO {
 }
 
 export function processIO(): CliIO {
+  const out = closable(process.stdout);
+  const err = closable(process.stderr);
   return {
-    out: (t) => process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
-    err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+    out: (t) => out(t.endsWith('\n') ? t : `${t}\n`),
+    err: (t) => err(t.endsWith('\n') ? t : `${t}\n`),
     errIsTTY: process.stderr.isTTY === true,
-    errRaw: (t) => process.stderr.write(t),
+    errRaw: (t) => err(t),
     exitCode: EXIT_OK,
+  };
+}
+
+/**
+ * A writer to stdout or stderr that goes quiet when the reader has gone
+ * (`canonport serve --print-config | head -1`): the write's EPIPE, which
+ * Node reports as an 'error' event (unhandled: a stack trace), ends the
+ * output and nothing else; the command still finishes and exits with its
+ * own code. Any other write error is thrown as before.
+ */
+function closable(stream: NodeJS.WriteStream): (text: string) => void {
+  let closed = false;
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE' || (closed && e.code === 'ERR_STREAM_DESTROYED')) {
+      closed = true;
+      return;
+    }
+    throw e;
+  });
+  return (text) => {
+    if (!closed) stream.write(text);
   };
 }
 

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
-import { normaliseName } from '../config/names.js';
+import { hyphenLabel, normaliseName } from '../config/names.js';
 import { isCanonportError, ErrorCodes } from '../errors.js';
-import { CLIENT_TLS_ENV, CLIENT_TLS_FLAGS, type ClientTlsOptions } from '../grpc/tls.js';
+import { CLIENT_TLS_ENV, CLIENT_TLS_FLAGS, type ClientTlsOptions } from '../grpc/client-tls.js';
 import { loadRegistryFile } from '../registry/load.js';
 import type { Registry } from '../registry/registry.js';
 import { usageError } from './io.js';
@@ -19,14 +19,23 @@ export async function requireRegistry(file: string | undefined, command: string)
   return loadRegistryFile(file);
 }
 
-/** Validates a name from the command line; a bad one is a usage error (exit 2) saying why. */
+/**
+ * Validates a name from the command line; a bad one is a usage error (exit
+ * 2) saying why: not a DNS name, or a label that starts with "-", which no
+ * service or host name can (`port -- -api` answered 1369 for it).
+ */
 export function validName(raw: string): string {
+  const shown = raw.length > 40 ? `${raw.slice(0, 40)}…` : raw;
+  let name: string;
   try {
-    return normaliseName(raw);
+    name = normaliseName(raw);
   } catch (err) {
-    if (isCanonportError(err, ErrorCodes.BAD_NAME)) throw usageError(`bad name "${raw.length > 40 ? `${raw.slice(0, 40)}…` : raw}": ${err.message}`);
+    if (isCanonportError(err, ErrorCodes.BAD_NAME)) throw usageError(`bad name "${shown}": ${err.message}`);
     throw err;
   }
+  const hyphen = hyphenLabel(name);
+  if (hyphen !== undefined) throw usageError(`bad name "${shown}": label "${hyphen}" starts with "-", which no service or host name can (it starts with a letter, a digit or "_")`);
+  return name;
 }
 
 /** The TLS flags of every command that talks to a daemon (resolve, inventory --daemon, fleet, xds-bootstrap). */

@@ -16,6 +16,7 @@ import { ackKey, DEFAULT_PREFIX, encodeAck, isNodeName, isValidPrefix, prefixEnd
 import { Publisher, type PublisherStatus } from './publisher.js';
 import { StateDir } from './state-dir.js';
 import { ClusterView, type ClusterViewReader, type KeyValue, type ViewCaps, type WatchChange } from './view.js';
+import { etcdReason } from './etcd-errors.js';
 
 /**
  * Cluster mode's connection to etcd: one client, one lease (the
@@ -266,10 +267,10 @@ export class Cluster {
     if (this.metrics) this.metrics.clusterStalenessSource = () => this.stalenessSeconds();
     if (this.opts.publish !== false) this.identityLoop = this.resolveIdentity();
     this.loadSnapshot();
+    // A view loaded from the snapshot is stale until etcd answers: its maximum staleness counts from now.
+    this.armStaleness();
     this.unsubscribeView = this.view.onChange(() => this.viewChanged());
     this.syncLoop = this.runSync();
-    this.stalenessTimer = setInterval(() => this.checkStaleness(), 1_000);
-    this.stalenessTimer.unref();
   }
 
   /** Hands the publisher this host's latest inventory. */
@@ -314,7 +315,8 @@ export class Cluster {
     if (this.stopped) return;
     this.stopped = true;
     this.abort.abort();
-    clearInterval(this.stalenessTimer);
+    clearTimeout(this.stalenessTimer);
+    this.stalenessTimer = undefined;
     clearTimeout(this.snapshotTimer);
     this.unsubscribeView?.();
     this.saveSnapshot();
@@ -460,7 +462,7 @@ export class Cluster {
         this.logger.info({ node: this.nodeName, address, toward: `${target.host}:${target.port}` }, 'advertise address detected');
         if (/^(127\.|::1$)/.test(address)) this.logger.warn({ node: this.nodeName, address }, 'the detected advertise address is loopback: other hosts cannot reach this one (set --advertise)');
       } catch (err) {
-        this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, err: String(err) }, 'cannot detect an advertise address; retrying');
+        this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, err: etcdReason(err) }, 'cannot detect an advertise address; retrying');
         await sleep(backoff.next(), this.abort.signal);
       }
     }
@@ -528,7 +530,7 @@ export class Cluster {
         continue;
       }
       // Disconnected: resume from `next` once etcd answers again.
-      this.view.markStale();
+      this.markStale();
       this.metrics?.clusterEtcdErrors.inc({ op: 'watch' });
       await sleep(backoff.next(), this.abort.signal);
     }
@@ -536,10 +538,34 @@ export class Cluster {
 
   private unreachable(op: 'list' | 'watch', err: unknown): void {
     this.metrics?.clusterEtcdErrors.inc({ op });
-    const text = String(err);
+    const text = etcdReason(err, this.client);
     if (text !== this.listError) this.logger.warn({ code: ErrorCodes.CLUSTER_UNREACHABLE, op, err: text }, 'cannot read the cluster prefix from etcd; retrying');
     this.listError = text;
+    this.markStale();
+  }
+
+  /**
+   * The view is stale from now (if it was synced): with a maximum
+   * staleness, one timer is armed for the moment it would pass. Nothing
+   * ticks while the view is synced (issue 24: an idle daemon is not woken
+   * every second to find nothing to do).
+   */
+  private markStale(): void {
     this.view.markStale();
+    this.armStaleness();
+  }
+
+  private armStaleness(): void {
+    const max = this.opts.maxStalenessMs;
+    if (!max || this.stalenessTimer || this.stopped) return;
+    const s = this.view.status();
+    if (s.state !== 'stale') return;
+    this.stalenessTimer = setTimeout(() => {
+      this.stalenessTimer = undefined;
+      this.checkStaleness();
+      this.armStaleness();
+    }, Math.max(0, s.sinceMs + max - this.now()));
+    this.stalenessTimer.unref();
   }
 
   /**

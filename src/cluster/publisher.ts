@@ -2,6 +2,7 @@ import etcd3 from 'etcd3';
 import type { Etcd3, IRequestOp } from 'etcd3';
 import { ErrorCodes } from '../errors.js';
 import { instanceKey as instanceOf } from '../inventory/inventory.js';
+import { byFamilyThenAddress } from '../inventory/procnet.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -26,6 +27,7 @@ import {
 } from './keys.js';
 import { KeptLease } from './lease.js';
 import type { StateDir } from './state-dir.js';
+import { etcdReason } from './etcd-errors.js';
 
 /**
  * Publishes what this host's inventory observes into etcd, under one lease.
@@ -221,7 +223,7 @@ export class Publisher {
       this.opts.metrics?.clusterEtcdWrites.inc({ kind: 'lease_revoke' });
     } catch (err) {
       // etcd is gone: the lease expires by itself within its TTL.
-      this.logger.warn({ code: ErrorCodes.CLUSTER_PUBLISH_FAILED, err: String(err) }, 'cannot revoke the cluster lease; it expires by itself');
+      this.logger.warn({ code: ErrorCodes.CLUSTER_PUBLISH_FAILED, err: etcdReason(err, this.opts.client) }, 'cannot revoke the cluster lease; it expires by itself');
     }
   }
 
@@ -318,7 +320,7 @@ export class Publisher {
           this.loseLease('rejected by etcd');
           continue;
         }
-        const text = err instanceof Error ? err.message : String(err);
+        const text = etcdReason(err, this.opts.client);
         if (text !== this.lastError) {
           const permission = err instanceof EtcdPermissionDeniedError;
           this.logger.warn(
@@ -540,7 +542,7 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
     const versioned = ls.find((l) => l.version !== '') ?? first;
     const bind: Bind[] = ls
       .map((l) => ({ family: l.family, address: l.address }))
-      .sort((a, b) => a.family.localeCompare(b.family) || a.address.localeCompare(b.address));
+      .sort(byFamilyThenAddress);
     const since = new Date(firstSeen.get(instanceOf(first)) ?? Date.now()).toISOString();
     const verdict = ls.find((l) => l.readiness)?.readiness;
     const readiness = verdict

@@ -31,6 +31,7 @@ export interface Config extends SettingValues {
   upstreamsFrom: 'flags' | 'env' | 'file' | 'resolv.conf';
   /** The forwarding cache: maxEntries is `cacheSize`; the TTL caps are fixed (RFC 2308, RFC 8767). */
   cache: { maxEntries: number; maxTtl: number; maxNegativeTtl: number; staleTtl: number };
+  /** DNS over TCP: idle timeout (fixed) and the connection cap (`dnsTcpMaxConnections`). */
   tcp: { idleTimeoutMs: number; maxConnections: number };
   /** Where each setting's value came from (print-config, logs). */
   sources: Record<SettingKey, SettingSource>;
@@ -85,7 +86,7 @@ export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: Sett
     registryFile: registry.file,
     upstreamsFrom: sources.upstreams === 'flag' ? 'flags' : sources.upstreams === 'default' ? 'resolv.conf' : sources.upstreams,
     cache: { maxEntries: v.cacheSize, maxTtl: 86_400, maxNegativeTtl: 900, staleTtl: 86_400 },
-    tcp: { idleTimeoutMs: 10_000, maxConnections: 256 },
+    tcp: { idleTimeoutMs: 10_000, maxConnections: v.dnsTcpMaxConnections },
     sources,
   };
   checkForwardLoop(config);
@@ -95,6 +96,11 @@ export function buildConfig(flags: ConfigInput, env: ConfigInput, registry: Sett
 /** The registry file that flags or env name (null: none), checked like every setting. */
 export function registryFileOf(flags: ConfigInput, env: ConfigInput, opts: DefaultContext = {}): string | null {
   return settle('registry', flags, env, {}, null, opts).value as string | null;
+}
+
+/** The registry file's size limit, from flags or env (the file cannot set it: it is needed before the file is read). */
+export function registryMaxBytesOf(flags: ConfigInput, env: ConfigInput, opts: DefaultContext = {}): number {
+  return settle('registryMaxBytes', flags, env, {}, null, opts).value as number;
 }
 
 /**

@@ -35,6 +35,16 @@ export function normaliseName(input: string): string {
   return name.toLowerCase();
 }
 
+/**
+ * The first label of `name` (after one leading `_`, which marks a service in
+ * an SRV name) that starts with "-": no host or service name can (RFC 952,
+ * RFC 1123 §2.1), and the daemon reads such a name as no service (DNS
+ * NXDOMAIN, gRPC NOT_FOUND). Undefined when there is none.
+ */
+export function hyphenLabel(name: string): string | undefined {
+  return name.split('.').map((label) => label.replace(/^_/, '')).find((label) => label.startsWith('-'));
+}
+
 /** True when `name` equals `zone` or lies under it (both lowercase, no trailing dot). */
 export function isInZone(name: string, zone: string): boolean {
   return name === zone || (name.length > zone.length && name.endsWith(zone) && name.charCodeAt(name.length - zone.length - 1) === 46);

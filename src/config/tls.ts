@@ -41,7 +41,8 @@ const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g
 /**
  * Reads and checks one set: each file readable, the certificate chain and
  * the CA bundle parse, the key parses and matches the certificate, the
- * certificate has not expired, and Node builds a secure context from it.
+ * certificate is valid now (past its notBefore, before its notAfter), and
+ * Node builds a secure context from it.
  * Throws CP_TLS_INVALID naming the file and what is wrong.
  */
 export function readTlsMaterial(files: TlsFiles, now: number = Date.now()): TlsMaterial {
@@ -75,6 +76,11 @@ export function readTlsMaterial(files: TlsFiles, now: number = Date.now()): TlsM
   if (!leaf.checkPrivateKey(privateKey)) throw invalid(`${files.key} is not the key of ${files.cert}: the key does not match the certificate`, files.key);
   const notAfter = new Date(leaf.validTo);
   if (notAfter.getTime() <= now) throw invalid(`${files.cert} expired on ${notAfter.toISOString()}`, files.cert);
+  // Not yet valid is as unusable as expired: every client refuses it (issue 21, finding 12).
+  const notBefore = new Date(leaf.validFrom);
+  if (notBefore.getTime() > now) {
+    throw new CanonportError(ErrorCodes.TLS_INVALID, `${files.cert} is not valid before ${notBefore.toISOString()}`, { file: files.cert, notBefore: notBefore.toISOString() });
+  }
   if (ca !== null) {
     const cas = ca.toString('latin1').match(PEM_CERT) ?? [];
     if (cas.length === 0) throw invalid(`${files.ca} holds no PEM certificate`, files.ca!);
@@ -155,6 +161,7 @@ export class TlsSource {
         { code: error.code, err: error.message, trigger, serving: this.material.subject, notAfter: this.material.notAfter.toISOString() },
         'new TLS certificate refused; the running one keeps serving',
       );
+      this.retryWhenValid(error);
       return { ok: false, error };
     }
     if (next.digest === this.material.digest) {
@@ -195,6 +202,23 @@ export class TlsSource {
         this.log.warn({ code: ErrorCodes.WATCH_FAILED, dir, err: (err as Error).message }, 'cannot watch the certificate directory; SIGHUP still reloads');
       }
     }
+  }
+
+  /**
+   * A certificate refused only because it is not valid yet (issued for
+   * later, or a clock a little behind its issuer's) is tried again when it
+   * becomes valid, if that is within a day: no file event would announce it.
+   */
+  private retryWhenValid(error: CanonportError): void {
+    const at = typeof error.details?.notBefore === 'string' ? Date.parse(error.details.notBefore) : NaN;
+    const wait = at - this.now();
+    if (!(wait > 0 && wait <= 86_400_000)) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.reload('file');
+    }, wait + 1000);
+    this.timer.unref();
   }
 
   close(): void {

@@ -20,15 +20,17 @@ import { DnsChain } from '../dns/chain.js';
 import { Forwarder, type ForwarderOptions } from '../dns/forwarder.js';
 import type { CacheStage } from '../dns/plugins/cache/cache.js';
 import { DnsServer } from '../dns/server.js';
+import { WARM_UP_QUERIES, warmUpQueries } from '../dns/warm-up.js';
 import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstream-addresses.js';
 import { NameServerHosts } from '../dns/zone-apex.js';
-import { CanonportError, ErrorCodes } from '../errors.js';
+import { CanonportError, ErrorCodes, isDescriptorExhaustion } from '../errors.js';
 import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
+import { streamLookupConcurrency } from '../grpc/watch-hub.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
 import { HostInventory } from '../inventory/inventory.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
-import { silentLogger, type Logger } from '../log.js';
+import { LogThrottle, silentLogger, type Logger } from '../log.js';
 import { CANONPORT_VERSION } from '../version.js';
 import { addXdsService } from '../xds/server.js';
 import { LiveStreams } from '../ui/events.js';
@@ -103,6 +105,10 @@ export class Daemon {
   private reloadTimer: NodeJS.Timeout | null = null;
   private isReady = false;
   private closed = false;
+  /** Aborted by close(): a reload still reading a large registry stops at its next slice. */
+  private readonly stopping = new AbortController();
+  /** The reload running (or the last one): reloads run one after another. */
+  private reloading: Promise<void> = Promise.resolve();
   readonly ctx: DaemonContext;
   addresses!: DaemonAddresses;
 
@@ -132,7 +138,19 @@ export class Daemon {
     // Cluster mode: a --workers DNS worker reads the view only; its primary publishes for the host.
     this.cluster = clusterModule ? new clusterModule.Cluster(clusterOptions(config, registry, opts.role !== 'dns', this.logger), { metrics: this.metrics, logger: this.logger, now }) : null;
     // /etc/hosts, and each zone's name server host (ns.<zone>) at this daemon's DNS address (zone-apex.ts).
-    const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), { zones: () => this.serving.zones, listen: config.dns, now });
+    const interfacesLog = new LogThrottle();
+    const hosts = new NameServerHosts(new EtcHosts(opts.hostsFile ?? '/etc/hosts', now), {
+      zones: () => this.serving.zones,
+      listen: config.dns,
+      now,
+      onError: (err) =>
+        interfacesLog.run('interfaces', (heldBack) =>
+          this.logger.error(
+            { code: isDescriptorExhaustion(err) ? ErrorCodes.FD_EXHAUSTED : ErrorCodes.HANDLER_FAILED, errno: err.code, err: err.message, heldBack },
+            "cannot read the host's interface addresses (for ns.<zone>); keeping the last ones",
+          ),
+        ),
+    });
     this.discovery = new Discovery({
       state,
       hosts,
@@ -155,8 +173,9 @@ export class Daemon {
       intervalMs: clusterModule && registry.inventory.intervalMs === undefined ? clusterModule.CLUSTER_SCAN_INTERVAL_MS : undefined,
       // The daemon's own DNS, gRPC and HTTP sockets are this host's daemon, not a service it observes:
       // published, they would show as services named by their ports' base32 prefixes (13656 → "cao").
-      onSnapshot: (snap) => {
-        this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : []));
+      // A scan that found the listeners of the last one has nothing to publish (the fleet page still shows its time).
+      onSnapshot: (snap, changed) => {
+        if (changed) this.cluster?.publish(withoutOwnSockets(snap, this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : []));
         this.ui?.inventoryChanged?.();
       },
       // Cluster mode: what other hosts are handed must serve, so this host's reachable claimed listeners are probed.
@@ -195,7 +214,7 @@ export class Daemon {
       metrics: this.metrics,
       logger: this.logger,
       queryLogRate: () => this.cfg.queryLog,
-      tcp: config.tcp,
+      tcp: () => ({ ...this.cfg.tcp, perSource: this.cfg.connectionsPerSource }),
       shared: opts.role === 'dns',
     });
   }
@@ -257,8 +276,8 @@ export class Daemon {
   }
 
   /** Flags, env and the registry file into one checked config: the same path at start and at reload. */
-  private static async load(opts: DaemonOptions): Promise<{ config: Config; registry: Registry }> {
-    const { config, registry } = await resolveConfig(opts.flags, opts.env, { resolvConf: opts.resolvConf });
+  private static async load(opts: DaemonOptions, signal?: AbortSignal): Promise<{ config: Config; registry: Registry }> {
+    const { config, registry } = await resolveConfig(opts.flags, opts.env, { resolvConf: opts.resolvConf, signal });
     const tuned = opts.tune ? opts.tune(config) : config;
     checkForwardLoop(tuned);
     checkListeners(tuned);
@@ -281,6 +300,15 @@ export class Daemon {
   private async listen(): Promise<void> {
     const role = this.opts.role ?? 'all';
     const dns = role === 'front' ? this.cfg.dns : await this.dns.start();
+    if (role !== 'front') {
+      this.logger.debug({ event: 'dns-bound', dns: formatHostPort(dns) }, 'DNS answering; warming up');
+      // Ready means warm: the DNS path compiled by answering queries to itself first (dns/warm-up.ts, issue 24),
+      // while DNS already answers and before HTTP opens (so /metrics never shows the warm-up's queries).
+      const ms = await this.dns.warmUp(warmUpQueries(this.serving.zones));
+      // The same configuration again, as a reload would: the warm-up's answers leave the stages' memory (encoded answers).
+      this.chain.configure(this.cfg);
+      this.logger.debug({ event: 'warm-up', queries: WARM_UP_QUERIES, ms: Math.round(ms) }, 'DNS path warmed up');
+    }
     if (role !== 'dns') {
       // Certificates are read (and checked) before anything binds: a bad one stops the start with CP_TLS_INVALID.
       const source = (l: 'grpc' | 'http') => {
@@ -298,7 +326,19 @@ export class Daemon {
       // xDS rides on the gRPC port: gRPC clients in every language find services through it
       // (Envoy's protos are parsed on the first xDS message, not here: xds/protos.ts).
       const xds = (server: Parameters<typeof addXdsService>[0]) =>
-        addXdsService(server, { discovery: this.discovery, metrics: this.metrics, logger: this.logger.child({ component: 'xds' }) });
+        addXdsService(server, {
+          discovery: this.discovery,
+          metrics: this.metrics,
+          logger: this.logger.child({ component: 'xds' }),
+          // Read at each new stream and subscription: a reload applies from then on.
+          limits: () => ({
+            maxStreams: this.cfg.xdsMaxStreams,
+            maxStreamsPerClient: this.cfg.xdsMaxStreamsPerClient,
+            maxNames: this.cfg.xdsMaxNames,
+            maxNamesPerClient: this.cfg.xdsMaxNamesPerClient,
+            lookupConcurrency: streamLookupConcurrency(this.cfg.maxInflight),
+          }),
+        });
       this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc, { services: [xds], tls: grpcTls && { source: grpcTls, clientAuth: this.cfg.grpcTlsClientAuth } });
     }
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
@@ -331,10 +371,18 @@ export class Daemon {
    * Listen addresses cannot change without a restart. Certificates are
    * re-read too, each set on its own: a bad one keeps the running one.
    */
-  async reload(): Promise<{ ok: true } | { ok: false; error: CanonportError }> {
+  reload(): Promise<{ ok: true } | { ok: false; error: CanonportError }> {
+    // One at a time: a large registry is read over many turns of the event loop, and a reload asked for
+    // meanwhile must not finish first and then be overwritten by the older one.
+    const next = this.reloading.then(() => this.reloadNow());
+    this.reloading = next.then(() => undefined);
+    return next;
+  }
+
+  private async reloadNow(): Promise<{ ok: true } | { ok: false; error: CanonportError }> {
     for (const t of this.tls) t.reload('signal');
     try {
-      const loaded = await Daemon.load(this.opts);
+      const loaded = await Daemon.load(this.opts, this.stopping.signal);
       const { registry } = loaded;
       // Restart-only settings (listen addresses, workers, procRoot…) keep their running values, each logged.
       const { config: next, restart } = applyReload(this.cfg, loaded.config);
@@ -354,6 +402,8 @@ export class Daemon {
     } catch (err) {
       const error =
         err instanceof CanonportError ? err : new CanonportError(ErrorCodes.CONFIG_INVALID, (err as Error).message, undefined, { cause: err });
+      // Abandoned because the daemon is stopping: not a failed reload.
+      if (this.closed) return { ok: false, error };
       this.metrics.reloads.inc({ result: 'failed' });
       this.logger.error({ code: error.code, err: error.message }, 'reload failed; still serving the previous configuration');
       return { ok: false, error };
@@ -376,6 +426,7 @@ export class Daemon {
   async close(graceMs = 5000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopping.abort();
     this.isReady = false;
     this.events.emit('ready', false);
     this.watcher?.close();
@@ -392,6 +443,7 @@ export class Daemon {
     this.chain.close();
     this.upstreamAddresses.close();
     this.discovery.close();
+    this.metrics.close();
   }
 
   /** What the fleet page says about this daemon. */

@@ -1,5 +1,5 @@
 import { etcdAccess } from '../cluster/access.js';
-import { buildConfig, configFromEnv, registryFileOf, type Config, type ConfigInput } from '../config/config.js';
+import { buildConfig, configFromEnv, registryFileOf, registryMaxBytesOf, type Config, type ConfigInput } from '../config/config.js';
 import { checkListeners } from '../config/listen-policy.js';
 import type { DefaultContext } from '../config/settings.js';
 import { readTlsMaterial, tlsFilesOf } from '../config/tls.js';
@@ -19,9 +19,10 @@ import type { Registry } from '../registry/registry.js';
 export async function resolveConfig(
   flags: ConfigInput,
   env: ConfigInput = configFromEnv(),
-  opts: DefaultContext = {},
+  opts: DefaultContext & { signal?: AbortSignal | undefined } = {},
 ): Promise<{ config: Config; registry: Registry }> {
-  const registry = await loadRegistry(registryFileOf(flags, env, opts));
+  // The file's size is checked before it is read, and a load in progress stops when `signal` aborts (the daemon is stopping).
+  const registry = await loadRegistry(registryFileOf(flags, env, opts), { maxBytes: registryMaxBytesOf(flags, env, opts), signal: opts.signal });
   const config = buildConfig(flags, env, registry, opts);
   checkListeners(config);
   return { config, registry };

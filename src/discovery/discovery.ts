@@ -121,9 +121,11 @@ const HOSTS_POLL_MS = 2000;
 export class Discovery implements DiscoveryReader {
   private readonly listeners = new Set<() => void>();
   private gen = 0;
+  private localGen = 0;
   private seenHosts = -1;
   private seenAddresses = -1;
   private seenObserved = -1;
+  private seenLocal = -1;
   private hostsTimer: NodeJS.Timeout | undefined;
   private unsubscribeObserved: (() => void) | undefined;
 
@@ -132,24 +134,55 @@ export class Discovery implements DiscoveryReader {
   /**
    * A number that changes whenever an answer without I/O (`peek`) may
    * change: a reload (`changed()`), a hosts file edit, an upstream answer
-   * learned. Caches of encoded answers compare it per query.
+   * learned, any change of the cluster view.
    */
   get generation(): number {
-    const h = this.o.hosts?.generation ?? 0;
-    const a = this.o.addresses?.generation ?? 0;
     const o = this.o.observed?.generation ?? 0;
-    if (h !== this.seenHosts || a !== this.seenAddresses || o !== this.seenObserved) {
-      this.seenHosts = h;
-      this.seenAddresses = a;
+    const local = this.localGeneration;
+    if (o !== this.seenObserved || local !== this.seenLocal) {
       this.seenObserved = o;
+      this.seenLocal = local;
       this.gen++;
     }
     return this.gen;
   }
 
+  /**
+   * The same without the cluster view: what every answer depends on. An
+   * answer about a service also depends on the view's hosts for its port
+   * only (observedOn), so a cache of encoded answers keyed on both keeps
+   * every other answer when one listener changes somewhere in the cluster
+   * (issue 24: ten changes a second otherwise re-encode every answer).
+   */
+  get localGeneration(): number {
+    const h = this.o.hosts?.generation ?? 0;
+    const a = this.o.addresses?.generation ?? 0;
+    if (h !== this.seenHosts || a !== this.seenAddresses) {
+      this.seenHosts = h;
+      this.seenAddresses = a;
+      this.localGen++;
+    }
+    return this.localGen;
+  }
+
+  /** The cluster view's generation: changes with any change of it (0 without cluster mode). */
+  get observedGeneration(): number {
+    return this.clustered ? this.o.observed!.generation : 0;
+  }
+
+  /**
+   * What answers about `port` are built from, compared by identity: the
+   * same value until the hosts the view holds for that port change, or the
+   * view is dropped or synced again (null without cluster mode).
+   */
+  observedOn(port: number): unknown {
+    return this.clustered ? this.o.observed!.onPort(port) : null;
+  }
+
   /** Tells the core its state changed (a reload): caches drop, listeners hear of it. */
   changed(): void {
     this.gen++;
+    this.localGen++;
     this.notify();
   }
 
@@ -209,14 +242,28 @@ export class Discovery implements DiscoveryReader {
    * without a view.
    */
   observedServices(): { service: string; port: number; hosts: readonly ObservedHost[] }[] {
-    if (!this.clustered) return [];
-    const out: { service: string; port: number; hosts: ObservedHost[] }[] = [];
+    return [...this.eachObservedService()];
+  }
+
+  /**
+   * observedServices one at a time, in the same order, each port's hosts
+   * grouped by service in one pass (linear in what the view holds), so a
+   * caller can page through a large view and give the event loop turns
+   * between (http-sd.ts).
+   */
+  *eachObservedService(): Generator<{ service: string; port: number; hosts: readonly ObservedHost[] }> {
+    if (!this.clustered) return;
     for (const port of this.o.observed!.ports() ?? []) {
-      const hosts = this.o.observed!.onPort(port) ?? [];
-      const names = new Set(hosts.flatMap((h) => h.services));
-      for (const service of [...names].sort()) out.push({ service, port, hosts: hosts.filter((h) => h.services.includes(service)) });
+      const byService = new Map<string, ObservedHost[]>();
+      for (const h of this.o.observed!.onPort(port) ?? []) {
+        for (const service of new Set(h.services)) {
+          const list = byService.get(service);
+          if (list) list.push(h);
+          else byService.set(service, [h]);
+        }
+      }
+      for (const service of [...byService.keys()].sort()) yield { service, port, hosts: byService.get(service)! };
     }
-    return out;
   }
 
   /** A name as text (gRPC, CLI): normalised, then read. Throws CP_BAD_NAME for a malformed name. */
@@ -414,10 +461,15 @@ export class Discovery implements DiscoveryReader {
     if (this.hostsTimer || !this.o.hosts) return;
     let last = this.o.hosts.generation;
     this.hostsTimer = setInterval(() => {
-      const now = this.o.hosts!.generation;
-      if (now !== last) {
-        last = now;
-        this.notify();
+      // A throw from a timer would end the process: whatever a source does, the poll goes on next time.
+      try {
+        const now = this.o.hosts!.generation;
+        if (now !== last) {
+          last = now;
+          this.notify();
+        }
+      } catch {
+        // The sources keep their last answers (EtcHosts, NameServerHosts); nothing to tell anyone.
       }
     }, HOSTS_POLL_MS);
     this.hostsTimer.unref();

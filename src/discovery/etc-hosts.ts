@@ -56,12 +56,16 @@ export class EtcHosts {
       return;
     }
     if (mtime === this.mtimeMs) return;
-    this.mtimeMs = mtime;
+    let text: string;
     try {
-      this.map = parseHosts(readFileSync(this.path, 'utf8'));
+      text = readFileSync(this.path, 'utf8');
     } catch {
-      this.map = new Map();
+      // Unreadable for now (out of descriptors, a permission being changed): keep what we had and try
+      // again at the next check, rather than answer as if the file were empty.
+      return;
     }
+    this.mtimeMs = mtime;
+    this.map = parseHosts(text);
     this.gen++;
   }
 }

@@ -126,10 +126,11 @@ export function mixCase(question: Buffer): { question: Buffer; marked: boolean }
 export class Forwarder {
   private opts: ForwarderOptions;
   private readonly client: UpstreamClient;
+  /** Distinct questions out to the upstreams: at most maxInflight (past it SERVFAIL at once). */
   private readonly inflight = new Map<string, Promise<Forwarded>>();
-  /** Upstreams that timed out or failed at the socket level, and until when they go last. */
+  /** Upstreams that timed out or failed at the socket level, and until when they go last: the configured upstreams only. */
   private readonly backoff = new Map<string, { failures: number; until: number }>();
-  /** Questions out to upstreams right now, exactly as spelled on the wire. */
+  /** Questions out to upstreams right now, exactly as spelled on the wire: one per entry of `inflight`. */
   private readonly outgoing = new Set<string>();
   private loopLoggedAt = -Infinity;
 
@@ -141,7 +142,7 @@ export class Forwarder {
     this.client = new UpstreamClient(
       () => this.opts.timeoutMs,
       (up, why) => {
-        this.deps.metrics.upstreamMismatches.inc({ upstream: formatHostPort(up) });
+        this.deps.metrics.upstreamMismatches.inc({ upstream: formatHostPort(up), reason: why });
         this.deps.logger.warn({ code: ErrorCodes.UPSTREAM_MISMATCH, upstream: formatHostPort(up), why }, 'dropped an upstream reply that did not match the query');
       },
     );

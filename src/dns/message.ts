@@ -1,4 +1,5 @@
 import dns2 from 'dns2';
+import { CanonportError, ErrorCodes } from '../errors.js';
 import { HEADER_SIZE, TYPE, CLASS_IN, type Query } from './wire.js';
 
 const { Packet } = dns2;
@@ -59,9 +60,46 @@ interface ReplyHeader {
 
 function toDns2(rr: Rr): Record<string, unknown> {
   if (rr.type === 'PTR') return { name: rr.name, ttl: rr.ttl, domain: rr.target, type: TYPE.PTR, class: CLASS_IN };
+  if (rr.type === 'TXT') return { name: rr.name, ttl: rr.ttl, type: TYPE.TXT, class: rr.klass ?? CLASS_IN, data: characterStrings(rr.data) };
   const { type, ...rest } = rr;
   const klass = 'klass' in rest ? rest.klass : undefined;
   return { ...rest, type: TYPE[type], class: klass ?? CLASS_IN };
+}
+
+/** The most octets one <character-string> holds: its length is one octet (RFC 1035 §3.3). */
+export const MAX_CHARACTER_STRING = 255;
+/** The most octets of TXT RDATA: RDLENGTH is two octets (RFC 1035 §3.2.1). */
+const MAX_RDATA = 0xffff;
+
+/**
+ * TXT data as <character-string>s of at most 255 octets: a longer string
+ * (a `versions=` list across a fleet, a `collision=` list) is split into
+ * consecutive ones, at a UTF-8 character boundary, as SPF and DKIM records
+ * are; readers join them. dns2's writer writes the length as one octet
+ * whatever it is, so a 300-octet string went out with length 44 and the
+ * rest read as other strings or garbage (issue 21, finding 6). RDATA over
+ * 65,535 octets cannot be written at all: refused with CP_HANDLER_FAILED
+ * (the query gets SERVFAIL) rather than sent corrupt.
+ */
+export function characterStrings(data: readonly string[]): Buffer[] {
+  const out: Buffer[] = [];
+  let total = 0;
+  for (const text of data) {
+    const bytes = Buffer.from(text, 'utf8');
+    // An empty string is left out, as dns2 always did.
+    if (bytes.length === 0) continue;
+    let at = 0;
+    while (at < bytes.length) {
+      let end = Math.min(bytes.length, at + MAX_CHARACTER_STRING);
+      // Never cut a character in two: back off over UTF-8 continuation octets (10xxxxxx).
+      if (end < bytes.length) while (end > at + 1 && (bytes[end]! & 0xc0) === 0x80) end--;
+      out.push(bytes.subarray(at, end));
+      total += 1 + end - at;
+      at = end;
+    }
+  }
+  if (total > MAX_RDATA) throw new CanonportError(ErrorCodes.HANDLER_FAILED, `TXT data of ${total} octets is over the ${MAX_RDATA} a record can hold`, { octets: total });
+  return out;
 }
 
 /**

@@ -4,6 +4,7 @@
  * back starts with a full bucket, which only errs towards answering).
  */
 export class RateLimiter {
+  /** One bucket per client: at most maxClients (10,000), the oldest going first. */
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
 
   constructor(

@@ -18,21 +18,39 @@ export function errorReply(req: Pick<DnsRequest, 'raw' | 'query'>, rcode: number
 }
 
 /**
+ * How much larger than its query a UDP answer to a client outside `--allow`
+ * may be. UDP source addresses can be forged, so a large answer to a small
+ * query is an amplifier aimed at whoever the address names; past this
+ * factor the answer goes out truncated (TC, no records), which costs the
+ * forger's victim nothing and sends a real client to TCP, where addresses
+ * cannot be forged (RFC 9210 §4 lets a server send TC for this). Clients
+ * that may recurse (loopback, `--allow`) get what their EDNS buffer holds.
+ */
+export const AMPLIFICATION_FACTOR = 3;
+
+/** Why finishReply sent TC instead of the answer: it did not fit the client's buffer, or the amplification bound. */
+export type Truncation = 'size' | 'amplification';
+
+/**
  * The bytes for this client: the stage's reply patched with the query's ID,
  * RD and CD, RA when this client may recurse (whatever the stage's or the
  * upstream's header said: a reply may be shared by clients with different
  * rights), the question exactly as asked (0x20), an OPT record when the
  * query had one, and TC with no records when it does not fit the client's
- * UDP buffer (never a trimmed answer, RFC 2181 §9).
+ * UDP buffer or, for a client outside `--allow`, AMPLIFICATION_FACTOR
+ * times its query (never a trimmed answer, RFC 2181 §9). `onTruncate`
+ * hears why when it sent TC.
  */
-export function finishReply(req: Pick<DnsRequest, 'query' | 'raw' | 'transport' | 'mayRecurse'>, reply: DnsReply): Buffer {
+export function finishReply(req: Pick<DnsRequest, 'query' | 'raw' | 'transport' | 'mayRecurse'>, reply: DnsReply, onTruncate?: (why: Truncation) => void): Buffer {
   const { query: q, raw, transport } = req;
   const msg = reply.message;
   const ext = reply.rcode > 15 ? reply.rcode >> 4 : 0;
   const opt = q.edns ? optRecord(EDNS_SIZE, q.edns.do, ext) : null;
-  const limit = transport === 'udp' ? (q.edns ? Math.min(Math.max(q.edns.udpSize, 512), EDNS_SIZE) : 512) : 65535;
+  const buffer = transport === 'udp' ? (q.edns ? Math.min(Math.max(q.edns.udpSize, 512), EDNS_SIZE) : 512) : 65535;
+  const limit = transport === 'udp' && !req.mayRecurse ? Math.min(buffer, AMPLIFICATION_FACTOR * raw.length) : buffer;
   let out: Buffer;
   if (msg.length + (opt ? 11 : 0) > limit) {
+    onTruncate?.(msg.length + (opt ? 11 : 0) > buffer ? 'size' : 'amplification');
     out = Buffer.alloc(q.questionEnd + (opt ? 11 : 0));
     msg.copy(out, 0, 0, 4);
     out[2] = out[2]! | 0x02;

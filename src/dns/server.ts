@@ -5,6 +5,7 @@ import type { NameClass } from '../core/service-name.js';
 import { CanonportError, ErrorCodes, errorToRcode, Rcode } from '../errors.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Logger } from '../log.js';
+import { ConnectionGate } from '../net/gate.js';
 import { RCODE_BADVERS } from './message.js';
 import type { MaybePromise } from './pipeline.js';
 import { errorReply, finishReply, formerrReply, notImplementedReply } from './reply.js';
@@ -21,7 +22,13 @@ export interface DnsServerOptions {
   logger: Logger;
   /** Fraction of queries to log, 0–1, read per query so a reload applies at once. */
   queryLogRate: () => number;
-  tcp: { idleTimeoutMs: number; maxConnections: number };
+  /**
+   * TCP: idle timeout and connection cap, read at every accept (a reload
+   * applies to the next connection); `perSource` is what one address may
+   * hold (loopback exempt). Clients that may not recurse hold at most half
+   * the cap together (src/net/gate.ts).
+   */
+  tcp: () => { idleTimeoutMs: number; maxConnections: number; perSource: number };
   now?: () => number;
   /**
    * Cluster worker: bind non-exclusively so every worker receives on the one
@@ -44,14 +51,34 @@ const TCP_MAX_PENDING = 64;
 export class DnsServer {
   private udp: dgram.Socket | null = null;
   private tcp: net.Server | null = null;
+  /** TCP connections open: at most tcp().maxConnections (the gate admits no more). */
   private readonly conns = new Set<net.Socket>();
+  /** Who may hold a TCP connection, at accept: the cap, per source, and clients outside --allow together. */
+  private readonly gate: ConnectionGate;
   private pending = 0;
   private closing = false;
   private drained: (() => void) | null = null;
   private readonly now: () => number;
+  /** Set only while one of warmUp()'s queries is answered: nothing is counted or logged. */
+  private warming = false;
+  /** The socket warmUp() sends its queries to, while it runs. */
+  private warmSocket: dgram.Socket | null = null;
+  /** What the warm-up's queries added to the metrics, taken back when it ends (Metrics.uncountQueries). */
+  private warmCounted: { qtype: number; rcode: number; source: string; transport: string; seconds: number }[] = [];
 
   constructor(private readonly o: DnsServerOptions) {
     this.now = o.now ?? (() => performance.now());
+    this.gate = new ConnectionGate({
+      listener: 'dns',
+      limits: () => {
+        const t = o.tcp();
+        return { total: t.maxConnections, perSource: t.perSource, outsiders: Math.max(1, Math.floor(t.maxConnections / 2)), perOutsider: t.perSource, outsiderLifetimeMs: 0, idleMs: 0 };
+      },
+      // Everyone gets canonical answers; clients that may recurse (loopback, --allow) are the ones the cap protects.
+      standing: (address) => (o.mayRecurse(address) ? 'insider' : 'outsider'),
+      metrics: o.metrics,
+      logger: o.logger,
+    });
   }
 
   /** Binds UDP then TCP on the same port (with port 0, the port UDP got). */
@@ -74,7 +101,6 @@ export class DnsServer {
       });
       // allowHalfOpen: a client may send its queries and then FIN; it still gets every answer.
       const tcp = net.createServer({ allowHalfOpen: true }, (sock) => this.onConnection(sock));
-      tcp.maxConnections = this.o.tcp.maxConnections;
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once('error', reject);
@@ -89,10 +115,10 @@ export class DnsServer {
         if (this.o.listen.port === 0 && attempt < 5) continue;
         throw listenError('tcp', { host, port }, err as NodeJS.ErrnoException);
       }
-      udp.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
+      udp.on('message', (msg, rinfo) => this.onDatagram(udp, msg, rinfo));
       udp.on('error', (err) => this.o.logger.error({ code: ErrorCodes.LISTEN_FAILED, err: err.message }, 'udp socket error'));
-      tcp.on('error', (err) => this.o.logger.error({ code: ErrorCodes.LISTEN_FAILED, err: err.message }, 'tcp server error'));
-      tcp.on('drop', () => this.o.metrics.dnsDropped.inc({ reason: 'tcp_limit' }));
+      // An accept that failed (out of descriptors): counted and logged by the gate; the server keeps listening.
+      tcp.on('error', (err) => this.gate.acceptFailed(err));
       this.udp = udp;
       this.tcp = tcp;
       return { host, port };
@@ -127,20 +153,96 @@ export class DnsServer {
     await new Promise<void>((resolve) => (udp ? udp.close(() => resolve()) : resolve()));
   }
 
-  private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  private onDatagram(sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (this.closing) return;
-    const r = this.handlePacket(msg, { address: rinfo.address, port: rinfo.port }, 'udp');
+    // The warm-up's own socket: answered the same way, counted nowhere (warmUp()).
+    const warming = sock === this.warmSocket;
+    this.warming = warming;
+    let r: Buffer | null | Promise<Buffer | null>;
+    try {
+      r = this.handlePacket(msg, { address: rinfo.address, port: rinfo.port }, 'udp');
+    } finally {
+      this.warming = false;
+    }
     if (r === null) return;
     if (r instanceof Promise) {
-      r.then((out) => out && this.sendUdp(out, rinfo));
+      r.then((out) => out && this.sendUdp(sock, out, rinfo));
     } else {
-      this.sendUdp(r, rinfo);
+      this.sendUdp(sock, r, rinfo);
     }
   }
 
+  /**
+   * Sends `packets` to this server as queries over loopback UDP and waits
+   * for the answers, so V8 has compiled the whole path (Node's datagram
+   * receive and send included) before the first real query (warm-up.ts).
+   * They go to a socket of their own, answered by the same code as the
+   * listening one: nothing else waits behind them. They are counted as any
+   * query is, then taken back (Metrics.uncountQueries), and never logged;
+   * the daemon warms up before its HTTP listener opens, so no scrape sees
+   * them. `window` queries are in flight at a time; real
+   * queries arriving meanwhile are answered between them. Resolves with the
+   * time it took (ms).
+   */
+  async warmUp(packets: readonly Buffer[], window = 64): Promise<number> {
+    const t0 = this.now();
+    const bind = async (s: dgram.Socket): Promise<number> => {
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        // exclusive: in a --workers DNS worker, a socket of its own, not one the cluster primary shares out.
+        s.bind({ port: 0, address: WARM_UP_ADDRESS, exclusive: true }, () => {
+          s.off('error', reject);
+          resolve();
+        });
+      });
+      s.on('error', () => undefined);
+      return s.address().port;
+    };
+    const server = dgram.createSocket('udp4');
+    const client = dgram.createSocket('udp4');
+    try {
+      const port = await bind(server);
+      await bind(client);
+      server.on('message', (msg, rinfo) => this.onDatagram(server, msg, rinfo));
+      this.warmSocket = server;
+      let answered = 0;
+      let wake: (() => void) | null = null;
+      client.on('message', () => {
+        answered++;
+        wake?.();
+      });
+      for (let i = 0; i < packets.length && !this.closing; i += window) {
+        const batch = packets.slice(i, i + window);
+        for (const p of batch) client.send(p, port, WARM_UP_ADDRESS);
+        const want = Math.min(packets.length, i + window);
+        // Loopback may drop a datagram under a burst: a batch waits at most a second.
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(done, 1000);
+          function done(): void {
+            clearTimeout(t);
+            wake = null;
+            resolve();
+          }
+          wake = () => answered >= want && done();
+          wake();
+        });
+      }
+    } catch (err) {
+      // No loopback (a namespace without lo up): start cold rather than not at all.
+      this.o.logger.warn({ code: ErrorCodes.WARM_UP_FAILED, err: (err as Error).message }, 'DNS warm-up skipped');
+    } finally {
+      this.warmSocket = null;
+      this.o.metrics.uncountQueries(this.warmCounted);
+      this.warmCounted = [];
+      server.close();
+      client.close();
+    }
+    return this.now() - t0;
+  }
+
   /** An answer that is ready only after close() (grace period over) is dropped: sending on a closed socket throws. */
-  private sendUdp(out: Buffer, rinfo: dgram.RemoteInfo): void {
-    this.udp?.send(out, rinfo.port, rinfo.address);
+  private sendUdp(sock: dgram.Socket, out: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (sock === this.udp || sock === this.warmSocket) sock.send(out, rinfo.port, rinfo.address);
   }
 
   private onConnection(sock: net.Socket): void {
@@ -148,9 +250,14 @@ export class DnsServer {
       sock.destroy();
       return;
     }
+    if (!this.gate.admit(sock)) {
+      this.o.metrics.dnsDropped.inc({ reason: 'tcp_limit' });
+      return;
+    }
     this.conns.add(sock);
     sock.setNoDelay(true);
-    sock.setTimeout(this.o.tcp.idleTimeoutMs);
+    const idleTimeoutMs = this.o.tcp().idleTimeoutMs;
+    sock.setTimeout(idleTimeoutMs);
     let buf = Buffer.alloc(0);
     let outstanding = 0;
     /** The client sent FIN: answer what is pending, then close. */
@@ -160,7 +267,8 @@ export class DnsServer {
     const client = { address: sock.remoteAddress ?? '', port: sock.remotePort ?? 0 };
     const write = (out: Buffer | null) => {
       outstanding--;
-      if (out && !sock.destroyed) {
+      // finishReply never makes more than 65,535 octets for TCP (TC instead): the length always fits its two octets.
+      if (out && !sock.destroyed && out.length <= 0xffff) {
         const len = Buffer.alloc(2);
         len.writeUInt16BE(out.length);
         sock.write(Buffer.concat([len, out]));
@@ -205,7 +313,7 @@ export class DnsServer {
         if (outstanding >= TCP_MAX_PENDING) sock.pause();
       }
       // Slowloris: each octet resets the idle timer, so bound the time one frame may take.
-      if (buf.length > 0 && now - frameSince > this.o.tcp.idleTimeoutMs) {
+      if (buf.length > 0 && now - frameSince > idleTimeoutMs) {
         this.o.metrics.dnsDropped.inc({ reason: 'tcp_slow' });
         sock.destroy();
       }
@@ -286,8 +394,9 @@ export class DnsServer {
   /** The reply finished for this client (reply.ts), counted, and logged at the configured rate. */
   private finish(req: DnsRequest, started: number, reply: DnsReply): Buffer {
     const { query: q, transport } = req;
-    const out = finishReply(req, reply);
+    const out = finishReply(req, reply, (why) => this.o.metrics.dnsTruncated.inc({ reason: why }));
     this.count(q.qtype, reply.rcode, reply.source, transport, started);
+    if (this.warming) return out;
     const rate = this.o.queryLogRate();
     if (rate > 0 && Math.random() < rate) {
       this.o.logger.info(
@@ -299,11 +408,16 @@ export class DnsServer {
   }
 
   private count(qtype: number, rcode: number, source: string, transport: Transport, started: number): void {
+    const seconds = (this.now() - started) / 1000;
     this.o.metrics.countQuery(qtype, rcode, source, transport);
-    this.o.metrics.dnsDuration.observe({ source }, (this.now() - started) / 1000);
+    this.o.metrics.dnsDuration.observe(source, seconds);
+    if (this.warming) this.warmCounted.push({ qtype, rcode, source, transport, seconds });
   }
 }
 
+
+/** Where warm-up queries go and come from. */
+const WARM_UP_ADDRESS = '127.0.0.1';
 
 function listenError(proto: string, at: HostPort, err: NodeJS.ErrnoException): CanonportError {
   const hint = err.code === 'EACCES' ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)' : err.code === 'EADDRINUSE' ? ' (address in use: another canonport serve may be running; stop it, or give this one other --dns, --grpc and --http addresses)' : '';

@@ -1,6 +1,6 @@
-import NodeCache from 'node-cache';
 import type { AddressAnswer, AddressResolver } from '../discovery/discovery.js';
 import { Rcode } from '../errors.js';
+import { ExpiringMap } from './expiring-map.js';
 import type { Forwarded, Forwarder } from './forwarder.js';
 import { answerAddresses, encodeQuestion, TYPE } from './wire.js';
 
@@ -36,7 +36,8 @@ const STALE_TTL = 30;
 
 export class UpstreamAddresses implements AddressResolver {
   readonly source = 'upstream' as const;
-  private store: NodeCache;
+  /** Bounded by opts.maxEntries (put() evicts the oldest 1% when full). */
+  private store: ExpiringMap<Entry>;
   private readonly inflight = new Map<string, Promise<AddressAnswer>>();
   private gen = 0;
 
@@ -47,8 +48,7 @@ export class UpstreamAddresses implements AddressResolver {
     /** Called when an answer appears or changes, so answers that use it can be rebuilt. */
     private readonly onLearned: () => void = () => {},
   ) {
-    // useClones:false: entries are frozen, never mutated (see DEPENDENCIES.md on node-cache).
-    this.store = new NodeCache({ useClones: false, checkperiod: 120 });
+    this.store = new ExpiringMap<Entry>({ now });
   }
 
   get generation(): number {
@@ -64,7 +64,7 @@ export class UpstreamAddresses implements AddressResolver {
   }
 
   peek(host: string): AddressAnswer | null {
-    const e = this.store.get<Entry>(host);
+    const e = this.store.get(host);
     if (!e) return null;
     const left = e.ttl - Math.floor((this.now() - e.storedAt) / 1000);
     if (left <= 0) return null;
@@ -82,7 +82,7 @@ export class UpstreamAddresses implements AddressResolver {
   private async ask(host: string): Promise<AddressAnswer> {
     const [a, aaaa] = await Promise.all([this.query(host, TYPE.A), this.query(host, TYPE.AAAA)]);
     if (a.kind === 'failed' && aaaa.kind === 'failed') {
-      const stale = this.store.get<Entry>(host);
+      const stale = this.store.get(host);
       if (stale && this.now() - stale.storedAt <= (stale.ttl + this.opts.staleTtl) * 1000) return answerOf(stale, STALE_TTL);
       return { kind: 'failed', reason: a.reason };
     }
@@ -120,11 +120,15 @@ export class UpstreamAddresses implements AddressResolver {
   }
 
   private put(host: string, e: Entry): void {
-    const before = this.store.get<Entry>(host);
-    if (!this.store.has(host) && this.store.getStats().keys >= this.opts.maxEntries) {
-      // node-cache's maxKeys throws rather than evicting: drop the oldest 1% ourselves.
-      const keys = this.store.keys();
-      this.store.del(keys.slice(0, Math.max(1, Math.ceil(this.opts.maxEntries / 100))));
+    const before = this.store.get(host);
+    if (!before && this.store.size >= this.opts.maxEntries) {
+      // Full: drop the oldest 1%.
+      const drop: string[] = [];
+      for (const [key] of this.store.entries()) {
+        if (drop.length >= Math.max(1, Math.ceil(this.opts.maxEntries / 100))) break;
+        drop.push(key);
+      }
+      for (const key of drop) this.store.delete(key);
     }
     this.store.set(host, Object.freeze(e), e.ttl + this.opts.staleTtl);
     if (!before || !sameAddresses(before, e)) {

@@ -20,8 +20,12 @@ export interface UpstreamQuery {
   checkingDisabled: boolean;
 }
 
-/** Called for every reply that fails RFC 5452 matching (wrong source, ID or question). */
-export type MismatchHook = (upstream: HostPort, why: 'source' | 'id' | 'question') => void;
+/**
+ * Called for every reply that fails RFC 5452 matching: wrong source, ID or
+ * question, or the question right but not spelled with our letter case
+ * (`case`: DNS 0x20, see matchReply).
+ */
+export type MismatchHook = (upstream: HostPort, why: 'source' | 'id' | 'question' | 'case') => void;
 
 /**
  * Talks to one upstream for one query. Each UDP query gets a fresh socket
@@ -96,6 +100,12 @@ export class UpstreamClient {
  * One upstream exchange that settles exactly once: with the first result
  * `start` reports, or as a timeout. The socket `start` opened is released
  * either way (`start` returns how).
+ *
+ * The timeout is decided after the event loop has read what already came
+ * in: each turn of the loop runs expired timers before it reads sockets, so
+ * when the loop was busy past the deadline (a loaded host, a long burst),
+ * a reply that arrived in time would lose to its own timer and the client
+ * get SERVFAIL. setImmediate runs right after that turn's reads.
  */
 function settleOnce(timeoutMs: number, start: (finish: (r: UpstreamResult) => void) => () => void): Promise<UpstreamResult> {
   return new Promise((resolve) => {
@@ -108,7 +118,7 @@ function settleOnce(timeoutMs: number, start: (finish: (r: UpstreamResult) => vo
       release?.();
       resolve(r);
     };
-    const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
+    const timer = setTimeout(() => setImmediate(() => finish({ kind: 'timeout' })), timeoutMs);
     release = start(finish);
     if (done) release(); // settled before start returned
   });
@@ -125,11 +135,20 @@ function buildQuery(id: number, q: UpstreamQuery): Buffer {
   return out;
 }
 
-/** Why a reply does not answer our query, or null when it does. */
-function matchReply(msg: Buffer, id: number, question: Buffer): 'id' | 'question' | null {
+/**
+ * Why a reply does not answer our query, or null when it does. The question
+ * must come back exactly as we spelled it, letter case included: the
+ * forwarder sends it in a random mix of cases (DNS 0x20, forwarder.ts
+ * mixCase), which an off-path spoofer must guess on top of the ID and the
+ * port; accepting any case would throw that entropy away (issue 21,
+ * finding 11). Upstreams echo the question as asked (RFC 1035 §7.3 has
+ * them copy it); one that does not is treated as not answering.
+ */
+function matchReply(msg: Buffer, id: number, question: Buffer): 'id' | 'question' | 'case' | null {
   if (msg.length < HEADER_SIZE || readU16(msg, 0) !== id || !(msg[2]! & 0x80)) return 'id';
   const q = questionBytes(msg);
-  return q && sameQuestion(q, question) ? null : 'question';
+  if (!q || !sameQuestion(q, question)) return 'question';
+  return q.equals(question) ? null : 'case';
 }
 
 /** A matched reply (its question is `questionLength` octets, as ours), without the upstream's OPT. */

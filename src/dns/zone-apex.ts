@@ -126,6 +126,8 @@ export interface NameServerHostsOptions {
   now?: () => number;
   /** The host's interface addresses (tests hand their own). */
   interfaces?: () => ReturnType<typeof networkInterfaces>;
+  /** Reading the interfaces failed (out of descriptors: it opens a netlink socket); the last addresses stay. */
+  onError?: ((err: NodeJS.ErrnoException) => void) | undefined;
 }
 
 /**
@@ -164,7 +166,17 @@ export class NameServerHosts implements HostsSource {
     if (!isWildcard(host)) return (this.cached ??= host.includes(':') ? { v4: [], v6: [host] } : { v4: [host], v6: [] });
     const now = (this.o.now ?? Date.now)();
     if (this.cached && now - this.cachedAt < INTERFACES_TTL_MS) return this.cached;
-    const fresh = interfaceAddresses((this.o.interfaces ?? networkInterfaces)(), host === '::');
+    let ifaces: ReturnType<typeof networkInterfaces>;
+    try {
+      ifaces = (this.o.interfaces ?? networkInterfaces)();
+    } catch (err) {
+      // os.networkInterfaces() throws when the process is out of descriptors (EMFILE): read from a query
+      // and from timers (Discovery.generation), it must never throw there. Keep what we had, try again later.
+      this.cachedAt = now;
+      this.o.onError?.(err as NodeJS.ErrnoException);
+      return (this.cached ??= interfaceAddresses({}, host === '::'));
+    }
+    const fresh = interfaceAddresses(ifaces, host === '::');
     this.cachedAt = now;
     if (!this.cached || !sameAddresses(this.cached, fresh)) {
       this.cached = fresh;

@@ -122,12 +122,12 @@ export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, co
 
 /**
  * A logger for the cluster client that keeps the last reason etcd could not
- * be read (its CP_CLUSTER_UNREACHABLE lines). Once the client's circuit
- * breaker opens, its error only says so: the reason before it is kept.
+ * be read (its CP_CLUSTER_UNREACHABLE lines, in canonport's words: once the
+ * client's circuit breaker opens, the reason before it stands, see
+ * cluster/etcd-errors.ts).
  */
 function lastFailure(): { logger: ReturnType<typeof createLogger>; last: () => string | undefined } {
   let last: string | undefined;
-  let breaker: string | undefined;
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
       for (const line of chunk.toString().split('\n')) {
@@ -135,8 +135,7 @@ function lastFailure(): { logger: ReturnType<typeof createLogger>; last: () => s
         try {
           const entry = JSON.parse(line) as { code?: string; err?: string };
           if (entry.code !== ErrorCodes.CLUSTER_UNREACHABLE || !entry.err) continue;
-          if (/circuit breaker is open/i.test(entry.err)) breaker = entry.err.trim();
-          else last = entry.err.trim();
+          last = entry.err.trim();
         } catch {
           // not one of ours
         }
@@ -144,5 +143,5 @@ function lastFailure(): { logger: ReturnType<typeof createLogger>; last: () => s
       done();
     },
   });
-  return { logger: createLogger({ level: 'warn', pretty: false, destination: sink }), last: () => last ?? breaker };
+  return { logger: createLogger({ level: 'warn', format: 'json', destination: sink }), last: () => last };
 }

@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { HostPort } from '../config/address.js';
 import { daemonTarget, toDaemonError } from './canonport-client.js';
 import { adminService, DEFAULT_DAEMON_ADDRESS } from './proto.js';
-import { channelCredentials, clientTlsFromEnv, loadClientTls, tlsChannelOptions, type ClientTlsOptions } from './tls.js';
+import { channelCredentials, clientTlsFromEnv, loadClientTls, tlsChannelOptions, type ClientTlsOptions } from './client-tls.js';
 
 /** The daemon's canonport.v1.Admin service, for `canonport drain`, `undrain` and `leave` (loopback only). */
 

@@ -7,9 +7,9 @@ import { Discovery, type AddressAnswer, type AddressResolver } from '../discover
 import { resolutionOf, type Resolution } from './resolution.js';
 import { loadRegistry } from '../registry/load.js';
 import { createCanonportClient, DaemonError, type CanonportClient, type WatchStream } from './canonport-client.js';
-import { checkGrpcModule, checkSharedGrpc, defaultGrpc, type GrpcModule } from './grpc-module.js';
+import { applicationGrpc, checkGrpcModule, type GrpcModule } from './grpc-module.js';
 import { defaultDaemonAddress } from '../config/address.js';
-import { clientTlsFromEnv, loadClientTls, type ClientTlsOptions } from './tls.js';
+import { clientTlsFromEnv, loadClientTls, type ClientTlsOptions } from './client-tls.js';
 
 /**
  * The grpc-js resolver for `canon:` targets. After registerCanonResolver(),
@@ -37,10 +37,12 @@ export interface CanonResolverOptions {
   /** After the daemon is lost, try its Watch again this often, ms (default 5000). */
   retryMs?: number | undefined;
   /**
-   * The application's grpc-js module (`import * as grpc from '@grpc/grpc-js'`):
-   * `canon:` is registered on it, and the resolver's own channel to the daemon
-   * uses it. Default: canonport's import, which is the application's copy
-   * when npm installed canonport normally (grpc-js is a peer dependency).
+   * The application's grpc-js module (`import * as grpc from '@grpc/grpc-js'`),
+   * any version from 1.10 on: `canon:` is registered on it, and the
+   * resolver's own channel to the daemon uses it. Default: the copy the
+   * program's main module resolves (see applicationGrpc in grpc-module.ts);
+   * give it when the application is bundled, or its channels come from
+   * another copy.
    */
   grpc?: GrpcModule | undefined;
   /**
@@ -70,12 +72,11 @@ interface Settings {
  * Throws a CanonportError instead of registering where the registration
  * would not take effect: CP_GRPC_UNSUPPORTED for a module that is not a
  * supported grpc-js, CP_GRPC_COPY_MISMATCH when no `grpc` is given and the
- * application loads another copy of grpc-js than canonport's.
+ * application's copy cannot be told apart from others it loaded.
  */
 export function registerCanonResolver(opts: CanonResolverOptions = {}): void {
-  const grpcModule: unknown = opts.grpc ?? defaultGrpc;
+  const grpcModule: unknown = opts.grpc ?? applicationGrpc();
   checkGrpcModule(grpcModule);
-  if (opts.grpc === undefined) checkSharedGrpc();
   const settings: Settings = {
     daemon: opts.daemon ?? defaultDaemonAddress(),
     registryFile: opts.registryFile ?? (process.env.CANONPORT_REGISTRY || undefined),
@@ -89,7 +90,7 @@ export function registerCanonResolver(opts: CanonResolverOptions = {}): void {
   grpcModule.experimental.registerResolver(
     CANON_SCHEME,
     class extends CanonResolver {
-      constructor(target: grpc.experimental.GrpcUri, listener: grpc.experimental.ResolverListener, options: grpc.ChannelOptions) {
+      constructor(target: grpc.experimental.GrpcUri, listener: AnyListener, options: grpc.ChannelOptions) {
         super(target, listener, options, settings);
       }
     },
@@ -98,6 +99,27 @@ export function registerCanonResolver(opts: CanonResolverOptions = {}): void {
 
 /** What the resolver reports to its listener: the endpoints, or the status every call fails with. */
 type Endpoints = grpc.experimental.StatusOr<grpc.experimental.Endpoint[]>;
+
+/** The listener of grpc-js 1.10–1.13 (resolver.d.ts there): an object, endpoints and errors reported apart. */
+interface ListenerBefore114 {
+  onSuccessfulResolution(endpointList: grpc.experimental.Endpoint[], serviceConfig: null, serviceConfigError: null, configSelector: null, attributes: Record<string, unknown>): void;
+  onError(error: grpc.StatusObject): void;
+}
+
+/** The listener a resolver is constructed with: 1.14's function, or the object of the versions before. */
+type AnyListener = grpc.experimental.ResolverListener | ListenerBefore114;
+
+/**
+ * Reports to either listener: 1.14 takes a StatusOr and a function call
+ * (attributes, no service config, no resolution note); 1.10–1.13 take the
+ * endpoints or the error through the object's two methods. Told apart by
+ * shape, not version, so a bundled grpc-js works the same.
+ */
+function reportTo(listener: AnyListener, result: Endpoints): void {
+  if (typeof listener === 'function') listener(result, {}, null, '');
+  else if (result.ok) listener.onSuccessfulResolution(result.value, null, null, null, {});
+  else listener.onError(result.error);
+}
 
 /**
  * The least time between two answers to grpc-js's requests to resolve
@@ -135,7 +157,7 @@ class CanonResolver implements grpc.experimental.Resolver {
 
   constructor(
     target: grpc.experimental.GrpcUri,
-    private readonly listener: grpc.experimental.ResolverListener,
+    private readonly listener: AnyListener,
     _options: grpc.ChannelOptions,
     private readonly settings: Settings,
   ) {
@@ -265,8 +287,7 @@ class CanonResolver implements grpc.experimental.Resolver {
     this.last = result;
     this.reportedAt = Date.now();
     if (this.destroyed) return;
-    // No attributes, no service config, no resolution note.
-    this.listener(result, {}, null, '');
+    reportTo(this.listener, result);
   }
 
   /** UNAVAILABLE with the reason; the Metadata comes from the registered grpc-js, the one that will read it. */

@@ -1,12 +1,12 @@
 import { isIP } from 'node:net';
-import * as grpc from '@grpc/grpc-js';
-import { CanonportError, ErrorCodes, type ErrorCode } from '../errors.js';
+import type * as grpc from '@grpc/grpc-js';
+import { CanonportError, ErrorCodes, GrpcStatus, grpcStatusName, type ErrorCode } from '../errors.js';
 import { formatHostPort, type HostPort } from '../config/address.js';
 import type { ResolvedEndpoint, Resolution } from './resolution.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { canonportPackageDefinition, DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT, ERROR_CODE_METADATA } from './proto.js';
-import { checkGrpcModule, defaultGrpc, type GrpcModule } from './grpc-module.js';
-import { channelCredentials, clientTlsFromEnv, diagnoseHandshake, loadClientTls, tlsChannelOptions, type ClientTls, type ClientTlsOptions } from './tls.js';
+import { checkGrpcModule, ownGrpc, type GrpcModule } from './grpc-module.js';
+import { channelCredentials, clientTlsFromEnv, diagnoseHandshake, loadClientTls, tlsChannelOptions, type ClientTls, type ClientTlsOptions } from './client-tls.js';
 
 /**
  * A typed, promise-based client for the daemon's Canonport service. The CLI
@@ -67,7 +67,7 @@ export interface CanonportClientOptions {
   timeoutMs?: number | undefined;
   /** Extra grpc-js channel options. */
   channelOptions?: grpc.ChannelOptions | undefined;
-  /** The grpc-js module to build the channel with (default canonport's import; see registerCanonResolver's `grpc`). */
+  /** The grpc-js module to build the channel with (default canonport's own; any supported grpc-js works, see registerCanonResolver's `grpc`). */
   grpc?: GrpcModule | undefined;
   /**
    * TLS to the daemon: `{ ca, cert, key, serverName }` (files, or PEM bytes;
@@ -171,7 +171,7 @@ class GrpcCanonportClient implements CanonportClient {
     readonly address: string,
     opts: CanonportClientOptions,
   ) {
-    const grpcModule: unknown = opts.grpc ?? defaultGrpc;
+    const grpcModule: unknown = opts.grpc ?? ownGrpc();
     checkGrpcModule(grpcModule);
     this.grpc = grpcModule;
     this.tls = loadClientTls(opts.tls ?? clientTlsFromEnv());
@@ -255,7 +255,7 @@ class GrpcCanonportClient implements CanonportClient {
       try {
         for await (const msg of call as AsyncIterable<WireResolution>) yield toResolution(msg);
       } catch (err) {
-        if (cancelled && (err as grpc.ServiceError).code === grpc.status.CANCELLED) return;
+        if (cancelled && (err as grpc.ServiceError).code === GrpcStatus.CANCELLED) return;
         throw await failure(err as grpc.ServiceError);
       } finally {
         // A consumer that breaks out of the loop ends the stream on the server too.
@@ -287,7 +287,7 @@ class GrpcCanonportClient implements CanonportClient {
    */
   private async failure(err: grpc.ServiceError): Promise<DaemonError> {
     const plain = toDaemonError(err, this.address);
-    if (plain.code !== ErrorCodes.DAEMON_UNREACHABLE || err.code !== grpc.status.UNAVAILABLE) return plain;
+    if (plain.code !== ErrorCodes.DAEMON_UNREACHABLE || err.code !== GrpcStatus.UNAVAILABLE) return plain;
     if (!/Failed to connect|SSL|TLS|certificate|alert|handshake|socket disconnected|ECONNRESET/i.test(err.details || err.message)) return plain;
     const why = await diagnoseHandshake(this.address, this.tls, Math.min(2000, this.timeoutMs)).catch(() => null);
     return why ? new DaemonError(ErrorCodes.TLS_HANDSHAKE_FAILED, `cannot talk to the canonport daemon: ${why}`, err.code, this.address) : plain;
@@ -317,13 +317,13 @@ function toResolution(w: WireResolution): Resolution {
 /** A grpc-js call error as a DaemonError, keeping the daemon's own code when it sent one. */
 export function toDaemonError(err: grpc.ServiceError, address: string): DaemonError {
   const sent = err.metadata?.get(ERROR_CODE_METADATA)[0];
-  const status = typeof err.code === 'number' ? err.code : grpc.status.UNKNOWN;
+  const status = typeof err.code === 'number' ? err.code : GrpcStatus.UNKNOWN;
   // grpc-js appends an empty 'Resolution note: ' to connection failures; drop it.
   const details = (err.details || err.message).replace(/\s*Resolution note:\s*$/, '');
   if (sent === ErrorCodes.ACCESS_DENIED) return new DaemonError(ErrorCodes.ACCESS_DENIED, `the canonport daemon at ${address} refused the call: ${details}`, status, address);
   if (typeof sent === 'string' && KNOWN_CODES.has(sent)) return new DaemonError(sent as ErrorCode, details, status, address);
-  if (status === grpc.status.UNAVAILABLE || status === grpc.status.DEADLINE_EXCEEDED) {
+  if (status === GrpcStatus.UNAVAILABLE || status === GrpcStatus.DEADLINE_EXCEEDED) {
     return new DaemonError(ErrorCodes.DAEMON_UNREACHABLE, `cannot reach the canonport daemon at ${address}: ${details}`, status, address);
   }
-  return new DaemonError(ErrorCodes.DAEMON_FAILED, `daemon at ${address}: ${grpc.status[status] ?? status}: ${details}`, status, address);
+  return new DaemonError(ErrorCodes.DAEMON_FAILED, `daemon at ${address}: ${grpcStatusName(status)}: ${details}`, status, address);
 }

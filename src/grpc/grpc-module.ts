@@ -1,21 +1,26 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import * as ownGrpc from '@grpc/grpc-js';
+import { fileURLToPath } from 'node:url';
+import type * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 
 /**
  * Which copy of @grpc/grpc-js canonport works with.
  *
- * grpc-js keeps its resolvers in module state: `canon:` registered on one
- * copy is unknown to channels made with another. canonport declares grpc-js
- * as a peer dependency, so a normal install (npm, pnpm) gives the
- * application and canonport one shared copy and the default just works.
- * Two copies still happen: `npm install ../canonport` symlinks, and the
- * symlinked package resolves its own checkout's node_modules. Then the
- * application passes its module (`registerCanonResolver({ grpc })`) and
- * everything canonport does for it (the resolver, its channel to the
- * daemon) runs on that module.
+ * The daemon and the CLI run on canonport's own grpc-js, a dependency pinned
+ * to the minor its server side, the xDS control plane and
+ * @grpc/grpc-js-xds's protos are built for. An application's grpc-js is its
+ * own business: canonport declares no peer, so npm installs canonport beside
+ * any grpc-js (sharing one copy when the versions agree, nesting canonport's
+ * otherwise), and the client side works on the application's copy.
+ *
+ * grpc-js keeps its resolvers in module state: `canon:` must be registered on
+ * the copy the application's channels come from. registerCanonResolver()
+ * finds it (the copy the program's main module resolves, through Node's
+ * module cache: the very object the application imported), or takes it from
+ * `registerCanonResolver({ grpc })`. Nothing on the client side imports
+ * grpc-js at module load, so `canonport/client` loads no second copy.
  */
 
 /**
@@ -34,21 +39,25 @@ export interface GrpcModule {
 }
 
 /**
- * The grpc-js versions canonport is tested with; package.json's peer range
- * says the same (a test checks). The floor is the peer of
- * @grpc/grpc-js-xds ~1.14.1 (`~1.14.5`), the package canonport takes
- * Envoy's .proto files from: npm refuses an application's older grpc-js at
- * install time (ERESOLVE), so nothing older is supported here either. The
- * ceiling is the next minor because `experimental`, the resolver API, is
- * outside grpc-js's semver promise (1.14 changed its listener's shape).
+ * The grpc-js versions the client side (`canon:`, the typed client) is
+ * tested with, 1.10 to the newest; package.json has no peer range, this is
+ * checked at registration. The floor is the first grpc-js whose resolvers
+ * report endpoints (`Endpoint`, 1.10); 1.10–1.13 take them through a
+ * listener object (`onSuccessfulResolution` / `onError`), 1.14 through a
+ * listener function and a StatusOr, and the resolver speaks both. The
+ * ceiling is the next minor: `experimental`, the resolver API, is outside
+ * grpc-js's semver promise (1.14 changed the listener's shape).
  */
-export const SUPPORTED_GRPC_JS = { min: [1, 14, 5], below: [1, 15, 0] } as const;
+export const SUPPORTED_GRPC_JS = { min: [1, 10, 0], below: [1, 15, 0] } as const;
 export const SUPPORTED_GRPC_JS_RANGE = `>=${SUPPORTED_GRPC_JS.min.join('.')} <${SUPPORTED_GRPC_JS.below.join('.')}`;
 
-/** canonport's own import: the application's copy whenever npm shared one. */
-export const defaultGrpc: GrpcModule = ownGrpc as unknown as GrpcModule;
+const HERE = fileURLToPath(import.meta.url);
+const requireHere = createRequire(HERE);
 
-const requireHere = createRequire(import.meta.url);
+/** canonport's own grpc-js (the daemon's, the CLI's), loaded on first use. */
+export function ownGrpc(): typeof grpc {
+  return requireHere('@grpc/grpc-js') as typeof grpc;
+}
 
 export interface GrpcPackage {
   /** The package directory, symlinks resolved. */
@@ -74,6 +83,26 @@ export function grpcPackageResolvedFrom(fromFile: string): GrpcPackage | undefin
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Every grpc-js package this process has loaded (Node's CommonJS cache holds
+ * ESM imports of it too): a cached `build/src/index.js` whose package is
+ * @grpc/grpc-js, under whatever directory name (an npm alias has its own).
+ */
+export function loadedGrpcPackages(): GrpcPackage[] {
+  const byDir = new Map<string, GrpcPackage>();
+  for (const file of Object.keys(requireHere.cache)) {
+    if (!/[\\/]build[\\/]src[\\/]index\.js$/.test(file)) continue;
+    const dir = dirname(dirname(dirname(file)));
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === '@grpc/grpc-js') byDir.set(realpathSync(dir), { dir: realpathSync(dir), version: String(pkg.version) });
+    } catch {
+      // not a package root
+    }
+  }
+  return [...byDir.values()];
 }
 
 function packageAbove(file: string): GrpcPackage | undefined {
@@ -109,7 +138,7 @@ const HOW_TO_PASS = "pass the module your channels use: import * as grpc from '@
  */
 export function checkGrpcModule(mod: unknown): asserts mod is GrpcModule {
   if (typeof mod === 'object' && mod !== null && checked.has(mod)) return;
-  const m = mod as { experimental?: { registerResolver?: unknown; statusOrFromValue?: unknown }; credentials?: unknown; Metadata?: unknown } | null;
+  const m = mod as { experimental?: { registerResolver?: unknown; endpointToString?: unknown }; credentials?: unknown; Metadata?: unknown } | null;
   if (m === null || typeof m !== 'object' || typeof m.experimental?.registerResolver !== 'function' || m.credentials === undefined || typeof m.Metadata !== 'function') {
     throw new CanonportError(ErrorCodes.GRPC_UNSUPPORTED, `the grpc option is not a @grpc/grpc-js module (no experimental.registerResolver); ${HOW_TO_PASS}`, {
       supported: SUPPORTED_GRPC_JS_RANGE,
@@ -123,41 +152,51 @@ export function checkGrpcModule(mod: unknown): asserts mod is GrpcModule {
       { version: pkg.version, dir: pkg.dir, supported: SUPPORTED_GRPC_JS_RANGE },
     );
   }
-  // Version unknown (a bundle): the resolver reports a StatusOr to a listener function, which came with 1.14 (as did experimental.statusOrFromValue).
-  if (!pkg && typeof m.experimental.statusOrFromValue !== 'function') {
-    throw new CanonportError(ErrorCodes.GRPC_UNSUPPORTED, `this @grpc/grpc-js predates the resolver API of 1.14 (no experimental.statusOrFromValue); canonport supports ${SUPPORTED_GRPC_JS_RANGE}`, {
+  // Version unknown (a bundle): resolvers report endpoints from 1.10 on, when experimental.endpointToString came.
+  if (!pkg && typeof m.experimental.endpointToString !== 'function') {
+    throw new CanonportError(ErrorCodes.GRPC_UNSUPPORTED, `this @grpc/grpc-js predates endpoint resolvers (no experimental.endpointToString, 1.10); canonport supports ${SUPPORTED_GRPC_JS_RANGE}`, {
       supported: SUPPORTED_GRPC_JS_RANGE,
     });
   }
   checked.add(m);
 }
 
-/** Where the application's own code gets @grpc/grpc-js: resolved from the main module (the working directory in a REPL). */
-function applicationGrpcPackage(): GrpcPackage | undefined {
-  let from = join(process.cwd(), '[repl]');
-  if (process.argv[1]) {
-    try {
-      from = realpathSync(process.argv[1]);
-    } catch {
-      from = process.argv[1];
-    }
+/** The file the application's own code resolves packages from: its main module (the working directory in a REPL). */
+function applicationMain(): string {
+  if (!process.argv[1]) return join(process.cwd(), '[repl]');
+  try {
+    return realpathSync(process.argv[1]);
+  } catch {
+    return process.argv[1];
   }
-  return grpcPackageResolvedFrom(from);
 }
 
 /**
- * Throws CP_GRPC_COPY_MISMATCH when the application resolves a different
- * copy of grpc-js than canonport's own import: registering on canonport's
- * copy would not reach the application's channels (a symlinked install).
+ * The grpc-js `canon:` is registered on when the application names none:
+ *   1. the copy the program's main module resolves, loaded through Node's
+ *      module cache (the very object the application's own import got);
+ *   2. else (a main module outside any node_modules tree) the one copy the
+ *      process has loaded besides canonport's own;
+ *   3. else canonport's own.
+ * Copies that libraries nest for themselves (google-gax has one) do not
+ * matter in case 1. In case 2 with several candidates there is no telling
+ * which one the application's channels come from: CP_GRPC_COPY_MISMATCH,
+ * and the application says it with `registerCanonResolver({ grpc })`, as a
+ * bundled application (whose grpc-js Node cannot see) must too.
  */
-export function checkSharedGrpc(): void {
-  const own = grpcPackageOf(ownGrpc);
-  const app = applicationGrpcPackage();
-  if (!own || !app || own.dir === app.dir) return;
-  throw new CanonportError(
-    ErrorCodes.GRPC_COPY_MISMATCH,
-    `this program resolves @grpc/grpc-js ${app.version} at ${app.dir}, but canonport's own copy is ${own.version} at ${own.dir} ` +
-      `(canonport installed by symlink, e.g. npm install ../canonport?): canon: registered there would be unknown to your channels; ${HOW_TO_PASS}`,
-    { application: app.dir, canonport: own.dir },
-  );
+export function applicationGrpc(): GrpcModule {
+  const from = applicationMain();
+  if (grpcPackageResolvedFrom(from)) return createRequire(from)('@grpc/grpc-js') as GrpcModule;
+  const own = grpcPackageResolvedFrom(HERE);
+  const others = loadedGrpcPackages().filter((p) => p.dir !== own?.dir);
+  if (others.length === 1) return createRequire(join(others[0]!.dir, 'package.json'))('./') as GrpcModule;
+  if (others.length > 1) {
+    throw new CanonportError(
+      ErrorCodes.GRPC_COPY_MISMATCH,
+      `this program's main module resolves no @grpc/grpc-js, and it has loaded several: ${others.map((p) => `${p.version} at ${p.dir}`).join(', ')}; ` +
+        `canon: registered on one is unknown to channels made with another, so canonport cannot choose; ${HOW_TO_PASS}`,
+      { loaded: others.map((p) => p.dir) },
+    );
+  }
+  return ownGrpc() as unknown as GrpcModule;
 }

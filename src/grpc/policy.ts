@@ -16,12 +16,13 @@ import { CANONPORT_SERVICE_NAME, ERROR_CODE_METADATA } from './proto.js';
  * A refused call ends with PERMISSION_DENIED and `canonport-code:
  * CP_ACCESS_DENIED`, its message naming the flag that would let it in.
  *
- * Why per call and not per connection: grpc-js 1.14 has no public hook on
- * accepted connections (its http2 servers are private), and a connection
- * cut at accept reaches the client as UNAVAILABLE "Failed to connect",
- * indistinguishable from a daemon that is down. Per call, the client is
- * told why. Client certificates, when required, are still enforced at the
- * TLS handshake (src/grpc/tls.ts).
+ * Per call as well as per connection: the listener's gate (server.ts,
+ * src/net/gate.ts) closes connections from refused addresses at accept,
+ * but lets each such address hold one for 3 s, so its first call is
+ * answered here and the client is told why (a connection cut at accept
+ * reaches it as UNAVAILABLE "Failed to connect", like a daemon that is
+ * down). Client certificates, when required, are enforced at the TLS
+ * handshake (src/grpc/tls.ts).
  */
 
 /** The method whose answer maps the host: services and versions listening on it. */

@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { ownGrpc } from './grpc-module.js';
 
 export const CANONPORT_PROTO = 'canonport/v1/canonport.proto';
 
@@ -40,17 +41,17 @@ export function canonportPackageDefinition(): protoLoader.PackageDefinition {
   return cached;
 }
 
-/** The `Canonport` service constructor, for clients and `server.addService`. */
+/** The `Canonport` service constructor on canonport's own grpc-js, for `server.addService` (clients build theirs on their module). */
 export function canonportService(): grpc.ServiceClientConstructor {
-  const root = grpc.loadPackageDefinition(canonportPackageDefinition()) as unknown as {
+  const root = ownGrpc().loadPackageDefinition(canonportPackageDefinition()) as unknown as {
     canonport: { v1: { Canonport: grpc.ServiceClientConstructor } };
   };
   return root.canonport.v1.Canonport;
 }
 
-/** The `Admin` service constructor (drain, undrain, leave; loopback only). */
+/** The `Admin` service constructor on canonport's own grpc-js (drain, undrain, leave; loopback only). */
 export function adminService(): grpc.ServiceClientConstructor {
-  const root = grpc.loadPackageDefinition(canonportPackageDefinition()) as unknown as {
+  const root = ownGrpc().loadPackageDefinition(canonportPackageDefinition()) as unknown as {
     canonport: { v1: { Admin: grpc.ServiceClientConstructor } };
   };
   return root.canonport.v1.Admin;

@@ -1,12 +1,15 @@
 import { MAX_TURNS, spreadLookup } from '../discovery/spread.js';
-import { forEachLimited } from '../concurrency.js';
+import { forEachLimited, Quota } from '../concurrency.js';
 import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, GrpcStatus, errorToGrpcStatus } from '../errors.js';
 import { describedResolution, resolutionOf, type Resolution } from './resolution.js';
 import { lookupError } from '../discovery/discovery.js';
 import type { DaemonContext } from '../context.js';
 import { decodePort, decodePortRaw } from '../scheme/index.js';
+import { LogThrottle } from '../log.js';
+import { clientOf } from './peer.js';
 import { ERROR_CODE_METADATA } from './proto.js';
+import { streamLookupConcurrency, WatchHub } from './watch-hub.js';
 
 /**
  * The canonport.v1.Canonport handlers. Every handler goes through `unary`
@@ -27,6 +30,12 @@ export interface ServiceOptions {
   watchIntervalMs?: number | undefined;
 }
 
+/** The Watch stream bounds, from the settings (read at every new stream, so a reload applies). */
+function watchLimits(ctx: DaemonContext): { total: number; perClient: number } {
+  const c = ctx.config();
+  return { total: c.watchMaxStreams, perClient: c.watchMaxStreamsPerClient };
+}
+
 /** What the server needs besides the handlers: ending every open Watch on shutdown. */
 export interface CanonportService {
   handlers: grpc.UntypedServiceImplementation;
@@ -34,6 +43,13 @@ export interface CanonportService {
   endWatches(reason: string): void;
   /** Open Watch streams (tests check that cancels release them). */
   activeWatches(): number;
+  /** Distinct names the open Watch streams follow. */
+  watchedNames(): number;
+  /**
+   * A slot for another stream that stays open (health Watch) under the
+   * Watch bounds: `release` it when the stream ends, or the refusal.
+   */
+  holdStream(call: { getPeer(): string }): { release(): void } | { refused: string };
 }
 
 /** A status error for grpc-js, carrying the stable canonport code in trailing metadata. */
@@ -47,23 +63,57 @@ export function toStatus(err: unknown): grpc.StatusObject {
 }
 
 export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions = {}): CanonportService {
-  /** Open Watch streams: how to end each one, and how to make it re-resolve. */
-  const watches = new Map<(status: grpc.StatusObject) => void, () => void>();
+  /** Open Watch streams (how to end each), by client: at most watchMaxStreams, watchMaxStreamsPerClient each (quota). */
+  const watches = new Map<string, Map<number, (status: grpc.StatusObject) => void>>();
+  const quota = new Quota(() => watchLimits(ctx));
+  let nextWatch = 0;
+  const limitLog = new LogThrottle();
+  const hub = new WatchHub({
+    resolve: (name) => resolve(nameOf(name)),
+    intervalMs: opts.watchIntervalMs,
+    minIntervalMs: MIN_WATCH_INTERVAL_MS,
+    concurrency: () => streamLookupConcurrency(ctx.config().maxInflight),
+    logger: ctx.logger,
+  });
   // One discovery listener for all streams (not one each), subscribed while any
   // stream is open: a reload, an edited hosts file or a learned address re-resolves them.
-  const onChange = () => {
-    for (const refresh of [...watches.values()]) refresh();
-  };
   let unsubscribe: (() => void) | undefined;
-  const addWatch = (end: (status: grpc.StatusObject) => void, refresh: () => void) => {
-    if (watches.size === 0) unsubscribe = ctx.discovery.onChange(onChange);
-    watches.set(end, refresh);
+  const addWatch = (client: string, id: number, end: (status: grpc.StatusObject) => void) => {
+    unsubscribe ??= ctx.discovery.onChange(() => hub.refreshAll());
+    let own = watches.get(client);
+    if (!own) watches.set(client, (own = new Map()));
+    own.set(id, end);
+    ctx.metrics.watchStreams.inc();
   };
-  const removeWatch = (end: (status: grpc.StatusObject) => void) => {
-    if (watches.delete(end) && watches.size === 0) {
+  const removeWatch = (client: string, id: number) => {
+    const own = watches.get(client);
+    if (!own?.delete(id)) return;
+    if (own.size === 0) watches.delete(client);
+    quota.release(client);
+    ctx.metrics.watchStreams.dec();
+    if (quota.total === 0) {
       unsubscribe?.();
       unsubscribe = undefined;
     }
+  };
+  /** A new stream from `client`: taken when the bounds allow, or from the largest holder when that is fair. */
+  const admitWatch = (client: string): string | null => {
+    let v = quota.acquire(client);
+    if (!v.ok && v.holder !== undefined) {
+      const theirs = watches.get(v.holder);
+      const newest = theirs ? Math.max(...theirs.keys()) : undefined;
+      if (newest !== undefined) {
+        ctx.metrics.watchRefused.inc({ reason: 'total' });
+        theirs!.get(newest)!(toStatus(new CanonportError(ErrorCodes.WATCH_LIMIT, `more than ${watchLimits(ctx).total} Watch streams on this daemon, and this client holds more than an equal share`)));
+        v = quota.acquire(client);
+      }
+    }
+    if (v.ok) return null;
+    ctx.metrics.watchRefused.inc({ reason: v.reason });
+    const { total, perClient } = watchLimits(ctx);
+    const why = v.reason === 'client' ? `more than ${perClient} Watch streams from ${client}` : `more than ${total} Watch streams on this daemon`;
+    limitLog.run(v.reason, (heldBack) => ctx.logger.warn({ code: ErrorCodes.WATCH_LIMIT, client, reason: v.reason, total, perClient, heldBack }, `Watch refused: ${why} (logged at most once a minute)`));
+    return why;
   };
 
   /** Runs a unary handler: maps errors to statuses, logs the ones that are bugs. (server.ts counts calls.) */
@@ -167,50 +217,42 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   /**
    * Watch: the current answer at once, then a re-resolve on every reload and
-   * every TTL, sending only answers that differ from the last one sent. A
-   * definitive error (bad name, NOT_FOUND) ends the stream with its status; a
-   * transient one (INTERNAL, UNAVAILABLE) after the first answer is logged and
-   * the last answer stands.
+   * every TTL (WatchHub: once per name, however many streams), sending only
+   * answers that differ from the last one sent. A definitive error (bad
+   * name, NOT_FOUND) ends the stream with its status; a transient one
+   * (INTERNAL, UNAVAILABLE) after the first answer is logged and the last
+   * answer stands. Streams are bounded per client and in total
+   * (watchMaxStreams…): one more gets RESOURCE_EXHAUSTED, CP_WATCH_LIMIT.
    */
   const Watch: grpc.handleServerStreamingCall<{ name?: unknown }, unknown> = (call) => {
-    const rawName = call.request.name;
+    const rawName = typeof call.request.name === 'string' ? call.request.name : '';
+    const client = clientOf(call);
+    const refused = admitWatch(client);
+    if (refused !== null) {
+      call.emit('error', toStatus(new CanonportError(ErrorCodes.WATCH_LIMIT, refused, { client })));
+      return;
+    }
+    const id = nextWatch++;
     let lastKey: string | undefined;
-    let lastTtl = ctx.state().registry.ttl;
-    let running = false;
-    let again = false;
     let done = false;
-    let timer: NodeJS.Timeout | undefined;
+    let stop: (() => void) | undefined;
 
     const finish = (status: grpc.StatusObject | null) => {
       if (done) return;
       done = true;
-      clearTimeout(timer);
-      removeWatch(endWith);
+      stop?.();
+      removeWatch(client, id);
       if (status !== null) {
         if (status.code === grpc.status.OK) call.end();
         // grpc-js turns an 'error' event on a server stream into the call's final status.
         else call.emit('error', status);
       }
     };
-    const endWith = (status: grpc.StatusObject) => finish(status);
 
-    const schedule = () => {
-      clearTimeout(timer);
-      const ms = opts.watchIntervalMs ?? Math.max(MIN_WATCH_INTERVAL_MS, lastTtl * 1000);
-      timer = setTimeout(() => void refresh(), ms);
-    };
-
-    const refresh = async (): Promise<void> => {
-      if (done) return;
-      if (running) {
-        again = true;
-        return;
-      }
-      running = true;
-      try {
-        const r = await resolve(nameOf(rawName));
+    addWatch(client, id, finish);
+    stop = hub.add(rawName, {
+      deliver(r) {
         if (done) return;
-        lastTtl = r.ttl;
         const wire = toWire(r);
         // A new answer is one where the port, scheme, version, addresses or hosts changed; a TTL counting down is not.
         const endpoints = r.endpoints.map((e) => JSON.stringify(e)).sort();
@@ -219,41 +261,40 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
           lastKey = key;
           call.write(wire);
         }
-      } catch (err) {
-        if (done) return;
+      },
+      fail(err, transient) {
+        if (done || (transient && lastKey !== undefined)) return;
         const status = toStatus(err);
-        const transient = status.code === GrpcStatus.INTERNAL || status.code === GrpcStatus.UNAVAILABLE;
-        if (lastKey === undefined || !transient) {
-          if (status.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, name: rawName }, 'Watch: resolve failed');
-          finish(status);
-          return;
-        }
-        ctx.logger.warn({ err, name: rawName }, 'Watch: re-resolve failed; keeping the last answer');
-      } finally {
-        running = false;
-      }
-      if (done) return;
-      if (again) {
-        again = false;
-        void refresh();
-      } else {
-        schedule();
-      }
-    };
-
-    addWatch(endWith, () => void refresh());
+        if (status.code === GrpcStatus.INTERNAL) ctx.logger.error({ err, name: rawName }, 'Watch: resolve failed');
+        finish(status);
+      },
+    });
     // 'cancelled' fires when the client cancels or the connection drops.
     call.on('cancelled', () => finish(null));
     call.on('error', () => finish(null));
-    void refresh();
   };
 
   return {
     handlers: { Resolve, ResolveMany, Watch, Decode, Inventory } as grpc.UntypedServiceImplementation,
     endWatches(reason) {
-      for (const end of [...watches.keys()]) end(toStatus(new CanonportError(ErrorCodes.SHUTTING_DOWN, reason)));
+      const status = toStatus(new CanonportError(ErrorCodes.SHUTTING_DOWN, reason));
+      for (const own of [...watches.values()]) for (const end of [...own.values()]) end(status);
+      hub.close();
     },
-    activeWatches: () => watches.size,
+    activeWatches: () => quota.total,
+    watchedNames: () => hub.size,
+    holdStream(call) {
+      const client = clientOf(call);
+      const refused = admitWatch(client);
+      if (refused !== null) return { refused };
+      let held = true;
+      return {
+        release: () => {
+          if (held) quota.release(client);
+          held = false;
+        },
+      };
+    },
   };
 }
 

@@ -5,7 +5,10 @@ import { CanonportError, ErrorCodes } from '../errors.js';
 import { formatHostPort as fmt, type HostPort } from '../config/address.js';
 import type { TlsMaterial, TlsSource } from '../config/tls.js';
 import type { DaemonContext } from '../context.js';
-import { targetGroups } from './http-sd.js';
+import { listenerRule } from '../config/listen-policy.js';
+import { ConnectionGate } from '../net/gate.js';
+import { nextTurn } from '../concurrency.js';
+import { targetGroupsPage } from './http-sd.js';
 import { httpAccess } from './policy.js';
 
 export interface HttpServerOptions {
@@ -82,8 +85,36 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
   const unsubscribe = tls?.onChange((m) => (server as ReturnType<typeof createHttpsServer>).setSecureContext(contextOf(m)));
   // Failed handshakes (plaintext to HTTPS, a bad client certificate) are the client's business; nothing to answer.
   server.on('tlsClientError', (err: Error) => log.debug({ err: err.message }, 'TLS handshake failed'));
-  // A monitoring endpoint needs few connections; the cap keeps a misbehaving client from exhausting fds.
-  server.maxConnections = 128;
+  // Who holds a connection, decided at accept (src/net/gate.ts). A monitoring endpoint needs few connections.
+  // Addresses outside --http-allow may still ask /healthz and /readyz (probes), so they are not closed at accept:
+  // they hold 2 connections each, a quarter of the total together, 10 s each, and never the insiders' share.
+  const rules = new WeakMap<ReturnType<typeof ctx.config>, ReturnType<typeof listenerRule>>();
+  const gate = new ConnectionGate({
+    listener: 'http',
+    limits: () => {
+      const c = ctx.config();
+      return {
+        total: c.httpMaxConnections,
+        perSource: c.connectionsPerSource,
+        outsiders: Math.max(1, Math.floor(c.httpMaxConnections / 4)),
+        perOutsider: 2,
+        outsiderLifetimeMs: 10_000,
+        // No idle timeout of the gate's own: the fleet page's event streams are quiet for a heartbeat at a time
+        // (src/ui/events.ts); a socket that never sends a request is closed by headersTimeout (checked every 30 s).
+        idleMs: 0,
+      };
+    },
+    standing: (address) => {
+      const c = ctx.config();
+      let rule = rules.get(c);
+      if (!rule) rules.set(c, (rule = listenerRule(c, 'http')));
+      return rule.allows(address) ? 'insider' : 'outsider';
+    },
+    metrics,
+    logger: log,
+  });
+  // Before the server's own connection listener: a refused socket is destroyed before it reads a byte.
+  server.prependListener('connection', (socket: Socket) => void gate.admit(socket));
 
   // Malformed HTTP (bad request line, oversized headers): answer 400 when the socket still can, never throw.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -131,8 +162,18 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
         const body = ready ? { ready: true, ...cluster, ...namespaces } : { ready: false, reason: why, ...cluster, ...namespaces };
         return reply(res, req, handler, ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
       }
-      case 'http_sd':
-        return reply(res, req, handler, 200, 'application/json; charset=utf-8', `${JSON.stringify(targetGroups(ctx.discovery))}\n`);
+      case 'http_sd': {
+        // Paged (?page=N, 1-based) at httpSdMaxGroups groups a reply, and built a slice at a time.
+        const page = pageOf(req.url);
+        if (page === null) return reply(res, req, handler, 400, 'text/plain; charset=utf-8', 'page must be a whole number from 1\n');
+        const perPage = ctx.config().httpSdMaxGroups;
+        const p = await targetGroupsPage(ctx.discovery, page, perPage, nextTurn);
+        metrics.httpSdGroups.set(p.total);
+        res.setHeader('X-Canonport-Pages', String(p.pages));
+        res.setHeader('X-Canonport-Groups', String(p.total));
+        if (page < p.pages) res.setHeader('Link', `</sd/prometheus?page=${page + 1}>; rel="next"`);
+        return reply(res, req, handler, 200, 'application/json; charset=utf-8', `${p.json}\n`);
+      }
       case 'metrics': {
         // canonport_ready is set here, from the same source /readyz answers from, at every scrape.
         metrics.ready.set(ctx.ready() && !ctx.notReadyReason?.() ? 1 : 0);
@@ -175,7 +216,8 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
     // `exclusive` keeps the bind in this process even under cluster; `host` is bound exactly, never widened.
     server.listen({ host: listen.host, port: listen.port, exclusive: true }, () => {
       server.off('error', onListenError);
-      server.on('error', (err) => log.error({ err, code: ErrorCodes.LISTEN_FAILED }, 'HTTP server error'));
+      // After listening, an error is a failed accept (out of descriptors): counted and logged by the gate.
+      server.on('error', (err: NodeJS.ErrnoException) => gate.acceptFailed(err));
       const a = server.address() as AddressInfo;
       const address = { host: a.address, port: a.port };
       log.info({ address: fmt(address), tls: !tls ? 'off' : tls.current().ca === null ? 'on' : 'on, client certificates for every path but the probes' }, 'HTTP listening');
@@ -188,6 +230,7 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
             const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
             cut.unref();
             unsubscribe?.();
+            gate.close();
             server.close(() => {
               clearTimeout(cut);
               done();
@@ -197,6 +240,19 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
       });
     });
   });
+}
+
+/** The `page` query parameter of a request target: 1 when absent, null when not a whole number ≥ 1. */
+function pageOf(url: string | undefined): number | null {
+  let text: string | null;
+  try {
+    text = new URL(url ?? '/', 'http://localhost').searchParams.get('page');
+  } catch {
+    return null;
+  }
+  if (text === null) return 1;
+  const n = Number(text);
+  return /^\d+$/.test(text) && Number.isSafeInteger(n) && n >= 1 ? n : null;
 }
 
 /** The path of a request target (origin or absolute form), without query; null when unparsable. */

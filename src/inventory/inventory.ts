@@ -5,7 +5,8 @@ import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
 import { claimOf, type PortClaim } from './claim.js';
-import { isWildcard, readListeningSockets, type ListeningSocket } from './procnet.js';
+import { isDeepStrictEqual } from 'node:util';
+import { isWildcard, ListenerScanner, type ListeningSocket } from './procnet.js';
 import { probeVersion, type ProbeResult, type ProbeTarget } from './version-probe.js';
 import { ReadinessProber, readyRule, type ReadinessTarget } from './readiness.js';
 import type { ListenerReadiness } from './types.js';
@@ -60,9 +61,11 @@ export interface HostInventoryOptions {
   /**
    * Called with every new snapshot, right after a refresh (cluster mode
    * publishes from it, so a change reaches etcd one scan after it happens,
-   * not one scan plus a polling delay). A throw is logged, never propagated.
+   * not one scan plus a polling delay). `changed` is false when its
+   * listeners are those of the last snapshot (readiness included): most
+   * scans, which need no work downstream. A throw is logged, never propagated.
    */
-  onSnapshot?: ((snapshot: InventorySnapshot) => void) | undefined;
+  onSnapshot?: ((snapshot: InventorySnapshot, changed: boolean) => void) | undefined;
   /**
    * Cluster mode: probe the readiness of claimed listeners other hosts can
    * reach (readiness.ts), every `intervalMs`. Off (undefined): no probes,
@@ -116,11 +119,14 @@ export class HostInventory implements InventoryProvider {
   private lives = new Map<string, string>();
   /** Containers and pods: every other network namespace (absent: only the daemon's own). */
   private readonly namespaces: NamespaceWatcher | undefined;
+  /** Reads /proc/net/tcp{,6} only when the socket counters say something may have changed (procnet.ts). */
+  private readonly scanner: ListenerScanner;
 
   constructor(opts: HostInventoryOptions) {
     this.opts = opts;
     this.logger = opts.logger ?? silentLogger;
     this.now = opts.now ?? Date.now;
+    this.scanner = new ListenerScanner(opts.procRoot ?? '/proc', { now: this.now });
     if (opts.readiness) {
       this.prober = new ReadinessProber({
         intervalMs: opts.readiness.intervalMs,
@@ -235,7 +241,7 @@ export class HostInventory implements InventoryProvider {
 
   private async collect(): Promise<InventorySnapshot> {
     const collectedAtMs = this.now();
-    const { sockets, errors } = await readListeningSockets(this.opts.procRoot ?? '/proc');
+    const { sockets, errors } = await this.scanner.read();
     this.errors = errors;
     const errorText = errors.map((e) => `${e.file}: ${e.message}`).join('; ');
     if (errorText !== this.lastErrorText) {
@@ -325,10 +331,14 @@ export class HostInventory implements InventoryProvider {
       listeners: this.withReadiness(listeners),
       ...(observed ? { namespaces: observed.scope } : {}),
     };
-    this.publish(snap);
+    // Nothing changed since the last scan (the usual case, every second in cluster mode): no metrics
+    // to redo, and the hook told so (issue 24: a scan that finds nothing new costs next to nothing).
+    const changed =
+      this.latest === undefined || !isDeepStrictEqual(this.latest.listeners, snap.listeners) || !isDeepStrictEqual(this.latest.namespaces, snap.namespaces);
+    if (changed) this.publish(snap);
     this.latest = snap;
     try {
-      this.opts.onSnapshot?.(snap);
+      this.opts.onSnapshot?.(snap, changed);
     } catch (err) {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }
@@ -400,7 +410,8 @@ export class HostInventory implements InventoryProvider {
     const snap: InventorySnapshot = { ...last, listeners: this.withReadiness(last.listeners) };
     this.latest = snap;
     try {
-      this.opts.onSnapshot?.(snap);
+      // A verdict or a drain: a change by definition.
+      this.opts.onSnapshot?.(snap, true);
     } catch (err) {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }

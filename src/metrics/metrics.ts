@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import { EVENT_LOOP_LAG_SERIES, EventLoopDelay } from './event-loop.js';
 
 /**
  * Every Prometheus series canonport exports, in one place so names stay
@@ -17,16 +18,22 @@ export class Metrics {
     registers: [this.registry],
     collect: () => this.queryTally.drain((key, n) => this.dnsQueries.inc(queryLabels(key), n)),
   });
-  readonly dnsDuration = new Histogram({
-    name: 'canonport_dns_query_duration_seconds',
-    help: 'Time from receiving a DNS query to sending its answer, by answer source.',
-    labelNames: ['source'] as const,
-    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-    registers: [this.registry],
-  });
+  /** Observed per query: bucket counts in plain arrays (SourceHistogram), not prom-client's observe(). */
+  readonly dnsDuration = new SourceHistogram(
+    'canonport_dns_query_duration_seconds',
+    'Time from receiving a DNS query to sending its answer, by answer source.',
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    this.registry,
+  );
   readonly dnsDropped = new Counter({
     name: 'canonport_dns_dropped_total',
     help: 'DNS queries not served normally, by reason: dropped without an answer (unparsable, response, tcp_limit) or refused/failed early (ratelimit, inflight_cap).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly dnsTruncated = new Counter({
+    name: 'canonport_dns_truncated_total',
+    help: 'UDP answers sent truncated (TC, no records), by reason (size: over the client\'s buffer; amplification: over 3 times the query for a client outside --allow).',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
@@ -59,8 +66,8 @@ export class Metrics {
   });
   readonly upstreamMismatches = new Counter({
     name: 'canonport_upstream_mismatched_replies_total',
-    help: 'Upstream replies dropped because ID, question or source did not match (RFC 5452).',
-    labelNames: ['upstream'] as const,
+    help: 'Upstream replies dropped because ID, question or source did not match (RFC 5452), by upstream and reason (source, id, question; case: the question not in the letter case it was sent in, DNS 0x20).',
+    labelNames: ['upstream', 'reason'] as const,
     registers: [this.registry],
   });
   readonly inflight = new Gauge({
@@ -110,6 +117,11 @@ export class Metrics {
     labelNames: ['handler', 'code'] as const,
     registers: [this.registry],
   });
+  readonly httpSdGroups = new Gauge({
+    name: 'canonport_http_sd_groups',
+    help: 'Target groups /sd/prometheus held at its last request, every page together (a reply holds at most --http-sd-max-groups).',
+    registers: [this.registry],
+  });
   readonly uiStreams = new Gauge({
     name: 'canonport_ui_streams',
     help: 'Live fleet pages following this daemon (Server-Sent Events streams open on /ui/api/events).',
@@ -134,6 +146,19 @@ export class Metrics {
     labelNames: ['listener', 'reason'] as const,
     registers: [this.registry],
   });
+  // --- connections at accept (src/net/gate.ts) ---
+  readonly connectionsOpen = new Gauge({
+    name: 'canonport_connections_open',
+    help: 'TCP connections open, by listener (grpc, http, dns).',
+    labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+  readonly connectionsRefused = new Counter({
+    name: 'canonport_connections_refused_total',
+    help: 'TCP connections closed at accept, by listener (grpc, http, dns) and reason (address: no allow-list admits it; total, per_source, outsiders: a connection bound was reached; fd_exhausted: out of file descriptors; closing: the daemon is stopping).',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
   readonly tlsReloads = new Counter({
     name: 'canonport_tls_reloads_total',
     help: 'Certificate and key re-reads, by listener (grpc, http) and result (ok; unchanged; failed: the running certificate keeps serving).',
@@ -144,6 +169,19 @@ export class Metrics {
     name: 'canonport_tls_certificate_expiry_timestamp_seconds',
     help: 'When the certificate a TLS listener serves expires, as Unix time, by listener (grpc, http).',
     labelNames: ['listener'] as const,
+    registers: [this.registry],
+  });
+
+  // --- gRPC Watch streams (src/grpc/service.ts) ---
+  readonly watchStreams = new Gauge({
+    name: 'canonport_grpc_watch_streams',
+    help: 'Open gRPC Watch streams.',
+    registers: [this.registry],
+  });
+  readonly watchRefused = new Counter({
+    name: 'canonport_grpc_watch_refused_total',
+    help: 'Watch streams refused or ended by a bound, by reason (client: the per-client bound; total: every client together).',
+    labelNames: ['reason'] as const,
     registers: [this.registry],
   });
 
@@ -297,8 +335,28 @@ export class Metrics {
   });
   // --- end of cluster mode ---
 
+  /** The event loop's delay, sampled while queries and calls come in (event-loop.ts); null without default metrics. */
+  readonly eventLoop: EventLoopDelay | null = null;
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'canonport_' });
+    if (opts.defaultMetrics !== false) {
+      // prom-client's event-loop collector samples every 10 ms for ever (100 wake-ups a second on an idle
+      // daemon) and cannot be left out: its timer is pushed out of reach (2^31 - 1 ms) and its series are
+      // replaced by EventLoopDelay's, same names, sampled only while the daemon is busy.
+      collectDefaultMetrics({ register: this.registry, prefix: PREFIX, eventLoopMonitoringPrecision: 2 ** 31 - 1 });
+      for (const name of EVENT_LOOP_LAG_SERIES) this.registry.removeSingleMetric(`${PREFIX}${name}`);
+      this.eventLoop = new EventLoopDelay(this.registry, PREFIX);
+    }
+  }
+
+  /** A gRPC call: keeps the event-loop delay sampled (DNS queries do it through countQuery). */
+  countActivity(): void {
+    this.eventLoop?.active();
+  }
+
+  /** Stops the event-loop sampling (tests start many daemons in one process). */
+  close(): void {
+    this.eventLoop?.close();
   }
 
   /**
@@ -310,11 +368,95 @@ export class Metrics {
    */
   countQuery(qtype: number, rcode: number, source: string, transport: string): void {
     this.queryTally.add(queryKey(qtype, rcode, source, transport));
+    this.eventLoop?.active();
+  }
+
+  /**
+   * Takes back queries counted by countQuery and dnsDuration before any
+   * scrape could read them: the DNS warm-up's (dns/server.ts warmUp), which
+   * run through the very counting code real queries do, so it is compiled
+   * for them too, and must not show as queries.
+   */
+  uncountQueries(counted: readonly { qtype: number; rcode: number; source: string; transport: string; seconds: number }[]): void {
+    for (const c of counted) {
+      this.queryTally.add(queryKey(c.qtype, c.rcode, c.source, c.transport), -1);
+      this.dnsDuration.observe(c.source, c.seconds, -1);
+    }
+    // Nor are they activity: the event-loop delay sleeps again until a real query.
+    if (counted.length > 0) this.eventLoop?.forget();
   }
 
   /** One forwarding-cache lookup: per query too, so counted like countQuery. */
   countCacheLookup(result: 'hit' | 'miss' | 'stale'): void {
     this.lookupTally.add(result);
+  }
+}
+
+/**
+ * A histogram labelled by answer source, observed on every query. prom-
+ * client's Histogram.observe() validates and hashes its label object on
+ * each call: about 240 bytes of garbage per query, a fifth of what a
+ * canonical answer allocates (issue 24: allocation on the hot path is what
+ * brings the minor GCs that make the slow 1 %). Here each source has an
+ * array of bucket counts; the registry reads them as prom-client's own
+ * histogram would export them (same series, same labels), and
+ * AggregatorRegistry sums them across --workers like any histogram.
+ */
+export class SourceHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  /** Per source (SOURCES order, then 'unknown'): bucket counts (not cumulative), then sum and count. */
+  private readonly data: { buckets: Float64Array; sum: number; count: number }[];
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly upperBounds: readonly number[],
+    registry: PromRegistry,
+  ) {
+    this.data = [...SOURCES, 'unknown'].map(() => ({ buckets: new Float64Array(upperBounds.length), sum: 0, count: 0 }));
+    registry.registerMetric(this as unknown as Parameters<PromRegistry['registerMetric']>[0]);
+  }
+
+  /** One observation (`weight` −1 takes one back: Metrics.uncountQueries). */
+  observe(source: string, seconds: number, weight = 1): void {
+    const i = SOURCES.indexOf(source);
+    const d = this.data[i < 0 ? SOURCES.length : i]!;
+    d.sum += seconds * weight;
+    d.count += weight;
+    const b = this.upperBounds;
+    for (let k = 0; k < b.length; k++) {
+      if (seconds <= b[k]!) {
+        d.buckets[k]! += weight;
+        break;
+      }
+    }
+  }
+
+  /** The series as prom-client's Histogram.get() gives them; only sources seen so far, as it does. */
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string | number>; value: number; metricName: string }[] }> {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    this.data.forEach((d, i) => {
+      if (d.count === 0) return;
+      const source = [...SOURCES, 'unknown'][i]!;
+      let acc = 0;
+      this.upperBounds.forEach((le, k) => {
+        acc += d.buckets[k]!;
+        values.push({ labels: { le, source }, value: acc, metricName: `${this.name}_bucket` });
+      });
+      values.push({ labels: { le: '+Inf', source }, value: d.count, metricName: `${this.name}_bucket` });
+      values.push({ labels: { source }, value: d.sum, metricName: `${this.name}_sum` });
+      values.push({ labels: { source }, value: d.count, metricName: `${this.name}_count` });
+    });
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void {
+    for (const d of this.data) {
+      d.buckets.fill(0);
+      d.sum = 0;
+      d.count = 0;
+    }
   }
 }
 
@@ -325,15 +467,18 @@ export class Metrics {
 class Tally<K> {
   private readonly counts = new Map<K, number>();
 
-  add(key: K): void {
-    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+  add(key: K, n = 1): void {
+    this.counts.set(key, (this.counts.get(key) ?? 0) + n);
   }
 
   drain(into: (key: K, n: number) => void): void {
-    for (const [key, n] of this.counts) into(key, n);
+    // Zero after a take-back (uncountQueries): nothing happened under that key.
+    for (const [key, n] of this.counts) if (n !== 0) into(key, n);
     this.counts.clear();
   }
 }
+
+const PREFIX = 'canonport_';
 
 const TYPE_LABELS = ['other', 'A', 'NS', 'CNAME', 'SOA', 'PTR', 'MX', 'TXT', 'AAAA', 'SRV', 'HTTPS', 'SVCB', 'ANY'] as const;
 const TYPE_INDEX = new Map<number, number>([1, 2, 5, 6, 12, 15, 16, 28, 33, 65, 64, 255].map((t, i) => [t, i + 1]));

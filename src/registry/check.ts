@@ -139,6 +139,7 @@ export function checkRegistry(registry: Registry, facts: HostFacts, extraNames: 
   for (const a of registry.expanded.values()) {
     if (a.port !== null) named.push({ name: a.service, owner: registry.ownerOf(a.service), port: a.port, scheme: a.scheme });
   }
+  const namedSet = new Set(named.map((n) => n.name));
   const overflowed: string[] = [];
   for (const raw of extraNames) {
     const a: PortAssignment = registry.lookupName(raw, { anyVersion: true });
@@ -152,10 +153,18 @@ export function checkRegistry(registry: Registry, facts: HostFacts, extraNames: 
       }
       continue;
     }
-    if (!named.some((n) => n.name === name)) named.push({ name, owner: registry.ownerOf(a.service), port: a.port, scheme: a.scheme });
+    if (!namedSet.has(name)) {
+      namedSet.add(name);
+      named.push({ name, owner: registry.ownerOf(a.service), port: a.port, scheme: a.scheme });
+    }
   }
+  // In linear time: a registry of many thousands of names is checked as quickly as it loads (issue 21, finding 12).
   const byPort = new Map<number, Named[]>();
-  for (const n of named) byPort.set(n.port, [...(byPort.get(n.port) ?? []), n]);
+  for (const n of named) {
+    const list = byPort.get(n.port);
+    if (list) list.push(n);
+    else byPort.set(n.port, [n]);
+  }
 
   // Collisions: two owners on one port. Names of one owner are aliases.
   for (const [port, list] of byPort) {

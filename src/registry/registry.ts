@@ -55,18 +55,19 @@ const DEFAULT_TTL = fixedDefault('ttl');
  * are map reads.
  */
 export class Registry {
-  readonly file: string | null;
-  readonly zones: readonly string[];
-  readonly ttl: number;
-  readonly roles: Readonly<Record<string, RoleDef>>;
-  readonly hosts: ReadonlyMap<string, readonly string[]>;
-  readonly services: ReadonlyMap<string, ServiceEntry>;
-  readonly daemon: Readonly<DaemonFile>;
+  declare readonly file: string | null;
+  declare readonly zones: readonly string[];
+  declare readonly ttl: number;
+  declare readonly roles: Readonly<Record<string, RoleDef>>;
+  declare readonly hosts: ReadonlyMap<string, readonly string[]>;
+  declare readonly services: ReadonlyMap<string, ServiceEntry>;
+  declare readonly daemon: Readonly<DaemonFile>;
   /** Every daemon setting this file sets (its `daemon:` section, top-level `zones` and `ttl`), as config.ts merges them. */
-  readonly settings: Readonly<FileSettings>;
-  readonly inventory: Readonly<InventorySettings>;
+  declare readonly settings: Readonly<FileSettings>;
+  declare readonly inventory: Readonly<InventorySettings>;
   /** Every concrete name the registry defines → its assignment (block roles and versions expanded). */
-  readonly expanded: ReadonlyMap<string, PortAssignment>;
+  declare readonly expanded: ReadonlyMap<string, PortAssignment>;
+  /** Port → the names on it, in registry order. */
   private readonly byPort: Map<number, string[]>;
   /**
    * Expanded name → the registry entry that defines it (`splashpage-psql` →
@@ -75,66 +76,43 @@ export class Registry {
    */
   private readonly owners: Map<string, string>;
   /** Names two entries both define (a service `splashpage-api` beside block `splashpage`'s role); the first wins. */
-  readonly duplicates: readonly { name: string; owners: string[] }[];
+  declare readonly duplicates: readonly { name: string; owners: string[] }[];
   /**
    * A digest of what the registry says about names and ports (zones, ttl,
    * roles, hosts, services), not of the file's bytes nor of its per-host
    * `daemon:` and `inventory:` settings: two hosts with the same digest
    * answer every name alike. Hex SHA-256.
    */
-  readonly digest: string;
+  declare readonly digest: string;
 
-  private constructor(data: RegistryFile, file: string | null) {
-    this.file = file;
-    const { daemon: _daemon, inventory: _inventory, ...answering } = data;
-    this.digest = createHash('sha256').update(canonicalJson(answering)).digest('hex');
-    this.zones = Object.freeze([...(data.zones ?? [])]);
-    this.ttl = data.ttl ?? DEFAULT_TTL;
-    this.roles = Object.freeze({ ...DEFAULT_ROLES, ...(data.roles ?? {}) });
-    this.hosts = new Map(Object.entries(data.hosts ?? {}).map(([k, v]) => [k, Object.freeze([...v])]));
-    this.daemon = Object.freeze({ ...(data.daemon ?? {}) });
-    this.settings = Object.freeze(fileSettings(data));
-    this.inventory = Object.freeze({ ...(data.inventory ?? {}) });
-    const services = new Map<string, ServiceEntry>();
-    for (const [name, spec] of Object.entries(data.services ?? {})) {
-      const s = spec ?? {};
-      services.set(name, { name, scheme: inferScheme(s), spec: s });
-    }
-    this.services = services;
-    const expanded = new Map<string, PortAssignment>();
-    const owners = new Map<string, string>();
-    const duplicates: { name: string; owners: string[] }[] = [];
-    for (const entry of services.values()) {
-      for (const a of this.expand(entry)) {
-        if (expanded.has(a.service)) {
-          const first = owners.get(a.service)!;
-          if (first !== entry.name) duplicates.push({ name: a.service, owners: [first, entry.name] });
-          continue;
-        }
-        expanded.set(a.service, a);
-        owners.set(a.service, entry.name);
-      }
-    }
-    this.owners = owners;
-    this.duplicates = Object.freeze(duplicates);
-    const byPort = new Map<number, string[]>();
-    for (const a of expanded.values()) {
-      if (a.port === null) continue;
-      const list = byPort.get(a.port) ?? [];
-      list.push(a.service);
-      byPort.set(a.port, list);
-    }
-    this.byPort = byPort;
-    for (const a of expanded.values()) a.collidesWith = this.othersOn(a.port, a.service);
-    this.expanded = expanded;
+  private constructor(p: Parts) {
+    Object.assign(this, p);
+    this.byPort = p.byPort;
+    this.owners = p.owners;
   }
 
   static empty(): Registry {
-    return new Registry({}, null);
+    return Registry.fromFile({}, null);
   }
 
+  /** The registry of a checked file, built at once (the CLI, tests). */
   static fromFile(data: RegistryFile, file: string | null): Registry {
-    return new Registry(data, file);
+    const steps = assemble(data, file);
+    for (let r = steps.next(); ; r = steps.next()) if (r.done) return r.value;
+  }
+
+  /**
+   * The same registry, built a slice at a time: `pause` is called between
+   * slices (a promise to wait on, or undefined to go on), so a registry of
+   * 100,000 names never holds the event loop (issue 21, finding 12), and
+   * throws to abandon the build (the daemon is stopping).
+   */
+  static async build(data: RegistryFile, file: string | null, pause: () => Promise<void> | undefined): Promise<Registry> {
+    const steps = assemble(data, file);
+    for (let r = steps.next(); ; r = steps.next()) {
+      if (r.done) return r.value;
+      await pause();
+    }
   }
 
   /**
@@ -146,7 +124,7 @@ export class Registry {
     if (version !== undefined) {
       const entry = this.services.get(name);
       if (entry?.scheme === 'versioned') {
-        const a = this.versioned(entry, version);
+        const a = versionedAssignment(entry, version);
         return { ...a, collidesWith: this.othersOn(a.port, entry.name) };
       }
     }
@@ -199,66 +177,175 @@ export class Registry {
     return this.owners.get(name) ?? name;
   }
 
-  /** Names on `port` that belong to another owner than `self`'s. */
+  /** Names on `port` that belong to another owner than `self`'s: the first MAX_COLLISIONS_LISTED of them. */
   private othersOn(port: number | null, self: string): string[] {
-    if (port === null) return [];
-    const owner = this.ownerOf(self);
-    return (this.byPort.get(port) ?? []).filter((n) => this.ownerOf(n) !== owner);
+    return port === null ? [] : othersOn(this.byPort.get(port), this.ownerOf(self), (n) => this.ownerOf(n));
   }
+}
 
-  /** All names a registry entry defines: the service itself, its block roles, its versions. */
-  private expand(entry: ServiceEntry): PortAssignment[] {
-    const { name, spec } = entry;
-    switch (entry.scheme) {
-      case 'pinned': {
-        const port = spec.port!;
-        return [{ service: name, port, number: port, scheme: 'pinned', prefix: prefixOrEmpty(port), internal: spec.internal, collidesWith: [] }];
+/**
+ * Names a collision lists at most (TXT `collision=`, gRPC `collidesWith`):
+ * a port that thousands of registry names share would otherwise give each
+ * of them a list of thousands, quadratic to build and to send.
+ */
+export const MAX_COLLISIONS_LISTED = 16;
+
+/** The names of `onPort` whose owner is not `owner`, the first MAX_COLLISIONS_LISTED. */
+function othersOn(onPort: readonly string[] | undefined, owner: string, ownerOf: (name: string) => string): string[] {
+  const out: string[] = [];
+  for (const n of onPort ?? []) {
+    if (ownerOf(n) === owner) continue;
+    out.push(n);
+    if (out.length === MAX_COLLISIONS_LISTED) break;
+  }
+  return out;
+}
+
+/** What a Registry is made of, assembled by `assemble`. */
+interface Parts {
+  file: string | null;
+  zones: readonly string[];
+  ttl: number;
+  roles: Readonly<Record<string, RoleDef>>;
+  hosts: ReadonlyMap<string, readonly string[]>;
+  services: ReadonlyMap<string, ServiceEntry>;
+  daemon: Readonly<DaemonFile>;
+  settings: Readonly<FileSettings>;
+  inventory: Readonly<InventorySettings>;
+  expanded: ReadonlyMap<string, PortAssignment>;
+  byPort: Map<number, string[]>;
+  owners: Map<string, string>;
+  duplicates: readonly { name: string; owners: string[] }[];
+  digest: string;
+}
+
+/** Items between two yields of `assemble`: a few milliseconds of work. */
+const SLICE = 2000;
+
+/**
+ * Builds a registry's parts from a checked file in linear time, yielding
+ * every SLICE items so Registry.build can give the event loop its turns.
+ * Every name the registry knows (services, block roles, versions) is
+ * expanded once here, so lookups and collision checks are map reads.
+ */
+function* assemble(data: RegistryFile, file: string | null): Generator<void, Registry> {
+  const { daemon: _daemon, inventory: _inventory, ...answering } = data;
+  const hash = createHash('sha256');
+  let n = 0;
+  for (const piece of canonicalJson(answering)) {
+    hash.update(piece);
+    if (++n % SLICE === 0) yield;
+  }
+  const digest = hash.digest('hex');
+  const roles = Object.freeze({ ...DEFAULT_ROLES, ...(data.roles ?? {}) });
+  const hosts = new Map<string, readonly string[]>();
+  for (const [k, v] of Object.entries(data.hosts ?? {})) {
+    hosts.set(k, Object.freeze([...v]));
+    if (++n % SLICE === 0) yield;
+  }
+  const services = new Map<string, ServiceEntry>();
+  for (const [name, spec] of Object.entries(data.services ?? {})) {
+    const s = spec ?? {};
+    services.set(name, { name, scheme: inferScheme(s), spec: s });
+    if (++n % SLICE === 0) yield;
+  }
+  const expanded = new Map<string, PortAssignment>();
+  const owners = new Map<string, string>();
+  const duplicates: { name: string; owners: string[] }[] = [];
+  for (const entry of services.values()) {
+    for (const a of expand(entry, roles)) {
+      if (expanded.has(a.service)) {
+        const first = owners.get(a.service)!;
+        if (first !== entry.name) duplicates.push({ name: a.service, owners: [first, entry.name] });
+        continue;
       }
-      case 'versioned': {
-        const versions = new Set(spec.versions ?? []);
-        const current = currentVersion(spec);
-        if (current !== undefined) versions.add(current);
-        const out: PortAssignment[] = [];
-        if (current !== undefined) out.push({ ...this.versioned(entry, current), service: name });
-        for (const v of [...versions].sort((a, b) => a - b)) out.push({ ...this.versioned(entry, v), service: `v${v}.${name}` });
-        return out;
+      expanded.set(a.service, a);
+      owners.set(a.service, entry.name);
+    }
+    if (++n % SLICE === 0) yield;
+  }
+  const byPort = new Map<number, string[]>();
+  for (const a of expanded.values()) {
+    if (a.port === null) continue;
+    const list = byPort.get(a.port);
+    if (list) list.push(a.service);
+    else byPort.set(a.port, [a.service]);
+  }
+  const ownerOf = (name: string) => owners.get(name) ?? name;
+  for (const a of expanded.values()) {
+    if (a.port !== null) a.collidesWith = othersOn(byPort.get(a.port), ownerOf(a.service), ownerOf);
+    if (++n % SLICE === 0) yield;
+  }
+  return new (Registry as unknown as new (p: Parts) => Registry)({
+    file,
+    zones: Object.freeze([...(data.zones ?? [])]),
+    ttl: data.ttl ?? DEFAULT_TTL,
+    roles,
+    hosts,
+    services,
+    daemon: Object.freeze({ ...(data.daemon ?? {}) }),
+    settings: Object.freeze(fileSettings(data)),
+    inventory: Object.freeze({ ...(data.inventory ?? {}) }),
+    expanded,
+    byPort,
+    owners,
+    duplicates: Object.freeze(duplicates),
+    digest,
+  });
+}
+
+/** All names a registry entry defines: the service itself, its block roles, its versions. */
+function expand(entry: ServiceEntry, knownRoles: Readonly<Record<string, RoleDef>>): PortAssignment[] {
+  const { name, spec } = entry;
+  switch (entry.scheme) {
+    case 'pinned': {
+      const port = spec.port!;
+      return [{ service: name, port, number: port, scheme: 'pinned', prefix: prefixOrEmpty(port), internal: spec.internal, collidesWith: [] }];
+    }
+    case 'versioned': {
+      const versions = new Set(spec.versions ?? []);
+      const current = currentVersion(spec);
+      if (current !== undefined) versions.add(current);
+      const out: PortAssignment[] = [];
+      if (current !== undefined) out.push({ ...versionedAssignment(entry, current), service: name });
+      for (const v of [...versions].sort((a, b) => a - b)) out.push({ ...versionedAssignment(entry, v), service: `v${v}.${name}` });
+      return out;
+    }
+    case 'block': {
+      const base = spec.block!;
+      const roles = spec.roles ?? Object.keys(knownRoles);
+      const out: PortAssignment[] = [
+        { service: name, port: base, number: base, scheme: 'block', prefix: prefixOrEmpty(base), internal: spec.internal, collidesWith: [] },
+      ];
+      for (const role of roles) {
+        const def = knownRoles[role];
+        if (!def) continue; // reported by `check`
+        const n = blockPort(base, def);
+        const port = n <= MAX_PORT ? n : null; // a base near 65535 leaves no room: reported by `check`
+        out.push({ service: `${name}-${role}`, port, number: n, scheme: 'block', prefix: port === null ? '' : prefixOrEmpty(port), internal: def.internal, collidesWith: [] });
       }
-      case 'block': {
-        const base = spec.block!;
-        const roles = spec.roles ?? Object.keys(this.roles);
-        const out: PortAssignment[] = [
-          { service: name, port: base, number: base, scheme: 'block', prefix: prefixOrEmpty(base), internal: spec.internal, collidesWith: [] },
-        ];
-        for (const role of roles) {
-          const def = this.roles[role];
-          if (!def) continue; // reported by `check`
-          const n = blockPort(base, def);
-          const port = n <= MAX_PORT ? n : null; // a base near 65535 leaves no room: reported by `check`
-          out.push({ service: `${name}-${role}`, port, number: n, scheme: 'block', prefix: port === null ? '' : prefixOrEmpty(port), internal: def.internal, collidesWith: [] });
-        }
-        return out;
-      }
-      case 'base32': {
-        const port = base32Port(name);
-        return [{ service: name, port, number: port, scheme: 'base32', prefix: prefixOf(name), internal: spec.internal, collidesWith: [] }];
-      }
+      return out;
+    }
+    case 'base32': {
+      const port = base32Port(name);
+      return [{ service: name, port, number: port, scheme: 'base32', prefix: prefixOf(name), internal: spec.internal, collidesWith: [] }];
     }
   }
+}
 
-  private versioned(entry: ServiceEntry, version: number): PortAssignment {
-    const n = versionedNumber(entry.spec.id ?? 0, version);
-    const port = n <= MAX_PORT ? n : null;
-    return {
-      service: entry.name,
-      port,
-      number: n,
-      scheme: 'versioned',
-      prefix: port === null ? '' : prefixOrEmpty(port),
-      version,
-      internal: entry.spec.internal,
-      collidesWith: [], // filled in by the caller: the port index may not exist yet
-    };
-  }
+function versionedAssignment(entry: ServiceEntry, version: number): PortAssignment {
+  const n = versionedNumber(entry.spec.id ?? 0, version);
+  const port = n <= MAX_PORT ? n : null;
+  return {
+    service: entry.name,
+    port,
+    number: n,
+    scheme: 'versioned',
+    prefix: port === null ? '' : prefixOrEmpty(port),
+    version,
+    internal: entry.spec.internal,
+    collidesWith: [], // filled in by the caller: the port index may not exist yet
+  };
 }
 
 /** The scheme of an entry: explicit, or inferred from the fields it sets. */
@@ -316,15 +403,31 @@ export function readService(labels: readonly string[], registry: Registry, opts:
   return { ok: true, service: first };
 }
 
-/** JSON with object keys sorted at every level, so equal data gives equal text whatever the file's order. */
-function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (v !== null && typeof v === 'object') {
-    return `{${Object.keys(v as object)
+/**
+ * JSON with object keys sorted at every level, so equal data gives equal
+ * text whatever the file's order; in pieces (their concatenation is the
+ * text), so a large registry is hashed a slice at a time.
+ */
+function* canonicalJson(v: unknown): Generator<string> {
+  if (Array.isArray(v)) {
+    yield '[';
+    for (const [i, x] of v.entries()) {
+      if (i > 0) yield ',';
+      yield* canonicalJson(x);
+    }
+    yield ']';
+  } else if (v !== null && typeof v === 'object') {
+    yield '{';
+    let first = true;
+    for (const k of Object.keys(v as object)
       .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`)
-      .join(',')}}`;
+      .sort()) {
+      yield `${first ? '' : ','}${JSON.stringify(k)}:`;
+      first = false;
+      yield* canonicalJson((v as Record<string, unknown>)[k]);
+    }
+    yield '}';
+  } else {
+    yield JSON.stringify(v ?? null);
   }
-  return JSON.stringify(v ?? null);
 }

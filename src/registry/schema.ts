@@ -1,3 +1,4 @@
+import leven from 'leven';
 import { z } from 'zod';
 import { daemonShape, topLevelShape } from '../config/settings.js';
 
@@ -104,19 +105,64 @@ export const InventorySchema = z
   })
   .strict();
 
-export const RegistrySchema = z
-  .object({
-    /** The settings the file holds at its top level (`zones`, `ttl`), from the settings table. */
-    ...topLevelShape(),
-    roles: z.record(label, RoleSchema).optional(),
-    /** Addresses of in-zone hosts: name → [IPv4 | IPv6]. */
-    hosts: z.record(zoneName, z.array(z.union([z.ipv4(), z.ipv6()]))).optional(),
-    services: z.record(label, ServiceSchema.nullable()).optional(),
-    daemon: DaemonSchema.optional(),
-    inventory: InventorySchema.optional(),
-  })
+/** Addresses of in-zone hosts: name → [IPv4 | IPv6]. */
+export const HostsSchema = z.record(zoneName, z.array(z.union([z.ipv4(), z.ipv6()])));
+export const ServicesSchema = z.record(label, ServiceSchema.nullable());
+
+const registryShape = {
+  /** The settings the file holds at its top level (`zones`, `ttl`), from the settings table. */
+  ...topLevelShape(),
+  roles: z.record(label, RoleSchema).optional(),
+  hosts: HostsSchema.optional(),
+  services: ServicesSchema.optional(),
+  daemon: DaemonSchema.optional(),
+  inventory: InventorySchema.optional(),
+};
+
+export const RegistrySchema = z.object(registryShape).strict();
+
+/**
+ * The registry without looking inside `hosts` and `services`, the two maps
+ * a file can make large: load.ts checks those entry by entry, a slice at a
+ * time, with HostsSchema and ServicesSchema, so a big file never holds the
+ * event loop (the result is what RegistrySchema gives).
+ */
+export const ShallowRegistrySchema = z
+  .object({ ...registryShape, hosts: z.record(z.string(), z.unknown()).optional(), services: z.record(z.string(), z.unknown()).optional() })
   .strict();
 
 export type RegistryFile = z.infer<typeof RegistrySchema>;
 export type ServiceFile = z.infer<typeof ServiceSchema>;
 export type { DaemonFile } from '../config/settings.js';
+
+/** The fields the file may hold at `path` (a dotted path's parts), or none where any key goes (a name). */
+export function knownFields(path: readonly (string | number)[]): string[] {
+  const [section, name, ...rest] = path;
+  if (path.length === 0) return Object.keys(RegistrySchema.shape);
+  if (rest.length > 0) return [];
+  if (section === 'services' && name !== undefined) return Object.keys(ServiceSchema.shape);
+  if (section === 'roles' && name !== undefined) return Object.keys(RoleSchema.shape);
+  if (section === 'daemon' && name === undefined) return Object.keys(DaemonSchema.shape);
+  if (section === 'inventory' && name === undefined) return Object.keys(InventorySchema.shape);
+  return [];
+}
+
+/**
+ * The known field nearest to a misspelt one (`versionpath` → `versionPath`,
+ * `upstream` → `upstreams`, `cache-size` → `cacheSize`), by edit distance
+ * (leven), under the rule commander uses for a misspelt flag: at most 3
+ * edits and more than 40 % of the word kept. Undefined when none is that close.
+ */
+export function nearestField(unknown: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = leven(unknown.toLowerCase(), k.toLowerCase());
+    const kept = (Math.max(unknown.length, k.length) - d) / Math.max(unknown.length, k.length);
+    if (d <= 3 && kept > 0.4 && d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  return best;
+}

@@ -1,3 +1,4 @@
+import { CoalescingQueue } from '../concurrency.js';
 import type { Logger } from '../log.js';
 import { ErrorCodes, isCanonportError } from '../errors.js';
 import type { DiscoveryReader, Lookup } from '../discovery/model.js';
@@ -32,8 +33,8 @@ export interface AnswerCacheOptions {
   logger: Logger;
   /** A lookup that has not settled by then counts as failed (the answer keeps its last state). */
   lookupTimeoutMs: number;
-  /** Lookups in flight at once, so a reload with thousands of subscribed names cannot flood the sources. */
-  lookupConcurrency: number;
+  /** Lookups in flight at once, so a reload with thousands of subscribed names cannot flood the sources (read as they start). */
+  lookupConcurrency: () => number;
   /** How soon a failed lookup is tried again. */
   retryMs: number;
   /** Floor of the re-lookup period of answers from the upstream resolvers, whatever their TTL says. */
@@ -51,11 +52,6 @@ interface Entry {
   encoded: Map<string, EncodedResource>;
   /** Bumped per lookup started; a result whose number is not current is dropped. */
   seq: number;
-  inFlight: boolean;
-  /** Waiting in the lookup queue. */
-  queued: boolean;
-  /** Asked to look up again while a lookup was in flight. */
-  again: boolean;
   timer: NodeJS.Timeout | undefined;
   /**
    * The last answer's endpoints that did not come from the cluster view:
@@ -67,14 +63,24 @@ interface Entry {
 }
 
 export class AnswerCache {
+  /** Names some stream subscribes to: at most the xDS name bound (xdsMaxNames, server.ts), as each holds a subscriber. */
   private readonly entries = new Map<string, Entry>();
-  private readonly queue: Entry[] = [];
-  private active = 0;
+  /** Entries waiting for a lookup or being looked up, each once: no more than `entries`. */
+  private readonly lookups: CoalescingQueue<Entry>;
   private closed = false;
-  private readonly stopListening: () => void;
+  /**
+   * Set while any name is kept: the discovery's change feed (and the hosts
+   * file poll behind it) runs only while an xDS client subscribes to
+   * something, so a daemon without xDS clients is not woken for it.
+   */
+  private stopListening: (() => void) | undefined;
 
   constructor(private readonly opts: AnswerCacheOptions) {
-    this.stopListening = opts.discovery.onChange(() => this.refreshAll());
+    this.lookups = new CoalescingQueue((entry) => this.lookup(entry), {
+      concurrency: opts.lookupConcurrency,
+      live: (entry) => this.entries.get(entry.key) === entry,
+      onError: (err, entry) => opts.logger.error({ code: ErrorCodes.XDS_INTERNAL, name: entry.key, err }, 'xDS answer update failed; the name keeps its last answer'),
+    });
   }
 
   /** Distinct names looked up and kept. */
@@ -109,8 +115,9 @@ export class AnswerCache {
   subscribe(key: string, sub: AnswerSubscriber): void {
     let entry = this.entries.get(key);
     if (!entry) {
-      entry = { key, answer: { kind: 'pending' }, subscribers: new Set(), encoded: new Map(), seq: 0, inFlight: false, queued: false, again: false, timer: undefined, unobserved: [] };
+      entry = { key, answer: { kind: 'pending' }, subscribers: new Set(), encoded: new Map(), seq: 0, timer: undefined, unobserved: [] };
       this.entries.set(key, entry);
+      if (!this.closed) this.stopListening ??= this.opts.discovery.onChange(() => this.refreshAll());
       this.enqueue(entry);
     }
     entry.subscribers.add(sub);
@@ -125,16 +132,24 @@ export class AnswerCache {
       clearTimeout(entry.timer);
       entry.seq++;
       this.entries.delete(key);
+      // Nothing left to look up: let go of the queue's references now, not at the next lookup,
+      // and stop following the discovery until a name is kept again.
+      if (this.entries.size === 0) {
+        this.lookups.clear();
+        this.stopListening?.();
+        this.stopListening = undefined;
+      }
     }
   }
 
   /** Stops listening to the discovery; later lookups' results are dropped. */
   close(): void {
     this.closed = true;
-    this.stopListening();
+    this.stopListening?.();
+    this.stopListening = undefined;
     for (const entry of this.entries.values()) clearTimeout(entry.timer);
     this.entries.clear();
-    this.queue.length = 0;
+    this.lookups.close();
   }
 
   /** The discovery's answers may all have changed: look every kept name up again. */
@@ -146,35 +161,11 @@ export class AnswerCache {
   private enqueue(entry: Entry): void {
     clearTimeout(entry.timer);
     entry.timer = undefined;
-    if (entry.inFlight) {
-      entry.again = true;
-      return;
-    }
-    if (entry.queued) return;
-    entry.queued = true;
-    this.queue.push(entry);
-    this.pump();
-  }
-
-  private pump(): void {
-    while (this.active < this.opts.lookupConcurrency && this.queue.length > 0) {
-      const entry = this.queue.shift()!;
-      entry.queued = false;
-      if (this.entries.get(entry.key) !== entry) continue;
-      this.active++;
-      this.lookup(entry)
-        .catch((err: unknown) => this.opts.logger.error({ code: ErrorCodes.XDS_INTERNAL, name: entry.key, err }, 'xDS answer update failed; the name keeps its last answer'))
-        .finally(() => {
-          this.active--;
-          this.pump();
-        });
-    }
+    this.lookups.enqueue(entry);
   }
 
   private async lookup(entry: Entry): Promise<void> {
     const seq = ++entry.seq;
-    entry.inFlight = true;
-    entry.again = false;
     let result: Lookup | 'failed';
     let timeout: NodeJS.Timeout | undefined;
     try {
@@ -196,14 +187,10 @@ export class AnswerCache {
       }
     } finally {
       clearTimeout(timeout);
-      entry.inFlight = false;
     }
     if (this.closed || seq !== entry.seq || this.entries.get(entry.key) !== entry) return;
-    if (entry.again) {
-      // The answer may already be out of date: ask again rather than push it.
-      this.enqueue(entry);
-      return;
-    }
+    // Asked again meanwhile: the answer may already be out of date; the queue looks it up once more.
+    if (this.lookups.askedAgain(entry)) return;
     this.apply(entry, result);
   }
 

@@ -64,12 +64,18 @@ export interface StreamLimits {
 }
 
 interface TypeState {
-  /** Subscribed names (as the client spells them) → discovery key, null when no key can exist. */
+  /** Subscribed names (as the client spells them) → discovery key, null when no key can exist. At most maxSubscriptionsPerStream over all types. */
   names: Map<string, string | null>;
   /** Discovery key → the subscribed names that map to it. */
   byKey: Map<string, Set<string>>;
-  /** Names whose answer changed since the last response (or were just subscribed). */
+  /** Names whose answer changed since the last response (or were just subscribed), their answer known. */
   dirty: Set<string>;
+  /**
+   * Subscribed names whose answer is still being looked up: kept out of
+   * `dirty` until it arrives (answerChanged), so a response waits for them
+   * without walking every name each time one more answer comes in.
+   */
+  pending: Set<string>;
   /** The next response must go out even if nothing changed (a request without nonce). */
   force: boolean;
   /** Last nonce sent for this type, null before the first response. */
@@ -88,24 +94,34 @@ export interface AdsStreamDeps {
   metrics: Metrics;
   logger: Logger;
   limits: StreamLimits;
+  /**
+   * The names this stream's client and every client hold together
+   * (server.ts): acquire(n) takes n more, answering null, or why not (the
+   * stream then ends RESOURCE_EXHAUSTED); release(n) gives them back.
+   */
+  names: { acquire(n: number): string | null; release(n: number): void };
+  /** Queues flushNow() for a later turn of the event loop (server.ts runs them in slices). */
+  flush(stream: AdsStream): void;
   /** Called once when the stream is over, however it ended. */
   onEnd(stream: AdsStream): void;
 }
 
 /** What a stream end reports in logs and metrics. */
-export type EndReason = 'client' | 'shutdown' | 'subscription_limit' | 'error';
+export type EndReason = 'client' | 'shutdown' | 'subscription_limit' | 'stream_limit' | 'error';
 
 const CONTROL_PLANE = { identifier: 'canonport' };
 
 export class AdsStream implements AnswerSubscriber {
+  /** State per resource type: the four types served, at most. */
   private readonly types = new Map<ResourceType, TypeState>();
-  /** Subscriptions per discovery key, all types together: the cache is subscribed while > 0. */
+  /** Subscriptions per discovery key, all types together: the cache is subscribed while > 0. At most maxSubscriptionsPerStream keys. */
   private readonly keyRefs = new Map<string, number>();
   private subscriptions = 0;
   private nonces = 0;
   private flushQueued = false;
   private ended = false;
   private nodeId: string | undefined;
+  /** Unknown type URLs already logged: at most 16 (then no more are logged). */
   private readonly ignoredTypes = new Set<string>();
   readonly log: Logger;
 
@@ -122,12 +138,19 @@ export class AdsStream implements AnswerSubscriber {
     call.on('error', () => this.end('client', null));
   }
 
+  /** Names subscribed, all types together. */
+  get subscriptionCount(): number {
+    return this.subscriptions;
+  }
+
   /** Ends the stream with `status` (null: OK, or already over) and releases everything it held. */
   end(reason: EndReason, status: grpc.StatusObject | null): void {
     if (this.ended) return;
     this.ended = true;
     for (const key of this.keyRefs.keys()) this.deps.cache.unsubscribe(key, this);
     this.keyRefs.clear();
+    this.deps.names.release(this.subscriptions);
+    this.subscriptions = 0;
     for (const [type, st] of this.types) this.deps.metrics.xdsSubscriptions.dec({ type }, st.names.size);
     this.types.clear();
     if (reason !== 'client') this.deps.metrics.xdsStreamsEnded.inc({ reason });
@@ -144,12 +167,17 @@ export class AdsStream implements AnswerSubscriber {
   /** AnswerSubscriber: mark the names under `key` dirty in the types the change touches. */
   answerChanged(key: string, change: AnswerChange): void {
     if (this.ended) return;
-    const types: readonly ResourceType[] = change.existence ? RESOURCE_TYPES : ['endpoint'];
-    for (const type of types) {
+    const known = this.deps.cache.answer(key).kind !== 'pending';
+    for (const type of RESOURCE_TYPES) {
       const st = this.types.get(type);
       const names = st?.byKey.get(key);
       if (!st || !names) continue;
-      for (const name of names) st.dirty.add(name);
+      const touched = change.existence || type === 'endpoint';
+      for (const name of names) {
+        // A first answer makes the name ready in every type; a later change only in the types it touches.
+        if (known && st.pending.delete(name)) st.dirty.add(name);
+        else if (touched && !st.pending.has(name)) st.dirty.add(name);
+      }
     }
     this.scheduleFlush();
   }
@@ -185,7 +213,7 @@ export class AdsStream implements AnswerSubscriber {
     }
     let st = this.types.get(type);
     if (!st) {
-      st = { names: new Map(), byKey: new Map(), dirty: new Set(), force: false, nonce: null, version: 0, awaiting: false, sent: new Map(), lastNames: [] };
+      st = { names: new Map(), byKey: new Map(), dirty: new Set(), pending: new Set(), force: false, nonce: null, version: 0, awaiting: false, sent: new Map(), lastNames: [] };
       this.types.set(type, st);
     }
     const nonce = req.response_nonce ?? '';
@@ -231,11 +259,22 @@ export class AdsStream implements AnswerSubscriber {
       this.end('subscription_limit', errorStatus(ErrorCodes.XDS_LIMIT, `canonport: more than ${max} xDS subscriptions on one stream`));
       return false;
     }
+    // The client's and the daemon's totals (server.ts): checked before anything changes, released after removal.
+    const growth = added.length - removed.length;
+    if (growth > 0) {
+      const refused = this.deps.names.acquire(growth);
+      if (refused !== null) {
+        this.log.debug({ code: ErrorCodes.XDS_LIMIT, node: this.nodeId, type, growth, refused }, 'xDS stream over a name limit: ended');
+        this.end('subscription_limit', errorStatus(ErrorCodes.XDS_LIMIT, `canonport: ${refused}`));
+        return false;
+      }
+    }
     for (const name of removed) {
       const key = st.names.get(name)!;
       st.names.delete(name);
       st.sent.delete(name);
       st.dirty.delete(name);
+      st.pending.delete(name);
       if (key !== null) {
         const set = st.byKey.get(key)!;
         set.delete(name);
@@ -246,17 +285,19 @@ export class AdsStream implements AnswerSubscriber {
     for (const name of added) {
       const key = lookupKey(name);
       st.names.set(name, key);
-      st.dirty.add(name);
       if (key !== null) {
         let set = st.byKey.get(key);
         if (!set) st.byKey.set(key, (set = new Set()));
         set.add(name);
         this.ref(key);
       }
+      if (key !== null && this.deps.cache.answer(key).kind === 'pending') st.pending.add(name);
+      else st.dirty.add(name);
     }
-    this.subscriptions += added.length - removed.length;
-    this.deps.metrics.xdsSubscriptions.inc({ type }, added.length - removed.length);
-    if (st.force) for (const name of st.names.keys()) st.dirty.add(name);
+    this.subscriptions += growth;
+    if (growth < 0) this.deps.names.release(-growth);
+    this.deps.metrics.xdsSubscriptions.inc({ type }, growth);
+    if (st.force) for (const name of st.names.keys()) if (!st.pending.has(name)) st.dirty.add(name);
     return true;
   }
 
@@ -275,15 +316,24 @@ export class AdsStream implements AnswerSubscriber {
     }
   }
 
-  /** Changes arriving together (a reload touching many names, a burst of requests) go out as one response per type. */
+  /**
+   * Changes arriving together (a reload touching many names, a burst of
+   * requests) go out as one response per type: the stream is queued once
+   * (server.ts answers queued streams a few milliseconds per turn of the
+   * event loop, so thousands of them never hold it).
+   */
   private scheduleFlush(): void {
     if (this.flushQueued || this.ended) return;
     this.flushQueued = true;
-    setImmediate(() => {
-      this.flushQueued = false;
-      this.guard(() => {
-        for (const type of RESOURCE_TYPES) this.flush(type);
-      });
+    this.deps.flush(this);
+  }
+
+  /** Sends what each type has ready (the queue's callback). */
+  flushNow(): void {
+    this.flushQueued = false;
+    if (this.ended) return;
+    this.guard(() => {
+      for (const type of RESOURCE_TYPES) this.flush(type);
     });
   }
 
@@ -293,6 +343,8 @@ export class AdsStream implements AnswerSubscriber {
     if (this.ended || !st || st.awaiting || (st.dirty.size === 0 && !st.force)) return;
     const cache = this.deps.cache;
     const stateOfTheWorld = type === 'listener' || type === 'cluster';
+    // A state-of-the-world response holds every name: it waits until none is still being looked up.
+    if (stateOfTheWorld && st.pending.size > 0) return;
     const token = (name: string, key: string | null) => (key === null ? 'absent' : cache.resource(type, name, key));
 
     let changed = st.force;

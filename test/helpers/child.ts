@@ -19,3 +19,15 @@ export function stopChild(proc: ChildProcess, opts: { signal?: NodeJS.Signals; k
     proc.kill(signal);
   });
 }
+
+/** A child's exit code and everything it wrote, once it has exited (its stdout and stderr must be pipes). */
+export function outputOf(child: ChildProcess): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}

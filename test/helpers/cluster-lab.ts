@@ -93,6 +93,9 @@ export async function startNode(lab: Lab, host: Host, name: string, args: string
   const listen = [
     '--dns', `${host.address}:${DNS_PORT}`, '--grpc', `${host.address}:${GRPC_PORT}`, '--http', `${host.address}:${HTTP_PORT}`,
     '--grpc-allow', lan, '--http-allow', lan,
+    // The lab's hosts (and this namespace, the bridge's first address) are the cluster's own: they may recurse, and
+    // get UDP answers as large as their buffer (outside --allow an answer is at most 3 times its query: TC, then TCP).
+    '--allow', lan,
   ];
   const state = args.includes('--state-dir') ? [] : ['--state-dir', lab.stateDir(name)];
   const serve = await startServe(['--zone', ZONE, '--cluster', etcdUrl, '--node', name, ...state, ...args], {

@@ -78,6 +78,6 @@ export function capturingLogger(): { logger: Logger; lines: Record<string, unkno
       done();
     },
   });
-  const logger = createLogger({ level: 'debug', pretty: false, destination: stream });
+  const logger = createLogger({ level: 'debug', format: 'json', destination: stream });
   return { logger, lines, codes: () => lines.map((l) => l.code).filter((c): c is string => typeof c === 'string') };
 }

@@ -1,17 +1,15 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config, ConfigInput } from '../../src/config/config.js';
 import { Daemon, type DaemonOptions } from '../../src/daemon/daemon.js';
+import { tempDir } from './temp.js';
 
-/** A temp dir with an empty resolv.conf, so tests never forward to the host's resolvers by accident. */
-export function tempDir(prefix = 'canonport-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
-}
+export { tempDir };
 
 /**
  * Starts a real daemon on loopback ephemeral ports. Upstreams default to
- * none (an empty resolv.conf) unless given.
+ * none (an empty resolv.conf in a temp dir, so tests never forward to the
+ * host's resolvers by accident) unless given.
  */
 export async function startDaemon(
   flags: ConfigInput = {},

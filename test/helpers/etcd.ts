@@ -98,9 +98,12 @@ process.once('exit', () => {
   for (const r of roots) rmSync(r, { recursive: true, force: true });
 });
 
-/** A directory for etcd's data: on tmpfs when there is one, since etcd fsyncs every write. */
+/** The run's own directory on /dev/shm (test/global-setup.ts), read once: runCli hides CANONPORT_* variables while a command runs. */
+const RUN_SHM = process.env.CANONPORT_TEST_SHM;
+
+/** A directory for etcd's data: on tmpfs when there is one, since etcd fsyncs every write; the run's own there (the bench has none). */
 function dataRoot(): string {
-  return existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+  return RUN_SHM ?? (existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
 }
 
 export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluster> {

@@ -15,6 +15,8 @@ import net from 'node:net';
  *   notimp          NOTIMP (the question echoed)
  *   wrong-id        a reply with another ID (then, with thenReal, the real one)
  *   wrong-question  a reply for another name (then, with thenReal, the real one)
+ *   wrong-case      the reply with the question's letters all lowercase, not as
+ *                   the query spelled them (DNS 0x20; then, with thenReal, the real one)
  *   spoof           the otherwise-correct reply from a second socket on another
  *                   port (then, with thenReal, the real one from the right port)
  *   truncate        TC=1 and no records over UDP; the full answer over TCP
@@ -36,6 +38,7 @@ export type FakeKind =
   | 'notimp'
   | 'wrong-id'
   | 'wrong-question'
+  | 'wrong-case'
   | 'spoof'
   | 'truncate';
 
@@ -49,7 +52,7 @@ export interface FakeMode {
   records?: number;
   /** delay: how long to wait before answering. */
   ms?: number;
-  /** wrong-id, wrong-question, spoof: also send the real answer afterwards. */
+  /** wrong-id, wrong-question, wrong-case, spoof: also send the real answer afterwards. */
   thenReal?: boolean;
   /** How long after the faked reply the real one follows (default 30 ms). */
   thenAfterMs?: number;
@@ -215,6 +218,7 @@ export class FakeUpstream {
         return send(truncated(q));
       case 'wrong-id':
       case 'wrong-question':
+      case 'wrong-case':
       case 'spoof': {
         send(faked(q, m), m.kind === 'spoof' ? this.spoofer : this.udp);
         if (m.thenReal) this.later(m.thenAfterMs ?? 30, () => send(answerFor(q, m)));
@@ -253,6 +257,7 @@ export class FakeUpstream {
             break;
           case 'wrong-id':
           case 'wrong-question':
+          case 'wrong-case':
             write(faked(q, m));
             if (m.thenReal) this.later(m.thenAfterMs ?? 30, () => write(answerFor(q, m)));
             break;
@@ -368,6 +373,12 @@ function faked(q: ParsedQuery, m: FakeMode): Buffer {
     const out = answerFor(q, fake, evil);
     out.writeUInt16BE((q.id + 1) & 0xffff, 0);
     return out;
+  }
+  if (m.kind === 'wrong-case') {
+    // The same question, spelled all in lowercase: the daemon never sends it so (forwarder.ts mixCase).
+    const lower = Buffer.from(q.question);
+    for (let i = 0; i < lower.length - 4; i++) if (lower[i]! >= 65 && lower[i]! <= 90) lower[i]! += 32;
+    return answerFor({ ...q, question: lower }, fake, evil);
   }
   if (m.kind === 'wrong-question') {
     const other = Buffer.concat([Buffer.from('\x04evil\x07example\x00', 'latin1'), q.question.subarray(q.question.length - 4)]);

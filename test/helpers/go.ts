@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { copyFileSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from './scratch-project.js';
 import { requireTool } from './tools.js';
@@ -12,7 +11,10 @@ import { requireTool } from './tools.js';
  */
 const DEBIAN_GOPATH = '/usr/share/gocode';
 
-/** The environment for `go build`: GOPATH mode over `gopath` and Debian's tree, no proxy, a build cache kept between runs on this machine. */
+/** Go's build cache, kept between runs in the checkout (where tools keep caches), not in the temporary directory, which a test run leaves as it found it. */
+const GOCACHE = join(REPO, 'node_modules', '.cache', 'go-build');
+
+/** The environment for `go build`: GOPATH mode over `gopath` and Debian's tree, no proxy, a build cache kept between runs. */
 function goEnv(gopath: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!/^GO/.test(k)) env[k] = v;
@@ -22,7 +24,7 @@ function goEnv(gopath: string): NodeJS.ProcessEnv {
     GOPATH: `${gopath}:${DEBIAN_GOPATH}`,
     GOPROXY: 'off',
     GOFLAGS: '',
-    GOCACHE: join(tmpdir(), 'canonport-go-build-cache'),
+    GOCACHE,
   };
 }
 

@@ -1,7 +1,8 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { stopChild } from './child.js';
+import { outputOf, stopChild } from './child.js';
+import { requireNetAdmin } from './sandbox.js';
 import { requireTool } from './tools.js';
 
 /**
@@ -25,6 +26,11 @@ import { requireTool } from './tools.js';
  * veth, the host routing it, every other host and the root namespace
  * routing the host's pod subnet through its address) or a bridge-private
  * one (Docker's default bridge: reachable from the host only).
+ *
+ * "The root namespace" is the one vitest runs in: under `npm test` that is
+ * test/sandbox.mjs's own network namespace (a user namespace's, for a user
+ * who is not root), so the bridge, the hosts and their names under
+ * /run/netns (a tmpfs there) are the run's alone and go with it.
  */
 
 export interface Listener {
@@ -49,6 +55,8 @@ export interface Host {
   spawn(cmd: string, args: string[], opts?: SpawnOptions): ChildProcess;
   /** Runs a command inside the namespace, returning its stdout. */
   run(cmd: string, args: string[]): string;
+  /** Runs a command inside the namespace without blocking this process (a daemon it talks to may run here). */
+  exec(cmd: string, args: string[], opts?: SpawnOptions): Promise<{ code: number | null; stdout: string; stderr: string }>;
   /** Starts a TCP listener inside the namespace on `address:port` (default every address); resolves once it listens. */
   listen(port: number, address?: string): Promise<Listener>;
   /**
@@ -218,11 +226,11 @@ process.on('SIGTERM', () => s.close(() => process.exit(0)));
 
 /**
  * Creates a bridge in the root namespace and `hosts` namespaces joined to
- * it. Needs root and iproute2; fails with a message naming the package
- * otherwise.
+ * it. Needs iproute2 and root in this network namespace (the sandbox's user
+ * namespace gives that to any user); fails saying so otherwise.
  */
 export async function createHostNet(opts: { hosts: number; pid?: boolean }): Promise<HostNet> {
-  if (process.getuid?.() !== 0) throw new Error('network-namespace tests need root (CI runs as root)');
+  requireNetAdmin('a network-namespace test');
   requireTool('ip', 'iproute2');
   sweepLeftovers();
   const tag = `cx${process.pid}-${(instance++).toString(36)}`;
@@ -287,6 +295,7 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
         procRoot,
         spawn: spawnIn,
         run,
+        exec: (cmd, args, o = {}) => outputOf(spawnIn(cmd, args, { ...o, stdio: ['ignore', 'pipe', 'pipe'] })),
         setLink: (up) => void ip('link', 'set', hostIf, up ? 'up' : 'down'),
         listen: (port, addr = '0.0.0.0') => listenWith(spawnIn, ns, port, addr),
       };

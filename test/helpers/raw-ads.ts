@@ -42,9 +42,10 @@ export class RawAds {
   status: grpc.StatusObject | undefined;
   readonly ended: Promise<grpc.StatusObject>;
 
-  constructor(address: string, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+  /** `options`: channel options; `{ 'grpc.use_local_subchannel_pool': 1 }` gives the stream a connection of its own (another client). */
+  constructor(address: string, creds: grpc.ChannelCredentials = grpc.credentials.createInsecure(), options: grpc.ChannelOptions = {}) {
     const Ctor = grpc.makeClientConstructor(xdsProtos().ads, 'AggregatedDiscoveryService');
-    this.client = new Ctor(address, creds);
+    this.client = new Ctor(address, creds, options);
     this.call = (this.client as unknown as { StreamAggregatedResources(): grpc.ClientDuplexStream<DiscoveryRequest, Record<string, unknown>> }).StreamAggregatedResources();
     this.call.on('data', (m: Record<string, unknown>) => {
       const typeUrl = String(m.type_url);

@@ -53,7 +53,7 @@ export async function startDnsmasq(servers: string[]): Promise<Dnsmasq> {
   const port = await freePort();
   const proc = spawn(
     bin,
-    ['--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', `--port=${port}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--cache-size=0', '--user=root', ...servers.map((s) => `--server=${s}`)],
+    ['--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', '--pid-file=', `--port=${port}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--cache-size=0', '--user=root', ...servers.map((s) => `--server=${s}`)],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';

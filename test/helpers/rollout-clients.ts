@@ -1,6 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { registerCanonResolver } from '../../src/grpc/canon-resolver.js';
@@ -8,6 +7,7 @@ import { GRPC_PORT, ZONE } from './cluster-lab.js';
 import type { Host } from './netns.js';
 import { SYSTEM_PYTHON } from './python.js';
 import { REPO } from './serve-process.js';
+import { tempDir } from './temp.js';
 
 /**
  * The clients of a rolling deploy (issue 20), each knowing only a name:
@@ -171,7 +171,7 @@ export async function clients(client: Host, ports: { api: number }): Promise<{ s
 function xdsBootstrapFile(server: string): string {
   const text = execFileSync(process.execPath, [join(REPO, 'bin', 'canonport.js'), 'xds-bootstrap', '--server', server, '--node-id', 'canonport-rollout'], { encoding: 'utf8' });
   JSON.parse(text);
-  const path = join(mkdtempSync(join(tmpdir(), 'canonport-xds-')), 'bootstrap.json');
+  const path = join(tempDir('canonport-xds-'), 'bootstrap.json');
   writeFileSync(path, text);
   return path;
 }

@@ -23,11 +23,13 @@ interface Run {
  * The environment without npm's per-run variables (set when the tests run
  * under `npm test`) and without CANONPORT_* settings: a scratch npm then
  * behaves as in the user's shell, and the daemon sees only the test's flags.
+ * The proxy settings stay: in the tests' sandbox (test/sandbox.mjs) they are
+ * npm's one way to the registry.
  */
 export function userEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!/^npm_/i.test(k) && !k.startsWith('CANONPORT_') && k !== 'INIT_CWD') env[k] = v;
+    if ((!/^npm_/i.test(k) || /^npm_config_(https_)?proxy$/.test(k)) && !k.startsWith('CANONPORT_') && k !== 'INIT_CWD') env[k] = v;
   }
   return { ...env, ...extra };
 }

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseHostPort } from '../../src/config/address.js';
 import { stopChild } from './child.js';
+import { tempDir } from './temp.js';
 import type { Server } from './dns-wire.js';
 
 /**
@@ -73,10 +73,11 @@ export async function startServe(args: string[], opts: ServeOptions = {}): Promi
   const listen = opts.listen ?? ['--dns', '127.0.0.1:0', '--grpc', '127.0.0.1:0', '--http', '127.0.0.1:0'];
   // A cluster daemon remembers its lease and last view in a state directory (default /var/lib/canonport as root):
   // each test daemon gets its own, so no test reads another's snapshot and nothing is left on the machine.
-  const stateDir = args.includes('--cluster') && !args.includes('--state-dir') ? mkdtempSync(join(tmpdir(), 'canonport-state-')) : undefined;
-  // Other network namespaces (issue 26): a test daemon in the root namespace (or a host without a PID namespace of its
-  // own) would see every process of this shared machine, other test runs' containers included. Only tests whose hosts
-  // have their own PID namespace (netns.ts `pid: true`) ask for `--namespaces all`.
+  const stateDir = args.includes('--cluster') && !args.includes('--state-dir') ? tempDir('canonport-state-') : undefined;
+  // Other network namespaces (issue 26): a test daemon in the run's namespace (or a host without a PID namespace of its
+  // own) would see every process of this shared machine (the sandbox has a network namespace of its own, not a PID
+  // one), other runs' containers included. Only tests whose hosts have their own PID namespace (netns.ts `pid: true`)
+  // ask for `--namespaces all`.
   const namespaces = args.includes('--namespaces') ? [] : ['--namespaces', 'own'];
   const argv = [`${REPO}bin/canonport.js`, 'serve', ...listen, '--log-level', 'info', ...namespaces, ...args, ...(stateDir ? ['--state-dir', stateDir] : [])];
   const spawnOpts: SpawnOptions = { cwd: REPO, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] };

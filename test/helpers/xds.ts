@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { DiscoveryReader } from '../../src/discovery/model.js';
@@ -7,6 +6,7 @@ import { silentLogger, type Logger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 import { addXdsService, type XdsHandle, type XdsLimits } from '../../src/xds/server.js';
 import { runCli } from './cli.js';
+import { tempDir } from './temp.js';
 
 export * from './xds-backend.js';
 export * from './xds-python.js';
@@ -51,7 +51,7 @@ export async function bootstrapFile(server: string): Promise<string> {
   const r = await runCli(['xds-bootstrap', '--server', server, '--node-id', 'canonport-test']);
   if (r.code !== 0) throw new Error(`canonport xds-bootstrap failed (${r.code}): ${r.stderr}`);
   JSON.parse(r.stdout);
-  const path = join(mkdtempSync(join(tmpdir(), 'canonport-xds-')), 'bootstrap.json');
+  const path = join(tempDir('canonport-xds-'), 'bootstrap.json');
   writeFileSync(path, r.stdout);
   return path;
 }

@@ -3,7 +3,7 @@ import { ErrorCodes, GrpcStatus, isCanonportError } from '../../errors.js';
 import { createCanonportClient, type ResolveResult, type Resolution } from '../../grpc/canonport-client.js';
 import { DEFAULT_DAEMON_ADDRESS } from '../../grpc/proto.js';
 import { MAX_BATCH } from '../../grpc/service.js';
-import { EXIT_FINDINGS, EXIT_USAGE, intOption, printJson, type CliIO } from '../io.js';
+import { EXIT_FINDINGS, EXIT_PORT_ONLY, EXIT_USAGE, intOption, printJson, type CliIO } from '../io.js';
 import { tlsFromFlags, validName, withTlsOptions, type TlsFlags } from '../options.js';
 
 
@@ -11,11 +11,14 @@ import { tlsFromFlags, validName, withTlsOptions, type TlsFlags } from '../optio
  * `canonport resolve NAME…`: asks the daemon (gRPC ResolveMany) for each
  * name's port, scheme and addresses, one line per name in order.
  *
- * Exit 0 when every name resolved; 1 when some name has no answer
- * (NOT_FOUND), the daemon cannot be reached, refuses the call
+ * Exit 0 when every name resolved to addresses; 3 when every name has its
+ * port but some have no address (CP_NO_ADDRESS: printed with "(no address)",
+ * as `dig SRV` gives it); 1 when some name has no answer (NOT_FOUND, the
+ * upstreams failed), the daemon cannot be reached, refuses the call
  * (CP_ACCESS_DENIED) or wants other TLS settings (CP_TLS_HANDSHAKE_FAILED,
- * saying which); 2 for a malformed name,
- * found here before the daemon is asked, or by the daemon.
+ * saying which); 2 for a malformed name, found here before the daemon is
+ * asked, or by the daemon. The worst wins (2, then 1, then 3); --json
+ * prints the same results and exits the same way.
  */
 export function registerResolve(program: Command, io: CliIO): void {
   withTlsOptions(program
@@ -24,7 +27,8 @@ export function registerResolve(program: Command, io: CliIO): void {
     .argument('<name...>', 'service names, e.g. api.cluster-1.example.com or _api._tcp.cluster-1.example.com')
     .addOption(new Option('--daemon <addr:port>', `the daemon's gRPC address (default ${DEFAULT_DAEMON_ADDRESS})`).env('CANONPORT_GRPC'))
     .option('--timeout <ms>', 'deadline of the call (default 5000)')
-    .option('--json', 'print a JSON array of {name, resolution} or {name, error}'))
+    .option('--json', 'print a JSON array of {name, resolution} or {name, error}')
+    .addHelpText('after', '\nExit codes: 0 every name resolved; 3 every name has its port, some no address (CP_NO_ADDRESS); 1 a name has no answer, or the daemon failed; 2 a malformed name.'))
     .action(async (names: string[], opts: { daemon?: string; timeout?: string; json?: boolean } & TlsFlags) => {
       names.forEach(validName);
       const timeoutMs = opts.timeout === undefined ? undefined : intOption(opts.timeout, '--timeout', 1, 600_000);
@@ -45,8 +49,9 @@ export function registerResolve(program: Command, io: CliIO): void {
       }
 
       // A name whose port is known but not its address (no registry host, /etc/hosts entry or upstream
-      // record) is still an answer, as `dig SRV` gives it: printed, with why the address is missing.
-      // When the upstreams failed the line says so too, but that is not an answer: exit 1.
+      // record) is still an answer, as `dig SRV` gives it: printed, with why the address is missing,
+      // and exit 3, its own code. When the upstreams failed the line says so too, but that is not an
+      // answer: exit 1.
       const portOnly = (r: ResolveResult) => r.error?.code === ErrorCodes.NO_ADDRESS && r.error.resolution !== undefined;
       const missing = (r: ResolveResult) => (r.error?.code === ErrorCodes.NO_ADDRESS ? 'no address' : 'no address: the upstreams failed');
       if (opts.json) printJson(io, results);
@@ -57,6 +62,7 @@ export function registerResolve(program: Command, io: CliIO): void {
       for (const r of results) if (r.error) io.err(`canonport: ${r.name}: ${r.error.message} [${r.error.code}]`);
       if (results.some((r) => r.error?.status === GrpcStatus.INVALID_ARGUMENT)) io.exitCode = EXIT_USAGE;
       else if (results.some((r) => r.error && !portOnly(r))) io.exitCode = EXIT_FINDINGS;
+      else if (results.some(portOnly)) io.exitCode = EXIT_PORT_ONLY;
     });
 }
 

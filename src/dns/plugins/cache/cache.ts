@@ -1,8 +1,8 @@
-import NodeCache from 'node-cache';
 import { Rcode } from '../../../errors.js';
 import type { Metrics } from '../../../metrics/metrics.js';
 import type { Next, MaybePromise, Plugin, PluginStage } from '../../pipeline.js';
 import type { DnsReply, DnsRequest } from '../../request.js';
+import { ExpiringMap } from '../../expiring-map.js';
 import { HEADER_SIZE, TYPE, messageRecords, rewriteTtls } from '../../wire.js';
 import { setup, type CacheOptions } from './setup.js';
 
@@ -38,12 +38,14 @@ interface Entry {
  * The forwarding cache: whole upstream answers kept as bytes and keyed by
  * name, type, class and DO bit. A hit copies the bytes and rewrites each
  * record's TTL to what remains. Freshness uses the injected clock (so TTL
- * tests need no sleeping); node-cache only reclaims entries once they are
- * past even the serve-stale window.
+ * tests need no sleeping); an entry is kept until it is past even the
+ * serve-stale window (ExpiringMap: expired on read, swept a batch at a time).
+ * At most `maxEntries` (--cache-size), evicted before each new one.
  */
 export class CacheStage implements PluginStage<CacheOptions> {
   readonly name = 'cache';
-  private readonly store: NodeCache;
+  /** Bounded by opts.maxEntries: makeRoom() runs before every new key. */
+  private readonly store: ExpiringMap<Entry>;
   private opts: CacheOptions;
 
   constructor(
@@ -52,13 +54,11 @@ export class CacheStage implements PluginStage<CacheOptions> {
     private readonly now: () => number = Date.now,
   ) {
     this.opts = opts;
-    // useClones:false — cloning made get() ~270x slower; entries are never mutated.
-    this.store = new NodeCache({ useClones: false, checkperiod: 120, deleteOnExpire: true });
-    this.store.on('del', () => this.metrics.cacheEntries.set(this.store.getStats().keys));
+    this.store = new ExpiringMap<Entry>({ now, onSweep: (size) => this.metrics.cacheEntries.set(size) });
   }
 
   get size(): number {
-    return this.store.getStats().keys;
+    return this.store.size;
   }
 
   close(): void {
@@ -68,22 +68,22 @@ export class CacheStage implements PluginStage<CacheOptions> {
   /** New limits from the next query on; a smaller size evicts down to it at once. */
   configure(opts: CacheOptions): void {
     this.opts = opts;
-    while (this.store.getStats().keys > opts.maxEntries) {
-      const before = this.store.getStats().keys;
+    while (this.store.size > opts.maxEntries) {
+      const before = this.store.size;
       this.makeRoom(null, before - opts.maxEntries);
-      if (this.store.getStats().keys >= before) break;
+      if (this.store.size >= before) break;
     }
-    this.metrics.cacheEntries.set(this.store.getStats().keys);
+    this.metrics.cacheEntries.set(this.store.size);
   }
 
   flush(): void {
-    this.store.flushAll();
+    this.store.clear();
     this.metrics.cacheEntries.set(0);
   }
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
     const k = req.key;
-    const entry = this.store.get<Entry>(k);
+    const entry = this.store.get(k);
     const now = this.now();
     if (entry) {
       const age = Math.floor((now - entry.storedAt) / 1000);
@@ -100,7 +100,7 @@ export class CacheStage implements PluginStage<CacheOptions> {
     this.metrics.countCacheLookup('miss');
     return Promise.resolve(next(req)).then((reply) => {
       if (reply.upstreamFailed) {
-        const stale = this.store.get<Entry>(k);
+        const stale = this.store.get(k);
         if (stale && now - stale.storedAt <= (stale.ttl + this.opts.staleTtl) * 1000) {
           this.metrics.countCacheLookup('stale');
           return { message: this.render(stale, () => STALE_ANSWER_TTL), rcode: stale.rcode, source: 'stale' };
@@ -142,36 +142,35 @@ export class CacheStage implements PluginStage<CacheOptions> {
     const entry: Entry = { message: capped.toString('latin1'), storedAt: this.now(), ttl, rcode, used: false, rendered: null, renderedAge: -1 };
     this.makeRoom(k);
     this.store.set(k, entry, ttl + this.opts.staleTtl);
-    this.metrics.cacheEntries.set(this.store.getStats().keys);
+    this.metrics.cacheEntries.set(this.store.size);
     return { ...reply, message: capped };
   }
 
   /**
-   * node-cache's maxKeys throws instead of evicting, so bound the size here:
-   * free 1% by walking from the oldest, second-chance (CLOCK) style: an entry
-   * hit since the last pass moves to the back once instead of going, so a
-   * flood of one-off names cannot push out the answers clients keep asking for.
+   * Bounds the size: frees 1% by walking from the oldest, second-chance
+   * (CLOCK) style: an entry hit since the last pass moves to the back once
+   * instead of going, so a flood of one-off names cannot push out the
+   * answers clients keep asking for. Reads only the oldest entries, never
+   * the whole map.
    */
   private makeRoom(k: string | null, atLeast = 1): void {
-    if (k !== null && (this.store.getStats().keys < this.opts.maxEntries || this.store.has(k))) return;
+    if (k !== null && (this.store.size < this.opts.maxEntries || this.store.has(k))) return;
     const target = Math.max(atLeast, Math.ceil(this.opts.maxEntries / 100));
-    const now = this.now();
     const victims: string[] = [];
-    let scanned = 0;
-    for (const key of this.store.keys()) {
+    const spared: string[] = [];
+    for (const [key, e, live] of this.store.entries()) {
       if (victims.length >= target) break;
-      const e = this.store.get<Entry>(key);
       // Bound the walk: past ten times the target, the oldest go whether used or not.
-      if (e?.used && ++scanned < target * 10) {
+      if (live && e.used && spared.length < target * 10) {
         e.used = false;
-        const left = e.ttl + this.opts.staleTtl - (now - e.storedAt) / 1000;
-        this.store.del(key); // re-inserted at the back of node-cache's insertion order
-        if (left > 0) this.store.set(key, e, left);
+        spared.push(key);
       } else {
         victims.push(key);
       }
     }
-    this.store.del(victims);
+    for (const key of victims) this.store.delete(key);
+    // Moved after the walk, so it never meets them again.
+    for (const key of spared) this.store.moveToBack(key);
   }
 
   private render(entry: Entry, ttlFor: (orig: number) => number): Buffer {

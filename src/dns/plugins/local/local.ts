@@ -31,7 +31,16 @@ interface Encoded {
   next: number;
   /** Valid until this time (ms); Infinity until the state or the discovery core changes. */
   until: number;
+  /** Cluster mode: the part of the view it was built from (see Answered.dep). */
+  dep: ViewDependency | undefined;
 }
+
+/**
+ * What a cluster-mode answer was built from: the view's hosts on one port
+ * (a service name: compared by identity, see Discovery.observedOn), or the
+ * whole view (node names, DNS-SD lists, anything else) by its generation.
+ */
+type ViewDependency = { port: number; hosts: unknown } | { view: number };
 
 /**
  * Every zone the daemon answers itself. The served zones (and `localhost`):
@@ -40,11 +49,14 @@ interface Encoded {
  * `onion`, `_` TLDs: service-name.ts says why): empty, NXDOMAIN below the
  * apex, never forwarded. Answers known without I/O are encoded once and
  * kept as bytes (the hot path: a hit is a map read) until the state or the
- * core's generation changes; an address only the upstreams know is asked
- * through the core.
+ * core's local generation changes, or in cluster mode until what the view
+ * holds for the answer's port changes (one listener starting somewhere
+ * re-encodes that service's answers, not all of them); an address only the
+ * upstreams know is asked through the core.
  */
 export class LocalZonesStage implements PluginStage<LocalOptions> {
   readonly name = 'local';
+  /** Encoded answers by query key: at most MAX_ENCODED (then all go). */
   private encoded = new Map<string, Encoded>();
   private encodedFor: ServingState | null = null;
   private encodedGen = -1;
@@ -63,7 +75,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
 
   serve(req: DnsRequest, next: Next): MaybePromise<DnsReply> {
     const state = this.state();
-    const gen = this.discovery.generation;
+    const gen = this.discovery.localGeneration;
     if (state !== this.encodedFor || gen !== this.encodedGen) {
       this.encoded = new Map();
       this.encodedFor = state;
@@ -72,7 +84,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     // Keyed like the forwarding cache (name, type, class, DO): the DO bit only splits entries in two.
     // Looked up before the name is classified: only names this stage answers are ever stored.
     const hit = this.encoded.get(req.key);
-    if (hit && (hit.until === Infinity || hit.until > this.now())) {
+    if (hit && (hit.until === Infinity || hit.until > this.now()) && (hit.dep === undefined || this.current(hit.dep))) {
       if (hit.turns === undefined) return hit.reply;
       // Spread: each answer leads with the next host (this host's own instance stays first).
       const i = hit.next++ % (hit.turns.length + 1);
@@ -100,9 +112,14 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
           turns.push(other.reply);
         }
       }
-      this.encoded.set(req.key, { reply: result.reply, turns, next: 1, until });
+      this.encoded.set(req.key, { reply: result.reply, turns, next: 1, until, dep: result.dep });
     }
     return result.reply;
+  }
+
+  /** Whether the view still holds what an answer was built from. */
+  private current(dep: ViewDependency): boolean {
+    return 'port' in dep ? this.discovery.observedOn(dep.port) === dep.hosts : this.discovery.observedGeneration === dep.view;
   }
 
   /** The answer, with cluster hosts turned by `turn` places (0: the core's order; spread.ts). */
@@ -116,7 +133,9 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const soa = zoneSoa(state, zone);
     const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => zoneReply(req, soa, rcode, answers, additionals, 'canonical');
     let turns = 1;
-    const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl, turns });
+    // Cluster mode: an answer depends on the whole view, unless it is about one service (its port's hosts, below).
+    let dep: ViewDependency | undefined = this.discovery.clustered ? { view: this.discovery.observedGeneration } : undefined;
+    const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl, turns, dep });
 
     // Zone transfers, meta types, other classes: the same answer as for any name (question-policy.ts).
     const refusal = questionRcode(q.qtype, q.qclass);
@@ -155,6 +174,8 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const described = this.discovery.describeClass(q.lname, cls);
     if (!described.ok) return done(reply(Rcode.NXDOMAIN)); // e.g. versioned id 100 v101 → 8100101
     const d = described.description;
+    // Read before the answer is built from it: nothing changes the view in between (this is synchronous).
+    if (dep) dep = { port: d.port, hosts: this.discovery.observedOn(d.port) };
     // The name's own TTL: the registry's, or in cluster mode the observed TTL when the view decides it (discovery.ts).
     const nameTtl = d.ttl;
     // Cluster mode: where hosts report the service listening, SRV and TXT name them (cluster.ts), turned per answer.
@@ -265,6 +286,8 @@ interface Answered {
   ttl: number;
   /** Distinct orders of its hosts (spread.ts); 1: one answer. */
   turns: number;
+  /** Cluster mode: the part of the view it was built from. */
+  dep?: ViewDependency | undefined;
 }
 
 /** The TXT strings every service name carries (port, scheme, prefix, version, collisions). */
