@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCidr } from '../src/config/cidr.js';
 import { parseCgroup, parsePodDirectoryEntry, PodDirectory } from '../src/inventory/container.js';
-import { currEstab, NamespaceWatcher, publishedAddress, startTime, type ReadTrigger } from '../src/inventory/namespaces.js';
+import { currEstab, EAGER_MS, NamespaceWatcher, publishedAddress, startTime, type ReadTrigger } from '../src/inventory/namespaces.js';
 import { parseFibTrie, parseIfInet6 } from '../src/inventory/netns-addresses.js';
 import { createHostNet, type Container, type Host, type HostNet } from './helpers/netns.js';
 
@@ -171,6 +171,46 @@ describe('the watcher on real namespaces (a lab host with a PID namespace of its
     await c.stop();
     await scanUntil(watcher, (r) => mine(r) === undefined);
   });
+});
+
+describe('the watcher between scans (a namespace where a process just started)', () => {
+  let net: HostNet;
+  let host: Host;
+
+  beforeAll(async () => {
+    net = await createHostNet({ hosts: 1, pid: true });
+    host = net.hosts[0]!;
+  }, 60_000);
+
+  afterAll(() => net?.cleanup());
+
+  it('a listener a new process opens after the scan that saw the process asks for a scan at once (onHint), not at the next interval', async () => {
+    const hints: number[] = [];
+    const reads: ReadTrigger[] = [];
+    const w = new NamespaceWatcher({ procRoot: `${host.procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], countRead: (t) => reads.push(t), onHint: () => hints.push(Date.now()) });
+    try {
+      const c = await host.addContainer!();
+      const mine = (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => r.namespaces.find((n) => n.addresses.includes(c.address));
+      await scanUntil(w, (r) => mine(r) !== undefined);
+      // Past the watch a new namespace gets: only the process below starts one.
+      await new Promise((r) => setTimeout(r, EAGER_MS + 200));
+      await w.scan();
+      hints.length = 0;
+      // A process starts, and listens 1.5 s later: the scans until it is seen find no listener.
+      c.spawn(process.execPath, ['-e', "setTimeout(() => require('node:net').createServer().listen(12090), 1500)"]);
+      const seen = await scanUntil(w, () => reads.at(-1) === 'process');
+      expect(mine(seen)?.sockets).toEqual([]);
+      expect(hints).toEqual([]);
+      // No scan meanwhile: the watcher asks for one when the counters move (a wide bound; the watch lasts EAGER_MS).
+      const deadline = Date.now() + EAGER_MS;
+      while (hints.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(hints.length).toBe(1);
+      const after = await w.scan();
+      expect(mine(after)?.sockets.map((s) => s.port)).toEqual([12090]);
+    } finally {
+      w.close();
+    }
+  }, 30_000);
 });
 
 async function scanUntil(w: NamespaceWatcher, ok: (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => boolean | undefined): Promise<Awaited<ReturnType<NamespaceWatcher['scan']>>> {
