@@ -5,11 +5,8 @@ import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHttpServer } from '../src/http/server.js';
-import { Metrics } from '../src/metrics/metrics.js';
-import { silentLogger } from '../src/log.js';
-import type { DaemonContext } from '../src/context.js';
-import { EventEmitter } from 'node:events';
 import { requireUserSwitch } from './helpers/sandbox.js';
+import { testDaemon } from './grpc-fixtures.js';
 
 /**
  * deploy/docker/Dockerfile without Docker: its instructions are parsed and
@@ -366,13 +363,8 @@ describe('deploy/docker/Dockerfile', () => {
 
   it('has a health check that reports unhealthy on a non-200 answer', async () => {
     // /readyz of a daemon that is not ready answers 503: the same check pointed there must fail.
-    // Only logger, metrics, events and ready() are used by the HTTP server.
-    const ctx = {
-      logger: silentLogger,
-      metrics: new Metrics({ defaultMetrics: false }),
-      events: new EventEmitter(),
-      ready: () => false,
-    } as unknown as DaemonContext;
+    // The shared fixture's context (a real config, so the connection gate reads its limits), not ready.
+    const { ctx } = testDaemon('zones: [localhost]\n', { ready: false });
     const server = await startHttpServer(ctx, { host: '127.0.0.1', port: 0 });
     try {
       // The server runs in this process: the check must run asynchronously or it would wait on a blocked event loop.

@@ -16,6 +16,7 @@ import { dig } from './helpers/dig.js';
 import { FakeUpstream } from './helpers/fake-upstream.js';
 import { freePort } from './helpers/ports.js';
 import { startEtcd, type EtcdCluster } from './helpers/etcd.js';
+import { until } from './helpers/cluster.js';
 import { bindCanonical, closeServer, type Bound } from './inventory-support.js';
 import { RawAds } from './helpers/raw-ads.js';
 
@@ -41,6 +42,8 @@ const OUTSIDE = '127.0.0.3';
 let etcd: EtcdCluster;
 /** A listener on a canonical port of this host, bound to the wildcard so cluster mode publishes it. */
 let listening: Bound<Server>;
+/** A second listening service, so /sd/prometheus has two target groups to page (httpSdMaxGroups). */
+let second: Bound<Server>;
 let upA: FakeUpstream;
 let upB: FakeUpstream;
 let silent: FakeUpstream;
@@ -62,6 +65,7 @@ beforeAll(async () => {
   server = ca.leaf('daemon');
   etcd = await startEtcd();
   listening = await bindCanonical(['rlda-x', 'rldb-x', 'rldc-x', 'rldd-x', 'rlde-x'], () => createServer((c) => c.destroy()), ['0.0.0.0']);
+  second = await bindCanonical(['sdpa', 'sdpb', 'sdpc', 'sdpd'], () => createServer((c) => c.destroy()), ['0.0.0.0']);
   upA = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.1' });
   upB = await FakeUpstream.start({ kind: 'answer', address: '192.0.2.2' });
   silent = await FakeUpstream.start({ kind: 'silent' });
@@ -69,7 +73,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all([upA?.close(), upB?.close(), silent?.close(), etcd?.stop(), ...(listening?.servers ?? []).map(closeServer)]);
+  await Promise.all([upA?.close(), upB?.close(), silent?.close(), etcd?.stop(), ...(listening?.servers ?? []).map(closeServer), ...(second?.servers ?? []).map(closeServer)]);
 });
 
 /** Cluster mode on this host alone: what listens here is published to the test's etcd and read back. */
@@ -456,11 +460,18 @@ const CASES: Case[] = [
     before: () => registry({ ...clustered(), httpSdMaxGroups: 100 }),
     after: () => registry({ ...clustered(), httpSdMaxGroups: 1 }),
     inventory: true,
-    // The listening services of this host, one target group each: one page, then one page each.
+    // The two listening services of this host (`listening`, `second`), one target group each: one page, then one
+    // page each. Each listener is published after its first readiness verdict, at its own moment: judged once both are.
     observe: async (s) => {
       await observedSrv(s);
-      const r = await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus`);
-      return Number(r.headers.get('x-canonport-pages')) > 1 ? 'paged' : 'one page';
+      let pages = 0;
+      await until('two target groups in /sd/prometheus', async () => {
+        const r = await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus`);
+        await r.arrayBuffer();
+        pages = Number(r.headers.get('x-canonport-pages'));
+        return Number(r.headers.get('x-canonport-groups')) >= 2 ? true : undefined;
+      });
+      return pages > 1 ? 'paged' : 'one page';
     },
     expectBefore: 'one page',
     expectAfter: 'paged',
