@@ -103,8 +103,8 @@ describe('Resolve', () => {
       ttl: 30,
       collidesWith: [],
       endpoints: [
-        { address: '10.0.0.5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false },
-        { address: 'fd00::5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false },
+        { address: '10.0.0.5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false, namespace: '', containerId: '', pod: '', podNamespace: '' },
+        { address: 'fd00::5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false, namespace: '', containerId: '', pod: '', podNamespace: '' },
       ],
     });
   });
