@@ -266,8 +266,8 @@ describe('gRPC and HTTP from the merged view', () => {
       // 0.0.0.0 sockets: host A's IPv4 address only.
       // This daemon's own host first (local first), marked local; every endpoint ready.
       expect(r.endpoints.map((e) => ({ ...e, since: '' }))).toEqual([
-        { address: hostB.address, port: WEB, source: 'observed', node: 'host-b', version: '1.5.0', since: '', readiness: 'ready', local: true },
-        { address: hostA.address, port: WEB, source: 'observed', node: 'host-a', version: '1.4.2', since: '', readiness: 'ready', local: false },
+        { address: hostB.address, port: WEB, source: 'observed', node: 'host-b', version: '1.5.0', since: '', readiness: 'ready', local: true, namespace: '', containerId: '', pod: '', podNamespace: '' },
+        { address: hostA.address, port: WEB, source: 'observed', node: 'host-a', version: '1.4.2', since: '', readiness: 'ready', local: false, namespace: '', containerId: '', pod: '', podNamespace: '' },
       ]);
       for (const e of r.endpoints) {
         const since = Date.parse(e.since);
