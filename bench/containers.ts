@@ -56,7 +56,11 @@ export interface ScanCost {
 export interface ContainersBenchResult {
   load: { start: number; end: number };
   scans: ScanCost[];
-  idle: { containers: number; cpuPercent: number; noneCpuPercent: number } | null;
+  /**
+   * The daemon over `cpuSeconds` with the containers and with none: CPU, RSS (MB, at the end; issue 24's
+   * cluster-mode target ≤ 70 MB), and what it did meanwhile (readiness probes and namespace reads a second).
+   */
+  idle: { containers: number; cpuPercent: number; noneCpuPercent: number; rssMb: number; noneRssMb: number; probesPerS: number; noneProbesPerS: number; readsPerS: number } | null;
   convergence: { p50: number; p99: number; n: number } | null;
   errors: string[];
 }
@@ -87,7 +91,7 @@ export async function runContainersBench(o: ContainersBenchOptions, progress: (m
     // The reference: scans of the host with no container, then its daemon's idle CPU.
     const none = await scanCost(hostA, o.scans);
     progress(`containers: steady scan of a host with none: ${none.steadyUs.toFixed(0)} µs`);
-    const noneIdle = await daemonCpu(a, o.cpuSeconds);
+    const noneIdle = await daemonIdle(a, o.cpuSeconds);
 
     for (const ehash of ['shared', 'per-namespace'] as const) {
       progress(`containers: starting ${o.containers} containers × ${o.listenersEach} listeners (${ehash} TCP hash table)`);
@@ -104,8 +108,9 @@ export async function runContainersBench(o: ContainersBenchOptions, progress: (m
       if (ehash === 'shared') {
         // The daemon has read them all by now (its first scans); what it costs afterwards, idle.
         await new Promise((res) => setTimeout(res, 5000));
-        r.idle = { containers: o.containers, cpuPercent: await daemonCpu(a, o.cpuSeconds), noneCpuPercent: noneIdle };
-        progress(`containers: daemon idle CPU ${r.idle.cpuPercent.toFixed(3)} % with ${o.containers} containers, ${noneIdle.toFixed(3)} % with none`);
+        const idle = await daemonIdle(a, o.cpuSeconds);
+        r.idle = { containers: o.containers, cpuPercent: idle.cpu, noneCpuPercent: noneIdle.cpu, rssMb: idle.rssMb, noneRssMb: noneIdle.rssMb, probesPerS: idle.probesPerS, noneProbesPerS: noneIdle.probesPerS, readsPerS: idle.readsPerS };
+        progress(`containers: daemon idle CPU ${idle.cpu.toFixed(3)} % with ${o.containers} containers, ${noneIdle.cpu.toFixed(3)} % with none; RSS ${idle.rssMb.toFixed(1)} MB (${noneIdle.rssMb.toFixed(1)}); readiness probes ${idle.probesPerS.toFixed(1)}/s (${noneIdle.probesPerS.toFixed(1)}), namespace reads ${idle.readsPerS.toFixed(2)}/s`);
       }
       for (const c of made) await c.stop();
     }
@@ -185,18 +190,27 @@ async function scanCost(host: Host, scans: number): Promise<{ firstMs: number; s
 }
 
 /** The daemon's own CPU (percent of a core) over `seconds`: its process, found under nsenter. */
-async function daemonCpu(d: NodeDaemon, seconds: number): Promise<number> {
+/** The daemon's CPU (% of a core) over `seconds`, its RSS at the end, and its readiness probes and namespace reads a second meanwhile. */
+async function daemonIdle(d: NodeDaemon, seconds: number): Promise<{ cpu: number; rssMb: number; probesPerS: number; readsPerS: number }> {
   const kids = readFileSync(`/proc/${d.pid}/task/${d.pid}/children`, 'utf8').trim().split(/\s+/);
   const pid = Number(kids[0]);
   const ticks = () => {
     const s = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
     return s.utime + s.stime;
   };
+  const counted = async () => {
+    const [probes, reads] = await Promise.all([d.metric('canonport_readiness_probes_total'), d.metric('canonport_inventory_namespace_reads_total')]);
+    return { probes: Number.isNaN(probes) ? 0 : probes, reads: Number.isNaN(reads) ? 0 : reads };
+  };
+  const c0 = await counted();
   const a = ticks();
   const t = performance.now();
   await new Promise((res) => setTimeout(res, seconds * 1000));
-  const hz = 100;
-  return ((ticks() - a) / hz / ((performance.now() - t) / 1000)) * 100;
+  const cpuS = (ticks() - a) / 100;
+  const s = (performance.now() - t) / 1000;
+  const c1 = await counted();
+  const rssKb = Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+  return { cpu: (cpuS / s) * 100, rssMb: rssKb / 1024, probesPerS: (c1.probes - c0.probes) / s, readsPerS: (c1.reads - c0.reads) / s };
 }
 
 export function formatContainers(r: ContainersBenchResult): string[] {
@@ -206,7 +220,12 @@ export function formatContainers(r: ContainersBenchResult): string[] {
       `  scan, ${s.containers} containers × listeners, ${s.ehash} TCP hash: first scan ${s.firstScanMs.toFixed(0)} ms CPU; steady scan ${s.steadyScanUs.toFixed(0)} µs vs ${s.noneScanUs.toFixed(0)} µs with none (${(s.steadyScanUs / Math.max(1, s.noneScanUs)).toFixed(1)}×)`,
     );
   }
-  if (r.idle) lines.push(`  daemon idle CPU: ${r.idle.cpuPercent.toFixed(3)} % of a core with ${r.idle.containers} containers, ${r.idle.noneCpuPercent.toFixed(3)} % with none (target ≤ 0.3 %: ${r.idle.cpuPercent <= 0.3 ? 'PASS' : 'FAIL'})`);
+  if (r.idle) {
+    const i = r.idle;
+    lines.push(`  daemon idle CPU: ${i.cpuPercent.toFixed(3)} % of a core with ${i.containers} containers, ${i.noneCpuPercent.toFixed(3)} % with none (target ≤ 0.3 %: ${i.cpuPercent <= 0.3 ? 'PASS' : 'FAIL'})`);
+    lines.push(`  daemon RSS: ${i.rssMb.toFixed(1)} MB with ${i.containers} containers, ${i.noneRssMb.toFixed(1)} MB with none (target ≤ 70 MB: ${i.rssMb <= 70 ? 'PASS' : 'FAIL'})`);
+    lines.push(`  meanwhile: readiness probes ${i.probesPerS.toFixed(1)}/s (${i.noneProbesPerS.toFixed(1)}/s with none), namespace reads ${i.readsPerS.toFixed(2)}/s`);
+  }
   if (r.convergence) {
     const c = r.convergence;
     lines.push(`  container listener start → host B's SRV: p50 ${c.p50.toFixed(0)} ms, p99 ${c.p99.toFixed(0)} ms over ${c.n} (target p99 ≤ 1500 ms: ${c.p99 <= 1500 ? 'PASS' : 'FAIL'})`);
