@@ -5,6 +5,7 @@ import { startLab, type Lab } from '../test/helpers/cluster-lab.js';
 import type { Host } from '../test/helpers/netns.js';
 import { REPO, startServe, type ServeProcess } from '../test/helpers/serve-process.js';
 import { stopChild } from '../test/helpers/child.js';
+import { launcherSettings } from '../test/helpers/launcher.js';
 import type { Children, Server } from './children.js';
 import { parseProcStat } from './cpu.js';
 import { BENCH_ZONE, canonicalSrv, serviceLabelAt } from './fixtures.js';
@@ -166,8 +167,9 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
       add(`${IDLE_CLUSTER} ${o.baseline.label}`, `cluster mode, baseline`, b2.pid);
       r.notes.push(`baseline rows: ${o.baseline.dir} (${o.baseline.label}), each on a host of its own with the same ${o.listeners} listeners`);
     }
-    // The floor: Node itself, with the launcher's flags and one timer that never fires.
-    const bare = h0.spawn(process.execPath, ['--max-semi-space-size=4', '-e', 'setInterval(() => {}, 2 ** 30)'], { stdio: 'ignore' });
+    // The floor: Node itself, with the launcher's flags and environment and one timer that never fires.
+    const launch = launcherSettings();
+    const bare = h0.spawn(process.execPath, [...launch.nodeArgs, '-e', 'setInterval(() => {}, 2 ** 30)'], { stdio: 'ignore', env: { ...process.env, ...launch.env } });
     stops.push(() => stopChild(bare));
     add(IDLE_BARE_NODE, 'node -e "setInterval(…)"', bare.pid!);
     const one = canonicalSrv(serviceLabelAt(0), BENCH_ZONE);

@@ -27,7 +27,7 @@ import {
 import { grpcLoad, grpcResolveOnce, mergeLoads } from './grpc-load.js';
 import { runClusterBench } from './cluster-bench.js';
 import { runUiBench } from './ui.js';
-import { runRolloutBench } from './rollout.js';
+import { ROLLOUT_PARTS, runRolloutBench, type RolloutPart } from './rollout.js';
 import { runContainersBench } from './containers.js';
 import { askDns, httpGet, metricValue, readRss } from './probe.js';
 import {
@@ -90,7 +90,9 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
                 (idle, issue 24: needs root and etcd-server; 60 s, 20 s with --quick)
   --seconds N   seconds per dnsperf throughput run
   --baseline DIR  another checkout of canonport, built (npm ci): its daemon runs beside this one
-                in the idle and latency sections, in the same window (before/after figures)
+                in the canonical, cached, idle and latency sections, in the same window (before/after figures)
+  --rollout-parts LIST  the parts of the rollout section to run: ${ROLLOUT_PARTS.join(', ')}
+                (default all; \`convergence,probe-cpu\` is the readiness schedule's figures alone)
 
 Results are always written to bench-results/latest.json.
 Needs dnsperf and unbound (dnsmasq optional): ${INSTALL_COMMAND}
@@ -109,6 +111,7 @@ interface Options {
   rssSeconds: number;
   idleSeconds: number;
   baseline: { dir: string; label: string } | undefined;
+  rolloutParts: RolloutPart[];
 }
 
 function parseOptions(argv: string[]): Options {
@@ -120,6 +123,7 @@ function parseOptions(argv: string[]): Options {
       only: { type: 'string', multiple: true },
       seconds: { type: 'string' },
       baseline: { type: 'string' },
+      'rollout-parts': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -130,6 +134,8 @@ function parseOptions(argv: string[]): Options {
   }
   const only = (values.only ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   for (const s of only) if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario "${s}": use ${SCENARIOS.join(', ')}`);
+  const rolloutParts = (values['rollout-parts'] ?? ROLLOUT_PARTS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of rolloutParts) if (!(ROLLOUT_PARTS as readonly string[]).includes(s)) throw new Error(`unknown rollout part "${s}": use ${ROLLOUT_PARTS.join(', ')}`);
   const quick = values.quick ?? false;
   const seconds = values.seconds !== undefined ? Number(values.seconds) : quick ? 3 : 10;
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 120) throw new Error(`--seconds must be a whole number from 1 to 120`);
@@ -145,6 +151,7 @@ function parseOptions(argv: string[]): Options {
     rssSeconds: quick ? 40 : 60,
     idleSeconds: quick ? 20 : 60,
     baseline: values.baseline ? baselineOf(values.baseline) : undefined,
+    rolloutParts: rolloutParts as RolloutPart[],
     // The watchdog: past this, every child is killed and the partial result reported.
     budgetMs:
       (quick ? 110 : 360) * 1000 +
@@ -372,6 +379,16 @@ async function main(): Promise<number> {
     }
     return workersCanonport;
   };
+  // The baseline checkout's daemon (--baseline), beside this one in the same run: the before of a before/after.
+  let baseCanonport: CanonportInstance | null = null;
+  const canonportBase = async () => {
+    if (!baseCanonport) {
+      progress(`starting the baseline's canonport serve (${opts.baseline!.dir})`);
+      baseCanonport = await servers.startCanonport((await unbound()).port, { repo: opts.baseline!.dir });
+    }
+    return baseCanonport;
+  };
+  const baseName = () => `${CANONPORT} ${opts.baseline!.label}`;
   const srvExpect = (zone: string) => {
     const r = canonicalSrv(serviceLabelAt(0), zone);
     return { name: r.name, type: TYPE_SRV, expect: `SRV 0 0 ${r.port} ${r.target.replace(/\.$/, '')}` };
@@ -389,6 +406,7 @@ async function main(): Promise<number> {
       };
       const plan = { file: files.canonical, check: srvExpect(BENCH_ZONE) };
       if (canonport.available) s.rows.push(await measure('canonical', CANONPORT, 'canonical (scheme)', async () => (await canonportMain()).server, plan));
+      if (canonport.available && opts.baseline) s.rows.push(await measure('canonical', baseName(), 'canonical (scheme), baseline', async () => (await canonportBase()).server, plan));
       if (canonport.available) s.rows.push(await measure('canonical', CANONPORT_WORKERS, `canonical, --workers ${WORKERS}`, async () => (await canonportWorkers()).server, plan));
       s.rows.push(await measure('canonical', UNBOUND, 'local-data', unbound, plan));
       if (tools.dnsmasq) s.rows.push(await measure('canonical', DNSMASQ, 'srv-host', dnsmasqAuth, plan));
@@ -420,6 +438,19 @@ async function main(): Promise<number> {
             if (!warmed) {
               await warm(CANONPORT, c.server.port);
               warmed = true;
+            }
+            return c.server;
+          }, plan),
+        );
+      }
+      if (canonport.available && opts.baseline) {
+        let warmedB = false;
+        s.rows.push(
+          await measure('cached', baseName(), 'forwarding + cache, baseline', async () => {
+            const c = await canonportBase();
+            if (!warmedB) {
+              await warm(baseName(), c.server.port);
+              warmedB = true;
             }
             return c.server;
           }, plan),
@@ -527,6 +558,10 @@ async function main(): Promise<number> {
     if (workersCanonport) {
       await children.stop((workersCanonport as CanonportInstance).server);
       workersCanonport = null;
+    }
+    if (baseCanonport) {
+      await children.stop((baseCanonport as CanonportInstance).server);
+      baseCanonport = null;
     }
     // From here on each canonport is fresh: stop the long-lived one.
     if (mainCanonport) {
@@ -644,7 +679,7 @@ async function main(): Promise<number> {
     // Readiness, drain, restarts (issue 20): the rollout lab, real clients.
     if (want('rollout')) {
       try {
-        result.rollout = await runRolloutBench({ trials: opts.quick ? 10 : 50, seconds: opts.seconds, cpuSeconds: opts.quick ? 5 : 20, workDir }, progress, children);
+        result.rollout = await runRolloutBench({ trials: opts.quick ? 10 : 50, seconds: opts.seconds, cpuSeconds: opts.quick ? 5 : 20, workDir, parts: opts.rolloutParts }, progress, children);
         for (const e of result.rollout.errors) result.errors.push(`rollout: ${e}`);
       } catch (err) {
         if (err instanceof BudgetExceeded) throw err;

@@ -31,11 +31,18 @@ import { percentile } from './dnsperf.js';
  * Timings on a shared machine are noisy: the load average rides along.
  */
 
+/** The parts of the section, in the order they run (`--rollout-parts`). */
+export const ROLLOUT_PARTS = ['probe-cpu', 'deploy', 'restarts', 'convergence', 'answers'] as const;
+export type RolloutPart = (typeof ROLLOUT_PARTS)[number];
+
 export interface RolloutBenchOptions {
+  /** Readiness flips each way (50 by default, 10 with --quick). */
   trials: number;
   seconds: number;
   cpuSeconds: number;
   workDir: string;
+  /** Default: every part. */
+  parts?: readonly RolloutPart[] | undefined;
 }
 
 export interface RolloutBenchResult {
@@ -44,7 +51,7 @@ export interface RolloutBenchResult {
   restarts: { signal: string; absentMs: number; checks: number; clients: Record<string, Tally> }[];
   convergence: { in: { p50: number; p99: number; n: number } | null; out: { p50: number; p99: number; n: number } | null };
   answerCost: AnswerCostRow[];
-  probeCpu: { listeners: number; intervalMs: number; cpuPercent: number; idlePercent: number }[];
+  probeCpu: ({ listeners: number; intervalMs: number } & ProberCost)[];
   errors: string[];
 }
 
@@ -52,10 +59,17 @@ const POLL_MS = 10;
 
 export async function runRolloutBench(o: RolloutBenchOptions, progress: (m: string) => void, children: Children): Promise<RolloutBenchResult> {
   const r: RolloutBenchResult = { load: { start: os.loadavg()[0]!, end: 0 }, deploy: null, restarts: [], convergence: { in: null, out: null }, answerCost: [], probeCpu: [], errors: [] };
-  try {
-    r.probeCpu = await probeCpu(o.cpuSeconds, progress);
-  } catch (err) {
-    r.errors.push(`probe cpu: ${(err as Error).message}`);
+  const want = (part: RolloutPart) => (o.parts ?? ROLLOUT_PARTS).includes(part);
+  if (want('probe-cpu')) {
+    try {
+      r.probeCpu = await probeCpu(o.cpuSeconds, progress);
+    } catch (err) {
+      r.errors.push(`probe cpu: ${(err as Error).message}`);
+    }
+  }
+  if (!want('deploy') && !want('restarts') && !want('convergence') && !want('answers')) {
+    r.load.end = os.loadavg()[0]!;
+    return r;
   }
   if (process.getuid?.() !== 0) {
     r.errors.push('the rollout bench needs root (network namespaces)');
@@ -74,14 +88,14 @@ export async function runRolloutBench(o: RolloutBenchOptions, progress: (m: stri
         progress(`rollout: ${what} failed: ${(err as Error).message}`);
       }
     };
-    await step('rolling deploy', async () => {
+    if (want('deploy')) await step('rolling deploy', async () => {
       progress('rollout: a rolling deploy of three hosts under four kinds of client');
       const running = await clients(rl.client, { api: API });
       const t0 = Date.now();
       await rl.rollingDeploy(2);
       r.deploy = { ms: Date.now() - t0, clients: await running.stop() };
     });
-    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    for (const signal of want('restarts') ? (['SIGTERM', 'SIGKILL'] as const) : []) {
       await step(`restart ${signal}`, async () => {
         progress(`rollout: host-0's daemon ${signal}, then started again`);
         const running = await clients(rl.client, { api: API });
@@ -93,11 +107,11 @@ export async function runRolloutBench(o: RolloutBenchOptions, progress: (m: stri
         r.restarts.push({ signal, ...seen, clients: await running.stop() });
       });
     }
-    await step('convergence', async () => {
+    if (want('convergence')) await step('convergence', async () => {
       progress(`rollout: readiness convergence, ${o.trials} trials each way`);
       r.convergence = await convergence(rl, o.trials);
     });
-    await step('answer cost', async () => {
+    if (want('answers')) await step('answer cost', async () => {
       progress('rollout: answer q/s with 10 instances against a canonical answer (dnsperf)');
       r.answerCost = await answerCostRows(rl.lab, rl.daemons[3]!, { seconds: o.seconds, workDir: o.workDir }, children, progress);
     });
@@ -203,26 +217,39 @@ async function probeCpu(seconds: number, progress: (m: string) => void): Promise
 
 const PROBER_CHILD = `
 const { ReadinessProber, readyRule } = await import(process.argv[1]);
+const { readFileSync } = await import('node:fs');
 const ports = JSON.parse(process.argv[2]);
 const ms = Number(process.argv[3]) * 1000;
+// Context switches of the main thread: how often the event loop woke.
+const switches = () => {
+  const t = readFileSync('/proc/self/task/' + process.pid + '/status', 'utf8');
+  return Number(/^voluntary_ctxt_switches:\\s+(\\d+)/m.exec(t)?.[1] ?? 0) + Number(/^nonvoluntary_ctxt_switches:\\s+(\\d+)/m.exec(t)?.[1] ?? 0);
+};
+let wakeups = 0;
 const measure = async () => {
   const a = process.cpuUsage();
+  const s0 = switches();
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, ms));
   const d = process.cpuUsage(a);
-  return Number((((d.user + d.system) / 1000 / (performance.now() - t0)) * 100).toFixed(3));
+  const elapsed = performance.now() - t0;
+  wakeups = Number((((switches() - s0) / elapsed) * 1000).toFixed(1));
+  return Number((((d.user + d.system) / 1000 / elapsed) * 100).toFixed(3));
 };
 const idlePercent = await measure();
+const idleWakeups = wakeups;
 const p = new ReadinessProber({ intervalMs: () => 1000, timeoutMs: () => 500, onVerdict: () => undefined });
 p.reconcile(ports.map((port) => ({ port, address: '127.0.0.1', life: String(port), rule: readyRule(undefined) })));
 // The first round detects (gRPC, then HTTP); the steady state is what costs.
 await new Promise((r) => setTimeout(r, 3000));
 const cpuPercent = await measure();
 p.close();
-console.log(JSON.stringify({ cpuPercent, idlePercent }));
+console.log(JSON.stringify({ cpuPercent, idlePercent, wakeupsPerSec: wakeups, idleWakeupsPerSec: idleWakeups }));
 `;
 
-function proberChild(ports: number[], seconds: number): Promise<{ cpuPercent: number; idlePercent: number }> {
+type ProberCost = { cpuPercent: number; idlePercent: number; wakeupsPerSec: number; idleWakeupsPerSec: number };
+
+function proberChild(ports: number[], seconds: number): Promise<ProberCost> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--input-type=module', '-e', PROBER_CHILD, join(REPO, 'dist', 'inventory', 'readiness.js'), JSON.stringify(ports), String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -231,7 +258,7 @@ function proberChild(ports: number[], seconds: number): Promise<{ cpuPercent: nu
     child.stderr.on('data', (d) => (err += d));
     child.once('exit', (code) => {
       try {
-        resolve(JSON.parse(out.trim().split('\n').at(-1)!) as { cpuPercent: number; idlePercent: number });
+        resolve(JSON.parse(out.trim().split('\n').at(-1)!) as ProberCost);
       } catch {
         reject(new Error(`prober child exited ${code}: ${err}`));
       }
@@ -250,7 +277,7 @@ export function formatRollout(r: RolloutBenchResult): string[] {
   const canonical = r.answerCost.find((x) => x.label === 'canonical' && x.transport === 'udp')?.qps;
   const ten = r.answerCost.find((x) => x.instances === 10)?.qps;
   if (canonical && ten) lines.push(`  answers: 10 instances ${Math.round(ten)} q/s vs canonical ${Math.round(canonical)} q/s = ${(ten / canonical).toFixed(2)}×  [target ≥ 0.8×]`);
-  for (const p of r.probeCpu) lines.push(`  prober, ${p.listeners} HTTP listeners every ${p.intervalMs} ms: ${p.cpuPercent}% of a core (the same process idle: ${p.idlePercent}%)`);
+  for (const p of r.probeCpu) lines.push(`  prober, ${p.listeners} HTTP listeners every ${p.intervalMs} ms: ${p.cpuPercent}% of a core, ${p.wakeupsPerSec} wake-ups/s (the same process idle: ${p.idlePercent}%, ${p.idleWakeupsPerSec}/s)`);
   for (const e of r.errors) lines.push(`  error: ${e}`);
   return lines;
 }

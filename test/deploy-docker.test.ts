@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -251,9 +252,11 @@ describe('deploy/docker/Dockerfile', () => {
     entrypoint = json(stepOf(built.runtime, 'ENTRYPOINT')!.args).map((a) => (a.startsWith('/') && existsSync(join(rt.root, a)) ? join(rt.root, a) : a));
   }, 300_000);
 
-  afterAll(() => {
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  // The stages hold whole installs (node_modules, twice): removing them is as much file-system work as the build
+  // wrote, so the hook gets the build's bound, and runs off the event loop.
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }, 300_000);
 
   it('is multi-stage on node:20-bookworm-slim, and the runtime runs as a non-root user', () => {
     const { stages } = parseDockerfile(readFileSync(DOCKERFILE, 'utf8'));

@@ -91,7 +91,7 @@ describe('deploy/systemd/canonport.service', () => {
     expect(one('Restart')).toBe('on-failure');
     expect(one('ExecReload')).toBe('/bin/kill -HUP $MAINPID');
     expect(one('EnvironmentFile')).toBe('-/etc/default/canonport');
-    expect(one('ExecStart')).toMatch(/^\/usr\/bin\/env node --max-semi-space-size=4 \/opt\/canonport\/bin\/canonport\.js serve --registry \/etc\/canonport\/registry\.yaml$/);
+    expect(one('ExecStart')).toMatch(/^\/usr\/bin\/env MALLOC_ARENA_MAX=2 node --max-semi-space-size=4 --v8-pool-size=1 \/opt\/canonport\/bin\/canonport\.js serve --registry \/etc\/canonport\/registry\.yaml$/);
     expect(unit.get('Install')?.get('WantedBy')).toEqual(['multi-user.target']);
   });
 
@@ -521,7 +521,7 @@ describe('restarts, leaving and draining (issue 20)', () => {
     expect(stop.startsWith('-/bin/sh -c ')).toBe(true);
     const script = /^-\/bin\/sh -c '(.*)'$/.exec(stop)![1]!.replace(/\$\$/g, '$');
     // A restart (systemctl restart, an upgrade) keeps the lease; a shutdown withdraws the host at once.
-    expect(script).toBe(`if [ "$(systemctl is-system-running)" = stopping ]; then exec ${one('ExecStart')!.split(' serve ')[0]!.replace('--max-semi-space-size=4 ', '')} leave; fi`);
+    expect(script).toBe(`if [ "$(systemctl is-system-running)" = stopping ]; then exec ${one('ExecStart')!.split(' serve ')[0]!.replace('MALLOC_ARENA_MAX=2 node --max-semi-space-size=4 --v8-pool-size=1 ', 'node ')} leave; fi`);
     // The shell really branches on it: a running system does nothing, a stopping one runs `leave`.
     for (const [state, runs] of [['running', false], ['stopping', true]] as const) {
       const dir = mkdtempSync(join(tmpdir(), 'canonport-execstop-'));

@@ -173,7 +173,7 @@ describe('prepare (scripts/build.mjs): dist/ compiled only when the sources chan
 
     // npm run build forces it; npm install runs prepare, which decides.
     const scripts = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
-    expect(scripts).toMatchObject({ build: 'node scripts/build.mjs --force', prepare: 'node scripts/build.mjs', start: 'node bin/canonport.js serve' });
+    expect(scripts).toMatchObject({ build: 'node scripts/build.mjs --force', prepare: 'node scripts/build.mjs', start: 'bin/canonport.js serve' });
   });
 });
 

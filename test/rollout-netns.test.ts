@@ -89,7 +89,7 @@ describe('daemon restarts keep the host\'s services', () => {
     })();
     const restarted = await rl.restartDaemon(0, signal);
     await until('the restarted daemon to take its lease back', () => (restarted.logs.some((l) => l.reason === 'adopted') ? true : undefined), 20_000, 100).catch((err: Error) => {
-      throw new Error(`${err.message}; its cluster log: ${JSON.stringify(restarted.logs.filter((l) => l.component === 'cluster').slice(0, 12))}`);
+      throw new Error(`${err.message}; its cluster log: ${JSON.stringify(restarted.logs.filter((l) => l.component === 'cluster' || Number(l.level) >= 40).slice(0, 12))}`);
     });
     // Past the old lease's TTL: still listed, because the lease was taken back.
     await new Promise((r) => setTimeout(r, LEASE_TTL_MS + 1_000));

@@ -54,6 +54,19 @@ export class KeptLease extends EventEmitter<{ lost: [Error] }> {
     return lease;
   }
 
+  /** One keepalive now, given up after `deadlineMs` (a stop must not wait on an etcd that is gone). */
+  async renewOnce(deadlineMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no keepalive answer within ${deadlineMs} ms`)), deadlineMs);
+    });
+    try {
+      await Promise.race([this.keepaliveOnce(), deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Stops the keepalives; the lease expires by itself within its TTL (a restart takes it back before then). */
   release(): void {
     this.closed = true;

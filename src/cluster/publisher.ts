@@ -26,6 +26,7 @@ import {
   type ListenerRecord,
 } from './keys.js';
 import { KeptLease } from './lease.js';
+import { isReachableBind } from './reachable.js';
 import type { StateDir } from './state-dir.js';
 import { etcdReason } from './etcd-errors.js';
 
@@ -214,6 +215,9 @@ export class Publisher {
     if (opts.revoke) this.forgetLease();
     if (!lease) return;
     if (!opts.revoke) {
+      // One last renewal (bounded): the restart that follows has the whole TTL from now to take the lease back,
+      // not what was left since the last keepalive.
+      await lease.renewOnce(1_000).catch(() => undefined);
       lease.release();
       return;
     }
@@ -290,9 +294,12 @@ export class Publisher {
   private async run(): Promise<void> {
     while (this.dirty && !this.stopped) {
       this.dirty = false;
-      if (!this.identity || !this.listeners) return;
+      if (!this.identity) return;
       try {
+        // The lease first, as soon as this node's identity is known and before the first inventory: a restarted
+        // daemon takes its previous lease back while its keys still live, however long its first scan takes.
         await this.ensureLease();
+        if (!this.listeners) return;
         await this.sync();
         this.backoff.reset();
         if (this.lastError) this.logger.info({ node: this.identity.name }, 'cluster publication restored');
@@ -363,8 +370,10 @@ export class Publisher {
       try {
         lease = await KeptLease.adopt(client, mine, leaseTtlSeconds);
         this.leaseOrigin = 'adopted';
-      } catch {
-        lease = undefined; // expired in between: grant a new one
+      } catch (err) {
+        // Expired in between, or etcd refused the renewal: grant a new one (a restart then withdraws and re-publishes).
+        this.logger.warn({ code: ErrorCodes.CLUSTER_PUBLISH_FAILED, node: name, lease: mine, err: etcdReason(err, client) }, 'cannot take the previous run\'s lease back; granting a new one');
+        lease = undefined;
       }
     }
     if (!lease) {
@@ -495,13 +504,6 @@ export class Publisher {
   }
 }
 
-
-const LOOPBACK_V4 = /^(::ffff:)?127\./i;
-
-/** True when other hosts can reach a socket bound to `address` (a wildcard or a non-loopback address). */
-export function isReachableBind(address: string): boolean {
-  return !(LOOPBACK_V4.test(address) || address === '::1');
-}
 
 /**
  * The listeners worth publishing: claimed by a service and reachable from

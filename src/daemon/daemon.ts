@@ -12,7 +12,7 @@ import type { ServingState } from '../core/state.js';
 import type { Cluster, ClusterOptions } from '../cluster/cluster.js';
 import { etcdAccess } from '../cluster/access.js';
 import { observedFrom } from '../cluster/observed.js';
-import { isReachableBind } from '../cluster/publisher.js';
+import { isReachableBind } from '../cluster/reachable.js';
 import { chooseStateDir } from '../cluster/state-dir.js';
 import { Discovery } from '../discovery/discovery.js';
 import { EtcHosts } from '../discovery/etc-hosts.js';
@@ -299,6 +299,10 @@ export class Daemon {
 
   private async listen(): Promise<void> {
     const role = this.opts.role ?? 'all';
+    // The cluster first, never awaited: etcd being down must not hold the start (answers fall back to the snapshot,
+    // or this host's, until the view syncs). Started before the listeners and the warm-up, a restarted daemon takes
+    // its previous lease back while that lease still lives, however long the rest of the start takes on a busy host.
+    this.cluster?.start();
     const dns = role === 'front' ? this.cfg.dns : await this.dns.start();
     if (role !== 'front') {
       this.logger.debug({ event: 'dns-bound', dns: formatHostPort(dns) }, 'DNS answering; warming up');
@@ -343,8 +347,6 @@ export class Daemon {
     }
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
     if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();
-    // Never awaited: etcd being down must not hold the start (answers fall back to this host's until the view syncs).
-    this.cluster?.start();
     if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();
     if (this.cfg.upstreams.length === 0) {
       this.logger.warn({ code: ErrorCodes.NO_UPSTREAM }, 'no upstream resolvers: names outside the served zones get SERVFAIL');

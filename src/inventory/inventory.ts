@@ -115,6 +115,8 @@ export class HostInventory implements InventoryProvider {
   /** service → when its drain began (same keys as `drained`). */
   private readonly drainStarted = new Map<string, number>();
   private reemitQueued = false;
+  /** (kind, outcome) → the readiness probe counter's child (probeCounter()). */
+  private readonly probeCounters = new Map<string, { inc(): void }>();
   /** instance → the key of its sockets' life (their inodes) at the last scan. */
   private lives = new Map<string, string>();
   /** Containers and pods: every other network namespace (absent: only the daemon's own). */
@@ -134,7 +136,7 @@ export class HostInventory implements InventoryProvider {
         onVerdict: () => this.reemit(),
         logger: this.logger.child({ component: 'readiness' }),
         now: this.now,
-        count: (kind, outcome) => this.opts.metrics.readinessProbes.inc({ kind, outcome }),
+        count: (kind, outcome) => this.probeCounter(kind, outcome).inc(),
       });
     }
     if (opts.namespaces) {
@@ -152,6 +154,18 @@ export class HostInventory implements InventoryProvider {
         },
       });
     }
+  }
+
+  /**
+   * The probe counter's child for (kind, outcome), looked up once: a probe
+   * a second per listener then costs no label hashing. Bounded: 4 kinds ×
+   * the outcomes (HTTP status codes, a few words).
+   */
+  private probeCounter(kind: string, outcome: string): { inc(): void } {
+    const key = `${kind} ${outcome}`;
+    let c = this.probeCounters.get(key);
+    if (!c) this.probeCounters.set(key, (c = this.opts.metrics.readinessProbes.labels(kind, outcome)));
+    return c;
   }
 
   /**

@@ -1,6 +1,6 @@
 import { connect as http2Connect, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { silentLogger, type Logger } from '../log.js';
-import { HttpProbeConnection, type HttpProbeResult } from './http-probe.js';
+import { HttpProbeConnection, type HttpProbeCallback, type HttpProbeResult } from './http-probe.js';
 import { CANONPORT_VERSION } from '../version.js';
 
 /**
@@ -31,9 +31,23 @@ import { CANONPORT_VERSION } from '../version.js';
  * listener (http-probe.ts, which says why it is not node:http), so a probe
  * is a write and a read, not a handshake.
  *
- * Cost: one probe per listener per interval however many clients ask
- * (probes are driven by this class's timers, never by queries), each timer
- * with jitter so 200 listeners do not fire together.
+ * Cost (issue 24's idle budget): one probe per listener per interval
+ * however many clients ask (probes are driven by this class's timer, never
+ * by queries), sent in rounds: one timer per interval, with jitter on the
+ * round, sends every due probe together, so the replies come back close
+ * together and the daemon wakes a few times per interval, not twice per
+ * listener (docs/performance.md: 18 wake-ups a second for 20 listeners
+ * answered by one process, 41 for 200, where a timer each gave 41 and
+ * 312). A
+ * round's requests share one deadline (one timer, armed only while
+ * answers are missing, cleared when the last arrives) instead of a timer
+ * each, and a probe allocates no promise or closure. No timer at all while
+ * nothing needs polling (every listener followed by a Watch, or ready
+ * while it listens). Polled verdicts are never backed off: a flip of an
+ * HTTP listener's `/readyz` without any change of its sockets reaches
+ * other hosts within one interval plus convergence (issue 20: p99 ≤ 1.5 s
+ * at the default), and a gRPC server's `Watch` costs nothing while its
+ * status holds.
  */
 
 export const DEFAULT_READY_INTERVAL_MS = 1_000;
@@ -99,11 +113,16 @@ interface Probe {
   /** The HTTP path in use (`/readyz`, `/healthz`, or the registry's). */
   path: string;
   verdict: Verdict | undefined;
-  timer: NodeJS.Timeout | undefined;
   session: ClientHttp2Session | undefined;
   watch: ClientHttp2Stream | undefined;
   /** The kept HTTP/1.1 connection, closed with the probe. */
   http: HttpProbeConnection | undefined;
+  /** The callback of this listener's HTTP probes in rounds: made once, so a probe allocates none. */
+  onHttp: HttpProbeCallback;
+  /** When its HTTP request in flight was sent (performance.now()). */
+  sentAt: number;
+  /** The last HTTP answer and what it meant: the same answer again (the usual case) allocates nothing. */
+  lastHttp: { r: HttpProbeResult; path: string; o: Outcome } | undefined;
   /** Probes in a row that got no answer at all (timeout, reset); an answer resets it. */
   failures: number;
   busy: boolean;
@@ -113,11 +132,19 @@ interface Probe {
 type Outcome = { state: 'ready' | 'not-ready'; detail?: string | undefined };
 
 export class ReadinessProber {
-  /** instance key → its probe. Bounded by the host's claimed, published listeners. */
+  /** instance key (a host listener's port, a container's port/label) → its probe; bounded by the host's claimed, published listeners (reconcile() mirrors the scan). */
   private readonly probes = new Map<string, Probe>();
   private readonly logger: Logger;
   private readonly now: () => number;
   private closed = false;
+  /** The next round, armed only while some probe needs polling. */
+  private round: NodeJS.Timeout | undefined;
+  /** The deadline of the requests in flight, armed only while any is. */
+  private deadline: NodeJS.Timeout | undefined;
+  /** HTTP requests sent and not answered yet (a subset of `probes`). */
+  private readonly inFlight = new Set<Probe>();
+  /** Rounds run so far (tests and the bench count them). */
+  rounds = 0;
 
   constructor(private readonly o: ReadinessOptions) {
     this.logger = o.logger ?? silentLogger;
@@ -150,13 +177,126 @@ export class ReadinessProber {
 
   close(): void {
     this.closed = true;
+    clearTimeout(this.round);
+    clearTimeout(this.deadline);
+    this.round = this.deadline = undefined;
     for (const p of this.probes.values()) this.stopProbe(p);
+  }
+
+  // --- rounds ---
+
+  /** Arms the next round unless one is armed (a no-op while nothing needs polling). */
+  private arm(): void {
+    if (this.round || this.closed) return;
+    // Jitter on the round, within the interval (never past it): no verdict waits longer than one interval.
+    const interval = this.o.intervalMs();
+    this.round = setTimeout(() => this.runRound(), Math.max(10, Math.round(interval * (0.9 + Math.random() * 0.1))));
+    this.round.unref();
+  }
+
+  /** Sends every due probe together; arms the next round while any probe still needs polling. */
+  private runRound(): void {
+    this.round = undefined;
+    if (this.closed) return;
+    this.rounds++;
+    let polled = false;
+    for (const p of this.probes.values()) {
+      switch (p.kind) {
+        case 'http':
+          polled = true;
+          // Still waiting for the last round's answer (a timeout longer than the interval): not asked twice.
+          if (!p.busy) this.sendHttp(p);
+          break;
+        case 'grpc-check':
+          polled = true;
+          void this.tick(p);
+          break;
+        case 'grpc-watch':
+          // A Watch pushes; a round only re-opens one that ended.
+          if (!p.watch) {
+            polled = true;
+            if (!p.busy) void this.tick(p);
+          }
+          break;
+        case undefined:
+          // Not detected yet (refused: it went between the scan and the probe): asked again.
+          polled = true;
+          if (!p.busy) void this.tick(p);
+          break;
+        default:
+          // Ready while it listens: nothing to poll.
+          break;
+      }
+    }
+    if (polled) this.arm();
+  }
+
+  /** One HTTP probe of a round: no promise, closure or timer of its own (the round's deadline covers it). */
+  private sendHttp(p: Probe): void {
+    if (p.closed || this.closed) return;
+    p.busy = true;
+    p.sentAt = performance.now();
+    this.inFlight.add(p);
+    p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT);
+    p.http.ask(p.path, p.onHttp);
+    if (p.busy && !this.deadline) this.armDeadline(this.o.timeoutMs());
+  }
+
+  private armDeadline(inMs: number): void {
+    this.deadline = setTimeout(() => this.expire(), Math.max(1, Math.ceil(inMs)));
+    this.deadline.unref();
+  }
+
+  /**
+   * The round's deadline: every request sent `timeoutMs` ago or more and
+   * still unanswered is a probe without an answer. Requests sent later
+   * (a new listener's first probe between rounds) get their full time: the
+   * deadline is armed again for the oldest of them.
+   */
+  private expire(): void {
+    this.deadline = undefined;
+    const timeoutMs = this.o.timeoutMs();
+    const detail = `no HTTP answer within ${timeoutMs} ms`;
+    const t = performance.now();
+    let next = Infinity;
+    for (const p of [...this.inFlight]) {
+      // 1 ms of slack: a timer may fire a fraction of a millisecond before performance.now() says it is due.
+      if (t - p.sentAt >= timeoutMs - 1) p.http?.expire(detail);
+      else next = Math.min(next, p.sentAt + timeoutMs);
+    }
+    if (next !== Infinity && !this.deadline && !this.closed) this.armDeadline(next - t);
+  }
+
+  private httpAnswered(p: Probe, r: HttpProbeResult): void {
+    p.busy = false;
+    this.inFlight.delete(p);
+    if (this.inFlight.size === 0 && this.deadline) {
+      clearTimeout(this.deadline);
+      this.deadline = undefined;
+    }
+    if (p.closed) return;
+    try {
+      this.o.count?.('http', r.kind === 'http' ? String(r.status) : r.kind);
+      if (r.kind === 'http' && r.status === 404 && p.path === '/readyz' && p.target.rule.kind === 'auto') {
+        // The server dropped /readyz: /healthz from now on, asked at once.
+        p.path = '/healthz';
+        this.sendHttp(p);
+        return;
+      }
+      // HTTP results are one object per status (http-probe.ts): the same object is the same answer.
+      const last = p.lastHttp;
+      const o = last && last.r === r && last.path === p.path ? last.o : (p.lastHttp = { r, path: p.path, o: httpOutcome(r, p.path) }).o;
+      this.answered(p, r.kind === 'http', o, p.target.rule.kind === 'http' ? 'registry' : 'http');
+    } catch (err) {
+      // Runs from a socket's event: a throw here is a bug, kept from reaching the process.
+      this.logger.error({ err, port: p.target.port }, 'readiness probe failed unexpectedly');
+    }
   }
 
   // --- one listener ---
 
   private startProbe(target: ReadinessTarget): void {
-    const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, timer: undefined, session: undefined, watch: undefined, http: undefined, failures: 0, busy: false, closed: false };
+    const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, session: undefined, watch: undefined, http: undefined, onHttp: (r) => this.httpAnswered(p, r), sentAt: 0, lastHttp: undefined, failures: 0, busy: false, closed: false };
     this.probes.set(keyOf(target), p);
     const rule = target.rule;
     if (rule.kind === 'tcp') {
@@ -169,26 +309,22 @@ export class ReadinessProber {
       p.path = rule.path;
     }
     if (rule.kind === 'grpc') p.kind = 'grpc-watch';
-    void this.tick(p);
+    // The first verdict at once (a new listener is published only after it), then in the rounds.
+    if (p.kind === 'http') this.sendHttp(p);
+    else void this.tick(p);
+    this.arm();
   }
 
   private stopProbe(p: Probe): void {
     p.closed = true;
-    clearTimeout(p.timer);
     p.watch?.close();
     p.session?.destroy();
     p.http?.close();
+    this.inFlight.delete(p);
     if (this.probes.get(keyOf(p.target)) === p) this.probes.delete(keyOf(p.target));
   }
 
-  private schedule(p: Probe): void {
-    if (p.closed || this.closed) return;
-    // Jitter within the interval (never past it): 200 listeners spread over a tenth of it, and no verdict waits longer than one interval.
-    const interval = this.o.intervalMs();
-    p.timer = setTimeout(() => void this.tick(p), Math.max(10, Math.round(interval * (0.9 + Math.random() * 0.1))));
-    p.timer.unref();
-  }
-
+  /** Detection, a gRPC Check, or (re)opening a Watch: the rare paths, each with its own deadline. */
   private async tick(p: Probe): Promise<void> {
     if (p.closed || p.busy) return;
     p.busy = true;
@@ -201,8 +337,8 @@ export class ReadinessProber {
     } finally {
       p.busy = false;
     }
-    // A Watch pushes; it is re-opened only when it ends. A listener that speaks neither is not asked again.
-    if (!p.closed && p.kind !== 'tcp' && !(p.kind === 'grpc-watch' && p.watch)) this.schedule(p);
+    // Polled from now on (HTTP, Check, a Watch to re-open): the rounds ask it. A listener that speaks neither is not asked again.
+    if (!p.closed && p.kind !== 'tcp' && !(p.kind === 'grpc-watch' && p.watch)) this.arm();
   }
 
   /** What the listener speaks, asked once per socket life: gRPC, then HTTP/1.1, else listening decides. */
@@ -252,16 +388,6 @@ export class ReadinessProber {
 
   private async probeOnce(p: Probe): Promise<void> {
     switch (p.kind) {
-      case 'http': {
-        const r = await this.httpGet(p, p.path);
-        this.o.count?.('http', r.kind === 'http' ? String(r.status) : r.kind);
-        if (r.kind === 'http' && r.status === 404 && p.path === '/readyz' && p.target.rule.kind === 'auto') {
-          p.path = '/healthz';
-          return this.probeOnce(p);
-        }
-        this.answered(p, r.kind === 'http', httpOutcome(r, p.path), p.target.rule.kind === 'http' ? 'registry' : 'http');
-        return;
-      }
       case 'grpc-watch': {
         this.openWatch(p);
         return;
@@ -371,8 +497,8 @@ export class ReadinessProber {
       if (fallback) p.kind = 'grpc-check';
       // A stream that broke (no status from the server) is a probe without an answer; a status is one.
       if (o) this.answered(p, !lost, o, by);
-      // Re-opened (or Check asked) on the next interval.
-      this.schedule(p);
+      // Re-opened (or Check asked) in the next round.
+      this.arm();
     };
     stream.on('response', (headers) => {
       const s = headers['grpc-status'];

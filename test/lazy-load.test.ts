@@ -1,0 +1,39 @@
+import { spawn, type SpawnOptions } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { REPO, startServe } from './helpers/serve-process.js';
+import { tempDir } from './helpers/temp.js';
+
+/**
+ * What a mode does not use, a daemon does not load (issue 24: idle memory).
+ * A real single-host `canonport serve`, started through node as its unit
+ * starts it, answers, stops, and reports (through a preload) every npm
+ * package it loaded: etcd3 and what only cluster mode needs are not among
+ * them. etcd3 alone parses etcd's protos at load, about 7 MB of RSS; a
+ * static import of a helper from src/cluster/publisher.ts once pulled it into
+ * every daemon.
+ */
+
+const work = tempDir('canonport-lazy-');
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe('a single-host daemon', () => {
+  it('loads neither etcd3 nor what only cluster mode or xDS use', async () => {
+    const out = join(work, 'loaded.txt');
+    const d = await startServe(['--zone', 'lazy.test'], {
+      env: { CP_TEST_LOADED_PACKAGES: out },
+      spawn: (node, argv, o) => spawnWithPreload(node, argv, o),
+    });
+    await d.stop();
+    const loaded = readFileSync(out, 'utf8').trim().split('\n');
+    // The preload sees packages at all: these every daemon uses.
+    expect(loaded).toEqual(expect.arrayContaining(['dns2', '@grpc/grpc-js', 'prom-client']));
+    expect(loaded.filter((p) => ['etcd3', 'cockatiel', 'bignumber.js', '@grpc/grpc-js-xds', 'pino-pretty'].includes(p))).toEqual([]);
+  });
+});
+
+/** node with the preload that reports loaded packages at exit, then the daemon's own arguments. */
+function spawnWithPreload(node: string, argv: string[], o: SpawnOptions) {
+  return spawn(node, ['--require', join(REPO, 'test', 'helpers', 'loaded-packages.cjs'), ...argv], o);
+}
