@@ -31,6 +31,8 @@ const SLOW = [
   'test/fuzz-udp.test.ts',
   'test/ui-browser.test.ts',
   'test/rollout-netns.test.ts',
+  // Issue 22: two hosts, etcd, a real Prometheus; about 40 s.
+  'test/names-lab.test.ts',
   // Issue 21's attacks, in the namespace lab against real daemons: about two minutes together.
   'test/hostile-*.test.ts',
 ];

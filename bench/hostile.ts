@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createCanonportClient } from '../src/grpc/canonport-client.js';
 import { FakeUpstream } from '../test/helpers/fake-upstream.js';
 import { T, tcpAsk } from '../test/helpers/dns-wire.js';
@@ -10,6 +9,7 @@ import { canonportFrom, curlStatus, flood, grpcFlood, openDescriptors, probeDns 
 import { createHostNet, type Host, type HostNet } from '../test/helpers/netns.js';
 import { SYSTEM_PYTHON } from '../test/helpers/python.js';
 import { REPO, rssOf, startServe, type ServeProcess } from '../test/helpers/serve-process.js';
+import { parseRepoCases, runRepoCases, type Figures } from './repos.js';
 
 /**
  * `npm run bench:hostile`: issue 21's attacks, run against real `canonport
@@ -36,20 +36,7 @@ const CASES = ['connections', 'starve', 'xds', 'watch', 'registry', 'wire'] as c
 type Case = (typeof CASES)[number];
 const ZONE = 'hostile.example';
 
-interface Row {
-  case: Case;
-  repo: string;
-  figures: Record<string, string | number | boolean>;
-}
 
-function parse(): { repos: string[]; only: Case[] } {
-  const { values } = parseArgs({ options: { repo: { type: 'string', multiple: true }, only: { type: 'string', multiple: true } } });
-  const only = (values.only ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
-  for (const o of only) if (!(CASES as readonly string[]).includes(o)) throw new Error(`unknown case "${o}": use ${CASES.join(', ')}`);
-  const repos = (values.repo ?? [REPO]).map((r) => `${resolve(r)}/`);
-  for (const r of repos) if (!existsSync(join(r, 'dist', 'cli', 'main.js'))) throw new Error(`${r} has no built dist/ (npx tsc -p tsconfig.json there)`);
-  return { repos, only: only.length ? (only as Case[]) : [...CASES] };
-}
 
 let net: HostNet;
 let inside: Host;
@@ -112,7 +99,7 @@ async function resolves(host: Host, s: ServeProcess): Promise<boolean> {
 }
 
 /** Finding 1: 2,000 idle gRPC connections from a refused address, the daemon at 384 descriptors. */
-async function connections(repo: string): Promise<Row['figures']> {
+async function connections(repo: string): Promise<Figures> {
   const s = await serveFrom(repo, ['--zone', ZONE, '--grpc-allow', inside.address, '--grpc-allow', net.gateway, '--http-allow', inside.address], { nofile: 384, dns: '0.0.0.0:0' });
   const c = createCanonportClient(`${net.gateway}:${s.grpc.port}`, { tls: false });
   const w = c.watch(`api.${ZONE}`);
@@ -149,7 +136,7 @@ async function connections(repo: string): Promise<Row['figures']> {
 }
 
 /** Finding 8: 500 half-open HTTP and 300 DNS-over-TCP connections from a refused address. */
-async function starve(repo: string): Promise<Row['figures']> {
+async function starve(repo: string): Promise<Figures> {
   const s = await serveFrom(repo, ['--zone', ZONE, '--grpc-allow', inside.address, '--http-allow', inside.address], { dns: '0.0.0.0:0' });
   const http = flood(outside, 'http-half', { host: net.gateway, port: s.http.port }, 500, 10_000);
   const dns = flood(outside, 'dns-half', { host: net.gateway, port: s.dns.port }, 300, 10_000);
@@ -167,7 +154,7 @@ async function starve(repo: string): Promise<Row['figures']> {
 }
 
 /** Finding 2 (and 5): 200 ADS streams × 1,000 names from an allowed client, then SIGTERM under a second flood. */
-async function xds(repo: string): Promise<Row['figures']> {
+async function xds(repo: string): Promise<Figures> {
   const s = await serveFrom(repo, ['--zone', ZONE, '--grpc-allow', `${net.subnet}.0/24`, '--http-allow', `${net.subnet}.0/24`]);
   const target = `${net.gateway}:${s.grpc.port}`;
   // The protos load at the first xDS message (once per process): not the flood's cost.
@@ -195,7 +182,7 @@ async function xds(repo: string): Promise<Row['figures']> {
 }
 
 /** Finding 9: 3,000 Watch streams over 2,000 names from one client, a slow upstream, a forwarder cap of 64. */
-async function watch(repo: string): Promise<Row['figures']> {
+async function watch(repo: string): Promise<Figures> {
   const up = await FakeUpstream.start({ kind: 'delay', ms: 300, address: '192.0.2.9' });
   try {
     // 3 s before an upstream query times out: the upstream's 300 ms on a loaded machine is not mistaken for the cap.
@@ -222,7 +209,7 @@ async function watch(repo: string): Promise<Row['figures']> {
 }
 
 /** Finding 12: a 50 MB registry, a 100,000-service one, SIGTERM during a load. */
-async function registry(repo: string): Promise<Row['figures']> {
+async function registry(repo: string): Promise<Figures> {
   const dir = mkdtempSync(join(tmpdir(), 'canonport-bench-registry-'));
   const text = (n: number) => {
     const lines = [`zones: [${ZONE}]\nservices:\n  api:\n    port: 20001\n`];
@@ -270,7 +257,7 @@ async function registry(repo: string): Promise<Row['figures']> {
 }
 
 /** Findings 6 and 11: a TXT string over 255 octets through dnspython, and the amplification factor for an outsider. */
-async function wire(repo: string): Promise<Row['figures']> {
+async function wire(repo: string): Promise<Figures> {
   const dir = mkdtempSync(join(tmpdir(), 'canonport-bench-wire-'));
   try {
     const long = Array.from({ length: 10 }, (_, i) => `abc${String(i).padStart(2, '0')}${'x'.repeat(58)}`);
@@ -295,34 +282,21 @@ async function wire(repo: string): Promise<Row['figures']> {
   }
 }
 
-const RUN: Record<Case, (repo: string) => Promise<Row['figures']>> = { connections, starve, xds, watch, registry, wire };
+const RUN: Record<Case, (repo: string) => Promise<Figures>> = { connections, starve, xds, watch, registry, wire };
 
 async function main(): Promise<number> {
-  const { repos, only } = parse();
+  const { repos, only } = parseRepoCases(CASES);
   if (process.getuid?.() !== 0) throw new Error('the hostile bench uses network namespaces: run it as root');
   net = await createHostNet({ hosts: 2 });
   [inside, outside] = net.hosts as [Host, Host];
-  const rows: Row[] = [];
   try {
-    for (const c of only) {
-      for (const repo of repos) {
-        process.stderr.write(`hostile: ${c} against ${repo}…\n`);
-        let figures: Row['figures'];
-        try {
-          figures = await RUN[c](repo);
-        } catch (err) {
-          figures = { error: (err as Error).message.split('\n')[0]!.slice(0, 160) };
-        }
-        for (const s of [...running]) await stop(s);
-        rows.push({ case: c, repo, figures });
-        console.log(`${c.padEnd(12)} ${repo}\n  ${Object.entries(figures).map(([k, v]) => `${k}: ${v}`).join('\n  ')}`);
-      }
-    }
+    await runRepoCases('hostile', only, repos, (c, repo) => RUN[c](repo), async () => {
+      for (const s of [...running]) await stop(s);
+    });
   } finally {
     for (const s of [...running]) await stop(s);
     net.cleanup();
   }
-  console.log(`\nmachine: ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} (shared: compare rows of one run only)`);
   return 0;
 }
 

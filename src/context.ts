@@ -35,7 +35,7 @@ export interface DaemonContext {
    * synced; stale: etcd unreachable, last view served) and since when.
    * Undefined, or returning null, without cluster mode.
    */
-  clusterStatus?: (() => { state: 'missing' | 'synced' | 'stale'; sinceMs: number; fromSnapshot?: boolean | undefined } | null) | undefined;
+  clusterStatus?: (() => { state: 'missing' | 'synced' | 'stale'; sinceMs: number; fromSnapshot?: boolean | undefined; syncError?: string | undefined } | null) | undefined;
   /** When set, /metrics serves this text (a cluster primary aggregating its workers) instead of `metrics.registry`. */
   metricsText?: (() => Promise<string>) | undefined;
   /**

@@ -145,8 +145,19 @@ export const ErrorCodes = {
   CLUSTER_UNREACHABLE: 'CP_CLUSTER_UNREACHABLE',
   /** A key or value under the cluster prefix does not fit the key layout (foreign writer, corruption): ignored and counted. */
   CLUSTER_VALUE_IGNORED: 'CP_CLUSTER_VALUE_IGNORED',
-  /** The cluster view holds its maximum of nodes or endpoints: a new entry was refused and counted. */
+  /**
+   * A cluster view cap refused an entry (or a better-ranked one displaced
+   * it): nodes or instances in all, or one node's instances, answer
+   * addresses or bytes. Counted; the entry waits for room (bounded).
+   */
   CLUSTER_CAP_REACHED: 'CP_CLUSTER_CAP_REACHED',
+  /**
+   * A record under the cluster prefix named an address no host can have
+   * (loopback of another node, unspecified, multicast, broadcast, reserved,
+   * link-local, a metadata service): taken out of answers and counted; a
+   * record left with no address is ignored.
+   */
+  CLUSTER_ADDRESS_REFUSED: 'CP_CLUSTER_ADDRESS_REFUSED',
   /** This node's etcd lease expired or was revoked behind its back: a new one is granted and everything re-published. */
   CLUSTER_LEASE_LOST: 'CP_CLUSTER_LEASE_LOST',
   /** Writing this node's keys to etcd failed (unreachable, permission denied); retried with backoff. */

@@ -10,7 +10,8 @@ import { Metrics } from '../src/metrics/metrics.js';
 import { HostInventory } from '../src/inventory/inventory.js';
 import { Registry } from '../src/registry/registry.js';
 import { loadRegistryFile } from '../src/registry/load.js';
-import { decodePort, prefixOf } from '../src/scheme/index.js';
+import { createSocket } from 'node:dgram';
+import { base32Port, decodePort, prefixOf } from '../src/scheme/index.js';
 import {
   bindCanonical,
   bindUnclaimed,
@@ -66,7 +67,8 @@ describe('canonport inventory (real process, real /proc)', () => {
     expect(snap.registryDigest).toBe((await loadRegistryFile(registryFile)).digest);
     expect(snap.registryDigest).not.toBe(Registry.empty().digest);
     expect(on(snap, http.port)).toEqual([
-      { port: http.port, address: '127.0.0.1', family: 'tcp', services: [http.name], version: '1.4.2', versionSource: 'http', scheme: 'base32' },
+      // Listed in the registry: named by it (issue 22).
+      { port: http.port, address: '127.0.0.1', family: 'tcp', services: [http.name], names: [{ name: http.name, source: 'registry' }], version: '1.4.2', versionSource: 'http', scheme: 'base32' },
     ]);
     expect(on(snap, userPort)).toMatchObject([{ services: ['user'], version: '2', versionSource: 'port', scheme: 'versioned' }]);
     expect(on(snap, unclaimed.port)).toMatchObject([{ services: [], scheme: 'unknown' }]);
@@ -81,9 +83,23 @@ describe('canonport inventory (real process, real /proc)', () => {
     const viaEnv = await runCli(['inventory'], { CANONPORT_REGISTRY: registryFile });
     expect(viaEnv.code).toBe(0);
     expect(viaEnv.stdout).toMatch(/^\S+: \d+ listening ports? at \d{4}-\d\d-\d\dT/);
-    expect(viaEnv.stdout).toMatch(/^PORT\s+SERVICE\s+VERSION\s+FROM\s+SCHEME\s+ADDRESSES$/m);
-    expect(viaEnv.stdout).toMatch(new RegExp(`^${userPort}\\s+user\\s+2\\s+port\\s+versioned\\s+127\\.0\\.0\\.1$`, 'm'));
-    expect(viaEnv.stdout).toMatch(new RegExp(`^${unclaimed.port}\\s+-\\s+unknown\\s+127\\.0\\.0\\.1$`, 'm'));
+    // NAME (issue 22): what people know the listener by and where that comes from; SERVICE what the port answers.
+    expect(viaEnv.stdout).toMatch(/^PORT\s+SERVICE\s+NAME\s+VERSION\s+FROM\s+SCHEME\s+ADDRESSES$/m);
+    expect(viaEnv.stdout).toMatch(new RegExp(`^${userPort}\\s+user\\s+user \\(registry\\)\\s+2\\s+port\\s+versioned\\s+127\\.0\\.0\\.1$`, 'm'));
+    expect(viaEnv.stdout).toMatch(new RegExp(`^${unclaimed.port}\\s+-\\s+-\\s+unknown\\s+127\\.0\\.0\\.1$`, 'm'));
+    // A UDP listener is its own row, its port marked /udp; nothing names it (this process is not called by a name of its port).
+    const udp = createSocket('udp4');
+    const udpPort = base32Port('qmu-inv');
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(udpPort, '127.0.0.1', () => resolve());
+    });
+    try {
+      const withUdp = await runCli(['inventory'], { CANONPORT_REGISTRY: registryFile });
+      expect(withUdp.stdout).toMatch(new RegExp(`^${udpPort}/udp\\s+qmu\\s+-\\s+base32\\s+127\\.0\\.0\\.1$`, 'm'));
+    } finally {
+      udp.close();
+    }
   });
 
   it('--daemon asks a running daemon\'s Inventory instead', async () => {

@@ -24,6 +24,8 @@ import { RawAds, type DecodedResponse } from './helpers/xds.js';
 const API = base32Port('api');
 const WEB = base32Port('blog');
 const NONE = base32Port('nothing');
+/** Asked for by no test but the one that names it by asking (issue 22). */
+const QUILL = base32Port('quill');
 let lab: Lab;
 let dir: string;
 let a: NodeDaemon;
@@ -266,8 +268,9 @@ describe('gRPC and HTTP from the merged view', () => {
       // 0.0.0.0 sockets: host A's IPv4 address only.
       // This daemon's own host first (local first), marked local; every endpoint ready.
       expect(r.endpoints.map((e) => ({ ...e, since: '' }))).toEqual([
-        { address: hostB.address, port: WEB, source: 'observed', node: 'host-b', version: '1.5.0', since: '', readiness: 'ready', local: true, namespace: '', containerId: '', pod: '', podNamespace: '' },
-        { address: hostA.address, port: WEB, source: 'observed', node: 'host-a', version: '1.4.2', since: '', readiness: 'ready', local: false, namespace: '', containerId: '', pod: '', podNamespace: '' },
+        // Each with its transport and its names (issue 22): blog is listed, so the registry names it.
+        { address: hostB.address, port: WEB, source: 'observed', node: 'host-b', version: '1.5.0', since: '', readiness: 'ready', local: true, protocol: 'tcp', names: [{ name: 'blog', source: 'registry' }], namespace: '', containerId: '', pod: '', podNamespace: '' },
+        { address: hostA.address, port: WEB, source: 'observed', node: 'host-a', version: '1.4.2', since: '', readiness: 'ready', local: false, protocol: 'tcp', names: [{ name: 'blog', source: 'registry' }], namespace: '', containerId: '', pod: '', podNamespace: '' },
       ]);
       for (const e of r.endpoints) {
         const since = Date.parse(e.since);
@@ -289,20 +292,33 @@ describe('gRPC and HTTP from the merged view', () => {
     }
   });
 
-  it('/sd/prometheus lists every observed service as http_sd target groups', async () => {
+  it('/sd/prometheus lists every named service as http_sd target groups; an unnamed one once a client asks for it', async () => {
     const [hostA, hostB] = lab.hosts as [NonNullable<Lab['hosts'][0]>, NonNullable<Lab['hosts'][0]>];
     try {
       await backend(hostA, 'http', WEB, 'host-a', { version: '1.4.2' });
-      await backend(hostB, 'grpc', API, 'host-b');
+      await backend(hostB, 'grpc', QUILL, 'host-b');
       type Group = { targets: string[]; labels: Record<string, string> };
-      const groups = await until('both services in http_sd', async () => {
-        const r = await c.get('/sd/prometheus');
-        const g = JSON.parse(r.body) as Group[];
-        return g.length === 2 && g.every((x) => x.labels.__meta_canonport_service !== 'blog' || x.labels.__meta_canonport_version !== '') ? g : undefined;
+      const sd = async (query = '') => JSON.parse((await c.get(`/sd/prometheus${query}`)).body) as Group[];
+      const labels = (service: string, port: number, node: string, version: string, source: string) => ({
+        __meta_canonport_service: service, __meta_canonport_port: String(port), __meta_canonport_node: node, __meta_canonport_version: version,
+        __meta_canonport_scheme: 'base32', __meta_canonport_readiness: 'ready', __meta_canonport_name_source: source, __meta_canonport_names: `,${service},`,
+      });
+      // quill's listener is named by nothing yet (not listed, no client asked, its process is cluster-backend.mjs): left out (issue 22).
+      await until('both listeners in the view', async () => ((await sd('?unnamed=true')).length === 2 ? true : undefined));
+      const blog = await until('blog in http_sd with its version', async () => {
+        const g = await sd();
+        return g.length === 1 && g[0]!.labels.__meta_canonport_version !== '' ? g : undefined;
+      });
+      expect(blog).toEqual([{ targets: [`${hostA.address}:${WEB}`], labels: labels('blog', WEB, 'host-a', '1.4.2', 'registry') }]);
+      // A client asks for quill (on another host): from then on it is named quill, by the query.
+      await a.dig(['SRV', `quill.${ZONE}`]);
+      const groups = await until('quill named by the query', async () => {
+        const g = await sd();
+        return g.length === 2 ? g : undefined;
       });
       expect(groups).toEqual([
-        { targets: [`${hostB.address}:${API}`], labels: { __meta_canonport_service: 'api', __meta_canonport_port: String(API), __meta_canonport_node: 'host-b', __meta_canonport_version: '', __meta_canonport_scheme: 'base32', __meta_canonport_readiness: 'ready' } },
-        { targets: [`${hostA.address}:${WEB}`], labels: { __meta_canonport_service: 'blog', __meta_canonport_port: String(WEB), __meta_canonport_node: 'host-a', __meta_canonport_version: '1.4.2', __meta_canonport_scheme: 'base32', __meta_canonport_readiness: 'ready' } },
+        { targets: [`${hostA.address}:${WEB}`], labels: labels('blog', WEB, 'host-a', '1.4.2', 'registry') },
+        { targets: [`${hostB.address}:${QUILL}`], labels: labels('quill', QUILL, 'host-b', '', 'query') },
       ]);
       const ready = await c.get('/readyz');
       expect(JSON.parse(ready.body)).toMatchObject({ ready: true, cluster: { view: 'synced' } });

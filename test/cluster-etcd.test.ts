@@ -1,9 +1,14 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Cluster, type ClusterOptions } from '../src/cluster/cluster.js';
 import type { InventoryListener, InventorySnapshot } from '../src/inventory/types.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { capturingLogger, count, startProxy, until } from './helpers/cluster.js';
+import { startDaemon } from './helpers/daemon.js';
 import { addNodeUser, startEtcd, type EtcdCluster } from './helpers/etcd.js';
+import { etcdWriter } from './helpers/etcd-writer.js';
 import { freePort } from './helpers/ports.js';
 
 /**
@@ -73,7 +78,8 @@ describe('publishing and viewing', () => {
 
     const seen = await until('b to see a on 12082', () => (nodesOn(b, 12082).includes('a') ? b.cluster.view.endpointsOnPort(12082) : undefined));
     expect(seen).toEqual([
-      { node: 'a', addresses: ['10.0.0.1'], port: 12082, protocol: 'tcp', namespace: 'host', services: ['svc'], scheme: 'base32', version: '', versionSource: '', since: expect.any(String), readiness: { state: 'ready', since: expect.any(String), by: 'tcp' } },
+      // A snapshot that says nothing of names: its claim is its names, the registry's (issue 22).
+      { node: 'a', addresses: ['10.0.0.1'], port: 12082, protocol: 'tcp', namespace: 'host', services: ['svc'], scheme: 'base32', version: '', versionSource: '', since: expect.any(String), readiness: { state: 'ready', since: expect.any(String), by: 'tcp' }, names: [{ name: 'svc', source: 'registry' }] },
     ]);
     expect(b.cluster.view.nodes().map((n) => n.name)).toEqual(['a', 'b']);
 
@@ -143,7 +149,7 @@ describe('malformed values, caps', () => {
     expect(c.cluster.view.nodes().map((n) => n.name)).toEqual(['a']);
   });
 
-  it('refuses nodes beyond its cap and counts them', async () => {
+  it('refuses nodes beyond its cap and counts them (an instance of a refused node waits with it, not counted again)', async () => {
     const etcd = await etcdFor();
     const nodes = ['a', 'b', 'c'].map((n) => node(etcd, n));
     for (const n of nodes) {
@@ -151,11 +157,11 @@ describe('malformed values, caps', () => {
       n.cluster.publish(snap(listener(12082)));
     }
     await Promise.all(nodes.map((n) => n.cluster.whenPublished()));
-    const small = node(etcd, 'd', { caps: { maxNodes: 2, maxEndpoints: 2 } });
+    const small = node(etcd, 'd', { caps: { maxNodes: 2, maxEndpoints: 1 } });
     small.cluster.start();
     await small.cluster.whenSynced();
     expect(small.cluster.view.nodes()).toHaveLength(2);
-    expect(small.cluster.view.endpointTotal).toBe(2);
+    expect(small.cluster.view.endpointTotal).toBe(1);
     expect(await count(small.metrics.clusterRefusedEntries, { kind: 'node' })).toBe(1);
     expect(await count(small.metrics.clusterRefusedEntries, { kind: 'endpoint' })).toBe(1);
     expect(small.log.codes()).toContain('CP_CLUSTER_CAP_REACHED');
@@ -287,6 +293,38 @@ describe('faults', () => {
     expect(b.log.codes()).toContain('CP_CLUSTER_WATCH_RESTARTED');
     expect(b.cluster.view.status().revision).toBeGreaterThanOrEqual(await etcd.revision());
   });
+
+  it('issue 21, finding 3: values written while its link was cut make the resumed watch a batch larger than a message; the view is listed in pages instead, for good', async () => {
+    const etcd = await etcdFor();
+    const proxy = await startProxy(etcd.members[0]!.clientPort, await freePort());
+    cleanups.push(() => proxy.close());
+    const a = node(etcd, 'a');
+    const b = node(`etcd://127.0.0.1:${proxy.port}`, 'b', { publish: false });
+    a.cluster.start();
+    b.cluster.start();
+    a.cluster.publish(snap(listener(12082)));
+    await until('b to see a', () => (nodesOn(b, 12082).includes('a') ? true : undefined));
+    proxy.cut();
+    await until('b\'s view to go stale', () => (b.cluster.view.status().state === 'stale' ? true : undefined));
+    // 70 values of 1 MB under one node's own prefix (etcd's default request limit is 1.5 MiB): 70 MB, more than
+    // the 64 MiB a message may carry. A watch resuming before them is sent them in one batch.
+    const evil = etcdWriter(etcd.url);
+    cleanups.push(async () => evil.close());
+    const big = Buffer.alloc(1_000_000, 'x');
+    await evil.putAll(Array.from({ length: 70 }, (_, i) => [`${PREFIX}/v2/nodes/evil/instances/${20000 + i}/tcp/host`, big] as [string, Buffer]), { concurrency: 4 });
+    a.cluster.publish(snap(listener(12082), listener(15000)));
+    await a.cluster.whenPublished();
+    proxy.restore();
+
+    await until('b to list again', async () => ((await count(b.metrics.clusterViewLists, { reason: 'too_large' })) >= 1 ? true : undefined), 30_000);
+    await until('b synced', () => (b.cluster.view.status().state === 'synced' ? true : undefined), 30_000);
+    expect(nodesOn(b, 15000)).toEqual(['a']);
+    expect(await count(b.metrics.clusterIgnoredValues, { reason: 'too_large' })).toBeGreaterThanOrEqual(70);
+    // It stays synced: the watch resumes from the list's revision, with no batch to catch up.
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(b.cluster.view.status().state).toBe('synced');
+    expect(b.cluster.syncError()).toBeUndefined();
+  }, 90_000);
 });
 
 describe('TLS and a role limited to the node', () => {
@@ -315,4 +353,27 @@ describe('TLS and a role limited to the node', () => {
     await until('c to fail', async () => ((await count(c.metrics.clusterEtcdErrors)) >= 1 ? true : undefined));
     expect(c.cluster.view.status().state).toBe('missing');
   });
+
+  it('issue 21, finding 3: a daemon that cannot list the prefix (here: a role without read on it) is not ready, and /readyz says why', async () => {
+    const etcd = await etcdFor({ auth: true });
+    // Writes to its own keys only: every list of the prefix is refused, as a list too large for a message was before pages.
+    await etcd.etcdctl(['role', 'add', 'canonport-blind']);
+    await etcd.etcdctl(['role', 'grant-permission', 'canonport-blind', '--prefix=true', 'readwrite', `${PREFIX}/v2/nodes/blind/`]);
+    await etcd.etcdctl(['user', 'add', 'blind:pw-blind']);
+    await etcd.etcdctl(['user', 'grant-role', 'blind', 'canonport-blind']);
+    const dir = mkdtempSync(join(tmpdir(), 'cp-blind-'));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'password'), 'pw-blind\n');
+    const d = await startDaemon({ cluster: etcd.url, node: 'blind', advertise: ['10.0.0.9'], clusterPrefix: PREFIX, clusterUser: 'blind', clusterPasswordFile: join(dir, 'password') });
+    cleanups.push(() => d.close(0));
+    const url = `http://127.0.0.1:${d.addresses.http.port}/readyz`;
+    const body = await until('/readyz to say why', async () => {
+      const r = await fetch(url);
+      const b = (await r.json()) as { ready: boolean; reason?: string; cluster?: { view?: string; error?: string } };
+      return r.status === 503 && b.cluster?.error ? b : undefined;
+    }, 20_000);
+    expect(body).toMatchObject({ ready: false, cluster: { view: 'missing' } });
+    expect(body.reason).toMatch(/^cluster view missing: the cluster prefix cannot be read from etcd \(etcd refused: .*no permission/);
+    expect(body.cluster?.error).toMatch(/no permission/);
+  }, 60_000);
 });

@@ -1,27 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import { defaultNodeName, parseClusterEndpoints } from '../src/cluster/cluster.js';
-import { ackKey, decodeEntry, drainKey, encodeAck, encodeDrain, encodeInstance, encodeListener, encodeNode, instanceKey, legacyNodeKey, listenerKey, nodeKey, parseKey, type InstanceRecord, type ListenerRecord, type NodeRecord } from '../src/cluster/keys.js';
+import { ackKey, decodeEntry, drainKey, encodeAck, encodeDrain, encodeInstance, encodeListener, encodeNode, instanceKey, legacyNodeKey, listenerKey, nodeKey, parseKey, type InstanceRecord } from '../src/cluster/keys.js';
 import { instanceRecords, listenerRecords, reachableListeners } from '../src/cluster/publisher.js';
 import { ClusterView, endpointAddresses } from '../src/cluster/view.js';
 import { isCanonportError, ErrorCodes } from '../src/errors.js';
 import type { InventoryListener } from '../src/inventory/types.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { count } from './helpers/cluster.js';
+import { listenerRecord, nodeRecord } from './helpers/cluster-records.js';
 
 /** The key layout, the view's index and the publisher's choices, without etcd: values in, values out. */
 
 const P = '/cp';
-const node = (name: string, addresses = ['10.0.0.1']): NodeRecord => ({ name, addresses, canonportVersion: '0.1.0', registryDigest: '', started: '2024-01-01T00:00:00.000Z' });
-const listener = (port: number, over: Partial<ListenerRecord> = {}): ListenerRecord => ({
-  port,
-  services: ['api'],
-  scheme: 'base32',
-  version: '',
-  versionSource: '',
-  since: '2024-01-01T00:00:00.000Z',
-  bind: [{ family: 'tcp', address: '0.0.0.0' }],
-  ...over,
-});
+const node = nodeRecord;
+const listener = listenerRecord;
 const put = (key: string, value: string) => ({ type: 'put' as const, key, value });
 
 describe('key layout v1', () => {
@@ -296,7 +288,7 @@ describe('what the publisher publishes', () => {
   });
 
   it('folds a port\'s sockets into one record, stably', () => {
-    const first = new Map([['12082', Date.parse('2024-02-02T00:00:00Z')]]);
+    const first = new Map([['12082/tcp', Date.parse('2024-02-02T00:00:00Z')]]);
     const a = listenerRecords([l(12082, '::', ['api'], 'tcp6'), l(12082, '0.0.0.0')], first);
     const b = listenerRecords([l(12082, '0.0.0.0'), l(12082, '::', ['api'], 'tcp6')], first);
     expect(a).toEqual(b);
@@ -307,7 +299,7 @@ describe('what the publisher publishes', () => {
 
 describe('what the publisher publishes: readiness', () => {
   const l = (port: number, readiness?: InventoryListener['readiness']): InventoryListener => ({ port, address: '0.0.0.0', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32', readiness });
-  const first = new Map([['12082', Date.parse('2024-02-02T00:00:00Z')], ['12083', Date.parse('2024-02-02T00:00:00Z')]]);
+  const first = new Map([['12082/tcp', Date.parse('2024-02-02T00:00:00Z')], ['12083/tcp', Date.parse('2024-02-02T00:00:00Z')]]);
 
   it('carries each listener\'s verdict, and holds back one without a verdict when verdicts are required', () => {
     const ls = [l(12082, { state: 'not-ready', by: 'http', sinceMs: Date.parse('2024-02-02T00:00:05Z'), detail: 'HTTP 503 from /readyz\n' }), l(12083)];

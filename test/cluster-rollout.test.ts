@@ -124,6 +124,23 @@ describe('restarts keep the host\'s records', () => {
 });
 
 describe('a node\'s identity is its own (issue 21 finding 5)', () => {
+  /** a publishes 12082 and b sees it; then a second daemon named a takes the name with --node-takeover and publishes 15000. */
+  async function takeOver(): Promise<{ a: Node; b: Node; taker: Node }> {
+    const a = node('a', { stateDir: stateDir() });
+    const b = node('b');
+    a.cluster.start();
+    b.cluster.start();
+    a.cluster.publish(snap(listener(12082)));
+    await a.cluster.whenPublished();
+    await until('b to see a on 12082', () => (states(b, 12082).length ? true : undefined));
+
+    const taker = node('a', { stateDir: stateDir(), advertise: ['10.6.6.6'], nodeTakeover: true });
+    taker.cluster.start();
+    taker.cluster.publish(snap(listener(15000)));
+    await taker.cluster.whenPublished();
+    return { a, b, taker };
+  }
+
   it('refuses a name another live daemon holds, logs it, deletes nothing; takes it when the other\'s lease ends', async () => {
     const a = node('a', { stateDir: stateDir() });
     a.cluster.start();
@@ -149,18 +166,7 @@ describe('a node\'s identity is its own (issue 21 finding 5)', () => {
   }, 30_000);
 
   it('with --node-takeover, takes the name, never deletes the other\'s keys, and both sides log it; readers follow the new record only', async () => {
-    const a = node('a', { stateDir: stateDir() });
-    const b = node('b');
-    a.cluster.start();
-    b.cluster.start();
-    a.cluster.publish(snap(listener(12082)));
-    await a.cluster.whenPublished();
-    await until('b to see a on 12082', () => (states(b, 12082).length ? true : undefined));
-
-    const taker = node('a', { stateDir: stateDir(), advertise: ['10.6.6.6'], nodeTakeover: true });
-    taker.cluster.start();
-    taker.cluster.publish(snap(listener(15000)));
-    await taker.cluster.whenPublished();
+    const { a, b } = await takeOver();
     await until('b to follow the new record', () => (b.cluster.view.node('a')?.addresses[0] === '10.6.6.6' ? true : undefined));
     // a's instance on 12082 is under a's lease, not the record's: readers ignore it. Its key is still there.
     await until('a\'s old instance to leave b\'s answers', () => (states(b, 12082).length === 0 ? true : undefined));
@@ -168,6 +174,16 @@ describe('a node\'s identity is its own (issue 21 finding 5)', () => {
     expect(states(b, 15000)).toEqual(['a:ready']);
     await until('the original to notice', () => (a.log.codes().includes('CP_CLUSTER_NODE_TAKEN') ? true : undefined));
     expect(await count(a.metrics.clusterNodeConflicts, { side: 'taken' })).toBe(1);
+  }, 30_000);
+
+  it('after a takeover, the daemon that was taken over publishes its record again once the taker stops: readers get the real host back, not nothing', async () => {
+    const { a, b, taker } = await takeOver();
+    await until('the original to notice', () => (a.log.codes().includes('CP_CLUSTER_NODE_TAKEN') ? true : undefined));
+    // The taker leaves (its lease revoked, its record with it): without the rewrite, node a stays missing for good.
+    await taker.cluster.leave();
+    await until('b to see the real a again', () => (b.cluster.view.node('a')?.addresses[0] === '10.0.0.1' && states(b, 12082).length === 1 ? true : undefined), 15_000);
+    expect(states(b, 15000)).toEqual([]);
+    expect(await keys()).toContain(`${PREFIX}/v2/nodes/a/node`);
   }, 30_000);
 });
 

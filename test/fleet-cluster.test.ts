@@ -120,10 +120,13 @@ describe('canonport fleet --cluster against etcd holding three real daemons\' re
     // The listener on 0.0.0.0 is reached at each node's advertised address.
     expect(out.hosts[0]!.inventory!.listeners.filter((l) => l.port === pinnedPort).map(({ stateSince: _since, ...l }) => l)).toEqual([
       // It speaks neither gRPC nor HTTP: ready while it listens, asked once (readiness.ts).
-      { port: pinnedPort, address: '10.0.0.1', family: 'tcp', services: ['alpha'], version: '', versionSource: '', scheme: 'pinned', since: expect.any(String), state: 'ready' },
+      // Named by the registry (issue 22: names and where they come from travel with the instance).
+      { port: pinnedPort, address: '10.0.0.1', family: 'tcp', services: ['alpha'], names: [{ name: 'alpha', source: 'registry' }], version: '', versionSource: '', scheme: 'pinned', since: expect.any(String), state: 'ready' },
     ]);
-    // The node record rides along; the view's state (a fresh list: synced) is in the source.
-    expect(out.hosts[0]!.node).toEqual({ addresses: ['10.0.0.1'], canonportVersion: expect.any(String), registryDigest: d1, started: expect.any(String) });
+    // The node record rides along, with when the node last observed a change; the view's state (a fresh list: synced) is in the source.
+    expect(out.hosts[0]!.node).toEqual({ addresses: ['10.0.0.1'], canonportVersion: expect.any(String), registryDigest: d1, started: expect.any(String), observedAt: expect.any(String) });
+    // Each host's time is when that host observed (its observedAt), not when fleet read etcd.
+    expect(out.hosts.map((h) => h.inventory!.collectedAtMs)).toEqual(out.hosts.map((h) => Date.parse(h.node!.observedAt!)));
     expect(out.source).toMatchObject({ view: 'synced', viewSince: expect.any(String) });
     expect(out.services.find((s) => s.service === http.name)!.mixed).toBe(true);
     expect(out.findings.filter((f) => f.kind === 'registry')).toEqual([{ kind: 'registry', host: 'web-3', service: '', expected: d1, found: [d2], message: expect.stringContaining('web-3: registry') }]);
@@ -137,13 +140,13 @@ describe('canonport fleet --cluster against etcd holding three real daemons\' re
     for (const d of daemons) {
       const res = await fetch(`http://${d.addresses.http.host}:${d.addresses.http.port}/ui/api/fleet`);
       const page = (await res.json()) as FleetDocument;
-      // When each view entered its state is each reader's own (the CLI listed just now): everything else is the same.
+      // When each view entered its state is each reader's own (the CLI listed just now): everything else is the same,
+      // each host's time included (when that host observed, issue 22).
       const when = (doc: FleetDocument) => {
         const source = doc.source as Extract<FleetSource, { kind: 'cluster' }>;
-        return { ...doc, source: { ...source, viewSince: '' }, hosts: doc.hosts.map((h) => ({ ...h, inventory: { ...h.inventory!, collectedAtMs: 0 } })) };
+        return { ...doc, source: { ...source, viewSince: '' } };
       };
       expect(when(page)).toEqual(when(cli));
-      expect(page.hosts.map((h) => h.inventory!.collectedAtMs)).toEqual(page.hosts.map(() => Date.parse((page.source as { viewSince: string }).viewSince)));
     }
   });
 
@@ -173,18 +176,43 @@ describe('canonport fleet --cluster against etcd holding three real daemons\' re
 });
 
 describe('canonport fleet --cluster when etcd cannot be read', () => {
-  it('exits 1 with CP_CLUSTER_UNREACHABLE and etcd\'s reason, within the deadline, and prints nothing on stdout', async () => {
+  it('a refused etcd: exits 1 with CP_CLUSTER_UNREACHABLE and etcd\'s reason at once, not after its deadline (issue 22), nothing on stdout', async () => {
     const url = `etcd://127.0.0.1:${await closedPort()}`;
     const started = Date.now();
-    const r = await runCli(['fleet', '--cluster', url, '--timeout', '1500']);
+    const r = await runCli(['fleet', '--cluster', url, '--timeout', '20000']);
     const took = Date.now() - started;
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toContain(`cannot read the cluster view from ${url} (prefix /canonport) within 1500 ms`);
+    expect(r.stderr).toContain(`cannot read the cluster view from ${url} (prefix /canonport)`);
+    expect(r.stderr).not.toContain('within 20000 ms');
     expect(r.stderr).toContain('[CP_CLUSTER_UNREACHABLE]');
     // etcd's reason, in canonport's words: not the client's circuit breaker or grpc-js's status text.
     expect(r.stderr).toContain(`etcd at ${url.slice('etcd://'.length)} refused the connection`);
     expect(r.stderr).not.toMatch(/circuit breaker|Resolution note|UNAVAILABLE/);
+    // The whole command, Node's start included, far inside the 20 s deadline (the report itself: the next test).
+    expect(took).toBeLessThan(10_000);
+  });
+
+  it('a refused etcd is reported within 2 s of asking, whatever the deadline; every member must refuse', async () => {
+    const refused = `127.0.0.1:${await closedPort()}`;
+    let started = Date.now();
+    await expect(collectFleetFromCluster({ endpoints: `etcd://${refused}`, timeoutMs: 20_000 })).rejects.toThrow(`etcd at ${refused} refused the connection`);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    // One member that answers: the view is read from it, the refusing one notwithstanding.
+    started = Date.now();
+    const report = await collectFleetFromCluster({ endpoints: `etcd://${refused},${etcd.url.slice('etcd://'.length)}`, prefix: PREFIX, timeoutMs: 20_000 });
+    expect(report.hosts.map((h) => h.host)).toEqual(['web-1', 'web-2', 'web-3']);
+  });
+
+  it('an unreachable etcd (no answer, no refusal) is waited for until the deadline, as before', async () => {
+    // TEST-NET-1 (RFC 5737): no route in the test's network namespace, so no refusal either.
+    const url = 'etcd://192.0.2.1:2379';
+    const started = Date.now();
+    const r = await runCli(['fleet', '--cluster', url, '--timeout', '1500']);
+    const took = Date.now() - started;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`cannot read the cluster view from ${url} (prefix /canonport) within 1500 ms`);
+    expect(r.stderr).toContain('[CP_CLUSTER_UNREACHABLE]');
     expect(took).toBeGreaterThanOrEqual(1500);
     expect(took).toBeLessThan(8_000);
   });

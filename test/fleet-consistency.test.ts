@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ClusterView } from '../src/cluster/view.js';
 import { encodeInstance, encodeNode, instanceKey, nodeKey, type InstanceRecord, type ListenerRecord, type NodeRecord } from '../src/cluster/keys.js';
 import { checkConsistency, portNameFindings, registryFindings } from '../src/fleet/consistency.js';
-import { fleetServices, formatFleet, type FleetHost } from '../src/fleet/fleet.js';
+import { fleetServices, fleetUnnamed, formatFleet, type FleetHost } from '../src/fleet/fleet.js';
 import { fleetHostsFromView } from '../src/fleet/from-cluster.js';
 import type { InventoryListener } from '../src/inventory/types.js';
 import { base32Port, decodePort } from '../src/scheme/index.js';
@@ -135,6 +135,8 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
     protocol: 'tcp',
     namespace: 'host',
     readiness: { state, since: '2025-05-01T09:00:02.000Z', by: state === 'ready' ? 'http' : 'admin' },
+    // Written by a daemon that names listeners (issue 22): none of these has a registry entry or a process name.
+    nameSource: 'none',
   });
   const ready = { since: '2025-05-01T09:00:01.000Z', state: 'ready', stateSince: '2025-05-01T09:00:02.000Z' };
   const draining = { since: '2025-05-01T09:00:01.000Z', state: 'draining', stateSince: '2025-05-01T09:00:02.000Z' };
@@ -143,7 +145,8 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
     const view = new ClusterView({ prefix: PREFIX });
     const kvs = [
       { key: nodeKey(PREFIX, 'web-2'), value: encodeNode(node('web-2', ['10.0.0.2', 'fd00::2'], D2)) },
-      { key: nodeKey(PREFIX, 'web-1'), value: encodeNode(node('web-1', ['10.0.0.1'], D1)) },
+      // web-1 was asked for `api` (a client's `api.<zone>`): every node's 12082 is named so; 14688 stays unnamed.
+      { key: nodeKey(PREFIX, 'web-1'), value: encodeNode({ ...node('web-1', ['10.0.0.1'], D1), askedNames: [{ port: 12082, name: 'api' }] }) },
       { key: nodeKey(PREFIX, 'idle'), value: encodeNode(node('idle', ['10.0.0.9'], D1)) },
       { key: instanceKey(PREFIX, 'web-1', 12082), value: encodeInstance(listener(12082, ['api'], '1.4.2', [{ family: 'tcp', address: '0.0.0.0' }])) },
       // A draining instance is out of answers, but the fleet shows it (not silently missing).
@@ -159,8 +162,9 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
       const { name: _name, ...rest } = view.node(name)!;
       return rest;
     };
+    const asked = [{ name: 'api', source: 'query' }];
     expect(hosts).toEqual([
-      { host: 'idle', target: '/cp/v2/nodes/idle/node', reachable: true, inventory: { host: 'idle', collectedAtMs: 1234, listeners: [], registryDigest: D1 }, node: record('idle') },
+      { host: 'idle', target: '/cp/v2/nodes/idle/node', reachable: true, inventory: { host: 'idle', collectedAtMs: 1234, listeners: [], registryDigest: D1, node: 'idle' }, node: record('idle') },
       {
         host: 'web-1',
         target: '/cp/v2/nodes/web-1/node',
@@ -169,9 +173,10 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
           host: 'web-1',
           collectedAtMs: 1234,
           registryDigest: D1,
-          listeners: [{ port: 12082, address: '10.0.0.1', family: 'tcp', services: ['api'], version: '1.4.2', versionSource: 'http', scheme: 'base32', ...ready }],
+          node: 'web-1',
+          listeners: [{ port: 12082, address: '10.0.0.1', family: 'tcp', services: ['api'], names: asked, version: '1.4.2', versionSource: 'http', scheme: 'base32', ...ready }],
         },
-        node: record('web-1'),
+        node: { ...record('web-1'), askedNames: undefined },
       },
       {
         host: 'web-2',
@@ -181,10 +186,11 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
           host: 'web-2',
           collectedAtMs: 1234,
           registryDigest: D2,
+          node: 'web-2',
           listeners: [
-            { port: 12082, address: '10.0.0.2', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32', ...draining },
-            { port: 12082, address: 'fd00::2', family: 'tcp6', services: ['api'], version: '', versionSource: '', scheme: 'base32', ...draining },
-            { port: 14688, address: '10.0.0.2', family: 'tcp', services: ['db0'], version: '', versionSource: '', scheme: 'base32', ...ready },
+            { port: 12082, address: '10.0.0.2', family: 'tcp', services: ['api'], names: asked, version: '', versionSource: '', scheme: 'base32', ...draining },
+            { port: 12082, address: 'fd00::2', family: 'tcp6', services: ['api'], names: asked, version: '', versionSource: '', scheme: 'base32', ...draining },
+            { port: 14688, address: '10.0.0.2', family: 'tcp', services: ['db0'], names: [], version: '', versionSource: '', scheme: 'base32', ...ready },
           ],
         },
         node: record('web-2'),
@@ -192,8 +198,13 @@ describe('fleetHostsFromView: the cluster view as a fleet', () => {
     ]);
     // Folded like a host list: web-2's two addresses count once; 1.4.2 beside "?" is mixed.
     const api = fleetServices(hosts).find((s) => s.service === 'api')!;
-    expect(api).toMatchObject({ hostCount: 2, mixed: true, versions: [{ version: '', hosts: ['web-2'], notServing: [{ host: 'web-2', state: 'draining' }] }, { version: '1.4.2', hosts: ['web-1'] }] });
-    expect(formatFleet({ hosts, services: fleetServices(hosts) })).toContain('web-2 (draining)');
+    expect(api).toMatchObject({ nameSource: 'query', hostCount: 2, mixed: true, versions: [{ version: '', hosts: ['web-2'], notServing: [{ host: 'web-2', state: 'draining' }] }, { version: '1.4.2', hosts: ['web-1'] }] });
+    // 14688: claimed (it answers db0), named by no source: apart from the services.
+    expect(fleetServices(hosts).map((s) => s.service)).toEqual(['api']);
+    expect(fleetUnnamed(hosts)).toEqual([{ port: 14688, protocol: 'tcp', services: ['db0'], scheme: 'base32', hosts: ['web-2'] }]);
+    const text = formatFleet({ hosts, services: fleetServices(hosts), unnamed: fleetUnnamed(hosts) });
+    expect(text).toContain('web-2 (draining)');
+    expect(text).toContain(['unnamed ports (no registry entry, no name asked for, no process name; they answer their canonical names):', '  PORT   ANSWERS  HOSTS  ON', '  14688  db0      1/3    web-2'].join('\n'));
     expect(registryFindings(hosts).map((f) => f.host)).toEqual(['web-2']);
   });
 });

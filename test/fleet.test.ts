@@ -51,6 +51,8 @@ describe('collectFleet across two real daemons and one unreachable host', () => 
     const user = report.services.find((s) => s.service === 'user')!;
     expect(user).toEqual({
       service: 'user',
+      protocol: 'tcp',
+      nameSource: 'registry',
       scheme: 'versioned',
       versions: [{ version: '2', ports: [world.userPort], hosts: [world.a, world.b] }],
       hostCount: 2,
@@ -121,9 +123,12 @@ describe('fleet pure parts', () => {
       host('b', [l({ port: 12082, services: ['api'], version: '' })]),
       host('c', [l({ port: 22, services: [], scheme: 'unknown' })]),
     ]);
+    // Listeners that carry no names (a report from before names) read their claim as the registry's.
     expect(services).toEqual([
       {
         service: 'api',
+        protocol: 'tcp',
+        nameSource: 'registry',
         scheme: 'base32',
         versions: [
           { version: '', ports: [12082], hosts: ['b'] },

@@ -295,7 +295,7 @@ describe('/sd/prometheus over a large cluster view', () => {
     expect(pages.map((p) => p.length)).toEqual([10_000, 10_000, 5_000]);
     const all = pages.flat() as { labels: Record<string, string>; targets: string[] }[];
     expect(new Set(all.map((g) => `${g.labels.__meta_canonport_port}/${g.labels.__meta_canonport_node}`)).size).toBe(25_000);
-    expect(all[0]).toEqual({ targets: ['10.0.0.0:20000'], labels: { __meta_canonport_service: 'svc20000', __meta_canonport_port: '20000', __meta_canonport_node: 'n0', __meta_canonport_version: '1.0.0', __meta_canonport_scheme: 'base32', __meta_canonport_readiness: 'ready' } });
+    expect(all[0]).toEqual({ targets: ['10.0.0.0:20000'], labels: { __meta_canonport_service: 'svc20000', __meta_canonport_port: '20000', __meta_canonport_node: 'n0', __meta_canonport_version: '1.0.0', __meta_canonport_scheme: 'base32', __meta_canonport_readiness: 'ready', __meta_canonport_name_source: 'registry', __meta_canonport_names: ',svc20000,' } });
     expect(JSON.parse((await http(s, 'GET', '/sd/prometheus?page=4')).body)).toEqual([]);
     expect((await http(s, 'GET', '/sd/prometheus?page=0')).status).toBe(400);
     expect((await http(s, 'GET', '/sd/prometheus?page=x')).status).toBe(400);

@@ -18,22 +18,22 @@ services:
 
 describe('claimOf', () => {
   it.each([
-    // port, services, scheme, portVersion, versionPath
-    [8102, ['user'], 'versioned', '2', '/build'],
-    [8101, ['user'], 'versioned', '1', '/build'],
-    [7000, ['splashpage', 'splashpage-www', 'splashpage-nodejs'], 'block', '', '/version'],
-    [7001, ['splashpage-api', 'splashpage-play'], 'block', '', undefined], // roles do not inherit the app's path
-    [7009, ['splashpage-psql', 'splashpage-postgresql'], 'block', '', undefined],
-    [6379, ['legacy'], 'pinned', '', undefined],
-    [12082, ['api'], 'base32', '', '/version'],
-    [13661, ['cat', 'caterpillar'], 'base32', '', undefined], // a collision lists both
-    [14688, ['db0'], 'base32', '', undefined], // not in the registry: the prefix the port encodes
-    [33227, ['veb'], 'base32', '', undefined], // zebra
-    [8103, ['6t7'], 'base32', '', undefined], // a versioned-looking port nobody registered
-    [22, [], 'unknown', '', undefined],
-    [33792, [], 'unknown', '', undefined],
-  ])('%i → %j (%s)', (port, services, scheme, portVersion, versionPath) => {
-    expect(claimOf(port, registry)).toEqual({ services, scheme, portVersion, versionPath });
+    // port, services, scheme, portVersion, versionPath, the registry lists it (its names are the registry's: core/naming.ts)
+    [8102, ['user'], 'versioned', '2', '/build', true],
+    [8101, ['user'], 'versioned', '1', '/build', true],
+    [7000, ['splashpage', 'splashpage-www', 'splashpage-nodejs'], 'block', '', '/version', true],
+    [7001, ['splashpage-api', 'splashpage-play'], 'block', '', undefined, true], // roles do not inherit the app's path
+    [7009, ['splashpage-psql', 'splashpage-postgresql'], 'block', '', undefined, true],
+    [6379, ['legacy'], 'pinned', '', undefined, true],
+    [12082, ['api'], 'base32', '', '/version', true],
+    [13661, ['cat', 'caterpillar'], 'base32', '', undefined, true], // a collision lists both
+    [14688, ['db0'], 'base32', '', undefined, false], // not in the registry: the prefix the port encodes
+    [33227, ['veb'], 'base32', '', undefined, false], // zebra
+    [8103, ['6t7'], 'base32', '', undefined, false], // a versioned-looking port nobody registered
+    [22, [], 'unknown', '', undefined, false],
+    [33792, [], 'unknown', '', undefined, false],
+  ])('%i → %j (%s)', (port, services, scheme, portVersion, versionPath, listed) => {
+    expect(claimOf(port, registry)).toEqual({ services, scheme, portVersion, versionPath, ...(listed ? { byRegistry: true } : {}) });
   });
 
   it('without a registry every port in 1024–33791 reads as its base32 prefix', () => {

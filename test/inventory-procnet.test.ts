@@ -3,7 +3,8 @@ import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { formatIPv6, ListenerScanner, parseProcNetTcp, readListeningSockets, readProcNetTcp, tcpFingerprint } from '../src/inventory/procnet.js';
+import { createSocket, type Socket } from 'node:dgram';
+import { formatIPv6, ListenerScanner, parseProcNetTcp, parseProcNetUdp, readListeningSockets, readProcNetTcp, socketFingerprint } from '../src/inventory/procnet.js';
 import { createHostNet } from './helpers/netns.js';
 import { closeServer } from './inventory-support.js';
 
@@ -154,6 +155,35 @@ describe('readProcNetTcp: stops after the listeners', () => {
   });
 });
 
+// As /proc/net/udp prints them: a bound unconnected socket is state 07 (TCP_CLOSE) with a zero remote; a connected one 01.
+const UDP_HEADER = '   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops';
+const udpTail = (inode: number) => ` 00000000:00000000 00:00000000 00000000     0        0 ${inode} 2 0000000000000000 0`;
+const UDP = [
+  UDP_HEADER,
+  `  101: 00000000:3960 00000000:0000 07${udpTail(2001)}`, // 0.0.0.0:14688, unconnected: a listener
+  `  102: 0100007F:3960 00000000:0000 07${udpTail(2002)}`, // 127.0.0.1:14688, unconnected
+  `  103: 0100007F:D431 0100007F:0035 01${udpTail(2003)}`, // connected to 127.0.0.1:53: a client, not a listener
+  `  104: 0100007F:2F32 0100007F:0035 07${udpTail(2004)}`, // state 07 but a remote set: not a listener
+  `  105: 00000000:0000 00000000:0000 07${udpTail(2005)}`, // port 0: never bound
+  `  106: 00000000:3960 00000000:0000 07${udpTail(2006)}`, // 0.0.0.0:14688 again (SO_REUSEPORT): one entry, both inodes
+  '',
+].join('\n');
+const UDP6 = [
+  UDP_HEADER,
+  `  201: 00000000000000000000000000000000:3960 00000000000000000000000000000000:0000 07${udpTail(3001)}`, // [::]:14688
+  `  202: 00000000000000000000000001000000:3960 00000000000000000000000001000000:0035 01${udpTail(3002)}`, // connected
+].join('\n');
+
+describe('parseProcNetUdp: UDP listeners are the bound, unconnected sockets', () => {
+  it('keeps state 07 with a zero remote; leaves out connected sockets, a remote, port 0; folds SO_REUSEPORT groups', () => {
+    expect(parseProcNetUdp(UDP, 'udp', true)).toEqual([
+      { port: 14688, address: '0.0.0.0', family: 'udp', inodes: ['2001', '2006'] },
+      { port: 14688, address: '127.0.0.1', family: 'udp', inodes: ['2002'] },
+    ]);
+    expect(parseProcNetUdp(UDP6, 'udp6', true)).toEqual([{ port: 14688, address: '::', family: 'udp6', inodes: ['3001'] }]);
+  });
+});
+
 describe('formatIPv6 (RFC 5952)', () => {
   const bytes = (hex: string) => hex.match(/../g)!.map((b) => parseInt(b, 16));
   it.each([
@@ -202,6 +232,43 @@ describe('readListeningSockets', () => {
     expect(none.errors.map((e) => e.file)).toEqual([join(root, 'nowhere', 'net', 'tcp')]);
   });
 
+  it('reads udp and udp6 beside tcp and tcp6 (fixture files); a missing udp is not an error', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'canonport-proc-'));
+    dirs.push(root);
+    await mkdir(join(root, 'net'));
+    await writeFile(join(root, 'net', 'tcp'), KERNEL_ORDER);
+    expect((await readListeningSockets(root)).errors).toEqual([]);
+    await writeFile(join(root, 'net', 'udp'), UDP);
+    await writeFile(join(root, 'net', 'udp6'), UDP6);
+    const { sockets, errors } = await readListeningSockets(root);
+    expect(errors).toEqual([]);
+    // Sorted by port, then family: TCP and UDP on one port are separate sockets.
+    expect(sockets.filter((s) => s.port === 14688).map((s) => `${s.family} ${s.address}`)).toEqual(['udp 0.0.0.0', 'udp 127.0.0.1', 'udp6 ::']);
+  });
+
+  it('sees a real bound UDP socket in the real /proc, and not a connected one', async () => {
+    const sockets: Socket[] = [];
+    const bind = (type: 'udp4' | 'udp6', address: string) =>
+      new Promise<Socket>((resolve, reject) => {
+        const s = createSocket(type);
+        sockets.push(s);
+        s.once('error', reject);
+        s.bind({ port: 0, address }, () => resolve(s));
+      });
+    try {
+      const v4 = await bind('udp4', '127.0.0.1');
+      const v6 = await bind('udp6', '::1');
+      const client = await bind('udp4', '127.0.0.1');
+      await new Promise<void>((resolve, reject) => client.connect(v4.address().port, '127.0.0.1', (err?: Error) => (err ? reject(err) : resolve())));
+      const found = (await readListeningSockets()).sockets;
+      expect(found).toContainEqual({ port: v4.address().port, address: '127.0.0.1', family: 'udp', inodes: [expect.stringMatching(/^[1-9]\d*$/)] });
+      expect(found).toContainEqual({ port: v6.address().port, address: '::1', family: 'udp6', inodes: [expect.stringMatching(/^[1-9]\d*$/)] });
+      expect(found.some((s) => s.port === client.address().port && s.family === 'udp')).toBe(false);
+    } finally {
+      for (const s of sockets) s.close();
+    }
+  });
+
   it('sees real listeners on 127.0.0.1 and ::1 in the real /proc', async () => {
     const listen = (host: string, port: number) =>
       new Promise<Server>((resolve, reject) => {
@@ -221,7 +288,7 @@ describe('readListeningSockets', () => {
   });
 });
 
-describe('tcpFingerprint and ListenerScanner: /proc/net/tcp read only when the counters moved (issue 24)', () => {
+describe('socketFingerprint and ListenerScanner: /proc/net/tcp read only when the counters moved (issue 24)', () => {
   const dirs: string[] = [];
   afterAll(async () => {
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
@@ -234,7 +301,7 @@ describe('tcpFingerprint and ListenerScanner: /proc/net/tcp read only when the c
       `Tcp: 1 200 120000 -1 ${active} ${passive} 0 0 1 100 100 0 0 0 0`,
       '',
     ].join('\n');
-  const SOCKSTAT = (inuse: number) => `sockets: used 9\nTCP: inuse ${inuse} orphan 0 tw 0 alloc 9 mem 1\nUDP: inuse 0 mem 0\n`;
+  const SOCKSTAT = (inuse: number, udp = 0) => `sockets: used 9\nTCP: inuse ${inuse} orphan 0 tw 0 alloc 9 mem 1\nUDP: inuse ${udp} mem 0\n`;
   const SOCKSTAT6 = (inuse: number) => `TCP6: inuse ${inuse}\nUDP6: inuse 0\n`;
 
   async function fixture(): Promise<string> {
@@ -251,12 +318,12 @@ describe('tcpFingerprint and ListenerScanner: /proc/net/tcp read only when the c
 
   it('reads the in-use counts and the opens ever made, or null without them', async () => {
     const root = await fixture();
-    expect(tcpFingerprint(root)).toBe('3/5/10/20');
+    expect(socketFingerprint(root)).toBe('3/5/10/20/0/0');
     await rm(join(root, 'net', 'sockstat6'));
-    expect(tcpFingerprint(root)).toBe('3/-/10/20');
+    expect(socketFingerprint(root)).toBe('3/-/10/20/0/-');
     await rm(join(root, 'net', 'snmp'));
-    expect(tcpFingerprint(root)).toBeNull();
-    expect(tcpFingerprint(join(root, 'nowhere'))).toBeNull();
+    expect(socketFingerprint(root)).toBeNull();
+    expect(socketFingerprint(join(root, 'nowhere'))).toBeNull();
   });
 
   it('reuses the last list while the counters stand still, reads again when they move or the full-read interval passes', async () => {
@@ -285,6 +352,11 @@ describe('tcpFingerprint and ListenerScanner: /proc/net/tcp read only when the c
     t += 1000;
     await scanner.read();
     expect(scanner.fullReads).toBe(4);
+    // A UDP socket opening (a UDP listener, issue 22) moves UDP's `inuse`: read again at once.
+    await writeFile(join(root, 'net', 'sockstat'), SOCKSTAT(4, 1));
+    t += 1000;
+    await scanner.read();
+    expect(scanner.fullReads).toBe(5);
   });
 
   it('without counters (a fixture /proc, a kernel without them) reads the files every time', async () => {

@@ -94,15 +94,16 @@ describe('HostInventory on real sockets', () => {
     expect(inv.errors).toEqual([]);
 
     // One port on two addresses: both listed, same claim.
+    // A port the registry does not list and no name or process names (no `names` source here) is unnamed: `names` is empty.
     expect(on(snap, dual.port)).toEqual([
-      { port: dual.port, address: '127.0.0.1', family: 'tcp', services: [prefixOf(dual.name)], version: '', versionSource: '', scheme: 'base32' },
-      { port: dual.port, address: '::1', family: 'tcp6', services: [prefixOf(dual.name)], version: '', versionSource: '', scheme: 'base32' },
+      { port: dual.port, address: '127.0.0.1', family: 'tcp', services: [prefixOf(dual.name)], names: [], version: '', versionSource: '', scheme: 'base32' },
+      { port: dual.port, address: '::1', family: 'tcp6', services: [prefixOf(dual.name)], names: [], version: '', versionSource: '', scheme: 'base32' },
     ]);
     expect(on(snap, versioned.port)).toEqual([
-      { port: versioned.port, address: '127.0.0.1', family: 'tcp', services: ['user'], version: '2', versionSource: 'port', scheme: 'versioned' },
+      { port: versioned.port, address: '127.0.0.1', family: 'tcp', services: ['user'], names: [{ name: 'user', source: 'registry' }], version: '2', versionSource: 'port', scheme: 'versioned' },
     ]);
     expect(on(snap, http.port)).toEqual([
-      { port: http.port, address: '127.0.0.1', family: 'tcp', services: [http.name], version: '1.4.2', versionSource: 'http', scheme: 'base32' },
+      { port: http.port, address: '127.0.0.1', family: 'tcp', services: [http.name], names: [{ name: http.name, source: 'registry' }], version: '1.4.2', versionSource: 'http', scheme: 'base32' },
     ]);
     expect(on(snap, json.port)).toMatchObject([{ services: [json.name], version: '7.1.0', versionSource: 'http' }]);
     // Accepts and never answers: the probe times out, the listener stays, version unknown.
@@ -246,8 +247,8 @@ describe('HostInventory caching, timer and failures', () => {
     const inv = new HostInventory({ state: stateOf(reg), metrics, procRoot: root });
     const snap = await inv.snapshot();
     expect(snap.listeners).toEqual([
-      { port: versioned.port, address: '127.0.0.1', family: 'tcp', services: ['user'], version: '2', versionSource: 'port', scheme: 'versioned' },
-      { port: json.port, address: '127.0.0.1', family: 'tcp', services: [prefixOf(json.name)], version: '7.1.0', versionSource: 'http', scheme: 'base32' },
+      { port: versioned.port, address: '127.0.0.1', family: 'tcp', services: ['user'], names: [{ name: 'user', source: 'registry' }], version: '2', versionSource: 'port', scheme: 'versioned' },
+      { port: json.port, address: '127.0.0.1', family: 'tcp', services: [prefixOf(json.name)], names: [], version: '7.1.0', versionSource: 'http', scheme: 'base32' },
     ]);
     expect(await probes(metrics, 'ok')).toBe(1); // the versioned port was not asked
 

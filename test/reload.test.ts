@@ -42,7 +42,10 @@ const OUTSIDE = '127.0.0.3';
 let etcd: EtcdCluster;
 /** A listener on a canonical port of this host, bound to the wildcard so cluster mode publishes it. */
 let listening: Bound<Server>;
-/** A second listening service, so /sd/prometheus has two target groups to page (httpSdMaxGroups). */
+/**
+ * A second listening service, so /sd/prometheus has two target groups to page (httpSdMaxGroups); no case ever
+ * asks for it, so it is named by nothing (issue 22), whatever names other nodes learned (sdUnnamed).
+ */
 let second: Bound<Server>;
 let upA: FakeUpstream;
 let upB: FakeUpstream;
@@ -466,7 +469,8 @@ const CASES: Case[] = [
       await observedSrv(s);
       let pages = 0;
       await until('two target groups in /sd/prometheus', async () => {
-        const r = await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus`);
+        // Unnamed listeners too (issue 22): `second` is named by nothing.
+        const r = await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus?unnamed=true`);
         await r.arrayBuffer();
         pages = Number(r.headers.get('x-canonport-pages'));
         return Number(r.headers.get('x-canonport-groups')) >= 2 ? true : undefined;
@@ -509,6 +513,46 @@ const CASES: Case[] = [
     observe: async (s) => String(s.daemon.config.readyInterval),
     expectBefore: '1000',
     expectAfter: '300',
+  },
+  // Names (issue 22). Unnamed listeners in /sd/prometheus, observed from outside: `second`, which nobody asks for
+  // and whose process (this test's) is not called by a name of its port, is named by nothing.
+  {
+    key: 'sdUnnamed',
+    before: () => registry({ ...clustered(), processNames: false, sdUnnamed: false }),
+    after: () => registry({ ...clustered(), processNames: false, sdUnnamed: true }),
+    inventory: true,
+    observe: async (s) => {
+      await observedSrv(s); // the view has this host's listeners (second came in the same scan)
+      const groups = (await (await fetch(`http://127.0.0.1:${s.daemon.addresses.http.port}/sd/prometheus`)).json()) as { labels: Record<string, string> }[];
+      return groups.some((g) => g.labels.__meta_canonport_port === String(second.port) && g.labels.__meta_canonport_name_source === 'none') ? 'listed' : 'left out';
+    },
+    expectBefore: 'left out',
+    expectAfter: 'listed',
+  },
+  // Read where they are used (each query, each scan), as readyInterval: the value in force is what is observed.
+  {
+    key: 'learnNames',
+    before: () => registry({ learnNames: true }),
+    after: () => registry({ learnNames: false }),
+    observe: async (s) => String(s.daemon.config.learnNames),
+    expectBefore: 'true',
+    expectAfter: 'false',
+  },
+  {
+    key: 'learnedNameTtl',
+    before: () => registry({ learnedNameTtl: 86_400 }),
+    after: () => registry({ learnedNameTtl: 600 }),
+    observe: async (s) => String(s.daemon.config.learnedNameTtl),
+    expectBefore: '86400',
+    expectAfter: '600',
+  },
+  {
+    key: 'processNames',
+    before: () => registry({ processNames: true }),
+    after: () => registry({ processNames: false }),
+    observe: async (s) => String(s.daemon.config.processNames),
+    expectBefore: 'true',
+    expectAfter: 'false',
   },
   {
     // Read when the daemon stops.

@@ -74,6 +74,10 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   namespaces: ['own', 'all'],
   containerNetworks: [['10.244.0.0/16'], ['10.42.0.0/16', 'fd00:42::/64']],
   podDirectory: ['/host/var/log/pods', '/var/log/pods'],
+  processNames: [false, true],
+  learnNames: [false, true],
+  learnedNameTtl: [3600, 600],
+  sdUnnamed: [true, false],
   identity: ['hide', 'answer'],
   ttl: [30, 0],
   cluster: ['etcd://127.0.0.1:2379', 'etcd://10.0.0.1:2379,[fd00::1]:2379'],
@@ -89,6 +93,9 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   clusterMaxStaleness: [60, 3600],
   clusterMaxNodes: [100, 200],
   clusterMaxEndpoints: [1000, 2000],
+  clusterMaxNodeInstances: [64, 2048],
+  clusterMaxNodeAddresses: [256, 8192],
+  clusterMaxNodeBytes: [65_536, 4_194_304],
   onlyListening: [true, false],
   observedTtl: [1, 30],
   stateDir: ['/tmp/cp-state-a', '/tmp/cp-state-b'],
@@ -145,6 +152,10 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   namespaces: ['some', /namespaces "some" is not one of all, own/],
   containerNetworks: [['10.244.0.0/33'], /prefix length must be 0–32/],
   podDirectory: ['', /"" is not a file path/],
+  processNames: ['maybe', /is not true or false/],
+  learnNames: ['maybe', /is not true or false/],
+  learnedNameTtl: [59, /59 is not an integer in 60–2592000/],
+  sdUnnamed: ['maybe', /is not true or false/],
   identity: ['anonymous', /"anonymous" is not one of answer, hide/],
   ttl: [86_401, /86401 is not an integer in 0–86400/],
   cluster: ['http://127.0.0.1:2379', /"http:\/\/127\.0\.0\.1:2379": not an etcd:\/\/ URL/],
@@ -160,6 +171,9 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   clusterMaxStaleness: [-1, /-1 is not an integer in 0–31536000/],
   clusterMaxNodes: [0, /0 is not an integer in 1–1000000/],
   clusterMaxEndpoints: [0, /0 is not an integer in 1–10000000/],
+  clusterMaxNodeInstances: [0, /0 is not an integer in 1–1000000/],
+  clusterMaxNodeAddresses: [0, /0 is not an integer in 1–16000000/],
+  clusterMaxNodeBytes: [1024, /1024 is not an integer in 65536–1073741824/],
   onlyListening: ['maybe', /"maybe" is not true or false/],
   observedTtl: [3601, /3601 is not an integer in 0–3600/],
   stateDir: ['', /path/],
@@ -233,7 +247,7 @@ describe('the table', () => {
 
   it('marks listen addresses, workers, the registry path and size limit, procRoot, the log format and the cluster connection restart-only, and the rest reloadable', () => {
     const restart = settingEntries().filter(([, s]) => s.applies === 'restart').map(([k]) => k);
-    const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints', 'stateDir', 'clusterWriteLegacy', 'nodeTakeover'];
+    const cluster = ['cluster', 'advertise', 'node', 'leaseTtl', 'clusterPrefix', 'clusterCa', 'clusterCert', 'clusterKey', 'clusterUser', 'clusterPasswordFile', 'clusterMaxStaleness', 'clusterMaxNodes', 'clusterMaxEndpoints', 'clusterMaxNodeInstances', 'clusterMaxNodeAddresses', 'clusterMaxNodeBytes', 'stateDir', 'clusterWriteLegacy', 'nodeTakeover'];
     // The certificate settings name files and the kind of server (TLS or not); the files' contents are re-read on reload.
     const tls = ['grpcTlsCert', 'grpcTlsKey', 'grpcTlsClientCa', 'grpcTlsClientAuth', 'httpTlsCert', 'httpTlsKey', 'httpTlsClientCa'];
     // The registry's size limit is read before the file (it cannot be in it), from flags and env, which a reload does not re-read.

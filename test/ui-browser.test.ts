@@ -57,8 +57,9 @@ beforeAll(async () => {
   lab = await startLab({ hosts: 3 });
   const [h1, h2, h3] = lab.hosts as [typeof lab.hosts[0], typeof lab.hosts[0], typeof lab.hosts[0]];
   // web-1 and web-2 share a registry; web-3's pins one more service: its digest differs.
-  common = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  blog: {}\n');
-  const other = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  blog: {}\n  legacy: { port: 40123 }\n');
+  // api is listed so the registry names it (issue 22: a listener nothing names is shown apart, not as a service).
+  common = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  api: {}\n  blog: {}\n');
+  const other = writeRegistry('inventory:\n  versionPath: /version\nservices:\n  api: {}\n  blog: {}\n  legacy: { port: 40123 }\n');
   backends.push(
     await startBackend(h1, 'http', API, 'api', { version: '1.4.2' }),
     await startBackend(h2, 'http', API, 'api', { version: '1.4.2' }),
@@ -110,7 +111,8 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     const api = page.locator('tbody th.svc', { hasText: 'api' });
     await expect.poll(() => api.textContent()).toContain('3/3 hosts, 2 versions');
     expect(await api.textContent()).toContain('mixed');
-    expect(await api.textContent()).toContain(`${API} · base32`);
+    // Its protocol, and where its name comes from (issue 22).
+    expect(await api.textContent()).toContain(`${API}/tcp · base32 · named by the registry`);
     expect(await page.locator('td.cell.outlier').count()).toBe(1);
     expect(await page.locator('thead th.host.outlier').textContent()).toContain('web-3');
     expect(await page.locator('thead th.host.outlier').textContent()).toContain('registry differs');

@@ -108,8 +108,10 @@ describe('the fleet page on a daemon without cluster mode', () => {
     expect(id).toMatch(/^[0-9a-f]+-\d+$/);
     expect(doc.source).toEqual({ kind: 'local', host: doc.hosts[0]!.host });
     expect(doc.hosts).toHaveLength(1);
-    expect(doc.hosts[0]!.inventory!.listeners).toEqual([{ port: API, address: '0.0.0.0', family: 'tcp', services: ['api'], version: '', versionSource: '', scheme: 'base32', state: 'listening' }]);
-    expect(doc.services.map((s) => [s.service, s.hostCount])).toEqual([['api', 1]]);
+    // Nothing names api's port here (no registry entry, nobody asked, a fixture /proc with no process): unnamed, listed apart (issue 22).
+    expect(doc.hosts[0]!.inventory!.listeners).toEqual([{ port: API, address: '0.0.0.0', family: 'tcp', services: ['api'], names: [], version: '', versionSource: '', scheme: 'base32', state: 'listening' }]);
+    expect(doc.services).toEqual([]);
+    expect(doc.unnamed).toEqual([{ port: API, protocol: 'tcp', services: ['api'], scheme: 'base32', hosts: [doc.hosts[0]!.host] }]);
     expect(doc.findings).toEqual([]);
   });
 
@@ -157,7 +159,8 @@ describe('the live stream', () => {
       const after = await fleet();
       expect(after.id).toBe(diff.to);
       expect(applyDiff(before.doc, diff)).toEqual(after.doc);
-      expect(after.doc.services.map((s) => s.service)).toEqual(['api', 'db0']);
+      // Both unnamed here (issue 22): the new port shows apart, under its canonical name.
+      expect(after.doc.unnamed.map((u) => u.services.join())).toEqual(['api', 'db0']);
     } finally {
       sse.close();
       writeProc(root, [API]);

@@ -15,7 +15,7 @@ import { Backoff, sleep } from './backoff.js';
 import { ackKey, DEFAULT_PREFIX, encodeAck, isNodeName, isValidPrefix, prefixEnd, watchPrefix } from './keys.js';
 import { Publisher, type PublisherStatus } from './publisher.js';
 import { StateDir } from './state-dir.js';
-import { ClusterView, type ClusterViewReader, type KeyValue, type ViewCaps, type WatchChange } from './view.js';
+import { ClusterView, decodeKeyValue, type ClusterViewReader, type DecodedKeyValue, type ViewCaps, type WatchChange } from './view.js';
 import { etcdReason } from './etcd-errors.js';
 
 /**
@@ -40,8 +40,31 @@ export const DEFAULT_LEASE_TTL_SECONDS = 10;
 export const CLUSTER_SCAN_INTERVAL_MS = 1_000;
 /** Deadline of one unary etcd call: a black-holed endpoint must not hang the loops. */
 const CALL_DEADLINE_MS = 5_000;
-/** Keys per page when listing the prefix: a page stays well under gRPC's 4 MiB message limit. */
+/**
+ * Keys per page when listing the prefix, at most. Values of up to
+ * MAX_VALUE_BYTES make a page of ~64 MiB at worst, the client's message
+ * limit; a page that comes back larger (values over the size a value may
+ * have, written to deny the list: issue 21, finding 3) is asked again at
+ * half the keys, down to one, and a single value too large for a message
+ * is skipped, counted as too large. Each success doubles the page again.
+ */
 const LIST_PAGE = 1_000;
+/** The client's message limit (grpc.max_receive_message_length). */
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/**
+ * A full list asked for by the view (entries refused by a cap were lost
+ * for want of room to wait, and room has appeared: admission.ts) comes at
+ * most this often: 30 s, doubling up to 10 min while such lists keep
+ * being wanted, so a writer who makes room again and again cannot turn
+ * every daemon into a lister of the whole prefix.
+ */
+const RELIST_MIN_MS = 30_000;
+const RELIST_MAX_MS = 600_000;
+
+/** A response larger than the client's message limit (grpc-js: RESOURCE_EXHAUSTED "Received message larger than max"). */
+export function isTooLarge(err: unknown): boolean {
+  return /larger than max/i.test(String((err as Error)?.message ?? err));
+}
 
 export interface ClusterTlsOptions {
   /** PEM file of the CA that signed etcd's certificate (else the system roots). */
@@ -162,7 +185,7 @@ export function etcdClientOptions(opts: ClusterOptions): IOptions {
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
       'grpc.keepalive_permit_without_calls': 1,
-      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       // grpc-js backs off reconnects up to 120 s: after an etcd outage the view would stay stale for minutes.
       'grpc.initial_reconnect_backoff_ms': 250,
       'grpc.max_reconnect_backoff_ms': 2_000,
@@ -185,12 +208,20 @@ export function etcdClientOptions(opts: ClusterOptions): IOptions {
   return options;
 }
 
+/**
+ * Failures that say a member is unwell. A reply too large for a message is
+ * not one (etcd3 files RESOURCE_EXHAUSTED as recoverable): the list asks
+ * again with a smaller page, and counting it would open the breaker for
+ * every call to a healthy member, the lease's keepalive included.
+ */
+const memberFailure = (err: Error): boolean => etcd3.isRecoverableError(err) && !isTooLarge(err);
+
 function etcd3Breaker() {
-  return circuitBreaker(handleWhen(etcd3.isRecoverableError), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(3) });
+  return circuitBreaker(handleWhen(memberFailure), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(3) });
 }
 
 function etcd3Retry(hosts: number) {
-  return retry(handleWhen(etcd3.isRecoverableError), { maxAttempts: Math.max(1, hosts) });
+  return retry(handleWhen(memberFailure), { maxAttempts: Math.max(1, hosts) });
 }
 
 /**
@@ -216,6 +247,10 @@ export class Cluster {
   private identityLoop: Promise<void> | undefined;
   private stalenessTimer: NodeJS.Timeout | undefined;
   private listError: string | undefined;
+  /** Ends the watch in progress so the loop lists again (the view wants a list: see relistWanted). */
+  private interruptWatch: (() => void) | undefined;
+  private readonly relistBackoff = new Backoff(RELIST_MIN_MS, RELIST_MAX_MS);
+  private nextRelistMs = 0;
   readonly state: StateDir | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
   private snapshotRevision = -1;
@@ -241,7 +276,7 @@ export class Cluster {
     if (opts.advertise?.length) this.addresses = [...opts.advertise];
     this.registryDigest = opts.registryDigest ?? '';
     this.client = new Etcd3(etcdClientOptions(opts));
-    this.view = new ClusterView({ prefix: this.prefix, caps: opts.caps, metrics: this.metrics, logger: this.logger, now: this.now });
+    this.view = new ClusterView({ prefix: this.prefix, self: this.nodeName, caps: opts.caps, metrics: this.metrics, logger: this.logger, now: this.now });
     this.state = opts.stateDir ? new StateDir(opts.stateDir, this.logger) : undefined;
     this.publisher = new Publisher({
       client: this.client,
@@ -278,6 +313,11 @@ export class Cluster {
     if (this.opts.publish !== false) this.publisher.update(snapshot);
   }
 
+  /** The names clients asked this host for (discovery/asked-names.ts, which bounds and rate-limits them): in its node record. */
+  publishAskedNames(names: readonly { port: number; name: string }[]): void {
+    if (this.opts.publish !== false) this.publisher.setAskedNames(names);
+  }
+
   /** A registry reload changed the digest: the node record is rewritten. */
   setRegistryDigest(digest: string): void {
     this.registryDigest = digest;
@@ -286,6 +326,16 @@ export class Cluster {
 
   publisherStatus(): PublisherStatus {
     return this.publisher.status();
+  }
+
+  /**
+   * Why the last read of the prefix failed (a list or a watch), while it
+   * keeps failing; undefined once the view is listed and watched again.
+   * `/readyz` says it, so a view that cannot be listed is not mistaken for
+   * one that is merely quiet.
+   */
+  syncError(): string | undefined {
+    return this.listError;
   }
 
   /** The addresses published for this node (undefined until detected). */
@@ -394,11 +444,23 @@ export class Cluster {
     this.publisher.setAcks(want);
   }
 
-  /** Another daemon wrote this node's record under its own lease: said once per holder (the other side of CP_CLUSTER_NODE_TAKEN). */
+  /**
+   * Another daemon wrote this node's record under its own lease: said once
+   * per holder (the other side of CP_CLUSTER_NODE_TAKEN). Once that
+   * daemon's record is gone (it stopped, or its lease ended), this one
+   * writes its own again: otherwise the node stays missing for good
+   * (issue 21, finding 5).
+   */
   private checkNodeHolder(): void {
     const mine = this.publisher.status().leaseId;
     const holder = this.view.nodeLease(this.nodeName);
     const record = this.view.node(this.nodeName);
+    if (this.takenBy !== undefined && mine && holder === undefined && this.view.status().state === 'synced') {
+      this.logger.info({ node: this.nodeName, lease: mine, previousHolder: this.takenBy }, 'the daemon that took this node name has gone: publishing this node again');
+      this.takenBy = undefined;
+      this.publisher.republish();
+      return;
+    }
     if (!mine || !holder || holder === mine || !record || record.started === new Date(this.startedMs).toISOString()) return;
     if (this.takenBy === holder) return;
     this.takenBy = holder;
@@ -476,7 +538,7 @@ export class Cluster {
 
   private async runSync(): Promise<void> {
     const backoff = new Backoff();
-    let listReason: 'start' | 'compacted' | 'watch_cancelled' | 'dropped' = 'start';
+    let listReason: 'start' | 'compacted' | 'watch_cancelled' | 'dropped' | 'too_large' | 'refused' = 'start';
     let needList = true;
     let next = 0;
     while (!this.stopped) {
@@ -523,6 +585,20 @@ export class Cluster {
         backoff.reset();
       });
       if (outcome === 'stopped') return;
+      if (outcome === 'too_large') {
+        // A watch catching up was sent a batch larger than a message may be: a list reads it in pages, and the watch
+        // then starts from the list's revision with nothing to catch up. Resuming would be sent the same batch for ever.
+        this.logger.warn({ code: ErrorCodes.CLUSTER_WATCH_RESTARTED, revision: next }, 'etcd sent the watch a batch larger than a message may be: listing again');
+        listReason = 'too_large';
+        needList = true;
+        continue;
+      }
+      if (outcome === 'relist') {
+        this.logger.info({ revision: next }, 'entries refused by a cap were lost and room has appeared: listing again');
+        listReason = 'refused';
+        needList = true;
+        continue;
+      }
       if (outcome === 'cancelled') {
         this.logger.warn({ code: ErrorCodes.CLUSTER_WATCH_RESTARTED, revision: next }, 'etcd cancelled the watch: listing again');
         listReason = 'watch_cancelled';
@@ -590,21 +666,49 @@ export class Cluster {
     }
   }
 
-  /** Lists the prefix in pages at one revision; replaces the view. Returns that revision. */
+  /**
+   * Lists the prefix in pages at one revision; replaces the view. Returns
+   * that revision. Pages are decoded as they arrive, so a value too large
+   * to be ours is dropped before the next page is asked for (the list holds
+   * records, never piles of raw values), and a page too large for a message
+   * is asked again smaller (LIST_PAGE).
+   */
   private async list(): Promise<number> {
     const start = Buffer.from(watchPrefix(this.prefix));
     const end = prefixEnd(start);
-    const kvs: KeyValue[] = [];
+    const kvs: DecodedKeyValue[] = [];
     let key = start;
     let revision: string | undefined;
+    let limit = LIST_PAGE;
+    const at = () => (revision ? { revision } : {});
     for (;;) {
-      const res = await this.client.kv.range({ key, range_end: end, limit: LIST_PAGE, ...(revision ? { revision } : {}) });
+      let res: Awaited<ReturnType<Etcd3Client['kv']['range']>>;
+      try {
+        res = await this.client.kv.range({ key, range_end: end, limit, ...at() });
+      } catch (err) {
+        if (!isTooLarge(err) || this.stopped) throw err;
+        if (limit > 1) {
+          limit = Math.max(1, Math.floor(limit / 2));
+          continue;
+        }
+        // One value alone does not fit in a message: skip its key, counted as a value too large to be ours.
+        const probe = await this.client.kv.range({ key, range_end: end, limit: 1, keys_only: true, ...at() });
+        revision ??= probe.header.revision;
+        const k = probe.kvs[0];
+        if (!k) break;
+        kvs.push({ key: k.key.toString(), entry: { kind: 'ignored', reason: 'too_large', detail: `more than ${MAX_MESSAGE_BYTES} bytes` }, bytes: MAX_MESSAGE_BYTES });
+        key = Buffer.concat([k.key, Buffer.from([0])]);
+        continue;
+      }
       revision ??= res.header.revision;
-      for (const kv of res.kvs) kvs.push({ key: kv.key.toString(), value: kv.value, lease: kv.lease, modRevision: Number(kv.mod_revision) });
+      for (const kv of res.kvs) {
+        kvs.push(decodeKeyValue(this.prefix, { key: kv.key.toString(), value: kv.value, lease: kv.lease, modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision) }));
+      }
       if (!res.more || res.kvs.length === 0) break;
       key = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
+      limit = Math.min(LIST_PAGE, limit * 2);
     }
-    this.view.replaceAll(kvs, Number(revision));
+    this.view.replaceDecoded(kvs, Number(revision));
     return Number(revision);
   }
 
@@ -618,16 +722,17 @@ export class Cluster {
    * sends batches whose header is the store's current revision, and a
    * break in the middle would skip the rest.
    */
-  private watchFrom(from: number, progress: (next: number) => void): Promise<'disconnected' | 'cancelled' | 'stopped'> {
+  private watchFrom(from: number, progress: (next: number) => void): Promise<'disconnected' | 'cancelled' | 'stopped' | 'too_large' | 'relist'> {
     // Stopped while a list was under way: an abort listener added now would never fire, and the watch would hold stop().
     if (this.abort.signal.aborted) return Promise.resolve('stopped');
     return new Promise((resolve) => {
       let next = from;
       const watcher = this.client.watch().prefix(watchPrefix(this.prefix)).startRevision(String(from)).watcher();
       let settled = false;
-      const finish = (outcome: 'disconnected' | 'cancelled' | 'stopped', cancel: boolean) => {
+      const finish = (outcome: 'disconnected' | 'cancelled' | 'stopped' | 'too_large' | 'relist', cancel: boolean) => {
         if (settled) return;
         settled = true;
+        this.interruptWatch = undefined;
         this.abort.signal.removeEventListener('abort', onAbort);
         watcher.removeAllListeners();
         // Keep an 'error' listener: an EventEmitter without one throws.
@@ -637,25 +742,44 @@ export class Cluster {
       };
       const onAbort = () => finish('stopped', true);
       this.abort.signal.addEventListener('abort', onAbort, { once: true });
+      this.interruptWatch = () => finish('relist', true);
       watcher.on('connected', () => this.view.markSynced());
       watcher.on('data', (res: IWatchResponse) => {
         const changes: WatchChange[] = [];
         let maxRevision = 0;
         for (const ev of res.events) {
           const key = ev.kv.key.toString();
-          changes.push(ev.type === 'Delete' ? { type: 'delete', key } : { type: 'put', key, value: ev.kv.value, lease: ev.kv.lease, modRevision: Number(ev.kv.mod_revision) });
+          changes.push(
+            ev.type === 'Delete'
+              ? { type: 'delete', key }
+              : { type: 'put', key, value: ev.kv.value, lease: ev.kv.lease, modRevision: Number(ev.kv.mod_revision), createRevision: Number(ev.kv.create_revision) },
+          );
           maxRevision = Math.max(maxRevision, Number(ev.kv.mod_revision));
         }
         // An empty response is a progress notice, sent only once the watch is caught up: its header revision is safe.
         next = Math.max(next, res.events.length > 0 ? maxRevision + 1 : Number(res.header.revision) + 1);
         this.view.applyChanges(changes, next - 1);
         progress(next);
+        this.maybeRelist();
       });
       // The manager already reconnects by itself, from its own (unsafe) revision: cancel, resume from ours.
-      watcher.on('disconnected', () => finish('disconnected', true));
+      watcher.on('disconnected', (err: unknown) => finish(isTooLarge(err) ? 'too_large' : 'disconnected', true));
       // etcd cancelled the watch; the manager has already forgotten it, so no cancel request.
       watcher.on('error', () => finish('cancelled', false));
     });
+  }
+
+  /**
+   * The view lost refused entries for want of room to wait and has room
+   * now: end the watch so the loop lists again, at most every RELIST_MIN_MS
+   * (doubling while it keeps being wanted).
+   */
+  private maybeRelist(): void {
+    if (!this.interruptWatch || !this.view.relistWanted) return;
+    const now = this.now();
+    if (now < this.nextRelistMs) return;
+    this.nextRelistMs = now + this.relistBackoff.next();
+    this.interruptWatch();
   }
 
   private stalenessSeconds(): number {
@@ -664,6 +788,7 @@ export class Cluster {
   }
 
   private checkStaleness(): void {
+    this.maybeRelist();
     const max = this.opts.maxStalenessMs;
     if (!max) return;
     const s = this.view.status();

@@ -57,8 +57,12 @@ import { z } from 'zod';
 export const LAYOUT_VERSION = 'v2';
 export const LEGACY_LAYOUT_VERSION = 'v1';
 export const DEFAULT_PREFIX = '/canonport';
+/** A node record's `askedNames` at most (discovery/asked-names.ts keeps fewer). */
+export const MAX_ASKED_NAMES_PER_NODE = 512;
 /** Values larger than this are not ours: ignored before parsing. */
 export const MAX_VALUE_BYTES = 64 * 1024;
+/** Drains one node keeps in progress at once (its publisher refuses more; readers hold no more of one node). */
+export const MAX_NODE_DRAINS = 16;
 /** The namespace segment of an instance in the host's own network namespace. */
 export const HOST_NAMESPACE = 'host';
 
@@ -198,12 +202,28 @@ export const NodeRecordSchema = z.object({
   registryDigest: z.string().max(128),
   /** When the publishing daemon started (ISO 8601). */
   started: isoTime,
+  /**
+   * Issue 22, optional: when the node last found a change in what it
+   * publishes (the time of that scan, ISO 8601). Written with the change,
+   * never on a steady host; its live lease says it still finds the same.
+   */
+  observedAt: isoTime.optional(),
+  /**
+   * Issue 22, optional: the names clients asked this node for, each with
+   * its canonical port, while some host listened there (discovery/asked-names.ts:
+   * bounded, expiring when unused). Every reader names those ports so.
+   */
+  askedNames: z
+    .array(z.object({ port: z.number().int().min(1).max(65535), name: z.string().regex(SERVICE_NAME, 'not a service name') }))
+    .max(MAX_ASKED_NAMES_PER_NODE)
+    .optional(),
 });
 export type NodeRecord = z.infer<typeof NodeRecordSchema>;
 
 /** One socket a listener is bound to. */
 export const BindSchema = z.object({
-  family: z.enum(['tcp', 'tcp6']),
+  /** The /proc/net file it was read from: `tcp`, `tcp6`; `udp`, `udp6` for a UDP instance (issue 22). */
+  family: z.enum(['tcp', 'tcp6', 'udp', 'udp6']),
   /** As the inventory prints it: `0.0.0.0`, `::`, or a concrete non-loopback address. */
   address: ipAddress,
 });
@@ -232,11 +252,12 @@ export const READINESS_STATES = ['ready', 'not-ready', 'draining'] as const;
 export type ReadinessState = (typeof READINESS_STATES)[number];
 /**
  * How the state was decided: a gRPC health check, an HTTP `/readyz` or
- * `/healthz`, listening alone (tcp), the registry (`ready: tcp` and the
+ * `/healthz`, listening alone (tcp; udp: a bound UDP socket, which no
+ * probe can ask without speaking its protocol), the registry (`ready: tcp` and the
  * like name the probe, so this is for a registry that pins a state), or an
  * operator (`canonport drain`).
  */
-export const READINESS_SOURCES = ['grpc', 'http', 'tcp', 'registry', 'admin'] as const;
+export const READINESS_SOURCES = ['grpc', 'http', 'tcp', 'udp', 'registry', 'admin'] as const;
 export type ReadinessSource = (typeof READINESS_SOURCES)[number];
 
 export const ReadinessSchema = z.object({
@@ -256,8 +277,12 @@ export type Readiness = z.infer<typeof ReadinessSchema>;
  *
  * Optional fields reserved for the issues that build on this record; a
  * reader that does not know them ignores them:
- * - `names` (issue 22): names learned for the port (the registry's, the
- *   names clients ask for, the process's own), lowercase DNS labels.
+ * - `names` (issue 22): the names this node's own sources give the
+ *   listener, lowercase labels: the registry's, or the listening process's
+ *   (its unit or executable, where that name's canonical port is this
+ *   port); `nameSource` says which (`none`: neither). Names clients ask for are not here:
+ *   the node that was asked publishes them in its node record
+ *   (`askedNames`), and readers join the two (core/naming.ts).
  * - `address` (issue 26): the instance's own address when it is not the
  *   node's (a container's address in its own namespace); answers use it
  *   instead of the node's addresses.
@@ -269,6 +294,12 @@ export const InstanceRecordSchema = ListenerRecordSchema.extend({
   namespace: z.string().refine(isNodeName, 'not a DNS label'),
   readiness: ReadinessSchema,
   names: z.array(z.string().regex(SERVICE_NAME, 'not a service name')).max(32).optional(),
+  /**
+   * Issue 22: where `names` come from, `none` for a listener this node's
+   * sources do not name. Absent: a writer before issue 22, whose claim
+   * (`services`) readers take as its names, as they always did.
+   */
+  nameSource: z.enum(['registry', 'process', 'none']).optional(),
   address: ipAddress.optional(),
   container: z
     .object({
@@ -363,7 +394,15 @@ function summarise(error: z.ZodError): string {
  * records give equal bytes and "unchanged" is a string comparison.
  */
 export function encodeNode(r: NodeRecord): string {
-  return JSON.stringify({ name: r.name, addresses: r.addresses, canonportVersion: r.canonportVersion, registryDigest: r.registryDigest, started: r.started });
+  return JSON.stringify({
+    name: r.name,
+    addresses: r.addresses,
+    canonportVersion: r.canonportVersion,
+    registryDigest: r.registryDigest,
+    started: r.started,
+    ...(r.observedAt !== undefined ? { observedAt: r.observedAt } : {}),
+    ...(r.askedNames !== undefined && r.askedNames.length > 0 ? { askedNames: r.askedNames.map((a) => ({ port: a.port, name: a.name })) } : {}),
+  });
 }
 
 export function encodeListener(r: ListenerRecord): string {
@@ -377,6 +416,7 @@ export function encodeInstance(r: InstanceRecord): string {
     namespace: r.namespace,
     readiness: { state: r.readiness.state, since: r.readiness.since, by: r.readiness.by, ...(r.readiness.detail !== undefined ? { detail: r.readiness.detail } : {}) },
     ...(r.names ? { names: r.names } : {}),
+    ...(r.nameSource ? { nameSource: r.nameSource } : {}),
     ...(r.address ? { address: r.address } : {}),
     ...(r.container ? { container: r.container } : {}),
   });

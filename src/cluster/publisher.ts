@@ -1,9 +1,11 @@
 import etcd3 from 'etcd3';
 import type { Etcd3, IRequestOp } from 'etcd3';
 import { ErrorCodes } from '../errors.js';
-import { instanceKey as instanceOf } from '../inventory/inventory.js';
+import { socketKey as instanceOf } from '../inventory/inventory.js';
 import { byFamilyThenAddress } from '../inventory/procnet.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
+import { protocolOf } from '../inventory/procnet.js';
+import { reachableListeners } from '../inventory/reachable.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { Backoff, sleep } from './backoff.js';
@@ -17,6 +19,7 @@ import {
   legacyNodeKey,
   listenerKey,
   listenersPrefix,
+  MAX_NODE_DRAINS,
   nodeKey,
   nodePrefix,
   parseKey,
@@ -24,9 +27,10 @@ import {
   type Bind,
   type InstanceRecord,
   type ListenerRecord,
+  type NodeRecord,
+  type Protocol,
 } from './keys.js';
 import { KeptLease } from './lease.js';
-import { isReachableBind } from './reachable.js';
 import type { StateDir } from './state-dir.js';
 import { etcdReason } from './etcd-errors.js';
 
@@ -59,8 +63,8 @@ const { EtcdLeaseInvalidError, EtcdPermissionDeniedError } = etcd3;
 
 /** etcd's default --max-txn-ops is 128; stay under it. */
 const OPS_PER_TXN = 100;
-/** Drains this node keeps in progress at once (an operator's commands; more are refused). */
-export const MAX_LOCAL_DRAINS = 16;
+/** Drains this node keeps in progress at once (an operator's commands; more are refused): the layout's bound. */
+export const MAX_LOCAL_DRAINS = MAX_NODE_DRAINS;
 
 export interface NodeIdentity {
   name: string;
@@ -114,8 +118,12 @@ export class Publisher {
   private readonly backoff: Backoff;
   private identity: NodeIdentity | undefined;
   private listeners: InventoryListener[] | undefined;
-  /** instance (inventory's instanceKey) → when this process first saw it reachable and claimed (ms). */
+  /** instance (inventory's socketKey: port, protocol, namespace) → when this process first saw it reachable and claimed (ms). */
   private readonly firstSeen = new Map<string, number>();
+  /** What the instance records said at the last change, and when the scan that found it ran (the node record's observedAt). */
+  private observed: { signature: string; atMs: number } | undefined;
+  /** Names clients asked this node for (asked-names.ts; bounded there), published in its node record. */
+  private askedNames: readonly { port: number; name: string }[] = [];
   /** key → value bytes as written under the current lease. */
   private published = new Map<string, string>();
   /** What an adopted lease held at start: kept for a listener still waiting for its first verdict. */
@@ -161,6 +169,15 @@ export class Publisher {
     for (const key of this.firstSeen.keys()) if (!keys.has(key)) this.firstSeen.delete(key);
     for (const key of keys) if (!this.firstSeen.has(key)) this.firstSeen.set(key, snapshot.collectedAtMs);
     this.listeners = reachable;
+    // observedAt: the scan that found what the records now say (a steady host keeps its time and writes nothing).
+    const signature = JSON.stringify(instanceRecords(reachable, this.firstSeen, { requireVerdict: this.opts.requireVerdict === true }));
+    if (this.observed?.signature !== signature) this.observed = { signature, atMs: snapshot.collectedAtMs };
+    this.kick();
+  }
+
+  /** The names clients asked this node for (published in its node record; the caller bounds and rate-limits them). */
+  setAskedNames(names: readonly { port: number; name: string }[]): void {
+    this.askedNames = [...names];
     this.kick();
   }
 
@@ -191,6 +208,19 @@ export class Publisher {
       ...(this.leaseOrigin ? { leaseOrigin: this.leaseOrigin } : {}),
       ...(this.conflict ? { conflict: this.conflict } : {}),
     };
+  }
+
+  /**
+   * What this lease wrote is no longer in etcd as written (another daemon
+   * took the node name with --node-takeover, overwrote the keys under its
+   * lease, and has gone with them): write everything again. What was
+   * written turns into strays, so a key no longer wanted is deleted, not
+   * left behind.
+   */
+  republish(): void {
+    for (const k of this.published.keys()) this.strays.add(k);
+    this.published = new Map();
+    this.kick();
   }
 
   /** Resolves once etcd holds what was asked (tests and shutdown use it). */
@@ -238,29 +268,35 @@ export class Publisher {
     if (!id || !this.listeners) return out;
     const { prefix } = this.opts;
     const writeV1 = this.opts.writeV1 !== false;
-    const node = encodeNode({
+    const base: NodeRecord = {
       name: id.name,
       addresses: id.addresses,
       canonportVersion: id.canonportVersion,
       registryDigest: id.registryDigest,
       started: new Date(id.startedMs).toISOString(),
-    });
-    out.set(nodeKey(prefix, id.name), node);
-    if (writeV1) out.set(legacyNodeKey(prefix, id.name), node);
+    };
+    out.set(nodeKey(prefix, id.name), encodeNode({
+      ...base,
+      ...(this.observed ? { observedAt: new Date(this.observed.atMs).toISOString() } : {}),
+      ...(this.askedNames.length > 0 ? { askedNames: [...this.askedNames] } : {}),
+    }));
+    // The v1 mirror keeps v1's fields: what changes with every scan or query is of no use to a daemon that cannot read it.
+    if (writeV1) out.set(legacyNodeKey(prefix, id.name), encodeNode(base));
     for (const record of instanceRecords(this.listeners, this.firstSeen, { requireVerdict: this.opts.requireVerdict === true })) {
       const key = instanceKey(prefix, id.name, record.port, record.protocol, record.namespace);
-      const v1 = listenerKey(prefix, id.name, record.port);
+      // v1 has one listener per port and no protocol: it mirrors TCP instances only.
+      const v1 = record.protocol === 'tcp' ? listenerKey(prefix, id.name, record.port) : undefined;
       if (record.readiness === undefined) {
         // No verdict yet: what the previous run published stands until there is one.
         const kept = this.carried.get(key);
         if (kept !== undefined) out.set(key, kept);
-        const keptV1 = this.carried.get(v1);
-        if (writeV1 && keptV1 !== undefined) out.set(v1, keptV1);
+        const keptV1 = v1 === undefined ? undefined : this.carried.get(v1);
+        if (writeV1 && keptV1 !== undefined) out.set(v1!, keptV1);
         continue;
       }
       out.set(key, encodeInstance(record as InstanceRecord));
-      // v1 has one record per port, at the node's addresses: only the host's own instances fit it.
-      if (writeV1 && record.readiness.state === 'ready' && record.namespace === HOST_NAMESPACE) out.set(v1, encodeListener(toListenerRecord(record)));
+      // v1 has one record per port, at the node's addresses: only the host's own TCP instances fit it.
+      if (writeV1 && v1 !== undefined && record.readiness.state === 'ready' && record.namespace === HOST_NAMESPACE) out.set(v1, encodeListener(toListenerRecord(record)));
     }
     for (const [drainId, d] of this.drains) out.set(`${nodePrefix(prefix, id.name)}drains/${drainId}`, encodeDrain({ id: drainId, services: d.services, requested: d.requested }));
     for (const [k, v] of this.acks) out.set(k, v);
@@ -505,40 +541,41 @@ export class Publisher {
 }
 
 
-/**
- * The listeners worth publishing: claimed by a service and reachable from
- * other hosts: in the host's namespace bound to a wildcard or a
- * non-loopback address; in another (a container's, a pod's) only when the
- * inventory found it an address inside a `--container-network` (`published`).
- */
-export function reachableListeners(listeners: readonly InventoryListener[]): InventoryListener[] {
-  return listeners.filter((l) => l.services.length > 0 && (l.namespace ? l.namespace.published !== undefined : isReachableBind(l.address)));
-}
+export { isReachableBind, reachableListeners } from '../inventory/reachable.js';
 
-/** One record per port, its sockets folded into `bind`, sorted so equal inventories give equal bytes. */
+/** One record per port (TCP, the host's namespace), its sockets folded into `bind`, sorted so equal inventories give equal bytes. */
 export function listenerRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<string, number>): ListenerRecord[] {
-  return instanceRecords(listeners, firstSeen, { requireVerdict: false }).map(toListenerRecord);
+  return instanceRecords(listeners, firstSeen, { requireVerdict: false })
+    .filter((r) => r.protocol === 'tcp' && r.namespace === HOST_NAMESPACE)
+    .map(toListenerRecord);
 }
 
 /** An instance record without its readiness: what a listener is before its first verdict. */
 export type PendingInstance = Omit<InstanceRecord, 'readiness'> & { readiness: InstanceRecord['readiness'] | undefined };
 
 /**
- * One instance per port and namespace (TCP), its sockets folded into
+ * One instance per port, protocol and namespace, its sockets folded into
  * `bind`, sorted so equal inventories give equal bytes. A container's
  * instance carries its namespace's label, the address other hosts reach it
  * at (`address`, which answers use instead of the node's) and its container
  * or pod. Readiness from the listeners' verdicts; without one, undefined
- * (requireVerdict) or ready by listening.
+ * (requireVerdict) or ready by listening. Names: what this host's own
+ * sources give (the registry's, the process's); names clients asked for go
+ * in the node record instead (keys.ts).
  */
 export function instanceRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<string, number>, opts: { requireVerdict: boolean }): PendingInstance[] {
-  const byInstance = new Map<string, InventoryListener[]>();
-  for (const l of listeners) byInstance.set(instanceOf(l), [...(byInstance.get(instanceOf(l)) ?? []), l]);
+  const byInstance = new Map<string, { port: number; protocol: Protocol; ls: InventoryListener[] }>();
+  for (const l of listeners) {
+    const key = instanceOf(l);
+    const at = byInstance.get(key) ?? { port: l.port, protocol: protocolOf(l.family), ls: [] };
+    at.ls.push(l);
+    byInstance.set(key, at);
+  }
+  const label = (x: { ls: InventoryListener[] }) => x.ls[0]!.namespace?.label ?? '';
+  const ordered = [...byInstance.values()].sort((a, b) => a.port - b.port || (a.protocol === b.protocol ? 0 : a.protocol < b.protocol ? -1 : 1) || cmpText(label(a), label(b)));
   const out: PendingInstance[] = [];
-  const ordered = [...byInstance.values()].sort((a, b) => a[0]!.port - b[0]!.port || cmpText(a[0]!.namespace?.label ?? '', b[0]!.namespace?.label ?? ''));
-  for (const ls of ordered) {
+  for (const { port, protocol, ls } of ordered) {
     const first = ls[0]!;
-    const port = first.port;
     const ns = first.namespace;
     // The sockets of one port share the claim; the version may differ only by probe timing: take the first known.
     const versioned = ls.find((l) => l.version !== '') ?? first;
@@ -551,10 +588,11 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
       ? { state: verdict.state, since: new Date(verdict.sinceMs).toISOString(), by: verdict.by, ...(verdict.detail ? { detail: printable(verdict.detail) } : {}) }
       : opts.requireVerdict
         ? undefined
-        : { state: 'ready' as const, since, by: 'tcp' as const };
+        : { state: 'ready' as const, since, by: protocol };
+    const own = (first.names ?? []).filter((n) => n.source !== 'query');
     out.push({
       port,
-      protocol: 'tcp',
+      protocol,
       namespace: ns?.label ?? HOST_NAMESPACE,
       services: [...first.services].sort(),
       scheme: first.scheme,
@@ -565,6 +603,8 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
       readiness,
       ...(ns?.published ? { address: ns.published } : {}),
       ...(ns?.container ? { container: containerField(ns.container) } : {}),
+      // A snapshot that says nothing of names (names undefined: built by hand, or before issue 22) publishes none: readers take its claim.
+      ...(first.names === undefined ? {} : own.length > 0 ? { names: own.map((n) => n.name), nameSource: own[0]!.source as 'registry' | 'process' } : { nameSource: 'none' as const }),
     });
   }
   return out;

@@ -38,7 +38,8 @@ const SnapshotSchema = z.object({
   prefix: z.string(),
   revision: z.number().int().min(0),
   savedAt: z.string(),
-  entries: z.array(z.object({ key: z.string(), value: z.string(), lease: z.string().optional(), modRevision: z.number().optional() })),
+  // createRevision: the caps rank nodes by it (admission.ts); absent in snapshots of earlier versions (then: unknown).
+  entries: z.array(z.object({ key: z.string(), value: z.string(), lease: z.string().optional(), modRevision: z.number().optional(), createRevision: z.number().optional() })),
 });
 export interface ViewSnapshot {
   prefix: string;
@@ -119,7 +120,7 @@ export class StateDir {
       prefix: s.prefix,
       revision: s.revision,
       savedAt: s.savedAt,
-      entries: s.entries.map((e) => ({ key: e.key, value: e.value.toString(), ...(e.lease ? { lease: e.lease } : {}), ...(e.modRevision ? { modRevision: e.modRevision } : {}) })),
+      entries: s.entries.map((e) => ({ key: e.key, value: e.value.toString(), ...(e.lease ? { lease: e.lease } : {}), ...(e.modRevision ? { modRevision: e.modRevision } : {}), ...(e.createRevision ? { createRevision: e.createRevision } : {}) })),
     });
     if (Buffer.byteLength(text) > MAX_SNAPSHOT_BYTES) {
       if (!this.tooLargeLogged) this.logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, bytes: Buffer.byteLength(text), max: MAX_SNAPSHOT_BYTES }, 'cluster view too large to snapshot; a start without etcd will know nothing');

@@ -1,7 +1,9 @@
-import { isIPv4, isIPv6 } from 'node:net';
+import { nameListener, type ServiceName } from '../core/naming.js';
 import { ErrorCodes } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
+import { endpointAddresses, screenListener, screenNode, type RefusedAddress } from './address-policy.js';
+import { Admission, type AdmissionCaps, type Candidate, type RefusalKind } from './admission.js';
 import {
   decodeEntry,
   encodeDrain,
@@ -9,12 +11,14 @@ import {
   encodeListener,
   encodeNode,
   HOST_NAMESPACE,
+  MAX_NODE_DRAINS,
   drainKey,
   instanceKey,
   legacyNodeKey,
   listenerKey,
   nodeKey,
   parseKey,
+  type DecodedEntry,
   type DrainRecord,
   type IgnoreReason,
   type InstanceRecord,
@@ -34,7 +38,14 @@ import {
  * only a v1 record (a daemon not yet upgraded) from v1, its listeners read
  * as ready instances in the host namespace. An instance or listener counts
  * only while its lease is its node record's lease.
+ *
+ * What it holds is bounded (admission.ts decides, by rank, never by key
+ * order): nodes, instances, and per node its instances, answer addresses
+ * and bytes; addresses no host can have are taken out of every record
+ * first (address-policy.ts).
  */
+
+export { endpointAddresses };
 
 /** One instance of a claimed listener, as answers need it. */
 export interface ClusterEndpoint {
@@ -57,6 +68,12 @@ export interface ClusterEndpoint {
   legacy?: true | undefined;
   /** The container or pod owning the instance's namespace (issue 26), when its node could read it. */
   container?: Readonly<{ id: string; pod?: string | undefined; podNamespace?: string | undefined }> | undefined;
+  /**
+   * The names people know it by (core/naming.ts), best source first: the
+   * registry's as its node publishes them, else the names any node was
+   * asked for on this port, then its process's own; empty: unnamed.
+   */
+  names: readonly ServiceName[];
 }
 
 /**
@@ -97,6 +114,8 @@ export interface ClusterViewReader {
   endpointsOnPort(port: number): readonly ClusterEndpoint[];
   /** Every port some host listens on (with a node record), ascending. */
   ports(): readonly number[];
+  /** The names nodes were asked for on `port` (their records' `askedNames`), sorted. */
+  askedOn(port: number): readonly string[];
   /** Every node, sorted by name. */
   nodes(): readonly NodeRecord[];
   node(name: string): NodeRecord | undefined;
@@ -111,21 +130,34 @@ export interface ClusterViewReader {
   onChange(listener: () => void): () => void;
 }
 
-export interface ViewCaps {
-  /** Node records kept at most; more are refused and counted. */
-  maxNodes: number;
-  /** Instance and listener records (endpoints) kept at most; more are refused and counted. */
-  maxEndpoints: number;
-}
+/** The view's bounds (admission.ts says how they choose); every one refuses beyond it and counts (CP_CLUSTER_CAP_REACHED). */
+export type ViewCaps = AdmissionCaps;
 
-export const DEFAULT_CAPS: ViewCaps = { maxNodes: 10_000, maxEndpoints: 250_000 };
+/**
+ * 10,000 nodes and 250,000 instances in all (the scale docs/cluster.md
+ * measures); per node 1,024 instances, 4,096 answer addresses and 1 MiB of
+ * instance values: about four times what a busy Kubernetes node with its
+ * pods' namespaces publishes (250 pods × 2 ports, 2 addresses each), and
+ * at most ~1.5 MB of `/sd/prometheus` per node.
+ */
+export const DEFAULT_CAPS: ViewCaps = { maxNodes: 10_000, maxEndpoints: 250_000, maxNodeInstances: 1_024, maxNodeAddresses: 4_096, maxNodeBytes: 1024 * 1024 };
 /** Drains in progress kept at most (drains are rare and short; a writer flooding them is refused and counted). */
 export const MAX_DRAINS = 1_000;
 /** Acks kept at most: one per live node per pending drain, so MAX_DRAINS × nodes is far more than any real fleet writes. */
 export const MAX_ACKS = 100_000;
+/**
+ * Distinct (port, name) pairs of the nodes' `askedNames` kept at most. Every
+ * node of a fleet is asked for the same few names, so this counts names, not
+ * nodes × names; a writer flooding made-up names is refused and counted.
+ */
+export const MAX_ASKED_PAIRS = 20_000;
+/** Acks one node holds at most: it acknowledges each drain once. */
+export const MAX_NODE_ACKS = MAX_DRAINS;
 
 export interface ClusterViewOptions {
   prefix: string;
+  /** This daemon's own node: ranked first by every cap, and its loopback addresses are kept. */
+  self?: string | undefined;
   caps?: Partial<ViewCaps> | undefined;
   metrics?: Metrics | undefined;
   logger?: Logger | undefined;
@@ -139,11 +171,34 @@ export interface KeyValue {
   lease?: string | undefined;
   /** The key's mod_revision (drains use it). */
   modRevision?: number | undefined;
+  /** The key's create_revision: how long a node has been known, for the caps' ranking (0 or absent: unknown). */
+  createRevision?: number | undefined;
 }
 
 export type WatchChange =
-  | { type: 'put'; key: string; value: Buffer | string; lease?: string | undefined; modRevision?: number | undefined }
+  | { type: 'put'; key: string; value: Buffer | string; lease?: string | undefined; modRevision?: number | undefined; createRevision?: number | undefined }
   | { type: 'delete'; key: string };
+
+/**
+ * A key already checked against the layout (decodeEntry) with what the
+ * view needs of its etcd metadata: a list decodes its pages as they come
+ * (cluster.ts), so the values never pile up undecoded.
+ */
+export interface DecodedKeyValue {
+  key: string;
+  entry: DecodedEntry;
+  /** The value's size in bytes. */
+  bytes: number;
+  lease?: string | undefined;
+  modRevision?: number | undefined;
+  createRevision?: number | undefined;
+}
+
+/** Decodes a key and value for replaceDecoded. */
+export function decodeKeyValue(prefix: string, kv: KeyValue): DecodedKeyValue {
+  const bytes = typeof kv.value === 'string' ? Buffer.byteLength(kv.value) : kv.value.length;
+  return { key: kv.key, entry: decodeEntry(prefix, kv.key, kv.value), bytes, lease: kv.lease, modRevision: kv.modRevision, createRevision: kv.createRevision };
+}
 
 /** Keys remembered so an ignored value is logged once at warn level, not on every relist. */
 const LOGGED_KEYS_MAX = 1000;
@@ -151,10 +206,16 @@ const LOGGED_KEYS_MAX = 1000;
 interface Held<T> {
   record: T;
   lease: string | undefined;
+  createRevision: number;
 }
 
 interface HeldInstance extends Held<InstanceRecord> {
   node: string;
+}
+
+interface HeldAck {
+  revision: number;
+  lease: string | undefined;
 }
 
 /** `<node>/<proto>/<ns>`: an instance's identity within one port. */
@@ -176,12 +237,22 @@ export class ClusterView implements ClusterViewReader {
   private legacyByPort = new Map<number, Map<string, Held<ListenerRecord>>>();
   /** node → its ports (either layout), to invalidate a node's cached endpoints when its record changes. */
   private portsByNode = new Map<string, Set<number>>();
-  private endpointCount = 0;
-  /** `<node>/<id>` → drain. Bounded by MAX_DRAINS. */
-  private drainMap = new Map<string, PendingDrain & { lease: string | undefined }>();
-  /** `<drain-node>/<id>` → acker → revision. Bounded by MAX_ACKS in total. */
-  private ackMap = new Map<string, Map<string, number>>();
+  /** Decides what is held within the caps (admission.ts); the maps above index what it holds. */
+  private readonly admission: Admission;
+  /** Set when the admission added or removed anything since the last check (a change for readers). */
+  private touched = false;
+  /** `<node>/<id>` → drain. Bounded by MAX_DRAINS, and MAX_NODE_DRAINS per node. */
+  private drainMap = new Map<string, PendingDrain & { lease: string | undefined; createRevision: number }>();
+  private drainsByNode = new Map<string, number>();
+  /** `<drain-node>/<id>` → acker → its ack. Bounded by MAX_ACKS in total, MAX_NODE_ACKS per acker. */
+  private ackMap = new Map<string, Map<string, HeldAck>>();
   private ackCount = 0;
+  /** port → name → how many nodes' records ask it. Bounded by MAX_ASKED_PAIRS pairs. */
+  private asked = new Map<number, Map<string, number>>();
+  /** node → the (port, name) pairs of its v2 record counted in `asked`. */
+  private askedByNode = new Map<string, readonly { port: number; name: string }[]>();
+  private askedPairs = 0;
+  private acksByNode = new Map<string, number>();
   private readonly endpointCache = new Map<number, readonly ClusterEndpoint[]>();
   private sortedNodes: readonly NodeRecord[] | undefined;
   private readonly listeners = new Set<() => void>();
@@ -194,13 +265,21 @@ export class ClusterView implements ClusterViewReader {
   private revision = 0;
   private fromSnapshot = false;
 
+  private readonly self: string | undefined;
+
   constructor(opts: ClusterViewOptions) {
     this.prefix = opts.prefix;
     this.caps = { ...DEFAULT_CAPS, ...opts.caps };
     this.metrics = opts.metrics;
     this.logger = opts.logger ?? silentLogger;
     this.now = opts.now ?? Date.now;
+    this.self = opts.self;
     this.stateSinceMs = this.now();
+    this.admission = new Admission(this.caps, this.self, {
+      add: (c) => this.index(c),
+      remove: (c) => this.unindex(c),
+      refused: (c, kind, cap) => this.refuse(c.key, kind, cap),
+    });
     this.updateGauges();
   }
 
@@ -228,6 +307,7 @@ export class ClusterView implements ClusterViewReader {
         since: r.since,
         readiness: Object.freeze({ ...r.readiness }),
         ...(r.container ? { container: Object.freeze({ ...r.container }) } : {}),
+        names: this.namesOf(port, r),
       }));
     }
     for (const [node, l] of this.legacyByPort.get(port) ?? []) {
@@ -247,12 +327,27 @@ export class ClusterView implements ClusterViewReader {
         since: r.since,
         readiness: Object.freeze({ state: 'ready' as const, since: r.since, by: 'tcp' as const }),
         legacy: true as const,
+        names: this.namesOf(port, r),
       }));
     }
     out.sort((a, b) => cmp(a.node, b.node) || cmp(a.protocol, b.protocol) || cmp(a.namespace, b.namespace));
     const frozen = Object.freeze(out);
     this.endpointCache.set(port, frozen);
     return frozen;
+  }
+
+  /** The names nodes were asked for on `port` (their records' `askedNames`), sorted. */
+  askedOn(port: number): readonly string[] {
+    return [...(this.asked.get(port)?.keys() ?? [])].sort();
+  }
+
+  /** A listener's names: its node's own (registry or process), else the names asked on its port (core/naming.ts). */
+  private namesOf(port: number, r: ListenerRecord & { names?: string[] | undefined; nameSource?: 'registry' | 'process' | 'none' | undefined }): readonly ServiceName[] {
+    // A writer before issue 22 (a v1 listener too) says nothing of names: its claim is its names, as before, so nothing
+    // it publishes leaves browsing or Prometheus discovery during an upgrade.
+    const registry = r.nameSource === undefined ? r.services : r.nameSource === 'registry' ? (r.names ?? r.services) : [];
+    const process = r.nameSource === 'process' ? (r.names ?? []) : [];
+    return Object.freeze(nameListener({ registry, query: registry.length > 0 ? [] : this.askedOn(port), process }).map((n) => Object.freeze(n)));
   }
 
   ports(): readonly number[] {
@@ -298,12 +393,18 @@ export class ClusterView implements ClusterViewReader {
 
   /** Drains in progress on any node, in key order. */
   drains(): PendingDrain[] {
-    return [...this.drainMap.values()].filter((d) => this.nodesV2.get(d.node)?.lease === d.lease).map(({ lease: _lease, ...d }) => d);
+    return [...this.drainMap.values()].filter((d) => this.nodesV2.get(d.node)?.lease === d.lease).map(({ lease: _lease, createRevision: _c, ...d }) => d);
   }
 
-  /** Which nodes acknowledged a drain (acker → the revision its view had reached). */
+  /**
+   * Which nodes acknowledged a drain (acker → the revision its view had
+   * reached). An ack counts only under its acker's node record lease: a key
+   * left by an earlier daemon, or written without a lease, is no ack.
+   */
   acks(drainNode: string, id: string): ReadonlyMap<string, number> {
-    return this.ackMap.get(`${drainNode}/${id}`) ?? new Map();
+    const out = new Map<string, number>();
+    for (const [acker, a] of this.ackMap.get(`${drainNode}/${id}`) ?? []) if (a.lease !== undefined && this.nodesV2.get(acker)?.lease === a.lease) out.set(acker, a.revision);
+    return out;
   }
 
   status(): ViewStatus {
@@ -312,7 +413,21 @@ export class ClusterView implements ClusterViewReader {
 
   /** Listener records held (shown or not), for metrics and tests. */
   get endpointTotal(): number {
-    return this.endpointCount;
+    return this.admission.endpointCount;
+  }
+
+  /** Records refused or displaced by a cap and waiting for room (bounded: admission.ts). */
+  get waitingTotal(): number {
+    return this.admission.waitingCount;
+  }
+
+  /**
+   * True when entries refused by the node or endpoint cap were lost (the
+   * waiting room was full) and room has appeared since: only a full list
+   * finds them again. The sync loop lists at a bounded rate (cluster.ts).
+   */
+  get relistWanted(): boolean {
+    return this.admission.relistWanted;
   }
 
   onChange(listener: () => void): () => void {
@@ -328,13 +443,14 @@ export class ClusterView implements ClusterViewReader {
   entries(): KeyValue[] {
     const out: KeyValue[] = [];
     const P = this.prefix;
-    for (const [name, n] of this.nodesV2) out.push({ key: nodeKey(P, name), value: encodeNode(n.record), lease: n.lease });
-    for (const [name, n] of this.nodesV1) out.push({ key: legacyNodeKey(P, name), value: encodeNode(n.record), lease: n.lease });
-    for (const [port, at] of this.byPort) for (const i of at.values()) out.push({ key: instanceKey(P, i.node, port, i.record.protocol, i.record.namespace), value: encodeInstance(i.record), lease: i.lease });
-    for (const [port, at] of this.legacyByPort) for (const [node, l] of at) out.push({ key: listenerKey(P, node, port), value: encodeListener(l.record), lease: l.lease });
+    const created = (c: number) => (c ? { createRevision: c } : {});
+    for (const [name, n] of this.nodesV2) out.push({ key: nodeKey(P, name), value: encodeNode(n.record), lease: n.lease, ...created(n.createRevision) });
+    for (const [name, n] of this.nodesV1) out.push({ key: legacyNodeKey(P, name), value: encodeNode(n.record), lease: n.lease, ...created(n.createRevision) });
+    for (const [port, at] of this.byPort) for (const i of at.values()) out.push({ key: instanceKey(P, i.node, port, i.record.protocol, i.record.namespace), value: encodeInstance(i.record), lease: i.lease, ...created(i.createRevision) });
+    for (const [port, at] of this.legacyByPort) for (const [node, l] of at) out.push({ key: listenerKey(P, node, port), value: encodeListener(l.record), lease: l.lease, ...created(l.createRevision) });
     for (const d of this.drainMap.values()) {
       const record: DrainRecord = { id: d.id, services: [...d.services], requested: d.requested };
-      out.push({ key: drainKey(P, d.node, d.id), value: encodeDrain(record), lease: d.lease, modRevision: d.revision });
+      out.push({ key: drainKey(P, d.node, d.id), value: encodeDrain(record), lease: d.lease, modRevision: d.revision, ...created(d.createRevision) });
     }
     return out;
   }
@@ -346,21 +462,39 @@ export class ClusterView implements ClusterViewReader {
    * view synced (or, for a snapshot read from disk, stale and `fromSnapshot`).
    */
   replaceAll(kvs: readonly KeyValue[], revision: number, opts: { snapshot?: boolean } = {}): void {
+    this.replaceDecoded(
+      kvs.map((kv) => decodeKeyValue(this.prefix, kv)),
+      revision,
+      opts,
+    );
+  }
+
+  /** replaceAll for keys already decoded (a list decodes its pages as they come). */
+  replaceDecoded(kvs: readonly DecodedKeyValue[], revision: number, opts: { snapshot?: boolean } = {}): void {
     this.nodesV2 = new Map();
     this.nodesV1 = new Map();
     this.byPort = new Map();
     this.legacyByPort = new Map();
     this.portsByNode = new Map();
     this.drainMap = new Map();
+    this.drainsByNode = new Map();
     this.ackMap = new Map();
+    this.acksByNode = new Map();
     this.ackCount = 0;
-    this.endpointCount = 0;
+    this.asked = new Map();
+    this.askedByNode = new Map();
+    this.askedPairs = 0;
     this.endpointCache.clear();
     this.sortedNodes = undefined;
-    // Nodes first, so the node cap counts nodes before their instances.
-    const decoded = kvs.map((kv) => ({ kv, entry: decodeEntry(this.prefix, kv.key, kv.value) }));
-    for (const { kv, entry } of decoded) if (entry.kind === 'node') this.applyEntry(kv, entry);
-    for (const { kv, entry } of decoded) if (entry.kind !== 'node') this.applyEntry(kv, entry);
+    this.admission.reset();
+    // Nodes, instances and listeners are admitted together, by rank (admission.ts): the order etcd lists keys in decides nothing.
+    const candidates: Candidate[] = [];
+    for (const kv of kvs) {
+      const c = this.candidate(kv);
+      if (c) candidates.push(c);
+      else if (kv.entry.kind !== 'node' && kv.entry.kind !== 'instance' && kv.entry.kind !== 'listener') this.applyOther(kv, kv.entry);
+    }
+    this.admission.admitAll(candidates);
     this.revision = revision;
     this.generation++;
     this.fromSnapshot = opts.snapshot === true;
@@ -370,13 +504,19 @@ export class ClusterView implements ClusterViewReader {
     } else {
       this.setState('synced');
     }
+    this.touched = false;
     this.changed();
   }
 
   /** Applies one watch response's events; `revision` is what the view reflects afterwards. */
   applyChanges(changes: readonly WatchChange[], revision: number): void {
     let changed = false;
+    this.touched = false;
     for (const c of changes) changed = this.applyOne(c) || changed;
+    // Room that appeared (a node left, an instance went) goes to what waits for it, best rank first.
+    this.admission.reconsider();
+    changed = this.touched || changed;
+    this.touched = false;
     if (revision > this.revision) this.revision = revision;
     if (changed) {
       this.generation++;
@@ -400,9 +540,14 @@ export class ClusterView implements ClusterViewReader {
     this.legacyByPort = new Map();
     this.portsByNode = new Map();
     this.drainMap = new Map();
+    this.drainsByNode = new Map();
     this.ackMap = new Map();
+    this.acksByNode = new Map();
     this.ackCount = 0;
-    this.endpointCount = 0;
+    this.asked = new Map();
+    this.askedByNode = new Map();
+    this.askedPairs = 0;
+    this.admission.reset();
     this.endpointCache.clear();
     this.sortedNodes = undefined;
     this.revision = 0;
@@ -416,62 +561,190 @@ export class ClusterView implements ClusterViewReader {
 
   private applyOne(c: WatchChange): boolean {
     if (c.type === 'delete') return this.deleteKey(c.key);
-    const entry = decodeEntry(this.prefix, c.key, c.value);
-    if (entry.kind === 'ignored') {
-      this.ignore(c.key, entry.reason, entry.detail);
+    const kv = decodeKeyValue(this.prefix, c);
+    if (kv.entry.kind === 'ignored') {
+      this.ignore(c.key, kv.entry.reason, kv.entry.detail);
       // The key no longer holds a valid value: whatever it held before is gone.
       return this.deleteKey(c.key);
     }
-    return this.applyEntry(c, entry);
+    const candidate = this.candidate(kv);
+    if (candidate) {
+      this.admission.put(candidate);
+      return false; // the admission's sink says what changed (touched)
+    }
+    // A node, instance or listener that names no usable address: gone, like an invalid value.
+    if (kv.entry.kind === 'node' || kv.entry.kind === 'instance' || kv.entry.kind === 'listener') return this.deleteKey(c.key);
+    return this.applyOther(kv, kv.entry);
   }
 
-  private applyEntry(kv: { key: string; lease?: string | undefined; modRevision?: number | undefined }, entry: ReturnType<typeof decodeEntry>): boolean {
+  /**
+   * A node record, instance or listener as the admission weighs it, its
+   * addresses screened (address-policy.ts); undefined for other kinds, and
+   * for a record left with no address a host can have (refused, counted).
+   */
+  private candidate(kv: DecodedKeyValue): Candidate | undefined {
+    const e = kv.entry;
+    const base = { key: kv.key, node: '', lease: normLease(kv.lease), createRevision: kv.createRevision ?? 0, modRevision: kv.modRevision, bytes: kv.bytes };
+    switch (e.kind) {
+      case 'node': {
+        const s = screenNode(e.record, { self: e.node === this.self });
+        if (s.refused.length) this.refuseAddresses(kv.key, s.refused, s.usable);
+        return s.usable ? { ...base, node: e.node, kind: 'node', layout: e.layout, record: s.record } : undefined;
+      }
+      case 'instance': {
+        const s = screenListener(e.record, { self: e.node === this.self });
+        if (s.refused.length) this.refuseAddresses(kv.key, s.refused, s.usable);
+        return s.usable ? { ...base, node: e.node, kind: 'instance', layout: 'v2', port: e.port, protocol: e.protocol, namespace: e.namespace, record: s.record } : undefined;
+      }
+      case 'listener': {
+        const s = screenListener(e.record, { self: e.node === this.self });
+        if (s.refused.length) this.refuseAddresses(kv.key, s.refused, s.usable);
+        return s.usable ? { ...base, node: e.node, kind: 'listener', layout: 'v1', port: e.port, record: s.record } : undefined;
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  /** Drains, acks, and what is ignored or from a later layout. */
+  private applyOther(kv: { key: string; lease?: string | undefined; modRevision?: number | undefined; createRevision?: number | undefined }, entry: DecodedEntry): boolean {
     const lease = normLease(kv.lease);
     switch (entry.kind) {
-      case 'node':
-        return this.putNode(kv.key, entry.layout, entry.node, entry.record, lease);
-      case 'listener':
-        return this.putLegacy(kv.key, entry.node, entry.port, entry.record, lease);
-      case 'instance':
-        return this.putInstance(kv.key, entry.node, entry.record, lease);
       case 'drain': {
         const k = `${entry.node}/${entry.id}`;
-        if (!this.drainMap.has(k) && this.drainMap.size >= MAX_DRAINS) {
+        const isNew = !this.drainMap.has(k);
+        if (isNew && this.drainMap.size >= MAX_DRAINS) {
           this.refuse(kv.key, 'drain', MAX_DRAINS);
           return false;
         }
-        this.drainMap.set(k, { node: entry.node, id: entry.id, services: Object.freeze([...entry.record.services]), requested: entry.record.requested, revision: kv.modRevision ?? 0, lease });
+        const mine = this.drainsByNode.get(entry.node) ?? 0;
+        if (isNew && mine >= MAX_NODE_DRAINS) {
+          this.refuse(kv.key, 'node_drains', MAX_NODE_DRAINS);
+          return false;
+        }
+        if (isNew) this.drainsByNode.set(entry.node, mine + 1);
+        this.drainMap.set(k, { node: entry.node, id: entry.id, services: Object.freeze([...entry.record.services]), requested: entry.record.requested, revision: kv.modRevision ?? 0, lease, createRevision: kv.createRevision ?? 0 });
         return true;
       }
       case 'ack': {
         const k = `${entry.drainNode}/${entry.id}`;
         let at = this.ackMap.get(k);
-        if (!at?.has(entry.node) && this.ackCount >= MAX_ACKS) {
+        const isNew = !at?.has(entry.node);
+        if (isNew && this.ackCount >= MAX_ACKS) {
           this.refuse(kv.key, 'ack', MAX_ACKS);
           return false;
         }
+        const mine = this.acksByNode.get(entry.node) ?? 0;
+        if (isNew && mine >= MAX_NODE_ACKS) {
+          this.refuse(kv.key, 'node_acks', MAX_NODE_ACKS);
+          return false;
+        }
         if (!at) this.ackMap.set(k, (at = new Map()));
-        if (!at.has(entry.node)) this.ackCount++;
-        at.set(entry.node, entry.record.revision);
+        if (isNew) {
+          this.ackCount++;
+          this.acksByNode.set(entry.node, mine + 1);
+        }
+        at.set(entry.node, { revision: entry.record.revision, lease });
         return true;
       }
       case 'ignored':
         this.ignore(kv.key, entry.reason, entry.detail);
         return false;
       case 'future':
+      case 'node':
+      case 'instance':
+      case 'listener':
         return false;
     }
   }
 
-  private putNode(key: string, layout: 'v1' | 'v2', node: string, record: NodeRecord, lease: string | undefined): boolean {
-    const map = layout === 'v2' ? this.nodesV2 : this.nodesV1;
-    if (!this.nodesV2.has(node) && !this.nodesV1.has(node) && this.nodesV2.size + this.nodesV1.size >= this.caps.maxNodes) {
-      this.refuse(key, 'node', this.caps.maxNodes);
-      return false;
+  /** The admission holds `c` now: index it for answers. */
+  private index(c: Candidate): void {
+    this.touched = true;
+    const held = { lease: c.lease, createRevision: c.createRevision };
+    switch (c.kind) {
+      case 'node':
+        (c.layout === 'v2' ? this.nodesV2 : this.nodesV1).set(c.node, { record: c.record, ...held });
+        if (c.layout === 'v2') this.setAsked(c.key, c.node, c.record.askedNames ?? []);
+        this.nodeChanged(c.node);
+        return;
+      case 'instance': {
+        let atPort = this.byPort.get(c.port);
+        if (!atPort) this.byPort.set(c.port, (atPort = new Map()));
+        atPort.set(instanceId(c.node, c.protocol, c.namespace), { node: c.node, record: c.record, ...held });
+        this.notePort(c.node, c.port);
+        this.endpointCache.delete(c.port);
+        return;
+      }
+      case 'listener': {
+        let atPort = this.legacyByPort.get(c.port);
+        if (!atPort) this.legacyByPort.set(c.port, (atPort = new Map()));
+        atPort.set(c.node, { record: c.record, ...held });
+        this.notePort(c.node, c.port);
+        this.endpointCache.delete(c.port);
+        return;
+      }
     }
-    map.set(node, { record, lease });
-    this.nodeChanged(node);
-    return true;
+  }
+
+  /** The admission no longer holds `c` (deleted, replaced, or displaced by a better-ranked record). */
+  private unindex(c: Candidate): void {
+    this.touched = true;
+    switch (c.kind) {
+      case 'node': {
+        const map = c.layout === 'v2' ? this.nodesV2 : this.nodesV1;
+        map.delete(c.node);
+        if (c.layout === 'v2') this.setAsked(c.key, c.node, []);
+        this.nodeChanged(c.node);
+        return;
+      }
+      case 'instance': {
+        const atPort = this.byPort.get(c.port);
+        atPort?.delete(instanceId(c.node, c.protocol, c.namespace));
+        if (atPort?.size === 0) this.byPort.delete(c.port);
+        this.endpointCache.delete(c.port);
+        return;
+      }
+      case 'listener': {
+        const atPort = this.legacyByPort.get(c.port);
+        atPort?.delete(c.node);
+        if (atPort?.size === 0) this.legacyByPort.delete(c.port);
+        this.endpointCache.delete(c.port);
+        return;
+      }
+    }
+  }
+
+  /** Replaces what `node`'s record asks in the index; the ports whose names change are recomputed. */
+  private setAsked(key: string, node: string, names: readonly { port: number; name: string }[]): void {
+    const before = this.askedByNode.get(node) ?? [];
+    if (before.length === 0 && names.length === 0) return;
+    for (const { port, name } of before) {
+      const at = this.asked.get(port)!;
+      const n = at.get(name)! - 1;
+      if (n > 0) at.set(name, n);
+      else {
+        at.delete(name);
+        this.askedPairs--;
+        if (at.size === 0) this.asked.delete(port);
+      }
+      this.endpointCache.delete(port);
+    }
+    const kept: { port: number; name: string }[] = [];
+    for (const { port, name } of names) {
+      let at = this.asked.get(port);
+      if (!at?.has(name) && this.askedPairs >= MAX_ASKED_PAIRS) {
+        this.refuse(key, 'asked_name', MAX_ASKED_PAIRS);
+        continue;
+      }
+      if (!at) this.asked.set(port, (at = new Map()));
+      if (!at.has(name)) this.askedPairs++;
+      at.set(name, (at.get(name) ?? 0) + 1);
+      kept.push({ port, name });
+      this.endpointCache.delete(port);
+    }
+    if (kept.length > 0) this.askedByNode.set(node, kept);
+    else this.askedByNode.delete(node);
   }
 
   private nodeChanged(node: string): void {
@@ -485,73 +758,32 @@ export class ClusterView implements ClusterViewReader {
     ports.add(port);
   }
 
-  private putInstance(key: string, node: string, record: InstanceRecord, lease: string | undefined): boolean {
-    const port = record.port;
-    let atPort = this.byPort.get(port);
-    const id = instanceId(node, record.protocol, record.namespace);
-    const isNew = !atPort?.has(id);
-    if (isNew && this.endpointCount >= this.caps.maxEndpoints) {
-      this.refuse(key, 'endpoint', this.caps.maxEndpoints);
-      return false;
-    }
-    if (!atPort) this.byPort.set(port, (atPort = new Map()));
-    atPort.set(id, { node, record, lease });
-    if (isNew) this.endpointCount++;
-    this.notePort(node, port);
-    this.endpointCache.delete(port);
-    return true;
-  }
-
-  private putLegacy(key: string, node: string, port: number, record: ListenerRecord, lease: string | undefined): boolean {
-    let atPort = this.legacyByPort.get(port);
-    const isNew = !atPort?.has(node);
-    if (isNew && this.endpointCount >= this.caps.maxEndpoints) {
-      this.refuse(key, 'endpoint', this.caps.maxEndpoints);
-      return false;
-    }
-    if (!atPort) this.legacyByPort.set(port, (atPort = new Map()));
-    atPort.set(node, { record, lease });
-    if (isNew) this.endpointCount++;
-    this.notePort(node, port);
-    this.endpointCache.delete(port);
-    return true;
-  }
-
   private deleteKey(key: string): boolean {
     const parsed = parseKey(this.prefix, key);
     switch (parsed.kind) {
       case 'foreign':
       case 'future':
         return false;
-      case 'node': {
-        const map = parsed.layout === 'v2' ? this.nodesV2 : this.nodesV1;
-        if (!map.delete(parsed.node)) return false;
-        this.nodeChanged(parsed.node);
+      case 'node':
+      case 'instance':
+      case 'listener':
+        this.admission.delete(key);
+        return false; // the sink says what changed
+      case 'drain': {
+        if (!this.drainMap.delete(`${parsed.node}/${parsed.id}`)) return false;
+        const n = (this.drainsByNode.get(parsed.node) ?? 1) - 1;
+        if (n > 0) this.drainsByNode.set(parsed.node, n);
+        else this.drainsByNode.delete(parsed.node);
         return true;
       }
-      case 'instance': {
-        const atPort = this.byPort.get(parsed.port);
-        if (!atPort?.delete(instanceId(parsed.node, parsed.protocol, parsed.namespace))) return false;
-        if (atPort.size === 0) this.byPort.delete(parsed.port);
-        this.endpointCount--;
-        this.endpointCache.delete(parsed.port);
-        return true;
-      }
-      case 'listener': {
-        const atPort = this.legacyByPort.get(parsed.port);
-        if (!atPort?.delete(parsed.node)) return false;
-        if (atPort.size === 0) this.legacyByPort.delete(parsed.port);
-        this.endpointCount--;
-        this.endpointCache.delete(parsed.port);
-        return true;
-      }
-      case 'drain':
-        return this.drainMap.delete(`${parsed.node}/${parsed.id}`);
       case 'ack': {
         const k = `${parsed.drainNode}/${parsed.id}`;
         const at = this.ackMap.get(k);
         if (!at?.delete(parsed.node)) return false;
         this.ackCount--;
+        const n = (this.acksByNode.get(parsed.node) ?? 1) - 1;
+        if (n > 0) this.acksByNode.set(parsed.node, n);
+        else this.acksByNode.delete(parsed.node);
         if (at.size === 0) this.ackMap.delete(k);
         return true;
       }
@@ -565,11 +797,25 @@ export class ClusterView implements ClusterViewReader {
     this.logger.warn({ code: ErrorCodes.CLUSTER_VALUE_IGNORED, key: key.slice(0, 200), reason, detail: detail.slice(0, 300) }, 'ignoring a value under the cluster prefix');
   }
 
-  private refuse(key: string, kind: 'node' | 'endpoint' | 'drain' | 'ack', cap: number): void {
+  /** Addresses no host can have, taken out of a record (or the whole record, when none is left): counted per address, logged once per key. */
+  private refuseAddresses(key: string, refused: readonly RefusedAddress[], usable: boolean): void {
+    for (const r of refused) this.metrics?.clusterRefusedAddresses.inc({ reason: r.problem });
+    const tag = `address:${key}`;
+    if (this.loggedKeys.has(tag)) return;
+    if (this.loggedKeys.size < LOGGED_KEYS_MAX) this.loggedKeys.add(tag);
+    this.logger.warn(
+      { code: ErrorCodes.CLUSTER_ADDRESS_REFUSED, key: key.slice(0, 200), refused: refused.slice(0, 16), record: usable ? 'kept without them' : 'ignored' },
+      'refusing addresses no host can have from a record under the cluster prefix',
+    );
+  }
+
+  private refuse(key: string, kind: RefusalKind | 'drain' | 'ack' | 'node_drains' | 'node_acks' | 'asked_name', cap: number): void {
     // Counted once per key (while the remembered keys last): a watch resuming one revision back replays the write.
-    if (this.loggedKeys.has(key)) return;
+    // Tagged: the same key ignored earlier (a value too large, say) is still counted when a cap refuses it.
+    const tag = `cap:${key}`;
+    if (this.loggedKeys.has(tag)) return;
     this.metrics?.clusterRefusedEntries.inc({ kind });
-    if (this.loggedKeys.size < LOGGED_KEYS_MAX) this.loggedKeys.add(key);
+    if (this.loggedKeys.size < LOGGED_KEYS_MAX) this.loggedKeys.add(tag);
     this.logger.warn({ code: ErrorCodes.CLUSTER_CAP_REACHED, key: key.slice(0, 200), kind, cap }, 'cluster view full: entry refused');
   }
 
@@ -601,29 +847,11 @@ export class ClusterView implements ClusterViewReader {
     const m = this.metrics;
     if (!m) return;
     m.clusterViewNodes.set(this.nodesV2.size + [...this.nodesV1.keys()].filter((n) => !this.nodesV2.has(n)).length);
-    m.clusterViewEndpoints.set(this.endpointCount);
+    m.clusterViewEndpoints.set(this.admission.endpointCount);
     for (const s of ['missing', 'synced', 'stale'] as const) m.clusterViewState.set({ state: s }, s === this.state ? 1 : 0);
   }
 }
 
 function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/**
- * Where a listener is reached: a wildcard IPv4 bind means the node's IPv4
- * addresses; a wildcard IPv6 bind every node address (Linux's default
- * dual-stack sockets accept IPv4 too); a concrete bind that address.
- */
-export function endpointAddresses(l: Pick<ListenerRecord, 'bind'>, n: NodeRecord): string[] {
-  const out = new Set<string>();
-  for (const b of l.bind) {
-    if (b.address === '0.0.0.0') for (const a of n.addresses) if (isIPv4(a)) out.add(a);
-    if (b.address === '::') for (const a of n.addresses) out.add(a);
-    if (b.address !== '0.0.0.0' && b.address !== '::') {
-      const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(b.address);
-      out.add(mapped ? mapped[1]! : b.address);
-    }
-  }
-  return [...out].sort((a, b) => Number(isIPv6(a)) - Number(isIPv6(b)) || (a < b ? -1 : a > b ? 1 : 0));
 }

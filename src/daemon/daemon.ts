@@ -12,7 +12,7 @@ import type { ServingState } from '../core/state.js';
 import type { Cluster, ClusterOptions } from '../cluster/cluster.js';
 import { etcdAccess } from '../cluster/access.js';
 import { observedFrom } from '../cluster/observed.js';
-import { isReachableBind } from '../cluster/reachable.js';
+import { isReachableBind } from '../inventory/reachable.js';
 import { chooseStateDir } from '../cluster/state-dir.js';
 import { Discovery } from '../discovery/discovery.js';
 import { EtcHosts } from '../discovery/etc-hosts.js';
@@ -28,8 +28,9 @@ import { startGrpcServer, type GrpcHandle } from '../grpc/server.js';
 import { streamLookupConcurrency } from '../grpc/watch-hub.js';
 import { Metrics } from '../metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../http/server.js';
-import { HostInventory } from '../inventory/inventory.js';
-import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
+import { HostInventory, isOwnSocket } from '../inventory/inventory.js';
+import { AskedNames } from '../discovery/asked-names.js';
+import type { InventorySnapshot } from '../inventory/types.js';
 import { LogThrottle, silentLogger, type Logger } from '../log.js';
 import { CANONPORT_VERSION } from '../version.js';
 import { addXdsService } from '../xds/server.js';
@@ -63,6 +64,8 @@ export interface DaemonOptions {
    * cluster shares). See src/daemon/cluster.ts.
    */
   role?: 'all' | 'front' | 'dns' | undefined;
+  /** A `--workers` DNS worker: hands the names clients asked it for to its primary (which publishes them). */
+  onAskedNames?: ((names: { port: number; name: string; lastMs: number }[]) => void) | undefined;
   /** Metrics text for /metrics when it must cover more than this process (cluster primary). */
   metricsText?: (() => Promise<string>) | undefined;
   /** Loopback clients may always forward (default true; tests set false to exercise --allow from 127.0.0.x). */
@@ -99,6 +102,8 @@ export class Daemon {
   /** Cluster mode: this host's publisher and every host's view; null without --cluster. */
   readonly cluster: Cluster | null;
   private readonly inventory: HostInventory;
+  /** The names clients ask for (issue 22): learned here, published in cluster mode (a --workers DNS worker hands them to its primary). */
+  readonly askedNames: AskedNames;
   /** The fleet page (`/ui`): its document feed and live streams; null in a `--workers` DNS worker (no HTTP). */
   private readonly ui: { feed: FleetFeed; streams: LiveStreams; inventoryChanged: (() => void) | undefined } | null;
   private watcher: FSWatcher | null = null;
@@ -151,12 +156,29 @@ export class Daemon {
           ),
         ),
     });
+    // A name is learned while some host listens on its port: the cluster's view when there is one, else this host's inventory.
+    const listening = (port: number): boolean => {
+      if (this.cluster && this.cluster.reader.status().state !== 'missing') return this.cluster.reader.endpointsOnPort(port).length > 0;
+      return (this.inventory?.current?.listeners ?? []).some((l) => l.port === port && l.services.length > 0 && !l.daemon);
+    };
+    this.askedNames = new AskedNames({
+      listening,
+      registryNames: (port) => this.serving.registry.ownersOf(port).length > 0,
+      enabled: () => this.cfg.learnNames,
+      ttlMs: () => this.cfg.learnedNameTtl * 1000,
+      onChange: (names) => {
+        if (opts.role === 'dns') opts.onAskedNames?.(this.askedNames.entries());
+        else this.cluster?.publishAskedNames(names);
+      },
+    });
     this.discovery = new Discovery({
       state,
       hosts,
       addresses: this.upstreamAddresses,
       observed: this.cluster ? observedFrom(this.cluster.reader, this.cluster.nodeName) : undefined,
       onNoReady: (service) => this.metrics.noReadyAnswers.inc({ service }),
+      // Once ready: the warm-up's own queries (dns/warm-up.ts, `cpwarm…`) are nobody asking for a service.
+      onAsked: (name, port) => (this.isReady ? this.askedNames.ask(name, port) : undefined),
     });
     this.chain = new DnsChain(
       { state, discovery: this.discovery, forwarder: this.forwarder, metrics: this.metrics, logger: this.logger, now },
@@ -169,6 +191,13 @@ export class Daemon {
       logger: this.logger,
       procRoot: config.procRoot,
       skipPorts: () => (this.addresses ? [this.addresses.dns.port, this.addresses.grpc.port, this.addresses.http.port] : []),
+      ownSockets: () => (this.addresses ? [this.addresses.dns, this.addresses.grpc, this.addresses.http] : []),
+      node: this.cluster ? () => this.cluster!.nodeName : undefined,
+      names: {
+        // The cluster's asked names (every node's record) and this host's own, not yet in the view.
+        asked: (port) => [...new Set([...(this.cluster?.reader.askedOn(port) ?? []), ...this.askedNames.namesOn(port)])],
+        processNames: () => this.cfg.processNames,
+      },
       // Cluster mode: what listens here reaches every host within a scan, so scan often (registry inventory.intervalMs still wins).
       intervalMs: clusterModule && registry.inventory.intervalMs === undefined ? clusterModule.CLUSTER_SCAN_INTERVAL_MS : undefined,
       // The daemon's own DNS, gRPC and HTTP sockets are this host's daemon, not a service it observes:
@@ -200,7 +229,7 @@ export class Daemon {
       inventory: this.inventory,
       events: this.events,
       ready: () => this.isReady,
-      clusterStatus: () => this.cluster?.reader.status() ?? null,
+      clusterStatus: () => (this.cluster ? { ...this.cluster.reader.status(), syncError: this.cluster.syncError() } : null),
       metricsText: opts.metricsText,
       notReadyReason: () => this.notReadyReason(),
       namespaces: () => this.inventory.current?.namespaces,
@@ -226,6 +255,8 @@ export class Daemon {
   private notReadyReason(): string | null {
     const s = this.cluster?.reader.status();
     if (!s || s.state !== 'missing') return null;
+    const error = this.cluster!.syncError();
+    if (error) return `cluster view missing: the cluster prefix cannot be read from etcd (${error.slice(0, 300)})`;
     return s.revision === 0 && this.cluster!.state === undefined
       ? 'cluster view missing: etcd has not answered since start, and there is no state directory to keep a snapshot in'
       : 'cluster view missing: etcd has not answered since start (or the view was dropped after --cluster-max-staleness), and no snapshot of an earlier view was found';
@@ -347,6 +378,7 @@ export class Daemon {
     }
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
     if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();
+    this.askedNames.start();
     if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();
     if (this.cfg.upstreams.length === 0) {
       this.logger.warn({ code: ErrorCodes.NO_UPSTREAM }, 'no upstream resolvers: names outside the served zones get SERVFAIL');
@@ -439,6 +471,7 @@ export class Daemon {
     this.ui?.feed.close();
     await Promise.all([this.opts.role === 'front' ? undefined : this.dns.close(graceMs), this.grpc?.close(graceMs), this.http?.close()]);
     await this.inventory.stop();
+    this.askedNames.close();
     // A stop keeps the lease alive for its TTL (a restart takes it back: other hosts see no change), unless
     // --leave-on-terminate or `canonport leave` (which revokes before this): then this host leaves every view at once.
     await this.cluster?.stop({ revoke: this.cfg.leaveOnTerminate });
@@ -482,10 +515,7 @@ export class Daemon {
 export function withoutOwnSockets(snap: InventorySnapshot, own: readonly HostPort[]): InventorySnapshot {
   if (own.length === 0) return snap;
   // Only in the daemon's own namespace: a container may well use the same ports.
-  const mine = (l: InventoryListener) =>
-    !l.namespace &&
-    own.some((o) => o.port === l.port && (o.host === l.address || o.host === '0.0.0.0' || o.host === '::' || l.address === `::ffff:${o.host}`));
-  return { ...snap, listeners: snap.listeners.filter((l) => !mine(l)) };
+  return { ...snap, listeners: snap.listeners.filter((l) => l.namespace !== undefined || !isOwnSocket(l, own)) };
 }
 
 function forwarderOptions(config: Config): ForwarderOptions {
@@ -524,7 +554,13 @@ function clusterOptions(config: Config, registry: Registry, publish: boolean, lo
     advertise: config.advertise.length > 0 ? config.advertise : undefined,
     leaseTtlSeconds: config.leaseTtl,
     ...etcdAccess(config),
-    caps: { maxNodes: config.clusterMaxNodes, maxEndpoints: config.clusterMaxEndpoints },
+    caps: {
+      maxNodes: config.clusterMaxNodes,
+      maxEndpoints: config.clusterMaxEndpoints,
+      maxNodeInstances: config.clusterMaxNodeInstances,
+      maxNodeAddresses: config.clusterMaxNodeAddresses,
+      maxNodeBytes: config.clusterMaxNodeBytes,
+    },
     maxStalenessMs: config.clusterMaxStaleness * 1000,
     publish,
     canonportVersion: CANONPORT_VERSION,

@@ -7,6 +7,7 @@ import type { ConfigInput } from '../config/config.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Daemon } from './daemon.js';
+import { MAX_ASKED_NAMES } from '../discovery/asked-names.js';
 
 /**
  * Past one core: `canonport serve --workers N`.
@@ -25,7 +26,15 @@ import { Daemon } from './daemon.js';
  */
 
 type ToWorker = { type: 'reload' } | { type: 'metrics'; id: number } | { type: 'shutdown'; graceMs: number };
-type FromWorker = { type: 'ready' } | { type: 'failed'; message: string } | { type: 'metrics'; id: number; data: metric[] };
+type FromWorker =
+  | { type: 'ready' }
+  | { type: 'failed'; message: string }
+  | { type: 'metrics'; id: number; data: metric[] }
+  /** The names clients asked this worker for, with when each was last asked: the primary learns and publishes them. */
+  | { type: 'asked'; names: { port: number; name: string; lastMs: number }[] };
+
+/** A worker tells its primary the names it was asked for at least this often (a name asked again keeps its time fresh there). */
+const ASKED_REPORT_MS = 30_000;
 
 const WORKER_START_MS = 15_000;
 const METRICS_WAIT_MS = 1000;
@@ -57,6 +66,8 @@ export async function startPrimary(opts: { flags: ConfigInput; env: ConfigInput;
           reject(new CanonportError(ErrorCodes.LISTEN_FAILED, m.message));
         } else if (m.type === 'metrics') {
           pending.get(m.id)?.(m.data);
+        } else if (m.type === 'asked' && Array.isArray(m.names)) {
+          daemonRef?.askedNames.merge(m.names.slice(0, MAX_ASKED_NAMES));
         }
       });
       w.on('exit', (code, signal) => {
@@ -67,6 +78,8 @@ export async function startPrimary(opts: { flags: ConfigInput; env: ConfigInput;
       });
     });
 
+  // Set once the primary's daemon runs: workers' asked names arrive only after their DNS answers, so after that.
+  let daemonRef: Daemon | undefined;
   const started = await Promise.allSettled(Array.from({ length: opts.workers }, fork));
   const failure = started.find((r) => r.status === 'rejected');
   if (failure) {
@@ -101,6 +114,7 @@ export async function startPrimary(opts: { flags: ConfigInput; env: ConfigInput;
       return AggregatorRegistry.aggregate([own, ...theirs]).metrics();
     },
   });
+  daemonRef = daemon;
   daemon.events.on('reload', () => {
     for (const w of workers) send(w, { type: 'reload' });
   });
@@ -127,7 +141,21 @@ export async function startPrimary(opts: { flags: ConfigInput; env: ConfigInput;
 export async function runWorker(opts: { flags: ConfigInput; env: ConfigInput; logger: Logger }): Promise<void> {
   let daemon: Daemon;
   try {
-    daemon = await Daemon.start({ flags: opts.flags, env: opts.env, logger: opts.logger, role: 'dns', watchRegistry: false, inventory: false });
+    // Besides each change of the set: every ASKED_REPORT_MS while it holds names, so names asked again stay fresh in
+    // the primary. A timer only while there are names: an idle worker wakes for nothing (issue 24).
+    let refresh: NodeJS.Timeout | undefined;
+    const report = (names: { port: number; name: string; lastMs: number }[]) => {
+      process.send?.({ type: 'asked', names } satisfies FromWorker);
+      if (refresh === undefined && names.length > 0) {
+        refresh = setTimeout(() => {
+          refresh = undefined;
+          const now = daemon.askedNames.entries();
+          if (now.length > 0) report(now);
+        }, ASKED_REPORT_MS);
+        refresh.unref();
+      }
+    };
+    daemon = await Daemon.start({ flags: opts.flags, env: opts.env, logger: opts.logger, role: 'dns', watchRegistry: false, inventory: false, onAskedNames: report });
   } catch (err) {
     process.send?.({ type: 'failed', message: (err as Error).message } satisfies FromWorker);
     process.exitCode = 1;

@@ -1,4 +1,5 @@
 import { CanonportError, ErrorCodes } from '../errors.js';
+import type { NameSourceOrNone, ServiceName } from '../core/naming.js';
 import { normaliseName } from '../config/names.js';
 import { classifyIn, LOCALHOST_ZONE, type NameClass } from '../core/service-name.js';
 import type { ServingState } from '../core/state.js';
@@ -73,6 +74,29 @@ export interface ObservedHost {
   namespace?: string | undefined;
   /** The container or pod, when its node could read it. */
   container?: Readonly<{ id: string; pod?: string | undefined; podNamespace?: string | undefined }> | undefined;
+  /** The names people know it by (core/naming.ts); absent: its `services`, as the registry's (a source that predates names). */
+  names?: readonly ServiceName[] | undefined;
+}
+
+/** A name some hosts run a service under, as browsing (DNS-SD) and Prometheus discovery list it. */
+export interface ObservedService {
+  /** The name: one people know it by, or for an unnamed listener (listed only on request) its canonical name (`db0`). */
+  service: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
+  /** The hosts, each with where this name comes from on it (`none`: unnamed there). */
+  hosts: readonly { host: ObservedHost; source: NameSourceOrNone }[];
+}
+
+/** Which observed services to list: unnamed listeners too, one transport only. */
+export interface ObservedServicesOptions {
+  unnamed?: boolean | undefined;
+  protocol?: 'tcp' | 'udp' | undefined;
+}
+
+/** A host's names (a source without names reads its claim as the registry's). */
+export function namesOfHost(h: ObservedHost): readonly ServiceName[] {
+  return h.names ?? h.services.map((name) => ({ name, source: 'registry' as const }));
 }
 
 /** Cluster mode's view of every host: memory only, never I/O. */
@@ -112,6 +136,13 @@ export interface DiscoveryOptions {
   outsideZones?: 'not-found' | 'scheme' | undefined;
   /** Called when an answer is computed for a service some host runs but none reports ready (the panic answer). */
   onNoReady?: ((service: string) => void) | undefined;
+  /**
+   * A client asked for a service name in a served zone (asked-names.ts
+   * learns it): called by lookup() (gRPC, xDS) and by the DNS local stage
+   * through asked(). Returns the touch to call when the same answer is
+   * served again from memory, or undefined when the name is not learned.
+   */
+  onAsked?: ((name: string, port: number) => (() => void) | undefined) | undefined;
 }
 
 const LOOPBACK: HostAddresses = Object.freeze({ v4: Object.freeze(['127.0.0.1']), v6: Object.freeze(['::1']) });
@@ -241,29 +272,47 @@ export class Discovery implements DiscoveryReader {
    * by the registry and the scheme as the inventory names ports. Empty
    * without a view.
    */
-  observedServices(): { service: string; port: number; hosts: readonly ObservedHost[] }[] {
-    return [...this.eachObservedService()];
+  observedServices(opts: ObservedServicesOptions = {}): ObservedService[] {
+    return [...this.eachObservedService(opts)];
   }
 
   /**
    * observedServices one at a time, in the same order, each port's hosts
-   * grouped by service in one pass (linear in what the view holds), so a
-   * caller can page through a large view and give the event loop turns
-   * between (http-sd.ts).
+   * grouped by name and transport in one pass (linear in what the view
+   * holds), so a caller can page through a large view and give the event
+   * loop turns between (http-sd.ts). A listener no source names is left out
+   * unless `unnamed`, when it comes under its canonical names with source
+   * `none`.
    */
-  *eachObservedService(): Generator<{ service: string; port: number; hosts: readonly ObservedHost[] }> {
+  *eachObservedService(opts: ObservedServicesOptions = {}): Generator<ObservedService> {
     if (!this.clustered) return;
     for (const port of this.o.observed!.ports() ?? []) {
-      const byService = new Map<string, ObservedHost[]>();
-      for (const h of this.o.observed!.onPort(port) ?? []) {
-        for (const service of new Set(h.services)) {
-          const list = byService.get(service);
-          if (list) list.push(h);
-          else byService.set(service, [h]);
+      const all = this.o.observed!.onPort(port) ?? [];
+      for (const protocol of ['tcp', 'udp'] as const) {
+        if (opts.protocol !== undefined && opts.protocol !== protocol) continue;
+        const byName = new Map<string, Map<ObservedHost, NameSourceOrNone>>();
+        const add = (name: string, host: ObservedHost, source: NameSourceOrNone) => {
+          let at = byName.get(name);
+          if (!at) byName.set(name, (at = new Map()));
+          if (!at.has(host)) at.set(host, source);
+        };
+        for (const h of all) {
+          if ((h.protocol ?? 'tcp') !== protocol) continue;
+          const names = namesOfHost(h);
+          if (names.length > 0) for (const n of names) add(n.name, h, n.source);
+          else if (opts.unnamed) for (const s of h.services) add(s, h, 'none');
+        }
+        for (const service of [...byName.keys()].sort()) {
+          yield { service, port, protocol, hosts: [...byName.get(service)!].map(([host, source]) => ({ host, source })) };
         }
       }
-      for (const service of [...byService.keys()].sort()) yield { service, port, hosts: byService.get(service)! };
     }
+  }
+
+  /** A client asked for this service (see DiscoveryOptions.onAsked): the touch, or undefined. */
+  asked(d: ServiceDescription): (() => void) | undefined {
+    if (!this.o.onAsked || d.zone === LOCALHOST_ZONE || d.zone === '') return undefined;
+    return this.o.onAsked(d.service, d.port);
   }
 
   /** A name as text (gRPC, CLI): normalised, then read. Throws CP_BAD_NAME for a malformed name. */
@@ -279,9 +328,11 @@ export class Discovery implements DiscoveryReader {
     let version: number | undefined;
     let host: string;
     let zone: string;
+    let protocol: 'tcp' | 'udp' | undefined;
     switch (cls.kind) {
       case 'service':
         ({ service, version, host, zone } = cls);
+        if (cls.form === 'srv') protocol = cls.proto;
         break;
       case 'outside':
         if (this.o.outsideZones !== 'scheme') return notFound(`${name} is outside every served zone (${this.o.state().zones.join(', ')})`);
@@ -313,8 +364,9 @@ export class Discovery implements DiscoveryReader {
     if (a.port === null) return notFound(`${name}: scheme ${a.scheme} gives ${a.number}, which is not a port (over 65535)`);
     // --only-listening: a service no host reports does not exist. Without a view (etcd never reached), it is answered as one host would.
     const cluster = this.o.state().cluster;
-    if (cluster?.onlyListening && zone !== LOCALHOST_ZONE && this.o.observed?.onPort(a.port)?.length === 0) {
-      return notFound(`${name}: no host of the cluster reports ${a.service} listening on port ${a.port} (--only-listening)`);
+    const onPort = this.o.observed?.onPort(a.port);
+    if (cluster?.onlyListening && zone !== LOCALHOST_ZONE && onPort && !onPort.some((h) => protocol === undefined || (h.protocol ?? 'tcp') === protocol)) {
+      return notFound(`${name}: no host of the cluster reports ${a.service} listening on port ${a.port}${protocol ? ` over ${protocol.toUpperCase()}` : ''} (--only-listening)`);
     }
     // A name the cluster view decides (a view is there, the zone is not localhost) carries the observed TTL,
     // the fallback for a service no host runs included: a service started a moment later shows through caches that soon.
@@ -332,6 +384,7 @@ export class Discovery implements DiscoveryReader {
         host,
         ttl: decided ? Math.min(registry.ttl, cluster.observedTtl) : registry.ttl,
         collidesWith: a.collidesWith,
+        ...(protocol ? { protocol } : {}),
       },
     };
   }
@@ -362,10 +415,16 @@ export class Discovery implements DiscoveryReader {
     return this.fromAnswer(d, await resolver.resolve(d.host), resolver.source);
   }
 
-  async lookup(rawName: string): Promise<Lookup> {
+  /**
+   * `opts.protocol` narrows a plain name to one transport (xDS and `canon:`
+   * dial gRPC, which is TCP); a `_svc._udp` or `_svc._tcp` name says its own.
+   */
+  async lookup(rawName: string, opts: { protocol?: 'tcp' | 'udp' | undefined } = {}): Promise<Lookup> {
     const described = this.describe(rawName);
     if (!described.ok) return described;
-    return this.resolve(described.description);
+    const d = opts.protocol && !described.description.protocol ? { ...described.description, protocol: opts.protocol } : described.description;
+    this.asked(d);
+    return this.resolve(d);
   }
 
   /**
@@ -390,7 +449,7 @@ export class Discovery implements DiscoveryReader {
     if (!this.clustered || d.zone === LOCALHOST_ZONE || d.zone === '') return null;
     const all = this.o.observed!.onPort(d.port);
     if (!all || all.length === 0) return null;
-    const hosts = all.filter((h) => (h.protocol ?? 'tcp') === 'tcp');
+    const hosts = onePerNode(d.protocol === undefined ? all : all.filter((h) => (h.protocol ?? 'tcp') === d.protocol));
     if (hosts.length === 0) return null;
     let chosen = hosts.filter((h) => (h.readiness?.state ?? 'ready') === 'ready');
     if (chosen.length === 0) {
@@ -401,6 +460,7 @@ export class Discovery implements DiscoveryReader {
     const preferLocal = this.o.state().registry.services.get(d.service)?.spec.preferLocal ?? this.o.state().cluster?.preferLocal ?? true;
     const out: Endpoint[] = [];
     const push = (h: ObservedHost, isLocal: boolean) => {
+      const names = namesOfHost(h);
       for (const address of h.addresses) {
         out.push({
           address,
@@ -414,6 +474,8 @@ export class Discovery implements DiscoveryReader {
           // Two pods of one service on one node are two endpoints: their namespace tells them apart.
           ...(h.namespace && h.namespace !== 'host' ? { namespace: h.namespace } : {}),
           ...(h.container ? { container: h.container } : {}),
+          protocol: h.protocol ?? 'tcp',
+          names,
         });
       }
     };
@@ -474,6 +536,25 @@ export class Discovery implements DiscoveryReader {
     }, HOSTS_POLL_MS);
     this.hostsTimer.unref();
   }
+}
+
+/**
+ * One instance per node and namespace for a plain name that covers both
+ * transports: a host with a TCP and a UDP listener on the port is one
+ * endpoint per address, the TCP one (which most clients dial), so no
+ * address is answered twice. The UDP one stands in only where no TCP one
+ * is ready and it is.
+ */
+function onePerNode(hosts: readonly ObservedHost[]): readonly ObservedHost[] {
+  if (!hosts.some((h) => h.protocol === 'udp') || !hosts.some((h) => (h.protocol ?? 'tcp') === 'tcp')) return hosts;
+  const rank = (h: ObservedHost) => ((h.readiness?.state ?? 'ready') === 'ready' ? 0 : 2) + ((h.protocol ?? 'tcp') === 'tcp' ? 0 : 1);
+  const best = new Map<string, ObservedHost>();
+  for (const h of hosts) {
+    const key = `${h.node}/${h.addresses.join(',')}`;
+    const known = best.get(key);
+    if (!known || rank(h) < rank(known)) best.set(key, h);
+  }
+  return hosts.filter((h) => best.get(`${h.node}/${h.addresses.join(',')}`) === h);
 }
 
 function notFound(message: string): Described & { ok: false } {

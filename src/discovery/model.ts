@@ -1,3 +1,4 @@
+import type { ServiceName } from '../core/naming.js';
 import type { ErrorCode } from '../errors.js';
 
 /**
@@ -39,6 +40,13 @@ export interface Endpoint {
   readiness?: 'ready' | 'not-ready' | 'draining' | undefined;
   /** Observed only: this daemon's own host (answers put it first). */
   local?: boolean | undefined;
+  /**
+   * Observed only: the transport it listens on. A plain name covers both;
+   * a host that listens on both is `tcp` there (one endpoint per address).
+   */
+  protocol?: 'tcp' | 'udp' | undefined;
+  /** Observed only: the names people know it by (core/naming.ts); empty: unnamed. */
+  names?: readonly ServiceName[] | undefined;
   /** Observed only: the label of the container's or pod's network namespace it listens in (issue 26); absent: the node's own. */
   namespace?: string | undefined;
   /** Observed only: the container or pod, when its node could read it. */
@@ -66,6 +74,11 @@ export interface ServiceDescription {
   ttl: number;
   /** Other registry names on the same port. */
   collidesWith: string[];
+  /**
+   * The transport the name asks for: `_svc._udp` names UDP listeners only,
+   * `_svc._tcp` TCP ones; a plain name (`svc.<zone>`), absent here, both.
+   */
+  protocol?: 'tcp' | 'udp' | undefined;
 }
 
 /** A service and where it runs. */
@@ -99,8 +112,9 @@ export interface DiscoveryReader {
    * `_api._tcp…`, `v2.user.<zone>`, `api.localhost`) runs as, and where.
    * Never rejects for the name or the sources: the result says why it
    * found nothing. Rejects only with CP_BAD_NAME for a malformed name.
+   * `protocol` narrows a plain name to one transport (xDS: tcp).
    */
-  lookup(name: string): Promise<Lookup>;
+  lookup(name: string, opts?: { protocol?: 'tcp' | 'udp' | undefined }): Promise<Lookup>;
   /**
    * Calls `listener` whenever any answer may have changed (a reload, a
    * changed hosts file, the cluster view). Returns the unsubscribe function.

@@ -109,13 +109,42 @@ export function characterStrings(data: readonly string[]): Buffer[] {
 export function encodeAnswer(spec: AnswerSpec): Buffer {
   const header: ReplyHeader = { id: 0, qr: 1, opcode: 0, aa: spec.aa ? 1 : 0, ra: 0, rcode: spec.rcode };
   if (spec.question) return encodeWithQuestion(header, spec.question, spec);
-  const p = new Packet();
-  p.header = new Packet.Header(header);
-  p.questions.push({ name: spec.qname, type: spec.qtype, class: spec.qclass ?? CLASS_IN } as never);
-  for (const rr of spec.answers ?? []) p.answers.push(toDns2(rr) as never);
-  for (const rr of spec.authorities ?? []) p.authorities.push(toDns2(rr) as never);
-  for (const rr of spec.additionals ?? []) p.additionals.push(toDns2(rr) as never);
-  return p.toBuffer();
+  const sections = [spec.answers ?? [], spec.authorities ?? [], spec.additionals ?? []];
+  const writer = new Packet.Writer() as Writer;
+  writer.names = new Map(); // dns2 compresses names when the writer has this table (as Packet.toBuffer sets it)
+  new Packet.Header({ ...header, qdcount: 1, ancount: sections[0]!.length, nscount: sections[1]!.length, arcount: sections[2]!.length }).toBuffer(writer);
+  Packet.Question.encode({ name: spec.qname, type: spec.qtype, class: spec.qclass ?? CLASS_IN } as never, writer);
+  for (const rr of sections.flat()) encodeResource(toDns2(rr), writer);
+  return writer.toBuffer();
+}
+
+type Writer = InstanceType<typeof Packet.Writer> & { names?: Map<string, number>; bitLength(): number; patch(bitOffset: number, value: number, size: number): void };
+type RdataCodec = { encode(record: Record<string, unknown>, writer: Writer): void };
+
+/**
+ * One record onto `writer`: dns2's Packet.Resource.encode, step for step,
+ * without its last line. That one (`return writer.toBuffer()`, 3.1.1)
+ * turns the whole message written so far into a Buffer, bit by bit, after
+ * every record, so a message of n records cost O(n²): 1,000 SRV records
+ * and their addresses took seconds, 3,000 most of a minute, and DNS
+ * stopped answering while a service claimed by a flood of made-up nodes
+ * was encoded (issue 21, findings 4 and 7). dns2 owns the name, header
+ * and RDATA encoders still; only the loop is here.
+ */
+function encodeResource(resource: Record<string, unknown>, writer: Writer): void {
+  const type = resource.type as number;
+  const codec = (Packet.Resource as unknown as Record<string, RdataCodec | undefined>)[(Packet as unknown as { TYPE_NAME: Record<number, string> }).TYPE_NAME[type] ?? ''];
+  if (!codec?.encode) throw new CanonportError(ErrorCodes.HANDLER_FAILED, `no encoder for record type ${type}`);
+  Packet.Name.encode(resource.name as string, writer as never);
+  writer.write(type, 16);
+  writer.write(resource.class as number, 16);
+  // RFC 2181 §8, as dns2 does: TTLs with the high bit set are historically unsafe.
+  writer.write(Math.min((resource.ttl as number) >>> 0, 0x7fffffff), 32);
+  const rdlength = writer.bitLength();
+  writer.write(0, 16);
+  const start = writer.bitLength();
+  codec.encode(resource, writer);
+  writer.patch(rdlength, (writer.bitLength() - start) / 8, 16);
 }
 
 /**
@@ -130,7 +159,7 @@ function encodeWithQuestion(header: ReplyHeader, question: Buffer, spec: AnswerS
   const writer = new Packet.Writer();
   new Packet.Header({ ...header, qdcount: 1, ancount: sections[0]!.length, nscount: sections[1]!.length, arcount: sections[2]!.length }).toBuffer(writer);
   for (const octet of question) writer.write(octet, 8);
-  for (const rr of sections.flat()) Packet.Resource.encode(toDns2(rr) as never, writer);
+  for (const rr of sections.flat()) encodeResource(toDns2(rr), writer as Writer);
   return writer.toBuffer();
 }
 

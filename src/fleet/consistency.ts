@@ -1,5 +1,8 @@
+import { NO_HOST_FACTS } from '../registry/host-facts.js';
+import { checkRegistry, CheckCodes } from '../registry/check.js';
+import { Registry } from '../registry/registry.js';
 import { decodePort, prefixOf } from '../scheme/index.js';
-import { DIGEST_SHOWN, type FleetFinding, type FleetHost, type FleetReport } from './fleet.js';
+import { DIGEST_SHOWN, namesOf, type FleetFinding, type FleetHost, type FleetReport } from './fleet.js';
 
 /**
  * What the hosts of a fleet disagree on besides versions: their registries.
@@ -10,7 +13,39 @@ import { DIGEST_SHOWN, type FleetFinding, type FleetHost, type FleetReport } fro
 
 /** Registry and port-naming findings, hosts in report order. */
 export function checkConsistency(report: FleetReport): FleetFinding[] {
-  return [...registryFindings(report.hosts), ...portNameFindings(report.hosts)];
+  return [...registryFindings(report.hosts), ...portNameFindings(report.hosts), ...collisionFindings(report.hosts)];
+}
+
+
+/**
+ * One `collision` finding per port that names learned at run time (names
+ * clients asked for, process names) give two services, with `check`'s rule
+ * and words: `cat, caterpillar share port 13661 (all start with "cat")`.
+ * Both names stay on the port (a name never moves one); the finding says a
+ * fleet calls one listener two things. Registry names are left to `check`.
+ */
+export function collisionFindings(hosts: readonly FleetHost[]): FleetFinding[] {
+  const byPort = new Map<number, Set<string>>();
+  for (const h of hosts) {
+    if (!h.reachable || !h.inventory) continue;
+    for (const l of h.inventory.listeners) {
+      const learned = namesOf(l).filter((n) => n.source !== 'registry');
+      if (learned.length === 0) continue;
+      const at = byPort.get(l.port) ?? new Set<string>();
+      for (const n of learned) at.add(n.name);
+      byPort.set(l.port, at);
+    }
+  }
+  const findings: FleetFinding[] = [];
+  for (const [port, names] of [...byPort].sort((a, b) => a[0] - b[0])) {
+    if (names.size < 2) continue;
+    // An empty registry: learned names are checked as `check NAME…` checks names the registry does not list.
+    for (const f of checkRegistry(Registry.empty(), NO_HOST_FACTS, [...names].sort())) {
+      if (f.code !== CheckCodes.COLLISION || f.port !== port) continue;
+      findings.push({ kind: 'collision', host: '', service: '', expected: '', found: f.names, port, message: f.message });
+    }
+  }
+  return findings;
 }
 
 /**

@@ -3,6 +3,9 @@ import { isIP } from 'node:net';
 import { createCanonportClient, daemonTarget, type ClientTlsOptions } from '../grpc/canonport-client.js';
 import { isCanonportError } from '../errors.js';
 import type { ViewState } from '../cluster/view.js';
+import { reachableListeners } from '../inventory/reachable.js';
+import type { NameSource, ServiceName } from '../core/naming.js';
+import { protocolOf } from '../inventory/procnet.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { prefixOf } from '../scheme/index.js';
 
@@ -54,6 +57,19 @@ export interface FleetInventory extends Omit<InventorySnapshot, 'listeners'> {
   listeners: FleetListener[];
 }
 
+/**
+ * What a host's fleet is, one rule for both ways of reading it: never the
+ * daemon's own DNS, gRPC and HTTP sockets (it is the host, not a service);
+ * for a daemon in cluster mode (`node` set) exactly what it publishes:
+ * claimed listeners other hosts can reach, which is what `fleet --cluster`
+ * reads from etcd. A daemon without cluster mode publishes nothing, so its
+ * whole inventory is its fleet.
+ */
+export function fleetInventory<I extends { listeners: L[]; node?: string | undefined }, L extends InventoryListener>(inv: I): I {
+  const listeners = inv.node ? reachableListeners(inv.listeners) : inv.listeners.filter((l) => !l.daemon);
+  return { ...inv, listeners };
+}
+
 /** The node record a cluster member published (`<prefix>/v1/nodes/<node>`), without its name (the host's). */
 export interface FleetNode {
   /** Where other hosts reach it. */
@@ -63,6 +79,8 @@ export interface FleetNode {
   registryDigest: string;
   /** When its daemon started (ISO 8601). */
   started: string;
+  /** When it last found a change in what it publishes (ISO 8601); absent from a daemon before issue 22. */
+  observedAt?: string | undefined;
 }
 
 /** One host's outcome. */
@@ -82,6 +100,11 @@ export interface FleetHost {
   node?: FleetNode | undefined;
 }
 
+/** A listener's names; a listener that carries none (a report built before issue 22) reads its claim as the registry's. */
+export function namesOf(l: Pick<InventoryListener, 'names' | 'services'>): readonly ServiceName[] {
+  return l.names ?? l.services.map((name) => ({ name, source: 'registry' as const }));
+}
+
 /** Hosts running one version of one service. */
 export interface FleetVersion {
   /** "" when no version could be learned. */
@@ -95,7 +118,12 @@ export interface FleetVersion {
 }
 
 export interface FleetService {
+  /** The name people know it by (core/naming.ts). */
   service: string;
+  /** `tcp` or `udp`: a service that listens on both is two rows. */
+  protocol: 'tcp' | 'udp';
+  /** Where the name comes from: the best source on any host (registry, query, process). */
+  nameSource: NameSource;
   scheme: string;
   /** Sorted: most hosts first, then by version. */
   versions: FleetVersion[];
@@ -120,10 +148,27 @@ export type FleetSource =
   | { kind: 'cluster'; endpoints: string; prefix: string; revision: number; view: ViewState; viewSince: string }
   | { kind: 'local'; host: string };
 
+/**
+ * A port hosts listen on that no source names (no registry entry, no name a
+ * client asked for, no process name): listed apart from the services. It
+ * still answers its canonical names (`services`: `db0` for 14688).
+ */
+export interface FleetUnnamed {
+  port: number;
+  protocol: 'tcp' | 'udp';
+  /** Its canonical names. */
+  services: string[];
+  scheme: string;
+  /** Reachable hosts listening on it, in report order. */
+  hosts: string[];
+}
+
 export interface FleetReport {
   /** Every host, in the order given (cluster mode: every node, by name). */
   hosts: FleetHost[];
   services: FleetService[];
+  /** Ports no source names (fleetUnnamed); absent: none. */
+  unnamed?: FleetUnnamed[] | undefined;
   /** Absent: `hosts`. */
   source?: FleetSource | undefined;
 }
@@ -143,7 +188,7 @@ export async function collectFleet(hosts: readonly string[], opts: FleetOptions 
     results[i] = await askHost(host, target, timeoutMs, opts.tls);
     opts.onProgress?.(++done, unique.length, host);
   });
-  return { hosts: results, services: fleetServices(results), source: { kind: 'hosts' } };
+  return { hosts: results, services: fleetServices(results), unnamed: fleetUnnamed(results), source: { kind: 'hosts' } };
 }
 
 /**
@@ -153,9 +198,9 @@ export async function collectFleet(hosts: readonly string[], opts: FleetOptions 
  */
 export function fleetOfHost(snapshot: InventorySnapshot): FleetReport {
   // A daemon in cluster mode says each listener's readiness; otherwise listening is all that is known.
-  const listeners: FleetListener[] = snapshot.listeners.map(({ readiness, ...l }) => ({ ...l, state: readiness?.state ?? 'listening' }));
+  const listeners: FleetListener[] = fleetInventory(snapshot).listeners.map(({ readiness, ...l }) => ({ ...l, state: readiness?.state ?? 'listening' }));
   const hosts: FleetHost[] = [{ host: snapshot.host, target: 'local', reachable: true, inventory: { ...snapshot, listeners } }];
-  return { hosts, services: fleetServices(hosts), source: { kind: 'local', host: snapshot.host } };
+  return { hosts, services: fleetServices(hosts), unnamed: fleetUnnamed(hosts), source: { kind: 'local', host: snapshot.host } };
 }
 
 async function askHost(host: string, target: string, timeoutMs: number, tls: ClientTlsOptions | boolean | undefined): Promise<FleetHost> {
@@ -166,7 +211,7 @@ async function askHost(host: string, target: string, timeoutMs: number, tls: Cli
     return { host, target, reachable: false, error: (err as Error).message, code: isCanonportError(err) ? err.code : undefined };
   }
   try {
-    return { host, target, reachable: true, inventory: await client.inventory() };
+    return { host, target, reachable: true, inventory: fleetInventory(await client.inventory()) };
   } catch (err) {
     const code = isCanonportError(err) ? err.code : undefined;
     return { host, target, reachable: false, error: (err as Error).message, code };
@@ -176,18 +221,27 @@ async function askHost(host: string, target: string, timeoutMs: number, tls: Cli
 }
 
 /**
- * Folds reachable hosts' listeners into service × version × hosts. A host
- * counts once per (service, version) however many addresses or ports it
- * listens on; ports nobody claims are left out (they are in each host's inventory).
+ * Folds reachable hosts' listeners into name × protocol × version × hosts:
+ * one row per name people know a listener by (core/naming.ts) and
+ * transport. A host counts once per (service, version) however many
+ * addresses or ports it listens on; ports nobody claims are left out (they
+ * are in each host's inventory), and so are claimed ports no source names
+ * (fleetUnnamed lists those).
  */
 export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
-  const byService = new Map<string, { scheme: string; versions: Map<string, { ports: Set<number>; hosts: Set<string>; states: Map<string, 'not-ready' | 'draining'>; instances: Map<string, Set<string>> }> }>();
+  type Row = { service: string; protocol: 'tcp' | 'udp'; scheme: string; source: NameSource; versions: Map<string, { ports: Set<number>; hosts: Set<string>; states: Map<string, 'not-ready' | 'draining'>; instances: Map<string, Set<string>> }> };
+  const rank = (s: NameSource) => ['registry', 'query', 'process'].indexOf(s);
+  const rows = new Map<string, Row>();
   for (const h of hosts) {
     if (!h.reachable || !h.inventory) continue;
     for (const l of h.inventory.listeners) {
-      for (const service of l.services) {
-        const s = byService.get(service) ?? { scheme: l.scheme, versions: new Map() };
-        byService.set(service, s);
+      if (l.services.length === 0) continue;
+      const protocol = protocolOf(l.family);
+      for (const { name, source } of namesOf(l)) {
+        const key = `${name}/${protocol}`;
+        const s = rows.get(key) ?? { service: name, protocol, scheme: l.scheme, source, versions: new Map() };
+        if (rank(source) < rank(s.source)) s.source = source;
+        rows.set(key, s);
         const v = s.versions.get(l.version) ?? { ports: new Set<number>(), hosts: new Set<string>(), states: new Map(), instances: new Map() };
         s.versions.set(l.version, v);
         v.ports.add(l.port);
@@ -201,7 +255,7 @@ export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
     }
   }
   const out: FleetService[] = [];
-  for (const [service, s] of byService) {
+  for (const s of rows.values()) {
     const versions = [...s.versions.entries()]
       .map(([version, v]) => {
         const hostsHere = order(hosts, v.hosts);
@@ -211,9 +265,29 @@ export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
       })
       .sort((a, b) => b.hosts.length - a.hosts.length || a.version.localeCompare(b.version, 'en', { numeric: true }));
     const all = new Set(versions.flatMap((v) => v.hosts));
-    out.push({ service, scheme: s.scheme, versions, hostCount: all.size, mixed: versions.length > 1 });
+    out.push({ service: s.service, protocol: s.protocol, nameSource: s.source, scheme: s.scheme, versions, hostCount: all.size, mixed: versions.length > 1 });
   }
-  return out.sort((a, b) => a.service.localeCompare(b.service));
+  return out.sort((a, b) => a.service.localeCompare(b.service) || (a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0));
+}
+
+/** Claimed ports that reachable hosts listen on and no source names, by port and protocol. */
+export function fleetUnnamed(hosts: readonly FleetHost[]): FleetUnnamed[] {
+  const byPort = new Map<string, { port: number; protocol: 'tcp' | 'udp'; services: Set<string>; scheme: string; hosts: Set<string> }>();
+  for (const h of hosts) {
+    if (!h.reachable || !h.inventory) continue;
+    for (const l of h.inventory.listeners) {
+      if (l.services.length === 0 || namesOf(l).length > 0) continue;
+      const protocol = protocolOf(l.family);
+      const key = `${l.port}/${protocol}`;
+      const u = byPort.get(key) ?? { port: l.port, protocol, services: new Set<string>(), scheme: l.scheme, hosts: new Set<string>() };
+      for (const s of l.services) u.services.add(s);
+      u.hosts.add(h.host);
+      byPort.set(key, u);
+    }
+  }
+  return [...byPort.values()]
+    .map((u) => ({ port: u.port, protocol: u.protocol, services: [...u.services].sort(), scheme: u.scheme, hosts: order(hosts, u.hosts) }))
+    .sort((a, b) => a.port - b.port || (a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0));
 }
 
 /** Hosts in the order they were given. */
@@ -243,9 +317,12 @@ export function parseExpectation(text: string): Expectation | null {
  *   (`expected`; "" when no digest is on a majority), `found` its own;
  * - `port-names`: one port that hosts name as different services (`port`,
  *   `groups`: each naming with its hosts; `host` is "").
+ * - `collision`: names learned at run time (asked for, or a process's) that
+ *   share one port, as `check` reports two registry names on one port
+ *   (`port`, `found`: the names; `host` is "").
  */
 export interface FleetFinding {
-  kind: 'mismatch' | 'missing' | 'unreachable' | 'registry' | 'port-names';
+  kind: 'mismatch' | 'missing' | 'unreachable' | 'registry' | 'port-names' | 'collision';
   host: string;
   /** The expectation's service (empty for the other kinds). */
   service: string;
@@ -270,7 +347,7 @@ export function isExpectationFinding(f: FleetFinding): boolean {
  * (`db` is listed as `db0`, `caterpillar` as `cat`).
  */
 export function listenerServes(l: InventoryListener, service: string): boolean {
-  if (l.services.includes(service)) return true;
+  if (l.services.includes(service) || l.names?.some((n) => n.name === service)) return true;
   return l.scheme === 'base32' && l.services.length === 1 && l.services[0] === prefixOf(service);
 }
 
@@ -332,7 +409,7 @@ export function formatFleet(report: FleetReport, findings: readonly FleetFinding
       const notes = (h: string) => [...(count.has(h) ? [`${count.get(h)} instances`] : []), ...(state.has(h) ? [state.get(h)!] : [])];
       const name = (h: string) => (notes(h).length > 0 ? `${h} (${notes(h).join(', ')})` : h);
       const shown = v.hosts.slice(0, HOSTS_SHOWN).map(name).join(', ') + (v.hosts.length > HOSTS_SHOWN ? ` +${v.hosts.length - HOSTS_SHOWN} more` : '');
-      rows.push([i === 0 ? s.service : '', v.version || '?', v.ports.join(','), `${v.hosts.length}/${reachable}`, shown]);
+      rows.push([i === 0 ? serviceLabel(s) : '', v.version || '?', v.ports.map((p) => (s.protocol === 'udp' ? `${p}/udp` : String(p))).join(','), `${v.hosts.length}/${reachable}`, shown]);
     });
   }
   const cluster = report.source?.kind === 'cluster' ? report.source : undefined;
@@ -340,12 +417,18 @@ export function formatFleet(report: FleetReport, findings: readonly FleetFinding
   if (report.services.length > 0) lines.push(...table(rows));
   else if (cluster) lines.push(reachable > 0 ? 'no services listening on the nodes in the cluster view' : 'no node in the cluster view');
   else lines.push(reachable > 0 ? 'no services listening on the reachable hosts' : 'no host answered');
+  const unnamed = report.unnamed ?? [];
+  if (unnamed.length > 0) {
+    lines.push('', 'unnamed ports (no registry entry, no name asked for, no process name; they answer their canonical names):');
+    const shown = (hs: readonly string[]) => hs.slice(0, HOSTS_SHOWN).join(', ') + (hs.length > HOSTS_SHOWN ? ` +${hs.length - HOSTS_SHOWN} more` : '');
+    lines.push(...table([['PORT', 'ANSWERS', 'HOSTS', 'ON'], ...unnamed.map((u) => [u.protocol === 'udp' ? `${u.port}/udp` : String(u.port), u.services.join(','), `${u.hosts.length}/${reachable}`, shown(u.hosts)])]).map((l) => `  ${l}`));
+  }
   const mixed = report.services.filter((s) => s.mixed);
   if (mixed.length > 0) {
     lines.push('', 'mixed versions:');
     for (const s of mixed) {
       const parts = s.versions.map((v) => `${v.version || 'unknown version'} on ${plural(v.hosts.length, 'host')}`);
-      lines.push(`  ${s.service}: ${parts.join(', ')}`);
+      lines.push(`  ${serviceLabel(s)}: ${parts.join(', ')}`);
     }
   }
   const registries = findings.filter((f) => f.kind === 'registry');
@@ -367,6 +450,11 @@ export function formatFleet(report: FleetReport, findings: readonly FleetFinding
     lines.push('', 'ports named as different services:');
     for (const f of ports) lines.push(`  ${f.message}`);
   }
+  const collisions = findings.filter((f) => f.kind === 'collision');
+  if (collisions.length > 0) {
+    lines.push('', 'names that share a port (as `check` reports collisions):');
+    for (const f of collisions) lines.push(`  ${f.message}`);
+  }
   if (cluster) {
     lines.push('', `${plural(report.hosts.length, 'node')} in the cluster view (${cluster.endpoints}, prefix ${cluster.prefix}, revision ${cluster.revision})`);
   } else {
@@ -380,6 +468,11 @@ export function formatFleet(report: FleetReport, findings: readonly FleetFinding
     for (const f of expectationFindings) lines.push(`  ${f.message}`);
   }
   return lines.join('\n');
+}
+
+/** A row's name: `api`, or `dns/udp` for a UDP row. */
+function serviceLabel(s: Pick<FleetService, 'service' | 'protocol'>): string {
+  return s.protocol === 'udp' ? `${s.service}/udp` : s.service;
 }
 
 function plural(n: number, noun: string): string {

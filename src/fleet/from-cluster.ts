@@ -1,11 +1,12 @@
-import { isIPv6 } from 'node:net';
+import { connect, isIPv6 } from 'node:net';
 import { Writable } from 'node:stream';
 import type { ClusterTlsOptions } from '../cluster/cluster.js';
+import { tryParseEtcdUrl, type EtcdEndpoint } from '../config/etcd-url.js';
 import { DEFAULT_PREFIX, HOST_NAMESPACE, nodeKey } from '../cluster/keys.js';
 import type { ClusterEndpoint, ClusterViewReader } from '../cluster/view.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { createLogger } from '../log.js';
-import { fleetServices, type FleetHost, type FleetListener, type FleetReport } from './fleet.js';
+import { fleetServices, fleetUnnamed, type FleetHost, type FleetListener, type FleetReport } from './fleet.js';
 
 /**
  * The fleet read from the cluster view instead of asked host by host
@@ -16,6 +17,8 @@ import { fleetServices, type FleetHost, type FleetListener, type FleetReport } f
 
 /** How long `fleet --cluster` waits for the view by default: a list of 1,000 nodes × 20 services takes ~2.5 s here. */
 export const DEFAULT_FLEET_CLUSTER_TIMEOUT_MS = 10_000;
+/** How long the refusal check waits for each member's TCP answer (a refusal comes in one round trip). */
+const REFUSAL_CHECK_MS = 1_500;
 
 export interface FleetClusterOptions {
   /** `etcd://HOST:PORT[,HOST:PORT…]`. */
@@ -44,27 +47,70 @@ export async function collectFleetFromCluster(opts: FleetClusterOptions): Promis
   const { Cluster } = await import('../cluster/cluster.js');
   const cluster = new Cluster({ endpoints: opts.endpoints, prefix, tls: opts.tls, auth: opts.auth, publish: false }, { logger: failures.logger });
   cluster.start();
+  const parsed = tryParseEtcdUrl(opts.endpoints);
+  const stop = new AbortController();
   try {
-    try {
-      await cluster.whenSynced(timeoutMs);
-    } catch {
-      const why = failures.last() ? `: ${failures.last()}` : '';
-      throw new CanonportError(ErrorCodes.CLUSTER_UNREACHABLE, `cannot read the cluster view from ${opts.endpoints} (prefix ${prefix}) within ${timeoutMs} ms${why}`, {
+    // Every member refusing the connection is known in one round trip: said at once, not after the whole deadline
+    // (etcd3 retries a refused member until it gives up). A member that does not answer at all is waited for, as before.
+    const { etcdReason } = await import('../cluster/etcd-errors.js');
+    const refused = parsed.ok ? refusedByEvery(parsed.value, stop.signal, (err) => etcdReason(err)) : new Promise<never>(() => undefined);
+    const synced = cluster.whenSynced(timeoutMs).then(
+      () => null,
+      () => 'timeout' as const,
+    );
+    const first = await Promise.race([synced, refused]);
+    if (first !== null) {
+      const why = first === 'timeout' ? (failures.last() ? `: ${failures.last()}` : '') : `: ${first}`;
+      const within = first === 'timeout' ? ` within ${timeoutMs} ms` : '';
+      throw new CanonportError(ErrorCodes.CLUSTER_UNREACHABLE, `cannot read the cluster view from ${opts.endpoints} (prefix ${prefix})${within}${why}`, {
         endpoints: opts.endpoints,
       });
     }
     return fleetFromView(cluster.reader, { endpoints: opts.endpoints, prefix });
   } finally {
+    stop.abort();
     await cluster.stop();
   }
+}
+
+/**
+ * Resolves with the reason once every member has refused a TCP connection
+ * (ECONNREFUSED: nothing listens there); never resolves while any member
+ * accepts, or has not answered within REFUSAL_CHECK_MS (unreachable, not
+ * refused: the caller's deadline decides). Hand-written: one connect per
+ * member, nothing a client library offers.
+ */
+export function refusedByEvery(endpoints: readonly EtcdEndpoint[], signal: AbortSignal, reason: (err: Error) => string = (err) => err.message): Promise<string> {
+  return new Promise((resolve) => {
+    const reasons: string[] = [];
+    let pending = endpoints.length;
+    for (const e of endpoints) {
+      const socket = connect({ host: e.host, port: e.port });
+      const done = (refusal: string | null) => {
+        socket.destroy();
+        clearTimeout(timer);
+        if (refusal === null) return; // accepted, or no answer: not refused
+        reasons.push(refusal);
+        if (--pending === 0 && !signal.aborted) resolve(reasons.join('; '));
+      };
+      const timer = setTimeout(() => done(null), REFUSAL_CHECK_MS);
+      timer.unref();
+      socket.once('connect', () => done(null));
+      // In etcd-errors.ts's words, as a refusal the etcd client met would be: `etcd at 127.0.0.1:2379 refused the connection (…)`.
+      socket.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED' ? reason(err) : null));
+      signal.addEventListener('abort', () => done(null), { once: true });
+    }
+  });
 }
 
 /**
  * The fleet a cluster view holds: `fleet --cluster` calls it on the view it
  * lists, a daemon's fleet page on the view it keeps. A view that is stale
  * or missing says so in `source.view`. Every host's `collectedAtMs` is when
- * the view entered its state: synced, it has been current since then;
- * stale, that is when it was last known current.
+ * that host observed what it published (its node record's `observedAt`:
+ * the scan that last found a change; its live lease says it still finds
+ * the same), or, for a node of an older canonport that does not say, when
+ * the view entered its state.
  */
 export function fleetFromView(reader: ClusterViewReader, where: { endpoints: string; prefix: string }): FleetReport {
   const status = reader.status();
@@ -72,6 +118,7 @@ export function fleetFromView(reader: ClusterViewReader, where: { endpoints: str
   return {
     hosts,
     services: fleetServices(hosts),
+    unnamed: fleetUnnamed(hosts),
     source: { kind: 'cluster', endpoints: where.endpoints, prefix: where.prefix, revision: status.revision, view: status.state, viewSince: new Date(status.sinceMs).toISOString() },
   };
 }
@@ -91,33 +138,37 @@ export function instanceState(e: ClusterEndpoint): Pick<FleetListener, 'state' |
 
 /**
  * One FleetHost per node of the view, sorted by name, each with its
- * listeners: one per address other hosts reach it at (a wildcard bind
- * stands for the node's addresses), and the node's registry digest. Only
- * what nodes publish is there: listeners other hosts can reach, on claimed
- * ports. Every node is reachable: its lease is alive.
+ * listeners (TCP and UDP): one per address other hosts reach it at (a
+ * wildcard bind stands for the node's addresses), with its names, and the
+ * node's registry digest. Only what nodes publish is there: listeners other
+ * hosts can reach, on claimed ports. Every node is reachable: its lease is
+ * alive. `viewSinceMs` stands for `collectedAtMs` where a node gives no
+ * `observedAt` (fleetFromView).
  */
-export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, collectedAtMs: number): FleetHost[] {
+export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, viewSinceMs: number): FleetHost[] {
   const listeners = new Map<string, FleetListener[]>();
   for (const port of reader.ports()) {
     for (const e of reader.endpointsOnPort(port)) {
       let mine = listeners.get(e.node);
       if (!mine) listeners.set(e.node, (mine = []));
-      if (e.protocol !== 'tcp') continue;
       // A container's or pod's instance (issue 26) keeps its namespace, so two replicas on one node stay two listeners.
       const namespace = e.namespace !== HOST_NAMESPACE ? { namespace: { label: e.namespace, addresses: [...e.addresses], ...(e.addresses[0] ? { published: e.addresses[0] } : {}), ...(e.container ? { container: { runtime: '', ...e.container } } : {}) } } : {};
-      const base = { port, services: [...e.services], version: e.version, versionSource: e.versionSource, scheme: e.scheme, since: e.since, ...instanceState(e), ...namespace };
+      const base = { port, services: [...e.services], names: e.names.map((n) => ({ name: n.name, source: n.source })), version: e.version, versionSource: e.versionSource, scheme: e.scheme, since: e.since, ...instanceState(e), ...namespace };
       // No address when a wildcard bind has none of its family on the node (IPv4-only bind, IPv6-only node): still listening there.
       const addresses = e.addresses.length > 0 ? e.addresses : [''];
-      for (const address of addresses) mine.push({ ...base, address, family: isIPv6(address) ? 'tcp6' : 'tcp' });
+      for (const address of addresses) mine.push({ ...base, address, family: `${e.protocol}${isIPv6(address) ? '6' : ''}` as FleetListener['family'] });
     }
   }
-  return reader.nodes().map((n) => ({
-    host: n.name,
-    target: nodeKey(prefix, n.name),
-    reachable: true,
-    inventory: { host: n.name, collectedAtMs, listeners: listeners.get(n.name) ?? [], registryDigest: n.registryDigest },
-    node: { addresses: [...n.addresses], canonportVersion: n.canonportVersion, registryDigest: n.registryDigest, started: n.started },
-  }));
+  return reader.nodes().map((n) => {
+    const observed = n.observedAt !== undefined ? Date.parse(n.observedAt) : NaN;
+    return {
+      host: n.name,
+      target: nodeKey(prefix, n.name),
+      reachable: true,
+      inventory: { host: n.name, collectedAtMs: Number.isNaN(observed) ? viewSinceMs : observed, listeners: listeners.get(n.name) ?? [], registryDigest: n.registryDigest, node: n.name },
+      node: { addresses: [...n.addresses], canonportVersion: n.canonportVersion, registryDigest: n.registryDigest, started: n.started, ...(n.observedAt ? { observedAt: n.observedAt } : {}) },
+    };
+  });
 }
 
 /**

@@ -304,7 +304,9 @@ class CanonResolver implements grpc.experimental.Resolver {
  */
 export function endpointsOf(r: Resolution): grpc.experimental.Endpoint[] {
   const byHost = new Map<string, { host: string; port: number }[]>();
-  for (const e of r.endpoints.length > 0 ? r.endpoints : r.addresses.map((address) => ({ address, port: r.port, node: '' }))) {
+  // gRPC is TCP: a host where the service listens only on UDP is no endpoint here (a plain name's answer covers both).
+  const tcp = r.endpoints.filter((e) => e.protocol !== 'udp');
+  for (const e of r.endpoints.length > 0 ? tcp : r.addresses.map((address) => ({ address, port: r.port, node: '' }))) {
     const key = e.node !== '' ? `node:${e.node}` : `address:${e.address}`;
     const list = byHost.get(key) ?? [];
     list.push({ host: e.address, port: e.port || r.port });

@@ -4,6 +4,7 @@ import { CanonportError, ErrorCodes, GrpcStatus, grpcStatusName, type ErrorCode 
 import { formatHostPort, type HostPort } from '../config/address.js';
 import type { ResolvedEndpoint, Resolution } from './resolution.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
+import { NAME_SOURCES, type ServiceName } from '../core/naming.js';
 import { canonportPackageDefinition, DEFAULT_DAEMON_ADDRESS, DEFAULT_GRPC_PORT, ERROR_CODE_METADATA } from './proto.js';
 import { checkGrpcModule, ownGrpc, type GrpcModule } from './grpc-module.js';
 import { channelCredentials, clientTlsFromEnv, diagnoseHandshake, loadClientTls, tlsChannelOptions, type ClientTls, type ClientTlsOptions } from './client-tls.js';
@@ -209,16 +210,24 @@ class GrpcCanonportClient implements CanonportClient {
       collectedAtMs: res.collectedAtMs,
       listeners: res.listeners.map((wire) => {
         // Readiness travels as four flat strings (canonport.proto's Listener); "" before a verdict or outside cluster mode.
-        const { readiness, readinessBy, readinessSince, readinessDetail, namespace, namespaceAddresses, publishedAddress, containerId, containerRuntime, pod, podNamespace, ...l } = wire as unknown as Omit<
-          InventoryListener,
-          'readiness' | 'namespace'
-        > &
-          WireNamespace & { readiness: string; readinessBy: string; readinessSince: string; readinessDetail: string };
+        const { readiness, readinessBy, readinessSince, readinessDetail, names, nameSource, daemon, namespace, namespaceAddresses, publishedAddress, containerId, containerRuntime, pod, podNamespace, ...l } =
+          wire as unknown as Omit<InventoryListener, 'readiness' | 'names' | 'daemon' | 'namespace'> &
+            WireNamespace & {
+              readiness: string;
+              readinessBy: string;
+              readinessSince: string;
+              readinessDetail: string;
+              names?: { name: string; source: string }[];
+              nameSource?: string;
+              daemon?: boolean;
+            };
         const state = readiness === 'ready' || readiness === 'not-ready' || readiness === 'draining' ? readiness : undefined;
         const container = containerId ? { id: containerId, runtime: containerRuntime ?? '', ...(pod ? { pod } : {}), ...(podNamespace ? { podNamespace } : {}) } : undefined;
         return {
           ...l,
           services: [...l.services],
+          ...(daemon ? { daemon: true as const } : {}),
+          ...(l.services.length > 0 ? { names: namesFromWire(l.services, names ?? [], nameSource ?? '') } : {}),
           ...(state
             ? { readiness: { state, by: readinessBy as NonNullable<InventoryListener['readiness']>['by'], sinceMs: Date.parse(readinessSince), ...(readinessDetail ? { detail: readinessDetail } : {}) } }
             : {}),
@@ -240,6 +249,7 @@ class GrpcCanonportClient implements CanonportClient {
             },
           }
         : {}),
+      ...(res.node ? { node: res.node } : {}),
     };
   }
 
@@ -326,4 +336,13 @@ export function toDaemonError(err: grpc.ServiceError, address: string): DaemonEr
     return new DaemonError(ErrorCodes.DAEMON_UNREACHABLE, `cannot reach the canonport daemon at ${address}: ${details}`, status, address);
   }
   return new DaemonError(ErrorCodes.DAEMON_FAILED, `daemon at ${address}: ${grpcStatusName(status)}: ${details}`, status, address);
+}
+
+/**
+ * A listener's names as a daemon sent them. A daemon before issue 22 says
+ * nothing of names (no `nameSource`): its claim is its names, as before.
+ */
+function namesFromWire(services: readonly string[], names: readonly { name: string; source: string }[], nameSource: string): ServiceName[] {
+  if (nameSource === '') return services.map((name) => ({ name, source: 'registry' as const }));
+  return names.filter((n): n is ServiceName => (NAME_SOURCES as readonly string[]).includes(n.source)).map((n) => ({ name: n.name, source: n.source }));
 }

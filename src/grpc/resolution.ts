@@ -36,6 +36,10 @@ export interface ResolvedEndpoint {
   containerId?: string | undefined;
   pod?: string | undefined;
   podNamespace?: string | undefined;
+  /** Cluster mode: `tcp` or `udp`; "" otherwise. */
+  protocol?: string | undefined;
+  /** Cluster mode: the names people know it by (core/naming.ts); empty: unnamed. */
+  names?: { name: string; source: string }[] | undefined;
 }
 
 /** A discovery result as a Resolution; throws the catalogued error (NOT_FOUND, UNAVAILABLE…) when it found nothing. */
@@ -75,6 +79,8 @@ export function fromInstances(i: ServiceInstances): Resolution {
       containerId: e.container?.id ?? '',
       pod: e.container?.pod ?? '',
       podNamespace: e.container?.podNamespace ?? '',
+      protocol: e.protocol ?? '',
+      names: (e.names ?? []).map((n) => ({ name: n.name, source: n.source })),
     })),
   };
 }

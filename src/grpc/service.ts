@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes, GrpcStatus, errorToGrpcStatus } from '../errors.js';
 import { describedResolution, resolutionOf, type Resolution } from './resolution.js';
 import { lookupError } from '../discovery/discovery.js';
+import { nameSourceOf } from '../core/naming.js';
 import type { DaemonContext } from '../context.js';
 import { decodePort, decodePortRaw } from '../scheme/index.js';
 import { LogThrottle } from '../log.js';
@@ -195,7 +196,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Inventory = unary('Inventory', async () => {
     const snap = await ctx.inventory.snapshot();
-    const listeners = snap.listeners.map(({ readiness, namespace, ...l }) => ({
+    const listeners = snap.listeners.map(({ readiness, names, daemon, namespace, ...l }) => ({
       ...l,
       readiness: readiness?.state ?? '',
       readinessBy: readiness?.by ?? '',
@@ -209,10 +210,13 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       containerRuntime: namespace?.container?.runtime ?? '',
       pod: namespace?.container?.pod ?? '',
       podNamespace: namespace?.container?.podNamespace ?? '',
+      names: names ?? [],
+      nameSource: names ? nameSourceOf(names) : '',
+      daemon: daemon === true,
     }));
     const n = snap.namespaces;
     const namespaces = n ? { namespacesObserving: n.observing, namespacesReason: n.reason ?? '', namespacesCode: n.code ?? '', namespacesCount: n.count } : {};
-    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners, registryDigest: ctx.state().registry.digest, ...namespaces };
+    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners, registryDigest: ctx.state().registry.digest, node: snap.node ?? '', ...namespaces };
   });
 
   /**

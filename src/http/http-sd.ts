@@ -1,4 +1,4 @@
-import type { Discovery } from '../discovery/discovery.js';
+import { namesOfHost, type Discovery } from '../discovery/discovery.js';
 
 /** One Prometheus target group (https://prometheus.io/docs/prometheus/latest/http_sd/). */
 export interface TargetGroup {
@@ -7,20 +7,27 @@ export interface TargetGroup {
 }
 
 /**
- * Every service some host of the cluster runs, in Prometheus's HTTP
- * service discovery format: one target group per service and instance (a
+ * Every named TCP service some host of the cluster runs, in Prometheus's
+ * HTTP service discovery format: one target group per name and instance (a
  * host's own, or a container's or pod's on it: `namespace`, `container_id`,
  * `pod`, `pod_namespace` say which), its
  * targets that host's addresses at the service's canonical port, labelled
- * `__meta_canonport_{service,port,node,version,scheme,readiness}` so one
- * `http_sd_configs` entry can keep, drop and name them by relabelling.
- * Every instance is listed whatever its readiness (a not-ready or draining
- * one is still worth scraping); `readiness` says which it is.
- * Empty without cluster mode; served a page at a time (targetGroupsPage).
+ * `__meta_canonport_{service,port,node,version,scheme,readiness,name_source,names}`
+ * so one `http_sd_configs` entry can keep, drop and name them by
+ * relabelling: `name_source` is `registry`, `query` (a client asked for the
+ * name) or `process` (the listener's unit or executable), so a rule can keep
+ * only the registry's services, or only named ones.
+ *
+ * Left out: UDP listeners (Prometheus scrapes HTTP), and listeners no source
+ * names (an unclaimed port: Prometheus's own `:9090`, a development server)
+ * unless `unnamed` (`--sd-unnamed`), when they come with their canonical name
+ * and `name_source` `none`. Every instance is listed whatever its readiness
+ * (a not-ready or draining one is still worth scraping); `readiness` says
+ * which. Empty without cluster mode; served a page at a time (targetGroupsPage).
  */
-function* eachTargetGroup(discovery: Discovery): Generator<TargetGroup> {
-  for (const { service, port, hosts } of discovery.eachObservedService()) {
-    for (const h of hosts) {
+function* eachTargetGroup(discovery: Discovery, opts: TargetOptions): Generator<TargetGroup> {
+  for (const { service, port, hosts } of discovery.eachObservedService({ unnamed: opts.unnamed, protocol: 'tcp' })) {
+    for (const { host: h, source } of hosts) {
       yield {
         targets: h.addresses.map((a) => (a.includes(':') ? `[${a}]:${port}` : `${a}:${port}`)),
         labels: {
@@ -35,10 +42,18 @@ function* eachTargetGroup(discovery: Discovery): Generator<TargetGroup> {
           ...(h.container ? { __meta_canonport_container_id: h.container.id } : {}),
           ...(h.container?.pod ? { __meta_canonport_pod: h.container.pod } : {}),
           ...(h.container?.podNamespace ? { __meta_canonport_pod_namespace: h.container.podNamespace } : {}),
+          __meta_canonport_name_source: source,
+          // Every name of the listener, comma-separated and wrapped in commas (`,cat,caterpillar,`), as consul_sd's tags: a regex `.*,cat,.*` matches one.
+          __meta_canonport_names: `,${namesOfHost(h).map((n) => n.name).join(',')},`,
         },
       };
     }
   }
+}
+
+/** `unnamed`: list listeners no source names too (`--sd-unnamed`, `?unnamed=true`). */
+export interface TargetOptions {
+  unnamed?: boolean | undefined;
 }
 
 /** One page of the target groups, as JSON text, and how many there are in all. */
@@ -64,11 +79,11 @@ const GROUPS_PER_TURN = 2000;
  * The whole list is walked to count it (memory only, no I/O); only the
  * page is kept. A page past the last is empty.
  */
-export async function targetGroupsPage(discovery: Discovery, page: number, perPage: number, pause: () => Promise<void> | undefined): Promise<TargetPage> {
+export async function targetGroupsPage(discovery: Discovery, page: number, perPage: number, pause: () => Promise<void> | undefined, opts: TargetOptions = {}): Promise<TargetPage> {
   const first = (page - 1) * perPage;
   const parts: string[] = [];
   let total = 0;
-  for (const group of eachTargetGroup(discovery)) {
+  for (const group of eachTargetGroup(discovery, opts)) {
     if (total >= first && total < first + perPage) parts.push(JSON.stringify(group));
     total++;
     if (total % GROUPS_PER_TURN === 0) await pause();

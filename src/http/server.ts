@@ -153,7 +153,8 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
         // not make the daemon unready: it answers from the last view, and the body and a metric say so. A missing
         // one does: neither etcd nor a snapshot told it anything, and it would answer as if alone.
         const c = ctx.clusterStatus?.() ?? null;
-        const cluster = c ? { cluster: { view: c.state, since: new Date(c.sinceMs).toISOString(), ...(c.fromSnapshot ? { snapshot: true } : {}) } } : {};
+        // `error`: why etcd's copy cannot be read now (a list or watch failing), so a view that cannot be listed shows.
+        const cluster = c ? { cluster: { view: c.state, since: new Date(c.sinceMs).toISOString(), ...(c.fromSnapshot ? { snapshot: true } : {}), ...(c.syncError ? { error: c.syncError } : {}) } } : {};
         const why = ctx.ready() ? (ctx.notReadyReason?.() ?? null) : 'not ready: listeners not all bound or configuration not loaded yet';
         const ready = why === null;
         // What the inventory observes (issue 26): only its own namespace is said with why, never a reason to be unready.
@@ -166,12 +167,15 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
         // Paged (?page=N, 1-based) at httpSdMaxGroups groups a reply, and built a slice at a time.
         const page = pageOf(req.url);
         if (page === null) return reply(res, req, handler, 400, 'text/plain; charset=utf-8', 'page must be a whole number from 1\n');
+        // Unnamed listeners: the setting (--sd-unnamed), or `?unnamed=true|false` for one scrape job that wants them.
+        const asked = new URL(req.url ?? '/', 'http://x').searchParams.get('unnamed');
+        const unnamed = asked === 'true' || asked === '1' ? true : asked === 'false' || asked === '0' ? false : ctx.config().sdUnnamed;
         const perPage = ctx.config().httpSdMaxGroups;
-        const p = await targetGroupsPage(ctx.discovery, page, perPage, nextTurn);
+        const p = await targetGroupsPage(ctx.discovery, page, perPage, nextTurn, { unnamed });
         metrics.httpSdGroups.set(p.total);
         res.setHeader('X-Canonport-Pages', String(p.pages));
         res.setHeader('X-Canonport-Groups', String(p.total));
-        if (page < p.pages) res.setHeader('Link', `</sd/prometheus?page=${page + 1}>; rel="next"`);
+        if (page < p.pages) res.setHeader('Link', `</sd/prometheus?page=${page + 1}${asked !== null ? `&unnamed=${encodeURIComponent(asked)}` : ''}>; rel="next"`);
         return reply(res, req, handler, 200, 'application/json; charset=utf-8', `${p.json}\n`);
       }
       case 'metrics': {

@@ -18,6 +18,8 @@ export interface PortClaim {
   versionPath: string | undefined;
   /** A per-service readiness rule from the registry (`grpc`, `tcp`, `http:/path`), when one of the services has one. */
   ready?: string | undefined;
+  /** True when the registry lists the port: `services` are its names (core/naming.ts's `registry` source). */
+  byRegistry?: boolean | undefined;
 }
 
 /**
@@ -49,7 +51,7 @@ export function claimOf(port: number, registry: Registry): PortClaim {
       versionPath ??= registry.services.get(service)?.spec.versionPath;
       ready ??= registry.services.get(service)?.spec.ready;
     }
-    return { services, scheme: scheme || 'unknown', portVersion, versionPath, ready };
+    return { services, scheme: scheme || 'unknown', portVersion, versionPath, ready, byRegistry: true };
   }
   const prefix = decodePort(port);
   if (prefix !== null) return { services: [prefix], scheme: 'base32', portVersion: '', versionPath: undefined, ready: registry.services.get(prefix)?.spec.ready };

@@ -6,7 +6,14 @@ import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
 import { claimOf, type PortClaim } from './claim.js';
 import { isDeepStrictEqual } from 'node:util';
-import { isWildcard, ListenerScanner, type ListeningSocket } from './procnet.js';
+import { isWildcard, ListenerScanner, protocolOf, type ListeningSocket } from './procnet.js';
+import { nameListener } from '../core/naming.js';
+import type { HostPort } from '../config/address.js';
+import { parsePortList, parsePortRange } from '../registry/host-facts.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { processNames } from './process-names.js';
+import { SocketOwners } from './socket-owner.js';
 import { probeVersion, type ProbeResult, type ProbeTarget } from './version-probe.js';
 import { ReadinessProber, readyRule, type ReadinessTarget } from './readiness.js';
 import type { ListenerReadiness } from './types.js';
@@ -79,6 +86,21 @@ export interface HostInventoryOptions {
    * probed there). Absent: only the daemon's own namespace.
    */
   namespaces?: { mode: () => NamespaceMode; containerNetworks: () => readonly Cidr[]; podDirectory?: string | undefined } | undefined;
+  /**
+   * The daemon's own DNS, gRPC and HTTP sockets: listed, marked `daemon`,
+   * never named after a process or probed (core/naming.ts: they are this
+   * host's daemon, not a service).
+   */
+  ownSockets?: (() => readonly HostPort[]) | undefined;
+  /** Cluster mode: this daemon's node name, carried in snapshots (fleet reads what a node publishes). */
+  node?: (() => string) | undefined;
+  /**
+   * Names (issue 22, core/naming.ts): the names clients asked for on a port
+   * (the cluster's and this host's), and whether a listener may be named
+   * after its process (`--process-names`). Absent: listeners carry only the
+   * registry's names (the CLI's `inventory` without a daemon).
+   */
+  names?: { asked: (port: number) => readonly string[]; processNames: () => boolean } | undefined;
 }
 
 /**
@@ -117,17 +139,28 @@ export class HostInventory implements InventoryProvider {
   private reemitQueued = false;
   /** (kind, outcome) → the readiness probe counter's child (probeCounter()). */
   private readonly probeCounters = new Map<string, { inc(): void }>();
-  /** instance → the key of its sockets' life (their inodes) at the last scan. */
+  /** instance (instanceKey: its port and namespace; TCP and UDP sockets together) → the key of its sockets' life (their inodes) at the last scan. */
   private lives = new Map<string, string>();
   /** Containers and pods: every other network namespace (absent: only the daemon's own). */
   private readonly namespaces: NamespaceWatcher | undefined;
-  /** Reads /proc/net/tcp{,6} only when the socket counters say something may have changed (procnet.ts). */
+  /** The last scan's listeners before readiness and names (re-decorated when a verdict or a process name comes). */
+  private base: InventoryListener[] = [];
+  /** socketKey (`<port>/<protocol>`, and `/<namespace>` for a container's) → the inodes of its sockets at the last scan (process names). */
+  private inodes = new Map<string, string[]>();
+  /** UDP instance (instanceKey) → the life of its sockets and when that life was first seen (a UDP listener is ready since then). */
+  private udpSeen = new Map<string, { life: string; sinceMs: number }>();
+  /** Which process holds a socket (socket-owner.ts), for process names. */
+  readonly owners: SocketOwners;
+  /** Reads /proc/net/{tcp,udp}{,6} only when the socket counters say something may have changed (procnet.ts). */
   private readonly scanner: ListenerScanner;
 
   constructor(opts: HostInventoryOptions) {
     this.opts = opts;
     this.logger = opts.logger ?? silentLogger;
     this.now = opts.now ?? Date.now;
+    this.owners = new SocketOwners({ procRoot: opts.procRoot, now: this.now });
+    // A walk placed a socket's process: the snapshot goes out again with its name.
+    this.owners.onLearned = () => this.reemit();
     this.scanner = new ListenerScanner(opts.procRoot ?? '/proc', { now: this.now });
     if (opts.readiness) {
       this.prober = new ReadinessProber({
@@ -255,7 +288,8 @@ export class HostInventory implements InventoryProvider {
 
   private async collect(): Promise<InventorySnapshot> {
     const collectedAtMs = this.now();
-    const { sockets, errors } = await this.scanner.read();
+    const read = await this.scanner.read();
+    const errors = read.errors;
     this.errors = errors;
     const errorText = errors.map((e) => `${e.file}: ${e.message}`).join('; ');
     if (errorText !== this.lastErrorText) {
@@ -268,11 +302,18 @@ export class HostInventory implements InventoryProvider {
     // The host's sockets, then every other namespace's (containers, pods), each an instance of its own.
     const observed = await this.namespaces?.scan();
     if (observed) this.opts.metrics.namespacesObserved.set(observed.scope.count);
-    const all: InstanceSocket[] = [...sockets, ...(observed ? this.namespaceSockets(observed.namespaces) : [])];
+    const all = await this.withoutClientSockets<InstanceSocket>(
+      [...read.sockets, ...(observed ? this.namespaceSockets(observed.namespaces) : [])],
+      (port) => registry.ownersOf(port).length > 0,
+    );
+    // Probes (versions, readiness) speak TCP: UDP listeners are named and listed, and ready while they listen.
     const byInstance = new Map<string, InstanceSocket[]>();
     for (const s of all) {
+      if (protocolOf(s.family) !== 'tcp') continue;
       const key = instanceKey(s);
-      byInstance.set(key, [...(byInstance.get(key) ?? []), s]);
+      const list = byInstance.get(key);
+      if (list) list.push(s);
+      else byInstance.set(key, [s]);
     }
 
     const globalPath = this.opts.versionPath ?? registry.inventory.versionPath;
@@ -283,10 +324,10 @@ export class HostInventory implements InventoryProvider {
     const skip = new Set(this.opts.skipPorts?.() ?? []);
     /** Instances asked for a version this scan (or answered from a recent probe). */
     const eligible = new Set<string>();
+    for (const s of all) if (!claims.has(s.port)) claims.set(s.port, claimOf(s.port, registry));
     for (const [key, socks] of byInstance) {
       const port = socks[0]!.port;
-      const claim = claims.get(port) ?? claimOf(port, registry);
-      claims.set(port, claim);
+      const claim = claims.get(port)!;
       // The daemon's own ports are skipped in its own namespace only: a container may use them.
       if (!probing || claim.services.length === 0 || (skip.has(port) && !socks[0]!.namespace)) continue;
       // A service's own path is asked even when the port names a version (it may say "2.3.1" where the port says "2");
@@ -316,9 +357,34 @@ export class HostInventory implements InventoryProvider {
     const probed = new Map<string, string>();
     for (const [key, memo] of this.probed) if (memo.version !== '') probed.set(key, memo.version);
 
+    const tcpLives = new Map<string, string>();
+    for (const [key, socks] of byInstance) tcpLives.set(key, lifeKey(socks.flatMap((s) => s.inodes)));
+    // A drain lasts for the life of every socket of the instance (TCP and UDP).
     const lives = new Map<string, string>();
-    for (const [key, socks] of byInstance) lives.set(key, lifeKey(socks.flatMap((s) => s.inodes)));
+    const liveInodes = new Map<string, string[]>();
+    const udpInodes = new Map<string, string[]>();
+    const inodes = new Map<string, string[]>();
+    const add = (m: Map<string, string[]>, key: string, list: readonly string[]) => {
+      const at = m.get(key);
+      if (at) at.push(...list);
+      else m.set(key, [...list]);
+    };
+    for (const s of all) {
+      add(inodes, socketKey(s), s.inodes);
+      add(liveInodes, instanceKey(s), s.inodes);
+      if (protocolOf(s.family) === 'udp') add(udpInodes, instanceKey(s), s.inodes);
+    }
+    for (const [key, list] of liveInodes) lives.set(key, lifeKey(list));
     this.lives = lives;
+    this.inodes = inodes;
+    this.owners.retain(new Set(all.flatMap((s) => s.inodes)));
+    const udpSeen = new Map<string, { life: string; sinceMs: number }>();
+    for (const [key, list] of udpInodes) {
+      const life = lifeKey(list);
+      const before = this.udpSeen.get(key);
+      udpSeen.set(key, before && before.life === life ? before : { life, sinceMs: collectedAtMs });
+    }
+    this.udpSeen = udpSeen;
     if (this.prober) {
       const targets: ReadinessTarget[] = [];
       const reachable = this.opts.readiness!.reachable;
@@ -328,22 +394,27 @@ export class HostInventory implements InventoryProvider {
         if (claim.services.length === 0) continue;
         // A container's listener is probed at the address other hosts are handed, from the host; the host's own as before.
         if (first.namespace ? first.namespace.published === undefined : skip.has(first.port) || !socks.some((s) => reachable(s.address))) continue;
-        targets.push({ key, port: first.port, address: dialAddress(socks)!, life: lives.get(key)!, rule: readyRule(claim.ready) });
+        targets.push({ key, port: first.port, address: dialAddress(socks)!, life: tcpLives.get(key)!, rule: readyRule(claim.ready) });
       }
       this.prober.reconcile(targets);
     }
     const listeners: InventoryListener[] = all.map((s) => {
       const claim = claims.get(s.port)!;
-      const http = probed.get(instanceKey(s));
+      // An HTTP probe's version is the TCP listener's; a versioned port tells both.
+      const http = protocolOf(s.family) === 'tcp' ? probed.get(instanceKey(s)) : undefined;
       const [version, versionSource] = http ? [http, 'http' as const] : claim.portVersion ? [claim.portVersion, 'port' as const] : ['', '' as const];
       const l: InventoryListener = { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
       return s.namespace ? { ...l, namespace: s.namespace } : l;
     });
+    this.base = listeners;
+    this.claims = claims;
+    const node = this.opts.node?.();
     const snap: InventorySnapshot = {
       host: this.hostname(),
       collectedAtMs,
-      listeners: this.withReadiness(listeners),
+      listeners: this.decorate(listeners),
       ...(observed ? { namespaces: observed.scope } : {}),
+      ...(node ? { node } : {}),
     };
     // Nothing changed since the last scan (the usual case, every second in cluster mode): no metrics
     // to redo, and the hook told so (issue 24: a scan that finds nothing new costs next to nothing).
@@ -375,6 +446,72 @@ export class HostInventory implements InventoryProvider {
     return out;
   }
 
+  /** port → its claim at the last scan. */
+  private claims = new Map<number, PortClaim>();
+  /** The ephemeral port range and the ports reserved from it, as last read. */
+  private portRange: { atMs: number; range: [number, number] | null; reserved: ReadonlySet<number> } | undefined;
+
+  /**
+   * UDP sockets that are a client's, not a service's: an unconnected UDP
+   * socket a program sends from (sendto) without binding gets a port the
+   * kernel picks in the ephemeral range (ip_local_port_range, minus
+   * ip_local_reserved_ports). Such a port is not a listener unless the
+   * registry lists it; a service bound on purpose in that range (names
+   * v–z land there, as `check` warns) is seen once its port is reserved.
+   */
+  private async withoutClientSockets<S extends ListeningSocket>(sockets: S[], listed: (port: number) => boolean): Promise<S[]> {
+    if (!sockets.some((s) => protocolOf(s.family) === 'udp')) return sockets;
+    const nowMs = this.now();
+    if (!this.portRange || nowMs - this.portRange.atMs >= DEFAULT_REPROBE_MS) {
+      // Read once a minute: an administrator changing the range is rare, and a scan a second need not reread it.
+      const root = this.opts.procRoot ?? '/proc';
+      const read = (f: string) => readFile(join(root, 'sys', 'net', 'ipv4', f), 'latin1').catch(() => null);
+      const [rangeText, reservedText] = await Promise.all([read('ip_local_port_range'), read('ip_local_reserved_ports')]);
+      this.portRange = { atMs: nowMs, range: rangeText === null ? null : parsePortRange(rangeText), reserved: reservedText === null ? new Set() : parsePortList(reservedText) };
+    }
+    const { range, reserved } = this.portRange;
+    if (!range) return sockets;
+    return sockets.filter((s) => protocolOf(s.family) !== 'udp' || s.port < range[0] || s.port > range[1] || reserved.has(s.port) || listed(s.port));
+  }
+
+  /** Listeners with their readiness and names, and the daemon's own sockets marked. */
+  private decorate(listeners: readonly InventoryListener[]): InventoryListener[] {
+    const own = this.opts.ownSockets?.() ?? [];
+    return this.withNames(this.withReadiness(listeners.map((l) => (own.length > 0 && !l.namespace && isOwnSocket(l, own) ? { ...l, daemon: true as const } : l))));
+  }
+
+  /**
+   * Each claimed listener's names (core/naming.ts): the registry's when it
+   * lists the port; else the names clients asked for, and its process's
+   * own (socket-owner.ts, looked up once per new socket, in the background:
+   * a name found later goes out with a re-emitted snapshot). Unclaimed ports
+   * and the daemon's own sockets get none.
+   */
+  private withNames(listeners: InventoryListener[]): InventoryListener[] {
+    const { registry } = this.opts.state();
+    const names = this.opts.names;
+    const byKey = new Map<string, InventoryListener['names']>();
+    const namesOf = (l: InventoryListener): InventoryListener['names'] => {
+      const claim = this.claims.get(l.port);
+      if (!claim || l.services.length === 0 || l.daemon) return undefined;
+      const key = socketKey(l);
+      if (byKey.has(key)) return byKey.get(key);
+      let process: string[] = [];
+      if (!claim.byRegistry && names?.processNames()) {
+        const owners = this.owners.peek(this.inodes.get(key) ?? []);
+        const owner = [...owners.values()].find((o) => o);
+        if (owner) process = processNames(owner, l.port, registry);
+      }
+      const out = nameListener({ registry: claim.byRegistry ? l.services : [], query: claim.byRegistry ? [] : (names?.asked(l.port) ?? []), process });
+      byKey.set(key, out);
+      return out;
+    };
+    return listeners.map((l) => {
+      const n = namesOf(l);
+      return n === undefined ? l : { ...l, names: n };
+    });
+  }
+
   /** Listeners with their readiness: the prober's verdict, or draining; drains of replaced sockets end here. */
   private withReadiness(listeners: readonly InventoryListener[]): InventoryListener[] {
     if (!this.prober) return [...listeners];
@@ -390,7 +527,9 @@ export class HostInventory implements InventoryProvider {
     const seen = new Set<string>();
     const out = listeners.map((l) => {
       const key = instanceKey(l);
-      const verdict = this.prober!.verdict(key);
+      // A UDP listener is ready while it listens: no probe can ask it without speaking its protocol.
+      const udp = protocolOf(l.family) === 'udp' ? this.udpSeen.get(key) : undefined;
+      const verdict = udp ? { state: 'ready' as const, by: 'udp' as const, sinceMs: udp.sinceMs, detail: undefined } : this.prober!.verdict(key);
       let readiness: ListenerReadiness | undefined = verdict && { state: verdict.state, by: verdict.by, sinceMs: verdict.sinceMs, detail: verdict.detail };
       const drainedBy = [...this.drained].find(([, lives]) => lives.has(key));
       if (drainedBy) readiness = { state: 'draining', by: 'admin', sinceMs: this.drainSince(drainedBy[0]), detail: `canonport drain ${drainedBy[0]}` };
@@ -421,7 +560,7 @@ export class HostInventory implements InventoryProvider {
   private emitNow(): void {
     const last = this.latest;
     if (!last) return;
-    const snap: InventorySnapshot = { ...last, listeners: this.withReadiness(last.listeners) };
+    const snap: InventorySnapshot = { ...last, listeners: this.decorate(this.base) };
     this.latest = snap;
     try {
       // A verdict or a drain: a change by definition.
@@ -463,10 +602,24 @@ export function instanceKey(l: { port: number; namespace?: { label: string } | u
   return l.namespace ? `${l.port}/${l.namespace.label}` : String(l.port);
 }
 
+/**
+ * One instance's sockets of one protocol (`12082/tcp`, `15761/udp/3f4e5a6b7c8d`):
+ * names are per port, protocol and namespace, as the cluster's instance keys are.
+ */
+export function socketKey(l: Pick<ListeningSocket, 'port' | 'family'> & { namespace?: { label: string } | undefined }): string {
+  const key = `${l.port}/${protocolOf(l.family)}`;
+  return l.namespace ? `${key}/${l.namespace.label}` : key;
+}
+
 /** Where to dial an instance from the host: a container's published address, else probeAddress; undefined for a container listener not published. */
 function dialAddress(socks: readonly InstanceSocket[]): string | undefined {
   const ns = socks[0]!.namespace;
   return ns ? ns.published : probeAddress(socks);
+}
+
+/** Whether a listener is one of `own` (same port, and the same address or a wildcard bind of the daemon's). */
+export function isOwnSocket(l: Pick<InventoryListener, 'port' | 'address'>, own: readonly HostPort[]): boolean {
+  return own.some((o) => o.port === l.port && (o.host === l.address || o.host === '0.0.0.0' || o.host === '::' || l.address === `::ffff:${o.host}`));
 }
 
 /** The key of one life of a listener's sockets. */

@@ -1,15 +1,21 @@
 import { readFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 
 /**
- * Listening TCP sockets as Linux reports them in /proc/net/tcp and
- * /proc/net/tcp6. The parser is pure (text in, sockets out) so tests feed
- * it fixture text; readListeningSockets is the only part that touches files.
+ * Listening sockets as Linux reports them in /proc/net/tcp, tcp6, udp and
+ * udp6. The parsers are pure (text in, sockets out) so tests feed them
+ * fixture text; the read functions are the only part that touches files.
  */
 
-export type SocketFamily = 'tcp' | 'tcp6';
+/** The /proc/net file a socket was read from: the protocol and the address family (`6`: IPv6). */
+export type SocketFamily = 'tcp' | 'tcp6' | 'udp' | 'udp6';
+
+/** The transport protocol of a family. */
+export function protocolOf(family: SocketFamily): 'tcp' | 'udp' {
+  return family === 'udp' || family === 'udp6' ? 'udp' : 'tcp';
+}
 
 /** One listening socket. */
 export interface ListeningSocket {
@@ -42,16 +48,17 @@ const STATE_LISTEN = '0A';
 const LISTENING_PART = new Set([STATE_LISTEN, '03', '07']);
 
 /** One data line of /proc/net/tcp{,6}; null for the header and lines that do not parse. */
-function parseLine(line: string, family: SocketFamily, littleEndian: boolean): { state: string; socket: Omit<ListeningSocket, 'inodes'> & { inode: string } } | null {
+function parseLine(line: string, family: SocketFamily, littleEndian: boolean): { state: string; remote: string; socket: Omit<ListeningSocket, 'inodes'> & { inode: string } } | null {
   // "  0: 00000000:07E8 00000000:0000 0A ... uid timeout inode" — the header line has no "NN:" slot.
   const fields = line.trim().split(/\s+/);
   if (fields.length < 4 || !/^\d+:$/.test(fields[0]!)) return null;
   const local = /^([0-9A-Fa-f]+):([0-9A-Fa-f]{4})$/.exec(fields[1]!);
-  if (!local || local[1]!.length !== (family === 'tcp' ? 8 : 32)) return null;
+  const v4 = family === 'tcp' || family === 'udp';
+  if (!local || local[1]!.length !== (v4 ? 8 : 32)) return null;
   const port = parseInt(local[2]!, 16);
   const bytes = hexWordsToBytes(local[1]!, littleEndian);
-  const address = family === 'tcp' ? formatIPv4(bytes) : formatIPv6(bytes);
-  return { state: fields[3]!.toUpperCase(), socket: { port, address, family, inode: fields[9] ?? '' } };
+  const address = v4 ? formatIPv4(bytes) : formatIPv6(bytes);
+  return { state: fields[3]!.toUpperCase(), remote: fields[2]!, socket: { port, address, family, inode: fields[9] ?? '' } };
 }
 
 /** Folds LISTEN sockets by (port, address), keeping every inode. */
@@ -194,6 +201,36 @@ export function formatIPv6(b: number[]): string {
   return `${head}::${tail}`;
 }
 
+/**
+ * UDP has no LISTEN state: a socket that receives from anyone is one bound
+ * to a local port and connected to no peer, which /proc/net/udp prints as
+ * state 07 (TCP_CLOSE, the kernel reusing TCP's names) with a remote
+ * address and port of zero. A connected UDP socket (a client that called
+ * connect(), state 01) talks to one peer only: not a listener.
+ */
+const UDP_UNCONNECTED = '07';
+const ZERO_REMOTE = /^0+:0000$/;
+
+/**
+ * Parses the whole text of /proc/net/udp (family `udp`) or /proc/net/udp6
+ * (`udp6`) and returns the unconnected bound sockets (see UDP_UNCONNECTED),
+ * folded and sorted as parseProcNetTcp does. Unlike TCP's, the file has no
+ * listening part to stop after: it is read whole (UDP sockets are few next
+ * to a busy host's TCP connections).
+ *
+ * Such a socket may also be a client's that sends with sendto() from a
+ * port the kernel picked in the ephemeral range: the inventory tells those
+ * apart (inventory.ts), not this parser.
+ */
+export function parseProcNetUdp(text: string, family: 'udp' | 'udp6', littleEndian = endianness() === 'LE'): ListeningSocket[] {
+  const out = new Listeners();
+  for (const line of text.split('\n')) {
+    const parsed = parseLine(line, family, littleEndian);
+    if (parsed?.state === UDP_UNCONNECTED && ZERO_REMOTE.test(parsed.remote) && parsed.socket.port !== 0) out.add(parsed.socket);
+  }
+  return out.list();
+}
+
 /** What reading /proc gave: the sockets, and why a file could not be read. */
 export interface ProcNetResult {
   sockets: ListeningSocket[];
@@ -203,18 +240,22 @@ export interface ProcNetResult {
 
 /**
  * Reads the listeners of `<procRoot>/net/tcp` and `<procRoot>/net/tcp6`
- * (readProcNetTcp: the connections after them are not read). Never rejects:
- * an unreadable file gives no sockets and an entry in `errors`.
+ * (readProcNetTcp: the connections after them are not read), and the
+ * unconnected bound sockets of `net/udp` and `net/udp6` (parseProcNetUdp).
+ * Never rejects: an unreadable file gives no sockets and an entry in
+ * `errors`. A missing tcp6 or udp6 (IPv6 disabled) is not an error, nor a
+ * missing udp in a fixture directory that holds only tcp files.
  */
 export async function readListeningSockets(procRoot = '/proc'): Promise<ProcNetResult> {
   const result: ProcNetResult = { sockets: [], errors: [] };
-  for (const family of ['tcp', 'tcp6'] as const) {
+  for (const family of ['tcp', 'tcp6', 'udp', 'udp6'] as const) {
     const file = join(procRoot, 'net', family);
     try {
-      result.sockets.push(...(await readProcNetTcp(file, family)).sockets);
+      if (family === 'tcp' || family === 'tcp6') result.sockets.push(...(await readProcNetTcp(file, family)).sockets);
+      else result.sockets.push(...parseProcNetUdp(await readFile(file, 'latin1'), family));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (family === 'tcp6' && code === 'ENOENT') continue;
+      if (family !== 'tcp' && code === 'ENOENT') continue;
       result.errors.push({ file, message: (err as Error).message });
     }
   }
@@ -228,12 +269,13 @@ export function isWildcard(address: string): boolean {
 }
 
 /**
- * A fingerprint of this network namespace's TCP sockets that changes when
- * a listener opens or closes, read from counters the kernel keeps (no
+ * A fingerprint of this network namespace's TCP and UDP sockets that
+ * changes when a listener opens or closes, read from counters the kernel keeps (no
  * table walk): the sockets in use, IPv4 and IPv6 (`inuse` in
  * `<procRoot>/net/sockstat` and `sockstat6`: every listener and every
  * connection), and the connections ever opened (`ActiveOpens` and
- * `PassiveOpens` in `net/snmp`, which only grow). A listener that comes
+ * `PassiveOpens` in `net/snmp`, which only grow), and the UDP sockets in
+ * use (`UDP`, `UDP6`: a UDP listener is one of them). A listener that comes
  * while a connection goes leaves the first unchanged, but a connection
  * that came since moves the second. Null when the counters cannot be read.
  *
@@ -241,7 +283,7 @@ export function isWildcard(address: string): boolean {
  * hash tables, which are the whole host's whatever namespace asks: 3–5 ms
  * per file on the bench machine, even with a handful of sockets.
  */
-export function tcpFingerprint(procRoot = '/proc'): string | null {
+export function socketFingerprint(procRoot = '/proc'): string | null {
   const read = (file: string): string | null => {
     try {
       return readFileSync(join(procRoot, 'net', file), 'latin1');
@@ -262,8 +304,12 @@ export function tcpFingerprint(procRoot = '/proc'): string | null {
   const passive = field('PassiveOpens');
   if (active === undefined || passive === undefined) return null;
   // No sockstat6: IPv6 is off, nothing to count there.
-  const v6 = /^TCP6: inuse (\d+)/m.exec(read('sockstat6') ?? '')?.[1] ?? '-';
-  return `${v4}/${v6}/${active}/${passive}`;
+  const sockstat6 = read('sockstat6') ?? '';
+  const v6 = /^TCP6: inuse (\d+)/m.exec(sockstat6)?.[1] ?? '-';
+  // UDP sockets in use (issue 22: UDP listeners are read too): a bound socket opening or closing moves them.
+  const udp4 = /^UDP: inuse (\d+)/m.exec(sockstat)?.[1] ?? '-';
+  const udp6 = /^UDP6: inuse (\d+)/m.exec(sockstat6)?.[1] ?? '-';
+  return `${v4}/${v6}/${active}/${passive}/${udp4}/${udp6}`;
 }
 
 /**
@@ -276,7 +322,7 @@ export const FULL_SCAN_EVERY_MS = 60_000;
 
 /**
  * readListeningSockets, skipped while nothing can have changed: when the
- * namespace's TCP counters (tcpFingerprint) are what they were at the last
+ * namespace's TCP counters (socketFingerprint) are what they were at the last
  * read, the last list is returned as it is, for at most `fullEveryMs`.
  * A listener that opens or closes moves the counters, so it is seen at the
  * next scan, as before. What they can miss, a listener closed and another
@@ -298,7 +344,7 @@ export class ListenerScanner {
 
   async read(): Promise<ProcNetResult> {
     const now = (this.opts.now ?? Date.now)();
-    const inUse = tcpFingerprint(this.procRoot);
+    const inUse = socketFingerprint(this.procRoot);
     const last = this.last;
     if (last && inUse !== null && inUse === last.inUse && now - last.atMs < (this.opts.fullEveryMs ?? FULL_SCAN_EVERY_MS)) return last.result;
     // Counted before the read: a change during it makes the next scan read again.

@@ -1,4 +1,6 @@
 /** What the inventory reports: the listening sockets of one host, named by canonical port. */
+import type { ServiceName } from '../core/naming.js';
+import type { SocketFamily } from './procnet.js';
 
 import type { ContainerIdentity } from './container.js';
 import type { NamespaceScope } from './namespaces.js';
@@ -27,9 +29,19 @@ export interface ListenerNamespace {
 export interface InventoryListener {
   port: number;
   address: string;
-  family: 'tcp' | 'tcp6';
+  /** The /proc/net file it was read from: `tcp`, `tcp6`, or `udp`, `udp6` for a bound unconnected UDP socket. */
+  family: SocketFamily;
   /** Services the port is canonical for; empty when nobody claims it. */
   services: string[];
+  /**
+   * The names people know it by (core/naming.ts), best source first: the
+   * registry's, names clients asked for, its process's own; empty when no
+   * source names it (it still answers its canonical `services`). Absent from
+   * a daemon before issue 22, and for ports nobody claims.
+   */
+  names?: ServiceName[] | undefined;
+  /** True for the daemon's own DNS, gRPC or HTTP socket: this host's daemon, not a service (fleet leaves it out). */
+  daemon?: true | undefined;
   version: string;
   versionSource: 'port' | 'http' | '';
   scheme: string;
@@ -45,7 +57,8 @@ export interface InventoryListener {
 
 export interface ListenerReadiness {
   state: 'ready' | 'not-ready' | 'draining';
-  by: 'grpc' | 'http' | 'tcp' | 'registry' | 'admin';
+  /** `udp`: a UDP listener, ready while it listens (nothing is probed). */
+  by: 'grpc' | 'http' | 'tcp' | 'udp' | 'registry' | 'admin';
   /** When this state began (ms since the epoch). */
   sinceMs: number;
   detail?: string | undefined;
@@ -64,6 +77,12 @@ export interface InventorySnapshot {
   registryDigest?: string | undefined;
   /** Which network namespaces the inventory observes (absent: only its own, from a daemon before issue 26). */
   namespaces?: NamespaceScope | undefined;
+  /**
+   * Cluster mode: this daemon's node name. Its fleet is then what it
+   * publishes (listeners other hosts can reach), as `fleet --cluster` reads
+   * it; absent outside cluster mode and from daemons before issue 22.
+   */
+  node?: string | undefined;
 }
 
 export interface InventoryProvider {

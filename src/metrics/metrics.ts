@@ -281,8 +281,14 @@ export class Metrics {
   });
   readonly clusterRefusedEntries = new Counter({
     name: 'canonport_cluster_refused_entries_total',
-    help: 'Cluster view entries refused because the view was full, by kind (node, endpoint).',
+    help: 'Cluster view entries refused (or displaced by a better-ranked one) by a cap, by kind (node, endpoint, node_instances, node_addresses, node_bytes, drain, node_drains, ack, node_acks).',
     labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly clusterRefusedAddresses = new Counter({
+    name: 'canonport_cluster_refused_addresses_total',
+    help: 'Addresses no host can have, taken out of records under the cluster prefix, by reason (loopback, unspecified, multicast, broadcast, reserved, link_local, metadata).',
+    labelNames: ['reason'] as const,
     registers: [this.registry],
   });
   readonly clusterLeaseGrants = new Counter({
@@ -293,7 +299,7 @@ export class Metrics {
   });
   readonly clusterViewLists = new Counter({
     name: 'canonport_cluster_view_lists_total',
-    help: 'Full lists of the cluster prefix, by reason (start, compacted: etcd compacted past the watch revision, watch_cancelled: etcd ended the watch, dropped: after the maximum staleness).',
+    help: 'Full lists of the cluster prefix, by reason (start, compacted: etcd compacted past the watch revision, watch_cancelled: etcd ended the watch, dropped: after the maximum staleness, too_large: the watch was sent a batch larger than a message, refused: entries a cap refused were lost and room appeared).',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

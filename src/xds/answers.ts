@@ -170,7 +170,8 @@ export class AnswerCache {
     let timeout: NodeJS.Timeout | undefined;
     try {
       result = await Promise.race([
-        this.opts.discovery.lookup(entry.key),
+        // gRPC dials TCP: a host where the name listens only on UDP is no endpoint of it.
+        this.opts.discovery.lookup(entry.key, { protocol: 'tcp' }),
         new Promise<'failed'>((resolve) => {
           timeout = setTimeout(() => {
             this.opts.logger.warn({ code: ErrorCodes.XDS_LOOKUP_FAILED, name: entry.key, timeoutMs: this.opts.lookupTimeoutMs }, 'xDS lookup timed out; the name keeps its last answer');

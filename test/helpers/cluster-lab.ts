@@ -83,10 +83,10 @@ export interface NodeDaemon extends ServeProcess {
 
 /**
  * `canonport serve --cluster …` in `host`, as node `name`, answering zone
- * ZONE; `args` add flags. Resolves once its `ready` log line is out (it
+ * ZONE; `args` add flags; `opts.repo` runs another checkout's CLI. Resolves once its `ready` log line is out (it
  * does not wait for the cluster view).
  */
-export async function startNode(lab: Lab, host: Host, name: string, args: string[] = [], etcdUrl = lab.etcdUrl): Promise<NodeDaemon> {
+export async function startNode(lab: Lab, host: Host, name: string, args: string[] = [], etcdUrl = lab.etcdUrl, opts: { repo?: string } = {}): Promise<NodeDaemon> {
   // The hosts' network is the lab's bridge: the node-local pattern docs/operations.md recommends, each daemon's gRPC and
   // HTTP open to that /24 only (bound beyond loopback, a daemon with neither an allow-list nor client certificates refuses to start).
   const lan = `${lab.net.subnet}.0/24`;
@@ -100,7 +100,8 @@ export async function startNode(lab: Lab, host: Host, name: string, args: string
   const state = args.includes('--state-dir') ? [] : ['--state-dir', lab.stateDir(name)];
   const serve = await startServe(['--zone', ZONE, '--cluster', etcdUrl, '--node', name, ...state, ...args], {
     listen,
-    spawn: (cmd, argv, o) => host.spawn(cmd, argv, o),
+    // `repo`: another checkout's CLI (a bench comparing main and a branch; its dist/ built).
+    spawn: (cmd, argv, o) => host.spawn(cmd, opts.repo ? [`${opts.repo}bin/canonport.js`, ...argv.slice(1)] : argv, o),
     readyMs: 40_000,
   });
   return {

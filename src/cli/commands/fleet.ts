@@ -72,15 +72,17 @@ function clusterOptions(cmd: Command, endpoints: string, timeoutMs: number | und
 /**
  * `canonport fleet HOST…` asks many daemons' Inventory at once;
  * `canonport fleet --cluster etcd://…` reads every node from the cluster
- * view instead. Both print service × version × hosts, then what the hosts
- * disagree on (mixed versions, registries, port names).
+ * view instead. Both list the same things for the same hosts
+ * (fleet.ts's `fleetInventory`): name × protocol × version × hosts, the
+ * ports no source names apart, then what the hosts disagree on (mixed
+ * versions, registries, port names, learned names sharing a port).
  *
  * Exit codes: 1 when an --expect is not met (another or unknown version, or
  * the service missing on a reachable host); with --expect or --strict, 1 too
  * when any host is unreachable (it cannot confirm anything); with --strict,
  * 1 when any service runs mixed versions (an unknown one included), a
- * host's registry differs from the majority's, or hosts name one port as
- * different services. Without either, the command is a view and exits 0
+ * host's registry differs from the majority's, hosts name one port as
+ * different services, or names learned at run time share a port. Without either, the command is a view and exits 0
  * even with hosts down. 1 when etcd cannot be read (CP_CLUSTER_UNREACHABLE).
  * 2 for usage errors and bad etcd settings.
  */
@@ -93,7 +95,7 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
     .option('--timeout <ms>', `deadline per host, connecting included (default ${DEFAULT_FLEET_TIMEOUT_MS}); with --cluster, for reading the view (default ${DEFAULT_FLEET_CLUSTER_TIMEOUT_MS})`)
     .option('--concurrency <n>', 'hosts asked at once', String(DEFAULT_FLEET_CONCURRENCY))
     .option('--expect <svc=version>', 'exit 1 unless every reachable host runs svc at exactly this version (repeatable)', collect, [])
-    .option('--strict', 'exit 1 also when a host is unreachable, a service runs mixed versions, or registries or port names disagree')
+    .option('--strict', 'exit 1 also when a host is unreachable, a service runs mixed versions, registries or port names disagree, or learned names share a port')
     .option('--json', 'print source, hosts, services and findings as JSON');
   for (const key of ETCD_SETTINGS) command.addOption(etcdOption(key));
   // For daemons with TLS: one CA and one client certificate for the whole fleet.
@@ -139,7 +141,7 @@ export const registerFleet: RegisterCommand = (program: Command, io: CliIO) => {
     else io.out(formatFleet(report, findings));
     const unreachable = report.hosts.some((h) => !h.reachable);
     const mixed = report.services.some((s) => s.mixed);
-    const disagree = findings.some((f) => f.kind === 'registry' || f.kind === 'port-names');
+    const disagree = findings.some((f) => f.kind === 'registry' || f.kind === 'port-names' || f.kind === 'collision');
     const failed =
       findings.some(isExpectationFinding) ||
       ((expectations.length > 0 || flags.strict === true) && unreachable) ||

@@ -4,6 +4,7 @@ import type { InventoryListener, InventorySnapshot } from '../../inventory/types
 import { createCanonportClient } from '../../grpc/canonport-client.js';
 import { DEFAULT_DAEMON_ADDRESS, defaultDaemonAddress } from '../../config/address.js';
 import { Metrics } from '../../metrics/metrics.js';
+import { protocolOf } from '../../inventory/procnet.js';
 import { HostInventory } from '../../inventory/inventory.js';
 import { loadRegistry } from '../../registry/load.js';
 import { EXIT_FINDINGS, intOption, printJson, usageError, type CliIO } from '../io.js';
@@ -56,8 +57,14 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
           versionPath: flags.versionPath,
           probeTimeoutMs,
           procRoot: flags.procRoot,
+          // No daemon, so no names clients asked for; the processes' own names are read (issue 22).
+          names: { asked: () => [], processNames: () => true },
         });
-        snap = { ...(await inventory.snapshot()), registryDigest: registry.digest };
+        snap = await inventory.snapshot();
+        // The processes behind new sockets are looked up in the background: wait for that walk, then take the names it found.
+        await inventory.owners.settled();
+        await Promise.resolve();
+        snap = { ...(inventory.current ?? snap), registryDigest: registry.digest };
         if (inventory.errors.length > 0) {
           // Nothing on stdout: a script reading it must not mistake a failed read for a host with nothing listening.
           for (const e of inventory.errors) io.err(`canonport: cannot read ${e.file}: ${e.message}`);
@@ -71,30 +78,44 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
 };
 
 /**
- * One row per instance, sorted by port: a port of the host's own namespace
- * (its addresses joined), or of a container's or pod's (NAMESPACE: its label
- * and container or pod; ADDRESSES: where it listens inside, and the address
- * it is published at, if any). Unclaimed ports show "-". A last line says
+ * One row per instance and protocol, sorted by port, TCP first: a port of
+ * the host's own namespace (its addresses joined), or of a container's or
+ * pod's (NAMESPACE: its label and container or pod; ADDRESSES: where it
+ * listens inside, and the address it is published at, if any); a UDP row's
+ * port reads `15761/udp`. SERVICE is what the port answers (its canonical
+ * names); NAME what people know it by and where that comes from
+ * (`db (query)`), `-` for a claimed listener nothing names
+ * (core/naming.ts). Unclaimed ports show "-" in both. A last line says
  * which namespaces were observed, and why only the daemon's own when so.
  */
 export function formatInventory(snap: InventorySnapshot): string {
   const byInstance = new Map<string, InventoryListener[]>();
   for (const l of snap.listeners) {
-    const key = `${l.port}/${l.namespace?.label ?? ''}`;
-    byInstance.set(key, [...(byInstance.get(key) ?? []), l]);
+    const key = `${l.port}/${protocolOf(l.family)}/${l.namespace?.label ?? ''}`;
+    const list = byInstance.get(key);
+    if (list) list.push(l);
+    else byInstance.set(key, [l]);
   }
   // Cluster mode: whether each claimed listener serves (READY: ready, not-ready, draining; "-" before its first verdict).
   const probed = snap.listeners.some((l) => l.readiness);
+  const named = snap.listeners.some((l) => l.names !== undefined);
   const spaced = snap.listeners.some((l) => l.namespace);
-  const rows: string[][] = [['PORT', 'SERVICE', 'VERSION', 'FROM', 'SCHEME', ...(probed ? ['READY'] : []), ...(spaced ? ['NAMESPACE'] : []), 'ADDRESSES']];
-  const ordered = [...byInstance.values()].sort((a, b) => a[0]!.port - b[0]!.port || (a[0]!.namespace?.label ?? '').localeCompare(b[0]!.namespace?.label ?? ''));
+  const rows: string[][] = [
+    ['PORT', 'SERVICE', ...(named ? ['NAME'] : []), 'VERSION', 'FROM', 'SCHEME', ...(probed ? ['READY'] : []), ...(spaced ? ['NAMESPACE'] : []), 'ADDRESSES'],
+  ];
+  const tcpFirst = (l: InventoryListener) => (protocolOf(l.family) === 'tcp' ? 0 : 1);
+  const ordered = [...byInstance.values()].sort(
+    (a, b) => a[0]!.port - b[0]!.port || tcpFirst(a[0]!) - tcpFirst(b[0]!) || (a[0]!.namespace?.label ?? '').localeCompare(b[0]!.namespace?.label ?? ''),
+  );
   for (const ls of ordered) {
     const l = ls[0]!;
+    const port = protocolOf(l.family) === 'udp' ? `${l.port}/udp` : String(l.port);
+    const name = named ? [l.names && l.names.length > 0 ? l.names.map((n) => `${n.name} (${n.source})`).join(', ') : '-'] : [];
     const ready = probed ? [l.readiness ? `${l.readiness.state} (${l.readiness.by})` : '-'] : [];
     const where = spaced ? [namespaceText(l)] : [];
     const bound = ls.map((x) => x.address).join(', ');
     const addresses = l.namespace ? `${bound} in ${l.namespace.addresses.join(', ') || 'no address'}; ${l.namespace.published ? `published at ${l.namespace.published}` : 'not published'}` : bound;
-    rows.push([String(l.port), l.services.join(',') || '-', l.version, l.versionSource, l.scheme, ...ready, ...where, addresses]);
+    rows.push([port, l.services.join(',') || '-', ...name, l.version, l.versionSource, l.scheme, ...ready, ...where, addresses]);
   }
   const when = new Date(snap.collectedAtMs).toISOString();
   const ports = new Set(snap.listeners.map((l) => l.port)).size;

@@ -1,5 +1,5 @@
 import type { FleetDocument } from '../../fleet/document.js';
-import type { FleetFinding, FleetHost, FleetService, FleetSource } from '../../fleet/fleet.js';
+import type { FleetFinding, FleetHost, FleetService, FleetSource, FleetUnnamed } from '../../fleet/fleet.js';
 
 /**
  * What changed between two fleet documents, host by host and service by
@@ -19,6 +19,8 @@ export interface FleetDiff {
   source?: FleetSource | undefined;
   /** Present when they changed (every finding: they are few). */
   findings?: FleetFinding[] | undefined;
+  /** Present when they changed (every unnamed port: few, and a page lists them apart). */
+  unnamed?: FleetUnnamed[] | undefined;
 }
 
 /** Entries added or changed, whole; `order` (every key, in order) when keys were added, removed or moved. */
@@ -28,7 +30,8 @@ export interface KeyedChange<T> {
 }
 
 export const hostKey = (h: FleetHost): string => h.host;
-export const serviceKey = (s: FleetService): string => s.service;
+/** A service row's key: its name, and `/udp` for a UDP row (a name that listens on both is two rows). */
+export const serviceKey = (s: FleetService): string => (s.protocol === 'udp' ? `${s.service}/udp` : s.service);
 
 /** A document with each part as JSON text: built once per document, so diffs compare strings and the whole text is their concatenation. */
 export interface EncodedDocument {
@@ -40,6 +43,7 @@ export interface EncodedDocument {
   services: Map<string, string>;
   serviceOrder: string[];
   source: string | undefined;
+  unnamed: string;
   findings: string;
 }
 
@@ -57,13 +61,14 @@ export function encodeDocument(doc: FleetDocument): EncodedDocument {
     serviceOrder.push(serviceKey(s));
   }
   const source = doc.source === undefined ? undefined : JSON.stringify(doc.source);
+  const unnamed = JSON.stringify(doc.unnamed);
   const findings = JSON.stringify(doc.findings);
   let json: string | undefined;
   return {
     doc,
     // The keys in the document's own order, so the text is what JSON.stringify(doc) gives (a test checks).
     get json() {
-      json ??= `{${source === undefined ? '' : `"source":${source},`}"hosts":[${[...hosts.values()].join(',')}],"services":[${[...services.values()].join(',')}],"findings":${findings}}`;
+      json ??= `{${source === undefined ? '' : `"source":${source},`}"hosts":[${[...hosts.values()].join(',')}],"services":[${[...services.values()].join(',')}],"unnamed":${unnamed},"findings":${findings}}`;
       return json;
     },
     hosts,
@@ -71,6 +76,7 @@ export function encodeDocument(doc: FleetDocument): EncodedDocument {
     services,
     serviceOrder,
     source,
+    unnamed,
     findings,
   };
 }
@@ -81,7 +87,8 @@ export function diffDocuments(prev: EncodedDocument, next: EncodedDocument, from
   const services = keyedChange(prev.services, prev.serviceOrder, next.services, next.serviceOrder, next.doc.services, serviceKey);
   const sourceChanged = prev.source !== next.source;
   const findingsChanged = prev.findings !== next.findings;
-  if (!hosts && !services && !sourceChanged && !findingsChanged) return null;
+  const unnamedChanged = prev.unnamed !== next.unnamed;
+  if (!hosts && !services && !sourceChanged && !findingsChanged && !unnamedChanged) return null;
   return {
     from,
     to,
@@ -89,6 +96,7 @@ export function diffDocuments(prev: EncodedDocument, next: EncodedDocument, from
     services: services ?? { put: [] },
     ...(sourceChanged ? { source: next.doc.source } : {}),
     ...(findingsChanged ? { findings: next.doc.findings } : {}),
+    ...(unnamedChanged ? { unnamed: next.doc.unnamed } : {}),
   };
 }
 
@@ -112,6 +120,7 @@ export function applyDiff(doc: FleetDocument, diff: FleetDiff): FleetDocument {
     ...('source' in diff ? { source: diff.source } : doc.source === undefined ? {} : { source: doc.source }),
     hosts: applyKeyed(doc.hosts, diff.hosts, hostKey),
     services: applyKeyed(doc.services, diff.services, serviceKey),
+    unnamed: diff.unnamed ?? doc.unnamed ?? [],
     findings: diff.findings ?? doc.findings,
   };
 }

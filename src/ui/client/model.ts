@@ -1,5 +1,6 @@
 import type { FleetDocument } from '../../fleet/document.js';
-import type { FleetFinding, FleetHost, FleetListener, FleetService, InstanceState } from '../../fleet/fleet.js';
+import type { FleetFinding, FleetHost, FleetListener, FleetService, FleetUnnamed, InstanceState } from '../../fleet/fleet.js';
+import { serviceKey } from './diff.js';
 
 /**
  * What the page computes from a fleet document: pure functions, no DOM, so
@@ -126,6 +127,8 @@ export interface Cell {
 
 export interface ServiceSummary {
   service: FleetService;
+  /** Its row's key and route name: the name, `name/udp` for a UDP row (diff.ts's serviceKey). */
+  key: string;
   ports: number[];
   /** The version on the most hosts, when one has strictly more than every other; null otherwise. */
   majority: string | null;
@@ -152,6 +155,22 @@ export interface FleetIndex {
   registryOutliers: Map<string, RegistryOutlier>;
   /** Ports hosts name as different services. */
   portNames: FleetFinding[];
+  /** Names learned at run time that share a port. */
+  collisions: FleetFinding[];
+  /** Ports no source names, listed apart. */
+  unnamed: FleetUnnamed[];
+}
+
+/** The transport of a listener, from the /proc file it was read from. */
+export function protocolOfListener(l: Pick<FleetListener, 'family'>): 'tcp' | 'udp' {
+  return l.family === 'udp' || l.family === 'udp6' ? 'udp' : 'tcp';
+}
+
+/** The row keys a listener shows under: one per name people know it by (its claim's names when a document predates names). */
+export function rowKeysOf(l: FleetListener): string[] {
+  const udp = protocolOfListener(l) === 'udp';
+  const names = l.names ? l.names.map((n) => n.name) : l.services;
+  return names.map((n) => (udp ? `${n}/udp` : n));
 }
 
 export function indexFleet(doc: FleetDocument): FleetIndex {
@@ -160,15 +179,15 @@ export function indexFleet(doc: FleetDocument): FleetIndex {
   const services: ServiceSummary[] = doc.services.map((s) => {
     const v = s.versions;
     const majority = v.length === 0 ? null : v.length === 1 || v[0]!.hosts.length > v[1]!.hosts.length ? v[0]!.version : null;
-    return { service: s, ports: [...new Set(v.flatMap((x) => x.ports))].sort((a, b) => a - b), majority };
+    return { service: s, key: serviceKey(s), ports: [...new Set(v.flatMap((x) => x.ports))].sort((a, b) => a - b), majority };
   });
-  const byService = new Map(services.map((s) => [s.service.service, s]));
-  // service → host → listeners
+  const byService = new Map(services.map((s) => [s.key, s]));
+  // row key → host → listeners
   const cells = new Map<string, Map<string, FleetListener[]>>();
   for (const h of hosts) {
     if (!h.reachable || !h.inventory) continue;
     for (const l of h.inventory.listeners) {
-      for (const name of l.services) {
+      for (const name of rowKeysOf(l)) {
         let row = cells.get(name);
         if (!row) cells.set(name, (row = new Map()));
         let list = row.get(h.host);
@@ -191,6 +210,8 @@ export function indexFleet(doc: FleetDocument): FleetIndex {
     service: (name) => byService.get(name),
     registryOutliers,
     portNames: doc.findings.filter((f) => f.kind === 'port-names'),
+    collisions: doc.findings.filter((f) => f.kind === 'collision'),
+    unnamed: doc.unnamed ?? [],
     cell(service, host) {
       const key = `${service}\u0000${host}`;
       const cached = cellCache.get(key);
@@ -242,10 +263,10 @@ export interface Matrix {
 
 /** The services × hosts matrix the filters keep: services and hosts by name, and, with a version or state filter, only those with a matching instance. */
 export function matrixOf(index: FleetIndex, f: Filters): Matrix {
-  let rows = index.services.filter((s) => has(s.service.service, f.service));
+  let rows = index.services.filter((s) => has(s.key, f.service));
   let cols = index.hosts.filter((h) => has(h.host, f.host));
   if (filtersListeners(f)) {
-    const matching = (s: ServiceSummary, h: FleetHost) => index.cell(s.service.service, h.host)?.listeners.some((l) => listenerMatches(l, f)) ?? false;
+    const matching = (s: ServiceSummary, h: FleetHost) => index.cell(s.key, h.host)?.listeners.some((l) => listenerMatches(l, f)) ?? false;
     rows = rows.filter((s) => cols.some((h) => matching(s, h)));
     cols = cols.filter((h) => rows.some((s) => matching(s, h)));
   }
@@ -266,11 +287,17 @@ export function versionText(v: string): string {
   return v === '' ? '?' : v;
 }
 
-/** The names that reach a service, in each zone the daemon answers. */
-export function namesOf(service: string, info: PageInfo): { zone: string; names: string[] }[] {
+/** A row key's name and transport: `dns/udp` → dns over UDP, `api` → api over TCP. */
+export function splitKey(key: string): { name: string; protocol: 'tcp' | 'udp' } {
+  return key.endsWith('/udp') ? { name: key.slice(0, -'/udp'.length), protocol: 'udp' } : { name: key, protocol: 'tcp' };
+}
+
+/** The names that reach a service, in each zone the daemon answers (gRPC's `canon:` and `xds:` dial TCP only). */
+export function namesOf(key: string, info: PageInfo): { zone: string; names: string[] }[] {
+  const { name: service, protocol } = splitKey(key);
   return info.zones.map((zone) => ({
     zone,
-    names: [`${service}.${zone}`, `_${service}._tcp.${zone}`, `canon:///${service}.${zone}`, `xds:///${service}.${zone}`],
+    names: protocol === 'udp' ? [`${service}.${zone}`, `_${service}._udp.${zone}`] : [`${service}.${zone}`, `_${service}._tcp.${zone}`, `canon:///${service}.${zone}`, `xds:///${service}.${zone}`],
   }));
 }
 
@@ -281,7 +308,8 @@ export function reachable(host: string, pageHost: string): string {
 }
 
 /** The exact lines to try a service by name: dig against the daemon's DNS, grpcurl against its gRPC. */
-export function commandsFor(service: string, info: PageInfo, pageHost: string): string[] {
+export function commandsFor(key: string, info: PageInfo, pageHost: string): string[] {
+  const { name: service, protocol } = splitKey(key);
   const zone = info.zones[0] ?? 'localhost';
   const dns = reachable(info.dns.host, pageHost);
   const grpcHost = reachable(info.grpc.host, pageHost);
@@ -289,11 +317,18 @@ export function commandsFor(service: string, info: PageInfo, pageHost: string): 
   const port = info.dns.port === 53 ? '' : ` -p ${info.dns.port}`;
   const body = JSON.stringify({ name: `${service}.${zone}` });
   return [
-    `dig @${dns}${port} +short SRV _${service}._tcp.${zone}`,
+    `dig @${dns}${port} +short SRV _${service}._${protocol}.${zone}`,
     `dig @${dns}${port} +short A ${service}.${zone}`,
     `grpcurl ${info.grpc.tls ? '-cacert ca.pem' : '-plaintext'} -d '${body}' ${grpc} canonport.v1.Canonport/Resolve`,
   ];
 }
+
+/** Where a row's name comes from, in words. */
+export const NAME_SOURCE_TEXT: Readonly<Record<string, string>> = {
+  registry: 'named by the registry',
+  query: 'named by the names clients ask for',
+  process: 'named after its process',
+};
 
 /** `2026-12-07 15:03:01Z` from an ISO time ("" stays ""). */
 export function timeText(iso: string | undefined): string {

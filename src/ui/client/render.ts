@@ -8,6 +8,9 @@ import {
   listenerMatches,
   matrixOf,
   namesOf,
+  NAME_SOURCE_TEXT,
+  protocolOfListener,
+  splitKey,
   STATE_TEXT,
   stateOf,
   timeText,
@@ -73,7 +76,7 @@ function findingsList(index: FleetIndex, route: Route): string {
   for (const s of index.services) {
     if (!s.service.mixed) continue;
     const parts = s.service.versions.map((v) => `${esc(versionText(v.version))} on ${v.hosts.length}`).join(', ');
-    items.push(`<li><span class="flag flag-mixed">mixed versions</span> ${link(serviceRoute(s.service.service, route.filters), esc(s.service.service))}: ${parts}</li>`);
+    items.push(`<li><span class="flag flag-mixed">mixed versions</span> ${link(serviceRoute(s.key, route.filters), esc(s.key))}: ${parts}</li>`);
   }
   for (const o of index.registryOutliers.values()) {
     items.push(`<li><span class="flag flag-registry">registry differs</span> ${link(hostRoute(o.host, route.filters), esc(o.host))}: ${esc(o.digest.slice(0, 12))}${o.majority ? `, the majority's is ${esc(o.majority.slice(0, 12))}` : ', no registry is on a majority of hosts'}</li>`);
@@ -82,6 +85,7 @@ function findingsList(index: FleetIndex, route: Route): string {
     const groups = (f.groups ?? []).map((g) => `${esc(g.value)} on ${g.hosts.map((h) => link(hostRoute(h, route.filters), esc(h))).join(', ')}`).join('; ');
     items.push(`<li><span class="flag flag-ports">port named twice</span> ${f.port}: ${groups}</li>`);
   }
+  for (const f of index.collisions) items.push(`<li><span class="flag flag-ports">names share a port</span> ${esc(f.message)}</li>`);
   if (items.length === 0) return '';
   return `<section class="findings" aria-labelledby="findings-h"><h3 id="findings-h">What the hosts disagree on (${items.length})</h3><ul>${items.join('')}</ul></section>`;
 }
@@ -101,7 +105,7 @@ function cellHtml(cell: Cell | undefined, s: ServiceSummary, host: string, route
   if (!cell || !shown) return `<td class="cell empty" ${at}><span class="sr">${cell ? 'filtered out' : 'not running'}</span></td>`;
   const versions = cell.versions.map((v) => esc(versionText(v))).join(', ');
   const why = cell.outlier ? `<span class="mark" title="not the majority version (${esc(versionText(s.majority ?? ''))})"><span aria-hidden="true">≠</span><span class="sr">, not the majority version ${esc(versionText(s.majority ?? ''))}</span></span>` : '';
-  const target = formatRoute(serviceRoute(s.service.service, f, host));
+  const target = formatRoute(serviceRoute(s.key, f, host));
   return `<td class="cell st-${cell.state}${cell.outlier ? ' outlier' : ''}" ${at}><a href="${esc(target)}" tabindex="-1"><span class="v">${versions}</span> ${cellState(cell.state)}${why}</a></td>`;
 }
 
@@ -115,7 +119,8 @@ export function renderMatrix(index: FleetIndex, route: Route): string {
     const none = index.doc.source?.kind === 'cluster' && index.doc.source.view === 'missing' ? 'No hosts to show: there is no cluster view (above).' : 'No host is in the view.';
     return `${head}<p class="empty-note">${none}</p>`;
   }
-  if (m.rows.length === 0 || m.columns.length === 0) return `${head}<p class="empty-note">Nothing matches the filters.</p>`;
+  const apart = unnamedTable(index, route);
+  if (m.rows.length === 0 || m.columns.length === 0) return `${head}<p class="empty-note">Nothing matches the filters.</p>${apart}`;
   const hostHeaders = m.columns
     .map((h, i) => {
       const o = index.registryOutliers.get(h.host);
@@ -125,15 +130,27 @@ export function renderMatrix(index: FleetIndex, route: Route): string {
     .join('');
   const rows = m.rows
     .map((s, r) => {
-      const name = s.service.service;
+      const name = s.key;
       const mixedFlag = s.service.mixed ? ` <span class="flag flag-mixed">mixed</span>` : '';
-      const rowHead = `<th scope="row" class="svc${s.service.mixed ? ' mixed' : ''}" data-r="${r + 1}" data-c="0" tabindex="-1">${link(serviceRoute(name, route.filters), esc(name), ' tabindex="-1"')}${mixedFlag}<span class="meta">${esc(s.ports.join(', '))} · ${esc(s.service.scheme)}</span><span class="counts">${esc(countsText(s.service, total))}</span></th>`;
+      const named = NAME_SOURCE_TEXT[s.service.nameSource] ?? '';
+      const rowHead = `<th scope="row" class="svc${s.service.mixed ? ' mixed' : ''}" data-r="${r + 1}" data-c="0" tabindex="-1">${link(serviceRoute(name, route.filters), esc(s.service.service), ' tabindex="-1"')}${mixedFlag}<span class="meta">${esc(s.ports.join(', '))}/${esc(s.service.protocol ?? 'tcp')} · ${esc(s.service.scheme)}${named ? ` · <span class="src" title="${esc(named)}">${esc(named)}</span>` : ''}</span><span class="counts">${esc(countsText(s.service, total))}</span></th>`;
       return `<tr>${rowHead}${m.columns.map((h, c) => cellHtml(index.cell(name, h.host), s, h.host, route, r + 1, c + 1)).join('')}</tr>`;
     })
     .join('');
   const help = `<p id="matrix-help" class="help">Each cell is the version running on that host and its state; ≠ marks a version other than the service's majority. Arrow keys move between cells, Enter opens one.</p>`;
   const table = `${help}<div class="scroll"><table class="matrix" role="grid" aria-labelledby="view-h" aria-describedby="matrix-help" aria-rowcount="${m.rows.length + 1}" aria-colcount="${m.columns.length + 1}"><caption class="sr">Services × hosts</caption><thead><tr><th scope="col" class="corner" data-r="0" data-c="0" tabindex="0">Service</th>${hostHeaders}</tr></thead><tbody>${rows}</tbody></table></div>`;
-  return `${head}${pager(route, m.page, m.pages, m.allColumns.length, m.columns.length)}${table}`;
+  return `${head}${pager(route, m.page, m.pages, m.allColumns.length, m.columns.length)}${table}${apart}`;
+}
+
+/** The ports no source names, apart from the services (they still answer their canonical names). */
+function unnamedTable(index: FleetIndex, route: Route): string {
+  const f = route.filters;
+  const list = index.unnamed.filter((u) => (f.host === '' || u.hosts.some((h) => h.toLowerCase().includes(f.host.toLowerCase()))) && (f.service === '' || u.services.some((s) => s.includes(f.service.toLowerCase()))));
+  if (list.length === 0) return '';
+  const rows = list
+    .map((u) => `<tr><td>${u.port}</td><td>${esc(u.protocol)}</td><th scope="row">${esc(u.services.join(', '))}</th><td>${u.hosts.map((h) => link(hostRoute(h, f), esc(h))).join(', ')}</td></tr>`)
+    .join('');
+  return `<section class="unnamed" aria-labelledby="unnamed-h"><h3 id="unnamed-h">Unnamed ports (${list.length})</h3><p class="help">Listening on a claimed port, but no registry entry, no name a client asked for and no process name says what they are: they answer their canonical names and are left out of DNS-SD browsing and Prometheus discovery.</p><table class="list"><caption class="sr">Unnamed ports</caption><thead><tr><th scope="col">Port</th><th scope="col">Protocol</th><th scope="col">Answers to</th><th scope="col">Hosts</th></tr></thead><tbody>${rows}</tbody></table></section>`;
 }
 
 function breadcrumb(route: Route, here: string): string {
@@ -144,12 +161,13 @@ export function renderService(index: FleetIndex, route: Route, info: PageInfo, p
   const name = route.view.kind === 'service' ? route.view.name : '';
   const s = index.service(name);
   const crumbs = breadcrumb(route, `service ${esc(name)}`);
-  if (!s) return `${crumbs}<h2 id="view-h">${esc(name)}</h2><p class="empty-note">No host in this view runs a service named ${esc(name)}.</p>${namesAndCommands(name, info, pageHost)}`;
+  if (!s) return `${crumbs}<h2 id="view-h">${esc(name)}</h2><p class="empty-note">No host in this view runs a service named ${esc(splitKey(name).name)}${splitKey(name).protocol === 'udp' ? ' over UDP' : ''}.</p>${namesAndCommands(name, info, pageHost)}`;
   const total = index.hosts.length;
   const versions = s.service.versions
     .map((v) => `<li>${esc(versionText(v.version))} on ${v.hosts.length} host${v.hosts.length === 1 ? '' : 's'}${v.version === s.majority && s.service.mixed ? ' (the majority)' : ''}</li>`)
     .join('');
-  const facts = `<dl class="facts"><dt>Port</dt><dd>${esc(s.ports.join(', '))}</dd><dt>Scheme</dt><dd>${esc(s.service.scheme)}</dd><dt>Hosts</dt><dd>${esc(countsText(s.service, total))}${s.service.mixed ? ' <span class="flag flag-mixed">mixed versions</span>' : ''}</dd><dt>Versions</dt><dd><ul class="plain">${versions}</ul></dd></dl>`;
+  const named = NAME_SOURCE_TEXT[s.service.nameSource] ?? '';
+  const facts = `<dl class="facts"><dt>Port</dt><dd>${esc(s.ports.join(', '))}</dd><dt>Protocol</dt><dd>${esc(s.service.protocol ?? 'tcp')}</dd><dt>Name</dt><dd>${esc(named || 'named')}</dd><dt>Scheme</dt><dd>${esc(s.service.scheme)}</dd><dt>Hosts</dt><dd>${esc(countsText(s.service, total))}${s.service.mixed ? ' <span class="flag flag-mixed">mixed versions</span>' : ''}</dd><dt>Versions</dt><dd><ul class="plain">${versions}</ul></dd></dl>`;
   const f = route.filters;
   const rows: string[] = [];
   for (const h of index.hosts) {
@@ -169,14 +187,14 @@ export function renderService(index: FleetIndex, route: Route, info: PageInfo, p
   const endpoints = rows.length
     ? `<table class="list"><caption>Endpoints of ${esc(name)}${filtered}: one row per host and address</caption><thead><tr><th scope="col">Host</th><th scope="col">Address</th><th scope="col">Port</th><th scope="col">Version</th><th scope="col">Listening since</th><th scope="col">State</th></tr></thead><tbody>${rows.join('')}</tbody></table>`
     : '<p class="empty-note">No endpoint matches the filters.</p>';
-  return `${crumbs}<h2 id="view-h">${esc(name)}</h2>${facts}<h3>Endpoints</h3>${endpoints}${namesAndCommands(name, info, pageHost)}`;
+  return `${crumbs}<h2 id="view-h">${esc(s.service.service)}${s.service.protocol === 'udp' ? ' <span class="flag">UDP</span>' : ''}</h2>${facts}<h3>Endpoints</h3>${endpoints}${namesAndCommands(name, info, pageHost)}`;
 }
 
 function namesAndCommands(name: string, info: PageInfo, pageHost: string): string {
   const names = namesOf(name, info)
     .map((z) => `<tr><th scope="row">${esc(z.zone)}</th><td>${z.names.map((n) => `<code>${esc(n)}</code>`).join('<br>')}</td></tr>`)
     .join('');
-  const table = `<table class="list"><caption>Names that reach ${esc(name)}, per zone this daemon answers</caption><thead><tr><th scope="col">Zone</th><th scope="col">Names</th></tr></thead><tbody>${names}</tbody></table>`;
+  const table = `<table class="list"><caption>Names that reach ${esc(splitKey(name).name)}, per zone this daemon answers</caption><thead><tr><th scope="col">Zone</th><th scope="col">Names</th></tr></thead><tbody>${names}</tbody></table>`;
   const commands = commandsFor(name, info, pageHost).map((c) => esc(c)).join('\n');
   return `<h3>Names</h3>${table}<h3>Try it</h3><pre class="commands"><code>${commands}</code></pre>`;
 }
@@ -202,11 +220,18 @@ export function renderHost(index: FleetIndex, route: Route, info: PageInfo): str
   const facts = `<dl class="facts"><dt>Addresses</dt><dd>${esc((h.node?.addresses ?? []).join(', ') || (source?.kind === 'local' ? 'this host' : ''))}</dd><dt>canonport</dt><dd>${esc(h.node?.canonportVersion ?? (h.host === info.node ? info.version : ''))}</dd><dt>Registry digest</dt><dd>${digestText}</dd><dt>Started</dt><dd>${esc(timeText(h.node?.started))}</dd><dt>Last seen</dt><dd>${lastSeen}</dd></dl>`;
   const f = route.filters;
   const rows = (h.inventory?.listeners ?? [])
-    .filter((l) => listenerMatches(l, f) && (f.service === '' || l.services.some((s) => s.toLowerCase().includes(f.service.toLowerCase()))))
+    .filter((l) => listenerMatches(l, f) && (f.service === '' || l.services.some((s) => s.toLowerCase().includes(f.service.toLowerCase())) || (l.names ?? []).some((n) => n.name.includes(f.service.toLowerCase()))))
     .map((l) => {
-      const services = l.services.length ? l.services.map((s) => link(serviceRoute(s, { ...f, service: '' }), esc(s))).join(', ') : '<span class="muted">none claims it</span>';
-      const outlier = l.services.some((s) => index.cell(s, h.host)?.outlier);
-      return `<tr${outlier ? ' class="outlier"' : ''}><td>${l.port}</td><th scope="row">${services}</th><td>${esc(versionText(l.version))}${outlier ? ` <span class="mark" title="not the majority version"><span aria-hidden="true">≠</span><span class="sr"> not the majority version</span></span>` : ''}</td><td>${esc(timeText(l.since))}</td><td>${stateBadge(stateOf(l))}</td><td>${esc(l.address || '(none of its family)')}</td><td>${esc(l.scheme)}</td></tr>`;
+      const udp = protocolOfListener(l) === 'udp';
+      const keyOf = (n: string) => (udp ? `${n}/udp` : n);
+      const names = l.names ?? l.services.map((name) => ({ name, source: 'registry' as const }));
+      const services = names.length
+        ? names.map((n) => `${link(serviceRoute(keyOf(n.name), { ...f, service: '' }), esc(n.name))} <span class="src">(${esc(n.source)})</span>`).join(', ')
+        : l.services.length
+          ? `<span class="muted">unnamed; answers ${esc(l.services.join(', '))}</span>`
+          : '<span class="muted">none claims it</span>';
+      const outlier = names.some((n) => index.cell(keyOf(n.name), h.host)?.outlier);
+      return `<tr${outlier ? ' class="outlier"' : ''}><td>${l.port}${udp ? '/udp' : ''}</td><th scope="row">${services}</th><td>${esc(versionText(l.version))}${outlier ? ` <span class="mark" title="not the majority version"><span aria-hidden="true">≠</span><span class="sr"> not the majority version</span></span>` : ''}</td><td>${esc(timeText(l.since))}</td><td>${stateBadge(stateOf(l))}</td><td>${esc(l.address || '(none of its family)')}</td><td>${esc(l.scheme)}</td></tr>`;
     });
   const listeners = rows.length
     ? `<table class="list"><caption>Listeners on ${esc(h.host)}: one row per port and address</caption><thead><tr><th scope="col">Port</th><th scope="col">Services</th><th scope="col">Version</th><th scope="col">Listening since</th><th scope="col">State</th><th scope="col">Address</th><th scope="col">Scheme</th></tr></thead><tbody>${rows.join('')}</tbody></table>`

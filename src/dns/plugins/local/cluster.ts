@@ -1,3 +1,4 @@
+import { isDnsSdServiceName } from '../../../core/naming.js';
 import { NODE_LABEL, type NameClass } from '../../../core/service-name.js';
 import type { Discovery, ObservedHost } from '../../../discovery/discovery.js';
 import type { Lookup, ServiceDescription } from '../../../discovery/model.js';
@@ -10,18 +11,26 @@ import { TYPE } from '../../wire.js';
  * core's observed endpoints (the local plugin calls these; nothing here
  * does I/O):
  *
- *   SRV  <svc>.Z, _<svc>._tcp.Z   one record per instance: per host where the service
- *                                 listens, each aimed at `<node>.node.Z`, and per
- *                                 container or pod with its own address, aimed at
- *                                 `<ns>.<node>.node.Z` (issue 26); addresses in the
+ *   SRV  <svc>.Z                  one record per instance: per host where the service
+ *                                 listens (TCP or UDP), each aimed at `<node>.node.Z`,
+ *                                 and per container or pod with its own address, aimed
+ *                                 at `<ns>.<node>.node.Z` (issue 26); addresses in the
  *                                 additional section
+ *   SRV  _<svc>._tcp.Z            the same, TCP listeners only; `_udp`, UDP ones only
  *   A    <node>.node.Z            that host's addresses
  *   A    <ns>.<node>.node.Z       that container's or pod's own address
  *   TXT  <svc>.Z                  adds hosts= and versions= (mixed versions show)
- *   PTR  _services._dns-sd._udp.Z the service types some host runs (RFC 6763 §9)
- *   PTR  _<svc>._tcp.Z            its instances, `<node>._<svc>._tcp.Z`, with their
- *                                 SRV, TXT and addresses as additional records (§12.1)
- *   SRV/TXT <node>._<svc>._tcp.Z  one instance
+ *   PTR  _services._dns-sd._udp.Z the service types some host runs (RFC 6763 §9):
+ *                                 `_<name>._tcp` / `_<name>._udp` for every name
+ *                                 people know a listener by (core/naming.ts)
+ *   PTR  _<name>._<proto>.Z       its instances on that transport, `<node>._<name>._<proto>.Z`
+ *                                 (§4.1: the instance carries its type's protocol),
+ *                                 with their SRV, TXT and addresses as additional records (§12.1)
+ *   SRV/TXT <node>._<name>._<proto>.Z  one instance
+ *
+ * Browsing (the types and the instances) lists only listeners some source
+ * names; unnamed ones answer their canonical names (SRV, A) all the same,
+ * and are listed too with `--sd-unnamed` (`sdUnnamed`).
  */
 
 /** What the local plugin sends: an rcode and sections; an empty answer is NODATA (the plugin adds the SOA). */
@@ -41,13 +50,15 @@ export function instanceHost(node: string, namespace: string | undefined, zone: 
   return namespace ? `${namespace}.${nodeHost(node, zone)}` : nodeHost(node, zone);
 }
 
-/** One instance a lookup answers: a node's own, or one in a container's or pod's namespace on it (`namespace`). */
-export interface ObservedInstance {
+/** One instance in an answer: a node's own, or one in a container's or pod's namespace on it (`namespace`); where it is, what runs there, what it is called. */
+export interface AnswerHost {
   node: string;
   namespace?: string | undefined;
   addresses: string[];
   version: string;
   local: boolean;
+  /** Its names (core/naming.ts); empty: unnamed. */
+  names: readonly string[];
 }
 
 /**
@@ -55,21 +66,26 @@ export interface ObservedInstance {
  * of a service on one node are two), in the lookup's order (this host
  * first, then turned); null when its endpoints were not observed.
  */
-export function observedHosts(l: Lookup | null): ObservedInstance[] | null {
+export function observedHosts(l: Lookup | null): AnswerHost[] | null {
   if (!l?.ok || l.instances.endpoints.length === 0 || l.instances.endpoints.some((e) => e.source !== 'observed')) return null;
-  const byInstance = new Map<string, ObservedInstance>();
+  const byInstance = new Map<string, AnswerHost>();
   for (const e of l.instances.endpoints) {
     const key = `${e.node!}/${e.namespace ?? ''}`;
-    const h = byInstance.get(key) ?? { node: e.node!, ...(e.namespace ? { namespace: e.namespace } : {}), addresses: [], version: e.version ?? '', local: e.local === true };
-    h.addresses.push(e.address);
+    const h = byInstance.get(key) ?? { node: e.node!, ...(e.namespace ? { namespace: e.namespace } : {}), addresses: [], version: e.version ?? '', local: e.local === true, names: (e.names ?? []).map((n) => n.name) };
+    if (!h.addresses.includes(e.address)) h.addresses.push(e.address);
     byInstance.set(key, h);
   }
   return [...byInstance.values()];
 }
 
 /** The DNS-SD instance label of an instance: its node, or `<node>-<ns>` for a container's (cut to a label's 63 characters). */
-export function instanceLabel(h: Pick<ObservedInstance, 'node' | 'namespace'>): string {
+export function instanceLabel(h: Pick<AnswerHost, 'node' | 'namespace'>): string {
   return h.namespace ? `${h.node}-${h.namespace}`.slice(0, 63).replace(/-+$/, '') : h.node;
+}
+
+/** Whether browsing lists a host under `name`: it is one of its names, or it has none and unnamed listeners are shown. */
+function browsable(h: AnswerHost, name: string, unnamed: boolean): boolean {
+  return h.names.includes(name) || (unnamed && h.names.length === 0);
 }
 
 function addressRrs(name: string, addresses: readonly string[], ttl: number, only?: number): Rr[] {
@@ -111,7 +127,7 @@ export function observedTxt(hosts: NonNullable<ReturnType<typeof observedHosts>>
 }
 
 /** Answers for the names only cluster mode has (node names, DNS-SD); null for any other name. */
-export function clusterName(cls: NameClass, qtype: number, discovery: Discovery, ttl: number, registryTxt: (d: ServiceDescription) => string[]): Answer | null {
+export function clusterName(cls: NameClass, qtype: number, discovery: Discovery, ttl: number, registryTxt: (d: ServiceDescription) => string[], unnamed = false): Answer | null {
   const nodata: Answer = { rcode: Rcode.NOERROR, answers: [], additionals: [] };
   const nxdomain: Answer = { rcode: Rcode.NXDOMAIN, answers: [], additionals: [] };
   switch (cls.kind) {
@@ -126,11 +142,12 @@ export function clusterName(cls: NameClass, qtype: number, discovery: Discovery,
     case 'dnssd-types': {
       if (qtype !== TYPE.PTR && qtype !== TYPE.ANY) return nodata;
       const owner = `_services._dns-sd._udp.${cls.zone}`;
-      const types = [...new Set(discovery.observedServices().map((s) => s.service))];
-      return { ...nodata, answers: types.map((s) => ({ type: 'PTR' as const, name: owner, ttl, target: `_${s}._tcp.${cls.zone}` })) };
+      // A name that cannot be a DNS-SD service type (RFC 6335 §5.1: 15 characters at most, a letter…) is not offered to browse.
+      const types = [...new Set(discovery.observedServices({ unnamed }).filter((s) => isDnsSdServiceName(s.service)).map((s) => `_${s.service}._${s.protocol}.${cls.zone}`))];
+      return { ...nodata, answers: types.map((target) => ({ type: 'PTR' as const, name: owner, ttl, target })) };
     }
     case 'instance': {
-      const found = instanceOf(discovery, cls.node, cls.service, cls.zone);
+      const found = instanceOf(discovery, cls.node, cls.service, cls.zone, cls.proto, unnamed);
       if (!found) return nxdomain;
       return instanceAnswer(found, qtype, ttl, registryTxt);
     }
@@ -139,13 +156,18 @@ export function clusterName(cls: NameClass, qtype: number, discovery: Discovery,
   }
 }
 
-/** PTR `_<svc>._tcp.Z`: the service's instances, each with its SRV, TXT and addresses in the additional section (RFC 6763 §12.1). */
-export function instancesPtr(owner: string, d: ServiceDescription, discovery: Discovery, ttl: number, registryTxt: (d: ServiceDescription) => string[]): Answer {
-  const hosts = observedHosts(discovery.peek(d)) ?? [];
+/**
+ * PTR `_<name>._<proto>.Z`: the instances people know as `name` on that
+ * transport, each with its SRV, TXT and addresses in the additional
+ * section (RFC 6763 §12.1), each named `<node>._<name>._<proto>.Z` (§4.1).
+ */
+export function instancesPtr(owner: string, d: ServiceDescription, discovery: Discovery, ttl: number, registryTxt: (d: ServiceDescription) => string[], unnamed = false): Answer {
+  const proto = d.protocol ?? 'tcp';
+  const hosts = (observedHosts(discovery.peek({ ...d, protocol: proto })) ?? []).filter((h) => browsable(h, d.service, unnamed));
   const answers: Rr[] = [];
   const additionals: Rr[] = [];
   for (const h of hosts) {
-    const instance = `${instanceLabel(h)}._${d.service}._tcp.${d.zone}`;
+    const instance = `${instanceLabel(h)}._${d.service}._${proto}.${d.zone}`;
     answers.push({ type: 'PTR', name: owner, ttl, target: instance });
     const a = instanceAnswer({ d, host: h, instance }, TYPE.ANY, ttl, registryTxt);
     additionals.push(...a.answers, ...a.additionals);
@@ -155,15 +177,15 @@ export function instancesPtr(owner: string, d: ServiceDescription, discovery: Di
 
 interface Instance {
   d: ServiceDescription;
-  host: ObservedInstance;
+  host: AnswerHost;
   instance: string;
 }
 
-function instanceOf(discovery: Discovery, label: string, service: string, zone: string): Instance | null {
-  const described = discovery.describe(`${service}.${zone}`);
+function instanceOf(discovery: Discovery, label: string, service: string, zone: string, proto: 'tcp' | 'udp', unnamed: boolean): Instance | null {
+  const described = discovery.describe(`_${service}._${proto}.${zone}`);
   if (!described.ok) return null;
-  const host = observedHosts(discovery.peek(described.description))?.find((h) => instanceLabel(h) === label);
-  return host ? { d: described.description, host, instance: `${label}._${service}._tcp.${zone}` } : null;
+  const host = observedHosts(discovery.peek(described.description))?.find((h) => instanceLabel(h) === label && browsable(h, service, unnamed));
+  return host ? { d: described.description, host, instance: `${label}._${service}._${proto}.${zone}` } : null;
 }
 
 /** One instance's records: SRV to its host (or its container's name), TXT with its version, and the addresses. */

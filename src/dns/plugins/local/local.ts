@@ -26,6 +26,8 @@ const LEARNED_KEEP_MS = 1000;
 
 interface Encoded {
   reply: DnsReply;
+  /** A service name a client asked for: marks it asked again on every hit (discovery/asked-names.ts). */
+  asked: (() => void) | undefined;
   /** Cluster mode: the same answer with the other hosts turned (spread.ts), handed out in rotation after `reply`. */
   turns: DnsReply[] | undefined;
   next: number;
@@ -60,6 +62,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
   private encoded = new Map<string, Encoded>();
   private encodedFor: ServingState | null = null;
   private encodedGen = -1;
+  private opts: LocalOptions = { sdUnnamed: false };
 
   constructor(
     private readonly state: () => ServingState,
@@ -69,7 +72,8 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
   ) {}
 
   /** New options from the next query on; answers encoded under the old config go. */
-  configure(_opts: LocalOptions): void {
+  configure(opts: LocalOptions): void {
+    this.opts = opts;
     this.encoded = new Map();
   }
 
@@ -85,6 +89,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     // Looked up before the name is classified: only names this stage answers are ever stored.
     const hit = this.encoded.get(req.key);
     if (hit && (hit.until === Infinity || hit.until > this.now()) && (hit.dep === undefined || this.current(hit.dep))) {
+      hit.asked?.();
       if (hit.turns === undefined) return hit.reply;
       // Spread: each answer leads with the next host (this host's own instance stays first).
       const i = hit.next++ % (hit.turns.length + 1);
@@ -112,7 +117,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
           turns.push(other.reply);
         }
       }
-      this.encoded.set(req.key, { reply: result.reply, turns, next: 1, until, dep: result.dep });
+      this.encoded.set(req.key, { reply: result.reply, asked: result.asked, turns, next: 1, until, dep: result.dep });
     }
     return result.reply;
   }
@@ -133,9 +138,10 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const soa = zoneSoa(state, zone);
     const reply = (rcode: number, answers: Rr[] = [], additionals: Rr[] = []): DnsReply => zoneReply(req, soa, rcode, answers, additionals, 'canonical');
     let turns = 1;
+    let asked: (() => void) | undefined;
     // Cluster mode: an answer depends on the whole view, unless it is about one service (its port's hosts, below).
     let dep: ViewDependency | undefined = this.discovery.clustered ? { view: this.discovery.observedGeneration } : undefined;
-    const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl, turns, dep });
+    const done = (r: DnsReply, learned = false, recordTtl = ttl): Answered => ({ reply: r, learned, ttl: recordTtl, turns, dep, asked });
 
     // Zone transfers, meta types, other classes: the same answer as for any name (question-policy.ts).
     const refusal = questionRcode(q.qtype, q.qclass);
@@ -164,7 +170,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
       case 'dnssd-types':
       case 'instance': {
         // Cluster mode's own names (cluster.ts), kept encoded until the view changes.
-        const a = clusterName(cls, q.qtype, this.discovery, observedTtl, registryTxt)!;
+        const a = clusterName(cls, q.qtype, this.discovery, observedTtl, registryTxt, this.opts.sdUnnamed)!;
         return done(reply(a.rcode, a.answers, a.additionals), false, observedTtl);
       }
       case 'service':
@@ -174,6 +180,8 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
     const described = this.discovery.describeClass(q.lname, cls);
     if (!described.ok) return done(reply(Rcode.NXDOMAIN)); // e.g. versioned id 100 v101 → 8100101
     const d = described.description;
+    // A client asks for this service by this name (not browsing: PTR explores, it does not use): the name may be learned.
+    if (turn === 0 && q.qtype !== TYPE.PTR) asked = this.discovery.asked(d);
     // Read before the answer is built from it: nothing changes the view in between (this is synchronous).
     if (dep) dep = { port: d.port, hosts: this.discovery.observedOn(d.port) };
     // The name's own TTL: the registry's, or in cluster mode the observed TTL when the view decides it (discovery.ts).
@@ -207,7 +215,7 @@ export class LocalZonesStage implements PluginStage<LocalOptions> {
       case TYPE.PTR: {
         // DNS-SD browsing (RFC 6763): `_svc._tcp.Z` lists the service's instances, one per host.
         if (!this.discovery.clustered || cls.form !== 'srv') return done(reply(Rcode.NOERROR));
-        const a = instancesPtr(q.lname, d, this.discovery, observedTtl, registryTxt);
+        const a = instancesPtr(q.lname, d, this.discovery, observedTtl, registryTxt, this.opts.sdUnnamed);
         return done(reply(a.rcode, a.answers, a.additionals), false, observedTtl);
       }
       case TYPE.A:
@@ -286,6 +294,8 @@ interface Answered {
   ttl: number;
   /** Distinct orders of its hosts (spread.ts); 1: one answer. */
   turns: number;
+  /** The name was asked for (asked-names.ts): the touch to call on every hit. */
+  asked?: (() => void) | undefined;
   /** Cluster mode: the part of the view it was built from. */
   dep?: ViewDependency | undefined;
 }

@@ -6,9 +6,12 @@ import type { Config } from '../../../config/config.js';
  * daemon ask the upstreams for an in-zone address is the request's
  * recursion right (access.ts).
  */
-export interface LocalOptions {}
+export interface LocalOptions {
+  /** DNS-SD browsing lists unnamed listeners too (`--sd-unnamed`; core/naming.ts). */
+  sdUnnamed: boolean;
+}
 
 /** Pure. */
-export function setup(_config: Config): LocalOptions {
-  return {};
+export function setup(config: Config): LocalOptions {
+  return { sdUnnamed: config.sdUnnamed };
 }
