@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCidr } from '../src/config/cidr.js';
-import { parseCgroup, parsePodDirectoryEntry, PodDirectory } from '../src/inventory/container.js';
+import { containerOfCgroup as parseCgroup, parsePodDirectoryEntry, PodDirectory } from '../src/inventory/container.js';
 import { currEstab, EAGER_MS, NamespaceWatcher, publishedAddress, startTime, type ReadTrigger } from '../src/inventory/namespaces.js';
 import { parseFibTrie, parseIfInet6 } from '../src/inventory/netns-addresses.js';
 import { createHostNet, type Container, type Host, type HostNet } from './helpers/netns.js';
@@ -28,7 +28,7 @@ describe('a process\'s container, from its cgroup path', () => {
       runtime: 'containerd',
       podUid: '0b1f6a52-6a0e-4a55-9d55-3a1c1c000001',
     });
-    expect(parseCgroup(`0::/kubepods/besteffort/pod0b1f6a52-6a0e-4a55-9d55-3a1c1c000001/${ID}`)).toEqual({ id: ID, runtime: '', podUid: '0b1f6a52-6a0e-4a55-9d55-3a1c1c000001' });
+    expect(parseCgroup(`0::/kubepods/besteffort/pod0b1f6a52-6a0e-4a55-9d55-3a1c1c000001/${ID}`)).toEqual({ id: ID, runtime: 'kubernetes', podUid: '0b1f6a52-6a0e-4a55-9d55-3a1c1c000001' });
     expect(parseCgroup(`0::/kubepods.slice/kubepods-pod0b1f6a52_6a0e_4a55_9d55_3a1c1c000001.slice/crio-${ID}.scope`)).toMatchObject({ runtime: 'cri-o' });
     expect(parseCgroup(`0::/machine.slice/libpod-${ID}.scope/container`)).toMatchObject({ id: ID, runtime: 'podman' });
     // A cgroup namespace shows the path from its root up (`/..`): the segments still say it.

@@ -1,4 +1,5 @@
 import { readdirSync } from 'node:fs';
+import { parseCgroup } from './socket-owner.js';
 
 /**
  * Which container or pod a process belongs to, read from where every
@@ -22,7 +23,7 @@ import { readdirSync } from 'node:fs';
 export interface ContainerIdentity {
   /** The container id as the runtime prints it (64 hex for Docker, containerd, CRI-O, Podman). */
   id: string;
-  /** `docker`, `containerd`, `cri-o`, `podman`, or `` when the cgroup path does not say. */
+  /** `docker`, `containerd`, `cri-o`, `podman`, `lxc`, `kubernetes` (the kubelet's bare layout), or `` when not known (a record from another node). */
   runtime: string;
   /** Kubernetes: the pod's name, when the pod directory lists it. */
   pod?: string | undefined;
@@ -32,52 +33,15 @@ export interface ContainerIdentity {
   podUid?: string | undefined;
 }
 
-const HEX64 = /^[0-9a-f]{64}$/;
-/** `<prefix>-<64 hex>.scope` → runtime. conmon's own scope (`crio-conmon-<id>`) is CRI-O's monitor, not the container. */
-const SCOPE = /^(docker|cri-containerd|crio|libpod)-([0-9a-f]{64})\.scope$/;
-const RUNTIME_OF: Record<string, string> = { docker: 'docker', 'cri-containerd': 'containerd', crio: 'cri-o', libpod: 'podman' };
-/** `pod<uid>` (cgroupfs driver) or `kubepods-<qos>-pod<uid>.slice` (systemd driver, `-` in the uid written `_`). */
-const POD_SEGMENT = /^(?:kubepods(?:-[a-z]+)?-)?pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?$/;
-
 /**
  * The container (and pod UID) a `/proc/<pid>/cgroup` text names, or
- * undefined for a process outside any container. Every hierarchy's line is
- * read (cgroup v1 and v2 alike; inside a cgroup namespace the paths start
- * with `/..`); the first that names a container wins, the unified one
- * (`0::`) first.
+ * undefined for a process outside any container: socket-owner.ts's
+ * parseCgroup, the one parser of cgroup paths (every runtime's layout,
+ * cgroup v1 and v2, inside a cgroup namespace too).
  */
-export function parseCgroup(text: string): ContainerIdentity | undefined {
-  const lines = text.split('\n').filter((l) => l.length > 0);
-  lines.sort((a, b) => Number(!a.startsWith('0::')) - Number(!b.startsWith('0::')));
-  for (const line of lines) {
-    const path = line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1);
-    const found = fromPath(path);
-    if (found) return found;
-  }
-  return undefined;
-}
-
-function fromPath(path: string): ContainerIdentity | undefined {
-  const segments = path.split('/').filter((s) => s.length > 0 && s !== '..');
-  let podUid: string | undefined;
-  let kube = false;
-  for (let i = 0; i < segments.length; i++) {
-    const s = segments[i]!;
-    if (s.startsWith('kubepods')) kube = true;
-    const pod = POD_SEGMENT.exec(s);
-    if (pod && (kube || s.startsWith('kubepods'))) podUid = pod[1]!.replace(/_/g, '-');
-    const scope = SCOPE.exec(s);
-    if (scope) return identity(scope[2]!, RUNTIME_OF[scope[1]!]!, podUid);
-    if (HEX64.test(s)) {
-      const parent = segments[i - 1];
-      return identity(s, parent === 'docker' ? 'docker' : parent === 'libpod_parent' ? 'podman' : '', podUid);
-    }
-  }
-  return undefined;
-}
-
-function identity(id: string, runtime: string, podUid: string | undefined): ContainerIdentity {
-  return podUid ? { id, runtime, podUid } : { id, runtime };
+export function containerOfCgroup(text: string): ContainerIdentity | undefined {
+  const c = parseCgroup(text).container;
+  return c ? { ...c } : undefined;
 }
 
 /** A pod as its log directory's name says: `<namespace>_<name>_<uid>`. */

@@ -4,7 +4,7 @@ import { forEachLimited } from '../concurrency.js';
 import { NetworkSet, type Cidr } from '../config/cidr.js';
 import { ErrorCodes, type ErrorCode } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { parseCgroup, PodDirectory, type ContainerIdentity } from './container.js';
+import { containerOfCgroup, PodDirectory, type ContainerIdentity } from './container.js';
 import { readNamespaceAddresses } from './netns-addresses.js';
 import { readListeningSockets, type ListeningSocket } from './procnet.js';
 
@@ -500,7 +500,7 @@ export class NamespaceWatcher {
     let best: { start: number; c: ContainerIdentity } | undefined;
     for (const pid of members.slice(0, 64)) {
       try {
-        const c = parseCgroup(readFileSync(join(this.o.procRoot, String(pid), 'cgroup'), 'latin1'));
+        const c = containerOfCgroup(readFileSync(join(this.o.procRoot, String(pid), 'cgroup'), 'latin1'));
         if (!c) continue;
         const start = startTime(readFileSync(join(this.o.procRoot, String(pid), 'stat'), 'latin1'));
         if (!best || start < best.start) best = { start, c };
