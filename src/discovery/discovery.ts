@@ -549,12 +549,13 @@ function onePerNode(hosts: readonly ObservedHost[]): readonly ObservedHost[] {
   if (!hosts.some((h) => h.protocol === 'udp') || !hosts.some((h) => (h.protocol ?? 'tcp') === 'tcp')) return hosts;
   const rank = (h: ObservedHost) => ((h.readiness?.state ?? 'ready') === 'ready' ? 0 : 2) + ((h.protocol ?? 'tcp') === 'tcp' ? 0 : 1);
   const best = new Map<string, ObservedHost>();
+  const keyOf = (h: ObservedHost) => `${h.node}/${h.namespace ?? 'host'}/${h.addresses.join(',')}`;
   for (const h of hosts) {
-    const key = `${h.node}/${h.addresses.join(',')}`;
+    const key = keyOf(h);
     const known = best.get(key);
     if (!known || rank(h) < rank(known)) best.set(key, h);
   }
-  return hosts.filter((h) => best.get(`${h.node}/${h.addresses.join(',')}`) === h);
+  return hosts.filter((h) => best.get(keyOf(h)) === h);
 }
 
 function notFound(message: string): Described & { ok: false } {
