@@ -28,6 +28,7 @@ import { grpcLoad, grpcResolveOnce, mergeLoads } from './grpc-load.js';
 import { runClusterBench } from './cluster-bench.js';
 import { runUiBench } from './ui.js';
 import { ROLLOUT_PARTS, runRolloutBench, type RolloutPart } from './rollout.js';
+import { runContainersBench } from './containers.js';
 import { askDns, httpGet, metricValue, readRss } from './probe.js';
 import {
   CANONPORT,
@@ -71,10 +72,10 @@ import {
 /** Names per ResolveMany call in the batching row. */
 const GRPC_BATCH = 100;
 
-const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'latency', 'idle', 'cluster', 'ui', 'rollout'] as const;
+const SCENARIOS = ['canonical', 'cached', 'cold', 'grpc', 'rss', 'startup', 'xds', 'latency', 'idle', 'cluster', 'ui', 'rollout', 'containers'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 /** Run unless --only names others. `cluster` needs root and takes minutes, `ui` Chromium: only when asked for. */
-const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'cluster' && s !== 'ui' && s !== 'rollout');
+const DEFAULT_SCENARIOS: readonly Scenario[] = SCENARIOS.filter((s) => s !== 'cluster' && s !== 'ui' && s !== 'rollout' && s !== 'containers');
 
 const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCENARIO…]] [--seconds N]
 
@@ -84,6 +85,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
                 (cluster, issue 14: only when named; needs root, etcd-server, dnsperf, dig)
                 (ui, issue 25: only when named; needs etcd-server and chromium)
                 (rollout, issue 20: only when named; needs root, etcd-server, dnsperf, dig, curl, python3-grpcio)
+                (containers, issue 26: only when named; needs root, etcd-server, util-linux's nsenter)
                 (latency, issue 24: fixed rates beside unbound, cluster answers (needs etcd-server), runs from /readyz)
                 (idle, issue 24: needs root and etcd-server; 60 s, 20 s with --quick)
   --seconds N   seconds per dnsperf throughput run
@@ -159,7 +161,8 @@ function parseOptions(argv: string[]): Options {
       (only.length === 0 || only.includes('latency') ? (quick ? 240 : 720) * 1000 : 0) +
       (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0) +
       (only.includes('ui') ? (quick ? 240 : 420) * 1000 : 0) +
-      (only.includes('rollout') ? (quick ? 400 : 900) * 1000 : 0),
+      (only.includes('rollout') ? (quick ? 400 : 900) * 1000 : 0) +
+      (only.includes('containers') ? (quick ? 300 : 900) * 1000 : 0),
   };
 }
 
@@ -188,7 +191,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const want = (s: Scenario) => opts.only.includes(s);
-  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster' && s !== 'ui' && s !== 'rollout' && s !== 'idle');
+  const needsDns = opts.only.some((s) => s !== 'grpc' && s !== 'xds' && s !== 'cluster' && s !== 'ui' && s !== 'rollout' && s !== 'idle' && s !== 'containers');
 
   const tools = { dnsperf: toolVersion('dnsperf'), unbound: toolVersion('unbound'), dnsmasq: toolVersion('dnsmasq'), etcd: toolVersion('etcd') };
   const missing = (['dnsperf', 'unbound'] as const).filter((t) => (needsDns || (t === 'dnsperf' && (want('cluster') || want('rollout')))) && !tools[t]);
@@ -681,6 +684,17 @@ async function main(): Promise<number> {
       } catch (err) {
         if (err instanceof BudgetExceeded) throw err;
         result.errors.push(`rollout: ${(err as Error).message}`);
+      }
+    }
+
+    // Containers and pods (issue 26): scan cost with 100 containers, idle CPU, convergence of a container's listener.
+    if (want('containers')) {
+      try {
+        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 30, trials: opts.quick ? 10 : 50 }, progress);
+        for (const e of result.containers.errors) result.errors.push(`containers: ${e}`);
+      } catch (err) {
+        if (err instanceof BudgetExceeded) throw err;
+        result.errors.push(`containers: ${(err as Error).message}`);
       }
     }
 

@@ -32,7 +32,7 @@ function summarise(msg: Buffer): ProbeAnswer {
  * Sends the question every `intervalMs` until an answer arrives or `timeoutMs`
  * passes (null). Resends cover a server that is not bound yet.
  */
-export function askDns(port: number, name: string, type: number, timeoutMs = 1000, intervalMs = 100): Promise<ProbeAnswer | null> {
+export function askDns(port: number, name: string, type: number, timeoutMs = 1000, intervalMs = 100, host = '127.0.0.1'): Promise<ProbeAnswer | null> {
   return new Promise((resolve) => {
     const socket = dgram.createSocket('udp4');
     const id = (Math.random() * 0xffff) | 0;
@@ -55,10 +55,10 @@ export function askDns(port: number, name: string, type: number, timeoutMs = 100
       }
     });
     socket.on('error', () => undefined); // ICMP port unreachable while the server starts
-    const send = () => socket.send(query, port, '127.0.0.1');
+    const send = () => socket.send(query, port, host);
     const resend = setInterval(send, intervalMs);
     const timer = setTimeout(() => finish(null), timeoutMs);
-    socket.bind(0, '127.0.0.1', send);
+    socket.bind(0, host.startsWith('127.') ? '127.0.0.1' : '0.0.0.0', send);
   });
 }
 

@@ -2,6 +2,7 @@ import type { CpuUse } from './cpu.js';
 import { renderCluster, type ClusterBenchResult } from './cluster-report.js';
 import { renderUi, type UiBenchResult } from './ui-report.js';
 import { formatRollout, type RolloutBenchResult } from './rollout.js';
+import { formatContainers, type ContainersBenchResult } from './containers.js';
 import type { GrpcLoadResult } from './grpc-load.js';
 import { idleTable, idleTargets, type IdleResult } from './idle-report.js';
 import { latencyTable, latencyTargets, type LatencyResult } from './latency-report.js';
@@ -112,6 +113,8 @@ export interface BenchResult {
   ui?: UiBenchResult | null | undefined;
   /** `--only rollout` (issue 20): deploys, restarts, readiness convergence, probe cost (rollout.ts). */
   rollout?: RolloutBenchResult | null | undefined;
+  /** `--only containers` (issue 26): scan cost with 100 containers, idle CPU, convergence (containers.ts). */
+  containers?: ContainersBenchResult | null | undefined;
   targets: Target[];
   errors: string[];
 }
@@ -332,6 +335,7 @@ export function renderReport(r: BenchResult): string {
   if (r.cluster) parts.push(renderCluster(r.cluster));
   if (r.ui) parts.push(renderUi(r.ui));
   if (r.rollout) parts.push(formatRollout(r.rollout).join('\n'));
+  if (r.containers) parts.push(formatContainers(r.containers).join('\n'));
   if (r.targets.length > 0 || (!r.cluster && !r.ui)) parts.push(targetsTable(r.targets));
   for (const e of r.errors) parts.push(`error: ${e}`);
   parts.push(`(${r.durationS.toFixed(0)} s)`);

@@ -4,7 +4,7 @@ import type { Logger } from './log.js';
 import type { Metrics } from './metrics/metrics.js';
 import type { ServingState } from './core/state.js';
 import type { Discovery } from './discovery/discovery.js';
-import type { InventoryProvider } from './inventory/types.js';
+import type { InventoryProvider, NamespaceScope } from './inventory/types.js';
 
 export interface DaemonEvents {
   /** After a successful reload, with the new state. */
@@ -43,6 +43,8 @@ export interface DaemonContext {
    * are up (a view neither etcd nor a snapshot filled); null when there is no such reason.
    */
   notReadyReason?: (() => string | null) | undefined;
+  /** Which network namespaces the inventory observes (issue 26), as of its last scan; undefined before the first. */
+  namespaces?: (() => NamespaceScope | undefined) | undefined;
   /** Cluster mode's operations on this host (canonport.v1.Admin); undefined without cluster mode. */
   admin?: AdminOperations | undefined;
 }

@@ -179,6 +179,17 @@ export const ErrorCodes = {
   DRAIN_TIMEOUT: 'CP_DRAIN_TIMEOUT',
   /** An admin method (drain, undrain, leave) was called from an address that is not loopback: refused (PERMISSION_DENIED). */
   ADMIN_REFUSED: 'CP_ADMIN_REFUSED',
+
+  // Other network namespaces: containers and pods (issue 26, src/inventory/namespaces.ts).
+  /**
+   * The daemon observes only its own network namespace although `--namespaces all`
+   * asks for every one: /proc hides other users' processes (hidepid), the daemon
+   * runs in a PID namespace of its own (no hostPID), or other processes' /proc
+   * entries cannot be read. Logged once; `/readyz` and `inventory` say so.
+   */
+  NAMESPACES_RESTRICTED: 'CP_NAMESPACES_RESTRICTED',
+  /** More network namespaces than the inventory observes (MAX_NAMESPACES): the ones past it are not read. */
+  NAMESPACES_CAP_REACHED: 'CP_NAMESPACES_CAP_REACHED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -72,8 +72,8 @@ describe('canonport resolve', () => {
           ttl: 60,
           collidesWith: [],
           endpoints: [
-            { address: '10.0.0.5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false, protocol: '', names: [] },
-            { address: 'fd00::5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false, protocol: '', names: [] },
+            { address: '10.0.0.5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false, protocol: '', names: [], namespace: '', containerId: '', pod: '', podNamespace: '' },
+            { address: 'fd00::5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false, protocol: '', names: [], namespace: '', containerId: '', pod: '', podNamespace: '' },
           ],
         },
       },

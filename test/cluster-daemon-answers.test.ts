@@ -269,8 +269,8 @@ describe('gRPC and HTTP from the merged view', () => {
       // This daemon's own host first (local first), marked local; every endpoint ready.
       expect(r.endpoints.map((e) => ({ ...e, since: '' }))).toEqual([
         // Each with its transport and its names (issue 22): blog is listed, so the registry names it.
-        { address: hostB.address, port: WEB, source: 'observed', node: 'host-b', version: '1.5.0', since: '', readiness: 'ready', local: true, protocol: 'tcp', names: [{ name: 'blog', source: 'registry' }] },
-        { address: hostA.address, port: WEB, source: 'observed', node: 'host-a', version: '1.4.2', since: '', readiness: 'ready', local: false, protocol: 'tcp', names: [{ name: 'blog', source: 'registry' }] },
+        { address: hostB.address, port: WEB, source: 'observed', node: 'host-b', version: '1.5.0', since: '', readiness: 'ready', local: true, protocol: 'tcp', names: [{ name: 'blog', source: 'registry' }], namespace: '', containerId: '', pod: '', podNamespace: '' },
+        { address: hostA.address, port: WEB, source: 'observed', node: 'host-a', version: '1.4.2', since: '', readiness: 'ready', local: false, protocol: 'tcp', names: [{ name: 'blog', source: 'registry' }], namespace: '', containerId: '', pod: '', podNamespace: '' },
       ]);
       for (const e of r.endpoints) {
         const since = Date.parse(e.since);

@@ -7,6 +7,7 @@ import { parseAllDocuments } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { formatHostPort, parseHostPort } from '../src/config/address.js';
 import { buildConfig, configFromEnv, ENV_VARS, readResolvConf } from '../src/config/config.js';
+import { publishedAddress } from '../src/inventory/namespaces.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { Registry } from '../src/registry/registry.js';
 import { runCli } from './helpers/cli.js';
@@ -112,6 +113,10 @@ describe('deploy/kubernetes', () => {
     expect(sec.readOnlyRootFilesystem).toBe(true);
     expect(sec.allowPrivilegeEscalation).toBe(false);
     expect(obj(sec.capabilities, 'capabilities').drop).toEqual(['ALL']);
+    // Pods (issue 26): the node's PID namespace, and no capability added back (none is needed: see the pods test below).
+    expect(pod.hostPID).toBe(true);
+    expect(obj(sec.capabilities, 'capabilities').add).toBeUndefined();
+    expect(sec.privileged).toBeUndefined();
     const res = obj(c!.resources, 'resources');
     expect(obj(res.requests, 'requests').memory).toBeDefined();
     expect(obj(res.limits, 'limits').memory).toBeDefined();
@@ -192,6 +197,22 @@ describe('deploy/kubernetes', () => {
     expect(obj(cm!.metadata, 'metadata').namespace).toBe(obj(ds!.metadata, 'metadata').namespace);
   });
 
+  it('discovers pods: every namespace read, the pod CIDR its container network (the one gRPC lets in), pod names from a read-only /var/log/pods', () => {
+    const [ds] = byKind('DaemonSet');
+    const pod = obj(obj(obj(ds!.spec, 'spec').template, 'template').spec, 'pod');
+    const c = obj(list(pod.containers, 'containers')[0], 'container');
+    const env = Object.fromEntries(list(c.env, 'env').map((x) => obj(x, 'env')).filter((v) => typeof v.value === 'string').map((v) => [v.name, expandEnv(v.value as string, { NODE_IP: '10.1.2.3' })]));
+    const cfg = buildConfig({}, { namespaces: env.CANONPORT_NAMESPACES, containerNetworks: env.CANONPORT_CONTAINER_NETWORKS, grpcAllow: env.CANONPORT_GRPC_ALLOW }, Registry.empty(), { resolvConf: '/nonexistent' });
+    expect(cfg.namespaces).toBe('all');
+    expect(cfg.containerNetworks.map((n) => n.text)).toEqual(['10.244.0.0/16']);
+    // The pod network the daemon publishes is the one its gRPC lets in: pods resolve where they are found.
+    expect(cfg.grpcAllow.map((n) => n.text)).toContain(cfg.containerNetworks[0]!.text);
+    const mount = list(c.volumeMounts, 'volumeMounts').map((x) => obj(x, 'mount')).find((m) => m.mountPath === cfg.podDirectory);
+    expect(mount?.readOnly).toBe(true);
+    const volume = list(pod.volumes, 'volumes').map((x) => obj(x, 'volume')).find((v) => v.name === mount!.name);
+    expect(obj(volume?.hostPath, 'hostPath').path).toBe('/var/log/pods');
+  });
+
   it('names a service account that exists', () => {
     const [ds] = byKind('DaemonSet');
     const pod = obj(obj(obj(ds!.spec, 'spec').template, 'template').spec, 'pod');
@@ -240,6 +261,40 @@ describe('deploy/kubernetes', () => {
       const volume = list(pod.volumes, 'volumes').map((x) => obj(x, 'volume')).find((v) => v.name === mount!.name);
       expect(obj(volume?.secret, 'volume.secret').secretName).toBeTypeOf('string');
     }
+  });
+});
+
+describe('deploy/docker/compose.containers.yaml', () => {
+  const services = () => obj(yamlDocs('docker/compose.containers.yaml')[0]!.services, 'services');
+  const env = (svc: Obj) => obj(svc.environment, 'environment') as Record<string, string>;
+
+  it('runs canonport in the host\'s network and PID namespace with no capability added, reading every namespace', () => {
+    const cp = obj(services().canonport, 'canonport');
+    expect(cp.network_mode).toBe('host');
+    expect(cp.pid).toBe('host');
+    expect(cp.cap_add).toBeUndefined();
+    expect(cp.privileged).toBeUndefined();
+    const e = env(cp);
+    const cfg = buildConfig({}, { namespaces: e.CANONPORT_NAMESPACES, containerNetworks: e.CANONPORT_CONTAINER_NETWORKS }, Registry.empty(), { resolvConf: '/nonexistent' });
+    expect(cfg.namespaces).toBe('all');
+  });
+
+  it('shows both containers: the routed one inside --container-network (published at its address), the -p one on the bridge (only its host port)', () => {
+    const s = services();
+    const e = env(obj(s.canonport, 'canonport'));
+    const cfg = buildConfig({}, { containerNetworks: e.CANONPORT_CONTAINER_NETWORKS }, Registry.empty(), { resolvConf: '/nonexistent' });
+    const routed = obj(obj(obj(s['api-routed'], 'api-routed').networks, 'networks').lan, 'lan').ipv4_address as string;
+    expect(publishedAddress({ addresses: [routed] }, '0.0.0.0', cfg.containerNetworks)).toBe(routed);
+    // The routed network's subnet is the one named: a macvlan network other hosts reach.
+    const lan = obj(obj(yamlDocs('docker/compose.containers.yaml')[0]!.networks, 'networks').lan, 'lan');
+    expect(lan.driver).toBe('macvlan');
+    const subnet = obj(list(obj(lan.ipam, 'ipam').config, 'config')[0], 'ipam config').subnet as string;
+    expect(cfg.containerNetworks.map((n) => n.text)).toContain(subnet);
+    // The published one: Docker's default bridge (172.17.0.0/16, not named), its port published on the host.
+    const published = obj(s['api-published'], 'api-published');
+    expect(published.networks).toBeUndefined();
+    expect(publishedAddress({ addresses: ['172.17.0.2'] }, '0.0.0.0', cfg.containerNetworks)).toBeUndefined();
+    expect(list(published.ports, 'ports')).toEqual([`${API_PORT}:${API_PORT}`]);
   });
 });
 

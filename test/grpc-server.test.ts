@@ -104,8 +104,8 @@ describe('Resolve', () => {
       collidesWith: [],
       endpoints: [
         // protocol and names are cluster mode's (observed endpoints): empty here.
-        { address: '10.0.0.5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false, protocol: '', names: [] },
-        { address: 'fd00::5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false, protocol: '', names: [] },
+        { address: '10.0.0.5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false, protocol: '', names: [], namespace: '', containerId: '', pod: '', podNamespace: '' },
+        { address: 'fd00::5', port: 12082, source: 'registry', node: '', version: '', since: '', readiness: '', local: false, protocol: '', names: [], namespace: '', containerId: '', pod: '', podNamespace: '' },
       ],
     });
   });

@@ -266,7 +266,7 @@ describe('/sd/prometheus over a large cluster view', () => {
       Array.from({ length: hostsPerPort }, (_, h) => ({ node: `n${h}`, addresses: [`10.0.${h >> 8}.${h & 255}`], services: [`svc${port}`], scheme: 'base32', version: '1.0.0', since: '2026-01-01T00:00:00Z' }));
     const discovery = new Discovery({
       state: () => state,
-      observed: { onPort: hostsOn, ports: () => list, nodeAddresses: () => null, generation: 1, onChange: () => () => {} },
+      observed: { onPort: hostsOn, ports: () => list, nodeAddresses: () => null, instanceAddress: () => null, generation: 1, onChange: () => () => {} },
     });
     const config = buildConfig({ upstreams: ['127.0.0.1:53'], httpSdMaxGroups: maxGroups }, {}, Registry.empty());
     return { ...ctx, state: () => state, discovery, config: () => config };

@@ -119,7 +119,7 @@ describe('one deadline for a round', () => {
     const slow = await http(() => (hang ? undefined : 200));
     const others = await Promise.all([http(), http(), http()]);
     const changes: number[] = [];
-    const p = new ReadinessProber({ intervalMs: () => 100, timeoutMs: () => 150, onVerdict: (port) => changes.push(port) });
+    const p = new ReadinessProber({ intervalMs: () => 100, timeoutMs: () => 150, onVerdict: (key) => changes.push(Number(key)) /* a host listener's instance key is its port */ });
     cleanups.push(() => p.close());
     p.reconcile([slow, ...others].map((l) => target(l.port)));
     await until('all ready', () => ([slow, ...others].every((l) => p.verdict(l.port)?.state === 'ready') ? true : undefined));

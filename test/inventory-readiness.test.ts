@@ -24,7 +24,7 @@ afterEach(async () => {
 
 function prober(intervalMs = 100): { p: ReadinessProber; changes: number[] } {
   const changes: number[] = [];
-  const p = new ReadinessProber({ intervalMs: () => intervalMs, timeoutMs: () => 500, onVerdict: (port) => changes.push(port) });
+  const p = new ReadinessProber({ intervalMs: () => intervalMs, timeoutMs: () => 500, onVerdict: (key) => changes.push(Number(key)) });
   cleanups.push(() => p.close());
   return { p, changes };
 }

@@ -546,6 +546,25 @@ const CASES: Case[] = [
     expectBefore: '86400',
     expectAfter: '600',
   },
+  // Containers and pods (issue 26): read by the inventory at every scan (namespaces.ts), as readyInterval: the value in
+  // force is what is observed. The test daemons' `--namespaces own` flag is left out here so the registry's value counts.
+  {
+    key: 'namespaces',
+    flags: () => ({ namespaces: undefined }),
+    before: () => registry({ namespaces: 'all' }),
+    after: () => registry({ namespaces: 'own' }),
+    observe: async (s) => String(s.daemon.config.namespaces),
+    expectBefore: 'all',
+    expectAfter: 'own',
+  },
+  {
+    key: 'containerNetworks',
+    before: () => registry({ containerNetworks: ['10.244.0.0/16'] }),
+    after: () => registry({ containerNetworks: ['10.42.0.0/16', 'fd00:42::/64'] }),
+    observe: async (s) => s.daemon.config.containerNetworks.map((c) => c.text).join(' '),
+    expectBefore: '10.244.0.0/16',
+    expectAfter: '10.42.0.0/16 fd00:42::/64',
+  },
   {
     key: 'processNames',
     before: () => registry({ processNames: true }),

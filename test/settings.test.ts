@@ -71,6 +71,9 @@ const SAMPLES: Record<SettingKey, [unknown, unknown]> = {
   httpSdMaxGroups: [100, 1],
   workers: [2, 64],
   procRoot: ['/host/proc', '/other/proc'],
+  namespaces: ['own', 'all'],
+  containerNetworks: [['10.244.0.0/16'], ['10.42.0.0/16', 'fd00:42::/64']],
+  podDirectory: ['/host/var/log/pods', '/var/log/pods'],
   processNames: [false, true],
   learnNames: [false, true],
   learnedNameTtl: [3600, 600],
@@ -146,6 +149,9 @@ const BAD: Record<SettingKey, [unknown, RegExp]> = {
   httpSdMaxGroups: [0, /0 is not an integer in 1–10000000/],
   workers: [65, /65 is not an integer in 1–64/],
   procRoot: ['', /"" is not a file path/],
+  namespaces: ['some', /namespaces "some" is not one of all, own/],
+  containerNetworks: [['10.244.0.0/33'], /prefix length must be 0–32/],
+  podDirectory: ['', /"" is not a file path/],
   processNames: ['maybe', /is not true or false/],
   learnNames: ['maybe', /is not true or false/],
   learnedNameTtl: [59, /59 is not an integer in 60–2592000/],
@@ -245,8 +251,8 @@ describe('the table', () => {
     // The certificate settings name files and the kind of server (TLS or not); the files' contents are re-read on reload.
     const tls = ['grpcTlsCert', 'grpcTlsKey', 'grpcTlsClientCa', 'grpcTlsClientAuth', 'httpTlsCert', 'httpTlsKey', 'httpTlsClientCa'];
     // The registry's size limit is read before the file (it cannot be in it), from flags and env, which a reload does not re-read.
-    // The log format decides the process's log stream, made once at start.
-    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'registry', 'registryMaxBytes', 'workers', 'logFormat', ...cluster, ...tls].sort());
+    // The log format decides the process's log stream, made once at start. The pod directory is watched from start.
+    expect(restart.sort()).toEqual(['dns', 'grpc', 'http', 'procRoot', 'podDirectory', 'registry', 'registryMaxBytes', 'workers', 'logFormat', ...cluster, ...tls].sort());
     const reload = settingEntries().filter(([, s]) => s.applies === 'reload').map(([k]) => k);
     for (const k of ['zones', 'upstreams', 'allow', 'canonicalClients', 'logLevel', 'queryLog', 'upstreamTimeoutMs', 'cacheSize', 'rateLimit', 'maxInflight']) {
       expect(reload).toContain(k);

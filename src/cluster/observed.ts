@@ -12,6 +12,7 @@ export function observedFrom(view: ClusterViewReader, localNode?: string): Obser
     onPort: (port) => (present() ? view.endpointsOnPort(port) : null),
     ports: () => (present() ? view.ports() : null),
     nodeAddresses: (node) => (present() ? (view.node(node)?.addresses ?? null) : null),
+    instanceAddress: (node, namespace) => (present() ? (view.instanceAddress(node, namespace) ?? null) : null),
     get generation() {
       // The state counts too: a view dropped or synced again changes every answer.
       return view.generation * 4 + ['missing', 'synced', 'stale'].indexOf(view.status().state);

@@ -1,6 +1,7 @@
 import etcd3 from 'etcd3';
 import type { Etcd3, IRequestOp } from 'etcd3';
 import { ErrorCodes } from '../errors.js';
+import { socketKey as instanceOf } from '../inventory/inventory.js';
 import { byFamilyThenAddress } from '../inventory/procnet.js';
 import type { InventoryListener, InventorySnapshot } from '../inventory/types.js';
 import { protocolOf } from '../inventory/procnet.js';
@@ -117,7 +118,7 @@ export class Publisher {
   private readonly backoff: Backoff;
   private identity: NodeIdentity | undefined;
   private listeners: InventoryListener[] | undefined;
-  /** `<port>/<protocol>` → when this process first saw it reachable and claimed (ms). */
+  /** instance (inventory's socketKey: port, protocol, namespace) → when this process first saw it reachable and claimed (ms). */
   private readonly firstSeen = new Map<string, number>();
   /** What the instance records said at the last change, and when the scan that found it ran (the node record's observedAt). */
   private observed: { signature: string; atMs: number } | undefined;
@@ -294,7 +295,8 @@ export class Publisher {
         continue;
       }
       out.set(key, encodeInstance(record as InstanceRecord));
-      if (writeV1 && v1 !== undefined && record.readiness.state === 'ready') out.set(v1, encodeListener(toListenerRecord(record)));
+      // v1 has one record per port, at the node's addresses: only the host's own TCP instances fit it.
+      if (writeV1 && v1 !== undefined && record.readiness.state === 'ready' && record.namespace === HOST_NAMESPACE) out.set(v1, encodeListener(toListenerRecord(record)));
     }
     for (const [drainId, d] of this.drains) out.set(`${nodePrefix(prefix, id.name)}drains/${drainId}`, encodeDrain({ id: drainId, services: d.services, requested: d.requested }));
     for (const [k, v] of this.acks) out.set(k, v);
@@ -541,15 +543,10 @@ export class Publisher {
 
 export { isReachableBind, reachableListeners } from '../inventory/reachable.js';
 
-/** `<port>/<protocol>`: one instance of this host's namespace. */
-function instanceOf(l: Pick<InventoryListener, 'port' | 'family'>): string {
-  return `${l.port}/${protocolOf(l.family)}`;
-}
-
-/** One record per port (TCP), its sockets folded into `bind`, sorted so equal inventories give equal bytes. */
+/** One record per port (TCP, the host's namespace), its sockets folded into `bind`, sorted so equal inventories give equal bytes. */
 export function listenerRecords(listeners: readonly InventoryListener[], firstSeen: ReadonlyMap<string, number>): ListenerRecord[] {
   return instanceRecords(listeners, firstSeen, { requireVerdict: false })
-    .filter((r) => r.protocol === 'tcp')
+    .filter((r) => r.protocol === 'tcp' && r.namespace === HOST_NAMESPACE)
     .map(toListenerRecord);
 }
 
@@ -557,9 +554,11 @@ export function listenerRecords(listeners: readonly InventoryListener[], firstSe
 export type PendingInstance = Omit<InstanceRecord, 'readiness'> & { readiness: InstanceRecord['readiness'] | undefined };
 
 /**
- * One instance per port and protocol (this host's namespace), its sockets
- * folded into `bind`, sorted so equal inventories give equal bytes.
- * Readiness from the listeners' verdicts; without one, undefined
+ * One instance per port, protocol and namespace, its sockets folded into
+ * `bind`, sorted so equal inventories give equal bytes. A container's
+ * instance carries its namespace's label, the address other hosts reach it
+ * at (`address`, which answers use instead of the node's) and its container
+ * or pod. Readiness from the listeners' verdicts; without one, undefined
  * (requireVerdict) or ready by listening. Names: what this host's own
  * sources give (the registry's, the process's); names clients asked for go
  * in the node record instead (keys.ts).
@@ -572,15 +571,18 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
     at.ls.push(l);
     byInstance.set(key, at);
   }
+  const label = (x: { ls: InventoryListener[] }) => x.ls[0]!.namespace?.label ?? '';
+  const ordered = [...byInstance.values()].sort((a, b) => a.port - b.port || (a.protocol === b.protocol ? 0 : a.protocol < b.protocol ? -1 : 1) || cmpText(label(a), label(b)));
   const out: PendingInstance[] = [];
-  for (const { port, protocol, ls } of [...byInstance.values()].sort((a, b) => a.port - b.port || (a.protocol < b.protocol ? -1 : 1))) {
+  for (const { port, protocol, ls } of ordered) {
     const first = ls[0]!;
+    const ns = first.namespace;
     // The sockets of one port share the claim; the version may differ only by probe timing: take the first known.
     const versioned = ls.find((l) => l.version !== '') ?? first;
     const bind: Bind[] = ls
       .map((l) => ({ family: l.family, address: l.address }))
       .sort(byFamilyThenAddress);
-    const since = new Date(firstSeen.get(`${port}/${protocol}`) ?? Date.now()).toISOString();
+    const since = new Date(firstSeen.get(instanceOf(first)) ?? Date.now()).toISOString();
     const verdict = ls.find((l) => l.readiness)?.readiness;
     const readiness = verdict
       ? { state: verdict.state, since: new Date(verdict.sinceMs).toISOString(), by: verdict.by, ...(verdict.detail ? { detail: printable(verdict.detail) } : {}) }
@@ -591,7 +593,7 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
     out.push({
       port,
       protocol,
-      namespace: HOST_NAMESPACE,
+      namespace: ns?.label ?? HOST_NAMESPACE,
       services: [...first.services].sort(),
       scheme: first.scheme,
       version: versioned.version,
@@ -599,11 +601,22 @@ export function instanceRecords(listeners: readonly InventoryListener[], firstSe
       since,
       bind,
       readiness,
+      ...(ns?.published ? { address: ns.published } : {}),
+      ...(ns?.container ? { container: containerField(ns.container) } : {}),
       // A snapshot that says nothing of names (names undefined: built by hand, or before issue 22) publishes none: readers take its claim.
       ...(first.names === undefined ? {} : own.length > 0 ? { names: own.map((n) => n.name), nameSource: own[0]!.source as 'registry' | 'process' } : { nameSource: 'none' as const }),
     });
   }
   return out;
+}
+
+/** The record's `container`: the id, and the pod where it is known. */
+function containerField(c: NonNullable<NonNullable<InventoryListener['namespace']>['container']>): NonNullable<InstanceRecord['container']> {
+  return { id: c.id, ...(c.pod ? { pod: c.pod } : {}), ...(c.podNamespace ? { podNamespace: c.podNamespace } : {}) };
+}
+
+function cmpText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function toListenerRecord(r: PendingInstance): ListenerRecord {

@@ -66,6 +66,8 @@ export interface ClusterEndpoint {
   readiness: Readiness;
   /** True for a v1 listener (a node of an older canonport): its readiness is not known, only that it listens. */
   legacy?: true | undefined;
+  /** The container or pod owning the instance's namespace (issue 26), when its node could read it. */
+  container?: Readonly<{ id: string; pod?: string | undefined; podNamespace?: string | undefined }> | undefined;
   /**
    * The names people know it by (core/naming.ts), best source first: the
    * registry's as its node publishes them, else the names any node was
@@ -117,6 +119,12 @@ export interface ClusterViewReader {
   /** Every node, sorted by name. */
   nodes(): readonly NodeRecord[];
   node(name: string): NodeRecord | undefined;
+  /**
+   * The address of a node's instances in namespace `namespace` (a
+   * container's own, issue 26): what `<namespace>.<node>.node.<zone>`
+   * answers; undefined when the view holds no such instance with one.
+   */
+  instanceAddress(node: string, namespace: string): string | undefined;
   status(): ViewStatus;
   /** Called after every change of the data or the state; returns the unsubscribe function. Never called synchronously from onChange itself. */
   onChange(listener: () => void): () => void;
@@ -298,6 +306,7 @@ export class ClusterView implements ClusterViewReader {
         versionSource: r.versionSource,
         since: r.since,
         readiness: Object.freeze({ ...r.readiness }),
+        ...(r.container ? { container: Object.freeze({ ...r.container }) } : {}),
         names: this.namesOf(port, r),
       }));
     }
@@ -358,6 +367,18 @@ export class ClusterView implements ClusterViewReader {
 
   node(name: string): NodeRecord | undefined {
     return this.nodesV2.get(name)?.record ?? this.nodesV1.get(name)?.record;
+  }
+
+  instanceAddress(node: string, namespace: string): string | undefined {
+    const n = this.nodesV2.get(node);
+    if (!n) return undefined;
+    // A node's ports are few (its services): walking them is cheaper than keeping another index current.
+    for (const port of this.portsByNode.get(node) ?? []) {
+      for (const inst of this.byPort.get(port)?.values() ?? []) {
+        if (inst.node === node && inst.record.namespace === namespace && inst.record.address && inst.lease === n.lease) return inst.record.address;
+      }
+    }
+    return undefined;
   }
 
   /** The lease a node's record is held under (decimal), or undefined. */

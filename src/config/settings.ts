@@ -549,6 +549,38 @@ export const SETTINGS = {
     help: 'list unnamed listeners in DNS-SD browsing and /sd/prometheus too',
     doc: 'list listeners no source names (no registry entry, no name asked for, no process name) in DNS-SD browsing and `/sd/prometheus` too, under their canonical name and `__meta_canonport_name_source="none"`; they answer their canonical names either way. `/sd/prometheus?unnamed=true` asks for them in one scrape job',
   }),
+  // Containers and pods (issue 26): every network namespace on the host, src/inventory/namespaces.ts.
+  namespaces: setting({
+    flag: { name: '--namespaces', value: 'all|own' },
+    env: 'CANONPORT_NAMESPACES',
+    file: 'daemon',
+    kind: oneOf(['all', 'own'] as const, 'namespaces'),
+    default: 'all',
+    applies: 'reload',
+    help: 'which network namespaces the inventory reads: all (containers and pods too) or own',
+    doc: 'which network namespaces the inventory reads: `all`, every one on the host (containers and pods; needs the host\'s PID namespace, `hostPID: true`, and no capability), or `own`, the daemon\'s only. When `all` cannot be had the daemon says so once (`CP_NAMESPACES_RESTRICTED`), and `/readyz` and `inventory` show it (see [Containers and pods](cluster.md#containers-and-pods))',
+  }),
+  containerNetworks: setting({
+    flag: { name: '--container-network', value: 'CIDR' },
+    env: 'CANONPORT_CONTAINER_NETWORKS',
+    file: 'daemon',
+    kind: listOf(cidr()),
+    default: [],
+    defaultText: 'none (containers only through ports the host publishes)',
+    applies: 'reload',
+    help: 'a container network other hosts route to (a pod CIDR; repeatable): its containers are published at their own addresses',
+    doc: 'container networks other hosts can reach (repeatable: the cluster\'s pod CIDR, a macvlan or routed bridge): a listener in a container or pod whose namespace owns an address in one is published at that address. A container elsewhere (a bridge-private address) is published only through a port the host itself listens on (`-p`, docker-proxy)',
+  }),
+  podDirectory: setting({
+    flag: { name: '--pod-directory', value: 'DIR' },
+    env: 'CANONPORT_POD_DIRECTORY',
+    file: 'daemon',
+    kind: path(),
+    default: '/var/log/pods',
+    applies: 'restart',
+    help: 'the kubelet\'s pod log directory, whose entries name pods (<namespace>_<name>_<uid>)',
+    doc: 'the kubelet\'s pod log directory (`<namespace>_<name>_<uid>` per pod): where a pod\'s name and namespace are read, its UID coming from the cgroup path. Only its listing is read',
+  }),
   // Cluster mode (issue 14): each daemon publishes what listens on its host into etcd and answers from the merged view.
   cluster: optionalSetting({
     flag: { name: '--cluster', value: 'etcd://HOST:PORT[,…]' },

@@ -20,8 +20,12 @@ export type NameClass =
   | { kind: 'empty'; zone: string }
   /** A name that cannot exist in the zone (bad `_` labels, bad characters). */
   | { kind: 'nxdomain'; zone: string; reason: string }
-  /** Cluster mode: `<node>.node.Z`, the host a cluster node is (its addresses). */
-  | { kind: 'node'; zone: string; node: string }
+  /**
+   * Cluster mode: `<node>.node.Z`, the host a cluster node is (its
+   * addresses); `<ns>.<node>.node.Z`, its instances in a container's or
+   * pod's network namespace `ns` (that namespace's own address, issue 26).
+   */
+  | { kind: 'node'; zone: string; node: string; namespace?: string | undefined }
   /** Cluster mode: `_services._dns-sd._udp.Z`, the service types (RFC 6763 §9). */
   | { kind: 'dnssd-types'; zone: string }
   /** Cluster mode: `<node>._svc._tcp.Z`, one instance of a service: the service on one node (RFC 6763 §4). */
@@ -99,6 +103,9 @@ export function classifyName(name: string, zones: readonly string[], registry: R
   if (opts.cluster && zone !== LOCALHOST_ZONE) {
     if (labels.length === 2 && labels[1] === NODE_LABEL) {
       return LABEL_RE.test(first) ? { kind: 'node', zone, node: first } : { kind: 'nxdomain', zone, reason: 'bad node label' };
+    }
+    if (labels.length === 3 && labels[2] === NODE_LABEL) {
+      return LABEL_RE.test(first) && LABEL_RE.test(labels[1]!) ? { kind: 'node', zone, node: labels[1]!, namespace: first } : { kind: 'nxdomain', zone, reason: 'bad node label' };
     }
     if (labels.length === 3 && first === '_services' && labels[1] === '_dns-sd' && labels[2] === '_udp') return { kind: 'dnssd-types', zone };
     if (labels.length === 3 && LABEL_RE.test(first) && labels[1]!.startsWith('_') && (labels[2] === '_tcp' || labels[2] === '_udp')) {

@@ -209,6 +209,8 @@ export class Daemon {
       },
       // Cluster mode: what other hosts are handed must serve, so this host's reachable claimed listeners are probed.
       readiness: clusterModule && opts.role !== 'dns' ? { intervalMs: () => this.cfg.readyInterval, reachable: isReachableBind } : undefined,
+      // Containers and pods: every other network namespace on the host (issue 26).
+      namespaces: { mode: () => this.cfg.namespaces, containerNetworks: () => this.cfg.containerNetworks, podDirectory: config.podDirectory },
     });
     // The fleet page reads the view every answer reads (cluster mode), else this host's inventory.
     if (opts.role === 'dns') this.ui = null;
@@ -230,6 +232,7 @@ export class Daemon {
       clusterStatus: () => (this.cluster ? { ...this.cluster.reader.status(), syncError: this.cluster.syncError() } : null),
       metricsText: opts.metricsText,
       notReadyReason: () => this.notReadyReason(),
+      namespaces: () => this.inventory.current?.namespaces,
       admin: this.cluster && opts.role !== 'dns' ? this.adminOperations() : undefined,
     };
     this.dns = new DnsServer({
@@ -511,7 +514,8 @@ export class Daemon {
 /** A snapshot without the sockets `own` names (same port, and the same address or the daemon bound to a wildcard). */
 export function withoutOwnSockets(snap: InventorySnapshot, own: readonly HostPort[]): InventorySnapshot {
   if (own.length === 0) return snap;
-  return { ...snap, listeners: snap.listeners.filter((l) => !isOwnSocket(l, own)) };
+  // Only in the daemon's own namespace: a container may well use the same ports.
+  return { ...snap, listeners: snap.listeners.filter((l) => l.namespace !== undefined || !isOwnSocket(l, own)) };
 }
 
 function forwarderOptions(config: Config): ForwarderOptions {

@@ -70,6 +70,10 @@ export interface ObservedHost {
   protocol?: 'tcp' | 'udp' | undefined;
   /** Whether the instance serves; absent: ready (an older writer). */
   readiness?: { state: 'ready' | 'not-ready' | 'draining'; since: string; by: string } | undefined;
+  /** `host`, or the label of the container's or pod's network namespace it listens in (issue 26); absent: host. */
+  namespace?: string | undefined;
+  /** The container or pod, when its node could read it. */
+  container?: Readonly<{ id: string; pod?: string | undefined; podNamespace?: string | undefined }> | undefined;
   /** The names people know it by (core/naming.ts); absent: its `services`, as the registry's (a source that predates names). */
   names?: readonly ServiceName[] | undefined;
 }
@@ -103,6 +107,8 @@ export interface ObservedSource {
   ports(): readonly number[] | null;
   /** A node's addresses; null when the view has no such node. */
   nodeAddresses(node: string): readonly string[] | null;
+  /** The address of a node's instances in a container's namespace (`<ns>.<node>.node.<zone>`); null when there is none. */
+  instanceAddress(node: string, namespace: string): string | null;
   /** Changes whenever the view changes. */
   readonly generation: number;
   onChange(listener: () => void): () => void;
@@ -253,6 +259,11 @@ export class Discovery implements DiscoveryReader {
   /** A cluster node's addresses (`<node>.node.<zone>`); null when the view has no such node or there is no view. */
   nodeAddresses(node: string): readonly string[] | null {
     return this.clustered ? this.o.observed!.nodeAddresses(node) : null;
+  }
+
+  /** A container instance's own address (`<ns>.<node>.node.<zone>`); null when the view holds none. */
+  instanceAddress(node: string, namespace: string): string | null {
+    return this.clustered ? this.o.observed!.instanceAddress(node, namespace) : null;
   }
 
   /**
@@ -460,6 +471,9 @@ export class Discovery implements DiscoveryReader {
           since: h.since,
           readiness: h.readiness?.state ?? 'ready',
           ...(isLocal ? { local: true } : {}),
+          // Two pods of one service on one node are two endpoints: their namespace tells them apart.
+          ...(h.namespace && h.namespace !== 'host' ? { namespace: h.namespace } : {}),
+          ...(h.container ? { container: h.container } : {}),
           protocol: h.protocol ?? 'tcp',
           names,
         });
@@ -535,12 +549,13 @@ function onePerNode(hosts: readonly ObservedHost[]): readonly ObservedHost[] {
   if (!hosts.some((h) => h.protocol === 'udp') || !hosts.some((h) => (h.protocol ?? 'tcp') === 'tcp')) return hosts;
   const rank = (h: ObservedHost) => ((h.readiness?.state ?? 'ready') === 'ready' ? 0 : 2) + ((h.protocol ?? 'tcp') === 'tcp' ? 0 : 1);
   const best = new Map<string, ObservedHost>();
+  const keyOf = (h: ObservedHost) => `${h.node}/${h.namespace ?? 'host'}/${h.addresses.join(',')}`;
   for (const h of hosts) {
-    const key = `${h.node}/${h.addresses.join(',')}`;
+    const key = keyOf(h);
     const known = best.get(key);
     if (!known || rank(h) < rank(known)) best.set(key, h);
   }
-  return hosts.filter((h) => best.get(`${h.node}/${h.addresses.join(',')}`) === h);
+  return hosts.filter((h) => best.get(keyOf(h)) === h);
 }
 
 function notFound(message: string): Described & { ok: false } {

@@ -47,6 +47,10 @@ export interface Endpoint {
   protocol?: 'tcp' | 'udp' | undefined;
   /** Observed only: the names people know it by (core/naming.ts); empty: unnamed. */
   names?: readonly ServiceName[] | undefined;
+  /** Observed only: the label of the container's or pod's network namespace it listens in (issue 26); absent: the node's own. */
+  namespace?: string | undefined;
+  /** Observed only: the container or pod, when its node could read it. */
+  container?: Readonly<{ id: string; pod?: string | undefined; podNamespace?: string | undefined }> | undefined;
 }
 
 /** A service name read under the zones: everything known without asking the network. */

@@ -113,6 +113,8 @@ export interface FleetVersion {
   hosts: string[];
   /** Cluster mode: hosts among `hosts` whose instance is not ready or draining (out of answers, not missing); absent when none. */
   notServing?: { host: string; state: 'not-ready' | 'draining' }[] | undefined;
+  /** Hosts among `hosts` running more than one instance of it (containers, pods: issue 26), with how many; absent when none. */
+  instances?: { host: string; count: number }[] | undefined;
 }
 
 export interface FleetService {
@@ -227,7 +229,7 @@ async function askHost(host: string, target: string, timeoutMs: number, tls: Cli
  * (fleetUnnamed lists those).
  */
 export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
-  type Row = { service: string; protocol: 'tcp' | 'udp'; scheme: string; source: NameSource; versions: Map<string, { ports: Set<number>; hosts: Set<string>; states: Map<string, 'not-ready' | 'draining'> }> };
+  type Row = { service: string; protocol: 'tcp' | 'udp'; scheme: string; source: NameSource; versions: Map<string, { ports: Set<number>; hosts: Set<string>; states: Map<string, 'not-ready' | 'draining'>; instances: Map<string, Set<string>> }> };
   const rank = (s: NameSource) => ['registry', 'query', 'process'].indexOf(s);
   const rows = new Map<string, Row>();
   for (const h of hosts) {
@@ -240,10 +242,13 @@ export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
         const s = rows.get(key) ?? { service: name, protocol, scheme: l.scheme, source, versions: new Map() };
         if (rank(source) < rank(s.source)) s.source = source;
         rows.set(key, s);
-        const v = s.versions.get(l.version) ?? { ports: new Set<number>(), hosts: new Set<string>(), states: new Map() };
+        const v = s.versions.get(l.version) ?? { ports: new Set<number>(), hosts: new Set<string>(), states: new Map(), instances: new Map() };
         s.versions.set(l.version, v);
         v.ports.add(l.port);
         v.hosts.add(h.host);
+        const mine = v.instances.get(h.host) ?? new Set<string>();
+        mine.add(`${l.port}/${l.namespace?.label ?? ''}`);
+        v.instances.set(h.host, mine);
         const state = (l as FleetListener).state ?? l.readiness?.state;
         if (state === 'not-ready' || state === 'draining') v.states.set(h.host, state);
       }
@@ -255,7 +260,8 @@ export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
       .map(([version, v]) => {
         const hostsHere = order(hosts, v.hosts);
         const notServing = hostsHere.filter((x) => v.states.has(x)).map((x) => ({ host: x, state: v.states.get(x)! }));
-        return { version, ports: [...v.ports].sort((a, b) => a - b), hosts: hostsHere, ...(notServing.length > 0 ? { notServing } : {}) };
+        const instances = hostsHere.filter((x) => (v.instances.get(x)?.size ?? 0) > 1).map((x) => ({ host: x, count: v.instances.get(x)!.size }));
+        return { version, ports: [...v.ports].sort((a, b) => a - b), hosts: hostsHere, ...(notServing.length > 0 ? { notServing } : {}), ...(instances.length > 0 ? { instances } : {}) };
       })
       .sort((a, b) => b.hosts.length - a.hosts.length || a.version.localeCompare(b.version, 'en', { numeric: true }));
     const all = new Set(versions.flatMap((v) => v.hosts));
@@ -399,7 +405,9 @@ export function formatFleet(report: FleetReport, findings: readonly FleetFinding
   for (const s of report.services) {
     s.versions.forEach((v, i) => {
       const state = new Map((v.notServing ?? []).map((n) => [n.host, n.state]));
-      const name = (h: string) => (state.has(h) ? `${h} (${state.get(h)})` : h);
+      const count = new Map((v.instances ?? []).map((n) => [n.host, n.count]));
+      const notes = (h: string) => [...(count.has(h) ? [`${count.get(h)} instances`] : []), ...(state.has(h) ? [state.get(h)!] : [])];
+      const name = (h: string) => (notes(h).length > 0 ? `${h} (${notes(h).join(', ')})` : h);
       const shown = v.hosts.slice(0, HOSTS_SHOWN).map(name).join(', ') + (v.hosts.length > HOSTS_SHOWN ? ` +${v.hosts.length - HOSTS_SHOWN} more` : '');
       rows.push([i === 0 ? serviceLabel(s) : '', v.version || '?', v.ports.map((p) => (s.protocol === 'udp' ? `${p}/udp` : String(p))).join(','), `${v.hosts.length}/${reachable}`, shown]);
     });

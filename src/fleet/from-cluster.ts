@@ -2,7 +2,7 @@ import { connect, isIPv6 } from 'node:net';
 import { Writable } from 'node:stream';
 import type { ClusterTlsOptions } from '../cluster/cluster.js';
 import { tryParseEtcdUrl, type EtcdEndpoint } from '../config/etcd-url.js';
-import { DEFAULT_PREFIX, nodeKey } from '../cluster/keys.js';
+import { DEFAULT_PREFIX, HOST_NAMESPACE, nodeKey } from '../cluster/keys.js';
 import type { ClusterEndpoint, ClusterViewReader } from '../cluster/view.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { createLogger } from '../log.js';
@@ -151,7 +151,9 @@ export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, vi
     for (const e of reader.endpointsOnPort(port)) {
       let mine = listeners.get(e.node);
       if (!mine) listeners.set(e.node, (mine = []));
-      const base = { port, services: [...e.services], names: e.names.map((n) => ({ name: n.name, source: n.source })), version: e.version, versionSource: e.versionSource, scheme: e.scheme, since: e.since, ...instanceState(e) };
+      // A container's or pod's instance (issue 26) keeps its namespace, so two replicas on one node stay two listeners.
+      const namespace = e.namespace !== HOST_NAMESPACE ? { namespace: { label: e.namespace, addresses: [...e.addresses], ...(e.addresses[0] ? { published: e.addresses[0] } : {}), ...(e.container ? { container: { runtime: '', ...e.container } } : {}) } } : {};
+      const base = { port, services: [...e.services], names: e.names.map((n) => ({ name: n.name, source: n.source })), version: e.version, versionSource: e.versionSource, scheme: e.scheme, since: e.since, ...instanceState(e), ...namespace };
       // No address when a wildcard bind has none of its family on the node (IPv4-only bind, IPv6-only node): still listening there.
       const addresses = e.addresses.length > 0 ? e.addresses : [''];
       for (const address of addresses) mine.push({ ...base, address, family: `${e.protocol}${isIPv6(address) ? '6' : ''}` as FleetListener['family'] });

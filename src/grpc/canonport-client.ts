@@ -21,6 +21,17 @@ export type { ClientTlsOptions };
 /** The Inventory answer: the same shape as the daemon's snapshot. */
 export type InventoryResponse = InventorySnapshot;
 
+/** A listener's namespace as canonport.proto's Listener carries it: flat fields, "" for the host's own. */
+interface WireNamespace {
+  namespace?: string;
+  namespaceAddresses?: string[];
+  publishedAddress?: string;
+  containerId?: string;
+  containerRuntime?: string;
+  pod?: string;
+  podNamespace?: string;
+}
+
 /** One name's outcome in ResolveMany: exactly one of resolution or error. */
 export interface ResolveResult {
   name: string;
@@ -193,22 +204,25 @@ class GrpcCanonportClient implements CanonportClient {
   }
 
   async inventory(): Promise<InventoryResponse> {
-    const res = (await this.unary('Inventory', {})) as InventoryResponse;
+    const res = (await this.unary('Inventory', {})) as InventoryResponse & { namespacesObserving?: string; namespacesReason?: string; namespacesCode?: string; namespacesCount?: number };
     return {
       host: res.host,
       collectedAtMs: res.collectedAtMs,
       listeners: res.listeners.map((wire) => {
         // Readiness travels as four flat strings (canonport.proto's Listener); "" before a verdict or outside cluster mode.
-        const { readiness, readinessBy, readinessSince, readinessDetail, names, nameSource, daemon, ...l } = wire as unknown as Omit<InventoryListener, 'readiness' | 'names' | 'daemon'> & {
-          readiness: string;
-          readinessBy: string;
-          readinessSince: string;
-          readinessDetail: string;
-          names?: { name: string; source: string }[];
-          nameSource?: string;
-          daemon?: boolean;
-        };
+        const { readiness, readinessBy, readinessSince, readinessDetail, names, nameSource, daemon, namespace, namespaceAddresses, publishedAddress, containerId, containerRuntime, pod, podNamespace, ...l } =
+          wire as unknown as Omit<InventoryListener, 'readiness' | 'names' | 'daemon' | 'namespace'> &
+            WireNamespace & {
+              readiness: string;
+              readinessBy: string;
+              readinessSince: string;
+              readinessDetail: string;
+              names?: { name: string; source: string }[];
+              nameSource?: string;
+              daemon?: boolean;
+            };
         const state = readiness === 'ready' || readiness === 'not-ready' || readiness === 'draining' ? readiness : undefined;
+        const container = containerId ? { id: containerId, runtime: containerRuntime ?? '', ...(pod ? { pod } : {}), ...(podNamespace ? { podNamespace } : {}) } : undefined;
         return {
           ...l,
           services: [...l.services],
@@ -217,9 +231,24 @@ class GrpcCanonportClient implements CanonportClient {
           ...(state
             ? { readiness: { state, by: readinessBy as NonNullable<InventoryListener['readiness']>['by'], sinceMs: Date.parse(readinessSince), ...(readinessDetail ? { detail: readinessDetail } : {}) } }
             : {}),
+          // A daemon before issue 26 sends no namespace: the listener is its host's.
+          ...(namespace
+            ? { namespace: { label: namespace, addresses: [...(namespaceAddresses ?? [])], ...(publishedAddress ? { published: publishedAddress } : {}), ...(container ? { container } : {}) } }
+            : {}),
         };
       }),
       registryDigest: res.registryDigest ?? '',
+      ...(res.namespacesObserving
+        ? {
+            namespaces: {
+              mode: res.namespacesObserving === 'own' && !res.namespacesCode ? ('own' as const) : ('all' as const),
+              observing: res.namespacesObserving === 'own' ? ('own' as const) : ('all' as const),
+              count: res.namespacesCount ?? 0,
+              ...(res.namespacesReason ? { reason: res.namespacesReason } : {}),
+              ...(res.namespacesCode ? { code: res.namespacesCode as NonNullable<InventorySnapshot['namespaces']>['code'] } : {}),
+            },
+          }
+        : {}),
       ...(res.node ? { node: res.node } : {}),
     };
   }

@@ -31,6 +31,11 @@ export interface ResolvedEndpoint {
   readiness?: string | undefined;
   /** Cluster mode: this daemon's own host. */
   local?: boolean | undefined;
+  /** Cluster mode: the container's or pod's namespace label; "" for the node's own. */
+  namespace?: string | undefined;
+  containerId?: string | undefined;
+  pod?: string | undefined;
+  podNamespace?: string | undefined;
   /** Cluster mode: `tcp` or `udp`; "" otherwise. */
   protocol?: string | undefined;
   /** Cluster mode: the names people know it by (core/naming.ts); empty: unnamed. */
@@ -70,6 +75,10 @@ export function fromInstances(i: ServiceInstances): Resolution {
       since: e.since ?? '',
       readiness: e.readiness ?? '',
       local: e.local === true,
+      namespace: e.namespace ?? '',
+      containerId: e.container?.id ?? '',
+      pod: e.container?.pod ?? '',
+      podNamespace: e.container?.podNamespace ?? '',
       protocol: e.protocol ?? '',
       names: (e.names ?? []).map((n) => ({ name: n.name, source: n.source })),
     })),

@@ -196,17 +196,27 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Inventory = unary('Inventory', async () => {
     const snap = await ctx.inventory.snapshot();
-    const listeners = snap.listeners.map(({ readiness, names, daemon, ...l }) => ({
+    const listeners = snap.listeners.map(({ readiness, names, daemon, namespace, ...l }) => ({
       ...l,
       readiness: readiness?.state ?? '',
       readinessBy: readiness?.by ?? '',
       readinessSince: readiness ? new Date(readiness.sinceMs).toISOString() : '',
       readinessDetail: readiness?.detail ?? '',
+      // A container's or pod's namespace travels as flat fields (canonport.proto's Listener); "" for the host's own.
+      namespace: namespace?.label ?? '',
+      namespaceAddresses: namespace?.addresses ?? [],
+      publishedAddress: namespace?.published ?? '',
+      containerId: namespace?.container?.id ?? '',
+      containerRuntime: namespace?.container?.runtime ?? '',
+      pod: namespace?.container?.pod ?? '',
+      podNamespace: namespace?.container?.podNamespace ?? '',
       names: names ?? [],
       nameSource: names ? nameSourceOf(names) : '',
       daemon: daemon === true,
     }));
-    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners, registryDigest: ctx.state().registry.digest, node: snap.node ?? '' };
+    const n = snap.namespaces;
+    const namespaces = n ? { namespacesObserving: n.observing, namespacesReason: n.reason ?? '', namespacesCode: n.code ?? '', namespacesCount: n.count } : {};
+    return { host: snap.host, collectedAtMs: snap.collectedAtMs, listeners, registryDigest: ctx.state().registry.digest, node: snap.node ?? '', ...namespaces };
   });
 
   /**

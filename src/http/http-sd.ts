@@ -8,7 +8,9 @@ export interface TargetGroup {
 
 /**
  * Every named TCP service some host of the cluster runs, in Prometheus's
- * HTTP service discovery format: one target group per name and host, its
+ * HTTP service discovery format: one target group per name and instance (a
+ * host's own, or a container's or pod's on it: `namespace`, `container_id`,
+ * `pod`, `pod_namespace` say which), its
  * targets that host's addresses at the service's canonical port, labelled
  * `__meta_canonport_{service,port,node,version,scheme,readiness,name_source,names}`
  * so one `http_sd_configs` entry can keep, drop and name them by
@@ -35,6 +37,11 @@ function* eachTargetGroup(discovery: Discovery, opts: TargetOptions): Generator<
           __meta_canonport_version: h.version,
           __meta_canonport_scheme: h.scheme,
           __meta_canonport_readiness: h.readiness?.state ?? 'ready',
+          // A container's or pod's instance (issue 26): one group each, so two replicas on one node are two targets.
+          ...(h.namespace && h.namespace !== 'host' ? { __meta_canonport_namespace: h.namespace } : {}),
+          ...(h.container ? { __meta_canonport_container_id: h.container.id } : {}),
+          ...(h.container?.pod ? { __meta_canonport_pod: h.container.pod } : {}),
+          ...(h.container?.podNamespace ? { __meta_canonport_pod_namespace: h.container.podNamespace } : {}),
           __meta_canonport_name_source: source,
           // Every name of the listener, comma-separated and wrapped in commas (`,cat,caterpillar,`), as consul_sd's tags: a regex `.*,cat,.*` matches one.
           __meta_canonport_names: `,${namesOfHost(h).map((n) => n.name).join(',')},`,

@@ -157,7 +157,10 @@ export function startHttpServer(ctx: DaemonContext, listen: HostPort, opts: Http
         const cluster = c ? { cluster: { view: c.state, since: new Date(c.sinceMs).toISOString(), ...(c.fromSnapshot ? { snapshot: true } : {}), ...(c.syncError ? { error: c.syncError } : {}) } } : {};
         const why = ctx.ready() ? (ctx.notReadyReason?.() ?? null) : 'not ready: listeners not all bound or configuration not loaded yet';
         const ready = why === null;
-        const body = ready ? { ready: true, ...cluster } : { ready: false, reason: why, ...cluster };
+        // What the inventory observes (issue 26): only its own namespace is said with why, never a reason to be unready.
+        const n = ctx.namespaces?.();
+        const namespaces = n ? { namespaces: { observing: n.observing, count: n.count, ...(n.reason ? { reason: n.reason } : {}), ...(n.code ? { code: n.code } : {}) } } : {};
+        const body = ready ? { ready: true, ...cluster, ...namespaces } : { ready: false, reason: why, ...cluster, ...namespaces };
         return reply(res, req, handler, ready ? 200 : 503, 'application/json; charset=utf-8', `${JSON.stringify(body)}\n`);
       }
       case 'http_sd': {

@@ -1,6 +1,6 @@
 import { forEachLimited } from '../concurrency.js';
 import { hostname as osHostname } from 'node:os';
-import type { InventoryListener, InventoryProvider, InventorySnapshot } from './types.js';
+import type { InventoryListener, InventoryProvider, InventorySnapshot, ListenerNamespace } from './types.js';
 import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -17,6 +17,8 @@ import { SocketOwners } from './socket-owner.js';
 import { probeVersion, type ProbeResult, type ProbeTarget } from './version-probe.js';
 import { ReadinessProber, readyRule, type ReadinessTarget } from './readiness.js';
 import type { ListenerReadiness } from './types.js';
+import { NamespaceWatcher, publishedAddress, type NamespaceMode, type ObservedNamespace } from './namespaces.js';
+import { isLoopback, NetworkSet, type Cidr } from '../config/cidr.js';
 
 export const DEFAULT_INTERVAL_MS = 15_000;
 export const DEFAULT_PROBE_TIMEOUT_MS = 500;
@@ -78,6 +80,13 @@ export interface HostInventoryOptions {
    */
   readiness?: { intervalMs: () => number; reachable: (address: string) => boolean } | undefined;
   /**
+   * Other network namespaces (issue 26, namespaces.ts): `all` reads every
+   * container's and pod's listeners too; those whose namespace owns an
+   * address in `containerNetworks` are published at that address (and
+   * probed there). Absent: only the daemon's own namespace.
+   */
+  namespaces?: { mode: () => NamespaceMode; containerNetworks: () => readonly Cidr[]; podDirectory?: string | undefined } | undefined;
+  /**
    * The daemon's own DNS, gRPC and HTTP sockets: listed, marked `daemon`,
    * never named after a process or probed (core/naming.ts: they are this
    * host's daemon, not a service).
@@ -113,31 +122,33 @@ export class HostInventory implements InventoryProvider {
   private timer: NodeJS.Timeout | undefined;
   private started = false;
   private lastErrorText = '';
-  /** port → the last probe of it: what was asked (path, address, sockets) and what came back. */
-  private readonly probed = new Map<number, ProbeMemo>();
+  /** instance (instanceKey) → the last probe of it: what was asked (path, address, sockets) and what came back. */
+  private readonly probed = new Map<string, ProbeMemo>();
   /** Files that could not be read at the last refresh. */
   errors: { file: string; message: string }[] = [];
   private readonly prober: ReadinessProber | undefined;
   /**
-   * service → the socket lives (port → inode key) it was drained at. A
+   * service → the socket lives (instance → inode key) it was drained at. A
    * drain lasts for that life of the socket: a restarted instance (new
    * inodes) comes back by itself once ready. Bounded by the services the
    * registry and the host's ports can name (an operator's command adds one).
    */
-  private readonly drained = new Map<string, Map<number, string>>();
+  private readonly drained = new Map<string, Map<string, string>>();
   /** service → when its drain began (same keys as `drained`). */
   private readonly drainStarted = new Map<string, number>();
   private reemitQueued = false;
   /** (kind, outcome) → the readiness probe counter's child (probeCounter()). */
   private readonly probeCounters = new Map<string, { inc(): void }>();
-  /** port → the key of its sockets' life (their inodes) at the last scan. */
-  private lives = new Map<number, string>();
+  /** instance (instanceKey: its port and namespace; TCP and UDP sockets together) → the key of its sockets' life (their inodes) at the last scan. */
+  private lives = new Map<string, string>();
+  /** Containers and pods: every other network namespace (absent: only the daemon's own). */
+  private readonly namespaces: NamespaceWatcher | undefined;
   /** The last scan's listeners before readiness and names (re-decorated when a verdict or a process name comes). */
   private base: InventoryListener[] = [];
-  /** `<port>/<protocol>` → the inodes of its sockets at the last scan (process names). */
+  /** socketKey (`<port>/<protocol>`, and `/<namespace>` for a container's) → the inodes of its sockets at the last scan (process names). */
   private inodes = new Map<string, string[]>();
-  /** UDP port → the life of its sockets and when that life was first seen (a UDP listener is ready since then). */
-  private udpSeen = new Map<number, { life: string; sinceMs: number }>();
+  /** UDP instance (instanceKey) → the life of its sockets and when that life was first seen (a UDP listener is ready since then). */
+  private udpSeen = new Map<string, { life: string; sinceMs: number }>();
   /** Which process holds a socket (socket-owner.ts), for process names. */
   readonly owners: SocketOwners;
   /** Reads /proc/net/{tcp,udp}{,6} only when the socket counters say something may have changed (procnet.ts). */
@@ -165,6 +176,21 @@ export class HostInventory implements InventoryProvider {
         onConnectionLost: () => this.scanner.invalidate(),
       });
     }
+    if (opts.namespaces) {
+      const ns = opts.namespaces;
+      this.namespaces = new NamespaceWatcher({
+        procRoot: opts.procRoot ?? '/proc',
+        mode: ns.mode,
+        podDirectory: ns.podDirectory,
+        logger: this.logger.child({ component: 'namespaces' }),
+        now: this.now,
+        countRead: (trigger) => this.opts.metrics.namespaceReads.inc({ trigger }),
+        // A container that just started moved its counters: scan now rather than at the next interval.
+        onHint: () => {
+          if (this.started) void this.refresh();
+        },
+      });
+    }
   }
 
   /**
@@ -185,14 +211,20 @@ export class HostInventory implements InventoryProvider {
    * `undrain`. Returns the ports drained (empty: nothing of it listens here).
    */
   drain(service: string): number[] {
-    const lives = new Map<number, string>();
-    for (const l of this.latest?.listeners ?? []) if (l.services.includes(service)) lives.set(l.port, this.lives.get(l.port) ?? '');
+    const lives = new Map<string, string>();
+    const ports = new Set<number>();
+    for (const l of this.latest?.listeners ?? []) {
+      if (!l.services.includes(service)) continue;
+      const key = instanceKey(l);
+      lives.set(key, this.lives.get(key) ?? '');
+      ports.add(l.port);
+    }
     if (lives.size === 0) return [];
     this.drained.set(service, lives);
     if (!this.drainStarted.has(service)) this.drainStarted.set(service, this.now());
     // At once, not on a later tick: the caller's drain record must go out in the same write as these instances.
     this.emitNow();
-    return [...lives.keys()].sort((a, b) => a - b);
+    return [...ports].sort((a, b) => a - b);
   }
 
   /** Ends a drain; returns whether one was in force. */
@@ -219,6 +251,7 @@ export class HostInventory implements InventoryProvider {
   async stop(): Promise<void> {
     this.started = false;
     this.prober?.close();
+    this.namespaces?.close();
     clearTimeout(this.timer);
     this.timer = undefined;
     await this.inflight?.catch(() => undefined);
@@ -272,105 +305,127 @@ export class HostInventory implements InventoryProvider {
       this.lastErrorText = errorText;
     }
     const { registry } = this.opts.state();
-    const sockets = await this.withoutClientSockets(read.sockets, (port) => registry.ownersOf(port).length > 0);
+    // The host's sockets, then every other namespace's (containers, pods), each an instance of its own.
+    const observed = await this.namespaces?.scan();
+    if (observed) this.opts.metrics.namespacesObserved.set(observed.scope.count);
+    const all = await this.withoutClientSockets<InstanceSocket>(
+      [...read.sockets, ...(observed ? this.namespaceSockets(observed.namespaces) : [])],
+      (port) => registry.ownersOf(port).length > 0,
+    );
     // Probes (versions, readiness) speak TCP: UDP listeners are named and listed, and ready while they listen.
-    const byPort = new Map<number, ListeningSocket[]>();
-    for (const s of sockets) {
+    const byInstance = new Map<string, InstanceSocket[]>();
+    for (const s of all) {
       if (protocolOf(s.family) !== 'tcp') continue;
-      const list = byPort.get(s.port);
+      const key = instanceKey(s);
+      const list = byInstance.get(key);
       if (list) list.push(s);
-      else byPort.set(s.port, [s]);
+      else byInstance.set(key, [s]);
     }
 
     const globalPath = this.opts.versionPath ?? registry.inventory.versionPath;
     const timeoutMs = this.opts.probeTimeoutMs ?? registry.inventory.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
     const probing = this.opts.probe !== false;
     const claims = new Map<number, PortClaim>();
-    const probes: { port: number; key: string; target: ProbeTarget }[] = [];
+    const probes: { key: string; memo: string; target: ProbeTarget }[] = [];
     const skip = new Set(this.opts.skipPorts?.() ?? []);
-    /** Ports asked for a version this scan (or answered from a recent probe). */
-    const eligible = new Set<number>();
-    for (const s of sockets) if (!claims.has(s.port)) claims.set(s.port, claimOf(s.port, registry));
-    for (const [port, socks] of byPort) {
+    /** Instances asked for a version this scan (or answered from a recent probe). */
+    const eligible = new Set<string>();
+    for (const s of all) if (!claims.has(s.port)) claims.set(s.port, claimOf(s.port, registry));
+    for (const [key, socks] of byInstance) {
+      const port = socks[0]!.port;
       const claim = claims.get(port)!;
-      if (!probing || claim.services.length === 0 || skip.has(port)) continue;
+      // The daemon's own ports are skipped in its own namespace only: a container may use them.
+      if (!probing || claim.services.length === 0 || (skip.has(port) && !socks[0]!.namespace)) continue;
       // A service's own path is asked even when the port names a version (it may say "2.3.1" where the port says "2");
       // the global path only fills in what the port does not tell.
       const path = claim.versionPath ?? (claim.portVersion === '' ? globalPath : undefined);
-      if (path === undefined) continue;
-      eligible.add(port);
-      const target = { address: probeAddress(socks), port, path, timeoutMs };
+      const address = dialAddress(socks);
+      if (path === undefined || address === undefined) continue;
+      eligible.add(key);
+      const target = { address, port, path, timeoutMs };
       // Asked again only when something it depends on changed, or the last answer is old enough (see DEFAULT_REPROBE_MS).
-      const key = `${path} ${target.address} ${socks.flatMap((s) => s.inodes).sort().join(',')}`;
-      if (!this.probeDue(port, key, collectedAtMs)) continue;
-      probes.push({ port, key, target });
+      const memo = `${path} ${target.address} ${socks.flatMap((s) => s.inodes).sort().join(',')}`;
+      if (!this.probeDue(key, memo, collectedAtMs)) continue;
+      probes.push({ key, memo, target });
     }
     // Gone, or no longer asked (a reload removed its path): forget what it said.
-    for (const port of this.probed.keys()) if (!eligible.has(port)) this.probed.delete(port);
+    for (const key of this.probed.keys()) if (!eligible.has(key)) this.probed.delete(key);
 
     const probe = this.opts.probeVersion ?? probeVersion;
-    await forEachLimited(probes, PROBE_CONCURRENCY, async ({ port, key, target }) => {
+    await forEachLimited(probes, PROBE_CONCURRENCY, async ({ key, memo, target }) => {
       const r = await probe(target);
       this.opts.metrics.inventoryProbes.inc({ result: r.outcome });
-      const before = this.probed.get(port);
-      const failures = r.outcome === 'ok' ? 0 : before !== undefined && before.key === key ? before.failures + 1 : 1;
-      this.probed.set(port, { key, version: r.outcome === 'ok' ? r.version : '', atMs: collectedAtMs, failures });
-      if (r.outcome !== 'ok') this.logger.debug({ port, path: target.path, outcome: r.outcome, reason: r.reason }, 'version probe failed');
+      const before = this.probed.get(key);
+      const failures = r.outcome === 'ok' ? 0 : before !== undefined && before.key === memo ? before.failures + 1 : 1;
+      this.probed.set(key, { key: memo, version: r.outcome === 'ok' ? r.version : '', atMs: collectedAtMs, failures });
+      if (r.outcome !== 'ok') this.logger.debug({ port: target.port, address: target.address, path: target.path, outcome: r.outcome, reason: r.reason }, 'version probe failed');
     });
-    const probed = new Map<number, string>();
-    for (const [port, memo] of this.probed) if (memo.version !== '') probed.set(port, memo.version);
+    const probed = new Map<string, string>();
+    for (const [key, memo] of this.probed) if (memo.version !== '') probed.set(key, memo.version);
 
-    const tcpLives = new Map<number, string>();
-    for (const [port, socks] of byPort) tcpLives.set(port, lifeKey(socks.flatMap((s) => s.inodes)));
-    // A drain lasts for the life of every socket of the port (TCP and UDP).
-    const lives = new Map<number, string>();
+    const tcpLives = new Map<string, string>();
+    for (const [key, socks] of byInstance) tcpLives.set(key, lifeKey(socks.flatMap((s) => s.inodes)));
+    // A drain lasts for the life of every socket of the instance (TCP and UDP).
+    const lives = new Map<string, string>();
+    const liveInodes = new Map<string, string[]>();
+    const udpInodes = new Map<string, string[]>();
     const inodes = new Map<string, string[]>();
-    for (const s of sockets) {
-      const key = `${s.port}/${protocolOf(s.family)}`;
-      const list = inodes.get(key);
-      if (list) list.push(...s.inodes);
-      else inodes.set(key, [...s.inodes]);
+    const add = (m: Map<string, string[]>, key: string, list: readonly string[]) => {
+      const at = m.get(key);
+      if (at) at.push(...list);
+      else m.set(key, [...list]);
+    };
+    for (const s of all) {
+      add(inodes, socketKey(s), s.inodes);
+      add(liveInodes, instanceKey(s), s.inodes);
+      if (protocolOf(s.family) === 'udp') add(udpInodes, instanceKey(s), s.inodes);
     }
-    for (const [key, list] of inodes) {
-      const port = Number(key.split('/')[0]);
-      lives.set(port, lifeKey([...(lives.get(port)?.split(',').filter((x) => x !== '') ?? []), ...list]));
-    }
+    for (const [key, list] of liveInodes) lives.set(key, lifeKey(list));
     this.lives = lives;
     this.inodes = inodes;
-    this.owners.retain(new Set(sockets.flatMap((s) => s.inodes)));
-    const udpSeen = new Map<number, { life: string; sinceMs: number }>();
-    for (const [key, list] of inodes) {
-      if (!key.endsWith('/udp')) continue;
-      const port = Number(key.split('/')[0]);
+    this.owners.retain(new Set(all.flatMap((s) => s.inodes)));
+    const udpSeen = new Map<string, { life: string; sinceMs: number }>();
+    for (const [key, list] of udpInodes) {
       const life = lifeKey(list);
-      const before = this.udpSeen.get(port);
-      udpSeen.set(port, before && before.life === life ? before : { life, sinceMs: collectedAtMs });
+      const before = this.udpSeen.get(key);
+      udpSeen.set(key, before && before.life === life ? before : { life, sinceMs: collectedAtMs });
     }
     this.udpSeen = udpSeen;
     if (this.prober) {
       const targets: ReadinessTarget[] = [];
       const reachable = this.opts.readiness!.reachable;
-      for (const [port, socks] of byPort) {
-        const claim = claims.get(port)!;
-        if (claim.services.length === 0 || skip.has(port) || !socks.some((s) => reachable(s.address))) continue;
-        targets.push({ port, address: probeAddress(socks), life: tcpLives.get(port)!, rule: readyRule(claim.ready) });
+      for (const [key, socks] of byInstance) {
+        const first = socks[0]!;
+        const claim = claims.get(first.port)!;
+        if (claim.services.length === 0) continue;
+        // A container's listener is probed at the address other hosts are handed, from the host; the host's own as before.
+        if (first.namespace ? first.namespace.published === undefined : skip.has(first.port) || !socks.some((s) => reachable(s.address))) continue;
+        targets.push({ key, port: first.port, address: dialAddress(socks)!, life: tcpLives.get(key)!, rule: readyRule(claim.ready) });
       }
       this.prober.reconcile(targets);
     }
-    const listeners: InventoryListener[] = sockets.map((s) => {
+    const listeners: InventoryListener[] = all.map((s) => {
       const claim = claims.get(s.port)!;
       // An HTTP probe's version is the TCP listener's; a versioned port tells both.
-      const http = protocolOf(s.family) === 'tcp' ? probed.get(s.port) : undefined;
+      const http = protocolOf(s.family) === 'tcp' ? probed.get(instanceKey(s)) : undefined;
       const [version, versionSource] = http ? [http, 'http' as const] : claim.portVersion ? [claim.portVersion, 'port' as const] : ['', '' as const];
-      return { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
+      const l: InventoryListener = { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
+      return s.namespace ? { ...l, namespace: s.namespace } : l;
     });
     this.base = listeners;
     this.claims = claims;
     const node = this.opts.node?.();
-    const snap: InventorySnapshot = { host: this.hostname(), collectedAtMs, listeners: this.decorate(listeners), ...(node ? { node } : {}) };
+    const snap: InventorySnapshot = {
+      host: this.hostname(),
+      collectedAtMs,
+      listeners: this.decorate(listeners),
+      ...(observed ? { namespaces: observed.scope } : {}),
+      ...(node ? { node } : {}),
+    };
     // Nothing changed since the last scan (the usual case, every second in cluster mode): no metrics
     // to redo, and the hook told so (issue 24: a scan that finds nothing new costs next to nothing).
-    const changed = this.latest === undefined || !isDeepStrictEqual(this.latest.listeners, snap.listeners);
+    const changed =
+      this.latest === undefined || !isDeepStrictEqual(this.latest.listeners, snap.listeners) || !isDeepStrictEqual(this.latest.namespaces, snap.namespaces);
     if (changed) this.publish(snap);
     this.latest = snap;
     try {
@@ -379,6 +434,22 @@ export class HostInventory implements InventoryProvider {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }
     return snap;
+  }
+
+  /** Every other namespace's sockets, each with its namespace (and the address it is published at, if any). */
+  private namespaceSockets(namespaces: readonly ObservedNamespace[]): InstanceSocket[] {
+    const networks = new NetworkSet(this.opts.namespaces!.containerNetworks());
+    const out: InstanceSocket[] = [];
+    for (const ns of namespaces) {
+      const base = { label: ns.label, addresses: [...ns.addresses], ...(ns.container ? { container: { ...ns.container } } : {}) };
+      for (const s of ns.sockets) {
+        // Loopback-only listeners of a container serve that container alone.
+        if (isLoopback(s.address)) continue;
+        const published = publishedAddress(ns, s.address, networks);
+        out.push({ ...s, namespace: published ? { ...base, published } : base });
+      }
+    }
+    return out;
   }
 
   /** port → its claim at the last scan. */
@@ -394,7 +465,7 @@ export class HostInventory implements InventoryProvider {
    * registry lists it; a service bound on purpose in that range (names
    * v–z land there, as `check` warns) is seen once its port is reserved.
    */
-  private async withoutClientSockets(sockets: ListeningSocket[], listed: (port: number) => boolean): Promise<ListeningSocket[]> {
+  private async withoutClientSockets<S extends ListeningSocket>(sockets: S[], listed: (port: number) => boolean): Promise<S[]> {
     if (!sockets.some((s) => protocolOf(s.family) === 'udp')) return sockets;
     const nowMs = this.now();
     if (!this.portRange || nowMs - this.portRange.atMs >= DEFAULT_REPROBE_MS) {
@@ -412,7 +483,7 @@ export class HostInventory implements InventoryProvider {
   /** Listeners with their readiness and names, and the daemon's own sockets marked. */
   private decorate(listeners: readonly InventoryListener[]): InventoryListener[] {
     const own = this.opts.ownSockets?.() ?? [];
-    return this.withNames(this.withReadiness(listeners.map((l) => (own.length > 0 && isOwnSocket(l, own) ? { ...l, daemon: true as const } : l))));
+    return this.withNames(this.withReadiness(listeners.map((l) => (own.length > 0 && !l.namespace && isOwnSocket(l, own) ? { ...l, daemon: true as const } : l))));
   }
 
   /**
@@ -429,7 +500,7 @@ export class HostInventory implements InventoryProvider {
     const namesOf = (l: InventoryListener): InventoryListener['names'] => {
       const claim = this.claims.get(l.port);
       if (!claim || l.services.length === 0 || l.daemon) return undefined;
-      const key = `${l.port}/${protocolOf(l.family)}`;
+      const key = socketKey(l);
       if (byKey.has(key)) return byKey.get(key);
       let process: string[] = [];
       if (!claim.byRegistry && names?.processNames()) {
@@ -451,7 +522,7 @@ export class HostInventory implements InventoryProvider {
   private withReadiness(listeners: readonly InventoryListener[]): InventoryListener[] {
     if (!this.prober) return [...listeners];
     for (const [service, lives] of this.drained) {
-      for (const [port, life] of lives) if (this.lives.get(port) !== life) lives.delete(port);
+      for (const [key, life] of lives) if (this.lives.get(key) !== life) lives.delete(key);
       if (lives.size === 0) {
         this.drained.delete(service);
         this.drainStarted.delete(service);
@@ -459,16 +530,17 @@ export class HostInventory implements InventoryProvider {
       }
     }
     const counts = { ready: 0, 'not-ready': 0, draining: 0, unknown: 0 };
-    const seen = new Set<number>();
+    const seen = new Set<string>();
     const out = listeners.map((l) => {
+      const key = instanceKey(l);
       // A UDP listener is ready while it listens: no probe can ask it without speaking its protocol.
-      const udp = protocolOf(l.family) === 'udp' ? this.udpSeen.get(l.port) : undefined;
-      const verdict = udp ? { state: 'ready' as const, by: 'udp' as const, sinceMs: udp.sinceMs, detail: undefined } : this.prober!.verdict(l.port);
+      const udp = protocolOf(l.family) === 'udp' ? this.udpSeen.get(key) : undefined;
+      const verdict = udp ? { state: 'ready' as const, by: 'udp' as const, sinceMs: udp.sinceMs, detail: undefined } : this.prober!.verdict(key);
       let readiness: ListenerReadiness | undefined = verdict && { state: verdict.state, by: verdict.by, sinceMs: verdict.sinceMs, detail: verdict.detail };
-      const drainedBy = [...this.drained].find(([, lives]) => lives.has(l.port));
+      const drainedBy = [...this.drained].find(([, lives]) => lives.has(key));
       if (drainedBy) readiness = { state: 'draining', by: 'admin', sinceMs: this.drainSince(drainedBy[0]), detail: `canonport drain ${drainedBy[0]}` };
-      if (!seen.has(l.port) && l.services.length > 0) {
-        seen.add(l.port);
+      if (!seen.has(key) && l.services.length > 0) {
+        seen.add(key);
         counts[readiness?.state ?? 'unknown']++;
       }
       return readiness ? { ...l, readiness } : { ...l, readiness: undefined };
@@ -504,9 +576,9 @@ export class HostInventory implements InventoryProvider {
     }
   }
 
-  /** True when `port` should be asked now: never asked, asked about other sockets or another path, or the answer is old. */
-  private probeDue(port: number, key: string, nowMs: number): boolean {
-    const memo = this.probed.get(port);
+  /** True when instance `key` should be asked now: never asked, asked about other sockets or another path, or the answer is old. */
+  private probeDue(instance: string, key: string, nowMs: number): boolean {
+    const memo = this.probed.get(instance);
     if (!memo || memo.key !== key) return true;
     const reprobeMs = this.opts.reprobeMs ?? DEFAULT_REPROBE_MS;
     const wait = memo.failures === 0 ? reprobeMs : Math.min(reprobeMs, FAILED_REPROBE_FIRST_MS * 2 ** (memo.failures - 1));
@@ -522,6 +594,33 @@ export class HostInventory implements InventoryProvider {
       for (const service of l.services) gauge.set({ service, port: String(l.port), version: l.version }, 1);
     }
   }
+}
+
+/** A socket of this host's namespace, or of another one (a container's, a pod's). */
+type InstanceSocket = ListeningSocket & { namespace?: ListenerNamespace | undefined };
+
+/**
+ * Which instance a socket or listener belongs to: its port in the host's
+ * namespace (`12082`), its port and namespace label elsewhere
+ * (`12082/3f4e5a6b7c8d`). Probes, socket lives and drains are per instance.
+ */
+export function instanceKey(l: { port: number; namespace?: { label: string } | undefined }): string {
+  return l.namespace ? `${l.port}/${l.namespace.label}` : String(l.port);
+}
+
+/**
+ * One instance's sockets of one protocol (`12082/tcp`, `15761/udp/3f4e5a6b7c8d`):
+ * names are per port, protocol and namespace, as the cluster's instance keys are.
+ */
+export function socketKey(l: Pick<ListeningSocket, 'port' | 'family'> & { namespace?: { label: string } | undefined }): string {
+  const key = `${l.port}/${protocolOf(l.family)}`;
+  return l.namespace ? `${key}/${l.namespace.label}` : key;
+}
+
+/** Where to dial an instance from the host: a container's published address, else probeAddress; undefined for a container listener not published. */
+function dialAddress(socks: readonly InstanceSocket[]): string | undefined {
+  const ns = socks[0]!.namespace;
+  return ns ? ns.published : probeAddress(socks);
 }
 
 /** Whether a listener is one of `own` (same port, and the same address or a wildcard bind of the daemon's). */

@@ -16,9 +16,12 @@ export function isReachableBind(address: string): boolean {
 
 /**
  * The listeners worth publishing: claimed by a service, reachable from other
- * hosts, not the daemon's own sockets. `fleet HOST…` keeps the same of a
+ * hosts, not the daemon's own sockets. In the host's namespace: bound to a
+ * wildcard or a non-loopback address; in another (a container's, a pod's):
+ * only when the inventory found it an address inside a `--container-network`
+ * (`published`). `fleet HOST…` keeps the same of a
  * cluster daemon's inventory, so both fleets list the same things.
  */
 export function reachableListeners<L extends InventoryListener>(listeners: readonly L[]): L[] {
-  return listeners.filter((l) => l.services.length > 0 && !l.daemon && isReachableBind(l.address));
+  return listeners.filter((l) => l.services.length > 0 && !l.daemon && (l.namespace ? l.namespace.published !== undefined : isReachableBind(l.address)));
 }

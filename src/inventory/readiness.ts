@@ -84,6 +84,8 @@ export interface Verdict {
 }
 
 export interface ReadinessTarget {
+  /** The instance (its port, and its namespace's label for a container's: inventory's instanceKey); defaults to the port. */
+  key?: string | undefined;
   port: number;
   /** Where to dial (loopback for wildcard binds). */
   address: string;
@@ -95,8 +97,8 @@ export interface ReadinessTarget {
 export interface ReadinessOptions {
   intervalMs: () => number;
   timeoutMs: () => number;
-  /** Called (asynchronously) whenever a port's verdict changes, the first verdict included. */
-  onVerdict: (port: number) => void;
+  /** Called (asynchronously) whenever an instance's verdict changes, the first verdict included. */
+  onVerdict: (key: string) => void;
   logger?: Logger | undefined;
   now?: (() => number) | undefined;
   /** Counts probes by kind and outcome. */
@@ -136,8 +138,8 @@ interface Probe {
 type Outcome = { state: 'ready' | 'not-ready'; detail?: string | undefined };
 
 export class ReadinessProber {
-  /** port → its probe; bounded by the host's claimed, reachable listeners (reconcile() mirrors the scan). */
-  private readonly probes = new Map<number, Probe>();
+  /** instance key (a host listener's port, a container's port/label) → its probe; bounded by the host's claimed, published listeners (reconcile() mirrors the scan). */
+  private readonly probes = new Map<string, Probe>();
   private readonly logger: Logger;
   private readonly now: () => number;
   private closed = false;
@@ -155,9 +157,9 @@ export class ReadinessProber {
     this.now = o.now ?? Date.now;
   }
 
-  /** The verdict for a port, once its first probe answered. */
-  verdict(port: number): Verdict | undefined {
-    return this.probes.get(port)?.verdict;
+  /** The verdict for an instance (its key; a host listener's is its port), once its first probe answered. */
+  verdict(key: string | number): Verdict | undefined {
+    return this.probes.get(String(key))?.verdict;
   }
 
   /** Listeners probed now (bounded by the host's claimed, reachable listeners). */
@@ -168,15 +170,15 @@ export class ReadinessProber {
   /** Starts probing new targets, stops gone ones, starts over for a new socket life or rule. */
   reconcile(targets: readonly ReadinessTarget[]): void {
     if (this.closed) return;
-    const seen = new Set<number>();
+    const seen = new Set<string>();
     for (const t of targets) {
-      seen.add(t.port);
-      const p = this.probes.get(t.port);
+      seen.add(keyOf(t));
+      const p = this.probes.get(keyOf(t));
       if (p && p.target.life === t.life && p.target.address === t.address && sameRule(p.target.rule, t.rule)) continue;
       if (p) this.stopProbe(p);
       this.startProbe(t);
     }
-    for (const [port, p] of this.probes) if (!seen.has(port)) this.stopProbe(p);
+    for (const [key, p] of this.probes) if (!seen.has(key)) this.stopProbe(p);
   }
 
   close(): void {
@@ -301,7 +303,7 @@ export class ReadinessProber {
 
   private startProbe(target: ReadinessTarget): void {
     const p: Probe = { target, kind: undefined, path: '/readyz', verdict: undefined, session: undefined, watch: undefined, http: undefined, onHttp: (r) => this.httpAnswered(p, r), sentAt: 0, lastHttp: undefined, failures: 0, busy: false, closed: false };
-    this.probes.set(target.port, p);
+    this.probes.set(keyOf(target), p);
     const rule = target.rule;
     if (rule.kind === 'tcp') {
       p.kind = 'tcp';
@@ -325,7 +327,7 @@ export class ReadinessProber {
     p.session?.destroy();
     p.http?.close();
     this.inFlight.delete(p);
-    if (this.probes.get(p.target.port) === p) this.probes.delete(p.target.port);
+    if (this.probes.get(keyOf(p.target)) === p) this.probes.delete(keyOf(p.target));
   }
 
   /** Detection, a gRPC Check, or (re)opening a Watch: the rare paths, each with its own deadline. */
@@ -423,7 +425,7 @@ export class ReadinessProber {
     }
     p.verdict = { state: o.state, by, sinceMs: this.now(), detail: o.detail };
     if (before) this.logger.info({ port: p.target.port, state: o.state, by, detail: o.detail }, 'readiness changed');
-    queueMicrotask(() => this.o.onVerdict(p.target.port));
+    queueMicrotask(() => this.o.onVerdict(keyOf(p.target)));
   }
 
   // --- gRPC health over a bare HTTP/2 session ---
@@ -534,6 +536,10 @@ export class ReadinessProber {
     p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT, () => this.o.onConnectionLost?.(p.target.port));
     return p.http.get(path, this.o.timeoutMs());
   }
+}
+
+function keyOf(t: ReadinessTarget): string {
+  return t.key ?? String(t.port);
 }
 
 function sameRule(a: ReadyRule, b: ReadyRule): boolean {

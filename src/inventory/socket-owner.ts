@@ -7,12 +7,15 @@ import { basename, join } from 'node:path';
  * and what that process is: its executable and arguments, its systemd
  * unit and its container (from `/proc/<pid>/cgroup`).
  *
- * One module for every caller: the inventory of this host's namespace
- * names listeners by their process (issue 22, process-names.ts), and the
- * inventory of other network namespaces maps their sockets to containers
- * (issue 26) with the same `SocketOwners.lookup`. Inodes are unique across
- * network namespaces, and `/proc/<pid>/fd` shows every process of the PID
- * namespace the daemon runs in, so one walk serves both.
+ * The cgroup parser (parseCgroup) is the one every caller uses: this
+ * host's inventory names listeners by their process (issue 22,
+ * process-names.ts), and the inventory of other network namespaces
+ * (issue 26, namespaces.ts through container.ts) reads which container or
+ * pod a namespace belongs to from one of its processes' cgroup. That
+ * inventory does not walk `/proc/<pid>/fd` (another user's descriptors
+ * need CAP_SYS_PTRACE, which the DaemonSet does not add); process names of
+ * a container's listener come from this walk when the daemon may read them
+ * (inodes are unique across network namespaces).
  *
  * No library does this on npm (the `ps`-style packages list processes, not
  * which one holds an inode), so it is written here, bounded:
@@ -318,41 +321,46 @@ const HEX64 = /[0-9a-f]{64}/;
 export function parseCgroup(text: string): { unit: string | undefined; container: ContainerRef | undefined } {
   const lines = text.split('\n').filter((l) => l.includes(':'));
   const pathOf = (l: string) => l.split(':').slice(2).join(':');
+  // Inside a cgroup namespace the path starts from its root upwards (`/../..`): the segments below still say it.
+  const partsOf = (l: string | undefined) => (l === undefined ? '' : pathOf(l)).split('/').filter((p) => p !== '' && p !== '..');
   const pick =
     lines.find((l) => l.startsWith('0::') && pathOf(l) !== '/') ?? lines.find((l) => l.split(':')[1] === 'name=systemd') ?? lines.find((l) => pathOf(l) !== '/' && pathOf(l) !== '');
-  const parts = (pick === undefined ? '' : pathOf(pick)).split('/').filter((p) => p !== '');
-  const found = containerOf(parts);
+  const parts = partsOf(pick);
+  // cgroup v1: the hierarchy that says the unit may not say the container; any other line that does is read for it.
+  const found = containerOf(parts) ?? lines.map((l) => containerOf(partsOf(l))).find((c) => c !== undefined);
   // A unit above the container is the runtime's (containerd.service holding a pod): the process's own is inside it (LXC).
   let unit: string | undefined;
-  for (const p of parts.slice(found ? found.at + 1 : 0)) if (p.endsWith('.service') && !/^user@\d+\.service$/.test(p)) unit = p.slice(0, -'.service'.length);
+  for (const p of parts.slice(found && found.parts === parts ? found.at + 1 : 0)) if (p.endsWith('.service') && !/^user@\d+\.service$/.test(p)) unit = p.slice(0, -'.service'.length);
   return { unit, container: found?.container };
 }
 
-function containerOf(parts: readonly string[]): { container: ContainerRef; at: number } | undefined {
+function containerOf(parts: readonly string[]): { container: ContainerRef; at: number; parts: readonly string[] } | undefined {
   const pod = parts.map((p) => /pod([0-9a-f]{8}[_-][0-9a-f]{4}[_-][0-9a-f]{4}[_-][0-9a-f]{4}[_-][0-9a-f]{12})/.exec(p)?.[1]).find((x) => x !== undefined);
   const podUid = pod?.replace(/_/g, '-');
   for (let i = parts.length - 1; i >= 0; i--) {
     const p = parts[i]!;
+    // CRI-O's monitor (conmon) has a scope of its own named after the container: it is not the container.
+    if (p.startsWith('crio-conmon-')) continue;
     const id = HEX64.exec(p)?.[0];
     if (!id) continue;
     const runtime: ContainerRef['runtime'] = p.includes('cri-containerd') || p.startsWith('containerd-')
       ? 'containerd'
       : p.startsWith('crio-') || p.includes(':crio:')
         ? 'cri-o'
-        : p.startsWith('libpod-')
+        : p.startsWith('libpod-') || parts[i - 1] === 'libpod_parent'
           ? 'podman'
           : p.startsWith('docker-') || parts[i - 1] === 'docker'
             ? 'docker'
             : podUid !== undefined
               ? 'kubernetes'
               : 'docker';
-    return { container: podUid !== undefined ? { id, runtime, podUid } : { id, runtime }, at: i };
+    return { container: podUid !== undefined ? { id, runtime, podUid } : { id, runtime }, at: i, parts };
   }
   const lxc = parts.findIndex((p) => p === 'lxc' || p.startsWith('lxc.payload.'));
   if (lxc >= 0) {
     const at = parts[lxc] === 'lxc' ? lxc + 1 : lxc;
     const name = parts[lxc] === 'lxc' ? parts[lxc + 1] : parts[lxc]!.slice('lxc.payload.'.length);
-    if (name) return { container: { id: name, runtime: 'lxc' }, at };
+    if (name) return { container: { id: name, runtime: 'lxc' }, at, parts };
   }
   return undefined;
 }

@@ -2,6 +2,29 @@
 import type { ServiceName } from '../core/naming.js';
 import type { SocketFamily } from './procnet.js';
 
+import type { ContainerIdentity } from './container.js';
+import type { NamespaceScope } from './namespaces.js';
+
+export type { ContainerIdentity, NamespaceScope };
+
+/**
+ * The network namespace a listener lives in when it is not the daemon's
+ * own (issue 26): a container's or a pod's.
+ */
+export interface ListenerNamespace {
+  /** Its label in cluster keys and answers (a DNS label): the container's short id, a `/run/netns` name, or `ns-<inode>`. */
+  label: string;
+  /** The unicast addresses the namespace owns. */
+  addresses: string[];
+  /**
+   * The address other hosts reach the listener at: one of `addresses` inside
+   * a `--container-network`. Absent: not published (a bridge-private address;
+   * a port the host publishes for it is the host's own listener).
+   */
+  published?: string | undefined;
+  container?: ContainerIdentity | undefined;
+}
+
 /** One listening socket on this host, named by canonical port. */
 export interface InventoryListener {
   port: number;
@@ -28,6 +51,8 @@ export interface InventoryListener {
    * and outside cluster mode (nothing is probed).
    */
   readiness?: ListenerReadiness | undefined;
+  /** Absent: the daemon's own network namespace (the host's). */
+  namespace?: ListenerNamespace | undefined;
 }
 
 export interface ListenerReadiness {
@@ -50,6 +75,8 @@ export interface InventorySnapshot {
    * may name one port differently.
    */
   registryDigest?: string | undefined;
+  /** Which network namespaces the inventory observes (absent: only its own, from a daemon before issue 26). */
+  namespaces?: NamespaceScope | undefined;
   /**
    * Cluster mode: this daemon's node name. Its fleet is then what it
    * publishes (listeners other hosts can reach), as `fleet --cluster` reads

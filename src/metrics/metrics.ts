@@ -99,6 +99,17 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly namespaceReads = new Counter({
+    name: 'canonport_inventory_namespace_reads_total',
+    help: 'Reads of another network namespace\'s listening sockets (a container\'s, a pod\'s), by trigger (new: it appeared, process: a process started in it, counters: its socket counters moved).',
+    labelNames: ['trigger'] as const,
+    registers: [this.registry],
+  });
+  readonly namespacesObserved = new Gauge({
+    name: 'canonport_inventory_namespaces',
+    help: 'Network namespaces observed besides the daemon\'s own (containers, pods).',
+    registers: [this.registry],
+  });
 
   readonly httpRequests = new Counter({
     name: 'canonport_http_requests_total',

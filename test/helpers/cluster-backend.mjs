@@ -2,8 +2,9 @@
 // network namespace: what a real program on that host would be.
 //
 // argv: MODE PORT NAME [VERSION [BIND]]   (BIND: 0.0.0.0 unless given, `::` for dual stack)
-//   grpc  a grpc-js server on BIND:PORT whose one unary method
-//         /canonport.test.Who/Name answers NAME (so a client can tell which
+//   grpc  a grpc-js server on BIND:PORT whose unary methods
+//         /canonport.test.Who/Name and /canonport.test.Echo/WhoAmI (the
+//         Python xDS client's) answer NAME (so a client can tell which
 //         host answered)
 //   http  an HTTP server on BIND:PORT answering GET /version with VERSION
 //         (the inventory's version probe) and anything else with NAME
@@ -34,6 +35,11 @@ if (mode === 'grpc') {
   server.addService(
     { Name: { path: '/canonport.test.Who/Name', requestStream: false, responseStream: false, requestSerialize: bytes.serialize, requestDeserialize: bytes.deserialize, responseSerialize: bytes.serialize, responseDeserialize: bytes.deserialize } },
     { Name: (_call, callback) => callback(null, Buffer.from(name)) },
+  );
+  // The stock Python xDS client's method (xds-client.py): the same answer.
+  server.addService(
+    { WhoAmI: { path: '/canonport.test.Echo/WhoAmI', requestStream: false, responseStream: false, requestSerialize: bytes.serialize, requestDeserialize: bytes.deserialize, responseSerialize: bytes.serialize, responseDeserialize: bytes.deserialize } },
+    { WhoAmI: (_call, callback) => callback(null, Buffer.from(name)) },
   );
   if (process.env.CP_HEALTH === '1') {
     const health = new HealthImplementation({ '': warm ? 'SERVING' : 'NOT_SERVING' });

@@ -41,8 +41,9 @@ export interface Lab {
   stop(): Promise<void>;
 }
 
-export async function startLab(opts: { hosts: number; etcd?: StartEtcdOptions }): Promise<Lab> {
-  const net = await createHostNet({ hosts: opts.hosts });
+/** `pid: true`: every host a PID namespace of its own, with containers (netns.ts), as nodes whose daemon has hostPID. */
+export async function startLab(opts: { hosts: number; etcd?: StartEtcdOptions; pid?: boolean }): Promise<Lab> {
+  const net = await createHostNet({ hosts: opts.hosts, pid: opts.pid });
   let etcd: EtcdCluster;
   try {
     etcd = await startEtcd({ ...opts.etcd, extraHosts: [net.gateway] });

@@ -22,7 +22,8 @@ export async function startDaemon(
   if (!opts.hostsFile) writeFileSync(hostsFile, '127.0.0.1 localhost\n');
   return Daemon.start({
     // Cluster mode keeps its lease and view in a state directory: a test's own, never the machine's default.
-    flags: { dns: '127.0.0.1:0', grpc: '127.0.0.1:0', http: '127.0.0.1:0', ...(flags.cluster ? { stateDir: join(dir, 'state') } : {}), ...flags },
+    // Only the daemon's own network namespace: this shared machine's other processes (other test runs' containers) are not the test's.
+    flags: { dns: '127.0.0.1:0', grpc: '127.0.0.1:0', http: '127.0.0.1:0', namespaces: 'own', ...(flags.cluster ? { stateDir: join(dir, 'state') } : {}), ...flags },
     env: {},
     resolvConf,
     hostsFile,

@@ -74,7 +74,7 @@ function asProtoJson(r: Awaited<ReturnType<CanonportClient['resolve']>>): Line {
     ...(r.version !== undefined ? { version: r.version } : {}),
     collides_with: r.collidesWith,
     zone: r.zone,
-    endpoints: r.endpoints.map((e) => ({ address: e.address, port: e.port, source: e.source, node: e.node, version: e.version, since: e.since, readiness: e.readiness ?? '', local: e.local ?? false, protocol: e.protocol ?? '', names: (e.names ?? []).map((n) => ({ name: n.name, source: n.source })) })),
+    endpoints: r.endpoints.map((e) => ({ address: e.address, port: e.port, source: e.source, node: e.node, version: e.version, since: e.since, readiness: e.readiness ?? '', local: e.local ?? false, protocol: e.protocol ?? '', names: (e.names ?? []).map((n) => ({ name: n.name, source: n.source })), namespace: e.namespace ?? '', container_id: e.containerId ?? '', pod: e.pod ?? '', pod_namespace: e.podNamespace ?? '' })),
   };
 }
 

@@ -74,7 +74,12 @@ export async function startServe(args: string[], opts: ServeOptions = {}): Promi
   // A cluster daemon remembers its lease and last view in a state directory (default /var/lib/canonport as root):
   // each test daemon gets its own, so no test reads another's snapshot and nothing is left on the machine.
   const stateDir = args.includes('--cluster') && !args.includes('--state-dir') ? tempDir('canonport-state-') : undefined;
-  const argv = [`${REPO}bin/canonport.js`, 'serve', ...listen, '--log-level', 'info', ...args, ...(stateDir ? ['--state-dir', stateDir] : [])];
+  // Other network namespaces (issue 26): a test daemon in the run's namespace (or a host without a PID namespace of its
+  // own) would see every process of this shared machine (the sandbox has a network namespace of its own, not a PID
+  // one), other runs' containers included. Only tests whose hosts have their own PID namespace (netns.ts `pid: true`)
+  // ask for `--namespaces all`.
+  const namespaces = args.includes('--namespaces') ? [] : ['--namespaces', 'own'];
+  const argv = [`${REPO}bin/canonport.js`, 'serve', ...listen, '--log-level', 'info', ...namespaces, ...args, ...(stateDir ? ['--state-dir', stateDir] : [])];
   const spawnOpts: SpawnOptions = { cwd: REPO, env: cleanEnv(opts.env), stdio: ['ignore', 'ignore', 'pipe'] };
   const proc = opts.spawn ? opts.spawn(process.execPath, argv, spawnOpts) : spawn(process.execPath, argv, spawnOpts);
   const logs: LogLine[] = [];

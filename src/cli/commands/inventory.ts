@@ -78,34 +78,64 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
 };
 
 /**
- * One row per port and protocol (its addresses joined), sorted by port, TCP
- * first; a UDP row's port reads `15761/udp`. SERVICE is what the port
- * answers (its canonical names); NAME what people know it by and where that
- * comes from (`db (query)`), `-` for a claimed listener nothing names
- * (core/naming.ts). Unclaimed ports show "-" in both.
+ * One row per instance and protocol, sorted by port, TCP first: a port of
+ * the host's own namespace (its addresses joined), or of a container's or
+ * pod's (NAMESPACE: its label and container or pod; ADDRESSES: where it
+ * listens inside, and the address it is published at, if any); a UDP row's
+ * port reads `15761/udp`. SERVICE is what the port answers (its canonical
+ * names); NAME what people know it by and where that comes from
+ * (`db (query)`), `-` for a claimed listener nothing names
+ * (core/naming.ts). Unclaimed ports show "-" in both. A last line says
+ * which namespaces were observed, and why only the daemon's own when so.
  */
 export function formatInventory(snap: InventorySnapshot): string {
-  const byPort = new Map<string, InventoryListener[]>();
+  const byInstance = new Map<string, InventoryListener[]>();
   for (const l of snap.listeners) {
-    const key = `${l.port}/${protocolOf(l.family)}`;
-    const list = byPort.get(key);
+    const key = `${l.port}/${protocolOf(l.family)}/${l.namespace?.label ?? ''}`;
+    const list = byInstance.get(key);
     if (list) list.push(l);
-    else byPort.set(key, [l]);
+    else byInstance.set(key, [l]);
   }
   // Cluster mode: whether each claimed listener serves (READY: ready, not-ready, draining; "-" before its first verdict).
   const probed = snap.listeners.some((l) => l.readiness);
   const named = snap.listeners.some((l) => l.names !== undefined);
-  const rows: string[][] = [['PORT', 'SERVICE', ...(named ? ['NAME'] : []), 'VERSION', 'FROM', 'SCHEME', ...(probed ? ['READY'] : []), 'ADDRESSES']];
-  const order = [...byPort.values()].sort((a, b) => a[0]!.port - b[0]!.port || (protocolOf(a[0]!.family) === 'tcp' ? -1 : 1));
-  for (const ls of order) {
+  const spaced = snap.listeners.some((l) => l.namespace);
+  const rows: string[][] = [
+    ['PORT', 'SERVICE', ...(named ? ['NAME'] : []), 'VERSION', 'FROM', 'SCHEME', ...(probed ? ['READY'] : []), ...(spaced ? ['NAMESPACE'] : []), 'ADDRESSES'],
+  ];
+  const tcpFirst = (l: InventoryListener) => (protocolOf(l.family) === 'tcp' ? 0 : 1);
+  const ordered = [...byInstance.values()].sort(
+    (a, b) => a[0]!.port - b[0]!.port || tcpFirst(a[0]!) - tcpFirst(b[0]!) || (a[0]!.namespace?.label ?? '').localeCompare(b[0]!.namespace?.label ?? ''),
+  );
+  for (const ls of ordered) {
     const l = ls[0]!;
     const port = protocolOf(l.family) === 'udp' ? `${l.port}/udp` : String(l.port);
     const name = named ? [l.names && l.names.length > 0 ? l.names.map((n) => `${n.name} (${n.source})`).join(', ') : '-'] : [];
     const ready = probed ? [l.readiness ? `${l.readiness.state} (${l.readiness.by})` : '-'] : [];
-    rows.push([port, l.services.join(',') || '-', ...name, l.version, l.versionSource, l.scheme, ...ready, ls.map((x) => x.address).join(', ')]);
+    const where = spaced ? [namespaceText(l)] : [];
+    const bound = ls.map((x) => x.address).join(', ');
+    const addresses = l.namespace ? `${bound} in ${l.namespace.addresses.join(', ') || 'no address'}; ${l.namespace.published ? `published at ${l.namespace.published}` : 'not published'}` : bound;
+    rows.push([port, l.services.join(',') || '-', ...name, l.version, l.versionSource, l.scheme, ...ready, ...where, addresses]);
   }
   const when = new Date(snap.collectedAtMs).toISOString();
   const ports = new Set(snap.listeners.map((l) => l.port)).size;
   const head = `${snap.host}: ${ports} listening port${ports === 1 ? '' : 's'} at ${when}`;
-  return [head, ...table(rows)].join('\n');
+  return [head, ...table(rows), ...(snap.namespaces ? [namespacesLine(snap.namespaces)] : [])].join('\n');
+}
+
+/** `host`, or a namespace's label with its container or pod. */
+function namespaceText(l: InventoryListener): string {
+  const ns = l.namespace;
+  if (!ns) return 'host';
+  const c = ns.container;
+  if (c?.pod) return `${ns.label} (pod ${c.podNamespace ?? '?'}/${c.pod})`;
+  if (c) return `${ns.label} (${c.runtime || 'container'} ${c.id.slice(0, 12)})`;
+  return ns.label;
+}
+
+/** What the inventory observes, said plainly. */
+export function namespacesLine(n: NonNullable<InventorySnapshot['namespaces']>): string {
+  if (n.observing === 'all') return `observing every network namespace on this host: ${n.count} besides the host's own (containers, pods)`;
+  if (n.mode === 'own' && !n.code) return 'observing only the host\'s own network namespace (--namespaces own)';
+  return `observing only this daemon's own network namespace: ${n.reason ?? 'unknown reason'}${n.code ? ` (${n.code})` : ''}`;
 }

@@ -11,11 +11,14 @@ import { TYPE } from '../../wire.js';
  * core's observed endpoints (the local plugin calls these; nothing here
  * does I/O):
  *
- *   SRV  <svc>.Z                  one record per host where the service listens
- *                                 (TCP or UDP), each aimed at `<node>.node.Z`, whose
- *                                 addresses go in the additional section
+ *   SRV  <svc>.Z                  one record per instance: per host where the service
+ *                                 listens (TCP or UDP), each aimed at `<node>.node.Z`,
+ *                                 and per container or pod with its own address, aimed
+ *                                 at `<ns>.<node>.node.Z` (issue 26); addresses in the
+ *                                 additional section
  *   SRV  _<svc>._tcp.Z            the same, TCP listeners only; `_udp`, UDP ones only
  *   A    <node>.node.Z            that host's addresses
+ *   A    <ns>.<node>.node.Z       that container's or pod's own address
  *   TXT  <svc>.Z                  adds hosts= and versions= (mixed versions show)
  *   PTR  _services._dns-sd._udp.Z the service types some host runs (RFC 6763 §9):
  *                                 `_<name>._tcp` / `_<name>._udp` for every name
@@ -42,9 +45,15 @@ export function nodeHost(node: string, zone: string): string {
   return `${node}.${NODE_LABEL}.${zone}`;
 }
 
-/** One host in an answer: where it is, what runs there, what it is called. */
+/** `<ns>.<node>.node.<zone>`: the SRV target that names a node's instances in a container's namespace. */
+export function instanceHost(node: string, namespace: string | undefined, zone: string): string {
+  return namespace ? `${namespace}.${nodeHost(node, zone)}` : nodeHost(node, zone);
+}
+
+/** One instance in an answer: a node's own, or one in a container's or pod's namespace on it (`namespace`); where it is, what runs there, what it is called. */
 export interface AnswerHost {
   node: string;
+  namespace?: string | undefined;
   addresses: string[];
   version: string;
   local: boolean;
@@ -52,16 +61,26 @@ export interface AnswerHost {
   names: readonly string[];
 }
 
-/** The observed hosts of a lookup, one per node, in the lookup's order (this host first, then turned); null when its endpoints were not observed. */
+/**
+ * The observed instances of a lookup, one per node and namespace (two pods
+ * of a service on one node are two), in the lookup's order (this host
+ * first, then turned); null when its endpoints were not observed.
+ */
 export function observedHosts(l: Lookup | null): AnswerHost[] | null {
   if (!l?.ok || l.instances.endpoints.length === 0 || l.instances.endpoints.some((e) => e.source !== 'observed')) return null;
-  const byNode = new Map<string, AnswerHost>();
+  const byInstance = new Map<string, AnswerHost>();
   for (const e of l.instances.endpoints) {
-    const h = byNode.get(e.node!) ?? { node: e.node!, addresses: [], version: e.version ?? '', local: e.local === true, names: (e.names ?? []).map((n) => n.name) };
+    const key = `${e.node!}/${e.namespace ?? ''}`;
+    const h = byInstance.get(key) ?? { node: e.node!, ...(e.namespace ? { namespace: e.namespace } : {}), addresses: [], version: e.version ?? '', local: e.local === true, names: (e.names ?? []).map((n) => n.name) };
     if (!h.addresses.includes(e.address)) h.addresses.push(e.address);
-    byNode.set(e.node!, h);
+    byInstance.set(key, h);
   }
-  return [...byNode.values()];
+  return [...byInstance.values()];
+}
+
+/** The DNS-SD instance label of an instance: its node, or `<node>-<ns>` for a container's (cut to a label's 63 characters). */
+export function instanceLabel(h: Pick<AnswerHost, 'node' | 'namespace'>): string {
+  return h.namespace ? `${h.node}-${h.namespace}`.slice(0, 63).replace(/-+$/, '') : h.node;
 }
 
 /** Whether browsing lists a host under `name`: it is one of its names, or it has none and unnamed listeners are shown. */
@@ -94,7 +113,7 @@ export function observedSrv(owner: string, d: ServiceDescription, hosts: NonNull
   const additionals: Rr[] = [];
   const anyLocal = hosts.some((h) => h.local);
   for (const h of hosts) {
-    const target = nodeHost(h.node, d.zone);
+    const target = instanceHost(h.node, h.namespace, d.zone);
     answers.push({ type: 'SRV', name: owner, ttl, priority: anyLocal && !h.local ? 1 : 0, weight: SRV_WEIGHT, port: d.port, target });
     additionals.push(...addressRrs(target, h.addresses, ttl));
   }
@@ -113,9 +132,10 @@ export function clusterName(cls: NameClass, qtype: number, discovery: Discovery,
   const nxdomain: Answer = { rcode: Rcode.NXDOMAIN, answers: [], additionals: [] };
   switch (cls.kind) {
     case 'node': {
-      const addresses = discovery.nodeAddresses(cls.node);
+      const one = cls.namespace !== undefined ? discovery.instanceAddress(cls.node, cls.namespace) : null;
+      const addresses = cls.namespace !== undefined ? (one ? [one] : null) : discovery.nodeAddresses(cls.node);
       if (!addresses) return nxdomain;
-      const name = nodeHost(cls.node, cls.zone);
+      const name = instanceHost(cls.node, cls.namespace, cls.zone);
       if (qtype === TYPE.A || qtype === TYPE.AAAA) return { ...nodata, answers: addressRrs(name, addresses, ttl, qtype) };
       return nodata;
     }
@@ -147,7 +167,7 @@ export function instancesPtr(owner: string, d: ServiceDescription, discovery: Di
   const answers: Rr[] = [];
   const additionals: Rr[] = [];
   for (const h of hosts) {
-    const instance = `${h.node}._${d.service}._${proto}.${d.zone}`;
+    const instance = `${instanceLabel(h)}._${d.service}._${proto}.${d.zone}`;
     answers.push({ type: 'PTR', name: owner, ttl, target: instance });
     const a = instanceAnswer({ d, host: h, instance }, TYPE.ANY, ttl, registryTxt);
     additionals.push(...a.answers, ...a.additionals);
@@ -161,18 +181,18 @@ interface Instance {
   instance: string;
 }
 
-function instanceOf(discovery: Discovery, node: string, service: string, zone: string, proto: 'tcp' | 'udp', unnamed: boolean): Instance | null {
+function instanceOf(discovery: Discovery, label: string, service: string, zone: string, proto: 'tcp' | 'udp', unnamed: boolean): Instance | null {
   const described = discovery.describe(`_${service}._${proto}.${zone}`);
   if (!described.ok) return null;
-  const host = observedHosts(discovery.peek(described.description))?.find((h) => h.node === node && browsable(h, service, unnamed));
-  return host ? { d: described.description, host, instance: `${node}._${service}._${proto}.${zone}` } : null;
+  const host = observedHosts(discovery.peek(described.description))?.find((h) => instanceLabel(h) === label && browsable(h, service, unnamed));
+  return host ? { d: described.description, host, instance: `${label}._${service}._${proto}.${zone}` } : null;
 }
 
-/** One instance's records: SRV to its host, TXT with its version, and the host's addresses. */
+/** One instance's records: SRV to its host (or its container's name), TXT with its version, and the addresses. */
 function instanceAnswer(i: Instance, qtype: number, ttl: number, registryTxt: (d: ServiceDescription) => string[]): Answer {
-  const target = nodeHost(i.host.node, i.d.zone);
+  const target = instanceHost(i.host.node, i.host.namespace, i.d.zone);
   const srv: Rr = { type: 'SRV', name: i.instance, ttl, priority: 0, weight: SRV_WEIGHT, port: i.d.port, target };
-  const txt: Rr = { type: 'TXT', name: i.instance, ttl, data: [...registryTxt(i.d), ...(i.host.version ? [`version=${i.host.version}`] : []), `node=${i.host.node}`] };
+  const txt: Rr = { type: 'TXT', name: i.instance, ttl, data: [...registryTxt(i.d), ...(i.host.version ? [`version=${i.host.version}`] : []), `node=${i.host.node}`, ...(i.host.namespace ? [`namespace=${i.host.namespace}`] : [])] };
   const addresses = addressRrs(target, i.host.addresses, ttl);
   if (qtype === TYPE.SRV) return { rcode: Rcode.NOERROR, answers: [srv], additionals: addresses };
   if (qtype === TYPE.TXT) return { rcode: Rcode.NOERROR, answers: [txt], additionals: [] };

@@ -1,0 +1,235 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { NamespaceWatcher } from '../src/inventory/namespaces.js';
+import { base32Port } from '../src/scheme/index.js';
+import { startLab, startNode, ZONE, type Lab, type NodeDaemon } from '../test/helpers/cluster-lab.js';
+import type { Container, Host } from '../test/helpers/netns.js';
+import { parseProcStat } from './cpu.js';
+import { percentile } from './dnsperf.js';
+import { askDns } from './probe.js';
+
+/**
+ * `npm run bench -- --only containers` (issue 26): what observing every
+ * network namespace costs, and how fast a container's listener reaches
+ * another host's answers.
+ *
+ * - Scan cost: a lab host with a PID namespace of its own (the node as a
+ *   hostPID daemon sees it) and 100 containers of 5 listeners each, against
+ *   the same host with none, in this process (NamespaceWatcher on the
+ *   host's /proc): CPU of the first scan (every namespace new, read) and of
+ *   a steady scan (nothing changed), each the median of `scans`. Twice:
+ *   with the kernel's shared TCP hash table (the default), and with
+ *   `net.ipv4.tcp_child_ehash_entries` set when the containers were made
+ *   (a table per namespace, Linux ≥ 6.1), which is what reading a
+ *   namespace's sockets costs most.
+ * - Idle CPU of a real `canonport serve --cluster --namespaces all` on that
+ *   host (its own process's ticks over `cpuSeconds`), with 100 containers
+ *   and with none.
+ * - Convergence: a listener starts in a new container on host A (routed
+ *   pod network) → host B's daemon answers SRV with it (asked every 10 ms);
+ *   p50/p99 over `trials`. Issue 26's target: p99 ≤ 1.5 s.
+ *
+ * The machine is shared: the load average is reported at both ends, and
+ * every figure is a ratio against a reference measured in the same run.
+ */
+
+export interface ContainersBenchOptions {
+  containers: number;
+  listenersEach: number;
+  scans: number;
+  cpuSeconds: number;
+  trials: number;
+}
+
+export interface ScanCost {
+  ehash: 'shared' | 'per-namespace';
+  containers: number;
+  /** CPU ms of the scan that found every namespace new (read them all). */
+  firstScanMs: number;
+  /** CPU µs of a scan when nothing changed (median). */
+  steadyScanUs: number;
+  /** The same host with no container: CPU µs of a steady scan (median), the reference. */
+  noneScanUs: number;
+}
+
+export interface ContainersBenchResult {
+  load: { start: number; end: number };
+  scans: ScanCost[];
+  /**
+   * The daemon over `cpuSeconds` with the containers and with none: CPU, RSS (MB, at the end; issue 24's
+   * cluster-mode target ≤ 70 MB), and what it did meanwhile (readiness probes and namespace reads a second).
+   */
+  idle: { containers: number; cpuPercent: number; noneCpuPercent: number; rssMb: number; noneRssMb: number; probesPerS: number; noneProbesPerS: number; readsPerS: number } | null;
+  convergence: { p50: number; p99: number; n: number } | null;
+  errors: string[];
+}
+
+const LISTENERS = `
+const net = require('node:net');
+const ports = process.argv.slice(1).map(Number);
+let up = 0;
+for (const p of ports) net.createServer((c) => c.end()).listen(p, '0.0.0.0', () => ++up === ports.length && console.log('listening'));
+process.on('SIGTERM', () => process.exit(0));
+`;
+
+export async function runContainersBench(o: ContainersBenchOptions, progress: (m: string) => void): Promise<ContainersBenchResult> {
+  const r: ContainersBenchResult = { load: { start: os.loadavg()[0]!, end: 0 }, scans: [], idle: null, convergence: null, errors: [] };
+  if (process.getuid?.() !== 0) {
+    r.errors.push('needs root (network and PID namespaces)');
+    return r;
+  }
+  let lab: Lab | undefined;
+  try {
+    lab = await startLab({ hosts: 2, pid: true });
+    const [hostA, hostB] = lab.hosts as [Host, Host];
+    const networks = lab.hosts.flatMap((h) => ['--container-network', `${h.podSubnet}.0/24`]);
+    const args = ['--namespaces', 'all', ...networks];
+    const [a, b] = await Promise.all([startNode(lab, hostA, 'host-a', args), startNode(lab, hostB, 'host-b', args)]);
+    const ports = Array.from({ length: o.listenersEach }, (_, i) => 20_000 + i);
+
+    // The reference: scans of the host with no container, then its daemon's idle CPU.
+    const none = await scanCost(hostA, o.scans);
+    progress(`containers: steady scan of a host with none: ${none.steadyUs.toFixed(0)} µs`);
+    const noneIdle = await daemonIdle(a, o.cpuSeconds);
+
+    for (const ehash of ['shared', 'per-namespace'] as const) {
+      progress(`containers: starting ${o.containers} containers × ${o.listenersEach} listeners (${ehash} TCP hash table)`);
+      if (ehash === 'per-namespace') sysctl('net.ipv4.tcp_child_ehash_entries', '1024');
+      let made: Container[] = [];
+      try {
+        made = await startContainers(hostA, o.containers, ports);
+      } finally {
+        if (ehash === 'per-namespace') sysctl('net.ipv4.tcp_child_ehash_entries', '0');
+      }
+      const cost = await scanCost(hostA, o.scans);
+      r.scans.push({ ehash, containers: o.containers, firstScanMs: cost.firstMs, steadyScanUs: cost.steadyUs, noneScanUs: none.steadyUs });
+      progress(`containers: ${ehash}: first scan ${cost.firstMs.toFixed(0)} ms CPU, steady ${cost.steadyUs.toFixed(0)} µs (none: ${none.steadyUs.toFixed(0)} µs)`);
+      if (ehash === 'shared') {
+        // The daemon has read them all by now (its first scans); what it costs afterwards, idle.
+        await new Promise((res) => setTimeout(res, 5000));
+        const idle = await daemonIdle(a, o.cpuSeconds);
+        r.idle = { containers: o.containers, cpuPercent: idle.cpu, noneCpuPercent: noneIdle.cpu, rssMb: idle.rssMb, noneRssMb: noneIdle.rssMb, probesPerS: idle.probesPerS, noneProbesPerS: noneIdle.probesPerS, readsPerS: idle.readsPerS };
+        progress(`containers: daemon idle CPU ${idle.cpu.toFixed(3)} % with ${o.containers} containers, ${noneIdle.cpu.toFixed(3)} % with none; RSS ${idle.rssMb.toFixed(1)} MB (${noneIdle.rssMb.toFixed(1)}); readiness probes ${idle.probesPerS.toFixed(1)}/s (${noneIdle.probesPerS.toFixed(1)}), namespace reads ${idle.readsPerS.toFixed(2)}/s`);
+      }
+      for (const c of made) await c.stop();
+    }
+
+    progress(`containers: convergence, ${o.trials} trials`);
+    const samples: number[] = [];
+    const api = base32Port('api');
+    // A container's instance: its SRV aims at `<ns>.host-a.node.<zone>` (no host listening gives the single-host answer).
+    const listed = async () => ((await askDns(b.dns.port, `api.${ZONE}`, 33, 300, 10, b.dns.host))?.answers ?? []).filter((x) => x.includes('.host-a.node.')).length;
+    for (let t = 0; t < o.trials; t++) {
+      const c = await hostA.addContainer!();
+      await new Promise((res) => setTimeout(res, Math.random() * 1000));
+      const l = await c.listen(api);
+      const started = performance.now();
+      for (;;) {
+        if ((await listed()) > 0) break;
+        if (performance.now() - started > 15_000) throw new Error('a container listener never reached host B');
+        await new Promise((res) => setTimeout(res, 10));
+      }
+      samples.push(performance.now() - started);
+      await l.stop();
+      await c.stop();
+      for (const deadline = performance.now() + 15_000; (await listed()) > 0 && performance.now() < deadline; ) await new Promise((res) => setTimeout(res, 50));
+    }
+    samples.sort((x, y) => x - y);
+    r.convergence = { p50: percentile(samples, 50), p99: percentile(samples, 99), n: samples.length };
+  } catch (err) {
+    r.errors.push((err as Error).message);
+  } finally {
+    await lab?.stop();
+    r.load.end = os.loadavg()[0]!;
+  }
+  return r;
+}
+
+function sysctl(key: string, value: string): void {
+  execFileSync('sysctl', ['-qw', `${key}=${value}`]);
+}
+
+async function startContainers(host: Host, n: number, ports: number[]): Promise<Container[]> {
+  const out: Container[] = [];
+  for (let i = 0; i < n; i++) {
+    const c = await host.addContainer!({ network: 'bridge' });
+    const child = c.spawn(process.execPath, ['-e', LISTENERS, ...ports.map(String)]);
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (d) => String(d).includes('listening') && resolve());
+      child.once('exit', (code) => reject(new Error(`listeners in ${c.ns} exited (${code})`)));
+    });
+    out.push(c);
+  }
+  return out;
+}
+
+/** A NamespaceWatcher on the host's /proc (what its daemon reads): CPU of the first scan, and the median of `scans` steady ones. */
+async function scanCost(host: Host, scans: number): Promise<{ firstMs: number; steadyUs: number }> {
+  const w = new NamespaceWatcher({ procRoot: `${host.procRoot}/root/proc`, mode: () => 'all', netnsDirs: [] });
+  try {
+    const cpu = () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    };
+    const t0 = cpu();
+    await w.scan();
+    const firstMs = cpu() - t0;
+    const steady: number[] = [];
+    for (let i = 0; i < scans; i++) {
+      const t = cpu();
+      await w.scan();
+      steady.push((cpu() - t) * 1000);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    steady.sort((x, y) => x - y);
+    return { firstMs, steadyUs: percentile(steady, 50) };
+  } finally {
+    w.close();
+  }
+}
+
+/** The daemon's own CPU (percent of a core) over `seconds`: its process, found under nsenter. */
+/** The daemon's CPU (% of a core) over `seconds`, its RSS at the end, and its readiness probes and namespace reads a second meanwhile. */
+async function daemonIdle(d: NodeDaemon, seconds: number): Promise<{ cpu: number; rssMb: number; probesPerS: number; readsPerS: number }> {
+  const kids = readFileSync(`/proc/${d.pid}/task/${d.pid}/children`, 'utf8').trim().split(/\s+/);
+  const pid = Number(kids[0]);
+  const ticks = () => {
+    const s = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    return s.utime + s.stime;
+  };
+  const counted = async () => {
+    const [probes, reads] = await Promise.all([d.metric('canonport_readiness_probes_total'), d.metric('canonport_inventory_namespace_reads_total')]);
+    return { probes: Number.isNaN(probes) ? 0 : probes, reads: Number.isNaN(reads) ? 0 : reads };
+  };
+  const c0 = await counted();
+  const a = ticks();
+  const t = performance.now();
+  await new Promise((res) => setTimeout(res, seconds * 1000));
+  const cpuS = (ticks() - a) / 100;
+  const s = (performance.now() - t) / 1000;
+  const c1 = await counted();
+  const rssKb = Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+  return { cpu: (cpuS / s) * 100, rssMb: rssKb / 1024, probesPerS: (c1.probes - c0.probes) / s, readsPerS: (c1.reads - c0.reads) / s };
+}
+
+export function formatContainers(r: ContainersBenchResult): string[] {
+  const lines = [`containers (issue 26): load average ${r.load.start.toFixed(1)} → ${r.load.end.toFixed(1)} (shared machine)`];
+  for (const s of r.scans) {
+    lines.push(
+      `  scan, ${s.containers} containers × listeners, ${s.ehash} TCP hash: first scan ${s.firstScanMs.toFixed(0)} ms CPU; steady scan ${s.steadyScanUs.toFixed(0)} µs vs ${s.noneScanUs.toFixed(0)} µs with none (${(s.steadyScanUs / Math.max(1, s.noneScanUs)).toFixed(1)}×)`,
+    );
+  }
+  if (r.idle) {
+    const i = r.idle;
+    lines.push(`  daemon idle CPU: ${i.cpuPercent.toFixed(3)} % of a core with ${i.containers} containers, ${i.noneCpuPercent.toFixed(3)} % with none (target ≤ 0.3 %: ${i.cpuPercent <= 0.3 ? 'PASS' : 'FAIL'})`);
+    lines.push(`  daemon RSS: ${i.rssMb.toFixed(1)} MB with ${i.containers} containers, ${i.noneRssMb.toFixed(1)} MB with none (target ≤ 70 MB: ${i.rssMb <= 70 ? 'PASS' : 'FAIL'})`);
+    lines.push(`  meanwhile: readiness probes ${i.probesPerS.toFixed(1)}/s (${i.noneProbesPerS.toFixed(1)}/s with none), namespace reads ${i.readsPerS.toFixed(2)}/s`);
+  }
+  if (r.convergence) {
+    const c = r.convergence;
+    lines.push(`  container listener start → host B's SRV: p50 ${c.p50.toFixed(0)} ms, p99 ${c.p99.toFixed(0)} ms over ${c.n} (target p99 ≤ 1500 ms: ${c.p99 <= 1500 ? 'PASS' : 'FAIL'})`);
+  }
+  for (const e of r.errors) lines.push(`  error: ${e}`);
+  return lines;
+}

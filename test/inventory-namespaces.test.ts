@@ -1,0 +1,223 @@
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseCidr } from '../src/config/cidr.js';
+import { containerOfCgroup as parseCgroup, parsePodDirectoryEntry, PodDirectory } from '../src/inventory/container.js';
+import { currEstab, EAGER_MS, NamespaceWatcher, publishedAddress, startTime, type ReadTrigger } from '../src/inventory/namespaces.js';
+import { parseFibTrie, parseIfInet6 } from '../src/inventory/netns-addresses.js';
+import { createHostNet, type Container, type Host, type HostNet } from './helpers/netns.js';
+
+/**
+ * The parts of src/inventory/namespaces.ts, container.ts and
+ * netns-addresses.ts: the pure readings on the kernel's and runtimes' own
+ * texts (as this machine and the runtimes print them), and the watcher on
+ * real namespaces in a lab host with a PID namespace of its own, counting
+ * what it reads (the cost discipline: a namespace that did not change is
+ * not read again).
+ */
+
+const ID = 'a'.repeat(64);
+
+describe('a process\'s container, from its cgroup path', () => {
+  it('reads each runtime\'s layout, cgroup v1 and v2, inside a cgroup namespace too', () => {
+    expect(parseCgroup(`0::/system.slice/docker-${ID}.scope\n`)).toEqual({ id: ID, runtime: 'docker' });
+    expect(parseCgroup(`12:pids:/docker/${ID}\n0::/docker/${ID}\n`)).toEqual({ id: ID, runtime: 'docker' });
+    expect(parseCgroup(`0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0b1f6a52_6a0e_4a55_9d55_3a1c1c000001.slice/cri-containerd-${ID}.scope`)).toEqual({
+      id: ID,
+      runtime: 'containerd',
+      podUid: '0b1f6a52-6a0e-4a55-9d55-3a1c1c000001',
+    });
+    expect(parseCgroup(`0::/kubepods/besteffort/pod0b1f6a52-6a0e-4a55-9d55-3a1c1c000001/${ID}`)).toEqual({ id: ID, runtime: 'kubernetes', podUid: '0b1f6a52-6a0e-4a55-9d55-3a1c1c000001' });
+    expect(parseCgroup(`0::/kubepods.slice/kubepods-pod0b1f6a52_6a0e_4a55_9d55_3a1c1c000001.slice/crio-${ID}.scope`)).toMatchObject({ runtime: 'cri-o' });
+    expect(parseCgroup(`0::/machine.slice/libpod-${ID}.scope/container`)).toMatchObject({ id: ID, runtime: 'podman' });
+    // A cgroup namespace shows the path from its root up (`/..`): the segments still say it.
+    expect(parseCgroup(`0::/../../kubepods-besteffort-pod0b1f6a52_6a0e_4a55_9d55_3a1c1c000001.slice/cri-containerd-${ID}.scope`)).toMatchObject({ id: ID, podUid: '0b1f6a52-6a0e-4a55-9d55-3a1c1c000001' });
+  });
+
+  it('finds no container where there is none: a host process, a systemd unit, CRI-O\'s monitor, this sandbox\'s own 32-hex cgroup', () => {
+    expect(parseCgroup('0::/\n')).toBeUndefined();
+    expect(parseCgroup('0::/system.slice/nginx.service\n1:name=systemd:/user.slice/user-1000.slice/session-2.scope\n')).toBeUndefined();
+    expect(parseCgroup(`0::/system.slice/crio-conmon-${ID}.scope`)).toBeUndefined();
+    expect(parseCgroup('4:memory:/process_api/2d525c18d22018d2e5e49fc184d2c056\n0::/\n')).toBeUndefined();
+    expect(parseCgroup('')).toBeUndefined();
+  });
+
+  it('names pods from the kubelet\'s pod log directory, listing it again only for a UID it has not seen (at most once a second)', () => {
+    expect(parsePodDirectoryEntry('shop_cab-7d9f-1_0b1f6a52-6a0e-4a55-9d55-3a1c1c000001')).toEqual({ namespace: 'shop', name: 'cab-7d9f-1', uid: '0b1f6a52-6a0e-4a55-9d55-3a1c1c000001' });
+    expect(parsePodDirectoryEntry('not-a-pod')).toBeUndefined();
+    const dir = mkdtempSync(join(tmpdir(), 'cp-pods-'));
+    try {
+      let now = 0;
+      const pods = new PodDirectory(dir, () => now);
+      const uid = '0b1f6a52-6a0e-4a55-9d55-3a1c1c000001';
+      expect(pods.lookup(uid)).toBeUndefined();
+      mkdirSync(join(dir, `kube-system_coredns-1_${uid}`));
+      // Asked again within the second: the listing is not read again.
+      expect(pods.lookup(uid)).toBeUndefined();
+      now += 1000;
+      expect(pods.lookup(uid)).toEqual({ namespace: 'kube-system', name: 'coredns-1' });
+      rmSync(join(dir, `kube-system_coredns-1_${uid}`), { recursive: true });
+      // Known: answered from memory.
+      expect(pods.lookup(uid)).toEqual({ namespace: 'kube-system', name: 'coredns-1' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a namespace\'s addresses, from /proc', () => {
+  it('takes the /32 host LOCAL leaves of fib_trie (as Linux 6 prints it), loopback left out', () => {
+    const fib = [
+      'Main:',
+      '  +-- 0.0.0.0/0 3 0 5',
+      '     |-- 0.0.0.0',
+      '        /0 universe UNICAST',
+      '     +-- 10.244.1.0/24 2 0 2',
+      '        |-- 10.244.1.7',
+      '           /32 host LOCAL',
+      '        |-- 10.244.1.255',
+      '           /32 link BROADCAST',
+      '     +-- 127.0.0.0/8 2 0 2',
+      '        |-- 127.0.0.1',
+      '           /32 host LOCAL',
+      'Local:',
+      '  +-- 10.244.1.0/24 2 0 2',
+      '     |-- 10.244.1.7',
+      '        /32 host LOCAL',
+    ].join('\n');
+    expect(parseFibTrie(fib)).toEqual(['10.244.1.7']);
+  });
+
+  it('takes global, usable addresses of if_inet6: not loopback, link-local or tentative', () => {
+    const text = [
+      '00000000000000000000000000000001 01 80 10 80       lo',
+      'fd00004200000000000000000000000a 02 40 00 80     eth0',
+      'fe80000000000000b0a1c2fffed3e4f5 02 40 20 80     eth0',
+      'fd000042000000000000000000000bad 02 40 00 40     eth0',
+    ].join('\n');
+    expect(parseIfInet6(text)).toEqual(['fd00:42::a']);
+  });
+});
+
+describe('which address of a container is published', () => {
+  const ns = { addresses: ['172.17.0.2', '10.244.1.7', 'fd00:42::a'] };
+  it('its own address inside a --container-network, IPv4 for an IPv4 bind, either for a dual-stack one; nothing outside every network', () => {
+    expect(publishedAddress(ns, '0.0.0.0', [parseCidr('10.244.0.0/16', 't')])).toBe('10.244.1.7');
+    expect(publishedAddress(ns, '::', [parseCidr('fd00:42::/64', 't')])).toBe('fd00:42::a');
+    expect(publishedAddress(ns, '0.0.0.0', [parseCidr('fd00:42::/64', 't')])).toBeUndefined();
+    expect(publishedAddress(ns, '0.0.0.0', [])).toBeUndefined();
+    expect(publishedAddress({ addresses: ['172.17.0.2'] }, '0.0.0.0', [parseCidr('10.244.0.0/16', 't')])).toBeUndefined();
+  });
+  it('a concrete bind only at that address, and only inside a network', () => {
+    expect(publishedAddress(ns, '172.17.0.2', [parseCidr('10.244.0.0/16', 't')])).toBeUndefined();
+    expect(publishedAddress(ns, '::ffff:10.244.1.7', [parseCidr('10.244.0.0/16', 't')])).toBe('10.244.1.7');
+  });
+});
+
+describe('the kernel\'s texts the watcher reads', () => {
+  it('CurrEstab from net/snmp, and a process\'s start time from a stat line whose name holds spaces', () => {
+    const snmp = 'Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab InSegs\nTcp: 1 200 120000 -1 10 20 0 0 7 100\n';
+    expect(currEstab(snmp)).toBe(7);
+    expect(currEstab('')).toBe(0);
+    expect(startTime('123 (a b) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10')).toBe(98765);
+  });
+});
+
+describe('the watcher on real namespaces (a lab host with a PID namespace of its own)', () => {
+  let net: HostNet;
+  let host: Host;
+  let c: Container;
+  const reads: ReadTrigger[] = [];
+  let watcher: NamespaceWatcher;
+
+  beforeAll(async () => {
+    net = await createHostNet({ hosts: 1, pid: true });
+    host = net.hosts[0]!;
+    c = await host.addContainer!();
+    // The host's /proc: the daemon's view with hostPID (its PID namespace's init is a child of the holder).
+    watcher = new NamespaceWatcher({ procRoot: `${host.procRoot}/root/proc`, mode: () => 'all', countRead: (t) => reads.push(t), netnsDirs: [] });
+  }, 60_000);
+
+  afterAll(() => {
+    watcher?.close();
+    net?.cleanup();
+  });
+
+  it('finds the container\'s namespace and its listeners; reads it again only when something in it changed', async () => {
+    // The test process is not in the host's PID namespace, so that /proc's `self` (the watcher's own namespace) does not
+    // resolve for it: the host's namespace (its init's) is listed too. The container's is the one holding its address.
+    const mine = (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => r.namespaces.find((n) => n.addresses.includes(c.address));
+    const first = await watcher.scan();
+    expect(mine(first)?.sockets).toEqual([]);
+    expect(reads.every((t) => t === 'new')).toBe(true);
+    const afterFirst = reads.length;
+    // Nothing changed: scans read no namespace (only the counters).
+    for (let i = 0; i < 6; i++) expect((await watcher.scan()).changed).toBe(false);
+    expect(reads.length).toBe(afterFirst);
+    // A listener starts (a new process in it): read again, and seen.
+    const l = await c.listen(12082);
+    const seen = await scanUntil(watcher, (r) => mine(r)?.sockets.some((s) => s.port === 12082));
+    expect(seen.changed).toBe(true);
+    expect(reads.length).toBeGreaterThan(afterFirst);
+    const before = reads.length;
+    for (let i = 0; i < 6; i++) await watcher.scan();
+    expect(reads.length).toBe(before);
+    // It stops: its socket counters move, read again, gone.
+    await l.stop();
+    await scanUntil(watcher, (r) => mine(r)?.sockets.length === 0);
+    expect(reads.slice(before)).toContain('counters');
+    // The container goes: the namespace with it.
+    await c.stop();
+    await scanUntil(watcher, (r) => mine(r) === undefined);
+  });
+});
+
+describe('the watcher between scans (a namespace where a process just started)', () => {
+  let net: HostNet;
+  let host: Host;
+
+  beforeAll(async () => {
+    net = await createHostNet({ hosts: 1, pid: true });
+    host = net.hosts[0]!;
+  }, 60_000);
+
+  afterAll(() => net?.cleanup());
+
+  it('a listener a new process opens after the scan that saw the process asks for a scan at once (onHint), not at the next interval', async () => {
+    const hints: number[] = [];
+    const reads: ReadTrigger[] = [];
+    const w = new NamespaceWatcher({ procRoot: `${host.procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], countRead: (t) => reads.push(t), onHint: () => hints.push(Date.now()) });
+    try {
+      const c = await host.addContainer!();
+      const mine = (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => r.namespaces.find((n) => n.addresses.includes(c.address));
+      await scanUntil(w, (r) => mine(r) !== undefined);
+      // Past the watch a new namespace gets: only the process below starts one.
+      await new Promise((r) => setTimeout(r, EAGER_MS + 200));
+      await w.scan();
+      hints.length = 0;
+      // A process starts, and listens 1.5 s later: the scans until it is seen find no listener.
+      c.spawn(process.execPath, ['-e', "setTimeout(() => require('node:net').createServer().listen(12090), 1500)"]);
+      const seen = await scanUntil(w, () => reads.at(-1) === 'process');
+      expect(mine(seen)?.sockets).toEqual([]);
+      expect(hints).toEqual([]);
+      // No scan meanwhile: the watcher asks for one when the counters move (a wide bound; the watch lasts EAGER_MS).
+      const deadline = Date.now() + EAGER_MS;
+      while (hints.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(hints.length).toBe(1);
+      const after = await w.scan();
+      expect(mine(after)?.sockets.map((s) => s.port)).toEqual([12090]);
+    } finally {
+      w.close();
+    }
+  }, 30_000);
+});
+
+async function scanUntil(w: NamespaceWatcher, ok: (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => boolean | undefined): Promise<Awaited<ReturnType<NamespaceWatcher['scan']>>> {
+  for (let i = 0; i < 100; i++) {
+    const r = await w.scan();
+    if (ok(r)) return r;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error('the watcher never saw it');
+}
