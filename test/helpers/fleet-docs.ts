@@ -18,6 +18,14 @@ export const DIGEST_A = 'a'.repeat(64);
 export const DIGEST_B = 'b'.repeat(64);
 export const SINCE = '2026-12-01T10:00:00.000Z';
 
+/**
+ * The views' clock: a document carries when the view entered its state
+ * (`viewSince`, and `collectedAtMs` of a node that gives no `observedAt`),
+ * so two documents of the same fleet built a millisecond apart would differ
+ * by the wall clock. Fixed, they differ only by what the test changed.
+ */
+const FIXED_NOW = (): number => Date.parse(SINCE) + 60_000;
+
 export interface NodeSpec {
   name: string;
   address?: string;
@@ -41,7 +49,7 @@ export function recordsOf(nodes: readonly NodeSpec[]): KeyValue[] {
 }
 
 export function viewOf(nodes: readonly NodeSpec[], revision = 10): ClusterView {
-  const view = new ClusterView({ prefix: PREFIX, caps: { maxNodes: 100_000, maxEndpoints: 2_000_000 } });
+  const view = new ClusterView({ prefix: PREFIX, caps: { maxNodes: 100_000, maxEndpoints: 2_000_000 }, now: FIXED_NOW });
   view.replaceAll(recordsOf(nodes), revision);
   return view;
 }
@@ -52,7 +60,7 @@ export function docOf(nodes: readonly NodeSpec[]): FleetDocument {
 
 /** The scale generator's fleet (test/helpers/scale-fleet.ts) as a view. */
 export function scaleView(opts: ScaleOptions): ClusterView {
-  const view = new ClusterView({ prefix: PREFIX, caps: { maxNodes: 100_000, maxEndpoints: 2_000_000 } });
+  const view = new ClusterView({ prefix: PREFIX, caps: { maxNodes: 100_000, maxEndpoints: 2_000_000 }, now: FIXED_NOW });
   const kvs = Array.from({ length: opts.nodes }, (_, i) => scaleNode(PREFIX, i, { started: SINCE, ...opts }).puts.map(([key, value]) => ({ key, value }))).flat();
   view.replaceAll(kvs, 10);
   return view;
