@@ -218,8 +218,10 @@ describe('faults', () => {
     const secondLease = a.cluster.publisherStatus().leaseId;
     expect(secondLease).not.toBe(firstLease);
     expect(await count(a.metrics.clusterLeaseGrants, { reason: 'lost' })).toBeGreaterThanOrEqual(1);
-    // Every key now hangs on the new lease: the old one expires without taking anything along.
-    await new Promise((r) => setTimeout(r, 3_000));
+    // Every key now hangs on the new lease: the old one expires without taking anything along. (etcd restored it
+    // with a fresh TTL when it restarted; etcdctl names leases in hex.)
+    const oldLease = BigInt(firstLease!).toString(16);
+    await until('the first lease to expire', async () => ((await etcd.etcdctl(['lease', 'timetolive', oldLease])).includes('already expired') ? true : undefined), 15_000, 100);
     expect(await keysIn(etcd)).toEqual(['/cp/v2/nodes/a/instances/12082/tcp/host', '/cp/v2/nodes/a/instances/15000/tcp/host', '/cp/v2/nodes/a/node']);
     expect(nodesOn(a, 12082)).toEqual(['a']);
   });
