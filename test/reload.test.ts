@@ -113,11 +113,6 @@ interface Case {
   inventory?: boolean;
   /** Flags the daemon starts with (they stay across the reload). */
   flags?: () => Record<string, unknown>;
-  /**
-   * Judged within a fixed time (the daemon's upstream timeout, a rate per second, a moment after connecting): the
-   * case runs by itself, as every case once did, not beside other cases' daemons in this process.
-   */
-  alone?: true;
 }
 
 /** One gRPC call to the daemon at `host`: 'served', or the canonport code it failed with. */
@@ -254,7 +249,6 @@ const CASES: Case[] = [
   },
   {
     key: 'upstreamTimeoutMs',
-    alone: true,
     before: () => registry({ upstreams: [silent.address], upstreamTimeoutMs: 3000 }),
     after: () => registry({ upstreams: [silent.address], upstreamTimeoutMs: 100 }),
     // Wide bounds around 3 s and 0.1 s: which timeout is in force, not how fast anything is.
@@ -280,7 +274,6 @@ const CASES: Case[] = [
   },
   {
     key: 'rateLimit',
-    alone: true,
     before: () => registry({ rateLimit: 0 }),
     after: () => registry({ rateLimit: 1 }),
     // A burst of 10 forwarded queries from one client: a limit of 1/s (burst 2) refuses some.
@@ -293,7 +286,6 @@ const CASES: Case[] = [
   },
   {
     key: 'maxInflight',
-    alone: true,
     before: () => registry({ upstreams: [silent.address], upstreamTimeoutMs: 1500, maxInflight: 100 }),
     after: () => registry({ upstreams: [silent.address], upstreamTimeoutMs: 1500, maxInflight: 1 }),
     // Three distinct questions at once to an upstream that never answers: over the cap, one is failed at once.
@@ -386,7 +378,6 @@ const CASES: Case[] = [
   // The bounds of issue 21: each in force from the next connection or stream after a reload.
   {
     key: 'connectionsPerSource',
-    alone: true,
     flags: everywhere,
     before: () => registry({ grpcAllow: [ELSEWHERE], httpAllow: [HOST_IP], connectionsPerSource: 32 }),
     after: () => registry({ grpcAllow: [ELSEWHERE], httpAllow: [HOST_IP], connectionsPerSource: 2 }),
@@ -397,7 +388,6 @@ const CASES: Case[] = [
   },
   {
     key: 'dnsTcpMaxConnections',
-    alone: true,
     before: () => registry({ dnsTcpMaxConnections: 256 }),
     after: () => registry({ dnsTcpMaxConnections: 2 }),
     observe: (s) => closedAtAccept(s.daemon.addresses.dns.host, s.daemon.addresses.dns.port, 3, INSIDE),
@@ -406,7 +396,6 @@ const CASES: Case[] = [
   },
   {
     key: 'grpcMaxConnections',
-    alone: true,
     before: () => registry({ grpcMaxConnections: 1024 }),
     after: () => registry({ grpcMaxConnections: 2 }),
     observe: (s) => closedAtAccept('127.0.0.1', s.daemon.addresses.grpc.port, 3),
@@ -415,7 +404,6 @@ const CASES: Case[] = [
   },
   {
     key: 'httpMaxConnections',
-    alone: true,
     before: () => registry({ httpMaxConnections: 128 }),
     after: () => registry({ httpMaxConnections: 4 }),
     observe: (s) => closedAtAccept('127.0.0.1', s.daemon.addresses.http.port, 5),
@@ -440,7 +428,6 @@ const CASES: Case[] = [
   },
   {
     key: 'xdsMaxStreams',
-    alone: true,
     before: () => registry({ xdsMaxStreams: 100 }),
     after: () => registry({ xdsMaxStreams: 2 }),
     observe: (s) => adsRefused(s, 3, 1),
@@ -449,7 +436,6 @@ const CASES: Case[] = [
   },
   {
     key: 'xdsMaxStreamsPerClient',
-    alone: true,
     before: () => registry({ xdsMaxStreamsPerClient: 100 }),
     after: () => registry({ xdsMaxStreamsPerClient: 2 }),
     observe: (s) => adsRefused(s, 3, 1),
@@ -458,7 +444,6 @@ const CASES: Case[] = [
   },
   {
     key: 'xdsMaxNames',
-    alone: true,
     before: () => registry({ xdsMaxNames: 1000 }),
     after: () => registry({ xdsMaxNames: 3 }),
     observe: (s) => adsRefused(s, 1, 5),
@@ -467,7 +452,6 @@ const CASES: Case[] = [
   },
   {
     key: 'xdsMaxNamesPerClient',
-    alone: true,
     before: () => registry({ xdsMaxNamesPerClient: 1000 }),
     after: () => registry({ xdsMaxNamesPerClient: 3 }),
     observe: (s) => adsRefused(s, 1, 5),
@@ -621,24 +605,6 @@ async function subject(file: string, watchRegistry: boolean, inventory = false, 
   return { daemon, logs };
 }
 
-/**
- * A SIGHUP reaches every handler in this process, and cases run side by side: the cases that send one take turns,
- * and a case's daemon handles SIGHUP during its own turn only, so no other case's signal reloads it (a reload that
- * read the file before the case wrote it would end the case's wait with the old values).
- */
-let signalTurn: Promise<void> = Promise.resolve();
-async function oneSignalAtATime(fn: () => Promise<void>): Promise<void> {
-  const previous = signalTurn;
-  let release!: () => void;
-  signalTurn = new Promise((r) => (release = r));
-  await previous;
-  try {
-    await fn();
-  } finally {
-    release();
-  }
-}
-
 function reloaded(d: Daemon): Promise<void> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('no reload within 10 s')), 10_000);
@@ -658,37 +624,23 @@ describe('every reloadable setting is in force after a reload', () => {
     expect(CASES.map((c) => c.key).sort()).toEqual(reloadable);
   });
 
-  // Each case has a daemon, a registry file and a directory of its own: most run beside each other (vitest's
-  // maxConcurrency at a time), then the ones judged within a fixed time, one by one.
   describe.each(['a change to the registry file', 'SIGHUP'] as const)('after %s', (trigger) => {
-    for (const c of [...CASES.filter((x) => !x.alone), ...CASES.filter((x) => x.alone)]) {
-      (c.alone ? it : it.concurrent)(c.key, async ({ expect }) => {
-        const file = writeRegistry(c.before(), tempDir());
-        const s = await subject(file, trigger !== 'SIGHUP', c.inventory, c.flags?.());
-        const reload = async () => {
-          const done = reloaded(s.daemon);
-          writeFileSync(file, c.after());
-          if (trigger === 'SIGHUP') process.kill(process.pid, 'SIGHUP');
-          await done;
-        };
-        try {
-          expect(await c.observe(s)).toEqual(c.expectBefore);
-          if (trigger === 'SIGHUP') {
-            await oneSignalAtATime(async () => {
-              const signals = handleSignals(s.daemon, s.daemon.logger, 1000);
-              try {
-                await reload();
-              } finally {
-                signals.dispose();
-              }
-            });
-          } else await reload();
-          expect(await c.observe(s)).toEqual(c.expectAfter);
-        } finally {
-          await s.daemon.close(0);
-        }
-      });
-    }
+    it.each(CASES.map((c) => [c.key, c] as const))('%s', async (_key, c) => {
+      const file = writeRegistry(c.before(), tempDir());
+      const s = await subject(file, trigger !== 'SIGHUP', c.inventory, c.flags?.());
+      const signals = trigger === 'SIGHUP' ? handleSignals(s.daemon, s.daemon.logger, 1000) : null;
+      try {
+        expect(await c.observe(s)).toEqual(c.expectBefore);
+        const done = reloaded(s.daemon);
+        writeFileSync(file, c.after());
+        if (trigger === 'SIGHUP') process.kill(process.pid, 'SIGHUP');
+        await done;
+        expect(await c.observe(s)).toEqual(c.expectAfter);
+      } finally {
+        signals?.dispose();
+        await s.daemon.close(0);
+      }
+    });
   });
 });
 
