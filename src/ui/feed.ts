@@ -4,7 +4,8 @@ import { brotliCompress, constants as zlib, gzip } from 'node:zlib';
 import { ErrorCodes } from '../errors.js';
 import type { FleetDocument } from '../fleet/document.js';
 import { silentLogger, type Logger } from '../log.js';
-import { diffDocuments, encodeDocument, type EncodedDocument } from './client/diff.js';
+import { FIRST_SCREEN_HOSTS } from './client/model.js';
+import { diffDocuments, encodeDocument, firstScreenJson, type EncodedDocument } from './client/diff.js';
 
 /**
  * The fleet as a daemon's page sees it: the current document (the one
@@ -32,6 +33,12 @@ export interface Published {
   encoded: EncodedDocument;
   /** The JSON text in `encoding`, compressed on first use (off the event loop: zlib's thread pool). */
   body(encoding: Encoding): Promise<Buffer>;
+  /**
+   * The first screen's document (diff.ts firstScreenJson: every host, only the
+   * first FIRST_SCREEN_HOSTS with their listeners) in `encoding`: built and
+   * compressed once per document, on first use.
+   */
+  firstScreen(encoding: Encoding): Promise<Buffer>;
 }
 
 /** A change as pages receive it. */
@@ -182,19 +189,24 @@ export class FleetFeed {
 }
 
 function published(id: string, encoded: EncodedDocument): Published {
-  const bodies = new Map<Encoding, Promise<Buffer>>();
+  // At most 3 encodings × 2 texts per document, and one document is current.
+  const bodies = new Map<string, Promise<Buffer>>();
+  const compressed = (what: 'whole' | 'first', encoding: Encoding, text: () => string): Promise<Buffer> => {
+    const key = `${what}:${encoding}`;
+    let b = bodies.get(key);
+    if (!b) {
+      const raw = Buffer.from(text());
+      b = encoding === 'br' ? brotli(raw, brotliOptions(raw.length)) : encoding === 'gzip' ? gzipAsync(raw, { level: 6 }) : Promise.resolve(raw);
+      bodies.set(key, b);
+    }
+    return b;
+  };
+  let first: string | undefined;
   return {
     id,
     encoded,
-    body(encoding) {
-      let b = bodies.get(encoding);
-      if (!b) {
-        const raw = Buffer.from(encoded.json);
-        b = encoding === 'br' ? brotli(raw, brotliOptions(raw.length)) : encoding === 'gzip' ? gzipAsync(raw, { level: 6 }) : Promise.resolve(raw);
-        bodies.set(encoding, b);
-      }
-      return b;
-    },
+    body: (encoding) => compressed('whole', encoding, () => encoded.json),
+    firstScreen: (encoding) => compressed('first', encoding, () => (first ??= firstScreenJson(encoded, FIRST_SCREEN_HOSTS))),
   };
 }
 
