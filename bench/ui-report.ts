@@ -68,7 +68,14 @@ export function renderUi(r: UiBenchResult): string {
   for (const l of r.live) {
     lines.push(`    ${String(l.pages).padStart(2)} live pages: CPU ${l.cpuPercent} % of a core over ${l.seconds} s (${l.writes} writes), RSS ${l.rssMiB} MiB (peak ${l.hwmMiB}), pages current at the end ${l.pagesCurrent}/${l.pages}`);
   }
-  if (r.live.length === 2) lines.push(`    ${r.live[1]!.pages} pages vs none: CPU +${(r.live[1]!.cpuPercent - r.live[0]!.cpuPercent).toFixed(1)} points, RSS +${(r.live[1]!.rssMiB - r.live[0]!.rssMiB).toFixed(1)} MiB`);
+  const none = r.live.find((l) => l.pages === 0);
+  const one = r.live.find((l) => l.pages === 1);
+  const many = r.live.find((l) => l.pages > 1);
+  if (none && many) lines.push(`    ${many.pages} pages vs none: CPU +${(many.cpuPercent - none.cpuPercent).toFixed(1)} points, RSS +${(many.rssMiB - none.rssMiB).toFixed(1)} MiB`);
+  if (one && many) {
+    const n = many.pages - 1;
+    lines.push(`    each page past the first: CPU +${((many.cpuPercent - one.cpuPercent) / n).toFixed(2)} points, RSS +${((many.rssMiB - one.rssMiB) / n).toFixed(2)} MiB (${many.pages} pages vs 1; the first page's cost is the view's rebuilds, shared by every page)`);
+  }
   for (const n of r.notes) lines.push(`  note: ${n}`);
   return lines.join('\n');
 }

@@ -12,8 +12,10 @@ import { diffDocuments, encodeDocument, firstScreenJson, type EncodedDocument } 
  * `fleet --json` prints, from this daemon's view), rebuilt when the view
  * changes, with the diff from the one before. Bursts of changes (a relist,
  * a deploy touching many hosts) are coalesced: a rebuild runs at most
- * DEBOUNCE_MS after the last change and MAX_WAIT_MS after the first, and
- * only while some page follows (otherwise the next request rebuilds).
+ * DEBOUNCE_MS after the last change and MAX_WAIT_MS after the first (later
+ * only to keep rebuilds under REBUILD_CPU_SHARE of a core), and only while
+ * some page follows (otherwise the next request rebuilds). One rebuild and
+ * one diff per change, whatever the number of pages.
  */
 
 /** Where the documents come from: the cluster view, or this host's inventory. */
@@ -51,8 +53,17 @@ export interface FeedEvent {
 
 /** Quiet time after the last change before a rebuild. */
 export const DEBOUNCE_MS = 250;
-/** Longest a change waits for its rebuild, however long a burst goes on. */
+/** Longest a change waits for its rebuild, however long a burst goes on (unless REBUILD_CPU_SHARE holds it back). */
 export const MAX_WAIT_MS = 1000;
+/**
+ * The most of one core rebuilds may take while a view churns and pages
+ * follow: a rebuild that took B ms is followed by at least
+ * B × (1 / share − 1) ms without one. At 10 hosts a rebuild takes a few ms
+ * and MAX_WAIT_MS decides; at 1,000 hosts × 20 services one takes a
+ * quarter of a second, which once a second was a quarter of a core, shared
+ * by every page (what each more page costs is a write of each diff).
+ */
+export const REBUILD_CPU_SHARE = 0.1;
 /**
  * Diffs kept (the most recent), so a page that reconnects, or that fetched
  * the document just before a change, catches up without fetching it again.
@@ -81,6 +92,8 @@ export class FleetFeed {
   private readonly subscribers = new Set<(e: FeedEvent) => void>();
   private timer: NodeJS.Timeout | undefined;
   private firstChangeAt: number | undefined;
+  /** When the last rebuild ended and how long it took (Date.now()): REBUILD_CPU_SHARE spaces the next one. */
+  private lastBuild = { endedAt: -Infinity, ms: 0 };
   private unsubscribe: (() => void) | undefined;
   private readonly logger: Logger;
   private readonly debounceMs: number;
@@ -141,7 +154,8 @@ export class FleetFeed {
   private schedule(): void {
     const now = Date.now();
     this.firstChangeAt ??= now;
-    const wait = Math.max(0, Math.min(this.debounceMs, this.firstChangeAt + this.maxWaitMs - now));
+    const spaced = this.lastBuild.endedAt + this.lastBuild.ms * (1 / REBUILD_CPU_SHARE - 1);
+    const wait = Math.max(0, Math.min(this.debounceMs, this.firstChangeAt + this.maxWaitMs - now), spaced - now);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = undefined;
@@ -158,6 +172,7 @@ export class FleetFeed {
     this.building ??= (async () => {
       // Cleared before reading: a change during the read marks it dirty again.
       this.dirty = false;
+      const startedAt = Date.now();
       try {
         const encoded = encodeDocument(await this.source.read());
         const prev = this.current;
@@ -181,6 +196,7 @@ export class FleetFeed {
         throw err;
       } finally {
         this.building = undefined;
+        this.lastBuild = { endedAt: Date.now(), ms: Date.now() - startedAt };
         if (this.dirty && this.subscribers.size > 0) this.schedule();
       }
     })();
