@@ -269,7 +269,9 @@ function runCgroup(uid, ns) {
     if (uid === 0) return none(`cannot make a cgroup in ${parent}: ${/** @type {Error} */ (err).message}`);
   }
   if (onPath('systemd-run')) {
-    const scope = ['systemd-run', '--user', '--scope', '--quiet', '--collect', '-p', 'Delegate=yes', '--'];
+    // The user manager's bus is found through XDG_RUNTIME_DIR, which runuser and su -c leave unset.
+    const runtime = process.env.XDG_RUNTIME_DIR || `/run/user/${uid}`;
+    const scope = ['env', `XDG_RUNTIME_DIR=${runtime}`, 'systemd-run', '--user', '--scope', '--quiet', '--collect', '-p', 'Delegate=yes', '--'];
     if (spawnSync(scope[0], [...scope.slice(1), 'unshare', ...ns, '--cgroup', 'true'], { stdio: 'ignore', timeout: 10_000 }).status === 0) {
       return { wrap: scope, dir: undefined, missing: undefined };
     }
