@@ -8,7 +8,7 @@ import { base32Port } from '../src/scheme/index.js';
 import { startBrowser } from './helpers/browser.js';
 import { until } from './helpers/cluster.js';
 import { startBackend, startLab, startNode, DNS_PORT, GRPC_PORT, HTTP_PORT, ZONE, type Backend, type Lab, type NodeDaemon } from './helpers/cluster-lab.js';
-import { writeRegistry } from './helpers/daemon.js';
+import { tempDir, writeRegistry } from './helpers/daemon.js';
 import { freePort } from './helpers/ports.js';
 import { REPO, startServe, type ServeProcess } from './helpers/serve-process.js';
 import { writeScaleFleet } from './helpers/scale-fleet.js';
@@ -258,7 +258,8 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     let viewer: ServeProcess | undefined;
     try {
       await writeScaleFleet(client, prefix, { nodes: 45, services: 3, version: (i) => (i === 40 ? '1.1.0' : '1.0.0') });
-      const proc = join(SHOTS, `proc-${process.pid}`);
+      // An empty /proc of its own: the viewer publishes no listener.
+      const proc = tempDir('canonport-ui-first-proc-');
       mkdirSync(join(proc, 'net'), { recursive: true });
       for (const f of ['tcp', 'tcp6']) writeFileSync(join(proc, 'net', f), '  sl  local_address rem_address   st\n');
       viewer = await startServe(['--zone', ZONE, '--cluster', lab.etcdUrl, '--cluster-prefix', prefix, '--node', 'viewer', '--proc-root', proc]);
