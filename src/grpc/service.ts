@@ -196,7 +196,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Inventory = unary('Inventory', async () => {
     const snap = await ctx.inventory.snapshot();
-    const listeners = snap.listeners.map(({ readiness, names, daemon, namespace, ...l }) => ({
+    const listeners = snap.listeners.map(({ readiness, names, daemon, namespace, forwardedTo, ...l }) => ({
       ...l,
       readiness: readiness?.state ?? '',
       readinessBy: readiness?.by ?? '',
@@ -210,6 +210,8 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       containerRuntime: namespace?.container?.runtime ?? '',
       pod: namespace?.container?.pod ?? '',
       podNamespace: namespace?.container?.podNamespace ?? '',
+      forwardedTo: forwardedTo ? `${forwardedTo.address}:${forwardedTo.port}` : '',
+      forwardedNamespace: forwardedTo?.namespace ?? '',
       names: names ?? [],
       nameSource: names ? nameSourceOf(names) : '',
       daemon: daemon === true,

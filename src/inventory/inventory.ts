@@ -1,6 +1,6 @@
 import { forEachLimited } from '../concurrency.js';
 import { hostname as osHostname } from 'node:os';
-import type { InventoryListener, InventoryProvider, InventorySnapshot, ListenerNamespace } from './types.js';
+import type { ForwardedTo, InventoryListener, InventoryProvider, InventorySnapshot, ListenerNamespace } from './types.js';
 import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -19,6 +19,7 @@ import { ReadinessProber, readyRule, type ReadinessTarget } from './readiness.js
 import type { ListenerReadiness } from './types.js';
 import { NamespaceWatcher, publishedAddress, type NamespaceMode, type ObservedNamespace } from './namespaces.js';
 import { isLoopback, NetworkSet, type Cidr } from '../config/cidr.js';
+import { ForwarderIndex, type ForwardCandidate } from './forwarders.js';
 
 export const DEFAULT_INTERVAL_MS = 15_000;
 export const DEFAULT_PROBE_TIMEOUT_MS = 500;
@@ -153,6 +154,8 @@ export class HostInventory implements InventoryProvider {
   readonly owners: SocketOwners;
   /** Reads /proc/net/{tcp,udp}{,6} only when the socket counters say something may have changed (procnet.ts). */
   private readonly scanner: ListenerScanner;
+  /** docker-proxy processes behind host ports that double a published container listener (forwarders.ts). */
+  private readonly forwarders: ForwarderIndex;
 
   constructor(opts: HostInventoryOptions) {
     this.opts = opts;
@@ -162,6 +165,7 @@ export class HostInventory implements InventoryProvider {
     // A walk placed a socket's process: the snapshot goes out again with its name.
     this.owners.onLearned = () => this.reemit();
     this.scanner = new ListenerScanner(opts.procRoot ?? '/proc', { now: this.now });
+    this.forwarders = new ForwarderIndex(opts.procRoot ?? '/proc');
     if (opts.readiness) {
       this.prober = new ReadinessProber({
         intervalMs: opts.readiness.intervalMs,
@@ -308,9 +312,11 @@ export class HostInventory implements InventoryProvider {
     // The host's sockets, then every other namespace's (containers, pods), each an instance of its own.
     const observed = await this.namespaces?.scan();
     if (observed) this.opts.metrics.namespacesObserved.set(observed.scope.count);
-    const all = await this.withoutClientSockets<InstanceSocket>(
-      [...read.sockets, ...(observed ? this.namespaceSockets(observed.namespaces) : [])],
-      (port) => registry.ownersOf(port).length > 0,
+    const all = await this.markForwarders(
+      await this.withoutClientSockets<InstanceSocket>(
+        [...read.sockets, ...(observed ? this.namespaceSockets(observed.namespaces) : [])],
+        (port) => registry.ownersOf(port).length > 0,
+      ),
     );
     // Probes (versions, readiness) speak TCP: UDP listeners are named and listed, and ready while they listen.
     const byInstance = new Map<string, InstanceSocket[]>();
@@ -399,7 +405,7 @@ export class HostInventory implements InventoryProvider {
         const claim = claims.get(first.port)!;
         if (claim.services.length === 0) continue;
         // A container's listener is probed at the address other hosts are handed, from the host; the host's own as before.
-        if (first.namespace ? first.namespace.published === undefined : skip.has(first.port) || !socks.some((s) => reachable(s.address))) continue;
+        if (first.namespace ? first.namespace.published === undefined : skip.has(first.port) || first.forwardedTo || !socks.some((s) => reachable(s.address))) continue;
         targets.push({ key, port: first.port, address: dialAddress(socks)!, life: tcpLives.get(key)!, rule: readyRule(claim.ready) });
       }
       this.prober.reconcile(targets);
@@ -410,7 +416,7 @@ export class HostInventory implements InventoryProvider {
       const http = protocolOf(s.family) === 'tcp' ? probed.get(instanceKey(s)) : undefined;
       const [version, versionSource] = http ? [http, 'http' as const] : claim.portVersion ? [claim.portVersion, 'port' as const] : ['', '' as const];
       const l: InventoryListener = { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
-      return s.namespace ? { ...l, namespace: s.namespace } : l;
+      return s.namespace ? { ...l, namespace: s.namespace } : s.forwardedTo ? { ...l, forwardedTo: s.forwardedTo } : l;
     });
     this.base = listeners;
     this.claims = claims;
@@ -450,6 +456,37 @@ export class HostInventory implements InventoryProvider {
       }
     }
     return out;
+  }
+
+  /**
+   * Marks the host's sockets that are a docker-proxy forwarding the same
+   * port and protocol to a container listener published at its own
+   * address (forwarders.ts): the container's address wins, the host's port
+   * is not published again. The processes are looked at only when such a
+   * double appears or changes.
+   */
+  private async markForwarders(sockets: InstanceSocket[]): Promise<InstanceSocket[]> {
+    /** `<port>/<protocol>` → the namespace and address of the container listeners published on it. */
+    const published = new Map<string, { address: string; label: string }[]>();
+    for (const s of sockets) {
+      if (!s.namespace?.published) continue;
+      const key = `${s.port}/${protocolOf(s.family)}`;
+      published.set(key, [...(published.get(key) ?? []), { address: s.namespace.published, label: s.namespace.label }]);
+    }
+    const candidates: ForwardCandidate[] = [];
+    for (const s of sockets) if (!s.namespace && published.has(`${s.port}/${protocolOf(s.family)}`)) candidates.push({ port: s.port, protocol: protocolOf(s.family), inodes: s.inodes });
+    const forwarders = await this.forwarders.lookup(candidates);
+    if (forwarders.length === 0) return sockets;
+    return sockets.map((s) => {
+      if (s.namespace) return s;
+      const protocol = protocolOf(s.family);
+      for (const f of forwarders) {
+        if (f.protocol !== protocol || f.hostPort !== s.port || f.containerPort !== s.port) continue;
+        const to = published.get(`${s.port}/${protocol}`)?.find((p) => p.address === f.containerAddress.replace(/^::ffff:/i, ''));
+        if (to) return { ...s, forwardedTo: { address: to.address, port: s.port, namespace: to.label } };
+      }
+      return s;
+    });
   }
 
   /** port → its claim at the last scan. */
@@ -597,7 +634,7 @@ export class HostInventory implements InventoryProvider {
 }
 
 /** A socket of this host's namespace, or of another one (a container's, a pod's). */
-type InstanceSocket = ListeningSocket & { namespace?: ListenerNamespace | undefined };
+type InstanceSocket = ListeningSocket & { namespace?: ListenerNamespace | undefined; forwardedTo?: ForwardedTo | undefined };
 
 /**
  * Which instance a socket or listener belongs to: its port in the host's
