@@ -690,7 +690,7 @@ async function main(): Promise<number> {
     // Containers and pods (issue 26): scan cost with 100 containers, idle CPU, convergence of a container's listener.
     if (want('containers')) {
       try {
-        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 30, trials: opts.quick ? 10 : 50 }, progress);
+        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 30, trials: opts.quick ? 20 : 50 }, progress);
         for (const e of result.containers.errors) result.errors.push(`containers: ${e}`);
       } catch (err) {
         if (err instanceof BudgetExceeded) throw err;
