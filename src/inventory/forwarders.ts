@@ -1,5 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DEFAULT_MAX_PROCESSES, describeProcess } from './socket-owner.js';
 
 /**
  * Host ports that only forward to a container (issue 26: "never the same
@@ -46,8 +47,6 @@ export interface Forwarder {
 
 /** Forwarders remembered at most (Docker starts one per published port and address family). */
 export const MAX_FORWARDERS = 4096;
-/** Processes looked at at most per look (the kernel's default pid_max). */
-export const MAX_PROCESSES = 32_768;
 /** What `comm` says of Docker's userland proxy. */
 const PROXY_COMM = 'docker-proxy';
 
@@ -75,11 +74,15 @@ export function parseDockerProxyArgs(args: readonly string[]): Omit<Forwarder, '
   return { protocol, hostAddress: flags.get('host-ip') ?? '0.0.0.0', hostPort, containerAddress, containerPort };
 }
 
-/** Every docker-proxy under `procRoot`, at most MAX_FORWARDERS; processes that vanish or cannot be read are skipped. */
+/**
+ * Every docker-proxy under `procRoot`, at most MAX_FORWARDERS, looking at
+ * DEFAULT_MAX_PROCESSES processes at most (as the socket-owner walk);
+ * processes that vanish or cannot be read are skipped.
+ */
 export async function findForwarders(procRoot: string): Promise<Forwarder[]> {
   let pids: string[];
   try {
-    pids = (await readdir(procRoot)).filter((n) => /^[0-9]+$/.test(n)).slice(0, MAX_PROCESSES);
+    pids = (await readdir(procRoot)).filter((n) => /^[0-9]+$/.test(n)).slice(0, DEFAULT_MAX_PROCESSES);
   } catch {
     return [];
   }
@@ -88,8 +91,8 @@ export async function findForwarders(procRoot: string): Promise<Forwarder[]> {
     if (out.length >= MAX_FORWARDERS) break;
     const comm = await readFile(join(procRoot, pid, 'comm'), 'latin1').catch(() => '');
     if (comm.trim() !== PROXY_COMM) continue;
-    const cmdline = await readFile(join(procRoot, pid, 'cmdline'), 'latin1').catch(() => '');
-    const parsed = parseDockerProxyArgs(cmdline.split('\0'));
+    // Its arguments as the socket-owner walk reads any process's.
+    const parsed = parseDockerProxyArgs((await describeProcess(procRoot, Number(pid)))?.args ?? []);
     if (parsed) out.push({ pid: Number(pid), ...parsed });
   }
   return out;
