@@ -3,7 +3,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { formatInventory } from '../src/cli/commands/inventory.js';
-import { findForwarders, ForwarderIndex, parseDockerProxyArgs, type Forwarder } from '../src/inventory/forwarders.js';
+import { findForwarders, forwardCandidates, ForwarderIndex, markForwarded, parseDockerProxyArgs, type Forwarder } from '../src/inventory/forwarders.js';
 import { reachableListeners } from '../src/inventory/reachable.js';
 import type { InventoryListener } from '../src/inventory/types.js';
 import { stopChild } from './helpers/child.js';
@@ -111,6 +111,41 @@ describe('ForwarderIndex', () => {
     // The double went: nothing remembered, nothing read.
     expect(await index.lookup([])).toEqual([]);
     expect(looks).toBe(2);
+  });
+});
+
+describe('which host sockets forward to a published container listener', () => {
+  const ns = { label: '3f4e5a6b7c8d', addresses: ['172.17.0.2', '10.0.3.5'], published: '10.0.3.5' };
+  const proxy = (to: string, port = 12082, protocol: 'tcp' | 'udp' = 'tcp'): Forwarder => ({ pid: 9, protocol, hostAddress: '0.0.0.0', hostPort: port, containerAddress: to, containerPort: port });
+  const sockets = [
+    { port: 12082, address: '0.0.0.0', family: 'tcp' as const, inodes: ['1'] },
+    { port: 12082, address: '::', family: 'tcp6' as const, inodes: ['2'] },
+    { port: 12082, address: '0.0.0.0', family: 'udp' as const, inodes: ['3'] },
+    { port: 12083, address: '0.0.0.0', family: 'tcp' as const, inodes: ['4'] },
+    { port: 12082, address: '0.0.0.0', family: 'tcp' as const, inodes: ['5'], namespace: ns },
+  ];
+
+  it('looks only at host sockets on the port and protocol of a published container listener', () => {
+    expect(forwardCandidates(sockets)).toEqual([
+      { port: 12082, protocol: 'tcp', inodes: ['1'] },
+      { port: 12082, protocol: 'tcp', inodes: ['2'] },
+    ]);
+    // A container not published (a bridge-private address) makes no double.
+    expect(forwardCandidates(sockets.map((s) => (s.namespace ? { ...s, namespace: { ...ns, published: undefined } } : s)))).toEqual([]);
+  });
+
+  it('marks those a docker-proxy sends to the container, at its published address or another of its addresses; not another port, protocol or container', () => {
+    const marked = (f: Forwarder) => markForwarded(sockets, [f]).filter((s) => s.forwardedTo).map((s) => `${s.port}/${s.family}`);
+    const to = { address: '10.0.3.5', port: 12082, namespace: '3f4e5a6b7c8d' };
+    expect(markForwarded(sockets, [proxy('10.0.3.5')])[0]!.forwardedTo).toEqual(to);
+    expect(marked(proxy('10.0.3.5'))).toEqual(['12082/tcp', '12082/tcp6']);
+    // Docker's bridge address of a container also on a routed network: the same container, published at the routed one.
+    expect(markForwarded(sockets, [proxy('172.17.0.2')])[0]!.forwardedTo).toEqual(to);
+    expect(marked(proxy('::ffff:10.0.3.5'))).toEqual(['12082/tcp', '12082/tcp6']);
+    expect(marked(proxy('10.0.3.6'))).toEqual([]);
+    expect(marked({ ...proxy('10.0.3.5'), containerPort: 80 })).toEqual([]);
+    expect(marked(proxy('10.0.3.5', 12082, 'udp'))).toEqual([]);
+    expect(marked(proxy('10.0.3.5', 12083))).toEqual([]);
   });
 });
 

@@ -1,6 +1,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { protocolOf, type ListeningSocket } from './procnet.js';
 import { DEFAULT_MAX_PROCESSES, describeProcess } from './socket-owner.js';
+import type { ForwardedTo, ListenerNamespace } from './types.js';
 
 /**
  * Host ports that only forward to a container (issue 26: "never the same
@@ -130,4 +132,38 @@ export class ForwarderIndex {
     this.found = key === '' ? [] : await this.find(this.procRoot);
     return this.found;
   }
+}
+
+/** A socket as the inventory holds it: the host's (no namespace) or a container's. */
+type Socket = Pick<ListeningSocket, 'port' | 'family' | 'inodes'> & { namespace?: Pick<ListenerNamespace, 'label' | 'addresses' | 'published'> | undefined };
+
+const keyOf = (s: Socket) => `${s.port}/${protocolOf(s.family)}`;
+
+/** The host's sockets on the port and protocol of a published container listener: the doubles worth a look at the processes. */
+export function forwardCandidates(sockets: readonly Socket[]): ForwardCandidate[] {
+  const published = new Set(sockets.filter((s) => s.namespace?.published).map(keyOf));
+  return sockets.filter((s) => !s.namespace && published.has(keyOf(s))).map((s) => ({ port: s.port, protocol: protocolOf(s.family), inodes: s.inodes }));
+}
+
+/**
+ * The sockets, each host socket that a forwarder sends to a published
+ * container listener of the same port and protocol marked `forwardedTo`
+ * it. The forward may aim at any address of the container's namespace (a
+ * container on Docker's bridge, where `-p` forwards, and on a routed
+ * network, where it is published).
+ */
+export function markForwarded<S extends Socket>(sockets: readonly S[], forwarders: readonly Forwarder[]): (S & { forwardedTo?: ForwardedTo | undefined })[] {
+  const published = new Map<string, NonNullable<Socket['namespace']>[]>();
+  for (const s of sockets) if (s.namespace?.published) published.set(keyOf(s), [...(published.get(keyOf(s)) ?? []), s.namespace]);
+  return sockets.map((s) => {
+    if (s.namespace) return s;
+    const protocol = protocolOf(s.family);
+    for (const f of forwarders) {
+      if (f.protocol !== protocol || f.hostPort !== s.port || f.containerPort !== s.port) continue;
+      const target = f.containerAddress.replace(/^::ffff:/i, '');
+      const to = published.get(keyOf(s))?.find((n) => n.published === target || n.addresses.includes(target));
+      if (to) return { ...s, forwardedTo: { address: to.published!, port: s.port, namespace: to.label } };
+    }
+    return s;
+  });
 }

@@ -19,7 +19,7 @@ import { ReadinessProber, readyRule, type ReadinessTarget } from './readiness.js
 import type { ListenerReadiness } from './types.js';
 import { NamespaceWatcher, publishedAddress, type NamespaceMode, type ObservedNamespace } from './namespaces.js';
 import { isLoopback, NetworkSet, type Cidr } from '../config/cidr.js';
-import { ForwarderIndex, type ForwardCandidate } from './forwarders.js';
+import { forwardCandidates, ForwarderIndex, markForwarded } from './forwarders.js';
 
 export const DEFAULT_INTERVAL_MS = 15_000;
 export const DEFAULT_PROBE_TIMEOUT_MS = 500;
@@ -466,27 +466,8 @@ export class HostInventory implements InventoryProvider {
    * double appears or changes.
    */
   private async markForwarders(sockets: InstanceSocket[]): Promise<InstanceSocket[]> {
-    /** `<port>/<protocol>` → the namespace and address of the container listeners published on it. */
-    const published = new Map<string, { address: string; label: string }[]>();
-    for (const s of sockets) {
-      if (!s.namespace?.published) continue;
-      const key = `${s.port}/${protocolOf(s.family)}`;
-      published.set(key, [...(published.get(key) ?? []), { address: s.namespace.published, label: s.namespace.label }]);
-    }
-    const candidates: ForwardCandidate[] = [];
-    for (const s of sockets) if (!s.namespace && published.has(`${s.port}/${protocolOf(s.family)}`)) candidates.push({ port: s.port, protocol: protocolOf(s.family), inodes: s.inodes });
-    const forwarders = await this.forwarders.lookup(candidates);
-    if (forwarders.length === 0) return sockets;
-    return sockets.map((s) => {
-      if (s.namespace) return s;
-      const protocol = protocolOf(s.family);
-      for (const f of forwarders) {
-        if (f.protocol !== protocol || f.hostPort !== s.port || f.containerPort !== s.port) continue;
-        const to = published.get(`${s.port}/${protocol}`)?.find((p) => p.address === f.containerAddress.replace(/^::ffff:/i, ''));
-        if (to) return { ...s, forwardedTo: { address: to.address, port: s.port, namespace: to.label } };
-      }
-      return s;
-    });
+    const forwarders = await this.forwarders.lookup(forwardCandidates(sockets));
+    return forwarders.length === 0 ? sockets : markForwarded(sockets, forwarders);
   }
 
   /** port → its claim at the last scan. */
