@@ -140,10 +140,8 @@ describe('containers and pods on a node (issue 26)', () => {
     const before = await daemon.resolve(`db.${ZONE}`).catch((e: Error) => e);
     expect(before instanceof Error ? [] : before.endpoints.filter((e) => e.source === 'observed')).toEqual([]);
 
-    // `-p 14688:14688`: a forwarding listener on the host (docker-proxy's part) toward the container.
-    const proxy = hostA.spawn(process.execPath, ['-e', FORWARDER, String(DB), c.address]);
-    stops.push(async () => void proxy.kill('SIGTERM'));
-    await new Promise<void>((resolve) => proxy.stdout!.on('data', (d) => String(d).includes('listening') && resolve()));
+    // `-p DB:DB`: docker-proxy on the host, forwarding to the container's bridge address (not published: the host's port is).
+    await c.publish(DB);
     const found = await until('host B to hand out the published port', async () => {
       const r = await daemon.resolve(`db.${ZONE}`).catch(() => null);
       const observed = r?.endpoints.filter((e) => e.source === 'observed') ?? [];
@@ -300,13 +298,3 @@ s.on('message', (m, r) => s.send(m, r.port, r.address));
 s.bind(Number(process.argv[1]), '0.0.0.0', () => console.log('listening'));
 process.on('SIGTERM', () => s.close(() => process.exit(0)));
 `;
-
-/** docker-proxy's part of `-p PORT:PORT`: listens on the host's every address and pipes each connection to the container. */
-const FORWARDER = `
-const net = require('node:net');
-const [port, to] = process.argv.slice(1);
-const s = net.createServer((c) => { const u = net.connect(Number(port), to); c.pipe(u).pipe(c); u.on('error', () => c.destroy()); c.on('error', () => u.destroy()); });
-s.listen(Number(port), '0.0.0.0', () => console.log('listening'));
-process.on('SIGTERM', () => process.exit(0));
-`;
-
