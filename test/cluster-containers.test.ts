@@ -182,6 +182,8 @@ describe('containers and pods on a node (issue 26)', () => {
     // The forward really works: the host's port reaches the container's listener (it accepts and closes).
     const viaHost = await hostA.exec(process.execPath, ['-e', `require('node:net').connect(${WEB}, '127.0.0.1').on('connect', () => console.log('connected')).on('close', () => process.exit(0))`]);
     expect(viaHost.stdout).toContain('connected');
+    // Gone before the next tests, whose daemons scan every namespace of host A.
+    await Promise.all([c.stop(), later.stop()]);
   });
 
   it('a UDP listener in a container with a routed address is found by another host (SRV _svc._udp, A), and leaves when it stops', async () => {
@@ -205,6 +207,7 @@ describe('containers and pods on a node (issue 26)', () => {
     await exited;
     await untilDig(b, ['SRV', `_log._udp.${ZONE}`], (r) => (srvTargets(r).some((t) => t.includes('.node.')) ? undefined : r), 15_000);
     expect((await b.dig(['A', `log.${ZONE}`])).answer.map((l) => l[4])).not.toContain(c.address);
+    await c.stop();
   });
 
   it('two pods of one service on one node are two endpoints, named by their pods; a pod that stops leaves the answers', async () => {
