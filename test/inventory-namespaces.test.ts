@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCidr } from '../src/config/cidr.js';
 import { containerOfCgroup as parseCgroup, parsePodDirectoryEntry, PodDirectory } from '../src/inventory/container.js';
-import { currEstab, EAGER_MS, NamespaceWatcher, publishedAddress, startTime, type ReadTrigger } from '../src/inventory/namespaces.js';
+import { createServer, type Server } from 'node:net';
+import { currEstab, EAGER_MS, MAX_CHECK_EVERY, NamespaceWatcher, publishedAddress, STABLE_AFTER_MS, startTime, type ReadTrigger } from '../src/inventory/namespaces.js';
 import { parseFibTrie, parseIfInet6 } from '../src/inventory/netns-addresses.js';
 import { createHostNet, type Container, type Host, type HostNet } from './helpers/netns.js';
 
@@ -212,6 +213,128 @@ describe('the watcher between scans (a namespace where a process just started)',
     }
   }, 30_000);
 });
+
+describe('the watcher\'s cost when nothing changed, and what the counters cannot show (issue 24, issue 26)', () => {
+  let net: HostNet;
+  let host: Host;
+  const servers: Server[] = [];
+
+  beforeAll(async () => {
+    net = await createHostNet({ hosts: 1, pid: true });
+    host = net.hosts[0]!;
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const s of servers) s.close();
+    net?.cleanup();
+  });
+
+  /** A TCP socket of this process kept open: the host's TCP allocation count moves, as on a busy host (every scan's gate open). */
+  const moveHostAllocation = () =>
+    new Promise<void>((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => resolve());
+      servers.push(s);
+    });
+
+  it('stable namespaces: no read, and each one\'s counters looked at once every MAX_CHECK_EVERY scans, not every scan; one namespace changed: one read, of it', async () => {
+    // The clock is the test's: "stable for a while" is a number, not a wait.
+    let t = 1_000_000;
+    const reads: { trigger: ReadTrigger; label: string }[] = [];
+    const w = new NamespaceWatcher({ procRoot: `${host.procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], now: () => t, countRead: (trigger, label) => reads.push({ trigger, label }) });
+    try {
+      const containers = [await host.addContainer!(), await host.addContainer!(), await host.addContainer!()];
+      const all = await scanUntil(w, (r) => containers.every((c) => r.namespaces.some((n) => n.addresses.includes(c.address))));
+      // Every namespace's counters stood still past the back-off's second step (nothing runs in them).
+      t += 2 * STABLE_AFTER_MS + 1;
+      await w.scan();
+      const checks = w.work.counterChecks;
+      const read = w.work.reads;
+      for (let i = 0; i < MAX_CHECK_EVERY; i++) {
+        await moveHostAllocation();
+        expect((await w.scan()).changed).toBe(false);
+      }
+      expect(w.work.reads).toBe(read);
+      // Each namespace at most once over MAX_CHECK_EVERY scans (every scan before: MAX_CHECK_EVERY times as many).
+      expect(w.work.counterChecks - checks).toBeLessThanOrEqual(all.namespaces.length);
+      // A listener starts in one container (a new process there): that namespace is read, once, and no other.
+      const c = containers[1]!;
+      const label = all.namespaces.find((n) => n.addresses.includes(c.address))!.label;
+      const before = reads.length;
+      const l = await c.listen(12084);
+      try {
+        const seen = await w.scan();
+        expect(seen.namespaces.find((n) => n.label === label)?.sockets.map((s) => s.port)).toEqual([12084]);
+        expect(reads.slice(before)).toEqual([{ trigger: 'process', label }]);
+      } finally {
+        await l.stop();
+      }
+    } finally {
+      w.close();
+    }
+  }, 60_000);
+
+  it('a container\'s service restarted in place (same counters, a new socket) is read again at the next scan once invalidated, and not before', async () => {
+    const reads: ReadTrigger[] = [];
+    const w = new NamespaceWatcher({ procRoot: `${host.procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], countRead: (trigger) => reads.push(trigger) });
+    try {
+      const c = await host.addContainer!();
+      // One process that closes its listener and opens another on the same port when told (a server's in-place restart).
+      const child = c.spawn(process.execPath, ['-e', RESTARTABLE, '12085'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      await lineFrom(child.stdout!, 'listening');
+      const socketOf = (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => r.namespaces.find((n) => n.addresses.includes(c.address))?.sockets.find((s) => s.port === 12085);
+      const first = await scanUntil(w, (r) => socketOf(r) !== undefined);
+      const label = first.namespaces.find((n) => n.addresses.includes(c.address))!.label;
+      const old = socketOf(first)!.inodes;
+      // Until a scan reads nothing (what the process's start asked for is done).
+      let n = w.work.reads;
+      for (let i = 0; i < 50; i++) {
+        await w.scan();
+        if (w.work.reads === n) break;
+        n = w.work.reads;
+      }
+      child.stdin!.write('restart\n');
+      await lineFrom(child.stdout!, 'again');
+      // The counters cannot show it: scans keep the old socket and read nothing.
+      const quiet = w.work.reads;
+      for (let i = 0; i < 3; i++) expect(socketOf(await w.scan())?.inodes).toEqual(old);
+      expect(w.work.reads).toBe(quiet);
+      // Told (a probe's connection to it lost): the next scan reads that namespace, and sees the new socket.
+      w.invalidate(label);
+      const after = await w.scan();
+      expect(w.work.reads).toBe(quiet + 1);
+      expect(reads.at(-1)).toBe('invalidated');
+      expect(socketOf(after)?.inodes).toHaveLength(1);
+      expect(socketOf(after)?.inodes).not.toEqual(old);
+      expect(after.changed).toBe(true);
+      child.kill();
+    } finally {
+      w.close();
+    }
+  }, 60_000);
+});
+
+const RESTARTABLE = `
+const net = require('node:net');
+const port = Number(process.argv[1]);
+let server = net.createServer().listen(port, '0.0.0.0', () => console.log('listening'));
+require('node:readline').createInterface({ input: process.stdin }).on('line', () => {
+  server.close(() => (server = net.createServer().listen(port, '0.0.0.0', () => console.log('again'))));
+});
+`;
+
+function lineFrom(stream: NodeJS.ReadableStream, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const onData = (d: Buffer | string) => {
+      seen += String(d);
+      if (!seen.includes(text)) return;
+      stream.off('data', onData);
+      resolve();
+    };
+    stream.on('data', onData);
+    stream.once('end', () => reject(new Error(`the process ended before printing "${text}"`)));
+  });
+}
 
 async function scanUntil(w: NamespaceWatcher, ok: (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => boolean | undefined): Promise<Awaited<ReturnType<NamespaceWatcher['scan']>>> {
   for (let i = 0; i < 100; i++) {

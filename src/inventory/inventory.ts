@@ -171,9 +171,9 @@ export class HostInventory implements InventoryProvider {
         now: this.now,
         count: (kind, outcome) => this.probeCounter(kind, outcome).inc(),
         // A server restarted on its port leaves the socket counters as they were (one listener closed, one opened):
-        // its probe connection going away says to walk the tables at the next scan, or a warming instance would
-        // inherit the old one's verdict.
-        onConnectionLost: () => this.scanner.invalidate(),
+        // its probe connection going away says to walk the tables at the next scan (its namespace's, for a
+        // container's), or a warming instance would inherit the old one's verdict.
+        onConnectionLost: (_port, key) => this.invalidate(key),
       });
     }
     if (opts.namespaces) {
@@ -235,6 +235,17 @@ export class HostInventory implements InventoryProvider {
     return had;
   }
 
+  /**
+   * The next scan reads instance `key`'s sockets whatever the counters say:
+   * the daemon's own namespace's (a host listener's key is its port), or
+   * its container's (`<port>/<label>`).
+   */
+  private invalidate(key: string): void {
+    const slash = key.indexOf('/');
+    if (slash < 0) this.scanner.invalidate();
+    else this.namespaces?.invalidate(key.slice(slash + 1));
+  }
+
   /** The latest snapshot, if any (no refresh). */
   get current(): InventorySnapshot | undefined {
     return this.latest;
@@ -292,8 +303,9 @@ export class HostInventory implements InventoryProvider {
 
   private async collect(): Promise<InventorySnapshot> {
     const collectedAtMs = this.now();
-    // A drain waits for the service's restart (new sockets end it), which the counters may not show: full reads meanwhile.
-    if (this.drained.size > 0) this.scanner.invalidate();
+    // A drain waits for the service's restart (new sockets end it), which the counters may not show: full reads of the
+    // drained instances' namespaces meanwhile.
+    for (const lives of this.drained.values()) for (const key of lives.keys()) this.invalidate(key);
     const read = await this.scanner.read();
     const errors = read.errors;
     this.errors = errors;
@@ -309,7 +321,7 @@ export class HostInventory implements InventoryProvider {
     const observed = await this.namespaces?.scan();
     if (observed) this.opts.metrics.namespacesObserved.set(observed.scope.count);
     const all = await this.withoutClientSockets<InstanceSocket>(
-      [...read.sockets, ...(observed ? this.namespaceSockets(observed.namespaces) : [])],
+      [...read.sockets, ...(observed ? this.namespaceSockets(observed.namespaces, observed.changed) : [])],
       (port) => registry.ownersOf(port).length > 0,
     );
     // Probes (versions, readiness) speak TCP: UDP listeners are named and listed, and ready while they listen.
@@ -436,9 +448,19 @@ export class HostInventory implements InventoryProvider {
     return snap;
   }
 
-  /** Every other namespace's sockets, each with its namespace (and the address it is published at, if any). */
-  private namespaceSockets(namespaces: readonly ObservedNamespace[]): InstanceSocket[] {
-    const networks = new NetworkSet(this.opts.namespaces!.containerNetworks());
+  /** The last namespaceSockets() and the container networks it was made for. */
+  private nsSockets: { networks: readonly Cidr[]; sockets: InstanceSocket[] } | undefined;
+
+  /**
+   * Every other namespace's sockets, each with its namespace (and the
+   * address it is published at, if any). The last list again when no
+   * namespace changed and neither did the networks (issue 24: with 100
+   * containers, remaking it was most of an idle scan's work).
+   */
+  private namespaceSockets(namespaces: readonly ObservedNamespace[], changed: boolean): InstanceSocket[] {
+    const cidrs = this.opts.namespaces!.containerNetworks();
+    if (!changed && this.nsSockets?.networks === cidrs) return this.nsSockets.sockets;
+    const networks = new NetworkSet(cidrs);
     const out: InstanceSocket[] = [];
     for (const ns of namespaces) {
       const base = { label: ns.label, addresses: [...ns.addresses], ...(ns.container ? { container: { ...ns.container } } : {}) };
@@ -449,6 +471,7 @@ export class HostInventory implements InventoryProvider {
         out.push({ ...s, namespace: published ? { ...base, published } : base });
       }
     }
+    this.nsSockets = { networks: cidrs, sockets: out };
     return out;
   }
 
