@@ -51,7 +51,10 @@ import { readListeningSockets, type ListeningSocket } from './procnet.js';
  *   namespace whose counters stood still for STABLE_AFTER_MS is looked at
  *   every other scan, then every fourth (back-off of stable namespaces: a
  *   new process in it is still seen at once, a listener a running process
- *   opens late within MAX_CHECK_EVERY scans).
+ *   opens late within MAX_CHECK_EVERY scans), each namespace on its own
+ *   turn (`slot`), so a scan looks at a quarter of them, not all every
+ *   fourth scan. What the counters cannot show, a listener replaced on its
+ *   port by the same process count, is read when told (invalidate()).
  * - A namespace where a process just started (a container starting, a pod's
  *   app container after its sandbox) is watched closely for EAGER_MS: its
  *   counters are looked at every EAGER_STEP_MS between scans, and a move
