@@ -174,22 +174,14 @@ describe('the watcher on real namespaces (a lab host with a PID namespace of its
 });
 
 describe('the watcher between scans (a namespace where a process just started)', () => {
-  let net: HostNet;
-  let host: Host;
-
-  beforeAll(async () => {
-    net = await createHostNet({ hosts: 1, pid: true });
-    host = net.hosts[0]!;
-  }, 60_000);
-
-  afterAll(() => net?.cleanup());
+  const lab = pidHost();
 
   it('a listener a new process opens after the scan that saw the process asks for a scan at once (onHint), not at the next interval', async () => {
     const hints: number[] = [];
     const reads: ReadTrigger[] = [];
-    const w = new NamespaceWatcher({ procRoot: `${host.procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], countRead: (t) => reads.push(t), onHint: () => hints.push(Date.now()) });
+    const w = new NamespaceWatcher({ procRoot: `${lab().procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], countRead: (t) => reads.push(t), onHint: () => hints.push(Date.now()) });
     try {
-      const c = await host.addContainer!();
+      const c = await lab().addContainer!();
       const mine = (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => r.namespaces.find((n) => n.addresses.includes(c.address));
       await scanUntil(w, (r) => mine(r) !== undefined);
       // Past the watch a new namespace gets: only the process below starts one.
@@ -214,23 +206,15 @@ describe('the watcher between scans (a namespace where a process just started)',
 });
 
 describe('the watcher\'s cost when nothing changed, and what the counters cannot show (issue 24, issue 26)', () => {
-  let net: HostNet;
-  let host: Host;
-
-  beforeAll(async () => {
-    net = await createHostNet({ hosts: 1, pid: true });
-    host = net.hosts[0]!;
-  }, 60_000);
-
-  afterAll(() => net?.cleanup());
+  const lab = pidHost();
 
   it('stable namespaces: no read, and each one\'s counters looked at once every MAX_CHECK_EVERY scans, not every scan; one namespace changed: one read, of it', async () => {
     // The clock is the test's: "stable for a while" is a number, not a wait.
     let t = 1_000_000;
     const reads: { trigger: ReadTrigger; label: string }[] = [];
-    const w = new NamespaceWatcher({ procRoot: `${host.procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], now: () => t, countRead: (trigger, label) => reads.push({ trigger, label }) });
+    const w = new NamespaceWatcher({ procRoot: `${lab().procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], now: () => t, countRead: (trigger, label) => reads.push({ trigger, label }) });
     try {
-      const containers = [await host.addContainer!(), await host.addContainer!(), await host.addContainer!()];
+      const containers = [await lab().addContainer!(), await lab().addContainer!(), await lab().addContainer!()];
       const all = await scanUntil(w, (r) => containers.every((c) => r.namespaces.some((n) => n.addresses.includes(c.address))));
       // Every namespace's counters stood still for ten seconds (nothing runs in them): past the back-off's second step.
       expect(2 * STABLE_AFTER_MS).toBeLessThanOrEqual(10_000);
@@ -268,9 +252,9 @@ describe('the watcher\'s cost when nothing changed, and what the counters cannot
 
   it('a container\'s service restarted in place (same counters, a new socket) is read again at the next scan once invalidated, and not before', async () => {
     const reads: ReadTrigger[] = [];
-    const w = new NamespaceWatcher({ procRoot: `${host.procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], countRead: (trigger) => reads.push(trigger) });
+    const w = new NamespaceWatcher({ procRoot: `${lab().procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], countRead: (trigger) => reads.push(trigger) });
     try {
-      const c = await host.addContainer!();
+      const c = await lab().addContainer!();
       // One process that closes its listener and opens another on the same port when told (a server's in-place restart).
       const child = c.spawn(process.execPath, ['-e', RESTARTABLE, '12085'], { stdio: ['pipe', 'pipe', 'pipe'] });
       await lineFrom(child.stdout!, 'listening');
@@ -305,6 +289,16 @@ describe('the watcher\'s cost when nothing changed, and what the counters cannot
     }
   }, 60_000);
 });
+
+/** A lab host with a PID namespace of its own (the node as a hostPID daemon sees it), made before the describe's tests and removed after. */
+function pidHost(): () => Host {
+  let net: HostNet | undefined;
+  beforeAll(async () => {
+    net = await createHostNet({ hosts: 1, pid: true });
+  }, 60_000);
+  afterAll(() => net?.cleanup());
+  return () => net!.hosts[0]!;
+}
 
 const RESTARTABLE = `
 const net = require('node:net');
