@@ -6,6 +6,10 @@ import { parseCidr } from '../src/config/cidr.js';
 import { containerOfCgroup as parseCgroup, parsePodDirectoryEntry, PodDirectory } from '../src/inventory/container.js';
 import { currEstab, EAGER_MS, MAX_CHECK_EVERY, NamespaceWatcher, publishedAddress, STABLE_AFTER_MS, startTime, type ReadTrigger } from '../src/inventory/namespaces.js';
 import { parseFibTrie, parseIfInet6 } from '../src/inventory/netns-addresses.js';
+import { HostInventory } from '../src/inventory/inventory.js';
+import { Metrics } from '../src/metrics/metrics.js';
+import { parseRegistry } from '../src/registry/load.js';
+import { base32Port } from '../src/scheme/index.js';
 import { createHostNet, type Container, type Host, type HostNet } from './helpers/netns.js';
 
 /**
@@ -290,6 +294,50 @@ describe('the watcher\'s cost when nothing changed, and what the counters cannot
   }, 60_000);
 });
 
+describe('the inventory: a container\'s service restarted in place, told by its readiness probe (issue 26)', () => {
+  const lab = pidHost();
+
+  it('a probe\'s kept connection lost reads that container\'s namespace at the next scan, though its counters did not move', async () => {
+    const host = lab();
+    const c = await host.addContainer!();
+    const port = base32Port('api');
+    // An HTTP service answering /readyz over kept connections; told so, it drops them and listens again on its port.
+    const child = c.spawn(process.execPath, ['-e', RESTARTABLE_HTTP, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    await lineFrom(child.stdout!, 'listening');
+    const metrics = new Metrics({ defaultMetrics: false });
+    const registry = parseRegistry('services: {}\n', 'test.yaml');
+    const networks = [parseCidr(`${host.podSubnet}.0/24`, 'test')];
+    const inv = new HostInventory({
+      state: () => ({ registry, zones: ['localhost'] }),
+      metrics,
+      probe: false,
+      procRoot: `${host.procRoot}/root/proc`,
+      namespaces: { mode: () => 'all', containerNetworks: () => networks },
+      readiness: { intervalMs: () => 100, reachable: () => true },
+    });
+    const invalidated = async () => (await metrics.namespaceReads.get()).values.find((v) => v.labels.trigger === 'invalidated')?.value ?? 0;
+    const mine = (snap: Awaited<ReturnType<HostInventory['refresh']>>) => snap.listeners.find((l) => l.port === port && l.namespace?.published === c.address);
+    try {
+      // Probed through its published address until ready (the probe's connection is kept).
+      for (let i = 0; i < 100 && mine(await inv.refresh())?.readiness?.state !== 'ready'; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(mine(await inv.refresh())?.readiness?.state).toBe('ready');
+      expect(await invalidated()).toBe(0);
+      child.stdin!.write('restart\n');
+      await lineFrom(child.stdout!, 'again');
+      // The probe's connection went with the old server: the scans read the namespace again ('invalidated').
+      for (let i = 0; i < 100 && (await invalidated()) === 0; i++) {
+        await inv.refresh();
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(await invalidated()).toBeGreaterThanOrEqual(1);
+    } finally {
+      await inv.stop();
+      child.kill();
+      await c.stop();
+    }
+  }, 60_000);
+});
+
 /** A lab host with a PID namespace of its own (the node as a hostPID daemon sees it), made before the describe's tests and removed after. */
 function pidHost(): () => Host {
   let net: HostNet | undefined;
@@ -306,6 +354,17 @@ const port = Number(process.argv[1]);
 let server = net.createServer().listen(port, '0.0.0.0', () => console.log('listening'));
 require('node:readline').createInterface({ input: process.stdin }).on('line', () => {
   server.close(() => (server = net.createServer().listen(port, '0.0.0.0', () => console.log('again'))));
+});
+`;
+
+const RESTARTABLE_HTTP = `
+const http = require('node:http');
+const port = Number(process.argv[1]);
+const serve = () => http.createServer((req, res) => res.end('ok')).listen(port, '0.0.0.0');
+let server = serve().once('listening', () => console.log('listening'));
+require('node:readline').createInterface({ input: process.stdin }).on('line', () => {
+  server.close(() => (server = serve().once('listening', () => console.log('again'))));
+  server.closeAllConnections();
 });
 `;
 
