@@ -9,7 +9,8 @@
 #     page's browser tests, driven by playwright-core: nothing downloads a browser),
 #     newuidmap (uidmap: other users in the tests' user namespace, test/sandbox.mjs),
 #     curl, prlimit (util-linux) and Python's dnspython (the hostile suite, issue 21),
-#     prometheus (its http_sd_configs read /sd/prometheus, issue 22).
+#     prometheus (its http_sd_configs read /sd/prometheus, issue 22),
+#     nm and readelf (binutils: bench/node-pages.ts names node's resident pages, issue 24).
 #   For a user who is not root: unprivileged user namespaces, and
 #     subordinate ids in /etc/subuid and /etc/subgid (root needs neither).
 #   genreport: ISC's DNS compliance tool, built from its source outside the
@@ -37,7 +38,7 @@ declare -A by_command=(
   [dig]=dnsutils [unbound]=unbound [dnsmasq]=dnsmasq [dnsperf]=dnsperf [ip]=iproute2
   [systemd-analyze]=systemd [etcd]=etcd-server [etcdctl]=etcd-client [openssl]=openssl [gcc]=gcc
   [chromium]=chromium [curl]=curl [unshare]=util-linux [setpriv]=util-linux [newuidmap]=uidmap [newgidmap]=uidmap [prlimit]=util-linux
-  [prometheus]=prometheus
+  [prometheus]=prometheus [nm]=binutils [readelf]=binutils
 )
 for cmd in "${!by_command[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${by_command[$cmd]}")
