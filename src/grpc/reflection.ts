@@ -52,8 +52,8 @@ type Loaded = Map<string, { method: grpc.MethodDefinition<unknown, unknown>; han
  * memory). The service is registered at once under its two paths, with
  * serializers and a handler that load @grpc/reflection, protoc's
  * descriptors and the library's own reflection protos the first time a
- * client asks; until then a daemon holds none of them (about 0.5–1 MB of
- * RSS: docs/performance.md, "Idle RSS, measured again"). Hand-written
+ * client asks; until then a daemon holds none of them (0.3 MB of live heap:
+ * docs/performance.md, "Idle RSS, measured again"). Hand-written
  * because the library builds its service definition from a .proto it parses
  * in addToServer: nothing smaller to load first.
  */
