@@ -42,6 +42,9 @@ export function fileDescriptorProtos(set: Uint8Array): Buffer[] {
 
 let files: Buffer[] | undefined;
 
+/** grpc.status.INTERNAL (this module imports grpc-js for its types only). */
+const GRPC_STATUS_INTERNAL = 13;
+
 /** The two versions of the reflection service @grpc/reflection serves, each one bidirectional method. */
 const REFLECTION_SERVICES = ['grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection'] as const;
 
@@ -76,7 +79,18 @@ export function addReflection(server: Pick<grpc.Server, 'addService'>): void {
       responseSerialize: (v) => real(path).method.responseSerialize(v),
       responseDeserialize: (b) => real(path).method.responseDeserialize(b),
     };
-    server.addService({ ServerReflectionInfo: method }, { ServerReflectionInfo: (call: grpc.ServerDuplexStream<unknown, unknown>) => real(path).handler(call) });
+    const handler = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+      let h: grpc.handleBidiStreamingCall<unknown, unknown>;
+      try {
+        h = real(path).handler;
+      } catch (err) {
+        // What failed to load (a package or proto/descriptors.binpb missing) ends this call, never the daemon.
+        call.emit('error', { code: GRPC_STATUS_INTERNAL, details: `reflection could not be loaded: ${(err as Error).message}` });
+        return;
+      }
+      h(call);
+    };
+    server.addService({ ServerReflectionInfo: method }, { ServerReflectionInfo: handler });
   }
 }
 
