@@ -252,6 +252,8 @@ export class ClusterView implements ClusterViewReader {
   /** node → the (port, name) pairs of its v2 record counted in `asked`. */
   private askedByNode = new Map<string, readonly { port: number; name: string }[]>();
   private askedPairs = 0;
+  /** (port, name) pairs whose count fell to 0 in the batch being applied; settleAsked removes those still at 0. Emptied at the end of every batch: at most the asked names of the records one batch changes. */
+  private askedUnsettled: { port: number; name: string }[] = [];
   private acksByNode = new Map<string, number>();
   private readonly endpointCache = new Map<number, readonly ClusterEndpoint[]>();
   private sortedNodes: readonly NodeRecord[] | undefined;
@@ -340,7 +342,9 @@ export class ClusterView implements ClusterViewReader {
 
   /** The names nodes were asked for on `port` (their records' `askedNames`), sorted. */
   askedOn(port: number): readonly string[] {
-    return [...(this.asked.get(port)?.keys() ?? [])].sort();
+    const out: string[] = [];
+    for (const [name, n] of this.asked.get(port) ?? []) if (n > 0) out.push(name);
+    return out.sort();
   }
 
   /** A listener's names: its node's own (registry or process), else the names asked on its port (core/naming.ts). */
@@ -507,6 +511,7 @@ export class ClusterView implements ClusterViewReader {
     this.asked = new Map();
     this.askedByNode = new Map();
     this.askedPairs = 0;
+    this.askedUnsettled = [];
     this.endpointCache.clear();
     this.sortedNodes = undefined;
     this.nodeCount = undefined;
@@ -519,6 +524,7 @@ export class ClusterView implements ClusterViewReader {
       else if (kv.entry.kind !== 'node' && kv.entry.kind !== 'instance' && kv.entry.kind !== 'listener') this.applyOther(kv, kv.entry);
     }
     this.admission.admitAll(candidates);
+    this.settleAsked();
     this.revision = revision;
     this.generation++;
     this.fromSnapshot = opts.snapshot === true;
@@ -539,6 +545,7 @@ export class ClusterView implements ClusterViewReader {
     for (const c of changes) changed = this.applyOne(c) || changed;
     // Room that appeared (a node left, an instance went) goes to what waits for it, best rank first.
     this.admission.reconsider();
+    this.settleAsked();
     changed = this.touched || changed;
     this.touched = false;
     if (revision > this.revision) this.revision = revision;
@@ -571,6 +578,7 @@ export class ClusterView implements ClusterViewReader {
     this.asked = new Map();
     this.askedByNode = new Map();
     this.askedPairs = 0;
+    this.askedUnsettled = [];
     this.admission.reset();
     this.endpointCache.clear();
     this.sortedNodes = undefined;
@@ -744,19 +752,22 @@ export class ClusterView implements ClusterViewReader {
    * Replaces what `node`'s record asks in the index. Only the ports whose
    * set of names changes (a name first asked, or no longer asked by any
    * node) have their endpoints rebuilt: a node record rewritten with the
-   * same names, or with one more, costs what changed (issue 24).
+   * same names, or with one more, costs what changed (issue 24). A name
+   * whose count falls to 0 stays until the batch ends (settleAsked): a
+   * record replaced is taken out and put back, and its names with it.
    */
   private setAsked(key: string, node: string, names: readonly { port: number; name: string }[]): void {
     const before = this.askedByNode.get(node) ?? [];
     if (before.length === 0 && names.length === 0) return;
-    // Counts go down first (a pair at 0 stays in the map until the end, so one asked again is no change), then up.
     for (const { port, name } of before) {
       const at = this.asked.get(port)!;
       const n = at.get(name)! - 1;
       at.set(name, n);
-      if (n === 0) this.askedPairs--;
+      if (n === 0) {
+        this.askedPairs--;
+        this.askedUnsettled.push({ port, name });
+      }
     }
-    const changedPorts = new Set<number>();
     const kept: { port: number; name: string }[] = [];
     for (const { port, name } of names) {
       let at = this.asked.get(port);
@@ -767,22 +778,27 @@ export class ClusterView implements ClusterViewReader {
           continue;
         }
         this.askedPairs++;
-        if (n === undefined) changedPorts.add(port);
+        // A name first asked changes its port's names; one at 0 (taken out in this batch) is asked again: no change.
+        if (n === undefined) this.endpointCache.delete(port);
       }
       if (!at) this.asked.set(port, (at = new Map()));
       at.set(name, (n ?? 0) + 1);
       kept.push({ port, name });
     }
-    for (const { port, name } of before) {
+    if (kept.length > 0) this.askedByNode.set(node, kept);
+    else this.askedByNode.delete(node);
+  }
+
+  /** The end of a batch: names no node asks any more go, and their ports' endpoints are rebuilt. */
+  private settleAsked(): void {
+    for (const { port, name } of this.askedUnsettled) {
       const at = this.asked.get(port);
       if (at?.get(name) !== 0) continue;
       at.delete(name);
-      changedPorts.add(port);
+      this.endpointCache.delete(port);
       if (at.size === 0) this.asked.delete(port);
     }
-    for (const port of changedPorts) this.endpointCache.delete(port);
-    if (kept.length > 0) this.askedByNode.set(node, kept);
-    else this.askedByNode.delete(node);
+    this.askedUnsettled = [];
   }
 
   private nodeChanged(node: string): void {
