@@ -3,8 +3,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeInstance, encodeNode, instanceKey, nodeKey, type InstanceRecord, type NodeRecord } from '../src/cluster/keys.js';
+import { observedFrom } from '../src/cluster/observed.js';
 import { StateDir } from '../src/cluster/state-dir.js';
-import { ClusterView, type KeyValue } from '../src/cluster/view.js';
+import { ClusterView, type KeyValue, type WatchChange } from '../src/cluster/view.js';
+import type { ServingState } from '../src/core/state.js';
+import { Discovery } from '../src/discovery/discovery.js';
+import { resolutionOf } from '../src/grpc/resolution.js';
+import { WatchHub } from '../src/grpc/watch-hub.js';
+import { silentLogger } from '../src/log.js';
+import { parseRegistry } from '../src/registry/load.js';
+import { base32Port } from '../src/scheme/index.js';
+import { AnswerCache } from '../src/xds/answers.js';
+import { lazyXdsProtos } from '../src/xds/protos.js';
 import { listenerRecord, nodeRecord } from './helpers/cluster-records.js';
 
 /**
@@ -154,5 +164,97 @@ describe('the view snapshot written in slices (issue 24)', () => {
     const copy = new ClusterView({ prefix: P });
     copy.replaceAll(back.entries, back.revision, { snapshot: true });
     expect(copy.entries()).toEqual(all);
+  });
+});
+
+describe('streams following names hear of the changes that touch them (issue 24)', () => {
+  const Z = 'cluster.test';
+  const SERVICES = ['api', 'db', 'web', 'cache'];
+  /** Ten nodes, each running every service on its canonical port; a real discovery core over the view. */
+  async function followedFleet() {
+    const view = new ClusterView({ prefix: P });
+    const kvs: KeyValue[] = [];
+    for (let i = 0; i < 10; i++) {
+      kvs.push({ key: nodeKey(P, `n${i}`), value: encodeNode(nodeRecord(`n${i}`, [`10.0.0.${i + 1}`])), lease: String(100 + i) });
+      for (const s of SERVICES) kvs.push({ key: instanceKey(P, `n${i}`, base32Port(s)), value: encodeInstance({ ...inst(base32Port(s)), services: [s] }), lease: String(100 + i) });
+    }
+    view.replaceAll(kvs, 1);
+    // The list's own notification goes first: it is no change for what follows.
+    await new Promise((r) => setImmediate(r));
+    const registry = parseRegistry(`zones: [${Z}]\nttl: 60\n`, 'test.yaml');
+    const state: ServingState = { registry, zones: ['localhost', Z], cluster: { onlyListening: false, observedTtl: 5 } };
+    const discovery = new Discovery({ state: () => state, observed: observedFrom(view) });
+    /** Lookups started, by service. */
+    const lookups = new Map<string, number>();
+    const lookup = discovery.lookup.bind(discovery);
+    discovery.lookup = (name, opts) => {
+      const s = name.split('.')[0]!;
+      lookups.set(s, (lookups.get(s) ?? 0) + 1);
+      return lookup(name, opts);
+    };
+    let rev = 1;
+    const change = (c: WatchChange) => view.applyChanges([c], ++rev);
+    const stop = (node: string, s: string) => change({ type: 'delete', key: instanceKey(P, node, base32Port(s)) });
+    const start = (node: string, s: string) =>
+      change({ type: 'put', key: instanceKey(P, node, base32Port(s)), value: encodeInstance({ ...inst(base32Port(s)), services: [s] }), lease: String(100 + Number(node.slice(1))) });
+    return { discovery, lookups, stop, start };
+  }
+  const until = async (what: string, ok: () => boolean) => {
+    for (let i = 0; !ok(); i++) {
+      if (i > 20_000) throw new Error(`never: ${what}`);
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  const name = (s: string) => `${s}.${Z}`;
+
+  it('Watch: a listener change re-resolves the watched names on its port, not every watched name', async () => {
+    const { discovery, lookups, stop, start } = await followedFleet();
+    const hub = new WatchHub({ resolve: async (n) => resolutionOf(await discovery.lookup(n)), minIntervalMs: 3_600_000, concurrency: () => 32, logger: silentLogger, discovery });
+    const hosts = new Map<string, number>();
+    for (const s of SERVICES) hub.add(name(s), { deliver: (r) => hosts.set(s, r.endpoints.length), fail: (err) => expect.unreachable(String(err)) });
+    const unsubscribe = discovery.onChange(() => hub.refreshAll());
+    try {
+      await until('every name resolved', () => SERVICES.every((s) => hosts.get(s) === 10));
+      expect(Object.fromEntries(lookups)).toEqual({ api: 1, db: 1, web: 1, cache: 1 });
+      stop('n3', 'api');
+      await until('api re-resolved', () => hosts.get('api') === 9);
+      // A change resolves what it touches synchronously (the queue starts at once): the others would have been counted by now.
+      expect(Object.fromEntries(lookups)).toEqual({ api: 2, db: 1, web: 1, cache: 1 });
+      // A port nobody watches, then db's: only db.
+      start('n1', 'mail');
+      stop('n5', 'db');
+      await until('db re-resolved', () => hosts.get('db') === 9);
+      expect(Object.fromEntries(lookups)).toEqual({ api: 2, db: 2, web: 1, cache: 1 });
+    } finally {
+      unsubscribe();
+      hub.close();
+    }
+  });
+
+  it('xDS: a listener change looks up the subscribed names on its port, not every subscribed name', async () => {
+    const { discovery, lookups, stop, start } = await followedFleet();
+    const cache = new AnswerCache({ discovery, protos: lazyXdsProtos(), logger: silentLogger, lookupTimeoutMs: 60_000, lookupConcurrency: () => 32, retryMs: 60_000, refreshFloorMs: 60_000 });
+    const changes = new Map<string, number>();
+    const sub = { answerChanged: (key: string) => changes.set(key.split('.')[0]!, (changes.get(key.split('.')[0]!) ?? 0) + 1) };
+    const hostsOf = (s: string) => {
+      const a = cache.answer(name(s));
+      return a.kind === 'present' ? a.endpoints.length : -1;
+    };
+    for (const s of SERVICES) cache.subscribe(name(s), sub);
+    try {
+      await until('every name looked up', () => SERVICES.every((s) => hostsOf(s) === 10));
+      expect(Object.fromEntries(lookups)).toEqual({ api: 1, db: 1, web: 1, cache: 1 });
+      stop('n3', 'web');
+      await until('web looked up again', () => hostsOf('web') === 9);
+      expect(Object.fromEntries(lookups)).toEqual({ api: 1, db: 1, web: 2, cache: 1 });
+      start('n2', 'mail');
+      stop('n4', 'cache');
+      await until('cache looked up again', () => hostsOf('cache') === 9);
+      expect(Object.fromEntries(lookups)).toEqual({ api: 1, db: 1, web: 2, cache: 2 });
+      expect(Object.fromEntries(changes)).toEqual({ api: 1, db: 1, web: 2, cache: 2 });
+    } finally {
+      for (const s of SERVICES) cache.unsubscribe(name(s), sub);
+      cache.close();
+    }
   });
 });
