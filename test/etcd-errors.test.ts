@@ -118,3 +118,58 @@ describe('canonport serve with its etcd not there', () => {
     }
   });
 });
+
+describe('canonport serve losing its lease', () => {
+  let etcd: EtcdCluster;
+  beforeAll(async () => {
+    etcd = await startEtcd();
+  }, 60_000);
+  afterAll(async () => {
+    await etcd?.stop();
+  });
+
+  /** The daemon's one CP_CLUSTER_LEASE_LOST line, checked free of the client's text. */
+  async function leaseLost(d: Awaited<ReturnType<typeof startServe>>, ms: number): Promise<LogLine> {
+    const lost = await d.waitForLog((l) => l.code === 'CP_CLUSTER_LEASE_LOST', ms);
+    expect(JSON.stringify(lost)).not.toMatch(LIBRARY_TEXT);
+    expect(String(lost.why)).not.toMatch(/^Lease \d+|is expired or revoked/);
+    return lost;
+  }
+
+  it('revoked in etcd: the reason says etcd no longer has the lease, not the client’s "Lease <id> is expired or revoked"', async () => {
+    const d = await startServe(['--cluster', etcd.url, '--node', 'web-revoked', '--lease-ttl', '5']);
+    try {
+      const granted = await d.waitForLog((l) => l.msg === 'cluster lease granted');
+      await etcd.etcdctl(['lease', 'revoke', BigInt(String(granted.lease)).toString(16)]);
+      const lost = await leaseLost(d, 20_000);
+      expect(lost.why).toBe("etcd no longer has this node's lease: it expired (etcd was out of reach longer than the lease TTL) or was revoked");
+      // And it publishes again under a new lease.
+      const again = await d.waitForLog((l) => l.msg === 'cluster lease granted' && l.lease !== granted.lease, 20_000);
+      expect(again.reason).toBe('lost');
+    } finally {
+      await d.stop();
+    }
+  });
+
+  it('etcd gone for two TTLs: the reason says how long etcd did not answer, and every warning meanwhile is in canonport’s words', async () => {
+    const d = await startServe(['--cluster', etcd.url, '--node', 'web-silent', '--lease-ttl', '2']);
+    try {
+      await d.waitForLog((l) => l.msg === 'cluster lease granted');
+      const from = d.logs.length;
+      await etcd.killAll();
+      const lost = await leaseLost(d, 30_000);
+      expect(lost.why).toBe("etcd answered none of the lease's keepalives for 4 s (two lease TTLs): etcd is down or out of reach");
+      await d.waitForLog((l) => l.code === 'CP_CLUSTER_UNREACHABLE', 20_000);
+      // Every warning since etcd went: the view's and the publisher's, and the lease's.
+      const warnings = d.logs.slice(from).filter((x) => typeof x.level === 'number' && x.level >= 40);
+      expect(warnings.map((l) => l.code)).toContain('CP_CLUSTER_UNREACHABLE');
+      for (const l of warnings) {
+        expect(JSON.stringify(l)).not.toMatch(LIBRARY_TEXT);
+        expect(String(l.code), JSON.stringify(l)).toMatch(/^CP_/);
+      }
+    } finally {
+      await d.stop();
+      await etcd.restartAll();
+    }
+  });
+});

@@ -9,9 +9,13 @@
 #     page's browser tests, driven by playwright-core: nothing downloads a browser),
 #     newuidmap (uidmap: other users in the tests' user namespace, test/sandbox.mjs),
 #     curl, prlimit (util-linux) and Python's dnspython (the hostile suite, issue 21),
-#     prometheus (its http_sd_configs read /sd/prometheus, issue 22).
-#   For a user who is not root: unprivileged user namespaces, and
-#     subordinate ids in /etc/subuid and /etc/subgid (root needs neither).
+#     prometheus (its http_sd_configs read /sd/prometheus, issue 22),
+#     script (bsdutils: a terminal for the tests of what a TTY sees),
+#     nsenter, unshare, setpriv (util-linux), sysctl (procps), mount (mount),
+#     python3.
+#   For a user who is not root: unprivileged user namespaces, subordinate
+#     ids in /etc/subuid and /etc/subgid, and a cgroup v2 subtree delegated
+#     to them (for the pods' test; root needs none of it).
 #   genreport: ISC's DNS compliance tool, built from its source outside the
 #     repository (GENREPORT_SRC, default ../shared/tools/genreport) into
 #     ${TMPDIR:-/tmp}/canonport-genreport, where test/helpers/genreport.ts
@@ -37,7 +41,8 @@ declare -A by_command=(
   [dig]=dnsutils [unbound]=unbound [dnsmasq]=dnsmasq [dnsperf]=dnsperf [ip]=iproute2
   [systemd-analyze]=systemd [etcd]=etcd-server [etcdctl]=etcd-client [openssl]=openssl [gcc]=gcc
   [chromium]=chromium [curl]=curl [unshare]=util-linux [setpriv]=util-linux [newuidmap]=uidmap [newgidmap]=uidmap [prlimit]=util-linux
-  [prometheus]=prometheus
+  [prometheus]=prometheus [script]=bsdutils [nsenter]=util-linux [sysctl]=procps [mount]=mount [umount]=mount
+  [python3]=python3
 )
 for cmd in "${!by_command[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${by_command[$cmd]}")
@@ -84,6 +89,15 @@ if [ "$(id -u)" != 0 ]; then
   fi
   if ! grep -qE "^($me|$(id -u)):" /etc/subuid 2>/dev/null || ! grep -qE "^($me|$(id -g)):" /etc/subgid 2>/dev/null; then
     fail "$me has no subordinate ids, so the tests that run the daemon as another user will fail: run  sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $me"
+  fi
+  # The pods' containers need real cgroups (test/sandbox.mjs, runCgroup): the cgroup this shell is in must be
+  # this user's to write, or systemd's user manager must make one (a scope with Delegate=yes).
+  v2=$(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2" && $4 == "/") { print $5; exit } break } }' /proc/self/mountinfo)
+  own=$(sed -n 's/^0:://p' /proc/self/cgroup)
+  if [ -z "$v2" ]; then
+    fail "no cgroup v2 hierarchy is mounted, so test/cluster-containers.test.ts (two pods of one service) will fail"
+  elif ! [ -w "$v2$own" ] && ! XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)} systemd-run --user --scope --quiet -p Delegate=yes true >/dev/null 2>&1; then
+    fail "no cgroup v2 subtree is delegated to $me (its cgroup $v2$own is root's, and systemd-run --user fails), so test/cluster-containers.test.ts (two pods of one service) will fail: see \"What a contributor needs\" in docs/tests.md"
   fi
 fi
 

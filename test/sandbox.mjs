@@ -47,9 +47,14 @@
  *   registry is a test that should fail. Node has no CONNECT proxy with an
  *   allow-list over a Unix socket built in, hence the forty lines here.
  *
+ * - a cgroup v2 subtree of the run's own, seen as the whole hierarchy (a
+ *   cgroup namespace, cgroup2 mounted at $CANONPORT_TEST_CGROUP), so
+ *   the labs' containers get real cgroups (runCgroup says where it comes
+ *   from, and why a user without a delegated one has none).
+ *
  * The run's temporary directories (TMPDIR, and one on /dev/shm for etcd's
- * data) are made here and removed here after the command, even when it was
- * killed before its own clean-up.
+ * data) and its cgroup are made here and removed here after the command,
+ * even when it was killed before its own clean-up.
  *
  * The command runs with CANONPORT_TEST_SANDBOX=inside. Already inside (or
  * with CANONPORT_TEST_SANDBOX=off, to debug without it), the command just
@@ -57,7 +62,7 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { constants, tmpdir, userInfo } from 'node:os';
@@ -71,6 +76,9 @@ const SANDBOX_ADDRESS = '10.199.0.2/24';
 /** Where its resolver listens (port 53; /etc/resolv.conf has no port syntax): no test binds it. */
 const RESOLVER = '127.0.0.53';
 const SOCKET_ENV = 'CANONPORT_TEST_REGISTRY_SOCKET';
+/** Inside: where the run's cgroup v2 subtree is mounted (test/helpers/netns.ts reads it); else why there is none. */
+const CGROUP_ENV = 'CANONPORT_TEST_CGROUP';
+const CGROUP_MISSING_ENV = 'CANONPORT_TEST_CGROUP_MISSING';
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 
 /** Runs `cmd` as a child with `env`, passing on SIGTERM and SIGHUP (SIGINT from a terminal reaches it directly); resolves with its exit code. */
@@ -180,6 +188,9 @@ async function outside(cmd) {
     );
     return 1;
   }
+  // The run's cgroup (see runCgroup): the command starts in it, in a cgroup namespace whose root it is.
+  const cgroup = runCgroup(uid, ns);
+  if (!cgroup.missing) ns.push('--cgroup');
   // The run's temporary directories, removed here whatever happens inside (a killed vitest never runs its
   // teardown): `tmp` is the command's TMPDIR, `shm` holds etcd's data (test/global-setup.ts makes the
   // run's own directories in both and checks them). Open like /tmp: tests run daemons as other users.
@@ -195,9 +206,10 @@ async function outside(cmd) {
   const socketPath = join(dir, 'registry.sock');
   const proxy = registryProxy(socketPath, registryTarget());
   try {
-    return await runChild(['unshare', ...ns, '--', process.execPath, fileURLToPath(import.meta.url), '--inside', ...cmd], {
+    return await runChild([...cgroup.wrap, 'unshare', ...ns, '--', process.execPath, fileURLToPath(import.meta.url), '--inside', ...cmd], {
       ...env,
       [SOCKET_ENV]: socketPath,
+      ...(cgroup.missing ? { [CGROUP_MISSING_ENV]: cgroup.missing } : { [CGROUP_ENV]: 'yes' }),
       CANONPORT_TEST_SANDBOX_DIR: dir,
       TMPDIR: tmp,
       ...(shm ? { CANONPORT_TEST_SHM_BASE: shm } : {}),
@@ -205,7 +217,96 @@ async function outside(cmd) {
     });
   } finally {
     proxy.close();
+    if (cgroup.dir) removeCgroup(cgroup.dir);
     removeAll(uid, [dir, shm].filter((d) => d !== undefined));
+  }
+}
+
+/**
+ * The run's own cgroup v2 subtree, which the containers of test/helpers/netns.ts (`addContainer({ cgroup })`)
+ * are made in, so that a daemon reads a container's identity from a real /proc/<pid>/cgroup as in production.
+ * The command starts in it, in a cgroup namespace whose root it is (`unshare --cgroup`), and inside() mounts
+ * cgroup2 in the run's directory (CANONPORT_TEST_CGROUP): the run sees its subtree as the whole hierarchy (paths read
+ * `0::/cx…/system.slice/docker-<id>.scope`, as a host's do), and may write it. Which subtree:
+ *
+ * - root: a new cgroup at the top of the hierarchy, removed (its processes killed first) after the command;
+ * - a user who is not root: one made in the cgroup they are in, if it is theirs to write (delegated to
+ *   them: a systemd user scope, a CI runner's container), removed likewise; else a systemd user scope
+ *   with `Delegate=yes` (`systemd-run --user --scope`: needs systemd's user manager, as a login session
+ *   on a systemd machine has), which systemd removes. cgroups belong to the root of the initial user
+ *   namespace unless delegated: no namespace a user makes can write them (the kernel allows mounting
+ *   cgroup2 in one, but its directories stay root's, and new hierarchies only in the initial cgroup
+ *   namespace), so with neither the run has no cgroup of its own, and `missing` says why.
+ *
+ * `wrap` is the command prefix that starts the child in it; `dir` what to remove after (none for systemd's
+ * scope); `missing` why there is none.
+ */
+function runCgroup(uid, ns) {
+  const none = (missing) => ({ wrap: [], dir: undefined, missing });
+  let mountInfo;
+  let own;
+  try {
+    mountInfo = readFileSync('/proc/self/mountinfo', 'utf8');
+    own = /^0::(\/.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1];
+  } catch {
+    return none('no /proc/self/mountinfo or /proc/self/cgroup');
+  }
+  // mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL…] - FSTYPE SOURCE SUPER
+  const v2 = mountInfo
+    .split('\n')
+    .map((l) => l.split(' '))
+    .find((f) => f[f.indexOf('-') + 1] === 'cgroup2' && f[3] === '/');
+  if (!v2 || own === undefined) return none('no cgroup v2 hierarchy is mounted (neither /sys/fs/cgroup nor a hybrid host\'s /sys/fs/cgroup/unified)');
+  const mount = v2[4].replace(/\\040/g, ' ');
+  const name = `canonport-sandbox-${process.pid}`;
+  const wrapIn = (dir) => ['sh', '-c', 'echo 0 > "$0/cgroup.procs" && exec "$@"', dir];
+  const parent = uid === 0 ? mount : join(mount, own);
+  try {
+    const dir = join(parent, name);
+    mkdirSync(dir);
+    return { wrap: wrapIn(dir), dir, missing: undefined };
+  } catch (err) {
+    if (uid === 0) return none(`cannot make a cgroup in ${parent}: ${/** @type {Error} */ (err).message}`);
+  }
+  if (onPath('systemd-run')) {
+    // The user manager's bus is found through XDG_RUNTIME_DIR, which runuser and su -c leave unset.
+    const runtime = process.env.XDG_RUNTIME_DIR || `/run/user/${uid}`;
+    const scope = ['env', `XDG_RUNTIME_DIR=${runtime}`, 'systemd-run', '--user', '--scope', '--quiet', '--collect', '-p', 'Delegate=yes', '--'];
+    if (spawnSync(scope[0], [...scope.slice(1), 'unshare', ...ns, '--cgroup', 'true'], { stdio: 'ignore', timeout: 10_000 }).status === 0) {
+      return { wrap: scope, dir: undefined, missing: undefined };
+    }
+  }
+  return none(
+    `no cgroup v2 subtree is delegated to ${userInfo().username}: the cgroup it runs in (${own === "/" ? mount : join(mount, own)}) is root's, and ` +
+      '`systemd-run --user --scope -p Delegate=yes` fails (no systemd user manager: outside a systemd login session, or no systemd). ' +
+      'See "What a contributor needs" in docs/tests.md',
+  );
+}
+
+/** Kills what is left in the run's cgroup (cgroup.kill, Linux 5.14+) and removes it bottom-up. */
+function removeCgroup(dir) {
+  try {
+    writeFileSync(join(dir, 'cgroup.kill'), '1');
+  } catch {
+    // older kernel: what is left keeps the cgroup busy, and rmdir below says so
+  }
+  const remove = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) remove(join(d, e.name));
+    // Killed processes leave their cgroup a moment later: a few tries, then say what stays.
+    for (let i = 0; ; i++) {
+      try {
+        rmdirSync(d);
+        return;
+      } catch (err) {
+        if (i === 50) return console.error(`sandbox: could not remove the run's cgroup ${d}: ${/** @type {Error} */ (err).message}`);
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+      }
+    }
+  };
+  try {
+    remove(dir);
+  } catch (err) {
+    console.error(`sandbox: could not remove the run's cgroup ${dir}: ${/** @type {Error} */ (err).message}`);
   }
 }
 
@@ -310,6 +411,14 @@ async function inside(cmd) {
     // a host's own resolv.conf there): fixed paths, made the run's own.
     privateDir('/run/netns', /** @type {string} */ (process.env.CANONPORT_TEST_SANDBOX_DIR));
     privateDir('/etc/netns', /** @type {string} */ (process.env.CANONPORT_TEST_SANDBOX_DIR));
+    // The run's cgroup as a whole hierarchy (runCgroup, outside): this cgroup namespace's root, mounted in the run's directory
+    // (not over the host's mount point: the kernel refuses a filesystem mounted again on its own mount point).
+    if (process.env[CGROUP_ENV]) {
+      const at = join(/** @type {string} */ (process.env.CANONPORT_TEST_SANDBOX_DIR), 'cgroup');
+      mkdirSync(at);
+      execFileSync('mount', ['-t', 'cgroup2', 'cgroup2', at], { stdio: 'pipe' });
+      process.env[CGROUP_ENV] = at;
+    }
     resolver = await hermeticResolver(/** @type {string} */ (process.env.CANONPORT_TEST_SANDBOX_DIR));
   } catch (err) {
     const e = /** @type {{ stderr?: Buffer, message: string }} */ (err);

@@ -607,7 +607,7 @@ export class Cluster {
       }
       // From the revision the view already holds, not the one after it: etcd accepts a watch that starts
       // exactly at its compaction revision but has dropped the deletions made there. Those at `next − 1` the
-      // view already has (their replay changes nothing); one compacted away at `next` or later is below
+      // view already has (watchFrom skips their replay); one compacted away at `next` or later is below
       // this start, so etcd cancels the watch and the view is listed again. No window is left.
       const outcome = await this.watchFrom(Math.max(1, next - 1), (revision) => {
         next = revision;
@@ -777,6 +777,10 @@ export class Cluster {
         const changes: WatchChange[] = [];
         let maxRevision = 0;
         for (const ev of res.events) {
+          // A watch starts at the revision the view already holds (see the loop): etcd replays that
+          // revision's events. Applied again they would change nothing in the view, but an ignored
+          // value among them would be counted twice.
+          if (Number(ev.kv.mod_revision) <= from) continue;
           const key = ev.kv.key.toString();
           changes.push(
             ev.type === 'Delete'

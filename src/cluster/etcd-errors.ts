@@ -1,7 +1,15 @@
 import etcd3 from 'etcd3';
 
 // etcd3 is CommonJS whose named exports Node's ESM loader cannot see: taken from the default export, as publisher.ts does.
-const { EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdPermissionDeniedError, EtcdUserNotFoundError, GRPCDeadlineExceededError } = etcd3;
+const { EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdLeaseInvalidError, EtcdPermissionDeniedError, EtcdUserNotFoundError, GRPCDeadlineExceededError } = etcd3;
+
+/** A lease given up because etcd answered none of its keepalives for two TTLs (lease.ts): canonport's words already. */
+export class LeaseSilentError extends Error {
+  constructor(ttlSeconds: number) {
+    super(`etcd answered none of the lease's keepalives for ${2 * ttlSeconds} s (two lease TTLs): etcd is down or out of reach`);
+    this.name = 'LeaseSilentError';
+  }
+}
 
 /**
  * What went wrong talking to etcd, in canonport's words. The etcd client's
@@ -32,6 +40,11 @@ export function etcdReason(err: unknown, client?: object): string {
 const lastReason = new WeakMap<object, string>();
 
 function translate(err: unknown, text: string): string {
+  if (err instanceof LeaseSilentError) return err.message;
+  // The client's "Lease <id> is expired or revoked", on a keepalive's answer or a write under the lease.
+  if (err instanceof EtcdLeaseInvalidError) {
+    return "etcd no longer has this node's lease: it expired (etcd was out of reach longer than the lease TTL) or was revoked";
+  }
   if (err instanceof EtcdAuthenticationFailedError || err instanceof EtcdUserNotFoundError) {
     return 'etcd refused the user name or password (--cluster-user, --cluster-password-file)';
   }

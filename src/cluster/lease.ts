@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import etcd3 from 'etcd3';
 import type { Etcd3, IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
+import { LeaseSilentError } from './etcd-errors.js';
 
 /**
  * One etcd lease kept alive: granted fresh, or *adopted* by id (a daemon
@@ -126,7 +127,7 @@ export class KeptLease extends EventEmitter<{ lost: [Error] }> {
   private async tick(): Promise<void> {
     if (this.closed) return;
     const silentMs = Date.now() - this.lastAliveMs;
-    if (silentMs > 2 * this.ttlSeconds * 1000) return this.lose(new EtcdLeaseInvalidError(`${this.id}: no keepalive answer for two TTLs`));
+    if (silentMs > 2 * this.ttlSeconds * 1000) return this.lose(new LeaseSilentError(this.ttlSeconds));
     if (this.stream && silentMs > this.every() + 1_000) {
       this.stream.end();
       this.stream = undefined;

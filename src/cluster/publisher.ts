@@ -365,7 +365,7 @@ export class Publisher {
         }
         this.opts.metrics?.clusterEtcdErrors.inc({ op: 'publish' });
         if (err instanceof EtcdLeaseInvalidError) {
-          this.loseLease('rejected by etcd');
+          this.loseLease(etcdReason(err));
           continue;
         }
         const text = etcdReason(err, this.opts.client);
@@ -429,7 +429,7 @@ export class Publisher {
     const reason = this.leaseOrigin === 'adopted' ? 'adopted' : this.grants === 0 ? 'start' : 'lost';
     if (this.leaseOrigin === 'granted') this.opts.metrics?.clusterEtcdWrites.inc({ kind: 'lease_grant' });
     lease.on('lost', (err: Error) => {
-      if (this.lease === lease) this.loseLease(err.message);
+      if (this.lease === lease) this.loseLease(etcdReason(err));
     });
     // This node's keys in etcd now: under the adopted lease they are ours (kept until a verdict says otherwise);
     // under a dead lease (or none) strays to delete unless wanted; under another live lease (a takeover) left alone.

@@ -2,7 +2,7 @@ import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { outputOf, stopChild } from './child.js';
-import { requireNetAdmin } from './sandbox.js';
+import { inSandbox, requireNetAdmin } from './sandbox.js';
 import { requireTool } from './tools.js';
 
 /**
@@ -96,8 +96,13 @@ export interface Container {
   stop(): Promise<void>;
 }
 
-/** The cgroup v2 hierarchy containers' cgroups are made in (v2 itself, or a hybrid host's unified one). */
+/**
+ * The cgroup v2 hierarchy containers' cgroups are made in: in test/sandbox.mjs, the run's own subtree
+ * (mounted where the hierarchy was; CANONPORT_TEST_CGROUP), or none (CANONPORT_TEST_CGROUP_MISSING says
+ * why); outside it (root), v2 itself or a hybrid host's unified one.
+ */
 function cgroupRoot(): string | undefined {
+  if (inSandbox()) return process.env.CANONPORT_TEST_CGROUP || undefined;
   for (const dir of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
     if (existsSync(join(dir, 'cgroup.procs')) && existsSync(join(dir, 'cgroup.controllers'))) return dir;
   }
@@ -351,7 +356,11 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
           let cgroup: string | undefined;
           if (c.cgroup) {
             const root = cgroupRoot();
-            if (!root) throw new Error('containers with a cgroup need a writable cgroup v2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified)');
+            if (!root) {
+              throw new Error(
+                `a container with a cgroup needs a cgroup v2 subtree this run may write, and there is none: ${process.env.CANONPORT_TEST_CGROUP_MISSING ?? 'no cgroup v2 hierarchy is mounted (/sys/fs/cgroup or /sys/fs/cgroup/unified)'}`,
+              );
+            }
             const top = join(root, `${tag}c${index}${j}`);
             cgroups.push(top);
             const uid = c.cgroup.podUid;
