@@ -1,9 +1,9 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, type ClusterOptions } from '../src/cluster/cluster.js';
-import { chooseStateDir } from '../src/cluster/state-dir.js';
+import { chooseStateDir, StateDir } from '../src/cluster/state-dir.js';
 import { startDaemon } from './helpers/daemon.js';
 import type { InventoryListener, InventorySnapshot, ListenerReadiness } from '../src/inventory/types.js';
 import { isCanonportError } from '../src/errors.js';
@@ -266,6 +266,31 @@ describe('cold start without etcd', () => {
     const blank = node('c', { stateDir: stateDir() }, nowhere);
     blank.cluster.start();
     expect(blank.cluster.view.status().state).toBe('missing');
+  });
+});
+
+describe('the view snapshot while the daemon runs (issue 24)', () => {
+  it('is rewritten after the view changes, in slices beside the answers, and is the view as it was listed and watched', async () => {
+    const dir = stateDir();
+    const a = node('a', { stateDir: dir });
+    const b = node('b');
+    a.cluster.start();
+    b.cluster.start();
+    a.cluster.publish(snap());
+    b.cluster.publish(snap(listener(12082, ready)));
+    await b.cluster.whenPublished();
+    await until('a to see b', () => (states(a, 12082).length ? true : undefined));
+    // Not at stop: within SNAPSHOT_EVERY_MS of the change (and the slices' turns), at the revision a's view holds.
+    const snapshot = await until(
+      'the periodic snapshot at the view\'s revision',
+      () => {
+        const s = existsSync(join(dir, 'view.json')) ? new StateDir(dir).readSnapshot(PREFIX) : undefined;
+        return s && s.revision === a.cluster.view.status().revision ? s : undefined;
+      },
+      30_000,
+    );
+    expect(snapshot.entries.map((e) => e.key)).toEqual(a.cluster.view.entries().map((e) => e.key));
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 });
 

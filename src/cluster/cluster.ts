@@ -489,6 +489,8 @@ export class Cluster {
     if (!this.state || this.opts.publish === false || this.snapshotTimer || this.stopped) return;
     this.snapshotTimer = setTimeout(() => {
       this.snapshotTimer = undefined;
+      // The last one still being written (a slow disk, a huge view): one writer at a time, this one later.
+      if (this.snapshotting) return this.scheduleSnapshot();
       this.snapshotting = this.saveSnapshotInSlices().finally(() => {
         this.snapshotting = undefined;
       });
