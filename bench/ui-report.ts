@@ -8,11 +8,15 @@ export interface PageLoad {
   /** Median of `loads` fresh loads. */
   firstRenderMs: number;
   firstRenderMsAll: number[];
+  /** Median: the whole document drawn (after the first screen's, at more hosts than it carries). */
+  wholeRenderMs: number;
   /** Every response of the load, headers and compressed bodies. */
   transferredBytes: number;
   /** The fleet document alone: on the wire, and as JSON. */
   documentWireBytes: number;
   documentJsonBytes: number;
+  /** The first-screen document on the wire (0: the fleet fits in it, the whole document is the first one). */
+  firstScreenWireBytes: number;
 }
 
 export interface LivePhase {
@@ -55,7 +59,8 @@ export function renderUi(r: UiBenchResult): string {
       ` vs diff ${kb(d.diff.bytes)} (${d.diff.ms} ms, once for every page): ${(d.snapshot.bytes / d.diff.bytes).toFixed(0)}× fewer bytes`,
     `  page loads (median of fresh loads; targets: first render < 200 ms, < 1 MB transferred at 1,000 hosts):`,
     ...r.pages.map(
-      (p) => `    ${String(p.hosts).padStart(5)} hosts: first render ${p.firstRenderMs} ms (${p.firstRenderMsAll.join(', ')}), ${kb(p.transferredBytes)} transferred (document ${kb(p.documentWireBytes)} on the wire, ${kb(p.documentJsonBytes)} as JSON)`,
+      (p) =>
+        `    ${String(p.hosts).padStart(5)} hosts: first render ${p.firstRenderMs} ms (target < 200; ${p.firstRenderMsAll.join(', ')}), whole document drawn ${p.wholeRenderMs} ms, ${kb(p.transferredBytes)} transferred (target < 1 MB; document ${kb(p.documentWireBytes)} on the wire, ${kb(p.documentJsonBytes)} as JSON${p.firstScreenWireBytes ? `, first screen ${kb(p.firstScreenWireBytes)}` : ''})`,
     ),
   ];
   if (r.pages.length === 2) lines.push(`    ratio ${r.pages[1]!.hosts}/${r.pages[0]!.hosts} hosts: first render ${(r.pages[1]!.firstRenderMs / r.pages[0]!.firstRenderMs).toFixed(2)}×, bytes ${(r.pages[1]!.transferredBytes / r.pages[0]!.transferredBytes).toFixed(1)}×`);
@@ -63,7 +68,14 @@ export function renderUi(r: UiBenchResult): string {
   for (const l of r.live) {
     lines.push(`    ${String(l.pages).padStart(2)} live pages: CPU ${l.cpuPercent} % of a core over ${l.seconds} s (${l.writes} writes), RSS ${l.rssMiB} MiB (peak ${l.hwmMiB}), pages current at the end ${l.pagesCurrent}/${l.pages}`);
   }
-  if (r.live.length === 2) lines.push(`    ${r.live[1]!.pages} pages vs none: CPU +${(r.live[1]!.cpuPercent - r.live[0]!.cpuPercent).toFixed(1)} points, RSS +${(r.live[1]!.rssMiB - r.live[0]!.rssMiB).toFixed(1)} MiB`);
+  const none = r.live.find((l) => l.pages === 0);
+  const one = r.live.find((l) => l.pages === 1);
+  const many = r.live.find((l) => l.pages > 1);
+  if (none && many) lines.push(`    ${many.pages} pages vs none: CPU +${(many.cpuPercent - none.cpuPercent).toFixed(1)} points, RSS +${(many.rssMiB - none.rssMiB).toFixed(1)} MiB`);
+  if (one && many) {
+    const n = many.pages - 1;
+    lines.push(`    each page past the first: CPU +${((many.cpuPercent - one.cpuPercent) / n).toFixed(2)} points, RSS +${((many.rssMiB - one.rssMiB) / n).toFixed(2)} MiB (${many.pages} pages vs 1; the first page's cost is the view's rebuilds, shared by every page)`);
+  }
   for (const n of r.notes) lines.push(`  note: ${n}`);
   return lines.join('\n');
 }

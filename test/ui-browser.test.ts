@@ -8,9 +8,13 @@ import { base32Port } from '../src/scheme/index.js';
 import { startBrowser } from './helpers/browser.js';
 import { until } from './helpers/cluster.js';
 import { startBackend, startLab, startNode, DNS_PORT, GRPC_PORT, HTTP_PORT, ZONE, type Backend, type Lab, type NodeDaemon } from './helpers/cluster-lab.js';
-import { writeRegistry } from './helpers/daemon.js';
+import { tempDir, writeRegistry } from './helpers/daemon.js';
 import { freePort } from './helpers/ports.js';
 import { REPO, startServe, type ServeProcess } from './helpers/serve-process.js';
+import { writeScaleFleet } from './helpers/scale-fleet.js';
+import { FIRST_SCREEN_HOSTS } from '../src/ui/client/model.js';
+import etcd3 from 'etcd3';
+import { writeFileSync } from 'node:fs';
 
 /**
  * The fleet page in a real browser (Debian's Chromium, headless, driven by
@@ -246,6 +250,56 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     expect(await page.textContent('body')).toContain('forbidden');
     await page.close();
   });
+
+  it('draws a fleet larger than the first screen in two steps: its first columns, mixed versions already flagged, then every host', async () => {
+    // 45 hosts of 3 services in the lab's etcd under a prefix of their own, node-00040 at another version; a daemon on loopback views them.
+    const prefix = '/canonport-ui-first';
+    const client = new etcd3.Etcd3({ hosts: lab.etcdUrl.replace(/^etcd:\/\//, '').split(',').map((h) => `http://${h}`) });
+    let viewer: ServeProcess | undefined;
+    try {
+      await writeScaleFleet(client, prefix, { nodes: 45, services: 3, version: (i) => (i === 40 ? '1.1.0' : '1.0.0') });
+      // An empty /proc of its own: the viewer publishes no listener.
+      const proc = tempDir('canonport-ui-first-proc-');
+      mkdirSync(join(proc, 'net'), { recursive: true });
+      for (const f of ['tcp', 'tcp6']) writeFileSync(join(proc, 'net', f), '  sl  local_address rem_address   st\n');
+      viewer = await startServe(['--zone', ZONE, '--cluster', lab.etcdUrl, '--cluster-prefix', prefix, '--node', 'viewer', '--proc-root', proc]);
+      const base = `http://127.0.0.1:${viewer.http.port}/ui/`;
+      await until('the viewer sees the 45 hosts and itself', async () => (((await (await fetch(`${base}api/fleet`)).json()) as { hosts: unknown[] }).hosts.length === 46 ? true : undefined), 40_000, 250);
+      const page = await context.newPage();
+      // Every matrix the page draws: its host columns, and whether the aax-svc row is flagged mixed.
+      await page.addInitScript(() => {
+        const drawn: { columns: number; mixed: boolean }[] = ((window as unknown as { drawn: unknown[] }).drawn = []) as { columns: number; mixed: boolean }[];
+        new MutationObserver(() => {
+          const table = document.querySelector('table.matrix');
+          if (table) drawn.push({ columns: table.querySelectorAll('thead th.host').length, mixed: !!table.querySelector('tbody th.svc.mixed') });
+        }).observe(document, { childList: true, subtree: true });
+      });
+      const first = page.waitForResponse((r) => r.url().endsWith('/api/fleet/first'));
+      await page.goto(base);
+      const firstRes = await first;
+      expect(firstRes.headers()['x-canonport-fleet-part']).toBe('first-screen');
+      const firstDoc = (await firstRes.json()) as { hosts: { host: string; inventory?: { listeners: unknown[] } }[] };
+      expect(firstDoc.hosts).toHaveLength(46);
+      expect(firstDoc.hosts.filter((h) => h.inventory).length).toBe(FIRST_SCREEN_HOSTS);
+      await page.waitForFunction(() => document.documentElement.dataset.fleetId !== undefined);
+      await page.waitForFunction(() => document.querySelectorAll('table.matrix thead th.host').length === 46);
+      const drawn = await page.evaluate(() => (window as unknown as { drawn: { columns: number; mixed: boolean }[] }).drawn);
+      // First the first screen's columns, the mixed row flagged already (its services are whole); then every host.
+      expect(drawn[0]).toEqual({ columns: FIRST_SCREEN_HOSTS, mixed: true });
+      expect(drawn.at(-1)).toEqual({ columns: 46, mixed: true });
+      expect(await page.locator('section.findings').textContent()).toContain('mixed versions aax-svc: 1.0.0 on 44, 1.1.0 on 1');
+      expect((await row(page, 'aax-svc'))?.['node-00040']).toContain('1.1.0');
+      // A view the first screen cannot draw, opened directly, is drawn from the whole document.
+      await page.goto(`${base}#/host/node-00044`);
+      await page.waitForSelector('dl.facts');
+      expect(await page.locator('table.list tbody tr').count()).toBe(3);
+      await page.close();
+    } finally {
+      await viewer?.stop();
+      await client.delete().prefix(prefix);
+      client.close();
+    }
+  }, 90_000);
 
   it('shows a view gone stale as stale, the last hosts still there, when etcd goes away', async () => {
     const page = await context.newPage();

@@ -1,6 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { applyDiff, diffDocuments, encodeDocument } from '../src/ui/client/diff.js';
+import { applyDiff, diffDocuments, encodeDocument, firstScreenJson } from '../src/ui/client/diff.js';
+import { indexFleet, parseRoute } from '../src/ui/client/model.js';
+import { renderMatrix } from '../src/ui/client/render.js';
+import type { FleetDocument } from '../src/fleet/document.js';
 import { base32Port } from '../src/scheme/index.js';
 import { docOf, documentOf, PREFIX, scaleView, SINCE, type NodeSpec } from './helpers/fleet-docs.js';
 import { scaleNode } from './helpers/scale-fleet.js';
@@ -85,5 +88,30 @@ describe('fleet diffs', () => {
     // The document is megabytes; the diff, one host's listeners and one service's host lists.
     expect(prev.json.length).toBeGreaterThan(2_000_000);
     expect(bytes).toBeLessThan(prev.json.length / 50);
+  });
+
+  it('the first-screen document draws its first columns exactly as the whole one does, with every host counted', () => {
+    fc.assert(
+      fc.property(fleet, fc.integer({ min: 0, max: 9 }), (nodes, k) => {
+        const encoded = encodeDocument(docOf(nodes));
+        const whole = encoded.doc;
+        const first = JSON.parse(firstScreenJson(encoded, k)) as FleetDocument;
+        // Every host, in order, the first k whole; services, findings, unnamed ports and source whole.
+        expect(first.hosts.map((h) => h.host)).toEqual(whole.hosts.map((h) => h.host));
+        expect(JSON.stringify(first.hosts.slice(0, k))).toBe(JSON.stringify(whole.hosts.slice(0, k)));
+        for (const h of first.hosts.slice(k)) expect(h.inventory).toBeUndefined();
+        expect(JSON.stringify({ ...first, hosts: [] })).toBe(JSON.stringify({ ...whole, hosts: [] }));
+        // What the page draws from it (the matrix, its first k columns) is what it draws from the whole document.
+        for (const hash of ['#/', '#/?page=1']) expect(renderMatrix(indexFleet(first), parseRoute(hash), k)).toBe(renderMatrix(indexFleet(whole), parseRoute(hash), k));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('at 1,000 hosts × 20 services the first-screen document is a tenth of the whole one', () => {
+    const encoded = encodeDocument(documentOf(scaleView({ nodes: 1000, services: 20 })));
+    const first = firstScreenJson(encoded, 30);
+    expect(JSON.parse(first).hosts).toHaveLength(1000);
+    expect(first.length).toBeLessThan(encoded.json.length / 10);
   });
 });

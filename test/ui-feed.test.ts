@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { FleetDocument } from '../src/fleet/document.js';
-import { DEBOUNCE_MS, FleetFeed, MAX_WAIT_MS, RECENT_DIFFS, type FeedEvent, type FeedSource } from '../src/ui/feed.js';
+import { DEBOUNCE_MS, FleetFeed, MAX_WAIT_MS, REBUILD_CPU_SHARE, RECENT_DIFFS, type FeedEvent, type FeedSource } from '../src/ui/feed.js';
 import { docOf } from './helpers/fleet-docs.js';
 
 /**
@@ -11,7 +11,7 @@ import { docOf } from './helpers/fleet-docs.js';
  */
 
 /** A source whose document is the fleet of `n` hosts running api; counts its reads. */
-function counter(): FeedSource & { n: number; reads: number; change(n: number): void } {
+function counter(readMs = 0): FeedSource & { n: number; reads: number; change(n: number): void } {
   const listeners = new Set<() => void>();
   const docs = new Map<number, FleetDocument>();
   const s = {
@@ -19,6 +19,8 @@ function counter(): FeedSource & { n: number; reads: number; change(n: number): 
     reads: 0,
     read() {
       s.reads++;
+      // A large fleet's read takes time: the clock moves on while it runs.
+      if (readMs > 0) vi.setSystemTime(Date.now() + readMs);
       let d = docs.get(s.n);
       if (!d) docs.set(s.n, (d = docOf(Array.from({ length: s.n }, (_, i) => ({ name: `web-${i}`, runs: { api: '1.0.0' } })))));
       return d;
@@ -112,6 +114,28 @@ describe('the fleet feed', () => {
     expect(fromRecent.map((e) => e.id)).toEqual(ids.slice(-RECENT_DIFFS));
     expect(feed.since(ids[0]!)).toBeNull();
     expect(feed.since('unknown-1')).toBeNull();
+    feed.close();
+  });
+
+  it(`keeps rebuilds of a large fleet under ${REBUILD_CPU_SHARE * 100} % of a core while its view churns, and still publishes`, async () => {
+    // Each read takes 400 ms (a fleet of a few thousand hosts); a change every 100 ms for 40 s.
+    const READ_MS = 400;
+    const src = counter(READ_MS);
+    const feed = new FleetFeed(src);
+    await feed.latest();
+    const events: FeedEvent[] = [];
+    feed.subscribe((e) => events.push(e));
+    const reads = src.reads;
+    const start = Date.now();
+    for (let i = 0; i < 400; i++) {
+      src.change(2 + (i % 50));
+      await vi.advanceTimersByTimeAsync(100);
+    }
+    const elapsed = Date.now() - start;
+    const rebuilds = src.reads - reads;
+    // Without the bound: one every MAX_WAIT_MS (40 and more). With it: one per READ_MS / share at most, give or take the last.
+    expect(rebuilds * READ_MS).toBeLessThanOrEqual(elapsed * REBUILD_CPU_SHARE + READ_MS);
+    expect(events.length).toBeGreaterThanOrEqual(Math.floor(elapsed / (READ_MS / REBUILD_CPU_SHARE)) - 1);
     feed.close();
   });
 });

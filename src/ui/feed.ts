@@ -4,15 +4,18 @@ import { brotliCompress, constants as zlib, gzip } from 'node:zlib';
 import { ErrorCodes } from '../errors.js';
 import type { FleetDocument } from '../fleet/document.js';
 import { silentLogger, type Logger } from '../log.js';
-import { diffDocuments, encodeDocument, type EncodedDocument } from './client/diff.js';
+import { FIRST_SCREEN_HOSTS } from './client/model.js';
+import { diffDocuments, encodeDocument, firstScreenJson, type EncodedDocument } from './client/diff.js';
 
 /**
  * The fleet as a daemon's page sees it: the current document (the one
  * `fleet --json` prints, from this daemon's view), rebuilt when the view
  * changes, with the diff from the one before. Bursts of changes (a relist,
  * a deploy touching many hosts) are coalesced: a rebuild runs at most
- * DEBOUNCE_MS after the last change and MAX_WAIT_MS after the first, and
- * only while some page follows (otherwise the next request rebuilds).
+ * DEBOUNCE_MS after the last change and MAX_WAIT_MS after the first (later
+ * only to keep rebuilds under REBUILD_CPU_SHARE of a core), and only while
+ * some page follows (otherwise the next request rebuilds). One rebuild and
+ * one diff per change, whatever the number of pages.
  */
 
 /** Where the documents come from: the cluster view, or this host's inventory. */
@@ -32,6 +35,12 @@ export interface Published {
   encoded: EncodedDocument;
   /** The JSON text in `encoding`, compressed on first use (off the event loop: zlib's thread pool). */
   body(encoding: Encoding): Promise<Buffer>;
+  /**
+   * The first screen's document (diff.ts firstScreenJson: every host, only the
+   * first FIRST_SCREEN_HOSTS with their listeners) in `encoding`: built and
+   * compressed once per document, on first use.
+   */
+  firstScreen(encoding: Encoding): Promise<Buffer>;
 }
 
 /** A change as pages receive it. */
@@ -44,8 +53,17 @@ export interface FeedEvent {
 
 /** Quiet time after the last change before a rebuild. */
 export const DEBOUNCE_MS = 250;
-/** Longest a change waits for its rebuild, however long a burst goes on. */
+/** Longest a change waits for its rebuild, however long a burst goes on (unless REBUILD_CPU_SHARE holds it back). */
 export const MAX_WAIT_MS = 1000;
+/**
+ * The most of one core rebuilds may take while a view churns and pages
+ * follow: a rebuild that took B ms is followed by at least
+ * B × (1 / share − 1) ms without one. At 10 hosts a rebuild takes a few ms
+ * and MAX_WAIT_MS decides; at 1,000 hosts × 20 services one takes a
+ * quarter of a second, which once a second was a quarter of a core, shared
+ * by every page (what each more page costs is a write of each diff).
+ */
+export const REBUILD_CPU_SHARE = 0.1;
 /**
  * Diffs kept (the most recent), so a page that reconnects, or that fetched
  * the document just before a change, catches up without fetching it again.
@@ -74,6 +92,8 @@ export class FleetFeed {
   private readonly subscribers = new Set<(e: FeedEvent) => void>();
   private timer: NodeJS.Timeout | undefined;
   private firstChangeAt: number | undefined;
+  /** When the last rebuild ended and how long it took (Date.now()): REBUILD_CPU_SHARE spaces the next one. */
+  private lastBuild = { endedAt: -Infinity, ms: 0 };
   private unsubscribe: (() => void) | undefined;
   private readonly logger: Logger;
   private readonly debounceMs: number;
@@ -134,7 +154,8 @@ export class FleetFeed {
   private schedule(): void {
     const now = Date.now();
     this.firstChangeAt ??= now;
-    const wait = Math.max(0, Math.min(this.debounceMs, this.firstChangeAt + this.maxWaitMs - now));
+    const spaced = this.lastBuild.endedAt + this.lastBuild.ms * (1 / REBUILD_CPU_SHARE - 1);
+    const wait = Math.max(0, Math.min(this.debounceMs, this.firstChangeAt + this.maxWaitMs - now), spaced - now);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = undefined;
@@ -151,6 +172,7 @@ export class FleetFeed {
     this.building ??= (async () => {
       // Cleared before reading: a change during the read marks it dirty again.
       this.dirty = false;
+      const startedAt = Date.now();
       try {
         const encoded = encodeDocument(await this.source.read());
         const prev = this.current;
@@ -174,6 +196,7 @@ export class FleetFeed {
         throw err;
       } finally {
         this.building = undefined;
+        this.lastBuild = { endedAt: Date.now(), ms: Date.now() - startedAt };
         if (this.dirty && this.subscribers.size > 0) this.schedule();
       }
     })();
@@ -182,19 +205,24 @@ export class FleetFeed {
 }
 
 function published(id: string, encoded: EncodedDocument): Published {
-  const bodies = new Map<Encoding, Promise<Buffer>>();
+  // At most 3 encodings × 2 texts per document, and one document is current.
+  const bodies = new Map<string, Promise<Buffer>>();
+  const compressed = (what: 'whole' | 'first', encoding: Encoding, text: () => string): Promise<Buffer> => {
+    const key = `${what}:${encoding}`;
+    let b = bodies.get(key);
+    if (!b) {
+      const raw = Buffer.from(text());
+      b = encoding === 'br' ? brotli(raw, brotliOptions(raw.length)) : encoding === 'gzip' ? gzipAsync(raw, { level: 6 }) : Promise.resolve(raw);
+      bodies.set(key, b);
+    }
+    return b;
+  };
+  let first: string | undefined;
   return {
     id,
     encoded,
-    body(encoding) {
-      let b = bodies.get(encoding);
-      if (!b) {
-        const raw = Buffer.from(encoded.json);
-        b = encoding === 'br' ? brotli(raw, brotliOptions(raw.length)) : encoding === 'gzip' ? gzipAsync(raw, { level: 6 }) : Promise.resolve(raw);
-        bodies.set(encoding, b);
-      }
-      return b;
-    },
+    body: (encoding) => compressed('whole', encoding, () => encoded.json),
+    firstScreen: (encoding) => compressed('first', encoding, () => (first ??= firstScreenJson(encoded, FIRST_SCREEN_HOSTS))),
   };
 }
 

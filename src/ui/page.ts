@@ -22,7 +22,7 @@ export function indexHtml(info: PageInfo): string {
 <title>Fleet · canonport</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="style.css">
-<link rel="preload" href="api/fleet" as="fetch" crossorigin="anonymous">
+<link rel="preload" href="api/fleet/first" as="fetch" crossorigin="anonymous">
 <script type="module" src="app.js"></script>
 ${preload}
 <script id="cp-info" type="application/json">${json}</script>

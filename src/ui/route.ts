@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 import type { HttpRoute } from '../http/server.js';
 import type { Logger } from '../log.js';
-import type { PageInfo } from './client/model.js';
+import { FIRST_SCREEN_HOSTS, type PageInfo } from './client/model.js';
 import { brotliOptions, type Encoding, type FleetFeed } from './feed.js';
 import type { LiveStreams } from './events.js';
 import { CLIENT_MODULES, indexHtml, STYLE_CSS } from './page.js';
@@ -19,6 +19,10 @@ export type { PageInfo };
  *   /ui/                 the page (HTML, with what the daemon says about itself)
  *   /ui/style.css, /ui/<module>.js   its style and scripts
  *   /ui/api/fleet        the fleet document: what `canonport fleet --json` prints, from this daemon's view
+ *   /ui/api/fleet/first  the document for the matrix's first screen: every host, the first
+ *                        FIRST_SCREEN_HOSTS with their listeners, marked `X-Canonport-Fleet-Part:
+ *                        first-screen` (the page draws it while the whole one loads); the whole
+ *                        document when the fleet fits in it
  *   /ui/api/events       its changes, live (Server-Sent Events, events.ts)
  *
  * Bodies go compressed (brotli or gzip) to clients that accept it.
@@ -62,14 +66,19 @@ export function uiRoute(deps: UiRouteDeps): HttpRoute {
       if ((CLIENT_MODULES as readonly string[]).includes(module)) {
         return sendAsset(req, res, counted, assets.get(module, 'text/javascript; charset=utf-8', () => readFileSync(clientFile(module))));
       }
-      if (sub === '/api/fleet') {
+      if (sub === '/api/fleet' || sub === '/api/fleet/first') {
         const current = await deps.feed.latest();
+        const first = sub === '/api/fleet/first';
         res.setHeader('X-Canonport-Fleet-Id', current.id);
-        const etag = `"${current.id}"`;
+        // The two texts of one document are two representations: their tags differ.
+        const etag = `"${current.id}${first ? '-first' : ''}"`;
         res.setHeader('ETag', etag);
         if (req.headers['if-none-match'] === etag) return end(req, res, counted, 304);
+        // Told apart from the whole document, which it is when the fleet fits in it.
+        const part = first && current.encoded.doc.hosts.length > FIRST_SCREEN_HOSTS;
+        if (part) res.setHeader('X-Canonport-Fleet-Part', 'first-screen');
         const encoding = accepted(req, current.encoded.json.length);
-        const body = await current.body(encoding);
+        const body = await (part ? current.firstScreen(encoding) : current.body(encoding));
         return sendBody(req, res, counted, 'application/json; charset=utf-8', body, { cache: 'no-cache', encoding });
       }
       if (sub === '/api/events') {

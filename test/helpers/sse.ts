@@ -1,4 +1,5 @@
 import { request, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 
 /** One Server-Sent Event as a client parses it. */
 export interface SseEvent {
@@ -9,7 +10,8 @@ export interface SseEvent {
 
 /**
  * A raw EventSource: GET `url` from `localAddress` (another 127.x address is
- * another client), collecting events as they come. `status` is the answer's
+ * another client), collecting events as they come; an https URL is checked
+ * against `ca`. `status` is the answer's
  * status; a refused stream's body is in `body`.
  */
 export interface SseClient {
@@ -24,9 +26,10 @@ export interface SseClient {
   close(): void;
 }
 
-export function openSse(url: string, opts: { localAddress?: string; headers?: Record<string, string> } = {}): Promise<SseClient> {
+export function openSse(url: string, opts: { localAddress?: string; headers?: Record<string, string>; ca?: string | Buffer } = {}): Promise<SseClient> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { localAddress: opts.localAddress, headers: { Accept: 'text/event-stream', ...opts.headers } }, (res) => {
+    const get = url.startsWith('https:') ? httpsRequest : request;
+    const req = get(url, { localAddress: opts.localAddress, ca: opts.ca, headers: { Accept: 'text/event-stream', ...opts.headers } }, (res) => {
       const events: SseEvent[] = [];
       const waiters = new Set<{ pred: (e: SseEvent) => boolean; resolve: (e: SseEvent) => void }>();
       let buffer = '';

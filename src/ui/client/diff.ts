@@ -68,7 +68,7 @@ export function encodeDocument(doc: FleetDocument): EncodedDocument {
     doc,
     // The keys in the document's own order, so the text is what JSON.stringify(doc) gives (a test checks).
     get json() {
-      json ??= `{${source === undefined ? '' : `"source":${source},`}"hosts":[${[...hosts.values()].join(',')}],"services":[${[...services.values()].join(',')}],"unnamed":${unnamed},"findings":${findings}}`;
+      json ??= joinParts(source, hosts.values(), services.values(), unnamed, findings);
       return json;
     },
     hosts,
@@ -79,6 +79,26 @@ export function encodeDocument(doc: FleetDocument): EncodedDocument {
     unnamed,
     findings,
   };
+}
+
+/**
+ * The document a page draws its first screen from (the matrix's first page
+ * of hosts): every host, but only the first `withListeners` with their
+ * listeners; the others only their name, target and whether they answered.
+ * Services, findings and unnamed ports are whole, so counts, mixed versions
+ * and hosts that differ are all there. At 1,000 hosts × 20 services it is a
+ * tenth of the document; the page draws from it, then from the whole one.
+ */
+export function firstScreenJson(encoded: EncodedDocument, withListeners: number): string {
+  const { doc } = encoded;
+  // The others are their names and whether they answered: a column each, and the counts.
+  const hosts = doc.hosts.map((h, i) => (i < withListeners ? encoded.hosts.get(hostKey(h))! : JSON.stringify({ host: h.host, target: h.target, reachable: h.reachable, error: h.error, code: h.code })));
+  return joinParts(encoded.source, hosts, encoded.services.values(), encoded.unnamed, encoded.findings);
+}
+
+/** A document's JSON from its parts' JSON, keys in the document's own order (what JSON.stringify(doc) gives). */
+function joinParts(source: string | undefined, hosts: Iterable<string>, services: Iterable<string>, unnamed: string, findings: string): string {
+  return `{${source === undefined ? '' : `"source":${source},`}"hosts":[${[...hosts].join(',')}],"services":[${[...services].join(',')}],"unnamed":${unnamed},"findings":${findings}}`;
 }
 
 /** The diff from `prev` to `next`; null when they are equal. */

@@ -20,9 +20,15 @@ export type LiveStatus =
   | { kind: 'offline'; since: number; retryAt: number; reason: string };
 
 export interface LiveCallbacks {
-  /** A new document (the first, or one a diff made). */
-  document(doc: FleetDocument, id: string): void;
+  /**
+   * A new document (the first, or one a diff made); `firstScreen`: the
+   * first-screen document (diff.ts firstScreenJson), drawn while the whole
+   * one loads, which always follows.
+   */
+  document(doc: FleetDocument, id: string, firstScreen?: boolean): void;
   status(s: LiveStatus): void;
+  /** Whether what the page shows now can be drawn from the first-screen document (asked once, on the first load). */
+  firstScreenWill?(): boolean;
 }
 
 /** The daemon's heartbeat (events.ts): silence for 2.5 of them means the stream is dead even if the socket says nothing. */
@@ -57,7 +63,12 @@ export class Live {
     window.clearTimeout(this.silenceTimer);
   }
 
-  /** Fetches the whole document, then follows changes from it. */
+  /**
+   * Fetches the whole document, then follows changes from it. The first
+   * load of a view the first screen can draw asks for that first (page.ts
+   * preloads it): the daemon answers the whole document when the fleet fits
+   * in it, else the first screen, drawn while the whole one downloads.
+   */
   private async resync(): Promise<void> {
     this.es?.close();
     this.es = undefined;
@@ -65,7 +76,15 @@ export class Live {
     if (this.offlineSince === undefined) this.on.status({ kind: 'connecting' });
     let res: Response;
     try {
-      res = await fetch(`${this.base}api/fleet`, { cache: 'no-store' });
+      const first = this.doc === undefined && this.on.firstScreenWill?.() === true;
+      res = await fetch(`${this.base}api/fleet${first ? '/first' : ''}`, { cache: 'no-store' });
+      if (first && res.ok && res.headers.get('X-Canonport-Fleet-Part') === 'first-screen') {
+        const whole = fetch(`${this.base}api/fleet`, { cache: 'no-store' });
+        // Awaited below; until then, a rejection is not an unhandled one.
+        whole.catch(() => undefined);
+        await this.firstScreen(res);
+        res = await whole;
+      }
     } catch (err) {
       return this.offline(`the daemon cannot be reached (${(err as Error).message})`);
     }
@@ -83,6 +102,21 @@ export class Live {
     this.id = id;
     this.on.document(doc, id);
     this.follow();
+  }
+
+  /**
+   * The first load's first screen: at 1,000 hosts the whole document is
+   * megabytes to download and parse, the first screen a tenth of it. A
+   * failure here is left to the whole document's fetch, under way.
+   */
+  private async firstScreen(res: Response): Promise<void> {
+    try {
+      const id = res.headers.get('X-Canonport-Fleet-Id') ?? '';
+      const doc = (await res.json()) as FleetDocument;
+      this.on.document(doc, id, true);
+    } catch {
+      // The whole document follows.
+    }
   }
 
   private follow(): void {

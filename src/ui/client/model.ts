@@ -251,6 +251,13 @@ export function filtersListeners(f: Filters): boolean {
 /** How many host columns one page of the matrix shows: a table of 20 × 1,000 cells is neither fast nor readable; the findings above it name outliers on every page. */
 export const HOSTS_PER_PAGE = 100;
 
+/**
+ * Hosts the first-screen document carries with their listeners (diff.ts
+ * firstScreenJson): what a wide screen shows of the matrix's first page
+ * before scrolling. The page draws those columns first, then the whole page.
+ */
+export const FIRST_SCREEN_HOSTS = 30;
+
 export interface Matrix {
   rows: ServiceSummary[];
   /** Every host the filters keep, before paging. */

@@ -109,8 +109,10 @@ function cellHtml(cell: Cell | undefined, s: ServiceSummary, host: string, route
   return `<td class="cell st-${cell.state}${cell.outlier ? ' outlier' : ''}" ${at}><a href="${esc(target)}" tabindex="-1"><span class="v">${versions}</span> ${cellState(cell.state)}${why}</a></td>`;
 }
 
-export function renderMatrix(index: FleetIndex, route: Route): string {
-  const m = matrixOf(index, route.filters);
+/** `columns`: draw at most this many host columns (the first screen, drawn before the whole document is there). */
+export function renderMatrix(index: FleetIndex, route: Route, columns = Infinity): string {
+  const whole = matrixOf(index, route.filters);
+  const m = whole.columns.length > columns ? { ...whole, columns: whole.columns.slice(0, columns) } : whole;
   const total = index.hosts.length;
   const mixed = index.services.filter((s) => s.service.mixed).length;
   const summary = `${index.services.length} service${index.services.length === 1 ? '' : 's'} on ${total} host${total === 1 ? '' : 's'}${mixed ? `, ${mixed} with mixed versions` : ''}${index.registryOutliers.size ? `, ${index.registryOutliers.size} host${index.registryOutliers.size === 1 ? '' : 's'} whose registry differs` : ''}`;
