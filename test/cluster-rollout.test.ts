@@ -242,17 +242,23 @@ describe('drain, acknowledged by every daemon', () => {
   });
 });
 
+/** Node a with the state directory `dir`, once its view holds node b's ready listener on 12082. */
+async function seesB(dir: string): Promise<Node> {
+  const a = node('a', { stateDir: dir });
+  const b = node('b');
+  a.cluster.start();
+  b.cluster.start();
+  b.cluster.publish(snap(listener(12082, ready)));
+  a.cluster.publish(snap());
+  await b.cluster.whenPublished();
+  await until('a to see b', () => (states(a, 12082).length ? true : undefined));
+  return a;
+}
+
 describe('cold start without etcd', () => {
   it('serves the last view from the state directory, marked stale, until etcd answers', async () => {
     const dir = stateDir();
-    const a = node('a', { stateDir: dir });
-    const b = node('b');
-    a.cluster.start();
-    b.cluster.start();
-    b.cluster.publish(snap(listener(12082, ready)));
-    a.cluster.publish(snap());
-    await b.cluster.whenPublished();
-    await until('a to see b', () => (states(a, 12082).length ? true : undefined));
+    const a = await seesB(dir);
     await a.cluster.stop({ revoke: false }); // writes the snapshot
     expect(existsSync(join(dir, 'view.json'))).toBe(true);
 
@@ -272,14 +278,7 @@ describe('cold start without etcd', () => {
 describe('the view snapshot while the daemon runs (issue 24)', () => {
   it('is rewritten after the view changes, in slices beside the answers, and is the view as it was listed and watched', async () => {
     const dir = stateDir();
-    const a = node('a', { stateDir: dir });
-    const b = node('b');
-    a.cluster.start();
-    b.cluster.start();
-    a.cluster.publish(snap());
-    b.cluster.publish(snap(listener(12082, ready)));
-    await b.cluster.whenPublished();
-    await until('a to see b', () => (states(a, 12082).length ? true : undefined));
+    const a = await seesB(dir);
     // Not at stop: within SNAPSHOT_EVERY_MS of the change (and the slices' turns), at the revision a's view holds.
     const snapshot = await until(
       'the periodic snapshot at the view\'s revision',
