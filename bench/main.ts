@@ -90,7 +90,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
                 (idle, issue 24: needs root and etcd-server; 60 s, 20 s with --quick)
   --seconds N   seconds per dnsperf throughput run
   --baseline DIR  another checkout of canonport, built (npm ci): its daemon runs beside this one
-                in the canonical, cached, idle and latency sections, in the same window (before/after figures)
+                in the canonical, cached, idle and latency sections, in the same window (before/after figures);
+                in containers, its daemon's idle CPU on the same host with the same containers, just after this one's
   --rollout-parts LIST  the parts of the rollout section to run: ${ROLLOUT_PARTS.join(', ')}
                 (default all; \`convergence,probe-cpu\` is the readiness schedule's figures alone)
   --latency-parts LIST  the parts of the latency section to run: ${LATENCY_PARTS.join(', ')}
@@ -702,7 +703,7 @@ async function main(): Promise<number> {
     // Containers and pods (issue 26): scan cost with 100 containers, idle CPU, convergence of a container's listener.
     if (want('containers')) {
       try {
-        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 30, trials: opts.quick ? 10 : 50 }, progress);
+        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 30, trials: opts.quick ? 10 : 50, baseline: opts.baseline }, progress);
         for (const e of result.containers.errors) result.errors.push(`containers: ${e}`);
       } catch (err) {
         if (err instanceof BudgetExceeded) throw err;
