@@ -47,7 +47,7 @@ import {
   type ServerResult,
 } from './report.js';
 import { runIdleBench } from './idle.js';
-import { runLatencyBench } from './latency.js';
+import { LATENCY_PARTS, runLatencyBench, type LatencyPart } from './latency.js';
 import { runXdsBench, xdsBenchOptions } from './xds-daemon.js';
 import {
   INSTALL_COMMAND,
@@ -94,6 +94,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
                 in containers, its daemon's idle CPU on the same host with the same containers, just after this one's
   --rollout-parts LIST  the parts of the rollout section to run: ${ROLLOUT_PARTS.join(', ')}
                 (default all; \`convergence,probe-cpu\` is the readiness schedule's figures alone)
+  --latency-parts LIST  the parts of the latency section to run: ${LATENCY_PARTS.join(', ')}
+                (default all; \`cluster\` is the answers under listener churn alone)
 
 Results are always written to bench-results/latest.json.
 Needs dnsperf and unbound (dnsmasq optional): ${INSTALL_COMMAND}
@@ -113,6 +115,14 @@ interface Options {
   idleSeconds: number;
   baseline: { dir: string; label: string } | undefined;
   rolloutParts: RolloutPart[];
+  latencyParts: LatencyPart[];
+}
+
+/** A `--<section>-parts` list: the parts named, each one of `all` (default all). */
+function partsOf<P extends string>(section: string, value: string | undefined, all: readonly P[]): P[] {
+  const parts = (value ?? all.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of parts) if (!(all as readonly string[]).includes(s)) throw new Error(`unknown ${section} part "${s}": use ${all.join(', ')}`);
+  return parts as P[];
 }
 
 function parseOptions(argv: string[]): Options {
@@ -125,6 +135,7 @@ function parseOptions(argv: string[]): Options {
       seconds: { type: 'string' },
       baseline: { type: 'string' },
       'rollout-parts': { type: 'string' },
+      'latency-parts': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -135,8 +146,8 @@ function parseOptions(argv: string[]): Options {
   }
   const only = (values.only ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   for (const s of only) if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario "${s}": use ${SCENARIOS.join(', ')}`);
-  const rolloutParts = (values['rollout-parts'] ?? ROLLOUT_PARTS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
-  for (const s of rolloutParts) if (!(ROLLOUT_PARTS as readonly string[]).includes(s)) throw new Error(`unknown rollout part "${s}": use ${ROLLOUT_PARTS.join(', ')}`);
+  const rolloutParts = partsOf('rollout', values['rollout-parts'], ROLLOUT_PARTS);
+  const latencyParts = partsOf('latency', values['latency-parts'], LATENCY_PARTS);
   const quick = values.quick ?? false;
   const seconds = values.seconds !== undefined ? Number(values.seconds) : quick ? 3 : 10;
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 120) throw new Error(`--seconds must be a whole number from 1 to 120`);
@@ -152,7 +163,8 @@ function parseOptions(argv: string[]): Options {
     rssSeconds: quick ? 40 : 60,
     idleSeconds: quick ? 20 : 60,
     baseline: values.baseline ? baselineOf(values.baseline) : undefined,
-    rolloutParts: rolloutParts as RolloutPart[],
+    rolloutParts,
+    latencyParts,
     // The watchdog: past this, every child is killed and the partial result reported.
     budgetMs:
       (quick ? 110 : 360) * 1000 +
@@ -739,6 +751,7 @@ async function main(): Promise<number> {
             files: { canonical: files.canonical, cached: files.cached },
             cluster: tools.etcd ? { nodes: opts.quick ? 200 : 1000, servicesPerNode: 20, pool: opts.quick ? 800 : 4000, churnPerSecond: 10 } : null,
             baseline: opts.baseline,
+            parts: opts.latencyParts,
           },
           { children, servers, unbound, progress, check },
         );

@@ -75,6 +75,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
     minIntervalMs: MIN_WATCH_INTERVAL_MS,
     concurrency: () => streamLookupConcurrency(ctx.config().maxInflight),
     logger: ctx.logger,
+    discovery: ctx.discovery,
   });
   // One discovery listener for all streams (not one each), subscribed while any
   // stream is open: a reload, an edited hosts file or a learned address re-resolves them.
