@@ -38,6 +38,10 @@ import { warmTrace } from './warm-trace.js';
  * /readyz turns ready.
  */
 
+/** The parts of the section (`--latency-parts`): single-host rows, cluster rows, runs from /readyz (with the compiler trace). */
+export const LATENCY_PARTS = ['single', 'cluster', 'warm'] as const;
+export type LatencyPart = (typeof LATENCY_PARTS)[number];
+
 export interface LatencyOptions {
   rates: number[];
   seconds: number;
@@ -48,6 +52,8 @@ export interface LatencyOptions {
   files: { canonical: string; cached: string };
   cluster: { nodes: number; servicesPerNode: number; pool: number; churnPerSecond: number } | null;
   baseline?: { dir: string; label: string } | undefined;
+  /** Default all. */
+  parts?: readonly LatencyPart[] | undefined;
 }
 
 export interface LatencyDeps {
@@ -120,21 +126,6 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
   let etcd: EtcdCluster | null = null;
   let client: etcd3.Etcd3 | null = null;
   try {
-    progress('latency: starting canonport (single-host)');
-    const single = await servers.startCanonport(up.port);
-    started.push(single);
-    let base: CanonportInstance | null = null;
-    if (o.baseline) {
-      base = await servers.startCanonport(up.port, { repo: o.baseline.dir });
-      started.push(base);
-    }
-    // Warm both daemons as a long-running one would be: the cached names fetched, the hot paths compiled.
-    for (const c of [single, base]) {
-      if (!c) continue;
-      await runDnsperf({ port: c.server.port, file: o.files.cached, seconds: 30, maxRuns: 1, maxQps: 20_000 }, children);
-      await runDnsperf({ port: c.server.port, file: o.files.canonical, seconds: 3, maxQps: 10_000 }, children);
-    }
-
     const measure = async (scenario: LatencyScenario, file: string, targets: Target[]) => {
       for (const rate of o.rates) {
         const pooled = new Map<string, { lat: number[]; lost: number; qps: number[]; p99: number[]; other: number; daemon?: DaemonSide[] }>();
@@ -178,24 +169,46 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
       }
     };
 
-    const single1: Target[] = [
-      { name: LATENCY_UNBOUND, server: up },
-      { name: LATENCY_CANONPORT, server: single.server, httpPort: single.httpPort },
-      ...(base ? [{ name: `${LATENCY_CANONPORT} ${o.baseline!.label}`, server: base.server, httpPort: base.httpPort }] : []),
-    ];
-    await measure('canonical', o.files.canonical, single1);
-    await measure('cached', o.files.cached, single1);
-    for (const c of started.splice(0)) await children.stop(c.server);
+    const want = (part: LatencyPart) => !o.parts || o.parts.includes(part);
+
+    if (want('single')) {
+      progress('latency: starting canonport (single-host)');
+      const single = await servers.startCanonport(up.port);
+      started.push(single);
+      let base: CanonportInstance | null = null;
+      if (o.baseline) {
+        base = await servers.startCanonport(up.port, { repo: o.baseline.dir });
+        started.push(base);
+      }
+      // Warm both daemons as a long-running one would be: the cached names fetched, the hot paths compiled.
+      for (const c of [single, base]) {
+        if (!c) continue;
+        await runDnsperf({ port: c.server.port, file: o.files.cached, seconds: 30, maxRuns: 1, maxQps: 20_000 }, children);
+        await runDnsperf({ port: c.server.port, file: o.files.canonical, seconds: 3, maxQps: 10_000 }, children);
+      }
+
+      const single1: Target[] = [
+        { name: LATENCY_UNBOUND, server: up },
+        { name: LATENCY_CANONPORT, server: single.server, httpPort: single.httpPort },
+        ...(base ? [{ name: `${LATENCY_CANONPORT} ${o.baseline!.label}`, server: base.server, httpPort: base.httpPort }] : []),
+      ];
+      await measure('canonical', o.files.canonical, single1);
+      await measure('cached', o.files.cached, single1);
+      for (const c of started.splice(0)) await children.stop(c.server);
+    }
 
     // Cluster answers: a daemon in cluster mode over a synthetic view while listeners change.
-    if (o.cluster) {
+    if (o.cluster && want('cluster')) {
+      // The cluster rows are compared with unbound's canonical row: measured here when the single-host rows are not run.
+      if (!want('single')) await measure('canonical', o.files.canonical, [{ name: LATENCY_UNBOUND, server: up }]);
       const prefix = '/canonport';
       const spec: ScaleOptions = { nodes: o.cluster.nodes, services: o.cluster.servicesPerNode, pool: o.cluster.pool };
       progress(`latency: cluster: etcd and a view of ${spec.nodes} hosts × ${spec.services} services`);
       etcd = await startEtcd();
       client = new etcd3.Etcd3({ hosts: etcd.endpoints.map((e) => `http://${e}`) });
       const leases = await writeScaleFleet(client, prefix, { ...spec, ttl: 60 });
-      const clusterArgs = (node: string) => ['--cluster', etcd!.url, '--node', node];
+      // Each daemon its own state directory: the default one is shared with every other daemon on the machine (its view snapshot, its lease).
+      const clusterArgs = (node: string) => ['--cluster', etcd!.url, '--node', node, '--state-dir', join(o.workDir, `state-${node}`)];
       const cp = await servers.startCanonport(up.port, { extraArgs: clusterArgs('bench-self') });
       started.push(cp);
       const cpBase = o.baseline ? await servers.startCanonport(up.port, { extraArgs: clusterArgs('bench-base'), repo: o.baseline.dir }) : null;
@@ -242,39 +255,41 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
       for (const c of started.splice(0)) await children.stop(c.server);
     }
 
-    // From the moment /readyz turns ready: fresh daemons, canonical names, the target rate.
-    for (let i = 0; i < o.warmStarts; i++) {
-      d.check();
-      for (const which of [LATENCY_CANONPORT, ...(o.baseline ? [`${LATENCY_CANONPORT} ${o.baseline.label}`] : [])]) {
-        const c = await servers.startCanonport(up.port, which === LATENCY_CANONPORT ? {} : { repo: o.baseline!.dir });
-        try {
-          const run = await runDnsperf({ port: c.server.port, file: o.files.canonical, seconds: o.warmSeconds, clients: 1, maxQps: TARGET_RATE, verbose: true }, children);
-          const after = await scrape(c.httpPort);
-          const first = run.latenciesMs.slice(0, TARGET_RATE);
-          r.warm.push({
-            server: which,
-            readyMs: c.readyzMs,
-            rate: TARGET_RATE,
-            firstSecond: { answers: first.length, ...summary(first) },
-            all: { answers: run.latenciesMs.length, lost: run.stats.lost, ...summary(run.latenciesMs) },
-            // From the start of the process: every GC it has done, start-up included.
-            daemon: daemonSide('', after),
-          });
-          const w = r.warm.at(-1)!;
-          progress(`latency: warm start ${i + 1} (${which}): ready ${c.readyzMs.toFixed(0)} ms; first second p99 ${w.firstSecond.p99Ms.toFixed(3)} ms, p99.9 ${w.firstSecond.p999Ms.toFixed(3)} ms`);
-        } finally {
-          await children.stop(c.server);
+    if (want('warm')) {
+      // From the moment /readyz turns ready: fresh daemons, canonical names, the target rate.
+      for (let i = 0; i < o.warmStarts; i++) {
+        d.check();
+        for (const which of [LATENCY_CANONPORT, ...(o.baseline ? [`${LATENCY_CANONPORT} ${o.baseline.label}`] : [])]) {
+          const c = await servers.startCanonport(up.port, which === LATENCY_CANONPORT ? {} : { repo: o.baseline!.dir });
+          try {
+            const run = await runDnsperf({ port: c.server.port, file: o.files.canonical, seconds: o.warmSeconds, clients: 1, maxQps: TARGET_RATE, verbose: true }, children);
+            const after = await scrape(c.httpPort);
+            const first = run.latenciesMs.slice(0, TARGET_RATE);
+            r.warm.push({
+              server: which,
+              readyMs: c.readyzMs,
+              rate: TARGET_RATE,
+              firstSecond: { answers: first.length, ...summary(first) },
+              all: { answers: run.latenciesMs.length, lost: run.stats.lost, ...summary(run.latenciesMs) },
+              // From the start of the process: every GC it has done, start-up included.
+              daemon: daemonSide('', after),
+            });
+            const w = r.warm.at(-1)!;
+            progress(`latency: warm start ${i + 1} (${which}): ready ${c.readyzMs.toFixed(0)} ms; first second p99 ${w.firstSecond.p99Ms.toFixed(3)} ms, p99.9 ${w.firstSecond.p999Ms.toFixed(3)} ms`);
+          } finally {
+            await children.stop(c.server);
+          }
         }
       }
-    }
-    r.notes.push(`warm rows: "first second" is the answers to the first ${TARGET_RATE.toLocaleString('en-US')} queries, sent from the moment /readyz answered 200; their GCs count from the process's start`);
-    // Compiler events after ready: counts, not times, so they hold on a loaded machine.
-    r.trace = [];
-    for (const [server, repo] of [[LATENCY_CANONPORT, REPO_ROOT], ...(o.baseline ? [[`${LATENCY_CANONPORT} ${o.baseline.label}`, o.baseline.dir]] : [])] as [string, string][]) {
-      d.check();
-      const t = await warmTrace(repo, { workDir: o.workDir, file: o.files.canonical, children });
-      r.trace.push({ server, steps: t.steps });
-      progress(`latency: ${server}: ${t.steps.at(-1)!.optimized} optimizations, ${t.steps.at(-1)!.deoptimized} deoptimizations in the first ${t.steps.at(-1)!.queries} queries after ready`);
+      r.notes.push(`warm rows: "first second" is the answers to the first ${TARGET_RATE.toLocaleString('en-US')} queries, sent from the moment /readyz answered 200; their GCs count from the process's start`);
+      // Compiler events after ready: counts, not times, so they hold on a loaded machine.
+      r.trace = [];
+      for (const [server, repo] of [[LATENCY_CANONPORT, REPO_ROOT], ...(o.baseline ? [[`${LATENCY_CANONPORT} ${o.baseline.label}`, o.baseline.dir]] : [])] as [string, string][]) {
+        d.check();
+        const t = await warmTrace(repo, { workDir: o.workDir, file: o.files.canonical, children });
+        r.trace.push({ server, steps: t.steps });
+        progress(`latency: ${server}: ${t.steps.at(-1)!.optimized} optimizations, ${t.steps.at(-1)!.deoptimized} deoptimizations in the first ${t.steps.at(-1)!.queries} queries after ready`);
+      }
     }
   } catch (err) {
     r.errors.push((err as Error).message.split('\n')[0]!);

@@ -47,7 +47,7 @@ import {
   type ServerResult,
 } from './report.js';
 import { runIdleBench } from './idle.js';
-import { runLatencyBench } from './latency.js';
+import { LATENCY_PARTS, runLatencyBench, type LatencyPart } from './latency.js';
 import { runXdsBench, xdsBenchOptions } from './xds-daemon.js';
 import {
   INSTALL_COMMAND,
@@ -90,9 +90,12 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
                 (idle, issue 24: needs root and etcd-server; 60 s, 20 s with --quick)
   --seconds N   seconds per dnsperf throughput run
   --baseline DIR  another checkout of canonport, built (npm ci): its daemon runs beside this one
-                in the canonical, cached, idle and latency sections, in the same window (before/after figures)
+                in the canonical, cached, idle and latency sections, in the same window (before/after figures);
+                in containers, its daemon's idle CPU on the same host with the same containers, just after this one's
   --rollout-parts LIST  the parts of the rollout section to run: ${ROLLOUT_PARTS.join(', ')}
                 (default all; \`convergence,probe-cpu\` is the readiness schedule's figures alone)
+  --latency-parts LIST  the parts of the latency section to run: ${LATENCY_PARTS.join(', ')}
+                (default all; \`cluster\` is the answers under listener churn alone)
 
 Results are always written to bench-results/latest.json.
 Needs dnsperf and unbound (dnsmasq optional): ${INSTALL_COMMAND}
@@ -112,6 +115,14 @@ interface Options {
   idleSeconds: number;
   baseline: { dir: string; label: string } | undefined;
   rolloutParts: RolloutPart[];
+  latencyParts: LatencyPart[];
+}
+
+/** A `--<section>-parts` list: the parts named, each one of `all` (default all). */
+function partsOf<P extends string>(section: string, value: string | undefined, all: readonly P[]): P[] {
+  const parts = (value ?? all.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of parts) if (!(all as readonly string[]).includes(s)) throw new Error(`unknown ${section} part "${s}": use ${all.join(', ')}`);
+  return parts as P[];
 }
 
 function parseOptions(argv: string[]): Options {
@@ -124,6 +135,7 @@ function parseOptions(argv: string[]): Options {
       seconds: { type: 'string' },
       baseline: { type: 'string' },
       'rollout-parts': { type: 'string' },
+      'latency-parts': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -134,8 +146,8 @@ function parseOptions(argv: string[]): Options {
   }
   const only = (values.only ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   for (const s of only) if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario "${s}": use ${SCENARIOS.join(', ')}`);
-  const rolloutParts = (values['rollout-parts'] ?? ROLLOUT_PARTS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
-  for (const s of rolloutParts) if (!(ROLLOUT_PARTS as readonly string[]).includes(s)) throw new Error(`unknown rollout part "${s}": use ${ROLLOUT_PARTS.join(', ')}`);
+  const rolloutParts = partsOf('rollout', values['rollout-parts'], ROLLOUT_PARTS);
+  const latencyParts = partsOf('latency', values['latency-parts'], LATENCY_PARTS);
   const quick = values.quick ?? false;
   const seconds = values.seconds !== undefined ? Number(values.seconds) : quick ? 3 : 10;
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 120) throw new Error(`--seconds must be a whole number from 1 to 120`);
@@ -151,7 +163,8 @@ function parseOptions(argv: string[]): Options {
     rssSeconds: quick ? 40 : 60,
     idleSeconds: quick ? 20 : 60,
     baseline: values.baseline ? baselineOf(values.baseline) : undefined,
-    rolloutParts: rolloutParts as RolloutPart[],
+    rolloutParts,
+    latencyParts,
     // The watchdog: past this, every child is killed and the partial result reported.
     budgetMs:
       (quick ? 110 : 360) * 1000 +
@@ -690,7 +703,7 @@ async function main(): Promise<number> {
     // Containers and pods (issue 26): scan cost with 100 containers, idle CPU, convergence of a container's listener.
     if (want('containers')) {
       try {
-        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 30, trials: opts.quick ? 10 : 50 }, progress);
+        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 30, trials: opts.quick ? 20 : 50, baseline: opts.baseline }, progress);
         for (const e of result.containers.errors) result.errors.push(`containers: ${e}`);
       } catch (err) {
         if (err instanceof BudgetExceeded) throw err;
@@ -738,6 +751,7 @@ async function main(): Promise<number> {
             files: { canonical: files.canonical, cached: files.cached },
             cluster: tools.etcd ? { nodes: opts.quick ? 200 : 1000, servicesPerNode: 20, pool: opts.quick ? 800 : 4000, churnPerSecond: 10 } : null,
             baseline: opts.baseline,
+            parts: opts.latencyParts,
           },
           { children, servers, unbound, progress, check },
         );

@@ -140,10 +140,8 @@ describe('containers and pods on a node (issue 26)', () => {
     const before = await daemon.resolve(`db.${ZONE}`).catch((e: Error) => e);
     expect(before instanceof Error ? [] : before.endpoints.filter((e) => e.source === 'observed')).toEqual([]);
 
-    // `-p 14688:14688`: a forwarding listener on the host (docker-proxy's part) toward the container.
-    const proxy = hostA.spawn(process.execPath, ['-e', FORWARDER, String(DB), c.address]);
-    stops.push(async () => void proxy.kill('SIGTERM'));
-    await new Promise<void>((resolve) => proxy.stdout!.on('data', (d) => String(d).includes('listening') && resolve()));
+    // `-p DB:DB`: docker-proxy on the host, forwarding to the container's bridge address (not published: the host's port is).
+    await c.publish(DB);
     const found = await until('host B to hand out the published port', async () => {
       const r = await daemon.resolve(`db.${ZONE}`).catch(() => null);
       const observed = r?.endpoints.filter((e) => e.source === 'observed') ?? [];
@@ -153,6 +151,63 @@ describe('containers and pods on a node (issue 26)', () => {
     expect(found.map((e) => `${e.address}:${e.port}`)).toEqual([`${hostA.address}:${DB}`]);
     const srv = await b.dig(['SRV', `db.${ZONE}`]);
     expect(srvTargets(srv)).toEqual([`${DB} host-a.node.${ZONE}.`]);
+  });
+
+  it('a container on a --container-network also published with -p is one service: its own address; the host port docker-proxy holds is listed, not published', async () => {
+    const WEB = base32Port('web');
+    const c = await container(hostA);
+    await c.listen(WEB);
+    const daemon = createCanonportClient(`${b.grpc.host}:${GRPC_PORT}`);
+    const inventory = createCanonportClient(`${a.grpc.host}:${GRPC_PORT}`);
+    stops.push(async () => daemon.close(), async () => inventory.close());
+    const observed = async (name: string) => ((await daemon.resolve(`${name}.${ZONE}`).catch(() => null))?.endpoints ?? []).filter((e) => e.source === 'observed');
+    await until('host B to hand out the container', async () => ((await observed('web')).length > 0 ? true : undefined));
+
+    // `docker run -p WEB:WEB`: docker-proxy on host A, forwarding the host's port to the container's own address.
+    await c.publish(WEB);
+    const forwarder = await until('host A to list the host port as a forwarder to the container', async () =>
+      (await inventory.inventory()).listeners.find((l) => l.port === WEB && !l.namespace && l.forwardedTo),
+    );
+    expect(forwarder.forwardedTo).toMatchObject({ address: c.address, port: WEB });
+    // What host A publishes after that scan reaches host B: a later change (another container's listener) is seen there.
+    const later = await container(hostA);
+    await later.listen(base32Port('cue'));
+    await until('host B to see the later change', async () => ((await observed('cue')).length > 0 ? true : undefined));
+    // Once, at the container's own address, never also at host A's.
+    expect((await observed('web')).map((e) => `${e.address}:${e.port}`)).toEqual([`${c.address}:${WEB}`]);
+    const srv = await b.dig(['SRV', `web.${ZONE}`]);
+    expect(srvTargets(srv)).toHaveLength(1);
+    expect(addressLines(srv.additional).map((l) => l.split(' ')[1])).toEqual([c.address]);
+    expect((await b.dig(['A', `web.${ZONE}`])).answer.map((l) => l[4])).toEqual([c.address]);
+    // The forward really works: the host's port reaches the container's listener (it accepts and closes).
+    const viaHost = await hostA.exec(process.execPath, ['-e', `require('node:net').connect(${WEB}, '127.0.0.1').on('connect', () => console.log('connected')).on('close', () => process.exit(0))`]);
+    expect(viaHost.stdout).toContain('connected');
+    // Gone before the next tests, whose daemons scan every namespace of host A.
+    await Promise.all([c.stop(), later.stop()]);
+  });
+
+  it('a UDP listener in a container with a routed address is found by another host (SRV _svc._udp, A), and leaves when it stops', async () => {
+    const LOG = base32Port('log');
+    const c = await container(hostA);
+    const udp = c.spawn(process.execPath, ['-e', UDP_LISTENER, String(LOG)]);
+    await new Promise<void>((resolve, reject) => {
+      udp.stdout!.on('data', (d) => String(d).includes('listening') && resolve());
+      udp.once('exit', (code) => reject(new Error(`UDP listener exited (${code})`)));
+    });
+    const srv = await untilDig(b, ['SRV', `_log._udp.${ZONE}`], (r) => (srvTargets(r).length === 1 && srvTargets(r)[0]!.includes('.host-a.node.') ? r : undefined));
+    const target = srvTargets(srv)[0]!;
+    expect(target).toMatch(new RegExp(`^${LOG} [a-z0-9-]+\\.host-a\\.node\\.${ZONE.replace('.', '\\.')}\\.$`));
+    expect(addressLines(srv.additional)).toEqual([`${target.split(' ')[1]} ${c.address}`]);
+    expect((await b.dig(['A', `log.${ZONE}`])).answer.map((l) => l[4])).toEqual([c.address]);
+    // Not a TCP service: _log._tcp has no instance of it.
+    expect(srvTargets(await b.dig(['SRV', `_log._tcp.${ZONE}`])).filter((t) => t.includes('.node.'))).toEqual([]);
+    // The listener stops (the container runs on): it leaves host B's answers.
+    const exited = new Promise((r) => udp.once('exit', r));
+    udp.kill('SIGTERM');
+    await exited;
+    await untilDig(b, ['SRV', `_log._udp.${ZONE}`], (r) => (srvTargets(r).some((t) => t.includes('.node.')) ? undefined : r), 15_000);
+    expect((await b.dig(['A', `log.${ZONE}`])).answer.map((l) => l[4])).not.toContain(c.address);
+    await c.stop();
   });
 
   it('two pods of one service on one node are two endpoints, named by their pods; a pod that stops leaves the answers', async () => {
@@ -239,12 +294,10 @@ describe('containers and pods on a node (issue 26)', () => {
   });
 });
 
-/** docker-proxy's part of `-p PORT:PORT`: listens on the host's every address and pipes each connection to the container. */
-const FORWARDER = `
-const net = require('node:net');
-const [port, to] = process.argv.slice(1);
-const s = net.createServer((c) => { const u = net.connect(Number(port), to); c.pipe(u).pipe(c); u.on('error', () => c.destroy()); c.on('error', () => u.destroy()); });
-s.listen(Number(port), '0.0.0.0', () => console.log('listening'));
-process.on('SIGTERM', () => process.exit(0));
+/** A UDP service: a socket bound on every address of its namespace, answering each datagram with one. */
+const UDP_LISTENER = `
+const s = require('node:dgram').createSocket('udp4');
+s.on('message', (m, r) => s.send(m, r.port, r.address));
+s.bind(Number(process.argv[1]), '0.0.0.0', () => console.log('listening'));
+process.on('SIGTERM', () => s.close(() => process.exit(0)));
 `;
-

@@ -1,9 +1,9 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, type ClusterOptions } from '../src/cluster/cluster.js';
-import { chooseStateDir } from '../src/cluster/state-dir.js';
+import { chooseStateDir, StateDir } from '../src/cluster/state-dir.js';
 import { startDaemon } from './helpers/daemon.js';
 import type { InventoryListener, InventorySnapshot, ListenerReadiness } from '../src/inventory/types.js';
 import { isCanonportError } from '../src/errors.js';
@@ -242,17 +242,23 @@ describe('drain, acknowledged by every daemon', () => {
   });
 });
 
+/** Node a with the state directory `dir`, once its view holds node b's ready listener on 12082. */
+async function seesB(dir: string): Promise<Node> {
+  const a = node('a', { stateDir: dir });
+  const b = node('b');
+  a.cluster.start();
+  b.cluster.start();
+  b.cluster.publish(snap(listener(12082, ready)));
+  a.cluster.publish(snap());
+  await b.cluster.whenPublished();
+  await until('a to see b', () => (states(a, 12082).length ? true : undefined));
+  return a;
+}
+
 describe('cold start without etcd', () => {
   it('serves the last view from the state directory, marked stale, until etcd answers', async () => {
     const dir = stateDir();
-    const a = node('a', { stateDir: dir });
-    const b = node('b');
-    a.cluster.start();
-    b.cluster.start();
-    b.cluster.publish(snap(listener(12082, ready)));
-    a.cluster.publish(snap());
-    await b.cluster.whenPublished();
-    await until('a to see b', () => (states(a, 12082).length ? true : undefined));
+    const a = await seesB(dir);
     await a.cluster.stop({ revoke: false }); // writes the snapshot
     expect(existsSync(join(dir, 'view.json'))).toBe(true);
 
@@ -266,6 +272,24 @@ describe('cold start without etcd', () => {
     const blank = node('c', { stateDir: stateDir() }, nowhere);
     blank.cluster.start();
     expect(blank.cluster.view.status().state).toBe('missing');
+  });
+});
+
+describe('the view snapshot while the daemon runs (issue 24)', () => {
+  it('is rewritten after the view changes, in slices beside the answers, and is the view as it was listed and watched', async () => {
+    const dir = stateDir();
+    const a = await seesB(dir);
+    // Not at stop: within SNAPSHOT_EVERY_MS of the change (and the slices' turns), at the revision a's view holds.
+    const snapshot = await until(
+      'the periodic snapshot at the view\'s revision',
+      () => {
+        const s = existsSync(join(dir, 'view.json')) ? new StateDir(dir).readSnapshot(PREFIX) : undefined;
+        return s && s.revision === a.cluster.view.status().revision ? s : undefined;
+      },
+      30_000,
+    );
+    expect(snapshot.entries.map((e) => e.key)).toEqual(a.cluster.view.entries().map((e) => e.key));
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 });
 

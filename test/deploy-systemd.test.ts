@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseHostPort } from '../src/config/address.js';
+import { createHostNet } from './helpers/netns.js';
 import { requireUserSwitch } from './helpers/sandbox.js';
 import { tempDir } from './helpers/temp.js';
 import { requireTool } from './helpers/tools.js';
@@ -36,6 +37,7 @@ const ENV_FILE = join(DEPLOY, 'systemd/canonport.env');
 const RESOLVED = join(DEPLOY, 'systemd-resolved/canonport.conf');
 const XDS_UNIT = join(DEPLOY, 'systemd/canonport-xds-bootstrap.service');
 const XDS_DROPIN = join(DEPLOY, 'systemd/xds-client.conf');
+const CONTAINERS_DROPIN = join(DEPLOY, 'systemd/canonport-containers.conf');
 
 /** systemd's INI dialect: sections, repeated keys accumulate, `#`/`;` comments, `\` continues a line. */
 function parseIni(text: string): Map<string, Map<string, string[]>> {
@@ -124,6 +126,54 @@ describe('deploy/systemd/canonport.service', () => {
       expect(r.stderr).toMatch(/Unknown key.*NoNewPrivilege/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** A unit's [Service] with a drop-in's over it, as systemd merges them: a drop-in's lines come after the unit's. */
+function withDropIn(section: Map<string, string[]>, dropInText: string): Map<string, string[]> {
+  const merged = new Map([...section].map(([k, v]) => [k, [...v]]));
+  for (const [k, v] of parseIni(dropInText).get('Service') ?? []) merged.set(k, [...(merged.get(k) ?? []), ...v]);
+  return merged;
+}
+
+/** The value a unit's Environment= lines give `name` (the last one wins). */
+const envOf = (section: Map<string, string[]>, name: string) =>
+  (section.get('Environment') ?? []).map((e) => (e.startsWith(`${name}=`) ? e.slice(name.length + 1) : undefined)).filter((v) => v !== undefined).at(-1);
+
+describe('deploy/systemd/canonport-containers.conf (issue 26)', () => {
+  const text = readFileSync(CONTAINERS_DROPIN, 'utf8');
+
+  it('shows other processes and reads every namespace, adding no capability; the unit alone reads its own and hides them', () => {
+    // The unit alone: processes hidden, and the namespaces setting saying what that means (no warning at every start).
+    expect(one('ProtectProc')).toBe('invisible');
+    expect(envOf(service, 'CANONPORT_NAMESPACES')).toBe('own');
+    const dropIn = parseIni(text);
+    expect([...dropIn.keys()]).toEqual(['Service']);
+    expect([...dropIn.get('Service')!.keys()].sort()).toEqual(['Environment', 'ProtectProc']);
+    const merged = withDropIn(service, text);
+    expect(merged.get('ProtectProc')!.at(-1)).toBe('default');
+    expect(envOf(merged, 'CANONPORT_NAMESPACES')).toBe('all');
+    // No capability beyond the unit's port-53 one: the files it reads are world-readable.
+    expect(merged.get('AmbientCapabilities')).toEqual(['CAP_NET_BIND_SERVICE']);
+    expect(merged.get('CapabilityBoundingSet')).toEqual(['CAP_NET_BIND_SERVICE']);
+    expect(text).toMatch(/No capability is added/);
+  });
+
+  it('passes systemd-analyze verify installed as canonport.service.d/containers.conf; a broken copy does not', () => {
+    requireTool('systemd-analyze', 'systemd');
+    for (const [dropInText, ok] of [[text, true], [text.replace('ProtectProc=default', 'ProtectProc=sometimes'), false]] as const) {
+      const dir = tempDir('canonport-containers-dropin-');
+      cpSync(UNIT, join(dir, 'canonport.service'));
+      mkdirSync(join(dir, 'canonport.service.d'));
+      writeFileSync(join(dir, 'canonport.service.d/containers.conf'), dropInText);
+      const r = verifyIn(dir, 'canonport.service');
+      if (ok) {
+        expect(r.status, r.stderr).toBe(0);
+        expect(r.findings).toEqual([]);
+      } else {
+        expect(r.findings.join('\n')).toMatch(/containers\.conf:\d+: Failed to parse \/proc\/ protection mode, ignoring: sometimes/);
+      }
     }
   });
 });
@@ -435,6 +485,44 @@ describe('the daemon as canonport.service runs it', () => {
     expect(await exited).toBe(0);
     expect(logs.join('')).toMatch(/"event":"stopped"/);
   });
+
+  it('with canonport-containers.conf it sees a container\'s listener, as uid 65534 with no added capability; the unit alone observes its own namespace', async () => {
+    requireUserSwitch(65534);
+    const net = await createHostNet({ hosts: 1, pid: true });
+    try {
+      const host = net.hosts[0]!;
+      const c = await host.addContainer!();
+      const port = base32Port('ctr');
+      await c.listen(port);
+      /** The daemon as `section` starts it inside the host (its PID namespace, as on a real host): user, capabilities, ProtectProc as a /proc mount. */
+      const start = async (section: Map<string, string[]>) => {
+        const last = (k: string) => section.get(k)!.at(-1)!;
+        const caps = (k: string) => last(k).split(/\s+/).map((cap) => `+${cap.replace(/^CAP_/, '').toLowerCase()}`).join(',');
+        const protect = last('ProtectProc');
+        // ProtectProc=invisible|noaccess|ptraceable is /proc mounted with that hidepid=; default leaves /proc as it is.
+        const mount = protect === 'default' ? '' : `mount -t proc -o hidepid=${protect} proc /proc && `;
+        const setpriv = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', `--inh-caps=-all,${caps('AmbientCapabilities')}`, `--ambient-caps=-all,${caps('AmbientCapabilities')}`, `--bounding-set=-all,${caps('CapabilityBoundingSet')}`, '--no-new-privs'];
+        const env = { ...unitEnv(section), CANONPORT_DNS: '127.0.0.1:0', CANONPORT_GRPC: '127.0.0.1:0', CANONPORT_HTTP: '127.0.0.1:0' };
+        const daemon = host.spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `${mount}exec "$@"`, 'sh', ...setpriv, ...installedArgv()], { env });
+        const ready = await waitReady(daemon, []);
+        type Inv = { listeners: { port: number; namespace?: { label: string; addresses: string[] } }[]; namespaces?: { mode?: string; observing: string; code?: string } };
+        return () => JSON.parse(host.run(process.execPath, [join(ROOT, 'bin/canonport.js'), 'inventory', '--daemon', ready.grpc, '--json'])) as Inv;
+      };
+      const withContainers = await start(withDropIn(service, readFileSync(CONTAINERS_DROPIN, 'utf8')));
+      const seen = await until('the daemon with the drop-in to list the container\'s listener', async () => withContainers().listeners.find((l) => l.port === port && l.namespace));
+      expect(seen.namespace!.addresses).toEqual([c.address]);
+      expect(withContainers().namespaces).toMatchObject({ observing: 'all' });
+
+      const alone = await start(service);
+      const inv = await until('the unit alone to scan', async () => (alone().namespaces ? alone() : undefined));
+      expect(inv.namespaces).toMatchObject({ observing: 'own' });
+      expect(inv.namespaces!.code).toBeUndefined();
+      expect(inv.listeners.filter((l) => l.namespace)).toEqual([]);
+    } finally {
+      // The host's PID namespace goes with it, and both daemons in it.
+      net.cleanup();
+    }
+  }, 120_000);
 
   it('cannot bind a privileged port without the unit\'s capability (the capability is what makes port 53 work)', async () => {
     requireUserSwitch(65534);

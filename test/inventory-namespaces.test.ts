@@ -4,8 +4,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCidr } from '../src/config/cidr.js';
 import { containerOfCgroup as parseCgroup, parsePodDirectoryEntry, PodDirectory } from '../src/inventory/container.js';
-import { currEstab, EAGER_MS, NamespaceWatcher, publishedAddress, startTime, type ReadTrigger } from '../src/inventory/namespaces.js';
+import { currEstab, EAGER_MS, MAX_CHECK_EVERY, NamespaceWatcher, publishedAddress, STABLE_AFTER_MS, startTime, type ReadTrigger } from '../src/inventory/namespaces.js';
 import { parseFibTrie, parseIfInet6 } from '../src/inventory/netns-addresses.js';
+import { HostInventory } from '../src/inventory/inventory.js';
+import { Metrics } from '../src/metrics/metrics.js';
+import { parseRegistry } from '../src/registry/load.js';
+import { base32Port } from '../src/scheme/index.js';
 import { createHostNet, type Container, type Host, type HostNet } from './helpers/netns.js';
 
 /**
@@ -174,22 +178,14 @@ describe('the watcher on real namespaces (a lab host with a PID namespace of its
 });
 
 describe('the watcher between scans (a namespace where a process just started)', () => {
-  let net: HostNet;
-  let host: Host;
-
-  beforeAll(async () => {
-    net = await createHostNet({ hosts: 1, pid: true });
-    host = net.hosts[0]!;
-  }, 60_000);
-
-  afterAll(() => net?.cleanup());
+  const lab = pidHost();
 
   it('a listener a new process opens after the scan that saw the process asks for a scan at once (onHint), not at the next interval', async () => {
     const hints: number[] = [];
     const reads: ReadTrigger[] = [];
-    const w = new NamespaceWatcher({ procRoot: `${host.procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], countRead: (t) => reads.push(t), onHint: () => hints.push(Date.now()) });
+    const w = new NamespaceWatcher({ procRoot: `${lab().procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], countRead: (t) => reads.push(t), onHint: () => hints.push(Date.now()) });
     try {
-      const c = await host.addContainer!();
+      const c = await lab().addContainer!();
       const mine = (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => r.namespaces.find((n) => n.addresses.includes(c.address));
       await scanUntil(w, (r) => mine(r) !== undefined);
       // Past the watch a new namespace gets: only the process below starts one.
@@ -212,6 +208,179 @@ describe('the watcher between scans (a namespace where a process just started)',
     }
   }, 30_000);
 });
+
+describe('the watcher\'s cost when nothing changed, and what the counters cannot show (issue 24, issue 26)', () => {
+  const lab = pidHost();
+
+  it('stable namespaces: no read, and each one\'s counters looked at once every MAX_CHECK_EVERY scans, not every scan; one namespace changed: one read, of it', async () => {
+    // The clock is the test's: "stable for a while" is a number, not a wait.
+    let t = 1_000_000;
+    const reads: { trigger: ReadTrigger; label: string }[] = [];
+    const w = new NamespaceWatcher({ procRoot: `${lab().procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], now: () => t, countRead: (trigger, label) => reads.push({ trigger, label }) });
+    try {
+      const containers = [await lab().addContainer!(), await lab().addContainer!(), await lab().addContainer!()];
+      const all = await scanUntil(w, (r) => containers.every((c) => r.namespaces.some((n) => n.addresses.includes(c.address))));
+      // Every namespace's counters stood still for ten seconds (nothing runs in them): past the back-off's second step.
+      expect(2 * STABLE_AFTER_MS).toBeLessThanOrEqual(10_000);
+      t += 10_001;
+      await w.scan();
+      const checks = w.work.counterChecks;
+      const read = w.work.reads;
+      // The host's TCP allocation count gates nothing here (`net/sockstat` under another PID namespace's /proc does not
+      // resolve for this process): every scan may look, as on a busy host where that count always moves.
+      for (let i = 0; i < MAX_CHECK_EVERY; i++) {
+        const at = w.work.counterChecks;
+        expect((await w.scan()).changed).toBe(false);
+        // Spread over the scans, not all in one (a scan's work stays small with many containers).
+        expect(w.work.counterChecks - at).toBeLessThanOrEqual(Math.ceil(all.namespaces.length / MAX_CHECK_EVERY));
+      }
+      expect(w.work.reads).toBe(read);
+      // Each namespace at most once over MAX_CHECK_EVERY scans (every scan before: MAX_CHECK_EVERY times as many).
+      expect(w.work.counterChecks - checks).toBeLessThanOrEqual(all.namespaces.length);
+      // A listener starts in one container (a new process there): that namespace is read, once, and no other.
+      const c = containers[1]!;
+      const label = all.namespaces.find((n) => n.addresses.includes(c.address))!.label;
+      const before = reads.length;
+      const l = await c.listen(12084);
+      try {
+        const seen = await w.scan();
+        expect(seen.namespaces.find((n) => n.label === label)?.sockets.map((s) => s.port)).toEqual([12084]);
+        expect(reads.slice(before)).toEqual([{ trigger: 'process', label }]);
+      } finally {
+        await l.stop();
+      }
+    } finally {
+      w.close();
+    }
+  }, 60_000);
+
+  it('a container\'s service restarted in place (same counters, a new socket) is read again at the next scan once invalidated, and not before', async () => {
+    const reads: ReadTrigger[] = [];
+    const w = new NamespaceWatcher({ procRoot: `${lab().procRoot}/root/proc`, mode: () => 'all', netnsDirs: [], countRead: (trigger) => reads.push(trigger) });
+    try {
+      const c = await lab().addContainer!();
+      // One process that closes its listener and opens another on the same port when told (a server's in-place restart).
+      const child = c.spawn(process.execPath, ['-e', RESTARTABLE, '12085'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      await lineFrom(child.stdout!, 'listening');
+      const socketOf = (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => r.namespaces.find((n) => n.addresses.includes(c.address))?.sockets.find((s) => s.port === 12085);
+      const first = await scanUntil(w, (r) => socketOf(r) !== undefined);
+      const label = first.namespaces.find((n) => n.addresses.includes(c.address))!.label;
+      const old = socketOf(first)!.inodes;
+      // Until a scan reads nothing (what the process's start asked for is done).
+      let n = w.work.reads;
+      for (let i = 0; i < 50; i++) {
+        await w.scan();
+        if (w.work.reads === n) break;
+        n = w.work.reads;
+      }
+      child.stdin!.write('restart\n');
+      await lineFrom(child.stdout!, 'again');
+      // The counters cannot show it: scans keep the old socket and read nothing.
+      const quiet = w.work.reads;
+      for (let i = 0; i < 3; i++) expect(socketOf(await w.scan())?.inodes).toEqual(old);
+      expect(w.work.reads).toBe(quiet);
+      // Told (a probe's connection to it lost): the next scan reads that namespace, and sees the new socket.
+      w.invalidate(label);
+      const after = await w.scan();
+      expect(w.work.reads).toBe(quiet + 1);
+      expect(reads.at(-1)).toBe('invalidated');
+      expect(socketOf(after)?.inodes).toHaveLength(1);
+      expect(socketOf(after)?.inodes).not.toEqual(old);
+      expect(after.changed).toBe(true);
+      child.kill();
+    } finally {
+      w.close();
+    }
+  }, 60_000);
+});
+
+describe('the inventory: a container\'s service restarted in place, told by its readiness probe (issue 26)', () => {
+  const lab = pidHost();
+
+  it('a probe\'s kept connection lost reads that container\'s namespace at the next scan, though its counters did not move', async () => {
+    const host = lab();
+    const c = await host.addContainer!();
+    const port = base32Port('api');
+    // An HTTP service answering /readyz over kept connections; told so, it drops them and listens again on its port.
+    const child = c.spawn(process.execPath, ['-e', RESTARTABLE_HTTP, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    await lineFrom(child.stdout!, 'listening');
+    const metrics = new Metrics({ defaultMetrics: false });
+    const registry = parseRegistry('services: {}\n', 'test.yaml');
+    const networks = [parseCidr(`${host.podSubnet}.0/24`, 'test')];
+    const inv = new HostInventory({
+      state: () => ({ registry, zones: ['localhost'] }),
+      metrics,
+      probe: false,
+      procRoot: `${host.procRoot}/root/proc`,
+      namespaces: { mode: () => 'all', containerNetworks: () => networks },
+      readiness: { intervalMs: () => 100, reachable: () => true },
+    });
+    const invalidated = async () => (await metrics.namespaceReads.get()).values.find((v) => v.labels.trigger === 'invalidated')?.value ?? 0;
+    const mine = (snap: Awaited<ReturnType<HostInventory['refresh']>>) => snap.listeners.find((l) => l.port === port && l.namespace?.published === c.address);
+    try {
+      // Probed through its published address until ready (the probe's connection is kept).
+      for (let i = 0; i < 100 && mine(await inv.refresh())?.readiness?.state !== 'ready'; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(mine(await inv.refresh())?.readiness?.state).toBe('ready');
+      expect(await invalidated()).toBe(0);
+      child.stdin!.write('restart\n');
+      await lineFrom(child.stdout!, 'again');
+      // The probe's connection went with the old server: the scans read the namespace again ('invalidated').
+      for (let i = 0; i < 100 && (await invalidated()) === 0; i++) {
+        await inv.refresh();
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(await invalidated()).toBeGreaterThanOrEqual(1);
+    } finally {
+      await inv.stop();
+      child.kill();
+      await c.stop();
+    }
+  }, 60_000);
+});
+
+/** A lab host with a PID namespace of its own (the node as a hostPID daemon sees it), made before the describe's tests and removed after. */
+function pidHost(): () => Host {
+  let net: HostNet | undefined;
+  beforeAll(async () => {
+    net = await createHostNet({ hosts: 1, pid: true });
+  }, 60_000);
+  afterAll(() => net?.cleanup());
+  return () => net!.hosts[0]!;
+}
+
+const RESTARTABLE = `
+const net = require('node:net');
+const port = Number(process.argv[1]);
+let server = net.createServer().listen(port, '0.0.0.0', () => console.log('listening'));
+require('node:readline').createInterface({ input: process.stdin }).on('line', () => {
+  server.close(() => (server = net.createServer().listen(port, '0.0.0.0', () => console.log('again'))));
+});
+`;
+
+const RESTARTABLE_HTTP = `
+const http = require('node:http');
+const port = Number(process.argv[1]);
+const serve = () => http.createServer((req, res) => res.end('ok')).listen(port, '0.0.0.0');
+let server = serve().once('listening', () => console.log('listening'));
+require('node:readline').createInterface({ input: process.stdin }).on('line', () => {
+  server.close(() => (server = serve().once('listening', () => console.log('again'))));
+  server.closeAllConnections();
+});
+`;
+
+function lineFrom(stream: NodeJS.ReadableStream, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const onData = (d: Buffer | string) => {
+      seen += String(d);
+      if (!seen.includes(text)) return;
+      stream.off('data', onData);
+      resolve();
+    };
+    stream.on('data', onData);
+    stream.once('end', () => reject(new Error(`the process ended before printing "${text}"`)));
+  });
+}
 
 async function scanUntil(w: NamespaceWatcher, ok: (r: Awaited<ReturnType<NamespaceWatcher['scan']>>) => boolean | undefined): Promise<Awaited<ReturnType<NamespaceWatcher['scan']>>> {
   for (let i = 0; i < 100; i++) {

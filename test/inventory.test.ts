@@ -7,10 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InventorySnapshot } from '../src/inventory/types.js';
 import type { ServingState } from '../src/core/state.js';
 import { Metrics } from '../src/metrics/metrics.js';
-import { DEFAULT_REPROBE_MS, HostInventory, probeAddress } from '../src/inventory/inventory.js';
+import { DEFAULT_REPROBE_MS, HostInventory, probeAddress, QUIET_MAX_MS } from '../src/inventory/inventory.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { Registry } from '../src/registry/registry.js';
 import { prefixOf } from '../src/scheme/index.js';
+import { createHostNet } from './helpers/netns.js';
 import {
   bindCanonical,
   bindUnclaimed,
@@ -230,6 +231,63 @@ describe('HostInventory caching, timer and failures', () => {
     expect(snapshots()).toHaveLength(2);
     expect(seen.at(-1)).toEqual([again, false]);
     expect(await inv.snapshot()).toBe(again);
+  });
+
+  it('a scan that finds nothing changed remakes nothing (the last snapshot, with its time); a listener, a name asked, a reload or QUIET_MAX_MS make a full one (issue 24)', async () => {
+    // A network namespace of its own: its socket counters move only for what the test does there.
+    const net = await createHostNet({ hosts: 1 });
+    try {
+      const host = net.hosts[0]!;
+      let t = 1_000_000;
+      let asked: string[] = [];
+      let current = registry;
+      const inv = new HostInventory({ state: () => ({ registry: current, zones: ['localhost'] }), metrics: new Metrics({ defaultMetrics: false }), probe: false, procRoot: host.procRoot, now: () => t, names: { asked: () => asked, processNames: () => false } });
+      const a = await host.listen(12082);
+      try {
+        const first = await inv.refresh();
+        expect(first.listeners.map((l) => l.port)).toEqual([12082]);
+        const full = inv.fullScans;
+        for (let i = 0; i < 5; i++) {
+          t += 1000;
+          const s = await inv.refresh();
+          expect(s.collectedAtMs).toBe(t);
+          expect(s.listeners).toEqual(first.listeners);
+        }
+        expect(inv.fullScans).toBe(full);
+        // A name asked for a listening port: a full scan (the names are part of the snapshot).
+        asked = ['shop'];
+        t += 1000;
+        await inv.refresh();
+        expect(inv.fullScans).toBe(full + 1);
+        t += 1000;
+        await inv.refresh();
+        expect(inv.fullScans).toBe(full + 1);
+        // A reload (another registry, the same text): a full scan.
+        current = parseRegistry('services: {}\n', 'reload.yaml');
+        t += 1000;
+        await inv.refresh();
+        expect(inv.fullScans).toBe(full + 2);
+        // At least every QUIET_MAX_MS whatever the inputs say.
+        t += QUIET_MAX_MS;
+        await inv.refresh();
+        expect(inv.fullScans).toBe(full + 3);
+        // A listener more: its counters moved, a full scan, and seen.
+        const b = await host.listen(15000);
+        try {
+          t += 1000;
+          const s = await inv.refresh();
+          expect(inv.fullScans).toBe(full + 4);
+          expect(s.listeners.map((l) => l.port)).toEqual([12082, 15000]);
+        } finally {
+          await b.stop();
+        }
+      } finally {
+        await a.stop();
+        await inv.stop();
+      }
+    } finally {
+      net.cleanup();
+    }
   });
 
   it('an unreadable /proc gives an empty snapshot and the reason, never a rejection', async () => {

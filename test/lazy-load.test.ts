@@ -12,14 +12,15 @@ import { tempDir } from './helpers/temp.js';
  * package it loaded: etcd3 and what only cluster mode needs are not among
  * them. etcd3 alone parses etcd's protos at load, about 7 MB of RSS; a
  * static import of a helper from src/cluster/publisher.ts once pulled it into
- * every daemon.
+ * every daemon. Reflection is served from the start but loaded on its first
+ * call (test/reflection.test.ts asks it with real clients).
  */
 
 const work = tempDir('canonport-lazy-');
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe('a single-host daemon', () => {
-  it('loads neither etcd3 nor what only cluster mode or xDS use', async () => {
+  it('loads neither etcd3 nor what only cluster mode or xDS use, nor reflection until a client asks', async () => {
     const out = join(work, 'loaded.txt');
     const d = await startServe(['--zone', 'lazy.test'], {
       env: { CP_TEST_LOADED_PACKAGES: out },
@@ -29,7 +30,7 @@ describe('a single-host daemon', () => {
     const loaded = readFileSync(out, 'utf8').trim().split('\n');
     // The preload sees packages at all: these every daemon uses.
     expect(loaded).toEqual(expect.arrayContaining(['dns2', '@grpc/grpc-js', 'prom-client']));
-    expect(loaded.filter((p) => ['etcd3', 'cockatiel', 'bignumber.js', '@grpc/grpc-js-xds', 'pino-pretty'].includes(p))).toEqual([]);
+    expect(loaded.filter((p) => ['etcd3', 'cockatiel', 'bignumber.js', '@grpc/grpc-js-xds', 'pino-pretty', '@grpc/reflection'].includes(p))).toEqual([]);
   });
 });
 

@@ -12,7 +12,8 @@
 #     prometheus (its http_sd_configs read /sd/prometheus, issue 22),
 #     script (bsdutils: a terminal for the tests of what a TTY sees),
 #     nsenter, unshare, setpriv (util-linux), sysctl (procps), mount (mount),
-#     python3.
+#     python3, nm and readelf (binutils: bench/node-pages.ts names node's
+#     resident pages, issue 24).
 #   For a user who is not root: unprivileged user namespaces, subordinate
 #     ids in /etc/subuid and /etc/subgid, and a cgroup v2 subtree delegated
 #     to them (for the pods' test; root needs none of it).
@@ -42,7 +43,7 @@ declare -A by_command=(
   [systemd-analyze]=systemd [etcd]=etcd-server [etcdctl]=etcd-client [openssl]=openssl [gcc]=gcc
   [chromium]=chromium [curl]=curl [unshare]=util-linux [setpriv]=util-linux [newuidmap]=uidmap [newgidmap]=uidmap [prlimit]=util-linux
   [prometheus]=prometheus [script]=bsdutils [nsenter]=util-linux [sysctl]=procps [mount]=mount [umount]=mount
-  [python3]=python3
+  [python3]=python3 [nm]=binutils [readelf]=binutils
 )
 for cmd in "${!by_command[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${by_command[$cmd]}")

@@ -253,6 +253,8 @@ export class Cluster {
   private nextRelistMs = 0;
   readonly state: StateDir | undefined;
   private snapshotTimer: NodeJS.Timeout | undefined;
+  /** The periodic snapshot being written in slices, if one is. */
+  private snapshotting: Promise<void> | undefined;
   private snapshotRevision = -1;
   private unsubscribeView: (() => void) | undefined;
   /** Ack keys written for drains, with their fixed values (an ack is written once per drain, never rewritten). */
@@ -369,6 +371,8 @@ export class Cluster {
     this.stalenessTimer = undefined;
     clearTimeout(this.snapshotTimer);
     this.unsubscribeView?.();
+    // A periodic write still in progress ends first: the last word is the view at stop.
+    await this.snapshotting;
     this.saveSnapshot();
     if (this.metrics?.clusterStalenessSource) this.metrics.clusterStalenessSource = undefined;
     await this.identityLoop;
@@ -452,7 +456,8 @@ export class Cluster {
    * (issue 21, finding 5).
    */
   private checkNodeHolder(): void {
-    const mine = this.publisher.status().leaseId;
+    // Not status(): it encodes and compares all this host publishes, on every change of the view (issue 24).
+    const mine = this.publisher.currentLease();
     const holder = this.view.nodeLease(this.nodeName);
     const record = this.view.node(this.nodeName);
     if (this.takenBy !== undefined && mine && holder === undefined && this.view.status().state === 'synced') {
@@ -484,20 +489,46 @@ export class Cluster {
     if (!this.state || this.opts.publish === false || this.snapshotTimer || this.stopped) return;
     this.snapshotTimer = setTimeout(() => {
       this.snapshotTimer = undefined;
-      this.saveSnapshot();
+      // The last one still being written (a slow disk, a huge view): one writer at a time, this one later.
+      if (this.snapshotting) return this.scheduleSnapshot();
+      this.snapshotting = this.saveSnapshotInSlices().finally(() => {
+        this.snapshotting = undefined;
+      });
     }, SNAPSHOT_EVERY_MS);
     this.snapshotTimer.unref();
   }
 
-  /** Writes the view when it is synced and changed since the last write (the publishing process only: a reader shares its directory). */
-  private saveSnapshot(): void {
+  /** Whether the view is synced and changed since the last write (the publishing process only: a reader shares its directory). */
+  private snapshotWanted(): boolean {
     const s = this.view.status();
-    if (!this.state || this.opts.publish === false || s.state !== 'synced' || s.revision === this.snapshotRevision) return;
+    return !!this.state && this.opts.publish !== false && s.state === 'synced' && s.revision !== this.snapshotRevision;
+  }
+
+  /** Writes the view at once (at stop). */
+  private saveSnapshot(): void {
+    if (!this.snapshotWanted()) return;
+    const s = this.view.status();
     try {
-      this.state.writeSnapshot({ prefix: this.prefix, revision: s.revision, savedAt: new Date(this.now()).toISOString(), entries: this.view.entries() });
+      this.state!.writeSnapshot({ prefix: this.prefix, revision: s.revision, savedAt: new Date(this.now()).toISOString(), entries: this.view.capture().entries });
       this.snapshotRevision = s.revision;
     } catch (err) {
-      this.logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, dir: this.state.dir, err: String(err) }, 'cannot write the cluster view snapshot');
+      this.logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, dir: this.state!.dir, err: String(err) }, 'cannot write the cluster view snapshot');
+    }
+  }
+
+  /**
+   * The periodic write while the view changes: the view captured at once,
+   * then encoded and written a slice per turn (state-dir.ts), so a view of
+   * 20,000 instances never holds answers for the whole pass (issue 24).
+   */
+  private async saveSnapshotInSlices(): Promise<void> {
+    if (!this.snapshotWanted()) return;
+    const s = this.view.status();
+    try {
+      await this.state!.writeSnapshotInSlices({ prefix: this.prefix, revision: s.revision, savedAt: new Date(this.now()).toISOString(), entries: this.view.capture().entries });
+      this.snapshotRevision = s.revision;
+    } catch (err) {
+      this.logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, dir: this.state!.dir, err: String(err) }, 'cannot write the cluster view snapshot');
     }
   }
 

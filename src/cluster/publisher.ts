@@ -199,6 +199,11 @@ export class Publisher {
     this.kick();
   }
 
+  /** The lease this daemon writes under (decimal), without status()'s comparison of everything published. */
+  currentLease(): string | undefined {
+    return this.leaseId;
+  }
+
   status(): PublisherStatus {
     return {
       leaseId: this.leaseId,

@@ -1,4 +1,5 @@
 import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -46,6 +47,34 @@ export interface ViewSnapshot {
   revision: number;
   savedAt: string;
   entries: KeyValue[];
+}
+
+/** A snapshot to write: its entries may be encoded as they are read (ClusterView.capture). */
+export type SnapshotSource = Omit<ViewSnapshot, 'entries'> & { entries: Iterable<KeyValue> };
+
+/** Entries encoded per piece of the snapshot: the slice written in one event-loop turn (~0.5 ms of encoding). */
+export const SNAPSHOT_SLICE_ENTRIES = 256;
+
+/**
+ * view.json's text in pieces: the header, the entries SNAPSHOT_SLICE_ENTRIES
+ * at a time, the end. Joined, exactly JSON.stringify of the whole snapshot;
+ * both writers use it, so the file is the same whichever wrote it.
+ */
+function* snapshotPieces(s: SnapshotSource, sliceEntries = SNAPSHOT_SLICE_ENTRIES): Generator<string> {
+  const header = JSON.stringify({ format: 1, prefix: s.prefix, revision: s.revision, savedAt: s.savedAt });
+  yield `${header.slice(0, -1)},"entries":[`;
+  let slice: string[] = [];
+  let first = true;
+  for (const e of s.entries) {
+    slice.push(JSON.stringify({ key: e.key, value: e.value.toString(), ...(e.lease ? { lease: e.lease } : {}), ...(e.modRevision ? { modRevision: e.modRevision } : {}), ...(e.createRevision ? { createRevision: e.createRevision } : {}) }));
+    if (slice.length >= sliceEntries) {
+      yield (first ? '' : ',') + slice.join(',');
+      first = false;
+      slice = [];
+    }
+  }
+  if (slice.length) yield (first ? '' : ',') + slice.join(',');
+  yield ']}';
 }
 
 /**
@@ -113,22 +142,59 @@ export class StateDir {
     return { prefix: r.data.prefix, revision: r.data.revision, savedAt: r.data.savedAt, entries: r.data.entries };
   }
 
-  /** Writes the view; false (logged once) when it is over MAX_SNAPSHOT_BYTES. */
-  writeSnapshot(s: ViewSnapshot): boolean {
-    const text = JSON.stringify({
-      format: 1,
-      prefix: s.prefix,
-      revision: s.revision,
-      savedAt: s.savedAt,
-      entries: s.entries.map((e) => ({ key: e.key, value: e.value.toString(), ...(e.lease ? { lease: e.lease } : {}), ...(e.modRevision ? { modRevision: e.modRevision } : {}), ...(e.createRevision ? { createRevision: e.createRevision } : {}) })),
-    });
-    if (Buffer.byteLength(text) > MAX_SNAPSHOT_BYTES) {
-      if (!this.tooLargeLogged) this.logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, bytes: Buffer.byteLength(text), max: MAX_SNAPSHOT_BYTES }, 'cluster view too large to snapshot; a start without etcd will know nothing');
-      this.tooLargeLogged = true;
-      return false;
-    }
+  /** Writes the view at once (at stop); false (logged once) when it is over MAX_SNAPSHOT_BYTES. */
+  writeSnapshot(s: SnapshotSource): boolean {
+    const text = [...snapshotPieces(s)].join('');
+    const bytes = Buffer.byteLength(text);
+    if (bytes > MAX_SNAPSHOT_BYTES) return this.tooLarge(bytes);
     this.writeAtomic('view.json', text);
     return true;
+  }
+
+  /**
+   * writeSnapshot a slice at a time: each slice's entries are encoded and
+   * written in a turn of their own, then the file is synced and renamed
+   * (the I/O on libuv's threads), so answers wait for one slice at most,
+   * never for the whole view (issue 24). `s.entries` must not change while
+   * it is read: a capture (ClusterView.capture). Same file, same bound, same
+   * atomic rename as writeSnapshot; rejects on an I/O error (no temporary
+   * file is left).
+   */
+  async writeSnapshotInSlices(s: SnapshotSource, opts: { sliceEntries?: number | undefined } = {}): Promise<boolean> {
+    const file = join(this.dir, 'view.json');
+    // Not writeSnapshot's temporary name: the write at stop may overlap the end of this one.
+    const tmp = `${file}.${process.pid}.slices.tmp`;
+    const fh = await open(tmp, 'w', 0o640);
+    let bytes = 0;
+    let done = false;
+    try {
+      for (const piece of snapshotPieces(s, opts.sliceEntries)) {
+        bytes += Buffer.byteLength(piece);
+        if (bytes > MAX_SNAPSHOT_BYTES) break;
+        await fh.write(piece);
+      }
+      if (bytes <= MAX_SNAPSHOT_BYTES) {
+        await fh.sync();
+        done = true;
+      }
+    } finally {
+      await fh.close();
+      if (!done) await rm(tmp, { force: true });
+    }
+    if (!done) return this.tooLarge(bytes);
+    try {
+      await rename(tmp, file);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    return true;
+  }
+
+  private tooLarge(bytes: number): false {
+    if (!this.tooLargeLogged) this.logger.warn({ code: ErrorCodes.STATE_DIR_UNAVAILABLE, bytes, max: MAX_SNAPSHOT_BYTES }, 'cluster view too large to snapshot; a start without etcd will know nothing');
+    this.tooLargeLogged = true;
+    return false;
   }
 
   private readJson(name: string): unknown {

@@ -183,8 +183,9 @@ export class AskedNames {
 
   private add(entry: Entry): void {
     let names = this.byPort.get(entry.port);
-    if (names && names.size >= MAX_NAMES_PER_PORT) this.remove(oldest(names.values())!, true);
-    if (this.count >= MAX_ASKED_NAMES) this.remove(oldest([...this.byPort.values()].flatMap((m) => [...m.values()]))!, true);
+    if (names && names.size >= MAX_NAMES_PER_PORT) this.remove(oldest([names])!, true);
+    // Walked in place, not copied: with more names asked than kept this runs on every query (issue 24).
+    if (this.count >= MAX_ASKED_NAMES) this.remove(oldest(this.byPort.values())!, true);
     names = this.byPort.get(entry.port);
     if (!names) this.byPort.set(entry.port, (names = new Map()));
     names.set(entry.name, entry);
@@ -226,8 +227,9 @@ export class AskedNames {
   }
 }
 
-function oldest(entries: Iterable<Entry>): Entry | undefined {
+/** The entry asked least recently among some ports' names. */
+function oldest(perPort: Iterable<Map<string, Entry>>): Entry | undefined {
   let out: Entry | undefined;
-  for (const e of entries) if (!out || e.lastMs < out.lastMs) out = e;
+  for (const names of perPort) for (const e of names.values()) if (!out || e.lastMs < out.lastMs) out = e;
   return out;
 }

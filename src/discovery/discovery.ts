@@ -145,6 +145,13 @@ export interface DiscoveryOptions {
   onAsked?: ((name: string, port: number) => (() => void) | undefined) | undefined;
 }
 
+/** See Discovery.dependencyOn: `view` is the hosts on `port` (compared by identity), or the view's generation. */
+interface AnswerDependency {
+  local: number;
+  port: number | undefined;
+  view: unknown;
+}
+
 const LOOPBACK: HostAddresses = Object.freeze({ v4: Object.freeze(['127.0.0.1']), v6: Object.freeze(['::1']) });
 /** How often listeners are told about a changed hosts file, at most (EtcHosts re-reads at most every 5 s). */
 const HOSTS_POLL_MS = 2000;
@@ -208,6 +215,23 @@ export class Discovery implements DiscoveryReader {
    */
   observedOn(port: number): unknown {
     return this.clustered ? this.o.observed!.onPort(port) : null;
+  }
+
+  /**
+   * What an answer about `port` is built from (DiscoveryReader.dependencyOn):
+   * the local generation (a reload, the hosts file, an upstream address
+   * learned) and the view's hosts on that port, or the whole view's
+   * generation when the port is not known.
+   */
+  dependencyOn(port: number | undefined): unknown {
+    const d: AnswerDependency = { local: this.localGeneration, port, view: port === undefined ? this.observedGeneration : this.observedOn(port) };
+    return d;
+  }
+
+  /** Whether an answer built on `dependency` (dependencyOn) would be built the same now. */
+  isCurrent(dependency: unknown): boolean {
+    const d = dependency as AnswerDependency;
+    return d.local === this.localGeneration && (d.port === undefined ? d.view === this.observedGeneration : d.view === this.observedOn(d.port));
   }
 
   /** Tells the core its state changed (a reload): caches drop, listeners hear of it. */

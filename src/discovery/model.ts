@@ -120,4 +120,13 @@ export interface DiscoveryReader {
    * changed hosts file, the cluster view). Returns the unsubscribe function.
    */
   onChange(listener: () => void): () => void;
+  /**
+   * What an answer about `port` is built from, to keep beside it (issue 24):
+   * isCurrent() says whether it still is, so a follower (Watch, xDS) looks a
+   * name up again only when a change touched it. `port` undefined (not
+   * known yet): the whole view. Optional: without them every change
+   * re-resolves every followed name.
+   */
+  dependencyOn?(port: number | undefined): unknown;
+  isCurrent?(dependency: unknown): boolean;
 }

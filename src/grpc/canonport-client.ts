@@ -30,6 +30,9 @@ interface WireNamespace {
   containerRuntime?: string;
   pod?: string;
   podNamespace?: string;
+  /** A host port forwarding to a published container listener: its "address:port" and namespace label. */
+  forwardedTo?: string;
+  forwardedNamespace?: string;
 }
 
 /** One name's outcome in ResolveMany: exactly one of resolution or error. */
@@ -210,7 +213,7 @@ class GrpcCanonportClient implements CanonportClient {
       collectedAtMs: res.collectedAtMs,
       listeners: res.listeners.map((wire) => {
         // Readiness travels as four flat strings (canonport.proto's Listener); "" before a verdict or outside cluster mode.
-        const { readiness, readinessBy, readinessSince, readinessDetail, names, nameSource, daemon, namespace, namespaceAddresses, publishedAddress, containerId, containerRuntime, pod, podNamespace, ...l } =
+        const { readiness, readinessBy, readinessSince, readinessDetail, names, nameSource, daemon, namespace, namespaceAddresses, publishedAddress, containerId, containerRuntime, pod, podNamespace, forwardedTo, forwardedNamespace, ...l } =
           wire as unknown as Omit<InventoryListener, 'readiness' | 'names' | 'daemon' | 'namespace'> &
             WireNamespace & {
               readiness: string;
@@ -235,6 +238,7 @@ class GrpcCanonportClient implements CanonportClient {
           ...(namespace
             ? { namespace: { label: namespace, addresses: [...(namespaceAddresses ?? [])], ...(publishedAddress ? { published: publishedAddress } : {}), ...(container ? { container } : {}) } }
             : {}),
+          ...(forwardedTo ? { forwardedTo: forwardedToFromWire(forwardedTo, forwardedNamespace ?? '') } : {}),
         };
       }),
       registryDigest: res.registryDigest ?? '',
@@ -345,4 +349,10 @@ export function toDaemonError(err: grpc.ServiceError, address: string): DaemonEr
 function namesFromWire(services: readonly string[], names: readonly { name: string; source: string }[], nameSource: string): ServiceName[] {
   if (nameSource === '') return services.map((name) => ({ name, source: 'registry' as const }));
   return names.filter((n): n is ServiceName => (NAME_SOURCES as readonly string[]).includes(n.source)).map((n) => ({ name: n.name, source: n.source }));
+}
+
+/** A forwarding host port's target from the wire's "address:port" (an IPv6 address keeps its colons). */
+function forwardedToFromWire(text: string, namespace: string): { address: string; port: number; namespace: string } {
+  const at = text.lastIndexOf(':');
+  return { address: text.slice(0, at), port: Number(text.slice(at + 1)), namespace };
 }

@@ -75,6 +75,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
     minIntervalMs: MIN_WATCH_INTERVAL_MS,
     concurrency: () => streamLookupConcurrency(ctx.config().maxInflight),
     logger: ctx.logger,
+    discovery: ctx.discovery,
   });
   // One discovery listener for all streams (not one each), subscribed while any
   // stream is open: a reload, an edited hosts file or a learned address re-resolves them.
@@ -196,7 +197,7 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
 
   const Inventory = unary('Inventory', async () => {
     const snap = await ctx.inventory.snapshot();
-    const listeners = snap.listeners.map(({ readiness, names, daemon, namespace, ...l }) => ({
+    const listeners = snap.listeners.map(({ readiness, names, daemon, namespace, forwardedTo, ...l }) => ({
       ...l,
       readiness: readiness?.state ?? '',
       readinessBy: readiness?.by ?? '',
@@ -210,6 +211,8 @@ export function createCanonportService(ctx: DaemonContext, opts: ServiceOptions 
       containerRuntime: namespace?.container?.runtime ?? '',
       pod: namespace?.container?.pod ?? '',
       podNamespace: namespace?.container?.podNamespace ?? '',
+      forwardedTo: forwardedTo ? `${forwardedTo.address}:${forwardedTo.port}` : '',
+      forwardedNamespace: forwardedTo?.namespace ?? '',
       names: names ?? [],
       nameSource: names ? nameSourceOf(names) : '',
       daemon: daemon === true,

@@ -1,4 +1,6 @@
 import { CoalescingQueue } from '../concurrency.js';
+import { FollowedName } from '../discovery/follow.js';
+import type { DiscoveryReader } from '../discovery/model.js';
 import { GrpcStatus, errorToGrpcStatus } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Resolution } from './resolution.js';
@@ -42,6 +44,8 @@ export interface WatchHubOptions {
   /** Resolutions in flight at once, every watched name together (read as they start: it follows a reload). */
   concurrency: () => number;
   logger: Logger;
+  /** What answers are built from (discovery/follow.ts): a change re-resolves only the names it touched. Without it: every name. */
+  discovery?: Pick<DiscoveryReader, 'dependencyOn' | 'isCurrent'> | undefined;
 }
 
 interface Entry {
@@ -50,6 +54,7 @@ interface Entry {
   watchers: Set<Watcher>;
   last: Resolution | undefined;
   timer: NodeJS.Timeout | undefined;
+  followed: FollowedName | undefined;
 }
 
 export class WatchHub {
@@ -76,7 +81,7 @@ export class WatchHub {
   add(name: string, w: Watcher): () => void {
     let entry = this.entries.get(name);
     if (!entry) {
-      entry = { name, watchers: new Set(), last: undefined, timer: undefined };
+      entry = { name, watchers: new Set(), last: undefined, timer: undefined, followed: this.o.discovery ? new FollowedName(this.o.discovery) : undefined };
       this.entries.set(name, entry);
       this.enqueue(entry);
     } else if (entry.last) {
@@ -95,9 +100,9 @@ export class WatchHub {
     };
   }
 
-  /** Answers may all have changed (a reload, a learned address): every name is resolved again. */
+  /** Answers may have changed (a reload, a learned address, the cluster view): every name whose answer may have is resolved again. */
   refreshAll(): void {
-    for (const e of this.entries.values()) this.enqueue(e);
+    for (const e of this.entries.values()) if (!e.followed?.unchanged()) this.enqueue(e);
   }
 
   close(): void {
@@ -116,14 +121,17 @@ export class WatchHub {
 
   private async resolveOne(e: Entry): Promise<void> {
     let next: number;
+    const begun = e.followed?.begin();
     try {
       const r = await this.o.resolve(e.name);
       if (this.entries.get(e.name) !== e) return;
+      e.followed?.settle(begun, r.port);
       e.last = r;
       for (const w of [...e.watchers]) w.deliver(r);
       next = this.o.intervalMs ?? Math.max(this.o.minIntervalMs, r.ttl * 1000);
     } catch (err) {
       if (this.entries.get(e.name) !== e) return;
+      e.followed?.settle(begun, undefined);
       const code = errorToGrpcStatus(err);
       const transient = code === GrpcStatus.INTERNAL || code === GrpcStatus.UNAVAILABLE;
       if (transient && e.last) {

@@ -1,12 +1,12 @@
 import { forEachLimited } from '../concurrency.js';
 import { hostname as osHostname } from 'node:os';
-import type { InventoryListener, InventoryProvider, InventorySnapshot, ListenerNamespace } from './types.js';
+import type { ForwardedTo, InventoryListener, InventoryProvider, InventorySnapshot, ListenerNamespace } from './types.js';
 import type { ServingState } from '../core/state.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { silentLogger, type Logger } from '../log.js';
 import { claimOf, type PortClaim } from './claim.js';
 import { isDeepStrictEqual } from 'node:util';
-import { isWildcard, ListenerScanner, protocolOf, type ListeningSocket } from './procnet.js';
+import { isWildcard, ListenerScanner, protocolOf, type ListeningSocket, type ProcNetResult } from './procnet.js';
 import { nameListener } from '../core/naming.js';
 import type { HostPort } from '../config/address.js';
 import { parsePortList, parsePortRange } from '../registry/host-facts.js';
@@ -17,10 +17,13 @@ import { SocketOwners } from './socket-owner.js';
 import { probeVersion, type ProbeResult, type ProbeTarget } from './version-probe.js';
 import { ReadinessProber, readyRule, type ReadinessTarget } from './readiness.js';
 import type { ListenerReadiness } from './types.js';
-import { NamespaceWatcher, publishedAddress, type NamespaceMode, type ObservedNamespace } from './namespaces.js';
+import { NamespaceWatcher, publishedAddress, type NamespaceMode, type NamespaceScope, type ObservedNamespace } from './namespaces.js';
 import { isLoopback, NetworkSet, type Cidr } from '../config/cidr.js';
+import { forwardCandidates, ForwarderIndex, markForwarded } from './forwarders.js';
 
 export const DEFAULT_INTERVAL_MS = 15_000;
+/** A scan that found nothing changed reuses the last snapshot (quietScan) for at most this long: a full one at least this often. */
+export const QUIET_MAX_MS = 10_000;
 export const DEFAULT_PROBE_TIMEOUT_MS = 500;
 /** Probes in flight at once during one refresh. */
 const PROBE_CONCURRENCY = 16;
@@ -153,6 +156,8 @@ export class HostInventory implements InventoryProvider {
   readonly owners: SocketOwners;
   /** Reads /proc/net/{tcp,udp}{,6} only when the socket counters say something may have changed (procnet.ts). */
   private readonly scanner: ListenerScanner;
+  /** docker-proxy processes behind host ports that double a published container listener (forwarders.ts). */
+  private readonly forwarders: ForwarderIndex;
 
   constructor(opts: HostInventoryOptions) {
     this.opts = opts;
@@ -162,6 +167,7 @@ export class HostInventory implements InventoryProvider {
     // A walk placed a socket's process: the snapshot goes out again with its name.
     this.owners.onLearned = () => this.reemit();
     this.scanner = new ListenerScanner(opts.procRoot ?? '/proc', { now: this.now });
+    this.forwarders = new ForwarderIndex(opts.procRoot ?? '/proc');
     if (opts.readiness) {
       this.prober = new ReadinessProber({
         intervalMs: opts.readiness.intervalMs,
@@ -171,9 +177,9 @@ export class HostInventory implements InventoryProvider {
         now: this.now,
         count: (kind, outcome) => this.probeCounter(kind, outcome).inc(),
         // A server restarted on its port leaves the socket counters as they were (one listener closed, one opened):
-        // its probe connection going away says to walk the tables at the next scan, or a warming instance would
-        // inherit the old one's verdict.
-        onConnectionLost: () => this.scanner.invalidate(),
+        // its probe connection going away says to walk the tables at the next scan (its namespace's, for a
+        // container's), or a warming instance would inherit the old one's verdict.
+        onConnectionLost: (_port, key) => this.invalidate(key),
       });
     }
     if (opts.namespaces) {
@@ -235,6 +241,17 @@ export class HostInventory implements InventoryProvider {
     return had;
   }
 
+  /**
+   * The next scan reads instance `key`'s sockets whatever the counters say:
+   * the daemon's own namespace's (a host listener's key is its port), or
+   * its container's (`<port>/<label>`).
+   */
+  private invalidate(key: string): void {
+    const slash = key.indexOf('/');
+    if (slash < 0) this.scanner.invalidate();
+    else this.namespaces?.invalidate(key.slice(slash + 1));
+  }
+
   /** The latest snapshot, if any (no refresh). */
   get current(): InventorySnapshot | undefined {
     return this.latest;
@@ -292,8 +309,9 @@ export class HostInventory implements InventoryProvider {
 
   private async collect(): Promise<InventorySnapshot> {
     const collectedAtMs = this.now();
-    // A drain waits for the service's restart (new sockets end it), which the counters may not show: full reads meanwhile.
-    if (this.drained.size > 0) this.scanner.invalidate();
+    // A drain waits for the service's restart (new sockets end it), which the counters may not show: full reads of the
+    // drained instances' namespaces meanwhile.
+    for (const lives of this.drained.values()) for (const key of lives.keys()) this.invalidate(key);
     const read = await this.scanner.read();
     const errors = read.errors;
     this.errors = errors;
@@ -308,9 +326,14 @@ export class HostInventory implements InventoryProvider {
     // The host's sockets, then every other namespace's (containers, pods), each an instance of its own.
     const observed = await this.namespaces?.scan();
     if (observed) this.opts.metrics.namespacesObserved.set(observed.scope.count);
-    const all = await this.withoutClientSockets<InstanceSocket>(
-      [...read.sockets, ...(observed ? this.namespaceSockets(observed.namespaces) : [])],
-      (port) => registry.ownersOf(port).length > 0,
+    const quiet = this.quietScan(read, observed, registry, collectedAtMs);
+    if (quiet) return quiet;
+    this.fullScans++;
+    const all = await this.markForwarders(
+      await this.withoutClientSockets<InstanceSocket>(
+        [...read.sockets, ...(observed ? this.namespaceSockets(observed.namespaces, observed.changed) : [])],
+        (port) => registry.ownersOf(port).length > 0,
+      ),
     );
     // Probes (versions, readiness) speak TCP: UDP listeners are named and listed, and ready while they listen.
     const byInstance = new Map<string, InstanceSocket[]>();
@@ -350,6 +373,7 @@ export class HostInventory implements InventoryProvider {
     }
     // Gone, or no longer asked (a reload removed its path): forget what it said.
     for (const key of this.probed.keys()) if (!eligible.has(key)) this.probed.delete(key);
+    let nextProbeAtMs = Number.POSITIVE_INFINITY;
 
     const probe = this.opts.probeVersion ?? probeVersion;
     await forEachLimited(probes, PROBE_CONCURRENCY, async ({ key, memo, target }) => {
@@ -362,6 +386,7 @@ export class HostInventory implements InventoryProvider {
     });
     const probed = new Map<string, string>();
     for (const [key, memo] of this.probed) if (memo.version !== '') probed.set(key, memo.version);
+    for (const memo of this.probed.values()) nextProbeAtMs = Math.min(nextProbeAtMs, memo.atMs + this.reprobeWait(memo.failures));
 
     const tcpLives = new Map<string, string>();
     for (const [key, socks] of byInstance) tcpLives.set(key, lifeKey(socks.flatMap((s) => s.inodes)));
@@ -399,7 +424,7 @@ export class HostInventory implements InventoryProvider {
         const claim = claims.get(first.port)!;
         if (claim.services.length === 0) continue;
         // A container's listener is probed at the address other hosts are handed, from the host; the host's own as before.
-        if (first.namespace ? first.namespace.published === undefined : skip.has(first.port) || !socks.some((s) => reachable(s.address))) continue;
+        if (first.namespace ? first.namespace.published === undefined : skip.has(first.port) || first.forwardedTo || !socks.some((s) => reachable(s.address))) continue;
         targets.push({ key, port: first.port, address: dialAddress(socks)!, life: tcpLives.get(key)!, rule: readyRule(claim.ready) });
       }
       this.prober.reconcile(targets);
@@ -410,9 +435,10 @@ export class HostInventory implements InventoryProvider {
       const http = protocolOf(s.family) === 'tcp' ? probed.get(instanceKey(s)) : undefined;
       const [version, versionSource] = http ? [http, 'http' as const] : claim.portVersion ? [claim.portVersion, 'port' as const] : ['', '' as const];
       const l: InventoryListener = { port: s.port, address: s.address, family: s.family, services: [...claim.services], version, versionSource, scheme: claim.scheme };
-      return s.namespace ? { ...l, namespace: s.namespace } : l;
+      return s.namespace ? { ...l, namespace: s.namespace } : s.forwardedTo ? { ...l, forwardedTo: s.forwardedTo } : l;
     });
     this.base = listeners;
+    this.basePorts = [...new Set(listeners.map((l) => l.port))];
     this.claims = claims;
     const node = this.opts.node?.();
     const snap: InventorySnapshot = {
@@ -428,6 +454,7 @@ export class HostInventory implements InventoryProvider {
       this.latest === undefined || !isDeepStrictEqual(this.latest.listeners, snap.listeners) || !isDeepStrictEqual(this.latest.namespaces, snap.namespaces);
     if (changed) this.publish(snap);
     this.latest = snap;
+    this.lastInputs = { read, observed: observed !== undefined, registry, key: this.inputsKey(), sinceMs: collectedAtMs, nextProbeAtMs: eligible.size > this.probed.size ? collectedAtMs : nextProbeAtMs };
     try {
       this.opts.onSnapshot?.(snap, changed);
     } catch (err) {
@@ -436,9 +463,64 @@ export class HostInventory implements InventoryProvider {
     return snap;
   }
 
-  /** Every other namespace's sockets, each with its namespace (and the address it is published at, if any). */
-  private namespaceSockets(namespaces: readonly ObservedNamespace[]): InstanceSocket[] {
-    const networks = new NetworkSet(this.opts.namespaces!.containerNetworks());
+  /** Scans that remade the snapshot (not quietScan()'s): tests and diagnostics. */
+  fullScans = 0;
+  /** The ports of `base`, each once. */
+  private basePorts: number[] = [];
+  /** What the last full scan was made from (quietScan()). */
+  private lastInputs: { read: ProcNetResult; observed: boolean; registry: unknown; key: string; sinceMs: number; nextProbeAtMs: number } | undefined;
+
+  /**
+   * The last snapshot again, with this scan's time, when nothing it was made
+   * from changed: the same socket list from the host's scanner (it returns
+   * the very object while the counters stand still), no namespace changed,
+   * the same registry, container networks, skipped and own ports, node,
+   * names and process-name setting, no version probe due, no drain in
+   * force. Verdicts, drains and process names learned between scans go out
+   * through reemit() meanwhile. Undefined when a full scan is needed, and at
+   * least every QUIET_MAX_MS. (issue 24: with 100 containers of 5
+   * listeners, remaking the snapshot was most of an idle daemon's CPU.)
+   */
+  private quietScan(read: ProcNetResult, observed: { changed: boolean; scope: NamespaceScope } | undefined, registry: unknown, nowMs: number): InventorySnapshot | undefined {
+    const last = this.lastInputs;
+    const latest = this.latest;
+    if (!last || !latest || last.read !== read || last.registry !== registry || last.observed !== (observed !== undefined)) return undefined;
+    if (observed && (observed.changed || !isDeepStrictEqual(observed.scope, latest.namespaces))) return undefined;
+    if (this.drained.size > 0 || nowMs >= last.nextProbeAtMs || nowMs - last.sinceMs >= QUIET_MAX_MS) return undefined;
+    if (this.portRange && nowMs - this.portRange.atMs >= DEFAULT_REPROBE_MS) return undefined;
+    if (this.inputsKey() !== last.key) return undefined;
+    const snap: InventorySnapshot = { ...latest, collectedAtMs: nowMs };
+    this.latest = snap;
+    try {
+      this.opts.onSnapshot?.(snap, false);
+    } catch (err) {
+      this.logger.error({ err }, 'inventory onSnapshot hook threw');
+    }
+    return snap;
+  }
+
+  /** The scan's other inputs, as text: container networks, skipped and own ports, node, names asked for the listening ports, the process-name setting. */
+  private inputsKey(): string {
+    const networks = this.opts.namespaces?.containerNetworks() ?? [];
+    const own = this.opts.ownSockets?.() ?? [];
+    const names = this.opts.names;
+    const asked = names ? this.basePorts.map((p) => names.asked(p).join(',')).join(';') : '';
+    return [networks.map((c) => `${c.address}/${c.prefix}`).join(','), (this.opts.skipPorts?.() ?? []).join(','), own.map((h) => `${h.host}:${h.port}`).join(','), this.opts.node?.() ?? '', names?.processNames() ?? '', asked].join(' ');
+  }
+
+  /** The last namespaceSockets() and the container networks it was made for. */
+  private nsSockets: { networks: readonly Cidr[]; sockets: InstanceSocket[] } | undefined;
+
+  /**
+   * Every other namespace's sockets, each with its namespace (and the
+   * address it is published at, if any). The last list again when no
+   * namespace changed and neither did the networks (issue 24: with 100
+   * containers, remaking it was most of an idle scan's work).
+   */
+  private namespaceSockets(namespaces: readonly ObservedNamespace[], changed: boolean): InstanceSocket[] {
+    const cidrs = this.opts.namespaces!.containerNetworks();
+    if (!changed && this.nsSockets?.networks === cidrs) return this.nsSockets.sockets;
+    const networks = new NetworkSet(cidrs);
     const out: InstanceSocket[] = [];
     for (const ns of namespaces) {
       const base = { label: ns.label, addresses: [...ns.addresses], ...(ns.container ? { container: { ...ns.container } } : {}) };
@@ -449,7 +531,20 @@ export class HostInventory implements InventoryProvider {
         out.push({ ...s, namespace: published ? { ...base, published } : base });
       }
     }
+    this.nsSockets = { networks: cidrs, sockets: out };
     return out;
+  }
+
+  /**
+   * Marks the host's sockets that are a docker-proxy forwarding the same
+   * port and protocol to a container listener published at its own
+   * address (forwarders.ts): the container's address wins, the host's port
+   * is not published again. The processes are looked at only when such a
+   * double appears or changes.
+   */
+  private async markForwarders(sockets: InstanceSocket[]): Promise<InstanceSocket[]> {
+    const forwarders = await this.forwarders.lookup(forwardCandidates(sockets));
+    return forwarders.length === 0 ? sockets : markForwarded(sockets, forwarders);
   }
 
   /** port → its claim at the last scan. */
@@ -580,9 +675,13 @@ export class HostInventory implements InventoryProvider {
   private probeDue(instance: string, key: string, nowMs: number): boolean {
     const memo = this.probed.get(instance);
     if (!memo || memo.key !== key) return true;
+    return nowMs - memo.atMs >= this.reprobeWait(memo.failures);
+  }
+
+  /** How long a version answer is kept before asking again (sooner after failures). */
+  private reprobeWait(failures: number): number {
     const reprobeMs = this.opts.reprobeMs ?? DEFAULT_REPROBE_MS;
-    const wait = memo.failures === 0 ? reprobeMs : Math.min(reprobeMs, FAILED_REPROBE_FIRST_MS * 2 ** (memo.failures - 1));
-    return nowMs - memo.atMs >= wait;
+    return failures === 0 ? reprobeMs : Math.min(reprobeMs, FAILED_REPROBE_FIRST_MS * 2 ** (failures - 1));
   }
 
   /** One series per (service, port, version) listening now; stale ones go with the reset. */
@@ -597,7 +696,7 @@ export class HostInventory implements InventoryProvider {
 }
 
 /** A socket of this host's namespace, or of another one (a container's, a pod's). */
-type InstanceSocket = ListeningSocket & { namespace?: ListenerNamespace | undefined };
+type InstanceSocket = ListeningSocket & { namespace?: ListenerNamespace | undefined; forwardedTo?: ForwardedTo | undefined };
 
 /**
  * Which instance a socket or listener belongs to: its port in the host's

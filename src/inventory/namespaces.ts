@@ -51,7 +51,10 @@ import { readListeningSockets, type ListeningSocket } from './procnet.js';
  *   namespace whose counters stood still for STABLE_AFTER_MS is looked at
  *   every other scan, then every fourth (back-off of stable namespaces: a
  *   new process in it is still seen at once, a listener a running process
- *   opens late within MAX_CHECK_EVERY scans).
+ *   opens late within MAX_CHECK_EVERY scans), each namespace on its own
+ *   turn (`slot`), so a scan looks at a quarter of them, not all every
+ *   fourth scan. What the counters cannot show, a listener replaced on its
+ *   port by the same process count, is read when told (invalidate()).
  * - A namespace where a process just started (a container starting, a pod's
  *   app container after its sandbox) is watched closely for EAGER_MS: its
  *   counters are looked at every EAGER_STEP_MS between scans, and a move
@@ -97,9 +100,16 @@ export const MAX_NAMESPACES = 1024;
 export const FULL_WALK_MS = 60_000;
 /** Counters looked at every this many scans even when the host's TCP allocation did not move (UDP, and a +1/−1 in one scan). */
 export const UNGATED_EVERY = 5;
-/** A namespace whose counters stood still this long is looked at less often. */
-export const STABLE_AFTER_MS = 30_000;
-/** The fewest scans between two looks at a stable namespace's counters. */
+/**
+ * A namespace whose counters stood still this long is looked at every other
+ * scan, and every MAX_CHECK_EVERY scans once they stood still twice as long
+ * (back-off of stable namespaces). As long as a new process's close watch
+ * (EAGER_MS): past it, what opens a listener in a quiet namespace is a new
+ * process (seen at once, whatever the back-off) or a running one binding
+ * late (seen within MAX_CHECK_EVERY scans).
+ */
+export const STABLE_AFTER_MS = 5_000;
+/** The most scans between two looks at a stable namespace's counters. */
 export const MAX_CHECK_EVERY = 4;
 /** The longest wait between two reads of a namespace whose counters keep moving for connections. */
 export const MAX_READ_GAP_MS = 32_000;
@@ -121,13 +131,13 @@ export interface NamespaceWatcherOptions {
   netnsDirs?: readonly string[] | undefined;
   logger?: Logger | undefined;
   now?: (() => number) | undefined;
-  /** Counts reads by trigger (new, process, counters, periodic). */
-  countRead?: ((trigger: ReadTrigger) => void) | undefined;
+  /** Counts reads by trigger (new, process, counters, invalidated), with the namespace's label (tests). */
+  countRead?: ((trigger: ReadTrigger, label: string) => void) | undefined;
   /** Asks for a scan now: a namespace watched closely moved its counters. Without it, nothing is watched between scans. */
   onHint?: (() => void) | undefined;
 }
 
-export type ReadTrigger = 'new' | 'process' | 'counters';
+export type ReadTrigger = 'new' | 'process' | 'counters' | 'invalidated';
 
 interface Space {
   id: string;
@@ -143,6 +153,8 @@ interface Space {
   rawCounters: string;
   /** When its counters last moved. */
   changedMs: number;
+  /** Spreads the looks at stable namespaces over the scans (each scan looks at about 1/MAX_CHECK_EVERY of them, not all at once). */
+  slot: number;
   /** Watched closely until then (a process started in it). */
   eagerUntilMs: number;
   trigger: ReadTrigger | undefined;
@@ -184,6 +196,9 @@ export class NamespaceWatcher {
   private restriction: { reason: string; code: ErrorCode } | undefined;
   private restrictionRead = false;
   private unreadable = 0;
+  private slots = 0;
+  /** Work done so far (tests and the bench count it): looks at a namespace's counters, and reads of its tables. */
+  readonly work = { counterChecks: 0, reads: 0 };
 
   constructor(private readonly o: NamespaceWatcherOptions) {
     this.logger = o.logger ?? silentLogger;
@@ -196,6 +211,23 @@ export class NamespaceWatcher {
   /** What is observed, as of the last scan. */
   status(): NamespaceScope {
     return this.scope;
+  }
+
+  /**
+   * The namespace labelled `label` (every one without a label) is read at
+   * the next scan whatever its counters and back-off say: for what the
+   * counters cannot show, a listener replaced on its port (a container's
+   * service restarted in place) when something else says it may have been
+   * (a readiness probe's kept connection lost, a drain waiting for the
+   * restart). ListenerScanner.invalidate() is the same for the daemon's own
+   * namespace.
+   */
+  invalidate(label?: string): void {
+    for (const s of this.spaces.values()) {
+      if (label !== undefined && s.label !== label) continue;
+      s.trigger ??= 'invalidated';
+      s.gapMs = 0;
+    }
   }
 
   /**
@@ -231,7 +263,10 @@ export class NamespaceWatcher {
     const due: Space[] = [];
     for (const s of this.spaces.values()) {
       if (!s.read) s.trigger ??= 'new';
-      else if (gate && s.trigger === undefined && this.checkDue(s, now) && this.fingerprint(s, now) !== s.fingerprint) s.trigger = 'counters';
+      else if (gate && s.trigger === undefined && this.checkDue(s, now)) {
+        this.work.counterChecks++;
+        if (this.fingerprint(s, now) !== s.fingerprint) s.trigger = 'counters';
+      }
       if (s.trigger && now - s.lastReadMs >= s.gapMs) due.push(s);
     }
     await forEachLimited(due, READ_CONCURRENCY, async (s) => {
@@ -333,8 +368,8 @@ export class NamespaceWatcher {
   private checkDue(s: Space, now: number): boolean {
     const stableFor = now - s.changedMs;
     if (stableFor < STABLE_AFTER_MS) return true;
-    const every = stableFor < 4 * STABLE_AFTER_MS ? 2 : MAX_CHECK_EVERY;
-    return this.scans % every === 0;
+    const every = stableFor < 2 * STABLE_AFTER_MS ? 2 : MAX_CHECK_EVERY;
+    return (this.scans + s.slot) % every === 0;
   }
 
   /** The host's TCP sockets allocated (sockstat's `alloc`: every namespace's, so one read covers all). */
@@ -406,7 +441,7 @@ export class NamespaceWatcher {
       this.capLogged = true;
       return 'same';
     }
-    this.spaces.set(id, { id, pid, label: '', container: undefined, addresses: [], sockets: [], fds: [], fingerprint: '', rawCounters: '', changedMs: this.now(), eagerUntilMs: this.now() + EAGER_MS, trigger: 'new', lastReadMs: Number.NEGATIVE_INFINITY, gapMs: 0, read: false });
+    this.spaces.set(id, { id, pid, label: '', container: undefined, addresses: [], sockets: [], fds: [], fingerprint: '', rawCounters: '', changedMs: this.now(), eagerUntilMs: this.now() + EAGER_MS, slot: this.slots++, trigger: 'new', lastReadMs: Number.NEGATIVE_INFINITY, gapMs: 0, read: false });
     return 'new-namespace';
   }
 
@@ -454,7 +489,8 @@ export class NamespaceWatcher {
     s.fingerprint = this.fingerprint(s, now);
     const trigger = s.trigger ?? 'counters';
     s.trigger = undefined;
-    this.o.countRead?.(trigger);
+    this.o.countRead?.(trigger, s.label);
+    this.work.reads++;
     const [{ sockets, errors }, addresses] = await Promise.all([readListeningSockets(root), readNamespaceAddresses(root)]);
     s.lastReadMs = now;
     // Its process went during the read: the next walk gives the namespace another one, or forgets it.
@@ -472,13 +508,14 @@ export class NamespaceWatcher {
     s.sockets = sockets;
     s.addresses = addresses;
     s.read = true;
-    if (!first && s.container?.podUid && !s.container.pod) this.namePod(s.container);
+    // A pod's name found later (the kubelet writes its directory after the sandbox starts) is a change too.
+    const named = !first && s.container?.podUid !== undefined && !s.container.pod && this.namePod(s.container);
     // A runtime may move its process into the container's cgroup just after the namespace appeared: ask again while unknown.
     if (!first && !s.container && this.containerOf(s)) {
       this.identify(s);
       return true;
     }
-    return !same;
+    return !same || named;
   }
 
   /** Its container and label, read once per namespace. */
@@ -511,12 +548,13 @@ export class NamespaceWatcher {
     return best?.c;
   }
 
-  private namePod(c: ContainerIdentity): void {
+  /** Names the container's pod, when the kubelet's directory says; returns whether it did. */
+  private namePod(c: ContainerIdentity): boolean {
     const pod = this.pods.lookup(c.podUid!);
-    if (pod) {
-      c.pod = pod.name;
-      c.podNamespace = pod.namespace;
-    }
+    if (!pod) return false;
+    c.pod = pod.name;
+    c.podNamespace = pod.namespace;
+    return true;
   }
 
   /** The namespace's inode (as lsns and `ip netns identify` show it), when the daemon may read `ns/net` (ptrace rights). */

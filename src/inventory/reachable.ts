@@ -19,9 +19,11 @@ export function isReachableBind(address: string): boolean {
  * hosts, not the daemon's own sockets. In the host's namespace: bound to a
  * wildcard or a non-loopback address; in another (a container's, a pod's):
  * only when the inventory found it an address inside a `--container-network`
- * (`published`). `fleet HOST…` keeps the same of a
+ * (`published`). A host port that only forwards to such a container
+ * listener (`forwardedTo`, docker-proxy) is not: the container's own
+ * address is that service, once. `fleet HOST…` keeps the same of a
  * cluster daemon's inventory, so both fleets list the same things.
  */
 export function reachableListeners<L extends InventoryListener>(listeners: readonly L[]): L[] {
-  return listeners.filter((l) => l.services.length > 0 && !l.daemon && (l.namespace ? l.namespace.published !== undefined : isReachableBind(l.address)));
+  return listeners.filter((l) => l.services.length > 0 && !l.daemon && !l.forwardedTo && (l.namespace ? l.namespace.published !== undefined : isReachableBind(l.address)));
 }

@@ -106,9 +106,10 @@ export interface ReadinessOptions {
   /**
    * A kept connection to a listener (an HTTP probe's, a gRPC health
    * session) went away: its server may have restarted on the same port,
-   * which the scan's socket counters alone cannot show.
+   * which the scan's socket counters alone cannot show. `key` is the
+   * instance's (a container's says its namespace).
    */
-  onConnectionLost?: ((port: number) => void) | undefined;
+  onConnectionLost?: ((port: number, key: string) => void) | undefined;
 }
 
 type Kind = 'grpc-watch' | 'grpc-check' | 'http' | 'tcp';
@@ -243,7 +244,7 @@ export class ReadinessProber {
     p.busy = true;
     p.sentAt = performance.now();
     this.inFlight.add(p);
-    p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT, () => this.o.onConnectionLost?.(p.target.port));
+    p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT, () => this.o.onConnectionLost?.(p.target.port, keyOf(p.target)));
     p.http.ask(p.path, p.onHttp);
     if (p.busy && !this.deadline) this.armDeadline(this.o.timeoutMs());
   }
@@ -441,7 +442,7 @@ export class ReadinessProber {
     session.on('close', () => {
       if (p.session !== session) return;
       p.session = undefined;
-      if (!this.closed) this.o.onConnectionLost?.(p.target.port);
+      if (!this.closed) this.o.onConnectionLost?.(p.target.port, keyOf(p.target));
     });
     session.unref();
     p.session = session;
@@ -533,7 +534,7 @@ export class ReadinessProber {
 
   private httpGet(p: Probe, path: string): Promise<HttpProbeResult> {
     if (p.closed || this.closed) return Promise.resolve({ kind: 'not-http', detail: 'probe stopped' });
-    p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT, () => this.o.onConnectionLost?.(p.target.port));
+    p.http ??= new HttpProbeConnection(p.target.address, p.target.port, USER_AGENT, () => this.o.onConnectionLost?.(p.target.port, keyOf(p.target)));
     return p.http.get(path, this.o.timeoutMs());
   }
 }

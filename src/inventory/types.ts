@@ -53,6 +53,22 @@ export interface InventoryListener {
   readiness?: ListenerReadiness | undefined;
   /** Absent: the daemon's own network namespace (the host's). */
   namespace?: ListenerNamespace | undefined;
+  /**
+   * A host port that only forwards to a container listener published at
+   * its own address (`docker run -p P:P` on a `--container-network`; the
+   * forwarder is Docker's docker-proxy, forwarders.ts): listed, never
+   * published, so one published port is one service.
+   */
+  forwardedTo?: ForwardedTo | undefined;
+}
+
+/** Where a forwarding host port sends its connections: the container listener that is published instead. */
+export interface ForwardedTo {
+  /** The container's published address and port. */
+  address: string;
+  port: number;
+  /** The label of the container's namespace (ListenerNamespace.label). */
+  namespace: string;
 }
 
 export interface ListenerReadiness {

@@ -101,7 +101,7 @@ export class Metrics {
   });
   readonly namespaceReads = new Counter({
     name: 'canonport_inventory_namespace_reads_total',
-    help: 'Reads of another network namespace\'s listening sockets (a container\'s, a pod\'s), by trigger (new: it appeared, process: a process started in it, counters: its socket counters moved).',
+    help: 'Reads of another network namespace\'s listening sockets (a container\'s, a pod\'s), by trigger (new: it appeared, process: a process started in it, counters: its socket counters moved, invalidated: a readiness probe\'s connection to one of its listeners was lost, or a drain waits for its restart).',
     labelNames: ['trigger'] as const,
     registers: [this.registry],
   });

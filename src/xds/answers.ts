@@ -1,6 +1,7 @@
 import { CoalescingQueue } from '../concurrency.js';
 import type { Logger } from '../log.js';
 import { ErrorCodes, isCanonportError } from '../errors.js';
+import { FollowedName } from '../discovery/follow.js';
 import type { DiscoveryReader, Lookup } from '../discovery/model.js';
 import { canonicalEndpoints, encodeResource, sameEndpoints, type EncodedResource, type SocketEndpoint, type XdsAnswer } from './resources.js';
 import type { ResourceType, XdsProtos } from './protos.js';
@@ -60,6 +61,8 @@ interface Entry {
    * expired), which is why the lookup fell through to a source that failed.
    */
   unobserved: SocketEndpoint[];
+  /** What its last answer was built from: a change of the discovery that left it looks nothing up (issue 24). */
+  followed: FollowedName;
 }
 
 export class AnswerCache {
@@ -115,7 +118,7 @@ export class AnswerCache {
   subscribe(key: string, sub: AnswerSubscriber): void {
     let entry = this.entries.get(key);
     if (!entry) {
-      entry = { key, answer: { kind: 'pending' }, subscribers: new Set(), encoded: new Map(), seq: 0, timer: undefined, unobserved: [] };
+      entry = { key, answer: { kind: 'pending' }, subscribers: new Set(), encoded: new Map(), seq: 0, timer: undefined, unobserved: [], followed: new FollowedName(this.opts.discovery) };
       this.entries.set(key, entry);
       if (!this.closed) this.stopListening ??= this.opts.discovery.onChange(() => this.refreshAll());
       this.enqueue(entry);
@@ -152,10 +155,10 @@ export class AnswerCache {
     this.lookups.close();
   }
 
-  /** The discovery's answers may all have changed: look every kept name up again. */
+  /** The discovery's answers may have changed: look up again every kept name whose answer may have. */
   private refreshAll(): void {
     if (this.closed) return;
-    for (const entry of this.entries.values()) this.enqueue(entry);
+    for (const entry of this.entries.values()) if (!entry.followed.unchanged()) this.enqueue(entry);
   }
 
   private enqueue(entry: Entry): void {
@@ -166,6 +169,7 @@ export class AnswerCache {
 
   private async lookup(entry: Entry): Promise<void> {
     const seq = ++entry.seq;
+    const begun = entry.followed.begin();
     let result: Lookup | 'failed';
     let timeout: NodeJS.Timeout | undefined;
     try {
@@ -192,6 +196,7 @@ export class AnswerCache {
     if (this.closed || seq !== entry.seq || this.entries.get(entry.key) !== entry) return;
     // Asked again meanwhile: the answer may already be out of date; the queue looks it up once more.
     if (this.lookups.askedAgain(entry)) return;
+    entry.followed.settle(begun, result === 'failed' ? undefined : result.ok ? result.instances.port : result.description?.port);
     this.apply(entry, result);
   }
 

@@ -1,8 +1,9 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { outputOf, stopChild } from './child.js';
 import { inSandbox, requireNetAdmin } from './sandbox.js';
+import { tempDir } from './temp.js';
 import { requireTool } from './tools.js';
 
 /**
@@ -92,6 +93,15 @@ export interface Container {
   spawn(cmd: string, args: string[], opts?: SpawnOptions): ChildProcess;
   /** A TCP listener in it, as Host.listen. */
   listen(port: number, address?: string): Promise<Listener>;
+  /**
+   * `docker run -p PORT:PORT`'s userland proxy: a process on its host that
+   * the kernel names `docker-proxy` (a script of that name, its `comm`),
+   * with docker-proxy's arguments (`-proto tcp -host-ip 0.0.0.0 -host-port
+   * PORT -container-ip ADDRESS -container-port PORT`), listening on the
+   * host's every address and piping each connection to the container.
+   * Resolves once it listens; stopped with the container.
+   */
+  publish(port: number): Promise<Listener>;
   /** Stops every process in it and removes its namespace: the container is gone. */
   stop(): Promise<void>;
 }
@@ -385,16 +395,28 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
           const holder = spawnC('sleep', ['infinity'], { stdio: 'ignore' });
           await holderRunning(holder.pid!);
           let stopped = false;
+          const proxies: Listener[] = [];
           return {
             ns: cns,
             address: caddr,
             host,
             spawn: spawnC,
             listen: (port, addr = '0.0.0.0') => listenWith(spawnC, cns, port, addr),
+            publish: async (port) => {
+              const proxy = await listenWith(
+                (_cmd, args) => spawnIn(dockerProxy(), args),
+                ns,
+                port,
+                '0.0.0.0',
+                ['-proto', 'tcp', '-host-ip', '0.0.0.0', '-host-port', String(port), '-container-ip', caddr, '-container-port', String(port)],
+              );
+              proxies.push(proxy);
+              return proxy;
+            },
             stop: async () => {
               if (stopped) return;
               stopped = true;
-              await Promise.all([...mine].map((p) => stopChild(p)));
+              await Promise.all([...proxies.map((p) => p.stop()), ...[...mine].map((p) => stopChild(p))]);
               try {
                 ip('netns', 'del', cns);
               } catch {
@@ -448,9 +470,32 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
   return net;
 }
 
-/** A TCP listener started with `spawnIn` (a host's or a container's), resolved once it listens. */
-async function listenWith(spawnIn: (cmd: string, args: string[]) => ChildProcess, where: string, port: number, addr: string): Promise<Listener> {
-  const child = spawnIn(process.execPath, ['-e', LISTENER_SCRIPT, String(port), addr]);
+/** docker-proxy's part of `-p PORT:PORT`, as Container.publish runs it: its arguments are docker-proxy's. */
+const DOCKER_PROXY_SCRIPT = `#!${process.execPath}
+const net = require('node:net');
+const flag = (n) => process.argv[process.argv.indexOf(n) + 1];
+const [port, host, to, toPort] = [Number(flag('-host-port')), flag('-host-ip'), flag('-container-ip'), Number(flag('-container-port'))];
+const s = net.createServer((c) => { const u = net.connect(toPort, to); c.pipe(u).pipe(c); u.on('error', () => c.destroy()); c.on('error', () => u.destroy()); });
+s.on('error', (e) => { console.error(e.message); process.exit(3); });
+s.listen({ port, host }, () => console.log('listening'));
+process.on('SIGTERM', () => process.exit(0));
+`;
+
+let dockerProxyPath: string | undefined;
+/** An executable named docker-proxy (a script: the kernel names the process after the file it ran, so its comm is `docker-proxy`). */
+function dockerProxy(): string {
+  if (dockerProxyPath) return dockerProxyPath;
+  const dir = tempDir('cp-docker-proxy-');
+  chmodSync(dir, 0o755);
+  const path = join(dir, 'docker-proxy');
+  writeFileSync(path, DOCKER_PROXY_SCRIPT);
+  chmodSync(path, 0o755);
+  return (dockerProxyPath = path);
+}
+
+/** A TCP listener started with `spawnIn` (a host's or a container's), resolved once it listens; `args` replaces the listener script's arguments (docker-proxy's). */
+async function listenWith(spawnIn: (cmd: string, args: string[]) => ChildProcess, where: string, port: number, addr: string, args?: string[]): Promise<Listener> {
+  const child = spawnIn(process.execPath, args ?? ['-e', LISTENER_SCRIPT, String(port), addr]);
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
   await new Promise<void>((resolve, reject) => {

@@ -81,7 +81,8 @@ export const registerInventory: RegisterCommand = (program: Command, io: CliIO) 
  * One row per instance and protocol, sorted by port, TCP first: a port of
  * the host's own namespace (its addresses joined), or of a container's or
  * pod's (NAMESPACE: its label and container or pod; ADDRESSES: where it
- * listens inside, and the address it is published at, if any); a UDP row's
+ * listens inside, and the address it is published at, if any; a host port
+ * that only forwards to a published container listener says so); a UDP row's
  * port reads `15761/udp`. SERVICE is what the port answers (its canonical
  * names); NAME what people know it by and where that comes from
  * (`db (query)`), `-` for a claimed listener nothing names
@@ -114,7 +115,11 @@ export function formatInventory(snap: InventorySnapshot): string {
     const ready = probed ? [l.readiness ? `${l.readiness.state} (${l.readiness.by})` : '-'] : [];
     const where = spaced ? [namespaceText(l)] : [];
     const bound = ls.map((x) => x.address).join(', ');
-    const addresses = l.namespace ? `${bound} in ${l.namespace.addresses.join(', ') || 'no address'}; ${l.namespace.published ? `published at ${l.namespace.published}` : 'not published'}` : bound;
+    const addresses = l.namespace
+      ? `${bound} in ${l.namespace.addresses.join(', ') || 'no address'}; ${l.namespace.published ? `published at ${l.namespace.published}` : 'not published'}`
+      : l.forwardedTo
+        ? `${bound}; forwards to ${l.forwardedTo.address}:${l.forwardedTo.port} in ${l.forwardedTo.namespace}, published there instead`
+        : bound;
     rows.push([port, l.services.join(',') || '-', ...name, l.version, l.versionSource, l.scheme, ...ready, ...where, addresses]);
   }
   const when = new Date(snap.collectedAtMs).toISOString();
