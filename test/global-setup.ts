@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GENREPORT_ENV, genreportBinary } from './helpers/genreport.js';
+import { defaultStateDirs } from '../src/cluster/state-dir.js';
 import { runTemp } from './helpers/run-temp.js';
 
 /**
@@ -22,7 +23,9 @@ import { runTemp } from './helpers/run-temp.js';
  *   (tests remove what they make: helpers/temp.ts), and then they are
  *   removed, so a run leaves nothing in the temporary directory either way.
  *   Runs of other checkouts on the machine have their own, so the check
- *   sees this run's leftovers only.
+ *   sees this run's leftovers only. The same for a cluster daemon's default
+ *   state directory (/var/lib/canonport, ~/.local/state/canonport): a test
+ *   gives its daemons their own; one the run made fails it, and goes.
  *
  * vitest calls a global setup once per project (the root and each of
  * vitest.config.ts's projects): only the first call does the work.
@@ -54,9 +57,13 @@ function runTempDirs(): () => void {
   const run = runTemp(shmBase ? [tmpdir(), shmBase] : [tmpdir()]);
   process.env.TMPDIR = run.dirs[0];
   if (shmBase) process.env.CANONPORT_TEST_SHM = run.dirs[1];
+  const stateDirs = defaultStateDirs().filter((d) => !existsSync(d));
   return () => {
     try {
+      const made = stateDirs.filter((d) => existsSync(d));
+      for (const d of made) rmSync(d, { recursive: true, force: true });
       run.finish();
+      if (made.length > 0) throw new Error(`a cluster daemon of this run used the machine's default state directory (${made.join(', ')}): give it one of the test's own (--state-dir)`);
     } catch (err) {
       // vitest prints a teardown's error ("error during close") but keeps the exit code: the run fails here.
       process.exitCode = 1;

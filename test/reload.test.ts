@@ -80,7 +80,9 @@ afterAll(async () => {
 });
 
 /** Cluster mode on this host alone: what listens here is published to the test's etcd and read back. */
-const clustered = () => ({ cluster: etcd.url, node: `reload-${++seq}`, advertise: ['127.0.0.1'] });
+// Its state directory the file's own (removed with it), never the machine's default /var/lib/canonport.
+let stateDir: string | undefined;
+const clustered = () => ({ cluster: etcd.url, node: `reload-${++seq}`, advertise: ['127.0.0.1'], stateDir: (stateDir ??= tempDir('canonport-reload-state-')) });
 
 /** The SRV answer for the listening service once the cluster view has it (its target is a node name). */
 async function observedSrv(s: Subject): Promise<string[]> {

@@ -77,6 +77,11 @@ function* snapshotPieces(s: SnapshotSource, sliceEntries = SNAPSHOT_SLICE_ENTRIE
   yield ']}';
 }
 
+/** Where a daemon given no `stateDir` keeps its state, in the order it tries them. */
+export function defaultStateDirs(env: NodeJS.ProcessEnv = process.env): string[] {
+  return [env.STATE_DIRECTORY?.split(':')[0], '/var/lib/canonport', join(env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'canonport')].filter((d): d is string => !!d);
+}
+
 /**
  * The directory to use: the setting, else systemd's $STATE_DIRECTORY
  * (`StateDirectory=canonport`), else /var/lib/canonport, else
@@ -84,9 +89,7 @@ function* snapshotPieces(s: SnapshotSource, sliceEntries = SNAPSHOT_SLICE_ENTRIE
  * writable. null when none is (the daemon then runs without one and says so).
  */
 export function chooseStateDir(configured: string | null, env: NodeJS.ProcessEnv = process.env): { dir: string | null; tried: string[] } {
-  const candidates = configured
-    ? [configured]
-    : [env.STATE_DIRECTORY?.split(':')[0], '/var/lib/canonport', join(env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'canonport')].filter((d): d is string => !!d);
+  const candidates = configured ? [configured] : defaultStateDirs(env);
   const tried: string[] = [];
   for (const dir of candidates) {
     try {
