@@ -455,12 +455,17 @@ export class HostInventory implements InventoryProvider {
     if (changed) this.publish(snap);
     this.latest = snap;
     this.lastInputs = { read, observed: observed !== undefined, registry, key: this.inputsKey(), sinceMs: collectedAtMs, nextProbeAtMs: eligible.size > this.probed.size ? collectedAtMs : nextProbeAtMs };
+    this.notify(snap, changed);
+    return snap;
+  }
+
+  /** Hands a snapshot to the onSnapshot hook; a hook that throws is logged, never the scan's failure. */
+  private notify(snap: InventorySnapshot, changed: boolean): void {
     try {
       this.opts.onSnapshot?.(snap, changed);
     } catch (err) {
       this.logger.error({ err }, 'inventory onSnapshot hook threw');
     }
-    return snap;
   }
 
   /** Scans that remade the snapshot (not quietScan()'s): tests and diagnostics. */
@@ -491,11 +496,7 @@ export class HostInventory implements InventoryProvider {
     if (this.inputsKey() !== last.key) return undefined;
     const snap: InventorySnapshot = { ...latest, collectedAtMs: nowMs };
     this.latest = snap;
-    try {
-      this.opts.onSnapshot?.(snap, false);
-    } catch (err) {
-      this.logger.error({ err }, 'inventory onSnapshot hook threw');
-    }
+    this.notify(snap, false);
     return snap;
   }
 
@@ -663,12 +664,8 @@ export class HostInventory implements InventoryProvider {
     if (!last) return;
     const snap: InventorySnapshot = { ...last, listeners: this.decorate(this.base) };
     this.latest = snap;
-    try {
-      // A verdict or a drain: a change by definition.
-      this.opts.onSnapshot?.(snap, true);
-    } catch (err) {
-      this.logger.error({ err }, 'inventory onSnapshot hook threw');
-    }
+    // A verdict or a drain: a change by definition.
+    this.notify(snap, true);
   }
 
   /** True when instance `key` should be asked now: never asked, asked about other sockets or another path, or the answer is old. */
