@@ -348,7 +348,10 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
             inC('addr', 'add', `${caddr}/32`, 'dev', 'eth0');
             inC('route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
             inC('route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
-            run('sysctl', ['-qw', `net.ipv4.conf.${veth}.proxy_arp=1`]);
+            // As Calico's CNI plugin does: without proxy_delay=0 the kernel answers the container's ARP for its gateway
+            // after a random wait of up to neigh.default.proxy_delay (0.8 s), so every first packet out of a new pod
+            // (a readiness probe's SYN-ACK, the daemon's first answer) waits that long.
+            run('sysctl', ['-qw', `net.ipv4.conf.${veth}.proxy_arp=1`, `net.ipv4.neigh.${veth}.proxy_delay=0`]);
             run('ip', ['route', 'add', `${caddr}/32`, 'dev', veth]);
           } else {
             // Docker's default bridge: a bridge in the host with the first address, the container on it; no other host routes to it.
