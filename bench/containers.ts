@@ -157,16 +157,10 @@ export async function runContainersBench(o: ContainersBenchOptions, progress: (m
       const c = await hostA.addContainer!();
       await new Promise((res) => setTimeout(res, Math.random() * 1000));
       const l = await c.listen(api);
-      const started = performance.now();
-      for (;;) {
-        if ((await listed()) > 0) break;
-        if (performance.now() - started > 15_000) throw new Error('a container listener never reached host B');
-        await new Promise((res) => setTimeout(res, 10));
-      }
-      samples.push(performance.now() - started);
+      samples.push(await untilListed(listed, 'a container listener'));
       await l.stop();
       await c.stop();
-      for (const deadline = performance.now() + 15_000; (await listed()) > 0 && performance.now() < deadline; ) await new Promise((res) => setTimeout(res, 50));
+      await untilGone(listed);
     }
     samples.sort((x, y) => x - y);
     r.convergence = { p50: percentile(samples, 50), p99: percentile(samples, 99), n: samples.length };
@@ -227,21 +221,30 @@ async function lateBinds(host: Host, listed: () => Promise<number>, port: number
     for (const { child } of made) {
       child.stdin!.write('bind\n');
       await lineFrom(child, 'listening');
-      const started = performance.now();
-      for (;;) {
-        if ((await listed()) > 0) break;
-        if (performance.now() - started > 15_000) throw new Error('a late listener never reached host B');
-        await new Promise((res) => setTimeout(res, 10));
-      }
-      samples.push(performance.now() - started);
+      samples.push(await untilListed(listed, 'a late listener'));
       child.kill('SIGTERM');
-      for (const deadline = performance.now() + 15_000; (await listed()) > 0 && performance.now() < deadline; ) await new Promise((res) => setTimeout(res, 50));
+      await untilGone(listed);
     }
     samples.sort((x, y) => x - y);
     return { p50: percentile(samples, 50), p99: percentile(samples, 99), n: samples.length };
   } finally {
     for (const { c } of made) await c.stop();
   }
+}
+
+/** Milliseconds from now until host B's answer lists host A's instance (asked every 10 ms); throws past 15 s. */
+async function untilListed(listed: () => Promise<number>, what: string): Promise<number> {
+  const started = performance.now();
+  while ((await listed()) === 0) {
+    if (performance.now() - started > 15_000) throw new Error(`${what} never reached host B`);
+    await new Promise((res) => setTimeout(res, 10));
+  }
+  return performance.now() - started;
+}
+
+/** Until host B's answer no longer lists host A's instance (at most 15 s): the next trial starts from none. */
+async function untilGone(listed: () => Promise<number>): Promise<void> {
+  for (const deadline = performance.now() + 15_000; (await listed()) > 0 && performance.now() < deadline; ) await new Promise((res) => setTimeout(res, 50));
 }
 
 /** Resolves once `child` printed `text` on stdout; rejects if it exits first. */
