@@ -1,16 +1,18 @@
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCidr } from '../src/config/cidr.js';
 import { containerOfCgroup as parseCgroup, parsePodDirectoryEntry, PodDirectory } from '../src/inventory/container.js';
-import { currEstab, EAGER_MS, NamespaceWatcher, processSignal, publishedAddress, startTime, threadCount, type ReadTrigger } from '../src/inventory/namespaces.js';
+import { currEstab, EAGER_MS, NamespaceWatcher, processSignal, publishedAddress, startTime, threadCount, usedSockets, type ReadTrigger } from '../src/inventory/namespaces.js';
 import { parseFibTrie, parseIfInet6 } from '../src/inventory/netns-addresses.js';
 import { HostInventory } from '../src/inventory/inventory.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { parseRegistry } from '../src/registry/load.js';
 import { base32Port } from '../src/scheme/index.js';
 import { createHostNet, type Container, type Host, type HostNet } from './helpers/netns.js';
+import { requireTool } from './helpers/tools.js';
 
 /**
  * The parts of src/inventory/namespaces.ts, container.ts and
@@ -125,6 +127,20 @@ describe('the kernel\'s texts the watcher reads', () => {
     expect(currEstab(snmp)).toBe(7);
     expect(currEstab('')).toBe(0);
     expect(startTime('123 (a b) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10')).toBe(98765);
+  });
+
+  it('a namespace\'s count of all its sockets from sockstat\'s first line; per namespace (a new one has none)', () => {
+    expect(usedSockets('sockets: used 251\nTCP: inuse 68 orphan 15 tw 41 alloc 260 mem 0\n')).toBe('251');
+    expect(usedSockets('TCP: inuse 68 orphan 15 tw 41 alloc 260 mem 0\n')).toBeUndefined();
+    expect(Number(usedSockets(readFileSync('/proc/self/net/sockstat', 'latin1')))).toBeGreaterThan(0);
+    requireTool('ip', 'iproute2');
+    const ns = `cp-used-${process.pid}`;
+    execFileSync('ip', ['netns', 'add', ns]);
+    try {
+      expect(usedSockets(execFileSync('ip', ['netns', 'exec', ns, 'cat', '/proc/net/sockstat'], { encoding: 'latin1' }))).toBe('0');
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
   });
 
   it('the last PID and the host\'s thread count from /proc/loadavg, as the kernel prints it', () => {

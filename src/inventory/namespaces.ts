@@ -44,9 +44,10 @@ import { readListeningSockets, type ListeningSocket } from './procnet.js';
  *   watched with inotify, list `/proc` at the next scan whatever the PIDs say.
  * - Sockets: a namespace is read when it appears, when a new process
  *   starts in it, and when its socket counters change (`net/sockstat`,
- *   `sockstat6`: TCP and UDP sockets in use, through descriptors kept open,
- *   a pread each; when they moved, `net/snmp`'s CurrEstab, so connections
- *   coming and going do not count). The counters are looked at only when
+ *   `sockstat6`: TCP and UDP sockets in use, through descriptors kept open;
+ *   first sockstat's count of all its sockets, one pread, and the rest only
+ *   when that moved or every UNGATED_EVERY scans; when they moved,
+ *   `net/snmp`'s CurrEstab, so connections coming and going do not count). The counters are looked at only when
  *   the host's TCP socket allocation count (global, one read) moved, or
  *   every UNGATED_EVERY scans (a UDP socket does not move it); then every
  *   namespace's, stable or not: a listener a process that has run for a
@@ -142,6 +143,8 @@ interface Space {
   fingerprint: string;
   /** sockstat and sockstat6 as last read: unchanged, nothing else is read. */
   rawCounters: string;
+  /** sockstat's `sockets: used` as last read. */
+  used: string | undefined;
   /** Watched closely until then (a process started in it). */
   eagerUntilMs: number;
   trigger: ReadTrigger | undefined;
@@ -253,13 +256,14 @@ export class NamespaceWatcher {
     const alloc = this.allocCount();
     const gate = alloc === undefined || alloc !== this.lastAlloc || this.scans % UNGATED_EVERY === 0;
     this.lastAlloc = alloc ?? '';
+    const thorough = this.scans % UNGATED_EVERY === 0;
     this.scans++;
     const due: Space[] = [];
     for (const s of this.spaces.values()) {
       if (!s.read) s.trigger ??= 'new';
       else if (gate && s.trigger === undefined) {
         this.work.counterChecks++;
-        if (this.fingerprint(s) !== s.fingerprint) s.trigger = 'counters';
+        if (this.fingerprint(s, thorough) !== s.fingerprint) s.trigger = 'counters';
       }
       if (s.trigger && now - s.lastReadMs >= s.gapMs) due.push(s);
     }
@@ -428,7 +432,7 @@ export class NamespaceWatcher {
       this.capLogged = true;
       return 'same';
     }
-    this.spaces.set(id, { id, pid, label: '', container: undefined, addresses: [], sockets: [], fds: [], fingerprint: '', rawCounters: '', eagerUntilMs: this.now() + EAGER_MS, trigger: 'new', lastReadMs: Number.NEGATIVE_INFINITY, gapMs: 0, read: false });
+    this.spaces.set(id, { id, pid, label: '', container: undefined, addresses: [], sockets: [], fds: [], fingerprint: '', rawCounters: '', used: undefined, eagerUntilMs: this.now() + EAGER_MS, trigger: 'new', lastReadMs: Number.NEGATIVE_INFINITY, gapMs: 0, read: false });
     return 'new-namespace';
   }
 
@@ -453,11 +457,17 @@ export class NamespaceWatcher {
 
   /**
    * Its socket counters: TCP and UDP sockets in use, less the established
-   * connections. sockstat and sockstat6 first (two preads); net/snmp only
-   * when they moved.
+   * connections. sockstat's `sockets: used` first (one pread: every socket
+   * of the namespace, any family, so a TCP6 listener moves it too): the
+   * same count, the same fingerprint. Otherwise, and when `thorough` (every
+   * UNGATED_EVERY scans: a socket opened while another closed leaves that
+   * count as it was), sockstat6 too; net/snmp only when those moved.
    */
-  private fingerprint(s: Space): string {
+  private fingerprint(s: Space, thorough = false): string {
     const sockstat = this.pread(s.fds[0] ?? -1) ?? '';
+    const used = usedSockets(sockstat);
+    if (!thorough && used !== undefined && used === s.used && s.fingerprint !== '') return s.fingerprint;
+    s.used = used;
     const sockstat6 = this.pread(s.fds[1] ?? -1) ?? '';
     const raw = `${/^TCP: inuse (\d+)/m.exec(sockstat)?.[1]}/${/^UDP: inuse (\d+)/m.exec(sockstat)?.[1]}/${/^TCP6: inuse (\d+)/m.exec(sockstat6)?.[1]}/${/^UDP6: inuse (\d+)/m.exec(sockstat6)?.[1]}`;
     if (raw === s.rawCounters && s.fingerprint !== '') return s.fingerprint;
@@ -645,6 +655,13 @@ export function processSignal(loadavg: string | undefined): string | undefined {
 /** `/proc/loadavg`'s count of the host's threads (`running/total`'s total: every PID namespace's): it moves when one ends. */
 export function threadCount(loadavg: string | undefined): string | undefined {
   return loadavg?.trim().split(/\s+/)[3]?.split('/')[1];
+}
+
+/** sockstat's first line, `sockets: used N`: every socket of the namespace (per namespace since Linux 4.16). */
+export function usedSockets(sockstat: string): string | undefined {
+  if (!sockstat.startsWith('sockets: used ')) return undefined;
+  const end = sockstat.indexOf('\n');
+  return sockstat.slice(14, end < 0 ? undefined : end);
 }
 
 /** `CurrEstab` from net/snmp's two `Tcp:` lines (names, then values); 0 when absent. */
