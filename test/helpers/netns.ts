@@ -433,6 +433,13 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
               if (stopped) return;
               stopped = true;
               await Promise.all([...proxies.map((p) => p.stop()), ...[...mine].map((p) => stopChild(p))]);
+              // The veth first: a namespace goes only once nothing holds it (a daemon's kept /proc descriptors do), and its
+              // address may be given again at once, route and all.
+              try {
+                run('ip', ['link', 'del', veth]);
+              } catch {
+                // already gone
+              }
               try {
                 ip('netns', 'del', cns);
               } catch {
