@@ -219,6 +219,8 @@ async function lateBinds(host: Host, listed: () => Promise<number>, port: number
     await new Promise((res) => setTimeout(res, LATE_SETTLE_MS));
     const samples: number[] = [];
     for (const { child } of made) {
+      // Out of step with the scans (a trial starts once the last one's removal was seen, just after a scan).
+      await new Promise((res) => setTimeout(res, Math.random() * 1000));
       child.stdin!.write('bind\n');
       await lineFrom(child, 'listening');
       samples.push(await untilListed(listed, 'a late listener'));
