@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import { ConnectionGate } from '../net/gate.js';
 import { RCODE_BADVERS } from './message.js';
 import type { MaybePromise } from './pipeline.js';
-import { errorReply, finishReply, formerrReply, notImplementedReply } from './reply.js';
+import { errorReply, finishReply, formerrReply, notImplementedReply, type Truncation } from './reply.js';
 import { requestKey, ServerRequest, type DnsReply, type DnsRequest, type Transport } from './request.js';
 import { HEADER_SIZE, parseHeader, parseQuery, readU16, WireError, type Query } from './wire.js';
 
@@ -391,14 +391,18 @@ export class DnsServer {
     return errorReply(req, rcode);
   }
 
+  /** finishReply's onTruncate: one function for every query, not a closure made per answer. */
+  private readonly truncated = (why: Truncation): void => this.o.metrics.dnsTruncated.inc({ reason: why });
+
   /** The reply finished for this client (reply.ts), counted, and logged at the configured rate. */
   private finish(req: DnsRequest, started: number, reply: DnsReply): Buffer {
     const { query: q, transport } = req;
-    const out = finishReply(req, reply, (why) => this.o.metrics.dnsTruncated.inc({ reason: why }));
+    const out = finishReply(req, reply, this.truncated);
     this.count(q.qtype, reply.rcode, reply.source, transport, started);
-    if (this.warming) return out;
+    // Read during the warm-up too (only the log line is left out): a call V8 never saw before ready would
+    // deoptimize the whole path at the first real query (--trace-deopt: "insufficient type feedback").
     const rate = this.o.queryLogRate();
-    if (rate > 0 && Math.random() < rate) {
+    if (rate > 0 && !this.warming && Math.random() < rate) {
       this.o.logger.info(
         { event: 'query', name: q.qname, qtype: q.qtype, client: req.client.address, rcode: reply.rcode, source: reply.source, transport, ms: +(this.now() - started).toFixed(3) },
         'query',
