@@ -432,7 +432,7 @@ export class DnsServer {
  * came from, a literal: handed back at once. Anything else goes to
  * dns.lookup as before.
  */
-function literalLookup(hostname: string, options: dns.LookupOneOptions, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+export function literalLookup(hostname: string, options: dns.LookupOneOptions, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
   const family = net.isIP(hostname);
   if (family === 0) dns.lookup(hostname, options, callback);
   else callback(null, hostname, family);
