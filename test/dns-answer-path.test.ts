@@ -10,6 +10,7 @@ import { EDNS_SIZE } from '../src/dns/upstream.js';
 import { warmUpQueries } from '../src/dns/warm-up.js';
 import { HEADER_SIZE, parseQuery, readU16, type Query } from '../src/dns/wire.js';
 import { buildQuery, parseMessage, rawUdp, T } from './helpers/dns-wire.js';
+import { prng } from './helpers/fuzz.js';
 
 /**
  * The answer path every query takes (issue 24): finishReply writes the
@@ -51,18 +52,6 @@ function referenceFinishReply(req: Pick<DnsRequest, 'query' | 'raw' | 'transport
   return out;
 }
 
-/** A seeded generator (mulberry32): the same cases on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Random letter case, as a resolver using 0x20 asks. */
 function mixCase(name: string, r: () => number): string {
   return [...name].map((c) => (r() < 0.5 ? c.toUpperCase() : c)).join('');
@@ -70,7 +59,7 @@ function mixCase(name: string, r: () => number): string {
 
 describe('finishReply', () => {
   it('gives the same octets and the same truncation as the encoder before it, over names, types, EDNS sizes, DO, rcodes, transports and rights', () => {
-    const r = rng(24);
+    const r = prng(24);
     const pick = <X>(xs: readonly X[]): X => xs[Math.floor(r() * xs.length)]!;
     const types = [T.SRV, T.A, T.AAAA, T.TXT, T.SOA, T.NS, T.PTR, T.ANY];
     let cases = 0;
