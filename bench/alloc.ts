@@ -16,6 +16,11 @@ import { runScript } from './run-script.js';
  * do not depend on how loaded the machine is.
  *
  *   node dist-bench/bench/alloc.js [REPO] [--seconds 5] [--qps 3000]
+ *
+ * ALLOC_TOP=N lists N sites (default 12); ALLOC_CALLERS=1 names each
+ * site's caller too (a built-in such as `Map` or `(V8 API)` says nothing
+ * alone); `node --no-turbo-inlining` charges each function its own bytes
+ * rather than the one it was inlined into.
  */
 
 interface ProfileNode {
