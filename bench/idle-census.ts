@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLab, type Lab } from '../test/helpers/cluster-lab.js';
@@ -8,7 +8,7 @@ import { REPO, startServe, type ServeProcess } from '../test/helpers/serve-proce
 import { stopChild } from '../test/helpers/child.js';
 import { launcherSettings } from '../test/helpers/launcher.js';
 import { runScript } from './run-script.js';
-import { idleRegistry, idleServices, sampleProcess } from './idle.js';
+import { gcBetween, idleRegistry, idleServices, metricsIn, sampleProcess } from './idle.js';
 
 /**
  * What wakes an idle cluster daemon, timer by timer (issue 24): each
@@ -26,6 +26,9 @@ import { idleRegistry, idleServices, sampleProcess } from './idle.js';
  * `--strace`: no census; the window's system calls of each daemon
  * (`strace -f -c`), beside its garbage collections over the window (its
  * /metrics: prom-client's nodejs_gc_duration_seconds, by kind).
+ * `--trace-gc DIR`: no census; each daemon runs with `--trace-gc
+ * --trace-gc-nvp` (every collection with the bytes allocated since the last
+ * one), its stdout in DIR/<n>.gc.txt: the idle allocation rate.
  * `--windows N`: no census; N windows of `--seconds` one after another,
  * each daemon's CPU, context switches and garbage collections in each
  * (how the idle cost moves from start to steady state: V8's memory reducer
@@ -46,18 +49,6 @@ interface CensusRow {
   perSecond: number;
 }
 
-/** The daemon's garbage collections so far, by kind (count, seconds), from its /metrics (the bench's port 13656). */
-async function gcOf(host: Host): Promise<Record<string, { count: number; seconds: number }>> {
-  const res = await host.exec('curl', ['-sf', '--max-time', '20', 'http://127.0.0.1:13656/metrics']);
-  const out: Record<string, { count: number; seconds: number }> = {};
-  for (const m of res.stdout.matchAll(/^canonport_nodejs_gc_duration_seconds_(count|sum)\{kind="(\w+)"\}\s+(\S+)/gm)) {
-    const k = (out[m[2]!] ??= { count: 0, seconds: 0 });
-    if (m[1] === 'count') k.count = Number(m[3]);
-    else k.seconds = Number(m[3]);
-  }
-  return out;
-}
-
 async function main(): Promise<void> {
   const seconds = Number(arg('--seconds') ?? 60);
   const settle = Number(arg('--settle') ?? 20);
@@ -66,7 +57,8 @@ async function main(): Promise<void> {
   const profDir = arg('--cpu-prof');
   const strace = process.argv.includes('--strace');
   const windows = Number(arg('--windows') ?? 0);
-  const plain = profDir !== undefined || strace || windows > 0;
+  const gcDir = arg('--trace-gc');
+  const plain = profDir !== undefined || strace || windows > 0 || gcDir !== undefined;
   const census = join(REPO, 'bench', 'timer-census.cjs');
   const launch = launcherSettings();
   const work = mkdtempSync(join(tmpdir(), 'idle-census-'));
@@ -95,7 +87,13 @@ async function main(): Promise<void> {
         spawn: (node, argv, o) =>
           profDir
             ? host.spawn(node, [...launch.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${join(profDir, String(i))}`, join(r.repo, 'bin', 'canonport.js'), ...argv.slice(1)], { ...o, cwd: r.repo })
-            : host.spawn(join(r.repo, 'bin', 'canonport.js'), argv.slice(1), { ...o, cwd: r.repo }),
+            : gcDir
+              ? host.spawn(node, [...launch.nodeArgs, '--trace-gc', '--trace-gc-nvp', join(r.repo, 'bin', 'canonport.js'), ...argv.slice(1)], {
+                  ...o,
+                  cwd: r.repo,
+                  stdio: ['ignore', openSync(join(gcDir, `${i}.gc.txt`), 'w'), 'pipe'],
+                })
+              : host.spawn(join(r.repo, 'bin', 'canonport.js'), argv.slice(1), { ...o, cwd: r.repo }),
         readyMs: 60_000,
       });
       stops.push(() => d.stop());
@@ -103,38 +101,31 @@ async function main(): Promise<void> {
     }
     process.stderr.write(`settling ${settle} s, then a census of ${seconds} s\n`);
     await new Promise((res) => setTimeout(res, settle * 1000));
-    // The first signal starts the window (the counts since start are dropped), the second ends it.
     if (windows > 0) {
       console.log(`| since start, s | ${daemons.map((x) => `${x.label}: % of a core, wake-ups/s, GCs (ms)`).join(' | ')} |`);
       console.log(`| --- | ${daemons.map(() => '---').join(' | ')} |`);
-      let gcB = await Promise.all(daemons.map((x) => gcOf(x.host)));
+      let gcB = await Promise.all(daemons.map((x) => metricsIn(x.host)));
       let b = daemons.map((x) => sampleProcess(x.d.pid));
       let t = performance.now();
       const start = t - settle * 1000;
       for (let w = 0; w < windows; w++) {
         await new Promise((res) => setTimeout(res, seconds * 1000));
-        const gcA = await Promise.all(daemons.map((x) => gcOf(x.host)));
+        const gcA = await Promise.all(daemons.map((x) => metricsIn(x.host)));
         const a = daemons.map((x) => sampleProcess(x.d.pid));
         const now = performance.now();
         const el = (now - t) / 1000;
         const cells = daemons.map((_, i) => {
-          const gc = Object.keys(gcA[i]!)
-            .map((kind) => {
-              const n = gcA[i]![kind]!.count - (gcB[i]![kind]?.count ?? 0);
-              const ms = (gcA[i]![kind]!.seconds - (gcB[i]![kind]?.seconds ?? 0)) * 1000;
-              return n > 0 ? `${kind} ${n} (${ms.toFixed(1)})` : '';
-            })
-            .filter(Boolean)
-            .join(', ');
-          return `${(((a[i]!.ticks - b[i]!.ticks) / 100 / el) * 100).toFixed(3)} %, ${((a[i]!.mainSwitches - b[i]!.mainSwitches) / el).toFixed(1)}/s, ${gc || 'no GC'}`;
+          const gc = gcBetween(gcB[i]!, gcA[i]!);
+          return `${(((a[i]!.ticks - b[i]!.ticks) / 100 / el) * 100).toFixed(3)} %, ${((a[i]!.mainSwitches - b[i]!.mainSwitches) / el).toFixed(1)}/s, ${gc}`;
         });
         console.log(`| ${((t - start) / 1000).toFixed(0)}–${((now - start) / 1000).toFixed(0)} | ${cells.join(' | ')} |`);
         [gcB, b, t] = [gcA, a, now];
       }
       return;
     }
+    // The first signal starts the census's window (the counts since start are dropped), the second ends it.
     if (!plain) for (const x of daemons) process.kill(x.d.pid, 'SIGUSR2');
-    const gcBefore = await Promise.all(daemons.map((x) => gcOf(x.host)));
+    const gcBefore = await Promise.all(daemons.map((x) => metricsIn(x.host)));
     const traces = strace ? daemons.map((x, i) => spawn('strace', ['-f', '-c', '-o', join(work, `strace-${i}.txt`), '-p', String(x.d.pid)], { stdio: 'ignore' })) : [];
     const before = daemons.map((x) => sampleProcess(x.d.pid));
     const t0 = performance.now();
@@ -142,17 +133,11 @@ async function main(): Promise<void> {
     const elapsed = (performance.now() - t0) / 1000;
     const after = daemons.map((x) => sampleProcess(x.d.pid));
     await Promise.all(traces.map((t) => new Promise((res) => (t.once('exit', res), t.kill('SIGINT')))));
-    const gcAfter = await Promise.all(daemons.map((x) => gcOf(x.host)));
+    const gcAfter = await Promise.all(daemons.map((x) => metricsIn(x.host)));
     for (const [i, x] of daemons.entries()) {
       const switches = (after[i]!.mainSwitches - before[i]!.mainSwitches) / elapsed;
       const cpuPct = ((after[i]!.ticks - before[i]!.ticks) / 100 / elapsed) * 100;
-      const gc = Object.keys(gcAfter[i]!)
-        .map((kind) => {
-          const a = gcAfter[i]![kind]!;
-          const b = gcBefore[i]![kind] ?? { count: 0, seconds: 0 };
-          return `${kind} ${a.count - b.count} (${((a.seconds - b.seconds) * 1000).toFixed(1)} ms)`;
-        })
-        .join(', ');
+      const gc = gcBetween(gcBefore[i]!, gcAfter[i]!);
       if (plain) console.log(`${x.label}: ${switches.toFixed(2)} context switches/s (main thread), ${cpuPct.toFixed(3)} % of a core${profDir ? ' with the profiler on' : strace ? ' under strace' : ''}, over ${elapsed.toFixed(0)} s; garbage collections: ${gc}`);
       if (strace) console.log(readFileSync(join(work, `strace-${i}.txt`), 'utf8'));
     }
