@@ -32,9 +32,11 @@ import { CANONPORT_VERSION } from '../version.js';
  * is a write and a read, not a handshake.
  *
  * Cost (issue 24's idle budget): one probe per listener per interval
- * however many clients ask (probes are driven by this class's timer, never
- * by queries), sent in rounds: one timer per interval, with jitter on the
- * round, sends every due probe together, so the replies come back close
+ * however many clients ask (probes are driven by timers, never by
+ * queries), sent in rounds: one per interval, on the inventory scan's
+ * tick when the interval is at least the scan's (o.ticker: one wake-up does
+ * both), else on a timer of its own with jitter on the round, sends every
+ * due probe together, so the replies come back close
  * together and the daemon wakes a few times per interval, not twice per
  * listener (docs/performance.md: 18 wake-ups a second for 20 listeners
  * answered by one process, 41 for 200, where a timer each gave 41 and
