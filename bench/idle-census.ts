@@ -7,7 +7,7 @@ import type { Host } from '../test/helpers/netns.js';
 import { REPO, startServe, type ServeProcess } from '../test/helpers/serve-process.js';
 import { stopChild } from '../test/helpers/child.js';
 import { launcherSettings } from '../test/helpers/launcher.js';
-import { runScript } from './run-script.js';
+import { arg, runScript } from './run-script.js';
 import { gcBetween, idleRegistry, idleServices, metricsIn, sampleProcess } from './idle.js';
 
 /**
@@ -37,11 +37,6 @@ import { gcBetween, idleRegistry, idleServices, metricsIn, sampleProcess } from 
  * The census costs far more CPU than what it counts: CPU figures of these
  * daemons mean nothing; take them from `--only idle`.
  */
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
 interface CensusRow {
   site: string;
