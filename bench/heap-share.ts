@@ -68,8 +68,8 @@ export interface Share {
   closures: number;
 }
 
-/** Attributes a snapshot's live objects to scripts' groups; the rest by node type. */
-export function attribute(s: Snapshot): { shares: Share[]; rest: Map<string, number>; total: number } {
+/** A snapshot's flat arrays as nodes and edges: node i's fields at i * nf, its edges from first[i] to first[i + 1]. */
+function reader(s: Snapshot) {
   const meta = s.snapshot.meta;
   const nf = meta.node_fields.length;
   const ef = meta.edge_fields.length;
@@ -82,6 +82,12 @@ export function attribute(s: Snapshot): { shares: Share[]; rest: Map<string, num
   const type = (i: number) => types[nodes[i * nf]!]!;
   const name = (i: number) => strings[nodes[i * nf + 1]!]!;
   const size = (i: number) => nodes[i * nf + 3]!;
+  return { nf, ef, etypes, edges, strings, n, first, type, name, size };
+}
+
+/** Attributes a snapshot's live objects to scripts' groups; the rest by node type. */
+export function attribute(s: Snapshot): { shares: Share[]; rest: Map<string, number>; total: number } {
+  const { nf, ef, etypes, edges, strings, n, first, type, name, size } = reader(s);
   const named = (i: number): Map<string, number> => {
     const m = new Map<string, number>();
     for (let e = first[i]!; e < first[i + 1]!; e += ef) {
@@ -181,18 +187,7 @@ export interface Retainer {
  * leftovers, histograms, Buffer pools would show as large retainers).
  */
 export function retainers(s: Snapshot, top = 25): { kinds: [string, number, number][]; largest: Retainer[]; total: number } {
-  const meta = s.snapshot.meta;
-  const nf = meta.node_fields.length;
-  const ef = meta.edge_fields.length;
-  const types = meta.node_types[0];
-  const etypes = meta.edge_types[0];
-  const { nodes, edges, strings } = s;
-  const n = nodes.length / nf;
-  const first = new Uint32Array(n + 1);
-  for (let i = 0; i < n; i++) first[i + 1] = first[i]! + nodes[i * nf + 4]! * ef;
-  const type = (i: number) => types[nodes[i * nf]!]!;
-  const name = (i: number) => strings[nodes[i * nf + 1]!]!;
-  const size = (i: number) => nodes[i * nf + 3]!;
+  const { nf, ef, etypes, edges, strings, n, first, type, name, size } = reader(s);
   const strong = (e: number) => etypes[edges[e]!] !== 'weak';
   const edgeName = (e: number) => (['element', 'hidden'].includes(etypes[edges[e]!]!) ? `[${edges[e + 1]}]` : strings[edges[e + 1]!]!);
   // Predecessors over strong edges, and which strings are scripts' sources.
