@@ -36,7 +36,8 @@ export default function setup(): (() => void) | undefined {
   if (g.canonportGlobalSetupDone) return undefined;
   g.canonportGlobalSetupDone = true;
   const root = fileURLToPath(new URL('..', import.meta.url));
-  const buildInfo = join(root, 'node_modules/.cache/canonport/dist.tsbuildinfo');
+  // Named for the lean emit: notes left by a plain tsc build (dist.tsbuildinfo) would take its commented files as current.
+  const buildInfo = join(root, 'node_modules/.cache/canonport/dist-lean.tsbuildinfo');
   if (!existsSync(join(root, 'dist'))) rmSync(buildInfo, { force: true });
   try {
     execFileSync(process.execPath, ['scripts/build.mjs', '--incremental', buildInfo], { cwd: root, stdio: 'pipe' });
