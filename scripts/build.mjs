@@ -7,7 +7,8 @@
 // costs a digest (~30 ms). `npm run build` passes --force.
 //
 // dist/ is current when dist/.source-digest holds the digest of what tsc
-// reads: every file under src/, tsconfig.json, and the TypeScript version.
+// reads: every file under src/, tsconfig.json, and the TypeScript version
+// (and the bundler script, scripts/bundle-ui.mjs).
 // A content digest, not mtimes: a fresh clone or checkout gives every file
 // a new mtime.
 import { createHash } from 'node:crypto';
@@ -15,6 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bundleUi } from './bundle-ui.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DIST = join(ROOT, 'dist');
@@ -30,7 +32,7 @@ export function sourceDigest() {
   const h = createHash('sha256');
   const tsc = JSON.parse(readFileSync(join(ROOT, 'node_modules/typescript/package.json'), 'utf8')).version;
   h.update(`typescript ${tsc}\n`);
-  for (const f of [join(ROOT, 'tsconfig.json'), ...files(join(ROOT, 'src'))]) {
+  for (const f of [join(ROOT, 'tsconfig.json'), join(ROOT, 'scripts/bundle-ui.mjs'), ...files(join(ROOT, 'src'))]) {
     h.update(`${relative(ROOT, f)}\n`);
     h.update(readFileSync(f));
   }
@@ -45,5 +47,8 @@ if (current && !force) {
 } else {
   rmSync(DIST, { recursive: true, force: true });
   execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
+  // The fleet page's scripts as the one script the daemon inlines into the page (when the sources have the page:
+  // test/first-run.test.ts builds a tiny project with this script).
+  if (existsSync(join(DIST, 'ui/client/app.js'))) await bundleUi(DIST);
   writeFileSync(STAMP, `${digest}\n`);
 }

@@ -211,4 +211,10 @@ document.addEventListener('keydown', (e) => {
 // The state choices, in words.
 input('state').innerHTML = `<option value="">any</option>${STATES.map((s) => `<option value="${s}">${STATE_TEXT[s]}</option>`).join('')}`;
 syncForm();
-new Live(new URL('.', location.href).pathname, { document: onDocument, status: onStatus, firstScreenWill: () => onFirstScreen(route) }).start();
+// The document the page came with (page.ts): drawn before anything else is asked of the daemon.
+const inline = $('cp-doc');
+new Live(new URL('.', location.href).pathname, { document: onDocument, status: onStatus }).start({
+  doc: JSON.parse(inline.textContent ?? '{}') as FleetDocument,
+  id: inline.dataset.id ?? '',
+  firstScreen: inline.dataset.firstScreen !== undefined,
+});

@@ -3,8 +3,9 @@ import type { FleetDocument } from '../../fleet/document.js';
 import { applyDiff, type FleetDiff } from './diff.js';
 
 /**
- * Keeps the page's document current: fetches it (`api/fleet`, compressed),
- * then follows `api/events` (Server-Sent Events) and applies each diff.
+ * Keeps the page's document current: starts from the one inlined in the
+ * page (the first screen's at scale: then fetches `api/fleet`), then
+ * follows `api/events` (Server-Sent Events) and applies each diff.
  * Whatever goes wrong (the daemon restarts, a diff for another document, a
  * refused stream, silence past 2.5 heartbeats) ends in the same place:
  * fetch the document again and follow from it, after a backoff that grows
@@ -27,8 +28,16 @@ export interface LiveCallbacks {
    */
   document(doc: FleetDocument, id: string, firstScreen?: boolean): void;
   status(s: LiveStatus): void;
-  /** Whether what the page shows now can be drawn from the first-screen document (asked once, on the first load). */
-  firstScreenWill?(): boolean;
+}
+
+/** Resolves once what the page drew so far has been painted: the frame after the next one is under way. */
+function afterPaint(): Promise<void> {
+  return new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+}
+
+/** For the bench: when the whole document was there, parsed (app.ts marks the render). */
+function documentMark(): void {
+  if (performance.getEntriesByName('cp-document').length === 0) performance.mark('cp-document');
 }
 
 /** The daemon's heartbeat (events.ts): silence for 2.5 of them means the stream is dead even if the socket says nothing. */
@@ -52,8 +61,26 @@ export class Live {
     private readonly on: LiveCallbacks,
   ) {}
 
-  start(): void {
-    void this.resync();
+  /**
+   * Starts from the document the page came with (page.ts inlines it: the
+   * first screen's, or the whole one when the fleet fits in it), drawn at
+   * once; then fetches the whole one if that was only the first screen,
+   * and follows changes. Without one, fetches it.
+   */
+  start(inline?: { doc: FleetDocument; id: string; firstScreen: boolean }): void {
+    if (!inline) return void this.resync();
+    this.on.document(inline.doc, inline.id, inline.firstScreen);
+    if (inline.firstScreen) {
+      // The whole document is asked for now, but read (megabytes of JSON to parse at 1,000 hosts, on the one
+      // thread that also paints) only once the first screen is on the screen.
+      const whole = fetch(`${this.base}api/fleet`, { cache: 'no-store' });
+      whole.catch(() => undefined);
+      return void afterPaint().then(() => this.resync(whole));
+    }
+    documentMark();
+    this.doc = inline.doc;
+    this.id = inline.id;
+    this.follow();
   }
 
   stop(): void {
@@ -63,28 +90,15 @@ export class Live {
     window.clearTimeout(this.silenceTimer);
   }
 
-  /**
-   * Fetches the whole document, then follows changes from it. The first
-   * load of a view the first screen can draw asks for that first (page.ts
-   * preloads it): the daemon answers the whole document when the fleet fits
-   * in it, else the first screen, drawn while the whole one downloads.
-   */
-  private async resync(): Promise<void> {
+  /** Fetches the whole document (or reads `asked`, its fetch under way), then follows changes from it. */
+  private async resync(asked?: Promise<Response>): Promise<void> {
     this.es?.close();
     this.es = undefined;
     if (this.stopped) return;
     if (this.offlineSince === undefined) this.on.status({ kind: 'connecting' });
     let res: Response;
     try {
-      const first = this.doc === undefined && this.on.firstScreenWill?.() === true;
-      res = await fetch(`${this.base}api/fleet${first ? '/first' : ''}`, { cache: 'no-store' });
-      if (first && res.ok && res.headers.get('X-Canonport-Fleet-Part') === 'first-screen') {
-        const whole = fetch(`${this.base}api/fleet`, { cache: 'no-store' });
-        // Awaited below; until then, a rejection is not an unhandled one.
-        whole.catch(() => undefined);
-        await this.firstScreen(res);
-        res = await whole;
-      }
+      res = await (asked ?? fetch(`${this.base}api/fleet`, { cache: 'no-store' }));
     } catch (err) {
       return this.offline(`the daemon cannot be reached (${(err as Error).message})`);
     }
@@ -96,27 +110,11 @@ export class Live {
     } catch (err) {
       return this.offline(`the daemon's answer was cut or unreadable (${(err as Error).message})`);
     }
-    // For the bench: when the document arrived and was parsed (app.ts marks the render).
-    if (performance.getEntriesByName('cp-document').length === 0) performance.mark('cp-document');
+    documentMark();
     this.doc = doc;
     this.id = id;
     this.on.document(doc, id);
     this.follow();
-  }
-
-  /**
-   * The first load's first screen: at 1,000 hosts the whole document is
-   * megabytes to download and parse, the first screen a tenth of it. A
-   * failure here is left to the whole document's fetch, under way.
-   */
-  private async firstScreen(res: Response): Promise<void> {
-    try {
-      const id = res.headers.get('X-Canonport-Fleet-Id') ?? '';
-      const doc = (await res.json()) as FleetDocument;
-      this.on.document(doc, id, true);
-    } catch {
-      // The whole document follows.
-    }
   }
 
   private follow(): void {
