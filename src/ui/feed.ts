@@ -181,8 +181,9 @@ export class FleetFeed {
       this.dirty = false;
       const startedAt = Date.now();
       try {
-        const encoded = encodeDocument(await this.source.read());
         const prev = this.current;
+        // What the source left as it was keeps its JSON from the document before (diff.ts encodeDocument).
+        const encoded = encodeDocument(await this.source.read(), prev?.encoded);
         const id = `${this.epoch}-${this.seq + 1}`;
         const diff = prev ? diffDocuments(prev.encoded, encoded, prev.id, id) : null;
         // The same document again (a change undone, a rebuild that found nothing new): nothing to publish.
