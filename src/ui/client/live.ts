@@ -1,6 +1,7 @@
 /// <reference lib="dom" />
 import type { FleetDocument } from '../../fleet/document.js';
 import { applyDiff, type FleetDiff } from './diff.js';
+import { MATRIX_TIMING } from './render.js';
 
 /**
  * Keeps the page's document current: starts from the one inlined in the
@@ -24,15 +25,40 @@ export interface LiveCallbacks {
   /**
    * A new document (the first, or one a diff made); `firstScreen`: the
    * first-screen document (diff.ts firstScreenJson), drawn while the whole
-   * one loads, which always follows.
+   * one loads, which always follows. Returns whether it drew the matrix
+   * (the whole document is then read once that is on the screen).
    */
-  document(doc: FleetDocument, id: string, firstScreen?: boolean): void;
+  document(doc: FleetDocument, id: string, firstScreen?: boolean): boolean | void;
   status(s: LiveStatus): void;
 }
 
-/** Resolves once what the page drew so far has been painted: the frame after the next one is under way. */
+/** A browser that reports no paint (no Element Timing) is given this long for the first screen's. */
+const PAINT_WAIT_MS = 1000;
+
+/**
+ * Resolves once the matrix drawn is on the screen, as the browser reports
+ * it (Element Timing of render.ts MATRIX_TIMING): work on this thread
+ * before it (parsing megabytes of JSON) would hold the paint back, and a
+ * busy machine presents a frame well after the script drew it. Without
+ * Element Timing (Firefox, Safari): the frame after the next one, at most
+ * PAINT_WAIT_MS.
+ */
 function afterPaint(): Promise<void> {
-  return new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+  return new Promise((resolve) => {
+    const done = () => {
+      observer?.disconnect();
+      window.clearTimeout(timer);
+      resolve();
+    };
+    const timer = window.setTimeout(done, PAINT_WAIT_MS);
+    let observer: PerformanceObserver | undefined;
+    if (PerformanceObserver.supportedEntryTypes?.includes('element')) {
+      observer = new PerformanceObserver((list) => {
+        if (list.getEntries().some((e) => (e as PerformanceEntry & { identifier?: string }).identifier === MATRIX_TIMING)) done();
+      });
+      observer.observe({ type: 'element', buffered: true });
+    } else requestAnimationFrame(() => requestAnimationFrame(() => window.setTimeout(done, 0)));
+  });
 }
 
 /** For the bench: when the whole document was there, parsed (app.ts marks the render). */
@@ -69,13 +95,13 @@ export class Live {
    */
   start(inline?: { doc: FleetDocument; id: string; firstScreen: boolean }): void {
     if (!inline) return void this.resync();
-    this.on.document(inline.doc, inline.id, inline.firstScreen);
+    const drawn = this.on.document(inline.doc, inline.id, inline.firstScreen) === true;
     if (inline.firstScreen) {
       // The whole document is asked for now, but read (megabytes of JSON to parse at 1,000 hosts, on the one
       // thread that also paints) only once the first screen is on the screen.
       const whole = fetch(`${this.base}api/fleet`, { cache: 'no-store' });
       whole.catch(() => undefined);
-      return void afterPaint().then(() => this.resync(whole));
+      return void (drawn ? afterPaint() : Promise.resolve()).then(() => this.resync(whole));
     }
     documentMark();
     this.doc = inline.doc;
