@@ -39,7 +39,13 @@ export const FIXED_INVENTORY: InventorySnapshot = {
 
 export function testDaemon(
   registryYaml: string,
-  opts: { inventory?: InventoryProvider; addresses?: (registry: () => Registry) => AddressResolver; ready?: boolean } = {},
+  opts: {
+    inventory?: InventoryProvider;
+    addresses?: (registry: () => Registry) => AddressResolver;
+    ready?: boolean;
+    /** Defaults to a Metrics without the process series; a test of /metrics passes one with them. */
+    metrics?: Metrics;
+  } = {},
 ): TestDaemon {
   const stateOf = (text: string): ServingState => {
     const registry = parseRegistry(text, 'test-registry.yaml');
@@ -48,7 +54,7 @@ export function testDaemon(
   let state = stateOf(registryYaml);
   let ready = opts.ready ?? true;
   const events = new EventEmitter<DaemonEvents>();
-  const metrics = new Metrics({ defaultMetrics: false });
+  const metrics = opts.metrics ?? new Metrics({ defaultMetrics: false });
   const discovery = new Discovery({ state: () => state, addresses: opts.addresses?.(() => state.registry) });
   const config = buildConfig({ upstreams: ['127.0.0.1:53'] }, {}, state.registry);
   const ctx: DaemonContext = {

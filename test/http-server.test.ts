@@ -1,41 +1,19 @@
-import { EventEmitter } from 'node:events';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildConfig } from '../src/config/config.js';
 import type { ServingState } from '../src/core/state.js';
 import { Discovery } from '../src/discovery/discovery.js';
-import type { DaemonContext, DaemonEvents } from '../src/context.js';
+import type { DaemonContext } from '../src/context.js';
 import { ErrorCodes } from '../src/errors.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../src/http/server.js';
-import { silentLogger } from '../src/log.js';
 import { Registry } from '../src/registry/registry.js';
+import { testDaemon, type TestDaemon } from './grpc-fixtures.js';
 
-/** A real context: real Metrics and emitter, readiness switchable by the test. */
-function testContext(): { ctx: DaemonContext; setReady(r: boolean): void } {
-  let ready = false;
-  const registry = Registry.empty();
-  const state: ServingState = { registry, zones: ['localhost'] };
-  const config = buildConfig({ upstreams: ['127.0.0.1:53'] }, {}, registry);
-  const events = new EventEmitter<DaemonEvents>();
-  const ctx: DaemonContext = {
-    logger: silentLogger,
-    metrics: new Metrics(),
-    config: () => config,
-    state: () => state,
-    discovery: new Discovery({ state: () => state }),
-    inventory: { snapshot: async () => ({ host: 'test', collectedAtMs: 0, listeners: [] }) },
-    events,
-    ready: () => ready,
-  };
-  return {
-    ctx,
-    setReady(r) {
-      ready = r;
-      events.emit('ready', r);
-    },
-  };
+/** A real context (test/grpc-fixtures.ts): real Metrics with the process series, readiness switchable, no listeners. */
+function testContext(): TestDaemon {
+  return testDaemon('', { ready: false, metrics: new Metrics(), inventory: { snapshot: async () => ({ host: 'test', collectedAtMs: 0, listeners: [] }) } });
 }
 
 interface Reply {

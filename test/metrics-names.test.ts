@@ -1,14 +1,9 @@
-import { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, Summary } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildConfig } from '../src/config/config.js';
-import type { ServingState } from '../src/core/state.js';
-import { Discovery } from '../src/discovery/discovery.js';
-import type { DaemonContext, DaemonEvents } from '../src/context.js';
+import type { DaemonContext } from '../src/context.js';
 import { Metrics } from '../src/metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../src/http/server.js';
-import { silentLogger } from '../src/log.js';
-import { Registry } from '../src/registry/registry.js';
+import { testDaemon } from './grpc-fixtures.js';
 
 /**
  * Checks every series the daemon exports against the Prometheus naming
@@ -157,19 +152,7 @@ function touch(metric: AnyMetric): Record<string, string> {
 }
 
 function testContext(metrics: Metrics): DaemonContext {
-  const registry = Registry.empty();
-  const state: ServingState = { registry, zones: ['localhost'] };
-  const config = buildConfig({ upstreams: ['127.0.0.1:53'] }, {}, registry);
-  return {
-    logger: silentLogger,
-    metrics,
-    config: () => config,
-    state: () => state,
-    discovery: new Discovery({ state: () => state }),
-    inventory: { snapshot: async () => ({ host: 'test', collectedAtMs: 0, listeners: [] }) },
-    events: new EventEmitter<DaemonEvents>(),
-    ready: () => true,
-  };
+  return testDaemon('', { metrics, inventory: { snapshot: async () => ({ host: 'test', collectedAtMs: 0, listeners: [] }) } }).ctx;
 }
 
 describe('metric names', () => {
