@@ -251,7 +251,7 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     await page.close();
   });
 
-  it('draws a fleet larger than the first screen in two steps: its first columns, mixed versions already flagged, then every host', async () => {
+  it('draws a fleet larger than the first screen in two steps, from one answer: its first columns, mixed versions already flagged, then every host', async () => {
     // 45 hosts of 3 services in the lab's etcd under a prefix of their own, node-00040 at another version; a daemon on loopback views them.
     const prefix = '/canonport-ui-first';
     const client = new etcd3.Etcd3({ hosts: lab.etcdUrl.replace(/^etcd:\/\//, '').split(',').map((h) => `http://${h}`) });
@@ -274,6 +274,10 @@ describe('the fleet page against three real daemons in cluster mode', () => {
           if (table) drawn.push({ columns: table.querySelectorAll('thead th.host').length, mixed: !!table.querySelector('tbody th.svc.mixed') });
         }).observe(document, { childList: true, subtree: true });
       });
+      // Every request the page makes: the page itself, then only the whole document and the live stream (its style,
+      // script and first screen are inline: nothing else is asked before it draws).
+      const asked: string[] = [];
+      page.on('request', (r) => void (r.url().startsWith('http') && asked.push(new URL(r.url()).pathname)));
       await page.goto(base);
       // The page came with the first screen's document inline (page.ts): every host, only the first FIRST_SCREEN_HOSTS with listeners.
       const inline = await page.evaluate(() => {
@@ -291,6 +295,8 @@ describe('the fleet page against three real daemons in cluster mode', () => {
       expect(drawn.at(-1)).toEqual({ columns: 46, mixed: true });
       expect(await page.locator('section.findings').textContent()).toContain('mixed versions aax-svc: 1.0.0 on 44, 1.1.0 on 1');
       expect((await row(page, 'aax-svc'))?.['node-00040']).toContain('1.1.0');
+      await page.waitForFunction(() => document.getElementById('live')?.dataset.state === 'live');
+      expect(asked).toEqual(['/ui/', '/ui/api/fleet', '/ui/api/events']);
       // A view the first screen cannot draw, opened directly, is drawn from the whole document.
       await page.goto(`${base}#/host/node-00044`);
       await page.waitForSelector('dl.facts');
