@@ -169,14 +169,7 @@ export class ViewFleet {
 
   read(): FleetReport {
     const status = this.reader.status();
-    const byNode = new Map<string, ClusterEndpoint[]>();
-    for (const port of this.reader.ports()) {
-      for (const e of this.reader.endpointsOnPort(port)) {
-        let mine = byNode.get(e.node);
-        if (!mine) byNode.set(e.node, (mine = []));
-        mine.push(e);
-      }
-    }
+    const byNode = endpointsByNode(this.reader);
     const next = new Map<string, BuiltHost>();
     const touched = new Set<string>();
     let rebuilt = 0;
@@ -223,6 +216,12 @@ export class ViewFleet {
  * `observedAt` (fleetFromView).
  */
 export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, viewSinceMs: number): FleetHost[] {
+  const byNode = endpointsByNode(reader);
+  return reader.nodes().map((n) => fleetHostOf(n, byNode.get(n.name) ?? [], prefix, viewSinceMs));
+}
+
+/** The view's instances by node, each node's in the view's order (by port, then protocol and namespace). */
+function endpointsByNode(reader: ClusterViewReader): Map<string, ClusterEndpoint[]> {
   const byNode = new Map<string, ClusterEndpoint[]>();
   for (const port of reader.ports()) {
     for (const e of reader.endpointsOnPort(port)) {
@@ -231,7 +230,7 @@ export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, vi
       mine.push(e);
     }
   }
-  return reader.nodes().map((n) => fleetHostOf(n, byNode.get(n.name) ?? [], prefix, viewSinceMs));
+  return byNode;
 }
 
 /** One node's FleetHost from its record and its instances (in the view's order: by port, then protocol and namespace). */
