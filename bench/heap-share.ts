@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { launcherSettings } from '../test/helpers/launcher.js';
 import { startServe } from '../test/helpers/serve-process.js';
 import { startEtcd, type EtcdCluster } from '../test/helpers/etcd.js';
-import { runScript } from './run-script.js';
+import { arg, runScript } from './run-script.js';
 
 /**
  * Each module's share of an idle daemon's V8 heap, from a heap snapshot
@@ -33,11 +33,6 @@ import { runScript } from './run-script.js';
  * Needs etcd for --cluster. Writes the snapshot to a temporary folder (about
  * 20 MB), removed unless --keep names where to copy it.
  */
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
 interface Snapshot {
   snapshot: { meta: { node_fields: string[]; node_types: [string[]]; edge_fields: string[]; edge_types: [string[]] } };
