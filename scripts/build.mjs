@@ -7,7 +7,8 @@
 // costs a digest (~30 ms). `npm run build` passes --force.
 //
 // dist/ is current when dist/.source-digest holds the digest of what tsc
-// reads: every file under src/, tsconfig.json, and the TypeScript version.
+// reads: every file under src/, tsconfig.json, and the TypeScript version
+// (and the bundler script, scripts/bundle-ui.mjs).
 // A content digest, not mtimes: a fresh clone or checkout gives every file
 // a new mtime.
 //
@@ -26,6 +27,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bundleUi } from './bundle-ui.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DIST = join(ROOT, 'dist');
@@ -41,7 +43,7 @@ export function sourceDigest() {
   const h = createHash('sha256');
   const tsc = JSON.parse(readFileSync(join(ROOT, 'node_modules/typescript/package.json'), 'utf8')).version;
   h.update(`typescript ${tsc}\n`);
-  for (const f of [join(ROOT, 'tsconfig.json'), ...files(join(ROOT, 'src'))]) {
+  for (const f of [join(ROOT, 'tsconfig.json'), join(ROOT, 'scripts/bundle-ui.mjs'), ...files(join(ROOT, 'src'))]) {
     h.update(`${relative(ROOT, f)}\n`);
     h.update(readFileSync(f));
   }
@@ -119,10 +121,20 @@ export function compile(buildInfo) {
   }
 }
 
+/**
+ * compile(), then the fleet page's scripts as the one script the daemon inlines into the page (when the
+ * sources have the page: test/first-run.test.ts builds a tiny project with this script).
+ */
+async function compileAndBundle(buildInfo) {
+  if (!compile(buildInfo)) return false;
+  if (existsSync(join(DIST, 'ui/client/app.js'))) await bundleUi(DIST);
+  return true;
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const at = process.argv.indexOf('--incremental');
   if (at >= 0) {
-    process.exitCode = compile(process.argv[at + 1]) ? 0 : 1;
+    process.exitCode = (await compileAndBundle(process.argv[at + 1])) ? 0 : 1;
   } else {
     const force = process.argv.includes('--force');
     const digest = sourceDigest();
@@ -131,7 +143,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
       console.log('dist/ is the build of these sources: not compiling again (npm run build forces it)');
     } else {
       rmSync(DIST, { recursive: true, force: true });
-      if (compile()) writeFileSync(STAMP, `${digest}\n`);
+      if (await compileAndBundle()) writeFileSync(STAMP, `${digest}\n`);
       else process.exitCode = 1;
     }
   }

@@ -148,6 +148,7 @@ describe('prepare (scripts/build.mjs): dist/ compiled only when the sources chan
     mkdirSync(join(dir, 'src/cli'), { recursive: true });
     mkdirSync(join(dir, 'scripts'), { recursive: true });
     cpSync(join(REPO, 'scripts/build.mjs'), join(dir, 'scripts/build.mjs'));
+    cpSync(join(REPO, 'scripts/bundle-ui.mjs'), join(dir, 'scripts/bundle-ui.mjs'));
     symlinkSync(join(REPO, 'node_modules'), join(dir, 'node_modules'));
     writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { outDir: 'dist', rootDir: 'src', module: 'nodenext', moduleResolution: 'nodenext', types: [], ...tsconfig }, include: ['src'] }));
     const build = () =>

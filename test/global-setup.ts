@@ -40,6 +40,7 @@ export default function setup(): (() => void) | undefined {
   const buildInfo = join(root, 'node_modules/.cache/canonport/dist-lean.tsbuildinfo');
   if (!existsSync(join(root, 'dist'))) rmSync(buildInfo, { force: true });
   try {
+    // tsc's lean emit, then the fleet page's one script (scripts/bundle-ui.mjs).
     execFileSync(process.execPath, ['scripts/build.mjs', '--incremental', buildInfo], { cwd: root, stdio: 'pipe' });
   } catch (err) {
     const out = (err as { stdout?: Buffer }).stdout?.toString() ?? String(err);
