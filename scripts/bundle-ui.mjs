@@ -4,8 +4,8 @@
 // beyond the page itself before it draws (issue 25: five ES modules were a
 // waterfall of requests, each revalidated on every load). rolldown, a
 // maintained bundler (the one vite uses), rather than a hand-made
-// concatenation of modules. Run by scripts/build.mjs and test/global-setup.ts
-// after tsc.
+// concatenation of modules. Run by scripts/build.mjs (the build and the test
+// run's global setup) after tsc; ASCII, like the rest of dist/.
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,7 +20,7 @@ export async function bundleUi(dist = join(ROOT, 'dist')) {
     // Nothing from outside the page's own modules (they import only each other, and types).
     external: () => false,
     logLevel: 'warn',
-    output: { file: join(dir, 'page.js'), format: 'iife', minify: true, sourcemap: false, comments: { legal: false, annotation: false, jsdoc: false } },
+    output: { file: join(dir, 'page.js'), format: 'iife', minify: true, charset: 'ascii', sourcemap: false, comments: { legal: false, annotation: false, jsdoc: false } },
     write: true,
   });
 }
