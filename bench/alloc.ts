@@ -16,6 +16,11 @@ import { runScript } from './run-script.js';
  * do not depend on how loaded the machine is.
  *
  *   node dist-bench/bench/alloc.js [REPO] [--seconds 5] [--qps 3000]
+ *
+ * ALLOC_TOP=N lists N sites (default 12); ALLOC_CALLERS=1 names each
+ * site's caller too (a built-in such as `Map` or `(V8 API)` says nothing
+ * alone); `node --no-turbo-inlining` charges each function its own bytes
+ * rather than the one it was inlined into.
  */
 
 interface ProfileNode {
@@ -63,13 +68,16 @@ async function main(): Promise<void> {
     session.disconnect();
     await d.close(0);
     const bySite = new Map<string, number>();
-    const walk = (n: ProfileNode) => {
-      const f = n.callFrame;
-      const site = `${f.functionName || '(anonymous)'} ${f.url.replace(/.*\/(dist|node_modules)\//, '$1/')}:${f.lineNumber + 1}`;
+    // A site is its function, or with ALLOC_CALLERS=1 also its caller (for built-ins such as `Map` or `(V8 API)`).
+    const callers = process.env.ALLOC_CALLERS === '1';
+    const name = (f: ProfileNode['callFrame']) => `${f.functionName || '(anonymous)'} ${f.url.replace(/.*\/(dist|node_modules)\//, '$1/')}:${f.lineNumber + 1}`;
+    const walk = (n: ProfileNode, parent: string) => {
+      const own = name(n.callFrame);
+      const site = callers ? `${own} < ${parent}` : own;
       if (n.selfSize) bySite.set(site, (bySite.get(site) ?? 0) + n.selfSize);
-      for (const c of n.children) walk(c);
+      for (const c of n.children) walk(c, own);
     };
-    walk(profile.head);
+    walk(profile.head, '');
     const total = [...bySite.values()].reduce((a, b) => a + b, 0);
     const ours = [...bySite].filter(([k]) => k.includes(' dist/')).reduce((a, [, v]) => a + v, 0);
     console.log(
@@ -80,7 +88,7 @@ async function main(): Promise<void> {
           qps,
           bytesPerAnswer: Math.round(total / answers),
           canonportCodeBytesPerAnswer: Math.round(ours / answers),
-          top: [...bySite].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([site, bytes]) => ({ site, bytesPerAnswer: Math.round(bytes / answers) })),
+          top: [...bySite].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.ALLOC_TOP ?? 12)).map(([site, bytes]) => ({ site, bytesPerAnswer: Math.round(bytes / answers) })),
         },
         null,
         2,

@@ -25,6 +25,8 @@ export interface IdleRow {
   rssMB: number | null;
   /** The largest of those samples. */
   rssMaxMB: number | null;
+  /** canonport's garbage collections over the window, by kind, with their time (its /metrics): V8's memory reducer collects in the first minutes after start. */
+  gc?: string | undefined;
   error?: string | undefined;
 }
 
@@ -77,11 +79,11 @@ export function idleTargets(r: IdleResult): IdleTarget[] {
 const fixed = (v: number | null, digits: number) => (v === null || !Number.isFinite(v) ? '–' : v.toFixed(digits));
 
 export function idleTable(r: IdleResult): string {
-  const rows = r.rows.map((x) => [x.server, x.role, x.error ? 'error' : fixed(x.cpuPct, 3), fixed(x.wakeupsPerSec, 1), fixed(x.allThreadWakeupsPerSec, 1), fixed(x.rssMB, 1), fixed(x.rssMaxMB, 1)]);
+  const rows = r.rows.map((x) => [x.server, x.role, x.error ? 'error' : fixed(x.cpuPct, 3), fixed(x.wakeupsPerSec, 1), fixed(x.allThreadWakeupsPerSec, 1), fixed(x.rssMB, 1), fixed(x.rssMaxMB, 1), x.gc ?? '']);
   const out = [
     `idle cost: ${r.seconds} s with nothing asked`,
     `  ${r.method}`,
-    table(['process', 'runs as', 'cpu % of a core', 'wakeups/s main', 'all threads', 'RSS MB', 'max'], rows, 2),
+    table(['process', 'runs as', 'cpu % of a core', 'wakeups/s main', 'all threads', 'RSS MB', 'max', 'GCs in the window (ms)'], rows, 2),
   ];
   for (const x of r.rows) if (x.error) out.push(`  ${x.server}: ${x.error}`);
   for (const n of r.notes) out.push(`  note: ${n}`);

@@ -11,6 +11,7 @@ import { parseProcStat } from './cpu.js';
 import { BENCH_ZONE, canonicalSrv, serviceLabelAt } from './fixtures.js';
 import { IDLE_BARE_NODE, IDLE_CLUSTER, IDLE_SINGLE, type IdleResult, type IdleRow } from './idle-report.js';
 import type { Servers } from './servers.js';
+import { daemonSide } from './latency.js';
 
 /**
  * `npm run bench -- --only idle` (issue 24): what a daemon costs a host
@@ -85,6 +86,19 @@ export function sampleProcess(pid: number): Sample {
   return { ticks: s.utime + s.stime, mainSwitches: main, allSwitches: all };
 }
 
+/** A daemon's /metrics, fetched inside its host (the bench's daemons serve HTTP on 127.0.0.1:13656 there). */
+export async function metricsIn(host: Host, port = 13656): Promise<string> {
+  const res = await host.exec('curl', ['-sf', '--max-time', '20', `http://127.0.0.1:${port}/metrics`]);
+  return res.code === 0 ? res.stdout : '';
+}
+
+/** The garbage collections between two scrapes of /metrics, by kind: "minor 8 (12.8), major 1 (40.2)" (ms), or "none". */
+export function gcBetween(before: string, after: string): string {
+  const gc = daemonSide(before, after).gc;
+  const kinds = Object.entries(gc).filter(([, g]) => g.count > 0);
+  return kinds.length === 0 ? 'none' : kinds.map(([kind, g]) => `${kind} ${g.count} (${g.ms.toFixed(1)})`).join(', ');
+}
+
 function rssMB(pid: number): number {
   const kb = Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
   return (kb * 1024) / 1e6;
@@ -134,7 +148,8 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
   const registry = join(o.workDir, 'idle-registry.yaml');
   writeFileSync(registry, idleRegistry());
   let lab: Lab | null = null;
-  const procs: { row: IdleRow; pid: number }[] = [];
+  /** The processes measured; a canonport's host, to read its GCs from its /metrics. */
+  const procs: { row: IdleRow; pid: number; host?: Host | undefined; metrics?: string }[] = [];
   const stops: (() => Promise<void>)[] = [];
   try {
     // One more host: cluster mode with readiness asked every 10 s instead of every second (what the probe schedule costs).
@@ -147,24 +162,25 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
       const l = await startListeners(h, services.map((s) => s.port));
       stops.push(l.stop);
     }
-    const add = (server: string, role: string, pid: number) => procs.push({ row: { server, role, cpuPct: null, wakeupsPerSec: null, allThreadWakeupsPerSec: null, rssMB: null, rssMaxMB: null }, pid });
+    const add = (server: string, role: string, pid: number, host?: Host) =>
+      procs.push({ row: { server, role, cpuPct: null, wakeupsPerSec: null, allThreadWakeupsPerSec: null, rssMB: null, rssMaxMB: null }, pid, host });
     const single = await serveIn(h0, ['--registry', registry]);
     stops.push(() => single.stop());
-    add(IDLE_SINGLE, `single-host, ${o.listeners} listeners`, single.pid);
+    add(IDLE_SINGLE, `single-host, ${o.listeners} listeners`, single.pid, h0);
     const cluster = await serveIn(h1, ['--registry', registry, '--cluster', lab.etcdUrl, '--node', 'idle-1']);
     stops.push(() => cluster.stop());
-    add(IDLE_CLUSTER, `cluster mode, ${o.listeners} listeners`, cluster.pid);
+    add(IDLE_CLUSTER, `cluster mode, ${o.listeners} listeners`, cluster.pid, h1);
     const slow = await serveIn(hSlow, ['--registry', registry, '--cluster', lab.etcdUrl, '--node', 'idle-slow', '--ready-interval', '10000']);
     stops.push(() => slow.stop());
-    add(`${IDLE_CLUSTER} --ready-interval 10000`, `cluster mode, readiness every 10 s`, slow.pid);
+    add(`${IDLE_CLUSTER} --ready-interval 10000`, `cluster mode, readiness every 10 s`, slow.pid, hSlow);
     if (o.baseline && h2 && h3) {
       // The same two daemons from the baseline checkout, each on a host of its own with the same listeners, in the same window.
       const b1 = await serveIn(h2, ['--registry', registry], 0, o.baseline.dir);
       stops.push(() => b1.stop());
-      add(`${IDLE_SINGLE} ${o.baseline.label}`, `single-host, baseline`, b1.pid);
+      add(`${IDLE_SINGLE} ${o.baseline.label}`, `single-host, baseline`, b1.pid, h2);
       const b2 = await serveIn(h3, ['--registry', registry, '--cluster', lab.etcdUrl, '--node', 'idle-base'], 0, o.baseline.dir);
       stops.push(() => b2.stop());
-      add(`${IDLE_CLUSTER} ${o.baseline.label}`, `cluster mode, baseline`, b2.pid);
+      add(`${IDLE_CLUSTER} ${o.baseline.label}`, `cluster mode, baseline`, b2.pid, h3);
       r.notes.push(`baseline rows: ${o.baseline.dir} (${o.baseline.label}), each on a host of its own with the same ${o.listeners} listeners`);
     }
     // The floor: Node itself, with the launcher's flags and environment and one timer that never fires.
@@ -191,6 +207,7 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
 
     progress(`idle: every process up; settling ${o.settleMs / 1000} s, then ${o.seconds} s with nothing asked`);
     await new Promise((res) => setTimeout(res, o.settleMs));
+    for (const p of procs) if (p.host) p.metrics = await metricsIn(p.host);
     const t0 = performance.now();
     const before = procs.map((p) => {
       try {
@@ -233,6 +250,8 @@ export async function runIdleBench(o: IdleBenchOptions, progress: (m: string) =>
       }
       progress(`idle: ${p.row.server} (${p.row.role}): cpu ${p.row.cpuPct?.toFixed(3) ?? '–'} %, ${p.row.wakeupsPerSec?.toFixed(1) ?? '–'} wakeups/s, RSS ${p.row.rssMB?.toFixed(1) ?? '–'} MB`);
     });
+    // After the CPU figures were read: a scrape's own work is not in them (nor in the first, taken before the window).
+    for (const p of procs) if (p.host && p.metrics) p.row.gc = gcBetween(p.metrics, await metricsIn(p.host));
     r.notes.push(`CPU time is read in ticks of 10 ms: over ${o.seconds} s one tick is ${(100 / HZ / o.seconds).toFixed(3)} % of a core`);
     if (unbound) await children.stop(unbound);
     if (dnsmasq) await children.stop(dnsmasq);

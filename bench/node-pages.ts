@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { launcherSettings } from '../test/helpers/launcher.js';
 import { REPO, startServe } from '../test/helpers/serve-process.js';
 import { stopChild } from '../test/helpers/child.js';
-import { runScript } from './run-script.js';
+import { arg, runScript } from './run-script.js';
 
 /**
  * Which parts of the node binary an idle daemon keeps resident, beside a
@@ -24,11 +24,6 @@ import { runScript } from './run-script.js';
  *
  * Needs root (pagemap of another process) and nm and readelf (binutils).
  */
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
 interface Sym {
   addr: number;

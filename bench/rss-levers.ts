@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLab, type Lab } from '../test/helpers/cluster-lab.js';
@@ -6,7 +6,7 @@ import type { Host } from '../test/helpers/netns.js';
 import { REPO, startServe, type ServeProcess } from '../test/helpers/serve-process.js';
 import { stopChild } from '../test/helpers/child.js';
 import { launcherSettings } from '../test/helpers/launcher.js';
-import { runScript } from './run-script.js';
+import { arg, runScript } from './run-script.js';
 import { idleRegistry, idleServices } from './idle.js';
 
 /**
@@ -69,11 +69,6 @@ const ALL: Variant[] = [
   { name: 'launcher + no-opt', node: [...launch.nodeArgs, '--no-opt'], env: launch.env },
   { name: 'all cheap: semi1 pool1 stgc arena2 uv1', node: ['--max-semi-space-size=1', '--v8-pool-size=1', '--single-threaded-gc'], env: { MALLOC_ARENA_MAX: '2', UV_THREADPOOL_SIZE: '1' } },
 ];
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
 function status(pid: number): { rss: number; threads: number } {
   const t = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -185,6 +180,7 @@ async function main(): Promise<void> {
   } finally {
     for (const s of stops.reverse()) await s().catch(() => undefined);
     await lab?.stop();
+    rmSync(work, { recursive: true, force: true });
   }
 }
 

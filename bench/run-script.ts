@@ -8,3 +8,9 @@ export function runScript(main: () => Promise<void>): void {
     },
   );
 }
+
+/** A bench script's `--name VALUE` option from its command line, or undefined. */
+export function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}

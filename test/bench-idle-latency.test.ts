@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { idleTable, idleTargets, type IdleResult, type IdleRow } from '../bench/idle-report.js';
-import { idleRegistry, idleServices } from '../bench/idle.js';
+import { gcBetween, idleRegistry, idleServices } from '../bench/idle.js';
 import { daemonSide } from '../bench/latency.js';
 import { latencyTable, latencyTargets, type LatencyCell, type LatencyResult, type WarmRun } from '../bench/latency-report.js';
 import { nodeName, scaleNode, serviceNames, servicesOf } from './helpers/scale-fleet.js';
@@ -28,6 +28,20 @@ describe('idle targets', () => {
     const t = idleTargets(result([{ ...row('canonport', 0.1, 50), error: 'gone' }]));
     expect(t.every((x) => x.status === 'n/a')).toBe(true);
     expect(idleTable(result([{ ...row('canonport', 0.1, 50), error: 'gone' }]))).toContain('canonport: gone');
+  });
+
+  it('a canonport row carries the garbage collections of its window, from two scrapes of its /metrics', () => {
+    const scrape = (minor: number, minorS: number, major: number, majorS: number) =>
+      [
+        `canonport_nodejs_gc_duration_seconds_count{kind="minor"} ${minor}`,
+        `canonport_nodejs_gc_duration_seconds_sum{kind="minor"} ${minorS}`,
+        `canonport_nodejs_gc_duration_seconds_count{kind="major"} ${major}`,
+        `canonport_nodejs_gc_duration_seconds_sum{kind="major"} ${majorS}`,
+      ].join('\n');
+    expect(gcBetween(scrape(40, 0.05, 3, 0.2), scrape(48, 0.0628, 3, 0.2))).toBe('minor 8 (12.8)');
+    expect(gcBetween(scrape(40, 0.05, 3, 0.2), scrape(40, 0.05, 5, 0.29))).toBe('major 2 (90.0)');
+    expect(gcBetween(scrape(1, 0.001, 0, 0), scrape(1, 0.001, 0, 0))).toBe('none');
+    expect(idleTable(result([{ ...row('canonport --cluster', 0.2, 80), gc: 'minor 8 (12.8)' }]))).toContain('minor 8 (12.8)');
   });
 
   it('twenty services whose ports all differ, and a registry that probes each for its version', () => {

@@ -4,6 +4,13 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HttpProbeConnection } from '../src/inventory/http-probe.js';
 import { ReadinessProber, readyRule, type ReadinessTarget, type Verdict } from '../src/inventory/readiness.js';
 import { until } from './helpers/cluster.js';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { HostInventory } from '../src/inventory/inventory.js';
+import { Metrics } from '../src/metrics/metrics.js';
+import { parseRegistry } from '../src/registry/load.js';
+import { bindCanonical, closeServer } from './inventory-support.js';
 
 /**
  * The readiness prober's schedule (issue 24's idle budget): HTTP probes go
@@ -110,6 +117,97 @@ describe('rounds, not a timer per listener', () => {
     await vi.advanceTimersByTimeAsync(1_000);
     await settle('asked in a round', () => readyz(l) >= 2);
     expect(p.rounds).toBe(rounds + 1);
+  });
+});
+
+describe('rounds riding the scan\'s timer (issue 24: one wake-up does both)', () => {
+  it('with a ticker at the interval, no timer of its own: a round on every tick, each listener asked once a tick', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const listeners = await Promise.all(Array.from({ length: 5 }, () => http()));
+    const p = new ReadinessProber({ intervalMs: () => 1_000, timeoutMs: () => 500, onVerdict: () => undefined, ticker: () => 1_000 });
+    cleanups.push(() => p.close());
+    p.reconcile(listeners.map((l) => target(l.port)));
+    await settle('every first verdict', () => listeners.every((l) => p.verdict(l.port)?.state === 'ready'));
+    // Nothing armed between rounds: the ticker's owner (the scan) holds the only timer. Without the ticker: one round timer.
+    await settle('detection timers cleared', () => vi.getTimerCount() === 0);
+    const base = listeners.map(readyz);
+    for (let tick = 1; tick <= 4; tick++) {
+      p.onTick();
+      expect(p.rounds).toBe(tick);
+      await settle(`tick ${tick}'s answers`, () => listeners.every((l, i) => readyz(l) === base[i]! + tick));
+      await settle('the deadline cleared', () => vi.getTimerCount() === 0);
+    }
+    // Time alone runs no round: only ticks do.
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(p.rounds).toBe(4);
+  });
+
+  it('an interval of ten ticks runs a round every tenth tick; an interval shorter than the tick keeps a timer of its own', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const l = await http();
+    let interval = 10_000;
+    const p = new ReadinessProber({ intervalMs: () => interval, timeoutMs: () => 500, onVerdict: () => undefined, ticker: () => 1_000 });
+    cleanups.push(() => p.close());
+    p.reconcile([target(l.port)]);
+    await settle('its first verdict', () => p.verdict(l.port)?.state === 'ready');
+    await settle('detection timers cleared', () => vi.getTimerCount() === 0);
+    for (let tick = 1; tick <= 25; tick++) {
+      p.onTick();
+      expect(p.rounds).toBe(Math.floor(tick / 10));
+      await settle('answers in', () => vi.getTimerCount() === 0);
+    }
+    // Shorter than a tick: the ticker cannot keep it, the round's own timer does (0.9–1.0 of the interval).
+    interval = 400;
+    for (let tick = 26; tick <= 30; tick++) p.onTick();
+    expect(p.rounds).toBe(3);
+    await settle('answers in', () => vi.getTimerCount() === 1);
+    const rounds = p.rounds;
+    await vi.advanceTimersByTimeAsync(400);
+    expect(p.rounds).toBe(rounds + 1);
+  });
+});
+
+describe('the inventory: the scan\'s timer runs the readiness rounds (issue 24)', () => {
+  it('started in cluster mode (scan and readiness every 1 s), one timer between ticks, and each tick asks every listener once', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    // A real HTTP service on a canonical port the registry claims, listed in a fixture /proc/net/tcp.
+    let asked = 0;
+    const bound = await bindCanonical(['rvx-rdy', 'rwb-rdy', 'rxc-rdy', 'ryd-rdy'], () =>
+      createHttpServer((req, res) => {
+        if (req.url === '/readyz') asked++;
+        res.writeHead(req.url === '/readyz' ? 200 : 404).end('ok');
+      }),
+    );
+    cleanups.push(() => Promise.all(bound.servers.map(closeServer)));
+    const root = await mkdtemp(join(tmpdir(), 'canonport-rounds-'));
+    cleanups.push(() => rm(root, { recursive: true, force: true }));
+    await mkdir(join(root, 'net'));
+    const hex = bound.port.toString(16).toUpperCase().padStart(4, '0');
+    await writeFile(
+      join(root, 'net', 'tcp'),
+      `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:${hex} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0\n`,
+    );
+    const registry = parseRegistry(`services:\n  ${bound.name}: {}\n`, 'rounds-test.yaml');
+    const inv = new HostInventory({
+      state: () => ({ registry, zones: ['localhost'] }),
+      metrics: new Metrics({ defaultMetrics: false }),
+      probe: false,
+      procRoot: root,
+      intervalMs: 1_000,
+      readiness: { intervalMs: () => 1_000, reachable: () => true },
+    });
+    cleanups.push(() => inv.stop());
+    inv.start();
+    const readiness = () => inv.current?.listeners.find((l) => l.port === bound.port)?.readiness?.state;
+    await settle('its first verdict', () => readiness() === 'ready');
+    // The scan's timer, and nothing else: the round rides it (before: a round timer of its own beside it, two wake-ups a second).
+    await settle('one timer', () => vi.getTimerCount() === 1);
+    const base = asked;
+    for (let tick = 1; tick <= 5; tick++) {
+      await vi.advanceTimersByTimeAsync(1_000);
+      await settle(`tick ${tick}: asked once, the scan done, its deadline cleared`, () => asked === base + tick && vi.getTimerCount() === 1);
+    }
+    expect(readiness()).toBe('ready');
   });
 });
 

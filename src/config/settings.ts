@@ -777,7 +777,7 @@ export const SETTINGS = {
     default: 1_000,
     applies: 'reload',
     help: 'cluster mode: readiness probe period per listener, milliseconds (gRPC Watch streams are pushed, not polled)',
-    doc: 'cluster mode: how often each claimed listener\'s readiness is asked, in milliseconds (one probe per listener per period however many clients ask, every due listener asked together in one round per period, with jitter on the round; a gRPC server\'s health `Watch` pushes changes and is not polled). 1000 keeps a verdict change in other hosts\' answers within 1.5 s; keep it below the probed servers\' keep-alive timeout (Node\'s http server closes an idle connection after 5 s), or every probe opens a connection and costs the next inventory scan a full read of `/proc/net/tcp`',
+    doc: 'cluster mode: how often each claimed listener\'s readiness is asked, in milliseconds (one probe per listener per period however many clients ask, every due listener asked together in one round per period; while the period is at least the inventory scan\'s (1 s in cluster mode) the round runs on the scan\'s own tick, the last one within the period, so one wake-up does both, and a shorter period keeps a timer of its own with jitter on the round; a gRPC server\'s health `Watch` pushes changes and is not polled). 1000 keeps a verdict change in other hosts\' answers within 1.5 s; keep it below the probed servers\' keep-alive timeout (Node\'s http server closes an idle connection after 5 s), or every probe opens a connection and costs the next inventory scan a full read of `/proc/net/tcp`',
   }),
   preferLocal: setting({
     flag: { name: '--prefer-local', value: 'BOOL' },

@@ -182,13 +182,27 @@ export function bareReply(query: Buffer, questionEnd: number, rcode: number): Bu
 
 /** An EDNS0 OPT record (RFC 6891) as 11 bytes: root owner, our buffer size, DO echoed. */
 export function optRecord(udpSize: number, dnssecOk: boolean, extendedRcode = 0): Buffer {
-  const b = Buffer.alloc(11);
-  b.writeUInt16BE(TYPE.OPT, 1);
-  b.writeUInt16BE(udpSize, 3);
-  b[5] = extendedRcode;
-  b[6] = 0; // version 0
-  b[7] = dnssecOk ? 0x80 : 0;
+  const b = Buffer.alloc(OPT_RECORD_SIZE);
+  writeOptRecord(b, 0, udpSize, dnssecOk, extendedRcode);
   return b;
+}
+
+/** Octets of an OPT record without options. */
+export const OPT_RECORD_SIZE = 11;
+
+/** optRecord's 11 bytes written into `out` at `at` (the answer path: no buffer per answer). */
+export function writeOptRecord(out: Buffer, at: number, udpSize: number, dnssecOk: boolean, extendedRcode = 0): void {
+  out[at] = 0; // root owner
+  out[at + 1] = 0;
+  out[at + 2] = TYPE.OPT;
+  out[at + 3] = udpSize >> 8;
+  out[at + 4] = udpSize & 0xff;
+  out[at + 5] = extendedRcode;
+  out[at + 6] = 0; // version 0
+  out[at + 7] = dnssecOk ? 0x80 : 0;
+  out[at + 8] = 0;
+  out[at + 9] = 0; // RDLENGTH 0
+  out[at + 10] = 0;
 }
 
 /** Rcodes above 15 need EDNS: BADVERS (16) is extended rcode 1, header rcode 0. */

@@ -1,8 +1,8 @@
 import { Rcode } from '../errors.js';
-import { bareReply, optRecord, patchHeader } from './message.js';
+import { bareReply, OPT_RECORD_SIZE, optRecord, patchHeader, writeOptRecord } from './message.js';
 import type { DnsReply, DnsRequest, Source } from './request.js';
 import { EDNS_SIZE } from './upstream.js';
-import { HEADER_SIZE, readU16, type PartialQuery } from './wire.js';
+import { copyRange, HEADER_SIZE, readU16, type PartialQuery } from './wire.js';
 
 /**
  * Where every reply is finished, like CoreDNS's request package: the one
@@ -42,29 +42,31 @@ export type Truncation = 'size' | 'amplification';
  * hears why when it sent TC.
  */
 export function finishReply(req: Pick<DnsRequest, 'query' | 'raw' | 'transport' | 'mayRecurse'>, reply: DnsReply, onTruncate?: (why: Truncation) => void): Buffer {
+  // One buffer per answer and nothing else (issue 24: every byte allocated here is paid in scavenges, at
+  // every query): the OPT record is written in place, and the copies are a TypedArray set and a loop,
+  // where Buffer.copy of part of a buffer makes a view per call.
   const { query: q, raw, transport } = req;
   const msg = reply.message;
-  const ext = reply.rcode > 15 ? reply.rcode >> 4 : 0;
-  const opt = q.edns ? optRecord(EDNS_SIZE, q.edns.do, ext) : null;
+  const optSize = q.edns ? OPT_RECORD_SIZE : 0;
   const buffer = transport === 'udp' ? (q.edns ? Math.min(Math.max(q.edns.udpSize, 512), EDNS_SIZE) : 512) : 65535;
   const limit = transport === 'udp' && !req.mayRecurse ? Math.min(buffer, AMPLIFICATION_FACTOR * raw.length) : buffer;
   let out: Buffer;
-  if (msg.length + (opt ? 11 : 0) > limit) {
-    onTruncate?.(msg.length + (opt ? 11 : 0) > buffer ? 'size' : 'amplification');
-    out = Buffer.alloc(q.questionEnd + (opt ? 11 : 0));
-    msg.copy(out, 0, 0, 4);
+  if (msg.length + optSize > limit) {
+    onTruncate?.(msg.length + optSize > buffer ? 'size' : 'amplification');
+    out = Buffer.alloc(q.questionEnd + optSize);
+    copyRange(msg, 0, 4, out, 0);
     out[2] = out[2]! | 0x02;
-    out.writeUInt16BE(1, 4);
-    raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
+    out[5] = 1; // QDCOUNT 1, every other count 0
+    copyRange(raw, HEADER_SIZE, q.questionEnd, out, HEADER_SIZE);
   } else {
-    out = Buffer.allocUnsafe(msg.length + (opt ? 11 : 0));
-    msg.copy(out);
+    out = Buffer.allocUnsafe(msg.length + optSize);
+    out.set(msg);
     // The question goes back exactly as asked (0x20 case), when it has the same shape.
-    if (readU16(msg, 4) === 1 && msg.length >= q.questionEnd) raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
+    if (readU16(msg, 4) === 1 && msg.length >= q.questionEnd) copyRange(raw, HEADER_SIZE, q.questionEnd, out, HEADER_SIZE);
   }
   patchHeader(out, q, req.mayRecurse);
-  if (opt) {
-    opt.copy(out, out.length - 11);
+  if (q.edns) {
+    writeOptRecord(out, out.length - OPT_RECORD_SIZE, EDNS_SIZE, q.edns.do, reply.rcode > 15 ? reply.rcode >> 4 : 0);
     out.writeUInt16BE(readU16(out, 10) + 1, 10);
   }
   return out;

@@ -1,4 +1,5 @@
 import dgram from 'node:dgram';
+import dns from 'node:dns';
 import net from 'node:net';
 import type { HostPort } from '../config/address.js';
 import type { NameClass } from '../core/service-name.js';
@@ -8,7 +9,7 @@ import type { Logger } from '../log.js';
 import { ConnectionGate } from '../net/gate.js';
 import { RCODE_BADVERS } from './message.js';
 import type { MaybePromise } from './pipeline.js';
-import { errorReply, finishReply, formerrReply, notImplementedReply } from './reply.js';
+import { errorReply, finishReply, formerrReply, notImplementedReply, type Truncation } from './reply.js';
 import { requestKey, ServerRequest, type DnsReply, type DnsRequest, type Transport } from './request.js';
 import { HEADER_SIZE, parseHeader, parseQuery, readU16, WireError, type Query } from './wire.js';
 
@@ -88,7 +89,7 @@ export class DnsServer {
       // A resolver takes bursts (every host process starting at once): the kernel's default
       // ~208 KiB receive buffer holds only ~270 queries, so ask for 4 MiB, as unbound's
       // so-rcvbuf advice does. Linux caps it at net.core.rmem_max.
-      const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', recvBufferSize: UDP_BUFFER, sendBufferSize: UDP_BUFFER });
+      const udp = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', recvBufferSize: UDP_BUFFER, sendBufferSize: UDP_BUFFER, lookup: literalLookup });
       const port = await new Promise<number>((resolve, reject) => {
         udp.once('error', reject);
         udp.bind({ port: this.o.listen.port, address: host, exclusive: !this.o.shared }, () => {
@@ -198,7 +199,8 @@ export class DnsServer {
       s.on('error', () => undefined);
       return s.address().port;
     };
-    const server = dgram.createSocket('udp4');
+    // The same lookup as the listening socket's: the answers go out by the same path real ones take.
+    const server = dgram.createSocket({ type: 'udp4', lookup: literalLookup });
     const client = dgram.createSocket('udp4');
     try {
       const port = await bind(server);
@@ -344,7 +346,7 @@ export class DnsServer {
     }
     let q: Query | null;
     try {
-      q = parseQuery(raw);
+      q = parseQuery(raw, header);
     } catch (err) {
       if (!(err instanceof WireError)) {
         this.o.metrics.dnsDropped.inc({ reason: 'unparsable' });
@@ -391,14 +393,18 @@ export class DnsServer {
     return errorReply(req, rcode);
   }
 
+  /** finishReply's onTruncate: one function for every query, not a closure made per answer. */
+  private readonly truncated = (why: Truncation): void => this.o.metrics.dnsTruncated.inc({ reason: why });
+
   /** The reply finished for this client (reply.ts), counted, and logged at the configured rate. */
   private finish(req: DnsRequest, started: number, reply: DnsReply): Buffer {
     const { query: q, transport } = req;
-    const out = finishReply(req, reply, (why) => this.o.metrics.dnsTruncated.inc({ reason: why }));
+    const out = finishReply(req, reply, this.truncated);
     this.count(q.qtype, reply.rcode, reply.source, transport, started);
-    if (this.warming) return out;
+    // Read during the warm-up too (only the log line is left out): a call V8 never saw before ready would
+    // deoptimize the whole path at the first real query (--trace-deopt: "insufficient type feedback").
     const rate = this.o.queryLogRate();
-    if (rate > 0 && Math.random() < rate) {
+    if (rate > 0 && !this.warming && Math.random() < rate) {
       this.o.logger.info(
         { event: 'query', name: q.qname, qtype: q.qtype, client: req.client.address, rcode: reply.rcode, source: reply.source, transport, ms: +(this.now() - started).toFixed(3) },
         'query',
@@ -415,6 +421,22 @@ export class DnsServer {
   }
 }
 
+
+/**
+ * The address lookup of our UDP sockets (dgram's `lookup` option). dgram
+ * asks it for the destination of every send; Node's default (dns.lookup)
+ * answers an address literal a tick later, so each answer cost a closure,
+ * a nextTick, a pass of the tick queue and its promise-rejection check
+ * (~700 of the ~2,200 bytes allocated per answer, and one more turn before
+ * the datagram left: issue 24). An answer always goes to the address it
+ * came from, a literal: handed back at once. Anything else goes to
+ * dns.lookup as before.
+ */
+export function literalLookup(hostname: string, options: dns.LookupOneOptions, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  const family = net.isIP(hostname);
+  if (family === 0) dns.lookup(hostname, options, callback);
+  else callback(null, hostname, family);
+}
 
 /** Where warm-up queries go and come from. */
 const WARM_UP_ADDRESS = '127.0.0.1';

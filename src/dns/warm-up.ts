@@ -15,8 +15,13 @@ import { optRecord } from './message.js';
  * upstreams know (that would send queries out). Pure: packets in memory.
  */
 
-/** Queries asked in all; a few milliseconds once compiled, tens of milliseconds on a slow machine before. */
+/** Queries asked in one round; a few milliseconds once compiled, tens of milliseconds on a slow machine before. */
 export const WARM_UP_QUERIES = 3000;
+/**
+ * Rounds of the same queries (daemon.ts): the first encodes each answer,
+ * the second finds it kept, as every later query for a name does.
+ */
+export const WARM_UP_ROUNDS = 2;
 
 /** A standard query (RD, one question, optionally an OPT record as stub resolvers send it). */
 function query(id: number, name: string, qtype: number, edns: boolean): Buffer {

@@ -180,6 +180,8 @@ export class HostInventory implements InventoryProvider {
         // its probe connection going away says to walk the tables at the next scan (its namespace's, for a
         // container's), or a warming instance would inherit the old one's verdict.
         onConnectionLost: (_port, key) => this.invalidate(key),
+        // Rounds ride the scan's timer while it runs (issue 24: one wake-up a second does both in cluster mode).
+        ticker: () => (this.started ? this.intervalMs() : undefined),
       });
     }
     if (opts.namespaces) {
@@ -261,7 +263,9 @@ export class HostInventory implements InventoryProvider {
   start(): void {
     if (this.started) return;
     this.started = true;
-    void this.refresh().finally(() => this.schedule());
+    this.tickAt = performance.now();
+    this.schedule();
+    void this.refresh();
   }
 
   /** Stops the timer and waits for a refresh in progress. */
@@ -293,9 +297,25 @@ export class HostInventory implements InventoryProvider {
     return this.inflight;
   }
 
+  /** When the scan timer last fired (performance.now()). */
+  private tickAt = 0;
+
+  /**
+   * The next tick, one interval after the last one began, whatever its scan
+   * took: the readiness rounds ride these ticks (ReadinessProber.onTick), and
+   * a round may not come later than its interval. A tick that finds the
+   * last scan still running runs the round and joins that scan (refresh()).
+   */
   private schedule(): void {
     if (!this.started) return;
-    this.timer = setTimeout(() => void this.refresh().finally(() => this.schedule()), this.intervalMs());
+    const wait = Math.max(0, this.tickAt + this.intervalMs() - performance.now());
+    this.timer = setTimeout(() => {
+      this.tickAt = performance.now();
+      this.schedule();
+      // The round first: its replies come back while the scan reads, in the same wake-up.
+      this.prober?.onTick();
+      void this.refresh();
+    }, wait);
     this.timer.unref();
   }
 

@@ -32,9 +32,11 @@ import { CANONPORT_VERSION } from '../version.js';
  * is a write and a read, not a handshake.
  *
  * Cost (issue 24's idle budget): one probe per listener per interval
- * however many clients ask (probes are driven by this class's timer, never
- * by queries), sent in rounds: one timer per interval, with jitter on the
- * round, sends every due probe together, so the replies come back close
+ * however many clients ask (probes are driven by timers, never by
+ * queries), sent in rounds: one per interval, on the inventory scan's
+ * tick when the interval is at least the scan's (o.ticker: one wake-up does
+ * both), else on a timer of its own with jitter on the round, sends every
+ * due probe together, so the replies come back close
  * together and the daemon wakes a few times per interval, not twice per
  * listener (docs/performance.md: 18 wake-ups a second for 20 listeners
  * answered by one process, 41 for 200, where a timer each gave 41 and
@@ -110,6 +112,15 @@ export interface ReadinessOptions {
    * instance's (a container's says its namespace).
    */
   onConnectionLost?: ((port: number, key: string) => void) | undefined;
+  /**
+   * A timer this prober may ride instead of arming its own (the inventory's
+   * scan, issue 24): its period in ms while it runs and calls onTick() on
+   * every firing, undefined while it does not. While the readiness interval
+   * is at least that period, a round runs on the last of its ticks that
+   * falls within the interval (every tick when both are 1 s), so one
+   * wake-up does the scan and the round.
+   */
+  ticker?: (() => number | undefined) | undefined;
 }
 
 type Kind = 'grpc-watch' | 'grpc-check' | 'http' | 'tcp';
@@ -146,6 +157,8 @@ export class ReadinessProber {
   private closed = false;
   /** The next round, armed only while some probe needs polling. */
   private round: NodeJS.Timeout | undefined;
+  /** Riding the ticker instead (o.ticker): ticks left until the next round; undefined while no round rides it. */
+  private ticksLeft: number | undefined;
   /** The deadline of the requests in flight, armed only while any is. */
   private deadline: NodeJS.Timeout | undefined;
   /** HTTP requests sent and not answered yet (a subset of `probes`). */
@@ -186,7 +199,7 @@ export class ReadinessProber {
     this.closed = true;
     clearTimeout(this.round);
     clearTimeout(this.deadline);
-    this.round = this.deadline = undefined;
+    this.round = this.deadline = this.ticksLeft = undefined;
     for (const p of this.probes.values()) this.stopProbe(p);
   }
 
@@ -194,11 +207,26 @@ export class ReadinessProber {
 
   /** Arms the next round unless one is armed (a no-op while nothing needs polling). */
   private arm(): void {
-    if (this.round || this.closed) return;
-    // Jitter on the round, within the interval (never past it): no verdict waits longer than one interval.
+    if (this.round || this.ticksLeft !== undefined || this.closed) return;
     const interval = this.o.intervalMs();
+    const every = this.o.ticker?.();
+    if (every !== undefined && every > 0 && interval >= every) {
+      // On the ticker's last tick within the interval: never later than one interval (the next tick may be close, so
+      // a round armed between ticks comes sooner), and no wake-up of its own.
+      this.ticksLeft = Math.floor(interval / every);
+      return;
+    }
+    // Jitter on the round, within the interval (never past it): no verdict waits longer than one interval.
     this.round = setTimeout(() => this.runRound(), Math.max(10, Math.round(interval * (0.9 + Math.random() * 0.1))));
     this.round.unref();
+  }
+
+  /** One tick of the ticker (o.ticker): the round that rides it runs when its ticks are counted down. */
+  onTick(): void {
+    if (this.ticksLeft === undefined || this.closed) return;
+    if (--this.ticksLeft > 0) return;
+    this.ticksLeft = undefined;
+    this.runRound();
   }
 
   /** Sends every due probe together; arms the next round while any probe still needs polling. */
