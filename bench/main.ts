@@ -91,7 +91,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
   --seconds N   seconds per dnsperf throughput run
   --baseline DIR  another checkout of canonport, built (npm ci): its daemon runs beside this one
                 in the canonical, cached, idle and latency sections, in the same window (before/after figures);
-                in containers, its daemon's idle CPU on the same host with the same containers, just after this one's
+                in containers, its daemon's idle CPU on the same host with the same containers, just after this one's,
+                and its late binds' convergence
   --rollout-parts LIST  the parts of the rollout section to run: ${ROLLOUT_PARTS.join(', ')}
                 (default all; \`convergence,probe-cpu\` is the readiness schedule's figures alone)
   --latency-parts LIST  the parts of the latency section to run: ${LATENCY_PARTS.join(', ')}
@@ -184,7 +185,7 @@ function parseOptions(argv: string[]): Options {
       (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0) +
       (only.includes('ui') ? (quick ? 240 : 420) * 1000 + (values.baseline ? 180_000 : 0) : 0) +
       (only.includes('rollout') ? (quick ? 400 : 900) * 1000 : 0) +
-      (only.includes('containers') ? (quick ? 300 : 900) * 1000 : 0),
+      (only.includes('containers') ? (quick ? 420 : 1500) * 1000 : 0),
   };
 }
 

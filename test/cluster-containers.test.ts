@@ -1,7 +1,10 @@
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { Resolver } from 'node:dns/promises';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerCanonResolver } from '../src/grpc/canon-resolver.js';
@@ -22,11 +25,13 @@ import { requireTool } from './helpers/tools.js';
  * host's, on a routed pod network (every host and the root namespace route
  * each host's pod subnet through it) or on a bridge-private one (Docker's
  * default bridge). Clients as a user has them: dig, Node's resolver
- * (c-ares), grpc-js on `canon:` and Debian's Python grpcio on `xds:///`,
+ * (c-ares), glibc's getaddrinfo (getent), grpc-js on `canon:` and Debian's
+ * Python grpcio on `xds:///`,
  * all in the root namespace, asking host B's daemon about containers on
  * host A.
  */
 
+const execFileAsync = promisify(execFile);
 const API = base32Port('api');
 const DB = base32Port('db');
 const CAB = base32Port('cab');
@@ -67,6 +72,23 @@ async function container(host: Host, opts: Parameters<NonNullable<Host['addConta
   return c;
 }
 
+/**
+ * `name`'s IPv4 addresses as glibc's getaddrinfo gives them (`getent ahostsv4`), asking `server` on port 53: in a
+ * mount namespace of its own whose /etc/resolv.conf names it (the host's is untouched).
+ */
+async function glibcAddresses(server: string, name: string): Promise<string[]> {
+  requireTool('getent', 'libc-bin');
+  requireTool('unshare', 'util-linux');
+  const dir = mkdtempSync(join(tmpdir(), 'cp-resolv-'));
+  try {
+    writeFileSync(join(dir, 'resolv.conf'), `nameserver ${server}\noptions attempts:2 timeout:2\n`);
+    const { stdout } = await execFileAsync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount --bind "$1" /etc/resolv.conf && exec getent ahostsv4 "$2"`, 'sh', join(dir, 'resolv.conf'), name]);
+    return [...new Set(stdout.split('\n').filter((l) => l.trim()).map((l) => l.split(/\s+/)[0]!))];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** A service in a container (cluster-backend.mjs through the container's spawn). */
 function serveIn(c: Container, mode: 'grpc' | 'http', port: number, name: string) {
   return startBackend({ ns: c.ns, spawn: c.spawn } as unknown as Host, mode, port, name);
@@ -86,6 +108,12 @@ describe('containers and pods on a node (issue 26)', () => {
     // A of the service name: the container, not host A.
     const aRecords = await b.dig(['A', `api.${ZONE}`]);
     expect(aRecords.answer.map((l) => l[4])).toEqual([c.address]);
+    // Node's resolver (c-ares) asking host B's daemon, and glibc (getaddrinfo, as every program resolves) through a
+    // resolv.conf naming it: the container's address, as a user's programs get it.
+    const resolver = new Resolver();
+    resolver.setServers([`${b.dns.host}:${b.dns.port}`]);
+    expect(await resolver.resolve4(`api.${ZONE}`)).toEqual([c.address]);
+    expect(await glibcAddresses(b.dns.host, `api.${ZONE}`)).toEqual([c.address]);
 
     // gRPC Resolve at host B: the endpoint carries the container's address and its namespace.
     const daemon = createCanonportClient(`${b.grpc.host}:${GRPC_PORT}`);

@@ -22,8 +22,15 @@ import { isLoopback, NetworkSet, type Cidr } from '../config/cidr.js';
 import { forwardCandidates, ForwarderIndex, markForwarded } from './forwarders.js';
 
 export const DEFAULT_INTERVAL_MS = 15_000;
-/** A scan that found nothing changed reuses the last snapshot (quietScan) for at most this long: a full one at least this often. */
-export const QUIET_MAX_MS = 10_000;
+/**
+ * A scan that found nothing changed reuses the last snapshot (quietScan) for
+ * at most this long: a full one at least this often. A safety net, as the
+ * other once-a-minute ones (the socket files read, every PID looked at,
+ * versions probed again): what a full scan would change has its own signal.
+ * Was 10 s: with 100 containers of 5 listeners, remaking their 500 every
+ * 10 s was half of what they added to an idle daemon's CPU (issue 26).
+ */
+export const QUIET_MAX_MS = 60_000;
 export const DEFAULT_PROBE_TIMEOUT_MS = 500;
 /** Probes in flight at once during one refresh. */
 const PROBE_CONCURRENCY = 16;

@@ -34,8 +34,9 @@ import { readListeningSockets, type ListeningSocket } from './procnet.js';
  *   namespaces' processes do not move it) changes whenever a process
  *   starts; only then is `/proc` listed, and only new PIDs are looked at (a
  *   stat each). A namespace's process that ends is seen by checking each
- *   namespace's one process every scan (kill(pid, 0), a system call), and
- *   only then is `/proc` listed for another. A PID first seen in the daemon's own namespace is looked at
+ *   namespace's one process (kill(pid, 0), a system call) when the host's
+ *   thread count (the same read of loadavg) moved, and every UNGATED_EVERY
+ *   scans whatever it says; only then is `/proc` listed for another. A PID first seen in the daemon's own namespace is looked at
  *   once more at the next scan (`ip netns exec`, `unshare -n`: a process
  *   joins its namespace just after it starts). Every FULL_WALK_MS every PID
  *   is looked at again (a process that moved with setns). Writes to the
@@ -43,18 +44,20 @@ import { readListeningSockets, type ListeningSocket } from './procnet.js';
  *   watched with inotify, list `/proc` at the next scan whatever the PIDs say.
  * - Sockets: a namespace is read when it appears, when a new process
  *   starts in it, and when its socket counters change (`net/sockstat`,
- *   `sockstat6`: TCP and UDP sockets in use, through descriptors kept open,
- *   a pread each; when they moved, `net/snmp`'s CurrEstab, so connections
- *   coming and going do not count). The counters are looked at only when
+ *   `sockstat6`: TCP and UDP sockets in use, through descriptors kept open;
+ *   first sockstat's count of all its sockets, one pread, and the rest only
+ *   when that moved or every UNGATED_EVERY scans; when they moved,
+ *   `net/snmp`'s CurrEstab, so connections coming and going do not count). The counters are looked at only when
  *   the host's TCP socket allocation count (global, one read) moved, or
- *   every UNGATED_EVERY scans (a UDP socket does not move it); and a
- *   namespace whose counters stood still for STABLE_AFTER_MS is looked at
- *   every other scan, then every fourth (back-off of stable namespaces: a
- *   new process in it is still seen at once, a listener a running process
- *   opens late within MAX_CHECK_EVERY scans), each namespace on its own
- *   turn (`slot`), so a scan looks at a quarter of them, not all every
- *   fourth scan. What the counters cannot show, a listener replaced on its
- *   port by the same process count, is read when told (invalidate()).
+ *   every UNGATED_EVERY scans (a UDP socket does not move it); then every
+ *   namespace's, stable or not: a listener a process that has run for a
+ *   while opens late (a JVM binding after its warm-up) is seen at the next
+ *   scan, within the convergence bound. (A back-off of stable namespaces,
+ *   every fourth scan, saved three quarters of these looks, ~3 µs each,
+ *   0.3 ms a scan with 100 namespaces, and cost such a listener up to 4
+ *   scans: 4 s, against issue 26's 1.5 s.) What the counters cannot show, a
+ *   listener replaced on its port by the same process count, is read when
+ *   told (invalidate()).
  * - A namespace where a process just started (a container starting, a pod's
  *   app container after its sandbox) is watched closely for EAGER_MS: its
  *   counters are looked at every EAGER_STEP_MS between scans, and a move
@@ -100,17 +103,6 @@ export const MAX_NAMESPACES = 1024;
 export const FULL_WALK_MS = 60_000;
 /** Counters looked at every this many scans even when the host's TCP allocation did not move (UDP, and a +1/−1 in one scan). */
 export const UNGATED_EVERY = 5;
-/**
- * A namespace whose counters stood still this long is looked at every other
- * scan, and every MAX_CHECK_EVERY scans once they stood still twice as long
- * (back-off of stable namespaces). As long as a new process's close watch
- * (EAGER_MS): past it, what opens a listener in a quiet namespace is a new
- * process (seen at once, whatever the back-off) or a running one binding
- * late (seen within MAX_CHECK_EVERY scans).
- */
-export const STABLE_AFTER_MS = 5_000;
-/** The most scans between two looks at a stable namespace's counters. */
-export const MAX_CHECK_EVERY = 4;
 /** The longest wait between two reads of a namespace whose counters keep moving for connections. */
 export const MAX_READ_GAP_MS = 32_000;
 /** How long a namespace where a process started is watched closely, and how often. */
@@ -151,10 +143,8 @@ interface Space {
   fingerprint: string;
   /** sockstat and sockstat6 as last read: unchanged, nothing else is read. */
   rawCounters: string;
-  /** When its counters last moved. */
-  changedMs: number;
-  /** Spreads the looks at stable namespaces over the scans (each scan looks at about 1/MAX_CHECK_EVERY of them, not all at once). */
-  slot: number;
+  /** sockstat's `sockets: used` as last read. */
+  used: string | undefined;
   /** Watched closely until then (a process started in it). */
   eagerUntilMs: number;
   trigger: ReadTrigger | undefined;
@@ -180,6 +170,7 @@ export class NamespaceWatcher {
   private loadavgFd = -1;
   private sockstatFd = -1;
   private lastSignal = '';
+  private lastThreads: string | undefined;
   private readonly useKill: boolean;
   private lastAlloc = '';
   private scans = 0;
@@ -196,7 +187,6 @@ export class NamespaceWatcher {
   private restriction: { reason: string; code: ErrorCode } | undefined;
   private restrictionRead = false;
   private unreadable = 0;
-  private slots = 0;
   /** Work done so far (tests and the bench count it): looks at a namespace's counters, and reads of its tables. */
   readonly work = { counterChecks: 0, reads: 0 };
 
@@ -247,39 +237,52 @@ export class NamespaceWatcher {
     this.start();
     const now = this.now();
     let changed = false;
-    const signal = this.processSignal();
+    const loadavg = this.pread(this.loadavgFd);
+    const signal = processSignal(loadavg);
+    // Whether any thread ended (or started) on the host since the last scan: only then may a namespace's process have
+    // gone, and each one's is asked (every UNGATED_EVERY scans whatever it says: a start elsewhere may hide an end).
+    const threads = threadCount(loadavg);
+    const maybeLost = threads === undefined || threads !== this.lastThreads || this.scans % UNGATED_EVERY === 0;
+    this.lastThreads = threads;
     const full = now - this.lastFullWalkMs >= FULL_WALK_MS;
-    if (full || this.hinted || signal === undefined || signal !== this.lastSignal || this.lostProcess()) {
+    if (full || this.hinted || signal === undefined || signal !== this.lastSignal || (maybeLost && this.lostProcess())) {
       this.hinted = false;
       this.lastSignal = signal ?? '';
       changed = this.walk(full, now) || changed;
+      this.listed = undefined;
     } else {
       changed = this.recheck() || changed;
     }
     const alloc = this.allocCount();
     const gate = alloc === undefined || alloc !== this.lastAlloc || this.scans % UNGATED_EVERY === 0;
     this.lastAlloc = alloc ?? '';
+    const thorough = this.scans % UNGATED_EVERY === 0;
     this.scans++;
     const due: Space[] = [];
     for (const s of this.spaces.values()) {
       if (!s.read) s.trigger ??= 'new';
-      else if (gate && s.trigger === undefined && this.checkDue(s, now)) {
+      else if (gate && s.trigger === undefined) {
         this.work.counterChecks++;
-        if (this.fingerprint(s, now) !== s.fingerprint) s.trigger = 'counters';
+        if (this.fingerprint(s, thorough) !== s.fingerprint) s.trigger = 'counters';
       }
       if (s.trigger && now - s.lastReadMs >= s.gapMs) due.push(s);
     }
+    if (due.length > 0) this.listed = undefined;
     await forEachLimited(due, READ_CONCURRENCY, async (s) => {
       if (await this.read(s, now)) changed = true;
     });
     this.updateScope();
     this.watchEager();
-    const namespaces = [...this.spaces.values()]
+    // Remade only after a walk or a read: a scan that did neither (most of them) hands back the last list.
+    this.listed ??= [...this.spaces.values()]
       .filter((s) => s.read)
       .sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0))
       .map((s) => ({ id: s.id, label: s.label, pid: s.pid, addresses: s.addresses, container: s.container, sockets: s.sockets }));
-    return { namespaces, changed, scope: this.scope };
+    return { namespaces: this.listed, changed, scope: this.scope };
   }
+
+  /** The last scan's namespaces, as returned (undefined: to be made again). */
+  private listed: ObservedNamespace[] | undefined;
 
   private eagerTimer: NodeJS.Timeout | undefined;
 
@@ -291,7 +294,7 @@ export class NamespaceWatcher {
       const now = this.now();
       const eager = [...this.spaces.values()].filter((s) => s.read && s.eagerUntilMs > now);
       if (eager.length === 0) return;
-      if (eager.some((s) => s.fingerprint !== this.fingerprint(s, now))) {
+      if (eager.some((s) => s.fingerprint !== this.fingerprint(s))) {
         for (const s of eager) s.trigger ??= 'counters';
         this.o.onHint!();
         return;
@@ -315,6 +318,8 @@ export class NamespaceWatcher {
     for (const fd of [this.loadavgFd, this.sockstatFd]) if (fd >= 0) closeQuietly(fd);
     this.loadavgFd = this.sockstatFd = -1;
     this.own = undefined;
+    this.listed = undefined;
+    this.lastThreads = undefined;
     this.lastFullWalkMs = Number.NEGATIVE_INFINITY;
     this.hinted = true;
   }
@@ -339,12 +344,6 @@ export class NamespaceWatcher {
     }
   }
 
-  /** `/proc/loadavg`'s last PID (of the reader's PID namespace): it moves whenever a process starts there. */
-  private processSignal(): string | undefined {
-    const text = this.pread(this.loadavgFd);
-    if (text === undefined) return undefined;
-    return text.trim().split(/\s+/)[4];
-  }
 
   /** True when some namespace's process has ended (then /proc is listed for another, or the namespace is gone). */
   private lostProcess(): boolean {
@@ -362,14 +361,6 @@ export class NamespaceWatcher {
       }
     }
     return existsSync(join(this.o.procRoot, String(pid), 'net'));
-  }
-
-  /** Whether a namespace's counters are looked at this scan: every scan, or less often once they stood still (back-off). */
-  private checkDue(s: Space, now: number): boolean {
-    const stableFor = now - s.changedMs;
-    if (stableFor < STABLE_AFTER_MS) return true;
-    const every = stableFor < 2 * STABLE_AFTER_MS ? 2 : MAX_CHECK_EVERY;
-    return (this.scans + s.slot) % every === 0;
   }
 
   /** The host's TCP sockets allocated (sockstat's `alloc`: every namespace's, so one read covers all). */
@@ -441,7 +432,7 @@ export class NamespaceWatcher {
       this.capLogged = true;
       return 'same';
     }
-    this.spaces.set(id, { id, pid, label: '', container: undefined, addresses: [], sockets: [], fds: [], fingerprint: '', rawCounters: '', changedMs: this.now(), eagerUntilMs: this.now() + EAGER_MS, slot: this.slots++, trigger: 'new', lastReadMs: Number.NEGATIVE_INFINITY, gapMs: 0, read: false });
+    this.spaces.set(id, { id, pid, label: '', container: undefined, addresses: [], sockets: [], fds: [], fingerprint: '', rawCounters: '', used: undefined, eagerUntilMs: this.now() + EAGER_MS, trigger: 'new', lastReadMs: Number.NEGATIVE_INFINITY, gapMs: 0, read: false });
     return 'new-namespace';
   }
 
@@ -466,16 +457,21 @@ export class NamespaceWatcher {
 
   /**
    * Its socket counters: TCP and UDP sockets in use, less the established
-   * connections. sockstat and sockstat6 first (two preads); net/snmp only
-   * when they moved.
+   * connections. sockstat's `sockets: used` first (one pread: every socket
+   * of the namespace, any family, so a TCP6 listener moves it too): the
+   * same count, the same fingerprint. Otherwise, and when `thorough` (every
+   * UNGATED_EVERY scans: a socket opened while another closed leaves that
+   * count as it was), sockstat6 too; net/snmp only when those moved.
    */
-  private fingerprint(s: Space, now: number): string {
+  private fingerprint(s: Space, thorough = false): string {
     const sockstat = this.pread(s.fds[0] ?? -1) ?? '';
+    const used = usedSockets(sockstat);
+    if (!thorough && used !== undefined && used === s.used && s.fingerprint !== '') return s.fingerprint;
+    s.used = used;
     const sockstat6 = this.pread(s.fds[1] ?? -1) ?? '';
     const raw = `${/^TCP: inuse (\d+)/m.exec(sockstat)?.[1]}/${/^UDP: inuse (\d+)/m.exec(sockstat)?.[1]}/${/^TCP6: inuse (\d+)/m.exec(sockstat6)?.[1]}/${/^UDP6: inuse (\d+)/m.exec(sockstat6)?.[1]}`;
     if (raw === s.rawCounters && s.fingerprint !== '') return s.fingerprint;
     s.rawCounters = raw;
-    s.changedMs = now;
     const [tcp4, udp4, tcp6, udp6] = raw.split('/').map((x) => Number(x === 'undefined' ? 0 : x));
     return `${tcp4! + tcp6! - currEstab(this.pread(s.fds[2] ?? -1) ?? '')}/${udp4}/${udp6}`;
   }
@@ -486,7 +482,7 @@ export class NamespaceWatcher {
     if (s.fds.length === 0) s.fds = ['sockstat', 'sockstat6', 'snmp'].map((f) => openQuietly(join(root, 'net', f)));
     // Counted before the read: a change during it reads again at the next scan.
     s.fingerprint = '';
-    s.fingerprint = this.fingerprint(s, now);
+    s.fingerprint = this.fingerprint(s);
     const trigger = s.trigger ?? 'counters';
     s.trigger = undefined;
     this.o.countRead?.(trigger, s.label);
@@ -649,6 +645,23 @@ export class NamespaceWatcher {
       return undefined;
     }
   }
+}
+
+/** `/proc/loadavg`'s last PID (of the reader's PID namespace): it moves whenever a process starts there. */
+export function processSignal(loadavg: string | undefined): string | undefined {
+  return loadavg?.trim().split(/\s+/)[4];
+}
+
+/** `/proc/loadavg`'s count of the host's threads (`running/total`'s total: every PID namespace's): it moves when one ends. */
+export function threadCount(loadavg: string | undefined): string | undefined {
+  return loadavg?.trim().split(/\s+/)[3]?.split('/')[1];
+}
+
+/** sockstat's first line, `sockets: used N`: every socket of the namespace (per namespace since Linux 4.16). */
+export function usedSockets(sockstat: string): string | undefined {
+  if (!sockstat.startsWith('sockets: used ')) return undefined;
+  const end = sockstat.indexOf('\n');
+  return sockstat.slice(14, end < 0 ? undefined : end);
 }
 
 /** `CurrEstab` from net/snmp's two `Tcp:` lines (names, then values); 0 when absent. */

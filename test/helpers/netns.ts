@@ -327,6 +327,17 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
         }
         let bridgeSubnet: string | undefined;
         let count = 0;
+        // The last octets of addresses in use, per network (a /24 each): a stopped container's is given again, so a
+        // host may start any number of containers over its life, at most 253 at once on each network.
+        const octets = { routed: new Set<number>(), bridge: new Set<number>() };
+        const octet = (kind: 'routed' | 'bridge'): number => {
+          for (let o = 2; o < 255; o++) {
+            if (octets[kind].has(o)) continue;
+            octets[kind].add(o);
+            return o;
+          }
+          throw new Error(`no ${kind} container address left on ${ns} (253 at once)`);
+        };
         host.addContainer = async (c: ContainerOptions = {}) => {
           const j = count++;
           const cns = `${ns}c${j}`;
@@ -342,13 +353,18 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
           inC('link', 'set', 'eth0', 'up');
           run('ip', ['link', 'set', veth, 'up']);
           let caddr: string;
-          if ((c.network ?? 'routed') === 'routed') {
+          const kind = c.network ?? 'routed';
+          const last = octet(kind);
+          if (kind === 'routed') {
             // Calico's way: a /32 on the container's side, a route to it on the host's, the host answering ARP for the gateway.
-            caddr = `${podSubnet}.${j + 2}`;
+            caddr = `${podSubnet}.${last}`;
             inC('addr', 'add', `${caddr}/32`, 'dev', 'eth0');
             inC('route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
             inC('route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
-            run('sysctl', ['-qw', `net.ipv4.conf.${veth}.proxy_arp=1`]);
+            // As Calico's CNI plugin does: without proxy_delay=0 the kernel answers the container's ARP for its gateway
+            // after a random wait of up to neigh.default.proxy_delay (0.8 s), so every first packet out of a new pod
+            // (a readiness probe's SYN-ACK, the daemon's first answer) waits that long.
+            run('sysctl', ['-qw', `net.ipv4.conf.${veth}.proxy_arp=1`, `net.ipv4.neigh.${veth}.proxy_delay=0`]);
             run('ip', ['route', 'add', `${caddr}/32`, 'dev', veth]);
           } else {
             // Docker's default bridge: a bridge in the host with the first address, the container on it; no other host routes to it.
@@ -358,7 +374,7 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
               run('ip', ['addr', 'add', `${bridgeSubnet}.1/24`, 'dev', 'docker0']);
               run('ip', ['link', 'set', 'docker0', 'up']);
             }
-            caddr = `${bridgeSubnet}.${j + 2}`;
+            caddr = `${bridgeSubnet}.${last}`;
             run('ip', ['link', 'set', veth, 'master', 'docker0']);
             inC('addr', 'add', `${caddr}/24`, 'dev', 'eth0');
             inC('route', 'add', 'default', 'via', `${bridgeSubnet}.1`);
@@ -417,11 +433,19 @@ export async function createHostNet(opts: { hosts: number; pid?: boolean }): Pro
               if (stopped) return;
               stopped = true;
               await Promise.all([...proxies.map((p) => p.stop()), ...[...mine].map((p) => stopChild(p))]);
+              // The veth first: a namespace goes only once nothing holds it (a daemon's kept /proc descriptors do), and its
+              // address may be given again at once, route and all.
+              try {
+                run('ip', ['link', 'del', veth]);
+              } catch {
+                // already gone
+              }
               try {
                 ip('netns', 'del', cns);
               } catch {
                 // already gone
               }
+              octets[kind].delete(last);
             },
           };
         };
