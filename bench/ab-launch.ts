@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Children } from './children.js';
@@ -70,6 +70,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await children.stopAll();
+    rmSync(work, { recursive: true, force: true });
   }
 }
 

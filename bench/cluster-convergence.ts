@@ -11,7 +11,7 @@ import { runScript } from './run-script.js';
  * B's view lists it, and after it closes, until B's view drops it.
  * p50/p99 over --trials. Needs root (namespaces) and etcd-server.
  *
- *   npx tsc -p tsconfig.json && npx tsc -p tsconfig.bench.json
+ *   node scripts/build.mjs && npx tsc -p tsconfig.bench.json
  *   node dist-bench/bench/cluster-convergence.js --trials 50 --interval-ms 1000
  */
 

@@ -15,7 +15,7 @@ import { runScript } from './run-script.js';
  * lookup, and etcd's write and keepalive rates at steady state with one
  * lease per node kept alive.
  *
- *   npx tsc -p tsconfig.json && npx tsc -p tsconfig.bench.json
+ *   node scripts/build.mjs && npx tsc -p tsconfig.bench.json
  *   node --expose-gc dist-bench/bench/cluster-scale.js --nodes 1000 --services 20
  */
 

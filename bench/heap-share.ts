@@ -28,13 +28,16 @@ import { arg, runScript } from './run-script.js';
  * this says what part of it is code that a bundler, a minifier or dropping
  * the package would take away.
  *
+ * Then the whole heap by kind and its largest retainers (retainers(), below):
+ * what no script owns, by constructor and by who holds it.
+ *
  *   node dist-bench/bench/heap-share.js [--settle 20] [--cluster] [--keep FILE]
  *
  * Needs etcd for --cluster. Writes the snapshot to a temporary folder (about
  * 20 MB), removed unless --keep names where to copy it.
  */
 
-interface Snapshot {
+export interface Snapshot {
   snapshot: { meta: { node_fields: string[]; node_types: [string[]]; edge_fields: string[]; edge_types: [string[]] } };
   nodes: number[];
   edges: number[];
@@ -60,8 +63,8 @@ export interface Share {
   closures: number;
 }
 
-/** Attributes a snapshot's live objects to scripts' groups; the rest by node type. */
-export function attribute(s: Snapshot): { shares: Share[]; rest: Map<string, number>; total: number } {
+/** A snapshot's flat arrays as nodes and edges: node i's fields at i * nf, its edges from first[i] to first[i + 1]. */
+function reader(s: Snapshot) {
   const meta = s.snapshot.meta;
   const nf = meta.node_fields.length;
   const ef = meta.edge_fields.length;
@@ -74,6 +77,12 @@ export function attribute(s: Snapshot): { shares: Share[]; rest: Map<string, num
   const type = (i: number) => types[nodes[i * nf]!]!;
   const name = (i: number) => strings[nodes[i * nf + 1]!]!;
   const size = (i: number) => nodes[i * nf + 3]!;
+  return { nf, ef, etypes, edges, strings, n, first, type, name, size };
+}
+
+/** Attributes a snapshot's live objects to scripts' groups; the rest by node type. */
+export function attribute(s: Snapshot): { shares: Share[]; rest: Map<string, number>; total: number } {
+  const { nf, ef, etypes, edges, strings, n, first, type, name, size } = reader(s);
   const named = (i: number): Map<string, number> => {
     const m = new Map<string, number>();
     for (let e = first[i]!; e < first[i + 1]!; e += ef) {
@@ -155,6 +164,142 @@ export function attribute(s: Snapshot): { shares: Share[]; rest: Map<string, num
   return { shares: shareOf, rest, total };
 }
 
+/** One of the largest retainers: what it is, the bytes only it keeps alive, and the path that holds it. */
+export interface Retainer {
+  label: string;
+  retained: number;
+  path: string;
+}
+
+/**
+ * The whole live heap by kind (strings: script sources apart from the rest;
+ * objects by constructor), and its largest retainers by dominator tree: an
+ * object's retained size is what a GC would free with it (Cooper, Harvey and
+ * Kennedy's iterative algorithm over the snapshot's strong edges; the
+ * snapshot is a few hundred thousand nodes, so a second or two). What the
+ * script attribution above cannot place (what modules built) is named here
+ * by constructor and by who holds it (issue 24: answer caches, warm-up
+ * leftovers, histograms, Buffer pools would show as large retainers).
+ */
+export function retainers(s: Snapshot, top = 25): { kinds: [string, number, number][]; largest: Retainer[]; total: number } {
+  const { nf, ef, etypes, edges, strings, n, first, type, name, size } = reader(s);
+  const strong = (e: number) => etypes[edges[e]!] !== 'weak';
+  const edgeName = (e: number) => (['element', 'hidden'].includes(etypes[edges[e]!]!) ? `[${edges[e + 1]}]` : strings[edges[e + 1]!]!);
+  // Predecessors over strong edges, and which strings are scripts' sources.
+  const pcount = new Uint32Array(n + 1);
+  const isSource = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    for (let e = first[i]!; e < first[i + 1]!; e += ef) {
+      if (!strong(e)) continue;
+      pcount[edges[e + 2]! / nf + 1]++;
+      if (type(i) === 'code' && strings[edges[e + 1]!] === 'source' && etypes[edges[e]!] !== 'element') isSource[edges[e + 2]! / nf] = 1;
+    }
+  }
+  for (let i = 0; i < n; i++) pcount[i + 1]! += pcount[i]!;
+  const preds = new Uint32Array(pcount[n]!);
+  const fill = pcount.slice();
+  for (let i = 0; i < n; i++) for (let e = first[i]!; e < first[i + 1]!; e += ef) if (strong(e)) preds[fill[edges[e + 2]! / nf]!++] = i;
+  // Post-order of a depth-first walk from the root (node 0).
+  const po = new Int32Array(n).fill(-1);
+  const order: number[] = [];
+  const next = new Uint32Array(n);
+  const seen = new Uint8Array(n);
+  const stack = [0];
+  seen[0] = 1;
+  next[0] = first[0]!;
+  while (stack.length > 0) {
+    const v = stack[stack.length - 1]!;
+    let pushed = false;
+    while (next[v]! < first[v + 1]!) {
+      const e = next[v]!;
+      next[v] = e + ef;
+      const t = edges[e + 2]! / nf;
+      if (!strong(e) || seen[t]) continue;
+      seen[t] = 1;
+      next[t] = first[t]!;
+      stack.push(t);
+      pushed = true;
+      break;
+    }
+    if (!pushed) {
+      stack.pop();
+      po[v] = order.length;
+      order.push(v);
+    }
+  }
+  const idom = new Int32Array(n).fill(-1);
+  idom[0] = 0;
+  const meet = (a: number, b: number) => {
+    while (a !== b) {
+      while (po[a]! < po[b]!) a = idom[a]!;
+      while (po[b]! < po[a]!) b = idom[b]!;
+    }
+    return a;
+  };
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (let k = order.length - 2; k >= 0; k--) {
+      const v = order[k]!;
+      let d = -1;
+      for (let p = pcount[v]!; p < pcount[v + 1]!; p++) {
+        const u = preds[p]!;
+        if (po[u]! >= 0 && idom[u]! >= 0) d = d < 0 ? u : meet(u, d);
+      }
+      if (d >= 0 && idom[v] !== d) {
+        idom[v] = d;
+        changed = true;
+      }
+    }
+  }
+  const retained = new Float64Array(n);
+  let total = 0;
+  const kinds = new Map<string, [number, number]>();
+  for (const v of order) {
+    retained[v]! += size(v);
+    if (v !== 0) retained[idom[v]!]! += retained[v]!;
+    total += size(v);
+    const t = type(v);
+    const k =
+      t === 'string' || t === 'concatenated string' || t === 'sliced string'
+        ? isSource[v] ? 'string: scripts\' source text' : `string: other (${t})`
+        : t === 'object' || t === 'native' || t === 'array' || t === 'hidden'
+          ? `${t}: ${name(v).replace(/^system \/ /, '').slice(0, 40) || '(no name)'}`
+          : t;
+    const c = kinds.get(k) ?? [0, 0];
+    c[0] += size(v);
+    c[1]++;
+    kinds.set(k, c);
+  }
+  const label = (v: number) => `${type(v)} ${name(v).slice(0, 50).replace(/\s+/g, ' ')}`;
+  const via = (v: number) => {
+    const d = idom[v]!;
+    for (let e = first[d]!; e < first[d + 1]!; e += ef) if (edges[e + 2]! / nf === v) return edgeName(e);
+    return '(shared)';
+  };
+  const pathOf = (v: number) => {
+    const parts: string[] = [];
+    for (let x = v, k = 0; x !== 0 && type(idom[x]!) !== 'synthetic' && k < 5; x = idom[x]!, k++) parts.push(`.${via(x)} of ${label(idom[x]!)}`);
+    if (parts.length > 0) return parts.join(' ');
+    // Held from more than one place (or by a root): name one holder.
+    for (let p = pcount[v]!; p < pcount[v + 1]!; p++) {
+      const u = preds[p]!;
+      if (type(u) === 'synthetic') continue;
+      for (let e = first[u]!; e < first[u + 1]!; e += ef) if (edges[e + 2]! / nf === v && strong(e)) return `.${edgeName(e)} of ${label(u)} (one of ${pcount[v + 1]! - pcount[v]!} holders)`;
+    }
+    return '(a GC root)';
+  };
+  // The largest retainers, each one a holder of several things: one that holds mostly (3/4) a single thing is
+  // passed over for that thing (a chain of sole holders shows once, at the end that says what is held).
+  const biggestChild = new Float64Array(n);
+  for (const v of order) if (v !== 0) biggestChild[idom[v]!] = Math.max(biggestChild[idom[v]!]!, retained[v]!);
+  const largest = order
+    .filter((v) => type(v) !== 'synthetic' && biggestChild[v]! < retained[v]! * 0.75)
+    .sort((a, b) => retained[b]! - retained[a]!)
+    .slice(0, top)
+    .map((v) => ({ label: label(v), retained: retained[v]!, path: pathOf(v) }));
+  return { kinds: [...kinds].map(([k, [b, c]]) => [k, b, c] as [string, number, number]).sort((a, b) => b[1] - a[1]), largest, total };
+}
+
 const mb = (b: number) => (b / 1e6).toFixed(2);
 
 async function main(): Promise<void> {
@@ -200,6 +345,11 @@ async function main(): Promise<void> {
       const top = [...rest].sort((a, b) => b[1] - a[1]);
       console.log(`not attributed to a script (what modules built: objects, maps, strings), ${mb(total - attributed)} MB, largest kinds:`);
       for (const [k, v] of top.slice(0, 10)) console.log(`  ${k.padEnd(42)} ${mb(v).padStart(8)}`);
+      const { kinds, largest } = retainers(JSON.parse(readFileSync(file, 'utf8')) as Snapshot);
+      console.log(`the whole live heap by kind (objects by constructor), MB and count:`);
+      for (const [k, b, c] of kinds.slice(0, 20)) console.log(`  ${k.padEnd(42)} ${mb(b).padStart(8)} ${String(c).padStart(7)}`);
+      console.log(`largest retainers (what a GC would free with each), MB, and what holds them:`);
+      for (const r of largest) console.log(`  ${mb(r.retained).padStart(6)}  ${r.label}  ${r.path}`);
     } finally {
       await d.stop();
     }

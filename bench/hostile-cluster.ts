@@ -23,7 +23,7 @@ import { parseRepoCases, runRepoCases, type Figures } from './repos.js';
  * built dist/ (default: this one); give main's and the branch's to compare
  * them in one run, on one machine:
  *
- *   mkdir /tmp/cp-main && git archive main | tar -x -C /tmp/cp-main && (cd /tmp/cp-main && npm ci && npx tsc -p tsconfig.json)
+ *   mkdir /tmp/cp-main && git archive main | tar -x -C /tmp/cp-main && (cd /tmp/cp-main && npm ci && npm run build)
  *   npm run bench:hostile-cluster -- --repo /tmp/cp-main --repo .
  *
  * Each case gets a lab of its own (fresh etcd). Figures, never assertions:

@@ -24,7 +24,7 @@ import { parseRepoCases, runRepoCases, type Figures } from './repos.js';
  * built dist/ (default: this one). Give main's and the branch's to compare
  * them in one run, on one machine, at the same time:
  *
- *   git worktree add /tmp/canonport-main main && (cd /tmp/canonport-main && npm ci && npx tsc -p tsconfig.json)
+ *   git worktree add /tmp/canonport-main main && (cd /tmp/canonport-main && npm ci && npm run build)
  *   npm run bench:hostile -- --repo /tmp/canonport-main --repo .
  *
  * Only flags both have are used, so an older daemon runs the same attack.

@@ -183,7 +183,7 @@ function parseOptions(argv: string[]): Options {
       (only.length === 0 || only.includes('idle') ? ((quick ? 90 : 180) + Math.max(0, idleSettleSeconds - (quick ? 8 : 30))) * 1000 : 0) +
       (only.length === 0 || only.includes('latency') ? (quick ? 240 : 720) * 1000 : 0) +
       (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0) +
-      (only.includes('ui') ? (quick ? 240 : 420) * 1000 : 0) +
+      (only.includes('ui') ? (quick ? 240 : 420) * 1000 + (values.baseline ? 180_000 : 0) : 0) +
       (only.includes('rollout') ? (quick ? 400 : 900) * 1000 : 0) +
       (only.includes('containers') ? (quick ? 420 : 1500) * 1000 : 0),
   };
@@ -725,7 +725,7 @@ async function main(): Promise<number> {
     if (want('ui')) {
       try {
         result.ui = await runUiBench(
-          { services: 20, bigHosts: opts.quick ? 200 : 1000, loads: opts.quick ? 3 : 7, livePages: 20, churnSeconds: opts.quick ? 10 : 30, workDir },
+          { services: 20, bigHosts: opts.quick ? 200 : 1000, loads: opts.quick ? 3 : 7, livePages: 20, churnSeconds: opts.quick ? 10 : 30, workDir, baseline: opts.baseline, liveChanges: opts.quick ? 3 : 5 },
           progress,
         );
       } catch (err) {

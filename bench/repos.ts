@@ -15,7 +15,7 @@ export function parseRepoCases<C extends string>(cases: readonly C[]): { repos: 
   const only = (values.only ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
   for (const o of only) if (!(cases as readonly string[]).includes(o)) throw new Error(`unknown case "${o}": use ${cases.join(', ')}`);
   const repos = (values.repo ?? [REPO]).map((r) => `${resolve(r)}/`);
-  for (const r of repos) if (!existsSync(join(r, 'dist', 'cli', 'main.js'))) throw new Error(`${r} has no built dist/ (npx tsc -p tsconfig.json there)`);
+  for (const r of repos) if (!existsSync(join(r, 'dist', 'cli', 'main.js'))) throw new Error(`${r} has no built dist/ (npm run build there)`);
   return { repos, only: only.length ? (only as C[]) : [...cases] };
 }
 

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLab, type Lab } from '../test/helpers/cluster-lab.js';
@@ -180,6 +180,7 @@ async function main(): Promise<void> {
   } finally {
     for (const s of stops.reverse()) await s().catch(() => undefined);
     await lab?.stop();
+    rmSync(work, { recursive: true, force: true });
   }
 }
 

@@ -4,10 +4,14 @@
 export const CHURN_PER_S = 10;
 
 export interface PageLoad {
+  /** `this`, or `baseline <label>` (--baseline). */
+  build: string;
   hosts: number;
-  /** Median of `loads` fresh loads. */
+  /** Median of `loads` fresh loads: navigation start to the matrix painted (Element Timing). */
   firstRenderMs: number;
   firstRenderMsAll: number[];
+  /** Median: navigation start to the page's script having set the matrix (before it is painted). */
+  drawnMs: number;
   /** Median: the whole document drawn (after the first screen's, at more hosts than it carries). */
   wholeRenderMs: number;
   /** Every response of the load, headers and compressed bodies. */
@@ -17,6 +21,14 @@ export interface PageLoad {
   documentJsonBytes: number;
   /** The first-screen document on the wire (0: the fleet fits in it, the whole document is the first one). */
   firstScreenWireBytes: number;
+}
+
+/** A change in etcd to an open page showing it. */
+export interface LiveDelay {
+  build: string;
+  hosts: number;
+  medianMs: number;
+  allMs: number[];
 }
 
 export interface LivePhase {
@@ -42,8 +54,11 @@ export interface UiBenchResult {
     snapshot: { ms: number; bytes: number; gzipMs: number; gzipBytes: number };
     /** The same change as a diff, per page. */
     diff: { ms: number; bytes: number };
+    /** The same change rebuilt whole (a fresh build and encoding) and as the daemon's page now does, incrementally. */
+    rebuild: { wholeMs: number; hosts: number; ms: number; hostsRebuilt: number; servicesRebuilt: number };
   };
   pages: PageLoad[];
+  delay: LiveDelay[];
   live: LivePhase[];
   notes: string[];
 }
@@ -57,13 +72,20 @@ export function renderUi(r: UiBenchResult): string {
     `  document at ${d.hosts} hosts × ${d.services} services: built in ${d.buildMs} ms, ${kb(d.jsonBytes)} JSON, ${kb(d.gzipBytes)} gzip`,
     `  one listener changes, per open page: whole document ${kb(d.snapshot.bytes)} (${d.snapshot.ms} ms to serialise; gzip ${kb(d.snapshot.gzipBytes)} in ${d.snapshot.gzipMs} ms more, per page)` +
       ` vs diff ${kb(d.diff.bytes)} (${d.diff.ms} ms, once for every page): ${(d.snapshot.bytes / d.diff.bytes).toFixed(0)}× fewer bytes`,
-    `  page loads (median of fresh loads; targets: first render < 200 ms, < 1 MB transferred at 1,000 hosts):`,
+    `  one listener changes, rebuilt: whole ${d.rebuild.wholeMs} ms (${d.rebuild.hosts} hosts) vs incrementally ${d.rebuild.ms} ms (${d.rebuild.hostsRebuilt} host, ${d.rebuild.servicesRebuilt} service row rebuilt): ${(d.rebuild.wholeMs / Math.max(0.1, d.rebuild.ms)).toFixed(1)}×`,
+    `  page loads (median of fresh loads; first render: navigation start to the matrix painted; targets: < 200 ms, < 1 MB transferred at 1,000 hosts):`,
     ...r.pages.map(
       (p) =>
-        `    ${String(p.hosts).padStart(5)} hosts: first render ${p.firstRenderMs} ms (target < 200; ${p.firstRenderMsAll.join(', ')}), whole document drawn ${p.wholeRenderMs} ms, ${kb(p.transferredBytes)} transferred (target < 1 MB; document ${kb(p.documentWireBytes)} on the wire, ${kb(p.documentJsonBytes)} as JSON${p.firstScreenWireBytes ? `, first screen ${kb(p.firstScreenWireBytes)}` : ''})`,
+        `    ${String(p.hosts).padStart(5)} hosts, ${p.build}: first render ${p.firstRenderMs} ms (target < 200; ${p.firstRenderMsAll.join(', ')}; set by the script at ${p.drawnMs} ms), whole document drawn ${p.wholeRenderMs} ms, ${kb(p.transferredBytes)} transferred (target < 1 MB; document ${kb(p.documentWireBytes)} on the wire, ${kb(p.documentJsonBytes)} as JSON${p.firstScreenWireBytes ? `, first screen ${kb(p.firstScreenWireBytes)}` : ''})`,
     ),
   ];
-  if (r.pages.length === 2) lines.push(`    ratio ${r.pages[1]!.hosts}/${r.pages[0]!.hosts} hosts: first render ${(r.pages[1]!.firstRenderMs / r.pages[0]!.firstRenderMs).toFixed(2)}×, bytes ${(r.pages[1]!.transferredBytes / r.pages[0]!.transferredBytes).toFixed(1)}×`);
+  const mine = r.pages.filter((p) => p.build === 'this');
+  if (mine.length === 2) lines.push(`    ratio ${mine[1]!.hosts}/${mine[0]!.hosts} hosts: first render ${(mine[1]!.firstRenderMs / mine[0]!.firstRenderMs).toFixed(2)}×, bytes ${(mine[1]!.transferredBytes / mine[0]!.transferredBytes).toFixed(1)}×`);
+  for (const p of mine) {
+    const base = r.pages.find((b) => b.build !== 'this' && b.hosts === p.hosts);
+    if (base) lines.push(`    ${p.hosts} hosts, this build / ${base.build}: first render ${(p.firstRenderMs / base.firstRenderMs).toFixed(2)}×, bytes ${(p.transferredBytes / base.transferredBytes).toFixed(2)}×`);
+  }
+  for (const l of r.delay) lines.push(`  a change in etcd to an open page, ${l.hosts} hosts, ${l.build}: median ${l.medianMs} ms (${l.allMs.join(', ')})`);
   lines.push(`  the daemon during churn (${CHURN_PER_S} writes/s in etcd), ${d.hosts} hosts:`);
   for (const l of r.live) {
     lines.push(`    ${String(l.pages).padStart(2)} live pages: CPU ${l.cpuPercent} % of a core over ${l.seconds} s (${l.writes} writes), RSS ${l.rssMiB} MiB (peak ${l.hwmMiB}), pages current at the end ${l.pagesCurrent}/${l.pages}`);

@@ -1,3 +1,4 @@
+import { spawn, type SpawnOptions } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -5,7 +6,7 @@ import etcd3 from 'etcd3';
 import type { Browser, Page } from 'playwright-core';
 import { ClusterView } from '../src/cluster/view.js';
 import { fleetDocument } from '../src/fleet/document.js';
-import { fleetFromView } from '../src/fleet/from-cluster.js';
+import { fleetFromView, ViewFleet } from '../src/fleet/from-cluster.js';
 import { base32Port } from '../src/scheme/index.js';
 import { diffDocuments, encodeDocument } from '../src/ui/client/diff.js';
 import { startBrowserForContexts } from '../test/helpers/browser.js';
@@ -14,7 +15,7 @@ import { scaleNode, serviceNames, writeScaleFleet } from '../test/helpers/scale-
 import { startServe, type ServeProcess } from '../test/helpers/serve-process.js';
 import { readRss } from './probe.js';
 import { parseProcStat } from './cpu.js';
-import { CHURN_PER_S, type LivePhase, type PageLoad, type UiBenchResult } from './ui-report.js';
+import { CHURN_PER_S, type LiveDelay, type LivePhase, type PageLoad, type UiBenchResult } from './ui-report.js';
 
 /**
  * `npm run bench -- --only ui` (issue 25): the fleet page, from a real
@@ -41,6 +42,10 @@ export interface UiBenchOptions {
   livePages: number;
   churnSeconds: number;
   workDir: string;
+  /** Another built checkout (--baseline): its daemon's page loads, and its live delay, beside this one's, interleaved. */
+  baseline?: { dir: string; label: string } | undefined;
+  /** Single changes timed from etcd to an open page at bigHosts. */
+  liveChanges?: number | undefined;
 }
 
 const PREFIX = '/canonport-ui-bench';
@@ -60,21 +65,30 @@ export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) =
     browser = await startBrowserForContexts();
     const pages: PageLoad[] = [];
     let big: ServeProcess | undefined;
+    let bigBaseline: ServeProcess | undefined;
     for (const hosts of [10, opts.bigHosts]) {
       const prefix = `${PREFIX}-${hosts}`;
       progress(`ui: writing ${hosts} hosts × ${opts.services} services into etcd`);
       await writeScaleFleet(client, prefix, { nodes: hosts, services: opts.services, digest: (i) => (i % 97 === 5 ? 'b'.repeat(64) : 'a'.repeat(64)) });
       const daemon = await startDaemon(etcd, prefix, opts.workDir, hosts);
       daemons.push(daemon);
-      progress(`ui: ${opts.loads} fresh page loads at ${hosts} hosts`);
-      pages.push(await pageLoads(browser, daemon, hosts, opts.loads));
+      const builds = [{ build: 'this', daemon }];
+      if (opts.baseline) {
+        bigBaseline = await startDaemon(etcd, prefix, opts.workDir, hosts, opts.baseline.dir);
+        daemons.push(bigBaseline);
+        builds.push({ build: `baseline ${opts.baseline.label}`, daemon: bigBaseline });
+      }
+      progress(`ui: ${opts.loads} fresh page loads at ${hosts} hosts${opts.baseline ? ', this build and the baseline in turn' : ''}`);
+      pages.push(...(await pageLoads(browser, builds, hosts, opts.loads)));
       big = daemon;
     }
+    progress(`ui: ${opts.liveChanges ?? 5} single changes at ${opts.bigHosts} hosts, from etcd to an open page`);
+    const delay = await liveDelay(browser, client, [{ build: 'this', daemon: big! }, ...(bigBaseline ? [{ build: `baseline ${opts.baseline!.label}`, daemon: bigBaseline }] : [])], `${PREFIX}-${opts.bigHosts}`, opts);
     progress(`ui: live pages during churn (${CHURN_PER_S} writes/s, ${opts.churnSeconds} s each)`);
     const live: LivePhase[] = [];
     // No page (the reference: the daemon rebuilds nothing), one page (what following the view costs), and livePages (what each page adds).
     for (const n of [0, 1, opts.livePages]) live.push(await livePhase(browser, client, big!, `${PREFIX}-${opts.bigHosts}`, opts, n));
-    return { document, pages, live, notes };
+    return { document, pages, delay, live, notes };
   } finally {
     await browser?.close().catch(() => undefined);
     await Promise.all(daemons.map((d) => d.stop()));
@@ -94,9 +108,19 @@ function documentCosts(hosts: number, services: number): UiBenchResult['document
   const buildMs = performance.now() - t0;
   const gzipBytes = gzipSync(prev.json).length;
   // One listener's version changes.
+  // The daemon's page keeps its build between changes (ViewFleet): the same change, rebuilt incrementally, from the same view.
+  const kept = new ViewFleet(view, where);
+  const keptEncoded = encodeDocument(fleetDocument(kept.read()));
   const [key, value] = scaleNode(PREFIX, Math.floor(hosts / 2), { nodes: hosts, services, started, version: () => '1.0.1' }).puts[1]!;
   view.applyChanges([{ type: 'put', key, value }], 11);
+  const t4 = performance.now();
+  encodeDocument(fleetDocument(kept.read()), keptEncoded);
+  const incrementalMs = performance.now() - t4;
+  const incremental = { ms: round(incrementalMs), hostsRebuilt: kept.lastRead.hosts, servicesRebuilt: kept.lastRead.services };
+  const t5 = performance.now();
   const doc = fleetDocument(fleetFromView(view, where));
+  encodeDocument(doc);
+  const rebuildMs = performance.now() - t5;
   const t1 = performance.now();
   const whole = JSON.stringify(doc);
   const snapshotMs = performance.now() - t1;
@@ -115,16 +139,22 @@ function documentCosts(hosts: number, services: number): UiBenchResult['document
     gzipBytes,
     snapshot: { ms: round(snapshotMs), bytes: whole.length, gzipMs: round(gzipMs), gzipBytes: gz.length },
     diff: { ms: round(diffMs), bytes: diff.length },
+    rebuild: { wholeMs: round(rebuildMs), hosts, ...incremental },
   };
 }
 
-/** `canonport serve --cluster` on loopback, reading `prefix`, with an empty /proc of its own (it publishes no listener). */
-async function startDaemon(etcd: EtcdCluster, prefix: string, workDir: string, hosts: number): Promise<ServeProcess> {
+/**
+ * `canonport serve --cluster` on loopback, reading `prefix`, with an empty /proc of its own (it publishes no listener);
+ * from checkout `repo` (--baseline) when given.
+ */
+async function startDaemon(etcd: EtcdCluster, prefix: string, workDir: string, hosts: number, repo?: string): Promise<ServeProcess> {
   const proc = join(workDir, `ui-proc-${hosts}`);
   mkdirSync(join(proc, 'net'), { recursive: true });
   writeFileSync(join(proc, 'net', 'tcp'), '  sl  local_address rem_address   st\n');
   writeFileSync(join(proc, 'net', 'tcp6'), '  sl  local_address rem_address   st\n');
-  const d = await startServe(['--zone', 'c.test', '--cluster', etcd.url, '--cluster-prefix', prefix, '--node', 'viewer', '--proc-root', proc], { readyMs: 40_000 });
+  // Another checkout's CLI, run from there: the test helper spawns this one's.
+  const spawnFrom = repo === undefined ? undefined : (cmd: string, argv: string[], o: SpawnOptions) => spawn(cmd, [join(repo, 'bin', 'canonport.js'), ...argv.slice(1)], { ...o, cwd: repo });
+  const d = await startServe(['--zone', 'c.test', '--cluster', etcd.url, '--cluster-prefix', prefix, '--node', 'viewer', '--proc-root', proc], { readyMs: 40_000, ...(spawnFrom ? { spawn: spawnFrom } : {}) });
   const url = `http://127.0.0.1:${d.http.port}/ui/api/fleet`;
   for (const deadline = Date.now() + 60_000; ; ) {
     const doc = (await (await fetch(url)).json()) as { hosts: unknown[] };
@@ -135,48 +165,107 @@ async function startDaemon(etcd: EtcdCluster, prefix: string, workDir: string, h
   return d;
 }
 
-async function pageLoads(browser: Browser, daemon: ServeProcess, hosts: number, loads: number): Promise<PageLoad> {
-  const url = `http://127.0.0.1:${daemon.http.port}/ui/`;
-  const times: number[] = [];
-  const wholeTimes: number[] = [];
-  let firstWire = 0;
-  let transferred = 0;
-  let docWire = 0;
-  let docJson = 0;
+/**
+ * Fresh loads (a new browser context each: no cache, new connections) of each build's page in turn. First render:
+ * navigation start to the matrix painted, as the browser reports it (Element Timing of the matrix's corner cell,
+ * marked by an init script, so any build's page is measured alike); `drawnMs`: when the page's script had set it.
+ */
+async function pageLoads(browser: Browser, builds: { build: string; daemon: ServeProcess }[], hosts: number, loads: number): Promise<PageLoad[]> {
+  const acc = builds.map(() => ({ times: [] as number[], drawn: [] as number[], whole: [] as number[], transferred: 0, docWire: 0, firstWire: 0 }));
   // One load first to start the renderer processes and compile the scripts' V8 caches: not counted.
   for (let i = 0; i <= loads; i++) {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    const sizes: Promise<{ url: string; bytes: number }>[] = [];
-    page.on('requestfinished', (r) => sizes.push(r.sizes().then((s) => ({ url: r.url(), bytes: s.responseBodySize + s.responseHeadersSize }))));
-    await page.goto(url);
-    // The whole document drawn: the first render may have been the first screen's (live.ts).
-    await page.waitForFunction(() => performance.getEntriesByName('cp-whole-render').length > 0, undefined, { timeout: 30_000 });
-    const [t, w] = await page.evaluate(() => [performance.getEntriesByName('cp-first-render')[0]!.startTime, performance.getEntriesByName('cp-whole-render')[0]!.startTime]);
-    await sleep(300);
-    const done = await Promise.all(sizes);
-    if (i > 0) {
-      times.push(t);
-      wholeTimes.push(w);
-      const first = done.filter((s) => s.url.endsWith('/api/fleet/first')).reduce((n, s) => n + s.bytes, 0);
-      transferred = done.reduce((n, s) => n + s.bytes, 0);
-      docWire = done.filter((s) => s.url.endsWith('/api/fleet')).reduce((n, s) => n + s.bytes, 0);
-      // A fleet that fits in the first screen comes whole in that one answer.
-      [docWire, firstWire] = docWire === 0 ? [first, 0] : [docWire, first];
+    for (const [b, { daemon }] of builds.entries()) {
+      const url = `http://127.0.0.1:${daemon.http.port}/ui/`;
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.addInitScript(() => {
+        const w = window as unknown as { cpPainted?: number };
+        new PerformanceObserver((list) => {
+          for (const e of list.getEntries() as (PerformanceEntry & { renderTime: number; identifier: string })[]) if (e.identifier === 'cp-matrix') w.cpPainted ??= e.renderTime;
+        }).observe({ type: 'element', buffered: true });
+        new MutationObserver(() => {
+          const corner = document.querySelector('table.matrix th.corner');
+          if (corner && !corner.hasAttribute('elementtiming')) corner.setAttribute('elementtiming', 'cp-matrix');
+        }).observe(document, { childList: true, subtree: true });
+      });
+      const sizes: Promise<{ url: string; bytes: number }>[] = [];
+      page.on('requestfinished', (r) => sizes.push(r.sizes().then((s) => ({ url: r.url(), bytes: s.responseBodySize + s.responseHeadersSize }))));
+      await page.goto(url);
+      // The whole document drawn (the first render may have been the first screen's), and the matrix painted.
+      await page.waitForFunction(() => performance.getEntriesByName('cp-whole-render').length > 0 && (window as unknown as { cpPainted?: number }).cpPainted !== undefined, undefined, { timeout: 30_000 });
+      const [painted, drawn, whole] = await page.evaluate(() => [(window as unknown as { cpPainted: number }).cpPainted, performance.getEntriesByName('cp-first-render')[0]!.startTime, performance.getEntriesByName('cp-whole-render')[0]!.startTime]);
+      await sleep(300);
+      const done = await Promise.all(sizes);
+      if (i > 0) {
+        const a = acc[b]!;
+        a.times.push(painted!);
+        a.drawn.push(drawn!);
+        a.whole.push(whole!);
+        a.transferred = done.reduce((n, s) => n + s.bytes, 0);
+        const page0 = done.filter((s) => s.url === url).reduce((n, s) => n + s.bytes, 0);
+        const first = done.filter((s) => s.url.endsWith('/api/fleet/first')).reduce((n, s) => n + s.bytes, 0);
+        const wholeDoc = done.filter((s) => s.url.endsWith('/api/fleet')).reduce((n, s) => n + s.bytes, 0);
+        // The first screen comes in the page (this build) or as /api/fleet/first (before); a fleet that fits in it comes whole there.
+        [a.docWire, a.firstWire] = wholeDoc === 0 ? [first || page0, 0] : [wholeDoc, first || page0];
+      }
+      await context.close();
     }
-    await context.close();
   }
-  docJson = (await (await fetch(`${url}api/fleet`)).text()).length;
-  return {
-    hosts,
-    firstRenderMs: round(median(times)),
-    firstRenderMsAll: times.map(round),
-    wholeRenderMs: round(median(wholeTimes)),
-    transferredBytes: transferred,
-    documentWireBytes: docWire,
-    documentJsonBytes: docJson,
-    firstScreenWireBytes: firstWire,
-  };
+  const out: PageLoad[] = [];
+  for (const [b, { build, daemon }] of builds.entries()) {
+    const a = acc[b]!;
+    const docJson = (await (await fetch(`http://127.0.0.1:${daemon.http.port}/ui/api/fleet`)).text()).length;
+    out.push({
+      build,
+      hosts,
+      firstRenderMs: round(median(a.times)),
+      firstRenderMsAll: a.times.map(round),
+      drawnMs: round(median(a.drawn)),
+      wholeRenderMs: round(median(a.whole)),
+      transferredBytes: a.transferred,
+      documentWireBytes: a.docWire,
+      documentJsonBytes: docJson,
+      firstScreenWireBytes: a.firstWire,
+    });
+  }
+  return out;
+}
+
+/**
+ * A change in etcd (one listener's version, on a random host) to an open page showing it, at bigHosts: one page per
+ * build, each change waited for on every page, then 3 s of quiet (so each change is a rebuild of its own, not
+ * coalesced with the one before, and the rebuilds' CPU bound has let the next one through).
+ */
+async function liveDelay(browser: Browser, client: etcd3.Etcd3, builds: { build: string; daemon: ServeProcess }[], prefix: string, opts: UiBenchOptions): Promise<LiveDelay[]> {
+  const contexts = await Promise.all(builds.map(() => browser.newContext()));
+  const pages: Page[] = [];
+  for (const [b, c] of contexts.entries()) {
+    const p = await c.newPage();
+    await p.goto(`http://127.0.0.1:${builds[b]!.daemon.http.port}/ui/`);
+    await p.waitForFunction(() => document.getElementById('live')?.dataset.state === 'live', undefined, { timeout: 30_000 });
+    pages.push(p);
+  }
+  const services = serviceNames(opts.services);
+  const delays = builds.map(() => [] as number[]);
+  for (let k = 0; k < (opts.liveChanges ?? 5); k++) {
+    await sleep(3000);
+    const ids = await Promise.all(pages.map((p) => p.evaluate(() => document.documentElement.dataset.fleetId)));
+    const i = Math.floor(Math.random() * opts.bigHosts);
+    const s = services[Math.floor(Math.random() * services.length)]!;
+    const [key, value] = scaleNode(prefix, i, { nodes: opts.bigHosts, services: opts.services, version: (_, name) => (name === s ? `2.0.${k}` : '1.0.0') }).puts.find(([kk]) => kk.endsWith(`/${base32Port(s)}`))!;
+    const t0 = performance.now();
+    await client.put(key).value(value);
+    await Promise.all(
+      pages.map(async (p, b) => {
+        await p.waitForFunction((before) => document.documentElement.dataset.fleetId !== before, ids[b], { timeout: 60_000, polling: 'raf' });
+        delays[b]!.push(performance.now() - t0);
+      }),
+    );
+    // Put back, so the churn below starts from the fleet as written.
+    await client.put(key).value(scaleNode(prefix, i, { nodes: opts.bigHosts, services: opts.services }).puts.find(([kk]) => kk.endsWith(`/${base32Port(s)}`))![1]);
+  }
+  await Promise.all(contexts.map((c) => c.close()));
+  return builds.map(({ build }, b) => ({ build, hosts: opts.bigHosts, medianMs: round(median(delays[b]!)), allMs: delays[b]!.map(round) }));
 }
 
 async function livePhase(browser: Browser, client: etcd3.Etcd3, daemon: ServeProcess, prefix: string, opts: UiBenchOptions, n: number): Promise<LivePhase> {

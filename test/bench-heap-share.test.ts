@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { attribute, groupOf } from '../bench/heap-share.js';
+import { attribute, groupOf, retainers } from '../bench/heap-share.js';
 import { REPO } from './helpers/serve-process.js';
 import { tempDir } from './helpers/temp.js';
 
@@ -45,6 +45,22 @@ describe('heap-share', () => {
     expect(shares.find((s) => s.group === 'node built-in modules')!.scripts).toBeGreaterThan(10);
     // Attribution never counts an object twice.
     expect(shares.reduce((a, s) => a + s.source + s.code + s.closures, 0)).toBeLessThanOrEqual(total);
+  });
+
+  it('names what no script owns by constructor and by holder: a 1.6 MB array only a global holds is the largest retainer, with its path', () => {
+    const file = join(work, 'r.heapsnapshot');
+    // 100,000 objects of one class, kept in an array that one object on globalThis holds.
+    const script = `class Kept { constructor(i) { this.i = i; } } globalThis.holder = { kept: Array.from({ length: 100000 }, (_, i) => new Kept(i)) }; (await import('node:v8')).writeHeapSnapshot(${JSON.stringify(file)});`;
+    execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: REPO, stdio: 'ignore' });
+    const { kinds, largest, total } = retainers(JSON.parse(readFileSync(file, 'utf8')), 5);
+    const kept = kinds.find(([k]) => k === 'object: Kept');
+    expect(kept?.[2]).toBe(100000);
+    // Each Kept object is at least a map word, properties, elements and one field.
+    expect(kept![1]).toBeGreaterThanOrEqual(100000 * 16);
+    // The array retains every Kept object (only it holds them): the largest retainer, held by `.kept` of the holder.
+    expect(largest[0]!.retained).toBeGreaterThan(kept![1]);
+    expect(largest[0]!.path).toMatch(/^\.(kept|elements) of /);
+    expect(kinds.reduce((a, [, b]) => a + b, 0)).toBe(total);
   });
 });
 

@@ -277,6 +277,9 @@ describe('deploy/docker/Dockerfile', () => {
   it('ships only what runs: dist, bin, proto, package files and production node_modules', () => {
     expect(readdirSync(app).sort()).toEqual(['bin', 'dist', 'node_modules', 'package-lock.json', 'package.json', 'proto']);
     expect(existsSync(join(app, 'dist/cli/main.js'))).toBe(true);
+    // Built by the package's own build (scripts/build.mjs): no comment blocks in the JavaScript, kept in the declarations.
+    expect(readFileSync(join(app, 'dist/registry/order.js'), 'utf8')).not.toContain('/**');
+    expect(readFileSync(join(app, 'dist/registry/order.d.ts'), 'utf8')).toContain('/**');
     expect(existsSync(join(app, 'proto/canonport/v1/canonport.proto'))).toBe(true);
     expect(statSync(join(app, 'node_modules')).isDirectory()).toBe(true);
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
@@ -384,7 +387,7 @@ describe('deploy/docker/Dockerfile', () => {
 
   it('has a .dockerignore that keeps the context to what the build copies', () => {
     const ignored = dockerignore(readFileSync(DOCKERIGNORE, 'utf8'));
-    for (const p of ['node_modules/x', 'dist/cli/main.js', '.git/HEAD', 'test/a.test.ts', 'deploy/docker/Dockerfile', 'bench-results/x']) expect(ignored(p), p).toBe(true);
-    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'src/cli/main.ts', 'proto/canonport/v1/canonport.proto', 'bin/canonport.js']) expect(ignored(p), p).toBe(false);
+    for (const p of ['node_modules/x', 'dist/cli/main.js', '.git/HEAD', 'test/a.test.ts', 'scripts/docs-settings.mjs', 'deploy/docker/Dockerfile', 'bench-results/x']) expect(ignored(p), p).toBe(true);
+    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'scripts/build.mjs', 'src/cli/main.ts', 'proto/canonport/v1/canonport.proto', 'bin/canonport.js']) expect(ignored(p), p).toBe(false);
   });
 });

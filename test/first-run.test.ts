@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startedByNpm } from '../src/daemon/signals.js';
 import { stopChild } from './helpers/child.js';
@@ -141,15 +142,15 @@ describe('stopping what the person started stops the daemon', () => {
 });
 
 describe('prepare (scripts/build.mjs): dist/ compiled only when the sources changed', () => {
-  it('compiles a changed source, and leaves a current dist/ alone', async () => {
-    // A tiny project with the real script and the repository's TypeScript: what the script decides, not tsc's speed.
-    const dir = join(work, 'build');
+  /** A tiny project with the real script and the repository's TypeScript: what the script decides, not tsc's speed. */
+  const tinyProject = (name: string, tsconfig: object = {}) => {
+    const dir = join(work, name);
     mkdirSync(join(dir, 'src/cli'), { recursive: true });
     mkdirSync(join(dir, 'scripts'), { recursive: true });
     cpSync(join(REPO, 'scripts/build.mjs'), join(dir, 'scripts/build.mjs'));
+    cpSync(join(REPO, 'scripts/bundle-ui.mjs'), join(dir, 'scripts/bundle-ui.mjs'));
     symlinkSync(join(REPO, 'node_modules'), join(dir, 'node_modules'));
-    writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { outDir: 'dist', rootDir: 'src', module: 'nodenext', moduleResolution: 'nodenext', types: [] }, include: ['src'] }));
-    writeFileSync(join(dir, 'src/cli/main.ts'), 'export const answer = 1;\n');
+    writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { outDir: 'dist', rootDir: 'src', module: 'nodenext', moduleResolution: 'nodenext', types: [], ...tsconfig }, include: ['src'] }));
     const build = () =>
       new Promise<string>((resolve, reject) => {
         const p = spawn(process.execPath, ['scripts/build.mjs'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -158,6 +159,12 @@ describe('prepare (scripts/build.mjs): dist/ compiled only when the sources chan
         p.stderr!.on('data', (c: Buffer) => void (out += c.toString('utf8')));
         p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`build.mjs exited ${code}:\n${out}`))));
       });
+    return { dir, build };
+  };
+
+  it('compiles a changed source, and leaves a current dist/ alone', async () => {
+    const { dir, build } = tinyProject('build');
+    writeFileSync(join(dir, 'src/cli/main.ts'), 'export const answer = 1;\n');
     const main = join(dir, 'dist/cli/main.js');
 
     expect(await build()).not.toMatch(/not compiling/);
@@ -174,6 +181,62 @@ describe('prepare (scripts/build.mjs): dist/ compiled only when the sources chan
     // npm run build forces it; npm install runs prepare, which decides.
     const scripts = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
     expect(scripts).toMatchObject({ build: 'node scripts/build.mjs --force', prepare: 'node scripts/build.mjs', start: 'bin/canonport.js serve' });
+  });
+
+  it('emits JavaScript without comments and in Latin-1 (one byte a character in V8\'s heap), with the same values; declarations keep their comments', async () => {
+    // Issue 24: V8 keeps every module's source text for as long as the daemon runs, at two bytes a character
+    // when one character is outside Latin-1.
+    const { dir, build } = tinyProject('lean', { declaration: true });
+    writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
+    writeFileSync(
+      join(dir, 'src/cli/main.ts'),
+      [
+        '/** A dash in a comment — and an arrow → here. */',
+        "export const single = 'a → b, café';",
+        'export const double = "x — y \\u2014 z";',
+        'export const plain = `no substitution … ${"\\u{1F600}"}`;',
+        'export const bare = `no substitution → at all`;',
+        'const n = 3;',
+        'export const parts = `${n} × ${n} → ${n * n}, ok`; // 😀 trailing',
+        'export const raw = String.raw`tag \\n → kept`;',
+        'export const astral = "😀";',
+        '',
+      ].join('\n'),
+    );
+    await build();
+    const js = readFileSync(join(dir, 'dist/cli/main.js'), 'utf8');
+    // A tagged template is left as written: its tag sees the raw text.
+    expect(js.split('\n').filter((l) => /[^\u0000-\u00ff]/.test(l))).toEqual(['export const raw = String.raw `tag \\n → kept`;']);
+    expect(js).not.toMatch(/\/\*\*|\/\/ 😀/);
+    const out = (await import(pathToFileURL(join(dir, 'dist/cli/main.js')).href)) as Record<string, string>;
+    expect({ ...out }).toEqual({
+      single: 'a → b, café',
+      double: 'x — y — z',
+      plain: 'no substitution … 😀',
+      bare: 'no substitution → at all',
+      parts: '3 × 3 → 9, ok',
+      raw: 'tag \\n → kept',
+      astral: '😀',
+    });
+    expect(readFileSync(join(dir, 'dist/cli/main.d.ts'), 'utf8')).toContain('/** A dash in a comment — and an arrow → here. */');
+  });
+
+  it("this checkout's dist/ (built by the test run the way npm run build builds it) holds no comment block and nothing outside Latin-1", () => {
+    const wide: string[] = [];
+    const commented: string[] = [];
+    const walk = (d: string): void => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const f = join(d, e.name);
+        if (e.isDirectory()) walk(f);
+        else if (e.name.endsWith('.js')) {
+          const text = readFileSync(f, 'utf8');
+          if (/[^\u0000-\u00ff]/.test(text)) wide.push(f);
+          if (text.includes('/**')) commented.push(f);
+        }
+      }
+    };
+    walk(join(REPO, 'dist'));
+    expect({ wide, commented }, 'dist/ compiled by a plain tsc -p tsconfig.json? npm run build compiles it the way the package ships').toEqual({ wide: [], commented: [] });
   });
 });
 

@@ -12,7 +12,8 @@ import { runTemp } from './helpers/run-temp.js';
  *
  * - builds dist/ once: the CLI tests spawn `node bin/canonport.js`, which
  *   runs the compiled code. A type error fails the whole run here, with
- *   tsc's own output. Incrementally: tsc re-emits only what changed since
+ *   tsc's own output. The way `npm run build` does (scripts/build.mjs: the
+ *   lean JavaScript a daemon's memory is measured with). Incrementally: tsc re-emits only what changed since
  *   the last run (its notes in node_modules/.cache); it never notices
  *   outputs deleted behind its back, so without dist/ the notes go first.
  * - gives the run temporary directories of its own, empty: TMPDIR (every
@@ -35,10 +36,12 @@ export default function setup(): (() => void) | undefined {
   if (g.canonportGlobalSetupDone) return undefined;
   g.canonportGlobalSetupDone = true;
   const root = fileURLToPath(new URL('..', import.meta.url));
-  const buildInfo = join(root, 'node_modules/.cache/canonport/dist.tsbuildinfo');
+  // Named for the lean emit: notes left by a plain tsc build (dist.tsbuildinfo) would take its commented files as current.
+  const buildInfo = join(root, 'node_modules/.cache/canonport/dist-lean.tsbuildinfo');
   if (!existsSync(join(root, 'dist'))) rmSync(buildInfo, { force: true });
   try {
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json', '--incremental', '--tsBuildInfoFile', buildInfo], { cwd: root, stdio: 'pipe' });
+    // tsc's lean emit, then the fleet page's one script (scripts/bundle-ui.mjs).
+    execFileSync(process.execPath, ['scripts/build.mjs', '--incremental', buildInfo], { cwd: root, stdio: 'pipe' });
   } catch (err) {
     const out = (err as { stdout?: Buffer }).stdout?.toString() ?? String(err);
     throw new Error(`tsc failed, so the CLI cannot be tested:\n${out}`);

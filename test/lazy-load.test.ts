@@ -1,5 +1,5 @@
-import { spawn, type SpawnOptions } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type SpawnOptions } from 'node:child_process';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO, startServe } from './helpers/serve-process.js';
@@ -31,6 +31,31 @@ describe('a single-host daemon', () => {
     // The preload sees packages at all: these every daemon uses.
     expect(loaded).toEqual(expect.arrayContaining(['dns2', '@grpc/grpc-js', 'prom-client']));
     expect(loaded.filter((p) => ['etcd3', 'cockatiel', 'bignumber.js', '@grpc/grpc-js-xds', 'pino-pretty', '@grpc/reflection'].includes(p))).toEqual([]);
+  });
+});
+
+describe("Node's bundled root certificates", () => {
+  // An ES import of node:tls reads every export, rootCertificates too: ~140 PEM strings (0.22 MB) kept in the heap.
+  it('are never parsed into the heap by loading the CLI, the daemon or the gRPC client (src/config/tls.ts takes it with require())', () => {
+    const file = join(work, 'tls.heapsnapshot');
+    const script = [
+      ...['cli/main.js', 'daemon/daemon.js', 'grpc/canonport-client.js', 'http/policy.js'].map((m) => `await import(${JSON.stringify(join(REPO, 'dist', m))});`),
+      `(await import('node:v8')).writeHeapSnapshot(${JSON.stringify(file)});`,
+    ].join(' ');
+    execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: work, stdio: 'ignore' });
+    const strings = (JSON.parse(readFileSync(file, 'utf8')) as { strings: string[] }).strings;
+    // The process did load what a daemon loads (its own PEM pattern among them)…
+    expect(strings.some((x) => x.startsWith('-----BEGIN CERTIFICATE-----[\\s\\S]'))).toBe(true);
+    // …and no certificate.
+    expect(strings.filter((x) => x.startsWith('-----BEGIN CERTIFICATE-----\n')).length).toBe(0);
+  });
+
+  it('no module but src/config/tls.ts imports node:tls for its values', () => {
+    const src = join(REPO, 'src');
+    const offenders = readdirSync(src, { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.ts') && f !== join('config', 'tls.ts'))
+      .filter((f) => /^import (?!type )[^;]*from 'node:tls'|import\('node:tls'\)/m.test(readFileSync(join(src, f), 'utf8')));
+    expect(offenders).toEqual([]);
   });
 });
 

@@ -243,7 +243,7 @@ describe('the fleet page against three real daemons in cluster mode', () => {
   it('refuses a client outside --http-allow with 403, page and data alike', async () => {
     // An outsider holds at most two connections at once (the gate at accept, docs/security.md), and Chromium keeps
     // the page's open: the data paths are asked first, one connection each, closed after the answer.
-    for (const path of ['api/fleet', 'api/events', 'app.js']) expect(await statusOf(`http://${lab.hosts[2]!.address}:${HTTP_PORT}/ui/${path}`)).toBe(403);
+    for (const path of ['api/fleet', 'api/events', 'api/fleet/first']) expect(await statusOf(`http://${lab.hosts[2]!.address}:${HTTP_PORT}/ui/${path}`)).toBe(403);
     const page = await context.newPage();
     const res = await page.goto(`http://${lab.hosts[2]!.address}:${HTTP_PORT}/ui/`);
     expect(res?.status()).toBe(403);
@@ -251,7 +251,7 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     await page.close();
   });
 
-  it('draws a fleet larger than the first screen in two steps: its first columns, mixed versions already flagged, then every host', async () => {
+  it('draws a fleet larger than the first screen in two steps, from one answer: its first columns, mixed versions already flagged, then every host', async () => {
     // 45 hosts of 3 services in the lab's etcd under a prefix of their own, node-00040 at another version; a daemon on loopback views them.
     const prefix = '/canonport-ui-first';
     const client = new etcd3.Etcd3({ hosts: lab.etcdUrl.replace(/^etcd:\/\//, '').split(',').map((h) => `http://${h}`) });
@@ -274,13 +274,19 @@ describe('the fleet page against three real daemons in cluster mode', () => {
           if (table) drawn.push({ columns: table.querySelectorAll('thead th.host').length, mixed: !!table.querySelector('tbody th.svc.mixed') });
         }).observe(document, { childList: true, subtree: true });
       });
-      const first = page.waitForResponse((r) => r.url().endsWith('/api/fleet/first'));
+      // Every request the page makes: the page itself, then only the whole document and the live stream (its style,
+      // script and first screen are inline: nothing else is asked before it draws).
+      const asked: string[] = [];
+      page.on('request', (r) => void (r.url().startsWith('http') && asked.push(new URL(r.url()).pathname)));
       await page.goto(base);
-      const firstRes = await first;
-      expect(firstRes.headers()['x-canonport-fleet-part']).toBe('first-screen');
-      const firstDoc = (await firstRes.json()) as { hosts: { host: string; inventory?: { listeners: unknown[] } }[] };
-      expect(firstDoc.hosts).toHaveLength(46);
-      expect(firstDoc.hosts.filter((h) => h.inventory).length).toBe(FIRST_SCREEN_HOSTS);
+      // The page came with the first screen's document inline (page.ts): every host, only the first FIRST_SCREEN_HOSTS with listeners.
+      const inline = await page.evaluate(() => {
+        const el = document.getElementById('cp-doc')!;
+        return { firstScreen: el.dataset.firstScreen !== undefined, doc: JSON.parse(el.textContent!) as { hosts: { host: string; inventory?: { listeners: unknown[] } }[] } };
+      });
+      expect(inline.firstScreen).toBe(true);
+      expect(inline.doc.hosts).toHaveLength(46);
+      expect(inline.doc.hosts.filter((h) => h.inventory).length).toBe(FIRST_SCREEN_HOSTS);
       await page.waitForFunction(() => document.documentElement.dataset.fleetId !== undefined);
       await page.waitForFunction(() => document.querySelectorAll('table.matrix thead th.host').length === 46);
       const drawn = await page.evaluate(() => (window as unknown as { drawn: { columns: number; mixed: boolean }[] }).drawn);
@@ -289,6 +295,8 @@ describe('the fleet page against three real daemons in cluster mode', () => {
       expect(drawn.at(-1)).toEqual({ columns: 46, mixed: true });
       expect(await page.locator('section.findings').textContent()).toContain('mixed versions aax-svc: 1.0.0 on 44, 1.1.0 on 1');
       expect((await row(page, 'aax-svc'))?.['node-00040']).toContain('1.1.0');
+      await page.waitForFunction(() => document.getElementById('live')?.dataset.state === 'live');
+      expect(asked).toEqual(['/ui/', '/ui/api/fleet', '/ui/api/events']);
       // A view the first screen cannot draw, opened directly, is drawn from the whole document.
       await page.goto(`${base}#/host/node-00044`);
       await page.waitForSelector('dl.facts');

@@ -41,11 +41,12 @@ describe('serve --workers: DNS workers sharing one socket', () => {
       expect(stderr).toContain(`"event":"workers","workers":2,"dns":"127.0.0.1:${dnsPort}"`);
 
       writeFileSync(registry, 'zones: [svc.example]\nservices:\n  api: { port: 4001 }\n');
-      // The primary reloads, then tells each worker: wait until all three have logged their reload.
-      const reloads = () => stderr.split('\n').filter((l) => l.includes('"event":"reload"')).length;
+      // The primary reloads, then tells each worker: wait until all three processes have logged a reload. By process,
+      // not by line: the primary's registry watch may see the write and reload before the SIGHUP does (two lines).
+      const reloaded = () => new Set(stderr.split('\n').filter((l) => l.includes('"event":"reload"')).map((l) => (JSON.parse(l) as { pid: number }).pid)).size;
       child.kill('SIGHUP');
-      for (let i = 0; i < 200 && reloads() < 3; i++) await new Promise((r) => setTimeout(r, 50));
-      expect(reloads(), stderr).toBe(3);
+      for (let i = 0; i < 200 && reloaded() < 3; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(reloaded(), stderr).toBe(3);
       for (let i = 0; i < 20; i++) {
         const r = await dig(server, ['SRV', `api.svc.example`]);
         expect(r.answer[0]![6]).toBe('4001'); // every worker reloaded

@@ -1,11 +1,24 @@
 import { createHash, createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { createRequire } from 'node:module';
 import { basename, dirname } from 'node:path';
-import { createSecureContext } from 'node:tls';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ListenerName } from './listen-policy.js';
+
+/**
+ * What canonport uses of Node's `tls` module, taken with require() rather
+ * than an ES import (issue 24: idle memory). An ES import of a built-in
+ * module reads every one of its exports to build the module's namespace,
+ * and reading `tls.rootCertificates` parses and keeps Node's ~140 bundled
+ * root certificates as strings (0.22 MB of every daemon's heap) that no
+ * part of canonport reads: TLS connections verify against Node's store
+ * inside OpenSSL, or against the CA files the settings name. require()
+ * reads only the names below. test/lazy-load.test.ts keeps every other
+ * module from importing `node:tls` for its values.
+ */
+export const { checkServerIdentity, connect: tlsConnect, createSecureContext, TLSSocket } = createRequire(import.meta.url)('node:tls') as typeof import('node:tls');
 
 /**
  * The certificate, key and client CA a TLS listener serves, read from the

@@ -384,7 +384,14 @@ export class Daemon {
       this.grpc = await startGrpcServer(this.ctx, this.cfg.grpc, { services: [xds], tls: grpcTls && { source: grpcTls, clientAuth: this.cfg.grpcTlsClientAuth } });
     }
     this.addresses = { dns, grpc: this.grpc?.address ?? this.cfg.grpc, http: this.http?.address ?? this.cfg.http };
-    if (this.opts.inventory !== false && role !== 'dns') this.inventory.start();
+    if (this.opts.inventory !== false && role !== 'dns') {
+      this.inventory.start();
+      // Start-up work done before ready, not in the first second of queries (issue 24): the first scan reads
+      // every socket's owner in /proc (~260 ms of the main thread on a host of a few hundred processes, per a
+      // --cpu-prof of the first 2 s after ready) and, in cluster mode, hands the publisher this host's listeners.
+      // Bounded: a scan held up by slow version probes never holds /readyz longer than FIRST_SCAN_WAIT_MS.
+      await firstOf(this.inventory.snapshot(), FIRST_SCAN_WAIT_MS);
+    }
     this.askedNames.start();
     if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();
     if (this.cfg.upstreams.length === 0) {
@@ -573,4 +580,14 @@ function clusterOptions(config: Config, registry: Registry, publish: boolean, lo
     canonportVersion: CANONPORT_VERSION,
     registryDigest: registry.digest,
   };
+}
+
+/** How long the start waits for the inventory's first scan before it reports ready anyway. */
+export const FIRST_SCAN_WAIT_MS = 2_000;
+
+/** Waits for `p` or `ms`, whichever comes first (the timer cleared either way). */
+async function firstOf(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }

@@ -226,9 +226,11 @@ async function askHost(host: string, target: string, timeoutMs: number, tls: Cli
  * transport. A host counts once per (service, version) however many
  * addresses or ports it listens on; ports nobody claims are left out (they
  * are in each host's inventory), and so are claimed ports no source names
- * (fleetUnnamed lists those).
+ * (fleetUnnamed lists those). With `only`, just those rows (serviceRowKey):
+ * a row depends on nothing but its own listeners, so a caller that knows
+ * which rows changed (from-cluster.ts ViewFleet) rebuilds only those.
  */
-export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
+export function fleetServices(hosts: readonly FleetHost[], only?: ReadonlySet<string>): FleetService[] {
   type Row = { service: string; protocol: 'tcp' | 'udp'; scheme: string; source: NameSource; versions: Map<string, { ports: Set<number>; hosts: Set<string>; states: Map<string, 'not-ready' | 'draining'>; instances: Map<string, Set<string>> }> };
   const rank = (s: NameSource) => ['registry', 'query', 'process'].indexOf(s);
   const rows = new Map<string, Row>();
@@ -239,6 +241,7 @@ export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
       const protocol = protocolOf(l.family);
       for (const { name, source } of namesOf(l)) {
         const key = `${name}/${protocol}`;
+        if (only && !only.has(key)) continue;
         const s = rows.get(key) ?? { service: name, protocol, scheme: l.scheme, source, versions: new Map() };
         if (rank(source) < rank(s.source)) s.source = source;
         rows.set(key, s);
@@ -267,7 +270,34 @@ export function fleetServices(hosts: readonly FleetHost[]): FleetService[] {
     const all = new Set(versions.flatMap((v) => v.hosts));
     out.push({ service: s.service, protocol: s.protocol, nameSource: s.source, scheme: s.scheme, versions, hostCount: all.size, mixed: versions.length > 1 });
   }
-  return out.sort((a, b) => a.service.localeCompare(b.service) || (a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0));
+  return out.sort(compareServices);
+}
+
+/** The order of the services' rows: by name, then TCP before UDP. */
+export function compareServices(a: FleetService, b: FleetService): number {
+  return a.service.localeCompare(b.service) || (a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0);
+}
+
+/** A service row's key in fleetServices: `name/protocol`. */
+export function serviceRowKey(s: Pick<FleetService, 'service' | 'protocol'>): string {
+  return `${s.service}/${s.protocol}`;
+}
+
+/** A host's listeners by the service row fleetServices counts each in (all a row takes from the host). */
+export function serviceRows(h: FleetHost): Map<string, FleetListener[]> {
+  const rows = new Map<string, FleetListener[]>();
+  if (!h.reachable || !h.inventory) return rows;
+  for (const l of h.inventory.listeners) {
+    if (l.services.length === 0) continue;
+    const protocol = protocolOf(l.family);
+    for (const { name } of namesOf(l)) {
+      const key = serviceRowKey({ service: name, protocol });
+      const list = rows.get(key);
+      if (list) list.push(l as FleetListener);
+      else rows.set(key, [l as FleetListener]);
+    }
+  }
+  return rows;
 }
 
 /** Claimed ports that reachable hosts listen on and no source names, by port and protocol. */

@@ -3,10 +3,12 @@ import { Writable } from 'node:stream';
 import type { ClusterTlsOptions } from '../cluster/cluster.js';
 import { tryParseEtcdUrl, type EtcdEndpoint } from '../config/etcd-url.js';
 import { DEFAULT_PREFIX, HOST_NAMESPACE, nodeKey } from '../cluster/keys.js';
+import { isDeepStrictEqual } from 'node:util';
+import type { NodeRecord } from '../cluster/keys.js';
 import type { ClusterEndpoint, ClusterViewReader } from '../cluster/view.js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import { createLogger } from '../log.js';
-import { fleetServices, fleetUnnamed, type FleetHost, type FleetListener, type FleetReport } from './fleet.js';
+import { compareServices, fleetServices, fleetUnnamed, serviceRowKey, serviceRows, type FleetHost, type FleetListener, type FleetReport, type FleetService } from './fleet.js';
 
 /**
  * The fleet read from the cluster view instead of asked host by host
@@ -105,22 +107,16 @@ export function refusedByEvery(endpoints: readonly EtcdEndpoint[], signal: Abort
 
 /**
  * The fleet a cluster view holds: `fleet --cluster` calls it on the view it
- * lists, a daemon's fleet page on the view it keeps. A view that is stale
- * or missing says so in `source.view`. Every host's `collectedAtMs` is when
- * that host observed what it published (its node record's `observedAt`:
- * the scan that last found a change; its live lease says it still finds
- * the same), or, for a node of an older canonport that does not say, when
- * the view entered its state.
+ * lists, a daemon's fleet page keeps a ViewFleet (the same build, kept
+ * between changes). A view that is stale or missing says so in
+ * `source.view`. Every host's `collectedAtMs` is when that host observed
+ * what it published (its node record's `observedAt`: the scan that last
+ * found a change; its live lease says it still finds the same), or, for a
+ * node of an older canonport that does not say, when the view entered its
+ * state.
  */
 export function fleetFromView(reader: ClusterViewReader, where: { endpoints: string; prefix: string }): FleetReport {
-  const status = reader.status();
-  const hosts = fleetHostsFromView(reader, where.prefix, status.sinceMs);
-  return {
-    hosts,
-    services: fleetServices(hosts),
-    unnamed: fleetUnnamed(hosts),
-    source: { kind: 'cluster', endpoints: where.endpoints, prefix: where.prefix, revision: status.revision, view: status.state, viewSince: new Date(status.sinceMs).toISOString() },
-  };
+  return new ViewFleet(reader, where).read();
 }
 
 /**
@@ -136,6 +132,80 @@ export function instanceState(e: ClusterEndpoint): Pick<FleetListener, 'state' |
   return e.readiness.since === e.since ? { state: e.readiness.state } : { state: e.readiness.state, stateSince: e.readiness.since };
 }
 
+/** One node as last built: what it was built from, and what was built. */
+interface BuiltHost {
+  record: NodeRecord;
+  endpoints: readonly ClusterEndpoint[];
+  viewSinceMs: number;
+  host: FleetHost;
+  /** Its listeners by the service row they count in (fleet.ts serviceRows): all a row takes from a host. */
+  rows: ReadonlyMap<string, readonly FleetListener[]>;
+}
+
+/**
+ * The fleet of a view, kept from one read to the next so that a change
+ * costs what it touched (issue 25: a daemon's fleet page rebuilt every
+ * host of a 1,000-host view, a quarter of a second, for each change).
+ * A read rebuilds only the hosts whose node record or instances changed
+ * (compared by value: the view makes new endpoint objects for every node
+ * on a changed port) and only the service rows whose listeners on those
+ * hosts changed; every other host and row is the previous read's object, which
+ * the page's encoder (ui/client/diff.ts) does not serialise again. What
+ * the hosts disagree on and the unnamed ports are still worked out over
+ * the whole fleet (they are cheaper). A fresh ViewFleet builds everything:
+ * what `fleet --cluster` prints and the page shows come from this one
+ * build. Holds one entry per node of the view (bounded by its caps).
+ */
+export class ViewFleet {
+  private built = new Map<string, BuiltHost>();
+  private services = new Map<string, FleetService>();
+  /** What the last read rebuilt (the tests count work, not time). */
+  lastRead = { hosts: 0, services: 0 };
+
+  constructor(
+    private readonly reader: ClusterViewReader,
+    private readonly where: { endpoints: string; prefix: string },
+  ) {}
+
+  read(): FleetReport {
+    const status = this.reader.status();
+    const byNode = endpointsByNode(this.reader);
+    const next = new Map<string, BuiltHost>();
+    const touched = new Set<string>();
+    let rebuilt = 0;
+    const hosts = this.reader.nodes().map((n) => {
+      const endpoints = byNode.get(n.name) ?? [];
+      const before = this.built.get(n.name);
+      if (before && before.record === n && (n.observedAt !== undefined || before.viewSinceMs === status.sinceMs) && isDeepStrictEqual(before.endpoints, endpoints)) {
+        next.set(n.name, before);
+        return before.host;
+      }
+      rebuilt++;
+      const host = fleetHostOf(n, endpoints, this.where.prefix, status.sinceMs);
+      const rows = serviceRows(host);
+      // The rows whose listeners on this host changed (a new version of one service leaves its other rows alone).
+      for (const [r, ls] of rows) if (!isDeepStrictEqual(before?.rows.get(r), ls)) touched.add(r);
+      for (const r of before?.rows.keys() ?? []) if (!rows.has(r)) touched.add(r);
+      next.set(n.name, { record: n, endpoints, viewSinceMs: status.sinceMs, host, rows });
+      return host;
+    });
+    // A node gone: the rows it was in.
+    for (const [name, b] of this.built) if (!next.has(name)) for (const r of b.rows.keys()) touched.add(r);
+    this.built = next;
+    const fresh = fleetServices(hosts, touched);
+    for (const r of touched) this.services.delete(r);
+    for (const s of fresh) this.services.set(serviceRowKey(s), s);
+    const services = [...this.services.values()].sort(compareServices);
+    this.lastRead = { hosts: rebuilt, services: fresh.length };
+    return {
+      hosts,
+      services,
+      unnamed: fleetUnnamed(hosts),
+      source: { kind: 'cluster', endpoints: this.where.endpoints, prefix: this.where.prefix, revision: status.revision, view: status.state, viewSince: new Date(status.sinceMs).toISOString() },
+    };
+  }
+}
+
 /**
  * One FleetHost per node of the view, sorted by name, each with its
  * listeners (TCP and UDP): one per address other hosts reach it at (a
@@ -146,29 +216,43 @@ export function instanceState(e: ClusterEndpoint): Pick<FleetListener, 'state' |
  * `observedAt` (fleetFromView).
  */
 export function fleetHostsFromView(reader: ClusterViewReader, prefix: string, viewSinceMs: number): FleetHost[] {
-  const listeners = new Map<string, FleetListener[]>();
+  const byNode = endpointsByNode(reader);
+  return reader.nodes().map((n) => fleetHostOf(n, byNode.get(n.name) ?? [], prefix, viewSinceMs));
+}
+
+/** The view's instances by node, each node's in the view's order (by port, then protocol and namespace). */
+function endpointsByNode(reader: ClusterViewReader): Map<string, ClusterEndpoint[]> {
+  const byNode = new Map<string, ClusterEndpoint[]>();
   for (const port of reader.ports()) {
     for (const e of reader.endpointsOnPort(port)) {
-      let mine = listeners.get(e.node);
-      if (!mine) listeners.set(e.node, (mine = []));
-      // A container's or pod's instance (issue 26) keeps its namespace, so two replicas on one node stay two listeners.
-      const namespace = e.namespace !== HOST_NAMESPACE ? { namespace: { label: e.namespace, addresses: [...e.addresses], ...(e.addresses[0] ? { published: e.addresses[0] } : {}), ...(e.container ? { container: { runtime: '', ...e.container } } : {}) } } : {};
-      const base = { port, services: [...e.services], names: e.names.map((n) => ({ name: n.name, source: n.source })), version: e.version, versionSource: e.versionSource, scheme: e.scheme, since: e.since, ...instanceState(e), ...namespace };
-      // No address when a wildcard bind has none of its family on the node (IPv4-only bind, IPv6-only node): still listening there.
-      const addresses = e.addresses.length > 0 ? e.addresses : [''];
-      for (const address of addresses) mine.push({ ...base, address, family: `${e.protocol}${isIPv6(address) ? '6' : ''}` as FleetListener['family'] });
+      let mine = byNode.get(e.node);
+      if (!mine) byNode.set(e.node, (mine = []));
+      mine.push(e);
     }
   }
-  return reader.nodes().map((n) => {
-    const observed = n.observedAt !== undefined ? Date.parse(n.observedAt) : NaN;
-    return {
-      host: n.name,
-      target: nodeKey(prefix, n.name),
-      reachable: true,
-      inventory: { host: n.name, collectedAtMs: Number.isNaN(observed) ? viewSinceMs : observed, listeners: listeners.get(n.name) ?? [], registryDigest: n.registryDigest, node: n.name },
-      node: { addresses: [...n.addresses], canonportVersion: n.canonportVersion, registryDigest: n.registryDigest, started: n.started, ...(n.observedAt ? { observedAt: n.observedAt } : {}) },
-    };
-  });
+  return byNode;
+}
+
+/** One node's FleetHost from its record and its instances (in the view's order: by port, then protocol and namespace). */
+function fleetHostOf(n: NodeRecord, endpoints: readonly ClusterEndpoint[], prefix: string, viewSinceMs: number): FleetHost {
+  const listeners: FleetListener[] = [];
+  for (const e of endpoints) {
+    const port = e.port;
+    // A container's or pod's instance (issue 26) keeps its namespace, so two replicas on one node stay two listeners.
+    const namespace = e.namespace !== HOST_NAMESPACE ? { namespace: { label: e.namespace, addresses: [...e.addresses], ...(e.addresses[0] ? { published: e.addresses[0] } : {}), ...(e.container ? { container: { runtime: '', ...e.container } } : {}) } } : {};
+    const base = { port, services: [...e.services], names: e.names.map((x) => ({ name: x.name, source: x.source })), version: e.version, versionSource: e.versionSource, scheme: e.scheme, since: e.since, ...instanceState(e), ...namespace };
+    // No address when a wildcard bind has none of its family on the node (IPv4-only bind, IPv6-only node): still listening there.
+    const addresses = e.addresses.length > 0 ? e.addresses : [''];
+    for (const address of addresses) listeners.push({ ...base, address, family: `${e.protocol}${isIPv6(address) ? '6' : ''}` as FleetListener['family'] });
+  }
+  const observed = n.observedAt !== undefined ? Date.parse(n.observedAt) : NaN;
+  return {
+    host: n.name,
+    target: nodeKey(prefix, n.name),
+    reachable: true,
+    inventory: { host: n.name, collectedAtMs: Number.isNaN(observed) ? viewSinceMs : observed, listeners, registryDigest: n.registryDigest, node: n.name },
+    node: { addresses: [...n.addresses], canonportVersion: n.canonportVersion, registryDigest: n.registryDigest, started: n.started, ...(n.observedAt ? { observedAt: n.observedAt } : {}) },
+  };
 }
 
 /**

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { checkServerIdentity, connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
+import { checkServerIdentity, tlsConnect } from '../config/tls.js';
 import type * as grpc from '@grpc/grpc-js';
 import { CanonportError, ErrorCodes } from '../errors.js';
 import type { GrpcModule } from './grpc-module.js';

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { TLSSocket } from 'node:tls';
+import { TLSSocket } from '../config/tls.js';
 import type { Config } from '../config/config.js';
 import { listenerRule, RefusalLog, type AddressRule, type RefusalReason } from '../config/listen-policy.js';
 import type { Logger } from '../log.js';

@@ -25,7 +25,7 @@ export function dependencyGraph(registry: Registry): DependencyGraph {
     for (const dep of registry.services.get(name)!.spec.dependsOn ?? []) {
       const target = registry.services.has(dep) ? dep : registry.expanded.has(dep) ? registry.ownerOf(dep) : null;
       if (target === null) unknown.push({ service: name, dependency: dep });
-      // An app's dependency on its own role (splashpage → splashpage-psql) is
+      // An app's dependency on its own role (splashpage -> splashpage-psql) is
       // inside one entry, which starts as a whole; a literal self-dependency is a cycle.
       else if (target !== name || dep === name) deps.add(target);
     }

@@ -37,10 +37,17 @@ export interface Published {
   body(encoding: Encoding): Promise<Buffer>;
   /**
    * The first screen's document (diff.ts firstScreenJson: every host, only the
-   * first FIRST_SCREEN_HOSTS with their listeners) in `encoding`: built and
-   * compressed once per document, on first use.
+   * first FIRST_SCREEN_HOSTS with their listeners; the whole document when the
+   * fleet has no more hosts) in `encoding`: built and compressed once per
+   * document, on first use.
    */
   firstScreen(encoding: Encoding): Promise<Buffer>;
+  /**
+   * What the page inlines (page.ts): the first screen's document, or the
+   * whole one when the fleet fits in the first screen (`firstScreen` false).
+   * Its JSON is made once per document.
+   */
+  firstScreenDocument(): { id: string; json: string; firstScreen: boolean };
 }
 
 /** A change as pages receive it. */
@@ -174,8 +181,9 @@ export class FleetFeed {
       this.dirty = false;
       const startedAt = Date.now();
       try {
-        const encoded = encodeDocument(await this.source.read());
         const prev = this.current;
+        // What the source left as it was keeps its JSON from the document before (diff.ts encodeDocument).
+        const encoded = encodeDocument(await this.source.read(), prev?.encoded);
         const id = `${this.epoch}-${this.seq + 1}`;
         const diff = prev ? diffDocuments(prev.encoded, encoded, prev.id, id) : null;
         // The same document again (a change undone, a rebuild that found nothing new): nothing to publish.
@@ -204,6 +212,11 @@ export class FleetFeed {
   }
 }
 
+/** `raw` in `encoding`, off the event loop (zlib's thread pool). */
+export function compress(raw: Buffer, encoding: Encoding): Promise<Buffer> {
+  return encoding === 'br' ? brotli(raw, brotliOptions(raw.length)) : encoding === 'gzip' ? gzipAsync(raw, { level: 6 }) : Promise.resolve(raw);
+}
+
 function published(id: string, encoded: EncodedDocument): Published {
   // At most 3 encodings × 2 texts per document, and one document is current.
   const bodies = new Map<string, Promise<Buffer>>();
@@ -211,18 +224,21 @@ function published(id: string, encoded: EncodedDocument): Published {
     const key = `${what}:${encoding}`;
     let b = bodies.get(key);
     if (!b) {
-      const raw = Buffer.from(text());
-      b = encoding === 'br' ? brotli(raw, brotliOptions(raw.length)) : encoding === 'gzip' ? gzipAsync(raw, { level: 6 }) : Promise.resolve(raw);
+      b = compress(Buffer.from(text()), encoding);
       bodies.set(key, b);
     }
     return b;
   };
+  // The fleet fits in the first screen: its document is the whole one.
+  const part = encoded.doc.hosts.length > FIRST_SCREEN_HOSTS;
   let first: string | undefined;
+  const firstText = () => (part ? (first ??= firstScreenJson(encoded, FIRST_SCREEN_HOSTS)) : encoded.json);
   return {
     id,
     encoded,
     body: (encoding) => compressed('whole', encoding, () => encoded.json),
-    firstScreen: (encoding) => compressed('first', encoding, () => (first ??= firstScreenJson(encoded, FIRST_SCREEN_HOSTS))),
+    firstScreen: (encoding) => compressed('first', encoding, firstText),
+    firstScreenDocument: () => ({ id, json: firstText(), firstScreen: part }),
   };
 }
 

@@ -1,19 +1,39 @@
+import { createHash } from 'node:crypto';
 import type { PageInfo } from './client/model.js';
 
 /**
- * The page's HTML and CSS, hand-written: no framework, no build step beyond
- * tsc (the scripts are src/ui/client/*.ts), nothing from the internet.
+ * The page's HTML and CSS, hand-written: no framework, nothing from the
+ * internet. The scripts (src/ui/client/*.ts) are compiled by tsc and
+ * bundled by the build into one (scripts/bundle-ui.mjs): the page carries
+ * its style, its script and the first screen's document inline, so a first
+ * visit draws the matrix from the one answer, with no other request on the
+ * way (issue 25). The Content-Security-Policy allows exactly that style and
+ * that script, by their digests (inlineHash).
  */
 
-/** The scripts the page loads, compiled by tsc to dist/ui/client/: the only files served from there. */
-export const CLIENT_MODULES = ['app.js', 'live.js', 'model.js', 'render.js', 'diff.js'] as const;
+/** The bundled script, in dist/ui/client/ (scripts/bundle-ui.mjs). */
+export const CLIENT_SCRIPT = 'page.js';
 
-/** The page, with what the daemon says about itself embedded as JSON (`<` escaped: it cannot close the script element). */
-export function indexHtml(info: PageInfo): string {
-  const json = JSON.stringify(info).replace(/</g, '\\u003c');
-  const preload = CLIENT_MODULES.filter((m) => m !== 'app.js')
-    .map((m) => `<link rel="modulepreload" href="${m}">`)
-    .join('');
+/** The document the page draws first, inlined: its id, and whether it is the first screen's (live.ts reads both). */
+export interface InlineDocument {
+  id: string;
+  /** The document's JSON (diff.ts firstScreenJson when `firstScreen`). */
+  json: string;
+  firstScreen: boolean;
+}
+
+/** `'sha256-…'`, what a Content-Security-Policy names an inline script or style by. */
+export function inlineHash(text: string): string {
+  return `'sha256-${createHash('sha256').update(text, 'utf8').digest('base64')}'`;
+}
+
+/** JSON inside a script element: `<` escaped (JSON has it only inside strings), so it cannot close the element. */
+function inlineJson(json: string): string {
+  return json.replace(/</g, '\\u003c');
+}
+
+/** The page, with what the daemon says about itself, the first document, its style and its script inlined. */
+export function indexHtml(info: PageInfo, doc: InlineDocument, script: string): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -21,11 +41,9 @@ export function indexHtml(info: PageInfo): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Fleet · canonport</title>
 <link rel="icon" href="data:,">
-<link rel="stylesheet" href="style.css">
-<link rel="preload" href="api/fleet/first" as="fetch" crossorigin="anonymous">
-<script type="module" src="app.js"></script>
-${preload}
-<script id="cp-info" type="application/json">${json}</script>
+<style>${STYLE_CSS}</style>
+<script id="cp-info" type="application/json">${inlineJson(JSON.stringify(info))}</script>
+<script id="cp-doc" type="application/json" data-id="${doc.id}"${doc.firstScreen ? ' data-first-screen=""' : ''}>${inlineJson(doc.json)}</script>
 </head>
 <body>
 <header>
@@ -57,6 +75,7 @@ ${preload}
 </ul>
 <p>Version <code>?</code>: unknown. Keys: arrows move in the matrix, Enter opens a cell, <kbd>/</kbd> goes to the filters. Every view has its own address: copy it into a runbook.</p>
 </footer>
+<script>${script}</script>
 </body>
 </html>
 `;

@@ -1,14 +1,13 @@
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 import type { HttpRoute } from '../http/server.js';
 import type { Logger } from '../log.js';
-import { FIRST_SCREEN_HOSTS, type PageInfo } from './client/model.js';
-import { brotliOptions, type Encoding, type FleetFeed } from './feed.js';
+import type { PageInfo } from './client/model.js';
+import { brotliOptions, compress, type Encoding, type FleetFeed, type Published } from './feed.js';
 import type { LiveStreams } from './events.js';
-import { CLIENT_MODULES, indexHtml, STYLE_CSS } from './page.js';
+import { CLIENT_SCRIPT, indexHtml, inlineHash, STYLE_CSS } from './page.js';
 
 export type { PageInfo };
 
@@ -16,8 +15,10 @@ export type { PageInfo };
  * `/ui`: the fleet page on the daemon's HTTP listener, behind its access
  * policy (`--http-allow`, client certificates), read-only (GET and HEAD):
  *
- *   /ui/                 the page (HTML, with what the daemon says about itself)
- *   /ui/style.css, /ui/<module>.js   its style and scripts
+ *   /ui/                 the page: HTML with its style, its script, what the daemon says
+ *                        about itself and the first screen's document inline (page.ts), so
+ *                        a first visit draws from this one answer; made and compressed once
+ *                        per document
  *   /ui/api/fleet        the fleet document: what `canonport fleet --json` prints, from this daemon's view
  *   /ui/api/fleet/first  the document for the matrix's first screen: every host, the first
  *                        FIRST_SCREEN_HOSTS with their listeners, marked `X-Canonport-Fleet-Part:
@@ -36,12 +37,18 @@ export interface UiRouteDeps {
   logger: Logger;
 }
 
-/** Sent with every answer under /ui: the page loads only its own files, is never framed, leaks no referrer. */
-const SECURITY_HEADERS: Readonly<Record<string, string>> = {
-  'Content-Security-Policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-  'X-Content-Type-Options': 'nosniff',
-  'Referrer-Policy': 'no-referrer',
-};
+/**
+ * Sent with every answer under /ui: the page runs only its own script and
+ * style (named by their digests: they are inline), talks only to this
+ * daemon, is never framed, leaks no referrer.
+ */
+function securityHeaders(script: string): Readonly<Record<string, string>> {
+  return {
+    'Content-Security-Policy': `default-src 'none'; script-src ${inlineHash(script)}; style-src ${inlineHash(STYLE_CSS)}; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+    'X-Content-Type-Options': 'nosniff',
+    'Referrer-Policy': 'no-referrer',
+  };
+}
 
 /** Below this, compressing costs more than it saves. */
 const COMPRESS_MIN_BYTES = 1024;
@@ -49,22 +56,28 @@ const COMPRESS_MIN_BYTES = 1024;
 const FLEET_ID = /^[0-9a-f]{1,16}-[0-9]{1,15}$/;
 
 export function uiRoute(deps: UiRouteDeps): HttpRoute {
-  const assets = new Assets();
+  let script: string | undefined;
+  let headers: Readonly<Record<string, string>> | undefined;
+  const page = new PageCache();
   return {
     prefix: '/ui',
     label: 'ui',
     async serve(req, res, path, counted) {
-      for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
+      // Read once, on the first request (a daemon nobody opens the page of never reads it).
+      script ??= clientScript();
+      headers ??= securityHeaders(script);
+      for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
       const sub = path.slice('/ui'.length);
       if (sub === '') {
         res.setHeader('Location', '/ui/');
         return end(req, res, counted, 308, 'text/plain; charset=utf-8', Buffer.from('the fleet page is at /ui/\n'));
       }
-      if (sub === '/') return sendBody(req, res, counted, 'text/html; charset=utf-8', Buffer.from(indexHtml(deps.info())), { cache: 'no-store' });
-      if (sub === '/style.css') return sendAsset(req, res, counted, assets.get('style.css', 'text/css; charset=utf-8', () => Buffer.from(STYLE_CSS)));
-      const module = sub.slice(1);
-      if ((CLIENT_MODULES as readonly string[]).includes(module)) {
-        return sendAsset(req, res, counted, assets.get(module, 'text/javascript; charset=utf-8', () => readFileSync(clientFile(module))));
+      if (sub === '/') {
+        const current = await deps.feed.latest();
+        const encoding = accepted(req, COMPRESS_MIN_BYTES);
+        const body = await page.get(current, deps.info(), script, encoding);
+        res.setHeader('X-Canonport-Fleet-Id', current.id);
+        return sendBody(req, res, counted, 'text/html; charset=utf-8', body, { cache: 'no-store', encoding });
       }
       if (sub === '/api/fleet' || sub === '/api/fleet/first') {
         const current = await deps.feed.latest();
@@ -75,10 +88,10 @@ export function uiRoute(deps: UiRouteDeps): HttpRoute {
         res.setHeader('ETag', etag);
         if (req.headers['if-none-match'] === etag) return end(req, res, counted, 304);
         // Told apart from the whole document, which it is when the fleet fits in it.
-        const part = first && current.encoded.doc.hosts.length > FIRST_SCREEN_HOSTS;
+        const part = first && current.firstScreenDocument().firstScreen;
         if (part) res.setHeader('X-Canonport-Fleet-Part', 'first-screen');
         const encoding = accepted(req, current.encoded.json.length);
-        const body = await (part ? current.firstScreen(encoding) : current.body(encoding));
+        const body = await (first ? current.firstScreen(encoding) : current.body(encoding));
         return sendBody(req, res, counted, 'application/json; charset=utf-8', body, { cache: 'no-cache', encoding });
       }
       if (sub === '/api/events') {
@@ -98,46 +111,41 @@ export function uiRoute(deps: UiRouteDeps): HttpRoute {
 }
 
 /**
- * The compiled page scripts: beside this module when it runs compiled
- * (dist/ui/client/), else, run from src/ by vitest, the build in dist/
- * (test/global-setup.ts builds it before any test).
+ * The page's bundled script (scripts/bundle-ui.mjs): beside this module
+ * when it runs compiled (dist/ui/client/), else, run from src/ by vitest,
+ * the build in dist/ (test/global-setup.ts builds it before any test).
  */
-function clientFile(name: string): string {
-  const here = new URL(`./client/${name}`, import.meta.url);
-  if (!import.meta.url.endsWith('.ts')) return fileURLToPath(here);
-  return fileURLToPath(new URL(`../../dist/ui/client/${name}`, import.meta.url));
+function clientScript(): string {
+  const here = new URL(`./client/${CLIENT_SCRIPT}`, import.meta.url);
+  const file = fileURLToPath(import.meta.url.endsWith('.ts') ? new URL(`../../dist/ui/client/${CLIENT_SCRIPT}`, import.meta.url) : here);
+  const text = readFileSync(file, 'utf8');
+  // Inline, these would end the script element early (the bundler keeps them out of what it writes; checked, not assumed).
+  if (/<\/script|<!--/i.test(text)) throw new Error(`${file} holds "</script" or "<!--": it cannot be inlined into the page`);
+  return text;
 }
 
-interface Asset {
-  type: string;
-  etag: string;
-  bodies: Record<Encoding, Buffer>;
-}
+/**
+ * The page as last served: made (the HTML with the current document's
+ * first screen) and compressed once per document, daemon info and
+ * encoding, whatever the number of loads. One entry, the current document's.
+ */
+class PageCache {
+  private key = '';
+  private readonly bodies = new Map<Encoding, Promise<Buffer>>();
 
-/** Static files, read and compressed once, on first request. */
-class Assets {
-  private readonly cache = new Map<string, Asset>();
-
-  get(name: string, type: string, read: () => Buffer): Asset {
-    let a = this.cache.get(name);
-    if (!a) {
-      const raw = read();
-      a = {
-        type,
-        etag: `"${createHash('sha256').update(raw).digest('base64url').slice(0, 22)}"`,
-        bodies: { identity: raw, gzip: gzipSync(raw, { level: 9 }), br: brotliCompressSync(raw, brotliOptions(raw.length)) },
-      };
-      this.cache.set(name, a);
+  get(current: Published, info: PageInfo, script: string, encoding: Encoding): Promise<Buffer> {
+    const key = `${current.id}\u0000${JSON.stringify(info)}`;
+    if (key !== this.key) {
+      this.key = key;
+      this.bodies.clear();
     }
-    return a;
+    let body = this.bodies.get(encoding);
+    if (!body) {
+      body = compress(Buffer.from(indexHtml(info, current.firstScreenDocument(), script)), encoding);
+      this.bodies.set(encoding, body);
+    }
+    return body;
   }
-}
-
-function sendAsset(req: IncomingMessage, res: ServerResponse, counted: (status: number) => void, a: Asset): void {
-  res.setHeader('ETag', a.etag);
-  if (req.headers['if-none-match'] === a.etag) return end(req, res, counted, 304);
-  const encoding = accepted(req, a.bodies.identity.length);
-  sendBody(req, res, counted, a.type, a.bodies[encoding], { cache: 'no-cache', encoding });
 }
 
 /** Sends `body` as is, or compressed first when the client accepts it and it is worth it. */

@@ -1,19 +1,22 @@
 import type { ClusterViewReader } from '../cluster/view.js';
 import { fleetDocument } from '../fleet/document.js';
 import { fleetOfHost } from '../fleet/fleet.js';
-import { fleetFromView } from '../fleet/from-cluster.js';
+import { ViewFleet } from '../fleet/from-cluster.js';
 import type { InventoryProvider } from '../inventory/types.js';
 import type { FeedSource } from './feed.js';
 
 /**
  * Where a daemon's fleet page reads the fleet: in cluster mode the view it
  * answers from (the whole cluster, as `fleet --cluster` prints it: the same
- * two functions); without it, its own inventory.
+ * build, ViewFleet, kept between reads so a change costs the hosts it
+ * touched, and fleetDocument); without it, its own inventory.
  */
 
-export function viewSource(reader: ClusterViewReader, where: { endpoints: string; prefix: string }): FeedSource {
+export function viewSource(reader: ClusterViewReader, where: { endpoints: string; prefix: string }): FeedSource & { fleet: ViewFleet } {
+  const fleet = new ViewFleet(reader, where);
   return {
-    read: () => fleetDocument(fleetFromView(reader, where)),
+    fleet,
+    read: () => fleetDocument(fleet.read()),
     onChange: (listener) => reader.onChange(listener),
   };
 }

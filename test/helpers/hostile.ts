@@ -73,14 +73,14 @@ export interface GrpcFloodResult {
   firstEndMs: number | null;
 }
 
-/** Runs grpc-flood.mjs from `host` (null: this namespace): xDS or Watch streams held open, see the script. */
+/** Runs grpc-flood.mjs from `host` (null: this namespace): xDS or Watch streams held open, see the script (`untilResponses`: its RESPONSES). */
 export async function grpcFlood(
   host: Host | null,
   mode: 'xds' | 'watch',
   target: string,
-  opts: { streams: number; names: number; holdMs: number; zone: string; connections?: number },
+  opts: { streams: number; names: number; holdMs: number; zone: string; connections?: number; untilResponses?: number },
 ): Promise<GrpcFloodResult> {
-  const args = [GRPC_FLOOD, mode, target, String(opts.streams), String(opts.names), String(opts.holdMs), opts.zone, String(opts.connections ?? 1)];
+  const args = [GRPC_FLOOD, mode, target, String(opts.streams), String(opts.names), String(opts.holdMs), opts.zone, String(opts.connections ?? 1), String(opts.untilResponses ?? 0)];
   const r = host ? await host.exec(process.execPath, args, { cwd: REPO }) : await execLocal(process.execPath, args, { cwd: REPO });
   if (r.code !== 0) throw new Error(`grpc-flood.mjs exited ${r.code}: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as GrpcFloodResult;

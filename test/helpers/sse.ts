@@ -87,3 +87,21 @@ export function openSse(url: string, opts: { localAddress?: string; headers?: Re
     req.end();
   });
 }
+
+/**
+ * A live stream opened from the current document: fetches it, opens the
+ * stream from its id, and takes the `hello` that says it is current. A
+ * single host's documents change on their own (each inventory scan's time),
+ * so a newer one may come between the fetch and the stream (the stream then
+ * starts with that diff instead): then both again, at most `tries` times.
+ */
+export async function openFromCurrent<D extends { id: string }>(fetchDoc: () => Promise<D>, open: (id: string) => Promise<SseClient>, tries = 20): Promise<{ doc: D; sse: SseClient }> {
+  for (let i = 1; ; i++) {
+    const doc = await fetchDoc();
+    const sse = await open(doc.id);
+    const first = await sse.next((e) => e.event === 'hello' || e.event === 'diff');
+    if (first.event === 'hello' && (JSON.parse(first.data) as { id: string }).id === doc.id) return { doc, sse };
+    sse.close();
+    if (i >= tries) throw new Error(`the fleet document changed between its fetch and the live stream ${tries} times in a row`);
+  }
+}

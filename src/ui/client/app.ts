@@ -42,9 +42,10 @@ function focusKey(): string | null {
   return href === null ? null : `a[href="${CSS.escape(href)}"]`;
 }
 
-function render(): void {
+/** Draws the route's view; false when it cannot yet (only the first screen's document is there). */
+function render(): boolean {
   // Another view waits for the whole document, a moment behind.
-  if (!index || (firstScreenOnly && !onFirstScreen(route))) return;
+  if (!index || (firstScreenOnly && !onFirstScreen(route))) return false;
   const key = focusKey();
   const host = location.hostname;
   view.innerHTML =
@@ -70,6 +71,7 @@ function render(): void {
     firstRender = false;
     performance.mark('cp-first-render');
   }
+  return true;
 }
 
 /** The filter form shows the route's filters; datalists offer the document's names. */
@@ -87,19 +89,24 @@ function fillLists(doc: FleetDocument): void {
   $('versions-list').innerHTML = options(doc.services.flatMap((s) => s.versions.map((v) => versionText(v.version))));
 }
 
-function onDocument(doc: FleetDocument, id: string, firstScreen = false): void {
+/** The view shows the matrix's table (render.ts marks it for Element Timing). */
+const matrixShown = () => view.querySelector('table.matrix') !== null;
+
+/** A new document: drawn; true when the matrix's table was. */
+function onDocument(doc: FleetDocument, id: string, firstScreen = false): boolean {
   index = indexFleet(doc);
   if (firstRender) performance.mark('cp-indexed');
   firstScreenOnly = firstScreen;
   if (firstScreen) {
     document.documentElement.dataset.firstScreen = id;
-    return render();
+    return render() && matrixShown();
   }
   document.documentElement.dataset.fleetId = id;
   fillLists(doc);
-  render();
+  const drawn = render() && matrixShown();
   // For the bench: the whole document drawn (the first render may have been the first screen's).
   if (performance.getEntriesByName('cp-whole-render').length === 0) performance.mark('cp-whole-render');
+  return drawn;
 }
 
 function onStatus(s: LiveStatus): void {
@@ -211,4 +218,10 @@ document.addEventListener('keydown', (e) => {
 // The state choices, in words.
 input('state').innerHTML = `<option value="">any</option>${STATES.map((s) => `<option value="${s}">${STATE_TEXT[s]}</option>`).join('')}`;
 syncForm();
-new Live(new URL('.', location.href).pathname, { document: onDocument, status: onStatus, firstScreenWill: () => onFirstScreen(route) }).start();
+// The document the page came with (page.ts): drawn before anything else is asked of the daemon.
+const inline = $('cp-doc');
+new Live(new URL('.', location.href).pathname, { document: onDocument, status: onStatus }).start({
+  doc: JSON.parse(inline.textContent ?? '{}') as FleetDocument,
+  id: inline.dataset.id ?? '',
+  firstScreen: inline.dataset.firstScreen !== undefined,
+});

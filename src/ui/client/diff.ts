@@ -47,18 +47,27 @@ export interface EncodedDocument {
   findings: string;
 }
 
-export function encodeDocument(doc: FleetDocument): EncodedDocument {
+/**
+ * `doc` with its parts as JSON. With `prev`, a host or service that is the
+ * very object `prev` held (a rebuild that left it alone, from-cluster.ts
+ * ViewFleet) keeps its text instead of being serialised again.
+ */
+export function encodeDocument(doc: FleetDocument, prev?: EncodedDocument): EncodedDocument {
+  const prevHosts = prev ? new Map(prev.doc.hosts.map((h) => [hostKey(h), h])) : undefined;
   const hosts = new Map<string, string>();
   const hostOrder: string[] = [];
   for (const h of doc.hosts) {
-    hosts.set(hostKey(h), JSON.stringify(h));
-    hostOrder.push(hostKey(h));
+    const key = hostKey(h);
+    hosts.set(key, (prevHosts?.get(key) === h ? prev!.hosts.get(key) : undefined) ?? JSON.stringify(h));
+    hostOrder.push(key);
   }
+  const prevServices = prev ? new Map(prev.doc.services.map((s) => [serviceKey(s), s])) : undefined;
   const services = new Map<string, string>();
   const serviceOrder: string[] = [];
   for (const s of doc.services) {
-    services.set(serviceKey(s), JSON.stringify(s));
-    serviceOrder.push(serviceKey(s));
+    const key = serviceKey(s);
+    services.set(key, (prevServices?.get(key) === s ? prev!.services.get(key) : undefined) ?? JSON.stringify(s));
+    serviceOrder.push(key);
   }
   const source = doc.source === undefined ? undefined : JSON.stringify(doc.source);
   const unnamed = JSON.stringify(doc.unnamed);

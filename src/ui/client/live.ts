@@ -1,10 +1,12 @@
 /// <reference lib="dom" />
 import type { FleetDocument } from '../../fleet/document.js';
 import { applyDiff, type FleetDiff } from './diff.js';
+import { MATRIX_TIMING } from './render.js';
 
 /**
- * Keeps the page's document current: fetches it (`api/fleet`, compressed),
- * then follows `api/events` (Server-Sent Events) and applies each diff.
+ * Keeps the page's document current: starts from the one inlined in the
+ * page (the first screen's at scale: then fetches `api/fleet`), then
+ * follows `api/events` (Server-Sent Events) and applies each diff.
  * Whatever goes wrong (the daemon restarts, a diff for another document, a
  * refused stream, silence past 2.5 heartbeats) ends in the same place:
  * fetch the document again and follow from it, after a backoff that grows
@@ -23,12 +25,45 @@ export interface LiveCallbacks {
   /**
    * A new document (the first, or one a diff made); `firstScreen`: the
    * first-screen document (diff.ts firstScreenJson), drawn while the whole
-   * one loads, which always follows.
+   * one loads, which always follows. Returns whether it drew the matrix
+   * (the whole document is then read once that is on the screen).
    */
-  document(doc: FleetDocument, id: string, firstScreen?: boolean): void;
+  document(doc: FleetDocument, id: string, firstScreen?: boolean): boolean | void;
   status(s: LiveStatus): void;
-  /** Whether what the page shows now can be drawn from the first-screen document (asked once, on the first load). */
-  firstScreenWill?(): boolean;
+}
+
+/** A browser that reports no paint (no Element Timing) is given this long for the first screen's. */
+const PAINT_WAIT_MS = 1000;
+
+/**
+ * Resolves once the matrix drawn is on the screen, as the browser reports
+ * it (Element Timing of render.ts MATRIX_TIMING): work on this thread
+ * before it (parsing megabytes of JSON) would hold the paint back, and a
+ * busy machine presents a frame well after the script drew it. Without
+ * Element Timing (Firefox, Safari): the frame after the next one, at most
+ * PAINT_WAIT_MS.
+ */
+function afterPaint(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      observer?.disconnect();
+      window.clearTimeout(timer);
+      resolve();
+    };
+    const timer = window.setTimeout(done, PAINT_WAIT_MS);
+    let observer: PerformanceObserver | undefined;
+    if (PerformanceObserver.supportedEntryTypes?.includes('element')) {
+      observer = new PerformanceObserver((list) => {
+        if (list.getEntries().some((e) => (e as PerformanceEntry & { identifier?: string }).identifier === MATRIX_TIMING)) done();
+      });
+      observer.observe({ type: 'element', buffered: true });
+    } else requestAnimationFrame(() => requestAnimationFrame(() => window.setTimeout(done, 0)));
+  });
+}
+
+/** For the bench: when the whole document was there, parsed (app.ts marks the render). */
+function documentMark(): void {
+  if (performance.getEntriesByName('cp-document').length === 0) performance.mark('cp-document');
 }
 
 /** The daemon's heartbeat (events.ts): silence for 2.5 of them means the stream is dead even if the socket says nothing. */
@@ -52,8 +87,26 @@ export class Live {
     private readonly on: LiveCallbacks,
   ) {}
 
-  start(): void {
-    void this.resync();
+  /**
+   * Starts from the document the page came with (page.ts inlines it: the
+   * first screen's, or the whole one when the fleet fits in it), drawn at
+   * once; then fetches the whole one if that was only the first screen,
+   * and follows changes. Without one, fetches it.
+   */
+  start(inline?: { doc: FleetDocument; id: string; firstScreen: boolean }): void {
+    if (!inline) return void this.resync();
+    const drawn = this.on.document(inline.doc, inline.id, inline.firstScreen) === true;
+    if (inline.firstScreen) {
+      // The whole document is asked for now, but read (megabytes of JSON to parse at 1,000 hosts, on the one
+      // thread that also paints) only once the first screen is on the screen.
+      const whole = fetch(`${this.base}api/fleet`, { cache: 'no-store' });
+      whole.catch(() => undefined);
+      return void (drawn ? afterPaint() : Promise.resolve()).then(() => this.resync(whole));
+    }
+    documentMark();
+    this.doc = inline.doc;
+    this.id = inline.id;
+    this.follow();
   }
 
   stop(): void {
@@ -63,28 +116,15 @@ export class Live {
     window.clearTimeout(this.silenceTimer);
   }
 
-  /**
-   * Fetches the whole document, then follows changes from it. The first
-   * load of a view the first screen can draw asks for that first (page.ts
-   * preloads it): the daemon answers the whole document when the fleet fits
-   * in it, else the first screen, drawn while the whole one downloads.
-   */
-  private async resync(): Promise<void> {
+  /** Fetches the whole document (or reads `asked`, its fetch under way), then follows changes from it. */
+  private async resync(asked?: Promise<Response>): Promise<void> {
     this.es?.close();
     this.es = undefined;
     if (this.stopped) return;
     if (this.offlineSince === undefined) this.on.status({ kind: 'connecting' });
     let res: Response;
     try {
-      const first = this.doc === undefined && this.on.firstScreenWill?.() === true;
-      res = await fetch(`${this.base}api/fleet${first ? '/first' : ''}`, { cache: 'no-store' });
-      if (first && res.ok && res.headers.get('X-Canonport-Fleet-Part') === 'first-screen') {
-        const whole = fetch(`${this.base}api/fleet`, { cache: 'no-store' });
-        // Awaited below; until then, a rejection is not an unhandled one.
-        whole.catch(() => undefined);
-        await this.firstScreen(res);
-        res = await whole;
-      }
+      res = await (asked ?? fetch(`${this.base}api/fleet`, { cache: 'no-store' }));
     } catch (err) {
       return this.offline(`the daemon cannot be reached (${(err as Error).message})`);
     }
@@ -96,27 +136,11 @@ export class Live {
     } catch (err) {
       return this.offline(`the daemon's answer was cut or unreadable (${(err as Error).message})`);
     }
-    // For the bench: when the document arrived and was parsed (app.ts marks the render).
-    if (performance.getEntriesByName('cp-document').length === 0) performance.mark('cp-document');
+    documentMark();
     this.doc = doc;
     this.id = id;
     this.on.document(doc, id);
     this.follow();
-  }
-
-  /**
-   * The first load's first screen: at 1,000 hosts the whole document is
-   * megabytes to download and parse, the first screen a tenth of it. A
-   * failure here is left to the whole document's fetch, under way.
-   */
-  private async firstScreen(res: Response): Promise<void> {
-    try {
-      const id = res.headers.get('X-Canonport-Fleet-Id') ?? '';
-      const doc = (await res.json()) as FleetDocument;
-      this.on.document(doc, id, true);
-    } catch {
-      // The whole document follows.
-    }
   }
 
   private follow(): void {

@@ -109,6 +109,9 @@ function cellHtml(cell: Cell | undefined, s: ServiceSummary, host: string, route
   return `<td class="cell st-${cell.state}${cell.outlier ? ' outlier' : ''}" ${at}><a href="${esc(target)}" tabindex="-1"><span class="v">${versions}</span> ${cellState(cell.state)}${why}</a></td>`;
 }
 
+/** The matrix's Element Timing name (its corner cell): the browser reports when the matrix is on the screen (live.ts, the bench). */
+export const MATRIX_TIMING = 'cp-matrix';
+
 /** `columns`: draw at most this many host columns (the first screen, drawn before the whole document is there). */
 export function renderMatrix(index: FleetIndex, route: Route, columns = Infinity): string {
   const whole = matrixOf(index, route.filters);
@@ -140,7 +143,7 @@ export function renderMatrix(index: FleetIndex, route: Route, columns = Infinity
     })
     .join('');
   const help = `<p id="matrix-help" class="help">Each cell is the version running on that host and its state; ≠ marks a version other than the service's majority. Arrow keys move between cells, Enter opens one.</p>`;
-  const table = `${help}<div class="scroll"><table class="matrix" role="grid" aria-labelledby="view-h" aria-describedby="matrix-help" aria-rowcount="${m.rows.length + 1}" aria-colcount="${m.columns.length + 1}"><caption class="sr">Services × hosts</caption><thead><tr><th scope="col" class="corner" data-r="0" data-c="0" tabindex="0">Service</th>${hostHeaders}</tr></thead><tbody>${rows}</tbody></table></div>`;
+  const table = `${help}<div class="scroll"><table class="matrix" role="grid" aria-labelledby="view-h" aria-describedby="matrix-help" aria-rowcount="${m.rows.length + 1}" aria-colcount="${m.columns.length + 1}"><caption class="sr">Services × hosts</caption><thead><tr><th scope="col" class="corner" data-r="0" data-c="0" tabindex="0" elementtiming="${MATRIX_TIMING}">Service</th>${hostHeaders}</tr></thead><tbody>${rows}</tbody></table></div>`;
   return `${head}${pager(route, m.page, m.pages, m.allColumns.length, m.columns.length)}${table}${apart}`;
 }
 
