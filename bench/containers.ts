@@ -79,10 +79,10 @@ export interface ContainersBenchResult {
   baselineIdle: { label: string; cpuPercent: number; rssMb: number; readsPerS: number } | null;
   /** Counter looks and reads per steady scan of the watcher with the containers (the work behind steadyScanUs). */
   steadyWork: { counterChecksPerScan: number; readsPerScan: number } | null;
-  convergence: { p50: number; p99: number; n: number } | null;
+  convergence: Convergence | null;
   /** A process running for LATE_SETTLE_MS in a stable container opens its listener → host B's answer; the baseline's daemon on host A after (--baseline). */
-  lateBind: { p50: number; p99: number; n: number } | null;
-  baselineLateBind: { label: string; p50: number; p99: number; n: number } | null;
+  lateBind: Convergence | null;
+  baselineLateBind: ({ label: string } & Convergence) | null;
   errors: string[];
 }
 
@@ -148,26 +148,35 @@ export async function runContainersBench(o: ContainersBenchOptions, progress: (m
       for (const c of made) await c.stop();
     }
 
+    // Traced from here: both daemons again at --log-level debug, whose stage lines (traceTrial) say where each trial's time went.
+    await Promise.all([a.stop(), b.stop()]);
+    const traced = [...args, '--log-level', 'debug'];
+    [a, b] = await Promise.all([startNode(lab, hostA, 'host-a', traced), startNode(lab, hostB, 'host-b', traced)]);
     progress(`containers: convergence, ${o.trials} trials`);
     const samples: number[] = [];
+    const traces: Trace[] = [];
     const api = base32Port('api');
     // A container's instance: its SRV aims at `<ns>.host-a.node.<zone>` (no host listening gives the single-host answer).
     const listed = async () => ((await askDns(b.dns.port, `api.${ZONE}`, 33, 300, 10, b.dns.host))?.answers ?? []).filter((x) => x.includes('.host-a.node.')).length;
     for (let t = 0; t < o.trials; t++) {
+      const startMs = Date.now();
       const c = await hostA.addContainer!();
       await new Promise((res) => setTimeout(res, Math.random() * 1000));
       const l = await c.listen(api);
-      samples.push(await untilListed(listed, 'a container listener'));
+      const boundMs = Date.now();
+      const took = await untilListed(listed, 'a container listener');
+      samples.push(took);
+      traces.push(traceTrial(a, b, api, startMs, boundMs, took));
       await l.stop();
       await c.stop();
       await untilGone(listed);
     }
     samples.sort((x, y) => x - y);
-    r.convergence = { p50: percentile(samples, 50), p99: percentile(samples, 99), n: samples.length };
+    r.convergence = { p50: percentile(samples, 50), p99: percentile(samples, 99), n: samples.length, stages: stageSummary(traces) };
     progress(`containers: convergence p50 ${r.convergence.p50.toFixed(0)} ms, slowest ${samples.at(-1)!.toFixed(0)} ms`);
 
     progress(`containers: late binds in stable containers, ${o.trials} trials`);
-    r.lateBind = await lateBinds(hostA, listed, api, o.trials);
+    r.lateBind = await lateBinds(hostA, listed, api, o.trials, { a, b });
     progress(`containers: late bind p50 ${r.lateBind.p50.toFixed(0)} ms, slowest ${r.lateBind.p99.toFixed(0)} ms`);
     if (o.baseline) {
       await a.stop();
@@ -189,6 +198,81 @@ export async function runContainersBench(o: ContainersBenchOptions, progress: (m
   return r;
 }
 
+/** p50/p99 of a convergence, and where its trials spent their time (traced ones). */
+export interface Convergence {
+  p50: number;
+  p99: number;
+  n: number;
+  stages?: StageSummary | undefined;
+}
+
+/**
+ * One trial's time by stage, from host A's and host B's debug log lines
+ * (pino's ISO `time`, this machine's clock, as the bench's): bound → the
+ * namespace read that saw the port → its first readiness verdict → the
+ * etcd write after it (its revision) → host B's watch applying that
+ * revision → host B's answer (the bench's poll, every 10 ms). A stage whose
+ * line was not found is NaN (its time lands in the next one found).
+ */
+export interface Trace {
+  totalMs: number;
+  /** Listening → the read that saw it (the scan's pace, the counters, the close watch). */
+  seen: number;
+  /** That read → the first verdict (the snapshot, the readiness probe). */
+  verdict: number;
+  /** The verdict → its etcd write acknowledged. */
+  written: number;
+  /** The write → host B's view applied it. */
+  watched: number;
+  /** Host B's view → its DNS answer seen by the bench. */
+  answered: number;
+  /** What made host A read the namespace (new, process, counters, invalidated). */
+  trigger: string;
+}
+
+export const STAGES = ['seen', 'verdict', 'written', 'watched', 'answered'] as const;
+
+export interface StageSummary {
+  /** Each stage's median over every trial. */
+  median: Record<(typeof STAGES)[number], number>;
+  /** The slowest trials (at most 5), each by stage. */
+  slowest: Trace[];
+}
+
+function traceTrial(a: NodeDaemon, b: NodeDaemon, port: number, startMs: number, boundMs: number, totalMs: number): Trace {
+  const at = (l: Record<string, unknown>) => Date.parse(String(l.time));
+  const after = (logs: typeof a.logs, t: number, pred: (l: (typeof a.logs)[number]) => boolean) => logs.find((l) => at(l) >= t && pred(l));
+  const read = after(a.logs, startMs, (l) => l.msg === 'namespace read' && Array.isArray(l.ports) && (l.ports as number[]).includes(port) && l.same === false);
+  const verdict = after(a.logs, read ? at(read) : startMs, (l) => l.msg === 'readiness first verdict' && String(l.key).startsWith(`${port}/`));
+  const write = after(a.logs, verdict ? at(verdict) : startMs, (l) => l.msg === 'cluster publication written' && Number(l.puts) > 0);
+  const rev = write ? Number(write.revision) : Number.POSITIVE_INFINITY;
+  const watch = after(b.logs, write ? at(write) - 50 : startMs, (l) => l.msg === 'cluster view watch applied' && Number(l.revision) >= rev);
+  const endMs = boundMs + totalMs;
+  const points = [boundMs, read ? at(read) : NaN, verdict ? at(verdict) : NaN, write ? at(write) : NaN, watch ? at(watch) : NaN, endMs];
+  const span = (i: number) => {
+    // From the last stage found before i (a missing one's time lands in the next).
+    let j = i - 1;
+    while (j > 0 && Number.isNaN(points[j]!)) j--;
+    return Number.isNaN(points[i]!) ? NaN : Math.max(0, points[i]! - points[j]!);
+  };
+  // The scans between the bind and the read that saw it: whether each looked at the counters (g: the host's TCP
+  // allocation moved; T: every UNGATED_EVERY; .: neither), and the scans asked while one ran (j<ms it had run>).
+  const gates = a.logs
+    .filter((l) => (l.msg === 'namespaces scanned' || l.msg === 'inventory scan asked while one runs: joined') && at(l) >= boundMs && (!read || at(l) <= at(read)))
+    .map((l) => (l.msg !== 'namespaces scanned' ? `j${String(l.sinceMs)}` : l.thorough ? 'T' : l.gate ? 'g' : '.'))
+    .join(' ');
+  return { totalMs, seen: span(1), verdict: span(2), written: span(3), watched: span(4), answered: span(5), trigger: read ? `${String(read.trigger)}, scans ${gates}` : '?' };
+}
+
+function stageSummary(traces: Trace[]): StageSummary {
+  const median = {} as StageSummary['median'];
+  for (const s of STAGES) {
+    const v = traces.map((t) => t[s]).filter((x) => !Number.isNaN(x)).sort((x, y) => x - y);
+    median[s] = v.length ? percentile(v, 50) : NaN;
+  }
+  return { median, slowest: [...traces].sort((x, y) => y.totalMs - x.totalMs).slice(0, 5) };
+}
+
 /** How long the late binders run before the first of them listens. */
 const LATE_SETTLE_MS = 12_000;
 
@@ -207,7 +291,7 @@ process.on('SIGTERM', () => process.exit(0));
  * listener in host B's answer (`listed` counts host A's), then stopped and
  * gone from the answer before the next. Every figure from 'listening'.
  */
-async function lateBinds(host: Host, listed: () => Promise<number>, port: number, n: number): Promise<{ p50: number; p99: number; n: number }> {
+async function lateBinds(host: Host, listed: () => Promise<number>, port: number, n: number, trace?: { a: NodeDaemon; b: NodeDaemon }): Promise<Convergence> {
   const made: { c: Container; child: import('node:child_process').ChildProcess }[] = [];
   try {
     for (let i = 0; i < n; i++) {
@@ -218,17 +302,22 @@ async function lateBinds(host: Host, listed: () => Promise<number>, port: number
     }
     await new Promise((res) => setTimeout(res, LATE_SETTLE_MS));
     const samples: number[] = [];
+    const traces: Trace[] = [];
     for (const { child } of made) {
       // Out of step with the scans (a trial starts once the last one's removal was seen, just after a scan).
       await new Promise((res) => setTimeout(res, Math.random() * 1000));
+      const startMs = Date.now();
       child.stdin!.write('bind\n');
       await lineFrom(child, 'listening');
-      samples.push(await untilListed(listed, 'a late listener'));
+      const boundMs = Date.now();
+      const took = await untilListed(listed, 'a late listener');
+      samples.push(took);
+      if (trace) traces.push(traceTrial(trace.a, trace.b, port, startMs, boundMs, took));
       child.kill('SIGTERM');
       await untilGone(listed);
     }
     samples.sort((x, y) => x - y);
-    return { p50: percentile(samples, 50), p99: percentile(samples, 99), n: samples.length };
+    return { p50: percentile(samples, 50), p99: percentile(samples, 99), n: samples.length, ...(trace ? { stages: stageSummary(traces) } : {}) };
   } finally {
     for (const { c } of made) await c.stop();
   }
@@ -369,12 +458,25 @@ export function formatContainers(r: ContainersBenchResult): string[] {
     // With fewer than 100 trials the 99th percentile is the slowest trial: said so, not dressed up as more.
     const p99 = c.n < 100 ? `p99 ${c.p99.toFixed(0)} ms (the slowest of ${c.n})` : `p99 ${c.p99.toFixed(0)} ms`;
     lines.push(`  container listener start → host B's SRV: p50 ${c.p50.toFixed(0)} ms, ${p99} over ${c.n} trials (target p99 ≤ 1500 ms: ${c.p99 <= 1500 ? 'PASS' : 'FAIL'})`);
+    lines.push(...formatStages(c.stages));
   }
   for (const [what, c] of [['this checkout', r.lateBind], [`baseline ${r.baselineLateBind?.label ?? ''}`, r.baselineLateBind]] as const) {
     if (!c) continue;
     const p99 = c.n < 100 ? `p99 ${c.p99.toFixed(0)} ms (the slowest of ${c.n})` : `p99 ${c.p99.toFixed(0)} ms`;
-    lines.push(`  late bind in a stable container (${LATE_SETTLE_MS / 1000} s running) → host B's SRV, ${what}: p50 ${c.p50.toFixed(0)} ms, ${p99} (target p99 ≤ 1500 ms: ${c.p99 <= 1500 ? 'PASS' : 'FAIL'})`);
+    lines.push(`  late bind in a stable container (${LATE_SETTLE_MS / 1000} s running) → host B's SRV, ${what}: p50 ${c.p50.toFixed(0)} ms, ${p99} over ${c.n} trials (target p99 ≤ 1500 ms: ${c.p99 <= 1500 ? 'PASS' : 'FAIL'})`);
+    lines.push(...formatStages(c.stages));
   }
   for (const e of r.errors) lines.push(`  error: ${e}`);
   return lines;
+}
+
+/** A convergence's stages: each one's median, then the slowest trials by stage (ms; `-`: its log line not found). */
+function formatStages(st: StageSummary | undefined): string[] {
+  if (!st) return [];
+  const ms = (x: number) => (Number.isNaN(x) ? '-' : x.toFixed(0));
+  const row = (t: Pick<Trace, (typeof STAGES)[number]>) => STAGES.map((s) => `${s} ${ms(t[s])}`).join(', ');
+  return [
+    `    stages (bound → read that saw it → first verdict → etcd write → host B's watch → host B's answer), medians: ${row(st.median)}`,
+    ...st.slowest.map((t) => `    slow trial ${t.totalMs.toFixed(0)} ms: ${row(t)} (read by ${t.trigger})`),
+  ];
 }

@@ -794,6 +794,8 @@ export class Cluster {
         // An empty response is a progress notice, sent only once the watch is caught up: its header revision is safe.
         next = Math.max(next, res.events.length > 0 ? maxRevision + 1 : Number(res.header.revision) + 1);
         this.view.applyChanges(changes, next - 1);
+        // Convergence's last stages, traced (bench/containers.ts reads it at --log-level debug): what the view took when.
+        if (changes.length > 0) this.logger.debug({ revision: next - 1, changes: changes.length }, 'cluster view watch applied');
         progress(next);
         this.maybeRelist();
       });

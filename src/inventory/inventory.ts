@@ -129,6 +129,8 @@ export class HostInventory implements InventoryProvider {
   private readonly now: () => number;
   private latest: InventorySnapshot | undefined;
   private inflight: Promise<InventorySnapshot> | undefined;
+  /** When the refresh in flight began (performance.now()). */
+  private inflightAt = 0;
   private timer: NodeJS.Timeout | undefined;
   private started = false;
   private lastErrorText = '';
@@ -292,6 +294,8 @@ export class HostInventory implements InventoryProvider {
 
   /** Reads /proc, probes, updates the metrics. Concurrent calls share one refresh. Never rejects. */
   refresh(): Promise<InventorySnapshot> {
+    if (this.inflight) this.logger.debug({ sinceMs: Math.round(performance.now() - this.inflightAt) }, 'inventory scan asked while one runs: joined');
+    else this.inflightAt = performance.now();
     this.inflight ??= this.collect()
       .catch((err: unknown) => {
         // collect() handles every expected failure; this is a bug, kept from killing the timer.

@@ -454,6 +454,7 @@ export class ReadinessProber {
     }
     p.verdict = { state: o.state, by, sinceMs: this.now(), detail: o.detail };
     if (before) this.logger.info({ port: p.target.port, state: o.state, by, detail: o.detail }, 'readiness changed');
+    else this.logger.debug({ key: keyOf(p.target), state: o.state, by }, 'readiness first verdict');
     queueMicrotask(() => this.o.onVerdict(keyOf(p.target)));
   }
 
