@@ -47,12 +47,18 @@ import { readListeningSockets, type ListeningSocket } from './procnet.js';
  *   `sockstat6`: TCP and UDP sockets in use, through descriptors kept open;
  *   first sockstat's count of all its sockets, one pread, and the rest only
  *   when that moved or every UNGATED_EVERY scans; when they moved,
- *   `net/snmp`'s CurrEstab, so connections coming and going do not count). The counters are looked at only when
- *   the host's TCP socket allocation count (global, one read) moved, or
- *   every UNGATED_EVERY scans (a UDP socket does not move it); then every
- *   namespace's, stable or not: a listener a process that has run for a
- *   while opens late (a JVM binding after its warm-up) is seen at the next
- *   scan, within the convergence bound. (A back-off of stable namespaces,
+ *   `net/snmp`'s CurrEstab, so connections coming and going do not count). Every
+ *   namespace's counters are looked at every scan, stable or not: a
+ *   listener a process that has run for a while opens late (a JVM binding
+ *   after its warm-up) is seen at the next scan, within the convergence
+ *   bound. (They were looked at only when the host's TCP allocation count,
+ *   sockstat's global `alloc`, had moved since the last scan, or every
+ *   UNGATED_EVERY scans: that count is not a count of events, and a socket
+ *   freed anywhere on the host in the same second, a connection leaving
+ *   FIN_WAIT2 or TIME_WAIT long after its close, left it where it was, so a
+ *   late listener waited for the fifth scan: the late binds' slow tail of
+ *   issue 26, 1.8–2.8 s against its 1.5 s. What it saved was one pread a
+ *   namespace a scan on a host where no TCP socket came or went.) (A back-off of stable namespaces,
  *   every fourth scan, saved three quarters of these looks, ~3 µs each,
  *   0.3 ms a scan with 100 namespaces, and cost such a listener up to 4
  *   scans: 4 s, against issue 26's 1.5 s.) What the counters cannot show, a
@@ -101,7 +107,7 @@ export interface NamespaceScope {
 export const MAX_NAMESPACES = 1024;
 /** Every PID looked at again this often (a process that changed namespace with setns()). */
 export const FULL_WALK_MS = 60_000;
-/** Counters looked at every this many scans even when the host's TCP allocation did not move (UDP, and a +1/−1 in one scan). */
+/** Every this many scans, the counters are looked at thoroughly (a socket opened while another closed leaves sockstat's `used` as it was) and every namespace's process is asked whether it lives. */
 export const UNGATED_EVERY = 5;
 /** The longest wait between two reads of a namespace whose counters keep moving for connections. */
 export const MAX_READ_GAP_MS = 32_000;
@@ -168,11 +174,9 @@ export class NamespaceWatcher {
   private readonly spaces = new Map<string, Space>();
   private own: string | undefined;
   private loadavgFd = -1;
-  private sockstatFd = -1;
   private lastSignal = '';
   private lastThreads: string | undefined;
   private readonly useKill: boolean;
-  private lastAlloc = '';
   private scans = 0;
   private lastFullWalkMs = Number.NEGATIVE_INFINITY;
   private hinted = true;
@@ -253,21 +257,19 @@ export class NamespaceWatcher {
     } else {
       changed = this.recheck() || changed;
     }
-    const alloc = this.allocCount();
-    const gate = alloc === undefined || alloc !== this.lastAlloc || this.scans % UNGATED_EVERY === 0;
-    this.lastAlloc = alloc ?? '';
     const thorough = this.scans % UNGATED_EVERY === 0;
     this.scans++;
     const due: Space[] = [];
     for (const s of this.spaces.values()) {
       if (!s.read) s.trigger ??= 'new';
-      else if (gate && s.trigger === undefined) {
+      else if (s.trigger === undefined) {
         this.work.counterChecks++;
         if (this.fingerprint(s, thorough) !== s.fingerprint) s.trigger = 'counters';
       }
       if (s.trigger && now - s.lastReadMs >= s.gapMs) due.push(s);
     }
     if (due.length > 0) this.listed = undefined;
+    this.logger.debug({ thorough, due: due.slice(0, 8).map((s) => s.label) }, 'namespaces scanned');
     await forEachLimited(due, READ_CONCURRENCY, async (s) => {
       if (await this.read(s, now)) changed = true;
     });
@@ -296,6 +298,7 @@ export class NamespaceWatcher {
       if (eager.length === 0) return;
       if (eager.some((s) => s.fingerprint !== this.fingerprint(s))) {
         for (const s of eager) s.trigger ??= 'counters';
+        this.logger.debug({ labels: eager.slice(0, 8).map((s) => s.label) }, 'namespace watched closely moved: scanning now');
         this.o.onHint!();
         return;
       }
@@ -315,8 +318,8 @@ export class NamespaceWatcher {
     this.pids.clear();
     for (const w of this.watchers) w.close();
     this.watchers = [];
-    for (const fd of [this.loadavgFd, this.sockstatFd]) if (fd >= 0) closeQuietly(fd);
-    this.loadavgFd = this.sockstatFd = -1;
+    if (this.loadavgFd >= 0) closeQuietly(this.loadavgFd);
+    this.loadavgFd = -1;
     this.own = undefined;
     this.listed = undefined;
     this.lastThreads = undefined;
@@ -330,7 +333,6 @@ export class NamespaceWatcher {
     if (this.own !== undefined) return;
     this.own = inodeOf(join(this.o.procRoot, 'net', 'tcp')) ?? '';
     this.loadavgFd = openQuietly(join(this.o.procRoot, 'loadavg'));
-    this.sockstatFd = openQuietly(join(this.o.procRoot, 'net', 'sockstat'));
     for (const dir of this.o.netnsDirs ?? DEFAULT_NETNS_DIRS) {
       if (!existsSync(dir)) continue;
       try {
@@ -361,12 +363,6 @@ export class NamespaceWatcher {
       }
     }
     return existsSync(join(this.o.procRoot, String(pid), 'net'));
-  }
-
-  /** The host's TCP sockets allocated (sockstat's `alloc`: every namespace's, so one read covers all). */
-  private allocCount(): string | undefined {
-    const text = this.pread(this.sockstatFd);
-    return text === undefined ? undefined : /^TCP:.* alloc (\d+)/m.exec(text)?.[1];
   }
 
   /** Lists /proc; looks at new PIDs (every PID when `full`). Returns whether a namespace appeared or went. */
@@ -497,6 +493,8 @@ export class NamespaceWatcher {
     const first = !s.read;
     if (first) this.identify(s);
     const same = !first && sameSockets(s.sockets, sockets) && sameList(s.addresses, addresses);
+    // Convergence's first stage, traced (bench/containers.ts reads it at --log-level debug): which read saw a listener.
+    this.logger.debug({ label: s.label, trigger, same, ports: sockets.slice(0, 8).map((x) => x.port) }, 'namespace read');
     // Counters moved and nothing we publish did: wait longer before the next read (back-off); a change resets it.
     s.gapMs = same && trigger === 'counters' ? Math.min(MAX_READ_GAP_MS, Math.max(1_000, s.gapMs * 2)) : 0;
     // What it was watched closely for has come: back to the scans' pace.
