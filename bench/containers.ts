@@ -255,11 +255,11 @@ function traceTrial(a: NodeDaemon, b: NodeDaemon, port: number, startMs: number,
     while (j > 0 && Number.isNaN(points[j]!)) j--;
     return Number.isNaN(points[i]!) ? NaN : Math.max(0, points[i]! - points[j]!);
   };
-  // The scans between the bind and the read that saw it: whether each looked at the counters (g: the host's TCP
-  // allocation moved; T: every UNGATED_EVERY; .: neither), and the scans asked while one ran (j<ms it had run>).
+  // The scans of host A's namespaces between the bind and the read that saw it (T: a thorough one, every
+  // UNGATED_EVERY; .: another), and the scans asked while one ran, joining it (j<ms it had run>): one scan is the pace.
   const gates = a.logs
     .filter((l) => (l.msg === 'namespaces scanned' || l.msg === 'inventory scan asked while one runs: joined') && at(l) >= boundMs && (!read || at(l) <= at(read)))
-    .map((l) => (l.msg !== 'namespaces scanned' ? `j${String(l.sinceMs)}` : l.thorough ? 'T' : l.gate ? 'g' : '.'))
+    .map((l) => (l.msg !== 'namespaces scanned' ? `j${String(l.sinceMs)}` : l.thorough ? 'T' : '.'))
     .join(' ');
   return { totalMs, seen: span(1), verdict: span(2), written: span(3), watched: span(4), answered: span(5), trigger: read ? `${String(read.trigger)}, scans ${gates}` : '?' };
 }
