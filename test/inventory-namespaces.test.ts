@@ -264,8 +264,8 @@ describe('the watcher\'s cost when nothing changed, and what the counters cannot
       await w.scan();
       const checks = w.work.counterChecks;
       const read = w.work.reads;
-      // The host's TCP allocation count gates nothing here (`net/sockstat` under another PID namespace's /proc does not
-      // resolve for this process): every scan looks, as on a busy host where that count always moves.
+      // Every scan looks at every namespace's counters (no gate on the host's TCP allocation count any more; see the
+      // fixture test below for what that gate missed).
       const scans = 4;
       for (let i = 0; i < scans; i++) {
         t += 1_000;
