@@ -41,6 +41,12 @@ import { askDns } from './probe.js';
  *   container at a time → host B's answer; with `--baseline`, the same with
  *   the baseline's daemon on host A right after (before/after in one run).
  *
+ * Each convergence trial is traced by stage (traceTrial): both daemons run
+ * at `--log-level debug` from the convergence on, and their lines say when
+ * host A's namespace read saw the port, its first readiness verdict, the
+ * etcd write, and host B's watch applying it; the medians and the slowest
+ * five trials by stage are printed beside p50/p99.
+ *
  * The machine is shared: the load average is reported at both ends, and
  * every figure is a ratio against a reference measured in the same run.
  */
