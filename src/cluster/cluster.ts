@@ -795,7 +795,7 @@ export class Cluster {
         next = Math.max(next, res.events.length > 0 ? maxRevision + 1 : Number(res.header.revision) + 1);
         this.view.applyChanges(changes, next - 1);
         // Convergence's last stages, traced (bench/containers.ts reads it at --log-level debug): what the view took when.
-        if (changes.length > 0) this.logger.debug({ revision: next - 1, changes: changes.length }, 'cluster view watch applied');
+        if (changes.length > 0 && this.logger.isLevelEnabled('debug')) this.logger.debug({ revision: next - 1, changes: changes.length }, 'cluster view watch applied');
         progress(next);
         this.maybeRelist();
       });

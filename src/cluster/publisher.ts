@@ -535,7 +535,7 @@ export class Publisher {
     for (let i = 0; i < ops.length; i += OPS_PER_TXN) {
       const chunk = ops.slice(i, i + OPS_PER_TXN);
       const res = await this.opts.client.kv.txn({ success: chunk.map((c) => c.op) });
-      this.logger.debug({ revision: Number(res.header.revision), puts: chunk.filter((c) => c.kind === 'put').length, deletes: chunk.filter((c) => c.kind === 'delete').length }, 'cluster publication written');
+      if (this.logger.isLevelEnabled('debug')) this.logger.debug({ revision: Number(res.header.revision), puts: chunk.filter((c) => c.kind === 'put').length, deletes: chunk.filter((c) => c.kind === 'delete').length }, 'cluster publication written');
       if (this.lease !== lease) return; // lost meanwhile: the next round starts over
       for (const c of chunk) {
         c.apply();
