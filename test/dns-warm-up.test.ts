@@ -45,7 +45,8 @@ describe('a daemon warms up before it is ready', () => {
   it('sends nothing upstream, counts nothing, keeps nothing, and leaves the event-loop sampler asleep', async () => {
     const up = await FakeUpstream.start();
     upstreams.push(up);
-    const d = await startDaemon({ upstreams: [`127.0.0.1:${up.port}`], registry: writeRegistry(`zones: [${ZONE}]\n`) });
+    // The full warm-up, as `canonport serve` runs it (the helper's default is a short one).
+    const d = await startDaemon({ upstreams: [`127.0.0.1:${up.port}`], registry: writeRegistry(`zones: [${ZONE}]\n`) }, { warmUpQueries: WARM_UP_QUERIES });
     daemons.push(d);
     expect(up.count()).toBe(0);
     const text = await d.metrics.registry.metrics();
