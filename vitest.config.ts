@@ -80,6 +80,24 @@ const WAITING_RES = WAITING.map(globRe);
 const SLOW_RES = SLOW.map(globRe);
 
 /**
+ * `--maxWorkers` from the command line (`npm test -- --maxWorkers=N`, `--maxWorkers N`, or a percentage), for the
+ * projects. vitest 4 hands a few command-line options on to projects (its `cliOverrides`: isolate, pool, sequence…)
+ * but not maxWorkers, and each project below inherits this file's `maxWorkers` (`extends: true`), which wins over
+ * the command line's (vitest's resolveMaxWorkers: the project's own first): without this, `--maxWorkers=1` still
+ * ran two files at once (issue 23). VITEST_MAX_WORKERS reaches every project by itself.
+ */
+function cliMaxWorkers(argv = process.argv): number | string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--max(?:Workers|-workers)(?:=(.*))?$/.exec(argv[i]!);
+    if (!m) continue;
+    const v = m[1] ?? argv[i + 1];
+    if (v === undefined) return undefined;
+    return /^\d+$/.test(v) ? Number(v) : v;
+  }
+  return undefined;
+}
+
+/**
  * The order files start in. vitest's own runs one project's files before the
  * next project's (`fast` before `slow`), so the minute-long files started
  * last and set the length of the run. Here every slow file comes first, in
@@ -123,8 +141,8 @@ export default defineConfig({
     // helpers/ports.ts; namespaces and bridges named by PID). More workers than cores did not pay
     // here: the `fast` files are mostly CPU (importing the code: ~60 of their ~75 CPU seconds), and
     // four workers on two cores gave the same wall time and timing failures (abuse.test's in-flight
-    // cap, inventory's HTTP probe) under load. `npm test -- --maxWorkers=N` overrides it.
-    maxWorkers: availableParallelism(),
+    // cap, inventory's HTTP probe) under load. `npm test -- --maxWorkers=N` overrides it (cliMaxWorkers).
+    maxWorkers: cliMaxWorkers() ?? availableParallelism(),
     reporters: ['default'],
     sequence: { sequencer: LongestFirst },
     projects: [
