@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { relative } from 'node:path';
 import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
+import { cliMaxWorkers } from './test/helpers/max-workers.js';
 
 const globRe = (g: string) => new RegExp(`^${g.replace(/[.]/g, '\\.').replace(/\*/g, '[^/]*')}$`);
 
@@ -79,23 +80,6 @@ const WAITING_RES = WAITING.map(globRe);
 
 const SLOW_RES = SLOW.map(globRe);
 
-/**
- * `--maxWorkers` from the command line (`npm test -- --maxWorkers=N`, `--maxWorkers N`, or a percentage), for the
- * projects. vitest 4 hands a few command-line options on to projects (its `cliOverrides`: isolate, pool, sequence…)
- * but not maxWorkers, and each project below inherits this file's `maxWorkers` (`extends: true`), which wins over
- * the command line's (vitest's resolveMaxWorkers: the project's own first): without this, `--maxWorkers=1` still
- * ran two files at once (issue 23). VITEST_MAX_WORKERS reaches every project by itself.
- */
-function cliMaxWorkers(argv = process.argv): number | string | undefined {
-  for (let i = 0; i < argv.length; i++) {
-    const m = /^--max(?:Workers|-workers)(?:=(.*))?$/.exec(argv[i]!);
-    if (!m) continue;
-    const v = m[1] ?? argv[i + 1];
-    if (v === undefined) return undefined;
-    return /^\d+$/.test(v) ? Number(v) : v;
-  }
-  return undefined;
-}
 
 /**
  * The order files start in. vitest's own runs one project's files before the
