@@ -1,6 +1,7 @@
-import { execFileSync, spawn, type SpawnOptions } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type SpawnOptions } from 'node:child_process';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO, startServe } from './helpers/serve-process.js';
 import { tempDir } from './helpers/temp.js';
@@ -31,6 +32,32 @@ describe('a single-host daemon', () => {
     // The preload sees packages at all: these every daemon uses.
     expect(loaded).toEqual(expect.arrayContaining(['dns2', '@grpc/grpc-js', 'prom-client']));
     expect(loaded.filter((p) => ['etcd3', 'cockatiel', 'bignumber.js', '@grpc/grpc-js-xds', 'pino-pretty', '@grpc/reflection'].includes(p))).toEqual([]);
+  });
+});
+
+describe("a daemon's zod", () => {
+  // zod 4 as published is ~260 ES modules (40 locales among them) and added 3.3 MB of heap and ~13 MB of RSS;
+  // scripts/bundle-zod.mjs bundles the part dist/ calls into dist/vendor/zod.js (0.8 MB of heap).
+  it('is the one bundled module dist/vendor/zod.js, not the package, and still checks the registry with zod\'s messages', async () => {
+    const out = join(work, 'zod-loaded.txt');
+    const registry = join(work, 'zod-registry.yaml');
+    writeFileSync(registry, 'services:\n  web: {}\n');
+    const d = await startServe(['--zone', 'lazy.test', '--registry', registry], {
+      env: { CP_TEST_LOADED_PACKAGES: out },
+      spawn: (node, argv, o) => spawnWithPreload(node, argv, o),
+    });
+    await d.stop();
+    const urls = readFileSync(`${out}.esm`, 'utf8').trim().split('\n');
+    // The hooks saw the daemon's ES modules, the bundle among them…
+    expect(urls).toContain(pathToFileURL(join(REPO, 'dist', 'vendor', 'zod.js')).href);
+    // …and not one of zod's own files.
+    expect(urls.filter((u) => u.includes('/node_modules/zod/'))).toEqual([]);
+    expect(readFileSync(out, 'utf8').trim().split('\n')).not.toContain('zod');
+    // The bundle is zod itself: a bad registry gets zod's own message (an invalid type, from its English locale).
+    writeFileSync(registry, 'services:\n  web: {port: "eighty"}\n');
+    const bad = spawnSync(process.execPath, [join(REPO, 'bin', 'canonport.js'), 'check', '--registry', registry], { cwd: work, encoding: 'utf8' });
+    expect(bad.status).not.toBe(0);
+    expect(bad.stdout + bad.stderr).toMatch(/expected number, received string/i);
   });
 });
 
