@@ -149,6 +149,7 @@ describe('prepare (scripts/build.mjs): dist/ compiled only when the sources chan
     mkdirSync(join(dir, 'scripts'), { recursive: true });
     cpSync(join(REPO, 'scripts/build.mjs'), join(dir, 'scripts/build.mjs'));
     cpSync(join(REPO, 'scripts/bundle-ui.mjs'), join(dir, 'scripts/bundle-ui.mjs'));
+    cpSync(join(REPO, 'scripts/bundle-zod.mjs'), join(dir, 'scripts/bundle-zod.mjs'));
     symlinkSync(join(REPO, 'node_modules'), join(dir, 'node_modules'));
     writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { outDir: 'dist', rootDir: 'src', module: 'nodenext', moduleResolution: 'nodenext', types: [], ...tsconfig }, include: ['src'] }));
     const build = () =>
@@ -219,6 +220,29 @@ describe('prepare (scripts/build.mjs): dist/ compiled only when the sources chan
       astral: '😀',
     });
     expect(readFileSync(join(dir, 'dist/cli/main.d.ts'), 'utf8')).toContain('/** A dash in a comment — and an arrow → here. */');
+  });
+
+  it("takes zod from dist/vendor/zod.js, one ASCII module of what dist/ calls (scripts/bundle-zod.mjs), with zod's own checks and messages", async () => {
+    // Issue 24: zod as published is ~260 ES modules and 40 locales in every daemon's heap.
+    const { dir, build } = tinyProject('zod');
+    writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
+    mkdirSync(join(dir, 'src/registry'), { recursive: true });
+    writeFileSync(join(dir, 'src/cli/main.ts'), "import { z } from 'zod';\nexport const message = z.object({ n: z.number() }).safeParse({ n: 'x' }).error?.issues[0]?.message;\n");
+    writeFileSync(join(dir, 'src/registry/schema.ts'), "import { z } from 'zod';\nexport const ok = z.enum(['a', 'b']).safeParse('b').success;\n");
+    await build();
+    expect(readFileSync(join(dir, 'dist/cli/main.js'), 'utf8')).toMatch(/^import \{ z \} from '\.\.\/vendor\/zod\.js';$/m);
+    expect(readFileSync(join(dir, 'dist/registry/schema.js'), 'utf8')).toMatch(/^import \{ z \} from '\.\.\/vendor\/zod\.js';$/m);
+    const vendor = readFileSync(join(dir, 'dist/vendor/zod.js'), 'utf8');
+    expect(vendor).not.toMatch(/[^\u0000-\u007f]/);
+    // What dist/ calls, and no more (no locale but the English messages zod registers itself).
+    expect(vendor).toMatch(/const z ?= ?Object\.freeze\(\{ ?"enum": ?\w+, ?"number": ?\w+, ?"object": ?\w+ ?\}\)/);
+    expect(vendor.length).toBeLessThan(400_000);
+    const main = (await import(pathToFileURL(join(dir, 'dist/cli/main.js')).href)) as { message: string };
+    expect(main.message).toBe('Invalid input: expected number, received string');
+    expect(((await import(pathToFileURL(join(dir, 'dist/registry/schema.js')).href)) as { ok: boolean }).ok).toBe(true);
+    // Any other way of importing zod would leave the package in the daemon: the build says so and fails.
+    writeFileSync(join(dir, 'src/cli/main.ts'), "import * as zod from 'zod';\nexport const s = zod.string();\n");
+    await expect(build()).rejects.toThrow(/dist\/cli\/main\.js imports zod other than as `import \{ z \} from 'zod'`/);
   });
 
   it("this checkout's dist/ (built by the test run the way npm run build builds it) holds no comment block and nothing outside Latin-1", () => {
