@@ -243,7 +243,7 @@ describe('the fleet page against three real daemons in cluster mode', () => {
   it('refuses a client outside --http-allow with 403, page and data alike', async () => {
     // An outsider holds at most two connections at once (the gate at accept, docs/security.md), and Chromium keeps
     // the page's open: the data paths are asked first, one connection each, closed after the answer.
-    for (const path of ['api/fleet', 'api/events', 'api/fleet/first']) expect(await statusOf(`http://${lab.hosts[2]!.address}:${HTTP_PORT}/ui/${path}`)).toBe(403);
+    for (const path of ['api/fleet', 'api/events']) expect(await statusOf(`http://${lab.hosts[2]!.address}:${HTTP_PORT}/ui/${path}`)).toBe(403);
     const page = await context.newPage();
     const res = await page.goto(`http://${lab.hosts[2]!.address}:${HTTP_PORT}/ui/`);
     expect(res?.status()).toBe(403);
