@@ -1,4 +1,5 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -15,7 +16,7 @@ import { scaleNode, serviceNames, writeScaleFleet } from '../test/helpers/scale-
 import { startServe, type ServeProcess } from '../test/helpers/serve-process.js';
 import { readRss } from './probe.js';
 import { parseProcStat } from './cpu.js';
-import { CHURN_PER_S, type LiveDelay, type LivePhase, type PageLoad, type UiBenchResult } from './ui-report.js';
+import { CHURN_PER_S, type FloorLoad, type LiveDelay, type LivePhase, type PageLoad, type UiBenchResult } from './ui-report.js';
 
 /**
  * `npm run bench -- --only ui` (issue 25): the fleet page, from a real
@@ -29,7 +30,10 @@ import { CHURN_PER_S, type LiveDelay, type LivePhase, type PageLoad, type UiBenc
  *              time (navigation start → the matrix drawn, from the
  *              first-screen document when the fleet is larger than it), and
  *              when the whole document is drawn, 10 hosts (the reference)
- *              and 1,000 hosts, each a median of fresh loads
+ *              and 1,000 hosts, each a median of fresh loads; beside them,
+ *              loaded in turn with them, the browser's floor: a trivial page
+ *              (one element, marked for Element Timing like the matrix) from a
+ *              bare node:http server on loopback
  *   live       the daemon's CPU and RSS during view churn (a listener's
  *              version rewritten in etcd CHURN_PER_S times a second), with
  *              no page open (the reference), one, and 20 live pages
@@ -64,6 +68,7 @@ export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) =
   try {
     browser = await startBrowserForContexts();
     const pages: PageLoad[] = [];
+    const floors: FloorLoad[] = [];
     let big: ServeProcess | undefined;
     let bigBaseline: ServeProcess | undefined;
     for (const hosts of [10, opts.bigHosts]) {
@@ -79,7 +84,9 @@ export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) =
         builds.push({ build: `baseline ${opts.baseline.label}`, daemon: bigBaseline });
       }
       progress(`ui: ${opts.loads} fresh page loads at ${hosts} hosts${opts.baseline ? ', this build and the baseline in turn' : ''}`);
-      pages.push(...(await pageLoads(browser, builds, hosts, opts.loads)));
+      const loaded = await pageLoads(browser, builds, hosts, opts.loads);
+      pages.push(...loaded.pages);
+      floors.push(loaded.floor);
       big = daemon;
     }
     progress(`ui: ${opts.liveChanges ?? 5} single changes at ${opts.bigHosts} hosts, from etcd to an open page`);
@@ -88,7 +95,7 @@ export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) =
     const live: LivePhase[] = [];
     // No page (the reference: the daemon rebuilds nothing), one page (what following the view costs), and livePages (what each page adds).
     for (const n of [0, 1, opts.livePages]) live.push(await livePhase(browser, client, big!, `${PREFIX}-${opts.bigHosts}`, opts, n));
-    return { document, pages, delay, live, notes };
+    return { document, pages, floors, delay, live, notes };
   } finally {
     await browser?.close().catch(() => undefined);
     await Promise.all(daemons.map((d) => d.stop()));
@@ -166,50 +173,89 @@ async function startDaemon(etcd: EtcdCluster, prefix: string, workDir: string, h
 }
 
 /**
- * Fresh loads (a new browser context each: no cache, new connections) of each build's page in turn. First render:
- * navigation start to the matrix painted, as the browser reports it (Element Timing of the matrix's corner cell,
- * marked by an init script, so any build's page is measured alike); `drawnMs`: when the page's script had set it.
+ * The browser's floor: a trivial page (one element carrying `elementtiming` under the matrix's name) from a bare
+ * node:http server on loopback, loaded exactly as the fleet page is. What no page can go below on this machine, now.
  */
-async function pageLoads(browser: Browser, builds: { build: string; daemon: ServeProcess }[], hosts: number, loads: number): Promise<PageLoad[]> {
+const FLOOR_HTML = '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>floor</title></head><body><table class="matrix"><tr><th class="corner" elementtiming="cp-matrix">Service</th></tr></table></body></html>';
+
+async function floorServer(): Promise<{ server: Server; url: string }> {
+  const server = createServer((req, res) => {
+    res.setHeader('Content-Type', 'text/html; charset=utf-8');
+    res.setHeader('Cache-Control', 'no-store');
+    res.end(req.url === '/' ? FLOOR_HTML : '');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { server, url: `http://127.0.0.1:${port}/` };
+}
+
+/** Times one fresh load (a new browser context: no cache, new connections) of `url`; `whole` waits for the fleet page's whole document too. */
+async function timedLoad(browser: Browser, url: string, whole: boolean): Promise<{ painted: number; inDom: number; wholeMs: number; sizes: { url: string; bytes: number }[] }> {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    // Any build's page, and the floor, measured alike: the matrix's corner cell marked for Element Timing, and when it came into the DOM.
+    await page.addInitScript(() => {
+      const w = window as unknown as { cpPainted?: number; cpInDom?: number };
+      new PerformanceObserver((list) => {
+        for (const e of list.getEntries() as (PerformanceEntry & { renderTime: number; identifier: string })[]) if (e.identifier === 'cp-matrix') w.cpPainted ??= e.renderTime;
+      }).observe({ type: 'element', buffered: true });
+      const mark = () => {
+        const corner = document.querySelector('table.matrix th.corner');
+        if (!corner) return;
+        w.cpInDom ??= performance.now();
+        if (!corner.hasAttribute('elementtiming')) corner.setAttribute('elementtiming', 'cp-matrix');
+      };
+      new MutationObserver(mark).observe(document, { childList: true, subtree: true });
+    });
+    const sizes: Promise<{ url: string; bytes: number }>[] = [];
+    page.on('requestfinished', (r) => sizes.push(r.sizes().then((s) => ({ url: r.url(), bytes: s.responseBodySize + s.responseHeadersSize }))));
+    await page.goto(url);
+    // The matrix painted, and (the fleet page) the whole document drawn: the first render may have been the first screen's.
+    await page.waitForFunction((w) => (!w || performance.getEntriesByName('cp-whole-render').length > 0) && (window as unknown as { cpPainted?: number }).cpPainted !== undefined, whole, { timeout: 30_000 });
+    const [painted, inDom, wholeMs] = await page.evaluate(() => {
+      const w = window as unknown as { cpPainted: number; cpInDom?: number };
+      return [w.cpPainted, w.cpInDom ?? Number.NaN, performance.getEntriesByName('cp-whole-render')[0]?.startTime ?? Number.NaN];
+    });
+    if (whole) await sleep(300);
+    return { painted: painted!, inDom: inDom!, wholeMs: wholeMs!, sizes: await Promise.all(sizes) };
+  } finally {
+    await context.close();
+  }
+}
+
+/**
+ * Fresh loads of each build's page in turn, and of the floor page between them. First render: navigation start to
+ * the matrix painted, as the browser reports it (Element Timing of the matrix's corner cell, marked by an init
+ * script, so any build's page is measured alike); `drawnMs`: when the corner came into the DOM (set by the page's
+ * script, or by the parser).
+ */
+async function pageLoads(browser: Browser, builds: { build: string; daemon: ServeProcess }[], hosts: number, loads: number): Promise<{ pages: PageLoad[]; floor: FloorLoad }> {
   const acc = builds.map(() => ({ times: [] as number[], drawn: [] as number[], whole: [] as number[], transferred: 0, docWire: 0, firstWire: 0 }));
-  // One load first to start the renderer processes and compile the scripts' V8 caches: not counted.
-  for (let i = 0; i <= loads; i++) {
-    for (const [b, { daemon }] of builds.entries()) {
-      const url = `http://127.0.0.1:${daemon.http.port}/ui/`;
-      const context = await browser.newContext();
-      const page = await context.newPage();
-      await page.addInitScript(() => {
-        const w = window as unknown as { cpPainted?: number };
-        new PerformanceObserver((list) => {
-          for (const e of list.getEntries() as (PerformanceEntry & { renderTime: number; identifier: string })[]) if (e.identifier === 'cp-matrix') w.cpPainted ??= e.renderTime;
-        }).observe({ type: 'element', buffered: true });
-        new MutationObserver(() => {
-          const corner = document.querySelector('table.matrix th.corner');
-          if (corner && !corner.hasAttribute('elementtiming')) corner.setAttribute('elementtiming', 'cp-matrix');
-        }).observe(document, { childList: true, subtree: true });
-      });
-      const sizes: Promise<{ url: string; bytes: number }>[] = [];
-      page.on('requestfinished', (r) => sizes.push(r.sizes().then((s) => ({ url: r.url(), bytes: s.responseBodySize + s.responseHeadersSize }))));
-      await page.goto(url);
-      // The whole document drawn (the first render may have been the first screen's), and the matrix painted.
-      await page.waitForFunction(() => performance.getEntriesByName('cp-whole-render').length > 0 && (window as unknown as { cpPainted?: number }).cpPainted !== undefined, undefined, { timeout: 30_000 });
-      const [painted, drawn, whole] = await page.evaluate(() => [(window as unknown as { cpPainted: number }).cpPainted, performance.getEntriesByName('cp-first-render')[0]!.startTime, performance.getEntriesByName('cp-whole-render')[0]!.startTime]);
-      await sleep(300);
-      const done = await Promise.all(sizes);
-      if (i > 0) {
+  const floorTimes: number[] = [];
+  const floor = await floorServer();
+  try {
+    // One load first to start the renderer processes and compile the scripts' V8 caches: not counted.
+    for (let i = 0; i <= loads; i++) {
+      const f = await timedLoad(browser, floor.url, false);
+      if (i > 0) floorTimes.push(f.painted);
+      for (const [b, { daemon }] of builds.entries()) {
+        const url = `http://127.0.0.1:${daemon.http.port}/ui/`;
+        const load = await timedLoad(browser, url, true);
+        if (i === 0) continue;
         const a = acc[b]!;
-        a.times.push(painted!);
-        a.drawn.push(drawn!);
-        a.whole.push(whole!);
-        a.transferred = done.reduce((n, s) => n + s.bytes, 0);
-        const page0 = done.filter((s) => s.url === url).reduce((n, s) => n + s.bytes, 0);
-        const first = done.filter((s) => s.url.endsWith('/api/fleet/first')).reduce((n, s) => n + s.bytes, 0);
-        const wholeDoc = done.filter((s) => s.url.endsWith('/api/fleet')).reduce((n, s) => n + s.bytes, 0);
-        // The first screen comes in the page (this build) or as /api/fleet/first (before); a fleet that fits in it comes whole there.
-        [a.docWire, a.firstWire] = wholeDoc === 0 ? [first || page0, 0] : [wholeDoc, first || page0];
+        a.times.push(load.painted);
+        a.drawn.push(load.inDom);
+        a.whole.push(load.wholeMs);
+        a.transferred = load.sizes.reduce((n, s) => n + s.bytes, 0);
+        const page0 = load.sizes.filter((s) => s.url === url).reduce((n, s) => n + s.bytes, 0);
+        const wholeDoc = load.sizes.filter((s) => s.url.endsWith('/api/fleet')).reduce((n, s) => n + s.bytes, 0);
+        // The first screen comes in the page; a fleet that fits in it comes whole there.
+        [a.docWire, a.firstWire] = wholeDoc === 0 ? [page0, 0] : [wholeDoc, page0];
       }
-      await context.close();
     }
+  } finally {
+    floor.server.close();
   }
   const out: PageLoad[] = [];
   for (const [b, { build, daemon }] of builds.entries()) {
@@ -228,7 +274,7 @@ async function pageLoads(browser: Browser, builds: { build: string; daemon: Serv
       firstScreenWireBytes: a.firstWire,
     });
   }
-  return out;
+  return { pages: out, floor: { hosts, medianMs: round(median(floorTimes)), allMs: floorTimes.map(round) } };
 }
 
 /**
