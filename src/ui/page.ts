@@ -110,7 +110,9 @@ caption{text-align:left;color:var(--muted);padding:.3rem .5rem;caption-side:top}
 .matrix th.svc .meta,.matrix th.svc .counts{display:block;font-weight:400;color:var(--muted);font-size:12px}
 .matrix td a{color:inherit;text-decoration:none;display:block}
 .cell.empty{background:repeating-linear-gradient(45deg,transparent 0 6px,var(--head) 6px 8px)}
-.cell .v{font-family:ui-monospace,Menlo,Consolas,monospace;color:var(--fg)}
+.matrix td.cell a{font-family:ui-monospace,Menlo,Consolas,monospace;color:var(--fg)}
+.cell.st-ready>a>[aria-hidden]{color:var(--ready)}.cell.st-not-ready>a>[aria-hidden]{color:var(--notready)}.cell.st-draining>a>[aria-hidden]{color:var(--draining)}.cell.st-listening>a>[aria-hidden]{color:var(--listening)}.cell.st-unknown>a>[aria-hidden]{color:var(--unknown)}
+.cell .mark{font-family:system-ui,sans-serif}
 .cell.outlier{background:var(--outlier-bg);box-shadow:inset 0 0 0 2px var(--outlier)}
 th.host.outlier{background:var(--registry-bg)}
 tr.outlier td,tr.outlier th{background:var(--outlier-bg)}
