@@ -33,6 +33,19 @@ export interface FloorLoad {
   allMs: number[];
 }
 
+/** One traced load (bench/ui.ts tracedLoad): the renderer's main thread from navigation start to the matrix painted. */
+export interface LoadTrace {
+  build: string;
+  hosts: number;
+  paintedMs: number;
+  /** Self time by phase: script (evaluation, events), parse (HTML, including what the script sets), style, layout, paint (pre-paint, paint, commit), other. */
+  mainThreadMs: { script: number; parse: number; style: number; layout: number; paint: number; other: number };
+  /** The main thread with nothing to do (waiting for the network, a frame, the compositor). */
+  idleMs: number;
+  /** When the main thread's last paint before the matrix was on the screen ended: the rest is raster and presentation. */
+  lastPaintEndMs: number;
+}
+
 /** A change in etcd to an open page showing it. */
 export interface LiveDelay {
   build: string;
@@ -70,6 +83,7 @@ export interface UiBenchResult {
   pages: PageLoad[];
   /** The floor measured beside each size's page loads. */
   floors: FloorLoad[];
+  traces: LoadTrace[];
   delay: LiveDelay[];
   live: LivePhase[];
   notes: string[];
@@ -95,6 +109,12 @@ export function renderUi(r: UiBenchResult): string {
     }
     lines.push(
       `    ${String(p.hosts).padStart(5)} hosts, ${p.build}: first render ${p.firstRenderMs} ms (target < 200${aboveFloor}; ${p.firstRenderMsAll.join(', ')}; in the DOM at ${p.drawnMs} ms), whole document drawn ${p.wholeRenderMs} ms, ${kb(p.transferredBytes)} transferred (target < 1 MB; document ${kb(p.documentWireBytes)} on the wire, ${kb(p.documentJsonBytes)} as JSON${p.firstScreenWireBytes ? `, page with its first screen ${kb(p.firstScreenWireBytes)}` : ''})`,
+    );
+  }
+  for (const t of r.traces) {
+    const m = t.mainThreadMs;
+    lines.push(
+      `    trace of one load, ${t.hosts} hosts, ${t.build}: painted ${t.paintedMs} ms; main thread: script ${m.script}, HTML parse ${m.parse}, style ${m.style}, layout ${m.layout}, paint ${m.paint}, other ${m.other}, idle ${t.idleMs} ms; last paint ended ${t.lastPaintEndMs} ms (then raster and presentation: ${(t.paintedMs - t.lastPaintEndMs).toFixed(1)} ms)`,
     );
   }
   const mine = r.pages.filter((p) => p.build === 'this');

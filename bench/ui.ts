@@ -16,7 +16,7 @@ import { scaleNode, serviceNames, writeScaleFleet } from '../test/helpers/scale-
 import { startServe, type ServeProcess } from '../test/helpers/serve-process.js';
 import { readRss } from './probe.js';
 import { parseProcStat } from './cpu.js';
-import { CHURN_PER_S, type FloorLoad, type LiveDelay, type LivePhase, type PageLoad, type UiBenchResult } from './ui-report.js';
+import { CHURN_PER_S, type FloorLoad, type LoadTrace, type LiveDelay, type LivePhase, type PageLoad, type UiBenchResult } from './ui-report.js';
 
 /**
  * `npm run bench -- --only ui` (issue 25): the fleet page, from a real
@@ -69,6 +69,7 @@ export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) =
     browser = await startBrowserForContexts();
     const pages: PageLoad[] = [];
     const floors: FloorLoad[] = [];
+    const traces: LoadTrace[] = [];
     let big: ServeProcess | undefined;
     let bigBaseline: ServeProcess | undefined;
     for (const hosts of [10, opts.bigHosts]) {
@@ -87,6 +88,8 @@ export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) =
       const loaded = await pageLoads(browser, builds, hosts, opts.loads);
       pages.push(...loaded.pages);
       floors.push(loaded.floor);
+      progress(`ui: one traced load at ${hosts} hosts per build`);
+      for (const { build, daemon: d } of builds) traces.push({ build, hosts, ...(await tracedLoad(browser, `http://127.0.0.1:${d.http.port}/ui/`)) });
       big = daemon;
     }
     progress(`ui: ${opts.liveChanges ?? 5} single changes at ${opts.bigHosts} hosts, from etcd to an open page`);
@@ -95,7 +98,7 @@ export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) =
     const live: LivePhase[] = [];
     // No page (the reference: the daemon rebuilds nothing), one page (what following the view costs), and livePages (what each page adds).
     for (const n of [0, 1, opts.livePages]) live.push(await livePhase(browser, client, big!, `${PREFIX}-${opts.bigHosts}`, opts, n));
-    return { document, pages, floors, delay, live, notes };
+    return { document, pages, floors, traces, delay, live, notes };
   } finally {
     await browser?.close().catch(() => undefined);
     await Promise.all(daemons.map((d) => d.stop()));
@@ -219,6 +222,106 @@ async function timedLoad(browser: Browser, url: string, whole: boolean): Promise
     });
     if (whole) await sleep(300);
     return { painted: painted!, inDom: inDom!, wholeMs: wholeMs!, sizes: await Promise.all(sizes) };
+  } finally {
+    await context.close();
+  }
+}
+
+/** One trace event (Chromium's Trace Event Format, as CDP Tracing writes it). */
+interface TraceEvent {
+  name: string;
+  ph: string;
+  ts: number;
+  dur?: number;
+  pid: number;
+  tid: number;
+  args?: { name?: string; data?: { documentLoaderURL?: string } };
+}
+
+/** Main-thread trace events by what they are: the rest is `other`. */
+const PHASE_OF: Readonly<Record<string, keyof LoadTrace['mainThreadMs']>> = {
+  EvaluateScript: 'script',
+  FunctionCall: 'script',
+  'v8.compile': 'script',
+  'v8.run': 'script',
+  TimerFire: 'script',
+  EventDispatch: 'script',
+  RunMicrotasks: 'script',
+  ParseHTML: 'parse',
+  ParseAuthorStyleSheet: 'parse',
+  UpdateLayoutTree: 'style',
+  Layout: 'layout',
+  PrePaint: 'paint',
+  Paint: 'paint',
+  Layerize: 'paint',
+  Commit: 'paint',
+};
+
+/**
+ * One fresh load traced (CDP Tracing through playwright): where the renderer's main thread spent the time between
+ * navigation start and the matrix painted, by self time (an event's own, less what runs inside it), and how long
+ * after its last paint the frame reached the screen. What the trace showed, printed by every run.
+ */
+async function tracedLoad(browser: Browser, url: string): Promise<Omit<LoadTrace, 'build' | 'hosts'>> {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.addInitScript(() => {
+      const w = window as unknown as { cpPainted?: number };
+      new PerformanceObserver((list) => {
+        for (const e of list.getEntries() as (PerformanceEntry & { renderTime: number; identifier: string })[]) if (e.identifier === 'cp-matrix') w.cpPainted ??= e.renderTime;
+      }).observe({ type: 'element', buffered: true });
+      new MutationObserver(() => {
+        const corner = document.querySelector('table.matrix th.corner');
+        if (corner && !corner.hasAttribute('elementtiming')) corner.setAttribute('elementtiming', 'cp-matrix');
+      }).observe(document, { childList: true, subtree: true });
+    });
+    await browser.startTracing(page, { categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'blink.user_timing', 'loading', 'toplevel', 'v8'] });
+    let trace: Buffer;
+    let painted: number;
+    try {
+      await page.goto(url);
+      await page.waitForFunction(() => (window as unknown as { cpPainted?: number }).cpPainted !== undefined, undefined, { timeout: 30_000 });
+      painted = await page.evaluate(() => (window as unknown as { cpPainted: number }).cpPainted);
+    } finally {
+      trace = await browser.stopTracing();
+    }
+    const parsed = JSON.parse(trace.toString('utf8')) as { traceEvents: TraceEvent[] } | TraceEvent[];
+    const events = Array.isArray(parsed) ? parsed : parsed.traceEvents;
+    const nav = events.filter((e) => e.name === 'navigationStart' && e.args?.data?.documentLoaderURL === url).at(-1);
+    if (!nav) throw new Error(`the trace of ${url} has no navigationStart`);
+    const main = events.find((e) => e.ph === 'M' && e.name === 'thread_name' && e.pid === nav.pid && e.args?.name === 'CrRendererMain');
+    const end = nav.ts + painted * 1000;
+    const spans = events
+      .filter((e) => e.ph === 'X' && e.pid === nav.pid && e.tid === main?.tid && e.dur !== undefined && e.ts >= nav.ts && e.ts < end)
+      .sort((a, b) => a.ts - b.ts || b.dur! - a.dur!);
+    const ms: LoadTrace['mainThreadMs'] = { script: 0, parse: 0, style: 0, layout: 0, paint: 0, other: 0 };
+    // Self time: each event's span, less its children's (events on one thread nest).
+    const stack: { e: TraceEvent; self: number }[] = [];
+    const close = (upTo: number) => {
+      while (stack.length && stack.at(-1)!.e.ts + stack.at(-1)!.e.dur! <= upTo) {
+        const { e, self } = stack.pop()!;
+        ms[PHASE_OF[e.name] ?? 'other'] += self;
+      }
+    };
+    let busy = 0;
+    let lastPaintEnd = nav.ts;
+    for (const e of spans) {
+      close(e.ts);
+      const clipped = Math.min(e.dur!, end - e.ts);
+      if (stack.length) stack.at(-1)!.self -= clipped;
+      else busy += clipped;
+      stack.push({ e, self: clipped });
+      if (e.name === 'Paint') lastPaintEnd = Math.max(lastPaintEnd, e.ts + clipped);
+    }
+    close(Number.POSITIVE_INFINITY);
+    const r = (us: number) => round(us / 1000);
+    return {
+      paintedMs: round(painted),
+      mainThreadMs: { script: r(ms.script), parse: r(ms.parse), style: r(ms.style), layout: r(ms.layout), paint: r(ms.paint), other: r(ms.other) },
+      idleMs: r(painted * 1000 - busy),
+      lastPaintEndMs: r(lastPaintEnd - nav.ts),
+    };
   } finally {
     await context.close();
   }
