@@ -16,9 +16,9 @@ export type { PageInfo };
  * policy (`--http-allow`, client certificates), read-only (GET and HEAD):
  *
  *   /ui/                 the page: HTML with its style, its script, what the daemon says
- *                        about itself and the first screen's document inline (page.ts), so
- *                        a first visit draws from this one answer; made and compressed once
- *                        per document
+ *                        about itself and the first screen's document inline, and that first
+ *                        screen already drawn (page.ts), so a first visit paints from this one
+ *                        answer; made and compressed once per document
  *   /ui/api/fleet        the fleet document: what `canonport fleet --json` prints, from this daemon's view
  *   /ui/api/events       its changes, live (Server-Sent Events, events.ts)
  *
@@ -121,17 +121,21 @@ function clientScript(): string {
  */
 class PageCache {
   private key = '';
+  private html: Buffer | undefined;
   private readonly bodies = new Map<Encoding, Promise<Buffer>>();
 
   get(current: Published, info: PageInfo, script: string, encoding: Encoding): Promise<Buffer> {
     const key = `${current.id}\u0000${JSON.stringify(info)}`;
     if (key !== this.key) {
       this.key = key;
+      this.html = undefined;
       this.bodies.clear();
     }
     let body = this.bodies.get(encoding);
     if (!body) {
-      body = compress(Buffer.from(indexHtml(info, current.firstScreenDocument(), script)), encoding);
+      // Made once (it draws the first screen: page.ts firstScreenHtml), compressed once per encoding.
+      this.html ??= Buffer.from(indexHtml(info, current.firstScreenDocument(), script));
+      body = compress(this.html, encoding);
       this.bodies.set(encoding, body);
     }
     return body;
