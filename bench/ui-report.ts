@@ -40,6 +40,8 @@ export interface LoadTrace {
   paintedMs: number;
   /** Self time by phase: script (evaluation, events), parse (HTML, including what the script sets), style, layout, paint (pre-paint, paint, commit), other. */
   mainThreadMs: { script: number; parse: number; style: number; layout: number; paint: number; other: number };
+  /** The three events that make most of `other` (a task's own time outside any traced phase: on a loaded machine, mostly time the thread waited for a core). */
+  otherTop: string[];
   /** The main thread with nothing to do (waiting for the network, a frame, the compositor). */
   idleMs: number;
   /** When the main thread's last paint before the matrix was on the screen ended: the rest is raster and presentation. */
@@ -114,7 +116,7 @@ export function renderUi(r: UiBenchResult): string {
   for (const t of r.traces) {
     const m = t.mainThreadMs;
     lines.push(
-      `    trace of one load, ${t.hosts} hosts, ${t.build}: painted ${t.paintedMs} ms; main thread: script ${m.script}, HTML parse ${m.parse}, style ${m.style}, layout ${m.layout}, paint ${m.paint}, other ${m.other}, idle ${t.idleMs} ms; last paint ended ${t.lastPaintEndMs} ms (then raster and presentation: ${(t.paintedMs - t.lastPaintEndMs).toFixed(1)} ms)`,
+      `    trace of one load, ${t.hosts} hosts, ${t.build}: painted ${t.paintedMs} ms; main thread: script ${m.script}, HTML parse ${m.parse}, style ${m.style}, layout ${m.layout}, paint ${m.paint}, other ${m.other} (${t.otherTop.join(', ')}), idle ${t.idleMs} ms; last paint ended ${t.lastPaintEndMs} ms (then raster and presentation: ${(t.paintedMs - t.lastPaintEndMs).toFixed(1)} ms)`,
     );
   }
   const mine = r.pages.filter((p) => p.build === 'this');

@@ -192,25 +192,32 @@ async function floorServer(): Promise<{ server: Server; url: string }> {
   return { server, url: `http://127.0.0.1:${port}/` };
 }
 
+/**
+ * Any build's page, and the floor, measured alike: the matrix's corner cell marked for Element Timing (its paint in
+ * `cpPainted`), and when it came into the DOM (`cpInDom`), whoever put it there (the parser or the page's script).
+ */
+async function markMatrix(page: Page): Promise<void> {
+  await page.addInitScript(() => {
+    const w = window as unknown as { cpPainted?: number; cpInDom?: number };
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries() as (PerformanceEntry & { renderTime: number; identifier: string })[]) if (e.identifier === 'cp-matrix') w.cpPainted ??= e.renderTime;
+    }).observe({ type: 'element', buffered: true });
+    const mark = () => {
+      const corner = document.querySelector('table.matrix th.corner');
+      if (!corner) return;
+      w.cpInDom ??= performance.now();
+      if (!corner.hasAttribute('elementtiming')) corner.setAttribute('elementtiming', 'cp-matrix');
+    };
+    new MutationObserver(mark).observe(document, { childList: true, subtree: true });
+  });
+}
+
 /** Times one fresh load (a new browser context: no cache, new connections) of `url`; `whole` waits for the fleet page's whole document too. */
 async function timedLoad(browser: Browser, url: string, whole: boolean): Promise<{ painted: number; inDom: number; wholeMs: number; sizes: { url: string; bytes: number }[] }> {
   const context = await browser.newContext();
   try {
     const page = await context.newPage();
-    // Any build's page, and the floor, measured alike: the matrix's corner cell marked for Element Timing, and when it came into the DOM.
-    await page.addInitScript(() => {
-      const w = window as unknown as { cpPainted?: number; cpInDom?: number };
-      new PerformanceObserver((list) => {
-        for (const e of list.getEntries() as (PerformanceEntry & { renderTime: number; identifier: string })[]) if (e.identifier === 'cp-matrix') w.cpPainted ??= e.renderTime;
-      }).observe({ type: 'element', buffered: true });
-      const mark = () => {
-        const corner = document.querySelector('table.matrix th.corner');
-        if (!corner) return;
-        w.cpInDom ??= performance.now();
-        if (!corner.hasAttribute('elementtiming')) corner.setAttribute('elementtiming', 'cp-matrix');
-      };
-      new MutationObserver(mark).observe(document, { childList: true, subtree: true });
-    });
+    await markMatrix(page);
     const sizes: Promise<{ url: string; bytes: number }>[] = [];
     page.on('requestfinished', (r) => sizes.push(r.sizes().then((s) => ({ url: r.url(), bytes: s.responseBodySize + s.responseHeadersSize }))));
     await page.goto(url);
@@ -266,16 +273,7 @@ async function tracedLoad(browser: Browser, url: string): Promise<Omit<LoadTrace
   const context = await browser.newContext();
   try {
     const page = await context.newPage();
-    await page.addInitScript(() => {
-      const w = window as unknown as { cpPainted?: number };
-      new PerformanceObserver((list) => {
-        for (const e of list.getEntries() as (PerformanceEntry & { renderTime: number; identifier: string })[]) if (e.identifier === 'cp-matrix') w.cpPainted ??= e.renderTime;
-      }).observe({ type: 'element', buffered: true });
-      new MutationObserver(() => {
-        const corner = document.querySelector('table.matrix th.corner');
-        if (corner && !corner.hasAttribute('elementtiming')) corner.setAttribute('elementtiming', 'cp-matrix');
-      }).observe(document, { childList: true, subtree: true });
-    });
+    await markMatrix(page);
     await browser.startTracing(page, { categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'blink.user_timing', 'loading', 'toplevel', 'v8'] });
     let trace: Buffer;
     let painted: number;
@@ -296,12 +294,16 @@ async function tracedLoad(browser: Browser, url: string): Promise<Omit<LoadTrace
       .filter((e) => e.ph === 'X' && e.pid === nav.pid && e.tid === main?.tid && e.dur !== undefined && e.ts >= nav.ts && e.ts < end)
       .sort((a, b) => a.ts - b.ts || b.dur! - a.dur!);
     const ms: LoadTrace['mainThreadMs'] = { script: 0, parse: 0, style: 0, layout: 0, paint: 0, other: 0 };
+    // What `other` is, by event (at most one entry per event name in one trace).
+    const others = new Map<string, number>();
     // Self time: each event's span, less its children's (events on one thread nest).
     const stack: { e: TraceEvent; self: number }[] = [];
     const close = (upTo: number) => {
       while (stack.length && stack.at(-1)!.e.ts + stack.at(-1)!.e.dur! <= upTo) {
         const { e, self } = stack.pop()!;
-        ms[PHASE_OF[e.name] ?? 'other'] += self;
+        const phase = PHASE_OF[e.name] ?? 'other';
+        ms[phase] += self;
+        if (phase === 'other') others.set(e.name, (others.get(e.name) ?? 0) + self);
       }
     };
     let busy = 0;
@@ -320,6 +322,7 @@ async function tracedLoad(browser: Browser, url: string): Promise<Omit<LoadTrace
       paintedMs: round(painted),
       mainThreadMs: { script: r(ms.script), parse: r(ms.parse), style: r(ms.style), layout: r(ms.layout), paint: r(ms.paint), other: r(ms.other) },
       idleMs: r(painted * 1000 - busy),
+      otherTop: [...others].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([name, us]) => `${name} ${r(us)}`),
       lastPaintEndMs: r(lastPaintEnd - nav.ts),
     };
   } finally {
