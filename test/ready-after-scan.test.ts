@@ -18,15 +18,20 @@ afterEach(async () => {
   serve = undefined;
 });
 
+/** A /proc of the test's: 127.0.0.1:12082 (api) listening with inode 1060, as a little-endian kernel prints it. */
+function procWithListener(prefix: string): string {
+  const proc = tempDir(prefix);
+  mkdirSync(join(proc, 'net'), { recursive: true });
+  const header = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
+  const tail = ' 00000000:00000000 00:00000000 00000000     0        0 1060 1 00000000e9b27b22 100 0 0 10 0';
+  writeFileSync(join(proc, 'net', 'tcp'), `${header}\n   0: 0100007F:2F32 00000000:0000 0A${tail}\n`);
+  writeFileSync(join(proc, 'net', 'tcp6'), `${header}\n`);
+  return proc;
+}
+
 describe('the start', () => {
   it("reports ready only after the inventory's first scan (its version probe logged before the ready line)", async () => {
-    const proc = tempDir('canonport-ready-scan-proc-');
-    mkdirSync(join(proc, 'net'), { recursive: true });
-    const header = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
-    const tail = ' 00000000:00000000 00:00000000 00000000     0        0 1060 1 00000000e9b27b22 100 0 0 10 0';
-    // 127.0.0.1:12082 (api) listening, as a little-endian kernel prints it.
-    writeFileSync(join(proc, 'net', 'tcp'), `${header}\n   0: 0100007F:2F32 00000000:0000 0A${tail}\n`);
-    writeFileSync(join(proc, 'net', 'tcp6'), `${header}\n`);
+    const proc = procWithListener('canonport-ready-scan-proc-');
     const registry = writeRegistry('inventory:\n  versionPath: /version\n  probeTimeoutMs: 500\n');
     const started = await startServe(['--log-level', 'debug', '--proc-root', proc, '--registry', registry]);
     serve = started;
@@ -40,13 +45,8 @@ describe('the start', () => {
 
 describe('the start, in process', () => {
   it("waits for the walk that finds the first scan's sockets' owners too: at ready, a listener's process is already known", async () => {
-    const proc = tempDir('canonport-ready-owner-proc-');
-    mkdirSync(join(proc, 'net'), { recursive: true });
-    const header = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
-    const tail = ' 00000000:00000000 00:00000000 00000000     0        0 1060 1 00000000e9b27b22 100 0 0 10 0';
-    // 127.0.0.1:12082 (base32 "api", no registry entry: a process may name it) listening, inode 1060.
-    writeFileSync(join(proc, 'net', 'tcp'), `${header}\n   0: 0100007F:2F32 00000000:0000 0A${tail}\n`);
-    writeFileSync(join(proc, 'net', 'tcp6'), `${header}\n`);
+    // No registry entry claims 12082 here (base32 "api"): a process may name it.
+    const proc = procWithListener('canonport-ready-owner-proc-');
     // Its process has the lowest pid, so the walk (newest pid first) reads it last, after 200 others of 10 descriptors.
     for (let pid = 1000; pid < 1200; pid++) {
       mkdirSync(join(proc, String(pid), 'fd'), { recursive: true });

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readListeningSockets } from '../src/inventory/procnet.js';
 import { findInodes, parseCgroup, SocketOwners, WALK_SLICE_ENTRIES } from '../src/inventory/socket-owner.js';
 import { stopChild } from './helpers/child.js';
+import { countLoopTurns } from './helpers/loop-turns.js';
 
 /**
  * Socket inode → process → unit, container, executable
@@ -109,16 +110,10 @@ describe('SocketOwners against the real /proc', () => {
     const a = await listener('tcp');
     const inode = await inodeOf(a.port, 'tcp');
     // A chain of immediates stands for the DNS socket's callbacks: each turn the walk gives the loop runs one.
-    let turns = 0;
-    let running = true;
-    const tick = () => {
-      turns++;
-      if (running) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const loop = countLoopTurns();
     // An inode nobody holds beside a real one: the walk reads every process's fds.
     const found = await findInodes('/proc', new Set([inode, '1']), { maxProcesses: 1_000_000, maxFds: 1_000_000 });
-    running = false;
+    const turns = loop.stop();
     expect(found.holders.get(inode)).toEqual([a.child.pid]);
     const entries = found.processes + found.fds;
     expect(entries).toBeGreaterThan(4 * WALK_SLICE_ENTRIES);
