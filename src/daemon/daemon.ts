@@ -20,7 +20,7 @@ import { DnsChain } from '../dns/chain.js';
 import { Forwarder, type ForwarderOptions } from '../dns/forwarder.js';
 import type { CacheStage } from '../dns/plugins/cache/cache.js';
 import { DnsServer } from '../dns/server.js';
-import { WARM_UP_NEW_NAME_ROUNDS, WARM_UP_QUERIES, WARM_UP_ROUNDS, warmUpQueries } from '../dns/warm-up.js';
+import { WARM_UP_QUERIES, WARM_UP_ROUNDS, warmUpQueries } from '../dns/warm-up.js';
 import { UpstreamAddresses, type UpstreamAddressesOptions } from '../dns/upstream-addresses.js';
 import { NameServerHosts } from '../dns/zone-apex.js';
 import { CanonportError, ErrorCodes, isDescriptorExhaustion } from '../errors.js';
@@ -347,11 +347,9 @@ export class Daemon {
       const queries = warmUpQueries(this.serving.zones);
       let ms = 0;
       for (let round = 0; round < WARM_UP_ROUNDS; round++) ms += await this.dns.warmUp(queries);
-      // Then names new again, as the first real queries are to a fresh daemon, once the rest of the path is compiled.
-      for (let round = 1; round <= WARM_UP_NEW_NAME_ROUNDS; round++) ms += await this.dns.warmUp(warmUpQueries(this.serving.zones, WARM_UP_QUERIES, round * WARM_UP_QUERIES));
       // The same configuration again, as a reload would: the warm-up's answers leave the stages' memory (encoded answers).
       this.chain.configure(this.cfg);
-      this.logger.debug({ event: 'warm-up', queries: WARM_UP_QUERIES * (WARM_UP_ROUNDS + WARM_UP_NEW_NAME_ROUNDS), ms: Math.round(ms) }, 'DNS path warmed up');
+      this.logger.debug({ event: 'warm-up', queries: WARM_UP_QUERIES * WARM_UP_ROUNDS, ms: Math.round(ms) }, 'DNS path warmed up');
     }
     if (role !== 'dns') {
       // Certificates are read (and checked) before anything binds: a bad one stops the start with CP_TLS_INVALID.

@@ -19,16 +19,9 @@ import { optRecord } from './message.js';
 export const WARM_UP_QUERIES = 3000;
 /**
  * Rounds of the same queries (daemon.ts): the first encodes each answer,
- * the second finds it kept, as every later query for a name does. Then one
- * round of names neither asked (WARM_UP_QUERIES from `first` =
- * WARM_UP_QUERIES): the path of a name met for the first time once the
- * path of kept answers is compiled, which the first real queries take
- * (issue 24: bench/warm-trace.ts still saw classifyName, dns2's encode and
- * questionRcode optimized in the first 2,000 queries after ready, every
- * name new to a fresh daemon).
+ * the second finds it kept, as every later query for a name does.
  */
 export const WARM_UP_ROUNDS = 2;
-export const WARM_UP_NEW_NAME_ROUNDS = 1;
 
 /** A standard query (RD, one question, optionally an OPT record as stub resolvers send it). */
 function query(id: number, name: string, qtype: number, edns: boolean): Buffer {
@@ -45,31 +38,30 @@ function query(id: number, name: string, qtype: number, edns: boolean): Buffer {
 /**
  * The warm-up queries for `zones`: a mix of what a resolver on a host is
  * asked, `count` in all, every name a different one (`cpwarmN…` under each
- * zone, N from `first`), so answers are encoded as often as they are looked
- * up: a real daemon meets thousands of names it has not answered yet.
+ * zone), so answers are encoded as often as they are looked up: a real
+ * daemon meets thousands of names it has not answered yet.
  */
-export function warmUpQueries(zones: readonly string[], count = WARM_UP_QUERIES, first = 0): Buffer[] {
+export function warmUpQueries(zones: readonly string[], count = WARM_UP_QUERIES): Buffer[] {
   const out: Buffer[] = [];
   if (zones.length === 0) return out;
   for (let i = 0; out.length < count; i++) {
     const zone = zones[i % zones.length]!;
     const edns = i % 2 === 1;
-    const n = first + i;
     switch (Math.floor(i / zones.length) % 6) {
       case 0:
-        out.push(query(i, `_cpwarm${n}._tcp.${zone}`, TYPE.SRV, edns));
+        out.push(query(i, `_cpwarm${i}._tcp.${zone}`, TYPE.SRV, edns));
         break;
       case 1:
-        out.push(query(i, `cpwarm${n}.${zone}`, TYPE.SRV, edns));
+        out.push(query(i, `cpwarm${i}.${zone}`, TYPE.SRV, edns));
         break;
       case 2:
-        out.push(query(i, `cpwarm${n}.${zone}`, TYPE.TXT, edns));
+        out.push(query(i, `cpwarm${i}.${zone}`, TYPE.TXT, edns));
         break;
       case 3:
-        out.push(query(i, `no.such.cpwarm${n}.x.${zone}`, TYPE.SRV, edns));
+        out.push(query(i, `no.such.cpwarm${i}.x.${zone}`, TYPE.SRV, edns));
         break;
       case 4:
-        out.push(query(i, `_cpwarm${n}._tcp.${zone}`, TYPE.SRV, !edns));
+        out.push(query(i, `_cpwarm${i}._tcp.${zone}`, TYPE.SRV, !edns));
         break;
       default:
         out.push(query(i, zone, Math.floor(i / zones.length / 6) % 2 === 0 ? TYPE.SOA : TYPE.NS, edns));
