@@ -395,8 +395,14 @@ export class Daemon {
       // Start-up work done before ready, not in the first second of queries (issue 24): the first scan reads
       // every socket's owner in /proc (~260 ms of the main thread on a host of a few hundred processes, per a
       // --cpu-prof of the first 2 s after ready) and, in cluster mode, hands the publisher this host's listeners.
+      // The owners' walk the scan asked for runs in the background (SocketOwners.peek): waited for here too, or
+      // it ran in the first second of queries (issue 24: the largest share of that second's slow queries beside
+      // ~400 processes, per --cpu-prof).
       // Bounded: a scan held up by slow version probes never holds /readyz longer than FIRST_SCAN_WAIT_MS.
-      await firstOf(this.inventory.snapshot(), FIRST_SCAN_WAIT_MS);
+      await firstOf(
+        this.inventory.snapshot().then(() => this.inventory.owners.settled()),
+        FIRST_SCAN_WAIT_MS,
+      );
     }
     this.askedNames.start();
     if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();
