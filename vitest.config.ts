@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { relative } from 'node:path';
 import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
+import { cliMaxWorkers } from './test/helpers/max-workers.js';
 
 const globRe = (g: string) => new RegExp(`^${g.replace(/[.]/g, '\\.').replace(/\*/g, '[^/]*')}$`);
 
@@ -79,6 +80,7 @@ const WAITING_RES = WAITING.map(globRe);
 
 const SLOW_RES = SLOW.map(globRe);
 
+
 /**
  * The order files start in. vitest's own runs one project's files before the
  * next project's (`fast` before `slow`), so the minute-long files started
@@ -123,8 +125,8 @@ export default defineConfig({
     // helpers/ports.ts; namespaces and bridges named by PID). More workers than cores did not pay
     // here: the `fast` files are mostly CPU (importing the code: ~60 of their ~75 CPU seconds), and
     // four workers on two cores gave the same wall time and timing failures (abuse.test's in-flight
-    // cap, inventory's HTTP probe) under load. `npm test -- --maxWorkers=N` overrides it.
-    maxWorkers: availableParallelism(),
+    // cap, inventory's HTTP probe) under load. `npm test -- --maxWorkers=N` overrides it (cliMaxWorkers).
+    maxWorkers: cliMaxWorkers() ?? availableParallelism(),
     reporters: ['default'],
     sequence: { sequencer: LongestFirst },
     projects: [

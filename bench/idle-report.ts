@@ -71,8 +71,16 @@ export function idleTargets(r: IdleResult): IdleTarget[] {
     single ? `${single.cpuPct!.toFixed(3)} % over ${r.seconds} s, ${single.wakeupsPerSec!.toFixed(1)} wakeups/s` : '',
   );
   const vsBare = (x: IdleRow | undefined) => (x && bare?.rssMB ? `, bare node ${bare.rssMB.toFixed(1)} MB (+${(x.rssMB! - bare.rssMB).toFixed(1)})` : '');
-  push('idle-rss-single', 'idle RSS ≤ 60 MB single-host', single?.rssMB, 60, single ? `${single.rssMB!.toFixed(1)} MB${vsBare(single)}` : '');
-  push('idle-rss-cluster', 'idle RSS ≤ 70 MB in cluster mode', cluster?.rssMB, 70, cluster ? `${cluster.rssMB!.toFixed(1)} MB${vsBare(cluster)}` : '');
+  // With --baseline: the other checkout's daemon in the same window ("canonport @abc1234"), the same-run reference.
+  const baseline = (name: string) => r.rows.find((x) => x.server.startsWith(`${name} @`) && !x.error && x.rssMB !== null);
+  const vsBase = (x: IdleRow | undefined, name: string) => {
+    const b = baseline(name);
+    if (!x || !b) return '';
+    const d = x.rssMB! - b.rssMB!;
+    return `; baseline ${b.server.slice(name.length + 1)} ${b.rssMB!.toFixed(1)} MB (${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(1)})`;
+  };
+  push('idle-rss-single', 'idle RSS ≤ 60 MB single-host', single?.rssMB, 60, single ? `${single.rssMB!.toFixed(1)} MB${vsBare(single)}${vsBase(single, IDLE_SINGLE)}` : '');
+  push('idle-rss-cluster', 'idle RSS ≤ 70 MB in cluster mode', cluster?.rssMB, 70, cluster ? `${cluster.rssMB!.toFixed(1)} MB${vsBare(cluster)}${vsBase(cluster, IDLE_CLUSTER)}` : '');
   return out;
 }
 

@@ -1,5 +1,6 @@
 import type { Target } from './target.js';
 import { table } from './table.js';
+import { attributionTable, type AttributionRow } from './tail-attribution.js';
 
 /**
  * The latency scenario's figures (`npm run bench -- --only latency`,
@@ -64,6 +65,8 @@ export interface LatencyResult {
   trace?: { server: string; steps: { queries: number; optimized: number; deoptimized: number }[] }[];
   /** The cluster scenario's view and churn, as run. */
   cluster: { nodes: number; servicesPerNode: number; pool: number; instancesPerService: number; churnPerSecond: number; changes: number; answer: string } | null;
+  /** Where the slow answers went (`--latency-parts attribution`): profiled daemons, per scenario. */
+  attribution?: AttributionRow[];
   notes: string[];
   errors: string[];
 }
@@ -194,6 +197,7 @@ export function latencyTable(r: LatencyResult): string {
       ),
     );
   }
+  if (r.attribution?.length) out.push(attributionTable(r.attribution));
   for (const n of r.notes) out.push(`  note: ${n}`);
   for (const e of r.errors) out.push(`  error: ${e}`);
   return out.join('\n');

@@ -22,6 +22,7 @@ import {
 import { askDns, httpGet } from './probe.js';
 import { REPO_ROOT, type CanonportInstance, type Servers } from './servers.js';
 import { warmTrace } from './warm-trace.js';
+import { attributeProfile, latencySummary, nowUs, profilingLauncher, readProfile, runQueueWaitMs, type AttributionRow } from './tail-attribution.js';
 
 /**
  * `npm run bench -- --only latency` (issue 24): where the slow 1 % goes.
@@ -38,8 +39,12 @@ import { warmTrace } from './warm-trace.js';
  * /readyz turns ready.
  */
 
-/** The parts of the section (`--latency-parts`): single-host rows, cluster rows, runs from /readyz (with the compiler trace). */
-export const LATENCY_PARTS = ['single', 'cluster', 'warm'] as const;
+/**
+ * The parts of the section (`--latency-parts`): single-host rows, cluster rows, runs from /readyz (with the compiler
+ * trace), and where the slow 1 % goes (tail-attribution.ts: daemons under --cpu-prof, canonical and cached; with
+ * `cluster` run too, the cluster rows get theirs).
+ */
+export const LATENCY_PARTS = ['single', 'cluster', 'warm', 'attribution'] as const;
 export type LatencyPart = (typeof LATENCY_PARTS)[number];
 
 export interface LatencyOptions {
@@ -171,6 +176,39 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
 
     const want = (part: LatencyPart) => !o.parts || o.parts.includes(part);
 
+    /** Where one profiled daemon's slow answers go (tail-attribution.ts), at the target rate; the daemon is stopped to write its profile. */
+    const attribute = async (scenario: AttributionRow['scenario'], server: string, c: CanonportInstance, profiles: string, file: string) => {
+      d.check();
+      // The first second after ready: its first TARGET_RATE answers and that second of the profile (the wait for a CPU is the run's).
+      const first = scenario === 'first second after ready';
+      const wait0 = runQueueWaitMs(c.server.pid);
+      const from = nowUs();
+      const run = await runDnsperf({ port: c.server.port, file, seconds: first ? o.warmSeconds : o.seconds, clients: 1, maxQps: TARGET_RATE, verbose: true }, children);
+      const to = first ? from + 1e6 : nowUs();
+      const wait1 = runQueueWaitMs(c.server.pid);
+      await children.stop(c.server);
+      const lat = latencySummary(first ? run.latenciesMs.slice(0, TARGET_RATE) : run.latenciesMs);
+      const { causes, busyMs } = attributeProfile(readProfile(profiles), from, to, TARGET_RATE, lat.p99Ms - lat.p50Ms);
+      const row: AttributionRow = {
+        scenario,
+        server,
+        rate: TARGET_RATE,
+        ...lat,
+        windowMs: (to - from) / 1000,
+        busyMs,
+        waitedForCpuMs: wait0 !== null && wait1 !== null ? wait1 - wait0 : null,
+        causes,
+      };
+      (r.attribution ??= []).push(row);
+      const top = causes[0];
+      progress(`latency: attribution ${scenario} ${server}: ${row.overP99} answers over p99 ${row.p99Ms.toFixed(3)} ms; first cause ${top ? `${top.cause} (${top.overLine} over the line)` : 'none'}`);
+    };
+    /** Both checkouts' daemons under the profiler: this one's, then the baseline's. */
+    const profiled = () => [
+      { server: LATENCY_CANONPORT, ...profilingLauncher(REPO_ROOT, join(o.workDir, 'prof-this')) },
+      ...(o.baseline ? [{ server: `${LATENCY_CANONPORT} ${o.baseline.label}`, ...profilingLauncher(o.baseline.dir, join(o.workDir, 'prof-base')) }] : []),
+    ];
+
     if (want('single')) {
       progress('latency: starting canonport (single-host)');
       const single = await servers.startCanonport(up.port);
@@ -197,6 +235,27 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
       for (const c of started.splice(0)) await children.stop(c.server);
     }
 
+    if (want('attribution')) {
+      for (const [scenario, file] of [['canonical', o.files.canonical], ['cached', o.files.cached]] as const) {
+        for (const p of profiled()) {
+          progress(`latency: attribution: ${scenario}, ${p.server} under --cpu-prof`);
+          const c = await servers.startCanonport(up.port, { repo: p.dir });
+          started.push(c);
+          await runDnsperf({ port: c.server.port, file: o.files.cached, seconds: 30, maxRuns: 1, maxQps: 20_000 }, children);
+          await runDnsperf({ port: c.server.port, file: o.files.canonical, seconds: 3, maxQps: 10_000 }, children);
+          await attribute(scenario, p.server, c, p.profiles, file);
+          started.splice(started.indexOf(c), 1);
+        }
+      }
+      for (const p of profiled()) {
+        progress(`latency: attribution: first second after ready, ${p.server} under --cpu-prof`);
+        const c = await servers.startCanonport(up.port, { repo: p.dir });
+        started.push(c);
+        await attribute('first second after ready', p.server, c, p.profiles, o.files.canonical);
+        started.splice(started.indexOf(c), 1);
+      }
+    }
+
     // Cluster answers: a daemon in cluster mode over a synthetic view while listeners change.
     if (o.cluster && want('cluster')) {
       // The cluster rows are compared with unbound's canonical row: measured here when the single-host rows are not run.
@@ -213,13 +272,16 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
       started.push(cp);
       const cpBase = o.baseline ? await servers.startCanonport(up.port, { extraArgs: clusterArgs('bench-base'), repo: o.baseline.dir }) : null;
       if (cpBase) started.push(cpBase);
+      // With `attribution` named too: a profiled daemon of each checkout beside them, asked after the rows above.
+      const cpProf = want('attribution') ? await Promise.all(profiled().map(async (p, i) => ({ ...p, c: await servers.startCanonport(up.port, { extraArgs: clusterArgs(`bench-prof${i}`), repo: p.dir }) }))) : [];
+      for (const p of cpProf) started.push(p.c);
       const services = serviceNames(o.cluster.pool);
       const file = join(o.workDir, 'queries-cluster.txt');
       writeFileSync(file, queryFile(services.map((s) => ({ name: `${s}.${BENCH_ZONE}`, type: 'SRV' as const }))));
       const instances = Math.round((spec.nodes * Math.min(spec.services, o.cluster.pool)) / o.cluster.pool);
       // The view is loaded once a service answers with its instances.
       const probe = `${services[0]!}.${BENCH_ZONE}`;
-      for (const c of [cp, cpBase]) {
+      for (const c of [cp, cpBase, ...cpProf.map((p) => p.c)]) {
         if (!c) continue;
         const deadline = performance.now() + 120_000;
         for (;;) {
@@ -238,6 +300,10 @@ export async function runLatencyBench(o: LatencyOptions, d: LatencyDeps): Promis
           { name: LATENCY_CANONPORT, server: cp.server, httpPort: cp.httpPort },
           ...(cpBase ? [{ name: `${LATENCY_CANONPORT} ${o.baseline!.label}`, server: cpBase.server, httpPort: cpBase.httpPort }] : []),
         ]);
+        for (const p of cpProf) {
+          await attribute('cluster', p.server, p.c, p.profiles, file);
+          started.splice(started.indexOf(p.c), 1);
+        }
       } finally {
         await churn.stop();
       }

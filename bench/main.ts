@@ -86,7 +86,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
                 (ui, issue 25: only when named; needs etcd-server and chromium)
                 (rollout, issue 20: only when named; needs root, etcd-server, dnsperf, dig, curl, python3-grpcio)
                 (containers, issue 26: only when named; needs root, etcd-server, util-linux's nsenter)
-                (latency, issue 24: fixed rates beside unbound, cluster answers (needs etcd-server), runs from /readyz)
+                (latency, issue 24: fixed rates beside unbound, cluster answers (needs etcd-server), runs from /readyz,
+                where the slow 1 % goes: daemons under --cpu-prof, each stretch of work put down to its cause)
                 (idle, issue 24: needs root and etcd-server; 60 s, 20 s with --quick)
   --seconds N   seconds per dnsperf throughput run
   --baseline DIR  another checkout of canonport, built (npm ci): its daemon runs beside this one
@@ -96,7 +97,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
   --rollout-parts LIST  the parts of the rollout section to run: ${ROLLOUT_PARTS.join(', ')}
                 (default all; \`convergence,probe-cpu\` is the readiness schedule's figures alone)
   --latency-parts LIST  the parts of the latency section to run: ${LATENCY_PARTS.join(', ')}
-                (default all; \`cluster\` is the answers under listener churn alone)
+                (default all; \`cluster\` is the answers under listener churn alone; \`attribution,cluster\` where their slow 1 % goes)
   --idle-settle S  seconds the idle section waits after every daemon is ready before its window (default 30, 8 with --quick);
                 V8's memory reducer makes its major collections in the first ~70 s after start (docs/performance.md),
                 so 120 measures the steady state the fleet pays for, 30 includes that one-off
@@ -181,7 +182,7 @@ function parseOptions(argv: string[]): Options {
       Math.max(0, seconds - (quick ? 3 : 10)) * 20_000 +
       (only.length === 0 || only.includes('xds') ? (quick ? 150 : 240) * 1000 : 0) +
       (only.length === 0 || only.includes('idle') ? ((quick ? 90 : 180) + Math.max(0, idleSettleSeconds - (quick ? 8 : 30))) * 1000 : 0) +
-      (only.length === 0 || only.includes('latency') ? (quick ? 240 : 720) * 1000 : 0) +
+      (only.length === 0 || only.includes('latency') ? (quick ? 360 : 840) * 1000 : 0) +
       (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0) +
       (only.includes('ui') ? (quick ? 240 : 420) * 1000 + (values.baseline ? 180_000 : 0) : 0) +
       (only.includes('rollout') ? (quick ? 400 : 900) * 1000 : 0) +

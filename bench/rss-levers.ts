@@ -110,8 +110,9 @@ async function main(): Promise<void> {
   // A frozen copy of a build to run every variant from (a rebuild of this checkout mid-run would break starts).
   const code = arg('--code');
   const repeat = Number(arg('--repeat') ?? 1);
-  let variants = [...ALL, ...(extra ? (JSON.parse(extra) as Variant[]) : [])];
-  if (only) variants = variants.filter((v) => only.includes(v.name));
+  // --only picks among the built-in variants; those --variants names are run whatever --only says (as --repo's baseline is).
+  let variants = only ? ALL.filter((v) => only.includes(v.name)) : [...ALL];
+  variants.push(...(extra ? (JSON.parse(extra) as Variant[]) : []));
   if (code) variants = variants.map((v) => ({ ...v, repo: v.repo ?? code }));
   if (baseRepo) variants.unshift({ name: `baseline (semi 4)`, node: [SEMI4], repo: baseRepo });
   const modes = mode === 'both' ? ['single', 'cluster'] : [mode];

@@ -10,7 +10,7 @@ export interface PageLoad {
   /** Median of `loads` fresh loads: navigation start to the matrix painted (Element Timing). */
   firstRenderMs: number;
   firstRenderMsAll: number[];
-  /** Median: navigation start to the page's script having set the matrix (before it is painted). */
+  /** Median: navigation start to the matrix's corner cell in the DOM (set by the page's script, or by the parser), before it is painted. */
   drawnMs: number;
   /** Median: the whole document drawn (after the first screen's, at more hosts than it carries). */
   wholeRenderMs: number;
@@ -21,6 +21,31 @@ export interface PageLoad {
   documentJsonBytes: number;
   /** The first-screen document on the wire (0: the fleet fits in it, the whole document is the first one). */
   firstScreenWireBytes: number;
+}
+
+/**
+ * The browser's floor, loaded in turn with the fleet pages of `hosts`: a trivial page (one element marked for
+ * Element Timing) from a bare node:http server on loopback, navigation start to that element painted.
+ */
+export interface FloorLoad {
+  hosts: number;
+  medianMs: number;
+  allMs: number[];
+}
+
+/** One traced load (bench/ui.ts tracedLoad): the renderer's main thread from navigation start to the matrix painted. */
+export interface LoadTrace {
+  build: string;
+  hosts: number;
+  paintedMs: number;
+  /** Self time by phase: script (evaluation, events), parse (HTML, including what the script sets), style, layout, paint (pre-paint, paint, commit), other. */
+  mainThreadMs: { script: number; parse: number; style: number; layout: number; paint: number; other: number };
+  /** The three events that make most of `other` (a task's own time outside any traced phase: on a loaded machine, mostly time the thread waited for a core). */
+  otherTop: string[];
+  /** The main thread with nothing to do (waiting for the network, a frame, the compositor). */
+  idleMs: number;
+  /** When the main thread's last paint before the matrix was on the screen ended: the rest is raster and presentation. */
+  lastPaintEndMs: number;
 }
 
 /** A change in etcd to an open page showing it. */
@@ -58,6 +83,9 @@ export interface UiBenchResult {
     rebuild: { wholeMs: number; hosts: number; ms: number; hostsRebuilt: number; servicesRebuilt: number };
   };
   pages: PageLoad[];
+  /** The floor measured beside each size's page loads. */
+  floors: FloorLoad[];
+  traces: LoadTrace[];
   delay: LiveDelay[];
   live: LivePhase[];
   notes: string[];
@@ -74,11 +102,23 @@ export function renderUi(r: UiBenchResult): string {
       ` vs diff ${kb(d.diff.bytes)} (${d.diff.ms} ms, once for every page): ${(d.snapshot.bytes / d.diff.bytes).toFixed(0)}× fewer bytes`,
     `  one listener changes, rebuilt: whole ${d.rebuild.wholeMs} ms (${d.rebuild.hosts} hosts) vs incrementally ${d.rebuild.ms} ms (${d.rebuild.hostsRebuilt} host, ${d.rebuild.servicesRebuilt} service row rebuilt): ${(d.rebuild.wholeMs / Math.max(0.1, d.rebuild.ms)).toFixed(1)}×`,
     `  page loads (median of fresh loads; first render: navigation start to the matrix painted; targets: < 200 ms, < 1 MB transferred at 1,000 hosts):`,
-    ...r.pages.map(
-      (p) =>
-        `    ${String(p.hosts).padStart(5)} hosts, ${p.build}: first render ${p.firstRenderMs} ms (target < 200; ${p.firstRenderMsAll.join(', ')}; set by the script at ${p.drawnMs} ms), whole document drawn ${p.wholeRenderMs} ms, ${kb(p.transferredBytes)} transferred (target < 1 MB; document ${kb(p.documentWireBytes)} on the wire, ${kb(p.documentJsonBytes)} as JSON${p.firstScreenWireBytes ? `, first screen ${kb(p.firstScreenWireBytes)}` : ''})`,
-    ),
   ];
+  for (const p of r.pages) {
+    const floor = r.floors.find((f) => f.hosts === p.hosts);
+    const aboveFloor = floor ? `; ${(p.firstRenderMs - floor.medianMs).toFixed(0)} ms above the floor` : '';
+    if (floor && p === r.pages.find((q) => q.hosts === p.hosts)) {
+      lines.push(`    ${String(p.hosts).padStart(5)} hosts, floor: a trivial page (one element) from a bare node:http server, loaded in turn with these: painted ${floor.medianMs} ms (${floor.allMs.join(', ')})`);
+    }
+    lines.push(
+      `    ${String(p.hosts).padStart(5)} hosts, ${p.build}: first render ${p.firstRenderMs} ms (target < 200${aboveFloor}; ${p.firstRenderMsAll.join(', ')}; in the DOM at ${p.drawnMs} ms), whole document drawn ${p.wholeRenderMs} ms, ${kb(p.transferredBytes)} transferred (target < 1 MB; document ${kb(p.documentWireBytes)} on the wire, ${kb(p.documentJsonBytes)} as JSON${p.firstScreenWireBytes ? `, page with its first screen ${kb(p.firstScreenWireBytes)}` : ''})`,
+    );
+  }
+  for (const t of r.traces) {
+    const m = t.mainThreadMs;
+    lines.push(
+      `    trace of one load, ${t.hosts} hosts, ${t.build}: painted ${t.paintedMs} ms; main thread: script ${m.script}, HTML parse ${m.parse}, style ${m.style}, layout ${m.layout}, paint ${m.paint}, other ${m.other} (${t.otherTop.join(', ')}), idle ${t.idleMs} ms; last paint ended ${t.lastPaintEndMs} ms (then raster and presentation: ${(t.paintedMs - t.lastPaintEndMs).toFixed(1)} ms)`,
+    );
+  }
   const mine = r.pages.filter((p) => p.build === 'this');
   if (mine.length === 2) lines.push(`    ratio ${mine[1]!.hosts}/${mine[0]!.hosts} hosts: first render ${(mine[1]!.firstRenderMs / mine[0]!.firstRenderMs).toFixed(2)}×, bytes ${(mine[1]!.transferredBytes / mine[0]!.transferredBytes).toFixed(1)}×`);
   for (const p of mine) {

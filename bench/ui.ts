@@ -1,4 +1,5 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -15,7 +16,7 @@ import { scaleNode, serviceNames, writeScaleFleet } from '../test/helpers/scale-
 import { startServe, type ServeProcess } from '../test/helpers/serve-process.js';
 import { readRss } from './probe.js';
 import { parseProcStat } from './cpu.js';
-import { CHURN_PER_S, type LiveDelay, type LivePhase, type PageLoad, type UiBenchResult } from './ui-report.js';
+import { CHURN_PER_S, type FloorLoad, type LoadTrace, type LiveDelay, type LivePhase, type PageLoad, type UiBenchResult } from './ui-report.js';
 
 /**
  * `npm run bench -- --only ui` (issue 25): the fleet page, from a real
@@ -29,7 +30,10 @@ import { CHURN_PER_S, type LiveDelay, type LivePhase, type PageLoad, type UiBenc
  *              time (navigation start → the matrix drawn, from the
  *              first-screen document when the fleet is larger than it), and
  *              when the whole document is drawn, 10 hosts (the reference)
- *              and 1,000 hosts, each a median of fresh loads
+ *              and 1,000 hosts, each a median of fresh loads; beside them,
+ *              loaded in turn with them, the browser's floor: a trivial page
+ *              (one element, marked for Element Timing like the matrix) from a
+ *              bare node:http server on loopback
  *   live       the daemon's CPU and RSS during view churn (a listener's
  *              version rewritten in etcd CHURN_PER_S times a second), with
  *              no page open (the reference), one, and 20 live pages
@@ -64,6 +68,8 @@ export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) =
   try {
     browser = await startBrowserForContexts();
     const pages: PageLoad[] = [];
+    const floors: FloorLoad[] = [];
+    const traces: LoadTrace[] = [];
     let big: ServeProcess | undefined;
     let bigBaseline: ServeProcess | undefined;
     for (const hosts of [10, opts.bigHosts]) {
@@ -79,7 +85,11 @@ export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) =
         builds.push({ build: `baseline ${opts.baseline.label}`, daemon: bigBaseline });
       }
       progress(`ui: ${opts.loads} fresh page loads at ${hosts} hosts${opts.baseline ? ', this build and the baseline in turn' : ''}`);
-      pages.push(...(await pageLoads(browser, builds, hosts, opts.loads)));
+      const loaded = await pageLoads(browser, builds, hosts, opts.loads);
+      pages.push(...loaded.pages);
+      floors.push(loaded.floor);
+      progress(`ui: one traced load at ${hosts} hosts per build`);
+      for (const { build, daemon: d } of builds) traces.push({ build, hosts, ...(await tracedLoad(browser, `http://127.0.0.1:${d.http.port}/ui/`)) });
       big = daemon;
     }
     progress(`ui: ${opts.liveChanges ?? 5} single changes at ${opts.bigHosts} hosts, from etcd to an open page`);
@@ -88,7 +98,7 @@ export async function runUiBench(opts: UiBenchOptions, progress: (msg: string) =
     const live: LivePhase[] = [];
     // No page (the reference: the daemon rebuilds nothing), one page (what following the view costs), and livePages (what each page adds).
     for (const n of [0, 1, opts.livePages]) live.push(await livePhase(browser, client, big!, `${PREFIX}-${opts.bigHosts}`, opts, n));
-    return { document, pages, delay, live, notes };
+    return { document, pages, floors, traces, delay, live, notes };
   } finally {
     await browser?.close().catch(() => undefined);
     await Promise.all(daemons.map((d) => d.stop()));
@@ -166,50 +176,192 @@ async function startDaemon(etcd: EtcdCluster, prefix: string, workDir: string, h
 }
 
 /**
- * Fresh loads (a new browser context each: no cache, new connections) of each build's page in turn. First render:
- * navigation start to the matrix painted, as the browser reports it (Element Timing of the matrix's corner cell,
- * marked by an init script, so any build's page is measured alike); `drawnMs`: when the page's script had set it.
+ * The browser's floor: a trivial page (one element carrying `elementtiming` under the matrix's name) from a bare
+ * node:http server on loopback, loaded exactly as the fleet page is. What no page can go below on this machine, now.
  */
-async function pageLoads(browser: Browser, builds: { build: string; daemon: ServeProcess }[], hosts: number, loads: number): Promise<PageLoad[]> {
-  const acc = builds.map(() => ({ times: [] as number[], drawn: [] as number[], whole: [] as number[], transferred: 0, docWire: 0, firstWire: 0 }));
-  // One load first to start the renderer processes and compile the scripts' V8 caches: not counted.
-  for (let i = 0; i <= loads; i++) {
-    for (const [b, { daemon }] of builds.entries()) {
-      const url = `http://127.0.0.1:${daemon.http.port}/ui/`;
-      const context = await browser.newContext();
-      const page = await context.newPage();
-      await page.addInitScript(() => {
-        const w = window as unknown as { cpPainted?: number };
-        new PerformanceObserver((list) => {
-          for (const e of list.getEntries() as (PerformanceEntry & { renderTime: number; identifier: string })[]) if (e.identifier === 'cp-matrix') w.cpPainted ??= e.renderTime;
-        }).observe({ type: 'element', buffered: true });
-        new MutationObserver(() => {
-          const corner = document.querySelector('table.matrix th.corner');
-          if (corner && !corner.hasAttribute('elementtiming')) corner.setAttribute('elementtiming', 'cp-matrix');
-        }).observe(document, { childList: true, subtree: true });
-      });
-      const sizes: Promise<{ url: string; bytes: number }>[] = [];
-      page.on('requestfinished', (r) => sizes.push(r.sizes().then((s) => ({ url: r.url(), bytes: s.responseBodySize + s.responseHeadersSize }))));
+const FLOOR_HTML = '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>floor</title></head><body><table class="matrix"><tr><th class="corner" elementtiming="cp-matrix">Service</th></tr></table></body></html>';
+
+async function floorServer(): Promise<{ server: Server; url: string }> {
+  const server = createServer((req, res) => {
+    res.setHeader('Content-Type', 'text/html; charset=utf-8');
+    res.setHeader('Cache-Control', 'no-store');
+    res.end(req.url === '/' ? FLOOR_HTML : '');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { server, url: `http://127.0.0.1:${port}/` };
+}
+
+/**
+ * Any build's page, and the floor, measured alike: the matrix's corner cell marked for Element Timing (its paint in
+ * `cpPainted`), and when it came into the DOM (`cpInDom`), whoever put it there (the parser or the page's script).
+ */
+async function markMatrix(page: Page): Promise<void> {
+  await page.addInitScript(() => {
+    const w = window as unknown as { cpPainted?: number; cpInDom?: number };
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries() as (PerformanceEntry & { renderTime: number; identifier: string })[]) if (e.identifier === 'cp-matrix') w.cpPainted ??= e.renderTime;
+    }).observe({ type: 'element', buffered: true });
+    const mark = () => {
+      const corner = document.querySelector('table.matrix th.corner');
+      if (!corner) return;
+      w.cpInDom ??= performance.now();
+      if (!corner.hasAttribute('elementtiming')) corner.setAttribute('elementtiming', 'cp-matrix');
+    };
+    new MutationObserver(mark).observe(document, { childList: true, subtree: true });
+  });
+}
+
+/** Times one fresh load (a new browser context: no cache, new connections) of `url`; `whole` waits for the fleet page's whole document too. */
+async function timedLoad(browser: Browser, url: string, whole: boolean): Promise<{ painted: number; inDom: number; wholeMs: number; sizes: { url: string; bytes: number }[] }> {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await markMatrix(page);
+    const sizes: Promise<{ url: string; bytes: number }>[] = [];
+    page.on('requestfinished', (r) => sizes.push(r.sizes().then((s) => ({ url: r.url(), bytes: s.responseBodySize + s.responseHeadersSize }))));
+    await page.goto(url);
+    // The matrix painted, and (the fleet page) the whole document drawn: the first render may have been the first screen's.
+    await page.waitForFunction((w) => (!w || performance.getEntriesByName('cp-whole-render').length > 0) && (window as unknown as { cpPainted?: number }).cpPainted !== undefined, whole, { timeout: 30_000 });
+    const [painted, inDom, wholeMs] = await page.evaluate(() => {
+      const w = window as unknown as { cpPainted: number; cpInDom?: number };
+      return [w.cpPainted, w.cpInDom ?? Number.NaN, performance.getEntriesByName('cp-whole-render')[0]?.startTime ?? Number.NaN];
+    });
+    if (whole) await sleep(300);
+    return { painted: painted!, inDom: inDom!, wholeMs: wholeMs!, sizes: await Promise.all(sizes) };
+  } finally {
+    await context.close();
+  }
+}
+
+/** One trace event (Chromium's Trace Event Format, as CDP Tracing writes it). */
+interface TraceEvent {
+  name: string;
+  ph: string;
+  ts: number;
+  dur?: number;
+  pid: number;
+  tid: number;
+  args?: { name?: string; data?: { documentLoaderURL?: string } };
+}
+
+/** Main-thread trace events by what they are: the rest is `other`. */
+const PHASE_OF: Readonly<Record<string, keyof LoadTrace['mainThreadMs']>> = {
+  EvaluateScript: 'script',
+  FunctionCall: 'script',
+  'v8.compile': 'script',
+  'v8.run': 'script',
+  TimerFire: 'script',
+  EventDispatch: 'script',
+  RunMicrotasks: 'script',
+  ParseHTML: 'parse',
+  ParseAuthorStyleSheet: 'parse',
+  UpdateLayoutTree: 'style',
+  Layout: 'layout',
+  PrePaint: 'paint',
+  Paint: 'paint',
+  Layerize: 'paint',
+  Commit: 'paint',
+};
+
+/**
+ * One fresh load traced (CDP Tracing through playwright): where the renderer's main thread spent the time between
+ * navigation start and the matrix painted, by self time (an event's own, less what runs inside it), and how long
+ * after its last paint the frame reached the screen. What the trace showed, printed by every run.
+ */
+async function tracedLoad(browser: Browser, url: string): Promise<Omit<LoadTrace, 'build' | 'hosts'>> {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await markMatrix(page);
+    await browser.startTracing(page, { categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'blink.user_timing', 'loading', 'toplevel', 'v8'] });
+    let trace: Buffer;
+    let painted: number;
+    try {
       await page.goto(url);
-      // The whole document drawn (the first render may have been the first screen's), and the matrix painted.
-      await page.waitForFunction(() => performance.getEntriesByName('cp-whole-render').length > 0 && (window as unknown as { cpPainted?: number }).cpPainted !== undefined, undefined, { timeout: 30_000 });
-      const [painted, drawn, whole] = await page.evaluate(() => [(window as unknown as { cpPainted: number }).cpPainted, performance.getEntriesByName('cp-first-render')[0]!.startTime, performance.getEntriesByName('cp-whole-render')[0]!.startTime]);
-      await sleep(300);
-      const done = await Promise.all(sizes);
-      if (i > 0) {
-        const a = acc[b]!;
-        a.times.push(painted!);
-        a.drawn.push(drawn!);
-        a.whole.push(whole!);
-        a.transferred = done.reduce((n, s) => n + s.bytes, 0);
-        const page0 = done.filter((s) => s.url === url).reduce((n, s) => n + s.bytes, 0);
-        const first = done.filter((s) => s.url.endsWith('/api/fleet/first')).reduce((n, s) => n + s.bytes, 0);
-        const wholeDoc = done.filter((s) => s.url.endsWith('/api/fleet')).reduce((n, s) => n + s.bytes, 0);
-        // The first screen comes in the page (this build) or as /api/fleet/first (before); a fleet that fits in it comes whole there.
-        [a.docWire, a.firstWire] = wholeDoc === 0 ? [first || page0, 0] : [wholeDoc, first || page0];
-      }
-      await context.close();
+      await page.waitForFunction(() => (window as unknown as { cpPainted?: number }).cpPainted !== undefined, undefined, { timeout: 30_000 });
+      painted = await page.evaluate(() => (window as unknown as { cpPainted: number }).cpPainted);
+    } finally {
+      trace = await browser.stopTracing();
     }
+    const parsed = JSON.parse(trace.toString('utf8')) as { traceEvents: TraceEvent[] } | TraceEvent[];
+    const events = Array.isArray(parsed) ? parsed : parsed.traceEvents;
+    const nav = events.filter((e) => e.name === 'navigationStart' && e.args?.data?.documentLoaderURL === url).at(-1);
+    if (!nav) throw new Error(`the trace of ${url} has no navigationStart`);
+    const main = events.find((e) => e.ph === 'M' && e.name === 'thread_name' && e.pid === nav.pid && e.args?.name === 'CrRendererMain');
+    const end = nav.ts + painted * 1000;
+    const spans = events
+      .filter((e) => e.ph === 'X' && e.pid === nav.pid && e.tid === main?.tid && e.dur !== undefined && e.ts >= nav.ts && e.ts < end)
+      .sort((a, b) => a.ts - b.ts || b.dur! - a.dur!);
+    const ms: LoadTrace['mainThreadMs'] = { script: 0, parse: 0, style: 0, layout: 0, paint: 0, other: 0 };
+    // What `other` is, by event (at most one entry per event name in one trace).
+    const others = new Map<string, number>();
+    // Self time: each event's span, less its children's (events on one thread nest).
+    const stack: { e: TraceEvent; self: number }[] = [];
+    const close = (upTo: number) => {
+      while (stack.length && stack.at(-1)!.e.ts + stack.at(-1)!.e.dur! <= upTo) {
+        const { e, self } = stack.pop()!;
+        const phase = PHASE_OF[e.name] ?? 'other';
+        ms[phase] += self;
+        if (phase === 'other') others.set(e.name, (others.get(e.name) ?? 0) + self);
+      }
+    };
+    let busy = 0;
+    let lastPaintEnd = nav.ts;
+    for (const e of spans) {
+      close(e.ts);
+      const clipped = Math.min(e.dur!, end - e.ts);
+      if (stack.length) stack.at(-1)!.self -= clipped;
+      else busy += clipped;
+      stack.push({ e, self: clipped });
+      if (e.name === 'Paint') lastPaintEnd = Math.max(lastPaintEnd, e.ts + clipped);
+    }
+    close(Number.POSITIVE_INFINITY);
+    const r = (us: number) => round(us / 1000);
+    return {
+      paintedMs: round(painted),
+      mainThreadMs: { script: r(ms.script), parse: r(ms.parse), style: r(ms.style), layout: r(ms.layout), paint: r(ms.paint), other: r(ms.other) },
+      idleMs: r(painted * 1000 - busy),
+      otherTop: [...others].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([name, us]) => `${name} ${r(us)}`),
+      lastPaintEndMs: r(lastPaintEnd - nav.ts),
+    };
+  } finally {
+    await context.close();
+  }
+}
+
+/**
+ * Fresh loads of each build's page in turn, and of the floor page between them. First render: navigation start to
+ * the matrix painted, as the browser reports it (Element Timing of the matrix's corner cell, marked by an init
+ * script, so any build's page is measured alike); `drawnMs`: when the corner came into the DOM (set by the page's
+ * script, or by the parser).
+ */
+async function pageLoads(browser: Browser, builds: { build: string; daemon: ServeProcess }[], hosts: number, loads: number): Promise<{ pages: PageLoad[]; floor: FloorLoad }> {
+  const acc = builds.map(() => ({ times: [] as number[], drawn: [] as number[], whole: [] as number[], transferred: 0, docWire: 0, firstWire: 0 }));
+  const floorTimes: number[] = [];
+  const floor = await floorServer();
+  try {
+    // One load first to start the renderer processes and compile the scripts' V8 caches: not counted.
+    for (let i = 0; i <= loads; i++) {
+      const f = await timedLoad(browser, floor.url, false);
+      if (i > 0) floorTimes.push(f.painted);
+      for (const [b, { daemon }] of builds.entries()) {
+        const url = `http://127.0.0.1:${daemon.http.port}/ui/`;
+        const load = await timedLoad(browser, url, true);
+        if (i === 0) continue;
+        const a = acc[b]!;
+        a.times.push(load.painted);
+        a.drawn.push(load.inDom);
+        a.whole.push(load.wholeMs);
+        a.transferred = load.sizes.reduce((n, s) => n + s.bytes, 0);
+        const page0 = load.sizes.filter((s) => s.url === url).reduce((n, s) => n + s.bytes, 0);
+        const wholeDoc = load.sizes.filter((s) => s.url.endsWith('/api/fleet')).reduce((n, s) => n + s.bytes, 0);
+        // The first screen comes in the page; a fleet that fits in it comes whole there.
+        [a.docWire, a.firstWire] = wholeDoc === 0 ? [page0, 0] : [wholeDoc, page0];
+      }
+    }
+  } finally {
+    floor.server.close();
   }
   const out: PageLoad[] = [];
   for (const [b, { build, daemon }] of builds.entries()) {
@@ -228,7 +380,7 @@ async function pageLoads(browser: Browser, builds: { build: string; daemon: Serv
       firstScreenWireBytes: a.firstWire,
     });
   }
-  return out;
+  return { pages: out, floor: { hosts, medianMs: round(median(floorTimes)), allMs: floorTimes.map(round) } };
 }
 
 /**

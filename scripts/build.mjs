@@ -8,7 +8,7 @@
 //
 // dist/ is current when dist/.source-digest holds the digest of what tsc
 // reads: every file under src/, tsconfig.json, and the TypeScript version
-// (and the bundler script, scripts/bundle-ui.mjs).
+// (and the bundler scripts, scripts/bundle-ui.mjs and scripts/bundle-zod.mjs).
 // A content digest, not mtimes: a fresh clone or checkout gives every file
 // a new mtime.
 //
@@ -28,6 +28,7 @@ import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundleUi } from './bundle-ui.mjs';
+import { bundleZod } from './bundle-zod.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DIST = join(ROOT, 'dist');
@@ -43,7 +44,7 @@ export function sourceDigest() {
   const h = createHash('sha256');
   const tsc = JSON.parse(readFileSync(join(ROOT, 'node_modules/typescript/package.json'), 'utf8')).version;
   h.update(`typescript ${tsc}\n`);
-  for (const f of [join(ROOT, 'tsconfig.json'), join(ROOT, 'scripts/bundle-ui.mjs'), ...files(join(ROOT, 'src'))]) {
+  for (const f of [join(ROOT, 'tsconfig.json'), join(ROOT, 'scripts/bundle-ui.mjs'), join(ROOT, 'scripts/bundle-zod.mjs'), ...files(join(ROOT, 'src'))]) {
     h.update(`${relative(ROOT, f)}\n`);
     h.update(readFileSync(f));
   }
@@ -122,11 +123,12 @@ export function compile(buildInfo) {
 }
 
 /**
- * compile(), then the fleet page's scripts as the one script the daemon inlines into the page (when the
+ * compile(), then the part of zod dist/ calls as one module of its own (scripts/bundle-zod.mjs), then the fleet page's scripts as the one script the daemon inlines into the page (when the
  * sources have the page: test/first-run.test.ts builds a tiny project with this script).
  */
 async function compileAndBundle(buildInfo) {
   if (!compile(buildInfo)) return false;
+  await bundleZod(DIST);
   if (existsSync(join(DIST, 'ui/client/app.js'))) await bundleUi(DIST);
   return true;
 }

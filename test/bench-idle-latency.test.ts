@@ -24,6 +24,15 @@ describe('idle targets', () => {
     expect(t.find((x) => x.id === 'idle-rss-single')!.detail).toContain('bare node 41.5 MB (+18.5)');
   });
 
+  it('the RSS targets name the baseline daemons of the same window beside bare node, when --baseline ran them', () => {
+    const rows = [row('canonport', 0.2, 75), row('canonport --cluster', 0.3, 81), row('canonport @9d13f42', 0.2, 77.9), row('canonport --cluster @9d13f42', 0.5, 86.3), row('bare node', 0, 41.5)];
+    const t = Object.fromEntries(idleTargets(result(rows)).map((x) => [x.id, x.detail]));
+    expect(t['idle-rss-single']).toBe('75.0 MB, bare node 41.5 MB (+33.5); baseline @9d13f42 77.9 MB (−2.9)');
+    expect(t['idle-rss-cluster']).toBe('81.0 MB, bare node 41.5 MB (+39.5); baseline @9d13f42 86.3 MB (−5.3)');
+    // Without a baseline, no reference is made up.
+    expect(idleTargets(result(rows.filter((x) => !x.server.includes('@'))))[2]!.detail).toBe('75.0 MB, bare node 41.5 MB (+33.5)');
+  });
+
   it('n/a for what was not measured, and a row with an error counts as not measured', () => {
     const t = idleTargets(result([{ ...row('canonport', 0.1, 50), error: 'gone' }]));
     expect(t.every((x) => x.status === 'n/a')).toBe(true);

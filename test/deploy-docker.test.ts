@@ -280,6 +280,9 @@ describe('deploy/docker/Dockerfile', () => {
     // Built by the package's own build (scripts/build.mjs): no comment blocks in the JavaScript, kept in the declarations.
     expect(readFileSync(join(app, 'dist/registry/order.js'), 'utf8')).not.toContain('/**');
     expect(readFileSync(join(app, 'dist/registry/order.d.ts'), 'utf8')).toContain('/**');
+    // …and zod as the part dist/ calls, one module (scripts/bundle-zod.mjs, issue 24's idle memory).
+    expect(readFileSync(join(app, 'dist/registry/schema.js'), 'utf8')).toMatch(/^import \{ z \} from '\.\.\/vendor\/zod\.js';$/m);
+    expect(existsSync(join(app, 'dist/vendor/zod.js'))).toBe(true);
     expect(existsSync(join(app, 'proto/canonport/v1/canonport.proto'))).toBe(true);
     expect(statSync(join(app, 'node_modules')).isDirectory()).toBe(true);
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
@@ -388,6 +391,6 @@ describe('deploy/docker/Dockerfile', () => {
   it('has a .dockerignore that keeps the context to what the build copies', () => {
     const ignored = dockerignore(readFileSync(DOCKERIGNORE, 'utf8'));
     for (const p of ['node_modules/x', 'dist/cli/main.js', '.git/HEAD', 'test/a.test.ts', 'scripts/docs-settings.mjs', 'deploy/docker/Dockerfile', 'bench-results/x']) expect(ignored(p), p).toBe(true);
-    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'scripts/build.mjs', 'src/cli/main.ts', 'proto/canonport/v1/canonport.proto', 'bin/canonport.js']) expect(ignored(p), p).toBe(false);
+    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'scripts/build.mjs', 'scripts/bundle-ui.mjs', 'scripts/bundle-zod.mjs', 'src/cli/main.ts', 'proto/canonport/v1/canonport.proto', 'bin/canonport.js']) expect(ignored(p), p).toBe(false);
   });
 });

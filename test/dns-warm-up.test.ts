@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Daemon } from '../src/daemon/daemon.js';
 import { WARM_UP_QUERIES, warmUpQueries } from '../src/dns/warm-up.js';
@@ -45,7 +47,8 @@ describe('a daemon warms up before it is ready', () => {
   it('sends nothing upstream, counts nothing, keeps nothing, and leaves the event-loop sampler asleep', async () => {
     const up = await FakeUpstream.start();
     upstreams.push(up);
-    const d = await startDaemon({ upstreams: [`127.0.0.1:${up.port}`], registry: writeRegistry(`zones: [${ZONE}]\n`) });
+    // The full warm-up, as `canonport serve` runs it (the helper's default is a short one).
+    const d = await startDaemon({ upstreams: [`127.0.0.1:${up.port}`], registry: writeRegistry(`zones: [${ZONE}]\n`) }, { warmUpQueries: WARM_UP_QUERIES });
     daemons.push(d);
     expect(up.count()).toBe(0);
     const text = await d.metrics.registry.metrics();
@@ -65,6 +68,19 @@ describe('a daemon warms up before it is ready', () => {
     expect(after).toMatch(/^canonport_dns_queries_total\{type="SRV",rcode="NOERROR",source="canonical",transport="udp"\} 1$/m);
     expect(after).toMatch(/^canonport_dns_query_duration_seconds_count\{source="canonical"\} 1$/m);
     expect(d.metrics.eventLoop!.isSampling).toBe(true);
+  });
+
+  it('asks as many queries a round as it is told (DaemonOptions.warmUpQueries, the tests\' short warm-up), still two rounds', async () => {
+    const lines: { event?: string; queries?: number }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line) as { event?: string; queries?: number });
+        cb();
+      },
+    });
+    const d = await startDaemon({ registry: writeRegistry(`zones: [${ZONE}]\n`), logLevel: 'debug' }, { warmUpQueries: 12, logger: pino({ level: 'debug' }, sink) });
+    daemons.push(d);
+    expect(lines.filter((l) => l.event === 'warm-up').map((l) => l.queries)).toEqual([24]);
   });
 
   it('honours a SIGTERM that arrives while it starts: it drains and exits 0', async () => {

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -149,6 +149,7 @@ describe('prepare (scripts/build.mjs): dist/ compiled only when the sources chan
     mkdirSync(join(dir, 'scripts'), { recursive: true });
     cpSync(join(REPO, 'scripts/build.mjs'), join(dir, 'scripts/build.mjs'));
     cpSync(join(REPO, 'scripts/bundle-ui.mjs'), join(dir, 'scripts/bundle-ui.mjs'));
+    cpSync(join(REPO, 'scripts/bundle-zod.mjs'), join(dir, 'scripts/bundle-zod.mjs'));
     symlinkSync(join(REPO, 'node_modules'), join(dir, 'node_modules'));
     writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { outDir: 'dist', rootDir: 'src', module: 'nodenext', moduleResolution: 'nodenext', types: [], ...tsconfig }, include: ['src'] }));
     const build = () =>
@@ -237,6 +238,51 @@ describe('prepare (scripts/build.mjs): dist/ compiled only when the sources chan
     };
     walk(join(REPO, 'dist'));
     expect({ wide, commented }, 'dist/ compiled by a plain tsc -p tsconfig.json? npm run build compiles it the way the package ships').toEqual({ wide: [], commented: [] });
+  });
+});
+
+describe('scripts/bundle-zod.mjs: zod as the part dist/ calls, one module', () => {
+  // Issue 24: zod as published is ~260 ES modules and 40 locales in every daemon's heap. The script on a dist/
+  // written the way tsc emits it (scripts/build.mjs runs it after tsc; test/lazy-load.test.ts checks a real daemon).
+  const bundle = (dist: string) => spawnSync(process.execPath, [join(REPO, 'scripts/bundle-zod.mjs'), dist], { cwd: work, encoding: 'utf8' });
+  const distWith = (name: string, files: Record<string, string>) => {
+    const dist = join(work, name, 'dist');
+    for (const [f, text] of Object.entries(files)) {
+      mkdirSync(join(dist, f, '..'), { recursive: true });
+      writeFileSync(join(dist, f), text);
+    }
+    writeFileSync(join(work, name, 'package.json'), '{ "type": "module" }\n');
+    return dist;
+  };
+
+  it("points dist/'s imports at dist/vendor/zod.js, ASCII, with the members dist/ names and zod's own checks and messages", async () => {
+    const dist = distWith('zod', {
+      'cli/main.js': "import { z } from 'zod';\nexport const message = z.object({ n: z.number() }).safeParse({ n: 'x' }).error?.issues[0]?.message;\n",
+      'registry/schema.js': "import { z } from 'zod';\nexport const ok = z.enum(['a', 'b']).safeParse('b').success;\n",
+      'other.js': 'export const z = { nothing: 1 };\n',
+    });
+    const r = bundle(dist);
+    expect(r.status, r.stderr).toBe(0);
+    expect(readFileSync(join(dist, 'cli/main.js'), 'utf8')).toMatch(/^import \{ z \} from '\.\.\/vendor\/zod\.js';$/m);
+    expect(readFileSync(join(dist, 'registry/schema.js'), 'utf8')).toMatch(/^import \{ z \} from '\.\.\/vendor\/zod\.js';$/m);
+    const vendor = readFileSync(join(dist, 'vendor/zod.js'), 'utf8');
+    expect(vendor).not.toMatch(/[^\u0000-\u007f]/);
+    // What dist/ calls, and no more (a module that does not import zod is not read; no locale but English).
+    expect(vendor).toMatch(/const z ?= ?Object\.freeze\(\{ ?"enum": ?\w+, ?"number": ?\w+, ?"object": ?\w+ ?\}\)/);
+    expect(vendor.length).toBeLessThan(400_000);
+    const main = (await import(pathToFileURL(join(dist, 'cli/main.js')).href)) as { message: string };
+    expect(main.message).toBe('Invalid input: expected number, received string');
+    expect(((await import(pathToFileURL(join(dist, 'registry/schema.js')).href)) as { ok: boolean }).ok).toBe(true);
+    // Run again on the result (an incremental build leaves unchanged files rewritten): the same.
+    expect(bundle(dist).status).toBe(0);
+    expect(readFileSync(join(dist, 'cli/main.js'), 'utf8')).toMatch(/^import \{ z \} from '\.\.\/vendor\/zod\.js';$/m);
+  });
+
+  it('refuses any other form of importing zod, naming the file: it would leave the package in the daemon', () => {
+    const dist = distWith('zod-star', { 'cli/main.js': "import * as zod from 'zod';\nexport const s = zod.string();\n" });
+    const r = bundle(dist);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/cli\/main\.js imports zod other than as `import \{ z \} from 'zod'`/);
   });
 });
 

@@ -10,6 +10,7 @@ import { Metrics } from '../src/metrics/metrics.js';
 import { startHttpServer, type HttpServer } from '../src/http/server.js';
 import { Registry } from '../src/registry/registry.js';
 import { testDaemon, type TestDaemon } from './grpc-fixtures.js';
+import { countLoopTurns } from './helpers/loop-turns.js';
 
 /** A real context (test/grpc-fixtures.ts): real Metrics with the process series, readiness switchable, no listeners. */
 function testContext(): TestDaemon {
@@ -254,15 +255,9 @@ describe('/sd/prometheus over a large cluster view', () => {
     const ctx = clusterContext(500, 50, 10_000);
     const s = await start(ctx);
     // Turns of the event loop while a page is built: a view walked in one go would give none.
-    let turns = 0;
-    let beating = true;
-    const beat = () => {
-      turns++;
-      if (beating) setImmediate(beat);
-    };
-    setImmediate(beat);
+    const loop = countLoopTurns();
     const first = await http(s, 'GET', '/sd/prometheus');
-    beating = false;
+    const turns = loop.stop();
     expect(first.status).toBe(200);
     expect(first.headers['x-canonport-pages']).toBe('3');
     expect(first.headers['x-canonport-groups']).toBe('25000');

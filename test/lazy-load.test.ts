@@ -1,6 +1,7 @@
-import { execFileSync, spawn, type SpawnOptions } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type SpawnOptions } from 'node:child_process';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO, startServe } from './helpers/serve-process.js';
 import { tempDir } from './helpers/temp.js';
@@ -20,7 +21,7 @@ const work = tempDir('canonport-lazy-');
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe('a single-host daemon', () => {
-  it('loads neither etcd3 nor what only cluster mode or xDS use, nor reflection until a client asks', async () => {
+  it('loads neither etcd3 nor what only cluster mode or xDS use, nor reflection until a client asks, nor zod but its bundle', async () => {
     const out = join(work, 'loaded.txt');
     const d = await startServe(['--zone', 'lazy.test'], {
       env: { CP_TEST_LOADED_PACKAGES: out },
@@ -31,6 +32,25 @@ describe('a single-host daemon', () => {
     // The preload sees packages at all: these every daemon uses.
     expect(loaded).toEqual(expect.arrayContaining(['dns2', '@grpc/grpc-js', 'prom-client']));
     expect(loaded.filter((p) => ['etcd3', 'cockatiel', 'bignumber.js', '@grpc/grpc-js-xds', 'pino-pretty', '@grpc/reflection'].includes(p))).toEqual([]);
+    // zod is the one bundled module dist/vendor/zod.js (scripts/bundle-zod.mjs), not the package's ~260: the preload's
+    // hooks saw the daemon's ES modules, the bundle among them, and not one of zod's own files.
+    const urls = readFileSync(`${out}.esm`, 'utf8').trim().split('\n');
+    expect(urls).toContain(pathToFileURL(join(REPO, 'dist', 'vendor', 'zod.js')).href);
+    expect(urls.filter((u) => u.includes('/node_modules/zod/'))).toEqual([]);
+    expect(loaded).not.toContain('zod');
+  });
+});
+
+describe("a daemon's zod", () => {
+  // zod 4 as published is ~260 ES modules (40 locales among them) and added 3.3 MB of heap and ~13 MB of RSS;
+  // scripts/bundle-zod.mjs bundles the part dist/ calls into dist/vendor/zod.js (0.8 MB of heap). Which modules a
+  // daemon loads is checked above, on the same daemon.
+  it("is zod itself: a bad registry gets zod's own message (an invalid type, from its English locale)", () => {
+    const registry = join(work, 'zod-registry.yaml');
+    writeFileSync(registry, 'services:\n  web: {port: "eighty"}\n');
+    const bad = spawnSync(process.execPath, [join(REPO, 'bin', 'canonport.js'), 'check', '--registry', registry], { cwd: work, encoding: 'utf8' });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/\(services\.web\.port\): Invalid input: expected number, received string \[CP_REGISTRY_INVALID\]/);
   });
 });
 

@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readListeningSockets } from '../src/inventory/procnet.js';
-import { parseCgroup, SocketOwners } from '../src/inventory/socket-owner.js';
+import { findInodes, parseCgroup, SocketOwners, WALK_SLICE_ENTRIES } from '../src/inventory/socket-owner.js';
 import { stopChild } from './helpers/child.js';
+import { countLoopTurns } from './helpers/loop-turns.js';
 
 /**
  * Socket inode → process → unit, container, executable
@@ -103,6 +104,22 @@ describe('SocketOwners against the real /proc', () => {
     const fds = new SocketOwners({ maxFds: 3 });
     expect((await fds.lookup([inode])).get(inode)).toBeNull();
     expect(fds.lastWalk).toMatchObject({ fds: 3, truncated: true });
+  });
+
+  it('holds the event loop for one slice at a time: a walk of every process takes a turn per WALK_SLICE_ENTRIES entries, and what waits on the loop runs between them', async () => {
+    const a = await listener('tcp');
+    const inode = await inodeOf(a.port, 'tcp');
+    // A chain of immediates stands for the DNS socket's callbacks: each turn the walk gives the loop runs one.
+    const loop = countLoopTurns();
+    // An inode nobody holds beside a real one: the walk reads every process's fds.
+    const found = await findInodes('/proc', new Set([inode, '1']), { maxProcesses: 1_000_000, maxFds: 1_000_000 });
+    const turns = loop.stop();
+    expect(found.holders.get(inode)).toEqual([a.child.pid]);
+    const entries = found.processes + found.fds;
+    expect(entries).toBeGreaterThan(4 * WALK_SLICE_ENTRIES);
+    // One slice per WALK_SLICE_ENTRIES entries (a process's directory counts as one), and the loop's turn between slices.
+    expect(found.slices).toBe(Math.max(1, Math.ceil(entries / WALK_SLICE_ENTRIES)));
+    expect(turns).toBeGreaterThanOrEqual(found.slices - 1);
   });
 });
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { base32Port } from '../src/scheme/index.js';
-import { startBrowser } from './helpers/browser.js';
+import { startBrowser, startBrowserForContexts } from './helpers/browser.js';
 import { until } from './helpers/cluster.js';
 import { startBackend, startLab, startNode, DNS_PORT, GRPC_PORT, HTTP_PORT, ZONE, type Backend, type Lab, type NodeDaemon } from './helpers/cluster-lab.js';
 import { tempDir, writeRegistry } from './helpers/daemon.js';
@@ -130,6 +130,27 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     await page.close();
   });
 
+  it('comes drawn: with scripts off, the page shows the matrix the daemon drew, flags and findings included', async () => {
+    // A browser of its own, for a context that runs no script of the page: what is on the screen is the HTML as served.
+    const plain = await startBrowserForContexts();
+    try {
+      const page = await (await plain.newContext({ javaScriptEnabled: false })).newPage();
+      await page.goto(url);
+      expect(await row(page, 'api')).toEqual({
+        'web-1': '1.4.2 ✓ ready',
+        'web-2': '1.4.2 ✓ ready',
+        'web-3': '1.5.0 ✓ ready≠, not the majority version 1.4.2',
+      });
+      expect(await page.locator('section.findings').textContent()).toContain('mixed versions api: 1.4.2 on 2, 1.5.0 on 1');
+      expect(await page.locator('thead th.host.outlier').textContent()).toContain('registry differs');
+      expect(await page.locator('#source').textContent()).toContain('as daemon web-1 sees it');
+      // No script ran: nothing followed the daemon.
+      expect(await page.locator('#live').getAttribute('data-state')).toBe('connecting');
+    } finally {
+      await plain.close();
+    }
+  }, 60_000);
+
   it('a listener that starts or stops on another host appears and disappears on the open page, with no reload', async () => {
     const page = await context.newPage();
     await page.goto(url);
@@ -243,7 +264,7 @@ describe('the fleet page against three real daemons in cluster mode', () => {
   it('refuses a client outside --http-allow with 403, page and data alike', async () => {
     // An outsider holds at most two connections at once (the gate at accept, docs/security.md), and Chromium keeps
     // the page's open: the data paths are asked first, one connection each, closed after the answer.
-    for (const path of ['api/fleet', 'api/events', 'api/fleet/first']) expect(await statusOf(`http://${lab.hosts[2]!.address}:${HTTP_PORT}/ui/${path}`)).toBe(403);
+    for (const path of ['api/fleet', 'api/events']) expect(await statusOf(`http://${lab.hosts[2]!.address}:${HTTP_PORT}/ui/${path}`)).toBe(403);
     const page = await context.newPage();
     const res = await page.goto(`http://${lab.hosts[2]!.address}:${HTTP_PORT}/ui/`);
     expect(res?.status()).toBe(403);
@@ -251,7 +272,7 @@ describe('the fleet page against three real daemons in cluster mode', () => {
     await page.close();
   });
 
-  it('draws a fleet larger than the first screen in two steps, from one answer: its first columns, mixed versions already flagged, then every host', async () => {
+  it('draws a fleet larger than the first screen in two steps, from one answer: its first columns (drawn by the daemon), mixed versions already flagged, then every host', async () => {
     // 45 hosts of 3 services in the lab's etcd under a prefix of their own, node-00040 at another version; a daemon on loopback views them.
     const prefix = '/canonport-ui-first';
     const client = new etcd3.Etcd3({ hosts: lab.etcdUrl.replace(/^etcd:\/\//, '').split(',').map((h) => `http://${h}`) });
@@ -290,8 +311,12 @@ describe('the fleet page against three real daemons in cluster mode', () => {
       await page.waitForFunction(() => document.documentElement.dataset.fleetId !== undefined);
       await page.waitForFunction(() => document.querySelectorAll('table.matrix thead th.host').length === 46);
       const drawn = await page.evaluate(() => (window as unknown as { drawn: { columns: number; mixed: boolean }[] }).drawn);
-      // First the first screen's columns, the mixed row flagged already (its services are whole); then every host.
-      expect(drawn[0]).toEqual({ columns: FIRST_SCREEN_HOSTS, mixed: true });
+      // The page came with the first screen's columns drawn, the mixed row flagged already (its services are whole; page.ts firstScreenHtml)...
+      const page0 = await (await fetch(base)).text();
+      const served = page0.slice(page0.indexOf('<main id="view"'), page0.indexOf('</main>'));
+      expect(served.match(/<th scope="col" class="host[^"]*" data-r="0"/g)).toHaveLength(FIRST_SCREEN_HOSTS);
+      expect(served).toContain('<th scope="row" class="svc mixed"');
+      // ...and the page ends with every host.
       expect(drawn.at(-1)).toEqual({ columns: 46, mixed: true });
       expect(await page.locator('section.findings').textContent()).toContain('mixed versions aax-svc: 1.0.0 on 44, 1.1.0 on 1');
       expect((await row(page, 'aax-svc'))?.['node-00040']).toContain('1.1.0');

@@ -128,17 +128,12 @@ describe('the fleet page on a daemon without cluster mode', () => {
     expect(doc.findings).toEqual([]);
   });
 
-  it('/ui/api/fleet/first, the first screen, is the whole document when the fleet fits in it, under its own tag', async () => {
+  it('has no /ui/api/fleet/first: the page carries its first screen inline and never asks for it', async () => {
     const whole = await get('/ui/api/fleet');
-    const first = await get('/ui/api/fleet/first');
-    expect(first.status).toBe(200);
-    expect(first.headers['x-canonport-fleet-part']).toBeUndefined();
-    expect(first.headers['x-canonport-fleet-id']).toBe(whole.headers['x-canonport-fleet-id']);
-    expect(first.body.toString()).toBe(whole.body.toString());
-    expect(first.headers.etag).toBe(`"${String(whole.headers['x-canonport-fleet-id'])}-first"`);
-    expect((await get('/ui/api/fleet/first', { 'If-None-Match': String(first.headers.etag) })).status).toBe(304);
-    // One document's two texts are two representations: the whole one's tag does not answer for it.
-    expect((await get('/ui/api/fleet/first', { 'If-None-Match': String(whole.headers.etag) })).status).toBe(200);
+    expect(whole.headers.etag).toBe(`"${String(whole.headers['x-canonport-fleet-id'])}"`);
+    const gone = await get('/ui/api/fleet/first');
+    expect(gone.status).toBe(404);
+    expect(gone.body.toString()).not.toContain('"hosts"');
   });
 
   it('compresses for clients that accept it (brotli first, then gzip), and answers a known document with 304', async () => {

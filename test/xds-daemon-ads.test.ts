@@ -39,7 +39,7 @@ let logs: LogLine[];
 let lookups: MockInstance;
 const streams: RawAds[] = [];
 
-async function start(spec: RegistrySpec, hostsFile?: string): Promise<XdsDaemon> {
+async function start(spec: RegistrySpec, hostsFile?: string, now?: () => number): Promise<XdsDaemon> {
   logs = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -47,7 +47,7 @@ async function start(spec: RegistrySpec, hostsFile?: string): Promise<XdsDaemon>
       cb();
     },
   });
-  cp = await startXdsDaemon(spec, { logger: pino({ level: 'info' }, sink), ...(hostsFile ? { hostsFile } : {}) });
+  cp = await startXdsDaemon(spec, { logger: pino({ level: 'info' }, sink), ...(hostsFile ? { hostsFile } : {}), ...(now ? { now } : {}) });
   lookups = vi.spyOn(cp.daemon.discovery, 'lookup');
   return cp;
 }
@@ -192,12 +192,16 @@ describe('registry reloads on an open stream', () => {
   it('pushes a hosts-file edit to a name the registry does not list', async () => {
     const hostsFile = join(tempDir(), 'hosts');
     writeFileSync(hostsFile, `127.0.0.1 localhost\n${H} web.${ZONE}\n`);
-    await start({ hosts: { [API]: [H] } }, hostsFile);
+    // The daemon's clock, which the test moves on instead of waiting out the hosts file's re-read interval.
+    let skew = 0;
+    await start({ hosts: { [API]: [H] } }, hostsFile, () => Date.now() + skew);
     const s = ads();
     const web = `web.${ZONE}`;
     expect(endpointsOf(await subscribeAll(s, [web]))).toEqual([`${H}:${base32Port('web')}`]);
     writeFileSync(hostsFile, `127.0.0.1 localhost\n${H2} web.${ZONE}\n`);
-    // The hosts file is re-read at most every 5 s and polled every 2 s: a wide bound.
+    // The hosts file is re-read at most every 5 s (of the daemon's clock: moved past it here) and polled every 2 s
+    // (real time): the edit is pushed at the next poll; a wide bound.
+    skew += 5_000;
     const moved = await s.next(15_000);
     expect(moved.type_url).toBe(TypeUrl.endpoint);
     expect(endpointsOf(moved)).toEqual([`${H2}:${base32Port('web')}`]);

@@ -72,6 +72,12 @@ export interface DaemonOptions {
   trustLoopback?: boolean | undefined;
   /** Overrides applied on top of the built config (tests: small timeouts, limits). */
   tune?: ((c: Config) => Config) | undefined;
+  /**
+   * Queries in each round of the warm-up before ready (default WARM_UP_QUERIES). Tests that start hundreds of
+   * daemons in-process ask fewer: the same rounds, query kinds and clean-up, without most of the ~100 ms of CPU
+   * a full warm-up costs each start (issue 23); the ones about the warm-up keep the default.
+   */
+  warmUpQueries?: number | undefined;
 }
 
 export interface DaemonAddresses {
@@ -344,12 +350,12 @@ export class Daemon {
       // asleep, warm-up socket gone): V8 then has seen every transition the first real queries make, and
       // does not deoptimize the path at the first of them (bench/warm-trace.ts, first 6,000 queries after
       // ready: 23 functions optimized and none deoptimized, against 34 and 2 before, with one round).
-      const queries = warmUpQueries(this.serving.zones);
+      const queries = warmUpQueries(this.serving.zones, this.opts.warmUpQueries ?? WARM_UP_QUERIES);
       let ms = 0;
       for (let round = 0; round < WARM_UP_ROUNDS; round++) ms += await this.dns.warmUp(queries);
       // The same configuration again, as a reload would: the warm-up's answers leave the stages' memory (encoded answers).
       this.chain.configure(this.cfg);
-      this.logger.debug({ event: 'warm-up', queries: WARM_UP_QUERIES * WARM_UP_ROUNDS, ms: Math.round(ms) }, 'DNS path warmed up');
+      this.logger.debug({ event: 'warm-up', queries: queries.length * WARM_UP_ROUNDS, ms: Math.round(ms) }, 'DNS path warmed up');
     }
     if (role !== 'dns') {
       // Certificates are read (and checked) before anything binds: a bad one stops the start with CP_TLS_INVALID.
@@ -389,8 +395,14 @@ export class Daemon {
       // Start-up work done before ready, not in the first second of queries (issue 24): the first scan reads
       // every socket's owner in /proc (~260 ms of the main thread on a host of a few hundred processes, per a
       // --cpu-prof of the first 2 s after ready) and, in cluster mode, hands the publisher this host's listeners.
+      // The owners' walk the scan asked for runs in the background (SocketOwners.peek): waited for here too, or
+      // it ran in the first second of queries (issue 24: the largest share of that second's slow queries beside
+      // ~400 processes, per --cpu-prof).
       // Bounded: a scan held up by slow version probes never holds /readyz longer than FIRST_SCAN_WAIT_MS.
-      await firstOf(this.inventory.snapshot(), FIRST_SCAN_WAIT_MS);
+      await firstOf(
+        this.inventory.snapshot().then(() => this.inventory.owners.settled()),
+        FIRST_SCAN_WAIT_MS,
+      );
     }
     this.askedNames.start();
     if (this.opts.watchRegistry !== false && role !== 'dns') this.watchRegistry();

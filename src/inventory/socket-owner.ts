@@ -1,3 +1,4 @@
+import { opendirSync, readlinkSync, type Dir, type Dirent } from 'node:fs';
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 
@@ -26,6 +27,9 @@ import { basename, join } from 'node:path';
  *   stops once every wanted inode is found; what it did not reach stays
  *   unknown (`truncated`), never retried for the same inode;
  * - walks run one at a time, at most one per `minWalkIntervalMs`;
+ * - a walk holds the event loop for at most WALK_SLICE_ENTRIES entries at
+ *   a time (findInodes), so the queries the daemon answers wait for one
+ *   slice, never for the walk;
  * - what it remembers is bounded by `maxRemembered`, and `retain` drops
  *   inodes no longer listening.
  * A process the daemon may not read (another user's, without the
@@ -80,13 +84,25 @@ export interface WalkStats {
   found: number;
   /** True when a bound stopped the walk before every process was read. */
   truncated: boolean;
+  /** Turns of the event loop it took (a slice of at most WALK_SLICE_ENTRIES entries each). */
+  slices: number;
 }
 
 export const DEFAULT_MAX_PROCESSES = 32_768;
 export const DEFAULT_MAX_FDS = 262_144;
 export const DEFAULT_MAX_REMEMBERED = 4_096;
-/** fd directories read at once (each is a few syscalls on libuv's thread pool). */
-const WALK_CONCURRENCY = 8;
+/**
+ * Entries of `/proc/<pid>/fd` a walk reads in one turn of the event loop
+ * before it yields (setImmediate, after the turn's I/O: DNS queries that
+ * came meanwhile are answered first). Each is one readlink of procfs, about
+ * 10 µs here, so a slice holds the loop ~0.2–0.3 ms. (issue 24: the walk
+ * as promises, 8 readlinks in flight, cost ~3× the main thread's time of
+ * these synchronous calls, in long runs of callbacks: the first second
+ * after ready, beside ~400 processes, it was the largest share of the
+ * queries that waited, per a CPU profile.) procfs answers these from
+ * memory: readlink of an fd entry takes no lock a stuck process holds.
+ */
+export const WALK_SLICE_ENTRIES = 24;
 const MAX_ARGS = 16;
 const MAX_ARG_CHARS = 256;
 
@@ -194,7 +210,7 @@ export class SocketOwners {
       }
       this.remember(inode, owner);
     }
-    this.lastWalk = { processes: found.processes, fds: found.fds, found: found.holders.size, truncated: found.truncated };
+    this.lastWalk = { processes: found.processes, fds: found.fds, found: found.holders.size, truncated: found.truncated, slices: found.slices };
     if (found.holders.size > 0) this.onLearned?.();
   }
 
@@ -212,12 +228,15 @@ interface Found {
   processes: number;
   fds: number;
   truncated: boolean;
+  /** Turns of the event loop the walk took (it yields after every WALK_SLICE_ENTRIES entries). */
+  slices: number;
 }
 
 /**
  * Walks `<procRoot>/<pid>/fd` for sockets with the wanted inodes, newest
- * pid first, within the bounds. Processes that vanish or cannot be read
- * are skipped. Every holder of an inode is found when the walk reads every
+ * pid first, within the bounds, in slices of WALK_SLICE_ENTRIES entries
+ * with the event loop's turn between them. Processes that vanish or cannot
+ * be read are skipped. Every holder of an inode is found when the walk reads every
  * process; it stops early once each inode has one holder.
  */
 export async function findInodes(procRoot: string, wanted: ReadonlySet<string>, bounds: { maxProcesses: number; maxFds: number }): Promise<Found> {
@@ -226,38 +245,55 @@ export async function findInodes(procRoot: string, wanted: ReadonlySet<string>, 
   try {
     pids = (await readdir(procRoot)).filter((n) => /^[0-9]+$/.test(n)).map(Number).sort((a, b) => b - a);
   } catch {
-    return { holders, processes: 0, fds: 0, truncated: false };
+    return { holders, processes: 0, fds: 0, truncated: false, slices: 0 };
   }
   const targets = new Set([...wanted].map((n) => `socket:[${n}]`));
   let processes = 0;
   let fds = 0;
   let truncated = false;
-  let next = 0;
+  let slices = 1;
+  let budget = WALK_SLICE_ENTRIES;
+  /** One entry's worth of the slice; past the slice, the loop's turn first. */
+  const spend = async () => {
+    if (--budget >= 0) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    slices++;
+    budget = WALK_SLICE_ENTRIES - 1;
+  };
   const done = () => holders.size >= wanted.size;
-  const worker = async () => {
-    while (next < pids.length && !done()) {
-      if (processes >= bounds.maxProcesses || fds >= bounds.maxFds) {
-        truncated = true;
-        return;
-      }
-      const pid = pids[next++]!;
-      processes++;
-      const dir = join(procRoot, String(pid), 'fd');
-      let entries: string[];
-      try {
-        entries = await readdir(dir);
-      } catch {
-        continue; // gone, or not ours to read
-      }
-      for (const fd of entries) {
+  walk: for (const pid of pids) {
+    if (done()) break;
+    if (processes >= bounds.maxProcesses || fds >= bounds.maxFds) {
+      truncated = true;
+      break;
+    }
+    processes++;
+    await spend();
+    const dirPath = join(procRoot, String(pid), 'fd');
+    let dir: Dir;
+    try {
+      dir = opendirSync(dirPath);
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    try {
+      for (;;) {
+        let entry: Dirent | null;
+        try {
+          entry = dir.readSync();
+        } catch {
+          break; // the process ended meanwhile
+        }
+        if (entry === null) break;
         if (fds >= bounds.maxFds) {
           truncated = true;
-          return;
+          break walk;
         }
         fds++;
+        await spend();
         let target: string;
         try {
-          target = await readlink(join(dir, fd));
+          target = readlinkSync(join(dirPath, entry.name));
         } catch {
           continue;
         }
@@ -267,11 +303,11 @@ export async function findInodes(procRoot: string, wanted: ReadonlySet<string>, 
         if (!list.includes(pid)) list.push(pid);
         holders.set(inode, list);
       }
+    } finally {
+      dir.closeSync();
     }
-  };
-  await Promise.all(Array.from({ length: WALK_CONCURRENCY }, worker));
-  if (!done() && next < pids.length) truncated = true;
-  return { holders, processes, fds, truncated };
+  }
+  return { holders, processes, fds, truncated, slices };
 }
 
 /** What /proc says of one process; null when it is gone or unreadable. */

@@ -36,13 +36,6 @@ export interface Published {
   /** The JSON text in `encoding`, compressed on first use (off the event loop: zlib's thread pool). */
   body(encoding: Encoding): Promise<Buffer>;
   /**
-   * The first screen's document (diff.ts firstScreenJson: every host, only the
-   * first FIRST_SCREEN_HOSTS with their listeners; the whole document when the
-   * fleet has no more hosts) in `encoding`: built and compressed once per
-   * document, on first use.
-   */
-  firstScreen(encoding: Encoding): Promise<Buffer>;
-  /**
    * What the page inlines (page.ts): the first screen's document, or the
    * whole one when the fleet fits in the first screen (`firstScreen` false).
    * Its JSON is made once per document.
@@ -218,17 +211,8 @@ export function compress(raw: Buffer, encoding: Encoding): Promise<Buffer> {
 }
 
 function published(id: string, encoded: EncodedDocument): Published {
-  // At most 3 encodings × 2 texts per document, and one document is current.
-  const bodies = new Map<string, Promise<Buffer>>();
-  const compressed = (what: 'whole' | 'first', encoding: Encoding, text: () => string): Promise<Buffer> => {
-    const key = `${what}:${encoding}`;
-    let b = bodies.get(key);
-    if (!b) {
-      b = compress(Buffer.from(text()), encoding);
-      bodies.set(key, b);
-    }
-    return b;
-  };
+  // At most 3 encodings per document, and one document is current.
+  const bodies = new Map<Encoding, Promise<Buffer>>();
   // The fleet fits in the first screen: its document is the whole one.
   const part = encoded.doc.hosts.length > FIRST_SCREEN_HOSTS;
   let first: string | undefined;
@@ -236,8 +220,14 @@ function published(id: string, encoded: EncodedDocument): Published {
   return {
     id,
     encoded,
-    body: (encoding) => compressed('whole', encoding, () => encoded.json),
-    firstScreen: (encoding) => compressed('first', encoding, firstText),
+    body: (encoding) => {
+      let b = bodies.get(encoding);
+      if (!b) {
+        b = compress(Buffer.from(encoded.json), encoding);
+        bodies.set(encoding, b);
+      }
+      return b;
+    },
     firstScreenDocument: () => ({ id, json: firstText(), firstScreen: part }),
   };
 }

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { PageInfo } from './client/model.js';
+import type { FleetDocument } from '../fleet/document.js';
+import { FIRST_SCREEN_HOSTS, indexFleet, NO_FILTERS, type PageInfo } from './client/model.js';
+import { renderMatrix, sourceLine, viewBanner } from './client/render.js';
 
 /**
  * The page's HTML and CSS, hand-written: no framework, nothing from the
@@ -22,6 +24,24 @@ export interface InlineDocument {
   firstScreen: boolean;
 }
 
+/**
+ * The matrix's first screen as the page's script would draw it (render.ts,
+ * the same functions), unfiltered, from the inline document: the page comes
+ * with it drawn, so the browser paints it without waiting for the script to
+ * parse, index and render the document (issue 25). The script takes it over
+ * after that paint (app.ts), or draws another view over it at once when the
+ * address names one.
+ */
+export function firstScreenHtml(info: PageInfo, doc: InlineDocument): { view: string; banner: string; source: string } {
+  const first = JSON.parse(doc.json) as FleetDocument;
+  const index = indexFleet(first);
+  return {
+    view: renderMatrix(index, { view: { kind: 'matrix' }, filters: NO_FILTERS }, doc.firstScreen ? FIRST_SCREEN_HOSTS : Infinity),
+    banner: viewBanner(first.source),
+    source: sourceLine(first.source, info),
+  };
+}
+
 /** `'sha256-…'`, what a Content-Security-Policy names an inline script or style by. */
 export function inlineHash(text: string): string {
   return `'sha256-${createHash('sha256').update(text, 'utf8').digest('base64')}'`;
@@ -32,8 +52,9 @@ function inlineJson(json: string): string {
   return json.replace(/</g, '\\u003c');
 }
 
-/** The page, with what the daemon says about itself, the first document, its style and its script inlined. */
+/** The page, with what the daemon says about itself, the first document, the matrix's first screen drawn, its style and its script inlined. */
 export function indexHtml(info: PageInfo, doc: InlineDocument, script: string): string {
+  const drawn = firstScreenHtml(info, doc);
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -48,10 +69,10 @@ export function indexHtml(info: PageInfo, doc: InlineDocument, script: string): 
 <body>
 <header>
 <h1><a href="#/">canonport fleet</a></h1>
-<p id="source" class="source"></p>
+<p id="source" class="source">${drawn.source}</p>
 <p id="live" class="live" role="status" aria-live="polite" data-state="connecting">Loading…</p>
 </header>
-<div id="banner" role="alert"></div>
+<div id="banner" role="alert">${drawn.banner}</div>
 <form id="filters" role="search" aria-label="Filter the fleet">
 <label>Service <input name="service" list="services-list" autocomplete="off" spellcheck="false"></label>
 <label>Host <input name="host" list="hosts-list" autocomplete="off" spellcheck="false"></label>
@@ -60,7 +81,7 @@ export function indexHtml(info: PageInfo, doc: InlineDocument, script: string): 
 <button type="reset">Clear filters</button>
 <datalist id="services-list"></datalist><datalist id="hosts-list"></datalist><datalist id="versions-list"></datalist>
 </form>
-<main id="view" aria-live="off"><p class="empty-note">Loading the fleet…</p></main>
+<main id="view" aria-live="off" data-drawn="${doc.id}">${drawn.view}</main>
 <footer>
 <h2 class="sr">Legend</h2>
 <ul class="legend">
@@ -110,7 +131,9 @@ caption{text-align:left;color:var(--muted);padding:.3rem .5rem;caption-side:top}
 .matrix th.svc .meta,.matrix th.svc .counts{display:block;font-weight:400;color:var(--muted);font-size:12px}
 .matrix td a{color:inherit;text-decoration:none;display:block}
 .cell.empty{background:repeating-linear-gradient(45deg,transparent 0 6px,var(--head) 6px 8px)}
-.cell .v{font-family:ui-monospace,Menlo,Consolas,monospace;color:var(--fg)}
+.matrix td.cell a{font-family:ui-monospace,Menlo,Consolas,monospace;color:var(--fg)}
+.cell.st-ready>a>[aria-hidden]{color:var(--ready)}.cell.st-not-ready>a>[aria-hidden]{color:var(--notready)}.cell.st-draining>a>[aria-hidden]{color:var(--draining)}.cell.st-listening>a>[aria-hidden]{color:var(--listening)}.cell.st-unknown>a>[aria-hidden]{color:var(--unknown)}
+.cell .mark{font-family:system-ui,sans-serif}
 .cell.outlier{background:var(--outlier-bg);box-shadow:inset 0 0 0 2px var(--outlier)}
 th.host.outlier{background:var(--registry-bg)}
 tr.outlier td,tr.outlier th{background:var(--outlier-bg)}

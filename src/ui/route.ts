@@ -16,14 +16,10 @@ export type { PageInfo };
  * policy (`--http-allow`, client certificates), read-only (GET and HEAD):
  *
  *   /ui/                 the page: HTML with its style, its script, what the daemon says
- *                        about itself and the first screen's document inline (page.ts), so
- *                        a first visit draws from this one answer; made and compressed once
- *                        per document
+ *                        about itself and the first screen's document inline, and that first
+ *                        screen already drawn (page.ts), so a first visit paints from this one
+ *                        answer; made and compressed once per document
  *   /ui/api/fleet        the fleet document: what `canonport fleet --json` prints, from this daemon's view
- *   /ui/api/fleet/first  the document for the matrix's first screen: every host, the first
- *                        FIRST_SCREEN_HOSTS with their listeners, marked `X-Canonport-Fleet-Part:
- *                        first-screen` (the page draws it while the whole one loads); the whole
- *                        document when the fleet fits in it
  *   /ui/api/events       its changes, live (Server-Sent Events, events.ts)
  *
  * Bodies go compressed (brotli or gzip) to clients that accept it.
@@ -79,20 +75,14 @@ export function uiRoute(deps: UiRouteDeps): HttpRoute {
         res.setHeader('X-Canonport-Fleet-Id', current.id);
         return sendBody(req, res, counted, 'text/html; charset=utf-8', body, { cache: 'no-store', encoding });
       }
-      if (sub === '/api/fleet' || sub === '/api/fleet/first') {
+      if (sub === '/api/fleet') {
         const current = await deps.feed.latest();
-        const first = sub === '/api/fleet/first';
         res.setHeader('X-Canonport-Fleet-Id', current.id);
-        // The two texts of one document are two representations: their tags differ.
-        const etag = `"${current.id}${first ? '-first' : ''}"`;
+        const etag = `"${current.id}"`;
         res.setHeader('ETag', etag);
         if (req.headers['if-none-match'] === etag) return end(req, res, counted, 304);
-        // Told apart from the whole document, which it is when the fleet fits in it.
-        const part = first && current.firstScreenDocument().firstScreen;
-        if (part) res.setHeader('X-Canonport-Fleet-Part', 'first-screen');
         const encoding = accepted(req, current.encoded.json.length);
-        const body = await (first ? current.firstScreen(encoding) : current.body(encoding));
-        return sendBody(req, res, counted, 'application/json; charset=utf-8', body, { cache: 'no-cache', encoding });
+        return sendBody(req, res, counted, 'application/json; charset=utf-8', await current.body(encoding), { cache: 'no-cache', encoding });
       }
       if (sub === '/api/events') {
         if (req.method === 'HEAD') return end(req, res, counted, 200, 'text/event-stream; charset=utf-8');
@@ -131,17 +121,21 @@ function clientScript(): string {
  */
 class PageCache {
   private key = '';
+  private html: Buffer | undefined;
   private readonly bodies = new Map<Encoding, Promise<Buffer>>();
 
   get(current: Published, info: PageInfo, script: string, encoding: Encoding): Promise<Buffer> {
     const key = `${current.id}\u0000${JSON.stringify(info)}`;
     if (key !== this.key) {
       this.key = key;
+      this.html = undefined;
       this.bodies.clear();
     }
     let body = this.bodies.get(encoding);
     if (!body) {
-      body = compress(Buffer.from(indexHtml(info, current.firstScreenDocument(), script)), encoding);
+      // Made once (it draws the first screen: page.ts firstScreenHtml), compressed once per encoding.
+      this.html ??= Buffer.from(indexHtml(info, current.firstScreenDocument(), script));
+      body = compress(this.html, encoding);
       this.bodies.set(encoding, body);
     }
     return body;

@@ -7,6 +7,14 @@ import { tempDir } from './temp.js';
 export { tempDir };
 
 /**
+ * Queries in each warm-up round of a daemon started here, unless the test names its own count: the same rounds,
+ * kinds of query and clean-up as the default 3,000 (src/dns/warm-up.ts), at a few percent of its CPU. The fast
+ * files start a few hundred daemons in-process, and a full warm-up was most of each start's ~200 ms (issue 23,
+ * a --cpu-prof of eight starts). The tests about the warm-up (dns-warm-up.test.ts) ask for the full count.
+ */
+export const TEST_WARM_UP_QUERIES = 100;
+
+/**
  * Starts a real daemon on loopback ephemeral ports. Upstreams default to
  * none (an empty resolv.conf in a temp dir, so tests never forward to the
  * host's resolvers by accident) unless given.
@@ -28,6 +36,7 @@ export async function startDaemon(
     resolvConf,
     hostsFile,
     inventory: false,
+    warmUpQueries: TEST_WARM_UP_QUERIES,
     ...opts,
   });
 }

@@ -21,6 +21,14 @@ let index: FleetIndex | undefined;
 let firstScreenOnly = false;
 let route: Route = parseRoute(location.hash);
 let firstRender = true;
+/** The id of the document shown by the view (set by onDocument). */
+let shownId = '';
+/**
+ * The id of the document whose first screen the daemon drew into the page
+ * (page.ts firstScreenHtml), until the script draws the view itself: the
+ * first render keeps that drawing when it would draw the same.
+ */
+let serverDrawn = view.dataset.drawn;
 
 /** The view the first-screen document holds everything for: the matrix's first page of hosts, unfiltered. */
 function onFirstScreen(r: Route): boolean {
@@ -48,8 +56,14 @@ function render(): boolean {
   if (!index || (firstScreenOnly && !onFirstScreen(route))) return false;
   const key = focusKey();
   const host = location.hostname;
-  view.innerHTML =
-    route.view.kind === 'service' ? renderService(index, route, info, host) : route.view.kind === 'host' ? renderHost(index, route, info) : renderMatrix(index, route, firstScreenOnly ? FIRST_SCREEN_HOSTS : Infinity);
+  // What the daemon drew is what this render would draw: the same document, the matrix's first screen, unfiltered.
+  const kept = serverDrawn === shownId && onFirstScreen(route) && (firstScreenOnly || index.hosts.length <= FIRST_SCREEN_HOSTS);
+  serverDrawn = undefined;
+  delete view.dataset.drawn;
+  if (!kept) {
+    view.innerHTML =
+      route.view.kind === 'service' ? renderService(index, route, info, host) : route.view.kind === 'host' ? renderHost(index, route, info) : renderMatrix(index, route, firstScreenOnly ? FIRST_SCREEN_HOSTS : Infinity);
+  }
   $('banner').innerHTML = viewBanner(index.doc.source);
   $('source').innerHTML = sourceLine(index.doc.source, info);
   document.title = `${route.view.kind === 'matrix' ? 'Fleet' : `${route.view.kind} ${route.view.name}`} · canonport`;
@@ -97,6 +111,7 @@ function onDocument(doc: FleetDocument, id: string, firstScreen = false): boolea
   index = indexFleet(doc);
   if (firstRender) performance.mark('cp-indexed');
   firstScreenOnly = firstScreen;
+  shownId = id;
   if (firstScreen) {
     document.documentElement.dataset.firstScreen = id;
     return render() && matrixShown();
@@ -220,8 +235,19 @@ input('state').innerHTML = `<option value="">any</option>${STATES.map((s) => `<o
 syncForm();
 // The document the page came with (page.ts): drawn before anything else is asked of the daemon.
 const inline = $('cp-doc');
-new Live(new URL('.', location.href).pathname, { document: onDocument, status: onStatus }).start({
-  doc: JSON.parse(inline.textContent ?? '{}') as FleetDocument,
-  id: inline.dataset.id ?? '',
-  firstScreen: inline.dataset.firstScreen !== undefined,
-});
+const start = () =>
+  new Live(new URL('.', location.href).pathname, { document: onDocument, status: onStatus }).start({
+    doc: JSON.parse(inline.textContent ?? '{}') as FleetDocument,
+    id: inline.dataset.id ?? '',
+    firstScreen: inline.dataset.firstScreen !== undefined,
+  });
+// The daemon drew the view this address shows: let the browser paint it first, then parse and index the document
+// (at 1,000 hosts tens of milliseconds on the one thread that paints), after the frame (issue 25).
+if (serverDrawn !== undefined && onFirstScreen(route)) requestAnimationFrame(() => window.setTimeout(start, 0));
+else {
+  // The address names another view: the matrix the daemon drew is not it.
+  serverDrawn = undefined;
+  delete view.dataset.drawn;
+  view.innerHTML = '<p class="empty-note">Loading the fleet…</p>';
+  start();
+}
