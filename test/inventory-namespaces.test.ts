@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -331,38 +331,46 @@ describe('the watcher\'s cost when nothing changed, and what the counters cannot
   }, 60_000);
 });
 
-describe('the watcher when the host\'s TCP allocation count did not move (issue 26\'s late-bind tail)', () => {
-  // A /proc of files in the kernel's formats, not the real one: what this test needs, the host's count of TCP sockets
-  // (sockstat's global `alloc`) standing still across a listen() because a socket was freed elsewhere in the same
-  // second, happens on a real host (measured: the late binds' slow trials, 1.8–2.8 s, each had a first scan after the
-  // bind with `alloc` unchanged) but cannot be made to happen on cue; and under a lab host's /proc (another PID
-  // namespace's) `net/sockstat` does not resolve for this process, so the count was never read there at all.
-  let root: string;
-  const tcpHeader = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
-  const listenLine = (port: number, inode: number) =>
-    `   0: 00000000:${port.toString(16).toUpperCase().padStart(4, '0')} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 ${inode} 1 0000000000000000 100 0 0 10 0\n`;
-  const sockstat = (used: number, tcp: number, alloc: number) => `sockets: used ${used}\nTCP: inuse ${tcp} orphan 0 tw 0 alloc ${alloc} mem 1\nUDP: inuse 0 mem 0\nUDPLITE: inuse 0\nRAW: inuse 0\nFRAG: inuse 0 memory 0\n`;
+/**
+ * A /proc of files in the kernel's formats, not the real one, for what cannot be made to happen on cue on a real
+ * host: the host's count of TCP sockets (sockstat's global `alloc`) standing still across a listen() because a
+ * socket was freed elsewhere in the same second (measured: the late binds' slow trials, 1.8–2.8 s, each had a first
+ * scan after the bind with `alloc` unchanged), connections coming and going at will. (Under a lab host's /proc,
+ * another PID namespace's, `net/sockstat` does not resolve for this process, so the count was never read there.)
+ * One container, its process 4242, nothing listening yet.
+ */
+const TCP_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
+const listenLine = (port: number, inode: number) =>
+  `   0: 00000000:${port.toString(16).toUpperCase().padStart(4, '0')} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 ${inode} 1 0000000000000000 100 0 0 10 0\n`;
+const sockstatText = (used: number, tcp: number, alloc: number) =>
+  `sockets: used ${used}\nTCP: inuse ${tcp} orphan 0 tw 0 alloc ${alloc} mem 1\nUDP: inuse 0 mem 0\nUDPLITE: inuse 0\nRAW: inuse 0\nFRAG: inuse 0 memory 0\n`;
+
+function fakeProc(): { root: string; put: (path: string, text: string) => void } {
+  const root = mkdtempSync(join(tmpdir(), 'cp-fakeproc-'));
   const put = (path: string, text: string) => {
     mkdirSync(join(root, path, '..'), { recursive: true });
     // Written in place (same inode): the watcher keeps the sockstat descriptors open, as it does the kernel's.
     writeFileSync(join(root, path), text);
   };
-  beforeAll(() => {
-    root = mkdtempSync(join(tmpdir(), 'cp-fakeproc-'));
-    put('loadavg', '0.00 0.00 0.00 1/100 4242\n');
-    put('net/tcp', tcpHeader);
-    put('net/sockstat', sockstat(10, 3, 17));
-    // One container: its process 4242, nothing listening yet (a process that will bind late).
-    put('4242/net/tcp', tcpHeader);
-    for (const f of ['tcp6', 'udp', 'udp6']) put(`4242/net/${f}`, tcpHeader);
-    put('4242/net/sockstat', sockstat(1, 0, 17));
-    put('4242/net/sockstat6', 'TCP6: inuse 0\nUDP6: inuse 0\nUDPLITE6: inuse 0\nRAW6: inuse 0\nFRAG6: inuse 0 memory 0\n');
-    put('4242/net/snmp', 'Tcp: RtoAlgorithm CurrEstab\nTcp: 1 0\n');
-    put('4242/net/fib_trie', '');
-    put('4242/net/if_inet6', '');
-    put('4242/cgroup', '0::/\n');
-    put('4242/stat', '4242 (node) S 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0\n');
-  });
+  put('loadavg', '0.00 0.00 0.00 1/100 4242\n');
+  put('net/tcp', TCP_HEADER);
+  put('net/sockstat', sockstatText(10, 3, 17));
+  put('4242/net/tcp', TCP_HEADER);
+  for (const f of ['tcp6', 'udp', 'udp6']) put(`4242/net/${f}`, TCP_HEADER);
+  put('4242/net/sockstat', sockstatText(1, 0, 17));
+  put('4242/net/sockstat6', 'TCP6: inuse 0\nUDP6: inuse 0\nUDPLITE6: inuse 0\nRAW6: inuse 0\nFRAG6: inuse 0 memory 0\n');
+  put('4242/net/snmp', 'Tcp: RtoAlgorithm CurrEstab\nTcp: 1 0\n');
+  put('4242/net/fib_trie', '');
+  put('4242/net/if_inet6', '');
+  put('4242/cgroup', '0::/\n');
+  put('4242/stat', '4242 (node) S 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0\n');
+  return { root, put };
+}
+
+describe('the watcher when the host\'s TCP allocation count did not move (issue 26\'s late-bind tail)', () => {
+  let root: string;
+  let put: (path: string, text: string) => void;
+  beforeAll(() => ({ root, put } = fakeProc()));
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
   it('a listener opened in a stable namespace is read at the next scan though the host\'s TCP allocation count is where it was', async () => {
@@ -378,14 +386,65 @@ describe('the watcher when the host\'s TCP allocation count did not move (issue 
       expect(reads).toEqual(['new']);
       // The process listens (its namespace's counters move); elsewhere on the host a TCP socket is freed in the same
       // second, so the host's allocation count reads as it did (17).
-      put('4242/net/tcp', tcpHeader + listenLine(12086, 777));
-      put('4242/net/sockstat', sockstat(2, 1, 17));
+      put('4242/net/tcp', TCP_HEADER + listenLine(12086, 777));
+      put('4242/net/sockstat', sockstatText(2, 1, 17));
       t += 1_000;
       const seen = await w.scan();
       // Not the fifth scan (every UNGATED_EVERY): the old gate on the allocation count left it to that one.
       expect(seen.namespaces[0]?.sockets.map((s) => s.port)).toEqual([12086]);
       expect(seen.changed).toBe(true);
       expect(reads).toEqual(['new', 'counters']);
+    } finally {
+      w.close();
+    }
+  });
+});
+
+describe('the watcher on a namespace backed off by connections coming and going (issue 26)', () => {
+  let root: string;
+  let put: (path: string, text: string) => void;
+  beforeAll(() => ({ root, put } = fakeProc()));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('a new process there (a container restarted in its pod) is read at the next scan, whatever the back-off says', async () => {
+    const reads: ReadTrigger[] = [];
+    let t = 1_000_000;
+    const w = new NamespaceWatcher({ procRoot: root, mode: () => 'all', netnsDirs: [], now: () => t, countRead: (trigger) => reads.push(trigger) });
+    try {
+      await w.scan();
+      // Past the first seconds, when a namespace where a process started is watched closely and never backed off.
+      t += EAGER_MS;
+      // A busy pod: connections half-open or closing move the counters (TCP in use, not established), each read finds
+      // the same listeners, and the wait before the next read doubles: 1, 2, 4 s.
+      for (let i = 1; i <= 3; i++) {
+        put('4242/net/sockstat', sockstatText(1 + (i % 2), i % 2, 17));
+        t += 2 ** (i - 1) * 1_000;
+        await w.scan();
+      }
+      // …and the next read would wait 4 s:
+      expect(reads).toEqual(['new', 'counters', 'counters', 'counters']);
+      // A new process in that namespace (PID 4343, its /proc/PID/net the same namespace's): a container restarted
+      // in its pod, not listening yet.
+      t += 1_000;
+      mkdirSync(join(root, '4343'));
+      symlinkSync(join(root, '4242', 'net'), join(root, '4343', 'net'));
+      put('loadavg', '0.00 0.00 0.00 1/101 4343\n');
+      await w.scan();
+      // Read now, 1 s after the last read, not once the 4 s the back-off had reached are over.
+      expect(reads.at(-1)).toBe('process');
+      // Watched closely now (scans asked for between the scans, as onHint does): its first connections move the
+      // counters and a read finds the same listeners, which takes no back-off; so its listener, 200 ms later, is read
+      // at once.
+      t += 200;
+      put('4242/net/sockstat', sockstatText(3, 2, 17));
+      await w.scan();
+      expect(reads.at(-1)).toBe('counters');
+      t += 200;
+      put('4242/net/tcp', TCP_HEADER + listenLine(12086, 778));
+      put('4242/net/sockstat', sockstatText(4, 3, 17));
+      const seen = await w.scan();
+      expect(reads.at(-1)).toBe('counters');
+      expect(seen.namespaces[0]?.sockets.map((s) => s.port)).toEqual([12086]);
     } finally {
       w.close();
     }

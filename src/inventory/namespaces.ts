@@ -72,7 +72,12 @@ import { readListeningSockets, type ListeningSocket } from './procnet.js';
  *   counters are read meanwhile.
  * - Back-off: a read that finds the same listeners (the counters moved for
  *   connections in other states) doubles that namespace's wait before the
- *   next read, up to MAX_READ_GAP_MS; a read that finds a change resets it.
+ *   next read, up to MAX_READ_GAP_MS; a read that finds a change resets it,
+ *   and so does a new process in the namespace (read at the next scan: a
+ *   container restarted in a busy pod), and none is taken while the
+ *   namespace is watched closely. What the back-off costs: a process that
+ *   has run a while in a namespace busy with connections and then binds
+ *   waits up to MAX_READ_GAP_MS.
  *   A namespace that does not change costs its counter reads, nothing more.
  */
 
@@ -417,9 +422,11 @@ export class NamespaceWatcher {
     if (id === this.own) return 'same';
     const space = this.spaces.get(id);
     if (space) {
-      // A new process in a known namespace may be about to bind: read it again, and watch it closely for a while.
+      // A new process in a known namespace may be about to bind: read it again at this scan, whatever the back-off
+      // says (a container restarted in a busy pod, whose connections had backed it off), and watch it closely for a while.
       if (isNew || before?.ns !== id) {
         space.trigger ??= 'process';
+        space.gapMs = 0;
         space.eagerUntilMs = this.now() + EAGER_MS;
       }
       return 'same';
@@ -496,8 +503,9 @@ export class NamespaceWatcher {
     const same = !first && sameSockets(s.sockets, sockets) && sameList(s.addresses, addresses);
     // Convergence's first stage, traced (bench/containers.ts reads it at --log-level debug): which read saw a listener.
     this.logger.debug({ label: s.label, trigger, same, ports: sockets.slice(0, 8).map((x) => x.port) }, 'namespace read');
-    // Counters moved and nothing we publish did: wait longer before the next read (back-off); a change resets it.
-    s.gapMs = same && trigger === 'counters' ? Math.min(MAX_READ_GAP_MS, Math.max(1_000, s.gapMs * 2)) : 0;
+    // Counters moved and nothing we publish did: wait longer before the next read (back-off); a change resets it,
+    // and so does a new process (look()). Not while the namespace is watched closely: its new process may bind yet.
+    s.gapMs = same && trigger === 'counters' && s.eagerUntilMs <= now ? Math.min(MAX_READ_GAP_MS, Math.max(1_000, s.gapMs * 2)) : 0;
     // What it was watched closely for has come: back to the scans' pace.
     if (!same && !first) s.eagerUntilMs = 0;
     s.sockets = sockets;
