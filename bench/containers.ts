@@ -56,6 +56,8 @@ export interface ContainersBenchOptions {
   listenersEach: number;
   scans: number;
   cpuSeconds: number;
+  /** How long the daemon is left alone before each idle window (`--idle-settle`, as the idle section): the first scans' garbage and V8's memory reducer are not what an idle host pays. */
+  idleSettleMs: number;
   trials: number;
   /** Another checkout (--baseline): its daemon's idle CPU on host A with the same containers, measured just after this one's (the before of a before/after). */
   baseline?: { dir: string; label: string } | undefined;
@@ -118,6 +120,7 @@ export async function runContainersBench(o: ContainersBenchOptions, progress: (m
     // The reference: scans of the host with no container, then its daemon's idle CPU.
     const none = await scanCost(hostA, o.scans);
     progress(`containers: steady scan of a host with none: ${none.steadyUs.toFixed(0)} µs`);
+    await new Promise((res) => setTimeout(res, o.idleSettleMs));
     const noneIdle = await daemonIdle(a, o.cpuSeconds);
 
     for (const ehash of ['shared', 'per-namespace'] as const) {
@@ -135,7 +138,7 @@ export async function runContainersBench(o: ContainersBenchOptions, progress: (m
       progress(`containers: ${ehash}: first scan ${cost.firstMs.toFixed(0)} ms CPU, steady ${cost.steadyUs.toFixed(0)} µs (none: ${none.steadyUs.toFixed(0)} µs)`);
       if (ehash === 'shared') {
         // The daemon has read them all by now (its first scans); what it costs afterwards, idle.
-        await new Promise((res) => setTimeout(res, 5000));
+        await new Promise((res) => setTimeout(res, o.idleSettleMs));
         const idle = await daemonIdle(a, o.cpuSeconds);
         r.idle = { containers: o.containers, cpuPercent: idle.cpu, noneCpuPercent: noneIdle.cpu, rssMb: idle.rssMb, noneRssMb: noneIdle.rssMb, probesPerS: idle.probesPerS, noneProbesPerS: noneIdle.probesPerS, readsPerS: idle.readsPerS };
         progress(`containers: daemon idle CPU ${idle.cpu.toFixed(3)} % with ${o.containers} containers, ${noneIdle.cpu.toFixed(3)} % with none; RSS ${idle.rssMb.toFixed(1)} MB (${noneIdle.rssMb.toFixed(1)}); readiness probes ${idle.probesPerS.toFixed(1)}/s (${noneIdle.probesPerS.toFixed(1)}), namespace reads ${idle.readsPerS.toFixed(2)}/s`);

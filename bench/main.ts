@@ -98,7 +98,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--only SCENARIO[,SCEN
                 (default all; \`convergence,probe-cpu\` is the readiness schedule's figures alone)
   --latency-parts LIST  the parts of the latency section to run: ${LATENCY_PARTS.join(', ')}
                 (default all; \`cluster\` is the answers under listener churn alone; \`attribution,cluster\` where their slow 1 % goes)
-  --idle-settle S  seconds the idle section waits after every daemon is ready before its window (default 30, 8 with --quick);
+  --idle-settle S  seconds the idle section waits after every daemon is ready before its window (default 30, 8 with --quick),
+                and the containers section before each of its idle windows;
                 V8's memory reducer makes its major collections in the first ~70 s after start (docs/performance.md),
                 so 120 measures the steady state the fleet pays for, 30 includes that one-off
 
@@ -186,7 +187,7 @@ function parseOptions(argv: string[]): Options {
       (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0) +
       (only.includes('ui') ? (quick ? 240 : 420) * 1000 + (values.baseline ? 180_000 : 0) : 0) +
       (only.includes('rollout') ? (quick ? 400 : 900) * 1000 : 0) +
-      (only.includes('containers') ? (quick ? 420 : 1500) * 1000 : 0),
+      (only.includes('containers') ? (quick ? 420 : 1500) * 1000 + 2 * idleSettleSeconds * 1000 : 0),
   };
 }
 
@@ -714,7 +715,7 @@ async function main(): Promise<number> {
     // Containers and pods (issue 26): scan cost with 100 containers, idle CPU, convergence of a container's listener.
     if (want('containers')) {
       try {
-        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 30, trials: opts.quick ? 20 : 50, baseline: opts.baseline }, progress);
+        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 30, idleSettleMs: opts.idleSettleSeconds * 1000, trials: opts.quick ? 20 : 50, baseline: opts.baseline }, progress);
         for (const e of result.containers.errors) result.errors.push(`containers: ${e}`);
       } catch (err) {
         if (err instanceof BudgetExceeded) throw err;
