@@ -187,7 +187,7 @@ function parseOptions(argv: string[]): Options {
       (only.includes('cluster') ? (quick ? 300 : 1500) * 1000 : 0) +
       (only.includes('ui') ? (quick ? 240 : 420) * 1000 + (values.baseline ? 180_000 : 0) : 0) +
       (only.includes('rollout') ? (quick ? 400 : 900) * 1000 : 0) +
-      (only.includes('containers') ? (quick ? 420 : 1500) * 1000 + 2 * idleSettleSeconds * 1000 : 0),
+      (only.includes('containers') ? (quick ? 420 : 1560) * 1000 + 2 * idleSettleSeconds * 1000 : 0),
   };
 }
 
@@ -715,7 +715,7 @@ async function main(): Promise<number> {
     // Containers and pods (issue 26): scan cost with 100 containers, idle CPU, convergence of a container's listener.
     if (want('containers')) {
       try {
-        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 30, idleSettleMs: opts.idleSettleSeconds * 1000, trials: opts.quick ? 20 : 50, baseline: opts.baseline }, progress);
+        result.containers = await runContainersBench({ containers: opts.quick ? 20 : 100, listenersEach: 5, scans: opts.quick ? 10 : 30, cpuSeconds: opts.quick ? 10 : 60, idleSettleMs: opts.idleSettleSeconds * 1000, trials: opts.quick ? 20 : 50, baseline: opts.baseline }, progress);
         for (const e of result.containers.errors) result.errors.push(`containers: ${e}`);
       } catch (err) {
         if (err instanceof BudgetExceeded) throw err;

@@ -367,65 +367,62 @@ function fakeProc(): { root: string; put: (path: string, text: string) => void }
   return { root, put };
 }
 
-describe('the watcher when the host\'s TCP allocation count did not move (issue 26\'s late-bind tail)', () => {
-  let root: string;
-  let put: (path: string, text: string) => void;
-  beforeAll(() => ({ root, put } = fakeProc()));
-  afterAll(() => rmSync(root, { recursive: true, force: true }));
+/** A watcher on a fresh fake /proc, its clock in the test's hands and its reads counted; `close` removes both. */
+function fakeWatcher() {
+  const { root, put } = fakeProc();
+  const reads: ReadTrigger[] = [];
+  const clock = { t: 1_000_000 };
+  const w = new NamespaceWatcher({ procRoot: root, mode: () => 'all', netnsDirs: [], now: () => clock.t, countRead: (trigger) => reads.push(trigger) });
+  const close = () => {
+    w.close();
+    rmSync(root, { recursive: true, force: true });
+  };
+  return { root, put, reads, clock, w, close };
+}
 
+describe('the watcher on what counters that are levels hide (issue 26)', () => {
   it('a listener opened in a stable namespace is read at the next scan though the host\'s TCP allocation count is where it was', async () => {
-    const reads: ReadTrigger[] = [];
-    let t = 1_000_000;
-    const w = new NamespaceWatcher({ procRoot: root, mode: () => 'all', netnsDirs: [], now: () => t, countRead: (trigger) => reads.push(trigger) });
+    const { put, reads, clock, w, close } = fakeWatcher();
     try {
       expect((await w.scan()).namespaces.map((n) => n.sockets)).toEqual([[]]);
       expect(reads).toEqual(['new']);
       // Stable: a scan later nothing is read (the cost discipline holds).
-      t += 1_000;
+      clock.t += 1_000;
       await w.scan();
       expect(reads).toEqual(['new']);
       // The process listens (its namespace's counters move); elsewhere on the host a TCP socket is freed in the same
       // second, so the host's allocation count reads as it did (17).
       put('4242/net/tcp', TCP_HEADER + listenLine(12086, 777));
       put('4242/net/sockstat', sockstatText(2, 1, 17));
-      t += 1_000;
+      clock.t += 1_000;
       const seen = await w.scan();
       // Not the fifth scan (every UNGATED_EVERY): the old gate on the allocation count left it to that one.
       expect(seen.namespaces[0]?.sockets.map((s) => s.port)).toEqual([12086]);
       expect(seen.changed).toBe(true);
       expect(reads).toEqual(['new', 'counters']);
     } finally {
-      w.close();
+      close();
     }
   });
-});
 
-describe('the watcher on a namespace backed off by connections coming and going (issue 26)', () => {
-  let root: string;
-  let put: (path: string, text: string) => void;
-  beforeAll(() => ({ root, put } = fakeProc()));
-  afterAll(() => rmSync(root, { recursive: true, force: true }));
-
-  it('a new process there (a container restarted in its pod) is read at the next scan, whatever the back-off says', async () => {
-    const reads: ReadTrigger[] = [];
-    let t = 1_000_000;
-    const w = new NamespaceWatcher({ procRoot: root, mode: () => 'all', netnsDirs: [], now: () => t, countRead: (trigger) => reads.push(trigger) });
+  it('a new process in a namespace its connections backed off (a container restarted in its pod) is read at the next scan, whatever the back-off says', async () => {
+    const { root, put, reads, clock, w, close } = fakeWatcher();
     try {
       await w.scan();
       // Past the first seconds, when a namespace where a process started is watched closely and never backed off.
-      t += EAGER_MS;
+      clock.t += EAGER_MS;
       // A busy pod: connections half-open or closing move the counters (TCP in use, not established), each read finds
       // the same listeners, and the wait before the next read doubles: 1, 2, 4 s.
       for (let i = 1; i <= 3; i++) {
         put('4242/net/sockstat', sockstatText(1 + (i % 2), i % 2, 17));
-        t += 2 ** (i - 1) * 1_000;
+        clock.t += 2 ** (i - 1) * 1_000;
         await w.scan();
       }
       // …and the next read would wait 4 s:
       expect(reads).toEqual(['new', 'counters', 'counters', 'counters']);
       // A new process in that namespace (PID 4343, its /proc/PID/net the same namespace's): a container restarted
       // in its pod, not listening yet.
-      t += 1_000;
+      clock.t += 1_000;
       mkdirSync(join(root, '4343'));
       symlinkSync(join(root, '4242', 'net'), join(root, '4343', 'net'));
       put('loadavg', '0.00 0.00 0.00 1/101 4343\n');
@@ -435,18 +432,18 @@ describe('the watcher on a namespace backed off by connections coming and going 
       // Watched closely now (scans asked for between the scans, as onHint does): its first connections move the
       // counters and a read finds the same listeners, which takes no back-off; so its listener, 200 ms later, is read
       // at once.
-      t += 200;
+      clock.t += 200;
       put('4242/net/sockstat', sockstatText(3, 2, 17));
       await w.scan();
       expect(reads.at(-1)).toBe('counters');
-      t += 200;
+      clock.t += 200;
       put('4242/net/tcp', TCP_HEADER + listenLine(12086, 778));
       put('4242/net/sockstat', sockstatText(4, 3, 17));
       const seen = await w.scan();
       expect(reads.at(-1)).toBe('counters');
       expect(seen.namespaces[0]?.sockets.map((s) => s.port)).toEqual([12086]);
     } finally {
-      w.close();
+      close();
     }
   });
 });
